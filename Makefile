@@ -1,0 +1,73 @@
+# Packetwatch — make is the human interface. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Debian packages the build, the tests and the benchmarks need.
+DEB_PACKAGES := clang llvm libbpf-dev bpftool linux-libc-dev make g++ python3 \
+                iproute2 nmap hping3 curl libxdp1 util-linux
+
+MULTIARCH := $(shell uname -m)-linux-gnu
+BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I bpf -I /usr/include/$(MULTIARCH)
+BPF_OBJ := bpf/build/packetwatch.bpf.o
+NATIVE := packages/libbpf-ts/build/Release/bpf_ts.node
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install the Debian packages the build and tests need (only those missing)
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; exit 0; fi; \
+	echo "deps: missing Debian packages: $$missing"; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "deps: apt-get not found; install these packages with your package manager: $$missing" >&2; exit 1; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "deps: installing packages needs root; run 'sudo make deps' (or install: $$missing)" >&2; exit 1; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing
+
+node_modules/.package-lock.json: package-lock.json $(wildcard */package.json */*/package.json)
+	npm ci --no-audit --no-fund
+	@touch $@
+
+.PHONY: install
+install: node_modules/.package-lock.json ## npm ci (builds the libbpf-ts addon)
+
+$(BPF_OBJ): bpf/packetwatch.bpf.c bpf/packetwatch.h
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+.PHONY: bpf
+bpf: $(BPF_OBJ) ## Compile the XDP program
+
+$(NATIVE): packages/libbpf-ts/src/native/binding.cc packages/libbpf-ts/binding.gyp | node_modules/.package-lock.json
+	npm run build:native -w libbpf-ts
+
+.PHONY: build
+build: install bpf $(NATIVE) ## Build everything: XDP object, libbpf-ts addon, TypeScript
+	npx tsc -b
+
+.PHONY: test
+test: deps install build ## Install what is missing, build, and run every suite (root needed for the privileged ones)
+	npx vitest run
+
+.PHONY: test-unit
+test-unit: build ## Unit suites only (no privileges)
+	npx vitest run --project unit
+
+.PHONY: test-privileged
+test-privileged: build ## Privileged suites only: datapath, libbpf-ts, network namespaces (root)
+	npx vitest run --project privileged
+
+.PHONY: bench-datapath
+bench-datapath: build ## ns/packet of each datapath path next to an empty XDP program (root)
+	node --enable-source-maps bench/dist/datapath.js
+
+.PHONY: bench
+bench: bench-datapath ## Every benchmark
+
+.PHONY: clean
+clean: ## Remove build output
+	rm -rf bpf/build packages/libbpf-ts/build */dist */*/dist bench/dist node_modules/.cache

@@ -1,0 +1,368 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Packetwatch XDP program: sees every frame on one interface, reports new TCP
+ * connections (SYN without ACK) to user space through a ring buffer, and drops
+ * the new connections (or, in drop-all mode, every frame) of blocked sources.
+ *
+ * Rules this program keeps:
+ *  - never drop what it does not understand: anything unparsable passes and is
+ *    counted as malformed;
+ *  - a bounds check before every header read (cursor style, one parse_* per header);
+ *  - blocked sources produce no event, allowlisted sources are never dropped;
+ *  - one map lookup on the common path (the per-CPU counters); the blocklist is
+ *    consulted only for frames it could drop, the allowlist only on a block hit.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "packetwatch.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Load-time constants (.rodata), set by user space before load. */
+const volatile __u32 drop_mode = PW_DROP_SYN;
+
+/* Map sizes here are defaults; user space sets them before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct pw_lpm_key);
+	__type(value, __u8);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} allowlist SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct pw_addr);
+	__type(value, struct pw_block);
+	__uint(max_entries, 65536);
+} blocklist SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+/* One per-CPU slot holding every counter: a single lookup per frame. */
+struct pw_counters {
+	__u64 count[PW_CNT_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct pw_counters);
+	__uint(max_entries, 1);
+} counters SEC(".maps");
+
+/* Anchors for BTF: the ring buffer carries no type, and enums used only as
+ * constants leave none behind. These globals make clang describe the event
+ * layout and the counter indexes in the object's BTF, where the codec test
+ * and tools (bpftool btf dump) read them. */
+struct pw_syn_event _pw_syn_event_btf __attribute__((unused));
+enum pw_counter _pw_counter_btf __attribute__((unused));
+enum pw_block_reason _pw_block_reason_btf __attribute__((unused));
+enum pw_drop_mode _pw_drop_mode_btf __attribute__((unused));
+
+#define VLAN_MAX_DEPTH 2
+#define IPV6_EXT_MAX 8
+#define IPV4_FRAG_OFFSET 0x1fff
+#define IPV6_FRAG_OFFSET 0xfff8
+
+struct cursor {
+	void *pos;
+	void *end;
+};
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 encapsulated_proto;
+};
+
+struct ipv6_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 identification;
+};
+
+union pw_addr_words {
+	struct pw_addr a;
+	__u32 w[4];
+};
+
+/* What the IP layer told us, filled by parse_ipv4 / parse_ipv6. */
+struct l3_info {
+	union pw_addr_words saddr;
+	union pw_addr_words daddr;
+	__u8 proto;
+	__u8 version;
+	__u8 ttl;
+};
+
+enum parse_result {
+	PARSE_OK = 0,
+	PARSE_MALFORMED,
+	PARSE_FRAGMENT,   /* non-first fragment: addresses known, no L4 header */
+	PARSE_OTHER,      /* well-formed, but nothing for us to read further */
+};
+
+static __always_inline void count(struct pw_counters *c, enum pw_counter which)
+{
+	if (c)
+		c->count[which]++;
+}
+
+/* Ethernet plus up to VLAN_MAX_DEPTH 802.1Q / 802.1ad tags. Returns the
+ * EtherType in network order, or 0 when the frame is too short. */
+static __always_inline __be16 parse_eth(struct cursor *cur, __u16 *vlan_id)
+{
+	struct ethhdr *eth = cur->pos;
+	__be16 proto;
+
+	if ((void *)(eth + 1) > cur->end)
+		return 0;
+	cur->pos = eth + 1;
+	proto = eth->h_proto;
+
+#pragma unroll
+	for (int i = 0; i < VLAN_MAX_DEPTH; i++) {
+		struct vlan_hdr *vh = cur->pos;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if ((void *)(vh + 1) > cur->end)
+			return 0;
+		*vlan_id = bpf_ntohs(vh->tci) & 0x0fff;
+		proto = vh->encapsulated_proto;
+		cur->pos = vh + 1;
+	}
+	return proto;
+}
+
+static __always_inline enum parse_result parse_ipv4(struct cursor *cur, struct l3_info *l3)
+{
+	struct iphdr *ip = cur->pos;
+	__u32 hdrlen;
+
+	if ((void *)(ip + 1) > cur->end)
+		return PARSE_MALFORMED;
+	hdrlen = ip->ihl * 4;
+	if (ip->version != 4 || hdrlen < sizeof(*ip))
+		return PARSE_MALFORMED;
+	if (cur->pos + hdrlen > cur->end || bpf_ntohs(ip->tot_len) < hdrlen)
+		return PARSE_MALFORMED;
+
+	l3->saddr.w[0] = 0;
+	l3->saddr.w[1] = 0;
+	l3->saddr.w[2] = bpf_htonl(0x0000ffff);
+	l3->saddr.w[3] = ip->saddr;
+	l3->daddr.w[0] = 0;
+	l3->daddr.w[1] = 0;
+	l3->daddr.w[2] = bpf_htonl(0x0000ffff);
+	l3->daddr.w[3] = ip->daddr;
+	l3->proto = ip->protocol;
+	l3->version = 4;
+	l3->ttl = ip->ttl;
+	cur->pos += hdrlen;
+
+	if (ip->frag_off & bpf_htons(IPV4_FRAG_OFFSET))
+		return PARSE_FRAGMENT;
+	return PARSE_OK;
+}
+
+/* IPv6 fixed header, then a bounded walk over extension headers until an
+ * upper-layer protocol. */
+static __always_inline enum parse_result parse_ipv6(struct cursor *cur, struct l3_info *l3)
+{
+	struct ipv6hdr *ip6 = cur->pos;
+	__u8 nexthdr;
+
+	if ((void *)(ip6 + 1) > cur->end)
+		return PARSE_MALFORMED;
+	if (ip6->version != 6)
+		return PARSE_MALFORMED;
+	__builtin_memcpy(&l3->saddr, &ip6->saddr, PW_ADDR_LEN);
+	__builtin_memcpy(&l3->daddr, &ip6->daddr, PW_ADDR_LEN);
+	l3->version = 6;
+	l3->ttl = ip6->hop_limit;
+	nexthdr = ip6->nexthdr;
+	cur->pos = ip6 + 1;
+
+#pragma unroll
+	for (int i = 0; i < IPV6_EXT_MAX; i++) {
+		struct ipv6_opt_hdr *opt = cur->pos;
+		struct ipv6_frag_hdr *frag = cur->pos;
+		__u32 len;
+
+		switch (nexthdr) {
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS:
+		case IPPROTO_AH:
+			if ((void *)(opt + 1) > cur->end)
+				return PARSE_MALFORMED;
+			/* AH counts its length in 4-byte units minus 2, the others in
+			 * 8-byte units minus 1 (RFC 4302, RFC 8200). */
+			len = nexthdr == IPPROTO_AH ? (opt->hdrlen + 2) * 4 : (opt->hdrlen + 1) * 8;
+			if (cur->pos + len > cur->end)
+				return PARSE_MALFORMED;
+			nexthdr = opt->nexthdr;
+			cur->pos += len;
+			break;
+		case IPPROTO_FRAGMENT:
+			if ((void *)(frag + 1) > cur->end)
+				return PARSE_MALFORMED;
+			nexthdr = frag->nexthdr;
+			cur->pos = frag + 1;
+			if (frag->frag_off & bpf_htons(IPV6_FRAG_OFFSET)) {
+				l3->proto = nexthdr;
+				return PARSE_FRAGMENT;
+			}
+			break;
+		default:
+			l3->proto = nexthdr;
+			return PARSE_OK;
+		}
+	}
+	/* More extension headers than we walk: we cannot find the TCP header. */
+	return PARSE_MALFORMED;
+}
+
+static __always_inline int allowlisted(const struct pw_addr *addr)
+{
+	struct pw_lpm_key key = { .prefixlen = 128 };
+
+	__builtin_memcpy(key.addr, addr->addr, PW_ADDR_LEN);
+	return bpf_map_lookup_elem(&allowlist, &key) != NULL;
+}
+
+/* Whether a frame from addr must be dropped. *now is read from the clock at
+ * most once per frame and handed back for the event timestamp. */
+static __always_inline int blocked(const struct pw_addr *addr, struct pw_counters *cnt, __u64 *now)
+{
+	struct pw_block *b = bpf_map_lookup_elem(&blocklist, addr);
+
+	if (!b)
+		return 0;
+	if (b->expires_ns) {
+		if (!*now)
+			*now = bpf_ktime_get_boot_ns();
+		if (b->expires_ns <= *now) {
+			count(cnt, PW_CNT_BLOCK_EXPIRED);
+			return 0;
+		}
+	}
+	if (allowlisted(addr)) {
+		count(cnt, PW_CNT_ALLOWLISTED);
+		return 0;
+	}
+	return 1;
+}
+
+/* Frames that are not new connections: dropped only in drop-all mode. */
+static __always_inline int other_verdict(const struct l3_info *l3, struct pw_counters *cnt)
+{
+	__u64 now = 0;
+
+	if (drop_mode == PW_DROP_ALL && blocked(&l3->saddr.a, cnt, &now)) {
+		count(cnt, PW_CNT_OTHER_DROPPED);
+		return XDP_DROP;
+	}
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int packetwatch(struct xdp_md *ctx)
+{
+	struct cursor cur = {
+		.pos = (void *)(long)ctx->data,
+		.end = (void *)(long)ctx->data_end,
+	};
+	__u32 zero = 0;
+	struct pw_counters *cnt = bpf_map_lookup_elem(&counters, &zero);
+	struct l3_info l3 = {};
+	__u16 vlan_id = 0;
+	enum parse_result res;
+	struct pw_syn_event *ev;
+	struct tcphdr *tcp;
+	__u32 doff;
+	__u8 flags;
+	__u64 now = 0;
+	__be16 proto;
+
+	count(cnt, PW_CNT_FRAMES);
+
+	proto = parse_eth(&cur, &vlan_id);
+	if (proto == bpf_htons(ETH_P_IP)) {
+		res = parse_ipv4(&cur, &l3);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		res = parse_ipv6(&cur, &l3);
+	} else if (proto == 0) {
+		count(cnt, PW_CNT_MALFORMED);
+		return XDP_PASS;
+	} else {
+		count(cnt, PW_CNT_NON_IP);
+		return XDP_PASS;
+	}
+
+	if (res == PARSE_MALFORMED) {
+		count(cnt, PW_CNT_MALFORMED);
+		return XDP_PASS;
+	}
+	if (res == PARSE_FRAGMENT) {
+		count(cnt, PW_CNT_FRAGMENTS);
+		return other_verdict(&l3, cnt);
+	}
+	if (l3.proto != IPPROTO_TCP) {
+		count(cnt, PW_CNT_NON_TCP);
+		return other_verdict(&l3, cnt);
+	}
+
+	tcp = cur.pos;
+	if ((void *)(tcp + 1) > cur.end) {
+		count(cnt, PW_CNT_MALFORMED);
+		return XDP_PASS;
+	}
+	doff = tcp->doff * 4;
+	if (doff < sizeof(*tcp) || cur.pos + doff > cur.end) {
+		count(cnt, PW_CNT_MALFORMED);
+		return XDP_PASS;
+	}
+	flags = ((__u8 *)tcp)[13];
+	if ((flags & (PW_TCP_SYN | PW_TCP_ACK)) != PW_TCP_SYN)
+		return other_verdict(&l3, cnt);
+
+	count(cnt, PW_CNT_SYN);
+	if (blocked(&l3.saddr.a, cnt, &now)) {
+		count(cnt, PW_CNT_SYN_DROPPED);
+		return XDP_DROP;
+	}
+
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count(cnt, PW_CNT_RINGBUF_FULL);
+		return XDP_PASS;
+	}
+	ev->ts_ns = now ? now : bpf_ktime_get_boot_ns();
+	__builtin_memcpy(ev->saddr, &l3.saddr, PW_ADDR_LEN);
+	__builtin_memcpy(ev->daddr, &l3.daddr, PW_ADDR_LEN);
+	ev->sport = bpf_ntohs(tcp->source);
+	ev->dport = bpf_ntohs(tcp->dest);
+	ev->ifindex = ctx->ingress_ifindex;
+	ev->tcp_flags = flags;
+	ev->ip_version = l3.version;
+	ev->ttl = l3.ttl;
+	ev->_pad = 0;
+	ev->vlan_id = vlan_id;
+	ev->window = bpf_ntohs(tcp->window);
+	bpf_ringbuf_submit(ev, 0);
+	count(cnt, PW_CNT_EVENTS);
+	return XDP_PASS;
+}

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Record layouts shared by the XDP program and user space.
+ *
+ * This header is the single definition of every structure that crosses the
+ * kernel/user boundary. The TypeScript codecs in bpf/src/records.ts mirror it,
+ * and bpf/test/records.test.ts checks them against the BTF that clang emits for
+ * the compiled object, so a change here that is not made there fails the build's
+ * tests rather than corrupting events at run time.
+ *
+ * Addresses are 16 bytes everywhere: IPv4 is stored IPv4-mapped (::ffff:a.b.c.d)
+ * so that one map, one key type and one code path serve both families.
+ */
+#ifndef PACKETWATCH_H
+#define PACKETWATCH_H
+
+#include <linux/types.h>
+
+#define PW_ADDR_LEN 16
+
+/* Key of the blocklist hash map. */
+struct pw_addr {
+	__u8 addr[PW_ADDR_LEN];
+};
+
+/* Key of the allowlist LPM trie; prefixlen counts bits of the 16-byte address,
+ * so an IPv4 /24 is stored as prefixlen 96 + 24. */
+struct pw_lpm_key {
+	__u32 prefixlen;
+	__u8 addr[PW_ADDR_LEN];
+};
+
+/* Why a source is blocked; user space may use any value, these are the known ones. */
+enum pw_block_reason {
+	PW_REASON_UNSPECIFIED = 0,
+	PW_REASON_PORTSCAN = 1,
+	PW_REASON_MANUAL = 2,
+};
+
+/* Value of the blocklist. Times are CLOCK_BOOTTIME nanoseconds (bpf_ktime_get_boot_ns),
+ * so expiry keeps working while user space is down and across suspend.
+ * expires_ns == 0 means the block never expires. */
+struct pw_block {
+	__u64 expires_ns;
+	__u64 created_ns;
+	__u32 reason;
+	__u32 _pad;
+};
+
+/* tcp_flags bits, as on the wire (byte 13 of the TCP header). */
+#define PW_TCP_FIN 0x01
+#define PW_TCP_SYN 0x02
+#define PW_TCP_RST 0x04
+#define PW_TCP_PSH 0x08
+#define PW_TCP_ACK 0x10
+#define PW_TCP_URG 0x20
+#define PW_TCP_ECE 0x40
+#define PW_TCP_CWR 0x80
+
+/* One new-connection SYN, as written to the events ring buffer. Fixed size:
+ * user space decodes records at fixed offsets without reading a length. */
+struct pw_syn_event {
+	__u64 ts_ns;            /* CLOCK_BOOTTIME ns when the frame was seen */
+	__u8 saddr[PW_ADDR_LEN];
+	__u8 daddr[PW_ADDR_LEN];
+	__u16 sport;            /* host byte order */
+	__u16 dport;            /* host byte order */
+	__u32 ifindex;          /* interface the frame arrived on */
+	__u8 tcp_flags;
+	__u8 ip_version;        /* 4 or 6 */
+	__u8 ttl;               /* IPv4 TTL or IPv6 hop limit */
+	__u8 _pad;
+	__u16 vlan_id;          /* innermost VLAN id, 0 when untagged */
+	__u16 window;           /* TCP window, host byte order */
+};
+
+/* Indexes of the per-CPU counters array. */
+enum pw_counter {
+	PW_CNT_FRAMES = 0,      /* every frame the program saw */
+	PW_CNT_NON_IP,          /* neither IPv4 nor IPv6 (ARP, LLDP, ...) */
+	PW_CNT_NON_TCP,         /* IP but not TCP (UDP, ICMP, ...) */
+	PW_CNT_FRAGMENTS,       /* non-first fragments: no TCP header to read */
+	PW_CNT_MALFORMED,       /* could not be parsed (truncated, bad lengths) */
+	PW_CNT_SYN,             /* new-connection SYNs (SYN set, ACK clear) */
+	PW_CNT_EVENTS,          /* SYN events written to the ring buffer */
+	PW_CNT_RINGBUF_FULL,    /* SYN events lost because the ring buffer was full */
+	PW_CNT_SYN_DROPPED,     /* new-connection SYNs dropped from blocked sources */
+	PW_CNT_OTHER_DROPPED,   /* other frames dropped from blocked sources (drop-all mode) */
+	PW_CNT_ALLOWLISTED,     /* frames from blocked sources passed because allowlisted */
+	PW_CNT_BLOCK_EXPIRED,   /* frames from sources whose block has expired */
+	PW_CNT_MAX,
+};
+
+/* Values of the drop_mode load-time constant. */
+enum pw_drop_mode {
+	PW_DROP_SYN = 0,        /* drop only new-connection SYNs of blocked sources */
+	PW_DROP_ALL = 1,        /* drop every frame of blocked sources */
+};
+
+#endif /* PACKETWATCH_H */

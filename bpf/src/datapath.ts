@@ -1,0 +1,131 @@
+// The Packetwatch XDP object loaded into the kernel, with its maps seen
+// through the record codecs. The probe builds on this; tests and benchmarks
+// use it directly.
+import { fileURLToPath } from 'node:url';
+import {
+  type BpfMap,
+  type Collection,
+  ObjectSpec,
+  type PerCpuMap,
+  type Program,
+  RingBufferReader,
+  type RingBufferReaderOptions,
+  type TypedMap,
+  clock,
+  u8,
+  u32,
+} from 'libbpf-ts';
+import { parseAddress, parsePrefix } from './address.js';
+import {
+  type BlockEntry,
+  BlockReason,
+  type Counters,
+  DropMode,
+  type LpmKey,
+  SYN_EVENT_SIZE,
+  addrCodec,
+  blockCodec,
+  countersCodec,
+  lpmKeyCodec,
+  sumCounters,
+} from './records.js';
+
+/** The compiled program, built by `make bpf` next to its source. */
+export const OBJECT_PATH = fileURLToPath(new URL('../build/packetwatch.bpf.o', import.meta.url));
+
+export const PROGRAM_NAME = 'packetwatch';
+
+export interface DatapathOptions {
+  objectPath?: string;
+  dropMode?: DropMode;
+  /** Entries of the blocklist hash (default 65,536). */
+  blocklistSize?: number;
+  /** Entries of the allowlist LPM trie (default 1,024). */
+  allowlistSize?: number;
+  /** Bytes of the events ring buffer, a power of two (default 4 MiB). */
+  ringBufferBytes?: number;
+  /** Directory in bpffs where the maps are pinned (reused if already there). */
+  pinDir?: string;
+}
+
+export interface BlockOptions {
+  /** Seconds until the block lapses; 0 or omitted: never. */
+  ttlSeconds?: number;
+  reason?: BlockReason;
+}
+
+export class Datapath {
+  readonly program: Program;
+  readonly blocklist: TypedMap<Buffer, BlockEntry>;
+  readonly allowlist: TypedMap<LpmKey, number>;
+  readonly events: BpfMap;
+  readonly #counters: PerCpuMap<number, Counters>;
+
+  private constructor(readonly collection: Collection) {
+    this.program = collection.program(PROGRAM_NAME);
+    this.blocklist = collection.map('blocklist').typed(addrCodec, blockCodec);
+    this.allowlist = collection.map('allowlist').typed(lpmKeyCodec, u8);
+    this.events = collection.map('events');
+    this.#counters = collection.map('counters').perCpuTyped(u32, countersCodec);
+  }
+
+  static load(opts: DatapathOptions = {}): Datapath {
+    const spec = ObjectSpec.open(opts.objectPath ?? OBJECT_PATH);
+    try {
+      spec.setConstant('drop_mode', opts.dropMode ?? DropMode.Syn);
+      if (opts.blocklistSize !== undefined) spec.setMaxEntries('blocklist', opts.blocklistSize);
+      if (opts.allowlistSize !== undefined) spec.setMaxEntries('allowlist', opts.allowlistSize);
+      if (opts.ringBufferBytes !== undefined) spec.setMaxEntries('events', opts.ringBufferBytes);
+      if (opts.pinDir !== undefined) {
+        for (const m of ['blocklist', 'allowlist', 'counters', 'events']) spec.pinMap(m, `${opts.pinDir}/${m}`);
+      }
+      return new Datapath(spec.load());
+    } catch (e) {
+      spec.close();
+      throw e;
+    }
+  }
+
+  /** Blocks a source (IPv4 or IPv6 text); replaces an existing block's expiry and reason. */
+  block(address: string, opts: BlockOptions = {}): BlockEntry {
+    const now = clock.boottimeNs();
+    const ttl = opts.ttlSeconds ?? 0;
+    const entry: BlockEntry = {
+      createdNs: now,
+      expiresNs: ttl > 0 ? now + BigInt(Math.round(ttl * 1e9)) : 0n,
+      reason: opts.reason ?? BlockReason.Unspecified,
+    };
+    this.blocklist.set(parseAddress(address), entry);
+    return entry;
+  }
+
+  /** Returns false when the source was not blocked. */
+  unblock(address: string): boolean {
+    return this.blocklist.delete(parseAddress(address));
+  }
+
+  /** Allowlists a prefix ("10.0.0.0/8", "2001:db8::/32") or a single address. */
+  allow(prefix: string): void {
+    const p = parsePrefix(prefix);
+    this.allowlist.set({ prefixLen: p.prefixLen, addr: p.addr }, 1);
+  }
+
+  disallow(prefix: string): boolean {
+    const p = parsePrefix(prefix);
+    return this.allowlist.delete({ prefixLen: p.prefixLen, addr: p.addr });
+  }
+
+  /** Counters summed over every CPU. */
+  counters(): Counters {
+    return sumCounters(this.#counters.get(0) ?? []);
+  }
+
+  /** A reader of SYN event records (decode each with synEventCodec). */
+  reader(opts: Omit<RingBufferReaderOptions, 'recordSize'> = {}): RingBufferReader {
+    return new RingBufferReader(this.events, { ...opts, recordSize: SYN_EVENT_SIZE });
+  }
+
+  close(): void {
+    this.collection.close();
+  }
+}

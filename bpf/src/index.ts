@@ -1,0 +1,3 @@
+export * from './address.js';
+export * from './records.js';
+export * from './datapath.js';

@@ -1,0 +1,133 @@
+// TypeScript codecs for the structures in bpf/packetwatch.h. Offsets are
+// written out rather than computed so that test/records.test.ts can compare
+// them, field by field, with the BTF clang emitted for the compiled object.
+import { type Codec, type StructCodec, bytes, struct, u8, u16, u32, u64 } from 'libbpf-ts';
+
+export const ADDR_LEN = 16;
+
+/** struct pw_addr: blocklist key. */
+export const addrCodec: Codec<Buffer> = bytes(ADDR_LEN);
+
+export interface LpmKey {
+  prefixLen: number;
+  addr: Buffer;
+}
+
+/** struct pw_lpm_key: allowlist key. */
+export const lpmKeyCodec: StructCodec<LpmKey> = struct<LpmKey>(20, {
+  prefixLen: { offset: 0, codec: u32 },
+  addr: { offset: 4, codec: addrCodec },
+});
+
+export enum BlockReason {
+  Unspecified = 0,
+  Portscan = 1,
+  Manual = 2,
+}
+
+export interface BlockEntry {
+  /** CLOCK_BOOTTIME ns after which the block is no longer enforced; 0n = never. */
+  expiresNs: bigint;
+  /** CLOCK_BOOTTIME ns when the block was written. */
+  createdNs: bigint;
+  reason: number;
+}
+
+/** struct pw_block: blocklist value. */
+export const blockCodec: StructCodec<BlockEntry> = struct<BlockEntry>(24, {
+  expiresNs: { offset: 0, codec: u64 },
+  createdNs: { offset: 8, codec: u64 },
+  reason: { offset: 16, codec: u32 },
+});
+
+export interface SynEvent {
+  /** CLOCK_BOOTTIME ns when the SYN was seen. */
+  tsNs: bigint;
+  saddr: Buffer;
+  daddr: Buffer;
+  sport: number;
+  dport: number;
+  ifindex: number;
+  tcpFlags: number;
+  ipVersion: number;
+  ttl: number;
+  vlanId: number;
+  window: number;
+}
+
+/** struct pw_syn_event: one ring-buffer record. */
+export const synEventCodec: StructCodec<SynEvent> = struct<SynEvent>(56, {
+  tsNs: { offset: 0, codec: u64 },
+  saddr: { offset: 8, codec: addrCodec },
+  daddr: { offset: 24, codec: addrCodec },
+  sport: { offset: 40, codec: u16 },
+  dport: { offset: 42, codec: u16 },
+  ifindex: { offset: 44, codec: u32 },
+  tcpFlags: { offset: 48, codec: u8 },
+  ipVersion: { offset: 49, codec: u8 },
+  ttl: { offset: 50, codec: u8 },
+  vlanId: { offset: 52, codec: u16 },
+  window: { offset: 54, codec: u16 },
+});
+
+export const SYN_EVENT_SIZE = synEventCodec.size;
+
+/** enum pw_counter, in index order. */
+export const COUNTER_NAMES = [
+  'frames',
+  'nonIp',
+  'nonTcp',
+  'fragments',
+  'malformed',
+  'syn',
+  'events',
+  'ringbufFull',
+  'synDropped',
+  'otherDropped',
+  'allowlisted',
+  'blockExpired',
+] as const;
+
+export type CounterName = (typeof COUNTER_NAMES)[number];
+export type Counters = Record<CounterName, bigint>;
+
+/** struct pw_counters: one per-CPU slot holding every counter. */
+export const countersCodec: Codec<Counters> = {
+  size: COUNTER_NAMES.length * 8,
+  write(value, buf, offset) {
+    COUNTER_NAMES.forEach((n, i) => buf.writeBigUInt64LE(value[n], offset + i * 8));
+  },
+  read(buf, offset) {
+    const out = {} as Counters;
+    COUNTER_NAMES.forEach((n, i) => (out[n] = buf.readBigUInt64LE(offset + i * 8)));
+    return out;
+  },
+};
+
+export function zeroCounters(): Counters {
+  return Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0n])) as Counters;
+}
+
+export function sumCounters(perCpu: readonly Counters[]): Counters {
+  const total = zeroCounters();
+  for (const c of perCpu) for (const n of COUNTER_NAMES) total[n] += c[n];
+  return total;
+}
+
+export const TCP_FLAGS = {
+  FIN: 0x01,
+  SYN: 0x02,
+  RST: 0x04,
+  PSH: 0x08,
+  ACK: 0x10,
+  URG: 0x20,
+  ECE: 0x40,
+  CWR: 0x80,
+} as const;
+
+export enum DropMode {
+  /** Drop only new-connection SYNs from blocked sources; established traffic flows. */
+  Syn = 0,
+  /** Drop every frame from blocked sources. */
+  All = 1,
+}

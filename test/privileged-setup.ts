@@ -1,0 +1,19 @@
+// Privileged suites need root (BPF, XDP, network namespaces). They fail here,
+// loudly, rather than skip: a green run must mean they ran.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, statfsSync } from 'node:fs';
+
+const BPF_FS_MAGIC = 0xcafe4a11;
+
+export default function setup(): void {
+  if (process.getuid?.() !== 0) {
+    throw new Error(
+      'the privileged test suites need root (BPF programs, XDP and network namespaces); run them as root, e.g. sudo make test',
+    );
+  }
+  if (!existsSync(new URL('../bpf/build/packetwatch.bpf.o', import.meta.url))) {
+    throw new Error('bpf/build/packetwatch.bpf.o is missing: run make build first');
+  }
+  mkdirSync('/sys/fs/bpf', { recursive: true });
+  if (statfsSync('/sys/fs/bpf').type !== BPF_FS_MAGIC) execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
+}
