@@ -1,0 +1,333 @@
+// The XDP program run by the kernel (BPF_PROG_TEST_RUN) on crafted frames:
+// verdicts, events and counters for every path the program can take.
+import {
+  BlockReason,
+  type Counters,
+  Datapath,
+  DropMode,
+  type SynEvent,
+  TCP_FLAGS,
+  arpFrame,
+  formatAddress,
+  ipFrame,
+  parseAddress,
+  synEventCodec,
+  synFrame,
+  zeroCounters,
+} from '@packetwatch/bpf';
+import { BpfError, type RingBufferReader, clock } from 'libbpf-ts';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+
+const XDP_DROP = 1;
+const XDP_PASS = 2;
+const LOOPBACK_IFINDEX = 1; // test runs present frames as received on lo
+
+const ATTACKER = '192.0.2.7';
+const VICTIM = '198.51.100.1';
+const ATTACKER6 = '2001:db8::7';
+const VICTIM6 = '2001:db8::1';
+
+interface Outcome {
+  verdict: number;
+  events: SynEvent[];
+  counters: Partial<Counters>;
+}
+
+class Harness {
+  readonly reader: RingBufferReader;
+  #before: Counters = zeroCounters();
+
+  constructor(readonly dp: Datapath) {
+    this.reader = dp.reader();
+  }
+
+  /** Runs one frame and reports the verdict, the events it produced and the counters it moved. */
+  run(frame: Buffer): Outcome {
+    this.reader.consume();
+    this.#before = this.dp.counters();
+    const { retval } = this.dp.program.testRun({ data: frame });
+    const batch = this.reader.consume();
+    const events = [...batch].map((r) => synEventCodec.read(r, 0));
+    const after = this.dp.counters();
+    const moved: Partial<Counters> = {};
+    for (const k of Object.keys(after) as (keyof Counters)[]) {
+      if (after[k] !== this.#before[k]) moved[k] = after[k] - this.#before[k];
+    }
+    return { verdict: retval, events, counters: moved };
+  }
+
+  close(): void {
+    this.reader.close();
+    this.dp.close();
+  }
+}
+
+function expectPassNoEvent(o: Outcome, counter: keyof Counters | undefined): void {
+  expect(o.verdict).toBe(XDP_PASS);
+  expect(o.events).toEqual([]);
+  expect(o.counters).toEqual(counter ? { frames: 1n, [counter]: 1n } : { frames: 1n });
+}
+
+describe('default mode (drop new-connection SYNs of blocked sources)', () => {
+  let h: Harness;
+  beforeAll(() => {
+    h = new Harness(Datapath.load());
+  });
+  afterAll(() => h.close());
+  beforeEach(() => {
+    for (const k of [...h.dp.blocklist.keys()]) h.dp.blocklist.delete(k);
+    for (const k of [...h.dp.allowlist.keys()]) h.dp.allowlist.delete(k);
+  });
+
+  it('reports an IPv4 SYN as exactly one event with its addresses, ports and kernel time, and passes it', () => {
+    const before = clock.boottimeNs();
+    const o = h.run(synFrame(ATTACKER, VICTIM, 40000, 22, { ttl: 61 }));
+    const after = clock.boottimeNs();
+    expect(o.verdict).toBe(XDP_PASS);
+    expect(o.events).toHaveLength(1);
+    const ev = o.events[0]!;
+    expect(formatAddress(ev.saddr)).toBe(ATTACKER);
+    expect(formatAddress(ev.daddr)).toBe(VICTIM);
+    expect(ev).toMatchObject({
+      sport: 40000,
+      dport: 22,
+      ifindex: LOOPBACK_IFINDEX,
+      tcpFlags: TCP_FLAGS.SYN,
+      ipVersion: 4,
+      ttl: 61,
+      vlanId: 0,
+      window: 64240,
+    });
+    expect(ev.tsNs >= before && ev.tsNs <= after).toBe(true);
+    expect(o.counters).toEqual({ frames: 1n, syn: 1n, events: 1n });
+  });
+
+  it('reports an IPv6 SYN with both 16-byte addresses', () => {
+    const o = h.run(synFrame(ATTACKER6, VICTIM6, 50000, 443));
+    expect(o.verdict).toBe(XDP_PASS);
+    expect(o.events.map((e) => [formatAddress(e.saddr), formatAddress(e.daddr), e.sport, e.dport, e.ipVersion])).toEqual([
+      [ATTACKER6, VICTIM6, 50000, 443, 6],
+    ]);
+  });
+
+  it('walks IPv6 extension headers (hop-by-hop, routing, destination options, AH, first fragment) to the TCP header', () => {
+    const o = h.run(
+      synFrame(ATTACKER6, VICTIM6, 50001, 8080, {
+        ipv6ExtHeaders: [{ type: 0 }, { type: 43 }, { type: 60 }, { type: 51 }, { type: 44, fragmentOffset: 0, moreFragments: true }],
+      }),
+    );
+    expect(o.events.map((e) => e.dport)).toEqual([8080]);
+    expect(o.verdict).toBe(XDP_PASS);
+  });
+
+  it('counts as malformed an IPv6 packet with more extension headers than it walks, and passes it', () => {
+    const exts = Array.from({ length: 9 }, () => ({ type: 60 as const }));
+    expectPassNoEvent(h.run(synFrame(ATTACKER6, VICTIM6, 1, 2, { ipv6ExtHeaders: exts })), 'malformed');
+  });
+
+  it('honours IPv4 options (IHL > 5)', () => {
+    const options = Buffer.from([0x01, 0x01, 0x01, 0x00, 0x94, 0x04, 0x00, 0x00]); // NOP NOP NOP EOL, router alert
+    const o = h.run(synFrame(ATTACKER, VICTIM, 40001, 25, { ipv4Options: options }));
+    expect(o.events.map((e) => [formatAddress(e.saddr), e.sport, e.dport])).toEqual([[ATTACKER, 40001, 25]]);
+  });
+
+  it('reads through a single VLAN tag and reports its id', () => {
+    const o = h.run(synFrame(ATTACKER, VICTIM, 40002, 80, { vlans: [42] }));
+    expect(o.events.map((e) => [e.dport, e.vlanId])).toEqual([[80, 42]]);
+  });
+
+  it('reads through two VLAN tags (802.1ad + 802.1Q) and reports the inner id', () => {
+    const o = h.run(synFrame(ATTACKER6, VICTIM6, 40003, 81, { vlans: [100, 7] }));
+    expect(o.events.map((e) => [e.dport, e.vlanId, e.ipVersion])).toEqual([[81, 7, 6]]);
+  });
+
+  it('passes a frame with three VLAN tags as not IP, without an event', () => {
+    expectPassNoEvent(h.run(synFrame(ATTACKER, VICTIM, 1, 2, { vlans: [1, 2, 3] })), 'nonIp');
+  });
+
+  const notNew: [string, number][] = [
+    ['SYN-ACK', TCP_FLAGS.SYN | TCP_FLAGS.ACK],
+    ['ACK', TCP_FLAGS.ACK],
+    ['RST', TCP_FLAGS.RST],
+    ['RST-ACK', TCP_FLAGS.RST | TCP_FLAGS.ACK],
+    ['FIN probe', TCP_FLAGS.FIN],
+    ['NULL probe', 0],
+    ['XMAS probe', TCP_FLAGS.FIN | TCP_FLAGS.PSH | TCP_FLAGS.URG],
+    ['PSH-ACK with data', TCP_FLAGS.PSH | TCP_FLAGS.ACK],
+  ];
+  it.each(notNew)('passes a %s without an event', (_name, flags) => {
+    const frame = ipFrame({ src: ATTACKER, dst: VICTIM, tcp: { sport: 1234, dport: 80, flags, payload: Buffer.from('hello') } });
+    expectPassNoEvent(h.run(frame), undefined);
+  });
+
+  it('passes UDP, ICMP, ICMPv6 and ARP without an event', () => {
+    expectPassNoEvent(h.run(ipFrame({ src: ATTACKER, dst: VICTIM, udp: { sport: 53, dport: 53 } })), 'nonTcp');
+    expectPassNoEvent(h.run(ipFrame({ src: ATTACKER, dst: VICTIM, icmp: { type: 8, code: 0 } })), 'nonTcp');
+    expectPassNoEvent(h.run(ipFrame({ src: ATTACKER6, dst: VICTIM6, icmp: { type: 128, code: 0 } })), 'nonTcp');
+    expectPassNoEvent(h.run(arpFrame(ATTACKER, VICTIM)), 'nonIp');
+  });
+
+  it('passes non-first IPv4 and IPv6 fragments (no TCP header to read) and counts them', () => {
+    const v4 = ipFrame({ src: ATTACKER, dst: VICTIM, fragmentOffset: 185, tcp: { sport: 1, dport: 2, flags: TCP_FLAGS.SYN } });
+    expectPassNoEvent(h.run(v4), 'fragments');
+    const v6 = synFrame(ATTACKER6, VICTIM6, 1, 2, { ipv6ExtHeaders: [{ type: 44, fragmentOffset: 100 }] });
+    expectPassNoEvent(h.run(v6), 'fragments');
+  });
+
+  it('reports a first fragment that carries the SYN', () => {
+    const o = h.run(synFrame(ATTACKER, VICTIM, 3, 4, { moreFragments: true }));
+    expect(o.events.map((e) => e.dport)).toEqual([4]);
+  });
+
+  it('passes and counts every truncation of a SYN frame that XDP can receive, without an event', () => {
+    for (const [src, dst] of [
+      [ATTACKER, VICTIM],
+      [ATTACKER6, VICTIM6],
+    ] as const) {
+      const full = synFrame(src, dst, 40000, 22, { vlans: [5] });
+      for (let len = 14; len < full.length; len++) {
+        const o = h.run(full.subarray(0, len));
+        expect({ len, ...o }).toEqual({ len, verdict: XDP_PASS, events: [], counters: { frames: 1n, malformed: 1n } });
+      }
+    }
+  });
+
+  it('cannot be handed a frame shorter than an Ethernet header: the kernel refuses it with EINVAL', () => {
+    const full = synFrame(ATTACKER, VICTIM, 40000, 22);
+    for (let len = 0; len < 14; len++) {
+      let err: unknown;
+      try {
+        h.dp.program.testRun({ data: full.subarray(0, len) });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(BpfError);
+      expect((err as BpfError).code).toBe('EINVAL');
+    }
+  });
+
+  it('counts as malformed a TCP data offset below 5 words or beyond the packet', () => {
+    const bad = synFrame(ATTACKER, VICTIM, 1, 2);
+    const tcpOff = 14 + 20;
+    bad[tcpOff + 12] = 4 << 4;
+    expectPassNoEvent(h.run(bad), 'malformed');
+    bad[tcpOff + 12] = 15 << 4;
+    expectPassNoEvent(h.run(bad), 'malformed');
+  });
+
+  it('counts as malformed an IPv4 header with IHL below 5 or a total length shorter than the header', () => {
+    const bad = synFrame(ATTACKER, VICTIM, 1, 2);
+    bad[14] = 0x44;
+    expectPassNoEvent(h.run(bad), 'malformed');
+    const short = synFrame(ATTACKER, VICTIM, 1, 2);
+    short.writeUInt16BE(19, 14 + 2);
+    expectPassNoEvent(h.run(short), 'malformed');
+  });
+
+  it('drops a SYN from a blocked source and reports nothing', () => {
+    h.dp.block(ATTACKER, { reason: BlockReason.Portscan });
+    const o = h.run(synFrame(ATTACKER, VICTIM, 40000, 22));
+    expect(o).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, syn: 1n, synDropped: 1n } });
+  });
+
+  it('drops a SYN from a blocked IPv6 source', () => {
+    h.dp.block(ATTACKER6);
+    expect(h.run(synFrame(ATTACKER6, VICTIM6, 1, 22)).verdict).toBe(XDP_DROP);
+    expect(h.run(synFrame('2001:db8::8', VICTIM6, 1, 22)).verdict).toBe(XDP_PASS);
+  });
+
+  it('does not confuse an IPv4 source with the IPv6 address of the same low 32 bits', () => {
+    h.dp.block('::c000:207'); // ::192.0.2.7 (IPv4-compatible, not IPv4-mapped)
+    expect(h.run(synFrame(ATTACKER, VICTIM, 1, 22)).verdict).toBe(XDP_PASS);
+  });
+
+  it('passes established traffic from a blocked source in the default mode', () => {
+    h.dp.block(ATTACKER);
+    const ack = ipFrame({ src: ATTACKER, dst: VICTIM, tcp: { sport: 1, dport: 22, flags: TCP_FLAGS.ACK } });
+    expectPassNoEvent(h.run(ack), undefined);
+    expectPassNoEvent(h.run(ipFrame({ src: ATTACKER, dst: VICTIM, udp: { sport: 1, dport: 2 } })), 'nonTcp');
+  });
+
+  it('does not enforce a block whose expiry has passed: the SYN passes and is reported', () => {
+    const now = clock.boottimeNs();
+    h.dp.blocklist.set(parseAddress(ATTACKER), { createdNs: now - 2_000_000_000n, expiresNs: now - 1n, reason: 1 });
+    const o = h.run(synFrame(ATTACKER, VICTIM, 40000, 22));
+    expect(o.verdict).toBe(XDP_PASS);
+    expect(o.events).toHaveLength(1);
+    expect(o.counters).toEqual({ frames: 1n, syn: 1n, events: 1n, blockExpired: 1n });
+  });
+
+  it('enforces a block whose expiry is still ahead', () => {
+    h.dp.block(ATTACKER, { ttlSeconds: 3600 });
+    expect(h.run(synFrame(ATTACKER, VICTIM, 40000, 22)).verdict).toBe(XDP_DROP);
+  });
+
+  it('never drops an allowlisted source, even when it is blocked, and still reports it', () => {
+    h.dp.block(ATTACKER);
+    h.dp.allow('192.0.2.0/24');
+    const o = h.run(synFrame(ATTACKER, VICTIM, 40000, 22));
+    expect(o.verdict).toBe(XDP_PASS);
+    expect(o.events).toHaveLength(1);
+    expect(o.counters).toEqual({ frames: 1n, syn: 1n, events: 1n, allowlisted: 1n });
+    h.dp.disallow('192.0.2.0/24');
+    expect(h.run(synFrame(ATTACKER, VICTIM, 40000, 22)).verdict).toBe(XDP_DROP);
+  });
+
+  it('matches IPv6 allowlist prefixes', () => {
+    h.dp.block(ATTACKER6);
+    h.dp.allow('2001:db8::/32');
+    expect(h.run(synFrame(ATTACKER6, VICTIM6, 1, 22)).verdict).toBe(XDP_PASS);
+  });
+});
+
+describe('drop-all mode', () => {
+  let h: Harness;
+  beforeAll(() => {
+    h = new Harness(Datapath.load({ dropMode: DropMode.All }));
+  });
+  afterAll(() => h.close());
+
+  it('drops every frame of a blocked source: ACKs, UDP and fragments too', () => {
+    h.dp.block(ATTACKER);
+    const ack = ipFrame({ src: ATTACKER, dst: VICTIM, tcp: { sport: 1, dport: 22, flags: TCP_FLAGS.ACK } });
+    expect(h.run(ack)).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, otherDropped: 1n } });
+    const udp = ipFrame({ src: ATTACKER, dst: VICTIM, udp: { sport: 1, dport: 2 } });
+    expect(h.run(udp)).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, nonTcp: 1n, otherDropped: 1n } });
+    const frag = ipFrame({ src: ATTACKER, dst: VICTIM, fragmentOffset: 10, udp: { sport: 1, dport: 2 } });
+    expect(h.run(frag).verdict).toBe(XDP_DROP);
+    expect(h.run(synFrame(ATTACKER, VICTIM, 1, 22)).verdict).toBe(XDP_DROP);
+  });
+
+  it('passes the traffic of other sources', () => {
+    const ack = ipFrame({ src: '192.0.2.99', dst: VICTIM, tcp: { sport: 1, dport: 22, flags: TCP_FLAGS.ACK } });
+    expectPassNoEvent(h.run(ack), undefined);
+  });
+});
+
+describe('map sizes and constants', () => {
+  it('takes the blocklist size set before load, and a full blocklist refuses more', () => {
+    const dp = Datapath.load({ blocklistSize: 4, allowlistSize: 8, ringBufferBytes: 1 << 16 });
+    try {
+      expect(dp.blocklist.map.maxEntries).toBe(4);
+      expect(dp.allowlist.map.maxEntries).toBe(8);
+      expect(dp.events.maxEntries).toBe(1 << 16);
+      for (let i = 1; i <= 4; i++) dp.block(`192.0.2.${i}`);
+      expect(() => dp.block('192.0.2.5')).toThrow(expect.objectContaining({ name: 'MapFullError', code: 'E2BIG' }));
+    } finally {
+      dp.close();
+    }
+  });
+
+  it('counts SYN events lost to a full ring buffer instead of blocking the packet', () => {
+    const dp = Datapath.load({ ringBufferBytes: 4096 });
+    try {
+      // Records take 56 + 8 header bytes; a 4096-byte ring takes 63 of them, since
+      // the kernel refuses a reservation that would make it exactly full.
+      const frame = synFrame(ATTACKER, VICTIM, 1, 22);
+      for (let i = 0; i < 100; i++) expect(dp.program.testRun({ data: frame }).retval).toBe(XDP_PASS);
+      expect(dp.counters()).toMatchObject({ syn: 100n, events: 63n, ringbufFull: 37n });
+    } finally {
+      dp.close();
+    }
+  });
+});
