@@ -1,0 +1,134 @@
+// The TypeScript codecs must describe exactly the structs of bpf/packetwatch.h.
+// The compiled object's BTF is the compiler's own account of those layouts,
+// so each codec is compared with it field by field.
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import {
+  COUNTER_NAMES,
+  BlockReason,
+  DropMode,
+  blockCodec,
+  countersCodec,
+  lpmKeyCodec,
+  synEventCodec,
+  addrCodec,
+} from '@packetwatch/bpf';
+import type { StructCodec } from 'libbpf-ts';
+import { describe, expect, it } from 'vitest';
+
+const OBJECT = fileURLToPath(new URL('../build/packetwatch.bpf.o', import.meta.url));
+
+interface BtfType {
+  id: number;
+  kind: string;
+  name: string;
+  size?: number;
+  type_id?: number;
+  nr_elems?: number;
+  members?: { name: string; type_id: number; bits_offset: number }[];
+  values?: { name: string; val: number }[];
+}
+
+const types: BtfType[] = (
+  JSON.parse(execFileSync('bpftool', ['btf', 'dump', 'file', OBJECT, '-j'], { encoding: 'utf8' })) as { types: BtfType[] }
+).types;
+const byId = new Map(types.map((t) => [t.id, t]));
+
+function named(kind: string, name: string): BtfType {
+  const t = types.find((x) => x.kind === kind && x.name === name);
+  if (!t) throw new Error(`${kind} ${name} not in the BTF of ${OBJECT}`);
+  return t;
+}
+
+function sizeOf(id: number): number {
+  const t = byId.get(id);
+  if (!t) throw new Error(`BTF type ${id} missing`);
+  switch (t.kind) {
+    case 'INT':
+    case 'STRUCT':
+    case 'UNION':
+    case 'ENUM':
+      return t.size!;
+    case 'ARRAY':
+      return t.nr_elems! * sizeOf(t.type_id!);
+    case 'TYPEDEF':
+    case 'CONST':
+    case 'VOLATILE':
+      return sizeOf(t.type_id!);
+    default:
+      throw new Error(`no size for BTF kind ${t.kind}`);
+  }
+}
+
+const camel = (s: string) => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/** The struct's members as the codec names them; members named _x are padding. */
+function btfLayout(structName: string, rename: Record<string, string> = {}) {
+  const s = named('STRUCT', structName);
+  return {
+    size: s.size,
+    fields: s
+      .members!.filter((m) => !m.name.startsWith('_'))
+      .map((m) => ({ name: rename[m.name] ?? camel(m.name), offset: m.bits_offset / 8, size: sizeOf(m.type_id) })),
+  };
+}
+
+function codecLayout<T>(c: StructCodec<T>) {
+  return { size: c.size, fields: [...c.fields] };
+}
+
+describe('record codecs match the BTF of the compiled object', () => {
+  it('struct pw_syn_event (ring-buffer record)', () => {
+    expect(codecLayout(synEventCodec)).toEqual(btfLayout('pw_syn_event'));
+  });
+
+  it('struct pw_block (blocklist value)', () => {
+    expect(codecLayout(blockCodec)).toEqual(btfLayout('pw_block'));
+  });
+
+  it('struct pw_lpm_key (allowlist key)', () => {
+    expect(codecLayout(lpmKeyCodec)).toEqual(btfLayout('pw_lpm_key', { prefixlen: 'prefixLen' }));
+  });
+
+  it('struct pw_addr (blocklist key)', () => {
+    expect(addrCodec.size).toBe(named('STRUCT', 'pw_addr').size);
+  });
+
+  it('struct pw_counters holds one u64 per enum pw_counter value, in the codec order', () => {
+    const e = named('ENUM', 'pw_counter');
+    const names = e.values!.filter((v) => v.name !== 'PW_CNT_MAX').sort((a, b) => a.val - b.val);
+    expect(names.map((v) => camel(v.name.replace(/^PW_CNT_/, '').toLowerCase()))).toEqual([...COUNTER_NAMES]);
+    expect(e.values!.find((v) => v.name === 'PW_CNT_MAX')!.val).toBe(COUNTER_NAMES.length);
+    expect(named('STRUCT', 'pw_counters').size).toBe(countersCodec.size);
+  });
+
+  it('enum pw_block_reason and enum pw_drop_mode have the values the TypeScript enums use', () => {
+    const reasons = Object.fromEntries(named('ENUM', 'pw_block_reason').values!.map((v) => [v.name, v.val]));
+    expect(reasons).toEqual({
+      PW_REASON_UNSPECIFIED: BlockReason.Unspecified,
+      PW_REASON_PORTSCAN: BlockReason.Portscan,
+      PW_REASON_MANUAL: BlockReason.Manual,
+    });
+    const modes = Object.fromEntries(named('ENUM', 'pw_drop_mode').values!.map((v) => [v.name, v.val]));
+    expect(modes).toEqual({ PW_DROP_SYN: DropMode.Syn, PW_DROP_ALL: DropMode.All });
+  });
+
+  it('round-trips a SYN event through the codec', () => {
+    const ev = {
+      tsNs: 123456789012345n,
+      saddr: Buffer.from('00000000000000000000ffffc0000207', 'hex'),
+      daddr: Buffer.from('20010db8000000000000000000000001', 'hex'),
+      sport: 65535,
+      dport: 1,
+      ifindex: 7,
+      tcpFlags: 2,
+      ipVersion: 4,
+      ttl: 255,
+      vlanId: 4095,
+      window: 29200,
+    };
+    const buf = Buffer.alloc(synEventCodec.size);
+    synEventCodec.write(ev, buf, 0);
+    expect(synEventCodec.read(buf, 0)).toEqual(ev);
+  });
+});
