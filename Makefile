@@ -10,6 +10,8 @@ MULTIARCH := $(shell uname -m)-linux-gnu
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I bpf -I /usr/include/$(MULTIARCH)
 BPF_OBJ := bpf/build/packetwatch.bpf.o
 NATIVE := packages/libbpf-ts/build/Release/bpf_ts.node
+PROTO_SRC := $(wildcard proto/packetwatch/v1/*.proto)
+PROTO_GEN := proto/gen/packetwatch/v1/probe.ts
 
 .PHONY: help
 help: ## List the targets
@@ -45,8 +47,15 @@ bpf: $(BPF_OBJ) ## Compile the XDP program
 $(NATIVE): packages/libbpf-ts/src/native/binding.cc packages/libbpf-ts/binding.gyp | node_modules/.package-lock.json
 	npm run build:native -w libbpf-ts
 
+$(PROTO_GEN): $(PROTO_SRC) buf.yaml proto/buf.gen.yaml | node_modules/.package-lock.json
+	npm run generate -w @packetwatch/proto
+	@touch $@
+
+.PHONY: proto
+proto: $(PROTO_GEN) ## Lint the protos (buf) and generate their TypeScript (ts-proto)
+
 .PHONY: build
-build: install bpf $(NATIVE) ## Build everything: XDP object, libbpf-ts addon, TypeScript
+build: install bpf $(NATIVE) proto ## Build everything: XDP object, libbpf-ts addon, protocol code, TypeScript
 	npx tsc -b
 
 .PHONY: test
@@ -70,4 +79,4 @@ bench: bench-datapath ## Every benchmark
 
 .PHONY: clean
 clean: ## Remove build output
-	rm -rf bpf/build packages/libbpf-ts/build */dist */*/dist bench/dist node_modules/.cache
+	rm -rf bpf/build packages/libbpf-ts/build proto/gen */dist */*/dist bench/dist node_modules/.cache

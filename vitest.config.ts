@@ -4,12 +4,17 @@ import { defineConfig } from 'vitest/config';
 const src = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 
 // Tests import the workspace packages from their sources, so a change is
-// tested without a rebuild of dist/ (the native addon and the BPF object
-// still come from `make build`).
-const alias = {
-  'libbpf-ts': src('./packages/libbpf-ts/src/index.ts'),
-  '@packetwatch/bpf': src('./bpf/src/index.ts'),
-};
+// tested without a rebuild of dist/ (the native addon, the BPF object and the
+// generated protocol code still come from `make build`).
+const alias = [
+  { find: /^libbpf-ts$/, replacement: src('./packages/libbpf-ts/src/index.ts') },
+  { find: /^libbpf-ts\/codec$/, replacement: src('./packages/libbpf-ts/src/codec.ts') },
+  { find: /^@packetwatch\/common$/, replacement: src('./packages/common/src/index.ts') },
+  { find: /^@packetwatch\/common\/address$/, replacement: src('./packages/common/src/address.ts') },
+  { find: /^@packetwatch\/bpf$/, replacement: src('./bpf/src/index.ts') },
+  { find: /^@packetwatch\/bpf\/records$/, replacement: src('./bpf/src/records.ts') },
+  { find: /^@packetwatch\/proto$/, replacement: src('./proto/src/index.ts') },
+];
 
 export default defineConfig({
   resolve: { alias },

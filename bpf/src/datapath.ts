@@ -15,7 +15,7 @@ import {
   u8,
   u32,
 } from 'libbpf-ts';
-import { parseAddress, parsePrefix } from './address.js';
+import { parseAddress, parsePrefix } from '@packetwatch/common/address';
 import {
   type BlockEntry,
   BlockReason,

@@ -3,7 +3,7 @@
 // of VLAN tags, carrying TCP, UDP or ICMP; and ARP. Checksums are filled in
 // where a real stack would check them.
 import { isIPv4 } from 'node:net';
-import { parseAddress } from './address.js';
+import { parseAddress } from '@packetwatch/common/address';
 import { TCP_FLAGS } from './records.js';
 
 export interface TcpSpec {

@@ -1,4 +1,4 @@
-export * from './address.js';
+export * from '@packetwatch/common/address';
 export * from './records.js';
 export * from './datapath.js';
 export * from './frames.js';

@@ -1,7 +1,7 @@
 // TypeScript codecs for the structures in bpf/packetwatch.h. Offsets are
 // written out rather than computed so that test/records.test.ts can compare
 // them, field by field, with the BTF clang emitted for the compiled object.
-import { type Codec, type StructCodec, bytes, struct, u8, u16, u32, u64 } from 'libbpf-ts';
+import { type Codec, type StructCodec, bytes, struct, u8, u16, u32, u64 } from 'libbpf-ts/codec';
 
 export const ADDR_LEN = 16;
 

@@ -1,4 +1,4 @@
-import { AddressError, formatAddress, formatPrefix, parseAddress, parsePrefix } from '@packetwatch/bpf';
+import { AddressError, formatAddress, formatPrefix, parseAddress, parsePrefix } from '@packetwatch/common';
 import { describe, expect, it } from 'vitest';
 
 const hex = (b: Buffer) => b.toString('hex');

@@ -1,0 +1,123 @@
+// Settings come from PW_ environment variables (the seed's names and
+// defaults) or from the matching command-line flag, which wins. Unset or
+// empty means the default. A bad value is a ConfigError naming the setting
+// and what it accepts; services turn it into exit code 2.
+import { parseArgs } from 'node:util';
+
+export class ConfigError extends Error {
+  constructor(
+    readonly setting: string,
+    readonly value: string,
+    readonly accepts: string,
+  ) {
+    super(`invalid ${setting}=${JSON.stringify(value)}: expected ${accepts}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface Setting<T> {
+  env: string;
+  /** Flag name without dashes, e.g. 'ifdev' for --ifdev. */
+  flag: string;
+  default: T;
+  /** What the setting accepts, for error messages and --help. */
+  accepts: string;
+  describe: string;
+  parse(raw: string): T;
+}
+
+type Spec = Record<string, Setting<unknown>>;
+export type ConfigOf<S extends Spec> = { [K in keyof S]: S[K] extends Setting<infer T> ? T : never };
+
+function make<T>(accepts: string, parse: (raw: string) => T | undefined) {
+  return (env: string, flag: string, def: T, describe: string): Setting<T> => ({
+    env,
+    flag,
+    default: def,
+    accepts,
+    describe,
+    parse(raw) {
+      const v = parse(raw.trim());
+      if (v === undefined) throw new ConfigError(env, raw, accepts);
+      return v;
+    },
+  });
+}
+
+const TRUE = new Set(['true', '1', 'yes', 'on']);
+const FALSE = new Set(['false', '0', 'no', 'off']);
+
+export const settings = {
+  string: (env: string, flag: string, def: string, describe: string, pattern?: RegExp, accepts = 'a string') =>
+    make<string>(accepts, (raw) => (pattern && !pattern.test(raw) ? undefined : raw))(env, flag, def, describe),
+  optionalString: (env: string, flag: string, describe: string) =>
+    make<string | undefined>('a string', (raw) => raw)(env, flag, undefined, describe),
+  bool: (env: string, flag: string, def: boolean, describe: string) =>
+    make<boolean>('True or False (also true/false, 1/0, yes/no)', (raw) =>
+      TRUE.has(raw.toLowerCase()) ? true : FALSE.has(raw.toLowerCase()) ? false : undefined,
+    )(env, flag, def, describe),
+  int: (env: string, flag: string, def: number, describe: string, min: number, max: number) =>
+    make<number>(`an integer from ${min} to ${max}`, (raw) => {
+      if (!/^-?\d+$/.test(raw)) return undefined;
+      const n = Number(raw);
+      return n >= min && n <= max ? n : undefined;
+    })(env, flag, def, describe),
+  /** A TCP port, 0 meaning "off". */
+  port: (env: string, flag: string, def: number, describe: string) =>
+    make<number>('a port from 1 to 65535, or 0 to turn it off', (raw) => {
+      if (!/^\d+$/.test(raw)) return undefined;
+      const n = Number(raw);
+      return n <= 65535 ? n : undefined;
+    })(env, flag, def, describe),
+  oneOf: <T extends string>(env: string, flag: string, def: T, describe: string, values: readonly T[]) =>
+    make<T>(`one of ${values.join(', ')}`, (raw) => values.find((v) => v === raw.toLowerCase()))(env, flag, def, describe),
+  /** Seconds, also with a unit: 90, 90s, 15m, 2h, 1d. */
+  seconds: (env: string, flag: string, def: number, describe: string) =>
+    make<number>('a duration: seconds, or a number with s, m, h or d', (raw) => parseDuration(raw))(env, flag, def, describe),
+};
+
+const UNIT_SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };
+
+/** "90", "90s", "1.5m", "2h", "1d" → seconds; undefined when malformed or negative. */
+export function parseDuration(raw: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)([smhd]?)$/.exec(raw.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * (UNIT_SECONDS[m[2] ?? ''] ?? 1);
+}
+
+export interface LoadedConfig<S extends Spec> {
+  config: ConfigOf<S>;
+  /** Positional arguments (commands such as `detach`). */
+  positionals: string[];
+  help: boolean;
+}
+
+/** Reads every setting from flags, then the environment, then the default. */
+export function loadConfig<S extends Spec>(spec: S, argv: string[], env: NodeJS.ProcessEnv): LoadedConfig<S> {
+  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } };
+  for (const s of Object.values(spec)) options[s.flag] = { type: 'string' };
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new ConfigError('arguments', argv.join(' '), `known flags (${(e as Error).message}); see --help`);
+  }
+  const config = {} as Record<string, unknown>;
+  for (const [key, s] of Object.entries(spec)) {
+    const flag = parsed.values[s.flag];
+    if (typeof flag === 'string') {
+      config[key] = s.parse(flag);
+      continue;
+    }
+    const raw = env[s.env];
+    config[key] = raw === undefined || raw.trim() === '' ? s.default : s.parse(raw);
+  }
+  return { config: config as ConfigOf<S>, positionals: parsed.positionals, help: parsed.values.help === true };
+}
+
+export function usage<S extends Spec>(name: string, synopsis: string, spec: S): string {
+  const rows = Object.values(spec).map(
+    (s) => `  --${s.flag.padEnd(24)} ${s.env.padEnd(30)} ${s.describe} (default: ${s.default === undefined ? 'unset' : String(s.default)})`,
+  );
+  return `usage: ${name} ${synopsis}\n\nSettings (flag, environment variable):\n${rows.join('\n')}\n`;
+}

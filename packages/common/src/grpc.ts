@@ -1,0 +1,215 @@
+// gRPC plumbing shared by the services: endpoints, credentials, a server
+// bootstrap (Unix socket with file-mode access control, optional TCP with
+// TLS, health, reflection) and the one place errors become statuses.
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { type PackageDefinition, loadSync } from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import type { Logger } from './log.js';
+
+export { status as GrpcStatus } from '@grpc/grpc-js';
+
+/** An error that becomes the given gRPC status at the boundary. */
+export class ServerError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    readonly details: string,
+  ) {
+    super(details);
+    this.name = 'ServerError';
+  }
+}
+
+export type Endpoint = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
+
+/** "unix:/path", "unix:///path", "/path" (a Unix socket) or "host:port", "[v6]:port". */
+export function parseEndpoint(text: string): Endpoint | undefined {
+  if (text.startsWith('unix:')) {
+    const path = text.slice(5).replace(/^\/\/(?=\/)/, '');
+    return path.startsWith('/') ? { kind: 'unix', path } : undefined;
+  }
+  if (text.startsWith('/')) return { kind: 'unix', path: text };
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return undefined;
+  return { kind: 'tcp', host: m[1] ?? m[2] ?? '', port };
+}
+
+export function endpointTarget(e: Endpoint): string {
+  if (e.kind === 'unix') return `unix://${e.path}`;
+  return e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
+}
+
+export function formatEndpoint(e: Endpoint): string {
+  return e.kind === 'unix' ? `unix:${e.path}` : endpointTarget(e);
+}
+
+export interface TlsFiles {
+  cert?: string | undefined;
+  key?: string | undefined;
+  /** With a CA, the server requires client certificates signed by it (mutual TLS). */
+  ca?: string | undefined;
+}
+
+const read = (p: string | undefined) => (p ? readFileSync(p) : null);
+
+export function serverCredentials(tls: TlsFiles | undefined): grpc.ServerCredentials {
+  if (!tls?.cert || !tls.key) return grpc.ServerCredentials.createInsecure();
+  const ca = read(tls.ca);
+  return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: readFileSync(tls.cert), private_key: readFileSync(tls.key) }], ca !== null);
+}
+
+/** Credentials for calling an endpoint: none over a Unix socket, TLS over TCP when configured. */
+export function channelCredentials(e: Endpoint, tls: TlsFiles | undefined): grpc.ChannelCredentials {
+  if (e.kind === 'unix' || !tls?.ca) return grpc.credentials.createInsecure();
+  return grpc.credentials.createSsl(readFileSync(tls.ca), read(tls.key), read(tls.cert));
+}
+
+export function groupId(group: string): number {
+  if (/^\d+$/.test(group)) return Number(group);
+  for (const line of readFileSync('/etc/group', 'utf8').split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name === group && gid !== undefined) return Number(gid);
+  }
+  throw new Error(`no group named '${group}' in /etc/group`);
+}
+
+export interface ServiceBinding {
+  definition: grpc.ServiceDefinition;
+  implementation: grpc.UntypedServiceImplementation;
+  /** Full name for health checks, e.g. 'packetwatch.v1.Probe'. */
+  name: string;
+}
+
+export interface ServerOptions {
+  socket?: { path: string; mode: number; group?: string | undefined } | undefined;
+  tcp?: { endpoint: Endpoint & { kind: 'tcp' }; tls?: TlsFiles | undefined; insecure: boolean } | undefined;
+  services: ServiceBinding[];
+  /** .proto files (and include root) served through reflection. */
+  reflection: { root: string; files: string[] };
+  log: Logger;
+}
+
+export interface RunningServer {
+  server: grpc.Server;
+  health: HealthImplementation;
+  /** Stops accepting calls; waits up to graceMs for calls in progress, then cancels them. */
+  close(graceMs?: number): Promise<void>;
+}
+
+async function bind(server: grpc.Server, target: string, creds: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(target, creds, (err, port) => (err ? reject(err) : resolve(port))));
+}
+
+/** Prepares the socket's directory and removes a stale socket left by a crash. */
+function prepareSocketPath(path: string, group: number | undefined): void {
+  const dir = dirname(path);
+  if (!existsSync(dir)) {
+    mkdirSync(dir, { recursive: true, mode: 0o750 });
+    if (group !== undefined) chownSync(dir, 0, group);
+  }
+  if (existsSync(path)) {
+    if (!lstatSync(path).isSocket()) throw new Error(`${path} exists and is not a socket`);
+    unlinkSync(path);
+  }
+}
+
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': 4 * 1024 * 1024,
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 10_000,
+  });
+  const health = new HealthImplementation({ '': 'NOT_SERVING' });
+  health.addToServer(server);
+  const packageDefinition: PackageDefinition = loadSync(opts.reflection.files, {
+    includeDirs: [opts.reflection.root],
+    keepCase: true,
+  });
+  new ReflectionService(packageDefinition).addToServer(server);
+  for (const s of opts.services) {
+    server.addService(s.definition, s.implementation);
+    health.setStatus(s.name, 'NOT_SERVING');
+  }
+
+  if (opts.socket) {
+    const { path, mode, group } = opts.socket;
+    const gid = group === undefined ? undefined : groupId(group);
+    prepareSocketPath(path, gid);
+    // The socket is created with the umask applied: set it so that the file
+    // never exists, even for an instant, with more access than `mode`.
+    const old = process.umask(0o777 & ~mode);
+    try {
+      await bind(server, `unix://${path}`, grpc.ServerCredentials.createInsecure());
+    } finally {
+      process.umask(old);
+    }
+    chmodSync(path, mode);
+    if (gid !== undefined) chownSync(path, process.getuid?.() ?? 0, gid);
+    opts.log.info({ socket: path, mode: mode.toString(8), group }, 'gRPC listening on Unix socket');
+  }
+  if (opts.tcp) {
+    const { endpoint, tls, insecure } = opts.tcp;
+    if (!tls?.cert && !insecure) throw new Error('a TCP listener needs a TLS certificate and key, or the explicit insecure flag');
+    if (!tls?.cert) opts.log.warn({ endpoint: endpointTarget(endpoint) }, 'gRPC on TCP WITHOUT TLS: anyone who reaches this port can call it');
+    const port = await bind(server, endpointTarget(endpoint), serverCredentials(tls));
+    opts.log.info({ host: endpoint.host, port, tls: Boolean(tls?.cert), mutual: Boolean(tls?.ca) }, 'gRPC listening on TCP');
+  }
+  for (const s of opts.services) health.setStatus(s.name, 'SERVING');
+  health.setStatus('', 'SERVING');
+
+  return {
+    server,
+    health,
+    close: (graceMs = 2000) =>
+      new Promise<void>((resolve) => {
+        for (const s of opts.services) health.setStatus(s.name, 'NOT_SERVING');
+        health.setStatus('', 'NOT_SERVING');
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        if (opts.socket && existsSync(opts.socket.path)) {
+          try {
+            unlinkSync(opts.socket.path);
+          } catch {
+            // removed by the server already
+          }
+        }
+      }),
+  };
+}
+
+/**
+ * Wraps a unary handler: a thrown ServerError becomes its status, anything
+ * else is logged and becomes INTERNAL without leaking details.
+ */
+export function unary<Req, Res>(
+  log: Logger,
+  method: string,
+  fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Res | Promise<Res>,
+): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    Promise.resolve()
+      .then(() => fn(call.request, call))
+      .then(
+        (res) => callback(null, res),
+        (err: unknown) => {
+          if (err instanceof ServerError) {
+            log.debug({ method, code: grpc.status[err.code], details: err.details }, 'call refused');
+            callback({ code: err.code, details: err.details });
+            return;
+          }
+          log.error({ err, method }, 'call failed');
+          callback({ code: grpc.status.INTERNAL, details: `${method} failed; see the service log` });
+        },
+      );
+  };
+}
