@@ -4,3 +4,4 @@ export * from './log.js';
 export * from './metrics.js';
 export * from './grpc.js';
 export * from './main.js';
+export * from './version.js';

@@ -1,0 +1,126 @@
+// The datapath on one interface, pinned under <pinRoot>/<ifname>/ so that
+// blocks stay enforced while the probe is down or restarting. A starting
+// probe adopts what an earlier run pinned (same maps, one program on the
+// interface) instead of attaching a second time.
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { Datapath, DropMode } from '@packetwatch/bpf';
+import type { Logger } from '@packetwatch/common';
+import { BpfError, XdpLink, type XdpMode, ifindex, mountBpffs, xdpQuery } from 'libbpf-ts';
+
+export interface AttachOptions {
+  ifname: string;
+  pinRoot: string;
+  mode: 'auto' | 'driver' | 'generic';
+  dropMode: 'syn' | 'all';
+  blocklistSize: number;
+  allowlistSize: number;
+  ringbufBytes: number;
+  log: Logger;
+}
+
+export interface Attachment {
+  dp: Datapath;
+  link: XdpLink;
+  ifindex: number;
+  mode: XdpMode | 'none' | 'multi';
+  adopted: boolean;
+  pinDir: string;
+}
+
+export const LINK_PIN = 'link';
+
+export function pinDirFor(pinRoot: string, ifname: string): string {
+  return join(pinRoot, ifname);
+}
+
+function attachFresh(dp: Datapath, index: number, mode: AttachOptions['mode'], log: Logger): XdpLink {
+  if (mode !== 'auto') return dp.program.attachXdp(index, { mode });
+  try {
+    return dp.program.attachXdp(index, { mode: 'driver' });
+  } catch (e) {
+    if (!(e instanceof BpfError)) throw e;
+    log.warn({ err: e.message }, 'native (driver) XDP unavailable on this interface; falling back to generic XDP');
+    return dp.program.attachXdp(index, { mode: 'generic' });
+  }
+}
+
+/** Opens the pinned link when it still holds an XDP program on this interface. */
+function openAdoptable(path: string, index: number, log: Logger): XdpLink | undefined {
+  if (!existsSync(path)) return undefined;
+  let link: XdpLink;
+  try {
+    link = XdpLink.openPinned(path);
+  } catch (e) {
+    log.warn({ err: (e as Error).message, path }, 'pinned link unusable; attaching afresh');
+    rmSync(path, { force: true });
+    return undefined;
+  }
+  // A link whose interface vanished reports ifindex 0; one for another index
+  // belongs to an interface that was deleted and recreated.
+  if (link.ifindex !== index || link.info().progId === 0) {
+    log.warn({ pinnedIfindex: link.ifindex, ifindex: index }, 'pinned link belongs to a vanished interface; attaching afresh');
+    link.close();
+    rmSync(path, { force: true });
+    return undefined;
+  }
+  return link;
+}
+
+export function attach(o: AttachOptions): Attachment {
+  mountBpffs();
+  const index = ifindex(o.ifname);
+  const pinDir = pinDirFor(o.pinRoot, o.ifname);
+  mkdirSync(pinDir, { recursive: true, mode: 0o700 });
+  // Maps pinned by an earlier run are reused as they are (libbpf checks they
+  // are compatible), so the blocklist survives restarts and upgrades.
+  const dp = Datapath.load({
+    dropMode: o.dropMode === 'all' ? DropMode.All : DropMode.Syn,
+    blocklistSize: o.blocklistSize,
+    allowlistSize: o.allowlistSize,
+    ringBufferBytes: o.ringbufBytes,
+    pinDir,
+  });
+  try {
+    const linkPath = join(pinDir, LINK_PIN);
+    const pinned = openAdoptable(linkPath, index, o.log);
+    let link: XdpLink;
+    if (pinned) {
+      // Same maps, same interface: swap in this run's program atomically. The
+      // interface never goes unprotected, and never runs two programs.
+      pinned.update(dp.program);
+      link = pinned;
+    } else {
+      link = attachFresh(dp, index, o.mode, o.log);
+      link.pin(linkPath);
+    }
+    const mode = xdpQuery(index).mode;
+    o.log.info({ interface: o.ifname, ifindex: index, mode, adopted: Boolean(pinned), pinDir }, pinned ? 'adopted pinned XDP attachment' : 'attached XDP program');
+    return { dp, link, ifindex: index, mode, adopted: Boolean(pinned), pinDir };
+  } catch (e) {
+    dp.close();
+    throw e;
+  }
+}
+
+/** Removes the link (detaching the program), the pinned maps and the pin directory. */
+export function detach(pinRoot: string, ifname: string, log: Logger): boolean {
+  const pinDir = pinDirFor(pinRoot, ifname);
+  if (!existsSync(pinDir)) {
+    log.info({ pinDir }, 'nothing pinned for this interface');
+    return false;
+  }
+  const linkPath = join(pinDir, LINK_PIN);
+  if (existsSync(linkPath)) {
+    try {
+      const link = XdpLink.openPinned(linkPath);
+      link.detach();
+      link.close();
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'pinned link could not be detached; removing the pin');
+    }
+  }
+  rmSync(pinDir, { recursive: true, force: true });
+  log.info({ interface: ifname, pinDir }, 'detached: link, maps and pins removed');
+  return true;
+}

@@ -1,0 +1,237 @@
+#!/usr/bin/env node
+// packetwatch-probe: the privileged half of Packetwatch.
+//   packetwatch-probe [run]   attach (or adopt) the XDP program and serve
+//   packetwatch-probe detach  remove the program, its maps and pins
+import type { Server } from 'node:http';
+import { SYN_EVENT_SIZE } from '@packetwatch/bpf';
+import {
+  ConfigError,
+  VERSION,
+  createLogger,
+  formatEndpoint,
+  loadConfig,
+  parseEndpoint,
+  runMain,
+  serveMetrics,
+  startServer,
+  usage,
+} from '@packetwatch/common';
+import { PROTO_FILES, PROTO_ROOT, ProbeService } from '@packetwatch/proto';
+import { InterfaceNotFoundError } from 'libbpf-ts';
+import { AddressWatcher } from './addresses.js';
+import { addOwn, removeOwn, syncOwn } from './allowlist.js';
+import { type Attachment, attach, detach } from './attachment.js';
+import { Blocks, bootToUnixOffsetNs } from './blocks.js';
+import { probeSettings, validate } from './config.js';
+import { ProbeMetrics } from './metrics.js';
+import { EventQueue } from './queue.js';
+import { Reporter } from './reporter.js';
+import { attachModeOf, probeService } from './service.js';
+
+const NAME = 'packetwatch-probe';
+
+runMain(NAME, async () => {
+  const loaded = loadConfig(probeSettings, process.argv.slice(2), process.env);
+  if (loaded.help) {
+    process.stdout.write(usage(NAME, '[run | detach] [flags]', probeSettings));
+    return;
+  }
+  const c = validate(loaded.config);
+  const command = loaded.positionals[0] ?? 'run';
+  const log = createLogger(NAME, c.logLevel);
+
+  if (command === 'detach') {
+    detach(c.pinRoot, c.ifdev, log);
+    log.flush();
+    return;
+  }
+  if (command !== 'run' || loaded.positionals.length > 1) throw new ConfigError('command', loaded.positionals.join(' '), 'run or detach');
+
+  let att: Attachment;
+  try {
+    att = attach({
+      ifname: c.ifdev,
+      pinRoot: c.pinRoot,
+      mode: c.xdpMode,
+      dropMode: c.dropMode,
+      blocklistSize: c.blocklistSize,
+      allowlistSize: c.allowlistSize,
+      ringbufBytes: c.ringbufBytes,
+      log,
+    });
+  } catch (e) {
+    if (e instanceof InterfaceNotFoundError) throw new ConfigError('PW_IFDEV', c.ifdev, 'the name of an existing network interface');
+    throw e;
+  }
+  const { dp } = att;
+  const started = new Date();
+  const programId = dp.program.info().id;
+  const blocks = new Blocks(dp);
+
+  const watcher = new AddressWatcher(c.ifdev, (change) => {
+    log.info(change, 'interface addresses changed');
+    if (c.whitelistSelf) {
+      addOwn(dp, change.added);
+      removeOwn(dp, change.removed);
+    }
+    reporter.send({ message: { $case: 'ownAddresses', value: { addresses: change.current } } });
+  });
+  syncOwn(dp, c.whitelistSelf ? watcher.current : []);
+  if (c.whitelistSelf) log.info({ addresses: watcher.current }, 'allowlisted own addresses');
+
+  const queue = new EventQueue(c.eventQueue, c.batchEvents, SYN_EVENT_SIZE);
+  const policyEndpoint = parseEndpoint(c.policyAddr)!;
+  const tls = { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa };
+  const callback = c.callback ?? `unix:${c.socket}`;
+  const reporter = new Reporter(
+    policyEndpoint,
+    tls,
+    queue,
+    () => ({
+      probeId: c.probeIdResolved,
+      version: VERSION,
+      interface: c.ifdev,
+      ifindex: att.ifindex,
+      ownAddresses: watcher.current,
+      whitelistSelf: c.whitelistSelf,
+      callbackEndpoint: callback,
+      attachMode: attachModeOf(att.mode),
+      programId,
+      adopted: att.adopted,
+    }),
+    log,
+  );
+
+  // Kernel timestamps are CLOCK_BOOTTIME; the policy wants wall-clock time.
+  // The offset is re-read every second so that clock steps are followed.
+  let bootToUnix = bootToUnixOffsetNs();
+  const clockTimer = setInterval(() => (bootToUnix = bootToUnixOffsetNs()), 1000);
+  clockTimer.unref();
+
+  const reader = dp.reader({
+    onBatch: (batch) => {
+      const buf = batch.buffer;
+      for (let off = 0; off < batch.count * SYN_EVENT_SIZE; off += SYN_EVENT_SIZE) {
+        buf.writeBigUInt64LE(buf.readBigUInt64LE(off) + bootToUnix, off);
+      }
+      queue.push(buf, batch.count);
+      reporter.scheduleFlush();
+    },
+    onError: (err) => log.error({ err: err.message }, 'ring buffer read failed'),
+  });
+
+  // SYNs the kernel could not even queue (ring buffer full) are lost events too.
+  let ringbufFullSeen = dp.counters().ringbufFull;
+  const lossTimer = setInterval(() => {
+    const now = dp.counters().ringbufFull;
+    if (now > ringbufFullSeen) {
+      queue.addLost(Number(now - ringbufFullSeen));
+      reporter.scheduleFlush();
+    }
+    ringbufFullSeen = now;
+  }, 100);
+  lossTimer.unref();
+
+  const eventsLost = () => queue.lostTotal;
+  const metrics = new ProbeMetrics(
+    {
+      dp,
+      queueDepth: () => queue.depth,
+      queueCapacity: queue.capacity,
+      eventsSent: () => reporter.stats().eventsSent,
+      eventsLost,
+      policyConnected: () => reporter.connected,
+      blocks: () => blocks.size,
+      blockCapacity: blocks.capacity,
+    },
+    { interface: c.ifdev, mode: att.mode, programId, version: VERSION },
+  );
+
+  const status = {
+    status: () => {
+      const k = dp.counters();
+      const uptimeMs = Date.now() - started.getTime();
+      return {
+        probeId: c.probeIdResolved,
+        version: VERSION,
+        interface: c.ifdev,
+        ifindex: att.ifindex,
+        attachMode: attachModeOf(att.mode),
+        programId,
+        adopted: att.adopted,
+        ownAddresses: watcher.current,
+        counters: {
+          frames: k.frames,
+          nonIp: k.nonIp,
+          nonTcp: k.nonTcp,
+          fragments: k.fragments,
+          malformed: k.malformed,
+          syn: k.syn,
+          events: k.events,
+          ringbufFull: k.ringbufFull,
+          synDropped: k.synDropped,
+          otherDropped: k.otherDropped,
+          allowlisted: k.allowlisted,
+          blockExpired: k.blockExpired,
+        },
+        queueDepth: queue.depth,
+        queueCapacity: queue.capacity,
+        eventsSent: BigInt(reporter.stats().eventsSent),
+        eventsLost: BigInt(eventsLost()),
+        policyConnected: reporter.connected,
+        policyAddress: formatEndpoint(policyEndpoint),
+        blocks: blocks.size,
+        blockCapacity: blocks.capacity,
+        started,
+        uptime: { seconds: BigInt(Math.floor(uptimeMs / 1000)), nanos: (uptimeMs % 1000) * 1e6 },
+      };
+    },
+  };
+
+  const tcpEndpoint = c.tcpAddr === undefined ? undefined : parseEndpoint(c.tcpAddr);
+  const grpcServer = await startServer({
+    socket: { path: c.socket, mode: 0o660, group: c.socketGroup },
+    tcp: tcpEndpoint?.kind === 'tcp' ? { endpoint: tcpEndpoint, tls, insecure: c.insecureTcp } : undefined,
+    services: [
+      {
+        definition: ProbeService,
+        implementation: probeService(blocks, status, log, (s) => metrics.blockApplySeconds.observe(s)),
+        name: 'packetwatch.v1.Probe',
+      },
+    ],
+    reflection: { root: PROTO_ROOT, files: PROTO_FILES },
+    log,
+  });
+  let metricsServer: Server | undefined;
+  if (c.prometheusPort > 0) metricsServer = await serveMetrics(metrics.registry, c.prometheusPort, c.metricsHost, log);
+
+  const janitor = setInterval(() => {
+    const n = blocks.removeExpired();
+    if (n > 0) log.info({ removed: n }, 'removed expired blocks');
+  }, 5000);
+  janitor.unref();
+
+  reader.start();
+  reporter.start();
+  watcher.start(c.addressPollMs);
+  log.info({ interface: c.ifdev, mode: att.mode, programId, policy: formatEndpoint(policyEndpoint), socket: c.socket }, 'probe running');
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping; the pinned datapath stays attached and keeps enforcing blocks');
+    watcher.stop();
+    reader.close();
+    await reporter.stop(1000);
+    await grpcServer.close(1000);
+    await new Promise((r) => (metricsServer ? metricsServer.close(r) : r(undefined)));
+    clearInterval(janitor);
+    att.link.close();
+    dp.close();
+    log.flush();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+});

@@ -1,0 +1,135 @@
+// Prometheus metrics of the probe. Kernel counters are read at scrape time
+// from the per-CPU counters map; the seed's conn_count_total is kept.
+import type { Counters, Datapath } from '@packetwatch/bpf';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface ProbeMetricsSources {
+  dp: Datapath;
+  queueDepth: () => number;
+  queueCapacity: number;
+  eventsSent: () => number;
+  eventsLost: () => number;
+  policyConnected: () => boolean;
+  blocks: () => number;
+  blockCapacity: number;
+}
+
+const KERNEL: [name: string, help: string, counter: keyof Counters][] = [
+  ['packetwatch_probe_frames_total', 'Frames seen by the XDP program', 'frames'],
+  ['packetwatch_probe_syn_total', 'New-connection SYNs (SYN set, ACK clear) seen', 'syn'],
+  ['packetwatch_probe_events_total', 'SYN events written to the ring buffer', 'events'],
+  ['packetwatch_probe_ringbuf_full_total', 'SYN events lost because the ring buffer was full', 'ringbufFull'],
+  ['packetwatch_probe_malformed_total', 'Frames that could not be parsed (passed)', 'malformed'],
+  ['packetwatch_probe_fragments_total', 'Non-first IP fragments (passed)', 'fragments'],
+  ['packetwatch_probe_non_ip_total', 'Frames that are neither IPv4 nor IPv6', 'nonIp'],
+  ['packetwatch_probe_non_tcp_total', 'IP packets that are not TCP', 'nonTcp'],
+  ['packetwatch_probe_allowlisted_total', 'Frames of blocked sources passed because allowlisted', 'allowlisted'],
+  ['packetwatch_probe_block_expired_total', 'Frames of sources whose block had expired', 'blockExpired'],
+];
+
+export class ProbeMetrics {
+  readonly registry = new Registry();
+  readonly blockApplySeconds: Histogram;
+
+  constructor(src: ProbeMetricsSources, info: { interface: string; mode: string; programId: number; version: string }) {
+    const r = this.registry;
+    collectDefaultMetrics({ register: r });
+    let snapshot: Counters | undefined;
+    let snapshotAt = 0;
+    // One read of the counters map per scrape, shared by every kernel metric.
+    const counters = (): Counters => {
+      if (!snapshot || Date.now() - snapshotAt > 100) {
+        snapshot = src.dp.counters();
+        snapshotAt = Date.now();
+      }
+      return snapshot;
+    };
+    new Counter({
+      name: 'conn_count_total',
+      help: 'number of new connections',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(Number(counters().events));
+      },
+    });
+    for (const [name, help, key] of KERNEL) {
+      new Counter({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          this.reset();
+          this.inc(Number(counters()[key]));
+        },
+      });
+    }
+    new Counter({
+      name: 'packetwatch_probe_dropped_total',
+      help: 'Frames of blocked sources dropped, by kind',
+      labelNames: ['kind'],
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc({ kind: 'syn' }, Number(counters().synDropped));
+        this.inc({ kind: 'other' }, Number(counters().otherDropped));
+      },
+    });
+    new Counter({
+      name: 'packetwatch_probe_events_sent_total',
+      help: 'SYN events sent to the policy service',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(src.eventsSent());
+      },
+    });
+    new Counter({
+      name: 'packetwatch_probe_events_lost_total',
+      help: 'SYN events that could not be delivered to the policy service (queue or ring buffer full)',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(src.eventsLost());
+      },
+    });
+    new Gauge({
+      name: 'packetwatch_probe_queue_depth',
+      help: 'Events waiting to be sent to the policy service',
+      registers: [r],
+      collect() {
+        this.set(src.queueDepth());
+      },
+    });
+    new Gauge({ name: 'packetwatch_probe_queue_capacity', help: 'Capacity of the event queue', registers: [r] }).set(src.queueCapacity);
+    new Gauge({
+      name: 'packetwatch_probe_policy_connected',
+      help: '1 when the Report stream to the policy service is up',
+      registers: [r],
+      collect() {
+        this.set(src.policyConnected() ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'packetwatch_probe_blocklist_entries',
+      help: 'Entries in the kernel blocklist',
+      registers: [r],
+      collect() {
+        this.set(src.blocks());
+      },
+    });
+    new Gauge({ name: 'packetwatch_probe_blocklist_capacity', help: 'Capacity of the kernel blocklist', registers: [r] }).set(src.blockCapacity);
+    new Gauge({
+      name: 'packetwatch_probe_info',
+      help: 'The probe: interface, attach mode, program id, version',
+      labelNames: ['interface', 'mode', 'program_id', 'version'],
+      registers: [r],
+    }).set({ interface: info.interface, mode: info.mode, program_id: String(info.programId), version: info.version }, 1);
+    this.blockApplySeconds = new Histogram({
+      name: 'packetwatch_probe_block_apply_seconds',
+      help: 'Time to apply a BlockIp call to the kernel blocklist',
+      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01],
+      registers: [r],
+    });
+  }
+}

@@ -1,0 +1,150 @@
+// The Report stream to the policy service: hello first, then event batches
+// as fast as gRPC flow control allows. While the policy is slow or away the
+// queue absorbs events up to its capacity; the stream is re-opened with
+// capped exponential backoff.
+import * as grpc from '@grpc/grpc-js';
+import { type Endpoint, type Logger, type TlsFiles, channelCredentials, endpointTarget } from '@packetwatch/common';
+import { PolicyClient, type PolicyMessage, type ProbeHello, type ProbeMessage } from '@packetwatch/proto';
+import type { EventQueue } from './queue.js';
+
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 5000;
+
+export interface ReporterStats {
+  connected: boolean;
+  eventsSent: number;
+  batchesSent: number;
+  reconnects: number;
+}
+
+export class Reporter {
+  readonly #client: PolicyClient;
+  #call: grpc.ClientDuplexStream<ProbeMessage, PolicyMessage> | undefined;
+  #connected = false;
+  #writable = false;
+  #stopped = false;
+  #backoff = BACKOFF_MIN_MS;
+  #retry: NodeJS.Timeout | undefined;
+  #flushScheduled = false;
+  #eventsSent = 0;
+  #batchesSent = 0;
+  #reconnects = 0;
+
+  constructor(
+    readonly endpoint: Endpoint,
+    tls: TlsFiles | undefined,
+    private readonly queue: EventQueue,
+    private readonly hello: () => ProbeHello,
+    private readonly log: Logger,
+    private readonly onConnectionChange: (connected: boolean) => void = () => {},
+  ) {
+    this.#client = new PolicyClient(endpointTarget(endpoint), channelCredentials(endpoint, tls), {
+      'grpc.keepalive_time_ms': 15_000,
+      'grpc.keepalive_timeout_ms': 5_000,
+      'grpc.keepalive_permit_without_calls': 1,
+    });
+  }
+
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  stats(): ReporterStats {
+    return { connected: this.#connected, eventsSent: this.#eventsSent, batchesSent: this.#batchesSent, reconnects: this.#reconnects };
+  }
+
+  start(): void {
+    this.#open();
+  }
+
+  /** Sends what is queued soon: after the current I/O callbacks, so one wake-up's records go out together. */
+  scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      this.#flush();
+    });
+  }
+
+  /** Sends a message outside the event flow (address changes); dropped when not connected, since the next hello carries it. */
+  send(msg: ProbeMessage): void {
+    if (this.#connected && this.#call) this.#call.write(msg);
+  }
+
+  /** Sends what is queued (within graceMs), then closes the stream. */
+  async stop(graceMs = 1000): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#retry);
+    const deadline = Date.now() + graceMs;
+    while (this.#connected && this.queue.depth > 0 && Date.now() < deadline) {
+      this.#flush();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    this.#call?.end();
+    this.#client.close();
+  }
+
+  #open(): void {
+    if (this.#stopped) return;
+    const call = this.#client.report();
+    this.#call = call;
+    this.#writable = true;
+    call.write({ message: { $case: 'hello', value: this.hello() } });
+    call.on('data', (msg: PolicyMessage) => {
+      if (msg.message?.$case === 'hello' && !this.#connected) {
+        this.#connected = true;
+        this.#backoff = BACKOFF_MIN_MS;
+        this.log.info({ policy: endpointTarget(this.endpoint), policyVersion: msg.message.value.version }, 'connected to the policy service');
+        this.onConnectionChange(true);
+        this.#flush();
+      }
+    });
+    call.on('drain', () => {
+      this.#writable = true;
+      this.#flush();
+    });
+    const lost = (err?: grpc.ServiceError) => {
+      if (this.#call !== call) return;
+      this.#call = undefined;
+      const was = this.#connected;
+      this.#connected = false;
+      this.#writable = false;
+      if (was) this.onConnectionChange(false);
+      if (this.#stopped) return;
+      const delay = Math.round(this.#backoff * (0.5 + Math.random() / 2));
+      this.#backoff = Math.min(this.#backoff * 2, BACKOFF_MAX_MS);
+      this.#reconnects++;
+      this.log[was ? 'warn' : 'debug'](
+        { policy: endpointTarget(this.endpoint), code: err ? grpc.status[err.code] : 'END', details: err?.details, retryInMs: delay },
+        'policy stream closed; reconnecting',
+      );
+      this.#retry = setTimeout(() => this.#open(), delay);
+    };
+    call.on('error', (err: grpc.ServiceError) => lost(err));
+    call.on('end', () => lost());
+  }
+
+  #flush(): void {
+    const call = this.#call;
+    if (!call || !this.#connected) return;
+    while (this.#writable) {
+      const batch = this.queue.take();
+      if (!batch) return;
+      this.#writable = call.write({
+        message: {
+          $case: 'events',
+          value: {
+            count: batch.count,
+            recordSize: this.queue.recordSize,
+            records: batch.records,
+            lostEvents: BigInt(batch.lost),
+            firstSequence: batch.firstSequence,
+          },
+        },
+      });
+      this.#eventsSent += batch.count;
+      this.#batchesSent++;
+    }
+  }
+}
