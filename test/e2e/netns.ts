@@ -82,10 +82,14 @@ export function createTestNet(slot: number): TestNet {
 }
 
 /** Polls until check returns a value other than undefined, or fails after timeoutMs. */
-export async function waitFor<T>(what: string, check: () => T | undefined, timeoutMs = 5000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 5000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const v = check();
+    const v = await check();
     if (v !== undefined) return v;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
