@@ -101,7 +101,7 @@ describe('probe process', () => {
 
   it('attaches natively, announces itself to the policy, and serves its API on a 0660 Unix socket', async () => {
     const st = await startProbe();
-    expect(st).toMatchObject({ interface: net.hostIf, attachMode: AttachMode.ATTACH_MODE_DRIVER, adopted: false, policyConnected: false });
+    expect(st).toMatchObject({ interface: net.hostIf, attachMode: AttachMode.ATTACH_MODE_DRIVER, adopted: false });
     expect(statSync(socket).mode & 0o777).toBe(0o660);
     const hello = await waitFor('the hello', () => stub.hellos[0]);
     expect(hello).toMatchObject({
