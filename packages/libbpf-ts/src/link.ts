@@ -1,5 +1,6 @@
 // Links: a kernel object that keeps a program attached for as long as a
 // descriptor or a bpffs pin refers to it.
+import { checkPinnedKind } from './bpffs.js';
 import { BpfError, native as call } from './errors.js';
 import { native } from './native.js';
 import type { Program } from './program.js';
@@ -29,6 +30,7 @@ export class XdpLink {
   static openPinned(path: string): XdpLink {
     const fd = call(() => native.objGet(path));
     try {
+      checkPinnedKind(fd, 'link', path);
       const info = call(() => native.linkInfo(fd));
       if (info.type !== BPF_LINK_TYPE_XDP || info.ifindex === undefined) {
         throw new BpfError(`${path} is not an XDP link`, { errno: 22, code: 'EINVAL', op: 'open pinned link' });

@@ -1,5 +1,6 @@
 // Maps: a BpfMap is a handle on one kernel map (a file descriptor) with raw
 // byte operations; typed() and perCpu() view it through codecs.
+import { checkPinnedKind } from './bpffs.js';
 import { type Codec, encode } from './codec.js';
 import { possibleCpus } from './clock.js';
 import { BpfError, native as call } from './errors.js';
@@ -68,6 +69,7 @@ export class BpfMap {
   static openPinned(path: string): BpfMap {
     const fd = call(() => native.objGet(path));
     try {
+      checkPinnedKind(fd, 'map', path);
       return new BpfMap(fd, call(() => native.mapInfo(fd)), true);
     } catch (e) {
       native.closeFd(fd);
@@ -161,18 +163,36 @@ export class BpfMap {
     }
   }
 
-  /** Writes many entries in one syscall; returns how many were written. */
+  /**
+   * Writes many entries, in one syscall with UpdateFlags.Any; returns how
+   * many were written. Stops at the first entry that fails, as the kernel does.
+   */
   updateBatch(entries: readonly (readonly [Buffer, Buffer])[], flags: UpdateFlags = UpdateFlags.Any): number {
     if (entries.length === 0) return 0;
-    const keys = Buffer.concat(entries.map(([k]) => (this.#checkKey(k), k)));
-    const values = Buffer.concat(entries.map(([, v]) => v));
-    if (values.length !== entries.length * this.valueBufferSize) {
-      throw new RangeError(`map ${this.name}: every value must be ${this.valueBufferSize} bytes`);
+    // Check each value: a short one followed by a long one would otherwise
+    // pass a check of the total and shift every later value in the kernel.
+    for (const [k, v] of entries) {
+      this.#checkKey(k);
+      if (v.length !== this.valueBufferSize) {
+        throw new RangeError(`map ${this.name}: every value must be ${this.valueBufferSize} bytes, got ${v.length}`);
+      }
     }
+    // BPF_MAP_UPDATE_BATCH takes no per-element BPF_NOEXIST/BPF_EXIST (the
+    // kernel rejects them with EINVAL): honour them element by element.
+    if (flags !== UpdateFlags.Any) {
+      for (const [k, v] of entries) this.update(k, v, flags);
+      return entries.length;
+    }
+    const keys = Buffer.concat(entries.map(([k]) => k));
+    const values = Buffer.concat(entries.map(([, v]) => v));
     return call(() => native.mapUpdateBatch(this.fd, keys, values, entries.length, flags));
   }
 
-  /** Deletes many keys in one syscall; returns how many were deleted. */
+  /**
+   * Deletes many keys in one syscall (one more per key that is not in the
+   * map: like delete(), a missing key is skipped, not an error); returns how
+   * many were deleted.
+   */
   deleteBatch(keys: readonly Buffer[]): number {
     if (keys.length === 0) return 0;
     for (const k of keys) this.#checkKey(k);

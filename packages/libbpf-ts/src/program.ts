@@ -1,4 +1,5 @@
 // Programs: run them (BPF_PROG_TEST_RUN), attach them (XDP links), pin them.
+import { checkPinnedKind } from './bpffs.js';
 import { BpfError, native as call } from './errors.js';
 import { XdpLink, xdpFlags } from './link.js';
 import { native } from './native.js';
@@ -51,6 +52,7 @@ export class Program {
   static openPinned(path: string): Program {
     const fd = call(() => native.objGet(path));
     try {
+      checkPinnedKind(fd, 'program', path);
       return new Program(fd, call(() => native.progInfo(fd)).name, true);
     } catch (e) {
       native.closeFd(fd);

@@ -108,6 +108,11 @@ export class RingBufferReader {
    */
   next(timeoutMs?: number): Promise<RecordBatch> {
     return new Promise((resolve, reject) => {
+      // A closed reader delivers nothing more: a waiter would never settle.
+      if (this.#closed) {
+        reject(closedError());
+        return;
+      }
       const waiter = { resolve, reject };
       this.#waiters.push(waiter);
       if (timeoutMs !== undefined) {
@@ -119,6 +124,13 @@ export class RingBufferReader {
         waiter.resolve = (b) => {
           clearTimeout(timer);
           settle(b);
+        };
+        // close() rejects the waiter: the timer must not outlive it and keep
+        // the process alive for up to timeoutMs.
+        const fail = waiter.reject;
+        waiter.reject = (e) => {
+          clearTimeout(timer);
+          fail(e);
         };
       }
     });
@@ -154,6 +166,10 @@ export class RingBufferReader {
   }
 
   #live(): void {
-    if (this.#closed) throw new BpfError('ring-buffer reader is closed', { errno: 9, code: 'EBADF', op: 'ring buffer' });
+    if (this.#closed) throw closedError();
   }
+}
+
+function closedError(): BpfError {
+  return new BpfError('ring-buffer reader is closed', { errno: 9, code: 'EBADF', op: 'ring buffer' });
 }

@@ -35,13 +35,31 @@ std::string g_log;
 
 int capture_print(enum libbpf_print_level level, const char *fmt, va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
+  // libbpf prints the whole verifier log as one message, whose reason for a
+  // rejection is at its end: format it in full, not into a fixed buffer that
+  // would keep only the head.
+  va_list again;
+  va_copy(again, args);
   char buf[4096];
   int n = vsnprintf(buf, sizeof(buf), fmt, args);
+  std::string big;
+  if (n >= static_cast<int>(sizeof(buf))) {
+    big.resize(static_cast<size_t>(n) + 1);
+    vsnprintf(big.data(), big.size(), fmt, again);
+    big.resize(static_cast<size_t>(n));
+  }
+  va_end(again);
   if (n > 0) {
+    const char *text = big.empty() ? buf : big.data();
+    size_t len = static_cast<size_t>(n);
     // The verifier log of a large program can be long; keep the tail, which
     // holds the reason for the rejection.
-    if (g_log.size() > (1u << 20)) g_log.erase(0, g_log.size() - (1u << 19));
-    g_log.append(buf, std::min<size_t>(static_cast<size_t>(n), sizeof(buf) - 1));
+    if (len > (1u << 20)) {
+      text += len - (1u << 19);
+      len = 1u << 19;
+    }
+    if (g_log.size() + len > (1u << 20)) g_log.erase(0, std::min(g_log.size(), g_log.size() + len - (1u << 19)));
+    g_log.append(text, len);
   }
   return 0;
 }
@@ -51,13 +69,37 @@ struct LogScope {
   ~LogScope() { g_log.clear(); }
 };
 
+constexpr int kENOTSUPP = 524;
+
+// libbpf's own error numbers (4000 and up, e.g. for a file that is not an
+// ELF object) have neither an errno name nor strerror text.
+const char *LibbpfErrorName(int err) {
+  static const char *const names[] = {
+      "LIBBPF_ERRNO__LIBELF", "LIBBPF_ERRNO__FORMAT", "LIBBPF_ERRNO__KVERSION", "LIBBPF_ERRNO__ENDIAN",
+      "LIBBPF_ERRNO__INTERNAL", "LIBBPF_ERRNO__RELOC", "LIBBPF_ERRNO__LOAD", "LIBBPF_ERRNO__VERIFY",
+      "LIBBPF_ERRNO__PROG2BIG", "LIBBPF_ERRNO__KVER", "LIBBPF_ERRNO__PROGTYPE", "LIBBPF_ERRNO__WRNGPID",
+      "LIBBPF_ERRNO__INVSEQ", "LIBBPF_ERRNO__NLPARSE",
+  };
+  static_assert(sizeof(names) / sizeof(names[0]) == __LIBBPF_ERRNO__END - __LIBBPF_ERRNO__START);
+  if (err < __LIBBPF_ERRNO__START || err >= __LIBBPF_ERRNO__END) return nullptr;
+  return names[err - __LIBBPF_ERRNO__START];
+}
+
 Napi::Error MakeError(Napi::Env env, const char *op, int err, const std::string &detail = "") {
   if (err < 0) err = -err;
-  std::string msg = std::string(op) + ": " + strerror(err);
+  // libbpf_strerror knows libbpf's own codes as well as the errno ones.
+  char text[256];
+  if (libbpf_strerror(err, text, sizeof(text))) snprintf(text, sizeof(text), "%s", strerror(err));
+  // The kernel-internal ENOTSUPP reaches user space from batch operations a
+  // map type lacks; libc knows neither its name nor its text.
+  if (err == kENOTSUPP) snprintf(text, sizeof(text), "Operation is not supported");
+  std::string msg = std::string(op) + ": " + text;
   if (!detail.empty()) msg += " (" + detail + ")";
   Napi::Error e = Napi::Error::New(env, msg);
   e.Set("errno", Napi::Number::New(env, err));
-  const char *name = strerrorname_np(err);
+  const char *name = LibbpfErrorName(err);
+  if (!name && err == kENOTSUPP) name = "ENOTSUPP";
+  if (!name) name = strerrorname_np(err);
   e.Set("code", Napi::String::New(env, name ? name : "EUNKNOWN"));
   e.Set("op", Napi::String::New(env, op));
   e.Set("log", Napi::String::New(env, g_log));
@@ -420,16 +462,28 @@ Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, count);
 }
 
-// mapDeleteBatch(fd, keys, count) -> count deleted
+// mapDeleteBatch(fd, keys, count) -> count deleted. The kernel stops at the
+// first key that is not in the map (ENOENT) and reports how many keys it
+// deleted before it; absence is not an error here either, so that key is
+// skipped and the batch goes on with the keys after it.
 Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (!ArgCheck(info, 3)) return env.Undefined();
   Napi::Buffer<uint8_t> keys = info[1].As<Napi::Buffer<uint8_t>>();
-  __u32 count = info[2].As<Napi::Number>().Uint32Value();
+  uint32_t total = info[2].As<Napi::Number>().Uint32Value();
+  if (total == 0) return Napi::Number::New(env, 0);
+  size_t ksize = keys.Length() / total;
   LIBBPF_OPTS(bpf_map_batch_opts, opts);
-  if (bpf_map_delete_batch(FdArg(info, 0), keys.Data(), &count, &opts))
-    THROW_ERRNO(env, "bpf_map_delete_batch", errno, env.Undefined());
-  return Napi::Number::New(env, count);
+  uint32_t done = 0, deleted = 0;
+  while (done < total) {
+    __u32 count = total - done;
+    int ret = bpf_map_delete_batch(FdArg(info, 0), keys.Data() + done * ksize, &count, &opts);
+    if (ret && errno != ENOENT) THROW_ERRNO(env, "bpf_map_delete_batch", errno, env.Undefined());
+    deleted += count;
+    if (!ret) break;
+    done += count + 1;
+  }
+  return Napi::Number::New(env, deleted);
 }
 
 // ---------------------------------------------------------------------------
