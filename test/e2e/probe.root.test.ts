@@ -22,6 +22,7 @@ import {
 import { xdpQuery } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestNet, createTestNet, waitFor } from './netns.js';
+import { healthCheck, reflectedServices } from './grpc-tools.js';
 import { PolicyStub } from './policy-stub.js';
 import { PROBE_MAIN, ProbeProcess, call, deadline, freePort, probeClient } from './probe-process.js';
 
@@ -115,6 +116,28 @@ describe('probe process', () => {
     expect(hello.ownAddresses).toEqual(expect.arrayContaining([net.hostAddr, net.hostAddr6]));
     expect(xdpQuery(net.hostIf)).toMatchObject({ mode: 'driver', progId: st.programId });
     await waitFor('policyConnected', async () => ((await status()).policyConnected ? true : undefined));
+  });
+
+  it('answers the standard health check and lists its services through reflection', async () => {
+    expect(await healthCheck(`unix://${socket}`, 'packetwatch.v1.Probe')).toBe('SERVING');
+    expect(await healthCheck(`unix://${socket}`, '')).toBe('SERVING');
+    expect(await reflectedServices(`unix://${socket}`)).toEqual(
+      expect.arrayContaining(['grpc.health.v1.Health', 'packetwatch.v1.Policy', 'packetwatch.v1.Probe']),
+    );
+  });
+
+  it('follows a new address on the interface: allowlisted, announced to the policy, refused as a block target', async () => {
+    const extra = '10.231.2.200';
+    execFileSync('ip', ['addr', 'add', `${extra}/32`, 'dev', net.hostIf]);
+    try {
+      await waitFor('the address update', () => stub.addressUpdates.find((a) => a.includes(extra)), 5000);
+      await expect(blockIp(extra)).rejects.toMatchObject({ code: grpc.status.FAILED_PRECONDITION });
+    } finally {
+      execFileSync('ip', ['addr', 'del', `${extra}/32`, 'dev', net.hostIf]);
+    }
+    await waitFor('the removal', () => (stub.addressUpdates.at(-1)?.includes(extra) === false ? true : undefined), 5000);
+    expect((await blockIp(extra)).alreadyBlocked).toBe(false);
+    expect((await unblockIp(extra)).removed).toBe(true);
   });
 
   it("streams the peer's SYN as an event with its fields and a wall-clock time", async () => {
