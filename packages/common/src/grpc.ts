@@ -6,7 +6,7 @@ import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { type PackageDefinition, loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
-import { HealthImplementation } from 'grpc-health-check';
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import type { Logger } from './log.js';
 
 export { status as GrpcStatus } from '@grpc/grpc-js';
@@ -125,11 +125,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   const health = new HealthImplementation({ '': 'NOT_SERVING' });
   health.addToServer(server);
-  const packageDefinition: PackageDefinition = loadSync(opts.reflection.files, {
-    includeDirs: [opts.reflection.root],
+  // Reflection lists exactly what is served: our services and health.
+  const packageDefinition: PackageDefinition = loadSync([...opts.reflection.files, healthProtoPath], {
+    includeDirs: [opts.reflection.root, dirname(healthProtoPath)],
     keepCase: true,
   });
-  new ReflectionService(packageDefinition).addToServer(server);
+  new ReflectionService(packageDefinition, {
+    services: [...opts.services.map((s) => s.name), 'grpc.health.v1.Health'],
+  }).addToServer(server);
   for (const s of opts.services) {
     server.addService(s.definition, s.implementation);
     health.setStatus(s.name, 'NOT_SERVING');
