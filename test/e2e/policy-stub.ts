@@ -28,7 +28,8 @@ export class PolicyStub {
 
   async start(): Promise<void> {
     const server = new grpc.Server();
-    const impl: PolicyServer = {
+    // Only Report: the other methods answer UNIMPLEMENTED, as grpc-js does for missing handlers.
+    const impl: Pick<PolicyServer, 'report'> = {
       report: (call: grpc.ServerDuplexStream<ProbeMessage, PolicyMessage>) => {
         call.on('data', (msg: ProbeMessage) => {
           const m = msg.message;

@@ -1,0 +1,52 @@
+// The policy's settings: the seed's detector thresholds and whitelist flag
+// with their defaults, plus the policy's own. Each is also a flag.
+import { ConfigError, LOG_LEVELS, type ConfigOf, parseEndpoint, parsePrefix, settings as s } from '@packetwatch/common';
+
+export const policySettings = {
+  timeThreshold: s.int('PW_PORTSCAN_TIME_THRESHOLD', 'time-threshold', 60, 'window in seconds in which distinct ports count', 1, 86_400),
+  portThreshold: s.int('PW_PORTSCAN_PORT_THRESHOLD', 'port-threshold', 3, 'distinct ports within the window that make a scanner', 1, 255),
+  whitelistSelf: s.bool('PW_WHITELIST_SELF', 'whitelist-self', true, "never block a probe's own addresses"),
+  allowlist: s.string('PW_ALLOWLIST', 'allowlist', '', 'addresses or CIDRs never blocked, comma-separated'),
+  blockTtl: s.seconds('PW_BLOCK_TTL', 'block-ttl', 0, 'how long a detector block lasts (0 = permanent, like the seed)'),
+  stateDir: s.string('PW_STATE_DIR', 'state-dir', '/var/lib/packetwatch', 'directory of the decision store', /^\/.+/, 'an absolute path'),
+  socket: s.string('PW_POLICY_SOCKET', 'socket', '/run/packetwatch/policy.sock', 'Unix socket of the Policy API', /^\/.+/, 'an absolute path'),
+  socketGroup: s.optionalString('PW_SOCKET_GROUP', 'socket-group', 'group allowed to call the Policy API (socket mode 0660)'),
+  tcpAddr: s.optionalString('PW_POLICY_TCP_ADDR', 'tcp-addr', 'also serve the Policy API on host:port (TLS unless --insecure-tcp)'),
+  tlsCert: s.optionalString('PW_TLS_CERT', 'tls-cert', 'TLS certificate (PEM) for TCP'),
+  tlsKey: s.optionalString('PW_TLS_KEY', 'tls-key', 'TLS private key (PEM) for TCP'),
+  tlsCa: s.optionalString('PW_TLS_CA', 'tls-ca', 'CA (PEM): clients must present a certificate it signed; also verifies probes'),
+  insecureTcp: s.bool('PW_INSECURE_TCP', 'insecure-tcp', false, 'allow plaintext gRPC on TCP (logs a warning)'),
+  prometheusPort: s.port('PW_POLICY_PROMETHEUS_PORT', 'prometheus-port', 9091, 'port of the /metrics endpoint'),
+  metricsHost: s.string('PW_METRICS_HOST', 'metrics-host', '0.0.0.0', 'address the /metrics endpoint listens on'),
+  maxSources: s.int('PW_MAX_TRACKED_SOURCES', 'max-tracked-sources', 1_000_000, 'sources the detector tracks at most (then evicts)', 1, 50_000_000),
+  reconcileSeconds: s.int('PW_RECONCILE_INTERVAL', 'reconcile-interval', 60, "seconds between comparisons of decisions with each probe's kernel view", 1, 86_400),
+  logFormat: s.oneOf('PW_LOG_FORMAT', 'log-format', 'auto', 'table (the live table on stdout), json, or auto (table on a terminal)', ['auto', 'table', 'json'] as const),
+  logLevel: s.oneOf('PW_LOG_LEVEL', 'log-level', 'info', 'log level', LOG_LEVELS),
+};
+
+export type PolicyConfig = ConfigOf<typeof policySettings>;
+
+export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: string[] } {
+  const allowPrefixes = c.allowlist
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+  for (const p of allowPrefixes) {
+    try {
+      parsePrefix(p);
+    } catch {
+      throw new ConfigError('PW_ALLOWLIST', c.allowlist, `comma-separated addresses or CIDRs ('${p}' is neither)`);
+    }
+  }
+  if (c.tcpAddr !== undefined) {
+    const e = parseEndpoint(c.tcpAddr);
+    if (!e || e.kind !== 'tcp') throw new ConfigError('PW_POLICY_TCP_ADDR', c.tcpAddr, 'host:port');
+    if (!(c.tlsCert && c.tlsKey) && !c.insecureTcp) {
+      throw new ConfigError('PW_POLICY_TCP_ADDR', c.tcpAddr, 'PW_TLS_CERT and PW_TLS_KEY set, or PW_INSECURE_TCP=True');
+    }
+  }
+  if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
+    throw new ConfigError(c.tlsCert ? 'PW_TLS_KEY' : 'PW_TLS_CERT', '', 'both PW_TLS_CERT and PW_TLS_KEY, or neither');
+  }
+  return { ...c, allowPrefixes };
+}

@@ -1,0 +1,203 @@
+// Decisions: who is blocked, why, since when, until when, and where it is
+// enforced. A decision is recorded first, then applied to every connected
+// probe (the probe that saw a scan first); a probe that connects later gets
+// every active decision on reconcile, which also adopts blocks found only in
+// its kernel and re-applies those missing from it (drift repair).
+import * as grpc from '@grpc/grpc-js';
+import { AddressError, GrpcStatus, type Logger, ServerError, formatAddress, parseAddress } from '@packetwatch/common';
+import { BlockReason } from '@packetwatch/proto';
+import type { Allowlist } from './allowlist.js';
+import type { Detection, Detector } from './detector.js';
+import type { Feed } from './feed.js';
+import type { PolicyMetrics } from './metrics.js';
+import type { ProbeRegistry, ProbeSession } from './probes.js';
+import { type DecisionRecord, type DecisionStore, type Origin, isActive } from './store.js';
+
+const KERNEL_REASON: Record<Origin, BlockReason> = {
+  detector: BlockReason.BLOCK_REASON_PORTSCAN,
+  manual: BlockReason.BLOCK_REASON_MANUAL,
+  kernel: BlockReason.BLOCK_REASON_UNSPECIFIED,
+};
+
+export function canonicalIp(ip: string): { text: string; addr: Buffer } {
+  try {
+    const addr = parseAddress(ip);
+    return { text: formatAddress(addr), addr };
+  } catch (e) {
+    if (e instanceof AddressError) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, e.message);
+    throw e;
+  }
+}
+
+export class Decisions {
+  /** Active decisions by canonical address. */
+  readonly #active = new Map<string, DecisionRecord>();
+  /** Probes whose kernel holds each address's block, as last seen. */
+  readonly #enforcedBy = new Map<string, Set<string>>();
+
+  constructor(
+    private readonly store: DecisionStore,
+    private readonly probes: ProbeRegistry,
+    private readonly allowlist: Allowlist,
+    private readonly detector: Detector,
+    private readonly feed: Feed,
+    private readonly metrics: PolicyMetrics,
+    private readonly log: Logger,
+    private readonly detectorTtlSeconds: number,
+  ) {
+    for (const d of store.active(Date.now())) this.#active.set(d.ip, d);
+  }
+
+  /** Whether a source (canonical text) is under an active decision. */
+  isBlocked(ip: string): boolean {
+    const d = this.#active.get(ip);
+    if (!d) return false;
+    if (isActive(d, Date.now())) return true;
+    this.#active.delete(ip);
+    this.#enforcedBy.delete(ip);
+    return false;
+  }
+
+  active(): DecisionRecord[] {
+    const now = Date.now();
+    return [...this.#active.values()].filter((d) => isActive(d, now));
+  }
+
+  all(): DecisionRecord[] {
+    return this.store.all();
+  }
+
+  enforcedBy(ip: string): string[] {
+    return [...(this.#enforcedBy.get(ip) ?? [])].sort();
+  }
+
+  /** A detection from a probe's events: record, then block on that probe first, then the others. */
+  async detected(det: Detection, source: string, session: ProbeSession): Promise<void> {
+    if (this.isBlocked(source)) return;
+    const windowS = ((det.lastMs - det.firstMs) / 1000).toFixed(3);
+    const d = this.#record({
+      ip: source,
+      reason: `port scan: ${det.ports.length} ports (${det.ports.join(', ')}) within ${windowS}s`,
+      origin: 'detector',
+      ttlSeconds: this.detectorTtlSeconds,
+    });
+    this.metrics.counts.detections++;
+    this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source, port: 0, probeId: session.id, message: d.reason });
+    this.log.info({ ip: source, probe: session.id, reason: d.reason, decision: d.id }, 'port scanner detected');
+    const ok = await this.#apply(d, session);
+    if (ok) this.metrics.detectionToBlock.observe(Math.max(0, (Date.now() - det.tsMs) / 1000));
+    await Promise.all(this.probes.all().filter((p) => p !== session).map((p) => this.#apply(d, p)));
+  }
+
+  /** An operator's block: every probe. */
+  async manualBlock(ip: string, ttlSeconds: number, reason: string): Promise<{ decision: DecisionRecord; alreadyBlocked: boolean }> {
+    const { text, addr } = canonicalIp(ip);
+    if (this.allowlist.has(addr)) {
+      throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${text} is allowlisted (a probe's own address or PW_ALLOWLIST) and cannot be blocked`);
+    }
+    const existing = this.#active.get(text);
+    if (existing && isActive(existing, Date.now())) return { decision: existing, alreadyBlocked: true };
+    const d = this.#record({ ip: text, reason: reason || 'blocked by an operator', origin: 'manual', ttlSeconds });
+    this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source: text, port: 0, probeId: '', message: d.reason });
+    this.log.info({ ip: text, reason: d.reason, ttlSeconds, decision: d.id }, 'blocked by an operator');
+    await Promise.all(this.probes.all().map((p) => this.#apply(d, p)));
+    return { decision: d, alreadyBlocked: false };
+  }
+
+  /** Ends the decision on a source (or all): every probe unblocks it and the detector forgets it. */
+  async unblock(ip: string | undefined): Promise<DecisionRecord[]> {
+    const targets = ip === undefined ? this.active() : this.#active.has(canonicalIp(ip).text) ? [this.#active.get(canonicalIp(ip).text)!] : [];
+    const now = Date.now();
+    const ended: DecisionRecord[] = [];
+    for (const d of targets) {
+      this.store.end(d.id, now);
+      this.#active.delete(d.ip);
+      this.#enforcedBy.delete(d.ip);
+      this.detector.forget(parseAddress(d.ip).toString('latin1'));
+      ended.push({ ...d, endedMs: now });
+      this.feed.publish({ timeMs: now, kind: 'unblock', source: d.ip, port: 0, probeId: '', message: 'unblocked' });
+      this.log.info({ ip: d.ip, decision: d.id }, 'unblocked');
+    }
+    // Unblock on every probe even without a decision: the kernel may hold a block the policy lost.
+    const ips = ip === undefined ? ended.map((d) => d.ip) : [canonicalIp(ip).text];
+    await Promise.all(
+      this.probes.all().flatMap((p) =>
+        ips.map((addr) =>
+          p.unblockIp(addr).catch((e: grpc.ServiceError) => {
+            this.log.warn({ probe: p.id, ip: addr, code: grpc.status[e.code], details: e.details }, 'UnblockIp failed');
+          }),
+        ),
+      ),
+    );
+    return ended;
+  }
+
+  /**
+   * Makes a probe's kernel view and the decisions agree: active decisions
+   * missing from the kernel are applied, kernel blocks without a decision are
+   * adopted (so a lost store is rebuilt from the kernel). Returns repairs made.
+   */
+  async reconcile(session: ProbeSession): Promise<number> {
+    const kernel = (await session.listBlocks()).filter((b) => !b.expired);
+    const inKernel = new Set(kernel.map((b) => b.ip));
+    let repairs = 0;
+    for (const b of kernel) {
+      this.#enforced(b.ip, session.id, true);
+      if (this.isBlocked(b.ip)) continue;
+      const ttlSeconds = b.expires ? Math.max(1, (b.expires.getTime() - Date.now()) / 1000) : 0;
+      const d = this.#record({
+        ip: b.ip,
+        reason: `found in the kernel blocklist of ${session.id}`,
+        origin: 'kernel',
+        ttlSeconds,
+        createdMs: b.created?.getTime(),
+      });
+      this.log.warn({ ip: b.ip, probe: session.id, decision: d.id }, 'drift: kernel block without a decision; adopted');
+      repairs++;
+    }
+    for (const d of this.active()) {
+      if (inKernel.has(d.ip)) continue;
+      this.log.warn({ ip: d.ip, probe: session.id, decision: d.id }, 'drift: decision missing from the kernel; re-applying');
+      if (await this.#apply(d, session)) repairs++;
+    }
+    this.metrics.counts.driftRepairs += repairs;
+    return repairs;
+  }
+
+  #record(o: { ip: string; reason: string; origin: Origin; ttlSeconds: number; createdMs?: number | undefined }): DecisionRecord {
+    const createdMs = o.createdMs ?? Date.now();
+    const d = this.store.insert({
+      ip: o.ip,
+      reason: o.reason,
+      origin: o.origin,
+      createdMs,
+      expiresMs: o.ttlSeconds > 0 ? Date.now() + o.ttlSeconds * 1000 : undefined,
+    });
+    this.#active.set(d.ip, d);
+    return d;
+  }
+
+  #enforced(ip: string, probeId: string, yes: boolean): void {
+    let set = this.#enforcedBy.get(ip);
+    if (!set) this.#enforcedBy.set(ip, (set = new Set()));
+    if (yes) set.add(probeId);
+    else set.delete(probeId);
+  }
+
+  /** BlockIp on one probe for the rest of the decision's life. */
+  async #apply(d: DecisionRecord, p: ProbeSession): Promise<boolean> {
+    const ttlSeconds = d.expiresMs === undefined ? 0 : (d.expiresMs - Date.now()) / 1000;
+    if (d.expiresMs !== undefined && ttlSeconds <= 0) return false;
+    try {
+      await p.blockIp(d.ip, ttlSeconds, KERNEL_REASON[d.origin]);
+      this.#enforced(d.ip, p.id, true);
+      return true;
+    } catch (e) {
+      const err = e as grpc.ServiceError;
+      this.metrics.counts.blockFailures++;
+      this.#enforced(d.ip, p.id, false);
+      this.log.error({ probe: p.id, ip: d.ip, code: grpc.status[err.code], details: err.details }, 'BlockIp failed');
+      return false;
+    }
+  }
+}

@@ -1,0 +1,148 @@
+#!/usr/bin/env node
+// packetwatch-policy: the unprivileged half of Packetwatch. It needs no
+// capabilities and no root: it reads events, decides, and calls probes back.
+import type { Server } from 'node:http';
+import {
+  ConfigError,
+  VERSION,
+  createLogger,
+  loadConfig,
+  parseEndpoint,
+  runMain,
+  serveMetrics,
+  startServer,
+  usage,
+} from '@packetwatch/common';
+import { PROTO_FILES, PROTO_ROOT, PolicyService } from '@packetwatch/proto';
+import { Allowlist } from './allowlist.js';
+import { policySettings, validate } from './config.js';
+import { Decisions } from './decisions.js';
+import { Detector } from './detector.js';
+import { Feed } from './feed.js';
+import { PolicyMetrics } from './metrics.js';
+import { ProbeRegistry } from './probes.js';
+import { policyService } from './service.js';
+import { DecisionStore } from './store.js';
+import { banner, header, row } from './table.js';
+
+const NAME = 'packetwatch-policy';
+
+runMain(NAME, async () => {
+  const loaded = loadConfig(policySettings, process.argv.slice(2), process.env);
+  if (loaded.help) {
+    process.stdout.write(usage(NAME, '[flags]', policySettings));
+    return;
+  }
+  if (loaded.positionals.length > 0) throw new ConfigError('arguments', loaded.positionals.join(' '), 'no positional arguments');
+  const c = validate(loaded.config);
+  const table = c.logFormat === 'table' || (c.logFormat === 'auto' && process.stdout.isTTY === true);
+  // With the table on stdout, logs go to stderr.
+  const log = createLogger(NAME, c.logLevel, table ? 2 : 1);
+  if (process.getuid?.() === 0) {
+    log.warn('running as root: the policy needs no privileges; run it as an unprivileged user (make run does)');
+  }
+
+  let opened;
+  try {
+    opened = DecisionStore.open(c.stateDir);
+  } catch (e) {
+    throw new ConfigError('PW_STATE_DIR', c.stateDir, `a directory this user can write (${(e as Error).message})`);
+  }
+  const { store } = opened;
+  if (opened.movedAside) {
+    log.error(
+      { movedTo: opened.movedAside.path, reason: opened.movedAside.reason },
+      'decision store unreadable: moved aside; starting empty and rebuilding decisions from the probes\' kernel blocklists',
+    );
+  }
+
+  const started = new Date();
+  const metrics = new PolicyMetrics();
+  const feed = new Feed();
+  const detector = new Detector({ portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, maxSources: c.maxSources });
+  const allowlist = new Allowlist(c.allowPrefixes);
+  const probes = new ProbeRegistry();
+  const decisions = new Decisions(store, probes, allowlist, detector, feed, metrics, log, c.blockTtl);
+  log.info({ decisions: decisions.active().length, stateDir: c.stateDir }, 'decisions restored from the store');
+  metrics.observe({
+    trackedSources: () => detector.tracked,
+    evictions: () => detector.evictions,
+    activeDecisions: () => decisions.active().length,
+    probesConnected: () => probes.size,
+  });
+
+  let bannerShown = false;
+  if (table) feed.subscribe((e) => process.stdout.write(`${row(e)}\n`));
+  const onProbe = (s: { hello: { interface: string; probeId: string } }) => {
+    if (!table) return;
+    if (!bannerShown) {
+      bannerShown = true;
+      process.stdout.write(
+        `${banner({ interface: s.hello.interface, portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, whitelistSelf: c.whitelistSelf })}\n${header()}\n`,
+      );
+    } else {
+      process.stdout.write(`# probe ${s.hello.probeId} joined: logging all incoming connections on ${s.hello.interface}\n`);
+    }
+  };
+  for (const p of c.allowPrefixes) feed.publish({ timeMs: Date.now(), kind: 'whitelist', source: p, port: 0, probeId: '', message: 'PW_ALLOWLIST' });
+
+  const tls = { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa };
+  const tcpEndpoint = c.tcpAddr === undefined ? undefined : parseEndpoint(c.tcpAddr);
+  const grpcServer = await startServer({
+    socket: { path: c.socket, mode: 0o660, group: c.socketGroup },
+    tcp: tcpEndpoint?.kind === 'tcp' ? { endpoint: tcpEndpoint, tls, insecure: c.insecureTcp } : undefined,
+    services: [
+      {
+        definition: PolicyService,
+        implementation: policyService({
+          detector,
+          decisions,
+          allowlist,
+          probes,
+          feed,
+          metrics,
+          log,
+          tls,
+          whitelistSelf: c.whitelistSelf,
+          portThreshold: c.portThreshold,
+          windowSeconds: c.timeThreshold,
+          blockTtlSeconds: c.blockTtl,
+          started,
+          onProbe,
+        }),
+        name: 'packetwatch.v1.Policy',
+      },
+    ],
+    reflection: { root: PROTO_ROOT, files: PROTO_FILES },
+    log,
+  });
+  let metricsServer: Server | undefined;
+  if (c.prometheusPort > 0) metricsServer = await serveMetrics(metrics.registry, c.prometheusPort, c.metricsHost, log);
+
+  const sweeper = setInterval(() => detector.sweep(), 1000);
+  sweeper.unref();
+  const reconciler = setInterval(() => {
+    for (const p of probes.all()) {
+      decisions.reconcile(p).catch((e: Error) => log.warn({ probe: p.id, err: e.message }, 'periodic reconcile failed'));
+    }
+  }, c.reconcileSeconds * 1000);
+  reconciler.unref();
+  log.info({ version: VERSION, socket: c.socket, portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, blockTtl: c.blockTtl }, 'policy running');
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    clearInterval(sweeper);
+    clearInterval(reconciler);
+    await grpcServer.close(1000);
+    await new Promise((r) => (metricsServer ? metricsServer.close(r) : r(undefined)));
+    for (const p of probes.all()) p.close();
+    store.close();
+    log.flush();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+});

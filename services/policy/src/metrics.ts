@@ -1,0 +1,81 @@
+// Prometheus metrics of the policy. Counts are plain numbers the domain
+// increments (and GetStatus reports); the registry reads them at scrape time.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export class PolicyCounts {
+  eventsReceived = 0;
+  eventsLost = 0;
+  detections = 0;
+  driftRepairs = 0;
+  blockFailures = 0;
+}
+
+export interface PolicyGauges {
+  trackedSources: () => number;
+  evictions: () => number;
+  activeDecisions: () => number;
+  probesConnected: () => number;
+}
+
+const COUNTERS: [name: string, help: string, key: keyof PolicyCounts][] = [
+  ['packetwatch_policy_events_received_total', 'SYN events received from probes', 'eventsReceived'],
+  ['packetwatch_policy_events_lost_total', 'SYN events probes reported they could not deliver', 'eventsLost'],
+  ['packetwatch_policy_detections_total', 'Port scanners detected', 'detections'],
+  ['packetwatch_policy_drift_repairs_total', "Differences between decisions and a probe's kernel blocklist repaired", 'driftRepairs'],
+  ['packetwatch_policy_block_failures_total', 'BlockIp calls that failed after retries', 'blockFailures'],
+];
+
+export class PolicyMetrics {
+  readonly registry = new Registry();
+  readonly counts = new PolicyCounts();
+  readonly detectionToBlock: Histogram;
+
+  constructor() {
+    const registers = [this.registry];
+    const counts = this.counts;
+    collectDefaultMetrics({ register: this.registry });
+    for (const [name, help, key] of COUNTERS) {
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(counts[key]);
+        },
+      });
+    }
+    this.detectionToBlock = new Histogram({
+      name: 'packetwatch_policy_detection_to_block_seconds',
+      help: "From the kernel time of the SYN that crossed the threshold to the probe's acknowledgement of the block",
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    });
+  }
+
+  /** Gauges read at scrape time. */
+  observe(g: PolicyGauges): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge('packetwatch_policy_tracked_sources', 'Sources the detector is tracking', g.trackedSources);
+    gauge('packetwatch_policy_decisions_active', 'Active block decisions', g.activeDecisions);
+    gauge('packetwatch_policy_probes_connected', 'Probes with an open Report stream', g.probesConnected);
+    new Counter({
+      name: 'packetwatch_policy_evictions_total',
+      help: 'Tracked sources evicted because the detector was at its cap',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(g.evictions());
+      },
+    });
+  }
+}

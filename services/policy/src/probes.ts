@@ -1,0 +1,107 @@
+// The probes connected to this policy, and calls back to them. Each probe
+// announced its callback endpoint in its hello; unary calls carry deadlines
+// and BlockIp is retried on transient failures.
+import * as grpc from '@grpc/grpc-js';
+import { type Logger, type TlsFiles, channelCredentials, endpointTarget, parseEndpoint } from '@packetwatch/common';
+import {
+  type Block,
+  BlockReason,
+  type BlockIpResponse,
+  type ListBlocksResponse,
+  ProbeClient,
+  type ProbeHello,
+  type UnblockIpResponse,
+} from '@packetwatch/proto';
+
+const CALL_TIMEOUT_MS = 3000;
+const RETRIES = 4;
+const TRANSIENT = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED, grpc.status.RESOURCE_EXHAUSTED, grpc.status.ABORTED]);
+
+function unaryCall<T>(fn: (opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res?: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) =>
+    fn({ deadline: Date.now() + CALL_TIMEOUT_MS }, (err, res) => (err ? reject(err) : resolve(res as T))),
+  );
+}
+
+export class ProbeSession {
+  readonly connectedAt = Date.now();
+  eventsReceived = 0;
+  eventsLost = 0;
+  ownAddresses: string[];
+  readonly #client: ProbeClient;
+
+  constructor(
+    readonly hello: ProbeHello,
+    tls: TlsFiles | undefined,
+    private readonly log: Logger,
+  ) {
+    this.ownAddresses = hello.ownAddresses;
+    const endpoint = parseEndpoint(hello.callbackEndpoint);
+    if (!endpoint) throw new Error(`probe ${hello.probeId} announced an invalid callback endpoint '${hello.callbackEndpoint}'`);
+    this.#client = new ProbeClient(endpointTarget(endpoint), channelCredentials(endpoint, tls));
+  }
+
+  get id(): string {
+    return this.hello.probeId;
+  }
+
+  /** BlockIp, retried with backoff while the failure is transient. */
+  async blockIp(ip: string, ttlSeconds: number, reason: BlockReason): Promise<BlockIpResponse> {
+    const ttl = { seconds: BigInt(Math.floor(ttlSeconds)), nanos: Math.round((ttlSeconds % 1) * 1e9) };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await unaryCall<BlockIpResponse>((opts, cb) => this.#client.blockIp({ ip, ttl, reason }, new grpc.Metadata(), opts, cb));
+      } catch (e) {
+        const err = e as grpc.ServiceError;
+        if (!TRANSIENT.has(err.code) || attempt >= RETRIES) throw err;
+        const delay = 50 * 2 ** attempt;
+        this.log.warn({ probe: this.id, ip, code: grpc.status[err.code], retryInMs: delay }, 'BlockIp failed; retrying');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  unblockIp(ip: string): Promise<UnblockIpResponse> {
+    return unaryCall((opts, cb) => this.#client.unblockIp({ ip }, new grpc.Metadata(), opts, cb));
+  }
+
+  async listBlocks(): Promise<Block[]> {
+    const res = await unaryCall<ListBlocksResponse>((opts, cb) => this.#client.listBlocks({}, new grpc.Metadata(), opts, cb));
+    return res.blocks;
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+}
+
+export class ProbeRegistry {
+  readonly #sessions = new Map<string, ProbeSession>();
+
+  add(s: ProbeSession): ProbeSession | undefined {
+    const old = this.#sessions.get(s.id);
+    this.#sessions.set(s.id, s);
+    return old;
+  }
+
+  /** Removes the session unless a newer one with the same id replaced it. */
+  remove(s: ProbeSession): boolean {
+    if (this.#sessions.get(s.id) !== s) return false;
+    this.#sessions.delete(s.id);
+    return true;
+  }
+
+  get(id: string): ProbeSession | undefined {
+    return this.#sessions.get(id);
+  }
+
+  all(): ProbeSession[] {
+    return [...this.#sessions.values()];
+  }
+
+  get size(): number {
+    return this.#sessions.size;
+  }
+}
+
+export { BlockReason };

@@ -1,0 +1,272 @@
+// packetwatch.v1.Policy over gRPC: the Report streams from probes (events
+// in, detections out) and the operator's API (status, decisions, block,
+// unblock, watch).
+import * as grpc from '@grpc/grpc-js';
+import { SYN_EVENT_SIZE } from '@packetwatch/bpf/records';
+import { GrpcStatus, type Logger, ServerError, type TlsFiles, VERSION, formatAddress, unary } from '@packetwatch/common';
+import {
+  type BlockRequest,
+  type BlockResponse,
+  type Decision,
+  DecisionOrigin,
+  type Duration,
+  type EventBatch,
+  type GetPolicyStatusRequest,
+  type GetPolicyStatusResponse,
+  type ListDecisionsRequest,
+  type ListDecisionsResponse,
+  type PolicyMessage,
+  type PolicyServer,
+  type ProbeMessage,
+  type UnblockRequest,
+  type UnblockResponse,
+  type WatchEvent,
+  WatchEventKind,
+  type WatchRequest,
+} from '@packetwatch/proto';
+import type { Allowlist } from './allowlist.js';
+import { type Decisions, canonicalIp } from './decisions.js';
+import type { Detector } from './detector.js';
+import type { Feed, FeedEvent, FeedKind } from './feed.js';
+import type { PolicyMetrics } from './metrics.js';
+import { ProbeSession, type ProbeRegistry } from './probes.js';
+import type { DecisionRecord, Origin } from './store.js';
+
+// Offsets in struct pw_syn_event (bpf/packetwatch.h), read in place on the hot path.
+const OFF_TS = 0;
+const OFF_SADDR = 8;
+const OFF_DPORT = 42;
+const MAX_REASON = 256;
+
+export interface PolicyContext {
+  detector: Detector;
+  decisions: Decisions;
+  allowlist: Allowlist;
+  probes: ProbeRegistry;
+  feed: Feed;
+  metrics: PolicyMetrics;
+  log: Logger;
+  tls: TlsFiles | undefined;
+  whitelistSelf: boolean;
+  portThreshold: number;
+  windowSeconds: number;
+  blockTtlSeconds: number;
+  started: Date;
+  /** A probe said hello (for the banner). */
+  onProbe: (s: ProbeSession) => void;
+}
+
+const ORIGIN: Record<Origin, DecisionOrigin> = {
+  detector: DecisionOrigin.DECISION_ORIGIN_DETECTOR,
+  manual: DecisionOrigin.DECISION_ORIGIN_MANUAL,
+  kernel: DecisionOrigin.DECISION_ORIGIN_KERNEL,
+};
+
+const KIND: Record<FeedKind, WatchEventKind> = {
+  connection: WatchEventKind.WATCH_EVENT_KIND_CONNECTION,
+  whitelist: WatchEventKind.WATCH_EVENT_KIND_WHITELIST,
+  blacklist: WatchEventKind.WATCH_EVENT_KIND_BLACKLIST,
+  unblock: WatchEventKind.WATCH_EVENT_KIND_UNBLOCK,
+};
+
+const seconds = (s: number): Duration => ({ seconds: BigInt(Math.floor(s)), nanos: Math.round((s % 1) * 1e9) });
+
+function toDecision(d: DecisionRecord, ctx: PolicyContext): Decision {
+  const enforcedBy = ctx.decisions.enforcedBy(d.ip);
+  const active = d.endedMs === undefined && (d.expiresMs === undefined || d.expiresMs > Date.now());
+  return {
+    id: BigInt(d.id),
+    ip: d.ip,
+    reason: d.reason,
+    origin: ORIGIN[d.origin],
+    created: new Date(d.createdMs),
+    expires: d.expiresMs === undefined ? undefined : new Date(d.expiresMs),
+    ended: d.endedMs === undefined ? undefined : new Date(d.endedMs),
+    enforcedBy: active ? enforcedBy : [],
+    missingOn: active ? ctx.probes.all().map((p) => p.id).filter((id) => !enforcedBy.includes(id)) : [],
+  };
+}
+
+function toWatchEvent(e: FeedEvent): WatchEvent {
+  return { time: new Date(e.timeMs), kind: KIND[e.kind], source: e.source, port: e.port, probeId: e.probeId, message: e.message };
+}
+
+function ttlOf(ttl: Duration | undefined, fallback: number): number {
+  if (!ttl) return fallback;
+  const s = Number(ttl.seconds) + ttl.nanos / 1e9;
+  if (s < 0) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `invalid ttl ${s}s: must be zero (permanent) or positive`);
+  if (s > 10 * 365 * 86400) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `invalid ttl ${s}s: at most ten years; use 0 for permanent`);
+  return s;
+}
+
+/** Runs every record of a batch through the allowlist, the feed and the detector. */
+function handleBatch(ctx: PolicyContext, session: ProbeSession, batch: EventBatch): void {
+  const lost = Number(batch.lostEvents);
+  if (lost > 0) {
+    session.eventsLost += lost;
+    ctx.metrics.counts.eventsLost += lost;
+  }
+  if (batch.count === 0) return;
+  if (batch.recordSize !== SYN_EVENT_SIZE || batch.records.length < batch.count * SYN_EVENT_SIZE) {
+    ctx.log.error({ probe: session.id, recordSize: batch.recordSize, bytes: batch.records.length, count: batch.count }, 'malformed event batch ignored');
+    return;
+  }
+  const buf = Buffer.isBuffer(batch.records) ? batch.records : Buffer.from(batch.records);
+  session.eventsReceived += batch.count;
+  ctx.metrics.counts.eventsReceived += batch.count;
+  for (let off = 0; off < batch.count * SYN_EVENT_SIZE; off += SYN_EVENT_SIZE) {
+    const tsMs = Number(buf.readBigUInt64LE(off + OFF_TS)) / 1e6;
+    const addr = buf.subarray(off + OFF_SADDR, off + OFF_SADDR + 16);
+    const port = buf.readUInt16LE(off + OFF_DPORT);
+    const source = formatAddress(addr);
+    ctx.feed.publish({ timeMs: tsMs, kind: 'connection', source, port, probeId: session.id, message: '' });
+    if (ctx.allowlist.has(addr) || ctx.decisions.isBlocked(source)) continue;
+    const det = ctx.detector.observe(addr.toString('latin1'), port, tsMs);
+    if (det) {
+      ctx.decisions.detected(det, source, session).catch((err: unknown) => ctx.log.error({ err, ip: source }, 'applying a detection failed'));
+    }
+  }
+}
+
+function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, PolicyMessage> {
+  return (call) => {
+    let session: ProbeSession | undefined;
+    const setOwn = (s: ProbeSession, addresses: string[]) => {
+      s.ownAddresses = addresses;
+      if (!ctx.whitelistSelf) return;
+      for (const a of ctx.allowlist.setOwn(s.id, addresses)) {
+        ctx.feed.publish({ timeMs: Date.now(), kind: 'whitelist', source: a, port: 0, probeId: s.id, message: 'own address of the probe' });
+      }
+    };
+    call.on('data', (msg: ProbeMessage) => {
+      const m = msg.message;
+      if (!session) {
+        if (m?.$case !== 'hello') {
+          call.emit('error', { code: grpc.status.FAILED_PRECONDITION, details: 'the first message of Report must be a hello' });
+          call.end();
+          return;
+        }
+        try {
+          session = new ProbeSession(m.value, ctx.tls, ctx.log);
+        } catch (e) {
+          ctx.log.error({ err: (e as Error).message }, 'probe hello refused');
+          call.end();
+          return;
+        }
+        const s = session;
+        ctx.probes.add(s)?.close();
+        ctx.log.info({ probe: s.id, interface: s.hello.interface, callback: s.hello.callbackEndpoint, version: s.hello.version }, 'probe connected');
+        ctx.onProbe(s);
+        setOwn(s, m.value.ownAddresses);
+        call.write({ message: { $case: 'hello', value: { version: VERSION } } });
+        ctx.decisions
+          .reconcile(s)
+          .then((repairs) => ctx.log.info({ probe: s.id, repairs }, 'reconciled decisions with the kernel blocklist'))
+          .catch((e: grpc.ServiceError) => ctx.log.error({ probe: s.id, code: grpc.status[e.code], details: e.details }, 'reconcile failed'));
+        return;
+      }
+      if (m?.$case === 'events') handleBatch(ctx, session, m.value);
+      else if (m?.$case === 'ownAddresses') setOwn(session, m.value.addresses);
+    });
+    const gone = () => {
+      if (!session) return;
+      const s = session;
+      session = undefined;
+      if (ctx.probes.remove(s)) {
+        ctx.allowlist.dropOwn(s.id);
+        ctx.log.warn({ probe: s.id }, 'probe disconnected');
+      }
+      s.close();
+    };
+    call.on('end', () => {
+      gone();
+      call.end();
+    });
+    call.on('error', gone);
+    call.on('cancelled', gone);
+  };
+}
+
+function watch(ctx: PolicyContext): grpc.handleServerStreamingCall<WatchRequest, WatchEvent> {
+  return (call) => {
+    let source: string | undefined;
+    try {
+      source = call.request.source ? canonicalIp(call.request.source).text : undefined;
+    } catch (e) {
+      call.destroy(Object.assign(new Error((e as ServerError).details), { code: grpc.status.INVALID_ARGUMENT }));
+      return;
+    }
+    let writable = true;
+    let skipped = 0;
+    const send = (e: FeedEvent) => {
+      if (source !== undefined && e.source !== source) return;
+      // A watcher that cannot keep up misses rows rather than growing memory.
+      if (!writable) {
+        skipped++;
+        return;
+      }
+      writable = call.write(toWatchEvent(e));
+    };
+    call.on('drain', () => {
+      writable = true;
+      if (skipped > 0) ctx.log.warn({ skipped }, 'slow watcher missed feed events');
+      skipped = 0;
+    });
+    if (call.request.since) for (const e of ctx.feed.since(call.request.since.getTime())) send(e);
+    const unsubscribe = ctx.feed.subscribe(send);
+    call.on('cancelled', unsubscribe);
+    call.on('close', unsubscribe);
+  };
+}
+
+export function policyService(ctx: PolicyContext): PolicyServer {
+  const { log } = ctx;
+  return {
+    report: report(ctx),
+    watch: watch(ctx),
+    getStatus: unary<GetPolicyStatusRequest, GetPolicyStatusResponse>(log, 'GetStatus', () => ({
+      version: VERSION,
+      portThreshold: ctx.portThreshold,
+      window: seconds(ctx.windowSeconds),
+      blockTtl: seconds(ctx.blockTtlSeconds),
+      whitelistSelf: ctx.whitelistSelf,
+      allowlist: ctx.allowlist.entries(),
+      probes: ctx.probes.all().map((p) => ({
+        probeId: p.id,
+        interface: p.hello.interface,
+        callbackEndpoint: p.hello.callbackEndpoint,
+        ownAddresses: p.ownAddresses,
+        attachMode: p.hello.attachMode,
+        programId: p.hello.programId,
+        connected: new Date(p.connectedAt),
+        eventsReceived: BigInt(p.eventsReceived),
+        eventsLost: BigInt(p.eventsLost),
+        version: p.hello.version,
+      })),
+      trackedSources: BigInt(ctx.detector.tracked),
+      activeDecisions: BigInt(ctx.decisions.active().length),
+      eventsReceived: BigInt(ctx.probes.all().reduce((n, p) => n + p.eventsReceived, 0)),
+      eventsLost: BigInt(ctx.probes.all().reduce((n, p) => n + p.eventsLost, 0)),
+      detections: BigInt(ctx.metrics.counts.detections),
+      evictions: BigInt(ctx.detector.evictions),
+      driftRepairs: BigInt(ctx.metrics.counts.driftRepairs),
+      blockFailures: BigInt(ctx.metrics.counts.blockFailures),
+      started: ctx.started,
+    })),
+    listDecisions: unary<ListDecisionsRequest, ListDecisionsResponse>(log, 'ListDecisions', (req) => ({
+      decisions: (req.all ? ctx.decisions.all() : ctx.decisions.active()).map((d) => toDecision(d, ctx)),
+    })),
+    block: unary<BlockRequest, BlockResponse>(log, 'Block', async (req) => {
+      if (req.reason.length > MAX_REASON) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `reason is ${req.reason.length} characters; at most ${MAX_REASON}`);
+      if (req.ip.includes('/')) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `'${req.ip.slice(0, 64)}' is a prefix: blocks are per address`);
+      const { decision, alreadyBlocked } = await ctx.decisions.manualBlock(req.ip, ttlOf(req.ttl, ctx.blockTtlSeconds), req.reason);
+      return { decision: toDecision(decision, ctx), alreadyBlocked };
+    }),
+    unblock: unary<UnblockRequest, UnblockResponse>(log, 'Unblock', async (req) => {
+      if (!req.all && !req.ip) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, 'give an address, or all');
+      if (req.all && req.ip) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, 'give an address or all, not both');
+      const ended = await ctx.decisions.unblock(req.all ? undefined : req.ip);
+      return { ended: ended.map((d) => toDecision(d, ctx)) };
+    }),
+  };
+}

@@ -1,0 +1,126 @@
+// Decisions survive restarts in an embedded SQLite store (better-sqlite3)
+// under PW_STATE_DIR. A store that cannot be read is moved aside, not
+// deleted: the policy starts empty and rebuilds from the probes' kernel view.
+import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+
+export type Origin = 'detector' | 'manual' | 'kernel';
+
+export interface DecisionRecord {
+  id: number;
+  ip: string;
+  reason: string;
+  origin: Origin;
+  createdMs: number;
+  /** undefined: permanent. */
+  expiresMs: number | undefined;
+  /** undefined while active. */
+  endedMs: number | undefined;
+}
+
+interface Row {
+  id: number;
+  ip: string;
+  reason: string;
+  origin: Origin;
+  created_ms: number;
+  expires_ms: number | null;
+  ended_ms: number | null;
+}
+
+const SCHEMA_VERSION = 1;
+
+const toRecord = (r: Row): DecisionRecord => ({
+  id: r.id,
+  ip: r.ip,
+  reason: r.reason,
+  origin: r.origin,
+  createdMs: r.created_ms,
+  expiresMs: r.expires_ms ?? undefined,
+  endedMs: r.ended_ms ?? undefined,
+});
+
+export function isActive(d: DecisionRecord, nowMs: number): boolean {
+  return d.endedMs === undefined && (d.expiresMs === undefined || d.expiresMs > nowMs);
+}
+
+export interface OpenedStore {
+  store: DecisionStore;
+  /** Set when an unreadable store was moved aside: where to, and why. */
+  movedAside?: { path: string; reason: string };
+}
+
+export class DecisionStore {
+  readonly #db: Database.Database;
+  readonly #insert: Database.Statement<[string, string, string, number, number | null]>;
+  readonly #end: Database.Statement<[number, number]>;
+  readonly #activeStmt: Database.Statement<[number], Row>;
+  readonly #allStmt: Database.Statement<[], Row>;
+
+  private constructor(db: Database.Database) {
+    this.#db = db;
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > SCHEMA_VERSION) throw new Error(`decision store has schema ${version}, newer than this policy (${SCHEMA_VERSION})`);
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS decisions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ip TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        origin TEXT NOT NULL CHECK (origin IN ('detector', 'manual', 'kernel')),
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER,
+        ended_ms INTEGER
+      );
+      CREATE INDEX IF NOT EXISTS decisions_open ON decisions (ip) WHERE ended_ms IS NULL;
+    `);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    this.#insert = db.prepare('INSERT INTO decisions (ip, reason, origin, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?) RETURNING *') as never;
+    this.#end = db.prepare('UPDATE decisions SET ended_ms = ? WHERE id = ? AND ended_ms IS NULL');
+    this.#activeStmt = db.prepare('SELECT * FROM decisions WHERE ended_ms IS NULL AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY id');
+    this.#allStmt = db.prepare('SELECT * FROM decisions ORDER BY id');
+  }
+
+  static open(stateDir: string): OpenedStore {
+    mkdirSync(stateDir, { recursive: true, mode: 0o750 });
+    const path = join(stateDir, 'decisions.db');
+    try {
+      return { store: new DecisionStore(new Database(path)) };
+    } catch (e) {
+      if (!existsSync(path)) throw e;
+      const aside = `${path}.unreadable-${Date.now()}`;
+      renameSync(path, aside);
+      for (const suffix of ['-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
+      return { store: new DecisionStore(new Database(path)), movedAside: { path: aside, reason: (e as Error).message } };
+    }
+  }
+
+  insert(d: Omit<DecisionRecord, 'id' | 'endedMs'>): DecisionRecord {
+    const row = (this.#insert as unknown as Database.Statement<[string, string, string, number, number | null], Row>).get(
+      d.ip,
+      d.reason,
+      d.origin,
+      Math.round(d.createdMs),
+      d.expiresMs === undefined ? null : Math.round(d.expiresMs),
+    );
+    return toRecord(row!);
+  }
+
+  end(id: number, endedMs: number): boolean {
+    return this.#end.run(Math.round(endedMs), id).changes === 1;
+  }
+
+  active(nowMs: number): DecisionRecord[] {
+    return this.#activeStmt.all(Math.round(nowMs)).map(toRecord);
+  }
+
+  all(): DecisionRecord[] {
+    return this.#allStmt.all().map(toRecord);
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+}
