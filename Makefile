@@ -29,6 +29,11 @@ deps: ## Install the Debian packages the build and tests need (only those missin
 	  echo "deps: installing packages needs root; run 'sudo make deps' (or install: $$missing)" >&2; exit 1; fi; \
 	export DEBIAN_FRONTEND=noninteractive; \
 	apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing
+	@# The policy runs as this unprivileged user (make run, the e2e suites).
+	@if ! getent passwd packetwatch >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "deps: creating the 'packetwatch' user needs root; run 'sudo make deps'" >&2; exit 1; fi; \
+	  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin packetwatch; \
+	  echo "deps: created system user 'packetwatch' (runs the policy service)"; fi
 
 node_modules/.package-lock.json: package-lock.json $(wildcard */package.json */*/package.json)
 	npm ci --no-audit --no-fund
@@ -58,6 +63,18 @@ proto: $(PROTO_GEN) ## Lint the protos (buf) and generate their TypeScript (ts-p
 build: install bpf $(NATIVE) proto ## Build everything: XDP object, libbpf-ts addon, protocol code, TypeScript
 	npx tsc -b
 
+# Settings passed through to the services (sudo make run PW_IFDEV=eth0 ...).
+export PW_IFDEV PW_PORTSCAN_TIME_THRESHOLD PW_PORTSCAN_PORT_THRESHOLD PW_PROMETHEUS_PORT PW_WHITELIST_SELF \
+       PW_POLICY_PROMETHEUS_PORT PW_BLOCK_TTL PW_ALLOWLIST PW_XDP_MODE PW_DROP_MODE PW_LOG_LEVEL PW_LOG_FORMAT
+
+.PHONY: run
+run: deps build ## Probe + policy on PW_IFDEV (default lo) in the foreground with the live table (root)
+	deploy/run.sh
+
+.PHONY: detach
+detach: build ## Remove the XDP program, its maps and pins from PW_IFDEV (root)
+	node services/probe/dist/main.js detach
+
 .PHONY: test
 test: deps install build ## Install what is missing, build, and run every suite (root needed for the privileged ones)
 	npx vitest run
@@ -74,8 +91,12 @@ test-privileged: build ## Privileged suites only: datapath, libbpf-ts, network n
 bench-datapath: build ## ns/packet of each datapath path next to an empty XDP program (root)
 	node --enable-source-maps bench/dist/datapath.js
 
+.PHONY: bench-probe
+bench-probe: build ## Probe API round trip (BlockIp, GetStatus) and zero-loss event rate to a policy stream (root)
+	node --enable-source-maps bench/dist/probe.js
+
 .PHONY: bench
-bench: bench-datapath ## Every benchmark
+bench: bench-datapath bench-probe ## Every benchmark
 
 .PHONY: clean
 clean: ## Remove build output
