@@ -95,3 +95,75 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+export interface NamespacePair {
+  victimNs: string;
+  attackerNs: string;
+  /** The victim's end of the veth pair (inside victimNs). */
+  victimIf: string;
+  victimAddr: string;
+  attackerAddr: string;
+  inVictim(cmd: string, args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
+  inAttacker(cmd: string, args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
+  destroy(): void;
+}
+
+async function execIn(ns: string, cmd: string, args: string[], timeoutMs: number) {
+  try {
+    const r = await run('ip', ['netns', 'exec', ns, cmd, ...args], { timeout: timeoutMs, maxBuffer: 16 << 20 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const err = e as { code?: number | string; stdout?: string; stderr?: string };
+    if (typeof err.code !== 'number') throw e;
+    return { code: err.code, stdout: err.stdout ?? '', stderr: err.stderr ?? '' };
+  }
+}
+
+/** Two namespaces, victim and attacker, joined by a veth pair: a host and a peer, nothing else. */
+export function createNamespacePair(slot: number): NamespacePair {
+  const tag = `${process.pid % 10000}${slot}`;
+  const victimNs = `pw-victim-${tag}`;
+  const attackerNs = `pw-attacker-${tag}`;
+  const victimIf = `pwv${tag}`;
+  const attackerIf = `pwa${tag}`;
+  const victimAddr = `10.232.${slot}.1`;
+  const attackerAddr = `10.232.${slot}.2`;
+  const destroy = () => {
+    for (const ns of [victimNs, attackerNs]) {
+      try {
+        ip('netns', 'del', ns);
+      } catch {
+        // already gone
+      }
+    }
+  };
+  destroy();
+  try {
+    ip('netns', 'add', victimNs);
+    ip('netns', 'add', attackerNs);
+    ip('link', 'add', victimIf, 'netns', victimNs, 'type', 'veth', 'peer', 'name', attackerIf, 'netns', attackerNs);
+    ip('-n', victimNs, 'addr', 'add', `${victimAddr}/24`, 'dev', victimIf);
+    ip('-n', attackerNs, 'addr', 'add', `${attackerAddr}/24`, 'dev', attackerIf);
+    for (const [ns, dev] of [
+      [victimNs, victimIf],
+      [attackerNs, attackerIf],
+      [victimNs, 'lo'],
+      [attackerNs, 'lo'],
+    ] as const) {
+      ip('-n', ns, 'link', 'set', dev, 'up');
+    }
+  } catch (e) {
+    destroy();
+    throw e;
+  }
+  return {
+    victimNs,
+    attackerNs,
+    victimIf,
+    victimAddr,
+    attackerAddr,
+    inVictim: (cmd, args, timeoutMs = 30_000) => execIn(victimNs, cmd, args, timeoutMs),
+    inAttacker: (cmd, args, timeoutMs = 30_000) => execIn(attackerNs, cmd, args, timeoutMs),
+    destroy,
+  };
+}
