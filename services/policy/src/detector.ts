@@ -1,0 +1,385 @@
+/**
+ * The port-scan detector: pure, synchronous, no I/O, no wall clock.
+ *
+ * A source is a port scanner once it has sent new-connection SYNs to at least
+ * N = portThreshold distinct destination ports, all within T = windowSeconds.
+ * The window slides on the events' own timestamps (tsMs), never on the clock
+ * of the process. The detector's clock is the newest event timestamp it has
+ * seen ("newest" below).
+ *
+ * State. For each source the detector keeps at most N (port, time) entries:
+ * the N most recently hit distinct ports, each with the time of its most
+ * recent hit. With events in timestamp order this is exact with O(N) memory:
+ * if any N distinct ports were hit within T, the N most recently hit ports
+ * were too (their oldest time can only be later), so observe() detects on
+ * exactly the first event at which a scan exists.
+ *
+ * Precise rules:
+ * - "Within T": hits t1..tN on N distinct ports are within T when
+ *   max - min < T, strictly: ports hit exactly T apart are not a scan.
+ * - A repeated port does not count twice; it moves that port's time to the
+ *   later of its two hits (max). So A@0 B@70 (N=2, T=60s) is no scan, but a
+ *   following A@71 is: B@70 and A@71 are two ports within 1 s.
+ * - N = 1: every SYN of an untracked source is a detection (nothing is kept).
+ * - Out-of-order timestamps (a batch delivered in another order, a late
+ *   event): a hit older than its port's recorded time does not move it back;
+ *   a hit on a new port older than all N kept ports (when N are kept) is
+ *   ignored, since it cannot be among the N most recent. A batch of N ports
+ *   within T is therefore detected in any delivery order, on the event that
+ *   completes it. Beyond that, late events are best effort (exactness holds
+ *   for events in timestamp order).
+ * - Detection happens on the event that crosses the threshold: observe()
+ *   returns a Detection for it ({source, port, tsMs} of that event, the N
+ *   ports oldest first, firstMs/lastMs their earliest and latest times) and
+ *   drops the source's state. The caller blocks the source; if more events of
+ *   it arrive they start afresh (it takes N new ports to detect it again).
+ * - Idle expiry: a source whose most recent hit is T or more older than
+ *   newest is expired. sweep() forgets such sources (call it periodically);
+ *   observe() treats an expired source that comes back as fresh whether or not
+ *   a sweep has run yet, so detections do not depend on when sweeps happen.
+ *   For the same reason an event that is itself T or more older than newest
+ *   does not start a history for an untracked (or expired) source: it would
+ *   be expired on arrival (with N = 1 it is still a detection).
+ *   With events in order, expiry loses no detection: every later hit is at
+ *   least T after every forgotten one.
+ * - Hard cap (maxSources): a new source arriving at the cap first reclaims
+ *   expired sources; if none is expired, the least recently hit tracked
+ *   source (never the new one) is evicted and counted in `evictions`. Sources
+ *   are kept on a recency list, so both steps are O(1): with events in order
+ *   the expired sources are exactly the head of the list. (A source moved to
+ *   the tail by a late event can hide an expired one behind it; the next
+ *   sweep() finds it.) An evicted source loses its history.
+ * - forget(source) drops a source's history (an operator unblocked it).
+ * - `expired` counts sources forgotten for idleness, whoever noticed it:
+ *   sweep(), the reclaim at the cap, or observe() when an idle source came
+ *   back before a sweep forgot it.
+ *
+ * Layout (the hot path allocates nothing per event, no per-source objects):
+ * a Map from source key to slot number and a struct-of-arrays pool of slots:
+ * ports (Uint16Array, N per slot), times (Float64Array, N per slot), counts
+ * (Uint8Array, 0 = free slot), last (Float64Array, most recent hit), prev and
+ * next (Int32Array, the recency list), a free-slot stack and the slots' keys
+ * (to delete the Map entry on release). The arrays grow by doubling, from
+ * 4096 slots up to exactly maxSources, so a large cap costs nothing up front.
+ * With N = 3 that is 59 bytes per slot, plus the Map entry and the key
+ * string the caller made. Only a detection allocates (its result).
+ */
+
+export interface DetectorOptions {
+  /** N: distinct destination ports that make a scan, 1..255. */
+  portThreshold: number;
+  /** T: the window in seconds, > 0 (fractional allowed). */
+  windowSeconds: number;
+  /** Hard cap on tracked sources, 1..16,777,216 (V8's limit for a Map). */
+  maxSources: number;
+}
+
+export interface Detection {
+  /** The source key as passed to observe(). */
+  source: string;
+  /** The port of the event that crossed the threshold. */
+  port: number;
+  /** The timestamp of that event (with late events it may be < lastMs). */
+  tsMs: number;
+  /** The N ports, by the time of their most recent hit, oldest first. */
+  ports: number[];
+  /** The earliest of the N ports' times. */
+  firstMs: number;
+  /** The latest of the N ports' times; lastMs - firstMs < T. */
+  lastMs: number;
+}
+
+/** V8 refuses to grow a Map beyond 2^24 entries. */
+const MAX_SOURCES = 1 << 24;
+const FIRST_CHUNK = 4096;
+const NONE = -1;
+
+export class Detector {
+  private readonly n: number;
+  private readonly windowMs: number;
+  private readonly maxSources: number;
+
+  private readonly index = new Map<string, number>();
+  private readonly keys: (string | undefined)[] = [];
+  private ports = new Uint16Array(0);
+  private times = new Float64Array(0);
+  private counts = new Uint8Array(0);
+  private last = new Float64Array(0);
+  private prev = new Int32Array(0);
+  private next = new Int32Array(0);
+  private free = new Int32Array(0);
+  private capacity = 0;
+  /** Slots ever handed out (the high-water mark); free ones are on `free`. */
+  private used = 0;
+  private freeTop = 0;
+  /** The recency list: head is the least recently hit source. */
+  private head = NONE;
+  private tail = NONE;
+  /** The newest event timestamp seen. */
+  private clock = -Infinity;
+  private evictedTotal = 0;
+  private expiredTotal = 0;
+
+  constructor(opts: DetectorOptions) {
+    const { portThreshold, windowSeconds, maxSources } = opts;
+    if (!Number.isInteger(portThreshold) || portThreshold < 1 || portThreshold > 255) {
+      throw new RangeError(`portThreshold must be an integer in 1..255, got ${portThreshold}`);
+    }
+    if (!Number.isFinite(windowSeconds) || windowSeconds <= 0) {
+      throw new RangeError(`windowSeconds must be a finite number > 0, got ${windowSeconds}`);
+    }
+    if (!Number.isInteger(maxSources) || maxSources < 1 || maxSources > MAX_SOURCES) {
+      throw new RangeError(`maxSources must be an integer in 1..${MAX_SOURCES}, got ${maxSources}`);
+    }
+    this.n = portThreshold;
+    this.windowMs = windowSeconds * 1000;
+    this.maxSources = maxSources;
+  }
+
+  /**
+   * One new-connection SYN. source: an opaque key (the caller passes the
+   * 16-byte address as a latin1 string); port: the destination port; tsMs:
+   * the event time in ms since the epoch (fractional allowed). Returns the
+   * detection if this event makes the source a scanner, else undefined.
+   * Throws RangeError for a port outside 0..65535 or a non-finite tsMs.
+   */
+  observe(source: string, port: number, tsMs: number): Detection | undefined {
+    if ((port & 0xffff) !== port) throw new RangeError(`port must be an integer in 0..65535, got ${port}`);
+    if (tsMs - tsMs !== 0) throw new RangeError(`tsMs must be a finite number, got ${tsMs}`);
+    if (tsMs > this.clock) this.clock = tsMs;
+    const n = this.n;
+    if (n === 1) return { source, port, tsMs, ports: [port], firstMs: tsMs, lastMs: tsMs };
+
+    const windowMs = this.windowMs;
+    const stale = this.clock - tsMs >= windowMs;
+    let slot = this.index.get(source);
+    if (slot === undefined) {
+      if (stale) return undefined;
+      slot = this.allocate(source);
+      this.start(slot, port, tsMs);
+      return undefined;
+    }
+    const last = this.last;
+    if (this.clock - last[slot]! >= windowMs) {
+      // Idle for T or more: its history is expired, the source starts afresh.
+      this.expiredTotal++;
+      if (stale) this.release(slot);
+      else this.start(slot, port, tsMs);
+      return undefined;
+    }
+
+    const ports = this.ports;
+    const times = this.times;
+    const base = slot * n;
+    const c = this.counts[slot]!;
+    let i = 0;
+    while (i < c && ports[base + i] !== port) i++;
+    if (i < c) {
+      // A repeated port: its time moves to the later hit, it does not count twice.
+      if (tsMs <= times[base + i]!) return undefined;
+      times[base + i] = tsMs;
+      if (c < n) {
+        if (tsMs > last[slot]!) this.touch(slot, tsMs);
+        return undefined;
+      }
+    } else if (c < n) {
+      ports[base + c] = port;
+      times[base + c] = tsMs;
+      this.counts[slot] = c + 1;
+      if (c + 1 < n) {
+        if (tsMs > last[slot]!) this.touch(slot, tsMs);
+        return undefined;
+      }
+    } else {
+      // N kept: the new port replaces the least recent one, unless it is
+      // older than all of them (then it cannot be among the N most recent).
+      let oldest = base;
+      let oldestMs = times[base]!;
+      for (let j = base + 1; j < base + n; j++) {
+        const t = times[j]!;
+        if (t < oldestMs) {
+          oldestMs = t;
+          oldest = j;
+        }
+      }
+      if (tsMs < oldestMs) return undefined;
+      ports[oldest] = port;
+      times[oldest] = tsMs;
+    }
+    if (tsMs > last[slot]!) this.touch(slot, tsMs);
+
+    // N ports kept: a scan when they are all within T.
+    let minMs = times[base]!;
+    for (let j = base + 1; j < base + n; j++) {
+      const t = times[j]!;
+      if (t < minMs) minMs = t;
+    }
+    if (last[slot]! - minMs >= windowMs) return undefined;
+    return this.detect(slot, source, port, tsMs);
+  }
+
+  /** Drops a source's history; true if it was tracked. */
+  forget(source: string): boolean {
+    const slot = this.index.get(source);
+    if (slot === undefined) return false;
+    this.release(slot);
+    return true;
+  }
+
+  /**
+   * Forgets every source whose most recent hit is T or more older than nowMs
+   * (default: the newest event timestamp seen; pass a time on the events'
+   * clock). Returns how many were forgotten. O(slots in use).
+   */
+  sweep(nowMs?: number): number {
+    let now = this.clock;
+    if (nowMs !== undefined) {
+      if (nowMs - nowMs !== 0) throw new RangeError(`nowMs must be a finite number, got ${nowMs}`);
+      now = nowMs;
+    }
+    const cutoff = now - this.windowMs;
+    const counts = this.counts;
+    const last = this.last;
+    let removed = 0;
+    for (let s = 0; s < this.used; s++) {
+      if (counts[s] !== 0 && last[s]! <= cutoff) {
+        this.release(s);
+        removed++;
+      }
+    }
+    this.expiredTotal += removed;
+    return removed;
+  }
+
+  /** Sources currently tracked. */
+  get tracked(): number {
+    return this.index.size;
+  }
+
+  /** Sources evicted at the cap, in total. */
+  get evictions(): number {
+    return this.evictedTotal;
+  }
+
+  /** Sources forgotten for idleness, in total. */
+  get expired(): number {
+    return this.expiredTotal;
+  }
+
+  /** The state of a tracked source becomes the single hit (port, tsMs). */
+  private start(slot: number, port: number, tsMs: number): void {
+    const base = slot * this.n;
+    this.ports[base] = port;
+    this.times[base] = tsMs;
+    this.counts[slot] = 1;
+    this.touch(slot, tsMs);
+  }
+
+  /** Records the source's most recent hit and moves it to the list's tail. */
+  private touch(slot: number, tsMs: number): void {
+    this.last[slot] = tsMs;
+    const tail = this.tail;
+    if (slot === tail) return;
+    const prev = this.prev;
+    const next = this.next;
+    const p = prev[slot]!;
+    const q = next[slot]!;
+    if (p !== NONE) next[p] = q;
+    else if (this.head === slot) this.head = q;
+    if (q !== NONE) prev[q] = p;
+    prev[slot] = tail;
+    next[slot] = NONE;
+    if (tail !== NONE) next[tail] = slot;
+    else this.head = slot;
+    this.tail = slot;
+  }
+
+  private detect(slot: number, source: string, port: number, tsMs: number): Detection {
+    const n = this.n;
+    const base = slot * n;
+    const hits: { port: number; ms: number }[] = [];
+    for (let j = base; j < base + n; j++) hits.push({ port: this.ports[j]!, ms: this.times[j]! });
+    hits.sort((a, b) => a.ms - b.ms || a.port - b.port);
+    this.release(slot);
+    return {
+      source,
+      port,
+      tsMs,
+      ports: hits.map((h) => h.port),
+      firstMs: hits[0]!.ms,
+      lastMs: hits[n - 1]!.ms,
+    };
+  }
+
+  /** A slot for a new source, linked (unlinked from nothing) and indexed. */
+  private allocate(source: string): number {
+    if (this.index.size >= this.maxSources) this.makeRoom();
+    let slot: number;
+    if (this.freeTop > 0) {
+      slot = this.free[--this.freeTop]!;
+    } else {
+      if (this.used === this.capacity) this.grow();
+      slot = this.used++;
+    }
+    this.prev[slot] = NONE;
+    this.next[slot] = NONE;
+    this.index.set(source, slot);
+    this.keys[slot] = source;
+    return slot;
+  }
+
+  /** At the cap: reclaim the expired head of the recency list, else evict its head. */
+  private makeRoom(): void {
+    const cutoff = this.clock - this.windowMs;
+    while (this.head !== NONE && this.last[this.head]! <= cutoff) {
+      this.release(this.head);
+      this.expiredTotal++;
+    }
+    if (this.index.size >= this.maxSources) {
+      this.release(this.head);
+      this.evictedTotal++;
+    }
+  }
+
+  private release(slot: number): void {
+    this.index.delete(this.keys[slot]!);
+    this.keys[slot] = undefined;
+    this.counts[slot] = 0;
+    const prev = this.prev;
+    const next = this.next;
+    const p = prev[slot]!;
+    const q = next[slot]!;
+    if (p !== NONE) next[p] = q;
+    else this.head = q;
+    if (q !== NONE) prev[q] = p;
+    else this.tail = p;
+    this.free[this.freeTop++] = slot;
+  }
+
+  private grow(): void {
+    const cap = Math.min(this.maxSources, Math.max(FIRST_CHUNK, this.capacity * 2));
+    const n = this.n;
+    const ports = new Uint16Array(cap * n);
+    ports.set(this.ports);
+    this.ports = ports;
+    const times = new Float64Array(cap * n);
+    times.set(this.times);
+    this.times = times;
+    const counts = new Uint8Array(cap);
+    counts.set(this.counts);
+    this.counts = counts;
+    const last = new Float64Array(cap);
+    last.set(this.last);
+    this.last = last;
+    const prev = new Int32Array(cap);
+    prev.set(this.prev);
+    this.prev = prev;
+    const next = new Int32Array(cap);
+    next.set(this.next);
+    this.next = next;
+    const free = new Int32Array(cap);
+    free.set(this.free);
+    this.free = free;
+    this.capacity = cap;
+  }
+}

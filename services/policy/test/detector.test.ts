@@ -1,0 +1,444 @@
+import { describe, expect, it } from 'vitest';
+import { type Detection, Detector } from '../src/detector.js';
+
+/** Timestamps on the epoch, as the service passes them: seconds after a fixed instant. */
+const T0 = Date.UTC(2025, 0, 1);
+const at = (seconds: number): number => T0 + seconds * 1000;
+
+/** A source key as the service makes it: the 16-byte (IPv4-mapped) address as latin1. */
+function addr(i: number): string {
+  const b = Buffer.alloc(16);
+  b[10] = 0xff;
+  b[11] = 0xff;
+  b.writeUInt32BE((0x0a000000 + i) >>> 0, 12);
+  return b.toString('latin1');
+}
+
+const A = addr(1);
+const B = addr(2);
+const C = addr(3);
+
+function detector(portThreshold = 3, windowSeconds = 60, maxSources = 1000): Detector {
+  return new Detector({ portThreshold, windowSeconds, maxSources });
+}
+
+/** Feeds [port, tsMs] hits of one source; returns what each observe() returned. */
+function feed(d: Detector, source: string, hits: [number, number][]): (Detection | undefined)[] {
+  return hits.map(([port, ts]) => d.observe(source, port, ts));
+}
+
+describe('Detector: the threshold', () => {
+  it('detects on exactly the Nth distinct port within T, describing the N ports', () => {
+    const d = detector(3, 60);
+    expect(d.observe(A, 22, at(0))).toBeUndefined();
+    expect(d.observe(A, 80, at(10))).toBeUndefined();
+    expect(d.tracked).toBe(1);
+    expect(d.observe(A, 443, at(20))).toEqual({
+      source: A,
+      port: 443,
+      tsMs: at(20),
+      ports: [22, 80, 443],
+      firstMs: at(0),
+      lastMs: at(20),
+    });
+  });
+
+  it('does not detect ports hit exactly T apart, and detects them just under T', () => {
+    const exact = detector(3, 60);
+    expect(feed(exact, A, [[1, at(0)], [2, at(30)], [3, at(60)]])).toEqual([undefined, undefined, undefined]);
+    expect(exact.tracked).toBe(1);
+
+    const under = detector(3, 60);
+    const got = feed(under, A, [[1, at(0)], [2, at(30)], [3, at(0) + 59_999.5]]);
+    expect(got.slice(0, 2)).toEqual([undefined, undefined]);
+    expect(got[2]).toMatchObject({ ports: [1, 2, 3], firstMs: at(0), lastMs: at(0) + 59_999.5 });
+
+    const pairExact = detector(2, 60);
+    expect(feed(pairExact, A, [[1, at(0)], [2, at(60)]])).toEqual([undefined, undefined]);
+    const pairUnder = detector(2, 60);
+    expect(feed(pairUnder, A, [[1, at(0)], [2, at(0) + 59_999]])[1]).toMatchObject({ ports: [1, 2] });
+  });
+
+  it('never detects a source hammering one port', () => {
+    const d = detector(2, 60);
+    for (let i = 0; i < 10_000; i++) expect(d.observe(A, 80, at(0) + i)).toBeUndefined();
+    expect(d.tracked).toBe(1);
+  });
+
+  it('counts a repeated port once, at the later of its hits', () => {
+    // 22 moves from 0 s to 50 s, so 22 and 80 are 50 s apart: a scan (at 0 s they would not be).
+    const d = detector(2, 60);
+    const got = feed(d, A, [[22, at(0)], [22, at(50)], [80, at(100)]]);
+    expect(got.slice(0, 2)).toEqual([undefined, undefined]);
+    expect(got[2]).toEqual({ source: A, port: 80, tsMs: at(100), ports: [22, 80], firstMs: at(50), lastMs: at(100) });
+  });
+
+  it('detects when refreshing a port brings the N kept ports within T', () => {
+    // 1@0 2@10 3@65 span 65 s; 1@66 leaves 2@10 3@65 1@66, span 56 s: a scan with no new port.
+    const d = detector(3, 60);
+    const got = feed(d, A, [[1, at(0)], [2, at(10)], [3, at(65)], [1, at(66)]]);
+    expect(got.slice(0, 3)).toEqual([undefined, undefined, undefined]);
+    expect(got[3]).toEqual({ source: A, port: 1, tsMs: at(66), ports: [2, 3, 1], firstMs: at(10), lastMs: at(66) });
+  });
+
+  it('works A@0 B@10 C@70, A@71, B@72 with T = 60 s: only B@72 detects (C, A, B)', () => {
+    // C@70 comes 60 s after the last hit (B@10): the source was idle for T and starts afresh
+    // with C@70 (it is no scan either way, 0..70 spans 70 s). A@71 makes 2 ports; B@72 the third.
+    const d = detector(3, 60);
+    const got = feed(d, A, [[1, at(0)], [2, at(10)], [3, at(70)], [1, at(71)], [2, at(72)]]);
+    expect(got.slice(0, 4)).toEqual([undefined, undefined, undefined, undefined]);
+    expect(got[4]).toEqual({ source: A, port: 2, tsMs: at(72), ports: [3, 1, 2], firstMs: at(70), lastMs: at(72) });
+    expect(d.expired).toBe(1);
+  });
+
+  it('detects the first SYN of any source with N = 1, every time, and tracks nothing', () => {
+    const d = detector(1, 60);
+    expect(d.observe(A, 22, at(1))).toEqual({ source: A, port: 22, tsMs: at(1), ports: [22], firstMs: at(1), lastMs: at(1) });
+    expect(d.observe(A, 22, at(2))).toEqual({ source: A, port: 22, tsMs: at(2), ports: [22], firstMs: at(2), lastMs: at(2) });
+    expect(d.observe(B, 0, at(0))).toMatchObject({ source: B, port: 0, ports: [0] });
+    expect(d.tracked).toBe(0);
+  });
+
+  it('detects the 255 ports of N = 255 on the 255th', () => {
+    const d = detector(255, 60);
+    for (let p = 0; p < 254; p++) expect(d.observe(A, p, at(0) + p)).toBeUndefined();
+    const det = d.observe(A, 254, at(0) + 254);
+    expect(det?.ports).toEqual(Array.from({ length: 255 }, (_, p) => p));
+    expect(det).toMatchObject({ firstMs: at(0), lastMs: at(0) + 254 });
+  });
+
+  it('never detects a slow scan whose hits are more than T apart', () => {
+    const d = detector(3, 60);
+    for (let i = 0; i < 1000; i++) expect(d.observe(A, 1000 + i, at(61 * i))).toBeUndefined();
+    expect(d.tracked).toBe(1);
+    expect(d.expired).toBe(999);
+  });
+
+  it('never detects a slow scan spreading N ports over exactly T; one ms faster is detected on the Nth port', () => {
+    const slow = detector(3, 60);
+    for (let i = 0; i < 1000; i++) expect(slow.observe(A, 1000 + i, at(30 * i))).toBeUndefined();
+    expect(slow.tracked).toBe(1);
+
+    const faster = detector(3, 60);
+    const got = feed(faster, A, [[1000, at(0)], [1001, at(30) - 0.5], [1002, at(60) - 1]]);
+    expect(got.slice(0, 2)).toEqual([undefined, undefined]);
+    expect(got[2]).toMatchObject({ ports: [1000, 1001, 1002], firstMs: at(0), lastMs: at(60) - 1 });
+  });
+});
+
+describe('Detector: out-of-order timestamps', () => {
+  const batch: [number, number][] = [
+    [22, at(1)],
+    [80, at(2)],
+    [443, at(3)],
+  ];
+  const orders = [
+    [0, 1, 2],
+    [0, 2, 1],
+    [1, 0, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [2, 1, 0],
+  ];
+
+  it.each(orders)('detects a batch delivered in order %i,%i,%i like in order, on its last event', (...order) => {
+    const d = detector(3, 60);
+    const hits = order.map((i) => batch[i]!);
+    const got = feed(d, A, hits);
+    expect(got.slice(0, 2)).toEqual([undefined, undefined]);
+    const [port, ts] = hits[2]!;
+    expect(got[2]).toEqual({ source: A, port, tsMs: ts, ports: [22, 80, 443], firstMs: at(1), lastMs: at(3) });
+    expect(d.tracked).toBe(0);
+  });
+
+  it('does not move a port back to an older, late hit', () => {
+    // 22 stays at 100 s: with 80@155 that is a scan (55 s); at 30 s it would not be (125 s).
+    const d = detector(2, 60);
+    const got = feed(d, A, [[22, at(100)], [22, at(30)], [80, at(155)]]);
+    expect(got.slice(0, 2)).toEqual([undefined, undefined]);
+    expect(got[2]).toEqual({ source: A, port: 80, tsMs: at(155), ports: [22, 80], firstMs: at(100), lastMs: at(155) });
+  });
+
+  it('ignores a new port older than all N kept ports', () => {
+    const d = detector(3, 60);
+    expect(feed(d, A, [[1, at(100)], [2, at(150)], [3, at(200)]])).toEqual([undefined, undefined, undefined]);
+    expect(d.observe(A, 4, at(90))).toBeUndefined();
+    expect(d.tracked).toBe(1);
+    // 5@205 replaces the oldest kept port (1@100); port 4 was never kept.
+    expect(d.observe(A, 5, at(205))).toEqual({ source: A, port: 5, tsMs: at(205), ports: [2, 3, 5], firstMs: at(150), lastMs: at(205) });
+  });
+
+  it('takes a late new port that is newer than the oldest kept one in its place', () => {
+    const d = detector(3, 60);
+    expect(feed(d, A, [[1, at(100)], [2, at(150)], [3, at(200)]])).toEqual([undefined, undefined, undefined]);
+    // 4@160 replaces 1@100: 2@150 3@200 4@160 span 50 s.
+    expect(d.observe(A, 4, at(160))).toEqual({ source: A, port: 4, tsMs: at(160), ports: [2, 4, 3], firstMs: at(150), lastMs: at(200) });
+  });
+});
+
+describe('Detector: sources', () => {
+  it('tracks many interleaved sources independently', () => {
+    const d = detector(3, 60);
+    const sources = Array.from({ length: 1000 }, (_, i) => addr(i));
+    const detections: Detection[] = [];
+    for (let round = 0; round < 3; round++) {
+      sources.forEach((s, i) => {
+        // Even sources hit 3 distinct ports, odd ones 2 (a port twice).
+        const port = i % 2 === 0 ? 1000 + round : 1000 + (round % 2);
+        const det = d.observe(s, port, at(round) + i);
+        if (det !== undefined) {
+          expect(round).toBe(2);
+          detections.push(det);
+        }
+      });
+    }
+    expect(detections.map((x) => x.source)).toEqual(sources.filter((_, i) => i % 2 === 0));
+    detections.forEach((x, k) => {
+      expect(x).toEqual({
+        source: sources[2 * k],
+        port: 1002,
+        tsMs: at(2) + 2 * k,
+        ports: [1000, 1001, 1002],
+        firstMs: at(0) + 2 * k,
+        lastMs: at(2) + 2 * k,
+      });
+    });
+    expect(d.tracked).toBe(500);
+  });
+
+  it('drops the state of a detected source: it takes N new ports to detect it again', () => {
+    const d = detector(3, 60);
+    expect(feed(d, A, [[1, at(0)], [2, at(1)], [3, at(2)]])[2]).toMatchObject({ ports: [1, 2, 3] });
+    expect(d.tracked).toBe(0);
+    expect(d.observe(A, 3, at(3))).toBeUndefined();
+    expect(d.observe(A, 4, at(4))).toBeUndefined();
+    expect(d.observe(A, 5, at(5))).toEqual({ source: A, port: 5, tsMs: at(5), ports: [3, 4, 5], firstMs: at(3), lastMs: at(5) });
+  });
+
+  it('forget() resets a source and says whether it was tracked', () => {
+    const d = detector(3, 60);
+    feed(d, A, [[1, at(0)], [2, at(1)]]);
+    feed(d, B, [[1, at(0)]]);
+    expect(d.forget(A)).toBe(true);
+    expect(d.forget(A)).toBe(false);
+    expect(d.forget(C)).toBe(false);
+    expect(d.tracked).toBe(1);
+    expect(d.observe(A, 3, at(2))).toBeUndefined();
+    expect(d.observe(A, 4, at(3))).toBeUndefined();
+    expect(d.observe(A, 5, at(4))).toMatchObject({ ports: [3, 4, 5], firstMs: at(2) });
+    expect(d.tracked).toBe(1);
+  });
+});
+
+describe('Detector: idle expiry', () => {
+  it('sweep() forgets sources idle for T or more before the newest timestamp seen, or before nowMs', () => {
+    const d = detector(3, 60);
+    d.observe(A, 1, at(0));
+    d.observe(B, 1, at(30));
+    d.observe(C, 1, at(60));
+    expect(d.sweep()).toBe(1); // A: 60 s idle
+    expect(d.tracked).toBe(2);
+    expect(d.forget(A)).toBe(false);
+    expect(d.sweep()).toBe(0);
+    expect(d.sweep(at(89))).toBe(0);
+    expect(d.sweep(at(90))).toBe(1); // B: 60 s idle at 90 s
+    expect(d.tracked).toBe(1);
+    expect(d.expired).toBe(2);
+    expect(d.evictions).toBe(0);
+  });
+
+  it('sweeps nothing before any event', () => {
+    expect(detector().sweep()).toBe(0);
+  });
+
+  it('treats an idle source that comes back as fresh, with or without a sweep in between', () => {
+    // A hits 1@10 and 2@20; Z moves the clock to 80 s, so A has been idle for 60 s.
+    // A late 3@25 would make 10..25 a scan, but A's history has expired: A starts afresh.
+    const run = (sweep: boolean): (Detection | undefined)[] => {
+      const d = detector(3, 60);
+      const got = [d.observe(A, 1, at(10)), d.observe(A, 2, at(20)), d.observe(C, 1, at(80))];
+      if (sweep) expect(d.sweep()).toBe(1);
+      got.push(d.observe(A, 3, at(25)), d.observe(A, 4, at(26)), d.observe(A, 5, at(27)));
+      expect(d.expired).toBe(1);
+      expect(d.tracked).toBe(1);
+      return got;
+    };
+    const expected = [undefined, undefined, undefined, undefined, undefined, { source: A, port: 5, tsMs: at(27), ports: [3, 4, 5], firstMs: at(25), lastMs: at(27) }];
+    expect(run(false)).toEqual(expected);
+    expect(run(true)).toEqual(expected);
+  });
+
+  it('does not start a history with an event already T older than the newest timestamp seen', () => {
+    const d = detector(3, 60);
+    d.observe(A, 1, at(100));
+    expect(d.observe(B, 1, at(40))).toBeUndefined();
+    expect(d.tracked).toBe(1);
+    // 59 s before the newest: that one does start a history.
+    expect(d.observe(B, 2, at(41))).toBeUndefined();
+    expect(d.tracked).toBe(2);
+  });
+
+  it('forgets an idle source that comes back with an event already T older than the newest', () => {
+    const d = detector(3, 60);
+    d.observe(A, 1, at(0));
+    d.observe(B, 1, at(100));
+    expect(d.observe(A, 2, at(30))).toBeUndefined();
+    expect(d.tracked).toBe(1);
+    expect(d.expired).toBe(1);
+    expect(d.forget(A)).toBe(false);
+  });
+});
+
+describe('Detector: the cap on sources', () => {
+  it('evicts the least recently hit source (never the new one) and counts it', () => {
+    const d = detector(3, 60, 2);
+    d.observe(A, 1, at(0));
+    d.observe(B, 1, at(1));
+    d.observe(A, 2, at(2));
+    d.observe(C, 1, at(3)); // full: B is the least recently hit
+    expect(d.tracked).toBe(2);
+    expect(d.evictions).toBe(1);
+    expect(d.forget(B)).toBe(false);
+    // A kept its history; B lost its own.
+    expect(d.observe(A, 3, at(4))).toMatchObject({ source: A, ports: [1, 2, 3] });
+    expect(d.observe(B, 2, at(5))).toBeUndefined();
+    expect(d.observe(B, 3, at(6))).toBeUndefined();
+    expect(d.tracked).toBe(2);
+    expect(d.evictions).toBe(1);
+  });
+
+  it('reclaims expired sources before evicting any', () => {
+    const d = detector(3, 60, 2);
+    d.observe(A, 1, at(0));
+    d.observe(B, 1, at(50));
+    d.observe(C, 1, at(70)); // A has been idle for 70 s
+    expect(d.tracked).toBe(2);
+    expect(d.evictions).toBe(0);
+    expect(d.expired).toBe(1);
+    expect(d.forget(A)).toBe(false);
+    expect(d.forget(B)).toBe(true);
+  });
+
+  it('works with a cap of one source', () => {
+    const d = detector(2, 60, 1);
+    d.observe(A, 1, at(0));
+    d.observe(B, 1, at(1));
+    expect(d.evictions).toBe(1);
+    expect(d.observe(A, 2, at(2))).toBeUndefined();
+    expect(d.observe(A, 3, at(3))).toMatchObject({ ports: [2, 3] });
+    expect(d.evictions).toBe(2);
+  });
+
+  it('observes 1,000,000 distinct sources with maxSources = 1,000,000', () => {
+    const d = detector(3, 60, 1_000_000);
+    const key = Buffer.alloc(16);
+    for (let i = 0; i < 1_000_000; i++) {
+      key.writeUInt32BE(i, 12);
+      d.observe(key.toString('latin1'), i & 0xffff, at(0) + i / 100);
+    }
+    expect(d.tracked).toBe(1_000_000);
+    expect(d.evictions).toBe(0);
+    d.observe(addr(0xfffff), 1, at(10) + 1);
+    expect(d.tracked).toBe(1_000_000);
+    expect(d.evictions).toBe(1);
+    expect(d.sweep(at(100_000))).toBe(1_000_000);
+    expect(d.tracked).toBe(0);
+  });
+});
+
+describe('Detector: against a brute-force reference', () => {
+  /** mulberry32: a small seeded PRNG. */
+  function prng(seed: number): () => number {
+    let a = seed >>> 0;
+    return () => {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = a;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+
+  /**
+   * The definition itself, for events in timestamp order: all hits of the source since its
+   * last detection; a detection when the hits less than T before this one cover N ports.
+   */
+  function reference(n: number, windowMs: number) {
+    const hits = new Map<string, { port: number; ts: number }[]>();
+    return (source: string, port: number, ts: number): Detection | undefined => {
+      const list = hits.get(source) ?? [];
+      list.push({ port, ts });
+      hits.set(source, list);
+      const latest = new Map<number, number>();
+      for (const h of list) if (ts - h.ts < windowMs) latest.set(h.port, Math.max(h.ts, latest.get(h.port) ?? -Infinity));
+      if (latest.size < n) return undefined;
+      expect(latest.size).toBe(n);
+      hits.delete(source);
+      const kept = [...latest].sort((x, y) => x[1] - y[1] || x[0] - y[0]);
+      return { source, port, tsMs: ts, ports: kept.map((k) => k[0]), firstMs: kept[0]![1], lastMs: ts };
+    };
+  }
+
+  it.each([
+    [3, 1, 1],
+    [2, 1, 2],
+    [5, 2, 3],
+    [1, 1, 4],
+  ])('matches the definition on random in-order traffic (N = %i, T = %i s, seed %i), with or without sweeps', (n, t, seed) => {
+    const random = prng(seed);
+    const sources = Array.from({ length: 20 }, (_, i) => addr(i));
+    const events: [string, number, number][] = [];
+    let ts = at(0);
+    for (let i = 0; i < 20_000; i++) {
+      // Ties, small (fractional) steps, and now and then a gap of up to 2 T.
+      const r = random();
+      ts += r < 0.2 ? 0 : r < 0.99 ? random() * 20 * t : random() * 2000 * t;
+      events.push([sources[Math.floor(random() * sources.length)]!, Math.floor(random() * 10), ts]);
+    }
+    const ref = reference(n, t * 1000);
+    const expected = events.map(([s, p, x]) => ref(s, p, x));
+    const plain = new Detector({ portThreshold: n, windowSeconds: t, maxSources: 100 });
+    const swept = new Detector({ portThreshold: n, windowSeconds: t, maxSources: 100 });
+    const got = events.map(([s, p, x]) => plain.observe(s, p, x));
+    const gotSwept = events.map(([s, p, x], i) => {
+      if (i % 97 === 0) swept.sweep();
+      return swept.observe(s, p, x);
+    });
+    expect(expected.filter((x) => x !== undefined).length).toBeGreaterThan(100);
+    expect(got).toEqual(expected);
+    expect(gotSwept).toEqual(expected);
+  });
+});
+
+describe('Detector: validation', () => {
+  it.each([
+    [{ portThreshold: 0, windowSeconds: 60, maxSources: 10 }],
+    [{ portThreshold: 256, windowSeconds: 60, maxSources: 10 }],
+    [{ portThreshold: 2.5, windowSeconds: 60, maxSources: 10 }],
+    [{ portThreshold: Number.NaN, windowSeconds: 60, maxSources: 10 }],
+    [{ portThreshold: 3, windowSeconds: 0, maxSources: 10 }],
+    [{ portThreshold: 3, windowSeconds: -1, maxSources: 10 }],
+    [{ portThreshold: 3, windowSeconds: Number.NaN, maxSources: 10 }],
+    [{ portThreshold: 3, windowSeconds: Number.POSITIVE_INFINITY, maxSources: 10 }],
+    [{ portThreshold: 3, windowSeconds: 60, maxSources: 0 }],
+    [{ portThreshold: 3, windowSeconds: 60, maxSources: 1.5 }],
+    [{ portThreshold: 3, windowSeconds: 60, maxSources: 2 ** 24 + 1 }],
+  ])('rejects %o with a RangeError', (opts) => {
+    expect(() => new Detector(opts)).toThrow(RangeError);
+  });
+
+  it('accepts the bounds', () => {
+    expect(new Detector({ portThreshold: 1, windowSeconds: 0.001, maxSources: 1 }).tracked).toBe(0);
+    expect(new Detector({ portThreshold: 255, windowSeconds: 86_400, maxSources: 2 ** 24 }).tracked).toBe(0);
+  });
+
+  it('rejects a port outside 0..65535 or a non-finite timestamp, changing nothing', () => {
+    const d = detector(2, 60);
+    for (const port of [-1, 65_536, 1.5, Number.NaN]) expect(() => d.observe(A, port, at(0))).toThrow(RangeError);
+    for (const ts of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) expect(() => d.observe(A, 1, ts)).toThrow(RangeError);
+    expect(() => d.sweep(Number.NaN)).toThrow(RangeError);
+    expect(d.tracked).toBe(0);
+    expect(d.observe(A, 0, at(0))).toBeUndefined();
+    expect(d.observe(A, 65_535, at(1))).toMatchObject({ ports: [0, 65_535] });
+  });
+});
