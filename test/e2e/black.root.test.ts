@@ -95,6 +95,8 @@ describe('e2e-black: a port scanner is blocked', () => {
     const after = await svc.probeStatus();
     const passed = Number(after.counters!.events - before.counters!.events);
     const dropped = Number(after.counters!.synDropped - before.counters!.synDropped);
+    const inForce = svc.policy!.stderr.map((l) => /"detectionToBlockMs":([\d.]+)/.exec(l)?.[1]).find(Boolean);
+    console.log(`detection to block: ${inForce} ms`);
     console.log(`nmap -sS -p 1-1000: ${passed} SYNs reached the victim before the block, ${dropped} dropped`);
     expect(passed).toBeGreaterThanOrEqual(3);
     expect(passed).toBeLessThan(1000);

@@ -18,7 +18,7 @@ export const policySettings = {
   insecureTcp: s.bool('PW_INSECURE_TCP', 'insecure-tcp', false, 'allow plaintext gRPC on TCP (logs a warning)'),
   prometheusPort: s.port('PW_POLICY_PROMETHEUS_PORT', 'prometheus-port', 9091, 'port of the /metrics endpoint'),
   metricsHost: s.string('PW_METRICS_HOST', 'metrics-host', '0.0.0.0', 'address the /metrics endpoint listens on'),
-  maxSources: s.int('PW_MAX_TRACKED_SOURCES', 'max-tracked-sources', 1_000_000, 'sources the detector tracks at most (then evicts)', 1, 50_000_000),
+  maxSources: s.int('PW_MAX_TRACKED_SOURCES', 'max-tracked-sources', 1_000_000, 'sources the detector tracks at most (then evicts)', 1, 16_777_216),
   reconcileSeconds: s.int('PW_RECONCILE_INTERVAL', 'reconcile-interval', 60, "seconds between comparisons of decisions with each probe's kernel view", 1, 86_400),
   logFormat: s.oneOf('PW_LOG_FORMAT', 'log-format', 'auto', 'table (the live table on stdout), json, or auto (table on a terminal)', ['auto', 'table', 'json'] as const),
   logLevel: s.oneOf('PW_LOG_LEVEL', 'log-level', 'info', 'log level', LOG_LEVELS),

@@ -85,7 +85,11 @@ export class Decisions {
     this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source, port: 0, probeId: session.id, message: d.reason });
     this.log.info({ ip: source, probe: session.id, reason: d.reason, decision: d.id }, 'port scanner detected');
     const ok = await this.#apply(d, session);
-    if (ok) this.metrics.detectionToBlock.observe(Math.max(0, (Date.now() - det.tsMs) / 1000));
+    if (ok) {
+      const seconds = Math.max(0, (Date.now() - det.tsMs) / 1000);
+      this.metrics.detectionToBlock.observe(seconds);
+      this.log.info({ ip: source, probe: session.id, detectionToBlockMs: Math.round(seconds * 1e4) / 10 }, 'block in force');
+    }
     await Promise.all(this.probes.all().filter((p) => p !== session).map((p) => this.#apply(d, p)));
   }
 

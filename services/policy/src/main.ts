@@ -72,7 +72,18 @@ runMain(NAME, async () => {
   });
 
   let bannerShown = false;
-  if (table) feed.subscribe((e) => process.stdout.write(`${row(e)}\n`));
+  if (table) {
+    // One write per turn of the event loop, not one per row: a flood must
+    // not turn into a syscall per SYN.
+    let pending: string[] = [];
+    feed.subscribe((e) => {
+      if (pending.length === 0) setImmediate(() => {
+        process.stdout.write(pending.join(''));
+        pending = [];
+      });
+      pending.push(`${row(e)}\n`);
+    });
+  }
   const onProbe = (s: { hello: { interface: string; probeId: string } }) => {
     if (!table) return;
     if (!bannerShown) {

@@ -39,6 +39,11 @@ export class ProbeSession {
     const endpoint = parseEndpoint(hello.callbackEndpoint);
     if (!endpoint) throw new Error(`probe ${hello.probeId} announced an invalid callback endpoint '${hello.callbackEndpoint}'`);
     this.#client = new ProbeClient(endpointTarget(endpoint), channelCredentials(endpoint, tls));
+    // Connect now: the first BlockIp after a detection must not pay for the
+    // connection set-up while the scanner keeps sending.
+    this.#client.waitForReady(Date.now() + CALL_TIMEOUT_MS, (err) => {
+      if (err) this.log.warn({ probe: hello.probeId, callback: hello.callbackEndpoint, err: err.message }, 'probe callback endpoint not reachable yet');
+    });
   }
 
   get id(): string {

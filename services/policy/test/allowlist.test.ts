@@ -1,0 +1,199 @@
+import { parseAddress } from '@packetwatch/common';
+import { describe, expect, it } from 'vitest';
+import { Allowlist } from '../src/allowlist.js';
+
+/** Whether the allowlist covers the address given as text. */
+const covers = (a: Allowlist, text: string): boolean => a.has(parseAddress(text));
+
+describe('Allowlist: configured IPv4 prefixes', () => {
+  it('covers exactly the 256 addresses of a /24', () => {
+    const a = new Allowlist(['192.0.2.0/24']);
+    expect(covers(a, '192.0.1.255')).toBe(false);
+    expect(covers(a, '192.0.2.0')).toBe(true);
+    expect(covers(a, '192.0.2.128')).toBe(true);
+    expect(covers(a, '192.0.2.255')).toBe(true);
+    expect(covers(a, '192.0.3.0')).toBe(false);
+  });
+
+  it('covers exactly the lower and the upper half with a /25', () => {
+    const low = new Allowlist(['192.0.2.0/25']);
+    expect(covers(low, '192.0.2.0')).toBe(true);
+    expect(covers(low, '192.0.2.127')).toBe(true);
+    expect(covers(low, '192.0.2.128')).toBe(false);
+    expect(covers(low, '192.0.1.255')).toBe(false);
+
+    const high = new Allowlist(['192.0.2.128/25']);
+    expect(covers(high, '192.0.2.127')).toBe(false);
+    expect(covers(high, '192.0.2.128')).toBe(true);
+    expect(covers(high, '192.0.2.255')).toBe(true);
+    expect(covers(high, '192.0.3.0')).toBe(false);
+  });
+
+  it('covers exactly two addresses with a /31', () => {
+    const a = new Allowlist(['198.51.100.6/31']);
+    expect(covers(a, '198.51.100.5')).toBe(false);
+    expect(covers(a, '198.51.100.6')).toBe(true);
+    expect(covers(a, '198.51.100.7')).toBe(true);
+    expect(covers(a, '198.51.100.8')).toBe(false);
+  });
+
+  it('masks host bits written in the prefix', () => {
+    const a = new Allowlist(['198.51.100.77/24']);
+    expect(covers(a, '198.51.100.0')).toBe(true);
+    expect(covers(a, '198.51.100.255')).toBe(true);
+    expect(covers(a, '198.51.101.77')).toBe(false);
+  });
+
+  it('covers only that address with a bare address or a /32', () => {
+    for (const entry of ['203.0.113.9', '203.0.113.9/32']) {
+      const a = new Allowlist([entry]);
+      expect(covers(a, '203.0.113.8')).toBe(false);
+      expect(covers(a, '203.0.113.9')).toBe(true);
+      expect(covers(a, '203.0.113.10')).toBe(false);
+    }
+  });
+
+  it('covers every IPv4 address with 0.0.0.0/0, and no IPv6 address', () => {
+    const a = new Allowlist(['0.0.0.0/0']);
+    expect(covers(a, '0.0.0.0')).toBe(true);
+    expect(covers(a, '10.1.2.3')).toBe(true);
+    expect(covers(a, '255.255.255.255')).toBe(true);
+    expect(covers(a, '::')).toBe(false);
+    expect(covers(a, '::1')).toBe(false);
+    expect(covers(a, '2001:db8::1')).toBe(false);
+    expect(covers(a, '::fffe:a01:203')).toBe(false);
+  });
+});
+
+describe('Allowlist: configured IPv6 prefixes', () => {
+  it('covers exactly the addresses of a /48', () => {
+    const a = new Allowlist(['2001:db8:abcd::/48']);
+    expect(covers(a, '2001:db8:abcc:ffff:ffff:ffff:ffff:ffff')).toBe(false);
+    expect(covers(a, '2001:db8:abcd::')).toBe(true);
+    expect(covers(a, '2001:db8:abcd:1::1')).toBe(true);
+    expect(covers(a, '2001:db8:abcd:ffff:ffff:ffff:ffff:ffff')).toBe(true);
+    expect(covers(a, '2001:db8:abce::')).toBe(false);
+  });
+
+  it('covers exactly two addresses with a /127', () => {
+    const a = new Allowlist(['2001:db8::2/127']);
+    expect(covers(a, '2001:db8::1')).toBe(false);
+    expect(covers(a, '2001:db8::2')).toBe(true);
+    expect(covers(a, '2001:db8::3')).toBe(true);
+    expect(covers(a, '2001:db8::4')).toBe(false);
+  });
+
+  it('covers only that address with a /128 or a bare address', () => {
+    for (const entry of ['2001:db8::1', '2001:db8::1/128']) {
+      const a = new Allowlist([entry]);
+      expect(covers(a, '2001:db8::')).toBe(false);
+      expect(covers(a, '2001:db8::1')).toBe(true);
+      expect(covers(a, '2001:db8::2')).toBe(false);
+      expect(covers(a, '2001:db8::1:1')).toBe(false);
+    }
+  });
+
+  it('covers every address, IPv4 included, with ::/0', () => {
+    const a = new Allowlist(['::/0']);
+    expect(covers(a, '::')).toBe(true);
+    expect(covers(a, 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff')).toBe(true);
+    expect(covers(a, '192.0.2.1')).toBe(true);
+  });
+});
+
+describe('Allowlist: IPv4 and IPv4-mapped IPv6 are the same address', () => {
+  it('covers the IPv4-mapped form of an address in an IPv4 prefix', () => {
+    const a = new Allowlist(['10.0.0.0/8']);
+    expect(covers(a, '::ffff:10.20.30.40')).toBe(true);
+    expect(covers(a, '::ffff:11.0.0.0')).toBe(false);
+  });
+
+  it('covers an IPv4 address in an IPv4-mapped IPv6 prefix', () => {
+    const a = new Allowlist(['::ffff:10.0.0.0/104']);
+    expect(covers(a, '10.0.0.0')).toBe(true);
+    expect(covers(a, '10.255.255.255')).toBe(true);
+    expect(covers(a, '11.0.0.0')).toBe(false);
+  });
+
+  it('does not cover the IPv4-compatible or NAT64 forms of an IPv4 prefix', () => {
+    const a = new Allowlist(['192.0.2.0/24']);
+    expect(covers(a, '::192.0.2.1')).toBe(false);
+    expect(covers(a, '64:ff9b::192.0.2.1')).toBe(false);
+  });
+
+  it('covers nothing when nothing is configured', () => {
+    const a = new Allowlist([]);
+    expect(covers(a, '127.0.0.1')).toBe(false);
+    expect(covers(a, '::1')).toBe(false);
+    expect(a.configured).toEqual([]);
+    expect(a.entries()).toEqual([]);
+  });
+
+  it('refuses a malformed configured entry', () => {
+    expect(() => new Allowlist(['192.0.2.0/33'])).toThrow("invalid address '192.0.2.0/33'");
+    expect(() => new Allowlist(['not-an-ip'])).toThrow("invalid address 'not-an-ip'");
+  });
+});
+
+describe("Allowlist: probes' own addresses", () => {
+  it('covers own addresses of a probe once set', () => {
+    const a = new Allowlist([]);
+    expect(covers(a, '192.0.2.10')).toBe(false);
+    a.setOwn('host-a/eth0', ['192.0.2.10', '2001:db8::10']);
+    expect(covers(a, '192.0.2.10')).toBe(true);
+    expect(covers(a, '2001:db8::10')).toBe(true);
+    expect(covers(a, '192.0.2.11')).toBe(false);
+    expect(covers(a, '2001:db8::11')).toBe(false);
+  });
+
+  it('returns from setOwn only the addresses the probe did not have', () => {
+    const a = new Allowlist([]);
+    expect(a.setOwn('p1', ['192.0.2.1', '192.0.2.2'])).toEqual(['192.0.2.1', '192.0.2.2']);
+    expect(a.setOwn('p1', ['192.0.2.2', '192.0.2.3'])).toEqual(['192.0.2.3']);
+    expect(a.setOwn('p1', ['192.0.2.2', '192.0.2.3'])).toEqual([]);
+  });
+
+  it('replaces the previous set: an address a probe no longer has is no longer covered', () => {
+    const a = new Allowlist([]);
+    a.setOwn('p1', ['192.0.2.1', '192.0.2.2']);
+    a.setOwn('p1', ['192.0.2.2']);
+    expect(covers(a, '192.0.2.1')).toBe(false);
+    expect(covers(a, '192.0.2.2')).toBe(true);
+    expect(a.entries()).toEqual(['192.0.2.2']);
+  });
+
+  it('keeps the own addresses of each probe separately', () => {
+    const a = new Allowlist([]);
+    expect(a.setOwn('p1', ['192.0.2.1'])).toEqual(['192.0.2.1']);
+    expect(a.setOwn('p2', ['192.0.2.1', '198.51.100.1'])).toEqual(['192.0.2.1', '198.51.100.1']);
+    a.dropOwn('p1');
+    expect(covers(a, '192.0.2.1')).toBe(true);
+    expect(covers(a, '198.51.100.1')).toBe(true);
+  });
+
+  it('stops covering a probe’s addresses after dropOwn', () => {
+    const a = new Allowlist(['10.0.0.0/8']);
+    a.setOwn('p1', ['192.0.2.1', '2001:db8::1']);
+    a.dropOwn('p1');
+    expect(covers(a, '192.0.2.1')).toBe(false);
+    expect(covers(a, '2001:db8::1')).toBe(false);
+    expect(covers(a, '10.0.0.1')).toBe(true);
+    expect(a.entries()).toEqual(['10.0.0.0/8']);
+    // After the drop, the same addresses count as new again.
+    expect(a.setOwn('p1', ['192.0.2.1'])).toEqual(['192.0.2.1']);
+  });
+
+  it('ignores dropOwn of an unknown probe', () => {
+    const a = new Allowlist(['10.0.0.0/8']);
+    a.dropOwn('nobody');
+    expect(a.entries()).toEqual(['10.0.0.0/8']);
+  });
+
+  it('lists in entries() the configured prefixes as written, then own addresses, each once', () => {
+    const a = new Allowlist(['10.0.0.0/8', '2001:db8::/32']);
+    a.setOwn('p1', ['192.0.2.1', '10.0.0.0/8']);
+    a.setOwn('p2', ['192.0.2.1', '198.51.100.1']);
+    expect(a.configured).toEqual(['10.0.0.0/8', '2001:db8::/32']);
+    expect(a.entries()).toEqual(['10.0.0.0/8', '2001:db8::/32', '192.0.2.1', '198.51.100.1']);
+  });
+});

@@ -1,0 +1,316 @@
+import { hostname } from 'node:os';
+import { ConfigError, loadConfig, parseDuration } from '@packetwatch/common';
+import { describe, expect, it } from 'vitest';
+import { probeSettings, validate as validateProbe } from '../../probe/src/config.js';
+import { policySettings, validate } from '../src/config.js';
+
+const load = (env: NodeJS.ProcessEnv = {}, argv: string[] = []) => loadConfig(policySettings, argv, env).config;
+const loadProbe = (env: NodeJS.ProcessEnv = {}, argv: string[] = []) => loadConfig(probeSettings, argv, env).config;
+
+/** The ConfigError thrown by fn (fails the test when none is). */
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return e as ConfigError;
+  }
+  throw new Error('expected a ConfigError, nothing was thrown');
+}
+
+describe('policy settings: defaults', () => {
+  it("uses the seed's defaults when nothing is set", () => {
+    const c = load();
+    expect(c.timeThreshold).toBe(60);
+    expect(c.portThreshold).toBe(3);
+    expect(c.whitelistSelf).toBe(true);
+    expect(c.prometheusPort).toBe(9091);
+    expect(c.blockTtl).toBe(0);
+  });
+
+  it('uses the policy’s own defaults when nothing is set', () => {
+    expect(load()).toEqual({
+      timeThreshold: 60,
+      portThreshold: 3,
+      whitelistSelf: true,
+      allowlist: '',
+      blockTtl: 0,
+      stateDir: '/var/lib/packetwatch',
+      socket: '/run/packetwatch/policy.sock',
+      socketGroup: undefined,
+      tcpAddr: undefined,
+      tlsCert: undefined,
+      tlsKey: undefined,
+      tlsCa: undefined,
+      insecureTcp: false,
+      prometheusPort: 9091,
+      metricsHost: '0.0.0.0',
+      maxSources: 1_000_000,
+      reconcileSeconds: 60,
+      logFormat: 'auto',
+      logLevel: 'info',
+    });
+  });
+
+  it('treats an empty or blank variable as unset', () => {
+    const c = load({ PW_PORTSCAN_TIME_THRESHOLD: '', PW_PORTSCAN_PORT_THRESHOLD: '   ', PW_WHITELIST_SELF: '', PW_BLOCK_TTL: '' });
+    expect(c.timeThreshold).toBe(60);
+    expect(c.portThreshold).toBe(3);
+    expect(c.whitelistSelf).toBe(true);
+    expect(c.blockTtl).toBe(0);
+  });
+
+  it('reports positionals and --help', () => {
+    const loaded = loadConfig(policySettings, ['--help', 'status'], {});
+    expect(loaded.help).toBe(true);
+    expect(loaded.positionals).toEqual(['status']);
+    expect(loadConfig(policySettings, [], {}).help).toBe(false);
+  });
+});
+
+describe('policy settings: values from the environment and flags', () => {
+  it('reads the thresholds from the environment', () => {
+    const c = load({ PW_PORTSCAN_TIME_THRESHOLD: '10', PW_PORTSCAN_PORT_THRESHOLD: '5', PW_POLICY_PROMETHEUS_PORT: '0' });
+    expect(c.timeThreshold).toBe(10);
+    expect(c.portThreshold).toBe(5);
+    expect(c.prometheusPort).toBe(0);
+  });
+
+  it('accepts the bounds of the thresholds', () => {
+    expect(load({ PW_PORTSCAN_TIME_THRESHOLD: '1', PW_PORTSCAN_PORT_THRESHOLD: '1' })).toMatchObject({ timeThreshold: 1, portThreshold: 1 });
+    expect(load({ PW_PORTSCAN_TIME_THRESHOLD: '86400', PW_PORTSCAN_PORT_THRESHOLD: '255' })).toMatchObject({
+      timeThreshold: 86_400,
+      portThreshold: 255,
+    });
+  });
+
+  it.each([
+    ['True', true],
+    ['False', false],
+    ['true', true],
+    ['false', false],
+    ['1', true],
+    ['0', false],
+    ['TRUE', true],
+    [' False ', false],
+  ])('reads PW_WHITELIST_SELF=%j as %s', (raw, value) => {
+    expect(load({ PW_WHITELIST_SELF: raw }).whitelistSelf).toBe(value);
+  });
+
+  it('lets a flag win over the environment', () => {
+    const c = load({ PW_PORTSCAN_PORT_THRESHOLD: '5', PW_WHITELIST_SELF: 'True', PW_BLOCK_TTL: '1h' }, [
+      '--port-threshold',
+      '7',
+      '--whitelist-self=False',
+      '--block-ttl',
+      '15m',
+    ]);
+    expect(c.portThreshold).toBe(7);
+    expect(c.whitelistSelf).toBe(false);
+    expect(c.blockTtl).toBe(900);
+  });
+
+  it('validates a flag like the variable, naming the variable', () => {
+    expect(configError(() => load({}, ['--port-threshold', '0'])).message).toBe(
+      'invalid PW_PORTSCAN_PORT_THRESHOLD="0": expected an integer from 1 to 255',
+    );
+  });
+
+  it('turns a boolean setting on with its flag alone, as the help text shows (--insecure-tcp)', () => {
+    expect(load({}, ['--insecure-tcp']).insecureTcp).toBe(true);
+    expect(load({}, ['--whitelist-self=False', '--insecure-tcp']).insecureTcp).toBe(true);
+  });
+
+  it.each([
+    ['90', 90],
+    ['90s', 90],
+    ['15m', 900],
+    ['2h', 7200],
+    ['1d', 86_400],
+    ['0', 0],
+    ['1.5m', 90],
+  ])('reads PW_BLOCK_TTL=%j as %d seconds', (raw, seconds) => {
+    expect(load({ PW_BLOCK_TTL: raw }).blockTtl).toBe(seconds);
+    expect(parseDuration(raw)).toBe(seconds);
+  });
+
+  it('refuses an unknown flag as a ConfigError for the arguments', () => {
+    const e = configError(() => load({}, ['--no-such-flag', 'x']));
+    expect(e.setting).toBe('arguments');
+    expect(e.value).toBe('--no-such-flag x');
+    expect(e.message.startsWith('invalid arguments="--no-such-flag x": expected known flags (')).toBe(true);
+    expect(e.message).toContain('--no-such-flag');
+  });
+});
+
+describe('policy settings: invalid values', () => {
+  it('names the variable, the value and what it accepts', () => {
+    const e = configError(() => load({ PW_PORTSCAN_PORT_THRESHOLD: '0' }));
+    expect(e.name).toBe('ConfigError');
+    expect(e.setting).toBe('PW_PORTSCAN_PORT_THRESHOLD');
+    expect(e.value).toBe('0');
+    expect(e.message).toBe('invalid PW_PORTSCAN_PORT_THRESHOLD="0": expected an integer from 1 to 255');
+  });
+
+  it.each([
+    ['PW_PORTSCAN_TIME_THRESHOLD', '0'],
+    ['PW_PORTSCAN_TIME_THRESHOLD', '86401'],
+    ['PW_PORTSCAN_TIME_THRESHOLD', '1.5'],
+    ['PW_PORTSCAN_TIME_THRESHOLD', '-5'],
+    ['PW_PORTSCAN_TIME_THRESHOLD', '60s'],
+    ['PW_PORTSCAN_PORT_THRESHOLD', '256'],
+    ['PW_PORTSCAN_PORT_THRESHOLD', 'three'],
+    ['PW_WHITELIST_SELF', 'maybe'],
+    ['PW_WHITELIST_SELF', 'Tru'],
+    ['PW_BLOCK_TTL', '-1'],
+    ['PW_BLOCK_TTL', '1w'],
+    ['PW_BLOCK_TTL', 'forever'],
+    ['PW_BLOCK_TTL', '15 m'],
+    ['PW_STATE_DIR', 'var/lib/packetwatch'],
+    ['PW_POLICY_SOCKET', 'policy.sock'],
+    ['PW_POLICY_PROMETHEUS_PORT', '65536'],
+    ['PW_POLICY_PROMETHEUS_PORT', '-1'],
+    ['PW_POLICY_PROMETHEUS_PORT', 'http'],
+    ['PW_MAX_TRACKED_SOURCES', '0'],
+    ['PW_RECONCILE_INTERVAL', '0'],
+    ['PW_LOG_FORMAT', 'xml'],
+    ['PW_LOG_LEVEL', 'verbose'],
+  ])('refuses %s=%j with a ConfigError naming it', (name, raw) => {
+    const e = configError(() => load({ [name]: raw }));
+    expect(e.setting).toBe(name);
+    expect(e.message.startsWith(`invalid ${name}=${JSON.stringify(raw)}: expected `)).toBe(true);
+  });
+
+  it('says what a boolean accepts', () => {
+    expect(configError(() => load({ PW_WHITELIST_SELF: 'maybe' })).message).toBe(
+      'invalid PW_WHITELIST_SELF="maybe": expected True or False (also true/false, 1/0, yes/no)',
+    );
+  });
+
+  it('says what a duration accepts', () => {
+    expect(configError(() => load({ PW_BLOCK_TTL: '1w' })).message).toBe(
+      'invalid PW_BLOCK_TTL="1w": expected a duration: seconds, or a number with s, m, h or d',
+    );
+  });
+});
+
+describe('policy validate', () => {
+  it('splits PW_ALLOWLIST into trimmed prefixes, skipping empty entries', () => {
+    const c = validate(load({ PW_ALLOWLIST: ' 10.0.0.0/8 ,, 2001:db8::/32,192.0.2.7, ' }));
+    expect(c.allowPrefixes).toEqual(['10.0.0.0/8', '2001:db8::/32', '192.0.2.7']);
+  });
+
+  it('has no allowlist prefixes by default', () => {
+    expect(validate(load()).allowPrefixes).toEqual([]);
+  });
+
+  it.each(['10.0.0.0/8,bogus', '10.0.0.0/33', '2001:db8::/129', '192.0.2.0/'])('refuses PW_ALLOWLIST=%j', (raw) => {
+    const e = configError(() => validate(load({ PW_ALLOWLIST: raw })));
+    expect(e.setting).toBe('PW_ALLOWLIST');
+    expect(e.value).toBe(raw);
+  });
+
+  it('names the bad entry of PW_ALLOWLIST', () => {
+    expect(configError(() => validate(load({ PW_ALLOWLIST: '10.0.0.0/8,bogus' }))).message).toBe(
+      `invalid PW_ALLOWLIST="10.0.0.0/8,bogus": expected comma-separated addresses or CIDRs ('bogus' is neither)`,
+    );
+  });
+
+  it('refuses PW_POLICY_TCP_ADDR without TLS and without PW_INSECURE_TCP', () => {
+    const e = configError(() => validate(load({ PW_POLICY_TCP_ADDR: '0.0.0.0:50051' })));
+    expect(e.setting).toBe('PW_POLICY_TCP_ADDR');
+    expect(e.message).toBe('invalid PW_POLICY_TCP_ADDR="0.0.0.0:50051": expected PW_TLS_CERT and PW_TLS_KEY set, or PW_INSECURE_TCP=True');
+  });
+
+  it('accepts PW_POLICY_TCP_ADDR with PW_INSECURE_TCP=True or with a certificate and key', () => {
+    expect(validate(load({ PW_POLICY_TCP_ADDR: '[::1]:50051', PW_INSECURE_TCP: 'True' })).tcpAddr).toBe('[::1]:50051');
+    const tls = validate(load({ PW_POLICY_TCP_ADDR: '127.0.0.1:50051', PW_TLS_CERT: '/etc/pw/cert.pem', PW_TLS_KEY: '/etc/pw/key.pem' }));
+    expect(tls.tcpAddr).toBe('127.0.0.1:50051');
+  });
+
+  it.each(['unix:/run/pw.sock', '50051', 'host:0'])('refuses PW_POLICY_TCP_ADDR=%j as not host:port', (raw) => {
+    const e = configError(() => validate(load({ PW_POLICY_TCP_ADDR: raw, PW_INSECURE_TCP: 'True' })));
+    expect(e.message).toBe(`invalid PW_POLICY_TCP_ADDR=${JSON.stringify(raw)}: expected host:port`);
+  });
+
+  it('refuses a certificate without a key, and a key without a certificate', () => {
+    expect(configError(() => validate(load({ PW_TLS_CERT: '/etc/pw/cert.pem' }))).setting).toBe('PW_TLS_KEY');
+    expect(configError(() => validate(load({ PW_TLS_KEY: '/etc/pw/key.pem' }))).setting).toBe('PW_TLS_CERT');
+  });
+});
+
+describe('probe settings', () => {
+  it("uses the seed's defaults when nothing is set", () => {
+    const c = loadProbe();
+    expect(c.ifdev).toBe('lo');
+    expect(c.whitelistSelf).toBe(true);
+    expect(c.prometheusPort).toBe(9090);
+    expect(c.ringbufBytes).toBe(4 * 1024 * 1024);
+    expect(c.policyAddr).toBe('unix:/run/packetwatch/policy.sock');
+  });
+
+  it('validates the defaults, naming the probe after the host and interface', () => {
+    expect(validateProbe(loadProbe()).probeIdResolved).toBe(`${hostname()}/lo`);
+    expect(validateProbe(loadProbe({ PW_IFDEV: 'eth0' })).probeIdResolved).toBe(`${hostname()}/eth0`);
+    expect(validateProbe(loadProbe({ PW_PROBE_ID: 'edge-1' })).probeIdResolved).toBe('edge-1');
+  });
+
+  it('reads the interface from PW_IFDEV or --ifdev, the flag winning', () => {
+    expect(loadProbe({ PW_IFDEV: 'eth0' }).ifdev).toBe('eth0');
+    expect(loadProbe({ PW_IFDEV: 'eth0' }, ['--ifdev', 'ens3']).ifdev).toBe('ens3');
+  });
+
+  it.each(['eth/0', 'a-very-long-name', 'eth 0'])('refuses PW_IFDEV=%j', (raw) => {
+    expect(configError(() => loadProbe({ PW_IFDEV: raw })).setting).toBe('PW_IFDEV');
+  });
+
+  it.each([4096, 8192, 1 << 20, 1 << 30])('accepts PW_RINGBUF_BYTES=%d, a power of two', (n) => {
+    expect(validateProbe(loadProbe({ PW_RINGBUF_BYTES: String(n) })).ringbufBytes).toBe(n);
+  });
+
+  it.each(['6144', '12288', String((1 << 20) + 4096)])('refuses PW_RINGBUF_BYTES=%s, not a power of two', (raw) => {
+    const e = configError(() => validateProbe(loadProbe({ PW_RINGBUF_BYTES: raw })));
+    expect(e.message).toBe(`invalid PW_RINGBUF_BYTES="${raw}": expected a power of two from 4096`);
+  });
+
+  it('refuses PW_RINGBUF_BYTES below 4096', () => {
+    expect(configError(() => loadProbe({ PW_RINGBUF_BYTES: '2048' })).setting).toBe('PW_RINGBUF_BYTES');
+  });
+
+  it('refuses PW_PROBE_TCP_ADDR without TLS and without PW_INSECURE_TCP', () => {
+    const e = configError(() => validateProbe(loadProbe({ PW_PROBE_TCP_ADDR: '0.0.0.0:50052' })));
+    expect(e.message).toBe('invalid PW_PROBE_TCP_ADDR="0.0.0.0:50052": expected PW_TLS_CERT and PW_TLS_KEY set, or PW_INSECURE_TCP=True');
+  });
+
+  it('accepts PW_PROBE_TCP_ADDR with PW_INSECURE_TCP=True or with a certificate and key', () => {
+    expect(validateProbe(loadProbe({ PW_PROBE_TCP_ADDR: '0.0.0.0:50052', PW_INSECURE_TCP: 'True' })).tcpAddr).toBe('0.0.0.0:50052');
+    expect(
+      validateProbe(loadProbe({ PW_PROBE_TCP_ADDR: '0.0.0.0:50052', PW_TLS_CERT: '/etc/pw/cert.pem', PW_TLS_KEY: '/etc/pw/key.pem' })).tcpAddr,
+    ).toBe('0.0.0.0:50052');
+  });
+
+  it('refuses a PW_POLICY_ADDR or PW_PROBE_CALLBACK that is no endpoint', () => {
+    expect(configError(() => validateProbe(loadProbe({ PW_POLICY_ADDR: 'policy' }))).message).toBe(
+      'invalid PW_POLICY_ADDR="policy": expected unix:/path or host:port',
+    );
+    expect(configError(() => validateProbe(loadProbe({ PW_PROBE_CALLBACK: 'unix:relative' }))).setting).toBe('PW_PROBE_CALLBACK');
+  });
+
+  it('accepts a TCP policy address', () => {
+    expect(validateProbe(loadProbe({ PW_POLICY_ADDR: 'policy.example:50051' })).policyAddr).toBe('policy.example:50051');
+  });
+
+  it.each([
+    ['PW_PROMETHEUS_PORT', '65536'],
+    ['PW_XDP_MODE', 'offload'],
+    ['PW_DROP_MODE', 'rst'],
+    ['PW_EVENT_QUEUE', '0'],
+    ['PW_BATCH_EVENTS', '65537'],
+    ['PW_BPF_PIN_DIR', 'sys/fs/bpf'],
+    ['PW_ADDRESS_POLL_MS', '49'],
+  ])('refuses %s=%j with a ConfigError naming it', (name, raw) => {
+    const e = configError(() => loadProbe({ [name]: raw }));
+    expect(e.setting).toBe(name);
+    expect(e.message.startsWith(`invalid ${name}=${JSON.stringify(raw)}: expected `)).toBe(true);
+  });
+});
