@@ -87,6 +87,14 @@ test-unit: build ## Unit suites only (no privileges)
 test-privileged: build ## Privileged suites only: datapath, libbpf-ts, network namespaces (root)
 	npx vitest run --project privileged
 
+.PHONY: e2e-black
+e2e-black: build ## The seed's e2e-black suite: an attacker namespace scanning a victim running probe + policy (root)
+	npx vitest run test/e2e/black.root.test.ts
+
+.PHONY: e2e-white
+e2e-white: build ## The seed's e2e-white suite: the victim's own address is never blocked (root)
+	npx vitest run test/e2e/white.root.test.ts
+
 .PHONY: bench-datapath
 bench-datapath: build ## ns/packet of each datapath path next to an empty XDP program (root)
 	node --enable-source-maps bench/dist/datapath.js
