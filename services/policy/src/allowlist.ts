@@ -1,6 +1,6 @@
 // Sources the policy never blocks: configured prefixes, and each probe's own
 // addresses when the policy whitelists probes' addresses.
-import { type Prefix, parsePrefix } from '@packetwatch/common';
+import { type Prefix, formatPrefix, parsePrefix } from '@packetwatch/common';
 
 function covers(p: Prefix, addr: Buffer): boolean {
   const full = p.prefixLen >> 3;
@@ -11,8 +11,24 @@ function covers(p: Prefix, addr: Buffer): boolean {
   return ((addr[full] ?? 0) & mask) === ((p.addr[full] ?? 0) & mask);
 }
 
+export interface OperatorEntry {
+  text: string;
+  prefix: Prefix;
+  addedMs: number;
+  note: string;
+}
+
+/** The canonical text of a prefix ("192.0.2.0/24", "2001:db8::7/128"). */
+export function canonicalPrefix(text: string): string {
+  return formatPrefix(parsePrefix(text));
+}
+
+export { covers };
+
 export class Allowlist {
   readonly #configured: { text: string; prefix: Prefix }[];
+  /** Entries an operator added (AddAllow), by canonical text. */
+  readonly #operator = new Map<string, OperatorEntry>();
   /** Own addresses by probe id. */
   readonly #own = new Map<string, { text: string; prefix: Prefix }[]>();
 
@@ -22,6 +38,27 @@ export class Allowlist {
 
   get configured(): string[] {
     return this.#configured.map((c) => c.text);
+  }
+
+  get operator(): OperatorEntry[] {
+    return [...this.#operator.values()];
+  }
+
+  /** Own addresses by probe id. */
+  get own(): [probeId: string, addresses: string[]][] {
+    return [...this.#own.entries()].map(([id, list]) => [id, list.map((o) => o.text)]);
+  }
+
+  /** Adds an operator entry; false when it was there already. */
+  addOperator(text: string, addedMs: number, note: string): boolean {
+    const canonical = canonicalPrefix(text);
+    if (this.#operator.has(canonical)) return false;
+    this.#operator.set(canonical, { text: canonical, prefix: parsePrefix(canonical), addedMs, note });
+    return true;
+  }
+
+  removeOperator(text: string): boolean {
+    return this.#operator.delete(canonicalPrefix(text));
   }
 
   /** Replaces a probe's own addresses; returns those that are new. */
@@ -41,11 +78,12 @@ export class Allowlist {
   /** Every entry, for status: configured prefixes and own addresses. */
   entries(): string[] {
     const own = [...this.#own.values()].flat().map((o) => o.text);
-    return [...new Set([...this.configured, ...own])];
+    return [...new Set([...this.configured, ...this.#operator.keys(), ...own])];
   }
 
   has(addr: Buffer): boolean {
     for (const c of this.#configured) if (covers(c.prefix, addr)) return true;
+    for (const o of this.#operator.values()) if (covers(o.prefix, addr)) return true;
     for (const list of this.#own.values()) for (const o of list) if (covers(o.prefix, addr)) return true;
     return false;
   }

@@ -61,6 +61,7 @@ runMain(NAME, async () => {
   const feed = new Feed();
   const detector = new Detector({ portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, maxSources: c.maxSources });
   const allowlist = new Allowlist(c.allowPrefixes);
+  for (const e of store.allowEntries()) allowlist.addOperator(e.prefix, e.addedMs, e.note);
   const probes = new ProbeRegistry();
   const decisions = new Decisions(store, probes, allowlist, detector, feed, metrics, log, c.blockTtl);
   log.info({ decisions: decisions.active().length, stateDir: c.stateDir }, 'decisions restored from the store');
@@ -119,6 +120,7 @@ runMain(NAME, async () => {
           windowSeconds: c.timeThreshold,
           blockTtlSeconds: c.blockTtl,
           started,
+          store,
           onProbe,
         }),
         name: 'packetwatch.v1.Policy',

@@ -3,8 +3,12 @@
 // unblock, watch).
 import * as grpc from '@grpc/grpc-js';
 import { SYN_EVENT_SIZE } from '@packetwatch/bpf/records';
-import { GrpcStatus, type Logger, ServerError, type TlsFiles, VERSION, formatAddress, unary } from '@packetwatch/common';
+import { AddressError, GrpcStatus, type Logger, ServerError, type TlsFiles, VERSION, formatAddress, parseAddress, parsePrefix, unary } from '@packetwatch/common';
 import {
+  type AddAllowRequest,
+  type AddAllowResponse,
+  type AllowEntry,
+  AllowSource,
   type BlockRequest,
   type BlockResponse,
   type Decision,
@@ -13,24 +17,28 @@ import {
   type EventBatch,
   type GetPolicyStatusRequest,
   type GetPolicyStatusResponse,
+  type ListAllowRequest,
+  type ListAllowResponse,
   type ListDecisionsRequest,
   type ListDecisionsResponse,
   type PolicyMessage,
   type PolicyServer,
   type ProbeMessage,
+  type RemoveAllowRequest,
+  type RemoveAllowResponse,
   type UnblockRequest,
   type UnblockResponse,
   type WatchEvent,
   WatchEventKind,
   type WatchRequest,
 } from '@packetwatch/proto';
-import type { Allowlist } from './allowlist.js';
+import { type Allowlist, canonicalPrefix, covers } from './allowlist.js';
 import { type Decisions, canonicalIp } from './decisions.js';
 import type { Detector } from './detector.js';
 import type { Feed, FeedEvent, FeedKind } from './feed.js';
 import type { PolicyMetrics } from './metrics.js';
 import { ProbeSession, type ProbeRegistry } from './probes.js';
-import type { DecisionRecord, Origin } from './store.js';
+import type { DecisionRecord, DecisionStore, Origin } from './store.js';
 
 // Offsets in struct pw_syn_event (bpf/packetwatch.h), read in place on the hot path.
 const OFF_TS = 0;
@@ -52,6 +60,7 @@ export interface PolicyContext {
   windowSeconds: number;
   blockTtlSeconds: number;
   started: Date;
+  store: DecisionStore;
   /** A probe said hello (for the banner). */
   onProbe: (s: ProbeSession) => void;
 }
@@ -89,6 +98,16 @@ function toDecision(d: DecisionRecord, ctx: PolicyContext): Decision {
 
 function toWatchEvent(e: FeedEvent): WatchEvent {
   return { time: new Date(e.timeMs), kind: KIND[e.kind], source: e.source, port: e.port, probeId: e.probeId, message: e.message };
+}
+
+function prefixArg(text: string): string {
+  if (text.length > 64) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `invalid prefix: ${text.length} characters is not an address or CIDR`);
+  try {
+    return canonicalPrefix(text);
+  } catch (e) {
+    if (e instanceof AddressError) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, e.message);
+    throw e;
+  }
 }
 
 function ttlOf(ttl: Duration | undefined, fallback: number): number {
@@ -279,6 +298,45 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       if (req.all && req.ip) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, 'give an address or all, not both');
       const ended = await ctx.decisions.unblock(req.all ? undefined : req.ip);
       return { ended: ended.map((d) => toDecision(d, ctx)) };
+    }),
+    addAllow: unary<AddAllowRequest, AddAllowResponse>(log, 'AddAllow', async (req) => {
+      const prefix = prefixArg(req.prefix);
+      if (req.note.length > MAX_REASON) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `note is ${req.note.length} characters; at most ${MAX_REASON}`);
+      const now = Date.now();
+      const added = ctx.allowlist.addOperator(prefix, now, req.note);
+      if (added) {
+        ctx.store.addAllow(prefix, req.note, now);
+        ctx.feed.publish({ timeMs: now, kind: 'whitelist', source: prefix, port: 0, probeId: '', message: req.note || 'added by an operator' });
+        log.info({ prefix, note: req.note }, 'allowlisted by an operator');
+      }
+      const p = parsePrefix(prefix);
+      const covered = ctx.decisions.active().filter((d) => covers(p, parseAddress(d.ip)));
+      const ended = (await Promise.all(covered.map((d) => ctx.decisions.unblock(d.ip)))).flat();
+      const entry = ctx.allowlist.operator.find((e) => e.text === prefix)!;
+      return {
+        entry: { prefix, source: AllowSource.ALLOW_SOURCE_OPERATOR, probeId: '', added: new Date(entry.addedMs), note: entry.note },
+        alreadyPresent: !added,
+        ended: ended.map((d) => toDecision(d, ctx)),
+      };
+    }),
+    removeAllow: unary<RemoveAllowRequest, RemoveAllowResponse>(log, 'RemoveAllow', (req) => {
+      const prefix = prefixArg(req.prefix);
+      const removed = ctx.allowlist.removeOperator(prefix);
+      if (removed) {
+        ctx.store.removeAllow(prefix);
+        log.info({ prefix }, 'removed from the allowlist by an operator');
+      }
+      return { removed };
+    }),
+    listAllow: unary<ListAllowRequest, ListAllowResponse>(log, 'ListAllow', () => {
+      const entries: AllowEntry[] = [
+        ...ctx.allowlist.configured.map((p) => ({ prefix: canonicalPrefix(p), source: AllowSource.ALLOW_SOURCE_CONFIGURED, probeId: '', added: ctx.started, note: 'PW_ALLOWLIST' })),
+        ...ctx.allowlist.operator.map((e) => ({ prefix: e.text, source: AllowSource.ALLOW_SOURCE_OPERATOR, probeId: '', added: new Date(e.addedMs), note: e.note })),
+        ...ctx.allowlist.own.flatMap(([probeId, addrs]) =>
+          addrs.map((a) => ({ prefix: canonicalPrefix(a), source: AllowSource.ALLOW_SOURCE_OWN_ADDRESS, probeId, added: undefined, note: 'own address' })),
+        ),
+      ];
+      return { entries };
     }),
   };
 }

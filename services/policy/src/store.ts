@@ -75,6 +75,11 @@ export class DecisionStore {
         ended_ms INTEGER
       );
       CREATE INDEX IF NOT EXISTS decisions_open ON decisions (ip) WHERE ended_ms IS NULL;
+      CREATE TABLE IF NOT EXISTS allowlist (
+        prefix TEXT PRIMARY KEY,
+        note TEXT NOT NULL,
+        added_ms INTEGER NOT NULL
+      );
     `);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
     this.#insert = db.prepare('INSERT INTO decisions (ip, reason, origin, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?) RETURNING *') as never;
@@ -118,6 +123,21 @@ export class DecisionStore {
 
   all(): DecisionRecord[] {
     return this.#allStmt.all().map(toRecord);
+  }
+
+  /** Operator allowlist entries. */
+  allowEntries(): { prefix: string; note: string; addedMs: number }[] {
+    return (this.#db.prepare('SELECT prefix, note, added_ms FROM allowlist ORDER BY added_ms').all() as { prefix: string; note: string; added_ms: number }[]).map(
+      (r) => ({ prefix: r.prefix, note: r.note, addedMs: r.added_ms }),
+    );
+  }
+
+  addAllow(prefix: string, note: string, addedMs: number): boolean {
+    return this.#db.prepare('INSERT OR IGNORE INTO allowlist (prefix, note, added_ms) VALUES (?, ?, ?)').run(prefix, note, Math.round(addedMs)).changes === 1;
+  }
+
+  removeAllow(prefix: string): boolean {
+    return this.#db.prepare('DELETE FROM allowlist WHERE prefix = ?').run(prefix).changes === 1;
   }
 
   close(): void {
