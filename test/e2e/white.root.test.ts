@@ -61,7 +61,7 @@ describe('e2e-white: own addresses on the watched interface', () => {
     await svc.start();
     const s = svc;
     expect(s.table[3]).toBe('We will NOT whitelist any incoming connections originating from our own IPs on lo, so play nice!');
-    const r = await net.inVictim('nmap', ['-n', '-Pn', '-sS', '-p', '1-1000', '--max-retries', '1', '127.0.0.1'], 120_000);
+    const r = await net.inVictim('nmap', ['-n', '-Pn', '-sS', '-p', '1-1000', '--max-retries', '0', '--min-rate', '2000', '127.0.0.1'], 120_000);
     expect(r.code).toBe(0);
     await waitFor('the blacklist row', () => s.table.find((l) => /127\.0\.0\.1\s+Added to blacklist$/.test(l)));
     expect(await curlSelf(8086)).toBe(CURL_TIMEOUT_EXIT);

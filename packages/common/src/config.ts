@@ -17,6 +17,8 @@ export class ConfigError extends Error {
 
 export interface Setting<T> {
   env: string;
+  /** A switch: `--flag` alone means true (`--flag=False` still works). */
+  boolean?: boolean;
   /** Flag name without dashes, e.g. 'ifdev' for --ifdev. */
   flag: string;
   default: T;
@@ -52,10 +54,12 @@ export const settings = {
     make<string>(accepts, (raw) => (pattern && !pattern.test(raw) ? undefined : raw))(env, flag, def, describe),
   optionalString: (env: string, flag: string, describe: string) =>
     make<string | undefined>('a string', (raw) => raw)(env, flag, undefined, describe),
-  bool: (env: string, flag: string, def: boolean, describe: string) =>
-    make<boolean>('True or False (also true/false, 1/0, yes/no)', (raw) =>
+  bool: (env: string, flag: string, def: boolean, describe: string): Setting<boolean> => ({
+    ...make<boolean>('True or False (also true/false, 1/0, yes/no)', (raw) =>
       TRUE.has(raw.toLowerCase()) ? true : FALSE.has(raw.toLowerCase()) ? false : undefined,
     )(env, flag, def, describe),
+    boolean: true,
+  }),
   int: (env: string, flag: string, def: number, describe: string, min: number, max: number) =>
     make<number>(`an integer from ${min} to ${max}`, (raw) => {
       if (!/^-?\d+$/.test(raw)) return undefined;
@@ -96,9 +100,26 @@ export interface LoadedConfig<S extends Spec> {
 export function loadConfig<S extends Spec>(spec: S, argv: string[], env: NodeJS.ProcessEnv): LoadedConfig<S> {
   const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } };
   for (const s of Object.values(spec)) options[s.flag] = { type: 'string' };
+  // A switch given alone (`--insecure-tcp`) means true; `--whitelist-self False`
+  // and `--whitelist-self=False` still set it.
+  const switches = new Set(Object.values(spec).filter((s) => s.boolean).map((s) => `--${s.flag}`));
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!switches.has(a)) {
+      args.push(a);
+      continue;
+    }
+    const next = argv[i + 1]?.toLowerCase();
+    if (next !== undefined && (TRUE.has(next) || FALSE.has(next))) {
+      args.push(`${a}=${argv[++i]}`);
+    } else {
+      args.push(`${a}=true`);
+    }
+  }
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (e) {
     throw new ConfigError('arguments', argv.join(' '), `known flags (${(e as Error).message}); see --help`);
   }

@@ -2,6 +2,7 @@
 // bootstrap (Unix socket with file-mode access control, optional TCP with
 // TLS, health, reflection) and the one place errors become statuses.
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { isIPv6 } from 'node:net';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { type PackageDefinition, loadSync } from '@grpc/proto-loader';
@@ -35,6 +36,7 @@ export function parseEndpoint(text: string): Endpoint | undefined {
   if (!m) return undefined;
   const port = Number(m[3]);
   if (port < 1 || port > 65535) return undefined;
+  if (m[1] !== undefined && !isIPv6(m[1])) return undefined;
   return { kind: 'tcp', host: m[1] ?? m[2] ?? '', port };
 }
 

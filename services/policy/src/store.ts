@@ -31,6 +31,14 @@ interface Row {
 
 const SCHEMA_VERSION = 1;
 
+/** The store was written by a newer Packetwatch: refuse it rather than lose its decisions. */
+export class NewerSchemaError extends Error {
+  constructor(readonly version: number) {
+    super(`decision store has schema ${version}, newer than this policy understands (${SCHEMA_VERSION}); run the newer version or move the file away`);
+    this.name = 'NewerSchemaError';
+  }
+}
+
 const toRecord = (r: Row): DecisionRecord => ({
   id: r.id,
   ip: r.ip,
@@ -60,10 +68,11 @@ export class DecisionStore {
 
   private constructor(db: Database.Database) {
     this.#db = db;
+    // Check the version before anything writes to the file.
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > SCHEMA_VERSION) throw new NewerSchemaError(version);
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
-    const version = db.pragma('user_version', { simple: true }) as number;
-    if (version > SCHEMA_VERSION) throw new Error(`decision store has schema ${version}, newer than this policy (${SCHEMA_VERSION})`);
     db.exec(`
       CREATE TABLE IF NOT EXISTS decisions (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -91,10 +100,13 @@ export class DecisionStore {
   static open(stateDir: string): OpenedStore {
     mkdirSync(stateDir, { recursive: true, mode: 0o750 });
     const path = join(stateDir, 'decisions.db');
+    let db: Database.Database | undefined;
     try {
-      return { store: new DecisionStore(new Database(path)) };
+      db = new Database(path);
+      return { store: new DecisionStore(db) };
     } catch (e) {
-      if (!existsSync(path)) throw e;
+      db?.close();
+      if (e instanceof NewerSchemaError || !existsSync(path)) throw e;
       const aside = `${path}.unreadable-${Date.now()}`;
       renameSync(path, aside);
       for (const suffix of ['-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);

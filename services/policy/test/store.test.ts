@@ -194,7 +194,7 @@ describe('DecisionStore: a store that cannot be read', () => {
     newer.pragma('user_version = 99');
     newer.close();
 
-    expect(() => DecisionStore.open(dir)).toThrow('decision store has schema 99, newer than this policy (1)');
+    expect(() => DecisionStore.open(dir)).toThrow('decision store has schema 99, newer than this policy understands (1)');
     // Not moved aside: a newer policy's decisions must not be abandoned by a downgrade.
     expect(readdirSync(dir).filter((f) => f.includes('unreadable'))).toEqual([]);
     const check = new Database(path, { readonly: true });
