@@ -6,6 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { type BlockResponse, DecisionOrigin, type ListDecisionsResponse, type UnblockResponse } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { healthCheck, reflectedServices } from './grpc-tools.js';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
 import { type ServiceProcess, Services, startPongServer } from './services.js';
@@ -13,6 +14,7 @@ import { type ServiceProcess, Services, startPongServer } from './services.js';
 const CURL_TIMEOUT_EXIT = 28;
 const PORTS = [8086, 8087, 8088];
 const WINDOW_SECONDS = 1;
+const POLICY_METRICS_PORT = 19091; // inside the victim namespace
 
 describe('e2e-black: a port scanner is blocked', () => {
   let net: NamespacePair;
@@ -27,12 +29,22 @@ describe('e2e-black: a port scanner is blocked', () => {
   const unblock = (ip: string) => call<UnblockResponse>((cb) => svc.policyClient.unblock({ ip, all: false }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, cb));
   const blacklisted = (ip: string) => svc.table.some((l) => l.includes(ip) && l.endsWith('Added to blacklist'));
   const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const policyMetric = async (name: string): Promise<number> => {
+    const r = await net.inVictim('curl', ['-s', `http://127.0.0.1:${POLICY_METRICS_PORT}/metrics`]);
+    const line = r.stdout.split('\n').find((l) => l.startsWith(`${name} `));
+    if (!line) throw new Error(`metric ${name} missing`);
+    return Number(line.split(' ')[1]);
+  };
 
   beforeAll(async () => {
     net = createNamespacePair(1);
     pong = startPongServer(net.victimNs, PORTS);
     await waitFor('the pong server', () => (pong.stdout.length === PORTS.length ? true : undefined));
-    svc = new Services({ netns: net.victimNs, ifdev: net.victimIf, env: { PW_PORTSCAN_TIME_THRESHOLD: String(WINDOW_SECONDS) } });
+    svc = new Services({
+      netns: net.victimNs,
+      ifdev: net.victimIf,
+      env: { PW_PORTSCAN_TIME_THRESHOLD: String(WINDOW_SECONDS), PW_POLICY_PROMETHEUS_PORT: String(POLICY_METRICS_PORT), PW_METRICS_HOST: '127.0.0.1' },
+    });
     await svc.start();
   });
 
@@ -77,6 +89,21 @@ describe('e2e-black: a port scanner is blocked', () => {
     expect(d).toMatchObject({ ip: net.attackerAddr, origin: DecisionOrigin.DECISION_ORIGIN_DETECTOR, expires: undefined, missingOn: [] });
     expect(d!.reason).toContain('3 ports (8086, 8087, 8088)');
     expect(d!.enforcedBy).toHaveLength(1);
+  });
+
+  it('counts the detection, the decision, the probe and the detection-to-block latency on /metrics', async () => {
+    expect(await policyMetric('packetwatch_policy_detections_total')).toBe(1);
+    expect(await policyMetric('packetwatch_policy_decisions_active')).toBe(1);
+    expect(await policyMetric('packetwatch_policy_probes_connected')).toBe(1);
+    expect(await policyMetric('packetwatch_policy_detection_to_block_seconds_count')).toBe(1);
+    expect(await policyMetric('packetwatch_policy_block_failures_total')).toBe(0);
+    expect(await policyMetric('packetwatch_policy_events_received_total')).toBeGreaterThanOrEqual(3 + 3 + 10 + 1);
+    expect(await policyMetric('packetwatch_policy_tracked_sources')).toBeGreaterThanOrEqual(0);
+  });
+
+  it('serves the standard health check and reflection on its socket', async () => {
+    expect(await healthCheck(`unix://${svc.policySocket}`, 'packetwatch.v1.Policy')).toBe('SERVING');
+    expect(await reflectedServices(`unix://${svc.policySocket}`)).toEqual(['grpc.health.v1.Health', 'packetwatch.v1.Policy']);
   });
 
   it('restores access when the policy unblocks the source', async () => {
