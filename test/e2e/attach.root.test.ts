@@ -21,8 +21,8 @@ describe('XDP on a veth pair, driver mode', () => {
   let reader: RingBufferReader;
   const events: SynEvent[] = [];
 
-  const curl = (host: string) =>
-    net.inPeer('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--connect-timeout', '1.5', `http://${host}:${port}/`]);
+  const curl = (host: string, timeout = '5') =>
+    net.inPeer('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--connect-timeout', timeout, `http://${host}:${port}/`]);
 
   beforeAll(async () => {
     net = createTestNet(1);
@@ -72,7 +72,7 @@ describe('XDP on a veth pair, driver mode', () => {
     dp.block(net.peerAddr);
     const before = dp.counters().synDropped;
     const seen = events.length;
-    const r = await curl(net.hostAddr);
+    const r = await curl(net.hostAddr, '1');
     expect(r.code).toBe(CURL_TIMEOUT_EXIT);
     expect(dp.counters().synDropped).toBeGreaterThan(before);
     expect(events.slice(seen).filter((e) => formatAddress(e.saddr) === net.peerAddr)).toEqual([]);

@@ -21,7 +21,7 @@ describe('e2e-black: a port scanner is blocked', () => {
   let svc: Services;
   let pong: ServiceProcess;
 
-  const curl = async (port: number, timeout = '1') => {
+  const curl = async (port: number, timeout = '5') => {
     const r = await net.inAttacker('curl', ['-s', '--connect-timeout', timeout, `http://${net.victimAddr}:${port}/`]);
     return r.code === 0 ? r.stdout : r.code;
   };
@@ -84,7 +84,7 @@ describe('e2e-black: a port scanner is blocked', () => {
   it('blocks a fast scan of 3 ports: the next attempt times out and the table shows "Added to blacklist"', async () => {
     for (const port of PORTS) expect(await curl(port)).toBe('pong');
     await waitFor('the blacklist row', () => (blacklisted(net.attackerAddr) ? true : undefined));
-    expect(await curl(8086)).toBe(CURL_TIMEOUT_EXIT);
+    expect(await curl(8086, '1')).toBe(CURL_TIMEOUT_EXIT);
     const [d] = (await decisions()).decisions;
     expect(d).toMatchObject({ ip: net.attackerAddr, origin: DecisionOrigin.DECISION_ORIGIN_DETECTOR, expires: undefined, missingOn: [] });
     expect(d!.reason).toContain('3 ports (8086, 8087, 8088)');
@@ -114,9 +114,9 @@ describe('e2e-black: a port scanner is blocked', () => {
     await pause(WINDOW_SECONDS * 1000 + 200);
   });
 
-  it('blocks an nmap SYN scan of 1,000 ports (-T4, 2,000/s) after the threshold, and reports how many SYNs got through', async () => {
+  it('blocks an nmap SYN scan of 1,000 ports at 1,000 SYN/s after the threshold, and reports how many SYNs got through', async () => {
     const before = await svc.probeStatus();
-    const r = await net.inAttacker('nmap', ['-n', '-Pn', '-sS', '-p', '1-1000', '-T4', '--max-retries', '0', '--min-rate', '2000', net.victimAddr], 120_000);
+    const r = await net.inAttacker('nmap', ['-n', '-Pn', '-sS', '-p', '1-1000', '--max-retries', '0', '--min-rate', '1000', '--max-rate', '1000', net.victimAddr], 120_000);
     expect(r.code).toBe(0);
     await waitFor('the detection', async () => ((await decisions()).decisions.length === 1 ? true : undefined));
     const after = await svc.probeStatus();
@@ -126,9 +126,11 @@ describe('e2e-black: a port scanner is blocked', () => {
     console.log(`detection to block: ${inForce} ms`);
     console.log(`nmap -sS -p 1-1000: ${passed} SYNs reached the victim before the block, ${dropped} dropped`);
     expect(passed).toBeGreaterThanOrEqual(3);
-    expect(passed).toBeLessThan(1000);
-    expect(dropped).toBeGreaterThan(0);
-    expect(await curl(8086)).toBe(CURL_TIMEOUT_EXIT);
+    // At 1,000 SYN/s the scan lasts a second: all but the first few tens of
+    // milliseconds of it must have been dropped.
+    expect(passed).toBeLessThan(500);
+    expect(dropped).toBeGreaterThan(500);
+    expect(await curl(8086, '1')).toBe(CURL_TIMEOUT_EXIT);
   });
 
   it('re-applies its stored decisions to a fresh probe after a restart', async () => {
@@ -139,7 +141,7 @@ describe('e2e-black: a port scanner is blocked', () => {
     expect(await curl(8086)).toBe('pong');
     await svc.start();
     await waitFor('the re-applied block', async () => ((await svc.probeStatus()).blocks === 1 ? true : undefined));
-    expect(await curl(8086)).toBe(CURL_TIMEOUT_EXIT);
+    expect(await curl(8086, '1')).toBe(CURL_TIMEOUT_EXIT);
     const [d] = (await decisions()).decisions;
     expect(d).toMatchObject({ ip: net.attackerAddr, missingOn: [] });
   });
@@ -150,7 +152,7 @@ describe('e2e-black: a port scanner is blocked', () => {
       svc.policyClient.block({ ip: net.attackerAddr, reason: 'by hand', ttl: undefined }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, cb),
     );
     expect(res.decision).toMatchObject({ ip: net.attackerAddr, reason: 'by hand', origin: DecisionOrigin.DECISION_ORIGIN_MANUAL });
-    expect(await curl(8086)).toBe(CURL_TIMEOUT_EXIT);
+    expect(await curl(8086, '1')).toBe(CURL_TIMEOUT_EXIT);
     await expect(
       call((cb) => svc.policyClient.block({ ip: net.victimAddr, reason: '', ttl: undefined }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, cb)),
     ).rejects.toMatchObject({ code: grpc.status.FAILED_PRECONDITION });

@@ -41,7 +41,7 @@ describe('probe process', () => {
   let metricsPort: number;
   let env: Record<string, string>;
 
-  const curl = (timeout = '1.5') =>
+  const curl = (timeout = '5') =>
     net.inPeer('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--connect-timeout', timeout, `http://${net.hostAddr}:${port}/`]);
   const status = () => call<GetStatusResponse>((cb) => client.getStatus({}, new grpc.Metadata(), deadline(), cb));
   const blockIp = (ip: string, ttlSeconds = 0, reason = BlockReason.BLOCK_REASON_MANUAL) =>
@@ -155,7 +155,7 @@ describe('probe process', () => {
     expect(res.block).toMatchObject({ ip: net.peerAddr, reason: BlockReason.BLOCK_REASON_PORTSCAN, expires: undefined, expired: false });
     expect((await blockIp(net.peerAddr, 0, BlockReason.BLOCK_REASON_PORTSCAN)).alreadyBlocked).toBe(true);
     expect((await listBlocks()).blocks.map((b) => b.ip)).toEqual([net.peerAddr]);
-    expect((await curl()).code).toBe(CURL_TIMEOUT_EXIT);
+    expect((await curl('1')).code).toBe(CURL_TIMEOUT_EXIT);
     expect((await unblockIp(net.peerAddr)).removed).toBe(true);
     expect((await unblockIp(net.peerAddr)).removed).toBe(false);
     expect(await curl()).toMatchObject({ code: 0, stdout: '200' });

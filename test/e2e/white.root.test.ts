@@ -18,8 +18,8 @@ describe('e2e-white: own addresses on the watched interface', () => {
   let pong: ServiceProcess;
   let svc: Services | undefined;
 
-  const curlSelf = async (port: number) => {
-    const r = await net.inVictim('curl', ['-s', '--connect-timeout', '1', `http://127.0.0.1:${port}/`]);
+  const curlSelf = async (port: number, timeout = '5') => {
+    const r = await net.inVictim('curl', ['-s', '--connect-timeout', timeout, `http://127.0.0.1:${port}/`]);
     return r.code === 0 ? r.stdout : r.code;
   };
   const decisions = (s: Services) =>
@@ -64,14 +64,14 @@ describe('e2e-white: own addresses on the watched interface', () => {
     const r = await net.inVictim('nmap', ['-n', '-Pn', '-sS', '-p', '1-1000', '--max-retries', '0', '--min-rate', '2000', '127.0.0.1'], 120_000);
     expect(r.code).toBe(0);
     await waitFor('the blacklist row', () => s.table.find((l) => /127\.0\.0\.1\s+Added to blacklist$/.test(l)));
-    expect(await curlSelf(8086)).toBe(CURL_TIMEOUT_EXIT);
+    expect(await curlSelf(8086, '1')).toBe(CURL_TIMEOUT_EXIT);
     expect((await decisions(s)).decisions.map((d) => d.ip)).toEqual(['127.0.0.1']);
     const [probeStatus, policyStatus] = await Promise.all([s.probeStatus(), s.policyStatus()]);
     expect(probeStatus.policyConnected).toBe(true);
     expect(policyStatus.probes.map((p) => p.interface)).toEqual(['lo']);
     // Events still flow after the block: another local address is still reported.
     const before = policyStatus.eventsReceived;
-    const other = await net.inVictim('curl', ['-s', '--connect-timeout', '1', `http://${net.victimAddr}:8086/`]);
+    const other = await net.inVictim('curl', ['-s', '--connect-timeout', '5', `http://${net.victimAddr}:8086/`]);
     expect(other.stdout).toBe('pong');
     await waitFor('the new event', async () => ((await s.policyStatus()).eventsReceived > before ? true : undefined));
   });
