@@ -4,4 +4,5 @@ export * from './log.js';
 export * from './metrics.js';
 export * from './grpc.js';
 export * from './main.js';
+export * from './table.js';
 export * from './version.js';

@@ -1,6 +1,8 @@
 // The live feed behind the table and Watch: connections, whitelist and
 // blacklist events. Recent events are kept for Watch's `since`.
-export type FeedKind = 'connection' | 'whitelist' | 'blacklist' | 'unblock';
+import type { TableKind } from '@packetwatch/common';
+
+export type FeedKind = TableKind;
 
 export interface FeedEvent {
   timeMs: number;

@@ -1,0 +1,37 @@
+// The seed's live table: one row per connection, whitelist and blacklist
+// event under TIME, SOURCE IP, PORT, MESSAGE (columns 19, 17 and 7 wide).
+// Shared by the policy's table on stdout and `packetwatchctl watch`.
+
+export type TableKind = 'connection' | 'whitelist' | 'blacklist' | 'unblock';
+
+/** What a row shows of an event. */
+export interface TableEvent {
+  timeMs: number;
+  kind: TableKind;
+  source: string;
+  /** Destination port of a connection; ignored for other kinds. */
+  port: number;
+}
+
+const COLUMNS = [19, 17, 7] as const;
+
+export function header(): string {
+  return `${'TIME'.padEnd(COLUMNS[0])}${'SOURCE IP'.padEnd(COLUMNS[1])}${'PORT'.padEnd(COLUMNS[2])}MESSAGE`;
+}
+
+function clock(ms: number): string {
+  const d = new Date(ms);
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
+}
+
+const MESSAGES: Record<TableKind, string> = {
+  connection: '',
+  whitelist: 'Added to whitelist',
+  blacklist: 'Added to blacklist',
+  unblock: 'Removed from blacklist',
+};
+
+export function row(e: TableEvent): string {
+  const port = e.kind === 'connection' ? String(e.port) : '';
+  return `${clock(e.timeMs).padEnd(COLUMNS[0])}${e.source.padEnd(COLUMNS[1] - 1)} ${port.padEnd(COLUMNS[2])}${MESSAGES[e.kind]}`.trimEnd();
+}
