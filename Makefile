@@ -62,6 +62,8 @@ proto: $(PROTO_GEN) ## Lint the protos (buf) and generate their TypeScript (ts-p
 .PHONY: build
 build: install bpf $(NATIVE) proto ## Build everything: XDP object, libbpf-ts addon, protocol code, TypeScript
 	npx tsc -b
+	@# npm links a workspace's bin only if its file exists: link packetwatchctl (npx packetwatchctl) once it is built.
+	@test -x node_modules/.bin/packetwatchctl || npm rebuild --ignore-scripts @packetwatch/cli >/dev/null
 
 # Settings passed through to the services (sudo make run PW_IFDEV=eth0 ...).
 export PW_IFDEV PW_PORTSCAN_TIME_THRESHOLD PW_PORTSCAN_PORT_THRESHOLD PW_PROMETHEUS_PORT PW_WHITELIST_SELF \

@@ -1,0 +1,484 @@
+// The packetwatchctl command tree (commander) and what each command does.
+// Everything reaches the outside through Io, so that usage errors, argument
+// checks and exit codes are tested without a process or a server.
+import { readFileSync } from 'node:fs';
+import {
+  AddressError,
+  type Endpoint,
+  type TlsFiles,
+  VERSION,
+  header,
+  parseAddress,
+  parseDuration,
+  parseEndpoint,
+  parsePrefix,
+} from '@packetwatch/common';
+import type {
+  AddAllowResponse,
+  Block,
+  BlockResponse,
+  Decision,
+  GetPolicyStatusResponse,
+  GetStatusResponse,
+  ListAllowResponse,
+  RemoveAllowResponse,
+  UnblockResponse,
+} from '@packetwatch/proto';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { allowJson, allowText } from './allow.js';
+import { type BlockRow, type KernelView, blockRows, blocksJson, blocksText, decisionRow, expiresText } from './blocks.js';
+import { bashCompletion } from './completion.js';
+import { plural } from './format.js';
+import { type PolicyConnection, type ProbeConnection, RpcError, connectPolicy, connectProbe, watch } from './rpc.js';
+import { type Outcome, type ServiceReply, statusJson, statusText } from './status.js';
+import { watchJson, watchRow } from './watch.js';
+
+export const NAME = 'packetwatchctl';
+export const DEFAULT_POLICY = 'unix:/run/packetwatch/policy.sock';
+export const DEFAULT_PROBE = 'unix:/run/packetwatch/probe.sock';
+
+/** Exit codes: 0 done, 1 a service unreachable or refusing, 2 a usage error or invalid argument. */
+export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+export interface Io {
+  out(text: string): void;
+  err(text: string): void;
+  env: NodeJS.ProcessEnv;
+  now(): number;
+  /** Calls fn on Ctrl-C (or SIGTERM); returns a function that stops listening. */
+  onInterrupt(fn: () => void): () => void;
+}
+
+/** An error a person can act on: printed as one line, then the process exits with `exitCode`. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+    /** A misuse of the command rather than a bad value: its help follows the message. */
+    readonly showHelp = false,
+  ) {
+    super(message);
+    this.name = 'CliError';
+  }
+}
+
+export interface GlobalOptions {
+  policy: string;
+  probe: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  json?: boolean;
+  timeout: number;
+}
+
+function durationArg(what: string, allowZero: boolean) {
+  return (raw: string): number => {
+    const s = parseDuration(raw);
+    if (s === undefined || (!allowZero && s <= 0)) {
+      throw new InvalidArgumentError(`expected ${what}: seconds, or a number with s, m, h or d (90, 15m, 1h, 1d)`);
+    }
+    return s;
+  };
+}
+
+/** What the commands share: the options, lazily opened connections, output. */
+export class Context {
+  readonly #opened: { close(): void }[] = [];
+  #policy: PolicyConnection | undefined;
+  #probe: ProbeConnection | undefined;
+
+  constructor(
+    readonly io: Io,
+    readonly opts: GlobalOptions,
+  ) {}
+
+  get json(): boolean {
+    return this.opts.json === true;
+  }
+
+  get timeoutMs(): number {
+    return Math.round(this.opts.timeout * 1000);
+  }
+
+  #endpoint(flag: string, text: string): Endpoint {
+    const e = parseEndpoint(text);
+    if (!e) throw new CliError(`invalid ${flag} endpoint '${text}': expected unix:/path, /path or host:port`, EXIT.usage);
+    return e;
+  }
+
+  #tls(): TlsFiles {
+    const tls: TlsFiles = { ca: this.opts.tlsCa, cert: this.opts.tlsCert, key: this.opts.tlsKey };
+    for (const [flag, path] of [['--tls-ca', tls.ca], ['--tls-cert', tls.cert], ['--tls-key', tls.key]] as const) {
+      if (path === undefined) continue;
+      try {
+        readFileSync(path);
+      } catch (e) {
+        throw new CliError(`cannot read ${flag} file '${path}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, EXIT.usage);
+      }
+    }
+    if (Boolean(tls.cert) !== Boolean(tls.key)) throw new CliError('--tls-cert and --tls-key go together', EXIT.usage);
+    return tls;
+  }
+
+  policy(): PolicyConnection {
+    if (!this.#policy) {
+      this.#policy = connectPolicy(this.opts.policy, this.#endpoint('--policy', this.opts.policy), this.#tls(), this.timeoutMs);
+      this.#opened.push(this.#policy);
+    }
+    return this.#policy;
+  }
+
+  probe(): ProbeConnection {
+    if (!this.#probe) {
+      this.#probe = connectProbe(this.opts.probe, this.#endpoint('--probe', this.opts.probe), this.#tls(), this.timeoutMs);
+      this.#opened.push(this.#probe);
+    }
+    return this.#probe;
+  }
+
+  print(text: string): void {
+    this.io.out(text.endsWith('\n') ? text : `${text}\n`);
+  }
+
+  printJson(doc: unknown): void {
+    this.io.out(`${JSON.stringify(doc, null, 2)}\n`);
+  }
+
+  warn(text: string): void {
+    this.io.err(`${NAME}: ${text}\n`);
+  }
+
+  close(): void {
+    for (const c of this.#opened) c.close();
+  }
+}
+
+async function outcome<T>(p: Promise<T>): Promise<Outcome<T>> {
+  try {
+    return { ok: true, value: await p };
+  } catch (e) {
+    if (e instanceof RpcError) return { ok: false, error: { code: e.codeName, message: e.details } };
+    throw e;
+  }
+}
+
+function unreachableLine(service: string, address: string, r: Outcome<unknown>): string | undefined {
+  return r.ok ? undefined : `${service} unreachable at ${address}: ${r.error.code} (${r.error.message})`;
+}
+
+/** A single address for block/unblock/watch --source; exit 2 naming the value otherwise. */
+function addressArg(text: string, what = 'address'): string {
+  if (text.includes('/')) throw new CliError(`'${text}' is a prefix: blocks are per address (give one IPv4 or IPv6 address; 'allow add' takes ranges)`, EXIT.usage);
+  try {
+    parseAddress(text);
+  } catch (e) {
+    if (e instanceof AddressError) throw new CliError(`invalid ${what} '${text}': not an IPv4 or IPv6 address`, EXIT.usage);
+    throw e;
+  }
+  return text;
+}
+
+function prefixArg(text: string): string {
+  try {
+    parsePrefix(text);
+  } catch (e) {
+    if (e instanceof AddressError) throw new CliError(`invalid address or CIDR '${text}': ${e.message.replace(/^invalid address '[^']*': /, '')}`, EXIT.usage);
+    throw e;
+  }
+  return text;
+}
+
+function describeRow(r: BlockRow, nowMs: number): string {
+  const by = r.enforcedBy.length > 0 ? `enforced by ${r.enforcedBy.join(', ')}` : 'not enforced by any probe yet';
+  return `${r.ip}: ${r.reason} (${r.origin ?? 'no decision'}), expires ${expiresText(r, nowMs)}, ${by}`;
+}
+
+async function status(ctx: Context): Promise<number> {
+  const policy = ctx.policy();
+  const probe = ctx.probe();
+  const [ps, ph, rs, rh] = await Promise.all([
+    outcome(policy.unary<GetPolicyStatusResponse>((c, m, o, cb) => c.getStatus({}, m, o, cb))),
+    outcome(policy.health('packetwatch.v1.Policy')),
+    outcome(probe.unary<GetStatusResponse>((c, m, o, cb) => c.getStatus({}, m, o, cb))),
+    outcome(probe.health('packetwatch.v1.Probe')),
+  ]);
+  const policyReply: ServiceReply<GetPolicyStatusResponse> = { address: policy.address, status: ps, health: ph };
+  const probeReply: ServiceReply<GetStatusResponse> = { address: probe.address, status: rs, health: rh };
+  const now = ctx.io.now();
+  const doc = statusJson(policyReply, probeReply, now);
+  if (ctx.json) ctx.printJson(doc);
+  else ctx.print(statusText(doc, now));
+  let code: number = EXIT.ok;
+  for (const [service, reply] of [['policy', policyReply], ['probe', probeReply]] as const) {
+    const line = unreachableLine(service, reply.address, reply.status);
+    if (line) {
+      ctx.warn(line);
+      code = EXIT.failed;
+    } else if (reply.health.ok && reply.health.value !== 'SERVING') {
+      ctx.warn(`${service} at ${reply.address} is reachable but its health is ${reply.health.value}`);
+      code = EXIT.failed;
+    }
+  }
+  return code;
+}
+
+async function blocks(ctx: Context, opts: { all?: boolean; drift: boolean }): Promise<number> {
+  const policy = ctx.policy();
+  const decisions = policy.unary<{ decisions: Decision[] }>((c, m, o, cb) => c.listDecisions({ all: opts.all === true }, m, o, cb));
+  let kernel: Promise<KernelView>;
+  if (!opts.drift) {
+    kernel = Promise.resolve({ checked: false, address: null, error: null });
+  } else {
+    const probe = ctx.probe();
+    kernel = Promise.all([
+      probe.unary<{ blocks: Block[] }>((c, m, o, cb) => c.listBlocks({}, m, o, cb)),
+      probe.unary<GetStatusResponse>((c, m, o, cb) => c.getStatus({}, m, o, cb)),
+    ]).then(
+      ([list, st]): KernelView => ({ checked: true, address: probe.address, probeId: st.probeId, blocks: list.blocks }),
+      (e: unknown): KernelView => {
+        if (!(e instanceof RpcError)) throw e;
+        return { checked: false, address: probe.address, error: { code: e.codeName, message: e.details } };
+      },
+    );
+  }
+  const [list, view] = await Promise.all([decisions, kernel]);
+  const now = ctx.io.now();
+  const rows = blockRows(list.decisions, view, now);
+  if (ctx.json) ctx.printJson(blocksJson(rows, view));
+  else ctx.print(blocksText(rows, view, now, opts.all === true));
+  if (!view.checked && view.error) {
+    ctx.warn(
+      `probe unreachable at ${view.address}: ${view.error.code} (${view.error.message}); ` +
+        'drift not checked (DRIFT shows ?); give --probe, or --no-drift to skip the check',
+    );
+    return EXIT.failed;
+  }
+  return EXIT.ok;
+}
+
+async function block(ctx: Context, ipText: string, opts: { ttl?: number; reason?: string }): Promise<number> {
+  const ip = addressArg(ipText);
+  const ttl = opts.ttl === undefined ? undefined : { seconds: BigInt(Math.floor(opts.ttl)), nanos: Math.round((opts.ttl % 1) * 1e9) };
+  const res = await ctx
+    .policy()
+    .unary<BlockResponse>((c, m, o, cb) => c.block({ ip, ttl, reason: opts.reason ?? '' }, m, o, cb));
+  const now = ctx.io.now();
+  const row = res.decision ? decisionRow(res.decision, now) : undefined;
+  if (ctx.json) {
+    ctx.printJson({ decision: row ?? null, alreadyBlocked: res.alreadyBlocked });
+  } else if (row) {
+    ctx.print(res.alreadyBlocked ? `Already blocked: ${describeRow(row, now)}` : `Blocked ${describeRow(row, now)}`);
+  }
+  return EXIT.ok;
+}
+
+async function unblock(ctx: Context, ipText: string | undefined, opts: { all?: boolean }): Promise<number> {
+  if (opts.all && ipText !== undefined) throw new CliError('give an address or --all, not both', EXIT.usage, true);
+  if (!opts.all && ipText === undefined) throw new CliError('give the address to unblock, or --all', EXIT.usage, true);
+  const ip = ipText === undefined ? '' : addressArg(ipText);
+  const res = await ctx
+    .policy()
+    .unary<UnblockResponse>((c, m, o, cb) => c.unblock({ ip, all: opts.all === true }, m, o, cb));
+  const now = ctx.io.now();
+  const ended = res.ended.map((d) => decisionRow(d, now));
+  if (ctx.json) {
+    ctx.printJson({ ended });
+  } else if (ended.length === 0) {
+    ctx.print(
+      opts.all
+        ? 'No active decisions: nothing to unblock.'
+        : `No active decision on ${ip}; the probes were told to remove any kernel block of it all the same.`,
+    );
+  } else {
+    ctx.print(`Unblocked ${plural(ended.length, 'source')}: ${ended.map((r) => `${r.ip} (decision ${r.decisionId}, ${r.reason})`).join(', ')}`);
+  }
+  return EXIT.ok;
+}
+
+async function allowAdd(ctx: Context, prefixText: string, opts: { note?: string }): Promise<number> {
+  const prefix = prefixArg(prefixText);
+  const res = await ctx
+    .policy()
+    .unary<AddAllowResponse>((c, m, o, cb) => c.addAllow({ prefix, note: opts.note ?? '' }, m, o, cb));
+  const now = ctx.io.now();
+  const ended = res.ended.map((d) => decisionRow(d, now));
+  if (ctx.json) {
+    ctx.printJson({ entry: res.entry ? allowJson(res.entry) : null, alreadyPresent: res.alreadyPresent, ended });
+    return EXIT.ok;
+  }
+  const text = res.entry?.prefix ?? prefix;
+  const lines = [res.alreadyPresent ? `${text} was already on the allowlist.` : `Allowlisted ${text}.`];
+  if (ended.length > 0) lines.push(`Ended the decisions it covers: ${ended.map((r) => r.ip).join(', ')}`);
+  ctx.print(lines.join('\n'));
+  return EXIT.ok;
+}
+
+async function allowRemove(ctx: Context, prefixText: string): Promise<number> {
+  const prefix = prefixArg(prefixText);
+  const res = await ctx
+    .policy()
+    .unary<RemoveAllowResponse>((c, m, o, cb) => c.removeAllow({ prefix }, m, o, cb));
+  if (ctx.json) ctx.printJson({ removed: res.removed });
+  else ctx.print(res.removed ? `Removed ${prefix} from the allowlist.` : `${prefix} is not an operator allowlist entry; nothing removed.`);
+  return EXIT.ok;
+}
+
+async function allowList(ctx: Context): Promise<number> {
+  const res = await ctx.policy().unary<ListAllowResponse>((c, m, o, cb) => c.listAllow({}, m, o, cb));
+  const entries = res.entries.map(allowJson);
+  if (ctx.json) ctx.printJson({ entries });
+  else ctx.print(allowText(entries, ctx.io.now()));
+  return EXIT.ok;
+}
+
+async function watchCommand(ctx: Context, opts: { since?: number; source?: string }): Promise<number> {
+  const source = opts.source === undefined ? '' : addressArg(opts.source, 'source address');
+  const since = opts.since === undefined ? undefined : new Date(ctx.io.now() - opts.since * 1000);
+  const policy = ctx.policy();
+  if (!ctx.json) ctx.print(header());
+  const handle = watch(policy, { since, source }, (e) => {
+    if (ctx.json) {
+      ctx.io.out(`${JSON.stringify(watchJson(e))}\n`);
+      return;
+    }
+    const line = watchRow(e, ctx.io.now());
+    if (line !== undefined) ctx.io.out(`${line}\n`);
+  });
+  const stop = ctx.io.onInterrupt(() => handle.cancel());
+  try {
+    await handle.done;
+  } finally {
+    stop();
+  }
+  return EXIT.ok;
+}
+
+/** The command tree. `exec` receives each command's action, so that run() owns errors and exit codes. */
+export function buildProgram(io: Io, exec: (action: (ctx: Context) => Promise<number>, cmd: Command) => Promise<void>): Command {
+  const program = new Command(NAME)
+    .description('Operate Packetwatch: service status, block decisions, the allowlist and the live connection table.')
+    .version(VERSION, '-V, --version', 'print the version')
+    .helpOption('-h, --help', 'show help for a command')
+    .exitOverride()
+    .showHelpAfterError()
+    .configureHelp({ showGlobalOptions: true, sortSubcommands: false })
+    .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
+    .addOption(new Option('--policy <endpoint>', 'policy service: unix:/path, /path or host:port').env('PW_POLICY_ADDR').default(DEFAULT_POLICY))
+    .addOption(new Option('--probe <endpoint>', 'probe service (status, drift): unix:/path, /path or host:port').env('PW_PROBE_ADDR').default(DEFAULT_PROBE))
+    .addOption(new Option('--tls-ca <file>', 'CA (PEM) that signed the service certificate; TLS over TCP').env('PW_TLS_CA'))
+    .addOption(new Option('--tls-cert <file>', 'client certificate (PEM) for mutual TLS').env('PW_TLS_CERT'))
+    .addOption(new Option('--tls-key <file>', 'client private key (PEM) for mutual TLS').env('PW_TLS_KEY'))
+    .addOption(new Option('--json', 'print one JSON document (watch: one JSON object per line)'))
+    .addOption(new Option('--timeout <duration>', 'deadline of each call (5s, 1m)').default(5, '5s').argParser(durationArg('a positive duration', false)));
+
+  const act =
+    <A extends unknown[]>(fn: (ctx: Context, ...args: A) => Promise<number>) =>
+    async (...args: unknown[]) => {
+      const cmd = args[args.length - 1] as Command;
+      await exec((ctx) => fn(ctx, ...(args.slice(0, -1) as A)), cmd);
+    };
+
+  program
+    .command('status')
+    .description('health, version, interface, thresholds, counters and probes of both services (exit 1 if one is unreachable)')
+    .action(act((ctx) => status(ctx)));
+
+  program
+    .command('blocks')
+    .alias('list')
+    .description("active decisions, with a DRIFT mark where the probe's kernel blocklist disagrees")
+    .option('--all', 'include ended and expired decisions')
+    .option('--no-drift', "do not compare with the probe's kernel blocklist")
+    .action(act((ctx, opts: { all?: boolean; drift: boolean }) => blocks(ctx, opts)));
+
+  program
+    .command('block')
+    .description('block an address on every probe')
+    .argument('<ip>', 'one IPv4 or IPv6 address')
+    .option('--ttl <duration>', "how long (1h, 30m, 1d; 0 = permanent); default: the policy's PW_BLOCK_TTL", durationArg('a duration', true))
+    .option('--reason <text>', 'why, shown in blocks')
+    .action(act((ctx, ip: string, opts: { ttl?: number; reason?: string }) => block(ctx, ip, opts)));
+
+  program
+    .command('unblock')
+    .description('end the decision on an address (or all) and unblock it on every probe')
+    .argument('[ip]', 'the address')
+    .option('--all', 'every active decision')
+    .action(act((ctx, ip: string | undefined, opts: { all?: boolean }) => unblock(ctx, ip, opts)));
+
+  const allow = program.command('allow').description('the allowlist: addresses and ranges never blocked');
+  allow
+    .command('add')
+    .description('never block an address or CIDR; ends the active decisions it covers')
+    .argument('<prefix>', 'an address or a CIDR (192.0.2.0/24, 2001:db8::/32)')
+    .option('--note <text>', 'why, shown in allow list')
+    .action(act((ctx, prefix: string, opts: { note?: string }) => allowAdd(ctx, prefix, opts)));
+  allow
+    .command('remove')
+    .alias('rm')
+    .description('remove an operator allowlist entry')
+    .argument('<prefix>', 'the address or CIDR as added')
+    .action(act((ctx, prefix: string) => allowRemove(ctx, prefix)));
+  allow
+    .command('list')
+    .alias('ls')
+    .description("every entry: PW_ALLOWLIST, operators', and the probes' own addresses")
+    .action(act((ctx) => allowList(ctx)));
+
+  program
+    .command('watch')
+    .description('the live table (TIME, SOURCE IP, PORT, MESSAGE) from the policy until Ctrl-C')
+    .option('--since <duration>', 'replay the recent events of this long ago first (30s, 5m)', durationArg('a duration', true))
+    .option('--source <ip>', 'only this source address')
+    .action(act((ctx, opts: { since?: number; source?: string }) => watchCommand(ctx, opts)));
+
+  program
+    .command('completion')
+    .description('print a bash completion script: source <(packetwatchctl completion)')
+    .action(async () => {
+      io.out(bashCompletion(program));
+    });
+
+  return program;
+}
+
+function describeRpc(e: RpcError): { message: string; code: number } {
+  if (e.unreachable) return { message: `${e.service} unreachable at ${e.address}: ${e.codeName} (${e.details})`, code: EXIT.failed };
+  if (e.code === 3 /* INVALID_ARGUMENT */) return { message: `${e.service} refused the request: ${e.details} (${e.codeName})`, code: EXIT.usage };
+  return { message: `${e.service} at ${e.address} refused: ${e.details} (${e.codeName})`, code: EXIT.failed };
+}
+
+/** Parses argv (without node and the script), runs the command, returns the exit code. Never throws. */
+export async function run(argv: readonly string[], io: Io): Promise<number> {
+  let code: number = EXIT.ok;
+  let ctx: Context | undefined;
+  let current: Command | undefined;
+  const program = buildProgram(io, async (action, cmd) => {
+    current = cmd;
+    ctx = new Context(io, cmd.optsWithGlobals<GlobalOptions>());
+    code = await action(ctx);
+  });
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return code;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    if (e instanceof CliError) {
+      io.err(`${NAME}: ${e.message}\n`);
+      if (e.showHelp && current) io.err(`\n${current.helpInformation()}`);
+      return e.exitCode;
+    }
+    if (e instanceof RpcError) {
+      const { message, code: exit } = describeRpc(e);
+      io.err(`${NAME}: ${message}\n`);
+      return exit;
+    }
+    io.err(`${NAME}: ${e instanceof Error ? e.message : String(e)}\n`);
+    if (io.env.PW_DEBUG) io.err(`${e instanceof Error ? e.stack : ''}\n`);
+    return EXIT.failed;
+  } finally {
+    ctx?.close();
+  }
+}
+

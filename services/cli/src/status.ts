@@ -1,0 +1,241 @@
+// `packetwatchctl status`: what both services say about themselves, as one
+// JSON document (stable camelCase names) and as text for people.
+import { AttachMode, type Duration, type GetPolicyStatusResponse, type GetStatusResponse } from '@packetwatch/proto';
+import { type KeyValue, count, humanDuration, iso, keyValues, plural, relative } from './format.js';
+
+/** A call that failed: the gRPC status name and what the channel or server said. */
+export interface CallFailure {
+  code: string;
+  message: string;
+}
+
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: CallFailure };
+
+export interface ServiceReply<T> {
+  /** The endpoint tried, as the user gave it ("unix:/run/packetwatch/policy.sock"). */
+  address: string;
+  status: Outcome<T>;
+  /** grpc.health.v1 status name ("SERVING"), or the failure of the health call. */
+  health: Outcome<string>;
+}
+
+export const seconds = (d: Duration | undefined): number => (d ? Number(d.seconds) + d.nanos / 1e9 : 0);
+
+export function attachModeName(m: AttachMode): string {
+  switch (m) {
+    case AttachMode.ATTACH_MODE_DRIVER:
+      return 'driver';
+    case AttachMode.ATTACH_MODE_GENERIC:
+      return 'generic';
+    default:
+      return 'unspecified';
+  }
+}
+
+export interface UnreachableJson {
+  address: string;
+  reachable: false;
+  error: CallFailure;
+}
+
+export interface PolicyProbeJson {
+  probeId: string;
+  version: string;
+  interface: string;
+  attachMode: string;
+  programId: number;
+  callbackEndpoint: string;
+  ownAddresses: string[];
+  connected: string | null;
+  eventsReceived: number;
+  eventsLost: number;
+}
+
+export interface PolicyStatusJson {
+  address: string;
+  reachable: true;
+  health: string;
+  version: string;
+  started: string | null;
+  uptimeSeconds: number;
+  portThreshold: number;
+  windowSeconds: number;
+  /** 0: detector blocks are permanent. */
+  blockTtlSeconds: number;
+  whitelistSelf: boolean;
+  allowlist: string[];
+  trackedSources: number;
+  activeDecisions: number;
+  eventsReceived: number;
+  eventsLost: number;
+  detections: number;
+  evictions: number;
+  driftRepairs: number;
+  blockFailures: number;
+  probes: PolicyProbeJson[];
+}
+
+export interface ProbeStatusJson {
+  address: string;
+  reachable: true;
+  health: string;
+  probeId: string;
+  version: string;
+  started: string | null;
+  uptimeSeconds: number;
+  interface: string;
+  ifindex: number;
+  attachMode: string;
+  programId: number;
+  adopted: boolean;
+  ownAddresses: string[];
+  synSeen: number;
+  synDropped: number;
+  otherDropped: number;
+  eventsSent: number;
+  eventsLost: number;
+  ringbufFull: number;
+  queueDepth: number;
+  queueCapacity: number;
+  policyConnected: boolean;
+  policyAddress: string;
+  blocks: number;
+  blockCapacity: number;
+  counters: Record<string, number>;
+}
+
+export interface StatusJson {
+  policy: PolicyStatusJson | UnreachableJson;
+  probe: ProbeStatusJson | UnreachableJson;
+}
+
+const healthText = (h: Outcome<string>) => (h.ok ? h.value : `unknown (${h.error.code})`);
+
+export function statusJson(policy: ServiceReply<GetPolicyStatusResponse>, probe: ServiceReply<GetStatusResponse>, nowMs: number): StatusJson {
+  return { policy: policyJson(policy, nowMs), probe: probeJson(probe) };
+}
+
+function policyJson(r: ServiceReply<GetPolicyStatusResponse>, nowMs: number): PolicyStatusJson | UnreachableJson {
+  if (!r.status.ok) return { address: r.address, reachable: false, error: r.status.error };
+  const s = r.status.value;
+  return {
+    address: r.address,
+    reachable: true,
+    health: healthText(r.health),
+    version: s.version,
+    started: iso(s.started),
+    uptimeSeconds: s.started ? Math.max(0, Math.floor((nowMs - s.started.getTime()) / 1000)) : 0,
+    portThreshold: s.portThreshold,
+    windowSeconds: seconds(s.window),
+    blockTtlSeconds: seconds(s.blockTtl),
+    whitelistSelf: s.whitelistSelf,
+    allowlist: s.allowlist,
+    trackedSources: Number(s.trackedSources),
+    activeDecisions: Number(s.activeDecisions),
+    eventsReceived: Number(s.eventsReceived),
+    eventsLost: Number(s.eventsLost),
+    detections: Number(s.detections),
+    evictions: Number(s.evictions),
+    driftRepairs: Number(s.driftRepairs),
+    blockFailures: Number(s.blockFailures),
+    probes: s.probes.map((p) => ({
+      probeId: p.probeId,
+      version: p.version,
+      interface: p.interface,
+      attachMode: attachModeName(p.attachMode),
+      programId: p.programId,
+      callbackEndpoint: p.callbackEndpoint,
+      ownAddresses: p.ownAddresses,
+      connected: iso(p.connected),
+      eventsReceived: Number(p.eventsReceived),
+      eventsLost: Number(p.eventsLost),
+    })),
+  };
+}
+
+function probeJson(r: ServiceReply<GetStatusResponse>): ProbeStatusJson | UnreachableJson {
+  if (!r.status.ok) return { address: r.address, reachable: false, error: r.status.error };
+  const s = r.status.value;
+  const c = s.counters;
+  const counters: Record<string, number> = {};
+  if (c) for (const [k, v] of Object.entries(c)) counters[k] = Number(v);
+  return {
+    address: r.address,
+    reachable: true,
+    health: healthText(r.health),
+    probeId: s.probeId,
+    version: s.version,
+    started: iso(s.started),
+    uptimeSeconds: Math.floor(seconds(s.uptime)),
+    interface: s.interface,
+    ifindex: s.ifindex,
+    attachMode: attachModeName(s.attachMode),
+    programId: s.programId,
+    adopted: s.adopted,
+    ownAddresses: s.ownAddresses,
+    synSeen: counters.syn ?? 0,
+    synDropped: counters.synDropped ?? 0,
+    otherDropped: counters.otherDropped ?? 0,
+    eventsSent: Number(s.eventsSent),
+    eventsLost: Number(s.eventsLost),
+    ringbufFull: counters.ringbufFull ?? 0,
+    queueDepth: s.queueDepth,
+    queueCapacity: s.queueCapacity,
+    policyConnected: s.policyConnected,
+    policyAddress: s.policyAddress,
+    blocks: s.blocks,
+    blockCapacity: s.blockCapacity,
+    counters,
+  };
+}
+
+const list = (xs: string[]) => (xs.length > 0 ? xs.join(', ') : 'none');
+
+function unreachableText(title: string, u: UnreachableJson): string {
+  return `${title}  ${u.address}\n${keyValues([['health', `UNREACHABLE: ${u.error.code} (${u.error.message})`]])}`;
+}
+
+function policyText(p: PolicyStatusJson, nowMs: number): string {
+  const rows: KeyValue[] = [
+    ['health', p.health],
+    ['version', `${p.version}, up ${humanDuration(p.uptimeSeconds)}`],
+    ['thresholds', `${plural(p.portThreshold, 'port')} within ${humanDuration(p.windowSeconds)}`],
+    ['block ttl', p.blockTtlSeconds > 0 ? humanDuration(p.blockTtlSeconds) : 'permanent'],
+    ['whitelist self', p.whitelistSelf ? 'yes' : 'no'],
+    ['allowlist', list(p.allowlist)],
+    ['tracked sources', count(p.trackedSources)],
+    ['active decisions', count(p.activeDecisions)],
+    ['events', `${count(p.eventsReceived)} received, ${count(p.eventsLost)} lost`],
+    ['detections', `${count(p.detections)} (block failures ${count(p.blockFailures)}, drift repairs ${count(p.driftRepairs)}, evictions ${count(p.evictions)})`],
+    ['probes', `${count(p.probes.length)} connected`],
+  ];
+  const probes = p.probes.map(
+    (x) =>
+      `    ${x.probeId}: ${x.interface}, ${x.attachMode} XDP, program ${x.programId}, ` +
+      `${count(x.eventsReceived)} events (${count(x.eventsLost)} lost), connected ${relative(x.connected ? new Date(x.connected) : undefined, nowMs, 'at an unknown time')}`,
+  );
+  return [`Policy  ${p.address}`, keyValues(rows), ...probes].join('\n');
+}
+
+function probeText(p: ProbeStatusJson): string {
+  const rows: KeyValue[] = [
+    ['health', p.health],
+    ['version', `${p.version}, up ${humanDuration(p.uptimeSeconds)}`],
+    ['probe id', p.probeId],
+    ['interface', `${p.interface} (ifindex ${p.ifindex}), ${p.attachMode} XDP, program ${p.programId}${p.adopted ? ' (adopted)' : ''}`],
+    ['own addresses', list(p.ownAddresses)],
+    ['SYNs seen', count(p.synSeen)],
+    ['dropped', `${count(p.synDropped)} SYNs, ${count(p.otherDropped)} other`],
+    ['events', `${count(p.eventsSent)} sent, ${count(p.eventsLost)} lost, ring buffer full ${count(p.ringbufFull)}`],
+    ['queue', `${count(p.queueDepth)} of ${count(p.queueCapacity)}`],
+    ['blocks', `${count(p.blocks)} of ${count(p.blockCapacity)}`],
+    ['policy', `${p.policyConnected ? 'connected' : 'NOT connected'} (${p.policyAddress})`],
+  ];
+  return [`Probe   ${p.address}`, keyValues(rows)].join('\n');
+}
+
+export function statusText(s: StatusJson, nowMs: number): string {
+  const policy = s.policy.reachable ? policyText(s.policy, nowMs) : unreachableText('Policy', s.policy);
+  const probe = s.probe.reachable ? probeText(s.probe) : unreachableText('Probe ', s.probe);
+  return `${policy}\n\n${probe}`;
+}
