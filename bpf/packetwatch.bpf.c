@@ -119,15 +119,15 @@ static __always_inline void count(struct pw_counters *c, enum pw_counter which)
 		c->count[which]++;
 }
 
-/* Ethernet plus up to VLAN_MAX_DEPTH 802.1Q / 802.1ad tags. Returns the
- * EtherType in network order, or 0 when the frame is too short. */
-static __always_inline __be16 parse_eth(struct cursor *cur, __u16 *vlan_id)
+/* Ethernet plus up to VLAN_MAX_DEPTH 802.1Q / 802.1ad tags. Sets the
+ * EtherType (network order); returns -1 when the frame is too short. */
+static __always_inline int parse_eth(struct cursor *cur, __be16 *ethertype, __u16 *vlan_id)
 {
 	struct ethhdr *eth = cur->pos;
 	__be16 proto;
 
 	if ((void *)(eth + 1) > cur->end)
-		return 0;
+		return -1;
 	cur->pos = eth + 1;
 	proto = eth->h_proto;
 
@@ -138,12 +138,13 @@ static __always_inline __be16 parse_eth(struct cursor *cur, __u16 *vlan_id)
 		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
 			break;
 		if ((void *)(vh + 1) > cur->end)
-			return 0;
+			return -1;
 		*vlan_id = bpf_ntohs(vh->tci) & 0x0fff;
 		proto = vh->encapsulated_proto;
 		cur->pos = vh + 1;
 	}
-	return proto;
+	*ethertype = proto;
+	return 0;
 }
 
 static __always_inline enum parse_result parse_ipv4(struct cursor *cur, struct l3_info *l3)
@@ -295,18 +296,18 @@ int packetwatch(struct xdp_md *ctx)
 	__u32 doff;
 	__u8 flags;
 	__u64 now = 0;
-	__be16 proto;
+	__be16 proto = 0;
 
 	count(cnt, PW_CNT_FRAMES);
 
-	proto = parse_eth(&cur, &vlan_id);
+	if (parse_eth(&cur, &proto, &vlan_id) < 0) {
+		count(cnt, PW_CNT_MALFORMED);
+		return XDP_PASS;
+	}
 	if (proto == bpf_htons(ETH_P_IP)) {
 		res = parse_ipv4(&cur, &l3);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		res = parse_ipv6(&cur, &l3);
-	} else if (proto == 0) {
-		count(cnt, PW_CNT_MALFORMED);
-		return XDP_PASS;
 	} else {
 		count(cnt, PW_CNT_NON_IP);
 		return XDP_PASS;

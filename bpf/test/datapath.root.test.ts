@@ -141,6 +141,12 @@ describe('default mode (drop new-connection SYNs of blocked sources)', () => {
     expect(o.events.map((e) => [e.dport, e.vlanId, e.ipVersion])).toEqual([[81, 7, 6]]);
   });
 
+  it('passes an EtherType of 0 as not IP (not malformed)', () => {
+    const f = synFrame(ATTACKER, VICTIM, 1, 2);
+    f.writeUInt16BE(0, 12);
+    expectPassNoEvent(h.run(f), 'nonIp');
+  });
+
   it('passes a frame with three VLAN tags as not IP, without an event', () => {
     expectPassNoEvent(h.run(synFrame(ATTACKER, VICTIM, 1, 2, { vlans: [1, 2, 3] })), 'nonIp');
   });
