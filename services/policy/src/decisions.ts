@@ -34,6 +34,8 @@ export class Decisions {
   readonly #active = new Map<string, DecisionRecord>();
   /** Probes whose kernel holds each address's block, as last seen. */
   readonly #enforcedBy = new Map<string, Set<string>>();
+  /** Times of the detector's blocks in the last minute (for the cap). */
+  #recentBlocks: number[] = [];
 
   constructor(
     private readonly store: DecisionStore,
@@ -44,6 +46,7 @@ export class Decisions {
     private readonly metrics: PolicyMetrics,
     private readonly log: Logger,
     private readonly detectorTtlSeconds: number,
+    private readonly maxBlocksPerMinute = 0,
   ) {
     for (const d of store.active(Date.now())) this.#active.set(d.ip, d);
   }
@@ -74,6 +77,19 @@ export class Decisions {
   /** A detection from a probe's events: record, then block on that probe first, then the others. */
   async detected(det: Detection, source: string, session: ProbeSession): Promise<void> {
     if (this.isBlocked(source)) return;
+    // Spoofed sources are free for an attacker: without a cap, a flood of
+    // forged scans could make us block the whole internet, fill the kernel
+    // blocklist, and lock out legitimate peers.
+    if (this.maxBlocksPerMinute > 0) {
+      const now = Date.now();
+      this.#recentBlocks = this.#recentBlocks.filter((t) => t > now - 60_000);
+      if (this.#recentBlocks.length >= this.maxBlocksPerMinute) {
+        this.metrics.counts.detectionsNotEnforced++;
+        this.log.warn({ ip: source, probe: session.id, cap: this.maxBlocksPerMinute }, 'port scanner detected but NOT blocked: blocks-per-minute cap reached');
+        return;
+      }
+      this.#recentBlocks.push(now);
+    }
     const windowS = ((det.lastMs - det.firstMs) / 1000).toFixed(3);
     const d = this.#record({
       ip: source,

@@ -63,7 +63,7 @@ runMain(NAME, async () => {
   const allowlist = new Allowlist(c.allowPrefixes);
   for (const e of store.allowEntries()) allowlist.addOperator(e.prefix, e.addedMs, e.note);
   const probes = new ProbeRegistry();
-  const decisions = new Decisions(store, probes, allowlist, detector, feed, metrics, log, c.blockTtl);
+  const decisions = new Decisions(store, probes, allowlist, detector, feed, metrics, log, c.blockTtl, c.maxBlocksPerMinute);
   log.info({ decisions: decisions.active().length, stateDir: c.stateDir }, 'decisions restored from the store');
   metrics.observe({
     trackedSources: () => detector.tracked,

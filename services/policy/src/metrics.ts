@@ -8,6 +8,8 @@ export class PolicyCounts {
   detections = 0;
   driftRepairs = 0;
   blockFailures = 0;
+  /** Detections not enforced because of the blocks-per-minute cap. */
+  detectionsNotEnforced = 0;
 }
 
 export interface PolicyGauges {
@@ -23,6 +25,7 @@ const COUNTERS: [name: string, help: string, key: keyof PolicyCounts][] = [
   ['packetwatch_policy_detections_total', 'Port scanners detected', 'detections'],
   ['packetwatch_policy_drift_repairs_total', "Differences between decisions and a probe's kernel blocklist repaired", 'driftRepairs'],
   ['packetwatch_policy_block_failures_total', 'BlockIp calls that failed after retries', 'blockFailures'],
+  ['packetwatch_policy_detections_not_enforced_total', 'Detections not enforced because the blocks-per-minute cap was reached', 'detectionsNotEnforced'],
 ];
 
 export class PolicyMetrics {
