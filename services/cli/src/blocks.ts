@@ -133,9 +133,11 @@ export function expiresText(r: BlockRow, nowMs: number): string {
 
 const DRIFT_TEXT: Record<Drift, string> = { notInKernel: 'not in kernel', noDecision: 'no decision' };
 
-function driftText(r: BlockRow): string {
+/** The DRIFT cell: the mark, or '?' when the kernel could not be read (blank when not asked). */
+function driftText(r: BlockRow, kernel: KernelView): string {
   if (r.drift) return `DRIFT: ${DRIFT_TEXT[r.drift]}`;
-  return r.active && r.inKernel === null ? '?' : '';
+  const failed = !kernel.checked && kernel.error !== null;
+  return r.active && failed ? '?' : '';
 }
 
 function enforcedText(r: BlockRow): string {
@@ -151,7 +153,7 @@ export function blocksText(rows: readonly BlockRow[], kernel: KernelView, nowMs:
   if (rows.length === 0) return all ? 'No decisions.' : 'No active decisions.';
   const body = table(
     BLOCK_HEADERS,
-    rows.map((r) => [r.ip, r.reason, r.origin ?? '-', relative(at(r.created), nowMs, '-'), expiresText(r, nowMs), enforcedText(r), driftText(r)]),
+    rows.map((r) => [r.ip, r.reason, r.origin ?? '-', relative(at(r.created), nowMs, '-'), expiresText(r, nowMs), enforcedText(r), driftText(r, kernel)]),
   );
   const drifting = rows.filter((r) => r.drift !== null).length;
   if (drifting === 0 || !kernel.checked) return body;

@@ -1,0 +1,290 @@
+// The command line without a real Packetwatch: usage errors, argument
+// checks, exit codes, and the commands against an in-process fake policy
+// on a Unix socket.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { type Decision, DecisionOrigin, type PolicyServer, PolicyService } from '@packetwatch/proto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Io, run } from '../src/program.js';
+
+const NOW = Date.UTC(2026, 10, 25, 12, 0, 0);
+
+interface Result {
+  code: number;
+  out: string;
+  err: string;
+}
+
+async function cli(...argv: string[]): Promise<Result> {
+  let out = '';
+  let err = '';
+  const io: Io = {
+    out: (s) => (out += s),
+    err: (s) => (err += s),
+    env: {},
+    now: () => NOW,
+    onInterrupt: () => () => undefined,
+  };
+  const code = await run(argv, io);
+  return { code, out, err };
+}
+
+describe('packetwatchctl: usage', () => {
+  it('prints help and exits 0 for --help', async () => {
+    const r = await cli('--help');
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('Usage: packetwatchctl [options] [command]');
+    for (const c of ['status', 'blocks|list', 'block [options] <ip>', 'unblock [options] [ip]', 'allow', 'watch [options]', 'completion']) expect(r.out).toContain(c);
+  });
+
+  it('has --help for every command, with the global options', async () => {
+    for (const argv of [['status'], ['blocks'], ['block'], ['unblock'], ['allow'], ['allow', 'add'], ['allow', 'remove'], ['allow', 'list'], ['watch'], ['completion']]) {
+      const r = await cli(...argv, '--help');
+      expect(r.code, argv.join(' ')).toBe(0);
+      expect(r.out).toContain(`Usage: packetwatchctl ${argv.join(' ')}`);
+      if (argv[0] !== 'allow' || argv.length > 1) expect(r.out).toContain('--policy <endpoint>');
+    }
+  });
+
+  it('prints the version', async () => {
+    expect(await cli('--version')).toEqual({ code: 0, out: '0.1.0\n', err: '' });
+  });
+
+  it('exits 2 with help when no command is given', async () => {
+    const r = await cli();
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('Usage: packetwatchctl');
+  });
+
+  it('exits 2 with help for an unknown command or option, a missing or extra argument', async () => {
+    for (const argv of [['bogus'], ['blocks', '--bogus'], ['block'], ['status', 'extra'], ['allow'], ['allow', 'add']]) {
+      const r = await cli(...argv);
+      expect(r.code, argv.join(' ')).toBe(2);
+      expect(r.err, argv.join(' ')).toContain('Usage: packetwatchctl');
+      expect(r.out).toBe('');
+    }
+  });
+
+  it('exits 2 for unblock with neither an address nor --all, or both', async () => {
+    const neither = await cli('unblock');
+    expect(neither.code).toBe(2);
+    expect(neither.err).toContain('packetwatchctl: give the address to unblock, or --all');
+    expect(neither.err).toContain('Usage: packetwatchctl unblock');
+    const both = await cli('unblock', '10.0.0.1', '--all');
+    expect(both.code).toBe(2);
+    expect(both.err).toContain('give an address or --all, not both');
+  });
+
+  it('exits 2 for a bad duration', async () => {
+    for (const argv of [['--timeout', '0', 'status'], ['--timeout', 'soon', 'status'], ['block', '10.0.0.1', '--ttl', '-1'], ['watch', '--since', '5 minutes']]) {
+      const r = await cli(...argv);
+      expect(r.code, argv.join(' ')).toBe(2);
+      expect(r.err).toMatch(/argument '[^']*' is invalid/);
+    }
+  });
+
+  it('prints a bash completion script built from the commands', async () => {
+    const r = await cli('completion');
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('complete -F _packetwatchctl packetwatchctl');
+    expect(r.out).toContain('"allow") words="add remove rm list ls');
+    expect(r.out).toContain('"blocks") words="--all --no-drift');
+  });
+});
+
+describe('packetwatchctl: invalid values exit 2 naming the value, before any call', () => {
+  it.each([
+    [['block', '10.0.0.300'], "invalid address '10.0.0.300': not an IPv4 or IPv6 address"],
+    [['block', 'example.com'], "invalid address 'example.com'"],
+    [['block', '10.0.0.0/24'], "'10.0.0.0/24' is a prefix: blocks are per address"],
+    [['unblock', 'fe80::1%eth0'], "invalid address 'fe80::1%eth0'"],
+    [['allow', 'add', '10.0.0.0/33'], "invalid address or CIDR '10.0.0.0/33': prefix length must be 0 to 32"],
+    [['allow', 'remove', 'nope'], "invalid address or CIDR 'nope'"],
+    [['watch', '--source', '1.2.3'], "invalid source address '1.2.3'"],
+    [['--policy', 'nowhere', 'blocks'], "invalid --policy endpoint 'nowhere': expected unix:/path, /path or host:port"],
+    [['--probe', 'unix:relative', 'status'], "invalid --probe endpoint 'unix:relative'"],
+    [['--tls-ca', '/nonexistent/ca.pem', '--policy', 'localhost:1', 'blocks'], "cannot read --tls-ca file '/nonexistent/ca.pem': ENOENT"],
+  ])('%j', async (argv, message) => {
+    const r = await cli(...argv);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain(`packetwatchctl: ${message}`);
+    expect(r.err).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe('packetwatchctl: unreachable services exit 1 naming the address and the status', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'pwctl-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('blocks', async () => {
+    const r = await cli('--policy', `unix:${dir}/policy.sock`, 'blocks');
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(
+      `packetwatchctl: policy unreachable at unix:${dir}/policy.sock: UNAVAILABLE (connect ENOENT ${dir}/policy.sock: no socket there: is the service running, and is this its address?)\n`,
+    );
+  });
+
+  it('status: both named, JSON still one document', async () => {
+    const r = await cli('--policy', `${dir}/policy.sock`, '--probe', `unix:${dir}/probe.sock`, 'status', '--json');
+    expect(r.code).toBe(1);
+    const doc = JSON.parse(r.out) as { policy: { reachable: boolean; address: string; error: { code: string } }; probe: { reachable: boolean; address: string } };
+    expect(doc.policy).toMatchObject({ reachable: false, address: `${dir}/policy.sock`, error: { code: 'UNAVAILABLE' } });
+    expect(doc.probe).toMatchObject({ reachable: false, address: `unix:${dir}/probe.sock` });
+    expect(r.err).toContain(`policy unreachable at ${dir}/policy.sock: UNAVAILABLE`);
+    expect(r.err).toContain(`probe unreachable at unix:${dir}/probe.sock: UNAVAILABLE`);
+  });
+
+  it('takes the addresses from PW_POLICY_ADDR and PW_PROBE_ADDR', async () => {
+    process.env.PW_POLICY_ADDR = `unix:${dir}/env-policy.sock`;
+    try {
+      const r = await cli('allow', 'list');
+      expect(r.code).toBe(1);
+      expect(r.err).toContain(`policy unreachable at unix:${dir}/env-policy.sock`);
+    } finally {
+      delete process.env.PW_POLICY_ADDR;
+    }
+  });
+});
+
+describe('packetwatchctl: against a fake policy', () => {
+  let dir: string;
+  let server: grpc.Server;
+  let policy: string;
+  const calls: { method: string; request: unknown }[] = [];
+  const decision: Decision = {
+    id: 7n,
+    ip: '192.0.2.7',
+    reason: 'by hand',
+    origin: DecisionOrigin.DECISION_ORIGIN_MANUAL,
+    created: new Date(NOW - 1000 * 10),
+    expires: new Date(NOW + 3600_000 - 10_000),
+    ended: undefined,
+    enforcedBy: ['host/lo'],
+    missingOn: [],
+  };
+  const unimplemented = (_call: unknown, cb: grpc.sendUnaryData<never>) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'fake' });
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'pwctl-fake-'));
+    policy = `unix:${join(dir, 'policy.sock')}`;
+    const impl: PolicyServer = {
+      report: (call) => call.end(),
+      watch: (call) => call.end(),
+      getStatus: (_call, cb) => setTimeout(() => cb({ code: grpc.status.INTERNAL, details: 'too late' }), 3000),
+      listDecisions: (call, cb) => {
+        calls.push({ method: 'listDecisions', request: call.request });
+        cb(null, { decisions: [decision] });
+      },
+      block: (call, cb) => {
+        calls.push({ method: 'block', request: call.request });
+        if (call.request.ip === '192.0.2.1') {
+          cb({ code: grpc.status.FAILED_PRECONDITION, details: '192.0.2.1 is allowlisted and cannot be blocked' });
+          return;
+        }
+        cb(null, { decision, alreadyBlocked: false });
+      },
+      unblock: (call, cb) => {
+        calls.push({ method: 'unblock', request: call.request });
+        cb(null, { ended: call.request.all || call.request.ip === decision.ip ? [{ ...decision, ended: new Date(NOW) }] : [] });
+      },
+      addAllow: unimplemented,
+      removeAllow: (call, cb) => cb(null, { removed: call.request.prefix === '10.0.0.0/8' }),
+      listAllow: (_call, cb) => cb(null, { entries: [] }),
+    };
+    server = new grpc.Server();
+    server.addService(PolicyService, impl as unknown as grpc.UntypedServiceImplementation);
+    await new Promise<void>((resolve, reject) => server.bindAsync(`unix://${join(dir, 'policy.sock')}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+  });
+
+  afterAll(() => {
+    server.forceShutdown();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('block sends the address, the TTL in seconds and the reason, and prints the decision', async () => {
+    const r = await cli('--policy', policy, 'block', '192.0.2.7', '--ttl', '1h', '--reason', 'by hand');
+    expect(r).toEqual({ code: 0, out: 'Blocked 192.0.2.7: by hand (manual), expires in 59m, enforced by host/lo\n', err: '' });
+    expect(calls.at(-1)).toEqual({ method: 'block', request: { ip: '192.0.2.7', ttl: { seconds: 3600n, nanos: 0 }, reason: 'by hand' } });
+  });
+
+  it('block without --ttl leaves the TTL to the policy; --ttl 0 is permanent', async () => {
+    await cli('--policy', policy, 'block', '192.0.2.7');
+    expect(calls.at(-1)?.request).toEqual({ ip: '192.0.2.7', ttl: undefined, reason: '' });
+    await cli('--policy', policy, 'block', '192.0.2.7', '--ttl', '0');
+    expect(calls.at(-1)?.request).toMatchObject({ ttl: { seconds: 0n, nanos: 0 } });
+  });
+
+  it('block --json prints the decision document', async () => {
+    const r = await cli('--policy', policy, '--json', 'block', '192.0.2.7');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toEqual({
+      decision: {
+        decisionId: '7',
+        ip: '192.0.2.7',
+        reason: 'by hand',
+        origin: 'manual',
+        active: true,
+        created: '2026-11-25T11:59:50.000Z',
+        expires: '2026-11-25T12:59:50.000Z',
+        ended: null,
+        enforcedBy: ['host/lo'],
+        missingOn: [],
+        inKernel: null,
+        drift: null,
+      },
+      alreadyBlocked: false,
+    });
+  });
+
+  it('a refusal exits 1 with what the policy said', async () => {
+    const r = await cli('--policy', policy, 'block', '192.0.2.1');
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`packetwatchctl: policy at ${policy} refused: 192.0.2.1 is allowlisted and cannot be blocked (FAILED_PRECONDITION)\n`);
+  });
+
+  it('unblock and unblock --all', async () => {
+    expect(await cli('--policy', policy, 'unblock', '192.0.2.7')).toEqual({ code: 0, out: 'Unblocked 1 source: 192.0.2.7 (decision 7, by hand)\n', err: '' });
+    expect(calls.at(-1)?.request).toEqual({ ip: '192.0.2.7', all: false });
+    expect((await cli('--policy', policy, 'unblock', '192.0.2.8')).out).toBe(
+      'No active decision on 192.0.2.8; the probes were told to remove any kernel block of it all the same.\n',
+    );
+    await cli('--policy', policy, 'unblock', '--all');
+    expect(calls.at(-1)?.request).toEqual({ ip: '', all: true });
+  });
+
+  it('blocks --no-drift does not call the probe', async () => {
+    const r = await cli('--policy', policy, '--probe', `unix:${dir}/none.sock`, 'list', '--no-drift', '--all');
+    expect(r.code).toBe(0);
+    expect(calls.at(-1)).toEqual({ method: 'listDecisions', request: { all: true } });
+    expect(r.out.split('\n')[1]).toMatch(/^192\.0\.2\.7 +by hand +manual +10s ago +in 59m +host\/lo$/);
+  });
+
+  it('blocks with an unreachable probe prints the decisions, marks drift unknown and exits 1', async () => {
+    const r = await cli('--policy', policy, '--probe', `unix:${dir}/none.sock`, 'blocks');
+    expect(r.code).toBe(1);
+    expect(r.out.split('\n')[1]).toMatch(/host\/lo +\?$/);
+    expect(r.err).toContain(`probe unreachable at unix:${dir}/none.sock: UNAVAILABLE`);
+    expect(r.err).toContain('drift not checked');
+  });
+
+  it('allow remove, allow list, and an unimplemented call', async () => {
+    expect((await cli('--policy', policy, 'allow', 'rm', '10.0.0.0/8')).out).toBe('Removed 10.0.0.0/8 from the allowlist.\n');
+    expect(await cli('--policy', policy, 'allow', 'list', '--json')).toEqual({ code: 0, out: '{\n  "entries": []\n}\n', err: '' });
+    const r = await cli('--policy', policy, 'allow', 'add', '10.0.0.0/8');
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('(UNIMPLEMENTED)');
+  });
+
+  it('every unary call carries the --timeout deadline', async () => {
+    const started = Date.now();
+    const r = await cli('--policy', policy, '--probe', `unix:${dir}/none.sock`, '--timeout', '0.3', 'status');
+    expect(Date.now() - started).toBeLessThan(2500);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`policy unreachable at ${policy}: DEADLINE_EXCEEDED`);
+  });
+});

@@ -1,0 +1,206 @@
+import { AttachMode, type GetPolicyStatusResponse, type GetStatusResponse } from '@packetwatch/proto';
+import { describe, expect, it } from 'vitest';
+import { type ServiceReply, statusJson, statusText } from '../src/status.js';
+
+const NOW = Date.UTC(2026, 10, 25, 12, 0, 0);
+const POLICY = 'unix:/run/packetwatch/policy.sock';
+const PROBE = 'unix:/run/packetwatch/probe.sock';
+
+const policyStatus: GetPolicyStatusResponse = {
+  version: '0.1.0',
+  portThreshold: 3,
+  window: { seconds: 60n, nanos: 0 },
+  blockTtl: { seconds: 0n, nanos: 0 },
+  whitelistSelf: true,
+  allowlist: ['127.0.0.1/32', '::1/128'],
+  probes: [
+    {
+      probeId: 'host/lo',
+      interface: 'lo',
+      callbackEndpoint: PROBE,
+      ownAddresses: ['127.0.0.1', '::1'],
+      attachMode: AttachMode.ATTACH_MODE_GENERIC,
+      programId: 42,
+      connected: new Date(NOW - 125_000),
+      eventsReceived: 1234n,
+      eventsLost: 0n,
+      version: '0.1.0',
+    },
+  ],
+  trackedSources: 2n,
+  activeDecisions: 1n,
+  eventsReceived: 1234n,
+  eventsLost: 0n,
+  detections: 1n,
+  evictions: 0n,
+  driftRepairs: 0n,
+  blockFailures: 0n,
+  started: new Date(NOW - 130_000),
+};
+
+const counters = {
+  frames: 5000n,
+  nonIp: 1n,
+  nonTcp: 2n,
+  fragments: 0n,
+  malformed: 0n,
+  syn: 1300n,
+  events: 1234n,
+  ringbufFull: 0n,
+  synDropped: 66n,
+  otherDropped: 0n,
+  allowlisted: 3n,
+  blockExpired: 0n,
+};
+
+const probeStatus: GetStatusResponse = {
+  probeId: 'host/lo',
+  version: '0.1.0',
+  interface: 'lo',
+  ifindex: 1,
+  attachMode: AttachMode.ATTACH_MODE_GENERIC,
+  programId: 42,
+  adopted: false,
+  ownAddresses: ['127.0.0.1', '::1'],
+  counters,
+  queueDepth: 0,
+  queueCapacity: 262144,
+  eventsSent: 1234n,
+  eventsLost: 0n,
+  policyConnected: true,
+  policyAddress: POLICY,
+  blocks: 1,
+  blockCapacity: 65536,
+  started: new Date(NOW - 126_000),
+  uptime: { seconds: 126n, nanos: 5 },
+};
+
+const policyOk: ServiceReply<GetPolicyStatusResponse> = { address: POLICY, status: { ok: true, value: policyStatus }, health: { ok: true, value: 'SERVING' } };
+const probeOk: ServiceReply<GetStatusResponse> = { address: PROBE, status: { ok: true, value: probeStatus }, health: { ok: true, value: 'SERVING' } };
+const failure = { code: 'UNAVAILABLE', message: 'connect ENOENT /run/packetwatch/probe.sock: no socket there' };
+const probeDown: ServiceReply<GetStatusResponse> = { address: PROBE, status: { ok: false, error: failure }, health: { ok: false, error: failure } };
+
+describe('status: text', () => {
+  it('shows both services: health, version, thresholds, counters, probes', () => {
+    expect(statusText(statusJson(policyOk, probeOk, NOW), NOW)).toBe(
+      [
+        'Policy  unix:/run/packetwatch/policy.sock',
+        '  health            SERVING',
+        '  version           0.1.0, up 2m',
+        '  thresholds        3 ports within 1m',
+        '  block ttl         permanent',
+        '  whitelist self    yes',
+        '  allowlist         127.0.0.1/32, ::1/128',
+        '  tracked sources   2',
+        '  active decisions  1',
+        '  events            1,234 received, 0 lost',
+        '  detections        1 (block failures 0, drift repairs 0, evictions 0)',
+        '  probes            1 connected',
+        '    host/lo: lo, generic XDP, program 42, 1,234 events (0 lost), connected 2m ago',
+        '',
+        'Probe   unix:/run/packetwatch/probe.sock',
+        '  health         SERVING',
+        '  version        0.1.0, up 2m',
+        '  probe id       host/lo',
+        '  interface      lo (ifindex 1), generic XDP, program 42',
+        '  own addresses  127.0.0.1, ::1',
+        '  SYNs seen      1,300',
+        '  dropped        66 SYNs, 0 other',
+        '  events         1,234 sent, 0 lost, ring buffer full 0',
+        '  queue          0 of 262,144',
+        '  blocks         1 of 65,536',
+        '  policy         connected (unix:/run/packetwatch/policy.sock)',
+      ].join('\n'),
+    );
+  });
+
+  it('names the address and the gRPC status of an unreachable service and still shows the other', () => {
+    const text = statusText(statusJson(policyOk, probeDown, NOW), NOW).split('\n');
+    expect(text[0]).toBe('Policy  unix:/run/packetwatch/policy.sock');
+    expect(text.slice(-2)).toEqual([
+      'Probe   unix:/run/packetwatch/probe.sock',
+      '  health  UNREACHABLE: UNAVAILABLE (connect ENOENT /run/packetwatch/probe.sock: no socket there)',
+    ]);
+  });
+
+  it('shows a block TTL and a policy that is not connected', () => {
+    const ttl = { ...policyOk, status: { ok: true as const, value: { ...policyStatus, blockTtl: { seconds: 3600n, nanos: 0 }, probes: [] } } };
+    const lonely = { ...probeOk, status: { ok: true as const, value: { ...probeStatus, policyConnected: false } } };
+    const text = statusText(statusJson(ttl, lonely, NOW), NOW);
+    expect(text).toContain('  block ttl         1h\n');
+    expect(text).toContain('  probes            0 connected\n');
+    expect(text).toContain('  policy         NOT connected (unix:/run/packetwatch/policy.sock)');
+  });
+});
+
+describe('status: JSON', () => {
+  it('is one document with stable camelCase fields and plain numbers', () => {
+    const doc = statusJson(policyOk, probeOk, NOW);
+    expect(doc.policy).toEqual({
+      address: POLICY,
+      reachable: true,
+      health: 'SERVING',
+      version: '0.1.0',
+      started: '2026-11-25T11:57:50.000Z',
+      uptimeSeconds: 130,
+      portThreshold: 3,
+      windowSeconds: 60,
+      blockTtlSeconds: 0,
+      whitelistSelf: true,
+      allowlist: ['127.0.0.1/32', '::1/128'],
+      trackedSources: 2,
+      activeDecisions: 1,
+      eventsReceived: 1234,
+      eventsLost: 0,
+      detections: 1,
+      evictions: 0,
+      driftRepairs: 0,
+      blockFailures: 0,
+      probes: [
+        {
+          probeId: 'host/lo',
+          version: '0.1.0',
+          interface: 'lo',
+          attachMode: 'generic',
+          programId: 42,
+          callbackEndpoint: PROBE,
+          ownAddresses: ['127.0.0.1', '::1'],
+          connected: '2026-11-25T11:57:55.000Z',
+          eventsReceived: 1234,
+          eventsLost: 0,
+        },
+      ],
+    });
+    expect(doc.probe).toMatchObject({
+      address: PROBE,
+      reachable: true,
+      health: 'SERVING',
+      probeId: 'host/lo',
+      uptimeSeconds: 126,
+      interface: 'lo',
+      ifindex: 1,
+      attachMode: 'generic',
+      programId: 42,
+      synSeen: 1300,
+      synDropped: 66,
+      eventsSent: 1234,
+      eventsLost: 0,
+      queueDepth: 0,
+      queueCapacity: 262144,
+      policyConnected: true,
+      blocks: 1,
+      blockCapacity: 65536,
+    });
+    expect(doc.probe).toHaveProperty('counters.allowlisted', 3);
+    expect(() => JSON.stringify(doc)).not.toThrow();
+  });
+
+  it('says reachable: false with the error of an unreachable service', () => {
+    expect(statusJson(policyOk, probeDown, NOW).probe).toEqual({ address: PROBE, reachable: false, error: failure });
+  });
+
+  it('reports a failed health check without failing the status', () => {
+    const doc = statusJson({ ...policyOk, health: { ok: false, error: { code: 'UNIMPLEMENTED', message: '' } } }, probeOk, NOW);
+    expect(doc.policy).toMatchObject({ reachable: true, health: 'unknown (UNIMPLEMENTED)' });
+  });
+});
