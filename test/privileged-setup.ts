@@ -14,6 +14,15 @@ export default function setup(): void {
   if (!existsSync(new URL('../bpf/build/packetwatch.bpf.o', import.meta.url))) {
     throw new Error('bpf/build/packetwatch.bpf.o is missing: run make build first');
   }
-  mkdirSync('/sys/fs/bpf', { recursive: true });
-  if (statfsSync('/sys/fs/bpf').type !== BPF_FS_MAGIC) execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
+  for (const dir of ['/sys/fs/bpf', TEST_BPFFS]) {
+    mkdirSync(dir, { recursive: true });
+    if (statfsSync(dir).type !== BPF_FS_MAGIC) execFileSync('mount', ['-t', 'bpf', 'bpf', dir]);
+  }
 }
+
+/**
+ * A bpffs outside /sys for services the suites run under `ip netns exec`:
+ * that remounts /sys in a mount namespace of its own, where pins on
+ * /sys/fs/bpf would not outlive the process.
+ */
+export const TEST_BPFFS = '/run/packetwatch-test-bpffs';

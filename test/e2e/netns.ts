@@ -103,6 +103,10 @@ export interface NamespacePair {
   victimIf: string;
   victimAddr: string;
   attackerAddr: string;
+  /** Deletes the veth pair (both ends), as an unplugged or removed interface. */
+  unplug(): void;
+  /** Creates the pair again with the same names and addresses. */
+  plug(): void;
   inVictim(cmd: string, args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
   inAttacker(cmd: string, args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
   destroy(): void;
@@ -137,10 +141,7 @@ export function createNamespacePair(slot: number): NamespacePair {
       }
     }
   };
-  destroy();
-  try {
-    ip('netns', 'add', victimNs);
-    ip('netns', 'add', attackerNs);
+  const plug = () => {
     ip('link', 'add', victimIf, 'netns', victimNs, 'type', 'veth', 'peer', 'name', attackerIf, 'netns', attackerNs);
     ip('-n', victimNs, 'addr', 'add', `${victimAddr}/24`, 'dev', victimIf);
     ip('-n', attackerNs, 'addr', 'add', `${attackerAddr}/24`, 'dev', attackerIf);
@@ -152,11 +153,19 @@ export function createNamespacePair(slot: number): NamespacePair {
     ] as const) {
       ip('-n', ns, 'link', 'set', dev, 'up');
     }
+  };
+  destroy();
+  try {
+    ip('netns', 'add', victimNs);
+    ip('netns', 'add', attackerNs);
+    plug();
   } catch (e) {
     destroy();
     throw e;
   }
   return {
+    plug,
+    unplug: () => ip('-n', victimNs, 'link', 'del', victimIf),
     victimNs,
     attackerNs,
     victimIf,

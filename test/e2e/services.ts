@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { groupId } from '@packetwatch/common';
 import { type GetPolicyStatusResponse, type GetStatusResponse, PolicyClient, ProbeClient } from '@packetwatch/proto';
+import { TEST_BPFFS } from '../privileged-setup.js';
 import { waitFor } from './netns.js';
 import { call } from './probe-process.js';
 
@@ -87,7 +88,7 @@ export class Services {
     this.stateDir = join(this.dir, 'state');
     mkdirSync(this.stateDir, { mode: 0o750 });
     chownSync(this.stateDir, uid(POLICY_USER), gid);
-    this.pinRoot = `/sys/fs/bpf/packetwatch-e2e-${process.pid}-${opts.ifdev}`;
+    this.pinRoot = `${TEST_BPFFS}/packetwatch-e2e-${process.pid}-${opts.ifdev}`;
     this.probeSocket = join(this.dir, 'probe.sock');
     this.policySocket = join(this.dir, 'policy.sock');
     this.probeClient = new ProbeClient(`unix://${this.probeSocket}`, grpc.credentials.createInsecure());

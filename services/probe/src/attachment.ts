@@ -6,7 +6,8 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Datapath, DropMode } from '@packetwatch/bpf';
 import type { Logger } from '@packetwatch/common';
-import { BpfError, XdpLink, type XdpMode, ifindex, mountBpffs, xdpQuery } from 'libbpf-ts';
+import { BpfError, XdpLink, type XdpMode, ifindex, isBpffs, mountBpffs, xdpQuery } from 'libbpf-ts';
+import { ConfigError } from '@packetwatch/common';
 
 export interface AttachOptions {
   ifname: string;
@@ -68,10 +69,16 @@ function openAdoptable(path: string, index: number, log: Logger): XdpLink | unde
 }
 
 export function attach(o: AttachOptions): Attachment {
-  mountBpffs();
+  // A fresh machine has no bpffs at /sys/fs/bpf: mount it, as agents do.
+  if ((o.pinRoot === '/sys/fs/bpf' || o.pinRoot.startsWith('/sys/fs/bpf/')) && !isBpffs('/sys/fs/bpf')) mountBpffs();
   const index = ifindex(o.ifname);
   const pinDir = pinDirFor(o.pinRoot, o.ifname);
   mkdirSync(pinDir, { recursive: true, mode: 0o700 });
+  // Pins outside a bpffs would not pin anything; pins on a bpffs private to
+  // this process's mount namespace (as under `ip netns exec`, which remounts
+  // /sys) would vanish with it. The first is caught here, the second is
+  // documented: point PW_BPF_PIN_DIR at the host's bpffs.
+  if (!isBpffs(pinDir)) throw new ConfigError('PW_BPF_PIN_DIR', o.pinRoot, 'a directory on a bpffs mount (mount -t bpf bpf <dir>)');
   // Maps pinned by an earlier run are reused as they are (libbpf checks they
   // are compatible), so the blocklist survives restarts and upgrades.
   const dp = Datapath.load({
@@ -123,4 +130,43 @@ export function detach(pinRoot: string, ifname: string, log: Logger): boolean {
   rmSync(pinDir, { recursive: true, force: true });
   log.info({ interface: ifname, pinDir }, 'detached: link, maps and pins removed');
   return true;
+}
+
+export type AttachState = 'attached' | 'interface-missing' | 'detached';
+
+/**
+ * Keeps the program attached while the interface comes and goes. A link
+ * dies with its interface; when an interface of the same name appears again
+ * (deleted and recreated), the program is attached to it afresh. Down/up
+ * keeps the link, so nothing is needed then. Every change is reported, never
+ * silent.
+ */
+export function checkAttachment(
+  att: Attachment,
+  o: Pick<AttachOptions, 'ifname' | 'mode' | 'log'>,
+): { state: AttachState; changed: boolean } {
+  let index: number;
+  try {
+    index = ifindex(o.ifname);
+  } catch {
+    return { state: 'interface-missing', changed: false };
+  }
+  const progId = att.dp.program.info().id;
+  if (index === att.ifindex && xdpQuery(index).progId === progId) return { state: 'attached', changed: false };
+  // The interface is new (or our program was removed from it): attach again.
+  try {
+    const link = attachFresh(att.dp, index, o.mode, o.log);
+    const linkPath = join(att.pinDir, LINK_PIN);
+    rmSync(linkPath, { force: true });
+    link.pin(linkPath);
+    att.link.close();
+    att.link = link;
+    att.ifindex = index;
+    att.mode = xdpQuery(index).mode;
+    o.log.warn({ interface: o.ifname, ifindex: index, mode: att.mode }, 'interface reappeared: XDP program attached again');
+    return { state: 'attached', changed: true };
+  } catch (e) {
+    o.log.error({ interface: o.ifname, err: (e as Error).message }, 'could not attach the XDP program again');
+    return { state: 'detached', changed: false };
+  }
 }

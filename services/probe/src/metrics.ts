@@ -30,6 +30,7 @@ const KERNEL: [name: string, help: string, counter: keyof Counters][] = [
 export class ProbeMetrics {
   readonly registry = new Registry();
   readonly blockApplySeconds: Histogram;
+  readonly attached: Gauge;
 
   constructor(src: ProbeMetricsSources, info: { interface: string; mode: string; programId: number; version: string }) {
     const r = this.registry;
@@ -125,6 +126,12 @@ export class ProbeMetrics {
       labelNames: ['interface', 'mode', 'program_id', 'version'],
       registers: [r],
     }).set({ interface: info.interface, mode: info.mode, program_id: String(info.programId), version: info.version }, 1);
+    this.attached = new Gauge({
+      name: 'packetwatch_probe_attached',
+      help: '1 while the XDP program is attached to the watched interface, 0 while it is not (interface missing)',
+      registers: [r],
+    });
+    this.attached.set(1);
     this.blockApplySeconds = new Histogram({
       name: 'packetwatch_probe_block_apply_seconds',
       help: 'Time to apply a BlockIp call to the kernel blocklist',
