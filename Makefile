@@ -97,6 +97,10 @@ e2e-black: build ## The seed's e2e-black suite: an attacker namespace scanning a
 e2e-white: build ## The seed's e2e-white suite: the victim's own address is never blocked (root)
 	npx vitest run test/e2e/white.root.test.ts
 
+.PHONY: e2e-cli
+e2e-cli: build ## packetwatchctl as a real process against probe + policy in namespaces (root)
+	npx vitest run test/e2e/cli.root.test.ts
+
 .PHONY: bench-datapath
 bench-datapath: build ## ns/packet of each datapath path next to an empty XDP program (root)
 	node --enable-source-maps bench/dist/datapath.js
