@@ -73,6 +73,10 @@ export PW_IFDEV PW_PORTSCAN_TIME_THRESHOLD PW_PORTSCAN_PORT_THRESHOLD PW_PROMETH
 run: deps build ## Probe + policy on PW_IFDEV (default lo) in the foreground with the live table (root)
 	deploy/run.sh
 
+.PHONY: certs
+certs: ## A development CA and certificates for mutual TLS over TCP (in ./certs)
+	deploy/certs.sh certs
+
 .PHONY: detach
 detach: build ## Remove the XDP program, its maps and pins from PW_IFDEV (root)
 	node services/probe/dist/main.js detach
