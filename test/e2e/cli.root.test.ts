@@ -189,6 +189,8 @@ describe('packetwatchctl against the real services', () => {
     expect(await table.exited).toBe(0);
     expect(await lines.exited).toBe(0);
     expect(table.stderr.filter(Boolean)).toEqual([]);
+    // The row is published as the decision is taken; the kernel holds the block a moment later.
+    await waitFor('the block in the kernel', async () => ((await svc.probeStatus()).blocks === 1 ? true : undefined), 10_000);
     expect(await curl(8086)).toBe(CURL_TIMEOUT_EXIT);
   });
 
