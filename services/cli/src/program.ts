@@ -118,6 +118,8 @@ export class Context {
       }
     }
     if (Boolean(tls.cert) !== Boolean(tls.key)) throw new CliError('--tls-cert and --tls-key go together', EXIT.usage);
+    // Without a CA the channel would be plaintext: never send a client certificate's owner there unprotected.
+    if (tls.cert && !tls.ca) throw new CliError('--tls-cert and --tls-key need --tls-ca (the CA that signed the service certificate)', EXIT.usage);
     return tls;
   }
 
@@ -366,7 +368,7 @@ export function buildProgram(io: Io, exec: (action: (ctx: Context) => Promise<nu
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .addOption(new Option('--policy <endpoint>', 'policy service: unix:/path, /path or host:port').env('PW_POLICY_ADDR').default(DEFAULT_POLICY))
     .addOption(new Option('--probe <endpoint>', 'probe service (status, drift): unix:/path, /path or host:port').env('PW_PROBE_ADDR').default(DEFAULT_PROBE))
-    .addOption(new Option('--tls-ca <file>', 'CA (PEM) that signed the service certificate; TLS over TCP').env('PW_TLS_CA'))
+    .addOption(new Option('--tls-ca <file>', 'CA (PEM) that signed the service certificate: TLS over TCP (without it, TCP is plaintext)').env('PW_TLS_CA'))
     .addOption(new Option('--tls-cert <file>', 'client certificate (PEM) for mutual TLS').env('PW_TLS_CERT'))
     .addOption(new Option('--tls-key <file>', 'client private key (PEM) for mutual TLS').env('PW_TLS_KEY'))
     .addOption(new Option('--json', 'print one JSON document (watch: one JSON object per line)'))

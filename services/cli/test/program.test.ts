@@ -106,6 +106,8 @@ describe('packetwatchctl: invalid values exit 2 naming the value, before any cal
     [['--policy', 'nowhere', 'blocks'], "invalid --policy endpoint 'nowhere': expected unix:/path, /path or host:port"],
     [['--probe', 'unix:relative', 'status'], "invalid --probe endpoint 'unix:relative'"],
     [['--tls-ca', '/nonexistent/ca.pem', '--policy', 'localhost:1', 'blocks'], "cannot read --tls-ca file '/nonexistent/ca.pem': ENOENT"],
+    [['--tls-cert', '/etc/passwd', '--policy', 'localhost:1', 'blocks'], '--tls-cert and --tls-key go together'],
+    [['--tls-cert', '/etc/passwd', '--tls-key', '/etc/passwd', '--policy', 'localhost:1', 'blocks'], '--tls-cert and --tls-key need --tls-ca'],
   ])('%j', async (argv, message) => {
     const r = await cli(...argv);
     expect(r.code).toBe(2);
