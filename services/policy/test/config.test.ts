@@ -46,6 +46,7 @@ describe('policy settings: defaults', () => {
       prometheusPort: 9091,
       metricsHost: '0.0.0.0',
       maxSources: 1_000_000,
+      maxBlocksPerMinute: 120,
       reconcileSeconds: 60,
       logFormat: 'auto',
       logLevel: 'info',
