@@ -78,6 +78,10 @@ describe('faults', () => {
     await consistent();
     expect(st.programId).not.toBe(before.programId);
     await attackerBlocked();
+    // Streaming resumed: a new connection reaches the policy.
+    const received = (await svc.policyStatus()).eventsReceived;
+    expect(await curl(8086, '5', bystander())).toBe('pong');
+    await waitFor('the event at the policy', async () => ((await svc.policyStatus()).eventsReceived > received ? true : undefined));
   });
 
   it('kill -9 of the policy: the probe keeps enforcing, counts what it cannot deliver, and the restarted policy repairs drift', async () => {
