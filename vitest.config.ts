@@ -29,6 +29,9 @@ export default defineConfig({
           name: 'unit',
           include: ['**/test/**/*.test.ts'],
           exclude: ['**/*.root.test.ts', '**/node_modules/**'],
+          // The scale cases (a million detector sources) need more than the
+          // default 5 s on a loaded 2-core machine.
+          testTimeout: 60_000,
         },
       },
       {
