@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# `make images`: the probe, policy and prometheus images of deploy/compose.yml.
+#
+#   BASE_IMAGE          base of every image (default node:20-bookworm-slim); pulled, else
+#                       bootstrapped locally under the same name (deploy/base-image.sh)
+#   PW_IMAGE_TAG        tag of the images built here (default latest)
+#   PW_PROMETHEUS_UPSTREAM  the Prometheus image used when it can be pulled (default prom/prometheus:v2.53.5);
+#                       otherwise deploy/prometheus.Dockerfile builds one from Debian's prometheus package
+#   PW_BUILD_CA_BUNDLE  CA bundle the build stages trust for npm (default: this host's system bundle)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE_IMAGE=${BASE_IMAGE:-node:20-bookworm-slim}
+TAG=${PW_IMAGE_TAG:-latest}
+PROM_UPSTREAM=${PW_PROMETHEUS_UPSTREAM:-prom/prometheus:v2.53.5}
+CA_BUNDLE=${PW_BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+
+deploy/base-image.sh "$BASE_IMAGE"
+
+# The host's CAs for npm inside the build (see deploy/build-ca/README.md).
+if [ -r "$CA_BUNDLE" ]; then
+  cmp -s "$CA_BUNDLE" deploy/build-ca/host-ca.crt || cp "$CA_BUNDLE" deploy/build-ca/host-ca.crt
+else
+  rm -f deploy/build-ca/host-ca.crt
+fi
+
+build() { # target image dockerfile
+  echo "images: building $2 (${3##*/} --target $1, FROM $BASE_IMAGE)"
+  local start=$SECONDS
+  # (the classic builder's deprecation notice, printed by newer clients, is left out)
+  if ! docker build --build-arg BASE_IMAGE="$BASE_IMAGE" -f "$3" --target "$1" -t "$2" . 2>&1 |
+    { grep -v -E '^DEPRECATED: The legacy builder|^ *(BuildKit is currently disabled|Install the buildx component|Learn more at|environment-variable\.|https://docs.docker.com/go/buildx/)' || true; }; then
+    echo "images: building $2 failed" >&2
+    exit 1
+  fi
+  echo "images: $2 ready in $((SECONDS - start)) s"
+}
+
+build probe "packetwatch/probe:$TAG" deploy/Dockerfile
+build policy "packetwatch/policy:$TAG" deploy/Dockerfile
+
+# Prometheus: the upstream image when it can be had, else Debian's package.
+if docker image inspect "$PROM_UPSTREAM" >/dev/null 2>&1 ||
+   timeout "${PW_PULL_TIMEOUT:-120}" docker pull -q "$PROM_UPSTREAM" >/dev/null 2>&1; then
+  docker tag "$PROM_UPSTREAM" "packetwatch/prometheus:$TAG"
+  echo "images: packetwatch/prometheus:$TAG is $PROM_UPSTREAM"
+else
+  echo "images: cannot pull $PROM_UPSTREAM; building Prometheus from Debian's package"
+  build prometheus "packetwatch/prometheus:$TAG" deploy/prometheus.Dockerfile
+fi
+
+docker images --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' |
+  grep -E "^(packetwatch/(probe|policy|prometheus):$TAG|$BASE_IMAGE)\b" | sed 's/^/images: /'
