@@ -6,10 +6,9 @@
 // measured in one process, interleaved, and reported side by side. The kernel
 // times the runs (BPF_PROG_TEST_RUN), so the syscall is not in the figures.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
-import { dirname, join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import {
   COUNTER_NAMES,
   type CounterName,
@@ -25,13 +24,26 @@ import {
   zeroCounters,
 } from '@packetwatch/bpf';
 import { type Collection, ObjectSpec, type Program, type RingBufferReader } from 'libbpf-ts';
+import {
+  BENCHMARKS_FILE,
+  BENCH_DIR,
+  BenchError,
+  type Machine,
+  commandError,
+  machine,
+  machineText,
+  median,
+  rel,
+  round2,
+  runBench,
+  table as textTable,
+  today,
+  updateBenchmarks,
+  writeResults,
+} from './report.js';
 
-const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
-const REPO_ROOT = dirname(BENCH_DIR);
 const FLOOR_SOURCE = join(BENCH_DIR, 'fixtures', 'xdp_pass.bpf.c');
 const FLOOR_PROGRAM = 'xdp_pass';
-const RESULTS_FILE = join(BENCH_DIR, 'results', 'datapath.json');
-const BENCHMARKS_FILE = join(REPO_ROOT, 'BENCHMARKS.md');
 const SECTION_HEADING = '## Datapath cost';
 
 const XDP_DROP = 1;
@@ -62,8 +74,6 @@ const SCANNER = '192.0.2.66';
 const PARTNER = '192.0.2.99';
 const SSH = 22;
 
-class BenchError extends Error {}
-
 interface Path {
   /** Name in the table and in datapath.json. */
   name: string;
@@ -82,18 +92,6 @@ interface Result {
   samples: number[];
   median: number;
   ratio: number;
-}
-
-interface Machine {
-  kernel: string;
-  cpu: string;
-  cpus: number;
-  node: string;
-  clang: string;
-}
-
-function rel(path: string): string {
-  return relative(REPO_ROOT, path);
 }
 
 function verdictName(retval: number): string {
@@ -115,13 +113,6 @@ function checkPreconditions(): void {
   }
 }
 
-function commandError(what: string, e: unknown): BenchError {
-  const err = e as NodeJS.ErrnoException & { stderr?: Buffer | string };
-  if (err.code === 'ENOENT') return new BenchError(`${what}: clang not found; run make deps`);
-  const detail = err.stderr?.toString().trim() || err.message;
-  return new BenchError(`${what}:\n${detail}`);
-}
-
 // Compiled at run time rather than by make so that the floor always comes from
 // the same clang, with the same flags, as the run's report says.
 function compileFloor(dir: string): string {
@@ -133,22 +124,6 @@ function compileFloor(dir: string): string {
     throw commandError(`compiling ${rel(FLOOR_SOURCE)} failed`, e);
   }
   return out;
-}
-
-function machine(): Machine {
-  let cpu = os.cpus()[0]?.model ?? 'unknown';
-  try {
-    cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpu;
-  } catch {
-    // not Linux-like /proc: keep what Node reports
-  }
-  let clang: string;
-  try {
-    clang = execFileSync('clang', ['--version'], { encoding: 'utf8' }).split('\n')[0]?.trim() ?? 'unknown';
-  } catch (e) {
-    throw commandError('clang --version failed', e);
-  }
-  return { kernel: os.release(), cpu, cpus: os.cpus().length, node: process.version, clang };
 }
 
 /** Runs the programs and keeps the books: every packet sent is expected to show up in the counters. */
@@ -237,17 +212,6 @@ class Bench {
   }
 }
 
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  const hi = sorted[mid] ?? NaN;
-  return sorted.length % 2 ? hi : ((sorted[mid - 1] ?? NaN) + hi) / 2;
-}
-
-function round2(x: number): number {
-  return Math.round(x * 100) / 100;
-}
-
 function table(results: readonly Result[]): string {
   const header = ['path', 'frame', 'verdict', 'ns/packet', 'min-max', 'x floor'];
   const rows = results.map((r) => [
@@ -258,14 +222,7 @@ function table(results: readonly Result[]): string {
     `${Math.min(...r.samples).toFixed(1)}-${Math.max(...r.samples).toFixed(1)}`,
     r.ratio.toFixed(1),
   ]);
-  const numeric = [false, false, false, true, true, true];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));
-  const line = (cells: readonly string[]) =>
-    cells
-      .map((c, i) => (numeric[i] ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0)))
-      .join('  ')
-      .trimEnd();
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+  return textTable(header, rows, [false, false, false, true, true, true]);
 }
 
 function targetLines(results: readonly Result[]): string[] {
@@ -297,7 +254,7 @@ function section(results: readonly Result[], m: Machine, date: string, eventsRea
     '',
     '- Command: `make bench-datapath` (as root, after `make build`)',
     `- Date: ${date}`,
-    `- Machine: Linux ${m.kernel}, ${m.cpu}, ${m.cpus} CPUs; Node ${m.node}; ${m.clang}`,
+    `- Machine: ${machineText(m)}`,
     `- Method: ${methodText()}`,
     '',
     '```text',
@@ -311,27 +268,6 @@ function section(results: readonly Result[], m: Machine, date: string, eventsRea
     '_This section is rewritten by `make bench-datapath`._',
     '',
   ].join('\n');
-}
-
-/** Replaces the section from its heading to the next `## ` heading, or appends it. */
-function updateBenchmarks(text: string): void {
-  const body = text.endsWith('\n') ? text : `${text}\n`;
-  if (!existsSync(BENCHMARKS_FILE)) {
-    writeFileSync(BENCHMARKS_FILE, `# Benchmarks\n\nEach section is written by the benchmark named in it.\n\n${body}`);
-    return;
-  }
-  const lines = readFileSync(BENCHMARKS_FILE, 'utf8').split('\n');
-  const start = lines.findIndex((l) => l.trimEnd() === SECTION_HEADING);
-  if (start < 0) {
-    const doc = lines.join('\n').trimEnd();
-    writeFileSync(BENCHMARKS_FILE, `${doc}\n\n${body}`);
-    return;
-  }
-  let end = lines.findIndex((l, i) => i > start && l.startsWith('## '));
-  if (end < 0) end = lines.length;
-  const before = lines.slice(0, start).join('\n');
-  const after = lines.slice(end).join('\n');
-  writeFileSync(BENCHMARKS_FILE, `${before}${before ? '\n' : ''}${body}${after ? `\n${after}` : ''}`);
 }
 
 function paths(floor: Program, dp: Datapath): Path[] {
@@ -404,8 +340,8 @@ function main(): void {
     const floorMedian = medians.find((r) => r.path.name === FLOOR_PROGRAM)?.median ?? NaN;
     const results: Result[] = medians.map((r) => ({ ...r, ratio: r.median / floorMedian }));
 
-    const date = new Date().toISOString().slice(0, 10);
-    console.log(`Datapath cost, ${date}: Linux ${m.kernel}, ${m.cpu}, ${m.cpus} CPUs, Node ${m.node}, ${m.clang}`);
+    const date = today();
+    console.log(`Datapath cost, ${date}: ${machineText(m)}`);
     console.log('');
     console.log(table(results));
     console.log('');
@@ -413,7 +349,6 @@ function main(): void {
     console.log(`ring buffer: ${bench.eventsRead.toLocaleString('en-US')} events read, ringbufFull ${counters.ringbufFull}`);
     console.log(`method: ${methodText()}`);
 
-    mkdirSync(dirname(RESULTS_FILE), { recursive: true });
     const json = results.map((r) => ({
       name: r.path.name,
       value: round2(r.median),
@@ -421,9 +356,9 @@ function main(): void {
       baseline: FLOOR_PROGRAM,
       ratio: round2(r.ratio),
     }));
-    writeFileSync(RESULTS_FILE, `${JSON.stringify(json, null, 2)}\n`);
-    updateBenchmarks(section(results, m, date, bench.eventsRead));
-    console.log(`wrote ${rel(RESULTS_FILE)} and the "${SECTION_HEADING.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
+    const resultsFile = writeResults('datapath', json);
+    updateBenchmarks(SECTION_HEADING, section(results, m, date, bench.eventsRead));
+    console.log(`wrote ${rel(resultsFile)} and the "${SECTION_HEADING.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
   } finally {
     reader?.close();
     dp?.close();
@@ -432,10 +367,4 @@ function main(): void {
   }
 }
 
-try {
-  main();
-} catch (e) {
-  if (!(e instanceof BenchError)) throw e;
-  console.error(`bench-datapath: ${e.message}`);
-  process.exitCode = 1;
-}
+await runBench('datapath', main);

@@ -1,0 +1,1199 @@
+// `make bench-probe`: the probe as deployed, a real process on a veth pair.
+//
+// 1. The Probe API round trip over its Unix socket: BlockIp (a kernel map
+//    write) next to GetStatus (no map write), UnblockIp and a health check
+//    (a handler that does nothing), timed by the client, so the figure is
+//    what a policy service waits for.
+// 2. How many SYN events per second the probe carries from the ring buffer
+//    through its queue and the Report stream to a policy without losing one.
+//    The attached program itself writes the events: bpftool runs it with
+//    BPF_PROG_TEST_RUN at a paced rate, and a receiver in this process only
+//    counts what arrives, so that the probe is the part being measured.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
+import os from 'node:os';
+import { join } from 'node:path';
+import type * as grpcTypes from '@grpc/grpc-js';
+import type { GetStatusResponse, PolicyMessage, ProbeClient, ProbeHello, ProbeMessage } from '@packetwatch/proto';
+import {
+  BENCHMARKS_FILE,
+  BenchError,
+  REPO_ROOT,
+  type Machine,
+  type ResultEntry,
+  commandError,
+  count,
+  machine,
+  machineText,
+  percentile,
+  rel,
+  round2,
+  runBench,
+  table,
+  today,
+  updateBenchmarks,
+  writeResults,
+} from './report.js';
+
+const SECTION_HEADING = '## Probe';
+const PROBE_MAIN = join(REPO_ROOT, 'services/probe/dist/main.js');
+// What `make build` produces and the probe or this bench load; checked before
+// anything is imported so that a missing piece is named rather than crashing an import.
+const BUILD_OUTPUTS: readonly [string, string][] = [
+  [join(REPO_ROOT, 'bpf/build/packetwatch.bpf.o'), 'the XDP object'],
+  [join(REPO_ROOT, 'packages/libbpf-ts/build/Release/bpf_ts.node'), 'the libbpf-ts addon'],
+  [join(REPO_ROOT, 'packages/libbpf-ts/dist/index.js'), 'libbpf-ts'],
+  [join(REPO_ROOT, 'bpf/dist/index.js'), '@packetwatch/bpf'],
+  [join(REPO_ROOT, 'proto/dist/src/index.js'), '@packetwatch/proto'],
+  [PROBE_MAIN, 'the probe'],
+];
+
+// Part 1. Every call is awaited before the next: one caller, no queueing, so
+// the figure is a round trip and not a throughput.
+const LATENCY_CALLS = 1000;
+const LATENCY_ROUND = 100;
+const WARMUP_CALLS = 200;
+/** RFC 2544 benchmarking range: never a real peer. */
+const blockTarget = (i: number) => `198.18.${(i + 1) >> 8}.${(i + 1) & 255}`;
+const warmupTarget = (i: number) => `198.19.${(i + 1) >> 8}.${(i + 1) & 255}`;
+
+// Part 2.
+const RATES = [100_000, 250_000, 500_000, 1_000_000, 2_000_000];
+const RUN_SECONDS = 10;
+/** Geometric bisections between the highest passing and the lowest failing rate, 10 s each. */
+const REFINE_STEPS = 2;
+/** The driver hands bpftool one `prog run` per slice, for the events owed since the start. */
+const SLICE_MS = 10;
+// A stall of this process must not turn into one burst larger than the ring
+// holds (65,536 records at the default 4 MiB): events owed beyond a few slices
+// are dropped from the schedule, and the row shows the rate actually offered.
+const MAX_SLICES_OWED = 3;
+/** A run keeps up when, at its end, the receiver is at most this far behind the driver. */
+const MAX_LAG_MS = 100;
+const DRAIN_TIMEOUT_MS = 10_000;
+
+const HOST_ADDR = '10.232.0.1';
+const PEER_ADDR = '10.232.0.2';
+const SPORT = 40_000;
+const DPORT = 8080;
+const XDP_PASS = 2;
+const SERVING = Buffer.from([0x08, 0x01]);
+
+interface Libs {
+  grpc: typeof import('@grpc/grpc-js');
+  bpf: typeof import('@packetwatch/bpf');
+  proto: typeof import('@packetwatch/proto');
+  libbpf: typeof import('libbpf-ts');
+}
+
+interface LatencyRow {
+  name: string;
+  /** Microseconds, ascending. */
+  sorted: number[];
+}
+
+interface RateResult {
+  rate: number;
+  issued: number;
+  seconds: number;
+  offered: number;
+  delivered: number;
+  lagMs: number;
+  ringbufFull: number;
+  probeLost: number;
+  receiverLost: number;
+  gaps: number;
+  unaccounted: number;
+  eventsPerMessage: number;
+  /** Average CPUs used over the run and its drain (1 = one CPU busy). */
+  cpu: CpuShares;
+  /** Probe CPU seconds per million events received. */
+  cpuPerMillion: number;
+  /** The probe's garbage collection pauses, as a share of one CPU (perf_hooks 'gc' entries, via its metrics). */
+  gc: number;
+  /** Longest event-loop stall of the probe during the run (its nodejs_eventloop_lag_max_seconds). */
+  maxStallMs: number;
+  drainMs: number;
+  zeroLoss: boolean;
+  keptUp: boolean;
+}
+
+interface CpuShares {
+  probe: number;
+  /** bpftool, which also pays for the XDP program: test runs execute in its context. */
+  driver: number;
+  /** This process: the receiver, the pacing and the status calls. */
+  bench: number;
+  /** Every other process on the machine, and steal time on a VM. */
+  others: number;
+  idle: number;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function waitFor<T>(what: string, check: () => T | undefined | Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new BenchError(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** Undo steps, run once in reverse order; synchronous so that they also run from process 'exit'. */
+class Cleanup {
+  readonly #steps: { what: string; step: () => void }[] = [];
+
+  add(what: string, step: () => void): void {
+    this.#steps.push({ what, step });
+  }
+
+  run(): void {
+    for (let s = this.#steps.pop(); s; s = this.#steps.pop()) {
+      try {
+        s.step();
+      } catch (e) {
+        console.error(`bench-probe: cleanup (${s.what}) failed: ${(e as Error).message}`);
+      }
+    }
+  }
+}
+
+function checkPreconditions(): void {
+  if (process.getuid?.() !== 0) {
+    throw new BenchError('needs root to attach XDP, create a veth pair and run BPF_PROG_TEST_RUN; run: sudo make bench-probe');
+  }
+  const missing = BUILD_OUTPUTS.filter(([path]) => !existsSync(path));
+  if (missing.length > 0) {
+    throw new BenchError(`the build is missing ${missing.map(([p, what]) => `${what} (${rel(p)})`).join(', ')}: run make build first`);
+  }
+  for (const [cmd, args] of [
+    ['bpftool', ['version']],
+    ['ip', ['-V']],
+  ] as const) {
+    try {
+      execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch (e) {
+      throw commandError(`${cmd} ${args.join(' ')} failed`, e);
+    }
+  }
+}
+
+async function loadLibs(): Promise<Libs> {
+  try {
+    const [grpc, bpf, proto, libbpf] = await Promise.all([
+      import('@grpc/grpc-js'),
+      import('@packetwatch/bpf'),
+      import('@packetwatch/proto'),
+      import('libbpf-ts'),
+    ]);
+    return { grpc, bpf, proto, libbpf };
+  } catch (e) {
+    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
+  }
+}
+
+function ip(...args: string[]): void {
+  try {
+    execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    throw commandError(`ip ${args.join(' ')} failed`, e);
+  }
+}
+
+interface Net {
+  hostIf: string;
+  peerNs: string;
+}
+
+/** A veth pair whose peer end lives in a namespace of its own, as test/e2e/netns.ts builds them. */
+function createNet(cleanup: Cleanup): Net {
+  const tag = String(process.pid % 100_000);
+  const net = { hostIf: `pwbh${tag}`, peerNs: `pw-bench-${tag}` };
+  const peerIf = `pwbp${tag}`;
+  const destroy = () => {
+    for (const args of [
+      ['netns', 'del', net.peerNs],
+      ['link', 'del', net.hostIf],
+    ]) {
+      try {
+        execFileSync('ip', args, { stdio: 'ignore' });
+      } catch {
+        // already gone
+      }
+    }
+  };
+  destroy();
+  cleanup.add('remove the veth pair and namespace', destroy);
+  ip('netns', 'add', net.peerNs);
+  ip('link', 'add', net.hostIf, 'type', 'veth', 'peer', 'name', peerIf);
+  ip('link', 'set', peerIf, 'netns', net.peerNs);
+  ip('addr', 'add', `${HOST_ADDR}/30`, 'dev', net.hostIf);
+  ip('link', 'set', net.hostIf, 'up');
+  ip('-n', net.peerNs, 'addr', 'add', `${PEER_ADDR}/30`, 'dev', peerIf);
+  ip('-n', net.peerNs, 'link', 'set', peerIf, 'up');
+  return net;
+}
+
+interface ReceiverCounts {
+  events: number;
+  lost: number;
+  messages: number;
+  /** Sequence numbers skipped: events the probe queued that never arrived. */
+  gaps: number;
+}
+
+/** What the receiver needs of an event batch; records is a view into the message, not a copy. */
+interface LeanBatch {
+  count: number;
+  lost: number;
+  firstSequence: number;
+  records: Buffer;
+}
+
+type Incoming = { batch: LeanBatch } | { other: ProbeMessage };
+
+function readVarint(b: Buffer, at: number): [value: number, next: number] {
+  let value = 0;
+  let scale = 1;
+  for (let pos = at; pos < b.length && pos < at + 10; pos++) {
+    const byte = b[pos] ?? 0;
+    value += (byte & 0x7f) * scale;
+    scale *= 128;
+    if (byte < 0x80) return [value, pos + 1];
+  }
+  throw new BenchError('malformed varint in a ProbeMessage');
+}
+
+// Field numbers and wire types of packetwatch.v1 ProbeMessage.events and EventBatch.
+const EVENTS_TAG = (2 << 3) | 2;
+const BATCH_FIELD = { count: 1, records: 3, lostEvents: 4, firstSequence: 5 } as const;
+
+/**
+ * Reads an event batch without the generated decoder, which copies every
+ * batch's records into a fresh buffer: at a million events a second that
+ * garbage made the receiver spend a fifth of its time collecting, on a
+ * machine whose CPUs it shares with the probe. Anything else (the hello,
+ * address updates, or a batch with fields this does not expect) goes to the
+ * generated decoder.
+ */
+function leanDeserialize(decode: (b: Buffer) => ProbeMessage): (b: Buffer) => Incoming {
+  return (b) => {
+    if (b[0] !== EVENTS_TAG) return { other: decode(b) };
+    const [len, start] = readVarint(b, 1);
+    const end = start + len;
+    const batch: LeanBatch = { count: 0, lost: 0, firstSequence: 0, records: b.subarray(0, 0) };
+    let pos = start;
+    while (pos < end) {
+      const [tag, afterTag] = readVarint(b, pos);
+      const field = tag >>> 3;
+      if ((tag & 7) === 2 && field === BATCH_FIELD.records) {
+        const [n, at] = readVarint(b, afterTag);
+        batch.records = b.subarray(at, at + n);
+        pos = at + n;
+      } else if ((tag & 7) === 0) {
+        const [v, next] = readVarint(b, afterTag);
+        if (field === BATCH_FIELD.count) batch.count = v;
+        else if (field === BATCH_FIELD.lostEvents) batch.lost = v;
+        else if (field === BATCH_FIELD.firstSequence) batch.firstSequence = v;
+        pos = next;
+      } else {
+        return { other: decode(b) };
+      }
+    }
+    return { batch };
+  };
+}
+
+/**
+ * The policy end of the Report stream, reduced to counting: per batch it
+ * reads count, lost_events and first_sequence and never decodes a record,
+ * so it costs little next to the probe. Records are kept only while
+ * `capture` is on, for the setup check.
+ */
+class Receiver {
+  readonly hellos: ProbeHello[] = [];
+  readonly captured: Buffer[] = [];
+  capture = false;
+  readonly #counts: ReceiverCounts = { events: 0, lost: 0, messages: 0, gaps: 0 };
+  #nextSequence: number | undefined;
+  #server: grpcTypes.Server | undefined;
+
+  constructor(
+    readonly socketPath: string,
+    private readonly libs: Libs,
+  ) {}
+
+  counts(): ReceiverCounts {
+    return { ...this.#counts };
+  }
+
+  #onBatch(b: LeanBatch): void {
+    const c = this.#counts;
+    c.messages++;
+    c.events += b.count;
+    c.lost += b.lost;
+    if (b.count > 0) {
+      if (this.#nextSequence !== undefined && b.firstSequence > this.#nextSequence) c.gaps += b.firstSequence - this.#nextSequence;
+      this.#nextSequence = b.firstSequence + b.count;
+    }
+    if (this.capture) this.captured.push(Buffer.from(b.records));
+  }
+
+  async start(): Promise<void> {
+    const { grpc, proto } = this.libs;
+    const server = new grpc.Server();
+    const generated = proto.PolicyService.report;
+    const service = { report: { ...generated, requestDeserialize: leanDeserialize(generated.requestDeserialize) } };
+    const impl = {
+      report: (call: grpcTypes.ServerDuplexStream<Incoming, PolicyMessage>) => {
+        call.on('data', (msg: Incoming) => {
+          if ('batch' in msg) {
+            this.#onBatch(msg.batch);
+            return;
+          }
+          const m = msg.other.message;
+          if (m?.$case === 'events') {
+            const v = m.value;
+            this.#onBatch({ count: v.count, lost: Number(v.lostEvents), firstSequence: Number(v.firstSequence), records: v.records });
+          } else if (m?.$case === 'hello') {
+            this.hellos.push(m.value);
+            call.write({ message: { $case: 'hello', value: { version: 'bench-probe' } } });
+          }
+        });
+        call.on('end', () => call.end());
+        call.on('error', () => {});
+      },
+    };
+    server.addService(service, impl);
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(`unix://${this.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+    );
+    this.#server = server;
+  }
+
+  stop(): void {
+    this.#server?.forceShutdown();
+    this.#server = undefined;
+  }
+}
+
+/** The probe as a process, its output kept (the tail) for the error message should it die. */
+class ProbeProcess {
+  readonly #log: string[] = [];
+  readonly #child: ChildProcess;
+  #exit: string | undefined;
+
+  constructor(env: Record<string, string>) {
+    this.#child = spawn(process.execPath, [PROBE_MAIN], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    for (const s of [this.#child.stdout, this.#child.stderr]) {
+      s?.setEncoding('utf8');
+      s?.on('data', (d: string) => {
+        this.#log.push(...d.split('\n').filter(Boolean));
+        if (this.#log.length > 200) this.#log.splice(0, this.#log.length - 200);
+      });
+    }
+    this.#child.on('exit', (code, signal) => (this.#exit = signal ? `killed by ${signal}` : `exited with code ${code}`));
+  }
+
+  get pid(): number {
+    const pid = this.#child.pid;
+    if (pid === undefined) throw new BenchError(`could not start the probe (${process.execPath} ${rel(PROBE_MAIN)})`);
+    return pid;
+  }
+
+  get running(): boolean {
+    return this.#exit === undefined;
+  }
+
+  /** How it ended and its last log lines, for an error message. */
+  tail(n = 10): string {
+    return `(${this.#exit ?? 'still running'}); its last output:\n${this.#log.slice(-n).join('\n')}`;
+  }
+
+  /** SIGKILL, then waits (synchronously: this also runs from process 'exit') until the kernel has released its descriptors. */
+  killSync(): void {
+    const pid = this.#child.pid;
+    if (pid === undefined || !this.running) return;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      return;
+    }
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    for (let i = 0; i < 200; i++) {
+      let state: string | undefined;
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        state = stat[stat.lastIndexOf(')') + 2];
+      } catch {
+        return;
+      }
+      // A zombie has closed its files: the XDP link and maps are released.
+      if (state === 'Z' || state === 'X') return;
+      Atomics.wait(pause, 0, 0, 10);
+    }
+  }
+
+  /** CPU seconds (user + system) the process has used so far. */
+  cpuSeconds(): number {
+    try {
+      return processCpu(String(this.pid)).own;
+    } catch {
+      throw new BenchError(`the probe died ${this.tail()}`);
+    }
+  }
+}
+
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** CPU seconds of a process from /proc/<pid>/stat: its own (utime + stime) and its reaped children's (cutime + cstime). */
+function processCpu(pid: string): { own: number; children: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name, which is in parentheses and may hold spaces: state is field 3, utime 14 ... cstime 17.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { own: (Number(f[11]) + Number(f[12])) / CLOCK_TICKS, children: (Number(f[13]) + Number(f[14])) / CLOCK_TICKS };
+}
+
+interface CpuSample {
+  at: number;
+  probe: number;
+  bench: number;
+  /** bpftool batches already reaped: the driver of finished runs. */
+  children: number;
+  busy: number;
+  idle: number;
+}
+
+/** Where the machine's CPU time went so far, in CPU seconds. */
+function cpuSample(probe: ProbeProcess): CpuSample {
+  const self = processCpu('self');
+  // cpu  user nice system idle iowait irq softirq steal ...: steal is time the hypervisor gave to someone else.
+  const f = (/^cpu\s+(.*)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1] ?? '').split(/\s+/).map(Number);
+  const at = (i: number) => f[i] ?? 0;
+  return {
+    at: performance.now(),
+    probe: probe.cpuSeconds(),
+    bench: self.own,
+    children: self.children,
+    busy: (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) / CLOCK_TICKS,
+    idle: (at(3) + at(4)) / CLOCK_TICKS,
+  };
+}
+
+function cpuShares(a: CpuSample, b: CpuSample): CpuShares {
+  const wall = (b.at - a.at) / 1000;
+  const probe = (b.probe - a.probe) / wall;
+  const driver = (b.children - a.children) / wall;
+  const bench = (b.bench - a.bench) / wall;
+  const busy = (b.busy - a.busy) / wall;
+  return { probe, driver, bench, others: Math.max(0, busy - probe - driver - bench), idle: (b.idle - a.idle) / wall };
+}
+
+/** The Probe API, promisified, every call with a deadline so that a stuck probe fails the bench instead of hanging it. */
+class Api {
+  constructor(
+    readonly client: ProbeClient,
+    private readonly libs: Libs,
+    private readonly probe: ProbeProcess,
+  ) {}
+
+  #call<T>(fn: (md: grpcTypes.Metadata, opts: Partial<grpcTypes.CallOptions>, cb: (err: grpcTypes.ServiceError | null, res?: T) => void) => void): Promise<T> {
+    return new Promise((resolve, reject) =>
+      fn(new this.libs.grpc.Metadata(), { deadline: Date.now() + 5000 }, (err, res) => {
+        if (!err) resolve(res as T);
+        else if (!this.probe.running) reject(new BenchError(`the probe died ${this.probe.tail()}`));
+        else reject(new BenchError(`a Probe API call failed: ${this.libs.grpc.status[err.code]} ${err.details}`));
+      }),
+    );
+  }
+
+  /**
+   * grpc.health.v1.Health/Check for the whole server, over the same channel:
+   * a round trip whose handler does nothing, the floor under the Probe calls.
+   * The request (service "") encodes to no bytes; SERVING is field 1 = 1.
+   */
+  async health(): Promise<void> {
+    const res = await this.#call<Buffer>((md, o, cb) =>
+      this.client.makeUnaryRequest('/grpc.health.v1.Health/Check', () => Buffer.alloc(0), (b: Buffer) => b, {}, md, o, cb),
+    );
+    if (!res.equals(SERVING)) throw new BenchError(`Health/Check answered ${res.toString('hex')}, not SERVING`);
+  }
+
+  status(): Promise<GetStatusResponse> {
+    return this.#call((md, o, cb) => this.client.getStatus({}, md, o, cb));
+  }
+
+  block(ip: string): Promise<unknown> {
+    const reason = this.libs.proto.BlockReason.BLOCK_REASON_MANUAL;
+    return this.#call((md, o, cb) => this.client.blockIp({ ip, ttl: { seconds: 0n, nanos: 0 }, reason }, md, o, cb));
+  }
+
+  unblock(ip: string): Promise<{ removed: boolean }> {
+    return this.#call((md, o, cb) => this.client.unblockIp({ ip }, md, o, cb));
+  }
+
+  async blockCount(): Promise<number> {
+    const r = await this.#call<{ blocks: unknown[] }>((md, o, cb) => this.client.listBlocks({}, md, o, cb));
+    return r.blocks.length;
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+interface ProbeMetrics {
+  gcSeconds: number;
+  /** Since the previous scrape: prom-client resets the event-loop histogram when it is collected. */
+  loopLagMaxSeconds: number;
+}
+
+/** The probe's own view of its pauses, from its /metrics (prom-client's default Node.js metrics). */
+async function scrapeMetrics(port: number): Promise<ProbeMetrics> {
+  let text: string;
+  try {
+    text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+  } catch (e) {
+    throw new BenchError(`the probe's /metrics on port ${port} did not answer: ${(e as Error).message}`);
+  }
+  let gcSeconds = 0;
+  let loopLagMaxSeconds = NaN;
+  for (const line of text.split('\n')) {
+    const [name, value] = line.split(' ');
+    if (name?.startsWith('nodejs_gc_duration_seconds_sum')) gcSeconds += Number(value);
+    else if (name === 'nodejs_eventloop_lag_max_seconds') loopLagMaxSeconds = Number(value);
+  }
+  return { gcSeconds, loopLagMaxSeconds };
+}
+
+/** Runs `bpftool prog run` on the frame file, once; returns the program's verdict. */
+function runOnce(programId: number, frameFile: string): number {
+  let out: string;
+  try {
+    out = execFileSync('bpftool', ['prog', 'run', 'id', String(programId), 'data_in', frameFile, 'repeat', '1'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  } catch (e) {
+    throw commandError(`bpftool prog run id ${programId} failed`, e);
+  }
+  const m = /Return value: (\d+)/.exec(out);
+  if (!m) throw new BenchError(`bpftool prog run printed no verdict:\n${out}`);
+  return Number(m[1]);
+}
+
+/**
+ * Offers `rate` events/s for `ms` through one long-lived `bpftool batch file -`:
+ * a process per 10 ms slice would cost more than the events it makes (spawning
+ * bpftool takes about 12 ms here), whereas a batch reads one
+ * `prog run ... repeat N` line per slice from its stdin and runs it at once.
+ * Each slice asks for the events owed since the start, so timer jitter
+ * evens out instead of accumulating.
+ */
+async function drive(
+  programId: number,
+  frameFile: string,
+  rate: number,
+  ms: number,
+  onChild: (c: ChildProcess | undefined) => void,
+): Promise<{ issued: number; seconds: number }> {
+  const child = spawn('bpftool', ['batch', 'file', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  onChild(child);
+  let verdicts = 0;
+  let wrong: string | undefined;
+  let partial = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d: string) => {
+    const lines = (partial + d).split('\n');
+    partial = lines.pop() ?? '';
+    for (const l of lines) {
+      const m = /^Return value: (\d+)/.exec(l);
+      if (!m) continue;
+      verdicts++;
+      if (Number(m[1]) !== XDP_PASS) wrong ??= l;
+    }
+  });
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
+  // 'close', not 'exit': by then its stdout has been read to the end, every verdict counted.
+  const exited = new Promise<number | null>((resolve) => {
+    child.on('close', (code) => resolve(code));
+    child.on('error', (e) => {
+      stderr += e.message;
+      resolve(null);
+    });
+  });
+  child.stdin.on('error', () => {}); // a bpftool that died is reported by its exit code
+
+  const start = performance.now();
+  let issued = 0;
+  let forgiven = 0;
+  let lines = 0;
+  const cap = Math.max(1, Math.round((rate * SLICE_MS * MAX_SLICES_OWED) / 1000));
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const elapsed = Math.min(performance.now() - start, ms);
+      let owed = Math.floor((rate * elapsed) / 1000) - forgiven - issued;
+      // Owed events beyond the cap are forgiven, not carried: see MAX_SLICES_OWED.
+      if (owed > cap) {
+        forgiven += owed - cap;
+        owed = cap;
+      }
+      if (owed > 0) {
+        child.stdin.write(`prog run id ${programId} data_in ${frameFile} repeat ${owed}\n`);
+        issued += owed;
+        lines++;
+      }
+      if (elapsed >= ms) resolve();
+      else setTimeout(tick, SLICE_MS);
+    };
+    tick();
+  });
+  child.stdin.end();
+  const code = await exited;
+  const seconds = (performance.now() - start) / 1000;
+  onChild(undefined);
+  if (code !== 0) throw new BenchError(`bpftool batch exited with ${code}:\n${stderr.trim()}`);
+  if (wrong) throw new BenchError(`the program returned another verdict than XDP_PASS: ${wrong}`);
+  if (verdicts !== lines) throw new BenchError(`bpftool ran ${verdicts} of ${lines} prog run commands:\n${stderr.trim()}`);
+  return { issued, seconds };
+}
+
+/** Client-side round trip of each call, in µs, appended to `into`. */
+async function timeCalls(into: number[], n: number, fn: (i: number) => Promise<unknown>): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    await fn(i);
+    into.push(Number(process.hrtime.bigint() - t0) / 1000);
+  }
+}
+
+async function measureLatency(api: Api): Promise<LatencyRow[]> {
+  // Both ends' JIT, the socket and the map's first buckets warm up here, off the books.
+  const discard: number[] = [];
+  await timeCalls(discard, WARMUP_CALLS, () => api.health());
+  await timeCalls(discard, WARMUP_CALLS, () => api.status());
+  await timeCalls(discard, WARMUP_CALLS, (i) => api.block(warmupTarget(i)));
+  await timeCalls(discard, WARMUP_CALLS, (i) => api.unblock(warmupTarget(i)));
+  if ((await api.blockCount()) !== 0) throw new BenchError('blocks were left after the warm-up');
+
+  // Rounds of each kind in turn, so that a burst of load from elsewhere lands
+  // on every kind rather than on one. Each round unblocks what it blocked:
+  // GetStatus counts the blocks (it walks the blocklist), so it is timed on an
+  // empty one here and with the blocks in place below.
+  const status: number[] = [];
+  const health: number[] = [];
+  const block: number[] = [];
+  const unblock: number[] = [];
+  let removed = 0;
+  for (let first = 0; first < LATENCY_CALLS; first += LATENCY_ROUND) {
+    const n = Math.min(LATENCY_ROUND, LATENCY_CALLS - first);
+    await timeCalls(status, n, () => api.status());
+    await timeCalls(health, n, () => api.health());
+    await timeCalls(block, n, (i) => api.block(blockTarget(first + i)));
+    await timeCalls(unblock, n, async (i) => {
+      if ((await api.unblock(blockTarget(first + i))).removed) removed++;
+    });
+  }
+  if (removed !== LATENCY_CALLS) throw new BenchError(`UnblockIp removed ${removed} of ${LATENCY_CALLS} blocks`);
+
+  for (let i = 0; i < LATENCY_CALLS; i++) await api.block(blockTarget(i));
+  const held = await api.blockCount();
+  if (held !== LATENCY_CALLS) throw new BenchError(`ListBlocks shows ${held} blocks after ${LATENCY_CALLS} BlockIp calls`);
+  const statusFull: number[] = [];
+  await timeCalls(statusFull, LATENCY_CALLS, () => api.status());
+  for (let i = 0; i < LATENCY_CALLS; i++) await api.unblock(blockTarget(i));
+  if ((await api.blockCount()) !== 0) throw new BenchError('blocks were left after the latency measurement');
+
+  const sorted = (xs: number[]) => xs.sort((x, y) => x - y);
+  // GetStatus first: the ratio column and the comparison in probe.json are against it.
+  return [
+    { name: 'GetStatus (no blocks)', sorted: sorted(status) },
+    { name: 'Health/Check (empty round trip)', sorted: sorted(health) },
+    { name: 'BlockIp (distinct addresses)', sorted: sorted(block) },
+    { name: 'UnblockIp', sorted: sorted(unblock) },
+    { name: `GetStatus (${count(LATENCY_CALLS)} blocks)`, sorted: sorted(statusFull) },
+  ];
+}
+
+/** One frame, driven through the attached program, must arrive at the receiver as one event with the frame's fields. */
+async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: Net, programId: number, frameFile: string): Promise<void> {
+  const { bpf } = libs;
+  const attached = libs.libbpf.xdpQuery(net.hostIf).progId;
+  if (attached !== programId) throw new BenchError(`${net.hostIf} runs program ${attached}, the probe reports ${programId}`);
+  const hello = await waitFor('the probe to connect to the receiver', () => receiver.hellos[0], 10_000);
+  if (hello.programId !== programId) throw new BenchError(`the probe announced program ${hello.programId}, GetStatus says ${programId}`);
+  await waitFor('policyConnected', async () => ((await api.status()).policyConnected ? true : undefined), 10_000);
+
+  const before = await api.status();
+  const recv = receiver.counts();
+  receiver.capture = true;
+  const t0 = BigInt(Date.now()) * 1_000_000n;
+  const verdict = runOnce(programId, frameFile);
+  const t1 = BigInt(Date.now()) * 1_000_000n;
+  if (verdict !== XDP_PASS) throw new BenchError(`the program returned ${verdict} for the SYN frame, expected XDP_PASS (${XDP_PASS})`);
+  await waitFor('the test event at the receiver', () => (receiver.counts().events > recv.events ? true : undefined), 5000);
+  await sleep(200); // a second, unexpected event would arrive by now
+  receiver.capture = false;
+  const records = Buffer.concat(receiver.captured.splice(0));
+  const got = receiver.counts().events - recv.events;
+  if (got !== 1 || records.length !== bpf.SYN_EVENT_SIZE) throw new BenchError(`one frame gave ${got} events (${records.length} bytes) at the receiver`);
+  const ev = bpf.synEventCodec.read(records, 0);
+  const fields: [string, string | number | boolean, string | number | boolean][] = [
+    ['saddr', bpf.formatAddress(ev.saddr), PEER_ADDR],
+    ['daddr', bpf.formatAddress(ev.daddr), HOST_ADDR],
+    ['sport', ev.sport, SPORT],
+    ['dport', ev.dport, DPORT],
+    ['ipVersion', ev.ipVersion, 4],
+    ['tcpFlags', ev.tcpFlags, bpf.TCP_FLAGS.SYN],
+    // Wall-clock ns (the probe converts the kernel's boot-time clock); 1 ms slack for the clock reads.
+    ['tsNs within the run', ev.tsNs >= t0 - 1_000_000n && ev.tsNs <= t1 + 1_000_000n, true],
+  ];
+  for (const [name, value, want] of fields) {
+    if (value !== want) throw new BenchError(`test event: ${name} is ${String(value)}, expected ${String(want)}`);
+  }
+  const after = await api.status();
+  const moved = (f: 'syn' | 'events' | 'ringbufFull') => Number((after.counters?.[f] ?? 0n) - (before.counters?.[f] ?? 0n));
+  if (moved('syn') !== 1 || moved('events') !== 1 || moved('ringbufFull') !== 0 || after.eventsLost !== before.eventsLost) {
+    throw new BenchError(
+      `test event: counters moved syn ${moved('syn')}, events ${moved('events')}, ringbufFull ${moved('ringbufFull')}, eventsLost ${after.eventsLost - before.eventsLost}`,
+    );
+  }
+}
+
+async function measureRate(
+  rate: number,
+  api: Api,
+  probe: ProbeProcess,
+  receiver: Receiver,
+  programId: number,
+  frameFile: string,
+  metricsPort: number,
+  onDriver: (c: ChildProcess | undefined) => void,
+): Promise<RateResult> {
+  const before = await api.status();
+  const m0 = await scrapeMetrics(metricsPort);
+  const r0 = receiver.counts();
+  const cpu0 = cpuSample(probe);
+  const { issued, seconds } = await drive(programId, frameFile, rate, RUN_SECONDS * 1000, onDriver);
+  const rEnd = receiver.counts();
+  const drainStart = performance.now();
+  // Every event either arrives or is reported lost; wait for the books to close.
+  let closed = true;
+  try {
+    await waitFor(
+      'the receiver to account for every event',
+      () => {
+        if (!probe.running) throw new BenchError(`the probe died during the ${count(rate)}/s run ${probe.tail()}`);
+        const r = receiver.counts();
+        return r.events - r0.events + (r.lost - r0.lost) >= issued ? true : undefined;
+      },
+      DRAIN_TIMEOUT_MS,
+    );
+  } catch (e) {
+    // Only a timeout is a result (events unaccounted for); a dead probe is not.
+    if (!(e instanceof BenchError) || !probe.running) throw e;
+    closed = false;
+  }
+  const drainMs = performance.now() - drainStart;
+  const cpu1 = cpuSample(probe);
+  const m1 = await scrapeMetrics(metricsPort);
+  const after = await api.status();
+  const r1 = receiver.counts();
+
+  const delta = (f: 'syn' | 'ringbufFull') => Number((after.counters?.[f] ?? 0n) - (before.counters?.[f] ?? 0n));
+  if (delta('syn') !== issued) {
+    throw new BenchError(`the program saw ${count(delta('syn'))} SYNs while the driver issued ${count(issued)}: something else runs it, or runs were lost`);
+  }
+  const received = r1.events - r0.events;
+  const receiverLost = r1.lost - r0.lost;
+  const probeLost = Number(after.eventsLost - before.eventsLost);
+  const ringbufFull = delta('ringbufFull');
+  const gaps = r1.gaps - r0.gaps;
+  const unaccounted = issued - received - receiverLost;
+  const offered = issued / seconds;
+  const deliveredInRun = rEnd.events - r0.events;
+  const lagMs = ((issued - deliveredInRun) / offered) * 1000;
+  const zeroLoss = closed && received === issued && ringbufFull === 0 && probeLost === 0 && receiverLost === 0 && gaps === 0;
+  const messages = r1.messages - r0.messages;
+  return {
+    rate,
+    issued,
+    seconds,
+    offered,
+    delivered: deliveredInRun / seconds,
+    lagMs,
+    ringbufFull,
+    probeLost,
+    receiverLost,
+    gaps,
+    unaccounted,
+    eventsPerMessage: messages > 0 ? received / messages : 0,
+    cpu: cpuShares(cpu0, cpu1),
+    cpuPerMillion: received > 0 ? (cpu1.probe - cpu0.probe) / (received / 1e6) : NaN,
+    gc: (m1.gcSeconds - m0.gcSeconds) / ((cpu1.at - cpu0.at) / 1000),
+    maxStallMs: m1.loopLagMaxSeconds * 1000,
+    drainMs,
+    zeroLoss,
+    keptUp: zeroLoss && lagMs <= MAX_LAG_MS,
+  };
+}
+
+/** Two significant digits: rates a reader can repeat. */
+function roundRate(x: number): number {
+  const p = 10 ** (Math.floor(Math.log10(x)) - 1);
+  return Math.round(x / p) * p;
+}
+
+function rateLabel(r: number): string {
+  return r >= 1e6 ? `${round2(r / 1e6)}M` : `${round2(r / 1e3)}k`;
+}
+
+function latencyTable(rows: readonly LatencyRow[]): string {
+  const us = (x: number) => x.toFixed(0);
+  return table(
+    ['call', 'calls', 'p50 µs', 'p99 µs', 'max µs', 'x GetStatus p50'],
+    rows.map((r) => [
+      r.name,
+      count(r.sorted.length),
+      us(percentile(r.sorted, 50)),
+      us(percentile(r.sorted, 99)),
+      us(r.sorted.at(-1) ?? NaN),
+      (percentile(r.sorted, 50) / percentile(rows[0]?.sorted ?? [], 50)).toFixed(2),
+    ]),
+    [false, true, true, true, true, true],
+  );
+}
+
+function resultText(r: RateResult): string {
+  if (r.keptUp) return 'ok';
+  return r.zeroLoss ? `LAG > ${MAX_LAG_MS} ms` : 'LOSS';
+}
+
+function rateTable(results: readonly RateResult[]): string {
+  const k = (x: number) => count(Math.round(x / 1000) * 1000);
+  return table(
+    ['target/s', 'offered/s', 'delivered/s', 'lag ms', 'ringbufFull', 'probe lost', 'policy lost', 'unaccounted', 'events/msg', 'result'],
+    results.map((r) => [
+      rateLabel(r.rate),
+      k(r.offered),
+      k(r.delivered),
+      r.lagMs.toFixed(0),
+      count(r.ringbufFull),
+      count(r.probeLost),
+      count(r.receiverLost),
+      count(r.unaccounted),
+      r.eventsPerMessage.toFixed(0),
+      resultText(r),
+    ]),
+    [false, true, true, true, true, true, true, true, true, false],
+  );
+}
+
+function cpuTable(results: readonly RateResult[], cpus: number): string {
+  const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
+  return table(
+    ['target/s', 'probe', 'probe CPU s/M events', 'probe GC', 'probe max stall ms', 'driver (bpftool + XDP)', 'receiver + pacing', 'other processes', 'idle', 'result'],
+    results.map((r) => [
+      rateLabel(r.rate),
+      pct(r.cpu.probe),
+      r.cpuPerMillion.toFixed(2),
+      pct(r.gc),
+      r.maxStallMs.toFixed(0),
+      pct(r.cpu.driver),
+      pct(r.cpu.bench),
+      pct(r.cpu.others),
+      `${pct(r.cpu.idle)} of ${cpus * 100}%`,
+      resultText(r),
+    ]),
+    [false, true, true, true, true, true, true, true, true, false],
+  );
+}
+
+function best(results: readonly RateResult[]): RateResult | undefined {
+  return results.filter((r) => r.keptUp).sort((a, b) => b.offered - a.offered)[0];
+}
+
+function verdictText(results: readonly RateResult[]): string {
+  const b = best(results);
+  const top = Math.max(...results.map((r) => r.rate));
+  if (!b) return `no offered rate was carried for ${RUN_SECONDS} s without loss (lowest tried: ${count(Math.min(...results.map((r) => r.rate)))}/s)`;
+  const above = results.filter((r) => r.rate > b.rate && !r.keptUp).sort((x, y) => x.rate - y.rate)[0];
+  const bound = above ? `; ${count(Math.round(above.offered))}/s was not` : b.rate === top ? ' (the highest rate tried)' : '';
+  return `highest rate carried for ${RUN_SECONDS} s with zero loss: ${count(Math.round(b.offered))} events/s${bound}`;
+}
+
+const METHOD_LATENCY =
+  `${count(LATENCY_CALLS)} sequential calls of each kind from one client over the probe's Unix socket ` +
+  `(@grpc/grpc-js, as a policy service calls it), each awaited before the next and timed around the call ` +
+  `(process.hrtime), after ${WARMUP_CALLS} warm-up calls of each. The kinds take turns in rounds of ${LATENCY_ROUND} ` +
+  `(GetStatus, Health/Check, BlockIp, UnblockIp), so load from elsewhere falls on all of them. BlockIp blocks ` +
+  `distinct addresses (198.18.0.0/15, permanent, reason MANUAL) and each round unblocks its own, so GetStatus, ` +
+  `which walks the blocklist to count it, sees none; it is timed again with ${count(LATENCY_CALLS)} blocks in place. ` +
+  `Health/Check (grpc.health.v1, same channel) is a round trip whose handler does nothing. The probe logs each ` +
+  `block and unblock at its default level (info), as deployed. Percentiles are nearest-rank.`;
+
+const METHOD_RATE =
+  `The probe runs with its defaults (4 MiB ring buffer, 262,144-event queue, batches of at most 1,024 events) ` +
+  `attached to the host end of a veth pair; its Report stream goes to a receiver in the bench process that counts ` +
+  `records, lost_events and sequence gaps without decoding events. The attached program is run by ` +
+  `\`bpftool batch file -\` (BPF_PROG_TEST_RUN on a 74-byte IPv4 SYN), fed one \`prog run ... repeat N\` line every ` +
+  `${SLICE_MS} ms for the events owed so far, for ${RUN_SECONDS} s per rate; a setup check first sends one frame ` +
+  `end to end and checks the event's fields. offered/s = SYNs the program counted / run time; delivered/s = events ` +
+  `received during the run / run time; lag = events not yet received when the driver finished, in ms of the offered rate. ` +
+  `Losses are shown where they are counted: ringbufFull (kernel), probe lost (eventsLost, which includes ringbufFull) ` +
+  `and policy lost (lost_events received: the same events once shipped), so they overlap rather than add up; ` +
+  `unaccounted = offered - received - policy lost after draining. Result ok: all of these 0, no sequence gap, and a ` +
+  `lag <= ${MAX_LAG_MS} ms. CPU is averaged over the run and its drain (100% = one CPU): the probe from ` +
+  `/proc/<pid>/stat, the driver from this process's reaped children (bpftool, which also pays for the XDP program: ` +
+  `test runs execute in its context), the receiver from this process, other processes and idle from /proc/stat. ` +
+  `Probe GC (pause time from its perf_hooks 'gc' entries) and max stall (its longest event-loop delay, ` +
+  `nodejs_eventloop_lag_max_seconds, 10 ms resolution) come from the probe's /metrics, on as deployed. ` +
+  `The rates ${RATES.map(rateLabel).join(', ')} are tried in that order (lower rates warm the probe up), then up to ` +
+  `${REFINE_STEPS} geometric bisections between the highest passing and the lowest failing rate.`;
+
+function limitText(rates: readonly RateResult[], cpus: number): string {
+  const b = best(rates);
+  const fail = rates.filter((r) => !r.keptUp && (!b || r.rate > b.rate)).sort((x, y) => x.rate - y.rate)[0];
+  if (!fail) return '';
+  const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
+  return (
+    `At ${count(Math.round(fail.offered))}/s, the lowest failing rate, the probe used ${pct(fail.cpu.probe)} of a CPU, ` +
+    `the driver ${pct(fail.cpu.driver)}, the receiver ${pct(fail.cpu.bench)}, other processes ${pct(fail.cpu.others)}, ` +
+    `and ${pct(fail.cpu.idle)} of ${cpus * 100}% was idle.`
+  );
+}
+
+function section(m: Machine, date: string, load: number, latency: readonly LatencyRow[], rates: readonly RateResult[]): string {
+  const limit = limitText(rates, m.cpus);
+  return [
+    SECTION_HEADING,
+    '',
+    'The probe as a process: what one Probe API call costs a caller, and how many SYN events per second it ' +
+      'carries from the ring buffer to a policy stream without losing any.',
+    '',
+    '- Command: `make bench-probe` (as root, after `make build`)',
+    `- Date: ${date}`,
+    `- Machine: ${machineText(m)}; 1-minute load average ${load.toFixed(2)} when the bench started`,
+    `- Method (API): ${METHOD_LATENCY}`,
+    `- Method (events): ${METHOD_RATE}`,
+    '',
+    '### Probe API round trip',
+    '',
+    '```text',
+    latencyTable(latency),
+    '```',
+    '',
+    '### Event throughput, ring buffer to policy stream',
+    '',
+    '```text',
+    rateTable(rates),
+    '```',
+    '',
+    'Where the CPU went (100% = one CPU):',
+    '',
+    '```text',
+    cpuTable(rates, m.cpus),
+    '```',
+    '',
+    `Result: ${verdictText(rates)}.${limit ? ` ${limit}` : ''}`,
+    '',
+    '_This section is rewritten by `make bench-probe`._',
+    '',
+  ].join('\n');
+}
+
+function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): ResultEntry[] {
+  const status = latency[0];
+  const out: ResultEntry[] = [];
+  for (const row of latency) {
+    for (const [label, p] of [
+      ['p50', 50],
+      ['p99', 99],
+      ['max', 100],
+    ] as const) {
+      out.push({
+        name: `${row.name} ${label}`,
+        value: round2(percentile(row.sorted, p)),
+        unit: 'us',
+        comparison: status && row !== status ? `${status.name} ${label}` : null,
+        comparisonValue: status && row !== status ? round2(percentile(status.sorted, p)) : null,
+        calls: row.sorted.length,
+      });
+    }
+  }
+  for (const r of rates) {
+    out.push({
+      name: `events at ${rateLabel(r.rate)}/s offered`,
+      value: Math.round(r.delivered),
+      unit: 'events/s delivered',
+      comparison: 'offered',
+      comparisonValue: Math.round(r.offered),
+      seconds: round2(r.seconds),
+      lagMs: round2(r.lagMs),
+      ringbufFull: r.ringbufFull,
+      probeEventsLost: r.probeLost,
+      policyLostEvents: r.receiverLost,
+      sequenceGaps: r.gaps,
+      unaccounted: r.unaccounted,
+      eventsPerMessage: round2(r.eventsPerMessage),
+      probeCpu: round2(r.cpu.probe),
+      probeCpuSecondsPerMillionEvents: round2(r.cpuPerMillion),
+      probeGcCpu: round2(r.gc),
+      probeMaxStallMs: round2(r.maxStallMs),
+      driverCpu: round2(r.cpu.driver),
+      receiverCpu: round2(r.cpu.bench),
+      otherCpu: round2(r.cpu.others),
+      idleCpu: round2(r.cpu.idle),
+      zeroLoss: r.zeroLoss,
+      keptUp: r.keptUp,
+    });
+  }
+  const b = best(rates);
+  out.push({
+    name: 'highest zero-loss event rate',
+    value: b ? Math.round(b.offered) : 0,
+    unit: 'events/s',
+    comparison: 'highest rate tried',
+    comparisonValue: Math.max(...rates.map((r) => r.rate)),
+    seconds: RUN_SECONDS,
+  });
+  return out;
+}
+
+async function main(): Promise<void> {
+  checkPreconditions();
+  const m = machine();
+  const load = os.loadavg()[0] ?? 0;
+  const libs = await loadLibs();
+
+  const cleanup = new Cleanup();
+  const onExit = () => cleanup.run();
+  // Ctrl-C or a kill must not leave an attached program, pins or a veth behind.
+  const onSignal = (signal: NodeJS.Signals) => {
+    console.error(`bench-probe: ${signal}, cleaning up`);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.on('exit', onExit);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const dir = mkdtempSync(join(os.tmpdir(), 'packetwatch-bench-probe-'));
+    cleanup.add('remove the temp dir', () => rmSync(dir, { recursive: true, force: true }));
+    const pinRoot = `/sys/fs/bpf/packetwatch-bench-${process.pid}`;
+    const net = createNet(cleanup);
+    const socket = join(dir, 'probe.sock');
+    const metricsPort = await freePort();
+    const receiver = new Receiver(join(dir, 'policy.sock'), libs);
+    cleanup.add('stop the receiver', () => receiver.stop());
+    await receiver.start();
+
+    const env = {
+      PW_IFDEV: net.hostIf,
+      PW_PROBE_SOCKET: socket,
+      PW_POLICY_ADDR: `unix:${receiver.socketPath}`,
+      PW_BPF_PIN_DIR: pinRoot,
+      // On, as deployed (its default is 9090); the bench reads the probe's GC time and event-loop stalls from it.
+      PW_PROMETHEUS_PORT: String(metricsPort),
+      PW_METRICS_HOST: '127.0.0.1',
+    };
+    const probe = new ProbeProcess(env);
+    cleanup.add('kill the probe, detach, remove the pins', () => {
+      probe.killSync();
+      try {
+        execFileSync(process.execPath, [PROBE_MAIN, 'detach'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+      } catch (e) {
+        throw commandError('probe detach', e);
+      } finally {
+        rmSync(pinRoot, { recursive: true, force: true });
+      }
+    });
+    const client = new libs.proto.ProbeClient(`unix://${socket}`, libs.grpc.credentials.createInsecure());
+    cleanup.add('close the client', () => client.close());
+    let driver: ChildProcess | undefined;
+    cleanup.add('stop the driver', () => driver?.kill('SIGKILL'));
+    const onDriver = (c: ChildProcess | undefined) => (driver = c);
+
+    const api = new Api(client, libs, probe);
+    const ready = await waitFor(
+      `the probe's API on ${socket}`,
+      async () => {
+        if (!probe.running) throw new BenchError(`the probe did not start ${probe.tail()}`);
+        if (!existsSync(socket)) return undefined;
+        return api.status().catch(() => undefined);
+      },
+      15_000,
+    );
+    const programId = ready.programId;
+    const frameFile = join(dir, 'syn.bin');
+    writeFileSync(frameFile, libs.bpf.synFrame(PEER_ADDR, HOST_ADDR, SPORT, DPORT));
+    await checkSetup(libs, api, receiver, net, programId, frameFile);
+    console.log(`setup: probe pid ${probe.pid} on ${net.hostIf}, program ${programId}; one SYN went end to end with its fields`);
+
+    const latency = await measureLatency(api);
+    console.log('');
+    console.log(latencyTable(latency));
+    console.log('');
+
+    const rates: RateResult[] = [];
+    const run = async (rate: number) => {
+      const r = await measureRate(rate, api, probe, receiver, programId, frameFile, metricsPort, onDriver);
+      rates.push(r);
+      console.log(
+        `${rateLabel(rate).padStart(6)}/s: offered ${count(Math.round(r.offered))}/s, delivered ${count(Math.round(r.delivered))}/s, ` +
+          `lag ${r.lagMs.toFixed(0)} ms, lost ${count(r.probeLost)} (ringbufFull ${count(r.ringbufFull)}), ` +
+          `probe ${(r.cpu.probe * 100).toFixed(0)}% CPU (${r.cpuPerMillion.toFixed(2)} s/M, GC ${(r.gc * 100).toFixed(0)}%, ` +
+          `max stall ${r.maxStallMs.toFixed(0)} ms), idle ${(r.cpu.idle * 100).toFixed(0)}% -> ${resultText(r)}`,
+      );
+    };
+    for (const rate of RATES) await run(rate);
+    for (let i = 0; i < REFINE_STEPS; i++) {
+      const pass = best(rates);
+      const fail = rates.filter((r) => !r.keptUp && (!pass || r.rate > pass.rate)).sort((a, b) => a.rate - b.rate)[0];
+      if (!pass || !fail) break;
+      const mid = roundRate(Math.sqrt(pass.rate * fail.rate));
+      if (mid <= pass.rate || mid >= fail.rate || rates.some((r) => r.rate === mid)) break;
+      await run(mid);
+    }
+    rates.sort((a, b) => a.rate - b.rate);
+
+    const date = today();
+    console.log('');
+    console.log(`Probe, ${date}: ${machineText(m)}; load average ${load.toFixed(2)} at the start`);
+    console.log('');
+    console.log(rateTable(rates));
+    console.log('');
+    console.log(cpuTable(rates, m.cpus));
+    console.log('');
+    console.log(`result: ${verdictText(rates)}`);
+    const limit = limitText(rates, m.cpus);
+    if (limit) console.log(limit);
+    const resultsFile = writeResults('probe', results(latency, rates));
+    updateBenchmarks(SECTION_HEADING, section(m, date, load, latency, rates));
+    console.log(`wrote ${rel(resultsFile)} and the "${SECTION_HEADING.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
+  } finally {
+    cleanup.run();
+    process.off('exit', onExit);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+await runBench('probe', main);
