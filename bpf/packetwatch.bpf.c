@@ -27,6 +27,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Load-time constants (.rodata), set by user space before load. */
 const volatile __u32 drop_mode = PW_DROP_SYN;
+/* In-kernel scan detection: N distinct ports (0 = off, at most
+ * PW_SCAN_MAX_PORTS) within scan_window_ns; blocks last scan_block_ns
+ * (0 = permanent); at most scan_blocks_per_min a minute (0 = no cap). */
+const volatile __u32 scan_ports = 0;
+const volatile __u64 scan_window_ns = 60000000000ULL;
+const volatile __u64 scan_block_ns = 0;
+const volatile __u32 scan_blocks_per_min = 0;
 
 /* Map sizes here are defaults; user space sets them before load. */
 struct {
@@ -49,6 +56,23 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
+/* The in-kernel detector's state. An LRU: under a flood of forged sources the
+ * least recently seen are forgotten, which only makes detection of them
+ * later, never wrong. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct pw_addr);
+	__type(value, struct pw_scan);
+	__uint(max_entries, 65536);
+} scanners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct pw_scan_rate);
+	__uint(max_entries, 1);
+} scan_rate SEC(".maps");
+
 /* One per-CPU slot holding every counter: a single lookup per frame. */
 struct pw_counters {
 	__u64 count[PW_CNT_MAX];
@@ -69,6 +93,7 @@ struct pw_syn_event _pw_syn_event_btf __attribute__((unused));
 enum pw_counter _pw_counter_btf __attribute__((unused));
 enum pw_block_reason _pw_block_reason_btf __attribute__((unused));
 enum pw_drop_mode _pw_drop_mode_btf __attribute__((unused));
+enum pw_scan_verdict _pw_scan_verdict_btf __attribute__((unused));
 
 #define VLAN_MAX_DEPTH 2
 #define IPV6_EXT_MAX 8
@@ -267,6 +292,126 @@ static __always_inline int blocked(const struct pw_addr *addr, struct pw_counter
 	return 1;
 }
 
+/* Blocks a source the detector caught, within the blocks-per-minute cap. */
+static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src, __u64 now)
+{
+	__u32 zero = 0;
+	struct pw_counters *cnt = bpf_map_lookup_elem(&counters, &zero);
+	struct pw_block b = {
+		.expires_ns = scan_block_ns ? now + scan_block_ns : 0,
+		.created_ns = now,
+		.reason = PW_REASON_PORTSCAN,
+		.flags = PW_BLOCK_KERNEL_DETECTED,
+	};
+	struct pw_scan_rate *rate;
+
+	if (allowlisted(src))
+		return PW_SCAN_ALLOWLISTED;
+	if (scan_blocks_per_min) {
+		rate = bpf_map_lookup_elem(&scan_rate, &zero);
+		if (!rate)
+			return PW_SCAN_CAPPED;
+		/* Racy across CPUs by design: the cap is a bound on damage, and a
+		 * few blocks more or less in a minute do not change that. */
+		if (now - rate->window_start_ns >= 60000000000ULL) {
+			rate->window_start_ns = now;
+			rate->blocks = 0;
+		}
+		if (rate->blocks >= scan_blocks_per_min) {
+			count(cnt, PW_CNT_SCAN_CAPPED);
+			return PW_SCAN_CAPPED;
+		}
+		__sync_fetch_and_add(&rate->blocks, 1);
+	}
+	if (bpf_map_update_elem(&blocklist, src, &b, BPF_ANY)) {
+		count(cnt, PW_CNT_SCAN_CAPPED);
+		return PW_SCAN_CAPPED;
+	}
+	count(cnt, PW_CNT_SCAN_BLOCKED);
+	return PW_SCAN_BLOCKED;
+}
+
+/* The policy's rule at line rate: keep the N most recent distinct ports of
+ * a source with the time of their last hit; N of them within the window is
+ * a scan. The SYN that crosses the threshold passes (as it does with the
+ * policy's detector); the next one is dropped.
+ *
+ * A global function: the verifier checks it once, on its own, rather than
+ * once for every parsing path that reaches it, which would exceed its
+ * complexity limit. */
+__noinline int pw_track_scan(const struct pw_addr *src, __u32 dport, __u64 now)
+{
+	struct pw_scan *s;
+	struct pw_scan fresh = {};
+	__u64 newest = 0, oldest = ~0ULL;
+	__u32 n, slot = PW_SCAN_MAX_PORTS, victim = 0;
+
+	if (!src || scan_ports == 0)
+		return PW_SCAN_NONE;
+	if (scan_ports == 1)
+		return scan_block(src, now);
+
+	s = bpf_map_lookup_elem(&scanners, src);
+	if (!s) {
+		fresh.last_ns[0] = now;
+		fresh.port[0] = dport;
+		fresh.count = 1;
+		bpf_map_update_elem(&scanners, src, &fresh, BPF_ANY);
+		return PW_SCAN_NONE;
+	}
+	n = s->count;
+	if (n > PW_SCAN_MAX_PORTS)
+		n = PW_SCAN_MAX_PORTS;
+	for (__u32 i = 0; i < PW_SCAN_MAX_PORTS; i++) {
+		if (i >= n)
+			break;
+		if (s->port[i] == dport)
+			slot = i;
+		if (s->last_ns[i] > newest)
+			newest = s->last_ns[i];
+		if (s->last_ns[i] < oldest) {
+			oldest = s->last_ns[i];
+			victim = i;
+		}
+	}
+	/* Idle for a whole window: whatever it did before no longer counts. */
+	if (now - newest >= scan_window_ns) {
+		s->last_ns[0] = now;
+		s->port[0] = dport;
+		s->count = 1;
+		return PW_SCAN_NONE;
+	}
+	if (slot < PW_SCAN_MAX_PORTS) {
+		if (now > s->last_ns[slot])
+			s->last_ns[slot] = now;
+		return PW_SCAN_NONE;   /* a repeated port adds nothing */
+	}
+	if (n < scan_ports && n < PW_SCAN_MAX_PORTS) {
+		slot = n;
+		s->count = n + 1;
+		n++;
+	} else {
+		slot = victim;
+	}
+	slot &= PW_SCAN_MAX_PORTS - 1;
+	s->port[slot] = dport;
+	s->last_ns[slot] = now;
+	if (n < scan_ports)
+		return PW_SCAN_NONE;
+
+	oldest = now;
+	for (__u32 i = 0; i < PW_SCAN_MAX_PORTS; i++) {
+		if (i >= n)
+			break;
+		if (s->last_ns[i] < oldest)
+			oldest = s->last_ns[i];
+	}
+	if (now - oldest >= scan_window_ns)
+		return PW_SCAN_NONE;
+	bpf_map_delete_elem(&scanners, src);
+	return scan_block(src, now);
+}
+
 /* Frames that are not new connections: dropped only in drop-all mode. */
 static __always_inline int other_verdict(const struct l3_info *l3, struct pw_counters *cnt)
 {
@@ -297,6 +442,7 @@ int packetwatch(struct xdp_md *ctx)
 	__u8 flags;
 	__u64 now = 0;
 	__be16 proto = 0;
+	int scan;
 
 	count(cnt, PW_CNT_FRAMES);
 
@@ -346,12 +492,16 @@ int packetwatch(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 
+	if (!now)
+		now = bpf_ktime_get_boot_ns();
+	scan = scan_ports ? pw_track_scan(&l3.saddr.a, bpf_ntohs(tcp->dest), now) : PW_SCAN_NONE;
+
 	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		count(cnt, PW_CNT_RINGBUF_FULL);
 		return XDP_PASS;
 	}
-	ev->ts_ns = now ? now : bpf_ktime_get_boot_ns();
+	ev->ts_ns = now;
 	__builtin_memcpy(ev->saddr, &l3.saddr, PW_ADDR_LEN);
 	__builtin_memcpy(ev->daddr, &l3.daddr, PW_ADDR_LEN);
 	ev->sport = bpf_ntohs(tcp->source);
@@ -360,7 +510,7 @@ int packetwatch(struct xdp_md *ctx)
 	ev->tcp_flags = flags;
 	ev->ip_version = l3.version;
 	ev->ttl = l3.ttl;
-	ev->_pad = 0;
+	ev->scan = scan;
 	ev->vlan_id = vlan_id;
 	ev->window = bpf_ntohs(tcp->window);
 	bpf_ringbuf_submit(ev, 0);

@@ -37,6 +37,9 @@ enum pw_block_reason {
 	PW_REASON_MANUAL = 2,
 };
 
+/* pw_block.flags */
+#define PW_BLOCK_KERNEL_DETECTED 0x1 /* written by the program's own scan detector */
+
 /* Value of the blocklist. Times are CLOCK_BOOTTIME nanoseconds (bpf_ktime_get_boot_ns),
  * so expiry keeps working while user space is down and across suspend.
  * expires_ns == 0 means the block never expires. */
@@ -44,7 +47,7 @@ struct pw_block {
 	__u64 expires_ns;
 	__u64 created_ns;
 	__u32 reason;
-	__u32 _pad;
+	__u32 flags;
 };
 
 /* tcp_flags bits, as on the wire (byte 13 of the TCP header). */
@@ -69,9 +72,37 @@ struct pw_syn_event {
 	__u8 tcp_flags;
 	__u8 ip_version;        /* 4 or 6 */
 	__u8 ttl;               /* IPv4 TTL or IPv6 hop limit */
-	__u8 _pad;
+	__u8 scan;              /* enum pw_scan_verdict: what the in-kernel detector made of it */
 	__u16 vlan_id;          /* innermost VLAN id, 0 when untagged */
 	__u16 window;           /* TCP window, host byte order */
+};
+
+/* The in-kernel port-scan detector's verdict on a new connection. It applies
+ * the policy's rule (N distinct ports within T) at line rate, so that a fast
+ * scanner is cut off at the SYN after the crossing one instead of after a
+ * round trip through user space. */
+enum pw_scan_verdict {
+	PW_SCAN_NONE = 0,        /* not a scan (or detection off) */
+	PW_SCAN_BLOCKED = 1,     /* this SYN crossed the threshold; the source is now blocked */
+	PW_SCAN_CAPPED = 2,      /* crossed, not blocked: blocks-per-minute cap or full blocklist */
+	PW_SCAN_ALLOWLISTED = 3, /* crossed, not blocked: the source is allowlisted */
+};
+
+#define PW_SCAN_MAX_PORTS 8
+
+/* Value of the scanners LRU map: the most recent distinct ports of a source. */
+struct pw_scan {
+	__u64 last_ns[PW_SCAN_MAX_PORTS];
+	__u16 port[PW_SCAN_MAX_PORTS];
+	__u32 count;
+	__u32 _pad;
+};
+
+/* Value of the one-slot scan_rate array: kernel blocks in the current minute. */
+struct pw_scan_rate {
+	__u64 window_start_ns;
+	__u32 blocks;
+	__u32 _pad;
 };
 
 /* Indexes of the per-CPU counters array. */
@@ -88,6 +119,8 @@ enum pw_counter {
 	PW_CNT_OTHER_DROPPED,   /* other frames dropped from blocked sources (drop-all mode) */
 	PW_CNT_ALLOWLISTED,     /* frames from blocked sources passed because allowlisted */
 	PW_CNT_BLOCK_EXPIRED,   /* frames from sources whose block has expired */
+	PW_CNT_SCAN_BLOCKED,    /* sources the in-kernel detector blocked */
+	PW_CNT_SCAN_CAPPED,     /* detections not blocked: rate cap or full blocklist */
 	PW_CNT_MAX,
 };
 

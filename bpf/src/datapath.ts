@@ -22,6 +22,7 @@ import {
   type Counters,
   DropMode,
   type LpmKey,
+  SCAN_MAX_PORTS,
   SYN_EVENT_SIZE,
   addrCodec,
   blockCodec,
@@ -46,6 +47,16 @@ export interface DatapathOptions {
   ringBufferBytes?: number;
   /** Directory in bpffs where the maps are pinned (reused if already there). */
   pinDir?: string;
+  /** In-kernel scan detection: N distinct ports (0 = off, at most SCAN_MAX_PORTS). */
+  scanPorts?: number;
+  /** ... within this many seconds (default 60). */
+  scanWindowSeconds?: number;
+  /** How long a kernel block lasts (0 = permanent, the default). */
+  scanBlockSeconds?: number;
+  /** Kernel blocks per minute at most (0 = no cap, the default). */
+  scanBlocksPerMinute?: number;
+  /** Entries of the scanners LRU (default 65,536). */
+  scanTableSize?: number;
 }
 
 export interface BlockOptions {
@@ -76,6 +87,15 @@ export class Datapath {
       if (opts.blocklistSize !== undefined) spec.setMaxEntries('blocklist', opts.blocklistSize);
       if (opts.allowlistSize !== undefined) spec.setMaxEntries('allowlist', opts.allowlistSize);
       if (opts.ringBufferBytes !== undefined) spec.setMaxEntries('events', opts.ringBufferBytes);
+      if (opts.scanTableSize !== undefined) spec.setMaxEntries('scanners', opts.scanTableSize);
+      const ports = opts.scanPorts ?? 0;
+      if (!Number.isInteger(ports) || ports < 0 || ports > SCAN_MAX_PORTS) {
+        throw new RangeError(`scanPorts must be 0 to ${SCAN_MAX_PORTS}, got ${ports}`);
+      }
+      spec.setConstant('scan_ports', ports);
+      spec.setConstant('scan_window_ns', BigInt(Math.round((opts.scanWindowSeconds ?? 60) * 1e9)));
+      spec.setConstant('scan_block_ns', BigInt(Math.round((opts.scanBlockSeconds ?? 0) * 1e9)));
+      spec.setConstant('scan_blocks_per_min', opts.scanBlocksPerMinute ?? 0);
       if (opts.pinDir !== undefined) {
         for (const m of ['blocklist', 'allowlist', 'counters', 'events']) spec.pinMap(m, `${opts.pinDir}/${m}`);
       }
@@ -94,6 +114,7 @@ export class Datapath {
       createdNs: now,
       expiresNs: ttl > 0 ? now + BigInt(Math.round(ttl * 1e9)) : 0n,
       reason: opts.reason ?? BlockReason.Unspecified,
+      flags: 0,
     };
     this.blocklist.set(parseAddress(address), entry);
     return entry;

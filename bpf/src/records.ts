@@ -31,14 +31,36 @@ export interface BlockEntry {
   /** CLOCK_BOOTTIME ns when the block was written. */
   createdNs: bigint;
   reason: number;
+  /** BLOCK_FLAGS bits; 0 for blocks written by user space. */
+  flags: number;
 }
+
+export const BLOCK_FLAGS = {
+  /** Written by the program's own scan detector. */
+  kernelDetected: 0x1,
+} as const;
 
 /** struct pw_block: blocklist value. */
 export const blockCodec: StructCodec<BlockEntry> = struct<BlockEntry>(24, {
   expiresNs: { offset: 0, codec: u64 },
   createdNs: { offset: 8, codec: u64 },
   reason: { offset: 16, codec: u32 },
+  flags: { offset: 20, codec: u32 },
 });
+
+/** enum pw_scan_verdict: what the in-kernel detector made of a new connection. */
+export enum ScanVerdict {
+  None = 0,
+  /** This SYN crossed the threshold; the source is now blocked in the kernel. */
+  Blocked = 1,
+  /** Crossed, not blocked: blocks-per-minute cap or full blocklist. */
+  Capped = 2,
+  /** Crossed, not blocked: allowlisted. */
+  Allowlisted = 3,
+}
+
+/** Most ports the in-kernel detector tracks per source (PW_SCAN_MAX_PORTS). */
+export const SCAN_MAX_PORTS = 8;
 
 export interface SynEvent {
   /** CLOCK_BOOTTIME ns when the SYN was seen. */
@@ -51,6 +73,8 @@ export interface SynEvent {
   tcpFlags: number;
   ipVersion: number;
   ttl: number;
+  /** ScanVerdict of the in-kernel detector. */
+  scan: number;
   vlanId: number;
   window: number;
 }
@@ -66,6 +90,7 @@ export const synEventCodec: StructCodec<SynEvent> = struct<SynEvent>(56, {
   tcpFlags: { offset: 48, codec: u8 },
   ipVersion: { offset: 49, codec: u8 },
   ttl: { offset: 50, codec: u8 },
+  scan: { offset: 51, codec: u8 },
   vlanId: { offset: 52, codec: u16 },
   window: { offset: 54, codec: u16 },
 });
@@ -86,6 +111,8 @@ export const COUNTER_NAMES = [
   'otherDropped',
   'allowlisted',
   'blockExpired',
+  'scanBlocked',
+  'scanCapped',
 ] as const;
 
 export type CounterName = (typeof COUNTER_NAMES)[number];

@@ -1,10 +1,12 @@
 // The XDP program run by the kernel (BPF_PROG_TEST_RUN) on crafted frames:
 // verdicts, events and counters for every path the program can take.
 import {
+  BLOCK_FLAGS,
   BlockReason,
   type Counters,
   Datapath,
   DropMode,
+  ScanVerdict,
   type SynEvent,
   TCP_FLAGS,
   arpFrame,
@@ -256,7 +258,7 @@ describe('default mode (drop new-connection SYNs of blocked sources)', () => {
 
   it('does not enforce a block whose expiry has passed: the SYN passes and is reported', () => {
     const now = clock.boottimeNs();
-    h.dp.blocklist.set(parseAddress(ATTACKER), { createdNs: now - 2_000_000_000n, expiresNs: now - 1n, reason: 1 });
+    h.dp.blocklist.set(parseAddress(ATTACKER), { createdNs: now - 2_000_000_000n, expiresNs: now - 1n, reason: 1, flags: 0 });
     const o = h.run(synFrame(ATTACKER, VICTIM, 40000, 22));
     expect(o.verdict).toBe(XDP_PASS);
     expect(o.events).toHaveLength(1);
@@ -335,5 +337,99 @@ describe('map sizes and constants', () => {
     } finally {
       dp.close();
     }
+  });
+});
+
+describe('in-kernel scan detection', () => {
+  const run = (dp: Datapath, reader: RingBufferReader, frame: Buffer) => {
+    const { retval } = dp.program.testRun({ data: frame });
+    return { verdict: retval, scans: [...reader.consume()].map((r) => synEventCodec.read(r, 0).scan) };
+  };
+  const withDatapath = (opts: Parameters<typeof Datapath.load>[0], body: (dp: Datapath, r: RingBufferReader) => void) => {
+    const dp = Datapath.load(opts);
+    const reader = dp.reader();
+    try {
+      body(dp, reader);
+    } finally {
+      reader.close();
+      dp.close();
+    }
+  };
+
+  it('is off by default: no scan verdicts, no kernel blocks', () => {
+    withDatapath({}, (dp, r) => {
+      for (const port of [1, 2, 3, 4, 5]) expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40000, port))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+      expect([...dp.blocklist.keys()]).toEqual([]);
+    });
+  });
+
+  it('blocks at the SYN that reaches N distinct ports within the window: that one passes, the next is dropped', () => {
+    withDatapath({ scanPorts: 3, scanWindowSeconds: 60, scanBlockSeconds: 3600 }, (dp, r) => {
+      const before = clock.boottimeNs();
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40000, 22))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40001, 22))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40002, 23))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40003, 80))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.Blocked] });
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40004, 443))).toEqual({ verdict: XDP_DROP, scans: [] });
+      const entry = dp.blocklist.get(parseAddress(ATTACKER))!;
+      expect(entry).toMatchObject({ reason: BlockReason.Portscan, flags: BLOCK_FLAGS.kernelDetected });
+      expect(entry.expiresNs - entry.createdNs).toBe(3_600_000_000_000n);
+      expect(entry.createdNs >= before).toBe(true);
+      expect(dp.counters()).toMatchObject({ scanBlocked: 1n, scanCapped: 0n, synDropped: 1n });
+      // Other sources are untouched.
+      expect(run(dp, r, synFrame('192.0.2.99', VICTIM, 1, 80))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+    });
+  });
+
+  it('does not count ports hit further apart than the window', async () => {
+    const dp = Datapath.load({ scanPorts: 3, scanWindowSeconds: 0.0005 });
+    const reader = dp.reader();
+    try {
+      for (const port of [1, 2, 3, 4]) {
+        expect(run(dp, reader, synFrame(ATTACKER, VICTIM, 40000, port))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+        await new Promise((res) => setTimeout(res, 3));
+      }
+      expect([...dp.blocklist.keys()]).toEqual([]);
+    } finally {
+      reader.close();
+      dp.close();
+    }
+  });
+
+  it('blocks at the first SYN with N = 1, and works for IPv6', () => {
+    withDatapath({ scanPorts: 1 }, (dp, r) => {
+      expect(run(dp, r, synFrame(ATTACKER6, VICTIM6, 1, 22))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.Blocked] });
+      expect(run(dp, r, synFrame(ATTACKER6, VICTIM6, 1, 22))).toEqual({ verdict: XDP_DROP, scans: [] });
+    });
+  });
+
+  it('never blocks an allowlisted source, and says so', () => {
+    withDatapath({ scanPorts: 2 }, (dp, r) => {
+      dp.allow('192.0.2.0/24');
+      run(dp, r, synFrame(ATTACKER, VICTIM, 1, 1));
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 1, 2))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.Allowlisted] });
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 1, 3)).verdict).toBe(XDP_PASS);
+      expect([...dp.blocklist.keys()]).toEqual([]);
+    });
+  });
+
+  it('blocks at most the per-minute cap, then reports detections as capped', () => {
+    withDatapath({ scanPorts: 2, scanBlocksPerMinute: 1 }, (dp, r) => {
+      for (const src of ['192.0.2.1', '192.0.2.2']) run(dp, r, synFrame(src, VICTIM, 1, 1));
+      expect(run(dp, r, synFrame('192.0.2.1', VICTIM, 1, 2)).scans).toEqual([ScanVerdict.Blocked]);
+      expect(run(dp, r, synFrame('192.0.2.2', VICTIM, 1, 2)).scans).toEqual([ScanVerdict.Capped]);
+      expect(dp.counters()).toMatchObject({ scanBlocked: 1n, scanCapped: 1n });
+      expect([...dp.blocklist.keys()].map(formatAddress)).toEqual(['192.0.2.1']);
+    });
+  });
+
+  it('ignores repeated hits on one port', () => {
+    withDatapath({ scanPorts: 2 }, (dp, r) => {
+      for (let i = 0; i < 20; i++) expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40000 + i, 8086)).scans).toEqual([ScanVerdict.None]);
+    });
+  });
+
+  it('refuses more ports than it tracks', () => {
+    expect(() => Datapath.load({ scanPorts: 9 })).toThrow(RangeError);
   });
 });

@@ -7,6 +7,7 @@ import {
   COUNTER_NAMES,
   BlockReason,
   DropMode,
+  ScanVerdict,
   blockCodec,
   countersCodec,
   lpmKeyCodec,
@@ -111,6 +112,13 @@ describe('record codecs match the BTF of the compiled object', () => {
     });
     const modes = Object.fromEntries(named('ENUM', 'pw_drop_mode').values!.map((v) => [v.name, v.val]));
     expect(modes).toEqual({ PW_DROP_SYN: DropMode.Syn, PW_DROP_ALL: DropMode.All });
+    const verdicts = Object.fromEntries(named('ENUM', 'pw_scan_verdict').values!.map((v) => [v.name, v.val]));
+    expect(verdicts).toEqual({
+      PW_SCAN_NONE: ScanVerdict.None,
+      PW_SCAN_BLOCKED: ScanVerdict.Blocked,
+      PW_SCAN_CAPPED: ScanVerdict.Capped,
+      PW_SCAN_ALLOWLISTED: ScanVerdict.Allowlisted,
+    });
   });
 
   it('round-trips a SYN event through the codec', () => {
@@ -124,6 +132,7 @@ describe('record codecs match the BTF of the compiled object', () => {
       tcpFlags: 2,
       ipVersion: 4,
       ttl: 255,
+      scan: 1,
       vlanId: 4095,
       window: 29200,
     };
