@@ -83,7 +83,7 @@ detach: build ## Remove the XDP program, its maps and pins from PW_IFDEV (root)
 
 .PHONY: test
 test: deps install build ## Install what is missing, build, and run every suite (root needed for the privileged ones)
-	npx vitest run
+	npx vitest run --project unit --project privileged
 
 .PHONY: test-unit
 test-unit: build ## Unit suites only (no privileges)
@@ -104,6 +104,42 @@ e2e-white: build ## The seed's e2e-white suite: the victim's own address is neve
 .PHONY: e2e-cli
 e2e-cli: build ## packetwatchctl as a real process against probe + policy in namespaces (root)
 	npx vitest run test/e2e/cli.root.test.ts
+
+# ---- Containers: deploy/compose.yml (deploy/README.md) ----
+COMPOSE_PROJECT ?= packetwatch
+COMPOSE = $(shell deploy/docker-engine.sh compose) -p $(COMPOSE_PROJECT) -f deploy/compose.yml
+export BASE_IMAGE PW_IMAGE_TAG
+
+.PHONY: docker-deps
+docker-deps: ## Install Docker (Debian's docker.io, docker-compose) and debootstrap when missing; start dockerd when none runs (root)
+	@deploy/docker-engine.sh install
+	@deploy/docker-engine.sh start
+
+.PHONY: images
+images: docker-deps ## Build the probe, policy and prometheus images (BASE_IMAGE pulled, else bootstrapped with debootstrap)
+	deploy/images.sh
+
+.PHONY: up
+up: images ## docker compose up -d: probe on PW_IFDEV (default lo), policy, Prometheus on 127.0.0.1:9092 (root)
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+	$(COMPOSE) up -d
+	@$(COMPOSE) ps
+
+.PHONY: down
+down: ## Stop and remove the compose stack; volumes and the attached XDP program stay (make compose-detach)
+	$(COMPOSE) down
+
+.PHONY: logs
+logs: ## Follow the compose stack's logs
+	$(COMPOSE) logs -f --tail=100
+
+.PHONY: compose-detach
+compose-detach: ## Remove the XDP program, maps and pins from PW_IFDEV with the probe image (root)
+	$(COMPOSE) run --rm --no-deps probe detach
+
+.PHONY: test-compose
+test-compose: deps docker-deps install images ## The compose suite: the images and deploy/compose.yml under testcontainers (root, Docker)
+	npx vitest run --project compose
 
 .PHONY: bench-datapath
 bench-datapath: build ## ns/packet of each datapath path next to an empty XDP program (root)

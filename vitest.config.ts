@@ -39,10 +39,26 @@ export default defineConfig({
         test: {
           name: 'privileged',
           include: ['**/test/**/*.root.test.ts'],
-          exclude: ['**/node_modules/**'],
+          exclude: ['**/node_modules/**', 'test/compose/**'],
           globalSetup: ['./test/privileged-setup.ts'],
           testTimeout: 120_000,
           hookTimeout: 60_000,
+        },
+      },
+      {
+        // The images and deploy/compose.yml under testcontainers: Docker, root
+        // (XDP on a veth pair, network namespaces). `make test-compose`.
+        resolve: { alias },
+        test: {
+          name: 'compose',
+          include: ['test/compose/**/*.root.test.ts'],
+          exclude: ['**/node_modules/**'],
+          globalSetup: ['./test/compose/setup.ts'],
+          // No reaper container (its image cannot be pulled everywhere): the
+          // suite tears its stack down itself.
+          env: { TESTCONTAINERS_RYUK_DISABLED: 'true' },
+          testTimeout: 120_000,
+          hookTimeout: 240_000,
         },
       },
     ],

@@ -49,5 +49,33 @@ else
   build prometheus "packetwatch/prometheus:$TAG" deploy/prometheus.Dockerfile
 fi
 
+# The probe's capabilities. Engines that predate CAP_BPF and CAP_PERFMON
+# (Debian's docker.io 20.10) refuse to create a container that asks for them;
+# there, and only there, the probe gets CAP_SYS_ADMIN in their place (the
+# kernel accepts it for both), recorded in deploy/.env, which compose reads.
+# Compose refuses a repeated capability name, hence SYS_ADMIN and
+# CAP_SYS_ADMIN: both mean the same capability to the engine.
+env_file=deploy/.env
+touch "$env_file"
+sed -i -e '/^PW_PROBE_CAP_\(BPF\|PERFMON\)=/d' -e '/^# make images: this engine/d' "$env_file"
+if cid=$(docker create --cap-drop ALL --cap-add BPF --cap-add PERFMON --cap-add NET_ADMIN "packetwatch/probe:$TAG" 2>"$env_file.err"); then
+  docker rm "$cid" >/dev/null
+  echo "images: this engine grants CAP_BPF and CAP_PERFMON: the probe gets BPF, NET_ADMIN, PERFMON"
+elif grep -q 'unknown capability' "$env_file.err"; then
+  {
+    echo "# make images: this engine does not know CAP_BPF/CAP_PERFMON; the probe gets SYS_ADMIN instead (deploy/README.md)"
+    echo "PW_PROBE_CAP_BPF=SYS_ADMIN"
+    echo "PW_PROBE_CAP_PERFMON=CAP_SYS_ADMIN"
+  } >>"$env_file"
+  echo "images: WARNING: this Docker engine ($(docker version -f '{{.Server.Version}}')) does not know CAP_BPF/CAP_PERFMON;" \
+    "the probe gets CAP_SYS_ADMIN in their place (set in $env_file)" >&2
+else
+  cat "$env_file.err" >&2
+  rm -f "$env_file.err"
+  exit 1
+fi
+rm -f "$env_file.err"
+[ -s "$env_file" ] || rm -f "$env_file"
+
 docker images --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' |
   grep -E "^(packetwatch/(probe|policy|prometheus):$TAG|$BASE_IMAGE)\b" | sed 's/^/images: /'
