@@ -51,6 +51,8 @@ const counters = {
   otherDropped: 0n,
   allowlisted: 3n,
   blockExpired: 0n,
+  scanBlocked: 0n,
+  scanCapped: 0n,
 };
 
 const probeStatus: GetStatusResponse = {

@@ -74,8 +74,12 @@ export class Decisions {
     return [...(this.#enforcedBy.get(ip) ?? [])].sort();
   }
 
-  /** A detection from a probe's events: record, then block on that probe first, then the others. */
-  async detected(det: Detection, source: string, session: ProbeSession): Promise<void> {
+  /**
+   * A detection from a probe's events: record, then block on that probe
+   * first, then the others. kernelBlocked: the probe's XDP program detected it
+   * too and already blocked the source, at the crossing SYN.
+   */
+  async detected(det: Detection, source: string, session: ProbeSession, kernelBlocked = false): Promise<void> {
     if (this.isBlocked(source)) return;
     // Spoofed sources are free for an attacker: without a cap, a flood of
     // forged scans could make us block the whole internet, fill the kernel
@@ -86,6 +90,7 @@ export class Decisions {
       if (this.#recentBlocks.length >= this.maxBlocksPerMinute) {
         this.metrics.counts.detectionsNotEnforced++;
         this.log.warn({ ip: source, probe: session.id, cap: this.maxBlocksPerMinute }, 'port scanner detected but NOT blocked: blocks-per-minute cap reached');
+        if (kernelBlocked) this.liftKernelBlock(source, session, 'blocks-per-minute cap reached');
         return;
       }
       this.#recentBlocks.push(now);
@@ -93,20 +98,35 @@ export class Decisions {
     const windowS = ((det.lastMs - det.firstMs) / 1000).toFixed(3);
     const d = this.#record({
       ip: source,
-      reason: `port scan: ${det.ports.length} ports (${det.ports.join(', ')}) within ${windowS}s`,
+      reason:
+        det.ports.length > 1
+          ? `port scan: ${det.ports.length} ports (${det.ports.join(', ')}) within ${windowS}s`
+          : `port scan: detected in the kernel at port ${det.port}`,
       origin: 'detector',
       ttlSeconds: this.detectorTtlSeconds,
     });
     this.metrics.counts.detections++;
     this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source, port: 0, probeId: session.id, message: d.reason });
     this.log.info({ ip: source, probe: session.id, reason: d.reason, decision: d.id }, 'port scanner detected');
-    const ok = await this.#apply(d, session);
-    if (ok) {
+    if (kernelBlocked) {
+      // The probe's XDP program blocked it at the crossing SYN itself.
+      this.#enforced(d.ip, session.id, true);
+      this.metrics.detectionToBlock.observe(0);
+      this.log.info({ ip: source, probe: session.id, detectionToBlockMs: 0 }, 'block in force (in-kernel detection)');
+    } else if (await this.#apply(d, session)) {
       const seconds = Math.max(0, (Date.now() - det.tsMs) / 1000);
       this.metrics.detectionToBlock.observe(seconds);
       this.log.info({ ip: source, probe: session.id, detectionToBlockMs: Math.round(seconds * 1e4) / 10 }, 'block in force');
     }
     await Promise.all(this.probes.all().filter((p) => p !== session).map((p) => this.#apply(d, p)));
+  }
+
+  /** Undoes a block the probe's in-kernel detector made that the policy does not uphold. */
+  liftKernelBlock(ip: string, session: ProbeSession, why: string): void {
+    this.log.warn({ ip, probe: session.id, why }, 'lifting a block made by the in-kernel detector');
+    session.unblockIp(ip).catch((e: grpc.ServiceError) => {
+      this.log.error({ probe: session.id, ip, code: grpc.status[e.code], details: e.details }, 'UnblockIp failed');
+    });
   }
 
   /** An operator's block: every probe. */

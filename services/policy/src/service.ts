@@ -2,7 +2,7 @@
 // in, detections out) and the operator's API (status, decisions, block,
 // unblock, watch).
 import * as grpc from '@grpc/grpc-js';
-import { SYN_EVENT_SIZE } from '@packetwatch/bpf/records';
+import { SYN_EVENT_SIZE, ScanVerdict } from '@packetwatch/bpf/records';
 import { AddressError, GrpcStatus, type Logger, ServerError, type TlsFiles, VERSION, formatAddress, parseAddress, parsePrefix, unary } from '@packetwatch/common';
 import {
   type AddAllowRequest,
@@ -44,6 +44,7 @@ import type { DecisionRecord, DecisionStore, Origin } from './store.js';
 const OFF_TS = 0;
 const OFF_SADDR = 8;
 const OFF_DPORT = 42;
+const OFF_SCAN = 51;
 const MAX_REASON = 256;
 
 export interface PolicyContext {
@@ -149,10 +150,26 @@ function processRecords(ctx: PolicyContext, session: ProbeSession, buf: Buffer, 
     const port = buf.readUInt16LE(off + OFF_DPORT);
     const source = formatAddress(addr);
     ctx.feed.publish({ timeMs: tsMs, kind: 'connection', source, port, probeId: session.id, message: '' });
-    if (ctx.allowlist.has(addr) || ctx.decisions.isBlocked(source)) continue;
-    const det = ctx.detector.observe(addr.toString('latin1'), port, tsMs);
-    if (!det) continue;
-    ctx.decisions.detected(det, source, session).catch((err: unknown) => ctx.log.error({ err, ip: source }, 'applying a detection failed'));
+    const kernelBlocked = buf[off + OFF_SCAN] === ScanVerdict.Blocked;
+    if (ctx.allowlist.has(addr)) {
+      // The kernel knows only the probe's allowlist; the policy's own
+      // entries (PW_ALLOWLIST, operators) win over its detector.
+      if (kernelBlocked) ctx.decisions.liftKernelBlock(source, session, 'allowlisted by the policy');
+      continue;
+    }
+    if (ctx.decisions.isBlocked(source)) continue;
+    const key = addr.toString('latin1');
+    let det = ctx.detector.observe(key, port, tsMs);
+    if (!det && !kernelBlocked) continue;
+    if (!det) {
+      // The kernel saw the whole scan; the policy may have missed part of it
+      // (events lost while it was away).
+      ctx.detector.forget(key);
+      det = { source: key, port, tsMs, ports: [port], firstMs: tsMs, lastMs: tsMs };
+    }
+    ctx.decisions
+      .detected(det, source, session, kernelBlocked)
+      .catch((err: unknown) => ctx.log.error({ err, ip: source }, 'applying a detection failed'));
     const next = off + SYN_EVENT_SIZE;
     if (next < end) setImmediate(() => processRecords(ctx, session, buf, next, end));
     return;
@@ -188,6 +205,14 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
         ctx.probes.add(s)?.close();
         ctx.log.info({ probe: s.id, interface: s.hello.interface, callback: s.hello.callbackEndpoint, version: s.hello.version }, 'probe connected');
         ctx.onProbe(s);
+        const k = m.value;
+        const kernelWindow = Number(k.kernelScanWindow?.seconds ?? 0n);
+        if (k.kernelScanPorts > 0 && (k.kernelScanPorts !== ctx.portThreshold || kernelWindow !== ctx.windowSeconds)) {
+          ctx.log.warn(
+            { probe: s.id, kernel: { ports: k.kernelScanPorts, windowSeconds: kernelWindow }, policy: { ports: ctx.portThreshold, windowSeconds: ctx.windowSeconds } },
+            "the probe's in-kernel detector uses other thresholds than the policy: give both services the same PW_PORTSCAN_* settings",
+          );
+        }
         setOwn(s, m.value.ownAddresses);
         call.write({ message: { $case: 'hello', value: { version: VERSION } } });
         ctx.decisions

@@ -17,6 +17,8 @@ export interface AttachOptions {
   blocklistSize: number;
   allowlistSize: number;
   ringbufBytes: number;
+  /** In-kernel scan detection: N (0 = off), window, block TTL, per-minute cap, table size. */
+  scan: { ports: number; windowSeconds: number; blockSeconds: number; blocksPerMinute: number; tableSize: number };
   log: Logger;
 }
 
@@ -87,6 +89,11 @@ export function attach(o: AttachOptions): Attachment {
     allowlistSize: o.allowlistSize,
     ringBufferBytes: o.ringbufBytes,
     pinDir,
+    scanPorts: o.scan.ports,
+    scanWindowSeconds: o.scan.windowSeconds,
+    scanBlockSeconds: o.scan.blockSeconds,
+    scanBlocksPerMinute: o.scan.blocksPerMinute,
+    scanTableSize: o.scan.tableSize,
   });
   try {
     const linkPath = join(pinDir, LINK_PIN);

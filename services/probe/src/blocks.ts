@@ -65,6 +65,7 @@ export class Blocks {
       createdNs: alreadyBlocked ? existing.createdNs : now,
       expiresNs: ttlSeconds > 0 ? now + BigInt(Math.round(ttlSeconds * 1e9)) : 0n,
       reason,
+      flags: 0,
     };
     try {
       this.dp.blocklist.set(addr, entry, UpdateFlags.Any);

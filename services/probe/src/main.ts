@@ -4,7 +4,7 @@
 //   packetwatch-probe detach  remove the program, its maps and pins
 import type { Server } from 'node:http';
 import { endianness } from 'node:os';
-import { SYN_EVENT_SIZE } from '@packetwatch/bpf';
+import { SCAN_MAX_PORTS, SYN_EVENT_SIZE } from '@packetwatch/bpf';
 import {
   ConfigError,
   VERSION,
@@ -50,6 +50,12 @@ runMain(NAME, async () => {
   }
   if (command !== 'run' || loaded.positionals.length > 1) throw new ConfigError('command', loaded.positionals.join(' '), 'run or detach');
 
+  // The XDP program tracks at most SCAN_MAX_PORTS ports a source; beyond,
+  // detection is the policy's alone.
+  const kernelScanPorts = c.kernelDetection && c.portThreshold <= SCAN_MAX_PORTS ? c.portThreshold : 0;
+  if (c.kernelDetection && kernelScanPorts === 0) {
+    log.info({ portThreshold: c.portThreshold, max: SCAN_MAX_PORTS }, 'in-kernel scan detection off: more ports than the XDP program tracks; the policy detects alone');
+  }
   let att: Attachment;
   try {
     att = attach({
@@ -60,6 +66,13 @@ runMain(NAME, async () => {
       blocklistSize: c.blocklistSize,
       allowlistSize: c.allowlistSize,
       ringbufBytes: c.ringbufBytes,
+      scan: {
+        ports: kernelScanPorts,
+        windowSeconds: c.timeThreshold,
+        blockSeconds: c.blockTtl,
+        blocksPerMinute: c.maxBlocksPerMinute,
+        tableSize: c.scanTableSize,
+      },
       log,
     });
   } catch (e) {
@@ -101,6 +114,8 @@ runMain(NAME, async () => {
       attachMode: attachModeOf(att.mode),
       programId,
       adopted: att.adopted,
+      kernelScanPorts,
+      kernelScanWindow: { seconds: BigInt(c.timeThreshold), nanos: 0 },
     }),
     log,
   );
@@ -204,6 +219,8 @@ runMain(NAME, async () => {
           otherDropped: k.otherDropped,
           allowlisted: k.allowlisted,
           blockExpired: k.blockExpired,
+          scanBlocked: k.scanBlocked,
+          scanCapped: k.scanCapped,
         },
         queueDepth: queue.depth,
         queueCapacity: queue.capacity,

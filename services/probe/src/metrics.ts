@@ -25,6 +25,8 @@ const KERNEL: [name: string, help: string, counter: keyof Counters][] = [
   ['packetwatch_probe_non_tcp_total', 'IP packets that are not TCP', 'nonTcp'],
   ['packetwatch_probe_allowlisted_total', 'Frames of blocked sources passed because allowlisted', 'allowlisted'],
   ['packetwatch_probe_block_expired_total', 'Frames of sources whose block had expired', 'blockExpired'],
+  ['packetwatch_probe_scans_blocked_total', 'Scanners the in-kernel detector blocked', 'scanBlocked'],
+  ['packetwatch_probe_scans_capped_total', 'In-kernel detections not blocked (per-minute cap or full blocklist)', 'scanCapped'],
 ];
 
 export class ProbeMetrics {
