@@ -77,5 +77,6 @@ fi
 rm -f "$env_file.err"
 [ -s "$env_file" ] || rm -f "$env_file"
 
+echo "images: done in $SECONDS s"
 docker images --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' |
   grep -E "^(packetwatch/(probe|policy|prometheus):$TAG|$BASE_IMAGE)\b" | sed 's/^/images: /'
