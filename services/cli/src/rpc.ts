@@ -1,6 +1,7 @@
 // Thin gRPC adapters: one channel per service, unary calls as promises with
 // a deadline each, failures as RpcError naming the service, the address
 // tried and the gRPC status; the health check; the Watch stream.
+import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import * as grpc from '@grpc/grpc-js';
 import { type Endpoint, type TlsFiles, channelCredentials, endpointTarget } from '@packetwatch/common';
 import { PolicyClient, ProbeClient, type WatchEvent, type WatchRequest } from '@packetwatch/proto';
@@ -58,15 +59,18 @@ const HEALTH = ['UNKNOWN', 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN'] as const
 
 /** HealthCheckRequest { string service = 1; } */
 function encodeHealthRequest(service: string): Buffer {
-  const name = Buffer.from(service, 'utf8');
-  if (name.length > 127) throw new RangeError('service name too long for this encoder');
-  return Buffer.concat([Buffer.from([0x0a, name.length]), name]);
+  return Buffer.from(new BinaryWriter().uint32((1 << 3) | WireType.LengthDelimited).string(service).finish());
 }
 
-/** HealthCheckResponse { ServingStatus status = 1; }: the one varint field (absent: 0). */
+/** HealthCheckResponse { ServingStatus status = 1; } (absent: 0, UNKNOWN). */
 function decodeHealthResponse(buf: Buffer): string {
+  const r = new BinaryReader(buf);
   let status = 0;
-  if (buf.length >= 2 && buf[0] === 0x08) status = buf[1]! & 0x7f;
+  while (r.pos < r.len) {
+    const [field, wire] = r.tag();
+    if (field === 1 && wire === WireType.Varint) status = r.int32();
+    else r.skip(wire);
+  }
   return HEALTH[status] ?? `status ${status}`;
 }
 
