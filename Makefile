@@ -83,8 +83,8 @@ detach: build ## Remove the XDP program, its maps and pins from PW_IFDEV (root)
 	node services/probe/dist/main.js detach
 
 .PHONY: test
-test: deps install build ## Install what is missing, build, and run every suite (root needed for the privileged ones)
-	npx vitest run --project unit --project privileged
+test: deps docker-deps install build images ## Install what is missing, build, and run every suite (root; Docker for the compose suite)
+	npx vitest run --project unit --project privileged --project compose
 
 .PHONY: test-unit
 test-unit: build ## Unit suites only (no privileges)

@@ -108,7 +108,9 @@ export class Context {
   }
 
   #tls(): TlsFiles {
-    const tls: TlsFiles = { ca: this.opts.tlsCa, cert: this.opts.tlsCert, key: this.opts.tlsKey };
+    // Empty means unset, as for every PW_ setting (PW_TLS_CA= in an environment file).
+    const given = (v: string | undefined) => (v === undefined || v.trim() === '' ? undefined : v);
+    const tls: TlsFiles = { ca: given(this.opts.tlsCa), cert: given(this.opts.tlsCert), key: given(this.opts.tlsKey) };
     for (const [flag, path] of [['--tls-ca', tls.ca], ['--tls-cert', tls.cert], ['--tls-key', tls.key]] as const) {
       if (path === undefined) continue;
       try {
