@@ -981,8 +981,22 @@ function limitText(rates: readonly RateResult[], cpus: number): string {
   );
 }
 
+/** Other processes busier than this (CPUs) during a run make its result a lower bound: the probe competed for CPU. */
+const BUSY_OTHERS = 0.5;
+
+function busyText(rates: readonly RateResult[], cpus: number): string {
+  const most = Math.max(...rates.map((r) => r.cpu.others));
+  if (!(most > BUSY_OTHERS)) return '';
+  return (
+    `Warning: other processes used up to ${(most * 100).toFixed(0)}% of ${cpus * 100}% CPU during these runs, ` +
+    `so the probe, its driver and receiver competed for CPU with them: the rates above are a lower bound. ` +
+    `Rerun on a quiet machine for the probe's own limit.`
+  );
+}
+
 function section(m: Machine, date: string, load: number, latency: readonly LatencyRow[], rates: readonly RateResult[]): string {
   const limit = limitText(rates, m.cpus);
+  const busy = busyText(rates, m.cpus);
   return [
     SECTION_HEADING,
     '',
@@ -1015,6 +1029,7 @@ function section(m: Machine, date: string, load: number, latency: readonly Laten
     '',
     `Result: ${verdictText(rates)}.${limit ? ` ${limit}` : ''}`,
     '',
+    ...(busy ? [busy, ''] : []),
     '_This section is rewritten by `make bench-probe`._',
     '',
   ].join('\n');
@@ -1185,6 +1200,8 @@ async function main(): Promise<void> {
     console.log(`result: ${verdictText(rates)}`);
     const limit = limitText(rates, m.cpus);
     if (limit) console.log(limit);
+    const busy = busyText(rates, m.cpus);
+    if (busy) console.log(busy);
     const resultsFile = writeResults('probe', results(latency, rates));
     updateBenchmarks(SECTION_HEADING, section(m, date, load, latency, rates));
     console.log(`wrote ${rel(resultsFile)} and the "${SECTION_HEADING.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
