@@ -63,8 +63,8 @@ describe('serializeProbeMessage', () => {
           attachMode: 1,
           programId: 7,
           adopted: false,
-        kernelScanPorts: 0,
-        kernelScanWindow: undefined,
+          kernelScanPorts: 0,
+          kernelScanWindow: undefined,
         },
       },
     };
