@@ -88,10 +88,9 @@ export class Blocks {
     return [...this.dp.blocklist.entries()].map(([addr, e]) => this.toKernelBlock(addr, e, now, offset));
   }
 
+  /** Entries in the kernel blocklist, read in batches (one syscall per 256, not one per entry). */
   get size(): number {
-    let n = 0;
-    for (const _ of this.dp.blocklist.map.keys()) n++;
-    return n;
+    return this.dp.blocklist.map.lookupAll().length;
   }
 
   get capacity(): number {
