@@ -11,7 +11,6 @@
 //    counts what arrives, so that the probe is the part being measured.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import type * as grpcTypes from '@grpc/grpc-js';
@@ -35,6 +34,7 @@ import {
   updateBenchmarks,
   writeResults,
 } from './report.js';
+import { Cleanup, SLICE_MS, XDP_PASS, drive, freePort, runOnce, sleep, waitFor } from './harness.js';
 
 const SECTION_HEADING = '## Probe';
 const PROBE_MAIN = join(REPO_ROOT, 'services/probe/dist/main.js');
@@ -63,12 +63,6 @@ const RATES = [100_000, 250_000, 500_000, 1_000_000, 2_000_000];
 const RUN_SECONDS = 10;
 /** Geometric bisections between the highest passing and the lowest failing rate, 10 s each. */
 const REFINE_STEPS = 2;
-/** The driver hands bpftool one `prog run` per slice, for the events owed since the start. */
-const SLICE_MS = 10;
-// A stall of this process must not turn into one burst larger than the ring
-// holds (65,536 records at the default 4 MiB): events owed beyond a few slices
-// are dropped from the schedule, and the row shows the rate actually offered.
-const MAX_SLICES_OWED = 3;
 /** A run keeps up when, at its end, the receiver is at most this far behind the driver. */
 const MAX_LAG_MS = 100;
 const DRAIN_TIMEOUT_MS = 10_000;
@@ -77,7 +71,6 @@ const HOST_ADDR = '10.232.0.1';
 const PEER_ADDR = '10.232.0.2';
 const SPORT = 40_000;
 const DPORT = 8080;
-const XDP_PASS = 2;
 const SERVING = Buffer.from([0x08, 0x01]);
 
 interface Libs {
@@ -128,37 +121,6 @@ interface CpuShares {
   /** Every other process on the machine, and steal time on a VM. */
   others: number;
   idle: number;
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function waitFor<T>(what: string, check: () => T | undefined | Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new BenchError(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
-/** Undo steps, run once in reverse order; synchronous so that they also run from process 'exit'. */
-class Cleanup {
-  readonly #steps: { what: string; step: () => void }[] = [];
-
-  add(what: string, step: () => void): void {
-    this.#steps.push({ what, step });
-  }
-
-  run(): void {
-    for (let s = this.#steps.pop(); s; s = this.#steps.pop()) {
-      try {
-        s.step();
-      } catch (e) {
-        console.error(`bench-probe: cleanup (${s.what}) failed: ${(e as Error).message}`);
-      }
-    }
-  }
 }
 
 function checkPreconditions(): void {
@@ -547,17 +509,6 @@ class Api {
   }
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 interface ProbeMetrics {
   gcSeconds: number;
   /** Since the previous scrape: prom-client resets the event-loop histogram when it is collected. */
@@ -580,100 +531,6 @@ async function scrapeMetrics(port: number): Promise<ProbeMetrics> {
     else if (name === 'nodejs_eventloop_lag_max_seconds') loopLagMaxSeconds = Number(value);
   }
   return { gcSeconds, loopLagMaxSeconds };
-}
-
-/** Runs `bpftool prog run` on the frame file, once; returns the program's verdict. */
-function runOnce(programId: number, frameFile: string): number {
-  let out: string;
-  try {
-    out = execFileSync('bpftool', ['prog', 'run', 'id', String(programId), 'data_in', frameFile, 'repeat', '1'], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } catch (e) {
-    throw commandError(`bpftool prog run id ${programId} failed`, e);
-  }
-  const m = /Return value: (\d+)/.exec(out);
-  if (!m) throw new BenchError(`bpftool prog run printed no verdict:\n${out}`);
-  return Number(m[1]);
-}
-
-/**
- * Offers `rate` events/s for `ms` through one long-lived `bpftool batch file -`:
- * a process per 10 ms slice would cost more than the events it makes (spawning
- * bpftool takes about 12 ms here), whereas a batch reads one
- * `prog run ... repeat N` line per slice from its stdin and runs it at once.
- * Each slice asks for the events owed since the start, so timer jitter
- * evens out instead of accumulating.
- */
-async function drive(
-  programId: number,
-  frameFile: string,
-  rate: number,
-  ms: number,
-  onChild: (c: ChildProcess | undefined) => void,
-): Promise<{ issued: number; seconds: number }> {
-  const child = spawn('bpftool', ['batch', 'file', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  onChild(child);
-  let verdicts = 0;
-  let wrong: string | undefined;
-  let partial = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (d: string) => {
-    const lines = (partial + d).split('\n');
-    partial = lines.pop() ?? '';
-    for (const l of lines) {
-      const m = /^Return value: (\d+)/.exec(l);
-      if (!m) continue;
-      verdicts++;
-      if (Number(m[1]) !== XDP_PASS) wrong ??= l;
-    }
-  });
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
-  // 'close', not 'exit': by then its stdout has been read to the end, every verdict counted.
-  const exited = new Promise<number | null>((resolve) => {
-    child.on('close', (code) => resolve(code));
-    child.on('error', (e) => {
-      stderr += e.message;
-      resolve(null);
-    });
-  });
-  child.stdin.on('error', () => {}); // a bpftool that died is reported by its exit code
-
-  const start = performance.now();
-  let issued = 0;
-  let forgiven = 0;
-  let lines = 0;
-  const cap = Math.max(1, Math.round((rate * SLICE_MS * MAX_SLICES_OWED) / 1000));
-  await new Promise<void>((resolve) => {
-    const tick = () => {
-      const elapsed = Math.min(performance.now() - start, ms);
-      let owed = Math.floor((rate * elapsed) / 1000) - forgiven - issued;
-      // Owed events beyond the cap are forgiven, not carried: see MAX_SLICES_OWED.
-      if (owed > cap) {
-        forgiven += owed - cap;
-        owed = cap;
-      }
-      if (owed > 0) {
-        child.stdin.write(`prog run id ${programId} data_in ${frameFile} repeat ${owed}\n`);
-        issued += owed;
-        lines++;
-      }
-      if (elapsed >= ms) resolve();
-      else setTimeout(tick, SLICE_MS);
-    };
-    tick();
-  });
-  child.stdin.end();
-  const code = await exited;
-  const seconds = (performance.now() - start) / 1000;
-  onChild(undefined);
-  if (code !== 0) throw new BenchError(`bpftool batch exited with ${code}:\n${stderr.trim()}`);
-  if (wrong) throw new BenchError(`the program returned another verdict than XDP_PASS: ${wrong}`);
-  if (verdicts !== lines) throw new BenchError(`bpftool ran ${verdicts} of ${lines} prog run commands:\n${stderr.trim()}`);
-  return { issued, seconds };
 }
 
 /** Client-side round trip of each call, in µs, appended to `into`. */
@@ -1099,7 +956,7 @@ async function main(): Promise<void> {
   const load = os.loadavg()[0] ?? 0;
   const libs = await loadLibs();
 
-  const cleanup = new Cleanup();
+  const cleanup = new Cleanup('probe');
   const onExit = () => cleanup.run();
   // Ctrl-C or a kill must not leave an attached program, pins or a veth behind.
   const onSignal = (signal: NodeJS.Signals) => {

@@ -2,6 +2,10 @@
 // loudly, rather than skip: a green run must mean they ran.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, statfsSync } from 'node:fs';
+import { TEST_BPFFS } from '../bench/namespaces.js';
+
+/** The bpffs for services run under `ip netns exec` (bench/namespaces.ts). */
+export { TEST_BPFFS };
 
 const BPF_FS_MAGIC = 0xcafe4a11;
 
@@ -19,10 +23,3 @@ export default function setup(): void {
     if (statfsSync(dir).type !== BPF_FS_MAGIC) execFileSync('mount', ['-t', 'bpf', 'bpf', dir]);
   }
 }
-
-/**
- * A bpffs outside /sys for services the suites run under `ip netns exec`:
- * that remounts /sys in a mount namespace of its own, where pins on
- * /sys/fs/bpf would not outlive the process.
- */
-export const TEST_BPFFS = '/run/packetwatch-test-bpffs';

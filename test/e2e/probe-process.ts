@@ -6,7 +6,10 @@ import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { type GetStatusResponse, ProbeClient } from '@packetwatch/proto';
+import { call } from '../../bench/services.js';
 import { waitFor } from './netns.js';
+
+export { call };
 
 export const PROBE_MAIN = fileURLToPath(new URL('../../services/probe/dist/main.js', import.meta.url));
 
@@ -70,11 +73,6 @@ export class ProbeProcess {
 
 export function deadline(ms = 5000): Partial<grpc.CallOptions> {
   return { deadline: Date.now() + ms };
-}
-
-/** Promisifies a unary call; rejects with the grpc ServiceError. */
-export function call<T>(fn: (cb: (err: grpc.ServiceError | null, res?: T) => void) => void): Promise<T> {
-  return new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res as T))));
 }
 
 export function probeClient(socket: string): ProbeClient {

@@ -1,0 +1,205 @@
+// What the benches that run the real thing share: waiting with a deadline,
+// undoing their setup even when they fail or are interrupted, and offering
+// SYN events at a paced rate by running the attached program with bpftool.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
+import { BenchError, commandError, rel } from './report.js';
+
+/** The verdict of a frame the program lets through. */
+export const XDP_PASS = 2;
+/** The driver hands bpftool one `prog run` per slice, for the events owed since the start. */
+export const SLICE_MS = 10;
+// A stall of this process must not turn into one burst larger than the ring
+// holds (65,536 records at the default 4 MiB): events owed beyond a few slices
+// are dropped from the schedule, and the row shows the rate actually offered.
+export const MAX_SLICES_OWED = 3;
+
+/** Fails unless running as root: `why` says what needs it, `command` how to run the bench. */
+export function requireRoot(why: string, command: string): void {
+  if (process.getuid?.() !== 0) throw new BenchError(`needs root to ${why}; run: sudo ${command}`);
+}
+
+/** Fails naming every missing build output ([path, what it is]). */
+export function requireBuild(outputs: readonly (readonly [string, string])[]): void {
+  const missing = outputs.filter(([path]) => !existsSync(path));
+  if (missing.length > 0) {
+    throw new BenchError(`the build is missing ${missing.map(([p, what]) => `${what} (${rel(p)})`).join(', ')}: run make build first`);
+  }
+}
+
+/** Fails naming the first command that does not run ([command, arguments that only print a version]). */
+export function requireCommands(commands: readonly (readonly [string, readonly string[]])[]): void {
+  for (const [cmd, args] of commands) {
+    try {
+      execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch (e) {
+      throw commandError(`${cmd} ${args.join(' ')} failed`, e);
+    }
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls until check returns a value other than undefined; a BenchError after timeoutMs. */
+export async function waitFor<T>(what: string, check: () => T | undefined | Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new BenchError(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** Undo steps, run once in reverse order; synchronous so that they also run from process 'exit'. */
+export class Cleanup {
+  readonly #steps: { what: string; step: () => void }[] = [];
+
+  /** bench: the name in `bench-<name>: cleanup (...) failed`. */
+  constructor(private readonly bench: string) {}
+
+  add(what: string, step: () => void): void {
+    this.#steps.push({ what, step });
+  }
+
+  run(): void {
+    for (let s = this.#steps.pop(); s; s = this.#steps.pop()) {
+      try {
+        s.step();
+      } catch (e) {
+        console.error(`bench-${this.bench}: cleanup (${s.what}) failed: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  /**
+   * Runs body with the steps run afterwards, whatever happens: also when the
+   * process exits meanwhile, and on Ctrl-C or a kill, which must not leave
+   * services, namespaces or pins behind.
+   */
+  async around<T>(body: () => Promise<T>): Promise<T> {
+    const onExit = () => this.run();
+    const onSignal = (signal: NodeJS.Signals) => {
+      console.error(`bench-${this.bench}: ${signal}, cleaning up`);
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    };
+    process.on('exit', onExit);
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    try {
+      return await body();
+    } finally {
+      this.run();
+      process.off('exit', onExit);
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  }
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs `bpftool prog run` on the frame file, once; returns the program's verdict. */
+export function runOnce(programId: number, frameFile: string): number {
+  let out: string;
+  try {
+    out = execFileSync('bpftool', ['prog', 'run', 'id', String(programId), 'data_in', frameFile, 'repeat', '1'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  } catch (e) {
+    throw commandError(`bpftool prog run id ${programId} failed`, e);
+  }
+  const m = /Return value: (\d+)/.exec(out);
+  if (!m) throw new BenchError(`bpftool prog run printed no verdict:\n${out}`);
+  return Number(m[1]);
+}
+
+/**
+ * Offers `rate` events/s for `ms` (or until `stop` is aborted) through one
+ * long-lived `bpftool batch file -`: a process per 10 ms slice would cost more
+ * than the events it makes (spawning bpftool takes about 12 ms here), whereas
+ * a batch reads one `prog run ... repeat N` line per slice from its stdin and
+ * runs it at once. Each slice asks for the events owed since the start, so
+ * timer jitter evens out instead of accumulating.
+ */
+export async function drive(
+  programId: number,
+  frameFile: string,
+  rate: number,
+  ms: number,
+  onChild: (c: ChildProcess | undefined) => void,
+  stop?: AbortSignal,
+): Promise<{ issued: number; seconds: number }> {
+  const child = spawn('bpftool', ['batch', 'file', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  onChild(child);
+  let verdicts = 0;
+  let wrong: string | undefined;
+  let partial = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d: string) => {
+    const lines = (partial + d).split('\n');
+    partial = lines.pop() ?? '';
+    for (const l of lines) {
+      const m = /^Return value: (\d+)/.exec(l);
+      if (!m) continue;
+      verdicts++;
+      if (Number(m[1]) !== XDP_PASS) wrong ??= l;
+    }
+  });
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
+  // 'close', not 'exit': by then its stdout has been read to the end, every verdict counted.
+  const exited = new Promise<number | null>((resolve) => {
+    child.on('close', (code) => resolve(code));
+    child.on('error', (e) => {
+      stderr += e.message;
+      resolve(null);
+    });
+  });
+  child.stdin.on('error', () => {}); // a bpftool that died is reported by its exit code
+
+  const start = performance.now();
+  let issued = 0;
+  let forgiven = 0;
+  let lines = 0;
+  const cap = Math.max(1, Math.round((rate * SLICE_MS * MAX_SLICES_OWED) / 1000));
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const elapsed = Math.min(performance.now() - start, ms);
+      let owed = Math.floor((rate * elapsed) / 1000) - forgiven - issued;
+      // Owed events beyond the cap are forgiven, not carried: see MAX_SLICES_OWED.
+      if (owed > cap) {
+        forgiven += owed - cap;
+        owed = cap;
+      }
+      if (owed > 0) {
+        child.stdin.write(`prog run id ${programId} data_in ${frameFile} repeat ${owed}\n`);
+        issued += owed;
+        lines++;
+      }
+      if (elapsed >= ms || stop?.aborted) resolve();
+      else setTimeout(tick, SLICE_MS);
+    };
+    tick();
+  });
+  child.stdin.end();
+  const code = await exited;
+  const seconds = (performance.now() - start) / 1000;
+  onChild(undefined);
+  if (code !== 0) throw new BenchError(`bpftool batch exited with ${code}:\n${stderr.trim()}`);
+  if (wrong) throw new BenchError(`the program returned another verdict than XDP_PASS: ${wrong}`);
+  if (verdicts !== lines) throw new BenchError(`bpftool ran ${verdicts} of ${lines} prog run commands:\n${stderr.trim()}`);
+  return { issued, seconds };
+}

@@ -1,0 +1,115 @@
+// Network namespaces for the e2e suites and the benches: a victim and an
+// attacker namespace joined by a veth pair, a host and a peer, nothing else.
+// Traffic only ever flows between the two. Kept here, not under test/, so
+// that the compiled benches can use it; test/e2e/netns.ts re-exports it.
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/**
+ * A bpffs outside /sys for services run under `ip netns exec`: that remounts
+ * /sys in a mount namespace of its own, where pins on /sys/fs/bpf would not
+ * outlive the process.
+ */
+export const TEST_BPFFS = '/run/packetwatch-test-bpffs';
+
+function ip(...args: string[]): void {
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** Polls until check returns a value other than undefined, or fails after timeoutMs. */
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 5000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export interface NamespacePair {
+  victimNs: string;
+  attackerNs: string;
+  /** The victim's end of the veth pair (inside victimNs). */
+  victimIf: string;
+  victimAddr: string;
+  attackerAddr: string;
+  /** Deletes the veth pair (both ends), as an unplugged or removed interface. */
+  unplug(): void;
+  /** Creates the pair again with the same names and addresses. */
+  plug(): void;
+  inVictim(cmd: string, args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
+  inAttacker(cmd: string, args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
+  destroy(): void;
+}
+
+async function execIn(ns: string, cmd: string, args: string[], timeoutMs: number) {
+  try {
+    const r = await run('ip', ['netns', 'exec', ns, cmd, ...args], { timeout: timeoutMs, maxBuffer: 16 << 20 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const err = e as { code?: number | string; stdout?: string; stderr?: string };
+    if (typeof err.code !== 'number') throw e;
+    return { code: err.code, stdout: err.stdout ?? '', stderr: err.stderr ?? '' };
+  }
+}
+
+/** Two namespaces, victim and attacker, joined by a veth pair; `slot` (0-250) keeps concurrent users apart. */
+export function createNamespacePair(slot: number): NamespacePair {
+  const tag = `${process.pid % 10000}${slot}`;
+  const victimNs = `pw-victim-${tag}`;
+  const attackerNs = `pw-attacker-${tag}`;
+  const victimIf = `pwv${tag}`;
+  const attackerIf = `pwa${tag}`;
+  const victimAddr = `10.232.${slot}.1`;
+  const attackerAddr = `10.232.${slot}.2`;
+  const destroy = () => {
+    for (const ns of [victimNs, attackerNs]) {
+      try {
+        ip('netns', 'del', ns);
+      } catch {
+        // already gone
+      }
+    }
+  };
+  const plug = () => {
+    ip('link', 'add', victimIf, 'netns', victimNs, 'type', 'veth', 'peer', 'name', attackerIf, 'netns', attackerNs);
+    ip('-n', victimNs, 'addr', 'add', `${victimAddr}/24`, 'dev', victimIf);
+    ip('-n', attackerNs, 'addr', 'add', `${attackerAddr}/24`, 'dev', attackerIf);
+    for (const [ns, dev] of [
+      [victimNs, victimIf],
+      [attackerNs, attackerIf],
+      [victimNs, 'lo'],
+      [attackerNs, 'lo'],
+    ] as const) {
+      ip('-n', ns, 'link', 'set', dev, 'up');
+    }
+  };
+  destroy();
+  try {
+    ip('netns', 'add', victimNs);
+    ip('netns', 'add', attackerNs);
+    plug();
+  } catch (e) {
+    destroy();
+    throw e;
+  }
+  return {
+    plug,
+    unplug: () => ip('-n', victimNs, 'link', 'del', victimIf),
+    victimNs,
+    attackerNs,
+    victimIf,
+    victimAddr,
+    attackerAddr,
+    inVictim: (cmd, args, timeoutMs = 30_000) => execIn(victimNs, cmd, args, timeoutMs),
+    inAttacker: (cmd, args, timeoutMs = 30_000) => execIn(attackerNs, cmd, args, timeoutMs),
+    destroy,
+  };
+}

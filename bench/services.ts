@@ -1,0 +1,219 @@
+// Probe and policy as real processes inside the victim's network namespace,
+// as `make run` starts them: the probe as root, the policy as the
+// unprivileged `packetwatch` user with no capabilities. They talk over Unix
+// sockets in a directory only that group can enter; callers use both APIs
+// over the same sockets. Kept here, not under test/, so that the compiled
+// benches can use it; test/e2e/services.ts re-exports it.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { groupId } from '@packetwatch/common';
+import { type GetPolicyStatusResponse, type GetStatusResponse, PolicyClient, ProbeClient } from '@packetwatch/proto';
+import { TEST_BPFFS, waitFor } from './namespaces.js';
+
+// This module runs from bench/ (the e2e suites, from source) and from bench/dist/ (the benches).
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT = basename(HERE) === 'dist' ? join(HERE, '..', '..') : join(HERE, '..');
+const PROBE_MAIN = join(REPO_ROOT, 'services/probe/dist/main.js');
+const POLICY_MAIN = join(REPO_ROOT, 'services/policy/dist/main.js');
+const POLICY_USER = 'packetwatch';
+
+/** Promisifies a unary call; rejects with the grpc ServiceError. */
+export function call<T>(fn: (cb: (err: grpc.ServiceError | null, res?: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res as T))));
+}
+
+function uid(user: string): number {
+  return Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim());
+}
+
+export class ServiceProcess {
+  readonly stdout: string[] = [];
+  readonly stderr: string[] = [];
+  readonly exited: Promise<number | null>;
+  exitCode: number | null | undefined;
+  readonly #child: ChildProcess;
+
+  constructor(argv: string[], env: Record<string, string>) {
+    this.#child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    for (const [stream, lines] of [
+      [this.#child.stdout!, this.stdout],
+      [this.#child.stderr!, this.stderr],
+    ] as const) {
+      let partial = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (d: string) => {
+        const parts = (partial + d).split('\n');
+        partial = parts.pop() ?? '';
+        lines.push(...parts);
+      });
+    }
+    this.exited = new Promise((resolve) =>
+      this.#child.on('exit', (code) => {
+        this.exitCode = code;
+        resolve(code);
+      }),
+    );
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.exitCode === undefined) this.#child.kill(signal);
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    this.kill(signal);
+    return this.exited;
+  }
+}
+
+export interface ServicesOptions {
+  netns: string;
+  ifdev: string;
+  /** PW_ settings for both services. */
+  env?: Record<string, string>;
+}
+
+export class Services {
+  readonly dir: string;
+  readonly stateDir: string;
+  readonly pinRoot: string;
+  readonly probeSocket: string;
+  readonly policySocket: string;
+  readonly probeClient: ProbeClient;
+  readonly policyClient: PolicyClient;
+  probe: ServiceProcess | undefined;
+  policy: ServiceProcess | undefined;
+
+  constructor(private readonly opts: ServicesOptions) {
+    this.dir = mkdtempSync(join(tmpdir(), 'pw-e2e-'));
+    const gid = groupId(POLICY_USER);
+    chmodSync(this.dir, 0o770);
+    chownSync(this.dir, 0, gid);
+    this.stateDir = join(this.dir, 'state');
+    mkdirSync(this.stateDir, { mode: 0o750 });
+    chownSync(this.stateDir, uid(POLICY_USER), gid);
+    this.pinRoot = `${TEST_BPFFS}/packetwatch-e2e-${process.pid}-${opts.ifdev}`;
+    this.probeSocket = join(this.dir, 'probe.sock');
+    this.policySocket = join(this.dir, 'policy.sock');
+    this.probeClient = new ProbeClient(`unix://${this.probeSocket}`, grpc.credentials.createInsecure());
+    this.policyClient = new PolicyClient(`unix://${this.policySocket}`, grpc.credentials.createInsecure());
+  }
+
+  get env(): Record<string, string> {
+    return {
+      PW_IFDEV: this.opts.ifdev,
+      PW_STATE_DIR: this.stateDir,
+      PW_PROBE_SOCKET: this.probeSocket,
+      PW_POLICY_SOCKET: this.policySocket,
+      PW_POLICY_ADDR: `unix:${this.policySocket}`,
+      PW_SOCKET_GROUP: POLICY_USER,
+      PW_BPF_PIN_DIR: this.pinRoot,
+      PW_PROMETHEUS_PORT: '0',
+      PW_POLICY_PROMETHEUS_PORT: '0',
+      PW_LOG_FORMAT: 'table',
+      PW_LOG_LEVEL: 'debug',
+      ...this.opts.env,
+    };
+  }
+
+  /** Starts the policy (unprivileged) and waits until it answers. */
+  async startPolicy(): Promise<GetPolicyStatusResponse> {
+    this.policy = new ServiceProcess(
+      [
+        'ip', 'netns', 'exec', this.opts.netns,
+        'setpriv', `--reuid=${POLICY_USER}`, `--regid=${POLICY_USER}`, '--init-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs',
+        process.execPath, POLICY_MAIN,
+      ],
+      this.env,
+    );
+    return this.#ready(this.policy, () => this.policyStatus());
+  }
+
+  /** Starts the probe (root) and waits until it answers and the policy has its hello. */
+  async startProbe(): Promise<GetStatusResponse> {
+    this.probe = new ServiceProcess(['ip', 'netns', 'exec', this.opts.netns, process.execPath, PROBE_MAIN], this.env);
+    const st = await this.#ready(this.probe, () => this.probeStatus());
+    if (this.policy?.exitCode === undefined && this.policy) {
+      await waitFor('the policy to see the probe', async () => ((await this.policyStatus()).probes.length > 0 ? true : undefined), 10_000);
+    }
+    return st;
+  }
+
+  async start(): Promise<void> {
+    await this.startPolicy();
+    await this.startProbe();
+  }
+
+  probeStatus(): Promise<GetStatusResponse> {
+    return call((cb) => this.probeClient.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb));
+  }
+
+  policyStatus(): Promise<GetPolicyStatusResponse> {
+    return call((cb) => this.policyClient.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb));
+  }
+
+  /** The policy's live table (its stdout). */
+  get table(): string[] {
+    return this.policy?.stdout ?? [];
+  }
+
+  detach(): void {
+    try {
+      execFileSync('ip', ['netns', 'exec', this.opts.netns, process.execPath, PROBE_MAIN, 'detach'], {
+        env: { ...process.env, ...this.env },
+        stdio: 'ignore',
+      });
+    } catch {
+      // nothing attached
+    }
+  }
+
+  async destroy(): Promise<void> {
+    await Promise.all([this.probe?.stop('SIGKILL'), this.policy?.stop('SIGKILL')]);
+    this.#release();
+  }
+
+  /** destroy() without waiting for the processes to exit: for a process 'exit' handler, where nothing can be awaited. */
+  destroySync(): void {
+    this.probe?.kill('SIGKILL');
+    this.policy?.kill('SIGKILL');
+    this.#release();
+  }
+
+  #release(): void {
+    this.detach();
+    rmSync(this.pinRoot, { recursive: true, force: true });
+    this.probeClient.close();
+    this.policyClient.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  async #ready<T>(proc: ServiceProcess, status: () => Promise<T>): Promise<T> {
+    return waitFor(
+      'the service to answer',
+      async () => {
+        if (proc.exitCode !== undefined) {
+          throw new Error(`service exited with ${proc.exitCode}:\n${[...proc.stdout, ...proc.stderr].slice(-20).join('\n')}`);
+        }
+        try {
+          return await status();
+        } catch {
+          return undefined;
+        }
+      },
+      15_000,
+    );
+  }
+}
+
+/** A small HTTP server inside a namespace answering "pong" on each port. */
+export function startPongServer(netns: string, ports: number[]): ServiceProcess {
+  const script = `
+    const http = require('node:http');
+    for (const p of ${JSON.stringify(ports)}) http.createServer((_q, r) => r.end('pong')).listen(p, '0.0.0.0', () => console.log('listening ' + p));
+  `;
+  return new ServiceProcess(['ip', 'netns', 'exec', netns, process.execPath, '-e', script], {});
+}
