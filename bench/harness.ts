@@ -2,7 +2,7 @@
 // undoing their setup even when they fail or are interrupted, and offering
 // SYN events at a paced rate by running the attached program with bpftool.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { BenchError, commandError, rel } from './report.js';
 
@@ -96,6 +96,30 @@ export class Cleanup {
       process.off('SIGTERM', onSignal);
     }
   }
+}
+
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** CPU seconds of a process from /proc/<pid>/stat: its own (utime + stime) and its reaped children's (cutime + cstime). */
+export function processCpu(pid: string): { own: number; children: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name, which is in parentheses and may hold spaces: state is field 3, utime 14 ... cstime 17.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { own: (Number(f[11]) + Number(f[12])) / CLOCK_TICKS, children: (Number(f[13]) + Number(f[14])) / CLOCK_TICKS };
+}
+
+/** CPU seconds the whole machine spent busy and idle so far, over all CPUs (/proc/stat). */
+export function machineCpu(): { busy: number; idle: number } {
+  // cpu  user nice system idle iowait irq softirq steal ...: steal is time the hypervisor gave to someone else.
+  const f = (/^cpu\s+(.*)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1] ?? '').split(/\s+/).map(Number);
+  const at = (i: number) => f[i] ?? 0;
+  return { busy: (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) / CLOCK_TICKS, idle: (at(3) + at(4)) / CLOCK_TICKS };
 }
 
 export async function freePort(): Promise<number> {

@@ -34,7 +34,7 @@ import {
   updateBenchmarks,
   writeResults,
 } from './report.js';
-import { Cleanup, SLICE_MS, XDP_PASS, drive, freePort, runOnce, sleep, waitFor } from './harness.js';
+import { Cleanup, SLICE_MS, XDP_PASS, drive, freePort, machineCpu, processCpu, runOnce, sleep, waitFor } from './harness.js';
 
 const SECTION_HEADING = '## Probe';
 const PROBE_MAIN = join(REPO_ROOT, 'services/probe/dist/main.js');
@@ -409,22 +409,6 @@ class ProbeProcess {
   }
 }
 
-const CLOCK_TICKS = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** CPU seconds of a process from /proc/<pid>/stat: its own (utime + stime) and its reaped children's (cutime + cstime). */
-function processCpu(pid: string): { own: number; children: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name, which is in parentheses and may hold spaces: state is field 3, utime 14 ... cstime 17.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { own: (Number(f[11]) + Number(f[12])) / CLOCK_TICKS, children: (Number(f[13]) + Number(f[14])) / CLOCK_TICKS };
-}
-
 interface CpuSample {
   at: number;
   probe: number;
@@ -438,17 +422,7 @@ interface CpuSample {
 /** Where the machine's CPU time went so far, in CPU seconds. */
 function cpuSample(probe: ProbeProcess): CpuSample {
   const self = processCpu('self');
-  // cpu  user nice system idle iowait irq softirq steal ...: steal is time the hypervisor gave to someone else.
-  const f = (/^cpu\s+(.*)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1] ?? '').split(/\s+/).map(Number);
-  const at = (i: number) => f[i] ?? 0;
-  return {
-    at: performance.now(),
-    probe: probe.cpuSeconds(),
-    bench: self.own,
-    children: self.children,
-    busy: (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) / CLOCK_TICKS,
-    idle: (at(3) + at(4)) / CLOCK_TICKS,
-  };
+  return { at: performance.now(), probe: probe.cpuSeconds(), bench: self.own, children: self.children, ...machineCpu() };
 }
 
 function cpuShares(a: CpuSample, b: CpuSample): CpuShares {
