@@ -150,8 +150,16 @@ bench-datapath: build ## ns/packet of each datapath path next to an empty XDP pr
 bench-probe: build ## Probe API round trip (BlockIp, GetStatus) and zero-loss event rate to a policy stream (root)
 	node --enable-source-maps bench/dist/probe.js
 
+.PHONY: bench-detection
+bench-detection: build ## Detection-to-block latency, in-kernel vs policy alone, idle and under 500k SYN/s (root)
+	node --enable-source-maps bench/dist/detection.js
+
+.PHONY: bench-leak
+bench-leak: build ## SYNs an nmap -T5 scan gets past the threshold, in-kernel detection on and off (root)
+	node --enable-source-maps bench/dist/leak.js
+
 .PHONY: bench
-bench: bench-datapath bench-probe ## Every benchmark
+bench: bench-datapath bench-probe bench-detection bench-leak ## Every benchmark
 
 .PHONY: clean
 clean: ## Remove build output

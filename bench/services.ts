@@ -59,6 +59,11 @@ export class ServiceProcess {
     );
   }
 
+  /** The service's own pid: `ip netns exec` and setpriv exec it in place. */
+  get pid(): number | undefined {
+    return this.#child.pid;
+  }
+
   kill(signal: NodeJS.Signals): void {
     if (this.exitCode === undefined) this.#child.kill(signal);
   }
