@@ -56,7 +56,7 @@ const nmapArgs = (victim: string) => ['-n', '-Pn', '-sS', '-T5', '-p', PORTS, vi
 // answer (it takes the drops for congestion): it would take several minutes
 // for 10,000 ports. Its count is settled long before (nothing passes once the
 // block is in), so a scan still running at the cap is stopped.
-const NMAP_CAP_MS = SMOKE ? 60_000 : 120_000;
+const NMAP_CAP_MS = SMOKE ? 5000 : 120_000;
 const TARGET_LEAKED = 5;
 /** Sources (spoofed by hping3) each mode detects and blocks before the scan. */
 const WARM_SOURCES = 20;
