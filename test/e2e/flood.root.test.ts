@@ -10,8 +10,8 @@ import { type ServiceProcess, Services, startPongServer } from './services.js';
 const PORTS = [8086, 8087, 8088];
 const CURL_TIMEOUT_EXIT = 28;
 
-function rssMiB(pattern: string): number {
-  const pid = execFileSync('pgrep', ['-f', pattern], { encoding: 'utf8' }).trim().split('\n')[0];
+/** RSS of a service (ip netns exec and setpriv exec it: the spawned pid is the service's). */
+function rssMiB(pid: number | undefined): number {
   const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
   return kb / 1024;
 }
@@ -57,7 +57,7 @@ describe('SYN flood while another source scans', () => {
     );
     expect(blocked).toBe(true);
     await flood;
-    const rss = { probe: rssMiB('services/probe/dist/main.js$'), policy: rssMiB('services/policy/dist/main.js$') };
+    const rss = { probe: rssMiB(svc.probe!.pid), policy: rssMiB(svc.policy!.pid) };
     console.log(`after the flood: probe ${rss.probe.toFixed(0)} MiB, policy ${rss.policy.toFixed(0)} MiB RSS`);
     expect(rss.probe).toBeLessThan(400);
     expect(rss.policy).toBeLessThan(600);

@@ -111,7 +111,8 @@ describe('authentication and least privilege', () => {
     const st = await waitFor('the capability-limited probe', async () => getStatus(client).catch(() => undefined), 15_000);
     client.close();
     expect(st.interface).toBe(net.hostIf);
-    const pid = Number(execFileSync('pgrep', ['-f', `${PROBE_MAIN}$`], { encoding: 'utf8' }).trim().split('\n')[0]);
+    // setpriv execs node: the spawned pid is the probe's.
+    const pid = probe.pid!;
     const capEff = /CapEff:\s*([0-9a-f]+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]!;
     expect(BigInt(`0x${capEff}`)).toBe((1n << BigInt(CAP.BPF)) | (1n << BigInt(CAP.NET_ADMIN)) | (1n << BigInt(CAP.PERFMON)));
     await waitFor('the hello', () => stub.hellos[0]);
