@@ -22,20 +22,7 @@ import type { BlockEntry } from '@packetwatch/bpf';
 import type { Program, TypedMap } from 'libbpf-ts';
 import type { NamespacePair } from './namespaces.js';
 import type { DetectionMode, Stack } from './stack.js';
-import {
-  Cleanup,
-  SLICE_MS,
-  XDP_PASS,
-  drive,
-  machineCpu,
-  processCpu,
-  requireBuild,
-  requireCommands,
-  requireRoot,
-  runOnce,
-  sleep,
-  waitFor,
-} from './harness.js';
+import { Cleanup, drive, machineCpu, processCpu, requireBuild, requireCommands, requireRoot, runOnce, sleep, SLICE_MS, STACK_BUILD_OUTPUTS, waitFor, XDP_PASS } from './harness.js';
 import {
   BENCHMARKS_FILE,
   BenchError,
@@ -59,16 +46,6 @@ const SECTION_HEADING = '## Detection to block';
 /** PW_BENCH_SMOKE=1: a few detections per row, nothing written; for a test run that only checks the bench works. */
 const SMOKE = process.env.PW_BENCH_SMOKE === '1';
 
-const BUILD_OUTPUTS: readonly [string, string][] = [
-  [join(REPO_ROOT, 'bpf/build/packetwatch.bpf.o'), 'the XDP object'],
-  [join(REPO_ROOT, 'packages/libbpf-ts/build/Release/bpf_ts.node'), 'the libbpf-ts addon'],
-  [join(REPO_ROOT, 'packages/libbpf-ts/dist/index.js'), 'libbpf-ts'],
-  [join(REPO_ROOT, 'packages/common/dist/index.js'), '@packetwatch/common'],
-  [join(REPO_ROOT, 'bpf/dist/index.js'), '@packetwatch/bpf'],
-  [join(REPO_ROOT, 'proto/dist/src/index.js'), '@packetwatch/proto'],
-  [join(REPO_ROOT, 'services/probe/dist/main.js'), 'the probe'],
-  [join(REPO_ROOT, 'services/policy/dist/main.js'), 'the policy'],
-];
 
 const DETECTIONS = SMOKE ? 20 : 1000;
 /** Detections before each measurement, off the books: both services' JIT, the store, the channel. */
@@ -627,7 +604,7 @@ function results(rows: readonly Row[]): ResultEntry[] {
 
 async function main(): Promise<void> {
   requireRoot('run probe + policy in network namespaces and BPF_PROG_TEST_RUN', 'make bench-detection');
-  requireBuild(BUILD_OUTPUTS);
+  requireBuild(STACK_BUILD_OUTPUTS);
   requireCommands([
     ['bpftool', ['version']],
     ['ip', ['-V']],

@@ -4,7 +4,8 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
-import { BenchError, commandError, rel } from './report.js';
+import { join } from 'node:path';
+import { BenchError, REPO_ROOT, commandError, rel } from './report.js';
 
 /** The verdict of a frame the program lets through. */
 export const XDP_PASS = 2;
@@ -19,6 +20,18 @@ export const MAX_SLICES_OWED = 3;
 export function requireRoot(why: string, command: string): void {
   if (process.getuid?.() !== 0) throw new BenchError(`needs root to ${why}; run: sudo ${command}`);
 }
+
+/** What the benches that run the real probe and policy need built, as [path, what it is]. */
+export const STACK_BUILD_OUTPUTS: readonly (readonly [string, string])[] = [
+  [join(REPO_ROOT, 'bpf/build/packetwatch.bpf.o'), 'the XDP object'],
+  [join(REPO_ROOT, 'packages/libbpf-ts/build/Release/bpf_ts.node'), 'the libbpf-ts addon'],
+  [join(REPO_ROOT, 'packages/libbpf-ts/dist/index.js'), 'libbpf-ts'],
+  [join(REPO_ROOT, 'packages/common/dist/index.js'), '@packetwatch/common'],
+  [join(REPO_ROOT, 'bpf/dist/index.js'), '@packetwatch/bpf'],
+  [join(REPO_ROOT, 'proto/dist/src/index.js'), '@packetwatch/proto'],
+  [join(REPO_ROOT, 'services/probe/dist/main.js'), 'the probe'],
+  [join(REPO_ROOT, 'services/policy/dist/main.js'), 'the policy'],
+];
 
 /** Fails naming every missing build output ([path, what it is]). */
 export function requireBuild(outputs: readonly (readonly [string, string])[]): void {

@@ -16,7 +16,7 @@ import type { ClientReadableStream } from '@grpc/grpc-js';
 import type { ListDecisionsResponse, WatchEvent } from '@packetwatch/proto';
 import type { NamespacePair } from './namespaces.js';
 import type { DetectionMode, Stack } from './stack.js';
-import { Cleanup, requireBuild, requireCommands, requireRoot, sleep, waitFor } from './harness.js';
+import { Cleanup, requireBuild, requireCommands, requireRoot, sleep, STACK_BUILD_OUTPUTS, waitFor } from './harness.js';
 import {
   BENCHMARKS_FILE,
   BenchError,
@@ -39,16 +39,6 @@ const SECTION_HEADING = '## Ports leaked to a fast scanner';
 /** PW_BENCH_SMOKE=1: a 200-port scan, nothing written; for a test run that only checks the bench works. */
 const SMOKE = process.env.PW_BENCH_SMOKE === '1';
 
-const BUILD_OUTPUTS: readonly [string, string][] = [
-  [join(REPO_ROOT, 'bpf/build/packetwatch.bpf.o'), 'the XDP object'],
-  [join(REPO_ROOT, 'packages/libbpf-ts/build/Release/bpf_ts.node'), 'the libbpf-ts addon'],
-  [join(REPO_ROOT, 'packages/libbpf-ts/dist/index.js'), 'libbpf-ts'],
-  [join(REPO_ROOT, 'packages/common/dist/index.js'), '@packetwatch/common'],
-  [join(REPO_ROOT, 'bpf/dist/index.js'), '@packetwatch/bpf'],
-  [join(REPO_ROOT, 'proto/dist/src/index.js'), '@packetwatch/proto'],
-  [join(REPO_ROOT, 'services/probe/dist/main.js'), 'the probe'],
-  [join(REPO_ROOT, 'services/policy/dist/main.js'), 'the policy'],
-];
 
 const PORTS = SMOKE ? '1-200' : '1-10000';
 const nmapArgs = (victim: string) => ['-n', '-Pn', '-sS', '-T5', '-p', PORTS, victim];
@@ -460,7 +450,7 @@ function results(rows: readonly Row[], baseline: NmapRun): ResultEntry[] {
 
 async function main(): Promise<void> {
   requireRoot('run probe + policy and nmap in network namespaces', 'make bench-leak');
-  requireBuild(BUILD_OUTPUTS);
+  requireBuild(STACK_BUILD_OUTPUTS);
   requireCommands([
     ['nmap', ['--version']],
     ['hping3', ['--version']],

@@ -34,7 +34,21 @@ import {
   updateBenchmarks,
   writeResults,
 } from './report.js';
-import { Cleanup, SLICE_MS, XDP_PASS, drive, freePort, machineCpu, processCpu, runOnce, sleep, waitFor } from './harness.js';
+import {
+  Cleanup,
+  SLICE_MS,
+  XDP_PASS,
+  drive,
+  freePort,
+  machineCpu,
+  processCpu,
+  requireBuild,
+  requireCommands,
+  requireRoot,
+  runOnce,
+  sleep,
+  waitFor,
+} from './harness.js';
 
 const SECTION_HEADING = '## Probe';
 const PROBE_MAIN = join(REPO_ROOT, 'services/probe/dist/main.js');
@@ -124,23 +138,12 @@ interface CpuShares {
 }
 
 function checkPreconditions(): void {
-  if (process.getuid?.() !== 0) {
-    throw new BenchError('needs root to attach XDP, create a veth pair and run BPF_PROG_TEST_RUN; run: sudo make bench-probe');
-  }
-  const missing = BUILD_OUTPUTS.filter(([path]) => !existsSync(path));
-  if (missing.length > 0) {
-    throw new BenchError(`the build is missing ${missing.map(([p, what]) => `${what} (${rel(p)})`).join(', ')}: run make build first`);
-  }
-  for (const [cmd, args] of [
+  requireRoot('attach XDP, create a veth pair and run BPF_PROG_TEST_RUN', 'make bench-probe');
+  requireBuild(BUILD_OUTPUTS);
+  requireCommands([
     ['bpftool', ['version']],
     ['ip', ['-V']],
-  ] as const) {
-    try {
-      execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    } catch (e) {
-      throw commandError(`${cmd} ${args.join(' ')} failed`, e);
-    }
-  }
+  ]);
 }
 
 async function loadLibs(): Promise<Libs> {
