@@ -15,6 +15,8 @@ export const SLICE_MS = 10;
 // holds (65,536 records at the default 4 MiB): events owed beyond a few slices
 // are dropped from the schedule, and the row shows the rate actually offered.
 export const MAX_SLICES_OWED = 3;
+/** With several frame files, each slice runs at most this many of them (one `prog run` line each). */
+export const FRAMES_PER_SLICE = 8;
 
 /** Fails unless running as root: `why` says what needs it, `command` how to run the bench. */
 export function requireRoot(why: string, command: string): void {
@@ -169,10 +171,16 @@ export function runOnce(programId: number, frameFile: string): number {
  * a batch reads one `prog run ... repeat N` line per slice from its stdin and
  * runs it at once. Each slice asks for the events owed since the start, so
  * timer jitter evens out instead of accumulating.
+ *
+ * frames: one frame file, or several: then each slice's events are split
+ * over up to FRAMES_PER_SLICE consecutive files of the list, and the next
+ * slice goes on where this one stopped, so that over a second every file is
+ * run about equally often (many sources and ports rather than one, as the
+ * benches that feed the policy need).
  */
 export async function drive(
   programId: number,
-  frameFile: string,
+  frames: string | readonly string[],
   rate: number,
   ms: number,
   onChild: (c: ChildProcess | undefined) => void,
@@ -207,6 +215,9 @@ export async function drive(
   });
   child.stdin.on('error', () => {}); // a bpftool that died is reported by its exit code
 
+  const files = typeof frames === 'string' ? [frames] : frames;
+  if (files.length === 0) throw new BenchError('drive() needs at least one frame file');
+  let nextFile = 0;
   const start = performance.now();
   let issued = 0;
   let forgiven = 0;
@@ -222,9 +233,17 @@ export async function drive(
         owed = cap;
       }
       if (owed > 0) {
-        child.stdin.write(`prog run id ${programId} data_in ${frameFile} repeat ${owed}\n`);
+        const parts = Math.min(files.length, FRAMES_PER_SLICE, owed);
+        let text = '';
+        for (let p = 0; p < parts; p++) {
+          // The first parts take the remainder: the slice runs exactly `owed` events.
+          const n = Math.floor(owed / parts) + (p < owed % parts ? 1 : 0);
+          text += `prog run id ${programId} data_in ${files[nextFile]} repeat ${n}\n`;
+          nextFile = (nextFile + 1) % files.length;
+          lines++;
+        }
+        child.stdin.write(text);
         issued += owed;
-        lines++;
       }
       if (elapsed >= ms || stop?.aborted) resolve();
       else setTimeout(tick, SLICE_MS);
