@@ -582,6 +582,7 @@ function results(rows: readonly Row[]): ResultEntry[] {
         unit: 'ms',
         comparison: label === 'p99' ? 'target p99' : null,
         comparisonValue: label === 'p99' ? r.target : null,
+        target: label === 'p99' ? `p99 <= ${r.target} ms` : null,
         detections: r.detections,
         neverBlocked: r.missed,
         policyLoggedMs: r.policyLoggedMs.length ? round2(percentile(r.policyLoggedMs, p)) : null,

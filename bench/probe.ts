@@ -65,18 +65,20 @@ const BUILD_OUTPUTS: readonly [string, string][] = [
 
 // Part 1. Every call is awaited before the next: one caller, no queueing, so
 // the figure is a round trip and not a throughput.
-const LATENCY_CALLS = 1000;
+/** PW_BENCH_SMOKE=1: 100 calls of each kind and one 2 s rate, nothing written; for a test run that only checks the bench works. */
+const SMOKE = process.env.PW_BENCH_SMOKE === '1';
+const LATENCY_CALLS = SMOKE ? 100 : 1000;
 const LATENCY_ROUND = 100;
-const WARMUP_CALLS = 200;
+const WARMUP_CALLS = SMOKE ? 20 : 200;
 /** RFC 2544 benchmarking range: never a real peer. */
 const blockTarget = (i: number) => `198.18.${(i + 1) >> 8}.${(i + 1) & 255}`;
 const warmupTarget = (i: number) => `198.19.${(i + 1) >> 8}.${(i + 1) & 255}`;
 
 // Part 2.
-const RATES = [100_000, 250_000, 500_000, 1_000_000, 2_000_000];
-const RUN_SECONDS = 10;
+const RATES = SMOKE ? [100_000] : [100_000, 250_000, 500_000, 1_000_000, 2_000_000];
+const RUN_SECONDS = SMOKE ? 2 : 10;
 /** Geometric bisections between the highest passing and the lowest failing rate, 10 s each. */
-const REFINE_STEPS = 2;
+const REFINE_STEPS = SMOKE ? 0 : 2;
 /** A run keeps up when, at its end, the receiver is at most this far behind the driver. */
 const MAX_LAG_MS = 100;
 const DRAIN_TIMEOUT_MS = 10_000;
@@ -1025,7 +1027,7 @@ async function main(): Promise<void> {
 
     const date = today();
     console.log('');
-    console.log(`Probe, ${date}: ${machineText(m)}; load average ${load.toFixed(2)} at the start`);
+    console.log(`Probe, ${date}: ${machineText(m)}; load average ${load.toFixed(2)} at the start${SMOKE ? ' (smoke run)' : ''}`);
     console.log('');
     console.log(rateTable(rates));
     console.log('');
@@ -1036,6 +1038,11 @@ async function main(): Promise<void> {
     if (limit) console.log(limit);
     const busy = busyText(rates, m.cpus);
     if (busy) console.log(busy);
+    if (SMOKE) {
+      if (!best(rates)) throw new BenchError(`smoke run: ${verdictText(rates)}`);
+      console.log(`smoke run (PW_BENCH_SMOKE=1, ${LATENCY_CALLS} calls, ${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s): nothing written`);
+      return;
+    }
     const resultsFile = writeResults('probe', results(latency, rates));
     updateBenchmarks(SECTION_HEADING, section(m, date, load, latency, rates));
     console.log(`wrote ${rel(resultsFile)} and the "${SECTION_HEADING.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
