@@ -24,7 +24,6 @@ import type { NamespacePair } from './namespaces.js';
 import type { DetectionMode, Stack } from './stack.js';
 import { Cleanup, drive, machineCpu, processCpu, requireBuild, requireCommands, requireRoot, runOnce, sleep, SLICE_MS, STACK_BUILD_OUTPUTS, waitFor, XDP_PASS } from './harness.js';
 import {
-  BENCHMARKS_FILE,
   BenchError,
   REPO_ROOT,
   type Machine,
@@ -33,18 +32,15 @@ import {
   machine,
   machineText,
   percentile,
-  rel,
   round2,
   runBench,
   table,
   today,
-  updateBenchmarks,
-  writeResults,
+  SMOKE,
+  publish,
 } from './report.js';
 
 const SECTION_HEADING = '## Detection to block';
-/** PW_BENCH_SMOKE=1: a few detections per row, nothing written; for a test run that only checks the bench works. */
-const SMOKE = process.env.PW_BENCH_SMOKE === '1';
 
 
 const DETECTIONS = SMOKE ? 20 : 1000;
@@ -640,13 +636,7 @@ async function main(): Promise<void> {
   console.log(cpuTable(rows, m.cpus));
   console.log('');
   console.log(`targets: ${verdictText(rows)}`);
-  if (SMOKE) {
-    console.log(`smoke run (PW_BENCH_SMOKE=1, ${DETECTIONS} detections a row): nothing written`);
-    return;
-  }
-  const resultsFile = writeResults('detection', results(rows));
-  updateBenchmarks(SECTION_HEADING, section(m, date, load, rows));
-  console.log(`wrote ${rel(resultsFile)} and the "${SECTION_HEADING.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
+  publish('detection', SECTION_HEADING, () => results(rows), () => section(m, date, load, rows), `${DETECTIONS} detections a row`);
 }
 
 await runBench('detection', main);

@@ -18,7 +18,6 @@ import type { NamespacePair } from './namespaces.js';
 import type { DetectionMode, Stack } from './stack.js';
 import { Cleanup, requireBuild, requireCommands, requireRoot, sleep, STACK_BUILD_OUTPUTS, waitFor } from './harness.js';
 import {
-  BENCHMARKS_FILE,
   BenchError,
   REPO_ROOT,
   type Machine,
@@ -26,18 +25,15 @@ import {
   count,
   machine,
   machineText,
-  rel,
   round2,
   runBench,
   table,
   today,
-  updateBenchmarks,
-  writeResults,
+  SMOKE,
+  publish,
 } from './report.js';
 
 const SECTION_HEADING = '## Ports leaked to a fast scanner';
-/** PW_BENCH_SMOKE=1: a 200-port scan, nothing written; for a test run that only checks the bench works. */
-const SMOKE = process.env.PW_BENCH_SMOKE === '1';
 
 
 const PORTS = SMOKE ? '1-200' : '1-10000';
@@ -509,13 +505,8 @@ async function main(): Promise<void> {
   const baselineSummary = baselineText(baseline, baseline.stopped ? undefined : parseNmap(baseline.stdout).ports);
   console.log(baselineSummary);
   console.log(`target: ${verdictText(rows)}`);
-  if (SMOKE) {
-    console.log(`smoke run (PW_BENCH_SMOKE=1, -p ${PORTS}): nothing written`);
-    return;
-  }
-  const resultsFile = writeResults('leak', results(rows, baseline));
-  updateBenchmarks(SECTION_HEADING, section(m, date, load, rows, baselineSummary));
-  console.log(`wrote ${rel(resultsFile)} and the "${SECTION_HEADING.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
+  const ran = baseline;
+  publish('leak', SECTION_HEADING, () => results(rows, ran), () => section(m, date, load, rows, baselineSummary), `-p ${PORTS}`);
 }
 
 await runBench('leak', main);

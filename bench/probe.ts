@@ -16,7 +16,6 @@ import { join } from 'node:path';
 import type * as grpcTypes from '@grpc/grpc-js';
 import type { GetStatusResponse, PolicyMessage, ProbeClient, ProbeHello, ProbeMessage } from '@packetwatch/proto';
 import {
-  BENCHMARKS_FILE,
   BenchError,
   REPO_ROOT,
   type Machine,
@@ -31,8 +30,8 @@ import {
   runBench,
   table,
   today,
-  updateBenchmarks,
-  writeResults,
+  SMOKE,
+  publish,
 } from './report.js';
 import {
   Cleanup,
@@ -65,8 +64,6 @@ const BUILD_OUTPUTS: readonly [string, string][] = [
 
 // Part 1. Every call is awaited before the next: one caller, no queueing, so
 // the figure is a round trip and not a throughput.
-/** PW_BENCH_SMOKE=1: 100 calls of each kind and one 2 s rate, nothing written; for a test run that only checks the bench works. */
-const SMOKE = process.env.PW_BENCH_SMOKE === '1';
 const LATENCY_CALLS = SMOKE ? 100 : 1000;
 const LATENCY_ROUND = 100;
 const WARMUP_CALLS = SMOKE ? 20 : 200;
@@ -1038,14 +1035,8 @@ async function main(): Promise<void> {
     if (limit) console.log(limit);
     const busy = busyText(rates, m.cpus);
     if (busy) console.log(busy);
-    if (SMOKE) {
-      if (!best(rates)) throw new BenchError(`smoke run: ${verdictText(rates)}`);
-      console.log(`smoke run (PW_BENCH_SMOKE=1, ${LATENCY_CALLS} calls, ${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s): nothing written`);
-      return;
-    }
-    const resultsFile = writeResults('probe', results(latency, rates));
-    updateBenchmarks(SECTION_HEADING, section(m, date, load, latency, rates));
-    console.log(`wrote ${rel(resultsFile)} and the "${SECTION_HEADING.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
+    if (SMOKE && !best(rates)) throw new BenchError(`smoke run: ${verdictText(rates)}`);
+    publish('probe', SECTION_HEADING, () => results(latency, rates), () => section(m, date, load, latency, rates), `${LATENCY_CALLS} calls, ${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s`);
   } finally {
     cleanup.run();
     process.off('exit', onExit);

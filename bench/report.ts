@@ -130,6 +130,23 @@ export function updateBenchmarks(heading: string, text: string): void {
   writeFileSync(BENCHMARKS_FILE, `${before}${before ? '\n' : ''}${body}${after ? `\n${after}` : ''}`);
 }
 
+/** PW_BENCH_SMOKE=1: every bench runs its real code paths at a tiny size and writes nothing (`make test` does this). */
+export const SMOKE = process.env.PW_BENCH_SMOKE === '1';
+
+/**
+ * A bench's last step: writes bench/results/<name>.json and its section of
+ * BENCHMARKS.md, or, in a smoke run, says what ran and writes nothing.
+ */
+export function publish(name: string, heading: string, entries: () => readonly ResultEntry[], section: () => string, smokeSize: string): void {
+  if (SMOKE) {
+    console.log(`smoke run (PW_BENCH_SMOKE=1, ${smokeSize}): nothing written`);
+    return;
+  }
+  const resultsFile = writeResults(name, entries());
+  updateBenchmarks(heading, section());
+  console.log(`wrote ${rel(resultsFile)} and the "${heading.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
+}
+
 /** Runs a benchmark's main: a BenchError becomes `bench-<name>: message` on stderr and exit code 1. */
 export async function runBench(name: string, main: () => void | Promise<void>): Promise<void> {
   try {
