@@ -5,6 +5,8 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { type Collection, ObjectSpec } from 'libbpf-ts';
+import { afterAll, beforeAll } from 'vitest';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
 
@@ -55,4 +57,44 @@ export function packet(len: number, byte14?: number): Buffer {
   for (let i = 0; i < len; i++) buf[i] = i & 0xff;
   if (byte14 !== undefined) buf[14] = byte14;
   return buf;
+}
+
+/**
+ * test/fixtures/maps.bpf.c compiled and loaded once for a test file (the
+ * hooks are registered where this is called, at the top of the file); read
+ * .col and .fx inside tests and hooks.
+ */
+export function loadedMaps(): { readonly fx: CompiledFixtures; readonly col: Collection } {
+  let fx: CompiledFixtures | undefined;
+  let col: Collection | undefined;
+  beforeAll(() => {
+    fx = compileFixtures('maps');
+    col = ObjectSpec.open(fx.path('maps')).load();
+  });
+  afterAll(() => {
+    col?.close();
+    fx?.cleanup();
+  });
+  const ready = <T>(v: T | undefined): T => {
+    if (v === undefined) throw new Error('the maps fixture is loaded in beforeAll: use it inside a test or hook');
+    return v;
+  };
+  return {
+    get fx() {
+      return ready(fx);
+    },
+    get col() {
+      return ready(col);
+    },
+  };
+}
+
+/** The error a call throws (fails the test when it does not throw). */
+export function thrown(f: () => unknown): unknown {
+  try {
+    f();
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected the call to throw');
 }

@@ -4,10 +4,8 @@
 import {
   type BpfMap,
   BpfError,
-  type Collection,
   MapFullError,
   MapType,
-  ObjectSpec,
   UpdateFlags,
   bytes,
   encode,
@@ -17,30 +15,12 @@ import {
   u32,
   u64,
 } from 'libbpf-ts';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type CompiledFixtures, compileFixtures, packet } from './helpers.js';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { packet, loadedMaps, thrown } from './helpers.js';
 
 const ENOTSUPP = 524; // the kernel's "no such operation for this map type"
 
-let fx: CompiledFixtures;
-let col: Collection;
-beforeAll(() => {
-  fx = compileFixtures('maps');
-  col = ObjectSpec.open(fx.path('maps')).load();
-});
-afterAll(() => {
-  col?.close();
-  fx?.cleanup();
-});
-
-function thrown(f: () => unknown): unknown {
-  try {
-    f();
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected the call to throw');
-}
+const maps = loadedMaps();
 
 const k32 = (n: number): Buffer => encode(u32, n);
 const v64 = (n: bigint): Buffer => encode(u64, n);
@@ -53,7 +33,7 @@ function clear(map: BpfMap): void {
 describe('hash map, raw', () => {
   let hash: BpfMap;
   beforeAll(() => {
-    hash = col.map('hash');
+    hash = maps.col.map('hash');
   });
   beforeEach(() => clear(hash));
 
@@ -212,7 +192,7 @@ describe('hash map, raw', () => {
 describe('hash map, typed', () => {
   let hash: BpfMap;
   beforeAll(() => {
-    hash = col.map('hash');
+    hash = maps.col.map('hash');
   });
   beforeEach(() => clear(hash));
 
@@ -273,35 +253,35 @@ describe('array map', () => {
   });
 
   it('holds a zeroed value at every index up front', () => {
-    const t = col.map('array').typed(u32, pair);
+    const t = maps.col.map('array').typed(u32, pair);
     expect(t.get(3)).toEqual({ a: 0, b: 0, c: 0n });
-    expect(sortedKeys(col.map('array').keys())).toEqual([0, 1, 2, 3]);
+    expect(sortedKeys(maps.col.map('array').keys())).toEqual([0, 1, 2, 3]);
   });
 
   it('stores structs and returns undefined for an index past the end', () => {
-    const t = col.map('array').typed(u32, pair);
+    const t = maps.col.map('array').typed(u32, pair);
     t.set(1, { a: 0xdeadbeef, b: 0xffff, c: 1n << 40n });
     expect(t.get(1)).toEqual({ a: 0xdeadbeef, b: 0xffff, c: 1n << 40n });
-    expect(col.map('array').lookup(k32(1))).toEqual(
+    expect(maps.col.map('array').lookup(k32(1))).toEqual(
       Buffer.from([0xef, 0xbe, 0xad, 0xde, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]),
     );
     expect(t.get(4)).toBeUndefined();
   });
 
   it('reads all entries in batches', () => {
-    const t = col.map('array').typed(u32, pair);
+    const t = maps.col.map('array').typed(u32, pair);
     t.set(2, { a: 2, b: 2, c: 2n });
-    const all = col.map('array').lookupAll();
+    const all = maps.col.map('array').lookupAll();
     expect(all.map(([k]) => k.readUInt32LE(0))).toEqual([0, 1, 2, 3]);
     expect(pair.read(all[2]?.[1] ?? Buffer.alloc(16), 0)).toEqual({ a: 2, b: 2, c: 2n });
   });
 
   it('throws BpfError EINVAL on delete, which arrays do not support', () => {
-    expect(thrown(() => col.map('array').delete(k32(0)))).toMatchObject({ name: 'BpfError', code: 'EINVAL' });
+    expect(thrown(() => maps.col.map('array').delete(k32(0)))).toMatchObject({ name: 'BpfError', code: 'EINVAL' });
   });
 
   it('throws BpfError E2BIG for an index past the end', () => {
-    expect(thrown(() => col.map('array').update(k32(4), Buffer.alloc(16)))).toMatchObject({ code: 'E2BIG' });
+    expect(thrown(() => maps.col.map('array').update(k32(4), Buffer.alloc(16)))).toMatchObject({ code: 'E2BIG' });
   });
 });
 
@@ -318,12 +298,12 @@ describe('LPM trie', () => {
   const inserted = ['10.0.0.0/8', '10.1.0.0/16', '192.168.1.0/24', '0.0.0.0/0'];
 
   beforeAll(() => {
-    const t = col.map('lpm').typed(lpmKey, u32);
+    const t = maps.col.map('lpm').typed(lpmKey, u32);
     inserted.forEach((c, i) => t.set(key(c), i + 1));
   });
 
   it('finds the longest matching prefix', () => {
-    const t = col.map('lpm').typed(lpmKey, u32);
+    const t = maps.col.map('lpm').typed(lpmKey, u32);
     expect(t.get(key('10.1.2.3/32'))).toBe(2);
     expect(t.get(key('10.2.0.1/32'))).toBe(1);
     expect(t.get(key('192.168.1.77/32'))).toBe(3);
@@ -331,23 +311,23 @@ describe('LPM trie', () => {
   });
 
   it('reads every entry in batches with lookupAll', () => {
-    const all = col.map('lpm').lookupAll().map(([k, v]) => [show(lpmKey.read(k, 0)), v.readUInt32LE(0)] as const);
+    const all = maps.col.map('lpm').lookupAll().map(([k, v]) => [show(lpmKey.read(k, 0)), v.readUInt32LE(0)] as const);
     expect(all.sort()).toEqual(inserted.map((c, i) => [c, i + 1] as const).sort());
   });
 
   it('lists exactly the inserted prefixes with keys()', () => {
-    const t = col.map('lpm').typed(lpmKey, u32);
+    const t = maps.col.map('lpm').typed(lpmKey, u32);
     expect([...t.keys()].map(show).sort()).toEqual([...inserted].sort());
   });
 
   it('lists exactly the inserted entries with entries()', () => {
-    const t = col.map('lpm').typed(lpmKey, u32);
+    const t = maps.col.map('lpm').typed(lpmKey, u32);
     const got = [...t.entries()].map(([k, v]) => [show(k), v] as const).sort();
     expect(got).toEqual(inserted.map((c, i) => [c, i + 1] as const).sort());
   });
 
   it('deletes an exact prefix only', () => {
-    const t = col.map('lpm').typed(lpmKey, u32);
+    const t = maps.col.map('lpm').typed(lpmKey, u32);
     expect(t.delete(key('10.1.0.0/24'))).toBe(false);
     expect(t.delete(key('10.1.0.0/16'))).toBe(true);
     expect(t.get(key('10.1.2.3/32'))).toBe(1);
@@ -360,9 +340,9 @@ describe('map without batch operations (program array)', () => {
   let progs: BpfMap;
   let dropId: number;
   beforeAll(() => {
-    progs = col.map('progs');
+    progs = maps.col.map('progs');
     // A program array takes program descriptors and reads back program ids.
-    const drop = col.program('xdp_drop');
+    const drop = maps.col.program('xdp_drop');
     dropId = drop.info().id;
     progs.update(k32(1), k32(drop.fd));
     progs.update(k32(3), k32(drop.fd));
@@ -393,7 +373,7 @@ describe('per-CPU array', () => {
   const cpus = possibleCpus();
 
   it('reads and writes one padded 8-byte slot per possible CPU', () => {
-    const m = col.map('percpu');
+    const m = maps.col.map('percpu');
     expect(m.perCpu).toBe(true);
     expect(m.valueSize).toBe(4);
     expect(m.valueBufferSize).toBe(8 * cpus);
@@ -406,7 +386,7 @@ describe('per-CPU array', () => {
   });
 
   it('returns each CPU its own value', () => {
-    const m = col.map('percpu');
+    const m = maps.col.map('percpu');
     const buf = Buffer.alloc(m.valueBufferSize);
     for (let cpu = 0; cpu < cpus; cpu++) buf.writeUInt32LE(100 + cpu, cpu * 8);
     m.update(k32(1), buf);
@@ -414,20 +394,20 @@ describe('per-CPU array', () => {
   });
 
   it('sums to the number of packets counted by the program', () => {
-    const t = col.map('percpu').perCpuTyped(u32, u32);
+    const t = maps.col.map('percpu').perCpuTyped(u32, u32);
     t.setAll(0, 0);
-    col.program('xdp_record').testRun({ data: packet(64), repeat: 25 });
+    maps.col.program('xdp_record').testRun({ data: packet(64), repeat: 25 });
     const perCpu = t.get(0) ?? [];
     expect(perCpu).toHaveLength(cpus);
     expect(perCpu.reduce((a, b) => a + b, 0)).toBe(25);
   });
 
   it('returns undefined for an index past the end', () => {
-    expect(col.map('percpu').perCpuTyped(u32, u32).get(2)).toBeUndefined();
+    expect(maps.col.map('percpu').perCpuTyped(u32, u32).get(2)).toBeUndefined();
   });
 
   it('throws RangeError for a value that is not one slot per CPU', () => {
-    const m = col.map('percpu');
+    const m = maps.col.map('percpu');
     expect(() => m.update(k32(0), Buffer.alloc(4))).toThrow(RangeError);
     expect(() => m.update(k32(0), Buffer.alloc(4 * cpus))).toThrow(RangeError);
     expect(() => m.typed(u32, u32)).toThrow(RangeError);
@@ -435,7 +415,7 @@ describe('per-CPU array', () => {
   });
 
   it('reads all entries in batches with every CPU slot', () => {
-    const m = col.map('percpu');
+    const m = maps.col.map('percpu');
     m.perCpuTyped(u32, u32).setAll(1, 9);
     const all = m.lookupAll();
     expect(all.map(([k]) => k.readUInt32LE(0))).toEqual([0, 1]);

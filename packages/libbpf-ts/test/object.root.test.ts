@@ -4,23 +4,13 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfError, MapType, ObjectSpec, VerifierError } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BPF_PROG_TYPE_XDP, type CompiledFixtures, XDP_DROP, XDP_PASS, compileFixtures, packet } from './helpers.js';
+import { BPF_PROG_TYPE_XDP, type CompiledFixtures, XDP_DROP, XDP_PASS, compileFixtures, packet, thrown } from './helpers.js';
 
 let fx: CompiledFixtures;
 beforeAll(() => {
   fx = compileFixtures('maps', 'reject');
 });
 afterAll(() => fx?.cleanup());
-
-/** The error a call throws (fails the test when it does not throw). */
-function thrown(f: () => unknown): unknown {
-  try {
-    f();
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected the call to throw');
-}
 
 describe('ObjectSpec.open', () => {
   it('lists the maps with their declared types and sizes', () => {

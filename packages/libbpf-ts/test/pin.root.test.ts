@@ -1,36 +1,22 @@
 // Pinning in bpffs: maps and programs outlive their descriptors, are opened
 // again by path, and a second load of an object reuses a pinned map.
 import { existsSync } from 'node:fs';
-import { BpfError, BpfMap, type Collection, MapType, ObjectSpec, Program, XdpLink, u32, u64 } from 'libbpf-ts';
+import { BpfError, BpfMap, MapType, ObjectSpec, Program, XdpLink, u32, u64 } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CompiledFixtures, XDP_DROP, compileFixtures, packet, pinDir, removePinDir } from './helpers.js';
+import { XDP_DROP, packet, pinDir, removePinDir, loadedMaps, thrown } from './helpers.js';
 
-let fx: CompiledFixtures;
+const maps = loadedMaps();
 let dir: string;
-let col: Collection;
 beforeAll(() => {
-  fx = compileFixtures('maps');
   dir = pinDir('pin');
-  col = ObjectSpec.open(fx.path('maps')).load();
 });
 afterAll(() => {
-  col?.close();
   if (dir) removePinDir(dir);
-  fx?.cleanup();
 });
-
-function thrown(f: () => unknown): unknown {
-  try {
-    f();
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected the call to throw');
-}
 
 describe('BpfMap pins', () => {
   it('opens a pinned map that shares data and info with the original', () => {
-    const hash = col.map('hash');
+    const hash = maps.col.map('hash');
     hash.pin(`${dir}/hash`);
     const opened = BpfMap.openPinned(`${dir}/hash`);
     try {
@@ -48,7 +34,7 @@ describe('BpfMap pins', () => {
   });
 
   it('keeps a pinned map after every descriptor is closed', () => {
-    const spec = ObjectSpec.open(fx.path('maps'));
+    const spec = ObjectSpec.open(maps.fx.path('maps'));
     const other = spec.load();
     other.map('lpm').pin(`${dir}/lpm-orphan`);
     const id = other.map('lpm').info().id;
@@ -68,21 +54,21 @@ describe('BpfMap pins', () => {
   });
 
   it('throws BpfError EEXIST when pinning over an existing pin', () => {
-    col.map('array').pin(`${dir}/array`);
-    const err = thrown(() => col.map('percpu').pin(`${dir}/array`));
+    maps.col.map('array').pin(`${dir}/array`);
+    const err = thrown(() => maps.col.map('percpu').pin(`${dir}/array`));
     expect(err).toBeInstanceOf(BpfError);
     expect(err).toMatchObject({ code: 'EEXIST', op: 'bpf_obj_pin' });
   });
 
   it('throws BpfError EINVAL when opening a pinned program as a map', () => {
-    col.program('xdp_drop').pin(`${dir}/prog-for-map`);
+    maps.col.program('xdp_drop').pin(`${dir}/prog-for-map`);
     expect(thrown(() => BpfMap.openPinned(`${dir}/prog-for-map`))).toMatchObject({ name: 'BpfError', code: 'EINVAL' });
   });
 });
 
 describe('Program pins', () => {
   it('opens a pinned program that is the same kernel program', () => {
-    const prog = col.program('xdp_drop');
+    const prog = maps.col.program('xdp_drop');
     prog.pin(`${dir}/xdp_drop`);
     const opened = Program.openPinned(`${dir}/xdp_drop`);
     try {
@@ -99,7 +85,7 @@ describe('Program pins', () => {
   });
 
   it('throws BpfError EINVAL when opening a pinned map as a program', () => {
-    col.map('events').pin(`${dir}/map-for-prog`);
+    maps.col.map('events').pin(`${dir}/map-for-prog`);
     expect(thrown(() => Program.openPinned(`${dir}/map-for-prog`))).toMatchObject({ name: 'BpfError', code: 'EINVAL' });
   });
 });
@@ -108,12 +94,12 @@ describe('XdpLink pins', () => {
   it('throws BpfError EINVAL when opening a pinned map as an XDP link', () => {
     // A per-CPU array's type number (6) is also the XDP link type's, so its
     // info read as a link's would pass for an XDP link.
-    col.map('percpu').pin(`${dir}/map-for-link`);
+    maps.col.map('percpu').pin(`${dir}/map-for-link`);
     expect(thrown(() => XdpLink.openPinned(`${dir}/map-for-link`))).toMatchObject({ name: 'BpfError', code: 'EINVAL' });
   });
 
   it('throws BpfError EINVAL when opening a pinned program as an XDP link', () => {
-    col.program('xdp_record').pin(`${dir}/prog-for-link`);
+    maps.col.program('xdp_record').pin(`${dir}/prog-for-link`);
     expect(thrown(() => XdpLink.openPinned(`${dir}/prog-for-link`))).toMatchObject({ name: 'BpfError', code: 'EINVAL' });
   });
 });
@@ -121,11 +107,11 @@ describe('XdpLink pins', () => {
 describe('ObjectSpec.pinMap', () => {
   it('pins the map at load and reuses it at the next load of the object', () => {
     const path = `${dir}/shared-hash`;
-    const first = ObjectSpec.open(fx.path('maps')).pinMap('hash', path).load();
+    const first = ObjectSpec.open(maps.fx.path('maps')).pinMap('hash', path).load();
     try {
       expect(existsSync(path)).toBe(true);
       first.map('hash').typed(u32, u64).set(7, 7777n);
-      const second = ObjectSpec.open(fx.path('maps')).pinMap('hash', path).load();
+      const second = ObjectSpec.open(maps.fx.path('maps')).pinMap('hash', path).load();
       try {
         expect(second.map('hash').info().id).toBe(first.map('hash').info().id);
         expect(second.map('hash').typed(u32, u64).get(7)).toBe(7777n);
@@ -141,8 +127,8 @@ describe('ObjectSpec.pinMap', () => {
 
   it('fails the load with BpfError EINVAL when the pinned map does not match the definition', () => {
     const path = `${dir}/mismatch`;
-    col.map('array').pin(path); // an array where the object declares a hash
-    const spec = ObjectSpec.open(fx.path('maps')).pinMap('hash', path);
+    maps.col.map('array').pin(path); // an array where the object declares a hash
+    const spec = ObjectSpec.open(maps.fx.path('maps')).pinMap('hash', path);
     try {
       const err = thrown(() => spec.load());
       expect(err).toBeInstanceOf(BpfError);
@@ -154,7 +140,7 @@ describe('ObjectSpec.pinMap', () => {
   });
 
   it('throws BpfError ENOENT for an unknown map', () => {
-    const spec = ObjectSpec.open(fx.path('maps'));
+    const spec = ObjectSpec.open(maps.fx.path('maps'));
     try {
       expect(thrown(() => spec.pinMap('no_such_map', `${dir}/x`))).toMatchObject({ name: 'BpfError', code: 'ENOENT' });
     } finally {

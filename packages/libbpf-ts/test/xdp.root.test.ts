@@ -13,7 +13,7 @@ import {
   xdpQuery,
 } from 'libbpf-ts';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type CompiledFixtures, compileFixtures, pinDir, removePinDir } from './helpers.js';
+import { type CompiledFixtures, compileFixtures, pinDir, removePinDir, thrown } from './helpers.js';
 
 const BPF_LINK_TYPE_XDP = 6;
 const NETNS = `pwlt${process.pid}`;
@@ -73,15 +73,6 @@ function attach(prog: Program, iface: string | number, mode?: 'generic' | 'drive
   const link = prog.attachXdp(iface, mode ? { mode } : {});
   links.push(link);
   return link;
-}
-
-function thrown(f: () => unknown): unknown {
-  try {
-    f();
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected the call to throw');
 }
 
 const none = { mode: 'none', progId: 0, driverProgId: 0, genericProgId: 0, offloadProgId: 0 };
