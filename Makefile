@@ -158,12 +158,16 @@ bench-detection: build ## Detection-to-block latency, in-kernel vs policy alone,
 bench-leak: build ## SYNs an nmap -T5 scan gets past the threshold, in-kernel detection on and off (root)
 	node --enable-source-maps bench/dist/leak.js
 
+.PHONY: bench-pipeline
+bench-pipeline: build ## Zero-loss SYN events/s through XDP, probe and policy (bpftool and hping3 drivers) (root)
+	node --enable-source-maps bench/dist/pipeline.js
+
 .PHONY: bench-summary
 bench-summary: build ## One table of every bench's figures: bench/results.json and the Summary of BENCHMARKS.md
 	node --enable-source-maps bench/dist/summary.js
 
 .PHONY: bench
-bench: bench-datapath bench-probe bench-detection bench-leak ## Every benchmark, then the summary table (root; a few minutes)
+bench: bench-datapath bench-probe bench-pipeline bench-detection bench-leak ## Every benchmark, then the summary table (root; a few minutes)
 	node --enable-source-maps bench/dist/summary.js
 
 .PHONY: clean

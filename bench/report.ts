@@ -85,6 +85,18 @@ export function round2(x: number): number {
   return Math.round(x * 100) / 100;
 }
 
+/** Two significant digits: rates a reader can repeat (a bisection's midpoint). */
+export function roundRate(x: number): number {
+  const p = 10 ** (Math.floor(Math.log10(x)) - 1);
+  return Math.round(x / p) * p;
+}
+
+/** A rate as 250k or 1.5M; '-' for NaN (no target rate). */
+export function rateLabel(r: number): string {
+  if (Number.isNaN(r)) return '-';
+  return r >= 1e6 ? `${round2(r / 1e6)}M` : `${round2(r / 1e3)}k`;
+}
+
 /** Thousands separators, as the tables and sections print counts. */
 export function count(n: number | bigint): string {
   return n.toLocaleString('en-US');

@@ -1,0 +1,552 @@
+// `make bench-pipeline`: the whole event pipeline as deployed, with the
+// policy's detector in the loop: SYNs through the attached XDP program, the
+// ring buffer, the probe, the Report stream and the policy (allowlist,
+// decisions, detector, feed), and how many a second it carries for 10 s
+// without losing one.
+//
+// Probe + policy run as `make run` starts them, in a victim namespace
+// (bench/stack.ts), with the in-kernel detector on. Two drivers:
+// A. bpftool runs the attached program (BPF_PROG_TEST_RUN) at a paced rate
+//    on a rotation of frames from many sources to two ports each, so that no
+//    source becomes a scanner (bench/harness.ts drive());
+// B. hping3 --flood from the attacker namespace over the veth pair: real
+//    frames through the driver's XDP hook, as fast as hping3 sends them.
+import type { ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
+import type { NamespacePair } from './namespaces.js';
+import type { Stack } from './stack.js';
+import {
+  Cleanup,
+  SLICE_MS,
+  STACK_BUILD_OUTPUTS,
+  XDP_PASS,
+  drive,
+  type CpuShares,
+  cpuShares,
+  cpuSnapshot,
+  requireBuild,
+  requireCommands,
+  requireRoot,
+  runOnce,
+  sleep,
+  waitFor,
+} from './harness.js';
+import {
+  BENCHMARKS_FILE,
+  BENCH_DIR,
+  BenchError,
+  type Machine,
+  type ResultEntry,
+  count,
+  machine,
+  rateLabel,
+  roundRate,
+  machineText,
+  rel,
+  round2,
+  runBench,
+  table,
+  today,
+  updateBenchmarks,
+  writeResults,
+} from './report.js';
+
+const NAME = 'pipeline';
+const SECTION_HEADING = '## Event pipeline';
+/** PW_BENCH_SMOKE=1: one low rate for 2 s and 1 s of hping3, nothing written. */
+const SMOKE = process.env.PW_BENCH_SMOKE === '1';
+
+const RATES = SMOKE ? [100_000] : [250_000, 500_000, 1_000_000, 1_500_000, 2_000_000];
+const RUN_SECONDS = SMOKE ? 2 : 10;
+const REFINE_STEPS = SMOKE ? 0 : 2;
+const HPING_SECONDS = SMOKE ? 1 : 10;
+/** A run keeps up when, at its end, the policy is at most this far behind the driver. */
+const MAX_LAG_MS = 100;
+const DRAIN_TIMEOUT_MS = 15_000;
+const TARGET_RATE = 1_000_000;
+const TARGET_TEXT = '>= 1,000,000 events/s zero loss';
+const SLOT = 236;
+
+// Driver A's frames: SOURCES sources (RFC 2544 benchmarking range, never a
+// real peer), each to the same PORTS_PER_SOURCE ports from its own source
+// port. Fewer ports than the threshold N = 3: no source is ever a scanner,
+// so every SYN travels the whole path to the detector and none is dropped.
+const SOURCES = 64;
+const PORTS = [80, 443];
+const sourceOf = (i: number) => `198.18.${SLOT}.${i + 1}`;
+
+interface Libs {
+  bpf: typeof import('@packetwatch/bpf');
+  stack: typeof import('./stack.js');
+}
+
+/** CPUs used on average (1 = one CPU busy); children: the driver (bpftool, which also pays for the XDP program, or hping3). */
+type Shares = CpuShares<'probe' | 'policy'>;
+
+function cpuSample(stack: Stack) {
+  return cpuSnapshot({ probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid });
+}
+
+interface Run {
+  driver: string;
+  /** Target events/s (driver A); NaN for hping3. */
+  rate: number;
+  seconds: number;
+  /** SYNs the program counted / run time. */
+  offered: number;
+  /** Events the policy received during the run / run time. */
+  delivered: number;
+  lagMs: number;
+  events: number;
+  received: number;
+  ringbufFull: number;
+  probeLost: number;
+  policyLost: number;
+  unaccounted: number;
+  detections: number;
+  closed: boolean;
+  cpu: Shares;
+  probeCpuPerM: number;
+  policyCpuPerM: number;
+  zeroLoss: boolean;
+  keptUp: boolean;
+}
+
+const counter = (s: GetStatusResponse, name: 'syn' | 'events' | 'ringbufFull') => Number(s.counters?.[name] ?? 0n);
+
+interface Books {
+  probe: GetStatusResponse;
+  policy: GetPolicyStatusResponse;
+}
+
+async function books(stack: Stack): Promise<Books> {
+  const [probe, policy] = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
+  return { probe, policy };
+}
+
+/**
+ * Runs `body` (which drives SYNs for a while and returns its wall seconds),
+ * then waits until the policy has received or been told it lost every event
+ * the program wrote, and closes the books.
+ */
+async function measure(stack: Stack, driver: string, rate: number, body: () => Promise<number>): Promise<Run> {
+  const b0 = await books(stack);
+  const c0 = cpuSample(stack);
+  const seconds = await body();
+  const bEnd = await books(stack);
+  const written = counter(bEnd.probe, 'events') - counter(b0.probe, 'events');
+  let closed = true;
+  try {
+    await waitFor(
+      'the policy to account for every event',
+      async () => {
+        if (!stack.running) throw new BenchError(`a service died during the ${driver} run:\n${stack.tail()}`);
+        const p = await stack.policyStatus();
+        const accounted = Number(p.eventsReceived - b0.policy.eventsReceived) + Number(p.eventsLost - b0.policy.eventsLost);
+        return accounted >= written ? true : undefined;
+      },
+      DRAIN_TIMEOUT_MS,
+    );
+  } catch (e) {
+    if (!(e instanceof BenchError) || !stack.running) throw e;
+    closed = false;
+  }
+  const c2 = cpuSample(stack);
+  const b1 = await books(stack);
+  const syn = counter(b1.probe, 'syn') - counter(b0.probe, 'syn');
+  const events = counter(b1.probe, 'events') - counter(b0.probe, 'events');
+  const received = Number(b1.policy.eventsReceived - b0.policy.eventsReceived);
+  const policyLost = Number(b1.policy.eventsLost - b0.policy.eventsLost);
+  const probeLost = Number(b1.probe.eventsLost - b0.probe.eventsLost);
+  const ringbufFull = counter(b1.probe, 'ringbufFull') - counter(b0.probe, 'ringbufFull');
+  const inRun = Number(bEnd.policy.eventsReceived - b0.policy.eventsReceived);
+  const offered = syn / seconds;
+  const zeroLoss = closed && events > 0 && events === syn && received === events && ringbufFull === 0 && probeLost === 0 && policyLost === 0;
+  const lagMs = offered > 0 ? (Math.max(0, events - inRun) / offered) * 1000 : 0;
+  const cpu = cpuShares(c0, c2);
+  const wall = (c2.at - c0.at) / 1000;
+  return {
+    driver,
+    rate,
+    seconds,
+    offered,
+    delivered: inRun / seconds,
+    lagMs,
+    events,
+    received,
+    ringbufFull,
+    probeLost,
+    policyLost,
+    unaccounted: events - received - policyLost,
+    detections: Number(b1.policy.detections - b0.policy.detections),
+    closed,
+    cpu,
+    probeCpuPerM: received > 0 ? (cpu.probe * wall) / (received / 1e6) : NaN,
+    policyCpuPerM: received > 0 ? (cpu.policy * wall) / (received / 1e6) : NaN,
+    zeroLoss,
+    keptUp: zeroLoss && lagMs <= MAX_LAG_MS,
+  };
+}
+
+/** Driver A at one rate: bpftool over the rotation of frame files. */
+async function driveRate(stack: Stack, programId: number, frames: readonly string[], rate: number, onChild: (c: ChildProcess | undefined) => void): Promise<Run> {
+  const r = await measure(
+    stack,
+    'bpftool',
+    rate,
+    async () => (await drive(programId, frames, rate, RUN_SECONDS * 1000, onChild)).seconds,
+  );
+  if (r.detections > 0) throw new BenchError(`driver A made ${r.detections} detections: its sources must never be scanners`);
+  return r;
+}
+
+interface Hping {
+  name: string;
+  args: string[];
+}
+
+function hpingRuns(net: NamespacePair): Hping[] {
+  const common = ['-q', '-S', '--flood', '-p', '8080'];
+  return [
+    { name: 'hping3, one source', args: [...common, net.victimAddr] },
+    { name: 'hping3, random sources', args: [...common, '--rand-source', net.victimAddr] },
+  ];
+}
+
+/** Driver B: hping3 --flood from the attacker namespace for HPING_SECONDS, stopped with SIGINT. */
+async function floodRun(stack: Stack, net: NamespacePair, h: Hping, onChild: (c: ChildProcess | undefined) => void): Promise<Run> {
+  return measure(
+    stack,
+    h.name,
+    NaN,
+    async () => {
+      const start = performance.now();
+      const child = spawn('ip', ['netns', 'exec', net.attackerNs, 'hping3', ...h.args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      onChild(child);
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)));
+      child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)));
+      const exited = new Promise<number | null>((resolve) => {
+        child.on('close', (code) => resolve(code));
+        child.on('error', (e) => {
+          out += e.message;
+          resolve(-1);
+        });
+      });
+      await sleep(HPING_SECONDS * 1000);
+      const seconds = (performance.now() - start) / 1000;
+      child.kill('SIGINT');
+      const code = await exited;
+      onChild(undefined);
+      // hping3 exits 0 (or 1 when no reply came back) after SIGINT; anything else is a failure.
+      if (code !== 0 && code !== 1) throw new BenchError(`hping3 ${h.args.join(' ')} exited with ${code}:\n${out.trim()}`);
+      return seconds;
+    },
+  );
+}
+
+function resultText(r: Run): string {
+  if (r.keptUp) return 'ok';
+  if (!r.closed) return 'LOSS (unaccounted)';
+  return r.zeroLoss ? `LAG > ${MAX_LAG_MS} ms` : 'LOSS';
+}
+
+function runTable(runs: readonly Run[]): string {
+  const k = (x: number) => count(Math.round(x / 1000) * 1000);
+  return table(
+    ['driver', 'target/s', 'offered/s', 'delivered/s', 'lag ms', 'ringbufFull', 'probe lost', 'policy lost', 'unaccounted', 'result'],
+    runs.map((r) => [
+      r.driver,
+      rateLabel(r.rate),
+      k(r.offered),
+      k(r.delivered),
+      r.lagMs.toFixed(0),
+      count(r.ringbufFull),
+      count(r.probeLost),
+      count(r.policyLost),
+      count(r.unaccounted),
+      resultText(r),
+    ]),
+    [false, true, true, true, true, true, true, true, true, false],
+  );
+}
+
+function cpuTable(runs: readonly Run[], cpus: number): string {
+  const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
+  return table(
+    ['driver', 'target/s', 'probe', 'probe CPU s/M', 'policy', 'policy CPU s/M', 'driver CPU', 'bench', 'other processes', 'idle', 'result'],
+    runs.map((r) => [
+      r.driver,
+      rateLabel(r.rate),
+      pct(r.cpu.probe),
+      r.probeCpuPerM.toFixed(2),
+      pct(r.cpu.policy),
+      r.policyCpuPerM.toFixed(2),
+      pct(r.cpu.children),
+      pct(r.cpu.bench),
+      pct(r.cpu.others),
+      `${pct(r.cpu.idle)} of ${cpus * 100}%`,
+      resultText(r),
+    ]),
+    [false, true, true, true, true, true, true, true, true, true, false],
+  );
+}
+
+function best(runs: readonly Run[]): Run | undefined {
+  return runs.filter((r) => r.driver === 'bpftool' && r.keptUp).sort((a, b) => b.offered - a.offered)[0];
+}
+
+/** bench-probe's highest zero-loss rate to a counting receiver (bench/results/probe.json), if it ran. */
+function probeOnly(): number | undefined {
+  const file = join(BENCH_DIR, 'results', 'probe.json');
+  if (!existsSync(file)) return undefined;
+  try {
+    const entries = JSON.parse(readFileSync(file, 'utf8')) as ResultEntry[];
+    const e = entries.find((x) => x.name === 'highest zero-loss event rate');
+    return typeof e?.value === 'number' && e.value > 0 ? e.value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const METHOD =
+  `Probe and policy run as deployed (\`make run\`: the probe as root, the policy as the unprivileged packetwatch user, ` +
+  `Unix sockets, logs as JSON at info, no live table, no /metrics) in a victim network namespace, the program attached ` +
+  `(native XDP) to the victim's end of a veth pair, in-kernel detection on, N = 3 ports within 60 s. ` +
+  `Driver A (bpftool): \`bpftool batch file -\` runs the attached program (BPF_PROG_TEST_RUN on its id) fed one line ` +
+  `per ${SLICE_MS} ms slice for the events owed so far, each slice split over up to 8 of ${SOURCES * PORTS.length} ` +
+  `74-byte IPv4 SYN frames in rotation: ${SOURCES} sources (198.18.${SLOT}.1-${SOURCES}), each from its own source port ` +
+  `to ports ${PORTS.join(' and ')} of the victim, so that every source is tracked by both detectors and none is ever a ` +
+  `scanner (${PORTS.length} < N ports); the rates ${RATES.map(rateLabel).join(', ')} are tried for ${RUN_SECONDS} s each, ` +
+  `in that order, then up to ${REFINE_STEPS} geometric bisections between the highest passing and the lowest failing rate. ` +
+  `Driver B (hping3): \`hping3 -q -S --flood -p 8080\` from the attacker namespace for ${HPING_SECONDS} s, from its own ` +
+  `address (one source, one port: never a scanner) and with --rand-source (a new spoofed source almost every SYN: ` +
+  `the detector's table fills and turns over). offered/s = SYNs the program counted / run time; delivered/s = events ` +
+  `the policy received (GetStatus eventsReceived) during the run / run time; lag = events the program wrote that the ` +
+  `policy had not received when the driver stopped, in ms of the offered rate. Losses where they are counted: ` +
+  `ringbufFull (kernel), probe lost (its eventsLost, which includes ringbufFull), policy lost (lost_events the probe ` +
+  `reported to it), so they overlap; unaccounted = events written - received - policy lost after draining (up to ` +
+  `${DRAIN_TIMEOUT_MS / 1000} s). Result ok: all 0, every event the program wrote received by the policy, lag <= ` +
+  `${MAX_LAG_MS} ms. CPU is averaged over the run and its drain (100% = one CPU), from /proc/<pid>/stat of the probe, ` +
+  `the policy and the driver (bpftool, which also pays for the XDP program, or hping3, whose sends run the veth and ` +
+  `the program in its context), other processes and idle from /proc/stat; CPU s/M = CPU seconds per million events ` +
+  `the policy received.`;
+
+function verdictText(runs: readonly Run[], reference: number | undefined): string {
+  const b = best(runs);
+  const a = runs.filter((r) => r.driver === 'bpftool');
+  const above = b ? a.filter((r) => r.rate > b.rate && !r.keptUp).sort((x, y) => x.rate - y.rate)[0] : undefined;
+  const head = b
+    ? `highest rate carried for ${RUN_SECONDS} s with zero loss, probe + policy: ${count(Math.round(b.offered))} events/s` +
+      (above ? ` (${count(Math.round(above.offered))}/s was not)` : ' (the highest rate tried)')
+    : `no rate was carried for ${RUN_SECONDS} s with zero loss`;
+  const ref = reference
+    ? `; bench-probe's probe -> counting receiver: ${count(reference)} events/s, so the policy in the loop carries ` +
+      `${((b ? b.offered : 0) / reference).toFixed(2)}x that`
+    : '';
+  const target = `target ${TARGET_TEXT}: ${b && b.offered >= TARGET_RATE * 0.99 ? 'met' : 'MISSED'}`;
+  return `${head}${ref}. ${target}`;
+}
+
+function section(m: Machine, load: number, runs: readonly Run[], reference: number | undefined, history: string): string {
+  return [
+    SECTION_HEADING,
+    '',
+    'The whole event pipeline with the policy in the loop: SYNs through the attached XDP program, the ring buffer, ' +
+      "the probe, the Report stream and the policy's allowlist, decisions and detector, and how many a second it " +
+      'carries for 10 s without losing one.',
+    '',
+    '- Command: `make bench-pipeline` (as root, after `make build`)',
+    `- Date: ${today()}`,
+    `- Machine: ${machineText(m)}; 1-minute load average ${load.toFixed(2)} when the bench started`,
+    `- Method: ${METHOD}`,
+    '',
+    '```text',
+    runTable(runs),
+    '```',
+    '',
+    'Where the CPU went (100% = one CPU):',
+    '',
+    '```text',
+    cpuTable(runs, m.cpus),
+    '```',
+    '',
+    `Result: ${verdictText(runs, reference)}.`,
+    '',
+    history,
+    '',
+    '_This section is rewritten by `make bench-pipeline`, except the part "What made the policy faster", kept from the previous text._',
+    '',
+  ].join('\n');
+}
+
+/** The hand-written history of the policy's hot path, kept across runs. */
+function keptHistory(): string {
+  const marker = '### What made the policy faster';
+  if (!existsSync(BENCHMARKS_FILE)) return '';
+  const text = readFileSync(BENCHMARKS_FILE, 'utf8');
+  const at = text.indexOf(marker);
+  if (at < 0) return '';
+  const end = text.indexOf('\n_This section is rewritten by `make bench-pipeline`', at);
+  return text.slice(at, end < 0 ? undefined : end).trimEnd();
+}
+
+function results(runs: readonly Run[], reference: number | undefined): ResultEntry[] {
+  const out: ResultEntry[] = [];
+  const b = best(runs);
+  const value = b ? Math.round(b.offered) : 0;
+  out.push({
+    name: 'highest zero-loss event rate, probe + policy (bpftool driver)',
+    value,
+    unit: 'events/s',
+    comparison: reference ? "bench-probe's highest zero-loss rate, probe -> counting receiver (bench/results/probe.json)" : null,
+    ratio: reference ? round2(value / reference) : null,
+    target: TARGET_TEXT,
+    met: value >= TARGET_RATE * 0.99,
+    comparisonValue: reference ?? null,
+    seconds: RUN_SECONDS,
+    probeCpuSecondsPerMillionEvents: b ? round2(b.probeCpuPerM) : null,
+    policyCpuSecondsPerMillionEvents: b ? round2(b.policyCpuPerM) : null,
+  });
+  for (const r of runs) {
+    out.push({
+      name: r.driver === 'bpftool' ? `events at ${rateLabel(r.rate)}/s offered (bpftool)` : r.driver,
+      value: Math.round(r.delivered),
+      unit: 'events/s delivered to the policy',
+      comparison: 'offered (SYNs the program counted)',
+      ratio: r.offered > 0 ? round2(r.delivered / r.offered) : null,
+      target: r.driver === 'bpftool' ? null : 'zero loss',
+      met: r.driver === 'bpftool' ? null : r.zeroLoss,
+      offered: Math.round(r.offered),
+      seconds: round2(r.seconds),
+      events: r.events,
+      received: r.received,
+      lagMs: round2(r.lagMs),
+      ringbufFull: r.ringbufFull,
+      probeEventsLost: r.probeLost,
+      policyLostEvents: r.policyLost,
+      unaccounted: r.unaccounted,
+      zeroLoss: r.zeroLoss,
+      keptUp: r.keptUp,
+      probeCpu: round2(r.cpu.probe),
+      policyCpu: round2(r.cpu.policy),
+      driverCpu: round2(r.cpu.children),
+      otherCpu: round2(r.cpu.others),
+      idleCpu: round2(r.cpu.idle),
+      probeCpuSecondsPerMillionEvents: round2(r.probeCpuPerM),
+      policyCpuSecondsPerMillionEvents: round2(r.policyCpuPerM),
+    });
+  }
+  return out;
+}
+
+async function loadLibs(): Promise<Libs> {
+  try {
+    const [bpf, stack] = await Promise.all([import('@packetwatch/bpf'), import('./stack.js')]);
+    return { bpf, stack };
+  } catch (e) {
+    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
+  }
+}
+
+function printRun(r: Run): void {
+  console.log(
+    `${r.driver.padEnd(22)} ${rateLabel(r.rate).padStart(5)}/s: offered ${count(Math.round(r.offered))}/s, ` +
+      `policy got ${count(Math.round(r.delivered))}/s, lag ${r.lagMs.toFixed(0)} ms, ringbufFull ${count(r.ringbufFull)}, ` +
+      `probe lost ${count(r.probeLost)}, policy lost ${count(r.policyLost)}, unaccounted ${count(r.unaccounted)}; ` +
+      `CPU probe ${(r.cpu.probe * 100).toFixed(0)}% (${r.probeCpuPerM.toFixed(2)} s/M), policy ${(r.cpu.policy * 100).toFixed(0)}% ` +
+      `(${r.policyCpuPerM.toFixed(2)} s/M), idle ${(r.cpu.idle * 100).toFixed(0)}% -> ${resultText(r)}`,
+  );
+}
+
+async function main(): Promise<void> {
+  requireRoot('attach XDP, create network namespaces and run BPF_PROG_TEST_RUN', 'make bench-pipeline');
+  requireBuild(STACK_BUILD_OUTPUTS);
+  requireCommands([
+    ['bpftool', ['version']],
+    ['ip', ['-V']],
+    ['hping3', ['--version']],
+  ]);
+  const m = machine();
+  const load = os.loadavg()[0] ?? 0;
+  const libs = await loadLibs();
+  const cleanup = new Cleanup(NAME);
+  const runs = await cleanup.around(async () => {
+    const dir = mkdtempSync(join(os.tmpdir(), 'packetwatch-bench-pipeline-'));
+    cleanup.add('remove the temp dir', () => rmSync(dir, { recursive: true, force: true }));
+    const net = libs.stack.namespaces(SLOT, cleanup);
+    const stack = await libs.stack.Stack.start(net, 'in-kernel', cleanup);
+    const programId = (await stack.probeStatus()).programId;
+    let driver: ChildProcess | undefined;
+    cleanup.add('stop the driver', () => driver?.kill('SIGKILL'));
+    const onChild = (c: ChildProcess | undefined) => (driver = c);
+
+    const frames: string[] = [];
+    for (let s = 0; s < SOURCES; s++) {
+      for (const port of PORTS) {
+        const file = join(dir, `syn-${s}-${port}.bin`);
+        writeFileSync(file, libs.bpf.synFrame(sourceOf(s), net.victimAddr, 40_000 + s, port));
+        frames.push(file);
+      }
+    }
+    // Setup check: one frame passes and reaches the policy as one event.
+    const b0 = await books(stack);
+    const verdict = runOnce(programId, frames[0]!);
+    if (verdict !== XDP_PASS) throw new BenchError(`setup check: the program returned ${verdict} for a SYN, expected XDP_PASS`);
+    await waitFor('the setup SYN at the policy', async () => ((await stack.policyStatus()).eventsReceived > b0.policy.eventsReceived ? true : undefined), 5000);
+    console.log(`setup: probe + policy up in ${net.victimNs} (program ${programId}); one SYN reached the policy`);
+
+    const out: Run[] = [];
+    const run = async (rate: number) => {
+      const r = await driveRate(stack, programId, frames, rate, onChild);
+      out.push(r);
+      printRun(r);
+    };
+    for (const rate of RATES) await run(rate);
+    for (let i = 0; i < REFINE_STEPS; i++) {
+      const a = out.filter((r) => r.driver === 'bpftool');
+      const pass = best(a);
+      const fail = a.filter((r) => !r.keptUp && (!pass || r.rate > pass.rate)).sort((x, y) => x.rate - y.rate)[0];
+      if (!pass || !fail) break;
+      const mid = roundRate(Math.sqrt(pass.rate * fail.rate));
+      if (mid <= pass.rate || mid >= fail.rate || a.some((r) => r.rate === mid)) break;
+      await run(mid);
+    }
+    out.sort((x, y) => x.rate - y.rate);
+    for (const h of SMOKE ? hpingRuns(net).slice(1) : hpingRuns(net)) {
+      await sleep(500);
+      const r = await floodRun(stack, net, h, onChild);
+      out.push(r);
+      printRun(r);
+    }
+    return out;
+  });
+
+  const reference = probeOnly();
+  console.log('');
+  console.log(`Event pipeline, ${today()}: ${machineText(m)}; load average ${load.toFixed(2)} at the start${SMOKE ? ' (smoke run)' : ''}`);
+  console.log('');
+  console.log(runTable(runs));
+  console.log('');
+  console.log(cpuTable(runs, m.cpus));
+  console.log('');
+  console.log(`result: ${verdictText(runs, reference)}`);
+  if (SMOKE) {
+    const a = runs.filter((r) => r.driver === 'bpftool');
+    const bad = a.filter((r) => !r.zeroLoss);
+    const unclosed = runs.filter((r) => !r.closed || r.events === 0);
+    console.log(`smoke run (PW_BENCH_SMOKE=1): nothing written`);
+    if (bad.length > 0) throw new BenchError(`smoke: the bpftool run lost events or none arrived: ${bad.map(resultText).join(', ')}`);
+    if (unclosed.length > 0) throw new BenchError(`smoke: ${unclosed.map((r) => r.driver).join(', ')}: no events, or events neither received nor counted lost`);
+    return;
+  }
+  const file = writeResults(NAME, results(runs, reference));
+  updateBenchmarks(SECTION_HEADING, section(m, load, runs, reference, keptHistory()));
+  console.log(`wrote ${rel(file)} and the "${SECTION_HEADING.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
+}
+
+await runBench(NAME, main);
