@@ -1035,7 +1035,8 @@ async function main(): Promise<void> {
     if (limit) console.log(limit);
     const busy = busyText(rates, m.cpus);
     if (busy) console.log(busy);
-    if (SMOKE && !best(rates)) throw new BenchError(`smoke run: ${verdictText(rates)}`);
+    // A smoke run checks that the events all arrived, not how fast: under `make test` it shares the CPUs with the suites.
+    if (SMOKE && !rates.every((r) => r.zeroLoss)) throw new BenchError(`smoke run: events were lost (${rates.map(resultText).join(', ')})`);
     publish('probe', SECTION_HEADING, () => results(latency, rates), () => section(m, date, load, latency, rates), `${LATENCY_CALLS} calls, ${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s`);
   } finally {
     cleanup.run();
