@@ -10,7 +10,9 @@
  *  - a bounds check before every header read (cursor style, one parse_* per header);
  *  - blocked sources produce no event, allowlisted sources are never dropped;
  *  - one map lookup on the common path (the per-CPU counters); the blocklist is
- *    consulted only for frames it could drop, the allowlist only on a block hit.
+ *    consulted only for frames it could drop, the allowlist only on a block hit
+ *    that has not been checked against the allowlist as it is now;
+ *  - the precise clock is read at most once a second per CPU (see pw_now).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -72,6 +74,20 @@ struct {
 	__type(value, struct pw_scan_rate);
 	__uint(max_entries, 1);
 } scan_rate SEC(".maps");
+
+/* The allowlist's generation: user space (Datapath) moves it forward after
+ * every insertion into the allowlist. A block hit remembers, in its
+ * _allow_gen, the generation at which its source was last found not to be
+ * allowlisted; while the generation has not moved, the LPM lookup is skipped.
+ * Removals need no bump: what was not allowlisted stays not allowlisted.
+ * 0 (never set) matches no block, so an object loaded without Datapath
+ * checks the allowlist on every hit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} allowlist_gen SEC(".maps");
 
 /* One per-CPU slot holding every counter: a single lookup per frame. */
 struct pw_counters {
@@ -261,6 +277,37 @@ static __always_inline enum parse_result parse_ipv6(struct cursor *cur, struct l
 	return PARSE_MALFORMED;
 }
 
+/* CLOCK_BOOTTIME in ns, at the coarse clock's resolution (one tick: 4 ms at
+ * HZ=250), late by at most a tick. bpf_ktime_get_boot_ns reads the clock
+ * source (about 25 ns a call on a kvm-clock VM, more than everything else on
+ * the drop path); bpf_ktime_get_coarse_ns reads the time of the last tick,
+ * which is CLOCK_MONOTONIC. The difference BOOTTIME - MONOTONIC changes only
+ * across a suspend, so it is measured with the precise clocks at most once a
+ * second and added. Racy across CPUs by design: every CPU writes the same
+ * values. After a resume, times run late by the time suspended for up to a
+ * second. */
+__u64 clock_recheck_ns;
+__s64 clock_boot_offset_ns;
+
+static __always_inline __u64 pw_now(void)
+{
+	__u64 mono = bpf_ktime_get_coarse_ns();
+
+	if (mono >= clock_recheck_ns) {
+		clock_boot_offset_ns = bpf_ktime_get_boot_ns() - bpf_ktime_get_ns();
+		clock_recheck_ns = mono + 1000000000ULL;
+	}
+	return mono + clock_boot_offset_ns;
+}
+
+static __always_inline __u64 allowlist_generation(void)
+{
+	__u32 zero = 0;
+	__u64 *gen = bpf_map_lookup_elem(&allowlist_gen, &zero);
+
+	return gen ? *gen : 0;
+}
+
 static __always_inline int allowlisted(const struct pw_addr *addr)
 {
 	struct pw_lpm_key key = { .prefixlen = 128 };
@@ -270,25 +317,33 @@ static __always_inline int allowlisted(const struct pw_addr *addr)
 }
 
 /* Whether a frame from addr must be dropped. *now is read from the clock at
- * most once per frame and handed back for the event timestamp. */
+ * most once per frame (only for a block that expires) and handed back for
+ * the event timestamp. */
 static __always_inline int blocked(const struct pw_addr *addr, struct pw_counters *cnt, __u64 *now)
 {
 	struct pw_block *b = bpf_map_lookup_elem(&blocklist, addr);
+	__u64 gen;
 
 	if (!b)
 		return 0;
 	if (b->expires_ns) {
 		if (!*now)
-			*now = bpf_ktime_get_boot_ns();
+			*now = pw_now();
 		if (b->expires_ns <= *now) {
 			count(cnt, PW_CNT_BLOCK_EXPIRED);
 			return 0;
 		}
 	}
+	/* Read before the LPM lookup: an insertion racing with it moves the
+	 * generation past the one stamped below, so the next hit looks again. */
+	gen = allowlist_generation();
+	if (gen && b->_allow_gen == gen)
+		return 1;
 	if (allowlisted(addr)) {
 		count(cnt, PW_CNT_ALLOWLISTED);
 		return 0;
 	}
+	b->_allow_gen = gen;
 	return 1;
 }
 
@@ -305,6 +360,7 @@ static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src
 	};
 	struct pw_scan_rate *rate;
 
+	b._allow_gen = allowlist_generation();
 	if (allowlisted(src))
 		return PW_SCAN_ALLOWLISTED;
 	if (scan_blocks_per_min) {
@@ -493,7 +549,7 @@ int packetwatch(struct xdp_md *ctx)
 	}
 
 	if (!now)
-		now = bpf_ktime_get_boot_ns();
+		now = pw_now();
 	scan = scan_ports ? pw_track_scan(&l3.saddr.a, bpf_ntohs(tcp->dest), now) : PW_SCAN_NONE;
 
 	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);

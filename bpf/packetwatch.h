@@ -40,14 +40,19 @@ enum pw_block_reason {
 /* pw_block.flags */
 #define PW_BLOCK_KERNEL_DETECTED 0x1 /* written by the program's own scan detector */
 
-/* Value of the blocklist. Times are CLOCK_BOOTTIME nanoseconds (bpf_ktime_get_boot_ns),
- * so expiry keeps working while user space is down and across suspend.
- * expires_ns == 0 means the block never expires. */
+/* Value of the blocklist. Times are CLOCK_BOOTTIME nanoseconds, so expiry keeps
+ * working while user space is down and across suspend; the program reads that
+ * clock at tick resolution, so a block lapses up to one tick (4 ms at HZ=250)
+ * late. expires_ns == 0 means the block never expires.
+ * _allow_gen is the program's own: the allowlist generation at which the
+ * source was last found not allowlisted. User space writes it as 0 ("not
+ * checked"), so every block it writes is checked on its first hit. */
 struct pw_block {
 	__u64 expires_ns;
 	__u64 created_ns;
 	__u32 reason;
 	__u32 flags;
+	__u64 _allow_gen;
 };
 
 /* tcp_flags bits, as on the wire (byte 13 of the TCP header). */
@@ -63,7 +68,7 @@ struct pw_block {
 /* One new-connection SYN, as written to the events ring buffer. Fixed size:
  * user space decodes records at fixed offsets without reading a length. */
 struct pw_syn_event {
-	__u64 ts_ns;            /* CLOCK_BOOTTIME ns when the frame was seen */
+	__u64 ts_ns;            /* CLOCK_BOOTTIME ns when the frame was seen, at tick resolution */
 	__u8 saddr[PW_ADDR_LEN];
 	__u8 daddr[PW_ADDR_LEN];
 	__u16 sport;            /* host byte order */

@@ -10,10 +10,12 @@ import {
   type Program,
   RingBufferReader,
   type RingBufferReaderOptions,
-  type TypedMap,
+  TypedMap,
+  UpdateFlags,
   clock,
   u8,
   u32,
+  u64,
 } from 'libbpf-ts';
 import { parseAddress, parsePrefix } from '@packetwatch/common/address';
 import {
@@ -30,6 +32,53 @@ import {
   lpmKeyCodec,
   sumCounters,
 } from './records.js';
+
+/** The maps a pinned Datapath shares with the next run (the ring buffer's readers and the detector's state are per run). */
+const PINNED_MAPS = ['blocklist', 'allowlist', 'allowlist_gen', 'counters', 'events'];
+
+/**
+ * The allowlist LPM trie. Every insertion also moves the allowlist generation
+ * forward: the program skips the allowlist lookup on a block hit whose source
+ * it already found not allowlisted at the current generation, so an insertion
+ * that did not move it could leave a newly allowlisted source dropped. Write
+ * the allowlist through this class (or move allowlist_gen yourself).
+ */
+export class Allowlist extends TypedMap<LpmKey, number> {
+  readonly #generation: TypedMap<number, bigint>;
+
+  constructor(map: BpfMap, generation: BpfMap) {
+    super(map, lpmKeyCodec, u8);
+    this.#generation = generation.typed(u32, u64);
+  }
+
+  /** The generation the program compares block stamps with; never 0 after Datapath.load. */
+  get generation(): bigint {
+    return this.#generation.get(0) ?? 0n;
+  }
+
+  /**
+   * Moves the generation past every value it had, in this run or in an
+   * earlier one sharing the pinned blocklist: at least one more, and at least
+   * the boot-time clock, so a generation map created afresh next to an old
+   * blocklist cannot repeat a stamp the blocklist holds.
+   */
+  bump(): void {
+    const next = this.generation + 1n;
+    const now = clock.boottimeNs();
+    this.#generation.set(0, next > now ? next : now);
+  }
+
+  override set(key: LpmKey, value: number, flags: UpdateFlags = UpdateFlags.Any): void {
+    super.set(key, value, flags);
+    this.bump();
+  }
+
+  override setMany(entries: readonly (readonly [LpmKey, number])[], flags: UpdateFlags = UpdateFlags.Any): number {
+    const n = super.setMany(entries, flags);
+    this.bump();
+    return n;
+  }
+}
 
 /** The compiled program, built by `make bpf` next to its source. */
 export const OBJECT_PATH = fileURLToPath(new URL('../build/packetwatch.bpf.o', import.meta.url));
@@ -68,14 +117,14 @@ export interface BlockOptions {
 export class Datapath {
   readonly program: Program;
   readonly blocklist: TypedMap<Buffer, BlockEntry>;
-  readonly allowlist: TypedMap<LpmKey, number>;
+  readonly allowlist: Allowlist;
   readonly events: BpfMap;
   readonly #counters: PerCpuMap<number, Counters>;
 
   private constructor(readonly collection: Collection) {
     this.program = collection.program(PROGRAM_NAME);
     this.blocklist = collection.map('blocklist').typed(addrCodec, blockCodec);
-    this.allowlist = collection.map('allowlist').typed(lpmKeyCodec, u8);
+    this.allowlist = new Allowlist(collection.map('allowlist'), collection.map('allowlist_gen'));
     this.events = collection.map('events');
     this.#counters = collection.map('counters').perCpuTyped(u32, countersCodec);
   }
@@ -97,9 +146,17 @@ export class Datapath {
       spec.setConstant('scan_block_ns', BigInt(Math.round((opts.scanBlockSeconds ?? 0) * 1e9)));
       spec.setConstant('scan_blocks_per_min', opts.scanBlocksPerMinute ?? 0);
       if (opts.pinDir !== undefined) {
-        for (const m of ['blocklist', 'allowlist', 'counters', 'events']) spec.pinMap(m, `${opts.pinDir}/${m}`);
+        for (const m of PINNED_MAPS) spec.pinMap(m, `${opts.pinDir}/${m}`);
       }
-      return new Datapath(spec.load());
+      const dp = new Datapath(spec.load());
+      try {
+        // Before the program sees a frame: generation 0 would make it check the allowlist on every block hit.
+        dp.allowlist.bump();
+      } catch (e) {
+        dp.close();
+        throw e;
+      }
+      return dp;
     } catch (e) {
       spec.close();
       throw e;
