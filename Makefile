@@ -162,12 +162,16 @@ bench-leak: build ## SYNs an nmap -T5 scan gets past the threshold, in-kernel de
 bench-pipeline: build ## Zero-loss SYN events/s through XDP, probe and policy (bpftool and hping3 drivers) (root)
 	node --enable-source-maps bench/dist/pipeline.js
 
+.PHONY: bench-memory
+bench-memory: build ## Policy RSS per tracked source (10^6 IPv4 and IPv6 sources) and probe RSS across a 60 s SYN flood (root)
+	node --enable-source-maps bench/dist/memory.js
+
 .PHONY: bench-summary
 bench-summary: build ## One table of every bench's figures: bench/results.json and the Summary of BENCHMARKS.md
 	node --enable-source-maps bench/dist/summary.js
 
 .PHONY: bench
-bench: bench-datapath bench-probe bench-pipeline bench-detection bench-leak ## Every benchmark, then the summary table (root; a few minutes)
+bench: bench-datapath bench-probe bench-pipeline bench-detection bench-leak bench-memory ## Every benchmark, then the summary table (root; a few minutes)
 	node --enable-source-maps bench/dist/summary.js
 
 .PHONY: clean

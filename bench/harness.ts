@@ -43,6 +43,21 @@ export function requireBuild(outputs: readonly (readonly [string, string])[]): v
   }
 }
 
+/** What the benches that run the real probe and policy call, as [command, arguments that only print a version]. */
+export const STACK_COMMANDS: readonly (readonly [string, readonly string[]])[] = [
+  ['bpftool', ['version']],
+  ['ip', ['-V']],
+  ['setpriv', ['--version']],
+  ['id', ['-u', 'packetwatch']],
+];
+
+/** The checks of a bench that runs the real stack: root, the build, STACK_COMMANDS and any other commands it calls. */
+export function requireStack(command: string, others: readonly (readonly [string, readonly string[]])[] = []): void {
+  requireRoot('run probe + policy in network namespaces and BPF_PROG_TEST_RUN', command);
+  requireBuild(STACK_BUILD_OUTPUTS);
+  requireCommands([...others, ...STACK_COMMANDS]);
+}
+
 /** Fails naming the first command that does not run ([command, arguments that only print a version]). */
 export function requireCommands(commands: readonly (readonly [string, readonly string[]])[]): void {
   for (const [cmd, args] of commands) {

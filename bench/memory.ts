@@ -1,0 +1,557 @@
+// `make bench-memory`: what the stack's memory does under load.
+//
+// 1. Policy RSS per tracked source: probe + policy as deployed in a victim
+//    namespace (bench/stack.ts); one SYN from each of 1,000,000 distinct
+//    sources runs through the attached program (BPF_PROG_TEST_RUN from this
+//    process), so every event takes the real path: program, ring buffer,
+//    probe, Report stream, the policy's detector. Each source hits one port
+//    (fewer than N = 3) inside a one-hour window, so all stay tracked. The
+//    policy's RSS after a full garbage collection, before and after, over the
+//    number of sources; IPv4 and IPv6 populations, each with a fresh stack.
+// 2. Probe RSS across a 60 s SYN flood: bpftool runs the attached program at
+//    a fixed rate (bench/harness.ts drive()), the probe's and the policy's
+//    RSS sampled every second.
+import type { ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import type { NamespacePair } from './namespaces.js';
+import type { Stack } from './stack.js';
+import {
+  Cleanup,
+  XDP_PASS,
+  cpuShares,
+  cpuSnapshot,
+  drive,
+  requireStack,
+  runOnce,
+  sleep,
+} from './harness.js';
+import { type Family, SourceFrames, collectGarbage, feedPopulation, rssBytes, sourceAddress } from './population.js';
+import {
+  BenchError,
+  REPO_ROOT,
+  type Machine,
+  type ResultEntry,
+  SMOKE,
+  count,
+  machine,
+  machineText,
+  median,
+  publish,
+  round2,
+  runBench,
+  table,
+  today,
+} from './report.js';
+
+const NAME = 'memory';
+const SECTION_HEADING = '## Memory';
+const SOURCES = SMOKE ? 10_000 : 1_000_000;
+/** The population is fed in this many equal parts, RSS measured after each: the slope is the marginal cost. */
+const PARTS = 4;
+/** Far above SOURCES so that nothing is evicted; 2^20 is also the capacity the detector's arrays grow to for 10^6 sources. */
+const MAX_TRACKED = 1 << 20;
+/** One hour: no source expires while the population is fed and measured. */
+const WINDOW_SECONDS = 3600;
+const TARGET_BYTES = 256;
+const FLOOD_SECONDS = SMOKE ? 5 : 60;
+const WARMUP_SECONDS = SMOKE ? 1 : 10;
+const FLOOD_RATE = SMOKE ? 100_000 : 500_000;
+const TARGET_FLAT = 10;
+/** The flood: this many sources (RFC 2544 range), one port each, so none is ever a scanner. */
+const FLOOD_SOURCES = 64;
+const SLOT = 230;
+const FAMILIES: readonly Family[] = [4, 6];
+const DETECTOR_JS = join(REPO_ROOT, 'services/policy/dist/detector.js');
+
+interface Libs {
+  bpf: typeof import('@packetwatch/bpf');
+  stack: typeof import('./stack.js');
+}
+
+interface PerSource {
+  family: Family;
+  sources: number;
+  tracked: number;
+  evictions: number;
+  policyLost: number;
+  probeLost: number;
+  /** RSS after a full GC at 0, 1/PARTS, ... all sources. */
+  rss: number[];
+  /** RSS just before the last GC (garbage included). */
+  rssBeforeGc: number;
+  feedSeconds: number;
+  /** (last - first) / sources. */
+  perSource: number;
+  /** Least-squares slope of rss over sources. */
+  slope: number;
+  breakdown: Breakdown;
+}
+
+/** Heap bytes per source of the detector's parts, measured in a separate Node process (--expose-gc). */
+interface Breakdown {
+  key: number;
+  map: number;
+  detector: number;
+}
+
+interface Sample {
+  second: number;
+  probe: number;
+  policy: number;
+  events: number;
+  lost: number;
+}
+
+interface Flood {
+  idleProbe: number;
+  idlePolicy: number;
+  samples: Sample[];
+  offered: number;
+  received: number;
+  probeLost: number;
+  ringbufFull: number;
+  cpu: { probe: number; policy: number; children: number; others: number; idle: number };
+}
+
+async function loadLibs(): Promise<Libs> {
+  try {
+    const [bpf, stack] = await Promise.all([import('@packetwatch/bpf'), import('./stack.js')]);
+    return { bpf, stack };
+  } catch (e) {
+    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
+  }
+}
+
+function slope(xs: readonly number[], ys: readonly number[]): number {
+  const n = xs.length;
+  const mx = xs.reduce((a, b) => a + b, 0) / n;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < n; i++) {
+    num += (xs[i]! - mx) * (ys[i]! - my);
+    den += (xs[i]! - mx) ** 2;
+  }
+  return num / den;
+}
+
+/**
+ * What a tracked source costs the detector, part by part, in a Node process
+ * of its own with --expose-gc: the key string (16 bytes of address as a
+ * latin1 string, as the policy's service.ts makes it), a Map entry from key
+ * to slot, and the detector itself (its Map, slot arrays and key list, the
+ * key strings not counted again), each as heapUsed + arrayBuffers after a
+ * full collection.
+ */
+function breakdown(family: Family, sources: number): Breakdown {
+  const script = `
+    const { Detector } = await import(${JSON.stringify(DETECTOR_JS)});
+    const [S, fam, max, win] = process.argv.slice(1).map(Number);
+    const mem = () => { gc(); gc(); const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers; };
+    const addr = Buffer.alloc(16);
+    if (fam === 4) { addr[10] = 0xff; addr[11] = 0xff; } else { addr.writeUInt32BE(0x20010db8, 0); }
+    const keys = new Array(S).fill(undefined);
+    const b0 = mem();
+    for (let i = 0; i < S; i++) { addr.writeUInt32BE(fam === 4 ? (((100 << 24) + (64 << 16) + i) >>> 0) : i, 12); keys[i] = addr.toString('latin1'); }
+    const b1 = mem();
+    const map = new Map();
+    for (let i = 0; i < S; i++) map.set(keys[i], i);
+    const b2 = mem();
+    map.clear();
+    const b3 = mem();
+    const d = new Detector({ portThreshold: 3, windowSeconds: win, maxSources: max });
+    const t = Date.now();
+    for (let i = 0; i < S; i++) d.observe(keys[i], 1 + (i % 1024), t);
+    if (d.tracked !== S) throw new Error('detector tracks ' + d.tracked + ' of ' + S);
+    const b4 = mem();
+    console.log(JSON.stringify({ key: (b1 - b0) / S, map: (b2 - b1) / S, detector: (b4 - b3) / S }));
+  `;
+  try {
+    const out = execFileSync(
+      process.execPath,
+      ['--expose-gc', '--input-type=module', '-e', script, String(sources), String(family), String(MAX_TRACKED), String(WINDOW_SECONDS)],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 20 },
+    );
+    return JSON.parse(out) as Breakdown;
+  } catch (e) {
+    throw new BenchError(`measuring the detector's parts in a separate process failed: ${(e as Error).message}`);
+  }
+}
+
+const policyEnv = {
+  PW_PORTSCAN_TIME_THRESHOLD: String(WINDOW_SECONDS),
+  PW_MAX_TRACKED_SOURCES: String(MAX_TRACKED),
+};
+
+async function perSource(libs: Libs, net: NamespacePair, family: Family, cleanup: Cleanup): Promise<PerSource> {
+  const stack = await libs.stack.Stack.start(net, 'in-kernel', cleanup, policyEnv);
+  const pid = stack.svc.policy?.pid;
+  const programId = (await stack.probeStatus()).programId;
+  const prog = stack.openProgram(programId, cleanup);
+  const frames = new SourceFrames(family, (src, port) => libs.bpf.synFrame(src, net.victimAddr, 40_000, port));
+  frames.check();
+  const received = async () => Number((await stack.policyStatus()).eventsReceived);
+  // Started, connected, its first sweeps and reconcile done: the state before any source.
+  await sleep(2000);
+  await collectGarbage(net.victimNs, pid);
+  const rss = [rssBytes(pid)];
+  const part = SOURCES / PARTS;
+  let feedSeconds = 0;
+  let rssBeforeGc = 0;
+  for (let k = 0; k < PARTS; k++) {
+    feedSeconds += await feedPopulation([prog], { frames, first: k * part, count: part, port: (i) => 1 + (i % 1024) }, received);
+    rssBeforeGc = rssBytes(pid);
+    await collectGarbage(net.victimNs, pid);
+    rss.push(rssBytes(pid));
+    console.log(`  IPv${family}: ${count((k + 1) * part)} sources fed, policy RSS ${(rss[rss.length - 1]! / 2 ** 20).toFixed(1)} MiB after GC`);
+  }
+  const [policy, probe] = await Promise.all([stack.policyStatus(), stack.probeStatus()]);
+  await stack.stop();
+  const xs = rss.map((_, k) => k * part);
+  return {
+    family,
+    sources: SOURCES,
+    tracked: Number(policy.trackedSources),
+    evictions: Number(policy.evictions),
+    policyLost: Number(policy.eventsLost),
+    probeLost: Number(probe.eventsLost),
+    rss,
+    rssBeforeGc,
+    feedSeconds,
+    perSource: (rss[rss.length - 1]! - rss[0]!) / SOURCES,
+    slope: slope(xs, rss),
+    breakdown: breakdown(family, SOURCES),
+  };
+}
+
+async function flood(libs: Libs, net: NamespacePair, dir: string, cleanup: Cleanup): Promise<Flood> {
+  const stack = await libs.stack.Stack.start(net, 'in-kernel', cleanup);
+  const probePid = stack.svc.probe?.pid;
+  const policyPid = stack.svc.policy?.pid;
+  const programId = (await stack.probeStatus()).programId;
+  const files: string[] = [];
+  for (let s = 0; s < FLOOD_SOURCES; s++) {
+    const file = join(dir, `flood-${s}.bin`);
+    writeFileSync(file, libs.bpf.synFrame(`198.18.${SLOT}.${s + 1}`, net.victimAddr, 40_000 + s, 80));
+    files.push(file);
+  }
+  const verdict = runOnce(programId, files[0]!);
+  if (verdict !== XDP_PASS) throw new BenchError(`setup check: the program returned ${verdict} for a flood SYN, expected XDP_PASS`);
+  await sleep(1000);
+  const idleProbe = rssBytes(probePid);
+  const idlePolicy = rssBytes(policyPid);
+  let driver: ChildProcess | undefined;
+  cleanup.add('stop the flood', () => driver?.kill('SIGKILL'));
+  const before = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
+  const cpu0 = cpuSnapshot({ probe: probePid, policy: policyPid });
+  let done = false;
+  const driving = drive(programId, files, FLOOD_RATE, FLOOD_SECONDS * 1000, (c) => (driver = c)).finally(() => (done = true));
+  const samples: Sample[] = [];
+  const start = performance.now();
+  for (let s = 1; !done; s++) {
+    const wait = start + s * 1000 - performance.now();
+    if (wait > 0) await sleep(wait);
+    if (done) break;
+    if (!stack.running) throw new BenchError(`a service died during the flood:\n${stack.tail()}`);
+    const st = await stack.probeStatus();
+    samples.push({ second: s, probe: rssBytes(probePid), policy: rssBytes(policyPid), events: Number(st.counters?.events ?? 0n), lost: Number(st.eventsLost) });
+  }
+  const { seconds } = await driving;
+  const cpu1 = cpuSnapshot({ probe: probePid, policy: policyPid });
+  // Let the policy catch up before its count is read.
+  await sleep(2000);
+  const after = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
+  await stack.stop();
+  const c = (s: (typeof before)[0], k: 'syn' | 'ringbufFull') => Number(s.counters?.[k] ?? 0n);
+  const shares = cpuShares(cpu0, cpu1);
+  return {
+    idleProbe,
+    idlePolicy,
+    samples,
+    offered: (c(after[0], 'syn') - c(before[0], 'syn')) / seconds,
+    received: Number(after[1].eventsReceived - before[1].eventsReceived),
+    probeLost: Number(after[0].eventsLost - before[0].eventsLost),
+    ringbufFull: c(after[0], 'ringbufFull') - c(before[0], 'ringbufFull'),
+    cpu: { probe: shares.probe, policy: shares.policy, children: shares.children, others: shares.others, idle: shares.idle },
+  };
+}
+
+const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+
+function perSourceMet(r: PerSource): boolean {
+  return r.tracked === r.sources && r.evictions === 0 && r.perSource <= TARGET_BYTES;
+}
+
+function perSourceTable(rows: readonly PerSource[]): string {
+  return table(
+    ['sources', 'tracked', 'evictions', 'lost', 'feed s', 'RSS before MiB', 'RSS after MiB', 'bytes/source', 'slope bytes/source', 'before GC bytes/source', 'target', 'result'],
+    rows.map((r) => [
+      `${count(r.sources)} IPv${r.family}`,
+      count(r.tracked),
+      count(r.evictions),
+      count(r.policyLost + r.probeLost),
+      r.feedSeconds.toFixed(1),
+      mib(r.rss[0]!),
+      mib(r.rss[r.rss.length - 1]!),
+      r.perSource.toFixed(0),
+      r.slope.toFixed(0),
+      ((r.rssBeforeGc - r.rss[0]!) / r.sources).toFixed(0),
+      `<= ${TARGET_BYTES}`,
+      perSourceMet(r) ? 'met' : 'MISSED',
+    ]),
+    [false, true, true, true, true, true, true, true, true, true, false, false],
+  );
+}
+
+function checkpointTable(rows: readonly PerSource[]): string {
+  const part = SOURCES / PARTS;
+  return table(
+    ['sources', ...rows.map((r) => `IPv${r.family} RSS MiB`)],
+    rows[0]!.rss.map((_, k) => [count(k * part), ...rows.map((r) => mib(r.rss[k]!))]),
+    [true, ...rows.map(() => true)],
+  );
+}
+
+function breakdownTable(rows: readonly PerSource[]): string {
+  return table(
+    ['population', 'key string', 'Map entry', 'detector (Map, slot arrays, key list)', 'key + detector', 'RSS bytes/source', 'rest (V8 and allocator overhead)'],
+    rows.map((r) => {
+      const b = r.breakdown;
+      return [
+        `IPv${r.family}`,
+        b.key.toFixed(0),
+        b.map.toFixed(0),
+        b.detector.toFixed(0),
+        (b.key + b.detector).toFixed(0),
+        r.perSource.toFixed(0),
+        (r.perSource - b.key - b.detector).toFixed(0),
+      ];
+    }),
+    [false, true, true, true, true, true, true],
+  );
+}
+
+/** Samples after the warm-up: the flat-memory figures. */
+function floodStats(f: Flood, pick: (s: Sample) => number) {
+  const after = f.samples.filter((s) => s.second > WARMUP_SECONDS).map(pick);
+  if (after.length === 0) throw new BenchError('no RSS sample after the warm-up');
+  const med = median(after);
+  const dev = Math.max(...after.map((v) => Math.abs(v - med))) / med;
+  return { first: after[0]!, min: Math.min(...after), max: Math.max(...after), last: after[after.length - 1]!, median: med, devPct: dev * 100 };
+}
+
+function floodTable(f: Flood): string {
+  const rows = (['probe', 'policy'] as const).map((who) => {
+    const st = floodStats(f, (s) => s[who]);
+    const idle = who === 'probe' ? f.idleProbe : f.idlePolicy;
+    return [
+      who,
+      mib(idle),
+      mib(st.first),
+      mib(st.min),
+      mib(st.max),
+      mib(st.last),
+      mib(st.median),
+      st.devPct.toFixed(1),
+      who === 'probe' ? `<= ${TARGET_FLAT}%` : '-',
+      who === 'probe' ? (st.devPct <= TARGET_FLAT ? 'met' : 'MISSED') : '-',
+    ];
+  });
+  return table(
+    ['process', 'idle MiB', `first after ${WARMUP_SECONDS} s MiB`, 'min MiB', 'max MiB', 'last MiB', 'median MiB', 'max dev from median %', 'target', 'result'],
+    rows,
+    [false, true, true, true, true, true, true, true, false, false],
+  );
+}
+
+function seriesTable(f: Flood): string {
+  return table(
+    ['second', 'probe RSS MiB', 'policy RSS MiB', 'probe events', 'probe lost'],
+    f.samples.filter((s) => s.second % (SMOKE ? 1 : 5) === 0 || s.second === 1).map((s) => [String(s.second), mib(s.probe), mib(s.policy), count(s.events), count(s.lost)]),
+    [true, true, true, true, true],
+  );
+}
+
+function floodSummary(f: Flood, cpus: number): string {
+  const pct = (x: number) => `${Math.round(x * 100)}%`;
+  return (
+    `Flood: ${count(Math.round(f.offered))} SYN/s offered for ${FLOOD_SECONDS} s (target ${count(FLOOD_RATE)}/s), ${count(f.received)} events received by the policy, ` +
+    `${count(f.probeLost)} lost by the probe (ringbufFull ${count(f.ringbufFull)}). CPU over the flood (100% = one CPU): probe ${pct(f.cpu.probe)}, policy ${pct(f.cpu.policy)}, ` +
+    `bpftool ${pct(f.cpu.children)}, other processes ${pct(f.cpu.others)}, idle ${pct(f.cpu.idle)} of ${cpus * 100}%.`
+  );
+}
+
+const METHOD_SOURCES =
+  `Probe + policy run as deployed (\`make run\`: the probe as root, the policy as the unprivileged packetwatch user, Unix sockets) in a victim network namespace, XDP on its veth, ` +
+  `N = 3 (in-kernel detection on, as by default), PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS} so that no source expires during the run, PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} ` +
+  `(2^20: above the population, so nothing is evicted, and the capacity the detector's slot arrays double to for 10^6 sources anyway). ` +
+  `Feeding: the real path. This process runs the attached program (BPF_PROG_TEST_RUN on a descriptor of it) once on a SYN from each of ${count(SOURCES)} distinct sources, ` +
+  `each to one port (1-1024; fewer than N, so none is a scanner): the events go through the ring buffer, the probe and its Report stream to the policy's detector. ` +
+  `It stays at most 16,384 SYNs ahead of what the policy has received (its GetStatus eventsReceived), so nothing is lost. ` +
+  `Sources: IPv4 from 100.64.0.0/10 and, with a fresh stack, IPv6 from 2001:db8::/32 (the detector keys both by their 16-byte address). ` +
+  `The frames are one synFrame() each, patched in place (address, port, checksums; checked byte for byte against synFrame()). ` +
+  `RSS = VmRSS of /proc/<pid>/status after a full garbage collection: SIGUSR1 opens Node's own inspector in the policy (nothing was added to the product for it) and HeapProfiler.collectGarbage runs twice. ` +
+  `It is measured before the first source (2 s after start) and after each quarter of the population; bytes/source = (RSS after all - RSS before) / sources, ` +
+  `slope = least-squares bytes per source over the five points (the marginal cost, without one-off growth), before GC = the same difference read just before the last collection (garbage included: what the process holds between collections). ` +
+  `GetStatus after the feed gives trackedSources, evictions and events lost. ` +
+  `The breakdown measures the parts in a separate Node process (--expose-gc, heapUsed + arrayBuffers after full collections) for the same population: ` +
+  `the key string (the 16-byte address as a latin1 string, as services/policy/src/service.ts makes it), an entry of a Map from such keys to numbers, and services/policy/dist/detector.js's Detector itself at N = 3 ` +
+  `(its Map, slot arrays and key list; the keys not counted again); rest = RSS bytes/source - key - detector.`;
+
+const METHOD_FLOOD =
+  `Probe + policy as deployed, as above, with the default settings (N = 3 in 60 s, in-kernel detection on). ` +
+  `\`bpftool batch file -\` runs the attached program at ${count(FLOOD_RATE)} SYN/s for ${FLOOD_SECONDS} s (bench/harness.ts drive(): one \`prog run ... repeat n\` line every 10 ms) ` +
+  `on 74-byte IPv4 SYNs from ${FLOOD_SOURCES} sources (198.18.${SLOT}.1-${FLOOD_SOURCES}), each to port 80 only, so no source becomes a scanner and the flood runs the whole time. ` +
+  `VmRSS of probe and policy sampled every second; the flat-memory figures use the samples after the first ${WARMUP_SECONDS} s (warm-up): max dev = the largest |sample - median| / median.`;
+
+function section(m: Machine, date: string, load: number, rows: readonly PerSource[], f: Flood): string {
+  return [
+    SECTION_HEADING,
+    '',
+    "How much memory the policy spends per tracked source, and whether the probe's memory stays flat under a SYN flood.",
+    '',
+    '- Command: `make bench-memory` (as root, after `make build`)',
+    `- Date: ${date}`,
+    `- Machine: ${machineText(m)}; 1-minute load average ${load.toFixed(2)} when the bench started`,
+    `- Method (per source): ${METHOD_SOURCES}`,
+    `- Method (flood): ${METHOD_FLOOD}`,
+    '',
+    '### Policy RSS per tracked source',
+    '',
+    '```text',
+    perSourceTable(rows),
+    '```',
+    '',
+    'Policy RSS after a full GC as the population grows:',
+    '',
+    '```text',
+    checkpointTable(rows),
+    '```',
+    '',
+    'Where the bytes of a source go (heap bytes per source, measured apart):',
+    '',
+    '```text',
+    breakdownTable(rows),
+    '```',
+    '',
+    '### Probe RSS across a SYN flood',
+    '',
+    '```text',
+    floodTable(f),
+    '```',
+    '',
+    floodSummary(f, m.cpus),
+    '',
+    '```text',
+    seriesTable(f),
+    '```',
+    '',
+    `Targets: policy <= ${TARGET_BYTES} bytes per tracked source: ${rows.map((r) => `IPv${r.family} ${r.perSource.toFixed(0)} bytes, ${perSourceMet(r) ? 'met' : 'MISSED'}`).join('; ')}; ` +
+      `probe RSS within ±${TARGET_FLAT}% across the flood: max deviation ${floodStats(f, (s) => s.probe).devPct.toFixed(1)}%, ${floodStats(f, (s) => s.probe).devPct <= TARGET_FLAT ? 'met' : 'MISSED'}.`,
+    '',
+    '_This section is rewritten by `make bench-memory`._',
+    '',
+  ].join('\n');
+}
+
+function results(rows: readonly PerSource[], f: Flood): ResultEntry[] {
+  const out: ResultEntry[] = rows.map((r) => ({
+    name: `policy RSS per tracked source, ${count(r.sources)} IPv${r.family} sources, N = 3`,
+    value: Math.round(r.perSource),
+    unit: 'bytes',
+    comparison: 'target bytes per source',
+    comparisonValue: TARGET_BYTES,
+    ratio: round2(r.perSource / TARGET_BYTES),
+    target: `<= ${TARGET_BYTES} bytes`,
+    met: perSourceMet(r),
+    sources: r.sources,
+    trackedSources: r.tracked,
+    evictions: r.evictions,
+    eventsLost: r.policyLost + r.probeLost,
+    rssBeforeBytes: r.rss[0]!,
+    rssAfterBytes: r.rss[r.rss.length - 1]!,
+    slopeBytesPerSource: Math.round(r.slope),
+    beforeGcBytesPerSource: Math.round((r.rssBeforeGc - r.rss[0]!) / r.sources),
+    keyStringBytes: Math.round(r.breakdown.key),
+    mapEntryBytes: Math.round(r.breakdown.map),
+    detectorBytesPerSource: Math.round(r.breakdown.detector),
+  }));
+  const p = floodStats(f, (s) => s.probe);
+  const q = floodStats(f, (s) => s.policy);
+  out.push({
+    name: `probe RSS max deviation from its median across a ${FLOOD_SECONDS} s flood`,
+    value: round2(p.devPct),
+    unit: '%',
+    comparison: 'target deviation',
+    comparisonValue: TARGET_FLAT,
+    ratio: round2(p.devPct / TARGET_FLAT),
+    target: `<= ${TARGET_FLAT} %`,
+    met: p.devPct <= TARGET_FLAT,
+    offeredSynPerSecond: Math.round(f.offered),
+    probeIdleBytes: f.idleProbe,
+    probeFirstAfterWarmupBytes: p.first,
+    probeMinBytes: p.min,
+    probeMaxBytes: p.max,
+    probeLastBytes: p.last,
+    probeEventsLost: f.probeLost,
+  });
+  out.push({
+    name: `policy RSS max deviation from its median across the same flood`,
+    value: round2(q.devPct),
+    unit: '%',
+    comparison: null,
+    comparisonValue: null,
+    ratio: null,
+    target: null,
+    met: null,
+    policyIdleBytes: f.idlePolicy,
+    policyMinBytes: q.min,
+    policyMaxBytes: q.max,
+    policyLastBytes: q.last,
+  });
+  return out;
+}
+
+async function main(): Promise<void> {
+  requireStack('make bench-memory');
+  const m = machine();
+  const load = os.loadavg()[0] ?? 0;
+  const libs = await loadLibs();
+  const cleanup = new Cleanup(NAME);
+  const { rows, f } = await cleanup.around(async () => {
+    const dir = mkdtempSync(join(os.tmpdir(), 'packetwatch-bench-memory-'));
+    cleanup.add('remove the temp dir', () => rmSync(dir, { recursive: true, force: true }));
+    const net = libs.stack.namespaces(SLOT, cleanup);
+    const rows: PerSource[] = [];
+    for (const family of FAMILIES) {
+      console.log(`policy RSS per source: ${count(SOURCES)} IPv${family} sources (${sourceAddress(family, 0)} ...)`);
+      rows.push(await perSource(libs, net, family, cleanup));
+    }
+    console.log(`probe RSS across a ${FLOOD_SECONDS} s flood at ${count(FLOOD_RATE)} SYN/s`);
+    const f = await flood(libs, net, dir, cleanup);
+    return { rows, f };
+  });
+  for (const r of rows) {
+    if (r.tracked !== r.sources) throw new BenchError(`the policy tracks ${count(r.tracked)} sources of the ${count(r.sources)} IPv${r.family} fed (evictions ${r.evictions})`);
+  }
+  const date = today();
+  console.log('');
+  console.log(`Memory, ${date}: ${machineText(m)}; load average ${load.toFixed(2)} at the start${SMOKE ? ' (smoke run)' : ''}`);
+  console.log('');
+  console.log(perSourceTable(rows));
+  console.log('');
+  console.log(checkpointTable(rows));
+  console.log('');
+  console.log(breakdownTable(rows));
+  console.log('');
+  console.log(floodTable(f));
+  console.log(floodSummary(f, m.cpus));
+  console.log('');
+  console.log(seriesTable(f));
+  publish(NAME, SECTION_HEADING, () => results(rows, f), () => section(m, date, load, rows, f), `${count(SOURCES)} sources, ${FLOOD_SECONDS} s flood`);
+}
+
+await runBench(NAME, main);
