@@ -143,7 +143,7 @@ test-compose: deps docker-deps install images ## The compose suite: the images a
 	npx vitest run --project compose
 
 .PHONY: bench-datapath
-bench-datapath: build ## ns/packet of each datapath path next to an empty XDP program (root)
+bench-datapath: build ## ns/packet of each datapath path next to an empty XDP program and xdp-filter (root)
 	node --enable-source-maps bench/dist/datapath.js
 
 .PHONY: bench-probe

@@ -27,6 +27,13 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/*
+ * PW_VARIANT_* switches are never set by the build: bench/datapath.ts compiles
+ * them to measure, in the same run, what a design choice buys (the earlier
+ * precise clock, the allowlist looked up on every block hit) and what a step
+ * costs (the event write).
+ */
+
 /* Load-time constants (.rodata), set by user space before load. */
 const volatile __u32 drop_mode = PW_DROP_SYN;
 /* In-kernel scan detection: N distinct ports (0 = off, at most
@@ -291,6 +298,9 @@ __s64 clock_boot_offset_ns;
 
 static __always_inline __u64 pw_now(void)
 {
+#ifdef PW_VARIANT_PRECISE_CLOCK
+	return bpf_ktime_get_boot_ns();
+#endif
 	__u64 mono = bpf_ktime_get_coarse_ns();
 
 	if (mono >= clock_recheck_ns) {
@@ -337,8 +347,10 @@ static __always_inline int blocked(const struct pw_addr *addr, struct pw_counter
 	/* Read before the LPM lookup: an insertion racing with it moves the
 	 * generation past the one stamped below, so the next hit looks again. */
 	gen = allowlist_generation();
+#ifndef PW_VARIANT_ALLOWLIST_EVERY_HIT
 	if (gen && b->_allow_gen == gen)
 		return 1;
+#endif
 	if (allowlisted(addr)) {
 		count(cnt, PW_CNT_ALLOWLISTED);
 		return 0;
@@ -552,6 +564,9 @@ int packetwatch(struct xdp_md *ctx)
 		now = pw_now();
 	scan = scan_ports ? pw_track_scan(&l3.saddr.a, bpf_ntohs(tcp->dest), now) : PW_SCAN_NONE;
 
+#ifdef PW_VARIANT_NO_EVENT
+	return XDP_PASS;
+#endif
 	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		count(cnt, PW_CNT_RINGBUF_FULL);
