@@ -1,14 +1,57 @@
 // Sources the policy never blocks: configured prefixes, and each probe's own
 // addresses when the policy whitelists probes' addresses.
 import { type Prefix, formatPrefix, parsePrefix } from '@packetwatch/common';
+import { type SourceKey, sourceKey as sourceKeyOf } from './sourcekey.js';
 
-function covers(p: Prefix, addr: Buffer): boolean {
+/** Whether the 16-byte address at buf[at] lies in prefix p. */
+function coversAt(p: Prefix, buf: Uint8Array, at: number): boolean {
   const full = p.prefixLen >> 3;
-  if (addr.compare(p.addr, 0, full, 0, full) !== 0) return false;
+  const net = p.addr;
+  for (let i = 0; i < full; i++) if (buf[at + i] !== net[i]) return false;
   const rest = p.prefixLen & 7;
   if (rest === 0) return true;
   const mask = (0xff << (8 - rest)) & 0xff;
-  return ((addr[full] ?? 0) & mask) === ((p.addr[full] ?? 0) & mask);
+  return ((buf[at + full] ?? 0) & mask) === ((net[full] ?? 0) & mask);
+}
+
+function covers(p: Prefix, addr: Buffer): boolean {
+  return coversAt(p, addr, 0);
+}
+
+/** ::ffff:0.0.0.0, the first IPv4-mapped address. */
+const V4_MAPPED_ZERO = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+
+/**
+ * The allowlist's prefixes in the form the hot path checks (rebuilt when an
+ * entry changes): IPv4 prefixes as (network, mask) numbers, matched against
+ * the numeric key of an IPv4 source without touching its bytes; the others
+ * as byte prefixes. `allV4`: a prefix shorter than /96 covers every IPv4
+ * address (::/0, ::ffff:0:0/96's parents).
+ */
+interface Compiled {
+  v4Nets: Uint32Array;
+  v4Masks: Uint32Array;
+  v6: Prefix[];
+  allV4: boolean;
+}
+
+function compile(prefixes: readonly Prefix[]): Compiled {
+  const nets: number[] = [];
+  const masks: number[] = [];
+  const v6: Prefix[] = [];
+  let allV4 = false;
+  for (const p of prefixes) {
+    if (p.prefixLen >= 96 && coversAt({ addr: V4_MAPPED_ZERO, prefixLen: 96 }, p.addr, 0)) {
+      const bits = p.prefixLen - 96;
+      const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+      nets.push(p.addr.readUInt32BE(12) & mask);
+      masks.push(mask);
+    } else {
+      v6.push(p);
+      if (p.prefixLen < 96 && coversAt(p, V4_MAPPED_ZERO, 0)) allV4 = true;
+    }
+  }
+  return { v4Nets: Uint32Array.from(nets, (n) => n >>> 0), v4Masks: Uint32Array.from(masks), v6, allV4 };
 }
 
 export interface OperatorEntry {
@@ -31,6 +74,8 @@ export class Allowlist {
   readonly #operator = new Map<string, OperatorEntry>();
   /** Own addresses by probe id. */
   readonly #own = new Map<string, { text: string; prefix: Prefix }[]>();
+  /** The prefixes compiled for hasSource(); undefined after any change, rebuilt on the next check. */
+  #compiled: Compiled | undefined;
 
   constructor(configured: readonly string[]) {
     this.#configured = configured.map((text) => ({ text, prefix: parsePrefix(text) }));
@@ -54,10 +99,12 @@ export class Allowlist {
     const canonical = canonicalPrefix(text);
     if (this.#operator.has(canonical)) return false;
     this.#operator.set(canonical, { text: canonical, prefix: parsePrefix(canonical), addedMs, note });
+    this.#compiled = undefined;
     return true;
   }
 
   removeOperator(text: string): boolean {
+    this.#compiled = undefined;
     return this.#operator.delete(canonicalPrefix(text));
   }
 
@@ -68,11 +115,13 @@ export class Allowlist {
       probeId,
       addresses.map((text) => ({ text, prefix: parsePrefix(text) })),
     );
+    this.#compiled = undefined;
     return addresses.filter((a) => !before.has(a));
   }
 
   dropOwn(probeId: string): void {
     this.#own.delete(probeId);
+    this.#compiled = undefined;
   }
 
   /** Every entry, for status: configured prefixes and own addresses. */
@@ -82,9 +131,32 @@ export class Allowlist {
   }
 
   has(addr: Buffer): boolean {
-    for (const c of this.#configured) if (covers(c.prefix, addr)) return true;
-    for (const o of this.#operator.values()) if (covers(o.prefix, addr)) return true;
-    for (const list of this.#own.values()) for (const o of list) if (covers(o.prefix, addr)) return true;
+    return this.hasSource(sourceKeyOf(addr, 0), addr, 0);
+  }
+
+  /**
+   * Whether the source at buf[at] (16 bytes) is allowlisted; key is its
+   * sourceKey(). The hot path's check: no allocation, IPv4 sources are
+   * matched as numbers.
+   */
+  hasSource(key: SourceKey, buf: Uint8Array, at: number): boolean {
+    const c = (this.#compiled ??= compile(this.#prefixes()));
+    if (typeof key === 'number') {
+      if (c.allV4) return true;
+      const nets = c.v4Nets;
+      const masks = c.v4Masks;
+      for (let i = 0; i < nets.length; i++) if (((key & masks[i]!) >>> 0) === nets[i]) return true;
+      return false;
+    }
+    for (const p of c.v6) if (coversAt(p, buf, at)) return true;
     return false;
+  }
+
+  #prefixes(): Prefix[] {
+    return [
+      ...this.#configured.map((c) => c.prefix),
+      ...[...this.#operator.values()].map((o) => o.prefix),
+      ...[...this.#own.values()].flat().map((o) => o.prefix),
+    ];
   }
 }

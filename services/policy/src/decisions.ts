@@ -11,6 +11,7 @@ import type { Detection, Detector } from './detector.js';
 import type { Feed } from './feed.js';
 import type { PolicyMetrics } from './metrics.js';
 import type { ProbeRegistry, ProbeSession } from './probes.js';
+import { type SourceKey, addressKey } from './sourcekey.js';
 import { type DecisionRecord, type DecisionStore, type Origin, isActive } from './store.js';
 
 const KERNEL_REASON: Record<Origin, BlockReason> = {
@@ -32,6 +33,8 @@ export function canonicalIp(ip: string): { text: string; addr: Buffer } {
 export class Decisions {
   /** Active decisions by canonical address. */
   readonly #active = new Map<string, DecisionRecord>();
+  /** The same decisions by source key (sourcekey.ts), for the per-event check. */
+  readonly #activeByKey = new Map<SourceKey, DecisionRecord>();
   /** Probes whose kernel holds each address's block, as last seen. */
   readonly #enforcedBy = new Map<string, Set<string>>();
   /** Times of the detector's blocks in the last minute (for the cap). */
@@ -48,17 +51,36 @@ export class Decisions {
     private readonly detectorTtlSeconds: number,
     private readonly maxBlocksPerMinute = 0,
   ) {
-    for (const d of store.active(Date.now())) this.#active.set(d.ip, d);
+    for (const d of store.active(Date.now())) this.#setActive(d);
   }
 
   /** Whether a source (canonical text) is under an active decision. */
   isBlocked(ip: string): boolean {
-    const d = this.#active.get(ip);
+    return this.#inForce(this.#active.get(ip));
+  }
+
+  /** isBlocked() by source key (sourcekey.ts): the per-event check, no address text needed. */
+  isBlockedKey(key: SourceKey): boolean {
+    return this.#inForce(this.#activeByKey.get(key));
+  }
+
+  /** Whether a decision found in the active maps is still in force; an expired one is dropped from them. */
+  #inForce(d: DecisionRecord | undefined): boolean {
     if (!d) return false;
     if (isActive(d, Date.now())) return true;
-    this.#active.delete(ip);
-    this.#enforcedBy.delete(ip);
+    this.#dropActive(d.ip);
     return false;
+  }
+
+  #setActive(d: DecisionRecord): void {
+    this.#active.set(d.ip, d);
+    this.#activeByKey.set(addressKey(parseAddress(d.ip)), d);
+  }
+
+  #dropActive(ip: string): void {
+    this.#active.delete(ip);
+    this.#activeByKey.delete(addressKey(parseAddress(ip)));
+    this.#enforcedBy.delete(ip);
   }
 
   active(): DecisionRecord[] {
@@ -151,9 +173,8 @@ export class Decisions {
     const ended: DecisionRecord[] = [];
     for (const d of targets) {
       this.store.end(d.id, now);
-      this.#active.delete(d.ip);
-      this.#enforcedBy.delete(d.ip);
-      this.detector.forget(parseAddress(d.ip).toString('latin1'));
+      this.#dropActive(d.ip);
+      this.detector.forget(addressKey(parseAddress(d.ip)));
       ended.push({ ...d, endedMs: now });
       this.feed.publish({ timeMs: now, kind: 'unblock', source: d.ip, port: 0, probeId: '', message: 'unblocked' });
       this.log.info({ ip: d.ip, decision: d.id }, 'unblocked');
@@ -213,7 +234,7 @@ export class Decisions {
       createdMs,
       expiresMs: o.ttlSeconds > 0 ? Date.now() + o.ttlSeconds * 1000 : undefined,
     });
-    this.#active.set(d.ip, d);
+    this.#setActive(d);
     return d;
   }
 

@@ -59,11 +59,14 @@
  * ports (Uint16Array, N per slot), times (Float64Array, N per slot), counts
  * (Uint8Array, 0 = free slot), last (Float64Array, most recent hit), prev and
  * next (Int32Array, the recency list), a free-slot stack and the slots' keys
- * (to delete the Map entry on release). The arrays grow by doubling, from
+ * (to delete the Map entry on release). Keys are SourceKeys: an IPv4 source
+ * is a number, so its hit allocates nothing. The arrays grow by doubling, from
  * 4096 slots up to exactly maxSources, so a large cap costs nothing up front.
  * With N = 3 that is 59 bytes per slot, plus the Map entry and the key
  * string the caller made. Only a detection allocates (its result).
  */
+
+import type { SourceKey } from './sourcekey.js';
 
 export interface DetectorOptions {
   /** N: distinct destination ports that make a scan, 1..255. */
@@ -76,7 +79,7 @@ export interface DetectorOptions {
 
 export interface Detection {
   /** The source key as passed to observe(). */
-  source: string;
+  source: SourceKey;
   /** The port of the event that crossed the threshold. */
   port: number;
   /** The timestamp of that event (with late events it may be < lastMs). */
@@ -99,8 +102,8 @@ export class Detector {
   private readonly windowMs: number;
   private readonly maxSources: number;
 
-  private readonly index = new Map<string, number>();
-  private readonly keys: (string | undefined)[] = [];
+  private readonly index = new Map<SourceKey, number>();
+  private readonly keys: (SourceKey | undefined)[] = [];
   private ports = new Uint16Array(0);
   private times = new Float64Array(0);
   private counts = new Uint8Array(0);
@@ -137,13 +140,13 @@ export class Detector {
   }
 
   /**
-   * One new-connection SYN. source: an opaque key (the caller passes the
-   * 16-byte address as a latin1 string); port: the destination port; tsMs:
+   * One new-connection SYN. source: an opaque key (the service passes the
+   * address's sourceKey: a number for IPv4, a latin1 string for IPv6); port: the destination port; tsMs:
    * the event time in ms since the epoch (fractional allowed). Returns the
    * detection if this event makes the source a scanner, else undefined.
    * Throws RangeError for a port outside 0..65535 or a non-finite tsMs.
    */
-  observe(source: string, port: number, tsMs: number): Detection | undefined {
+  observe(source: SourceKey, port: number, tsMs: number): Detection | undefined {
     if ((port & 0xffff) !== port) throw new RangeError(`port must be an integer in 0..65535, got ${port}`);
     if (tsMs - tsMs !== 0) throw new RangeError(`tsMs must be a finite number, got ${tsMs}`);
     if (tsMs > this.clock) this.clock = tsMs;
@@ -219,7 +222,7 @@ export class Detector {
   }
 
   /** Drops a source's history; true if it was tracked. */
-  forget(source: string): boolean {
+  forget(source: SourceKey): boolean {
     const slot = this.index.get(source);
     if (slot === undefined) return false;
     this.release(slot);
@@ -294,7 +297,7 @@ export class Detector {
     this.tail = slot;
   }
 
-  private detect(slot: number, source: string, port: number, tsMs: number): Detection {
+  private detect(slot: number, source: SourceKey, port: number, tsMs: number): Detection {
     const n = this.n;
     const base = slot * n;
     const hits: { port: number; ms: number }[] = [];
@@ -312,7 +315,7 @@ export class Detector {
   }
 
   /** A slot for a new source, linked (unlinked from nothing) and indexed. */
-  private allocate(source: string): number {
+  private allocate(source: SourceKey): number {
     if (this.index.size >= this.maxSources) this.makeRoom();
     let slot: number;
     if (this.freeTop > 0) {

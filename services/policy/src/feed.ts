@@ -1,5 +1,13 @@
 // The live feed behind the table and Watch: connections, whitelist and
 // blacklist events. Recent events are kept for Watch's `since`.
+//
+// Connections arrive at up to a million a second, and most of the time
+// nobody watches: a connection is kept raw (time, port, the 16 address bytes
+// copied into typed arrays, the probe id by reference) and becomes a
+// FeedEvent, with its address formatted, only when someone reads it: a
+// subscriber at once, Watch's `since` later. The rarer events (whitelist,
+// blacklist, unblock) are kept as the objects they are published as.
+import { formatAddress } from '@packetwatch/common';
 import type { TableKind } from '@packetwatch/common';
 
 export type FeedKind = TableKind;
@@ -14,18 +22,58 @@ export interface FeedEvent {
   message: string;
 }
 
+const ADDR_LEN = 16;
+
 export class Feed {
-  readonly #recent: (FeedEvent | undefined)[];
+  readonly #capacity: number;
+  /** Per slot: a published object, or undefined for a raw connection (below). */
+  readonly #objects: (FeedEvent | undefined)[];
+  readonly #times: Float64Array;
+  readonly #ports: Uint16Array;
+  readonly #addrs: Uint8Array;
+  readonly #probes: (string | undefined)[];
   #next = 0;
+  #size = 0;
   readonly #subscribers = new Set<(e: FeedEvent) => void>();
 
   constructor(recentCapacity = 5000) {
-    this.#recent = new Array<FeedEvent | undefined>(recentCapacity);
+    this.#capacity = recentCapacity;
+    this.#objects = new Array<FeedEvent | undefined>(recentCapacity);
+    this.#times = new Float64Array(recentCapacity);
+    this.#ports = new Uint16Array(recentCapacity);
+    this.#addrs = new Uint8Array(recentCapacity * ADDR_LEN);
+    this.#probes = new Array<string | undefined>(recentCapacity);
+  }
+
+  /** Whether anyone is subscribed (then every connection is formatted as it is published). */
+  get watched(): boolean {
+    return this.#subscribers.size > 0;
   }
 
   publish(e: FeedEvent): void {
-    this.#recent[this.#next] = e;
-    this.#next = (this.#next + 1) % this.#recent.length;
+    const slot = this.#claim();
+    this.#objects[slot] = e;
+    this.#probes[slot] = undefined;
+    this.#times[slot] = e.timeMs;
+    for (const s of this.#subscribers) s(e);
+  }
+
+  /**
+   * A new connection: the source address is the 16 bytes at `records[at]`
+   * (IPv4-mapped for IPv4), copied; nothing is allocated unless someone is
+   * subscribed.
+   */
+  publishConnection(timeMs: number, records: Uint8Array, at: number, port: number, probeId: string): void {
+    const slot = this.#claim();
+    this.#objects[slot] = undefined;
+    this.#probes[slot] = probeId;
+    this.#times[slot] = timeMs;
+    this.#ports[slot] = port;
+    const addrs = this.#addrs;
+    const base = slot * ADDR_LEN;
+    for (let i = 0; i < ADDR_LEN; i++) addrs[base + i] = records[at + i]!;
+    if (this.#subscribers.size === 0) return;
+    const e = this.#event(slot);
     for (const s of this.#subscribers) s(e);
   }
 
@@ -36,12 +84,28 @@ export class Feed {
 
   /** Recent events at or after sinceMs, oldest first. */
   since(sinceMs: number): FeedEvent[] {
-    const n = this.#recent.length;
+    const n = this.#capacity;
     const out: FeedEvent[] = [];
-    for (let i = 0; i < n; i++) {
-      const e = this.#recent[(this.#next + i) % n];
-      if (e && e.timeMs >= sinceMs) out.push(e);
+    const first = (this.#next - this.#size + n) % n;
+    for (let i = 0; i < this.#size; i++) {
+      const slot = (first + i) % n;
+      if (this.#times[slot]! >= sinceMs) out.push(this.#event(slot));
     }
     return out;
+  }
+
+  #claim(): number {
+    const slot = this.#next;
+    this.#next = (slot + 1) % this.#capacity;
+    if (this.#size < this.#capacity) this.#size++;
+    return slot;
+  }
+
+  #event(slot: number): FeedEvent {
+    const o = this.#objects[slot];
+    if (o) return o;
+    const base = slot * ADDR_LEN;
+    const source = formatAddress(Buffer.from(this.#addrs.buffer, this.#addrs.byteOffset + base, ADDR_LEN));
+    return { timeMs: this.#times[slot]!, kind: 'connection', source, port: this.#ports[slot]!, probeId: this.#probes[slot] ?? '', message: '' };
   }
 }

@@ -1,6 +1,7 @@
 import { parseAddress } from '@packetwatch/common';
 import { describe, expect, it } from 'vitest';
 import { Allowlist } from '../src/allowlist.js';
+import { addressKey } from '../src/sourcekey.js';
 
 /** Whether the allowlist covers the address given as text. */
 const covers = (a: Allowlist, text: string): boolean => a.has(parseAddress(text));
@@ -195,5 +196,47 @@ describe("Allowlist: probes' own addresses", () => {
     a.setOwn('p2', ['192.0.2.1', '198.51.100.1']);
     expect(a.configured).toEqual(['10.0.0.0/8', '2001:db8::/32']);
     expect(a.entries()).toEqual(['10.0.0.0/8', '2001:db8::/32', '192.0.2.1', '198.51.100.1']);
+  });
+});
+
+describe('Allowlist: the per-event check (hasSource)', () => {
+  const check = (a: Allowlist, text: string, at = 24): boolean => {
+    // The address inside a record, as the service passes it.
+    const buf = Buffer.alloc(64, 0x5a);
+    parseAddress(text).copy(buf, at);
+    return a.hasSource(addressKey(parseAddress(text)), buf, at);
+  };
+
+  it('agrees with has() on IPv4 and IPv6 prefixes, own addresses and operator entries', () => {
+    const a = new Allowlist(['192.0.2.0/24', '2001:db8::/32', '10.0.0.0/8']);
+    a.setOwn('p1', ['198.51.100.7', 'fe80::1']);
+    a.addOperator('203.0.113.128/25', 0, '');
+    const texts = ['192.0.2.1', '192.0.3.1', '10.255.255.255', '11.0.0.0', '198.51.100.7', '198.51.100.8', '203.0.113.128', '203.0.113.127',
+      '2001:db8::1', '2001:db9::1', 'fe80::1', 'fe80::2', '::ffff:192.0.2.9', '::1'];
+    for (const t of texts) expect([t, check(a, t)]).toEqual([t, covers(a, t)]);
+    expect(texts.filter((t) => check(a, t))).toEqual(['192.0.2.1', '10.255.255.255', '198.51.100.7', '203.0.113.128', '2001:db8::1', 'fe80::1', '::ffff:192.0.2.9']);
+  });
+
+  it('covers every IPv4 source with 0.0.0.0/0, and every source with ::/0', () => {
+    const v4 = new Allowlist(['0.0.0.0/0']);
+    expect(check(v4, '255.255.255.255')).toBe(true);
+    expect(check(v4, '0.0.0.0')).toBe(true);
+    expect(check(v4, '2001:db8::1')).toBe(false);
+    const all = new Allowlist(['::/0']);
+    expect(check(all, '192.0.2.1')).toBe(true);
+    expect(check(all, '2001:db8::1')).toBe(true);
+  });
+
+  it('sees operator and own-address changes at once', () => {
+    const a = new Allowlist([]);
+    expect(check(a, '192.0.2.1')).toBe(false);
+    a.addOperator('192.0.2.0/24', 0, '');
+    expect(check(a, '192.0.2.1')).toBe(true);
+    a.removeOperator('192.0.2.0/24');
+    expect(check(a, '192.0.2.1')).toBe(false);
+    a.setOwn('p1', ['2001:db8::7']);
+    expect(check(a, '2001:db8::7')).toBe(true);
+    a.dropOwn('p1');
+    expect(check(a, '2001:db8::7')).toBe(false);
   });
 });

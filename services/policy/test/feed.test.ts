@@ -1,3 +1,4 @@
+import { parseAddress } from '@packetwatch/common';
 import { describe, expect, it } from 'vitest';
 import { Feed, type FeedEvent } from '../src/feed.js';
 
@@ -114,5 +115,52 @@ describe('Feed: recent events', () => {
     feed.publish(ev(3, T0 + 3000));
     expect(feed.since(T0)).toEqual([ev(1, T0 + 2000), ev(2, T0 + 1000), ev(3, T0 + 3000)]);
     expect(feed.since(T0 + 1500)).toEqual([ev(1, T0 + 2000), ev(3, T0 + 3000)]);
+  });
+});
+
+describe('Feed: raw connections', () => {
+  /** An event record's source address at offset 8, as the service publishes it. */
+  const record = (text: string): Buffer => {
+    const buf = Buffer.alloc(56, 0x77);
+    parseAddress(text).copy(buf, 8);
+    return buf;
+  };
+
+  it('keeps connections raw and formats them when read, in publication order with other events', () => {
+    const feed = new Feed(4);
+    const rec = record('192.0.2.9');
+    feed.publishConnection(T0 + 1, rec, 8, 443, 'host/eth0');
+    rec.fill(0); // the feed copied the address: the batch's buffer may be reused
+    const whitelist: FeedEvent = { timeMs: T0 + 2, kind: 'whitelist', source: '10.0.0.0/8', port: 0, probeId: '', message: 'PW_ALLOWLIST' };
+    feed.publish(whitelist);
+    feed.publishConnection(T0 + 3, record('2001:db8::9'), 8, 22, 'host/eth0');
+    expect(feed.since(0)).toEqual([
+      { timeMs: T0 + 1, kind: 'connection', source: '192.0.2.9', port: 443, probeId: 'host/eth0', message: '' },
+      whitelist,
+      { timeMs: T0 + 3, kind: 'connection', source: '2001:db8::9', port: 22, probeId: 'host/eth0', message: '' },
+    ]);
+    expect(feed.since(T0 + 2)).toHaveLength(2);
+  });
+
+  it('delivers formatted connections to subscribers, and says whether anyone watches', () => {
+    const feed = new Feed(4);
+    expect(feed.watched).toBe(false);
+    const got: FeedEvent[] = [];
+    const unsubscribe = feed.subscribe((e) => got.push(e));
+    expect(feed.watched).toBe(true);
+    feed.publishConnection(T0, record('198.51.100.1'), 8, 80, 'p');
+    expect(got).toEqual([{ timeMs: T0, kind: 'connection', source: '198.51.100.1', port: 80, probeId: 'p', message: '' }]);
+    unsubscribe();
+    expect(feed.watched).toBe(false);
+  });
+
+  it('overwrites the oldest raw and object events alike once the ring wraps', () => {
+    const feed = new Feed(2);
+    feed.publish(ev(1));
+    feed.publishConnection(T0 + 2000, record('192.0.2.2'), 8, 2, 'host/lo');
+    feed.publishConnection(T0 + 3000, record('192.0.2.3'), 8, 3, 'host/lo');
+    expect(feed.since(0)).toEqual([ev(2), ev(3)]);
+    feed.publish(ev(4));
+    expect(feed.since(0)).toEqual([ev(3), ev(4)]);
   });
 });
