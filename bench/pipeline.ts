@@ -116,6 +116,9 @@ interface Run {
   keptUp: boolean;
 }
 
+/** inFlight() once the setup SYN has arrived (the setup's own SYNs, none of them in flight). */
+let settled = 0;
+
 const counter = (s: GetStatusResponse, name: 'syn' | 'events' | 'ringbufFull') => Number(s.counters?.[name] ?? 0n);
 
 interface Books {
@@ -133,12 +136,18 @@ async function books(stack: Stack): Promise<Books> {
  * then waits until the policy has received or been told it lost every event
  * the program wrote, and closes the books.
  */
+/** SYNs the program saw minus events the policy received or was told were lost: constant while nothing is in flight. */
+const inFlight = (b: Books) => counter(b.probe, 'syn') - Number(b.policy.eventsReceived + b.policy.eventsLost);
+
 async function measure(stack: Stack, driver: string, rate: number, body: () => Promise<number>): Promise<Run> {
+  // A run starts once the previous one's events are all accounted for, so that none of them is counted in this one.
+  await waitFor('the previous run\'s events to be accounted for', async () => (inFlight(await books(stack)) <= settled ? true : undefined), 60_000);
   const b0 = await books(stack);
   const c0 = cpuSample(stack);
   const seconds = await body();
   const bEnd = await books(stack);
-  const written = counter(bEnd.probe, 'events') - counter(b0.probe, 'events');
+  // Every SYN the program saw is either received by the policy or reported to it as lost (ringbufFull included).
+  const written = counter(bEnd.probe, 'syn') - counter(b0.probe, 'syn');
   let closed = true;
   try {
     await waitFor(
@@ -181,7 +190,7 @@ async function measure(stack: Stack, driver: string, rate: number, body: () => P
     ringbufFull,
     probeLost,
     policyLost,
-    unaccounted: events - received - policyLost,
+    unaccounted: syn - received - policyLost,
     detections: Number(b1.policy.detections - b0.policy.detections),
     closed,
     cpu,
@@ -329,7 +338,7 @@ const METHOD =
   `the policy received (GetStatus eventsReceived) during the run / run time; lag = events the program wrote that the ` +
   `policy had not received when the driver stopped, in ms of the offered rate. Losses where they are counted: ` +
   `ringbufFull (kernel), probe lost (its eventsLost, which includes ringbufFull), policy lost (lost_events the probe ` +
-  `reported to it), so they overlap; unaccounted = events written - received - policy lost after draining (up to ` +
+  `reported to it), so they overlap; unaccounted = SYNs the program saw - received - policy lost after draining (up to ` +
   `${DRAIN_TIMEOUT_MS / 1000} s). Result ok: all 0, every event the program wrote received by the policy, lag <= ` +
   `${MAX_LAG_MS} ms. CPU is averaged over the run and its drain (100% = one CPU), from /proc/<pid>/stat of the probe, ` +
   `the policy and the driver (bpftool, which also pays for the XDP program, or hping3, whose sends run the veth and ` +
@@ -498,6 +507,7 @@ async function main(): Promise<void> {
     const verdict = runOnce(programId, frames[0]!);
     if (verdict !== XDP_PASS) throw new BenchError(`setup check: the program returned ${verdict} for a SYN, expected XDP_PASS`);
     await waitFor('the setup SYN at the policy', async () => ((await stack.policyStatus()).eventsReceived > b0.policy.eventsReceived ? true : undefined), 5000);
+    settled = inFlight(await books(stack));
     console.log(`setup: probe + policy up in ${net.victimNs} (program ${programId}); one SYN reached the policy`);
 
     const out: Run[] = [];
