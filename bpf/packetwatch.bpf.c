@@ -11,7 +11,7 @@
  *  - blocked sources produce no event, allowlisted sources are never dropped;
  *  - one map lookup on the common path (the per-CPU counters); the blocklist is
  *    consulted only for frames it could drop, the allowlist only on a block hit
- *    that has not been checked against the allowlist as it is now;
+ *    the per-CPU drop cache does not already vouch for (see blocked);
  *  - the precise clock is read at most once a second per CPU (see pw_now).
  */
 #include <linux/bpf.h>
@@ -30,7 +30,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /*
  * PW_VARIANT_* switches are never set by the build: bench/datapath.ts compiles
  * them to measure, in the same run, what a design choice buys (the earlier
- * precise clock, the allowlist looked up on every block hit) and what a step
+ * precise clock, every block hit on the full path) and what a step
  * costs (the event write).
  */
 
@@ -82,19 +82,36 @@ struct {
 	__uint(max_entries, 1);
 } scan_rate SEC(".maps");
 
-/* The allowlist's generation: user space (Datapath) moves it forward after
- * every insertion into the allowlist. A block hit remembers, in its
- * _allow_gen, the generation at which its source was last found not to be
- * allowlisted; while the generation has not moved, the LPM lookup is skipped.
- * Removals need no bump: what was not allowlisted stays not allowlisted.
- * 0 (never set) matches no block, so an object loaded without Datapath
- * checks the allowlist on every hit. */
+/* The lists' generation: user space (Datapath) moves it forward after every
+ * write of its own to the blocklist and every insertion into the allowlist,
+ * which invalidates every slot of the drop cache at once. 0 (never set)
+ * validates no slot, so an object loaded without Datapath takes the full
+ * path on every block hit. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(max_entries, 1);
-} allowlist_gen SEC(".maps");
+} list_gen SEC(".maps");
+
+/* The drop cache: a direct-mapped, per-CPU memory of sources found blocked
+ * (and not allowlisted) at a generation, so that a repeated drop costs an
+ * array slot instead of a hash lookup and an LPM lookup. Per CPU, so that a
+ * slot is only ever written by the CPU that reads it: no torn slots. Two
+ * blocked sources sharing a slot only take turns on the full path. */
+#define PW_DROP_CACHE_BITS 12
+struct pw_drop_slot {
+	__u64 addr[2];
+	__u64 expires_ns;
+	__u64 gen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct pw_drop_slot);
+	__uint(max_entries, 1 << PW_DROP_CACHE_BITS);
+} drop_cache SEC(".maps");
 
 /* One per-CPU slot holding every counter: a single lookup per frame. */
 struct pw_counters {
@@ -310,10 +327,10 @@ static __always_inline __u64 pw_now(void)
 	return mono + clock_boot_offset_ns;
 }
 
-static __always_inline __u64 allowlist_generation(void)
+static __always_inline __u64 list_generation(void)
 {
 	__u32 zero = 0;
-	__u64 *gen = bpf_map_lookup_elem(&allowlist_gen, &zero);
+	__u64 *gen = bpf_map_lookup_elem(&list_gen, &zero);
 
 	return gen ? *gen : 0;
 }
@@ -326,14 +343,39 @@ static __always_inline int allowlisted(const struct pw_addr *addr)
 	return bpf_map_lookup_elem(&allowlist, &key) != NULL;
 }
 
+static __always_inline struct pw_drop_slot *drop_slot(const union pw_addr_words *a)
+{
+	/* Multiplicative hashing of the folded address: IPv4-mapped sources
+	 * differ only in w[3], and the top bits of the product mix all of it. */
+	__u32 idx = ((a->w[0] ^ a->w[1] ^ a->w[2] ^ a->w[3]) * 0x9e3779b1U) >> (32 - PW_DROP_CACHE_BITS);
+
+	return bpf_map_lookup_elem(&drop_cache, &idx);
+}
+
 /* Whether a frame from addr must be dropped. *now is read from the clock at
  * most once per frame (only for a block that expires) and handed back for
  * the event timestamp. */
-static __always_inline int blocked(const struct pw_addr *addr, struct pw_counters *cnt, __u64 *now)
+static __always_inline int blocked(const union pw_addr_words *addr, struct pw_counters *cnt, __u64 *now)
 {
-	struct pw_block *b = bpf_map_lookup_elem(&blocklist, addr);
-	__u64 gen;
+	const __u64 *key = (const __u64 *)addr;
+	/* Read before the lookups: a list write racing with them moves the
+	 * generation past the one the slot is stamped with below. */
+	__u64 gen = list_generation();
+	struct pw_drop_slot *slot = drop_slot(addr);
+	struct pw_block *b;
 
+#ifndef PW_VARIANT_NO_DROP_CACHE
+	if (slot && gen && slot->gen == gen && slot->addr[0] == key[0] && slot->addr[1] == key[1]) {
+		if (!slot->expires_ns)
+			return 1;
+		if (!*now)
+			*now = pw_now();
+		if (slot->expires_ns > *now)
+			return 1;
+		/* Lapsed: the full path counts it. */
+	}
+#endif
+	b = bpf_map_lookup_elem(&blocklist, &addr->a);
 	if (!b)
 		return 0;
 	if (b->expires_ns) {
@@ -344,18 +386,16 @@ static __always_inline int blocked(const struct pw_addr *addr, struct pw_counter
 			return 0;
 		}
 	}
-	/* Read before the LPM lookup: an insertion racing with it moves the
-	 * generation past the one stamped below, so the next hit looks again. */
-	gen = allowlist_generation();
-#ifndef PW_VARIANT_ALLOWLIST_EVERY_HIT
-	if (gen && b->_allow_gen == gen)
-		return 1;
-#endif
-	if (allowlisted(addr)) {
+	if (allowlisted(&addr->a)) {
 		count(cnt, PW_CNT_ALLOWLISTED);
 		return 0;
 	}
-	b->_allow_gen = gen;
+	if (slot && gen) {
+		slot->addr[0] = key[0];
+		slot->addr[1] = key[1];
+		slot->expires_ns = b->expires_ns;
+		slot->gen = gen;
+	}
 	return 1;
 }
 
@@ -372,7 +412,6 @@ static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src
 	};
 	struct pw_scan_rate *rate;
 
-	b._allow_gen = allowlist_generation();
 	if (allowlisted(src))
 		return PW_SCAN_ALLOWLISTED;
 	if (scan_blocks_per_min) {
@@ -485,7 +524,7 @@ static __always_inline int other_verdict(const struct l3_info *l3, struct pw_cou
 {
 	__u64 now = 0;
 
-	if (drop_mode == PW_DROP_ALL && blocked(&l3->saddr.a, cnt, &now)) {
+	if (drop_mode == PW_DROP_ALL && blocked(&l3->saddr, cnt, &now)) {
 		count(cnt, PW_CNT_OTHER_DROPPED);
 		return XDP_DROP;
 	}
@@ -555,7 +594,7 @@ int packetwatch(struct xdp_md *ctx)
 		return other_verdict(&l3, cnt);
 
 	count(cnt, PW_CNT_SYN);
-	if (blocked(&l3.saddr.a, cnt, &now)) {
+	if (blocked(&l3.saddr, cnt, &now)) {
 		count(cnt, PW_CNT_SYN_DROPPED);
 		return XDP_DROP;
 	}

@@ -43,16 +43,12 @@ enum pw_block_reason {
 /* Value of the blocklist. Times are CLOCK_BOOTTIME nanoseconds, so expiry keeps
  * working while user space is down and across suspend; the program reads that
  * clock at tick resolution, so a block lapses up to one tick (4 ms at HZ=250)
- * late. expires_ns == 0 means the block never expires.
- * _allow_gen is the program's own: the allowlist generation at which the
- * source was last found not allowlisted. User space writes it as 0 ("not
- * checked"), so every block it writes is checked on its first hit. */
+ * late. expires_ns == 0 means the block never expires. */
 struct pw_block {
 	__u64 expires_ns;
 	__u64 created_ns;
 	__u32 reason;
 	__u32 flags;
-	__u64 _allow_gen;
 };
 
 /* tcp_flags bits, as on the wire (byte 13 of the TCP header). */

@@ -34,49 +34,91 @@ import {
 } from './records.js';
 
 /** The maps a pinned Datapath shares with the next run (the ring buffer's readers and the detector's state are per run). */
-const PINNED_MAPS = ['blocklist', 'allowlist', 'allowlist_gen', 'counters', 'events'];
+const PINNED_MAPS = ['blocklist', 'allowlist', 'list_gen', 'counters', 'events'];
 
 /**
- * The allowlist LPM trie. Every insertion also moves the allowlist generation
- * forward: the program skips the allowlist lookup on a block hit whose source
- * it already found not allowlisted at the current generation, so an insertion
- * that did not move it could leave a newly allowlisted source dropped. Write
- * the allowlist through this class (or move allowlist_gen yourself).
+ * The lists' generation (the list_gen map). The program keeps a per-CPU
+ * cache of sources it found blocked and not allowlisted, each slot stamped
+ * with the generation it was filled at; moving the generation invalidates
+ * them all. It must move after every change that can make a cached drop
+ * wrong: any write to the blocklist, any insertion into the allowlist. The
+ * Blocklist and Allowlist below do it; a write past them (bpftool on the
+ * pinned maps) takes effect on cached sources at the next move.
  */
-export class Allowlist extends TypedMap<LpmKey, number> {
-  readonly #generation: TypedMap<number, bigint>;
+export class Generation {
+  readonly #map: TypedMap<number, bigint>;
 
-  constructor(map: BpfMap, generation: BpfMap) {
-    super(map, lpmKeyCodec, u8);
-    this.#generation = generation.typed(u32, u64);
+  constructor(map: BpfMap) {
+    this.#map = map.typed(u32, u64);
   }
 
-  /** The generation the program compares block stamps with; never 0 after Datapath.load. */
-  get generation(): bigint {
-    return this.#generation.get(0) ?? 0n;
+  /** Never 0 after Datapath.load (0 validates no cache slot). */
+  get value(): bigint {
+    return this.#map.get(0) ?? 0n;
   }
 
   /**
-   * Moves the generation past every value it had, in this run or in an
-   * earlier one sharing the pinned blocklist: at least one more, and at least
-   * the boot-time clock, so a generation map created afresh next to an old
-   * blocklist cannot repeat a stamp the blocklist holds.
+   * Moves past every value it had, in this run or in an earlier one sharing
+   * the pinned maps: at least one more, and at least the boot-time clock, so
+   * a generation map created afresh cannot repeat an old stamp.
    */
   bump(): void {
-    const next = this.generation + 1n;
+    const next = this.value + 1n;
     const now = clock.boottimeNs();
-    this.#generation.set(0, next > now ? next : now);
+    this.#map.set(0, next > now ? next : now);
+  }
+
+  /** Runs a list write, then moves the generation, even when the write failed part-way. */
+  after<T>(write: () => T): T {
+    try {
+      return write();
+    } finally {
+      this.bump();
+    }
+  }
+}
+
+/** The blocklist hash; every write moves the generation (an unblock must not be undone by a cached drop). */
+export class Blocklist extends TypedMap<Buffer, BlockEntry> {
+  constructor(
+    map: BpfMap,
+    readonly generation: Generation,
+  ) {
+    super(map, addrCodec, blockCodec);
+  }
+
+  override set(key: Buffer, value: BlockEntry, flags: UpdateFlags = UpdateFlags.Any): void {
+    return this.generation.after(() => super.set(key, value, flags));
+  }
+
+  override delete(key: Buffer): boolean {
+    return this.generation.after(() => super.delete(key));
+  }
+
+  override setMany(entries: readonly (readonly [Buffer, BlockEntry])[], flags: UpdateFlags = UpdateFlags.Any): number {
+    return this.generation.after(() => super.setMany(entries, flags));
+  }
+
+  override deleteMany(keys: readonly Buffer[]): number {
+    return this.generation.after(() => super.deleteMany(keys));
+  }
+}
+
+/** The allowlist LPM trie; every insertion moves the generation (a cached drop of a newly allowlisted source must end). */
+export class Allowlist extends TypedMap<LpmKey, number> {
+  constructor(
+    map: BpfMap,
+    readonly generation: Generation,
+  ) {
+    super(map, lpmKeyCodec, u8);
   }
 
   override set(key: LpmKey, value: number, flags: UpdateFlags = UpdateFlags.Any): void {
-    super.set(key, value, flags);
-    this.bump();
+    return this.generation.after(() => super.set(key, value, flags));
   }
 
   override setMany(entries: readonly (readonly [LpmKey, number])[], flags: UpdateFlags = UpdateFlags.Any): number {
-    const n = super.setMany(entries, flags);
-    this.bump();
-    return n;
+    return this.generation.after(() => super.setMany(entries, flags));
   }
 }
 
@@ -116,15 +158,17 @@ export interface BlockOptions {
 
 export class Datapath {
   readonly program: Program;
-  readonly blocklist: TypedMap<Buffer, BlockEntry>;
+  readonly generation: Generation;
+  readonly blocklist: Blocklist;
   readonly allowlist: Allowlist;
   readonly events: BpfMap;
   readonly #counters: PerCpuMap<number, Counters>;
 
   private constructor(readonly collection: Collection) {
     this.program = collection.program(PROGRAM_NAME);
-    this.blocklist = collection.map('blocklist').typed(addrCodec, blockCodec);
-    this.allowlist = new Allowlist(collection.map('allowlist'), collection.map('allowlist_gen'));
+    this.generation = new Generation(collection.map('list_gen'));
+    this.blocklist = new Blocklist(collection.map('blocklist'), this.generation);
+    this.allowlist = new Allowlist(collection.map('allowlist'), this.generation);
     this.events = collection.map('events');
     this.#counters = collection.map('counters').perCpuTyped(u32, countersCodec);
   }
@@ -150,8 +194,8 @@ export class Datapath {
       }
       const dp = new Datapath(spec.load());
       try {
-        // Before the program sees a frame: generation 0 would make it check the allowlist on every block hit.
-        dp.allowlist.bump();
+        // Before the program sees a frame: generation 0 would keep its drop cache unused.
+        dp.generation.bump();
       } catch (e) {
         dp.close();
         throw e;

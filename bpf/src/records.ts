@@ -40,12 +40,8 @@ export const BLOCK_FLAGS = {
   kernelDetected: 0x1,
 } as const;
 
-/**
- * struct pw_block: blocklist value. Its last 8 bytes (_allow_gen) belong to
- * the program; writing an entry zeroes them, which asks the program to check
- * the source against the allowlist on its next hit.
- */
-export const blockCodec: StructCodec<BlockEntry> = struct<BlockEntry>(32, {
+/** struct pw_block: blocklist value. */
+export const blockCodec: StructCodec<BlockEntry> = struct<BlockEntry>(24, {
   expiresNs: { offset: 0, codec: u64 },
   createdNs: { offset: 8, codec: u64 },
   reason: { offset: 16, codec: u32 },

@@ -285,7 +285,7 @@ describe('default mode (drop new-connection SYNs of blocked sources)', () => {
     expect(h.run(synFrame(ATTACKER, VICTIM, 40000, 22)).verdict).toBe(XDP_DROP);
   });
 
-  it('passes a source allowlisted after its SYNs were dropped: the insertion moves the allowlist generation', () => {
+  it('passes a source allowlisted after its SYNs were dropped (and cached as dropped): the insertion moves the generation', () => {
     h.dp.block(ATTACKER);
     expect(h.run(synFrame(ATTACKER, VICTIM, 40000, 22)).verdict).toBe(XDP_DROP);
     expect(h.run(synFrame(ATTACKER, VICTIM, 40000, 22)).verdict).toBe(XDP_DROP);
@@ -295,16 +295,53 @@ describe('default mode (drop new-connection SYNs of blocked sources)', () => {
     expect(o.counters).toEqual({ frames: 1n, syn: 1n, events: 1n, allowlisted: 1n });
   });
 
-  it('skips the allowlist on a block hit already checked at this generation, and looks again once it moves', () => {
+  it('drops a source again from its cache slot while the generation stands, and takes the full path once it moves', () => {
     h.dp.block(ATTACKER);
     expect(h.run(synFrame(ATTACKER, VICTIM, 40000, 22)).verdict).toBe(XDP_DROP);
-    // Written to the map directly, past Datapath: the generation stays, and the hit stays checked.
+    // Written to the map directly, past Datapath: the generation stands, and so does the cached drop.
     h.dp.allowlist.map.update(encode(lpmKeyCodec, { prefixLen: 128, addr: parseAddress(ATTACKER) }), Buffer.from([1]));
     expect(h.run(synFrame(ATTACKER, VICTIM, 40000, 22)).verdict).toBe(XDP_DROP);
-    const gen = h.dp.allowlist.generation;
-    h.dp.allowlist.bump();
-    expect(h.dp.allowlist.generation > gen).toBe(true);
+    const gen = h.dp.generation.value;
+    h.dp.generation.bump();
+    expect(h.dp.generation.value > gen).toBe(true);
     expect(h.run(synFrame(ATTACKER, VICTIM, 40000, 22)).verdict).toBe(XDP_PASS);
+  });
+
+  it('passes a source at once when it is unblocked after drops', () => {
+    h.dp.block(ATTACKER);
+    expect(h.run(synFrame(ATTACKER, VICTIM, 40000, 22)).verdict).toBe(XDP_DROP);
+    expect(h.run(synFrame(ATTACKER, VICTIM, 40000, 22)).verdict).toBe(XDP_DROP);
+    expect(h.dp.unblock(ATTACKER)).toBe(true);
+    const o = h.run(synFrame(ATTACKER, VICTIM, 40000, 22));
+    expect(o.verdict).toBe(XDP_PASS);
+    expect(o.counters).toEqual({ frames: 1n, syn: 1n, events: 1n });
+  });
+
+  it('follows a block rewritten after drops: an expiry moved into the past lets the source through', () => {
+    h.dp.block(ATTACKER);
+    expect(h.run(synFrame(ATTACKER, VICTIM, 40000, 22)).verdict).toBe(XDP_DROP);
+    const now = clock.boottimeNs();
+    h.dp.blocklist.set(parseAddress(ATTACKER), { createdNs: now - 2_000_000_000n, expiresNs: now - TICK_NS, reason: 1, flags: 0 });
+    const o = h.run(synFrame(ATTACKER, VICTIM, 40000, 22));
+    expect(o.verdict).toBe(XDP_PASS);
+    expect(o.counters).toEqual({ frames: 1n, syn: 1n, events: 1n, blockExpired: 1n });
+  });
+
+  it('keeps apart blocked sources that share a cache slot', () => {
+    // 64 blocked sources among the 4,096 of 10.0.0.0/20, as many as the cache has slots: many share one.
+    const source = (i: number) => `10.0.${i >> 8}.${i & 0xff}`;
+    const blocked = Array.from({ length: 64 }, (_, i) => source((i * 61) % 4096));
+    for (const a of blocked) h.dp.block(a);
+    for (let round = 0; round < 2; round++) {
+      for (const a of blocked) expect(h.run(synFrame(a, VICTIM, 40000, 22)).verdict).toBe(XDP_DROP);
+    }
+    for (let i = 0; i < 4096; i++) {
+      const a = source(i);
+      if (blocked.includes(a)) continue;
+      const { retval } = h.dp.program.testRun({ data: synFrame(a, VICTIM, 40000, 22) });
+      if (retval !== XDP_PASS) expect.fail(`${a} was dropped, never blocked`);
+    }
+    h.reader.consume();
   });
 
   it('checks a block rewritten by user space against the allowlist again', () => {
