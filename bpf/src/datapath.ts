@@ -4,6 +4,7 @@
 import { fileURLToPath } from 'node:url';
 import {
   type BpfMap,
+  type Codec,
   type Collection,
   ObjectSpec,
   type PerCpuMap,
@@ -78,49 +79,42 @@ export class Generation {
   }
 }
 
-/** The blocklist hash; every write moves the generation (an unblock must not be undone by a cached drop). */
-export class Blocklist extends TypedMap<Buffer, BlockEntry> {
+/**
+ * One of the lists the drop cache depends on, the blocklist hash or the
+ * allowlist LPM trie: every write moves the generation. (For the blocklist
+ * any write matters: an unblock or a new expiry must not be undone by a
+ * cached drop; for the allowlist insertions do, removals only cost the
+ * cache a refill.)
+ */
+export class ListMap<K, V> extends TypedMap<K, V> {
   constructor(
     map: BpfMap,
+    key: Codec<K>,
+    value: Codec<V>,
     readonly generation: Generation,
   ) {
-    super(map, addrCodec, blockCodec);
+    super(map, key, value);
   }
 
-  override set(key: Buffer, value: BlockEntry, flags: UpdateFlags = UpdateFlags.Any): void {
+  override set(key: K, value: V, flags: UpdateFlags = UpdateFlags.Any): void {
     return this.generation.after(() => super.set(key, value, flags));
   }
 
-  override delete(key: Buffer): boolean {
+  override delete(key: K): boolean {
     return this.generation.after(() => super.delete(key));
   }
 
-  override setMany(entries: readonly (readonly [Buffer, BlockEntry])[], flags: UpdateFlags = UpdateFlags.Any): number {
+  override setMany(entries: readonly (readonly [K, V])[], flags: UpdateFlags = UpdateFlags.Any): number {
     return this.generation.after(() => super.setMany(entries, flags));
   }
 
-  override deleteMany(keys: readonly Buffer[]): number {
+  override deleteMany(keys: readonly K[]): number {
     return this.generation.after(() => super.deleteMany(keys));
   }
 }
 
-/** The allowlist LPM trie; every insertion moves the generation (a cached drop of a newly allowlisted source must end). */
-export class Allowlist extends TypedMap<LpmKey, number> {
-  constructor(
-    map: BpfMap,
-    readonly generation: Generation,
-  ) {
-    super(map, lpmKeyCodec, u8);
-  }
-
-  override set(key: LpmKey, value: number, flags: UpdateFlags = UpdateFlags.Any): void {
-    return this.generation.after(() => super.set(key, value, flags));
-  }
-
-  override setMany(entries: readonly (readonly [LpmKey, number])[], flags: UpdateFlags = UpdateFlags.Any): number {
-    return this.generation.after(() => super.setMany(entries, flags));
-  }
-}
+export type Blocklist = ListMap<Buffer, BlockEntry>;
+export type Allowlist = ListMap<LpmKey, number>;
 
 /** The compiled program, built by `make bpf` next to its source. */
 export const OBJECT_PATH = fileURLToPath(new URL('../build/packetwatch.bpf.o', import.meta.url));
@@ -167,8 +161,8 @@ export class Datapath {
   private constructor(readonly collection: Collection) {
     this.program = collection.program(PROGRAM_NAME);
     this.generation = new Generation(collection.map('list_gen'));
-    this.blocklist = new Blocklist(collection.map('blocklist'), this.generation);
-    this.allowlist = new Allowlist(collection.map('allowlist'), this.generation);
+    this.blocklist = new ListMap(collection.map('blocklist'), addrCodec, blockCodec, this.generation);
+    this.allowlist = new ListMap(collection.map('allowlist'), lpmKeyCodec, u8, this.generation);
     this.events = collection.map('events');
     this.#counters = collection.map('counters').perCpuTyped(u32, countersCodec);
   }
