@@ -28,7 +28,7 @@ import {
   runOnce,
   sleep,
 } from './harness.js';
-import { type Family, SourceFrames, collectGarbage, feedPopulation, rssBytes, sourceAddress } from './population.js';
+import { RANGES, type SourceRange, SourceFrames, collectGarbage, feedPopulation, rssBytes, sourceAddress } from './population.js';
 import {
   BenchError,
   REPO_ROOT,
@@ -60,11 +60,20 @@ const FLOOD_SECONDS = SMOKE ? 5 : 60;
 const WARMUP_SECONDS = SMOKE ? 1 : 10;
 const FLOOD_RATE = SMOKE ? 100_000 : 500_000;
 const TARGET_FLAT = 10;
+/**
+ * The flood is driven as consecutive bpftool batches of this length: bpftool
+ * 7.1's batch mode keeps every data_in file it opens open (one descriptor per
+ * `prog run` line, 800 a second here), so one batch for the whole flood would
+ * run out of descriptors.
+ */
+const SEGMENT_SECONDS = 5;
 /** The flood: this many sources (RFC 2544 range), one port each, so none is ever a scanner. */
 const FLOOD_SOURCES = 64;
 const SLOT = 230;
-const FAMILIES: readonly Family[] = [4, 6];
+const POPULATIONS: readonly SourceRange[] = [RANGES.v4Low, RANGES.v4High, RANGES.v6];
 const DETECTOR_JS = join(REPO_ROOT, 'services/policy/dist/detector.js');
+/** How the policy keys a source, when it has such a module (else the 16-byte address as a latin1 string). */
+const SOURCE_KEY_JS = join(REPO_ROOT, 'services/policy/dist/sourcekey.js');
 
 interface Libs {
   bpf: typeof import('@packetwatch/bpf');
@@ -72,7 +81,7 @@ interface Libs {
 }
 
 interface PerSource {
-  family: Family;
+  range: SourceRange;
   sources: number;
   tracked: number;
   evictions: number;
@@ -140,22 +149,24 @@ function slope(xs: readonly number[], ys: readonly number[]): number {
 
 /**
  * What a tracked source costs the detector, part by part, in a Node process
- * of its own with --expose-gc: the key string (16 bytes of address as a
- * latin1 string, as the policy's service.ts makes it), a Map entry from key
+ * of its own with --expose-gc: the key as the policy makes it (its
+ * sourceKey(), or the 16-byte address as a latin1 string), a Map entry from key
  * to slot, and the detector itself (its Map, slot arrays and key list, the
  * key strings not counted again), each as heapUsed + arrayBuffers after a
  * full collection.
  */
-function breakdown(family: Family, sources: number): Breakdown {
+function breakdown(range: SourceRange, sources: number): Breakdown {
   const script = `
     const { Detector } = await import(${JSON.stringify(DETECTOR_JS)});
-    const [S, fam, max, win] = process.argv.slice(1).map(Number);
+    let keyOf = (buf) => buf.toString('latin1');
+    try { const m = await import(${JSON.stringify(SOURCE_KEY_JS)}); keyOf = (buf) => m.sourceKey(buf, 0); } catch {}
+    const [S, fam, base, max, win] = process.argv.slice(1).map(Number);
     const mem = () => { gc(); gc(); const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers; };
     const addr = Buffer.alloc(16);
     if (fam === 4) { addr[10] = 0xff; addr[11] = 0xff; } else { addr.writeUInt32BE(0x20010db8, 0); }
     const keys = new Array(S).fill(undefined);
     const b0 = mem();
-    for (let i = 0; i < S; i++) { addr.writeUInt32BE(fam === 4 ? (((100 << 24) + (64 << 16) + i) >>> 0) : i, 12); keys[i] = addr.toString('latin1'); }
+    for (let i = 0; i < S; i++) { addr.writeUInt32BE((base + i) >>> 0, 12); keys[i] = keyOf(addr); }
     const b1 = mem();
     const map = new Map();
     for (let i = 0; i < S; i++) map.set(keys[i], i);
@@ -172,7 +183,7 @@ function breakdown(family: Family, sources: number): Breakdown {
   try {
     const out = execFileSync(
       process.execPath,
-      ['--expose-gc', '--input-type=module', '-e', script, String(sources), String(family), String(MAX_TRACKED), String(WINDOW_SECONDS)],
+      ['--expose-gc', '--input-type=module', '-e', script, String(sources), String(range.family), String(range.base), String(MAX_TRACKED), String(WINDOW_SECONDS)],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 20 },
     );
     return JSON.parse(out) as Breakdown;
@@ -186,12 +197,12 @@ const policyEnv = {
   PW_MAX_TRACKED_SOURCES: String(MAX_TRACKED),
 };
 
-async function perSource(libs: Libs, net: NamespacePair, family: Family, cleanup: Cleanup): Promise<PerSource> {
+async function perSource(libs: Libs, net: NamespacePair, range: SourceRange, cleanup: Cleanup): Promise<PerSource> {
   const stack = await libs.stack.Stack.start(net, 'in-kernel', cleanup, policyEnv);
   const pid = stack.svc.policy?.pid;
   const programId = (await stack.probeStatus()).programId;
   const prog = stack.openProgram(programId, cleanup);
-  const frames = new SourceFrames(family, (src, port) => libs.bpf.synFrame(src, net.victimAddr, 40_000, port));
+  const frames = new SourceFrames(range, (src, port) => libs.bpf.synFrame(src, net.victimAddr, 40_000, port));
   frames.check();
   const received = async () => Number((await stack.policyStatus()).eventsReceived);
   // Started, connected, its first sweeps and reconcile done: the state before any source.
@@ -206,13 +217,13 @@ async function perSource(libs: Libs, net: NamespacePair, family: Family, cleanup
     rssBeforeGc = rssBytes(pid);
     await collectGarbage(net.victimNs, pid);
     rss.push(rssBytes(pid));
-    console.log(`  IPv${family}: ${count((k + 1) * part)} sources fed, policy RSS ${(rss[rss.length - 1]! / 2 ** 20).toFixed(1)} MiB after GC`);
+    console.log(`  ${range.label}: ${count((k + 1) * part)} sources fed, policy RSS ${(rss[rss.length - 1]! / 2 ** 20).toFixed(1)} MiB after GC`);
   }
   const [policy, probe] = await Promise.all([stack.policyStatus(), stack.probeStatus()]);
   await stack.stop();
   const xs = rss.map((_, k) => k * part);
   return {
-    family,
+    range,
     sources: SOURCES,
     tracked: Number(policy.trackedSources),
     evictions: Number(policy.evictions),
@@ -223,7 +234,7 @@ async function perSource(libs: Libs, net: NamespacePair, family: Family, cleanup
     feedSeconds,
     perSource: (rss[rss.length - 1]! - rss[0]!) / SOURCES,
     slope: slope(xs, rss),
-    breakdown: breakdown(family, SOURCES),
+    breakdown: breakdown(range, SOURCES),
   };
 }
 
@@ -248,7 +259,11 @@ async function flood(libs: Libs, net: NamespacePair, dir: string, cleanup: Clean
   const before = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
   const cpu0 = cpuSnapshot({ probe: probePid, policy: policyPid });
   let done = false;
-  const driving = drive(programId, files, FLOOD_RATE, FLOOD_SECONDS * 1000, (c) => (driver = c)).finally(() => (done = true));
+  const driving = (async () => {
+    let seconds = 0;
+    for (let k = 0; k < FLOOD_SECONDS / SEGMENT_SECONDS; k++) seconds += (await drive(programId, files, FLOOD_RATE, SEGMENT_SECONDS * 1000, (c) => (driver = c))).seconds;
+    return { seconds };
+  })().finally(() => (done = true));
   const samples: Sample[] = [];
   const start = performance.now();
   for (let s = 1; !done; s++) {
@@ -289,7 +304,7 @@ function perSourceTable(rows: readonly PerSource[]): string {
   return table(
     ['sources', 'tracked', 'evictions', 'lost', 'feed s', 'RSS before MiB', 'RSS after MiB', 'bytes/source', 'slope bytes/source', 'before GC bytes/source', 'target', 'result'],
     rows.map((r) => [
-      `${count(r.sources)} IPv${r.family}`,
+      `${count(r.sources)} ${r.range.label}`,
       count(r.tracked),
       count(r.evictions),
       count(r.policyLost + r.probeLost),
@@ -309,7 +324,7 @@ function perSourceTable(rows: readonly PerSource[]): string {
 function checkpointTable(rows: readonly PerSource[]): string {
   const part = SOURCES / PARTS;
   return table(
-    ['sources', ...rows.map((r) => `IPv${r.family} RSS MiB`)],
+    ['sources', ...rows.map((r) => `${r.range.label} RSS MiB`)],
     rows[0]!.rss.map((_, k) => [count(k * part), ...rows.map((r) => mib(r.rss[k]!))]),
     [true, ...rows.map(() => true)],
   );
@@ -317,11 +332,11 @@ function checkpointTable(rows: readonly PerSource[]): string {
 
 function breakdownTable(rows: readonly PerSource[]): string {
   return table(
-    ['population', 'key string', 'Map entry', 'detector (Map, slot arrays, key list)', 'key + detector', 'RSS bytes/source', 'rest (V8 and allocator overhead)'],
+    ['population', 'key', 'Map entry', 'detector (Map, slot arrays, key list)', 'key + detector', 'RSS bytes/source', 'rest (V8 and allocator overhead)'],
     rows.map((r) => {
       const b = r.breakdown;
       return [
-        `IPv${r.family}`,
+        r.range.label,
         b.key.toFixed(0),
         b.map.toFixed(0),
         b.detector.toFixed(0),
@@ -391,19 +406,19 @@ const METHOD_SOURCES =
   `Feeding: the real path. This process runs the attached program (BPF_PROG_TEST_RUN on a descriptor of it) once on a SYN from each of ${count(SOURCES)} distinct sources, ` +
   `each to one port (1-1024; fewer than N, so none is a scanner): the events go through the ring buffer, the probe and its Report stream to the policy's detector. ` +
   `It stays at most 16,384 SYNs ahead of what the policy has received (its GetStatus eventsReceived), so nothing is lost. ` +
-  `Sources: IPv4 from 100.64.0.0/10 and, with a fresh stack, IPv6 from 2001:db8::/32 (the detector keys both by their 16-byte address). ` +
+  `Populations, each with a fresh stack: ${POPULATIONS.map((r) => r.label).join(', ')} (IPv4 addresses below 2^31 and above it: a key that holds an IPv4 address as a number can cost more above). ` +
   `The frames are one synFrame() each, patched in place (address, port, checksums; checked byte for byte against synFrame()). ` +
   `RSS = VmRSS of /proc/<pid>/status after a full garbage collection: SIGUSR1 opens Node's own inspector in the policy (nothing was added to the product for it) and HeapProfiler.collectGarbage runs twice. ` +
   `It is measured before the first source (2 s after start) and after each quarter of the population; bytes/source = (RSS after all - RSS before) / sources, ` +
   `slope = least-squares bytes per source over the five points (the marginal cost, without one-off growth), before GC = the same difference read just before the last collection (garbage included: what the process holds between collections). ` +
   `GetStatus after the feed gives trackedSources, evictions and events lost. ` +
   `The breakdown measures the parts in a separate Node process (--expose-gc, heapUsed + arrayBuffers after full collections) for the same population: ` +
-  `the key string (the 16-byte address as a latin1 string, as services/policy/src/service.ts makes it), an entry of a Map from such keys to numbers, and services/policy/dist/detector.js's Detector itself at N = 3 ` +
+  `the key as the built policy makes it (services/policy/dist/sourcekey.js's sourceKey() where it exists: a number for IPv4, the 16 bytes as a latin1 string for IPv6; else the 16 bytes as a latin1 string), an entry of a Map from such keys to numbers, and services/policy/dist/detector.js's Detector itself at N = 3 ` +
   `(its Map, slot arrays and key list; the keys not counted again); rest = RSS bytes/source - key - detector.`;
 
 const METHOD_FLOOD =
   `Probe + policy as deployed, as above, with the default settings (N = 3 in 60 s, in-kernel detection on). ` +
-  `\`bpftool batch file -\` runs the attached program at ${count(FLOOD_RATE)} SYN/s for ${FLOOD_SECONDS} s (bench/harness.ts drive(): one \`prog run ... repeat n\` line every 10 ms) ` +
+  `\`bpftool batch file -\` runs the attached program at ${count(FLOOD_RATE)} SYN/s for ${FLOOD_SECONDS} s (bench/harness.ts drive(): \`prog run ... repeat n\` lines every 10 ms, as ${FLOOD_SECONDS / SEGMENT_SECONDS} consecutive batches of ${SEGMENT_SECONDS} s, since bpftool 7.1's batch mode keeps one descriptor open per line) ` +
   `on 74-byte IPv4 SYNs from ${FLOOD_SOURCES} sources (198.18.${SLOT}.1-${FLOOD_SOURCES}), each to port 80 only, so no source becomes a scanner and the flood runs the whole time. ` +
   `VmRSS of probe and policy sampled every second; the flat-memory figures use the samples after the first ${WARMUP_SECONDS} s (warm-up): max dev = the largest |sample - median| / median.`;
 
@@ -449,7 +464,7 @@ function section(m: Machine, date: string, load: number, rows: readonly PerSourc
     seriesTable(f),
     '```',
     '',
-    `Targets: policy <= ${TARGET_BYTES} bytes per tracked source: ${rows.map((r) => `IPv${r.family} ${r.perSource.toFixed(0)} bytes, ${perSourceMet(r) ? 'met' : 'MISSED'}`).join('; ')}; ` +
+    `Targets: policy <= ${TARGET_BYTES} bytes per tracked source: ${rows.map((r) => `${r.range.label} ${r.perSource.toFixed(0)} bytes, ${perSourceMet(r) ? 'met' : 'MISSED'}`).join('; ')}; ` +
       `probe RSS within ±${TARGET_FLAT}% across the flood: max deviation ${floodStats(f, (s) => s.probe).devPct.toFixed(1)}%, ${floodStats(f, (s) => s.probe).devPct <= TARGET_FLAT ? 'met' : 'MISSED'}.`,
     '',
     '_This section is rewritten by `make bench-memory`._',
@@ -459,7 +474,7 @@ function section(m: Machine, date: string, load: number, rows: readonly PerSourc
 
 function results(rows: readonly PerSource[], f: Flood): ResultEntry[] {
   const out: ResultEntry[] = rows.map((r) => ({
-    name: `policy RSS per tracked source, ${count(r.sources)} IPv${r.family} sources, N = 3`,
+    name: `policy RSS per tracked source, ${count(r.sources)} sources from ${r.range.label}, N = 3`,
     value: Math.round(r.perSource),
     unit: 'bytes',
     comparison: 'target bytes per source',
@@ -526,16 +541,16 @@ async function main(): Promise<void> {
     cleanup.add('remove the temp dir', () => rmSync(dir, { recursive: true, force: true }));
     const net = libs.stack.namespaces(SLOT, cleanup);
     const rows: PerSource[] = [];
-    for (const family of FAMILIES) {
-      console.log(`policy RSS per source: ${count(SOURCES)} IPv${family} sources (${sourceAddress(family, 0)} ...)`);
-      rows.push(await perSource(libs, net, family, cleanup));
+    for (const range of POPULATIONS) {
+      console.log(`policy RSS per source: ${count(SOURCES)} sources from ${range.label} (${sourceAddress(range, 0)} ...)`);
+      rows.push(await perSource(libs, net, range, cleanup));
     }
     console.log(`probe RSS across a ${FLOOD_SECONDS} s flood at ${count(FLOOD_RATE)} SYN/s`);
     const f = await flood(libs, net, dir, cleanup);
     return { rows, f };
   });
   for (const r of rows) {
-    if (r.tracked !== r.sources) throw new BenchError(`the policy tracks ${count(r.tracked)} sources of the ${count(r.sources)} IPv${r.family} fed (evictions ${r.evictions})`);
+    if (r.tracked !== r.sources) throw new BenchError(`the policy tracks ${count(r.tracked)} sources of the ${count(r.sources)} fed from ${r.range.label} (evictions ${r.evictions})`);
   }
   const date = today();
   console.log('');

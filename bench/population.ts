@@ -86,11 +86,33 @@ const LAYOUT: Record<Family, Layout> = {
   6: { srcOff: 22, srcLen: 16, dportOff: 56, ipCsumOff: undefined, tcpCsumOff: 70 },
 };
 
-/** Source i of a population: IPv4 from 100.64.0.0/10 (RFC 6598), IPv6 from 2001:db8::/32 (documentation). */
-export function sourceAddress(family: Family, i: number): string {
-  if (family === 4) {
-    if (i >= 1 << 22) throw new RangeError(`IPv4 population index ${i} beyond 100.64.0.0/10`);
-    const a = (100 << 24) + (64 << 16) + i;
+/**
+ * Where a population's sources come from. IPv4: 100.64.0.0/10 (RFC 6598),
+ * whose addresses are below 2^31, or 240.0.0.0/4 (reserved), above: a key
+ * that holds the address as a number may cost more there. IPv6: 2001:db8::/32
+ * (documentation). None of them is ever sent anywhere: the frames only run
+ * through the program in test runs.
+ */
+export interface SourceRange {
+  family: Family;
+  /** IPv4: the first address as a 32-bit number; IPv6: 0 (2001:db8:: + i). */
+  base: number;
+  /** How many addresses the range has. */
+  size: number;
+  label: string;
+}
+
+export const RANGES = {
+  v4Low: { family: 4, base: 0x64400000, size: 1 << 22, label: 'IPv4 100.64.0.0/10' },
+  v4High: { family: 4, base: 0xf0000000, size: 1 << 28, label: 'IPv4 240.0.0.0/4' },
+  v6: { family: 6, base: 0, size: 2 ** 32, label: 'IPv6 2001:db8::/32' },
+} as const satisfies Record<string, SourceRange>;
+
+/** Source i of a range. */
+export function sourceAddress(range: SourceRange, i: number): string {
+  if (i >= range.size) throw new RangeError(`population index ${i} beyond ${range.label}`);
+  if (range.family === 4) {
+    const a = range.base + i;
     return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
   }
   return `2001:db8::${((i >>> 16) & 0xffff).toString(16)}:${(i & 0xffff).toString(16)}`;
@@ -109,11 +131,11 @@ export class SourceFrames {
   readonly #ipBase: number;
 
   constructor(
-    readonly family: Family,
+    readonly range: SourceRange,
     readonly build: (src: string, dport: number) => Buffer,
   ) {
-    this.#layout = LAYOUT[family];
-    this.#frame = build(sourceAddress(family, 0), 0);
+    this.#layout = LAYOUT[range.family];
+    this.#frame = build(sourceAddress(range, 0), 0);
     const f = this.#frame;
     const l = this.#layout;
     // ~C + sum(~old) for the words that vary: adding the new words gives ~C'.
@@ -132,14 +154,14 @@ export class SourceFrames {
   frame(i: number, dport: number): Buffer {
     const f = this.#frame;
     const l = this.#layout;
-    // Population index in the last 32 bits of the address (IPv4: 100.64.0.0 + i).
-    const lo = this.family === 4 ? (100 << 24) + (64 << 16) + i : i;
+    // Population index in the last 32 bits of the address (IPv4: base + i).
+    const lo = this.range.family === 4 ? this.range.base + i : i;
     const end = l.srcOff + l.srcLen;
     f.writeUInt32BE(lo >>> 0, end - 4);
     f.writeUInt16BE(dport, l.dportOff);
     let tcp = this.#tcpBase + dport + (lo >>> 16) + (lo & 0xffff);
     let ip = this.#ipBase + (lo >>> 16) + (lo & 0xffff);
-    if (this.family === 6) {
+    if (this.range.family === 6) {
       // The upper words of the address stay those of the template (2001:db8::).
       for (let o = l.srcOff; o < end - 4; o += 2) tcp += f.readUInt16BE(o);
     }
@@ -157,9 +179,9 @@ export class SourceFrames {
       [999_999, 65_535],
       [(1 << 22) - 1, 443],
     ] as const) {
-      const want = this.build(sourceAddress(this.family, i), port);
+      const want = this.build(sourceAddress(this.range, i), port);
       const got = this.frame(i, port);
-      if (!got.equals(want)) throw new BenchError(`patched SYN frame for source ${sourceAddress(this.family, i)} port ${port} differs from synFrame()`);
+      if (!got.equals(want)) throw new BenchError(`patched SYN frame for source ${sourceAddress(this.range, i)} port ${port} differs from synFrame()`);
     }
   }
 }
@@ -208,7 +230,7 @@ export async function feedPopulation(programs: readonly Program[], pop: Populati
     sent += stop - i;
     for (; i < stop; i++) {
       const r = prog.testRun({ data: pop.frames.frame(i, pop.port(i)) });
-      if (r.retval !== XDP_PASS) throw new BenchError(`the program returned ${r.retval} for the SYN of ${sourceAddress(pop.frames.family, i)}, expected XDP_PASS`);
+      if (r.retval !== XDP_PASS) throw new BenchError(`the program returned ${r.retval} for the SYN of ${sourceAddress(pop.frames.range, i)}, expected XDP_PASS`);
     }
     got = (await received()) - base;
   }
