@@ -23,6 +23,7 @@ import { PolicyMetrics } from './metrics.js';
 import { ProbeRegistry } from './probes.js';
 import { policyService } from './service.js';
 import { DecisionStore } from './store.js';
+import { deserializeProbeMessage } from './wire.js';
 import { banner, header, row } from './table.js';
 
 const NAME = 'packetwatch-policy';
@@ -105,7 +106,7 @@ runMain(NAME, async () => {
     tcp: tcpEndpoint?.kind === 'tcp' ? { endpoint: tcpEndpoint, tls, insecure: c.insecureTcp } : undefined,
     services: [
       {
-        definition: PolicyService,
+        definition: { ...PolicyService, report: { ...PolicyService.report, requestDeserialize: deserializeProbeMessage(PolicyService.report.requestDeserialize) } },
         implementation: policyService({
           detector,
           decisions,
