@@ -160,6 +160,7 @@ struct ipv6_frag_hdr {
 union pw_addr_words {
 	struct pw_addr a;
 	__u32 w[4];
+	__u64 d[2];   /* the drop cache compares in two loads; also aligns the union for them */
 };
 
 /* What the IP layer told us, filled by parse_ipv4 / parse_ipv6. */
@@ -357,7 +358,6 @@ static __always_inline struct pw_drop_slot *drop_slot(const union pw_addr_words 
  * the event timestamp. */
 static __always_inline int blocked(const union pw_addr_words *addr, struct pw_counters *cnt, __u64 *now)
 {
-	const __u64 *key = (const __u64 *)addr;
 	/* Read before the lookups: a list write racing with them moves the
 	 * generation past the one the slot is stamped with below. */
 	__u64 gen = list_generation();
@@ -365,7 +365,7 @@ static __always_inline int blocked(const union pw_addr_words *addr, struct pw_co
 	struct pw_block *b;
 
 #ifndef PW_VARIANT_NO_DROP_CACHE
-	if (slot && gen && slot->gen == gen && slot->addr[0] == key[0] && slot->addr[1] == key[1]) {
+	if (slot && gen && slot->gen == gen && slot->addr[0] == addr->d[0] && slot->addr[1] == addr->d[1]) {
 		if (!slot->expires_ns)
 			return 1;
 		if (!*now)
@@ -391,8 +391,8 @@ static __always_inline int blocked(const union pw_addr_words *addr, struct pw_co
 		return 0;
 	}
 	if (slot && gen) {
-		slot->addr[0] = key[0];
-		slot->addr[1] = key[1];
+		slot->addr[0] = addr->d[0];
+		slot->addr[1] = addr->d[1];
 		slot->expires_ns = b->expires_ns;
 		slot->gen = gen;
 	}
