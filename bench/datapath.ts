@@ -464,7 +464,7 @@ function methodText(): string {
 }
 
 function missCost(ns: number): string {
-  return Math.abs(ns) < 1
+  return ns < 1
     ? `a miss adds nothing measurable to new-connection (${ns.toFixed(1)} ns)`
     : `a miss costs new-connection ${ns.toFixed(1)} ns`;
 }
