@@ -166,12 +166,16 @@ bench-pipeline: build ## Zero-loss SYN events/s through XDP, probe and policy (b
 bench-memory: build ## Policy RSS per tracked source (10^6 IPv4 and IPv6 sources) and probe RSS across a 60 s SYN flood (root)
 	node --enable-source-maps bench/dist/memory.js
 
+.PHONY: bench-scaling
+bench-scaling: build ## How policy CPU, memory and detections move with N, sources and probes; tables and docs/scaling.svg (root)
+	node --enable-source-maps bench/dist/scaling.js
+
 .PHONY: bench-summary
 bench-summary: build ## One table of every bench's figures: bench/results.json and the Summary of BENCHMARKS.md
 	node --enable-source-maps bench/dist/summary.js
 
 .PHONY: bench
-bench: bench-datapath bench-probe bench-pipeline bench-detection bench-leak bench-memory ## Every benchmark, then the summary table (root; a few minutes)
+bench: bench-datapath bench-probe bench-pipeline bench-detection bench-leak bench-memory bench-scaling ## Every benchmark, then the summary table (root; a few minutes)
 	node --enable-source-maps bench/dist/summary.js
 
 .PHONY: clean

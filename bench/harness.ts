@@ -3,9 +3,10 @@
 // SYN events at a paced rate by running the attached program with bpftool.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
-import { BenchError, REPO_ROOT, commandError, rel } from './report.js';
+import { BenchError, type Machine, REPO_ROOT, commandError, machine, rel } from './report.js';
 
 /** The verdict of a frame the program lets through. */
 export const XDP_PASS = 2;
@@ -56,6 +57,12 @@ export function requireStack(command: string, others: readonly (readonly [string
   requireRoot('run probe + policy in network namespaces and BPF_PROG_TEST_RUN', command);
   requireBuild(STACK_BUILD_OUTPUTS);
   requireCommands([...others, ...STACK_COMMANDS]);
+}
+
+/** The start of a bench that runs the real stack (`make bench-<name>`): its checks, the machine, the load average now, and its Cleanup. */
+export function startStackBench(name: string, others: readonly (readonly [string, readonly string[]])[] = []): { m: Machine; load: number; cleanup: Cleanup } {
+  requireStack(`make bench-${name}`, others);
+  return { m: machine(), load: os.loadavg()[0] ?? 0, cleanup: new Cleanup(name) };
 }
 
 /** Fails naming the first command that does not run ([command, arguments that only print a version]). */

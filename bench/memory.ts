@@ -17,14 +17,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { NamespacePair } from './namespaces.js';
-import type { Stack } from './stack.js';
 import {
   Cleanup,
   XDP_PASS,
   cpuShares,
   cpuSnapshot,
   drive,
-  requireStack,
+  startStackBench,
   runOnce,
   sleep,
 } from './harness.js';
@@ -36,7 +35,6 @@ import {
   type ResultEntry,
   SMOKE,
   count,
-  machine,
   machineText,
   median,
   publish,
@@ -531,11 +529,8 @@ function results(rows: readonly PerSource[], f: Flood): ResultEntry[] {
 }
 
 async function main(): Promise<void> {
-  requireStack('make bench-memory');
-  const m = machine();
-  const load = os.loadavg()[0] ?? 0;
+  const { m, load, cleanup } = startStackBench(NAME);
   const libs = await loadLibs();
-  const cleanup = new Cleanup(NAME);
   const { rows, f } = await cleanup.around(async () => {
     const dir = mkdtempSync(join(os.tmpdir(), 'packetwatch-bench-memory-'));
     cleanup.add('remove the temp dir', () => rmSync(dir, { recursive: true, force: true }));
