@@ -564,4 +564,4 @@ async function main(): Promise<void> {
   publish(NAME, SECTION_HEADING, () => results(rows, f), () => section(m, date, load, rows, f), `${count(SOURCES)} sources, ${FLOOD_SECONDS} s flood`);
 }
 
-await runBench(NAME, main);
+await runBench('memory', main);

@@ -515,4 +515,4 @@ async function main(): Promise<void> {
   );
 }
 
-await runBench(NAME, main);
+await runBench('scaling', main);
