@@ -73,6 +73,8 @@ export class Reporter {
   #backoff = BACKOFF_MIN_MS;
   #retry: NodeJS.Timeout | undefined;
   #flushScheduled = false;
+  /** Batches written to the stream whose write has not completed yet (waiting for HTTP/2 flow control or the socket). */
+  #inFlight = 0;
   #eventsSent = 0;
   #batchesSent = 0;
   #reconnects = 0;
@@ -140,6 +142,7 @@ export class Reporter {
     const call = this.#client.makeBidiStreamRequest(report.path, serializeProbeMessage, report.responseDeserialize);
     this.#call = call;
     this.#writable = true;
+    this.#inFlight = 0;
     call.write({ message: { $case: 'hello', value: this.hello() } });
     call.on('data', (msg: PolicyMessage) => {
       if (msg.message?.$case === 'hello' && !this.#connected) {
@@ -179,8 +182,21 @@ export class Reporter {
     const call = this.#call;
     if (!call || !this.#connected) return;
     while (this.#writable) {
+      // While earlier batches are still on their way, only full batches
+      // leave: under load the stream carries fewer, fuller messages (at a
+      // million events a second it carried four times as many as needed, a
+      // few hundred events each, and each message costs both services a fixed
+      // share of gRPC work). A partial batch leaves as soon as nothing is in
+      // flight, so a lone SYN is not held back.
+      if (this.#inFlight > 0 && this.queue.depth < this.queue.batchEvents) return;
       const batch = this.queue.take();
       if (!batch) return;
+      this.#inFlight++;
+      const written = () => {
+        if (this.#call !== call) return;
+        this.#inFlight--;
+        if (this.#inFlight === 0) this.#flush();
+      };
       this.#writable = call.write({
         message: {
           $case: 'events',
@@ -192,7 +208,7 @@ export class Reporter {
             firstSequence: batch.firstSequence,
           },
         },
-      });
+      }, written);
       this.#eventsSent += batch.count;
       this.#batchesSent++;
     }
