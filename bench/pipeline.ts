@@ -559,4 +559,4 @@ async function main(): Promise<void> {
   console.log(`wrote ${rel(file)} and the "${SECTION_HEADING.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
 }
 
-await runBench(NAME, main);
+await runBench('pipeline', main);
