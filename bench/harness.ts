@@ -251,6 +251,12 @@ export function runOnce(programId: number, frameFile: string): number {
  * slice goes on where this one stopped, so that over a second every file is
  * run about equally often (many sources and ports rather than one, as the
  * benches that feed the policy need).
+ *
+ * Descriptors: bpftool 7.1's batch mode keeps every data_in file it opens
+ * open, one per line: a run of ms milliseconds needs about
+ * ms / SLICE_MS * min(files, FRAMES_PER_SLICE) of them (8,000 for 10 s over
+ * several files), within this machine's 20,000 (ulimit -n) but not a default
+ * of 1,024.
  */
 export async function drive(
   programId: number,
