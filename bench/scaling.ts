@@ -426,6 +426,11 @@ function section(m: Machine, date: string, load: number, axes: readonly AxisRows
   return out.join('\n');
 }
 
+/**
+ * Every point of every axis. Only the last point of an axis names the first
+ * as its comparison (ratio = the curve's end, what the summary table shows);
+ * the others carry their ratio to the first point as ratioToFirst.
+ */
 function results(axes: readonly AxisRows[]): ResultEntry[] {
   const out: ResultEntry[] = [];
   for (const a of axes) {
@@ -434,15 +439,18 @@ function results(axes: readonly AxisRows[]): ResultEntry[] {
       const rs = ratios(a, f);
       const ref = a.points.find((p) => f.resolvable?.(p) ?? true);
       a.points.forEach((p, i) => {
+        const ratio = rs[i] === null || rs[i] === undefined ? null : round2(rs[i]!);
+        const end = i === a.points.length - 1 && ref !== undefined && ref !== p && ratio !== null;
         out.push({
           name: `${f.label}, ${a.axis} = ${count(axisValue(a.axis, p))} (N = ${p.n}, ${count(p.sources)} sources, ${p.probes} probe${p.probes > 1 ? 's' : ''})`,
           value: round2(f.value(p)),
           unit: f.unit,
-          comparison: ref && rs[i] !== null ? `${a.axis} = ${count(axisValue(a.axis, ref))}, same run` : null,
-          comparisonValue: ref && rs[i] !== null ? round2(f.value(ref)) : null,
-          ratio: rs[i] === null || rs[i] === undefined ? null : round2(rs[i]!),
+          comparison: end ? `${a.axis} = ${count(axisValue(a.axis, ref))}, same run` : null,
+          comparisonValue: end ? round2(f.value(ref)) : null,
+          ratio: end ? ratio : null,
           target: null,
           met: null,
+          ratioToFirst: ratio,
           axis: a.axis,
           axisFirst: axisValue(a.axis, first),
           eventsLost: p.lost,
