@@ -22,7 +22,7 @@ import type { BlockEntry } from '@packetwatch/bpf';
 import type { Program, TypedMap } from 'libbpf-ts';
 import type { NamespacePair } from './namespaces.js';
 import type { DetectionMode, Stack } from './stack.js';
-import { Cleanup, drive, machineCpu, processCpu, requireBuild, requireCommands, requireRoot, runOnce, sleep, SLICE_MS, STACK_BUILD_OUTPUTS, waitFor, XDP_PASS } from './harness.js';
+import { Cleanup, type CpuShares, cpuShares, cpuSnapshot, drive, requireBuild, requireCommands, requireRoot, runOnce, sleep, SLICE_MS, STACK_BUILD_OUTPUTS, waitFor, XDP_PASS } from './harness.js';
 import {
   BenchError,
   REPO_ROOT,
@@ -99,55 +99,11 @@ interface LoadStats {
   ringbufFull: number;
 }
 
-/** CPUs used on average over a measured window (1 = one CPU busy). */
-interface CpuShares {
-  probe: number;
-  policy: number;
-  /** bpftool, which also pays for the XDP program on the load: test runs execute in its context. */
-  driver: number;
-  /** This process: the detections (their program runs included), the pacing and the status calls. */
-  bench: number;
-  /** Every other process on the machine, and steal time on a VM. */
-  others: number;
-  idle: number;
-}
+/** CPUs used on average over a measured window (1 = one CPU busy); driver: bpftool, which also pays for the XDP program on the load (test runs execute in its context). */
+type Cpu = CpuShares<'probe' | 'policy' | 'driver'>;
 
-interface CpuSample {
-  at: number;
-  probe: number;
-  policy: number;
-  driver: number;
-  bench: number;
-  busy: number;
-  idle: number;
-}
-
-/** CPU seconds of a process so far; 0 once it is gone. */
-function ownCpu(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  try {
-    return processCpu(String(pid)).own;
-  } catch {
-    return 0;
-  }
-}
-
-function cpuSample(stack: Stack, driverPid: number | undefined): CpuSample {
-  return {
-    at: performance.now(),
-    probe: ownCpu(stack.svc.probe?.pid),
-    policy: ownCpu(stack.svc.policy?.pid),
-    driver: ownCpu(driverPid),
-    bench: processCpu('self').own,
-    ...machineCpu(),
-  };
-}
-
-function cpuShares(a: CpuSample, b: CpuSample): CpuShares {
-  const wall = (b.at - a.at) / 1000;
-  const share = (k: 'probe' | 'policy' | 'driver' | 'bench' | 'busy' | 'idle') => (b[k] - a[k]) / wall;
-  const known = share('probe') + share('policy') + share('driver') + share('bench');
-  return { probe: share('probe'), policy: share('policy'), driver: share('driver'), bench: share('bench'), others: Math.max(0, share('busy') - known), idle: share('idle') };
+function cpuSample(stack: Stack, driverPid: number | undefined) {
+  return cpuSnapshot({ probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid, driver: driverPid });
 }
 
 interface Row {
@@ -167,7 +123,7 @@ interface Row {
   inRun: number;
   target: number;
   load: LoadStats | undefined;
-  cpu: CpuShares;
+  cpu: Cpu;
 }
 
 async function loadLibs(): Promise<Libs> {
@@ -263,7 +219,7 @@ function summarize(
   policyLoggedMs: number[],
   kernelFlag: number,
   load: LoadStats | undefined,
-  cpu: CpuShares,
+  cpu: Cpu,
 ): Row {
   const ms: number[] = [];
   let kernelWritten = 0;

@@ -32,6 +32,8 @@ import {
   today,
   SMOKE,
   publish,
+  rateLabel,
+  roundRate,
 } from './report.js';
 import {
   Cleanup,
@@ -687,16 +689,6 @@ async function measureRate(
     zeroLoss,
     keptUp: zeroLoss && lagMs <= MAX_LAG_MS,
   };
-}
-
-/** Two significant digits: rates a reader can repeat. */
-function roundRate(x: number): number {
-  const p = 10 ** (Math.floor(Math.log10(x)) - 1);
-  return Math.round(x / p) * p;
-}
-
-function rateLabel(r: number): string {
-  return r >= 1e6 ? `${round2(r / 1e6)}M` : `${round2(r / 1e3)}k`;
 }
 
 function latencyTable(rows: readonly LatencyRow[]): string {
