@@ -255,8 +255,8 @@ export function runOnce(programId: number, frameFile: string): number {
  * Descriptors: bpftool 7.1's batch mode keeps every data_in file it opens
  * open, one per line: a run of ms milliseconds needs about
  * ms / SLICE_MS * min(files, FRAMES_PER_SLICE) of them (8,000 for 10 s over
- * several files), within this machine's 20,000 (ulimit -n) but not a default
- * of 1,024.
+ * several files), more than a default soft limit of 1,024, so bpftool runs
+ * under prlimit with room for that many (within the hard limit).
  */
 export async function drive(
   programId: number,
@@ -266,7 +266,11 @@ export async function drive(
   onChild: (c: ChildProcess | undefined) => void,
   stop?: AbortSignal,
 ): Promise<{ issued: number; seconds: number }> {
-  const child = spawn('bpftool', ['batch', 'file', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const perSlice = typeof frames === 'string' ? 1 : Math.min(frames.length, FRAMES_PER_SLICE);
+  const hardLimit = Number(/^Max open files\s+\d+\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1] ?? 1024);
+  const nofile = Math.min(hardLimit, Math.ceil((ms / SLICE_MS) * perSlice * 1.5) + 1024);
+  // prlimit sets the limit (up to the hard one: raising that needs CAP_SYS_RESOURCE) and execs bpftool in place: the child's pid is bpftool's.
+  const child = spawn('prlimit', [`--nofile=${nofile}:${nofile}`, 'bpftool', 'batch', 'file', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
   onChild(child);
   let verdicts = 0;
   let wrong: string | undefined;
