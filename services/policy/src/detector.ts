@@ -60,7 +60,7 @@
  * (Uint8Array, 0 = free slot), last (Float64Array, most recent hit), prev and
  * next (Int32Array, the recency list), a free-slot stack and the slots' keys
  * (to delete the Map entry on release). Keys are SourceKeys: an IPv4 source
- * is a number, so its hit allocates nothing. The arrays grow by doubling, from
+ * is an int32 (inline in the Map), so its hit allocates nothing. The arrays grow by doubling, from
  * 4096 slots up to exactly maxSources, so a large cap costs nothing up front.
  * With N = 3 that is 59 bytes per slot, plus the Map entry and the key
  * string the caller made. Only a detection allocates (its result).

@@ -3,10 +3,13 @@ import { describe, expect, it } from 'vitest';
 import { addressKey, sourceKey } from '../src/sourcekey.js';
 
 describe('sourceKey', () => {
-  it('is the 32-bit value of an IPv4(-mapped) address, as a number', () => {
+  it('is the 32 bits of an IPv4(-mapped) address as a signed 32-bit integer', () => {
     expect(addressKey(parseAddress('0.0.0.0'))).toBe(0);
-    expect(addressKey(parseAddress('192.0.2.7'))).toBe(0xc0000207);
-    expect(addressKey(parseAddress('255.255.255.255'))).toBe(0xffffffff);
+    expect(addressKey(parseAddress('127.255.255.255'))).toBe(0x7fffffff);
+    expect(addressKey(parseAddress('128.0.0.0'))).toBe(-0x80000000);
+    expect(addressKey(parseAddress('192.0.2.7'))).toBe(0xc0000207 | 0);
+    expect(addressKey(parseAddress('255.255.255.255'))).toBe(-1);
+    expect(addressKey(parseAddress('::ffff:192.0.2.7'))).toBe(0xc0000207 | 0);
   });
 
   it('is the 16 bytes as a latin1 string for any other IPv6 address', () => {
