@@ -511,9 +511,11 @@ function triedText(results: readonly Result[]): string[] {
       '(the record is the first one waiting), which is what sparse traffic needs; BPF_RB_NO_WAKEUP measured the same ' +
       'here (51 vs 52 ns), because the bench drains between calls of 50,000. A wake-up is expensive on this VM: ' +
       'BPF_RB_FORCE_WAKEUP on every record cost about 5,100 ns per SYN (an interrupt through the hypervisor), so ' +
-      'fewer wake-ups matter when the reader keeps up with a steady stream; delaying them further (wake only every ' +
-      'N records) would hold back a lone scanner\'s SYN unless the reader also polls on a timer, which it does not. ' +
-      'Not changed.',
+      'fewer wake-ups matter when the reader keeps up with a steady stream. The program keeps the default; the ' +
+      'probe\'s reader coalesces instead (PW_EVENT_COALESCE_MS, 1 ms): after a read that found events it drains ' +
+      'the ring again a millisecond later rather than on the next wake-up, so a steady stream keeps the ring ' +
+      'non-empty and raises about one wake-up per millisecond, while the first SYN after a quiet spell still wakes ' +
+      'it at once (what this bought under hping3 --flood: see Event pipeline).',
   ];
 }
 

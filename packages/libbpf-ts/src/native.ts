@@ -43,7 +43,8 @@ export interface NativeBpfObject {
 export type NativeBatchCallback = (err: Error | null, buffer: Buffer | null, count: number) => void;
 
 export interface NativeRingBuffer {
-  start(): void;
+  /** coalesceMs > 0: after a wake-up that delivered records, drain again that much later while records keep coming. */
+  start(coalesceMs?: number): void;
   stop(): void;
   consume(): { buffer: Buffer; count: number };
   ref(): void;

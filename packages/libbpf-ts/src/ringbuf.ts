@@ -41,6 +41,14 @@ export interface RingBufferReaderOptions {
   onBatch?: (batch: RecordBatch) => void;
   /** Called when polling fails; without it the error is thrown on the event loop. */
   onError?: (err: BpfError) => void;
+  /**
+   * Milliseconds to gather records after a wake-up that delivered some, while
+   * they keep coming (0, the default: deliver at every wake-up). The first
+   * record after a quiet spell is still delivered at once; a steady stream is
+   * delivered once per interval, in fewer and larger batches, with fewer
+   * wake-ups of this process and of the kernel's ring buffer.
+   */
+  coalesceMs?: number;
 }
 
 export interface RingBufferStats {
@@ -55,6 +63,7 @@ export interface RingBufferStats {
 export class RingBufferReader {
   readonly #rb: NativeRingBuffer;
   readonly recordSize: number;
+  readonly coalesceMs: number;
   #onBatch?: (batch: RecordBatch) => void;
   #closed = false;
   #waiters: { resolve: (b: RecordBatch) => void; reject: (e: Error) => void }[] = [];
@@ -62,6 +71,10 @@ export class RingBufferReader {
   constructor(map: BpfMap, opts: RingBufferReaderOptions = {}) {
     if (map.type !== MapType.RingBuf) throw new TypeError(`map ${map.name} is not a ring buffer`);
     this.recordSize = opts.recordSize ?? 0;
+    this.coalesceMs = opts.coalesceMs ?? 0;
+    if (!Number.isInteger(this.coalesceMs) || this.coalesceMs < 0 || this.coalesceMs > 1000) {
+      throw new RangeError(`coalesceMs must be an integer in 0..1000, got ${opts.coalesceMs}`);
+    }
     this.#onBatch = opts.onBatch;
     const onError =
       opts.onError ??
@@ -86,7 +99,7 @@ export class RingBufferReader {
   /** Starts watching the ring buffer on the event loop. */
   start(): this {
     this.#live();
-    call(() => this.#rb.start());
+    call(() => this.#rb.start(this.coalesceMs));
     return this;
   }
 

@@ -159,6 +159,44 @@ describe('event loop', () => {
     expect(r.consume().count).toBe(2);
   });
 
+  /** Delivers one record, then two more with event-loop turns between them; returns the batch sizes. */
+  async function oneThenTwo(r: RingBufferReader): Promise<number[]> {
+    const counts: number[] = [];
+    const first = r.next(2000);
+    run('xdp_record', packet(64));
+    counts.push((await first).count);
+    const second = r.next(3000);
+    run('xdp_record', packet(64));
+    await turns(20);
+    run('xdp_record', packet(64));
+    counts.push((await second).count);
+    return counts;
+  }
+
+  it('without coalescing, delivers a record at the wake-up it causes', async () => {
+    const r = reader({ recordSize: 16 }).start();
+    expect(await oneThenTwo(r)).toEqual([1, 1]);
+    expect((await r.next(2000)).count).toBe(1);
+  });
+
+  it('with coalesceMs, delivers the first record at once and gathers those that follow a delivery', async () => {
+    const r = reader({ recordSize: 16, coalesceMs: 1000 }).start();
+    const seq = nextSeq();
+    expect(await oneThenTwo(r)).toEqual([1, 2]);
+    // Records keep being delivered once the stream goes quiet again, in order.
+    const third = r.next(5000);
+    run('xdp_record', packet(64));
+    const batch = await third;
+    expect([...batch].map((b) => record.read(b, 0).seq)).toEqual([seq + 3]);
+    expect(r.stats()).toEqual({ records: 4, batches: 3, wrongSize: 0 });
+  });
+
+  it('refuses a coalesceMs that is not an integer in 0..1000', () => {
+    for (const coalesceMs of [-1, 1.5, 1001, Number.NaN]) {
+      expect(() => new RingBufferReader(col.map('events'), { coalesceMs })).toThrow(RangeError);
+    }
+  });
+
   it('rejects next() when nothing arrives within its timeout', async () => {
     const r = reader({ recordSize: 16 }).start();
     await expect(r.next(20)).rejects.toThrow('no ring-buffer records within 20 ms');

@@ -307,6 +307,7 @@ describe('probe settings', () => {
     ['PW_DROP_MODE', 'rst'],
     ['PW_EVENT_QUEUE', '0'],
     ['PW_BATCH_EVENTS', '65537'],
+    ['PW_EVENT_COALESCE_MS', '1001'],
     ['PW_BPF_PIN_DIR', 'sys/fs/bpf'],
     ['PW_ADDRESS_POLL_MS', '49'],
   ])('refuses %s=%j with a ConfigError naming it', (name, raw) => {

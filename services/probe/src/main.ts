@@ -164,6 +164,7 @@ runMain(NAME, async () => {
       reporter.scheduleFlush();
     },
     onError: (err) => log.error({ err: err.message }, 'ring buffer read failed'),
+    coalesceMs: c.eventCoalesceMs,
   });
 
   // SYNs the kernel could not even queue (ring buffer full) are lost events too.

@@ -697,6 +697,16 @@ Napi::Value PossibleCpus(const Napi::CallbackInfo &info) {
 // JS callback as a single Buffer. With a fixed record size the records are
 // packed back to back; otherwise each is prefixed by its u32 length and
 // padded to 8 bytes.
+//
+// Coalescing (start(coalesceMs) with coalesceMs > 0): after a wake-up that
+// delivered records, the reader stops watching the fd and drains the ring
+// again coalesceMs later, as long as records keep coming; once a drain finds
+// the ring empty it watches the fd again. An idle reader still wakes at the
+// first record (a lone SYN is not held back), while a steady stream costs one
+// wake-up and one JS call per interval instead of one per few records: every
+// record the kernel commits to an empty ring raises a wake-up (an irq_work,
+// several microseconds on a VM), and a reader that keeps up empties the ring
+// every time.
 
 class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
  public:
@@ -734,6 +744,8 @@ class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
   ring_buffer *rb_ = nullptr;
   uv_loop_t *loop_ = nullptr;
   uv_poll_t *poll_ = nullptr;
+  uv_timer_t *timer_ = nullptr;
+  uint64_t coalesce_ms_ = 0;
   bool referenced_ = true;
   uint32_t record_size_ = 0;
   std::vector<uint8_t> batch_;
@@ -775,35 +787,70 @@ class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
     return static_cast<int>(batch_count_);
   }
 
+  // Drains the ring and hands what was there to JS; returns the number of records (0 on an error, reported to JS).
+  int DrainAndDeliver() {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    int n = Drain();
+    if (n < 0) {
+      Napi::Error e = MakeError(env, "ring_buffer__consume", n);
+      callback_.MakeCallback(Value(), {e.Value(), env.Null(), Napi::Number::New(env, 0)});
+      return 0;
+    }
+    if (n == 0) return 0;
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, batch_.data(), batch_.size());
+    callback_.MakeCallback(Value(), {env.Null(), buf, Napi::Number::New(env, n)});
+    return n;
+  }
+
   static void OnReadable(uv_poll_t *handle, int status, int events) {
     RingBuffer *self = static_cast<RingBuffer *>(handle->data);
-    Napi::Env env = self->Env();
-    Napi::HandleScope scope(env);
     if (status < 0) {
+      Napi::Env env = self->Env();
+      Napi::HandleScope scope(env);
       Napi::Error e = MakeError(env, "uv_poll", -status);
       self->callback_.MakeCallback(self->Value(), {e.Value(), env.Null(), Napi::Number::New(env, 0)});
       return;
     }
-    int n = self->Drain();
-    if (n < 0) {
-      Napi::Error e = MakeError(env, "ring_buffer__consume", n);
-      self->callback_.MakeCallback(self->Value(), {e.Value(), env.Null(), Napi::Number::New(env, 0)});
-      return;
+    int n = self->DrainAndDeliver();
+    // The callback may have stopped or closed the reader.
+    if (n > 0 && self->coalesce_ms_ > 0 && self->poll_ && self->timer_) {
+      uv_poll_stop(self->poll_);
+      uv_timer_start(self->timer_, &RingBuffer::OnCoalesced, self->coalesce_ms_, 0);
     }
-    if (n == 0) return;
-    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, self->batch_.data(), self->batch_.size());
-    self->callback_.MakeCallback(self->Value(), {env.Null(), buf, Napi::Number::New(env, n)});
   }
 
+  static void OnCoalesced(uv_timer_t *handle) {
+    RingBuffer *self = static_cast<RingBuffer *>(handle->data);
+    int n = self->DrainAndDeliver();
+    if (!self->poll_ || !self->timer_) return;
+    if (n > 0) {
+      uv_timer_start(self->timer_, &RingBuffer::OnCoalesced, self->coalesce_ms_, 0);
+    } else {
+      // Idle again: the next record wakes the reader at once. Records that
+      // came in between keep the fd readable, so this fires right away.
+      uv_poll_start(self->poll_, UV_READABLE, &RingBuffer::OnReadable);
+    }
+  }
+
+  // start(coalesceMs = 0)
   Napi::Value Start(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!rb_) THROW_ERRNO(env, "ring buffer start", EBADF, env.Undefined());
     if (poll_) return env.Undefined();
+    coalesce_ms_ = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 0;
+    if (coalesce_ms_ > 0) {
+      timer_ = new uv_timer_t;
+      uv_timer_init(loop_, timer_);
+      timer_->data = this;
+      if (!referenced_) uv_unref(reinterpret_cast<uv_handle_t *>(timer_));
+    }
     poll_ = new uv_poll_t;
     int err = uv_poll_init(loop_, poll_, ring_buffer__epoll_fd(rb_));
     if (err) {
       delete poll_;
       poll_ = nullptr;
+      ClosePoll();  // the timer
       THROW_ERRNO(env, "uv_poll_init", err, env.Undefined());
     }
     poll_->data = this;
@@ -819,6 +866,11 @@ class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
   }
 
   void ClosePoll() {
+    if (timer_) {
+      uv_timer_stop(timer_);
+      uv_close(reinterpret_cast<uv_handle_t *>(timer_), [](uv_handle_t *h) { delete reinterpret_cast<uv_timer_t *>(h); });
+      timer_ = nullptr;
+    }
     if (!poll_) return;
     uv_poll_stop(poll_);
     uv_close(reinterpret_cast<uv_handle_t *>(poll_), [](uv_handle_t *h) { delete reinterpret_cast<uv_poll_t *>(h); });
@@ -848,12 +900,14 @@ class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
   Napi::Value Ref_(const Napi::CallbackInfo &info) {
     referenced_ = true;
     if (poll_) uv_ref(reinterpret_cast<uv_handle_t *>(poll_));
+    if (timer_) uv_ref(reinterpret_cast<uv_handle_t *>(timer_));
     return info.Env().Undefined();
   }
 
   Napi::Value Unref_(const Napi::CallbackInfo &info) {
     referenced_ = false;
     if (poll_) uv_unref(reinterpret_cast<uv_handle_t *>(poll_));
+    if (timer_) uv_unref(reinterpret_cast<uv_handle_t *>(timer_));
     return info.Env().Undefined();
   }
 
