@@ -48,6 +48,7 @@ import {
   rel,
   round2,
   runBench,
+  sectionFacts,
   table as textTable,
   today,
 } from './report.js';
@@ -586,9 +587,7 @@ function section(results: readonly Result[], tgts: readonly Target[], w: WakeUp,
       `sources its map lists; ${XDP_FILTER_ALLOWLIST}.o is its deny policy, where listed sources pass and all others ` +
       'are dropped), all measured in the same run.',
     '',
-    '- Command: `make bench-datapath` (as root, after `make build`)',
-    `- Date: ${date}`,
-    `- Machine: ${machineText(m)}`,
+    ...sectionFacts('datapath', date, m),
     `- Method: ${methodText()}`,
     '',
     '```text',

@@ -14,22 +14,19 @@
 // bpftool running the program at a paced rate on a SYN from a source that
 // only ever hits one port, as bench-probe drives it.
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 // Types only (erased): the modules themselves are imported once the build is checked.
 import type { BlockEntry } from '@packetwatch/bpf';
 import type { Program, TypedMap } from 'libbpf-ts';
 import type { NamespacePair } from './namespaces.js';
 import type { DetectionMode, Stack } from './stack.js';
-import { Cleanup, type CpuShares, cpuShares, cpuSnapshot, drive, requireBuild, requireCommands, requireRoot, runOnce, sleep, SLICE_MS, STACK_BUILD_OUTPUTS, waitFor, XDP_PASS } from './harness.js';
+import { Cleanup, type CpuShares, cpuShares, cpuSnapshot, drive, runOnce, sleep, SLICE_MS, waitFor, XDP_PASS, startStackBench } from './harness.js';
 import {
   BenchError,
-  REPO_ROOT,
   type Machine,
   type ResultEntry,
   count,
-  machine,
   machineText,
   percentile,
   round2,
@@ -38,6 +35,7 @@ import {
   today,
   SMOKE,
   publish,
+  sectionFacts,
 } from './report.js';
 
 const SECTION_HEADING = '## Detection to block';
@@ -499,9 +497,7 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[]): 
     'How long a port scanner keeps its access after the SYN that makes it one: from the kernel time of the SYN that ' +
       'crosses the threshold to the block in the kernel map, with the in-kernel detector and with the policy alone.',
     '',
-    '- Command: `make bench-detection` (as root, after `make build`)',
-    `- Date: ${date}`,
-    `- Machine: ${machineText(m)}; 1-minute load average ${load.toFixed(2)} when the bench started`,
+    ...sectionFacts('detection', date, m, load),
     `- Method: ${METHOD}`,
     '',
     '```text',
@@ -570,21 +566,10 @@ function results(rows: readonly Row[]): ResultEntry[] {
 }
 
 async function main(): Promise<void> {
-  requireRoot('run probe + policy in network namespaces and BPF_PROG_TEST_RUN', 'make bench-detection');
-  requireBuild(STACK_BUILD_OUTPUTS);
-  requireCommands([
-    ['bpftool', ['version']],
-    ['ip', ['-V']],
-    ['setpriv', ['--version']],
-    ['id', ['-u', 'packetwatch']],
-  ]);
-  const m = machine();
-  const load = os.loadavg()[0] ?? 0;
+  const { m, load, cleanup } = startStackBench('detection');
   const libs = await loadLibs();
-  const cleanup = new Cleanup('detection');
   const rows = await cleanup.around(async () => {
-    const dir = mkdtempSync(join(os.tmpdir(), 'packetwatch-bench-detection-'));
-    cleanup.add('remove the temp dir', () => rmSync(dir, { recursive: true, force: true }));
+    const dir = cleanup.tempDir();
     const net = libs.stack.namespaces(SLOT, cleanup);
     const out: Row[] = [];
     for (const [i, mode] of libs.stack.MODES.entries()) out.push(...(await measureMode(libs, net, mode, dir, cleanup, i)));

@@ -2,7 +2,7 @@
 // undoing their setup even when they fail or are interrupted, and offering
 // SYN events at a paced rate by running the attached program with bpftool.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
@@ -98,6 +98,13 @@ export class Cleanup {
 
   add(what: string, step: () => void): void {
     this.#steps.push({ what, step });
+  }
+
+  /** A fresh temporary directory (packetwatch-bench-<name>-*), removed with the other steps. */
+  tempDir(): string {
+    const dir = mkdtempSync(join(os.tmpdir(), `packetwatch-bench-${this.bench}-`));
+    this.add('remove the temp dir', () => rmSync(dir, { recursive: true, force: true }));
+    return dir;
   }
 
   run(): void {

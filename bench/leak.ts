@@ -9,21 +9,18 @@
 // policy's Watch feed for the attacker gives them in order, so the crossing
 // SYN (the one that brings the distinct ports to N) is found among them.
 import { spawn } from 'node:child_process';
-import os from 'node:os';
 import { join } from 'node:path';
 // Types only (erased): the modules themselves are imported once the build is checked.
 import type { ClientReadableStream } from '@grpc/grpc-js';
 import type { ListDecisionsResponse, WatchEvent } from '@packetwatch/proto';
 import type { NamespacePair } from './namespaces.js';
 import type { DetectionMode, Stack } from './stack.js';
-import { Cleanup, requireBuild, requireCommands, requireRoot, sleep, STACK_BUILD_OUTPUTS, waitFor } from './harness.js';
+import { Cleanup, sleep, waitFor, startStackBench } from './harness.js';
 import {
   BenchError,
-  REPO_ROOT,
   type Machine,
   type ResultEntry,
   count,
-  machine,
   machineText,
   round2,
   runBench,
@@ -31,6 +28,7 @@ import {
   today,
   SMOKE,
   publish,
+  sectionFacts,
 } from './report.js';
 
 const SECTION_HEADING = '## Ports leaked to a fast scanner';
@@ -378,9 +376,7 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], b
     'How many SYNs of a fast scanner reach the victim after the one that makes it a scanner, with the in-kernel ' +
       'detector and with the policy alone.',
     '',
-    '- Command: `make bench-leak` (as root, after `make build`)',
-    `- Date: ${date}`,
-    `- Machine: ${machineText(m)}; 1-minute load average ${load.toFixed(2)} when the bench started`,
+    ...sectionFacts('leak', date, m, load),
     `- Method: ${METHOD}`,
     '',
     '```text',
@@ -446,20 +442,11 @@ function results(rows: readonly Row[], baseline: NmapRun): ResultEntry[] {
 }
 
 async function main(): Promise<void> {
-  requireRoot('run probe + policy and nmap in network namespaces', 'make bench-leak');
-  requireBuild(STACK_BUILD_OUTPUTS);
-  requireCommands([
+  const { m, load, cleanup } = startStackBench('leak', [
     ['nmap', ['--version']],
     ['hping3', ['--version']],
-    ['bpftool', ['version']],
-    ['ip', ['-V']],
-    ['setpriv', ['--version']],
-    ['id', ['-u', 'packetwatch']],
   ]);
-  const m = machine();
-  const load = os.loadavg()[0] ?? 0;
   const libs = await loadLibs();
-  const cleanup = new Cleanup('leak');
   let baseline: NmapRun | undefined;
   const rows = await cleanup.around(async () => {
     // The scan against a victim nothing protects, for comparison.

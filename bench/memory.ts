@@ -13,8 +13,7 @@
 //    RSS sampled every second.
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NamespacePair } from './namespaces.js';
 import {
@@ -42,6 +41,7 @@ import {
   runBench,
   table,
   today,
+  sectionFacts,
 } from './report.js';
 
 const NAME = 'memory';
@@ -58,13 +58,6 @@ const FLOOD_SECONDS = SMOKE ? 5 : 60;
 const WARMUP_SECONDS = SMOKE ? 1 : 10;
 const FLOOD_RATE = SMOKE ? 100_000 : 500_000;
 const TARGET_FLAT = 10;
-/**
- * The flood is driven as consecutive bpftool batches of this length: bpftool
- * 7.1's batch mode keeps every data_in file it opens open (one descriptor per
- * `prog run` line, 800 a second here), so one batch for the whole flood would
- * run out of descriptors.
- */
-const SEGMENT_SECONDS = 5;
 /** The flood: this many sources (RFC 2544 range), one port each, so none is ever a scanner. */
 const FLOOD_SOURCES = 64;
 const SLOT = 230;
@@ -257,11 +250,7 @@ async function flood(libs: Libs, net: NamespacePair, dir: string, cleanup: Clean
   const before = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
   const cpu0 = cpuSnapshot({ probe: probePid, policy: policyPid });
   let done = false;
-  const driving = (async () => {
-    let seconds = 0;
-    for (let k = 0; k < FLOOD_SECONDS / SEGMENT_SECONDS; k++) seconds += (await drive(programId, files, FLOOD_RATE, SEGMENT_SECONDS * 1000, (c) => (driver = c))).seconds;
-    return { seconds };
-  })().finally(() => (done = true));
+  const driving = drive(programId, files, FLOOD_RATE, FLOOD_SECONDS * 1000, (c) => (driver = c)).finally(() => (done = true));
   const samples: Sample[] = [];
   const start = performance.now();
   for (let s = 1; !done; s++) {
@@ -416,7 +405,7 @@ const METHOD_SOURCES =
 
 const METHOD_FLOOD =
   `Probe + policy as deployed, as above, with the default settings (N = 3 in 60 s, in-kernel detection on). ` +
-  `\`bpftool batch file -\` runs the attached program at ${count(FLOOD_RATE)} SYN/s for ${FLOOD_SECONDS} s (bench/harness.ts drive(): \`prog run ... repeat n\` lines every 10 ms, as ${FLOOD_SECONDS / SEGMENT_SECONDS} consecutive batches of ${SEGMENT_SECONDS} s, since bpftool 7.1's batch mode keeps one descriptor open per line) ` +
+  `\`bpftool batch file -\` runs the attached program at ${count(FLOOD_RATE)} SYN/s for ${FLOOD_SECONDS} s (bench/harness.ts drive(): \`prog run ... repeat n\` lines every 10 ms) ` +
   `on 74-byte IPv4 SYNs from ${FLOOD_SOURCES} sources (198.18.${SLOT}.1-${FLOOD_SOURCES}), each to port 80 only, so no source becomes a scanner and the flood runs the whole time. ` +
   `VmRSS of probe and policy sampled every second; the flat-memory figures use the samples after the first ${WARMUP_SECONDS} s (warm-up): max dev = the largest |sample - median| / median.`;
 
@@ -426,9 +415,7 @@ function section(m: Machine, date: string, load: number, rows: readonly PerSourc
     '',
     "How much memory the policy spends per tracked source, and whether the probe's memory stays flat under a SYN flood.",
     '',
-    '- Command: `make bench-memory` (as root, after `make build`)',
-    `- Date: ${date}`,
-    `- Machine: ${machineText(m)}; 1-minute load average ${load.toFixed(2)} when the bench started`,
+    ...sectionFacts('memory', date, m, load),
     `- Method (per source): ${METHOD_SOURCES}`,
     `- Method (flood): ${METHOD_FLOOD}`,
     '',
@@ -532,8 +519,7 @@ async function main(): Promise<void> {
   const { m, load, cleanup } = startStackBench(NAME);
   const libs = await loadLibs();
   const { rows, f } = await cleanup.around(async () => {
-    const dir = mkdtempSync(join(os.tmpdir(), 'packetwatch-bench-memory-'));
-    cleanup.add('remove the temp dir', () => rmSync(dir, { recursive: true, force: true }));
+    const dir = cleanup.tempDir();
     const net = libs.stack.namespaces(SLOT, cleanup);
     const rows: PerSource[] = [];
     for (const range of POPULATIONS) {

@@ -13,28 +13,12 @@
 //    frames through the driver's XDP hook, as fast as hping3 sends them.
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
 import type { NamespacePair } from './namespaces.js';
 import type { Stack } from './stack.js';
-import {
-  Cleanup,
-  SLICE_MS,
-  STACK_BUILD_OUTPUTS,
-  XDP_PASS,
-  drive,
-  type CpuShares,
-  cpuShares,
-  cpuSnapshot,
-  requireBuild,
-  requireCommands,
-  requireRoot,
-  runOnce,
-  sleep,
-  waitFor,
-} from './harness.js';
+import { SLICE_MS, XDP_PASS, drive, type CpuShares, cpuShares, cpuSnapshot, runOnce, sleep, waitFor, startStackBench } from './harness.js';
 import {
   BENCHMARKS_FILE,
   BENCH_DIR,
@@ -42,23 +26,21 @@ import {
   type Machine,
   type ResultEntry,
   count,
-  machine,
   rateLabel,
   roundRate,
   machineText,
-  rel,
   round2,
   runBench,
   table,
   today,
-  updateBenchmarks,
-  writeResults,
+  sectionFacts,
+  SMOKE,
+  publish,
 } from './report.js';
 
 const NAME = 'pipeline';
 const SECTION_HEADING = '## Event pipeline';
-/** PW_BENCH_SMOKE=1: one low rate for 2 s and 1 s of hping3, nothing written. */
-const SMOKE = process.env.PW_BENCH_SMOKE === '1';
+// PW_BENCH_SMOKE=1 (SMOKE): one low rate for 2 s and 1 s of hping3, nothing written.
 
 const RATES = SMOKE ? [100_000] : [250_000, 500_000, 1_000_000, 1_500_000, 2_000_000];
 const RUN_SECONDS = SMOKE ? 2 : 10;
@@ -370,9 +352,7 @@ function section(m: Machine, load: number, runs: readonly Run[], reference: numb
       "the probe, the Report stream and the policy's allowlist, decisions and detector, and how many a second it " +
       'carries for 10 s without losing one.',
     '',
-    '- Command: `make bench-pipeline` (as root, after `make build`)',
-    `- Date: ${today()}`,
-    `- Machine: ${machineText(m)}; 1-minute load average ${load.toFixed(2)} when the bench started`,
+    ...sectionFacts('pipeline', today(), m, load),
     `- Method: ${METHOD}`,
     '',
     '```text',
@@ -474,20 +454,10 @@ function printRun(r: Run): void {
 }
 
 async function main(): Promise<void> {
-  requireRoot('attach XDP, create network namespaces and run BPF_PROG_TEST_RUN', 'make bench-pipeline');
-  requireBuild(STACK_BUILD_OUTPUTS);
-  requireCommands([
-    ['bpftool', ['version']],
-    ['ip', ['-V']],
-    ['hping3', ['--version']],
-  ]);
-  const m = machine();
-  const load = os.loadavg()[0] ?? 0;
+  const { m, load, cleanup } = startStackBench(NAME, [['hping3', ['--version']]]);
   const libs = await loadLibs();
-  const cleanup = new Cleanup(NAME);
   const runs = await cleanup.around(async () => {
-    const dir = mkdtempSync(join(os.tmpdir(), 'packetwatch-bench-pipeline-'));
-    cleanup.add('remove the temp dir', () => rmSync(dir, { recursive: true, force: true }));
+    const dir = cleanup.tempDir();
     const net = libs.stack.namespaces(SLOT, cleanup);
     const stack = await libs.stack.Stack.start(net, 'in-kernel', cleanup);
     const programId = (await stack.probeStatus()).programId;
@@ -547,17 +517,12 @@ async function main(): Promise<void> {
   console.log('');
   console.log(`result: ${verdictText(runs, reference)}`);
   if (SMOKE) {
-    const a = runs.filter((r) => r.driver === 'bpftool');
-    const bad = a.filter((r) => !r.zeroLoss);
+    const bad = runs.filter((r) => r.driver === 'bpftool' && !r.zeroLoss);
     const unclosed = runs.filter((r) => !r.closed || r.events === 0);
-    console.log(`smoke run (PW_BENCH_SMOKE=1): nothing written`);
     if (bad.length > 0) throw new BenchError(`smoke: the bpftool run lost events or none arrived: ${bad.map(resultText).join(', ')}`);
     if (unclosed.length > 0) throw new BenchError(`smoke: ${unclosed.map((r) => r.driver).join(', ')}: no events, or events neither received nor counted lost`);
-    return;
   }
-  const file = writeResults(NAME, results(runs, reference));
-  updateBenchmarks(SECTION_HEADING, section(m, load, runs, reference, keptHistory()));
-  console.log(`wrote ${rel(file)} and the "${SECTION_HEADING.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
+  publish(NAME, SECTION_HEADING, () => results(runs, reference), () => section(m, load, runs, reference, keptHistory()), `${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s, ${HPING_SECONDS} s of hping3`);
 }
 
 await runBench('pipeline', main);

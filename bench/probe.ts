@@ -10,7 +10,7 @@
 //    BPF_PROG_TEST_RUN at a paced rate, and a receiver in this process only
 //    counts what arrives, so that the probe is the part being measured.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type * as grpcTypes from '@grpc/grpc-js';
@@ -34,6 +34,7 @@ import {
   publish,
   rateLabel,
   roundRate,
+  sectionFacts,
 } from './report.js';
 import {
   Cleanup,
@@ -828,9 +829,7 @@ function section(m: Machine, date: string, load: number, latency: readonly Laten
     'The probe as a process: what one Probe API call costs a caller, and how many SYN events per second it ' +
       'carries from the ring buffer to a policy stream without losing any.',
     '',
-    '- Command: `make bench-probe` (as root, after `make build`)',
-    `- Date: ${date}`,
-    `- Machine: ${machineText(m)}; 1-minute load average ${load.toFixed(2)} when the bench started`,
+    ...sectionFacts('probe', date, m, load),
     `- Method (API): ${METHOD_LATENCY}`,
     `- Method (events): ${METHOD_RATE}`,
     '',
@@ -935,8 +934,7 @@ async function main(): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const dir = mkdtempSync(join(os.tmpdir(), 'packetwatch-bench-probe-'));
-    cleanup.add('remove the temp dir', () => rmSync(dir, { recursive: true, force: true }));
+    const dir = cleanup.tempDir();
     const pinRoot = `/sys/fs/bpf/packetwatch-bench-${process.pid}`;
     const net = createNet(cleanup);
     const socket = join(dir, 'probe.sock');

@@ -97,6 +97,12 @@ export function rateLabel(r: number): string {
   return r >= 1e6 ? `${round2(r / 1e6)}M` : `${round2(r / 1e3)}k`;
 }
 
+/** The Command, Date and Machine lines every BENCHMARKS.md section starts with; load: the 1-minute load average when the bench started, if it reports one. */
+export function sectionFacts(name: string, date: string, m: Machine, load?: number, extra = ''): string[] {
+  const loadText = load === undefined ? '' : `; 1-minute load average ${load.toFixed(2)} when the bench started`;
+  return [`- Command: \`make bench-${name}\` (as root, after \`make build\`)`, `- Date: ${date}`, `- Machine: ${machineText(m)}${loadText}${extra}`];
+}
+
 /** Thousands separators, as the tables and sections print counts. */
 export function count(n: number | bigint): string {
   return n.toLocaleString('en-US');

@@ -14,8 +14,7 @@
 //    seconds per million events received, and its detections per second;
 // 3. a plot of every figure as a ratio to the first point of its axis.
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
 import type { Program } from 'libbpf-ts';
@@ -38,6 +37,7 @@ import {
   runBench,
   table,
   today,
+  sectionFacts,
 } from './report.js';
 import { lineChartsSvg } from './svgchart.js';
 
@@ -405,9 +405,7 @@ function section(m: Machine, date: string, load: number, axes: readonly AxisRows
     '',
     'How the policy\'s CPU per event, memory per tracked source and detection work move as the threshold N, the number of tracked sources and the number of probes grow, each as a ratio to the first point of its axis, measured side by side in one run.',
     '',
-    '- Command: `make bench-scaling` (as root, after `make build`)',
-    `- Date: ${date}`,
-    `- Machine: ${machineText(m)}; 1-minute load average ${load.toFixed(2)} when the bench started; the run took ${Math.round(seconds)} s`,
+    ...sectionFacts('scaling', date, m, load, `; the run took ${Math.round(seconds)} s`),
     `- Method: ${METHOD}`,
     '',
     `![Each figure as a ratio to the first point of its axis](${rel(PLOT_FILE)})`,
@@ -467,8 +465,7 @@ async function main(): Promise<void> {
   const libs = await loadLibs();
   const started = performance.now();
   const axes = await cleanup.around(async () => {
-    const dir = mkdtempSync(join(os.tmpdir(), 'packetwatch-bench-scaling-'));
-    cleanup.add('remove the temp dir', () => rmSync(dir, { recursive: true, force: true }));
+    const dir = cleanup.tempDir();
     const nets = Array.from({ length: MAX_PROBES }, (_, i) => libs.stack.namespaces(SLOT + i, cleanup));
     const done = new Map<string, Point>();
     const out: AxisRows[] = [];

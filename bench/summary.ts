@@ -7,9 +7,8 @@
 // PW_BENCH_SMOKE=1 prints the table and writes nothing.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BENCH_DIR, BenchError, type ResultEntry, machine, machineText, rel, round2, runBench, table, today, updateBenchmarks } from './report.js';
+import { BENCH_DIR, BenchError, type ResultEntry, SMOKE, machine, machineText, rel, round2, runBench, table, today, updateBenchmarks } from './report.js';
 
-const SMOKE = process.env.PW_BENCH_SMOKE === '1';
 const SECTION_HEADING = '## Summary';
 export const RESULTS_FILE = join(BENCH_DIR, 'results.json');
 

@@ -97,6 +97,9 @@ export const synEventCodec: StructCodec<SynEvent> = struct<SynEvent>(56, {
 
 export const SYN_EVENT_SIZE = synEventCodec.size;
 
+/** Each field's offset in a SynEvent record, for readers that take fields in place (the policy's hot path). */
+export const SYN_EVENT_OFFSET = Object.fromEntries(synEventCodec.fields.map((f) => [f.name, f.offset])) as Readonly<Record<keyof SynEvent, number>>;
+
 /** enum pw_counter, in index order. */
 export const COUNTER_NAMES = [
   'frames',

@@ -2,7 +2,7 @@
 // in, detections out) and the operator's API (status, decisions, block,
 // unblock, watch).
 import * as grpc from '@grpc/grpc-js';
-import { SYN_EVENT_SIZE, ScanVerdict } from '@packetwatch/bpf/records';
+import { SYN_EVENT_OFFSET, SYN_EVENT_SIZE, ScanVerdict } from '@packetwatch/bpf/records';
 import { AddressError, GrpcStatus, type Logger, ServerError, type TlsFiles, VERSION, formatAddress, parseAddress, parsePrefix, unary } from '@packetwatch/common';
 import {
   type AddAllowRequest,
@@ -42,10 +42,7 @@ import { sourceKey } from './sourcekey.js';
 import type { DecisionRecord, DecisionStore, Origin } from './store.js';
 
 // Offsets in struct pw_syn_event (bpf/packetwatch.h), read in place on the hot path.
-const OFF_TS = 0;
-const OFF_SADDR = 8;
-const OFF_DPORT = 42;
-const OFF_SCAN = 51;
+const { tsNs: OFF_TS, saddr: OFF_SADDR, dport: OFF_DPORT, scan: OFF_SCAN } = SYN_EVENT_OFFSET;
 const MAX_REASON = 256;
 /** Feed events a Watch stream may have waiting for its client before it skips new ones. */
 const WATCH_BUFFER = 10_000;

@@ -5,56 +5,35 @@
 // its records as a view of the received message (gRPC hands each message
 // its own buffer). Anything else, or a batch with a field this does not
 // know, goes to the generated decoder, so nothing is dropped.
+import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
 import type { EventBatch, ProbeMessage } from '@packetwatch/proto';
 
 // packetwatch.v1.ProbeMessage.events (field 2, length-delimited) and the
 // fields of EventBatch (common.proto): count 1, record_size 2, records 3,
 // lost_events 4, first_sequence 5.
-const EVENTS_KEY = (2 << 3) | 2;
-const VARINT = 0;
-const LENGTH_DELIMITED = 2;
-
-/** A varint at b[at] as [value, next]; undefined if it runs past end or beyond 2^53. */
-function varint(b: Buffer, at: number, end: number): [number, number] | undefined {
-  let value = 0;
-  let scale = 1;
-  for (let pos = at; pos < end && scale <= 2 ** 49; pos++) {
-    const byte = b[pos]!;
-    value += (byte & 0x7f) * scale;
-    if (byte < 0x80) return [value, pos + 1];
-    scale *= 128;
-  }
-  return undefined;
-}
+const EVENTS_KEY = (2 << 3) | WireType.LengthDelimited;
 
 function leanBatch(b: Buffer): EventBatch | undefined {
-  const len = varint(b, 1, b.length);
-  if (!len || len[1] + len[0] !== b.length) return undefined;
-  const batch: EventBatch = { count: 0, recordSize: 0, records: b.subarray(0, 0), lostEvents: 0n, firstSequence: 0n };
-  let pos = len[1];
-  while (pos < b.length) {
-    const key = varint(b, pos, b.length);
-    if (!key) return undefined;
-    const field = key[0] >>> 3;
-    const wire = key[0] & 7;
-    const v = varint(b, key[1], b.length);
-    if (!v) return undefined;
-    if (wire === LENGTH_DELIMITED && field === 3) {
-      const end = v[1] + v[0];
-      if (end > b.length) return undefined;
-      batch.records = b.subarray(v[1], end);
-      pos = end;
-      continue;
+  const r = new BinaryReader(b);
+  try {
+    r.uint32(); // EVENTS_KEY
+    if (r.uint32() !== b.length - r.pos) return undefined;
+    const batch: EventBatch = { count: 0, recordSize: 0, records: b.subarray(0, 0), lostEvents: 0n, firstSequence: 0n };
+    while (r.pos < r.len) {
+      const [field, wire] = r.tag();
+      // bytes() is a view of b (a Buffer's subarray is a Buffer): no copy.
+      if (field === 3 && wire === WireType.LengthDelimited) batch.records = r.bytes() as Buffer;
+      else if (wire !== WireType.Varint) return undefined;
+      else if (field === 1) batch.count = r.uint32();
+      else if (field === 2) batch.recordSize = r.uint32();
+      else if (field === 4) batch.lostEvents = r.uint64() as bigint;
+      else if (field === 5) batch.firstSequence = r.uint64() as bigint;
+      else return undefined;
     }
-    if (wire !== VARINT) return undefined;
-    if (field === 1) batch.count = v[0];
-    else if (field === 2) batch.recordSize = v[0];
-    else if (field === 4) batch.lostEvents = BigInt(v[0]);
-    else if (field === 5) batch.firstSequence = BigInt(v[0]);
-    else return undefined;
-    pos = v[1];
+    return batch;
+  } catch {
+    return undefined; // malformed: the generated decoder says why
   }
-  return batch;
 }
 
 /** A requestDeserialize for Policy.Report: event batches without a copy, the rest by `generated`. */
