@@ -82,6 +82,8 @@ interface Sample {
   /** CLOCK_BOOTTIME just before and just after the crossing SYN's run. */
   t0: bigint;
   t1: bigint;
+  /** The kernel's tick: how far the program's coarse clock may lag t0. */
+  tickNs: bigint;
 }
 
 interface LoadStats {
@@ -162,7 +164,7 @@ class Detections {
       const r = this.prog.testRun({ data: crossing });
       const t1 = libbpf.clock.boottimeNs();
       this.#pass(p.src, r.retval);
-      samples.push({ source: p.src, key: p.key, t0, t1 });
+      samples.push({ source: p.src, key: p.key, t0, t1, tickNs: libbpf.clock.coarseTickNs() });
     }
     return samples;
   }
@@ -250,15 +252,13 @@ function summarize(
 }
 
 /**
- * The program stamps times from the coarse clock (the last tick, CLOCK_BOOTTIME
- * by offset), up to one tick (4 ms at HZ=250; 10 ms at HZ=100) before the
- * precise clock this process reads around the run.
+ * Whether a block's created_ns falls within the crossing SYN's run. The
+ * program stamps times from the coarse clock (the last tick, CLOCK_BOOTTIME by
+ * offset), up to one tick (clock_getres of the coarse clock: 4 ms at HZ=250,
+ * 10 ms at HZ=100) before the precise clock this process reads around the run.
  */
-const TICK_NS = 10_000_000n;
-
-/** Whether a block's created_ns falls within the crossing SYN's run, allowing the program's clock its tick. */
 function duringRun(e: BlockEntry, s: Sample): boolean {
-  return e.createdNs >= s.t0 - TICK_NS && e.createdNs <= s.t1;
+  return e.createdNs >= s.t0 - s.tickNs && e.createdNs <= s.t1;
 }
 
 /** The warm-up detections double as the check that the mode is what it says. */

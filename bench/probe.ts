@@ -36,6 +36,7 @@ import {
   roundRate,
   sectionFacts,
 } from './report.js';
+import { withinRun } from './clock.js';
 import {
   Cleanup,
   SLICE_MS,
@@ -581,9 +582,9 @@ async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: Net, pr
   const before = await api.status();
   const recv = receiver.counts();
   receiver.capture = true;
-  const t0 = BigInt(Date.now()) * 1_000_000n;
+  const t0 = libs.libbpf.clock.realtimeNs();
   const verdict = runOnce(programId, frameFile);
-  const t1 = BigInt(Date.now()) * 1_000_000n;
+  const t1 = libs.libbpf.clock.realtimeNs();
   if (verdict !== XDP_PASS) throw new BenchError(`the program returned ${verdict} for the SYN frame, expected XDP_PASS (${XDP_PASS})`);
   await waitFor('the test event at the receiver', () => (receiver.counts().events > recv.events ? true : undefined), 5000);
   await sleep(200); // a second, unexpected event would arrive by now
@@ -599,8 +600,8 @@ async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: Net, pr
     ['dport', ev.dport, DPORT],
     ['ipVersion', ev.ipVersion, 4],
     ['tcpFlags', ev.tcpFlags, bpf.TCP_FLAGS.SYN],
-    // Wall-clock ns (the probe converts the kernel's boot-time clock); 1 ms slack for the clock reads.
-    ['tsNs within the run', ev.tsNs >= t0 - 1_000_000n && ev.tsNs <= t1 + 1_000_000n, true],
+    // Wall-clock ns (the probe converts the kernel's coarse boot-time clock).
+    ['tsNs within the run', withinRun(ev.tsNs, t0, t1, libs.libbpf.clock.coarseTickNs()), true],
   ];
   for (const [name, value, want] of fields) {
     if (value !== want) throw new BenchError(`test event: ${name} is ${String(value)}, expected ${String(want)}`);

@@ -30,8 +30,9 @@ const VICTIM = '198.51.100.1';
 const ATTACKER6 = '2001:db8::7';
 const VICTIM6 = '2001:db8::1';
 // The program reads CLOCK_BOOTTIME at tick resolution: its times are up to
-// one tick behind a clock read in user space (10 ms at HZ=100, the slowest).
-const TICK_NS = 10_000_000n;
+// one tick (the coarse clock's resolution, 1 s / CONFIG_HZ) behind a clock
+// read in user space.
+const TICK_NS = clock.coarseTickNs();
 
 interface Outcome {
   verdict: number;
@@ -458,8 +459,8 @@ describe('in-kernel scan detection', () => {
     try {
       for (const port of [1, 2, 3, 4]) {
         expect(run(dp, reader, synFrame(ATTACKER, VICTIM, 40000, port))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
-        // Longer than the window plus a tick of the program's clock.
-        await new Promise((res) => setTimeout(res, 15));
+        // Longer than the window plus a tick of the program's clock: the time that must pass.
+        await new Promise((res) => setTimeout(res, 1 + Number(TICK_NS / 1_000_000n) + 1));
       }
       expect([...dp.blocklist.keys()]).toEqual([]);
     } finally {

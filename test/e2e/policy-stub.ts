@@ -18,6 +18,10 @@ export class PolicyStub {
 
   constructor(readonly socketPath: string) {}
 
+  get running(): boolean {
+    return this.#server !== undefined;
+  }
+
   get events(): SynEvent[] {
     return this.batches.flatMap((b) => b.events);
   }

@@ -28,6 +28,7 @@ export class ProbeProcess {
   readonly log: string[] = [];
   readonly exited: Promise<number | null>;
   #child: ChildProcess;
+  #running = true;
 
   constructor(env: Record<string, string>, args: string[] = []) {
     this.#child = spawn(process.execPath, [PROBE_MAIN, ...args], {
@@ -38,7 +39,17 @@ export class ProbeProcess {
       s.setEncoding('utf8');
       s.on('data', (d: string) => this.log.push(...d.split('\n').filter(Boolean)));
     }
-    this.exited = new Promise((resolve) => this.#child.on('exit', (code) => resolve(code)));
+    this.exited = new Promise((resolve) =>
+      this.#child.on('exit', (code) => {
+        this.#running = false;
+        resolve(code);
+      }),
+    );
+  }
+
+  /** True until the process has exited. */
+  get running(): boolean {
+    return this.#running;
   }
 
   get pid(): number {

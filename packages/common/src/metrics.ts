@@ -1,9 +1,30 @@
-// The Prometheus endpoint: GET /metrics on the configured port.
+// The Prometheus endpoint (GET /metrics on the configured port) and the
+// process metrics both services export.
 import { type Server, createServer } from 'node:http';
-import type { Registry } from 'prom-client';
+import { type Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from './log.js';
 
-export async function serveMetrics(registry: Registry, port: number, host: string, log: Logger): Promise<Server> {
+/** What the endpoint serves: a prom-client Registry, or anything that renders one per scrape. */
+export interface Scrapeable {
+  readonly contentType: string;
+  metrics(): Promise<string>;
+}
+
+/**
+ * prom-client's default metrics name three gauges with a `_total` suffix, which
+ * Prometheus reserves for counters (promtool check metrics rejects them). Each is
+ * the sum of the per-type gauge of the same name without the suffix
+ * (`nodejs_active_handles{type}` …), which stays: sum() gives the total.
+ */
+const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+/** The process and Node.js runtime metrics, under names that follow Prometheus conventions. */
+export function collectProcessMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry });
+  for (const name of MISNAMED_DEFAULTS) registry.removeSingleMetric(name);
+}
+
+export async function serveMetrics(registry: Scrapeable, port: number, host: string, log: Logger): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' || path !== '/metrics') {

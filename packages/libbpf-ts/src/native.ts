@@ -122,6 +122,7 @@ export interface NativeBinding {
   linkDetach(linkFd: number): void;
   xdpQuery(ifindex: number): NativeXdpQuery;
   clockNs(clockId: number): bigint;
+  clockResolutionNs(clockId: number): bigint;
   possibleCpus(): number;
 }
 

@@ -1,5 +1,7 @@
 // Facts about the machine that need no privileges: clocks, CPUs, interfaces.
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { release } from 'node:os';
 import { InterfaceNotFoundError, clock, ifindex, ifname, possibleCpus } from 'libbpf-ts';
 import { describe, expect, it } from 'vitest';
 
@@ -31,6 +33,16 @@ describe('clock', () => {
     const after = BigInt(Date.now() + 1) * 1_000_000n;
     expect(rt).toBeGreaterThanOrEqual(before);
     expect(rt).toBeLessThanOrEqual(after);
+  });
+});
+
+describe('clock.coarseTickNs', () => {
+  it("is one tick of the kernel's CONFIG_HZ (from its build configuration, where the kernel ships one)", () => {
+    const tick = clock.coarseTickNs();
+    const hz = kernelHz();
+    if (hz !== undefined) expect(tick).toBe(1_000_000_000n / BigInt(hz));
+    // Every CONFIG_HZ Linux offers (100, 250, 300, 1000) gives a tick from 1 to 10 ms.
+    expect(tick >= 1_000_000n && tick <= 10_000_000n).toBe(true);
   });
 });
 
@@ -69,3 +81,15 @@ describe('interfaces', () => {
     expect(ifname(0x7ffffff0)).toBeUndefined();
   });
 });
+
+/** CONFIG_HZ from /boot/config-<release> or /proc/config.gz, when the kernel ships either. */
+function kernelHz(): number | undefined {
+  const boot = `/boot/config-${release()}`;
+  const text = existsSync(boot)
+    ? readFileSync(boot, 'utf8')
+    : existsSync('/proc/config.gz')
+      ? execFileSync('zcat', ['/proc/config.gz'], { encoding: 'utf8', maxBuffer: 16 << 20 })
+      : '';
+  const m = /^CONFIG_HZ=(\d+)$/m.exec(text);
+  return m ? Number(m[1]) : undefined;
+}

@@ -1,6 +1,7 @@
 // Prometheus metrics of the policy. Counts are plain numbers the domain
 // increments (and GetStatus reports); the registry reads them at scrape time.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { collectProcessMetrics } from '@packetwatch/common';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 export class PolicyCounts {
   eventsReceived = 0;
@@ -36,7 +37,7 @@ export class PolicyMetrics {
   constructor() {
     const registers = [this.registry];
     const counts = this.counts;
-    collectDefaultMetrics({ register: this.registry });
+    collectProcessMetrics(this.registry);
     for (const [name, help, key] of COUNTERS) {
       new Counter({
         name,

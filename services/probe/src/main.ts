@@ -252,7 +252,7 @@ runMain(NAME, async () => {
     log,
   });
   let metricsServer: Server | undefined;
-  if (c.prometheusPort > 0) metricsServer = await serveMetrics(metrics.registry, c.prometheusPort, c.metricsHost, log);
+  if (c.prometheusPort > 0) metricsServer = await serveMetrics(metrics, c.prometheusPort, c.metricsHost, log);
 
   // The interface can vanish (deleted, driver reload) and come back: follow
   // it, and say so through health, metrics and logs while it is unwatched.

@@ -1,7 +1,9 @@
 // Prometheus metrics of the probe. Kernel counters are read at scrape time
-// from the per-CPU counters map; the seed's conn_count_total is kept.
+// from the per-CPU counters map, once per scrape; the seed's conn_count_total
+// is kept.
 import type { Counters, Datapath } from '@packetwatch/bpf';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { type Scrapeable, collectProcessMetrics } from '@packetwatch/common';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 export interface ProbeMetricsSources {
   dp: Datapath;
@@ -29,24 +31,19 @@ const KERNEL: [name: string, help: string, counter: keyof Counters][] = [
   ['packetwatch_probe_scans_capped_total', 'In-kernel detections not blocked (per-minute cap or full blocklist)', 'scanCapped'],
 ];
 
-export class ProbeMetrics {
+export class ProbeMetrics implements Scrapeable {
   readonly registry = new Registry();
+  readonly contentType = this.registry.contentType;
+  /** The counters map as read by the scrape under way; never carried to the next one. */
+  #counters: Counters | undefined;
   readonly blockApplySeconds: Histogram;
   readonly attached: Gauge;
 
   constructor(src: ProbeMetricsSources, info: { interface: string; mode: string; programId: number; version: string }) {
     const r = this.registry;
-    collectDefaultMetrics({ register: r });
-    let snapshot: Counters | undefined;
-    let snapshotAt = 0;
+    collectProcessMetrics(r);
     // One read of the counters map per scrape, shared by every kernel metric.
-    const counters = (): Counters => {
-      if (!snapshot || Date.now() - snapshotAt > 100) {
-        snapshot = src.dp.counters();
-        snapshotAt = Date.now();
-      }
-      return snapshot;
-    };
+    const counters = (): Counters => (this.#counters ??= src.dp.counters());
     new Counter({
       name: 'conn_count_total',
       help: 'number of new connections',
@@ -140,5 +137,15 @@ export class ProbeMetrics {
       buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01],
       registers: [r],
     });
+  }
+
+  /** One scrape: the counters map is read afresh by its first kernel metric and shared by the rest. */
+  metrics(): Promise<string> {
+    this.#counters = undefined;
+    // prom-client calls every collect() synchronously inside metrics(); what
+    // a later asynchronous one would read is fresh too.
+    const body = this.registry.metrics();
+    this.#counters = undefined;
+    return body;
   }
 }

@@ -683,6 +683,15 @@ Napi::Value ClockNs(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(env, static_cast<uint64_t>(static_cast<unsigned long>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec)));
 }
 
+Napi::Value ClockResolutionNs(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!ArgCheck(info, 1)) return env.Undefined();
+  timespec ts;
+  if (clock_getres(info[0].As<Napi::Number>().Int32Value(), &ts))
+    THROW_ERRNO(env, "clock_getres", errno, env.Undefined());
+  return Napi::BigInt::New(env, static_cast<uint64_t>(static_cast<unsigned long>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec)));
+}
+
 Napi::Value PossibleCpus(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int n = libbpf_num_possible_cpus();
@@ -961,6 +970,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("linkDetach", Napi::Function::New(env, LinkDetach));
   exports.Set("xdpQuery", Napi::Function::New(env, XdpQuery));
   exports.Set("clockNs", Napi::Function::New(env, ClockNs));
+  exports.Set("clockResolutionNs", Napi::Function::New(env, ClockResolutionNs));
   exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpus));
   return exports;
 }

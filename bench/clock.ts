@@ -1,0 +1,20 @@
+// What a wall-clock event time can be expected to be, for the benches and
+// the tests: shared so that the tolerance is written once, from documented
+// resolutions rather than from one machine's speed.
+
+/**
+ * The probe turns the program's boot-time stamps into wall-clock time with an
+ * offset it re-reads once a second; NTP slews the wall clock by at most
+ * 500 ppm (the kernel's MAXFREQ), so the offset is off by at most 0.5 ms.
+ */
+export const WALL_OFFSET_SLACK_NS = 500_000n;
+
+/**
+ * Whether an event's wall-clock time (`tsNs`) fits a SYN sent between t0 and
+ * t1 (CLOCK_REALTIME ns read around the send). The program stamps with the
+ * coarse clock, up to one tick (`tickNs`, clock_getres of the coarse clock)
+ * behind the precise clock.
+ */
+export function withinRun(tsNs: bigint, t0: bigint, t1: bigint, tickNs: bigint): boolean {
+  return tsNs >= t0 - tickNs - WALL_OFFSET_SLACK_NS && tsNs <= t1 + WALL_OFFSET_SLACK_NS;
+}
