@@ -3,8 +3,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Debian packages the build, the tests and the benchmarks need.
+# prometheus ships promtool, which lints both services' /metrics in the tests.
 DEB_PACKAGES := clang llvm libbpf-dev bpftool linux-libc-dev make g++ python3 \
-                iproute2 nmap hping3 curl libxdp1 util-linux
+                iproute2 nmap hping3 curl libxdp1 util-linux prometheus
 
 MULTIARCH := $(shell uname -m)-linux-gnu
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I bpf -I /usr/include/$(MULTIARCH)
@@ -17,6 +18,9 @@ PROTO_GEN := proto/gen/packetwatch/v1/probe.ts
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Installing must not start daemons (prometheus would take :9090, the probe's
+# metrics port): a policy-rc.d refuses them for the length of the install,
+# unless the machine has its own.
 .PHONY: deps
 deps: ## Install the Debian packages the build and tests need (only those missing)
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -28,7 +32,10 @@ deps: ## Install the Debian packages the build and tests need (only those missin
 	if [ "$$(id -u)" != 0 ]; then \
 	  echo "deps: installing packages needs root; run 'sudo make deps' (or install: $$missing)" >&2; exit 1; fi; \
 	export DEBIAN_FRONTEND=noninteractive; \
-	apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing
+	own_policy=; [ -e /usr/sbin/policy-rc.d ] && own_policy=1; \
+	if [ -z "$$own_policy" ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; fi; \
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; code=$$?; \
+	[ -n "$$own_policy" ] || rm -f /usr/sbin/policy-rc.d; exit $$code
 	@# The policy runs as this unprivileged user (make run, the e2e suites).
 	@if ! getent passwd packetwatch >/dev/null; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "deps: creating the 'packetwatch' user needs root; run 'sudo make deps'" >&2; exit 1; fi; \
@@ -86,8 +93,8 @@ detach: build ## Remove the XDP program, its maps and pins from PW_IFDEV (root)
 test: deps docker-deps install build images ## Install what is missing, build, and run every suite (root; Docker for the compose suite)
 	npx vitest run --project unit --project privileged --project compose
 
-.PHONY: test-unit
-test-unit: build ## Unit suites only (no privileges)
+.PHONY: unit-test
+unit-test: build ## Unit suites only (no privileges; the seed's name)
 	npx vitest run --project unit
 
 .PHONY: test-privileged
@@ -125,6 +132,10 @@ up: images ## docker compose up -d: probe on PW_IFDEV (default lo), policy, Prom
 	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 	$(COMPOSE) up -d
 	@$(COMPOSE) ps
+
+.PHONY: stop
+stop: ## Stop what make run (foreground or background) and make up started, and say what; the XDP program stays (make detach)
+	@deploy/stop.sh $(if $(shell command -v docker),$(COMPOSE))
 
 .PHONY: down
 down: ## Stop and remove the compose stack; volumes and the attached XDP program stay (make compose-detach)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `sudo make run`: the probe (root: BPF and XDP) and the policy (the
 # unprivileged `packetwatch` user, no capabilities) in the foreground, the
-# live table on this terminal, logs under $PW_LOG_DIR. Ctrl-C stops both;
-# the probe leaves its pinned program attached, so blocks stay enforced
-# (`make detach` removes it).
+# live table on this terminal, logs under $PW_LOG_DIR. Ctrl-C (or `make stop`
+# from another terminal, for a run in the background) stops both; the probe
+# leaves its pinned program attached, so blocks stay enforced (`make detach`
+# removes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,15 @@ fi
 
 # Sockets: the directory lets the packetwatch group in, nobody else.
 install -d -m 0770 -o root -g "$USER_NAME" "$RUN_DIR"
+
+# One run at a time; `make stop` finds this one by its pid file.
+PID_FILE=$RUN_DIR/run.pid
+if [ -f "$PID_FILE" ] && tr '\0' ' ' 2>/dev/null <"/proc/$(cat "$PID_FILE")/cmdline" | grep -q 'deploy/run.sh'; then
+  echo "make run: already running (pid $(cat "$PID_FILE")); 'sudo make stop' stops it" >&2
+  exit 1
+fi
+echo $$ >"$PID_FILE"
+trap 'rm -f "$PID_FILE"' EXIT
 install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$STATE_DIR"
 install -d -m 0750 -o root -g "$USER_NAME" "$LOG_DIR"
 touch "$LOG_DIR/policy.log" "$LOG_DIR/probe.log"
