@@ -5,4 +5,5 @@ export * from './metrics.js';
 export * from './grpc.js';
 export * from './main.js';
 export * from './table.js';
+export * from './variables.js';
 export * from './version.js';

@@ -12,6 +12,7 @@ import {
   serveMetrics,
   startServer,
   usage,
+  warnUnknownVariables,
 } from '@packetwatch/common';
 import { PROTO_FILES, PROTO_ROOT, PolicyService } from '@packetwatch/proto';
 import { Allowlist } from './allowlist.js';
@@ -39,6 +40,7 @@ runMain(NAME, async () => {
   const table = c.logFormat === 'table' || (c.logFormat === 'auto' && process.stdout.isTTY === true);
   // With the table on stdout, logs go to stderr.
   const log = createLogger(NAME, c.logLevel, table ? 2 : 1);
+  warnUnknownVariables(log, process.env);
   if (process.getuid?.() === 0) {
     log.warn('running as root: the policy needs no privileges; run it as an unprivileged user (make run does)');
   }

@@ -16,6 +16,7 @@ import {
   serveMetrics,
   startServer,
   usage,
+  warnUnknownVariables,
 } from '@packetwatch/common';
 import { PROTO_FILES, PROTO_ROOT, ProbeService } from '@packetwatch/proto';
 import { InterfaceNotFoundError } from 'libbpf-ts';
@@ -42,6 +43,7 @@ runMain(NAME, async () => {
   const c = validate(loaded.config);
   const command = loaded.positionals[0] ?? 'run';
   const log = createLogger(NAME, c.logLevel);
+  warnUnknownVariables(log, process.env);
 
   if (command === 'detach') {
     detach(c.pinRoot, c.ifdev, log);
