@@ -674,23 +674,18 @@ Napi::Value XdpQuery(const Napi::CallbackInfo &info) {
 // ---------------------------------------------------------------------------
 // Clocks and machine facts.
 
-Napi::Value ClockNs(const Napi::CallbackInfo &info) {
+// clock_gettime or clock_getres of the clock id in info[0], as BigInt nanoseconds.
+Napi::Value ClockCall(const Napi::CallbackInfo &info, int (*fn)(clockid_t, timespec *), const char *op) {
   Napi::Env env = info.Env();
   if (!ArgCheck(info, 1)) return env.Undefined();
   timespec ts;
-  if (clock_gettime(info[0].As<Napi::Number>().Int32Value(), &ts))
-    THROW_ERRNO(env, "clock_gettime", errno, env.Undefined());
+  if (fn(info[0].As<Napi::Number>().Int32Value(), &ts)) THROW_ERRNO(env, op, errno, env.Undefined());
   return Napi::BigInt::New(env, static_cast<uint64_t>(static_cast<unsigned long>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec)));
 }
 
-Napi::Value ClockResolutionNs(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  if (!ArgCheck(info, 1)) return env.Undefined();
-  timespec ts;
-  if (clock_getres(info[0].As<Napi::Number>().Int32Value(), &ts))
-    THROW_ERRNO(env, "clock_getres", errno, env.Undefined());
-  return Napi::BigInt::New(env, static_cast<uint64_t>(static_cast<unsigned long>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec)));
-}
+Napi::Value ClockNs(const Napi::CallbackInfo &info) { return ClockCall(info, clock_gettime, "clock_gettime"); }
+
+Napi::Value ClockResolutionNs(const Napi::CallbackInfo &info) { return ClockCall(info, clock_getres, "clock_getres"); }
 
 Napi::Value PossibleCpus(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
