@@ -11,6 +11,15 @@ export class PolicyCounts {
   blockFailures = 0;
   /** Detections not enforced because of the blocks-per-minute cap. */
   detectionsNotEnforced = 0;
+  /** Events not given to the detector: stamped further ahead of the policy's clock than the tolerance. */
+  eventsOutOfRange = 0;
+  /** Report streams ended for a bad message, a taken probe id, or a message out of order. */
+  reportsRefused = 0;
+}
+
+/** a + b, stopping at 2^53 - 1: a counter a peer feeds must not lose its precision or outgrow a uint64. */
+export function saturatingAdd(a: number, b: number): number {
+  return Math.min(a + b, Number.MAX_SAFE_INTEGER);
 }
 
 export interface PolicyGauges {
@@ -26,6 +35,8 @@ const COUNTERS: [name: string, help: string, key: keyof PolicyCounts][] = [
   ['packetwatch_policy_detections_total', 'Port scanners detected', 'detections'],
   ['packetwatch_policy_drift_repairs_total', "Differences between decisions and a probe's kernel blocklist repaired", 'driftRepairs'],
   ['packetwatch_policy_block_failures_total', 'BlockIp calls that failed after retries', 'blockFailures'],
+  ['packetwatch_policy_events_out_of_range_total', "SYN events not given to the detector: stamped further ahead of the policy's clock than it allows", 'eventsOutOfRange'],
+  ['packetwatch_policy_reports_refused_total', 'Report streams ended with an error status (bad message, probe id in use, no hello first)', 'reportsRefused'],
   ['packetwatch_policy_detections_not_enforced_total', 'Detections not enforced because the blocks-per-minute cap was reached', 'detectionsNotEnforced'],
 ];
 

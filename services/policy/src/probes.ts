@@ -27,6 +27,7 @@ export class ProbeSession {
   readonly connectedAt = Date.now();
   eventsReceived = 0;
   eventsLost = 0;
+  eventsOutOfRange = 0;
   ownAddresses: string[];
   readonly #client: ProbeClient;
 
@@ -83,13 +84,13 @@ export class ProbeSession {
 export class ProbeRegistry {
   readonly #sessions = new Map<string, ProbeSession>();
 
-  add(s: ProbeSession): ProbeSession | undefined {
-    const old = this.#sessions.get(s.id);
+  /** Adds a session whose id is free (the Report handler refuses a taken one: a live id is never taken over). */
+  add(s: ProbeSession): void {
+    if (this.#sessions.has(s.id)) throw new Error(`probe id ${s.id} is connected already`);
     this.#sessions.set(s.id, s);
-    return old;
   }
 
-  /** Removes the session unless a newer one with the same id replaced it. */
+  /** Removes the session if it is the one registered under its id. */
   remove(s: ProbeSession): boolean {
     if (this.#sessions.get(s.id) !== s) return false;
     this.#sessions.delete(s.id);

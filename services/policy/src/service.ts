@@ -36,7 +36,8 @@ import { type Allowlist, canonicalPrefix, covers } from './allowlist.js';
 import { type Decisions, canonicalIp } from './decisions.js';
 import type { Detector } from './detector.js';
 import type { Feed, FeedEvent, FeedKind } from './feed.js';
-import type { PolicyMetrics } from './metrics.js';
+import { type PolicyMetrics, saturatingAdd } from './metrics.js';
+import { checkBatch, checkHello, checkOwnAddresses, quote } from './peer.js';
 import { ProbeSession, type ProbeRegistry } from './probes.js';
 import { sourceKey } from './sourcekey.js';
 import type { DecisionRecord, DecisionStore, Origin } from './store.js';
@@ -59,6 +60,8 @@ export interface PolicyContext {
   whitelistSelf: boolean;
   portThreshold: number;
   windowSeconds: number;
+  /** How far ahead of the policy's clock an event may be stamped (clock skew between hosts): eventTimeTolerance(). */
+  clockToleranceMs: number;
   blockTtlSeconds: number;
   started: Date;
   store: DecisionStore;
@@ -147,18 +150,15 @@ class EventStream {
     private readonly call: grpc.ServerDuplexStream<ProbeMessage, PolicyMessage>,
   ) {}
 
+  /** A batch checkBatch() accepted. */
   push(batch: EventBatch): void {
     const { ctx, session } = this;
     const lost = Number(batch.lostEvents);
     if (lost > 0) {
-      session.eventsLost += lost;
-      ctx.metrics.counts.eventsLost += lost;
+      session.eventsLost = saturatingAdd(session.eventsLost, lost);
+      ctx.metrics.counts.eventsLost = saturatingAdd(ctx.metrics.counts.eventsLost, lost);
     }
     if (batch.count === 0) return;
-    if (batch.recordSize !== SYN_EVENT_SIZE || batch.records.length < batch.count * SYN_EVENT_SIZE) {
-      ctx.log.error({ probe: session.id, recordSize: batch.recordSize, bytes: batch.records.length, count: batch.count }, 'malformed event batch ignored');
-      return;
-    }
     const buf = Buffer.isBuffer(batch.records) ? batch.records : Buffer.from(batch.records);
     session.eventsReceived += batch.count;
     ctx.metrics.counts.eventsReceived += batch.count;
@@ -214,9 +214,21 @@ class EventStream {
  * SourceKey (a number for IPv4), its text is made only for a detection, and
  * the feed keeps the record raw unless someone watches.
  */
+/**
+ * How far ahead of the policy's clock an event time may be: 2 s for hosts'
+ * clock skew, and never half the window or more, so that an event stamped
+ * at the limit cannot make a current one stale (the detector's clock is the
+ * newest event time it has seen).
+ */
+export function eventTimeTolerance(windowSeconds: number): number {
+  return Math.min(2000, (windowSeconds * 1000) / 2 - 1);
+}
+
 function processRecords(ctx: PolicyContext, session: ProbeSession, buf: Buffer, from: number, end: number): number {
   const { feed, allowlist, decisions, detector } = ctx;
   const probeId = session.id;
+  // The newest event time the detector takes (eventTimeTolerance).
+  const newestMs = Date.now() + ctx.clockToleranceMs;
   for (let off = from; off < end; off += SYN_EVENT_SIZE) {
     const t = off + OFF_TS;
     const lo = (buf[t]! | (buf[t + 1]! << 8) | (buf[t + 2]! << 16) | (buf[t + 3]! << 24)) >>> 0;
@@ -228,6 +240,13 @@ function processRecords(ctx: PolicyContext, session: ProbeSession, buf: Buffer, 
     feed.publishConnection(tsMs, buf, at, port, probeId);
     const key = sourceKey(buf, at);
     const kernelBlocked = buf[off + OFF_SCAN] === ScanVerdict.Blocked;
+    if (!(tsMs <= newestMs) && !kernelBlocked) {
+      // Stamped in the future: taken, it would move the detector's clock
+      // ahead and make every real event after it stale.
+      ctx.metrics.counts.eventsOutOfRange++;
+      session.eventsOutOfRange++;
+      continue;
+    }
     if (allowlist.hasSource(key, buf, at)) {
       // The kernel knows only the probe's allowlist; the policy's own
       // entries (PW_ALLOWLIST, operators) win over its detector.
@@ -254,6 +273,16 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
   return (call) => {
     let session: ProbeSession | undefined;
     let events: EventStream | undefined;
+    /** Ends this stream with a status; the policy and every other stream carry on. */
+    const refuse = (code: grpc.status, details: string) => {
+      if (refused) return;
+      refused = true;
+      ctx.metrics.counts.reportsRefused++;
+      ctx.log.warn({ probe: session?.id, code: grpc.status[code], details }, 'Report stream refused');
+      gone();
+      call.emit('error', { code, details });
+      call.end();
+    };
     const setOwn = (s: ProbeSession, addresses: string[]) => {
       s.ownAddresses = addresses;
       if (!ctx.whitelistSelf) return;
@@ -261,24 +290,28 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
         ctx.feed.publish({ timeMs: Date.now(), kind: 'whitelist', source: a, port: 0, probeId: s.id, message: 'own address of the probe' });
       }
     };
-    call.on('data', (msg: ProbeMessage) => {
+    let refused = false;
+    const onMessage = (msg: ProbeMessage) => {
       const m = msg.message;
       if (!session) {
         if (m?.$case !== 'hello') {
-          call.emit('error', { code: grpc.status.FAILED_PRECONDITION, details: 'the first message of Report must be a hello' });
-          call.end();
+          refuse(grpc.status.FAILED_PRECONDITION, 'the first message of Report must be a hello');
           return;
         }
-        try {
-          session = new ProbeSession(m.value, ctx.tls, ctx.log);
-        } catch (e) {
-          ctx.log.error({ err: (e as Error).message }, 'probe hello refused');
-          call.end();
+        const hello = checkHello(m.value);
+        if (!hello.ok) {
+          refuse(grpc.status.INVALID_ARGUMENT, `hello: ${hello.reason}`);
           return;
         }
+        if (ctx.probes.get(m.value.probeId)) {
+          // The live session keeps its id: a newcomer cannot take over its BlockIp calls.
+          refuse(grpc.status.ALREADY_EXISTS, `probe_id ${quote(m.value.probeId)} is connected already`);
+          return;
+        }
+        session = new ProbeSession({ ...m.value, ownAddresses: hello.value.ownAddresses }, ctx.tls, ctx.log);
         const s = session;
         events = new EventStream(ctx, s, call);
-        ctx.probes.add(s)?.close();
+        ctx.probes.add(s);
         ctx.log.info({ probe: s.id, interface: s.hello.interface, callback: s.hello.callbackEndpoint, version: s.hello.version }, 'probe connected');
         ctx.onProbe(s);
         const k = m.value;
@@ -289,7 +322,7 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
             "the probe's in-kernel detector uses other thresholds than the policy: give both services the same PW_PORTSCAN_* settings",
           );
         }
-        setOwn(s, m.value.ownAddresses);
+        setOwn(s, hello.value.ownAddresses);
         call.write({ message: { $case: 'hello', value: { version: VERSION } } });
         ctx.decisions
           .reconcile(s)
@@ -297,8 +330,27 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
           .catch((e: grpc.ServiceError) => ctx.log.error({ probe: s.id, code: grpc.status[e.code], details: e.details }, 'reconcile failed'));
         return;
       }
-      if (m?.$case === 'events') events?.push(m.value);
-      else if (m?.$case === 'ownAddresses') setOwn(session, m.value.addresses);
+      if (m?.$case === 'events') {
+        const batch = checkBatch(m.value);
+        if (batch.ok) events?.push(batch.value);
+        else refuse(grpc.status.INVALID_ARGUMENT, `events: ${batch.reason}`);
+      } else if (m?.$case === 'ownAddresses') {
+        const own = checkOwnAddresses(m.value.addresses);
+        if (own.ok) setOwn(session, own.value);
+        else refuse(grpc.status.INVALID_ARGUMENT, `own_addresses: ${own.reason}`);
+      } else {
+        refuse(grpc.status.INVALID_ARGUMENT, 'a Report message with no known content');
+      }
+    };
+    call.on('data', (msg: ProbeMessage) => {
+      if (refused) return;
+      try {
+        onMessage(msg);
+      } catch (err) {
+        // A check missed something: this stream ends, the policy does not.
+        ctx.log.error({ err, probe: session?.id }, 'a Report message could not be handled');
+        refuse(grpc.status.INTERNAL, 'the message could not be handled');
+      }
     });
     const gone = () => {
       if (!session) return;

@@ -1,0 +1,247 @@
+// A hostile Report peer: anyone who can open the policy's Report stream.
+// Each test performs an attack with a real gRPC client against the policy as
+// a real process (the unprivileged user, as `make run` starts it) and asserts
+// the defended outcome: the offending stream ends with the right status, the
+// policy lives on and stays correct.
+import * as grpc from '@grpc/grpc-js';
+import { SYN_EVENT_SIZE, TCP_FLAGS, synEventCodec } from '@packetwatch/bpf';
+import { parseAddress } from '@packetwatch/common';
+import {
+  AttachMode,
+  type GetPolicyStatusResponse,
+  type ListAllowResponse,
+  type ListDecisionsResponse,
+  type PolicyMessage,
+  type ProbeHello,
+  type ProbeMessage,
+  type UnblockResponse,
+} from '@packetwatch/proto';
+import { encode } from 'libbpf-ts';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
+import { call } from './probe-process.js';
+import { Services } from './services.js';
+
+const METRICS_PORT = 19191; // inside the victim namespace
+let probeCount = 0;
+
+describe('a hostile Report peer', () => {
+  let net: NamespacePair;
+  let svc: Services;
+
+  const status = () => svc.policyStatus();
+  const decisions = () =>
+    call<ListDecisionsResponse>((cb) => svc.policyClient.listDecisions({ all: false }, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb));
+  const allowlist = () => call<ListAllowResponse>((cb) => svc.policyClient.listAllow({}, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb));
+  const metric = async (name: string): Promise<number> => {
+    const r = await net.inVictim('curl', ['-s', `http://127.0.0.1:${METRICS_PORT}/metrics`]);
+    const line = r.stdout.split('\n').find((l) => l.startsWith(`${name} `));
+    if (!line) throw new Error(`metric ${name} missing`);
+    return Number(line.split(' ')[1]);
+  };
+
+  /** A Report stream as a probe would open it; `ended` resolves with the status the policy ends it with. */
+  const peer = () => {
+    const stream = svc.policyClient.report() as grpc.ClientDuplexStream<ProbeMessage, PolicyMessage>;
+    const replies: PolicyMessage[] = [];
+    stream.on('data', (m: PolicyMessage) => replies.push(m));
+    const ended = new Promise<{ code: grpc.status; details: string }>((resolve) => {
+      stream.on('error', (e: grpc.ServiceError) => resolve({ code: e.code, details: e.details }));
+      stream.on('status', (s: grpc.StatusObject) => resolve({ code: s.code, details: s.details }));
+    });
+    const send = (m: ProbeMessage['message']) => stream.write({ message: m });
+    return { stream, replies, ended, send, close: () => stream.cancel() };
+  };
+  const hello = (over: Partial<ProbeHello> = {}): ProbeMessage['message'] => ({
+    $case: 'hello',
+    value: {
+      probeId: `fake-${process.pid}-${++probeCount}`,
+      version: 'test',
+      interface: 'veth0',
+      ifindex: 1,
+      ownAddresses: ['192.0.2.250'],
+      whitelistSelf: true,
+      // Nothing listens there: the policy's callbacks fail, which is not what these tests look at.
+      callbackEndpoint: `unix:/nonexistent/pw-${process.pid}.sock`,
+      attachMode: AttachMode.ATTACH_MODE_GENERIC,
+      programId: 1,
+      adopted: false,
+      kernelScanPorts: 0,
+      kernelScanWindow: undefined,
+      ...over,
+    },
+  });
+  const events = (list: { src: string; port: number; tsNs: bigint }[], lostEvents = 0n): ProbeMessage['message'] => ({
+    $case: 'events',
+    value: {
+      count: list.length,
+      recordSize: SYN_EVENT_SIZE,
+      records: Buffer.concat(
+        list.map((e) =>
+          encode(synEventCodec, {
+            tsNs: e.tsNs,
+            saddr: parseAddress(e.src),
+            daddr: parseAddress('192.0.2.250'),
+            sport: 40000,
+            dport: e.port,
+            ifindex: 1,
+            tcpFlags: TCP_FLAGS.SYN,
+            ipVersion: 4,
+            ttl: 64,
+            scan: 0,
+            vlanId: 0,
+            window: 64240,
+          }),
+        ),
+      ),
+      lostEvents,
+      firstSequence: 0n,
+    },
+  });
+  const connected = async (id: string) =>
+    waitFor(`${id} to be connected`, async () => (await status()).probes.find((p) => p.probeId === id), 10_000);
+  const alive = async () => expect((await status()).version).not.toBe('');
+
+  beforeAll(async () => {
+    net = createNamespacePair(11);
+    svc = new Services({
+      netns: net.victimNs,
+      ifdev: net.victimIf,
+      env: { PW_POLICY_PROMETHEUS_PORT: String(METRICS_PORT), PW_METRICS_HOST: '127.0.0.1', PW_MAX_BLOCKS_PER_MINUTE: '0' },
+    });
+    await svc.startPolicy();
+  });
+
+  afterAll(async () => {
+    await svc?.destroy();
+    net?.destroy();
+  });
+
+  beforeEach(async () => {
+    // Each test starts with no decisions: what an earlier one detected is ended.
+    await call<UnblockResponse>((cb) => svc.policyClient.unblock({ ip: '', all: true }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, cb));
+  });
+
+  it('ends a hello with an own address that is not an address with INVALID_ARGUMENT, and lives on', async () => {
+    const p = peer();
+    p.send(hello({ ownAddresses: ['x'] }));
+    expect(await p.ended).toEqual({ code: grpc.status.INVALID_ARGUMENT, details: 'hello: own address "x" is not an IPv4 or IPv6 address' });
+    await alive();
+    expect(svc.policy!.exitCode).toBeUndefined();
+  });
+
+  it('ends a later OwnAddresses message that is not an address with INVALID_ARGUMENT, and lives on', async () => {
+    const p = peer();
+    const h = hello();
+    p.send(h);
+    await connected((h as { value: ProbeHello }).value.probeId);
+    p.send({ $case: 'ownAddresses', value: { addresses: ['192.0.2.1', 'not-an-ip'] } });
+    expect(await p.ended).toEqual({ code: grpc.status.INVALID_ARGUMENT, details: 'own_addresses: own address "not-an-ip" is not an IPv4 or IPv6 address' });
+    await alive();
+    expect((await status()).probes.map((x) => x.probeId)).not.toContain((h as { value: ProbeHello }).value.probeId);
+  });
+
+  it('refuses a prefix as an own address (::/0 would allowlist the world)', async () => {
+    for (const [i, prefix] of ['::/0', '0.0.0.0/0', '10.0.0.0/8'].entries()) {
+      const p = peer();
+      p.send(i === 0 ? hello({ ownAddresses: [prefix] }) : hello());
+      if (i > 0) p.send({ $case: 'ownAddresses', value: { addresses: [prefix] } });
+      const end = await p.ended;
+      expect(end.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(end.details).toContain(`own address "${prefix}" is a prefix`);
+    }
+    expect((await allowlist()).entries.map((e) => e.prefix)).toEqual([]);
+    // The world is not allowlisted: a scan is still detected.
+    const p = peer();
+    p.send(hello());
+    const now = BigInt(Date.now()) * 1_000_000n;
+    p.send(events([1, 2, 3].map((port) => ({ src: '198.51.100.7', port, tsNs: now }))));
+    await waitFor('the detection', async () => ((await decisions()).decisions.find((d) => d.ip === '198.51.100.7') ? true : undefined), 10_000);
+    p.close();
+  });
+
+  it('refuses a second hello with a live probe_id with ALREADY_EXISTS: the first session keeps it', async () => {
+    const first = peer();
+    const h = hello({ callbackEndpoint: 'unix:/nonexistent/first.sock' });
+    const id = (h as { value: ProbeHello }).value.probeId;
+    first.send(h);
+    await connected(id);
+    const second = peer();
+    second.send(hello({ probeId: id, callbackEndpoint: 'unix:/nonexistent/takeover.sock' }));
+    expect(await second.ended).toEqual({ code: grpc.status.ALREADY_EXISTS, details: `probe_id "${id}" is connected already` });
+    const probes = (await status()).probes.filter((p) => p.probeId === id);
+    expect(probes.map((p) => p.callbackEndpoint)).toEqual(['unix:/nonexistent/first.sock']);
+    first.close();
+    // Once the first is gone, the id is free again.
+    await waitFor('the first to be gone', async () => ((await status()).probes.some((p) => p.probeId === id) ? undefined : true), 10_000);
+    const again = peer();
+    again.send(hello({ probeId: id }));
+    await connected(id);
+    again.close();
+  });
+
+  it('refuses a forged loss count of 2^64-1, and its status and counters stay readable', async () => {
+    const before = (await status()).eventsLost;
+    for (let i = 0; i < 2; i++) {
+      const p = peer();
+      p.send(hello());
+      p.send(events([], 2n ** 64n - 1n));
+      expect(await p.ended).toEqual({ code: grpc.status.INVALID_ARGUMENT, details: `events: lost_events ${2n ** 64n - 1n} is beyond any probe's count` });
+    }
+    const st: GetPolicyStatusResponse = await status();
+    expect(st.eventsLost).toBe(before);
+    expect(await metric('packetwatch_policy_events_lost_total')).toBe(Number(before));
+  });
+
+  it('refuses malformed event batches with INVALID_ARGUMENT', async () => {
+    const cases: [ProbeMessage['message'], string][] = [
+      [{ $case: 'events', value: { count: 2, recordSize: SYN_EVENT_SIZE, records: Buffer.alloc(SYN_EVENT_SIZE), lostEvents: 0n, firstSequence: 0n } }, `events: an event batch of 2 records in ${SYN_EVENT_SIZE} bytes`],
+      [{ $case: 'events', value: { count: 1, recordSize: 8, records: Buffer.alloc(8), lostEvents: 0n, firstSequence: 0n } }, `events: event record_size 8; this policy reads ${SYN_EVENT_SIZE}-byte records`],
+    ];
+    for (const [msg, details] of cases) {
+      const p = peer();
+      p.send(hello());
+      p.send(msg);
+      expect(await p.ended).toEqual({ code: grpc.status.INVALID_ARGUMENT, details });
+    }
+    await alive();
+  });
+
+  it('does not let an event stamped in the future switch detection off: it is counted, later scans are detected', async () => {
+    const outOfRange = await metric('packetwatch_policy_events_out_of_range_total');
+    const p = peer();
+    p.send(hello());
+    const now = BigInt(Date.now()) * 1_000_000n;
+    // A year ahead: taken as the detector's clock, it would make every real event stale.
+    p.send(events([{ src: '198.51.100.66', port: 1, tsNs: now + 365n * 86_400n * 1_000_000_000n }]));
+    await waitFor('the event to be counted', async () =>
+      (await metric('packetwatch_policy_events_out_of_range_total')) === outOfRange + 1 ? true : undefined,
+    );
+    const later = BigInt(Date.now()) * 1_000_000n;
+    p.send(events([1, 2, 3].map((port) => ({ src: '198.51.100.8', port, tsNs: later }))));
+    await waitFor('the detection', async () => ((await decisions()).decisions.find((d) => d.ip === '198.51.100.8') ? true : undefined), 10_000);
+    p.close();
+  });
+
+  it('ends a stream whose first message is not a hello with FAILED_PRECONDITION', async () => {
+    const p = peer();
+    p.send(events([]));
+    expect(await p.ended).toEqual({ code: grpc.status.FAILED_PRECONDITION, details: 'the first message of Report must be a hello' });
+    await alive();
+  });
+
+  it('refuses a hello whose fields hold terminal escapes or exceed their limits', async () => {
+    const cases: [Partial<ProbeHello>, string][] = [
+      [{ probeId: 'evil\u001b[2Jprobe' }, 'hello: probe_id "evil\\u001b[2Jprobe" has characters other than printable ASCII'],
+      [{ interface: 'x'.repeat(16) }, 'hello: interface is longer than 15 characters'],
+      [{ probeId: '' }, 'hello: probe_id is empty'],
+      [{ callbackEndpoint: 'nowhere' }, 'hello: callback_endpoint "nowhere" is not unix:/path or host:port'],
+    ];
+    for (const [over, details] of cases) {
+      const p = peer();
+      p.send(hello(over));
+      expect(await p.ended).toEqual({ code: grpc.status.INVALID_ARGUMENT, details });
+    }
+    await alive();
+  });
+});
