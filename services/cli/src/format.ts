@@ -36,10 +36,22 @@ export function plural(n: number | bigint, one: string, many = `${one}s`): strin
 }
 
 /**
- * Columns as wide as their widest cell, two spaces apart, no trailing
- * spaces. Every row must have as many cells as there are headers.
+ * Text a peer or an operator chose (probe ids, interfaces, reasons, notes),
+ * safe to print on a terminal: control characters (C0, DEL, C1, which carry
+ * escape sequences) and bidirectional overrides, which reorder what is shown,
+ * become visible \u escapes.
  */
-export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/**
+ * Columns as wide as their widest cell, two spaces apart, no trailing
+ * spaces. Every row must have as many cells as there are headers. Cells are
+ * printed printable().
+ */
+export function table(headers: readonly string[], rawRows: readonly (readonly string[])[]): string {
+  const rows = rawRows.map((r) => r.map(printable));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]) =>
     cells
@@ -51,10 +63,10 @@ export function table(headers: readonly string[], rows: readonly (readonly strin
 
 export type KeyValue = readonly [key: string, value: string];
 
-/** "  key    value" lines, keys padded to the widest key. */
+/** "  key    value" lines, keys padded to the widest key; values printed printable(). */
 export function keyValues(rows: readonly KeyValue[], indent = '  '): string {
   const width = Math.max(0, ...rows.map(([k]) => k.length));
-  return rows.map(([k, v]) => `${indent}${k.padEnd(width)}  ${v}`.trimEnd()).join('\n');
+  return rows.map(([k, v]) => `${indent}${k.padEnd(width)}  ${printable(v)}`.trimEnd()).join('\n');
 }
 
 /** A Date as ISO-8601 for JSON, null when unset. */
