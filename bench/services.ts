@@ -20,6 +20,8 @@ const REPO_ROOT = basename(HERE) === 'dist' ? join(HERE, '..', '..') : join(HERE
 const PROBE_MAIN = join(REPO_ROOT, 'services/probe/dist/main.js');
 const POLICY_MAIN = join(REPO_ROOT, 'services/policy/dist/main.js');
 const POLICY_USER = 'packetwatch';
+/** An upper bound for a service to start and connect, generous for a loaded machine (it only bounds a failure's wait). */
+const START_TIMEOUT_MS = 60_000;
 
 /** Promisifies a unary call; rejects with the grpc ServiceError. */
 export function call<T>(fn: (cb: (err: grpc.ServiceError | null, res?: T) => void) => void): Promise<T> {
@@ -142,7 +144,7 @@ export class Services {
     this.probe = new ServiceProcess(['ip', 'netns', 'exec', this.opts.netns, process.execPath, PROBE_MAIN], this.env);
     const st = await this.#ready(this.probe, () => this.probeStatus());
     if (this.policy?.exitCode === undefined && this.policy) {
-      await waitFor('the policy to see the probe', async () => ((await this.policyStatus()).probes.length > 0 ? true : undefined), 10_000);
+      await waitFor('the policy to see the probe', async () => ((await this.policyStatus()).probes.length > 0 ? true : undefined), START_TIMEOUT_MS);
     }
     return st;
   }
@@ -209,7 +211,7 @@ export class Services {
           return undefined;
         }
       },
-      15_000,
+      START_TIMEOUT_MS,
     );
   }
 }

@@ -22,13 +22,20 @@ const PROBE_MAIN = join(ROOT, 'services/probe/dist/main.js');
 const POLICY_MAIN = join(ROOT, 'services/policy/dist/main.js');
 const CAP = { NET_ADMIN: 12, PERFMON: 38, BPF: 39 };
 
+/** Upper bound for what is slow on a loaded machine (a service starting, a reconnect, a TLS handshake): generous on purpose. */
+const SLOW_MS = 60_000;
+/** Per test: some start two services, each taking seconds under load. */
+const TEST_MS = 300_000;
+/** A call's deadline: generous, so that a refusal shows as the refusal and not as a deadline passed on a loaded machine. */
+const CALL_MS = 10_000;
+
 /** Calls GetStatus from a separate process running as `user`; resolves to 'ok' or the gRPC status name. */
 function statusAs(user: string, socket: string): string {
   const script = `
     import * as grpc from '@grpc/grpc-js';
     import { ProbeClient } from '${join(ROOT, 'proto/dist/src/index.js')}';
     const c = new ProbeClient('unix://${socket}', grpc.credentials.createInsecure());
-    c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + 3000 }, (err) => {
+    c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + ${CALL_MS} }, (err) => {
       console.log(err ? grpc.status[err.code] : 'ok');
       process.exit(0);
     });`;
@@ -46,7 +53,7 @@ function tlsClient(target: string, certs: string, name: string, ca = join(certs,
   );
 }
 
-const getStatus = (c: ProbeClient) => call<GetStatusResponse>((cb) => c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb));
+const getStatus = (c: ProbeClient) => call<GetStatusResponse>((cb) => c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + CALL_MS }, cb));
 
 describe('authentication and least privilege', () => {
   let net: TestNet;
@@ -57,7 +64,45 @@ describe('authentication and least privilege', () => {
   let policy: ServiceProcess | undefined;
   let stub: PolicyStub;
   const pinRoot = `${TEST_BPFFS}/security-${process.pid}`;
+  /** The probe's settings: its Unix socket, and its API on TCP with mutual TLS. */
   let env: Record<string, string>;
+
+  const running = (p: ServiceProcess | undefined): p is ServiceProcess => p !== undefined && p.exitCode === undefined;
+  const stopProbe = async () => {
+    await probe?.stop('SIGKILL');
+    probe = undefined;
+  };
+  /**
+   * A probe started afresh: 'limited' runs with only its three capabilities
+   * and reports to the stand-in policy; 'full' (as root) reports to
+   * `policyAddr`. Resolves once its API answers over TCP with mutual TLS.
+   */
+  const startProbe = async (kind: 'limited' | 'full', policyAddr = `unix:${stub.socketPath}`): Promise<GetStatusResponse> => {
+    await stopProbe();
+    const argv =
+      kind === 'limited'
+        ? ['setpriv', '--bounding-set=-all,+bpf,+net_admin,+perfmon', `--groups=${groupId('packetwatch')}`, process.execPath, PROBE_MAIN]
+        : [process.execPath, PROBE_MAIN];
+    const p = new ServiceProcess(argv, { ...env, PW_POLICY_ADDR: policyAddr });
+    probe = p;
+    const client = tlsClient(env.PW_PROBE_TCP_ADDR!, certs, 'client');
+    try {
+      return await waitFor(
+        `the ${kind} probe`,
+        async () => {
+          if (p.exitCode !== undefined) throw new Error(`probe exited with ${p.exitCode}:\n${[...p.stdout, ...p.stderr].slice(-20).join('\n')}`);
+          return getStatus(client).catch(() => undefined);
+        },
+        SLOW_MS,
+      );
+    } finally {
+      client.close();
+    }
+  };
+  /** A probe serving its API, whichever (the tests of who may call it do not care): one is started if none runs. */
+  const probeRunning = async () => {
+    if (!running(probe)) await startProbe('limited');
+  };
 
   beforeAll(async () => {
     net = createTestNet(6);
@@ -73,13 +118,16 @@ describe('authentication and least privilege', () => {
     env = {
       PW_IFDEV: net.hostIf,
       PW_PROBE_SOCKET: join(dir, 'probe.sock'),
-      PW_POLICY_ADDR: `unix:${stub.socketPath}`,
       PW_SOCKET_GROUP: 'packetwatch',
       PW_BPF_PIN_DIR: pinRoot,
       PW_PROMETHEUS_PORT: '0',
       PW_LOG_LEVEL: 'debug',
+      PW_PROBE_TCP_ADDR: `127.0.0.1:${await freePort()}`,
+      PW_TLS_CERT: join(certs, 'probe.crt'),
+      PW_TLS_KEY: join(certs, 'probe.key'),
+      PW_TLS_CA: join(certs, 'ca.crt'),
     };
-  });
+  }, 120_000);
 
   afterAll(async () => {
     await Promise.all([probe?.stop('SIGKILL'), policy?.stop('SIGKILL')]);
@@ -95,39 +143,29 @@ describe('authentication and least privilege', () => {
   });
 
   it('runs the probe with only CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, and it works', async () => {
-    const tcpPort = await freePort();
-    env = {
-      ...env,
-      PW_PROBE_TCP_ADDR: `127.0.0.1:${tcpPort}`,
-      PW_TLS_CERT: join(certs, 'probe.crt'),
-      PW_TLS_KEY: join(certs, 'probe.key'),
-      PW_TLS_CA: join(certs, 'ca.crt'),
-    };
-    probe = new ServiceProcess(
-      ['setpriv', '--bounding-set=-all,+bpf,+net_admin,+perfmon', `--groups=${groupId('packetwatch')}`, process.execPath, PROBE_MAIN],
-      env,
-    );
-    const client = tlsClient(`127.0.0.1:${tcpPort}`, certs, 'client');
-    const st = await waitFor('the capability-limited probe', async () => getStatus(client).catch(() => undefined), 15_000);
-    client.close();
+    if (!stub.running) await stub.start();
+    const hellos = stub.hellos.length;
+    const seen = stub.events.length;
+    const st = await startProbe('limited');
     expect(st.interface).toBe(net.hostIf);
     // setpriv execs node: the spawned pid is the probe's.
-    const pid = probe.pid!;
-    const capEff = /CapEff:\s*([0-9a-f]+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]!;
+    const capEff = /CapEff:\s*([0-9a-f]+)/.exec(readFileSync(`/proc/${probe!.pid}/status`, 'utf8'))![1]!;
     expect(BigInt(`0x${capEff}`)).toBe((1n << BigInt(CAP.BPF)) | (1n << BigInt(CAP.NET_ADMIN)) | (1n << BigInt(CAP.PERFMON)));
-    await waitFor('the hello', () => stub.hellos[0]);
+    await waitFor('the hello', () => stub.hellos[hellos], SLOW_MS);
     // It does its job with them: a peer's SYN becomes an event.
-    const r = await net.inPeer('curl', ['-s', '--connect-timeout', '3', `http://${net.hostAddr}:1/`]);
+    const r = await net.inPeer('curl', ['-s', '--connect-timeout', '10', `http://${net.hostAddr}:1/`]);
     expect(r.code).toBe(7); // refused by the host's stack, after the probe saw the SYN
-    await waitFor('the event', () => stub.events.find((e) => e.dport === 1));
-  });
+    await waitFor('the event', () => stub.events.slice(seen).find((e) => e.dport === 1), SLOW_MS);
+  }, TEST_MS);
 
-  it('lets the socket group call the probe and refuses everyone else', () => {
+  it('lets the socket group call the probe and refuses everyone else', async () => {
+    await probeRunning();
     expect(statusAs('packetwatch', env.PW_PROBE_SOCKET!)).toBe('ok');
     expect(statusAs('nobody', env.PW_PROBE_SOCKET!)).toBe('UNAVAILABLE');
-  });
+  }, TEST_MS);
 
   it('on TCP, accepts a client certificate from its CA and refuses one from another CA, or none', async () => {
+    await probeRunning();
     const target = env.PW_PROBE_TCP_ADDR!;
     const good = tlsClient(target, certs, 'client');
     expect((await getStatus(good)).interface).toBe(net.hostIf);
@@ -141,19 +179,20 @@ describe('authentication and least privilege', () => {
     const plaintext = new ProbeClient(target, grpc.credentials.createInsecure());
     await expect(getStatus(plaintext)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
     plaintext.close();
-  });
+  }, TEST_MS);
 
   it('streams to a policy over TCP with mutual TLS', async () => {
-    await probe!.stop('SIGTERM');
     const stateDir = join(dir, 'state');
     execFileSync('install', ['-d', '-o', 'packetwatch', '-g', 'packetwatch', stateDir]);
-    const policyPort = await freePort();
     const tls = { PW_TLS_CERT: join(certs, 'policy.crt'), PW_TLS_KEY: join(certs, 'policy.key'), PW_TLS_CA: join(certs, 'ca.crt') };
     for (const f of ['policy.key', 'probe.key', 'client.key']) chownSync(join(certs, f), 0, groupId('packetwatch'));
     for (const f of ['policy.key']) chmodSync(join(certs, f), 0o640);
     chmodSync(certs, 0o750);
     chownSync(certs, 0, groupId('packetwatch'));
-    policy = new ServiceProcess(
+    // A policy of this test's own, and a probe started afresh to report to it.
+    await policy?.stop('SIGKILL');
+    const policyPort = await freePort();
+    const p = new ServiceProcess(
       ['setpriv', '--reuid=packetwatch', '--regid=packetwatch', '--init-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', process.execPath, POLICY_MAIN],
       {
         ...tls,
@@ -164,12 +203,23 @@ describe('authentication and least privilege', () => {
         PW_LOG_FORMAT: 'json',
       },
     );
-    probe = new ServiceProcess([process.execPath, PROBE_MAIN], { ...env, PW_POLICY_ADDR: `127.0.0.1:${policyPort}` });
-    const client = tlsClient(env.PW_PROBE_TCP_ADDR!, certs, 'client');
-    await waitFor('the probe to connect over mutual TLS', async () => ((await getStatus(client).catch(() => undefined))?.policyConnected ? true : undefined), 20_000);
-    client.close();
-    expect(policy.stdout.some((l) => l.includes('"probe connected"'))).toBe(true);
-  });
+    policy = p;
+    try {
+      await startProbe('full', `127.0.0.1:${policyPort}`);
+      const client = tlsClient(env.PW_PROBE_TCP_ADDR!, certs, 'client');
+      try {
+        await waitFor('the probe to connect over mutual TLS', async () => ((await getStatus(client).catch(() => undefined))?.policyConnected ? true : undefined), SLOW_MS);
+      } finally {
+        client.close();
+      }
+      // The policy's log line reaches us through a pipe.
+      await waitFor('the policy to log the probe', () => p.stdout.find((l) => l.includes('"probe connected"')), SLOW_MS);
+    } finally {
+      await stopProbe();
+      await p.stop('SIGKILL');
+      policy = undefined;
+    }
+  }, TEST_MS);
 
   it('refuses plaintext TCP unless asked, and warns when asked', async () => {
     const port = await freePort();
@@ -184,7 +234,10 @@ describe('authentication and least privilege', () => {
       PW_POLICY_PROMETHEUS_PORT: '0',
       PW_LOG_FORMAT: 'json',
     });
-    await waitFor('the warning', () => insecure.stdout.find((l) => l.includes('WITHOUT TLS')), 10_000);
-    await insecure.stop('SIGTERM');
-  });
+    try {
+      await waitFor('the warning', () => insecure.stdout.find((l) => l.includes('WITHOUT TLS')), SLOW_MS);
+    } finally {
+      await insecure.stop('SIGTERM');
+    }
+  }, TEST_MS);
 });
