@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type NamespacePair, createNamespacePair } from './netns.js';
 import { Services } from './services.js';
 
+const MISSPELT = { PW_PORTSCAN_TIME_TRESHOLD: '5', PW_BLOK_TTL: '1h' }; // misspelt on purpose
+
 describe('misspelt settings', () => {
   let net: NamespacePair;
   let svc: Services;
@@ -15,7 +17,7 @@ describe('misspelt settings', () => {
     svc = new Services({
       netns: net.victimNs,
       ifdev: net.victimIf,
-      env: { PW_PORTSCAN_TIME_TRESHOLD: '5', PW_BLOK_TTL: '1h', PW_ALLOWLIST: '192.0.2.0/24' },
+      env: { ...MISSPELT, PW_ALLOWLIST: '192.0.2.0/24' },
     });
     await svc.start();
   });

@@ -2,7 +2,14 @@
 // defaults) or from the matching command-line flag, which wins. Unset or
 // empty means the default. A bad value is a ConfigError naming the setting
 // and what it accepts; services turn it into exit code 2.
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
+
+/** The longest block (and any duration setting): ten years; a larger one is almost surely a unit mistake. */
+export const MAX_TTL_SECONDS = 10 * 365 * 86400;
+
+/** An RFC 1123 host name: labels of letters, digits and inner hyphens. */
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 export class ConfigError extends Error {
   constructor(
@@ -62,7 +69,8 @@ export const settings = {
   }),
   int: (env: string, flag: string, def: number, describe: string, min: number, max: number) =>
     make<number>(`an integer from ${min} to ${max}`, (raw) => {
-      if (!/^-?\d+$/.test(raw)) return undefined;
+      // No sign where none can be meant: "-0" is not a way to write 0.
+      if (!(min < 0 ? /^-?\d+$/ : /^\d+$/).test(raw)) return undefined;
       const n = Number(raw);
       return n >= min && n <= max ? n : undefined;
     })(env, flag, def, describe),
@@ -75,9 +83,16 @@ export const settings = {
     })(env, flag, def, describe),
   oneOf: <T extends string>(env: string, flag: string, def: T, describe: string, values: readonly T[]) =>
     make<T>(`one of ${values.join(', ')}`, (raw) => values.find((v) => v === raw.toLowerCase()))(env, flag, def, describe),
-  /** Seconds, also with a unit: 90, 90s, 15m, 2h, 1d. */
+  /** Seconds, also with a unit: 90, 90s, 15m, 2h, 1d; 0 or from 1 s to MAX_TTL_SECONDS (ten years). */
   seconds: (env: string, flag: string, def: number, describe: string) =>
-    make<number>('a duration: seconds, or a number with s, m, h or d', (raw) => parseDuration(raw))(env, flag, def, describe),
+    make<number>('a duration: 0, or 1s to 3650d (seconds, or a number with s, m, h or d)', (raw) => {
+      const v = parseDuration(raw);
+      // Under a second is no duration anyone means (0.0000000001 must not round to 0, "permanent").
+      return v !== undefined && (v === 0 || (v >= 1 && v <= MAX_TTL_SECONDS)) ? v : undefined;
+    })(env, flag, def, describe),
+  /** An address or host name to listen on. */
+  host: (env: string, flag: string, def: string, describe: string) =>
+    make<string>('an IPv4 or IPv6 address or a host name', (raw) => (isIP(raw) !== 0 || HOSTNAME.test(raw) ? raw : undefined))(env, flag, def, describe),
 };
 
 const UNIT_SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };

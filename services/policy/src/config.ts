@@ -17,7 +17,7 @@ export const policySettings = {
   tlsCa: s.optionalString('PW_TLS_CA', 'tls-ca', 'CA (PEM): clients must present a certificate it signed; also verifies probes'),
   insecureTcp: s.bool('PW_INSECURE_TCP', 'insecure-tcp', false, 'allow plaintext gRPC on TCP (logs a warning)'),
   prometheusPort: s.port('PW_POLICY_PROMETHEUS_PORT', 'prometheus-port', 9091, 'port of the /metrics endpoint'),
-  metricsHost: s.string('PW_METRICS_HOST', 'metrics-host', '0.0.0.0', 'address the /metrics endpoint listens on'),
+  metricsHost: s.host('PW_METRICS_HOST', 'metrics-host', '0.0.0.0', 'address the /metrics endpoint listens on'),
   maxSources: s.int('PW_MAX_TRACKED_SOURCES', 'max-tracked-sources', 1_000_000, 'sources the detector tracks at most (then evicts)', 1, 16_777_216),
   maxBlocksPerMinute: s.int(
     'PW_MAX_BLOCKS_PER_MINUTE',

@@ -3,7 +3,7 @@
 // probe adopts what an earlier run pinned (same maps, one program on the
 // interface) instead of attaching a second time.
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Datapath, DropMode } from '@packetwatch/bpf';
 import type { Logger } from '@packetwatch/common';
 import { BpfError, XdpLink, type XdpMode, ifindex, isBpffs, mountBpffs, xdpQuery } from 'libbpf-ts';
@@ -33,8 +33,13 @@ export interface Attachment {
 
 export const LINK_PIN = 'link';
 
+/** The interface's pin directory: a direct child of pinRoot, never the root itself or anything outside it. */
 export function pinDirFor(pinRoot: string, ifname: string): string {
-  return join(pinRoot, ifname);
+  const dir = join(pinRoot, ifname);
+  if (ifname === '' || ifname === '.' || ifname === '..' || ifname.includes('/') || dirname(dir) !== resolve(pinRoot)) {
+    throw new RangeError(`no pin directory for interface name ${JSON.stringify(ifname)} under ${pinRoot}`);
+  }
+  return dir;
 }
 
 function attachFresh(dp: Datapath, index: number, mode: AttachOptions['mode'], log: Logger): XdpLink {

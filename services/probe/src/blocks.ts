@@ -1,11 +1,8 @@
 // Block management on the kernel blocklist: the rules behind BlockIp and
 // friends, free of gRPC so they read as the domain they are.
 import { type BlockEntry, BlockReason, type Datapath, lpmKeyCodec } from '@packetwatch/bpf';
-import { AddressError, GrpcStatus, ServerError, formatAddress, parseAddress } from '@packetwatch/common';
+import { AddressError, GrpcStatus, MAX_TTL_SECONDS, ServerError, formatAddress, parseAddress } from '@packetwatch/common';
 import { MapFullError, UpdateFlags, clock, encode } from 'libbpf-ts';
-
-/** Longest TTL accepted: ten years (a larger one is almost surely a unit mistake). */
-export const MAX_TTL_SECONDS = 10 * 365 * 86400;
 
 export interface KernelBlock {
   ip: string;

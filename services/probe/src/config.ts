@@ -4,10 +4,11 @@ import { hostname } from 'node:os';
 import { ConfigError, LOG_LEVELS, type ConfigOf, parseEndpoint, settings as s } from '@packetwatch/common';
 
 export const probeSettings = {
-  ifdev: s.string('PW_IFDEV', 'ifdev', 'lo', 'interface to watch', /^[^\s/]{1,15}$/, 'an interface name (1-15 characters, no spaces or /)'),
+  // Also a directory name under PW_BPF_PIN_DIR: never "." or "..".
+  ifdev: s.string('PW_IFDEV', 'ifdev', 'lo', 'interface to watch', /^(?!\.\.?$)[^\s/]{1,15}$/, 'an interface name (1-15 characters, no spaces or /, not . or ..)'),
   whitelistSelf: s.bool('PW_WHITELIST_SELF', 'whitelist-self', true, "allowlist the interface's own addresses"),
   prometheusPort: s.port('PW_PROMETHEUS_PORT', 'prometheus-port', 9090, 'port of the /metrics endpoint'),
-  metricsHost: s.string('PW_METRICS_HOST', 'metrics-host', '0.0.0.0', 'address the /metrics endpoint listens on'),
+  metricsHost: s.host('PW_METRICS_HOST', 'metrics-host', '0.0.0.0', 'address the /metrics endpoint listens on'),
   policyAddr: s.string('PW_POLICY_ADDR', 'policy-addr', 'unix:/run/packetwatch/policy.sock', 'policy service endpoint (unix:/path or host:port)'),
   socket: s.string('PW_PROBE_SOCKET', 'socket', '/run/packetwatch/probe.sock', 'Unix socket of the Probe API', /^\/.+/, 'an absolute path'),
   socketGroup: s.optionalString('PW_SOCKET_GROUP', 'socket-group', 'group allowed to call the Probe API (socket mode 0660)'),
