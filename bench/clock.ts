@@ -12,9 +12,9 @@ export const WALL_OFFSET_SLACK_NS = 500_000n;
 /**
  * Whether an event's wall-clock time (`tsNs`) fits a SYN sent between t0 and
  * t1 (CLOCK_REALTIME ns read around the send). The program stamps with the
- * coarse clock, up to one tick (`tickNs`, clock_getres of the coarse clock)
- * behind the precise clock.
+ * coarse clock, which trails the precise clock by up to `lagNs`
+ * (libbpf-ts clock.coarseLagNs(): two ticks).
  */
-export function withinRun(tsNs: bigint, t0: bigint, t1: bigint, tickNs: bigint): boolean {
-  return tsNs >= t0 - tickNs - WALL_OFFSET_SLACK_NS && tsNs <= t1 + WALL_OFFSET_SLACK_NS;
+export function withinRun(tsNs: bigint, t0: bigint, t1: bigint, lagNs: bigint): boolean {
+  return tsNs >= t0 - lagNs - WALL_OFFSET_SLACK_NS && tsNs <= t1 + WALL_OFFSET_SLACK_NS;
 }

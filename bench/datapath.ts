@@ -484,7 +484,7 @@ function triedText(results: readonly Result[]): string[] {
       `resolution (4 ms at HZ=250). Bought ${diff('new-connection:precise clock', 'new-connection')} ns on ` +
       `new-connection and ${diff('drop-expiring:precise clock', 'drop-expiring')} ns on a drop of an expiring block. ` +
       'A permanent block reads no clock at all (as before). The price: event times and block expiry at tick ' +
-      'resolution (a block lapses up to one tick late, an event time is up to one tick early).',
+      'resolution (a block lapses up to two ticks late, an event time is up to two ticks early: the coarse time advances in whole ticks, at a tick).',
     `- Drop cache. A block hit looked the source up in the blocklist hash and then in the allowlist LPM trie, ` +
       `every time. Now a per-CPU, direct-mapped array of 4,096 slots remembers sources found blocked and not ` +
       `allowlisted, each slot stamped with the lists' generation (a pinned counter Datapath moves after every ` +

@@ -11,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { groupId } from '@packetwatch/common';
-import { type GetPolicyStatusResponse, type GetStatusResponse, PolicyClient, ProbeClient } from '@packetwatch/proto';
+import { type GetPolicyStatusResponse, type GetStatusResponse, type ListBlocksResponse, PolicyClient, ProbeClient } from '@packetwatch/proto';
 import { TEST_BPFFS, waitFor } from './namespaces.js';
 
 // This module runs from bench/ (the e2e suites, from source) and from bench/dist/ (the benches).
@@ -152,6 +152,33 @@ export class Services {
   async start(): Promise<void> {
     await this.startPolicy();
     await this.startProbe();
+  }
+
+  /** Both services running (whichever has exited is started again), connected to each other, with nothing queued. */
+  async ensureRunning(): Promise<void> {
+    if (!this.policy || this.policy.exitCode !== undefined) await this.startPolicy();
+    if (!this.probe || this.probe.exitCode !== undefined) await this.startProbe();
+    await waitFor(
+      'the probe and the policy connected, nothing queued',
+      async () => {
+        try {
+          const [probe, policy] = await Promise.all([this.probeStatus(), this.policyStatus()]);
+          return probe.policyConnected && probe.queueDepth === 0 && policy.probes.length === 1 ? true : undefined;
+        } catch {
+          return undefined; // still starting
+        }
+      },
+      START_TIMEOUT_MS,
+    );
+  }
+
+  /** Ends every decision (the policy's Unblock, all) and removes every kernel block, those without a decision too. */
+  async unblockEverything(): Promise<void> {
+    const meta = () => new grpc.Metadata();
+    const deadline = () => ({ deadline: Date.now() + 10_000 });
+    await call((cb) => this.policyClient.unblock({ ip: '', all: true }, meta(), deadline(), cb));
+    const kernel = await call<ListBlocksResponse>((cb) => this.probeClient.listBlocks({}, meta(), deadline(), cb));
+    for (const b of kernel.blocks) await call((cb) => this.probeClient.unblockIp({ ip: b.ip }, meta(), deadline(), cb));
   }
 
   probeStatus(): Promise<GetStatusResponse> {

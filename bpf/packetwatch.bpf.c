@@ -303,7 +303,8 @@ static __always_inline enum parse_result parse_ipv6(struct cursor *cur, struct l
 }
 
 /* CLOCK_BOOTTIME in ns, at the coarse clock's resolution (one tick: 4 ms at
- * HZ=250), late by at most a tick. bpf_ktime_get_boot_ns reads the clock
+ * HZ=250), late by less than two ticks (the coarse time advances at a tick,
+ * in whole tick intervals). bpf_ktime_get_boot_ns reads the clock
  * source (about 25 ns a call on a kvm-clock VM, more than everything else on
  * the drop path); bpf_ktime_get_coarse_ns reads the time of the last tick,
  * which is CLOCK_MONOTONIC. The difference BOOTTIME - MONOTONIC changes only

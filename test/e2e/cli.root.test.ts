@@ -2,12 +2,30 @@
 // victim namespace, an attacker namespace scanning it: status, blocks (and
 // the DRIFT mark when the kernel and the policy disagree), block, unblock,
 // allow, watch during a fast scan, and the exit codes a script relies on.
+//
+// The namespaces, the services and the pong server are shared; each test
+// starts from `fresh()` (both services up and connected, no decision, no
+// kernel block, no operator allowlist entry, the attacker's earlier SYNs out
+// of the detection window) and makes the blocks it needs itself, so that
+// none depends on what an earlier one did or failed to clean up.
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { BlockReason, type BlockIpResponse, type UnblockIpResponse } from '@packetwatch/proto';
+import {
+  AllowSource,
+  BlockReason,
+  type BlockIpResponse,
+  type BlockResponse,
+  type GetStatusResponse,
+  type ListAllowResponse,
+  type ListDecisionsResponse,
+  type RemoveAllowResponse,
+  type UnblockIpResponse,
+} from '@packetwatch/proto';
+import { clock } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
+import { windowAfter } from './timing.js';
 import { call } from './probe-process.js';
 import { ServiceProcess, Services, startPongServer } from './services.js';
 
@@ -15,6 +33,8 @@ const CLI = fileURLToPath(new URL('../../services/cli/dist/main.js', import.meta
 const CURL_TIMEOUT_EXIT = 28;
 const PORTS = [8086, 8087, 8088];
 const WINDOW_SECONDS = 1;
+/** Upper bounds for what is slow on a loaded machine (a process starting, a reconnect, a detection): generous on purpose. */
+const SLOW_MS = 30_000;
 
 interface Run {
   code: number;
@@ -26,15 +46,18 @@ describe('packetwatchctl against the real services', () => {
   let net: NamespacePair;
   let svc: Services;
   let pong: ServiceProcess;
+  /** The running probe's id (fresh() reads it again: a restarted probe may have another). */
   let probeId: string;
   /** The attacker's address, and one that nothing uses (for a kernel block behind the policy's back). */
   let attacker: string;
   let stranger: string;
+  /** CLOCK_MONOTONIC after the attacker's latest command returned: every SYN it sent is older. */
+  let attackerDoneNs = 0n;
 
   const addrs = () => ['--policy', `unix:${svc.policySocket}`, '--probe', `unix:${svc.probeSocket}`];
   const ctl = (...args: string[]): Promise<Run> =>
     new Promise((resolve) => {
-      execFile(process.execPath, [CLI, ...addrs(), ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
+      execFile(process.execPath, [CLI, ...addrs(), ...args], { timeout: SLOW_MS }, (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
         resolve({ code, stdout, stderr });
       });
@@ -46,13 +69,56 @@ describe('packetwatchctl against the real services', () => {
     return r.stdout;
   };
   const json = async <T>(...args: string[]): Promise<T> => JSON.parse(await ok('--json', ...args)) as T;
-  const curl = async (port: number, timeout = '1') => {
-    const r = await net.inAttacker('curl', ['-s', '--connect-timeout', timeout, `http://${net.victimAddr}:${port}/`]);
+  const inAttacker = async (cmd: string, args: string[]) => {
+    try {
+      return await net.inAttacker(cmd, args);
+    } finally {
+      attackerDoneNs = clock.monotonicNs();
+    }
+  };
+  const url = (port: number) => `http://${net.victimAddr}:${port}/`;
+  /**
+   * One connection from the attacker: 'pong', or curl's exit code. A
+   * connection expected to succeed gets a generous connect timeout; one
+   * expected to be dropped passes a short one (it never completes, so the
+   * timeout only bounds the wait).
+   */
+  const curl = async (port: number, timeout = '10') => {
+    const r = await inAttacker('curl', ['-s', '--connect-timeout', timeout, url(port)]);
     return r.code === 0 ? r.stdout : r.code;
   };
+  /**
+   * A fast scan: one curl process connecting to each port in turn. Its SYNs
+   * are milliseconds apart, well within the window even on a loaded machine
+   * (separate curl processes would each pay a process start); in port order,
+   * so the detection lists the ports in that order.
+   */
   const fastScan = async () => {
-    for (const port of PORTS) expect(await curl(port, '3')).toBe('pong');
+    const r = await inAttacker('curl', ['-s', '--connect-timeout', '10', ...PORTS.map(url)]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('pong'.repeat(PORTS.length));
   };
+  const deadline = (ms = 5000) => ({ deadline: Date.now() + ms });
+  const decisions = () => call<ListDecisionsResponse>((cb) => svc.policyClient.listDecisions({ all: false }, new grpc.Metadata(), deadline(), cb));
+  /** The policy's manual block of the attacker for an hour: the decision the DRIFT and unblock tests start from. */
+  const blockAttackerByHand = () =>
+    call<BlockResponse>((cb) =>
+      svc.policyClient.block({ ip: attacker, ttl: { seconds: 3600n, nanos: 0 }, reason: 'e2e by hand' }, new grpc.Metadata(), deadline(), cb),
+    );
+  /** A kernel block of `ip` made on the probe directly, behind the policy's back. */
+  const kernelBlock = (ip: string) =>
+    call<BlockIpResponse>((cb) => svc.probeClient.blockIp({ ip, ttl: undefined, reason: BlockReason.BLOCK_REASON_MANUAL }, new grpc.Metadata(), deadline(), cb));
+  const kernelUnblock = (ip: string) => call<UnblockIpResponse>((cb) => svc.probeClient.unblockIp({ ip }, new grpc.Metadata(), deadline(), cb));
+  /** Waits for the one active decision, once the probe enforces it (the kernel holds the block). */
+  const enforcedDecision = () =>
+    waitFor(
+      'the decision, enforced',
+      async () => {
+        const ds = (await decisions()).decisions;
+        return ds.length === 1 && ds[0]!.enforcedBy.length === 1 && ds[0]!.missingOn.length === 0 ? ds[0] : undefined;
+      },
+      SLOW_MS,
+    );
   const spawnCtl = (...args: string[]) => new ServiceProcess([process.execPath, CLI, ...addrs(), ...args], {});
   /** The table's data rows (after the header), split on runs of two or more spaces. */
   const cells = (table: string) =>
@@ -62,6 +128,30 @@ describe('packetwatchctl against the real services', () => {
       .slice(1)
       .map((l) => l.split(/ {2,}/));
 
+  /** Both services running (restarted if a test stopped one) and connected to each other. */
+  const running = async () => {
+    await svc.ensureRunning();
+    probeId = (await svc.probeStatus()).probeId;
+  };
+
+  /**
+   * What every test starts from: both services up, the attacker's earlier
+   * SYNs out of the window (so neither detector counts them; by then their
+   * events have long been handled), no active decision, no kernel block (even
+   * one without a decision), and no operator allowlist entry.
+   */
+  const fresh = async () => {
+    await running();
+    await windowAfter(attackerDoneNs, WINDOW_SECONDS);
+    await svc.unblockEverything();
+    const allow = await call<ListAllowResponse>((cb) => svc.policyClient.listAllow({}, new grpc.Metadata(), deadline(), cb));
+    for (const e of allow.entries.filter((a) => a.source === AllowSource.ALLOW_SOURCE_OPERATOR)) {
+      await call<RemoveAllowResponse>((cb) => svc.policyClient.removeAllow({ prefix: e.prefix }, new grpc.Metadata(), deadline(), cb));
+    }
+    expect((await decisions()).decisions).toEqual([]);
+    expect((await svc.probeStatus()).blocks).toBe(0);
+  };
+
   beforeAll(async () => {
     net = createNamespacePair(5);
     // IPv4 only on the victim's end: a link-local IPv6 address turning up
@@ -70,7 +160,7 @@ describe('packetwatchctl against the real services', () => {
     attacker = net.attackerAddr;
     stranger = net.victimAddr.replace(/\.1$/, '.77');
     pong = startPongServer(net.victimNs, PORTS);
-    await waitFor('the pong server', () => (pong.stdout.length === PORTS.length ? true : undefined));
+    await waitFor('the pong server', () => (pong.stdout.length === PORTS.length ? true : undefined), SLOW_MS);
     svc = new Services({
       netns: net.victimNs,
       ifdev: net.victimIf,
@@ -78,7 +168,6 @@ describe('packetwatchctl against the real services', () => {
       env: { PW_PORTSCAN_TIME_THRESHOLD: String(WINDOW_SECONDS), PW_RECONCILE_INTERVAL: '3600' },
     });
     await svc.start();
-    probeId = (await svc.probeStatus()).probeId;
   });
 
   afterAll(async () => {
@@ -87,8 +176,23 @@ describe('packetwatchctl against the real services', () => {
     net?.destroy();
   });
 
+  /** The probe's drop counters, read over its API before and after `during` (nothing sends meanwhile, so they must not move). */
+  const steadyDrops = async (during: () => Promise<void>) => {
+    const drops = (st: GetStatusResponse) => ({ syn: st.counters!.synDropped, other: st.counters!.otherDropped });
+    const before = drops(await svc.probeStatus());
+    await during();
+    expect(drops(await svc.probeStatus())).toEqual(before);
+    return before;
+  };
+
   it('status: both services, their health, thresholds, interface and counters', async () => {
-    const lines = (await ok('status')).trimEnd().split('\n');
+    await fresh();
+    let out = '';
+    // The drop counters are the kernel's, kept over the program's life: what status shows is what the API says.
+    const drops = await steadyDrops(async () => {
+      out = await ok('status');
+    });
+    const lines = out.trimEnd().split('\n');
     const at = lines.indexOf('');
     const policy = lines.slice(0, at);
     const probe = lines.slice(at + 1);
@@ -96,7 +200,7 @@ describe('packetwatchctl against the real services', () => {
     expect(policy).toEqual(
       expect.arrayContaining([
         '  health            SERVING',
-        '  thresholds        3 ports within 1s',
+        `  thresholds        ${PORTS.length} ports within ${WINDOW_SECONDS}s`,
         '  block ttl         permanent',
         '  whitelist self    yes',
         '  active decisions  0',
@@ -112,7 +216,7 @@ describe('packetwatchctl against the real services', () => {
         '  health         SERVING',
         `  probe id       ${probeId}`,
         `  own addresses  ${net.victimAddr}`,
-        '  dropped        0 SYNs, 0 other',
+        `  dropped        ${drops.syn.toLocaleString('en-US')} SYNs, ${drops.other.toLocaleString('en-US')} other`,
         '  blocks         0 of 65,536',
         `  policy         connected (unix:${svc.policySocket})`,
       ]),
@@ -122,13 +226,17 @@ describe('packetwatchctl against the real services', () => {
   });
 
   it('status --json: one document with stable fields', async () => {
-    const doc = await json<{ policy: Record<string, unknown>; probe: Record<string, unknown> }>('status');
+    await fresh();
+    let doc: { policy: Record<string, unknown>; probe: Record<string, unknown> } = { policy: {}, probe: {} };
+    const drops = await steadyDrops(async () => {
+      doc = await json('status');
+    });
     expect(doc.policy).toMatchObject({
       address: `unix:${svc.policySocket}`,
       reachable: true,
       health: 'SERVING',
       version: '0.1.0',
-      portThreshold: 3,
+      portThreshold: PORTS.length,
       windowSeconds: WINDOW_SECONDS,
       blockTtlSeconds: 0,
       whitelistSelf: true,
@@ -143,7 +251,7 @@ describe('packetwatchctl against the real services', () => {
       probeId,
       interface: net.victimIf,
       ownAddresses: [net.victimAddr],
-      synDropped: 0,
+      synDropped: Number(drops.syn),
       eventsLost: 0,
       policyConnected: true,
       blocks: 0,
@@ -152,6 +260,7 @@ describe('packetwatchctl against the real services', () => {
   });
 
   it('blocks with nothing blocked', async () => {
+    await fresh();
     expect(await ok('blocks')).toBe('No active decisions.\n');
     expect(await json('blocks')).toEqual({
       blocks: [],
@@ -160,15 +269,21 @@ describe('packetwatchctl against the real services', () => {
   });
 
   it('watch shows the connections of a fast scan and "Added to blacklist"; Ctrl-C ends it with 0', async () => {
+    await fresh();
+    // `--since` replays the feed so that rows published before a watcher's
+    // subscription is live are not missed; a policy started for this test
+    // has no rows of an earlier test in it to replay.
+    await svc.policy!.stop('SIGTERM');
+    await running();
     const table = spawnCtl('watch', '--since', '30s');
     const lines = spawnCtl('watch', '--json', '--since', '30s', '--source', attacker);
     try {
-      await waitFor('the watch header', () => (table.stdout[0] !== undefined ? true : undefined), 10_000);
+      await waitFor('the watch header', () => (table.stdout[0] !== undefined ? true : undefined), SLOW_MS);
       expect(table.stdout[0]).toBe('TIME               SOURCE IP        PORT   MESSAGE');
       await fastScan();
       const conn = new RegExp(`^\\d\\d:\\d\\d:\\d\\d {11}${attacker.replace(/\./g, '\\.')} +8086$`);
-      await waitFor('a connection row', () => table.stdout.find((l) => conn.test(l)), 10_000);
-      const blacklisted = await waitFor('the blacklist row', () => table.stdout.find((l) => l.includes(attacker) && l.endsWith('Added to blacklist')), 10_000);
+      await waitFor('a connection row', () => table.stdout.find((l) => conn.test(l)), SLOW_MS);
+      const blacklisted = await waitFor('the blacklist row', () => table.stdout.find((l) => l.includes(attacker) && l.endsWith('Added to blacklist')), SLOW_MS);
       expect(blacklisted.indexOf(attacker)).toBe(19);
       expect(blacklisted.indexOf('Added to blacklist')).toBe(43);
       const events = await waitFor(
@@ -177,7 +292,7 @@ describe('packetwatchctl against the real services', () => {
           const parsed = lines.stdout.filter(Boolean).map((l) => JSON.parse(l) as { kind: string; source: string; port: number; probeId: string; time: string });
           return parsed.some((e) => e.kind === 'blacklist') ? parsed : undefined;
         },
-        10_000,
+        SLOW_MS,
       );
       expect(events.every((e) => e.source === attacker)).toBe(true);
       expect(events).toContainEqual(expect.objectContaining({ kind: 'connection', source: attacker, port: 8087, probeId }));
@@ -190,11 +305,14 @@ describe('packetwatchctl against the real services', () => {
     expect(await lines.exited).toBe(0);
     expect(table.stderr.filter(Boolean)).toEqual([]);
     // The row is published as the decision is taken; the kernel holds the block a moment later.
-    await waitFor('the block in the kernel', async () => ((await svc.probeStatus()).blocks === 1 ? true : undefined), 10_000);
-    expect(await curl(8086)).toBe(CURL_TIMEOUT_EXIT);
+    await waitFor('the block in the kernel', async () => ((await svc.probeStatus()).blocks === 1 ? true : undefined), SLOW_MS);
+    expect(await curl(8086, '1')).toBe(CURL_TIMEOUT_EXIT);
   });
 
   it('blocks: the detector decision, enforced by the probe, without drift', async () => {
+    await fresh();
+    await fastScan();
+    await enforcedDecision();
     const out = await ok('blocks');
     expect(out.split('\n')[0]).toMatch(/^SOURCE +REASON +ORIGIN +CREATED +EXPIRES +ENFORCED BY +DRIFT$/);
     const rows = cells(out);
@@ -212,20 +330,30 @@ describe('packetwatchctl against the real services', () => {
   });
 
   it('unblock restores the attacker\'s access', async () => {
+    await fresh();
+    await fastScan();
+    const decision = await enforcedDecision();
+    expect(await curl(8086, '1')).toBe(CURL_TIMEOUT_EXIT);
+    // `blocks --all` lists every decision, oldest first, the ended ones of
+    // earlier tests too: this one is the last, and stays listed once ended.
+    const history = cells(await ok('blocks', '--all')).length;
     const out = await ok('unblock', attacker);
-    expect(out).toMatch(new RegExp(`^Unblocked 1 source: ${attacker.replace(/\./g, '\\.')} \\(decision \\d+, port scan: 3 ports .*\\)\n$`));
+    expect(out).toMatch(new RegExp(`^Unblocked 1 source: ${attacker.replace(/\./g, '\\.')} \\(decision ${decision.id}, port scan: 3 ports .*\\)\n$`));
     expect(await curl(8086)).toBe('pong');
     expect(await ok('blocks')).toBe('No active decisions.\n');
     const all = cells(await ok('blocks', '--all'));
-    expect(all).toHaveLength(1);
-    expect(all[0]![0]).toBe(attacker);
-    expect(all[0]![4]).toMatch(/^ended (\d+s ago|just now)$/);
+    expect(all).toHaveLength(history);
+    expect(all.at(-1)![0]).toBe(attacker);
+    expect(all.at(-1)![4]).toMatch(/^ended (\d+s ago|just now)$/);
+    const doc = await json<{ blocks: Record<string, unknown>[] }>('blocks', '--all');
+    expect(doc.blocks.at(-1)).toMatchObject({ decisionId: String(decision.id), ip: attacker, active: false, ended: expect.any(String) });
   });
 
   it('block by hand with a TTL and a reason; the next attempt is dropped', async () => {
+    await fresh();
     const out = await ok('block', attacker, '--ttl', '1h', '--reason', 'e2e by hand');
     expect(out).toBe(`Blocked ${attacker}: e2e by hand (manual), expires in 59m, enforced by ${probeId}\n`);
-    expect(await curl(8086)).toBe(CURL_TIMEOUT_EXIT);
+    expect(await curl(8086, '1')).toBe(CURL_TIMEOUT_EXIT);
     const again = await json<{ alreadyBlocked: boolean; decision: { ip: string } }>('block', attacker);
     expect(again).toMatchObject({ alreadyBlocked: true, decision: { ip: attacker } });
     const [row] = cells(await ok('blocks'));
@@ -233,11 +361,10 @@ describe('packetwatchctl against the real services', () => {
   });
 
   it('blocks marks DRIFT when the kernel loses a block behind the policy\'s back, and when it holds one without a decision', async () => {
-    const removed = await call<UnblockIpResponse>((cb) => svc.probeClient.unblockIp({ ip: attacker }, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb));
-    expect(removed.removed).toBe(true);
-    await call<BlockIpResponse>((cb) =>
-      svc.probeClient.blockIp({ ip: stranger, ttl: undefined, reason: BlockReason.BLOCK_REASON_MANUAL }, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb),
-    );
+    await fresh();
+    await blockAttackerByHand();
+    expect((await kernelUnblock(attacker)).removed).toBe(true);
+    await kernelBlock(stranger);
     const out = await ok('blocks');
     const rows = cells(out.split('\n\n')[0]!);
     expect(rows).toEqual([
@@ -258,6 +385,10 @@ describe('packetwatchctl against the real services', () => {
   });
 
   it('unblock of an address without a decision removes its kernel block; unblock --all ends the rest', async () => {
+    await fresh();
+    await blockAttackerByHand();
+    await kernelBlock(stranger);
+    expect((await svc.probeStatus()).blocks).toBe(2);
     expect(await ok('unblock', stranger)).toBe(`No active decision on ${stranger}; the probes were told to remove any kernel block of it all the same.\n`);
     expect(await ok('unblock', '--all')).toMatch(new RegExp(`^Unblocked 1 source: ${attacker.replace(/\./g, '\\.')} \\(decision \\d+, e2e by hand\\)\n$`));
     expect(await ok('blocks')).toBe('No active decisions.\n');
@@ -266,6 +397,7 @@ describe('packetwatchctl against the real services', () => {
   });
 
   it('allow add, list, remove', async () => {
+    await fresh();
     expect(await ok('allow', 'add', '192.0.2.0/24', '--note', 'e2e range')).toBe('Allowlisted 192.0.2.0/24.\n');
     expect(await ok('allow', 'add', '192.0.2.0/24')).toBe('192.0.2.0/24 was already on the allowlist.\n');
     const out = await ok('allow', 'list');
@@ -288,9 +420,10 @@ describe('packetwatchctl against the real services', () => {
   });
 
   it('exit 1 naming the address when a service is unreachable, with what the other one said', async () => {
+    await running(); // the probe answers, the address given for the policy does not
     const gone = `unix:${svc.dir}/nothing-here.sock`;
     const r = await new Promise<Run>((resolve) =>
-      execFile(process.execPath, [CLI, '--policy', gone, '--probe', `unix:${svc.probeSocket}`, 'status'], (err, stdout, stderr) =>
+      execFile(process.execPath, [CLI, '--policy', gone, '--probe', `unix:${svc.probeSocket}`, 'status'], { timeout: SLOW_MS }, (err, stdout, stderr) =>
         resolve({ code: typeof err?.code === 'number' ? err.code : 0, stdout, stderr }),
       ),
     );
@@ -301,7 +434,7 @@ describe('packetwatchctl against the real services', () => {
     expect(r.stdout).toContain(`Policy  ${gone}\n  health  UNREACHABLE: UNAVAILABLE`);
     expect(r.stdout).toContain(`Probe   unix:${svc.probeSocket}\n  health         SERVING\n`);
     const blocks = await new Promise<Run>((resolve) =>
-      execFile(process.execPath, [CLI, '--policy', gone, 'blocks'], (err, stdout, stderr) => resolve({ code: typeof err?.code === 'number' ? err.code : 0, stdout, stderr })),
+      execFile(process.execPath, [CLI, '--policy', gone, 'blocks'], { timeout: SLOW_MS }, (err, stdout, stderr) => resolve({ code: typeof err?.code === 'number' ? err.code : 0, stdout, stderr })),
     );
     expect(blocks).toMatchObject({ code: 1, stdout: '' });
     expect(blocks.stderr).toContain(`policy unreachable at ${gone}: UNAVAILABLE`);

@@ -17,8 +17,6 @@ import {
   DecisionOrigin,
   type ListBlocksResponse,
   type ListDecisionsResponse,
-  type UnblockIpResponse,
-  type UnblockResponse,
 } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { healthCheck } from './grpc-tools.js';
@@ -120,10 +118,7 @@ describe('faults', () => {
       SLOW_MS,
     );
     if (await scannerBlocked()) return;
-    await call<UnblockResponse>((cb) => svc.policyClient.unblock({ ip: '', all: true }, new grpc.Metadata(), deadline(), cb));
-    for (const b of (await kernelBlocks()).blocks) {
-      await call<UnblockIpResponse>((cb) => svc.probeClient.unblockIp({ ip: b.ip }, new grpc.Metadata(), deadline(), cb));
-    }
+    await svc.unblockEverything();
     // One curl process for the three ports: its SYNs are milliseconds apart.
     const r = await net.inAttacker('curl', ['-s', '--connect-timeout', '10', '--interface', net.attackerAddr, ...PORTS.map((p) => `http://${net.victimAddr}:${p}/`)]);
     expect(r.stdout).toBe('pong'.repeat(PORTS.length));

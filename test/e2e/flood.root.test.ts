@@ -4,7 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import type { GetPolicyStatusResponse, GetStatusResponse, ListBlocksResponse, ListDecisionsResponse, UnblockIpResponse, UnblockResponse } from '@packetwatch/proto';
+import type { GetPolicyStatusResponse, GetStatusResponse, ListBlocksResponse, ListDecisionsResponse } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
@@ -52,20 +52,8 @@ describe('SYN flood while another source scans', () => {
 
   /** Both services running (restarted if they died) and in touch, nothing queued, and nothing blocked. */
   const ready = async () => {
-    if (!svc.policy || svc.policy.exitCode !== undefined) await svc.startPolicy();
-    if (!svc.probe || svc.probe.exitCode !== undefined) await svc.startProbe();
-    await waitFor(
-      'the probe and the policy in touch, nothing queued',
-      async () => {
-        const [probe, policy] = await status();
-        return probe.policyConnected && probe.queueDepth === 0 && policy.probes.length === 1 ? true : undefined;
-      },
-      SLOW_MS,
-    );
-    await call<UnblockResponse>((cb) => svc.policyClient.unblock({ ip: '', all: true }, new grpc.Metadata(), deadline(), cb));
-    for (const b of (await kernelBlocks()).blocks) {
-      await call<UnblockIpResponse>((cb) => svc.probeClient.unblockIp({ ip: b.ip }, new grpc.Metadata(), deadline(), cb));
-    }
+    await svc.ensureRunning();
+    await svc.unblockEverything();
     expect((await decisions()).decisions).toEqual([]);
     expect((await kernelBlocks()).blocks).toEqual([]);
   };

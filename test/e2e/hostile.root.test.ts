@@ -41,23 +41,7 @@ describe('hostile input', () => {
   const decisions = () => call<ListDecisionsResponse>((cb) => svc.policyClient.listDecisions({ all: true }, new grpc.Metadata(), deadline(), cb));
   const kernelBlocks = () => call<ListBlocksResponse>((cb) => svc.probeClient.listBlocks({}, new grpc.Metadata(), deadline(), cb));
 
-  /** Both services running (restarted if they died) and in touch, nothing queued. */
-  const running = async () => {
-    if (!svc.policy || svc.policy.exitCode !== undefined) await svc.startPolicy();
-    if (!svc.probe || svc.probe.exitCode !== undefined) await svc.startProbe();
-    await waitFor(
-      'the probe and the policy in touch, nothing queued',
-      async () => {
-        try {
-          const [probe, policy] = await Promise.all([svc.probeStatus(), svc.policyStatus()]);
-          return probe.policyConnected && probe.queueDepth === 0 && policy.probes.length === 1 ? true : undefined;
-        } catch {
-          return undefined; // still starting
-        }
-      },
-      SLOW_MS,
-    );
-  };
+  const running = () => svc.ensureRunning();
 
   /**
    * Both services started afresh, on an empty decision store and with no

@@ -46,6 +46,12 @@ describe('clock.coarseTickNs', () => {
   });
 });
 
+describe('clock.coarseLagNs', () => {
+  it('is two ticks', () => {
+    expect(clock.coarseLagNs()).toBe(2n * clock.coarseTickNs());
+  });
+});
+
 describe('possibleCpus', () => {
   it('counts the CPUs listed in /sys/devices/system/cpu/possible', () => {
     // The file holds ranges such as "0-3" or "0,2-5".

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { count, humanDuration, keyValues, plural, relative, table } from '../src/format.js';
+import { count, humanDuration, keyValues, plural, printable, relative, table } from '../src/format.js';
 
 describe('format: human durations', () => {
   it.each([
@@ -70,5 +70,19 @@ describe('format: tables', () => {
 describe('format: key-value blocks', () => {
   it('pads keys to the widest', () => {
     expect(keyValues([['health', 'SERVING'], ['tracked sources', '2']])).toBe('  health           SERVING\n  tracked sources  2');
+  });
+});
+
+describe('format: text a peer or an operator chose', () => {
+  it('escapes control characters and bidi overrides, and leaves the rest', () => {
+    expect(printable('evil\u001b[2J\u001b]0;owned\u0007 reason')).toBe('evil\\u001b[2J\\u001b]0;owned\\u0007 reason');
+    expect(printable('\u202eexe.txt')).toBe('\\u202eexe.txt');
+    expect(printable('a\r\nb\u007f\u009b')).toBe('a\\u000d\\u000ab\\u007f\\u009b');
+    expect(printable('port scan: 3 ports (22, 80, 443) — détecté')).toBe('port scan: 3 ports (22, 80, 443) — détecté');
+  });
+
+  it('is applied to every table cell and key-value value', () => {
+    expect(table(['IP', 'REASON'], [['192.0.2.7', 'x\u001b[31my']])).toBe('IP         REASON\n192.0.2.7  x\\u001b[31my');
+    expect(keyValues([['probe', 'host/\u001b[2Jeth0']])).toBe('  probe  host/\\u001b[2Jeth0');
   });
 });

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { type Decision, DecisionOrigin, type PolicyServer, PolicyService } from '@packetwatch/proto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type Io, run } from '../src/program.js';
 
 const NOW = Date.UTC(2026, 10, 25, 12, 0, 0);
@@ -157,7 +157,10 @@ describe('packetwatchctl: against a fake policy', () => {
   let dir: string;
   let server: grpc.Server;
   let policy: string;
+  /** The calls the fake received in the current test. */
   const calls: { method: string; request: unknown }[] = [];
+  /** For each GetStatus: how far ahead of the fake's clock the deadline it received was, in ms. */
+  const statusDeadlines: number[] = [];
   const decision: Decision = {
     id: 7n,
     ip: '192.0.2.7',
@@ -177,7 +180,11 @@ describe('packetwatchctl: against a fake policy', () => {
     const impl: PolicyServer = {
       report: (call) => call.end(),
       watch: (call) => call.end(),
-      getStatus: (_call, cb) => setTimeout(() => cb({ code: grpc.status.INTERNAL, details: 'too late' }), 3000),
+      // Answers after the default --timeout (5 s) would have, long after 0.3 s.
+      getStatus: (call, cb) => {
+        statusDeadlines.push(Number(call.getDeadline()) - Date.now());
+        setTimeout(() => cb({ code: grpc.status.INTERNAL, details: 'too late' }), 3000);
+      },
       listDecisions: (call, cb) => {
         calls.push({ method: 'listDecisions', request: call.request });
         cb(null, { decisions: [decision] });
@@ -208,17 +215,24 @@ describe('packetwatchctl: against a fake policy', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  beforeEach(() => {
+    calls.length = 0;
+    statusDeadlines.length = 0;
+  });
+
   it('block sends the address, the TTL in seconds and the reason, and prints the decision', async () => {
     const r = await cli('--policy', policy, 'block', '192.0.2.7', '--ttl', '1h', '--reason', 'by hand');
     expect(r).toEqual({ code: 0, out: 'Blocked 192.0.2.7: by hand (manual), expires in 59m, enforced by host/lo\n', err: '' });
-    expect(calls.at(-1)).toEqual({ method: 'block', request: { ip: '192.0.2.7', ttl: { seconds: 3600n, nanos: 0 }, reason: 'by hand' } });
+    expect(calls).toEqual([{ method: 'block', request: { ip: '192.0.2.7', ttl: { seconds: 3600n, nanos: 0 }, reason: 'by hand' } }]);
   });
 
   it('block without --ttl leaves the TTL to the policy; --ttl 0 is permanent', async () => {
     await cli('--policy', policy, 'block', '192.0.2.7');
-    expect(calls.at(-1)?.request).toEqual({ ip: '192.0.2.7', ttl: undefined, reason: '' });
     await cli('--policy', policy, 'block', '192.0.2.7', '--ttl', '0');
-    expect(calls.at(-1)?.request).toMatchObject({ ttl: { seconds: 0n, nanos: 0 } });
+    expect(calls).toEqual([
+      { method: 'block', request: { ip: '192.0.2.7', ttl: undefined, reason: '' } },
+      { method: 'block', request: { ip: '192.0.2.7', ttl: { seconds: 0n, nanos: 0 }, reason: '' } },
+    ]);
   });
 
   it('block --json prints the decision document', async () => {
@@ -251,18 +265,21 @@ describe('packetwatchctl: against a fake policy', () => {
 
   it('unblock and unblock --all', async () => {
     expect(await cli('--policy', policy, 'unblock', '192.0.2.7')).toEqual({ code: 0, out: 'Unblocked 1 source: 192.0.2.7 (decision 7, by hand)\n', err: '' });
-    expect(calls.at(-1)?.request).toEqual({ ip: '192.0.2.7', all: false });
     expect((await cli('--policy', policy, 'unblock', '192.0.2.8')).out).toBe(
       'No active decision on 192.0.2.8; the probes were told to remove any kernel block of it all the same.\n',
     );
     await cli('--policy', policy, 'unblock', '--all');
-    expect(calls.at(-1)?.request).toEqual({ ip: '', all: true });
+    expect(calls).toEqual([
+      { method: 'unblock', request: { ip: '192.0.2.7', all: false } },
+      { method: 'unblock', request: { ip: '192.0.2.8', all: false } },
+      { method: 'unblock', request: { ip: '', all: true } },
+    ]);
   });
 
   it('blocks --no-drift does not call the probe', async () => {
     const r = await cli('--policy', policy, '--probe', `unix:${dir}/none.sock`, 'list', '--no-drift', '--all');
     expect(r.code).toBe(0);
-    expect(calls.at(-1)).toEqual({ method: 'listDecisions', request: { all: true } });
+    expect(calls).toEqual([{ method: 'listDecisions', request: { all: true } }]);
     expect(r.out.split('\n')[1]).toMatch(/^192\.0\.2\.7 +by hand +manual +10s ago +in 59m +host\/lo$/);
   });
 
@@ -283,10 +300,13 @@ describe('packetwatchctl: against a fake policy', () => {
   });
 
   it('every unary call carries the --timeout deadline', async () => {
-    const started = Date.now();
     const r = await cli('--policy', policy, '--probe', `unix:${dir}/none.sock`, '--timeout', '0.3', 'status');
-    expect(Date.now() - started).toBeLessThan(2500);
     expect(r.code).toBe(1);
+    // The fake answers after 3 s: only a deadline shorter than that (not the default 5 s) ends the call so.
     expect(r.err).toContain(`policy unreachable at ${policy}: DEADLINE_EXCEEDED`);
+    // What the call carried: grpc-timeout is what is left of the 300 ms when it is sent, so the
+    // deadline the fake received is at most 300 ms ahead of its clock, however loaded the machine.
+    expect(statusDeadlines).toHaveLength(1);
+    expect(statusDeadlines[0]).toBeLessThanOrEqual(300);
   });
 });

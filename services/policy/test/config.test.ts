@@ -190,7 +190,7 @@ describe('policy settings: invalid values', () => {
 
   it('says what a duration accepts', () => {
     expect(configError(() => load({ PW_BLOCK_TTL: '1w' })).message).toBe(
-      'invalid PW_BLOCK_TTL="1w": expected a duration: seconds, or a number with s, m, h or d',
+      'invalid PW_BLOCK_TTL="1w": expected a duration: 0, or 1s to 3650d (seconds, or a number with s, m, h or d)',
     );
   });
 });
