@@ -95,16 +95,20 @@ export class Services {
   policy: ServiceProcess | undefined;
 
   constructor(private readonly opts: ServicesOptions) {
+    // The layout of deploy/run.sh: the directory is root's (setgid, read-only
+    // to the group), the policy's socket and state in directories of its own.
     this.dir = mkdtempSync(join(tmpdir(), 'pw-e2e-'));
     const gid = groupId(POLICY_USER);
-    chmodSync(this.dir, 0o770);
     chownSync(this.dir, 0, gid);
+    chmodSync(this.dir, 0o2750);
     this.stateDir = join(this.dir, 'state');
     mkdirSync(this.stateDir, { mode: 0o750 });
     chownSync(this.stateDir, uid(POLICY_USER), gid);
+    mkdirSync(join(this.dir, 'policy'), { mode: 0o750 });
+    chownSync(join(this.dir, 'policy'), uid(POLICY_USER), gid);
     this.pinRoot = `${TEST_BPFFS}/packetwatch-e2e-${process.pid}-${opts.ifdev}`;
     this.probeSocket = join(this.dir, 'probe.sock');
-    this.policySocket = join(this.dir, 'policy.sock');
+    this.policySocket = join(this.dir, 'policy', 'policy.sock');
     this.probeClient = new ProbeClient(`unix://${this.probeSocket}`, grpc.credentials.createInsecure());
     this.policyClient = new PolicyClient(`unix://${this.policySocket}`, grpc.credentials.createInsecure());
   }

@@ -1,11 +1,11 @@
 // Container health check: the standard gRPC health check (grpc.health.v1)
 // against a service's Unix socket. Exit 0 when SERVING, 1 otherwise.
-//   node healthcheck.mjs unix:///run/packetwatch/policy.sock packetwatch.v1.Policy
+//   node healthcheck.mjs unix:///run/packetwatch/policy/policy.sock packetwatch.v1.Policy
 // The two messages are encoded by hand (one field each), so this needs
 // nothing but @grpc/grpc-js.
 import * as grpc from '@grpc/grpc-js';
 
-const [target = 'unix:///run/packetwatch/policy.sock', service = ''] = process.argv.slice(2);
+const [target = 'unix:///run/packetwatch/policy/policy.sock', service = ''] = process.argv.slice(2);
 const SERVING = 1;
 
 const encodeRequest = (name) => {

@@ -22,8 +22,12 @@ if ! getent passwd "$USER_NAME" >/dev/null; then
   exit 1
 fi
 
-# Sockets: the directory lets the packetwatch group in, nobody else.
-install -d -m 0770 -o root -g "$USER_NAME" "$RUN_DIR"
+# Sockets. $RUN_DIR is root's (setgid: what is made there is the packetwatch
+# group's) and read-only to that group, so the policy's user can reach the
+# probe's socket but never rename or replace it; the policy's socket is in a
+# directory of its own. Nobody else gets in.
+install -d -m 2750 -o root -g "$USER_NAME" "$RUN_DIR"
+install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$RUN_DIR/policy"
 
 # One run at a time; `make stop` finds this one by its pid file.
 PID_FILE=$RUN_DIR/run.pid
@@ -39,9 +43,9 @@ touch "$LOG_DIR/policy.log" "$LOG_DIR/probe.log"
 chown "$USER_NAME:$USER_NAME" "$LOG_DIR/policy.log"
 
 export PW_STATE_DIR=$STATE_DIR
-export PW_POLICY_SOCKET=$RUN_DIR/policy.sock
+export PW_POLICY_SOCKET=$RUN_DIR/policy/policy.sock
 export PW_PROBE_SOCKET=$RUN_DIR/probe.sock
-export PW_POLICY_ADDR=unix:$RUN_DIR/policy.sock
+export PW_POLICY_ADDR=unix:$RUN_DIR/policy/policy.sock
 export PW_SOCKET_GROUP=$USER_NAME
 export PW_LOG_FORMAT=${PW_LOG_FORMAT:-table}
 

@@ -1,14 +1,17 @@
 // `make run` as a user runs it (deploy/run.sh, in the background, in a
 // victim namespace) and `make stop`: it stops that run, says what it
 // stopped, and leaves the XDP program attached; a second run is refused
-// while one is up; with nothing running it says so.
+// while one is up; with nothing running it says so. And the socket layout
+// it makes, tried as the policy's user: the probe's socket can be called,
+// never renamed or replaced.
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
+import type { GetStatusResponse } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_BPFFS } from '../../bench/namespaces.js';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
@@ -64,23 +67,39 @@ describe('make run in the background, and make stop', () => {
     net?.destroy();
   });
 
-  it('stops a background run, says what it stopped, leaves the program attached; refuses a second run meanwhile', async () => {
+  /** deploy/run.sh in the background, once its probe answers (connected to its policy). */
+  const startRun = async () => {
     const run = runSh();
+    const client = probeClient(join(env.PW_RUN_DIR!, 'probe.sock'));
     try {
-      const client = probeClient(join(env.PW_RUN_DIR!, 'probe.sock'));
-      try {
-        await waitFor(
-          'the probe of make run',
-          async () => {
-            if (run.code() !== undefined) throw new Error(`make run exited with ${run.code()}: ${run.stderr.join('')}`);
-            if (!existsSync(join(env.PW_RUN_DIR!, 'probe.sock'))) return undefined;
-            return call((cb) => client.getStatus({}, new grpc.Metadata(), deadline(1000), cb)).catch(() => undefined);
-          },
-          30_000,
-        );
-      } finally {
-        client.close();
-      }
+      await waitFor(
+        'the probe of make run, connected to its policy',
+        async () => {
+          if (run.code() !== undefined) throw new Error(`make run exited with ${run.code()}: ${run.stderr.join('')}`);
+          if (!existsSync(join(env.PW_RUN_DIR!, 'probe.sock'))) return undefined;
+          const st = await call<GetStatusResponse>((cb) => client.getStatus({}, new grpc.Metadata(), deadline(1000), cb)).catch(() => undefined);
+          return st?.policyConnected ? st : undefined;
+        },
+        60_000,
+      );
+    } catch (e) {
+      run.child.kill('SIGKILL');
+      throw e;
+    } finally {
+      client.close();
+    }
+    return run;
+  };
+  /** Runs a shell command as the policy's user (the packetwatch user, as make run starts the policy). */
+  const asPolicyUser = (command: string) =>
+    exec('setpriv', ['--reuid=packetwatch', '--regid=packetwatch', '--init-groups', 'sh', '-c', command]).then(
+      (r) => ({ code: 0, stderr: r.stderr }),
+      (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+    );
+
+  it('stops a background run, says what it stopped, leaves the program attached; refuses a second run meanwhile', async () => {
+    const run = await startRun();
+    try {
       const second = runSh();
       expect(await second.exited).toBe(1);
       expect(second.stderr.join('')).toContain(`make run: already running (pid ${run.child.pid}); 'sudo make stop' stops it`);
@@ -94,6 +113,46 @@ describe('make run in the background, and make stop', () => {
       expect(xdpAttached()).not.toBe('null');
     } finally {
       run.child.kill('SIGKILL');
+    }
+  });
+
+  it("lays its sockets out so that the policy's user can call the probe but never rename or replace its socket", async () => {
+    const run = await startRun();
+    const dir = env.PW_RUN_DIR!;
+    const probeSock = join(dir, 'probe.sock');
+    try {
+      const gid = Number(execFileSync('getent', ['group', 'packetwatch'], { encoding: 'utf8' }).split(':')[2]);
+      const uid = Number(execFileSync('id', ['-u', 'packetwatch'], { encoding: 'utf8' }).trim());
+      const mode = (p: string) => {
+        const st = lstatSync(p);
+        return { uid: st.uid, gid: st.gid, mode: (st.mode & 0o7777).toString(8), socket: st.isSocket() };
+      };
+      expect(mode(dir)).toEqual({ uid: 0, gid, mode: '2750', socket: false });
+      expect(mode(probeSock)).toEqual({ uid: 0, gid, mode: '660', socket: true });
+      expect(mode(join(dir, 'policy'))).toEqual({ uid, gid, mode: '750', socket: false });
+      expect(mode(join(dir, 'policy', 'policy.sock'))).toEqual({ uid, gid, mode: '660', socket: true });
+
+      // The attack: swap the probe's socket for a link to a file root would then chmod or chown.
+      const target = join(dir, '..', 'target');
+      writeFileSync(target, 'not to be touched\n', { mode: 0o600 });
+      for (const attempt of [
+        `mv ${probeSock} ${dir}/moved`,
+        `rm -f ${probeSock}`,
+        `ln -sf ${target} ${probeSock}`,
+        `ln -s ${target} ${dir}/probe.sock.new && mv -f ${dir}/probe.sock.new ${probeSock}`,
+      ]) {
+        const r = await asPolicyUser(attempt);
+        expect(r.code, attempt).not.toBe(0);
+        expect(r.stderr, attempt).toMatch(/Permission denied/);
+      }
+      expect(mode(probeSock)).toEqual({ uid: 0, gid, mode: '660', socket: true });
+      expect(mode(target)).toEqual({ uid: 0, gid: 0, mode: '600', socket: false });
+      // What the policy's user may do: call the probe.
+      const call = await asPolicyUser(`node -e "require('net').connect('${probeSock}').on('connect', () => process.exit(0)).on('error', () => process.exit(1))"`);
+      expect(call.code).toBe(0);
+    } finally {
+      await makeStop();
+      await run.exited;
     }
   });
 

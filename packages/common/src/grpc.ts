@@ -1,7 +1,7 @@
 // gRPC plumbing shared by the services: endpoints, credentials, a server
 // bootstrap (Unix socket with file-mode access control, optional TCP with
 // TLS, health, reflection) and the one place errors become statuses.
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { existsSync, lchownSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -106,12 +106,19 @@ async function bind(server: grpc.Server, target: string, creds: grpc.ServerCrede
   return new Promise((resolve, reject) => server.bindAsync(target, creds, (err, port) => (err ? reject(err) : resolve(port))));
 }
 
-/** Prepares the socket's directory and removes a stale socket left by a crash. */
+/**
+ * Prepares the socket's directory and removes a stale socket left by a
+ * crash. Nothing here or after the bind changes a file through its path in a
+ * way a swapped-in symbolic link could redirect: modes come from the umask at
+ * creation, ownership from lchown (which changes a link itself, never what it
+ * points to). The layout (deploy/run.sh, the images) keeps others from
+ * swapping anything in: the directory belongs to the socket's owner.
+ */
 function prepareSocketPath(path: string, group: number | undefined): void {
   const dir = dirname(path);
   if (!existsSync(dir)) {
     mkdirSync(dir, { recursive: true, mode: 0o750 });
-    if (group !== undefined) chownSync(dir, 0, group);
+    if (group !== undefined) lchownSync(dir, process.getuid?.() ?? 0, group);
   }
   if (existsSync(path)) {
     if (!lstatSync(path).isSocket()) throw new Error(`${path} exists and is not a socket`);
@@ -152,8 +159,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     } finally {
       process.umask(old);
     }
-    chmodSync(path, mode);
-    if (gid !== undefined) chownSync(path, process.getuid?.() ?? 0, gid);
+    // A directory with the setgid bit (deploy/run.sh, the images) gives the
+    // socket its group already; elsewhere it is set on the socket itself.
+    if (gid !== undefined && lstatSync(path).gid !== gid) lchownSync(path, process.getuid?.() ?? 0, gid);
     opts.log.info({ socket: path, mode: mode.toString(8), group }, 'gRPC listening on Unix socket');
   }
   if (opts.tcp) {

@@ -34,7 +34,7 @@ import { type Outcome, type ServiceReply, statusJson, statusText } from './statu
 import { watchJson, watchRow } from './watch.js';
 
 export const NAME = 'packetwatchctl';
-export const DEFAULT_POLICY = 'unix:/run/packetwatch/policy.sock';
+export const DEFAULT_POLICY = 'unix:/run/packetwatch/policy/policy.sock';
 export const DEFAULT_PROBE = 'unix:/run/packetwatch/probe.sock';
 
 /** Exit codes: 0 done, 1 a service unreachable or refusing, 2 a usage error or invalid argument. */

@@ -9,7 +9,7 @@ export const policySettings = {
   allowlist: s.string('PW_ALLOWLIST', 'allowlist', '', 'addresses or CIDRs never blocked, comma-separated'),
   blockTtl: s.seconds('PW_BLOCK_TTL', 'block-ttl', 0, 'how long a detector block lasts (0 = permanent, like the seed)'),
   stateDir: s.string('PW_STATE_DIR', 'state-dir', '/var/lib/packetwatch', 'directory of the decision store', /^\/.+/, 'an absolute path'),
-  socket: s.string('PW_POLICY_SOCKET', 'socket', '/run/packetwatch/policy.sock', 'Unix socket of the Policy API', /^\/.+/, 'an absolute path'),
+  socket: s.string('PW_POLICY_SOCKET', 'socket', '/run/packetwatch/policy/policy.sock', 'Unix socket of the Policy API', /^\/.+/, 'an absolute path'),
   socketGroup: s.optionalString('PW_SOCKET_GROUP', 'socket-group', 'group allowed to call the Policy API (socket mode 0660)'),
   tcpAddr: s.optionalString('PW_POLICY_TCP_ADDR', 'tcp-addr', 'also serve the Policy API on host:port (TLS unless --insecure-tcp)'),
   tlsCert: s.optionalString('PW_TLS_CERT', 'tls-cert', 'TLS certificate (PEM) for TCP'),

@@ -9,7 +9,7 @@ export const probeSettings = {
   whitelistSelf: s.bool('PW_WHITELIST_SELF', 'whitelist-self', true, "allowlist the interface's own addresses"),
   prometheusPort: s.port('PW_PROMETHEUS_PORT', 'prometheus-port', 9090, 'port of the /metrics endpoint'),
   metricsHost: s.host('PW_METRICS_HOST', 'metrics-host', '0.0.0.0', 'address the /metrics endpoint listens on'),
-  policyAddr: s.string('PW_POLICY_ADDR', 'policy-addr', 'unix:/run/packetwatch/policy.sock', 'policy service endpoint (unix:/path or host:port)'),
+  policyAddr: s.string('PW_POLICY_ADDR', 'policy-addr', 'unix:/run/packetwatch/policy/policy.sock', 'policy service endpoint (unix:/path or host:port)'),
   socket: s.string('PW_PROBE_SOCKET', 'socket', '/run/packetwatch/probe.sock', 'Unix socket of the Probe API', /^\/.+/, 'an absolute path'),
   socketGroup: s.optionalString('PW_SOCKET_GROUP', 'socket-group', 'group allowed to call the Probe API (socket mode 0660)'),
   tcpAddr: s.optionalString('PW_PROBE_TCP_ADDR', 'tcp-addr', 'also serve the Probe API on host:port (TLS unless --insecure-tcp)'),
