@@ -129,7 +129,8 @@ describe('make run in the background, and make stop', () => {
       };
       expect(mode(dir)).toEqual({ uid: 0, gid, mode: '2750', socket: false });
       expect(mode(probeSock)).toEqual({ uid: 0, gid, mode: '660', socket: true });
-      expect(mode(join(dir, 'policy'))).toEqual({ uid, gid, mode: '750', socket: false });
+      // Made in the setgid directory, it inherits the bit: its socket is the group's too.
+      expect(mode(join(dir, 'policy'))).toEqual({ uid, gid, mode: '2750', socket: false });
       expect(mode(join(dir, 'policy', 'policy.sock'))).toEqual({ uid, gid, mode: '660', socket: true });
 
       // The attack: swap the probe's socket for a link to a file root would then chmod or chown.

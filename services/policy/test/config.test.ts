@@ -36,7 +36,7 @@ describe('policy settings: defaults', () => {
       allowlist: '',
       blockTtl: 0,
       stateDir: '/var/lib/packetwatch',
-      socket: '/run/packetwatch/policy.sock',
+      socket: '/run/packetwatch/policy/policy.sock',
       socketGroup: undefined,
       tcpAddr: undefined,
       tlsCert: undefined,
@@ -247,7 +247,7 @@ describe('probe settings', () => {
     expect(c.whitelistSelf).toBe(true);
     expect(c.prometheusPort).toBe(9090);
     expect(c.ringbufBytes).toBe(4 * 1024 * 1024);
-    expect(c.policyAddr).toBe('unix:/run/packetwatch/policy.sock');
+    expect(c.policyAddr).toBe('unix:/run/packetwatch/policy/policy.sock');
   });
 
   it('validates the defaults, naming the probe after the host and interface', () => {
