@@ -3,7 +3,7 @@
 // message ends that stream with INVALID_ARGUMENT and a reason, never the
 // policy, and nothing a peer sends is taken on trust (an own address is one
 // address, never a prefix that would allowlist the world).
-import { SYN_EVENT_SIZE } from '@packetwatch/bpf';
+import { SYN_EVENT_SIZE } from '@packetwatch/bpf/records';
 import { formatAddress, parseAddress, parseEndpoint } from '@packetwatch/common';
 import type { EventBatch, ProbeHello } from '@packetwatch/proto';
 
