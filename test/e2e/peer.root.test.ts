@@ -1,5 +1,5 @@
-// A hostile Report peer: anyone who can open the policy's Report stream.
-// Each test performs an attack with a real gRPC client against the policy as
+// A hostile peer of the policy: anyone who can open its Report stream, or
+// its Watch. Each test performs an attack with a real gRPC client against the policy as
 // a real process (the unprivileged user, as `make run` starts it) and asserts
 // the defended outcome: the offending stream ends with the right status, the
 // policy lives on and stays correct.
@@ -20,6 +20,7 @@ import { encode } from 'libbpf-ts';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
+import { MAX_WATCHERS } from '../../services/policy/src/service.js';
 import { Services } from './services.js';
 
 const METRICS_PORT = 19191; // inside the victim namespace
@@ -243,5 +244,44 @@ describe('a hostile Report peer', () => {
       expect(await p.ended).toEqual({ code: grpc.status.INVALID_ARGUMENT, details });
     }
     await alive();
+  });
+
+  it('ends a Watch of an invalid source with INVALID_ARGUMENT at once, not at the client\'s deadline', async () => {
+    const err = await new Promise<grpc.ServiceError>((resolve) => {
+      const w = svc.policyClient.watch({ source: 'not-an-ip', since: undefined }, new grpc.Metadata(), { deadline: Date.now() + 60_000 });
+      w.on('data', () => {});
+      w.on('error', resolve);
+    });
+    expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err.details).toContain("'not-an-ip'");
+    await alive();
+  });
+
+  it(`refuses Watch streams beyond ${MAX_WATCHERS} with RESOURCE_EXHAUSTED, and serves one again once one ends`, async () => {
+    const open = (): grpc.ClientReadableStream<unknown> => {
+      const w = svc.policyClient.watch({ source: '', since: undefined }, new grpc.Metadata());
+      w.on('data', () => {});
+      w.on('error', () => {});
+      return w;
+    };
+    const watchers = () => metric('packetwatch_policy_watchers');
+    const base = await watchers();
+    const streams = Array.from({ length: MAX_WATCHERS - base }, open);
+    try {
+      await waitFor(`${MAX_WATCHERS} watchers`, async () => ((await watchers()) === MAX_WATCHERS ? true : undefined), 30_000);
+      const err = await new Promise<grpc.ServiceError>((resolve) => {
+        const w = svc.policyClient.watch({ source: '', since: undefined }, new grpc.Metadata(), { deadline: Date.now() + 60_000 });
+        w.on('data', () => {});
+        w.on('error', resolve);
+      });
+      expect(err.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      streams.pop()!.cancel();
+      await waitFor('a free place', async () => ((await watchers()) === MAX_WATCHERS - 1 ? true : undefined), 30_000);
+      streams.push(open());
+      await waitFor('the new watcher', async () => ((await watchers()) === MAX_WATCHERS ? true : undefined), 30_000);
+    } finally {
+      for (const w of streams) w.cancel();
+    }
+    await waitFor('the watchers to be gone', async () => ((await watchers()) === base ? true : undefined), 30_000);
   });
 });

@@ -15,6 +15,8 @@ export class PolicyCounts {
   eventsOutOfRange = 0;
   /** Report streams ended for a bad message, a taken probe id, or a message out of order. */
   reportsRefused = 0;
+  /** Feed events slow watchers missed (their buffer was full). */
+  watchEventsMissed = 0;
 }
 
 /** a + b, stopping at 2^53 - 1: a counter a peer feeds must not lose its precision or outgrow a uint64. */
@@ -36,6 +38,7 @@ const COUNTERS: [name: string, help: string, key: keyof PolicyCounts][] = [
   ['packetwatch_policy_drift_repairs_total', "Differences between decisions and a probe's kernel blocklist repaired", 'driftRepairs'],
   ['packetwatch_policy_block_failures_total', 'BlockIp calls that failed after retries', 'blockFailures'],
   ['packetwatch_policy_events_out_of_range_total', "SYN events not given to the detector: stamped further ahead of the policy's clock than it allows", 'eventsOutOfRange'],
+  ['packetwatch_policy_watch_events_missed_total', 'Feed events Watch streams missed because their client was too slow (bounded buffer)', 'watchEventsMissed'],
   ['packetwatch_policy_reports_refused_total', 'Report streams ended with an error status (bad message, probe id in use, no hello first)', 'reportsRefused'],
   ['packetwatch_policy_detections_not_enforced_total', 'Detections not enforced because the blocks-per-minute cap was reached', 'detectionsNotEnforced'],
 ];
@@ -43,6 +46,8 @@ const COUNTERS: [name: string, help: string, key: keyof PolicyCounts][] = [
 export class PolicyMetrics {
   readonly registry = new Registry();
   readonly counts = new PolicyCounts();
+  /** Watch streams open now. */
+  watchers = 0;
   readonly detectionToBlock: Histogram;
 
   constructor() {
@@ -83,6 +88,7 @@ export class PolicyMetrics {
     gauge('packetwatch_policy_tracked_sources', 'Sources the detector is tracking', g.trackedSources);
     gauge('packetwatch_policy_decisions_active', 'Active block decisions', g.activeDecisions);
     gauge('packetwatch_policy_probes_connected', 'Probes with an open Report stream', g.probesConnected);
+    gauge('packetwatch_policy_watchers', 'Watch streams open', () => this.watchers);
     new Counter({
       name: 'packetwatch_policy_evictions_total',
       help: 'Tracked sources evicted because the detector was at its cap',

@@ -47,6 +47,14 @@ const { tsNs: OFF_TS, saddr: OFF_SADDR, dport: OFF_DPORT, scan: OFF_SCAN } = SYN
 const MAX_REASON = 256;
 /** Feed events a Watch stream may have waiting for its client before it skips new ones. */
 const WATCH_BUFFER = 10_000;
+/**
+ * Watch streams at once. Each is handed every feed event as it is published,
+ * on the path that processes SYN events: beyond a few dozen, watchers would
+ * slow detection for everyone (500 idle ones cut throughput eightfold).
+ */
+export const MAX_WATCHERS = 64;
+/** Report streams at once: probes, and whatever else opens one; each holds a callback connection. */
+export const MAX_REPORT_STREAMS = 1024;
 
 export interface PolicyContext {
   detector: Detector;
@@ -270,7 +278,24 @@ function processRecords(ctx: PolicyContext, session: ProbeSession, buf: Buffer, 
 }
 
 function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, PolicyMessage> {
+  let streams = 0;
   return (call) => {
+    if (streams >= MAX_REPORT_STREAMS) {
+      ctx.metrics.counts.reportsRefused++;
+      call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: `${MAX_REPORT_STREAMS} Report streams are open already, the most this policy serves` });
+      call.end();
+      return;
+    }
+    streams++;
+    let counted = true;
+    const uncount = () => {
+      if (counted) streams--;
+      counted = false;
+    };
+    call.on('close', uncount);
+    call.on('cancelled', uncount);
+    call.on('error', uncount);
+    call.on('finish', uncount);
     let session: ProbeSession | undefined;
     let events: EventStream | undefined;
     /** Ends this stream with a status; the policy and every other stream carry on. */
@@ -371,15 +396,26 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
   };
 }
 
+/** Ends a server stream with a status (grpc-js sends it when the stream emits an error). */
+function endWith(call: grpc.ServerWritableStream<unknown, unknown>, code: grpc.status, details: string): void {
+  call.emit('error', { code, details });
+  call.end();
+}
+
 function watch(ctx: PolicyContext): grpc.handleServerStreamingCall<WatchRequest, WatchEvent> {
   return (call) => {
     let source: string | undefined;
     try {
       source = call.request.source ? canonicalIp(call.request.source).text : undefined;
     } catch (e) {
-      call.destroy(Object.assign(new Error((e as ServerError).details), { code: grpc.status.INVALID_ARGUMENT }));
+      endWith(call, grpc.status.INVALID_ARGUMENT, e instanceof ServerError ? e.details : 'invalid source');
       return;
     }
+    if (ctx.metrics.watchers >= MAX_WATCHERS) {
+      endWith(call, grpc.status.RESOURCE_EXHAUSTED, `${MAX_WATCHERS} Watch streams are open already, the most this policy serves`);
+      return;
+    }
+    ctx.metrics.watchers++;
     let writable = true;
     let skipped = 0;
     // Events waiting for the stream to drain: a burst is delivered whole, up
@@ -410,13 +446,24 @@ function watch(ctx: PolicyContext): grpc.handleServerStreamingCall<WatchRequest,
         backlog = backlog.slice(head);
         head = 0;
       }
-      if (skipped > 0) ctx.log.warn({ skipped }, 'slow watcher missed feed events');
+      if (skipped > 0) {
+        ctx.metrics.counts.watchEventsMissed = saturatingAdd(ctx.metrics.counts.watchEventsMissed, skipped);
+        ctx.log.warn({ skipped }, 'slow watcher missed feed events');
+      }
       skipped = 0;
     });
     if (call.request.since) for (const e of ctx.feed.since(call.request.since.getTime())) send(e);
-    const unsubscribe = ctx.feed.subscribe(send);
+    const stop = ctx.feed.subscribe(send);
+    let subscribed = true;
+    const unsubscribe = () => {
+      if (!subscribed) return;
+      subscribed = false;
+      ctx.metrics.watchers--;
+      stop();
+    };
     call.on('cancelled', unsubscribe);
     call.on('close', unsubscribe);
+    call.on('error', unsubscribe);
   };
 }
 
