@@ -54,7 +54,12 @@ export interface TlsFiles {
   key?: string | undefined;
   /** With a CA, the server requires client certificates signed by it (mutual TLS). */
   ca?: string | undefined;
+  /** Plaintext TCP (or, for a server, TLS without client certificates) explicitly allowed: PW_INSECURE_TCP. */
+  insecure?: boolean | undefined;
 }
+
+/** Why TCP without a CA is refused, for the error a caller shows. */
+export const TCP_NEEDS_CA = 'TCP needs PW_TLS_CA (TLS; a listener also PW_TLS_CERT and PW_TLS_KEY, and then requires client certificates), or PW_INSECURE_TCP=True';
 
 const read = (p: string | undefined) => (p ? readFileSync(p) : null);
 
@@ -64,10 +69,16 @@ export function serverCredentials(tls: TlsFiles | undefined): grpc.ServerCredent
   return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: readFileSync(tls.cert), private_key: readFileSync(tls.key) }], ca !== null);
 }
 
-/** Credentials for calling an endpoint: none over a Unix socket, TLS over TCP when configured. */
+/**
+ * Credentials for calling an endpoint: none over a Unix socket; over TCP,
+ * TLS with the configured CA, and plaintext only when explicitly allowed:
+ * never a silent fall-back (throws otherwise).
+ */
 export function channelCredentials(e: Endpoint, tls: TlsFiles | undefined): grpc.ChannelCredentials {
-  if (e.kind === 'unix' || !tls?.ca) return grpc.credentials.createInsecure();
-  return grpc.credentials.createSsl(readFileSync(tls.ca), read(tls.key), read(tls.cert));
+  if (e.kind === 'unix') return grpc.credentials.createInsecure();
+  if (tls?.ca) return grpc.credentials.createSsl(readFileSync(tls.ca), read(tls.key), read(tls.cert));
+  if (tls?.insecure) return grpc.credentials.createInsecure();
+  throw new Error(`calling ${endpointTarget(e)}: ${TCP_NEEDS_CA}`);
 }
 
 export function groupId(group: string): number {
@@ -166,8 +177,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }
   if (opts.tcp) {
     const { endpoint, tls, insecure } = opts.tcp;
-    if (!tls?.cert && !insecure) throw new Error('a TCP listener needs a TLS certificate and key, or the explicit insecure flag');
+    const mutual = Boolean(tls?.cert && tls.key && tls.ca);
+    if (!mutual && !insecure) throw new Error(`a TCP listener: ${TCP_NEEDS_CA}`);
     if (!tls?.cert) opts.log.warn({ endpoint: endpointTarget(endpoint) }, 'gRPC on TCP WITHOUT TLS: anyone who reaches this port can call it');
+    else if (!mutual) opts.log.warn({ endpoint: endpointTarget(endpoint) }, 'gRPC on TCP with TLS but WITHOUT client certificates: anyone who reaches this port can call it');
     const port = await bind(server, endpointTarget(endpoint), serverCredentials(tls));
     opts.log.info({ host: endpoint.host, port, tls: Boolean(tls?.cert), mutual: Boolean(tls?.ca) }, 'gRPC listening on TCP');
   }

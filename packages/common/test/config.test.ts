@@ -1,8 +1,8 @@
 // Settings that used to pass validation and break things: each has a range,
 // and a value outside it is a ConfigError naming the setting (exit code 2).
 import { describe, expect, it } from 'vitest';
-import { policySettings } from '../../../services/policy/src/config.js';
-import { probeSettings } from '../../../services/probe/src/config.js';
+import { policySettings, validate as validatePolicy } from '../../../services/policy/src/config.js';
+import { probeSettings, validate as validateProbe } from '../../../services/probe/src/config.js';
 import { ConfigError, MAX_TTL_SECONDS, loadConfig } from '../src/config.js';
 
 const probe = (env: Record<string, string>) => loadConfig(probeSettings, [], env).config;
@@ -61,5 +61,31 @@ describe('setting ranges', () => {
     expect(refusal(() => policy({ PW_BLOCK_TTL: '1w' })).message).toBe(
       'invalid PW_BLOCK_TTL="1w": expected a duration: 0, or 1s to 3650d (seconds, or a number with s, m, h or d)',
     );
+  });
+});
+
+describe('TCP needs mutual TLS or the explicit insecure flag', () => {
+  const certs = { PW_TLS_CERT: '/etc/pw/cert.pem', PW_TLS_KEY: '/etc/pw/key.pem' };
+  const probeC = (env: Record<string, string>) => validateProbe(probe(env));
+  const policyC = (env: Record<string, string>) => validatePolicy(policy(env));
+
+  it('refuses a TCP listener with a certificate but no CA: anonymous clients would reach every call', () => {
+    expect(refusal(() => policyC({ PW_POLICY_TCP_ADDR: '127.0.0.1:7000', ...certs })).message).toBe(
+      'invalid PW_POLICY_TCP_ADDR="127.0.0.1:7000": expected PW_TLS_CERT, PW_TLS_KEY and PW_TLS_CA set (mutual TLS), or PW_INSECURE_TCP=True',
+    );
+    expect(refusal(() => probeC({ PW_PROBE_TCP_ADDR: '127.0.0.1:7000', ...certs })).setting).toBe('PW_PROBE_TCP_ADDR');
+  });
+
+  it('refuses a TCP policy address without a CA to check it by', () => {
+    expect(refusal(() => probeC({ PW_POLICY_ADDR: 'policy.internal:7000' })).message).toBe(
+      'invalid PW_POLICY_ADDR="policy.internal:7000": expected unix:/path, or host:port with PW_TLS_CA (TLS) or PW_INSECURE_TCP=True (plaintext)',
+    );
+  });
+
+  it('takes mutual TLS, or plaintext when PW_INSECURE_TCP says so', () => {
+    expect(policyC({ PW_POLICY_TCP_ADDR: '127.0.0.1:7000', ...certs, PW_TLS_CA: '/etc/pw/ca.pem' }).tcpAddr).toBe('127.0.0.1:7000');
+    expect(policyC({ PW_POLICY_TCP_ADDR: '127.0.0.1:7000', PW_INSECURE_TCP: 'True' }).tcpAddr).toBe('127.0.0.1:7000');
+    expect(probeC({ PW_POLICY_ADDR: 'policy.internal:7000', PW_TLS_CA: '/etc/pw/ca.pem' }).policyAddr).toBe('policy.internal:7000');
+    expect(probeC({ PW_POLICY_ADDR: 'policy.internal:7000', PW_INSECURE_TCP: 'True' }).policyAddr).toBe('policy.internal:7000');
   });
 });

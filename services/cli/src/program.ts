@@ -68,6 +68,7 @@ export interface GlobalOptions {
   tlsCa?: string;
   tlsCert?: string;
   tlsKey?: string;
+  insecureTcp?: boolean;
   json?: boolean;
   timeout: number;
 }
@@ -104,6 +105,10 @@ export class Context {
   #endpoint(flag: string, text: string): Endpoint {
     const e = parseEndpoint(text);
     if (!e) throw new CliError(`invalid ${flag} endpoint '${text}': expected unix:/path, /path or host:port`, EXIT.usage);
+    // Never plaintext over TCP unless asked: a host:port needs a CA to check the service by.
+    if (e.kind === 'tcp' && !this.#tls().ca && !this.opts.insecureTcp) {
+      throw new CliError(`${flag} ${text} is TCP: give --tls-ca (TLS), or --insecure-tcp for plaintext`, EXIT.usage);
+    }
     return e;
   }
 
@@ -122,7 +127,7 @@ export class Context {
     if (Boolean(tls.cert) !== Boolean(tls.key)) throw new CliError('--tls-cert and --tls-key go together', EXIT.usage);
     // Without a CA the channel would be plaintext: never send a client certificate's owner there unprotected.
     if (tls.cert && !tls.ca) throw new CliError('--tls-cert and --tls-key need --tls-ca (the CA that signed the service certificate)', EXIT.usage);
-    return tls;
+    return { ...tls, insecure: this.opts.insecureTcp === true };
   }
 
   policy(): PolicyConnection {
@@ -373,6 +378,7 @@ export function buildProgram(io: Io, exec: (action: (ctx: Context) => Promise<nu
     .addOption(new Option('--tls-ca <file>', 'CA (PEM) that signed the service certificate: TLS over TCP (without it, TCP is plaintext)').env('PW_TLS_CA'))
     .addOption(new Option('--tls-cert <file>', 'client certificate (PEM) for mutual TLS').env('PW_TLS_CERT'))
     .addOption(new Option('--tls-key <file>', 'client private key (PEM) for mutual TLS').env('PW_TLS_KEY'))
+    .addOption(new Option('--insecure-tcp', 'allow plaintext TCP to a service (without it, a host:port needs --tls-ca)'))
     .addOption(new Option('--json', 'print one JSON document (watch: one JSON object per line)'))
     .addOption(new Option('--timeout <duration>', 'deadline of each call (5s, 1m)').default(5, '5s').argParser(durationArg('a positive duration', false)));
 

@@ -108,6 +108,9 @@ describe('packetwatchctl: invalid values exit 2 naming the value, before any cal
     [['--tls-ca', '/nonexistent/ca.pem', '--policy', 'localhost:1', 'blocks'], "cannot read --tls-ca file '/nonexistent/ca.pem': ENOENT"],
     [['--tls-cert', '/etc/passwd', '--policy', 'localhost:1', 'blocks'], '--tls-cert and --tls-key go together'],
     [['--tls-cert', '/etc/passwd', '--tls-key', '/etc/passwd', '--policy', 'localhost:1', 'blocks'], '--tls-cert and --tls-key need --tls-ca'],
+    // Never plaintext over TCP unless asked.
+    [['--policy', '127.0.0.1:1', 'blocks'], '--policy 127.0.0.1:1 is TCP: give --tls-ca (TLS), or --insecure-tcp for plaintext'],
+    [['--probe', '[::1]:1', 'status'], '--probe [::1]:1 is TCP: give --tls-ca (TLS), or --insecure-tcp for plaintext'],
   ])('%j', async (argv, message) => {
     const r = await cli(...argv);
     expect(r.code).toBe(2);
@@ -129,6 +132,12 @@ describe('packetwatchctl: unreachable services exit 1 naming the address and the
     expect(r.err).toBe(
       `packetwatchctl: policy unreachable at unix:${dir}/policy.sock: UNAVAILABLE (connect ENOENT ${dir}/policy.sock: no socket there: is the service running, and is this its address?)\n`,
     );
+  });
+
+  it('plaintext TCP when asked for with --insecure-tcp', async () => {
+    const r = await cli('--insecure-tcp', '--policy', '127.0.0.1:1', 'blocks');
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('packetwatchctl: policy unreachable at 127.0.0.1:1: UNAVAILABLE');
   });
 
   it('status: both named, JSON still one document', async () => {

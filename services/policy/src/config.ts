@@ -49,8 +49,8 @@ export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: strin
   if (c.tcpAddr !== undefined) {
     const e = parseEndpoint(c.tcpAddr);
     if (!e || e.kind !== 'tcp') throw new ConfigError('PW_POLICY_TCP_ADDR', c.tcpAddr, 'host:port');
-    if (!(c.tlsCert && c.tlsKey) && !c.insecureTcp) {
-      throw new ConfigError('PW_POLICY_TCP_ADDR', c.tcpAddr, 'PW_TLS_CERT and PW_TLS_KEY set, or PW_INSECURE_TCP=True');
+    if (!(c.tlsCert && c.tlsKey && c.tlsCa) && !c.insecureTcp) {
+      throw new ConfigError('PW_POLICY_TCP_ADDR', c.tcpAddr, 'PW_TLS_CERT, PW_TLS_KEY and PW_TLS_CA set (mutual TLS), or PW_INSECURE_TCP=True');
     }
   }
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {

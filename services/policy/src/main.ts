@@ -101,7 +101,7 @@ runMain(NAME, async () => {
   };
   for (const p of c.allowPrefixes) feed.publish({ timeMs: Date.now(), kind: 'whitelist', source: p, port: 0, probeId: '', message: 'PW_ALLOWLIST' });
 
-  const tls = { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa };
+  const tls = { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa, insecure: c.insecureTcp };
   const tcpEndpoint = c.tcpAddr === undefined ? undefined : parseEndpoint(c.tcpAddr);
   const grpcServer = await startServer({
     socket: { path: c.socket, mode: 0o660, group: c.socketGroup },

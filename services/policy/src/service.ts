@@ -333,7 +333,13 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
           refuse(grpc.status.ALREADY_EXISTS, `probe_id ${quote(m.value.probeId)} is connected already`);
           return;
         }
-        session = new ProbeSession({ ...m.value, ownAddresses: hello.value.ownAddresses }, ctx.tls, ctx.log);
+        try {
+          session = new ProbeSession({ ...m.value, ownAddresses: hello.value.ownAddresses }, ctx.tls, ctx.log);
+        } catch (e) {
+          // A TCP callback this policy may not call (no CA, no explicit insecure flag).
+          refuse(grpc.status.FAILED_PRECONDITION, `callback_endpoint: ${(e as Error).message}`);
+          return;
+        }
         const s = session;
         events = new EventStream(ctx, s, call);
         ctx.probes.add(s);

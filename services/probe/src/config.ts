@@ -56,9 +56,12 @@ export function validate(c: ProbeConfig): ProbeConfig & { probeIdResolved: strin
   if (c.tcpAddr !== undefined) {
     const e = parseEndpoint(c.tcpAddr);
     if (!e || e.kind !== 'tcp') throw new ConfigError('PW_PROBE_TCP_ADDR', c.tcpAddr, 'host:port');
-    if (!(c.tlsCert && c.tlsKey) && !c.insecureTcp) {
-      throw new ConfigError('PW_PROBE_TCP_ADDR', c.tcpAddr, 'PW_TLS_CERT and PW_TLS_KEY set, or PW_INSECURE_TCP=True');
+    if (!(c.tlsCert && c.tlsKey && c.tlsCa) && !c.insecureTcp) {
+      throw new ConfigError('PW_PROBE_TCP_ADDR', c.tcpAddr, 'PW_TLS_CERT, PW_TLS_KEY and PW_TLS_CA set (mutual TLS), or PW_INSECURE_TCP=True');
     }
+  }
+  if (parseEndpoint(c.policyAddr)?.kind === 'tcp' && !c.tlsCa && !c.insecureTcp) {
+    throw new ConfigError('PW_POLICY_ADDR', c.policyAddr, 'unix:/path, or host:port with PW_TLS_CA (TLS) or PW_INSECURE_TCP=True (plaintext)');
   }
   if (c.callback !== undefined && !parseEndpoint(c.callback)) throw new ConfigError('PW_PROBE_CALLBACK', c.callback, 'unix:/path or host:port');
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {

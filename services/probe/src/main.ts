@@ -99,7 +99,7 @@ runMain(NAME, async () => {
 
   const queue = new EventQueue(c.eventQueue, c.batchEvents, SYN_EVENT_SIZE);
   const policyEndpoint = parseEndpoint(c.policyAddr)!;
-  const tls = { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa };
+  const tls = { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa, insecure: c.insecureTcp };
   const callback = c.callback ?? `unix:${c.socket}`;
   const reporter = new Reporter(
     policyEndpoint,
