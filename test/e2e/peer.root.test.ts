@@ -3,11 +3,18 @@
 // a real process (the unprivileged user, as `make run` starts it) and asserts
 // the defended outcome: the offending stream ends with the right status, the
 // policy lives on and stays correct.
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { SYN_EVENT_SIZE, TCP_FLAGS, synEventCodec } from '@packetwatch/bpf';
 import { parseAddress } from '@packetwatch/common';
 import {
   AttachMode,
+  BlockReason,
+  DecisionOrigin,
+  ProbeService,
+  type ProbeServer,
   type GetPolicyStatusResponse,
   type ListAllowResponse,
   type ListDecisionsResponse,
@@ -24,6 +31,8 @@ import { MAX_WATCHERS } from '../../services/policy/src/service.js';
 import { Services } from './services.js';
 
 const METRICS_PORT = 19191; // inside the victim namespace
+const BLOCKS_PER_MINUTE = 50;
+const ALLOWLISTED_NET = '203.0.113.0/24';
 let probeCount = 0;
 
 describe('a hostile Report peer', () => {
@@ -108,7 +117,12 @@ describe('a hostile Report peer', () => {
     svc = new Services({
       netns: net.victimNs,
       ifdev: net.victimIf,
-      env: { PW_POLICY_PROMETHEUS_PORT: String(METRICS_PORT), PW_METRICS_HOST: '127.0.0.1', PW_MAX_BLOCKS_PER_MINUTE: '0' },
+      env: {
+        PW_POLICY_PROMETHEUS_PORT: String(METRICS_PORT),
+        PW_METRICS_HOST: '127.0.0.1',
+        PW_MAX_BLOCKS_PER_MINUTE: String(BLOCKS_PER_MINUTE),
+        PW_ALLOWLIST: ALLOWLISTED_NET,
+      },
     });
     await svc.startPolicy();
   });
@@ -283,5 +297,55 @@ describe('a hostile Report peer', () => {
       for (const w of streams) w.cancel();
     }
     await waitFor('the watchers to be gone', async () => ((await watchers()) === base ? true : undefined), 30_000);
+  });
+
+  it('adopts a forged kernel view only within the blocks-per-minute cap, never an allowlisted source, and counts both', async () => {
+    // A fake probe whose ListBlocks answers 1,001 blocks, one of them allowlisted.
+    const dir = mkdtempSync(join(tmpdir(), 'pw-fake-probe-'));
+    chmodSync(dir, 0o755);
+    const socket = join(dir, 'probe.sock');
+    const blocks = [
+      ...Array.from({ length: 1000 }, (_, i) => ({ ip: `198.18.${i >> 8}.${i & 255}`, reason: BlockReason.BLOCK_REASON_MANUAL, created: new Date(), expires: undefined, expired: false })),
+      { ip: '203.0.113.9', reason: BlockReason.BLOCK_REASON_MANUAL, created: new Date(), expires: undefined, expired: false },
+    ];
+    const unblocked: string[] = [];
+    const server = new grpc.Server();
+    const fake: ProbeServer = {
+      listBlocks: (_call, cb) => cb(null, { blocks }),
+      blockIp: (call, cb) => cb(null, { alreadyBlocked: true, block: undefined }),
+      unblockIp: (call, cb) => {
+        unblocked.push(call.request.ip);
+        cb(null, { removed: true });
+      },
+      getStatus: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'fake' }),
+    };
+    server.addService(ProbeService, fake);
+    await new Promise<void>((resolve, reject) => server.bindAsync(`unix://${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+    chmodSync(socket, 0o666); // the policy runs as its own user
+    const before = {
+      adopted: await metric('packetwatch_policy_kernel_blocks_adopted_total'),
+      notAdopted: await metric('packetwatch_policy_kernel_blocks_not_adopted_total'),
+    };
+    const p = peer();
+    try {
+      p.send(hello({ callbackEndpoint: `unix:${socket}` }));
+      await waitFor('the forged view to be reconciled', async () => {
+        const adopted = (await metric('packetwatch_policy_kernel_blocks_adopted_total')) - before.adopted;
+        const notAdopted = (await metric('packetwatch_policy_kernel_blocks_not_adopted_total')) - before.notAdopted;
+        return adopted + notAdopted === 1000 ? { adopted, notAdopted } : undefined;
+      }, 30_000);
+      const adopted = (await decisions()).decisions.filter((d) => d.origin === DecisionOrigin.DECISION_ORIGIN_KERNEL);
+      // The cap is shared with detections made in the last minute: at most BLOCKS_PER_MINUTE in all.
+      expect(adopted.length).toBeGreaterThan(0);
+      expect(adopted.length).toBeLessThanOrEqual(BLOCKS_PER_MINUTE);
+      expect(adopted.length).toBe((await metric('packetwatch_policy_kernel_blocks_adopted_total')) - before.adopted);
+      expect(adopted.map((d) => d.ip)).not.toContain('203.0.113.9');
+      // The allowlisted block is lifted on the probe that held it.
+      await waitFor('the allowlisted block to be lifted', () => (unblocked.includes('203.0.113.9') ? true : undefined), 10_000);
+    } finally {
+      p.close();
+      server.forceShutdown();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

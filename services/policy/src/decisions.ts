@@ -103,19 +103,11 @@ export class Decisions {
    */
   async detected(det: Detection, source: string, session: ProbeSession, kernelBlocked = false): Promise<void> {
     if (this.isBlocked(source)) return;
-    // Spoofed sources are free for an attacker: without a cap, a flood of
-    // forged scans could make us block the whole internet, fill the kernel
-    // blocklist, and lock out legitimate peers.
-    if (this.maxBlocksPerMinute > 0) {
-      const now = Date.now();
-      this.#recentBlocks = this.#recentBlocks.filter((t) => t > now - 60_000);
-      if (this.#recentBlocks.length >= this.maxBlocksPerMinute) {
-        this.metrics.counts.detectionsNotEnforced++;
-        this.log.warn({ ip: source, probe: session.id, cap: this.maxBlocksPerMinute }, 'port scanner detected but NOT blocked: blocks-per-minute cap reached');
-        if (kernelBlocked) this.liftKernelBlock(source, session, 'blocks-per-minute cap reached');
-        return;
-      }
-      this.#recentBlocks.push(now);
+    if (!this.#takeBlock()) {
+      this.metrics.counts.detectionsNotEnforced++;
+      this.log.warn({ ip: source, probe: session.id, cap: this.maxBlocksPerMinute }, 'port scanner detected but NOT blocked: blocks-per-minute cap reached');
+      if (kernelBlocked) this.liftKernelBlock(source, session, 'blocks-per-minute cap reached');
+      return;
     }
     const windowS = ((det.lastMs - det.firstMs) / 1000).toFixed(3);
     const d = this.#record({
@@ -141,6 +133,33 @@ export class Decisions {
       this.log.info({ ip: source, probe: session.id, detectionToBlockMs: Math.round(seconds * 1e4) / 10 }, 'block in force');
     }
     await Promise.all(this.probes.all().filter((p) => p !== session).map((p) => this.#apply(d, p)));
+  }
+
+  /**
+   * Whether one more block may be made now, and if so counts it. Spoofed
+   * sources are free for an attacker, and so are forged kernel views: without
+   * a cap, a flood of forged scans (or one fake probe's ListBlocks) could make
+   * us block the whole internet, fill the kernel blocklist, and lock out
+   * legitimate peers. Detections and adoptions share the cap.
+   */
+  #takeBlock(): boolean {
+    if (this.maxBlocksPerMinute <= 0) return true;
+    const now = Date.now();
+    this.#recentBlocks = this.#recentBlocks.filter((t) => t > now - 60_000);
+    if (this.#recentBlocks.length >= this.maxBlocksPerMinute) return false;
+    this.#recentBlocks.push(now);
+    return true;
+  }
+
+  /** Ends, without unblocking anywhere, every active decision the allowlist now covers (an entry may postdate it). */
+  #endAllowlisted(): void {
+    const now = Date.now();
+    for (const d of this.active()) {
+      if (!this.allowlist.has(parseAddress(d.ip))) continue;
+      this.store.end(d.id, now);
+      this.#dropActive(d.ip);
+      this.log.warn({ ip: d.ip, decision: d.id }, 'decision ended: the source is allowlisted');
+    }
   }
 
   /** Undoes a block the probe's in-kernel detector made that the policy does not uphold. */
@@ -199,21 +218,45 @@ export class Decisions {
    * adopted (so a lost store is rebuilt from the kernel). Returns repairs made.
    */
   async reconcile(session: ProbeSession): Promise<number> {
+    // The allowlist is authoritative, whatever came first: no decision it
+    // covers is re-applied, no kernel block it covers is adopted or kept.
+    this.#endAllowlisted();
     const kernel = (await session.listBlocks()).filter((b) => !b.expired);
     const inKernel = new Set(kernel.map((b) => b.ip));
     let repairs = 0;
     for (const b of kernel) {
-      this.#enforced(b.ip, session.id, true);
-      if (this.isBlocked(b.ip)) continue;
+      let addr: Buffer;
+      try {
+        addr = parseAddress(b.ip);
+      } catch {
+        this.metrics.counts.kernelBlocksNotAdopted++;
+        this.log.warn({ probe: session.id, ip: b.ip }, 'kernel view: not an address; ignored');
+        continue;
+      }
+      const ip = formatAddress(addr);
+      if (this.allowlist.has(addr)) {
+        this.liftKernelBlock(ip, session, 'allowlisted by the policy');
+        repairs++;
+        continue;
+      }
+      this.#enforced(ip, session.id, true);
+      if (this.isBlocked(ip)) continue;
+      if (!this.#takeBlock()) {
+        // A forged kernel view must not become decisions for every probe.
+        this.metrics.counts.kernelBlocksNotAdopted++;
+        this.log.warn({ ip, probe: session.id, cap: this.maxBlocksPerMinute }, 'drift: kernel block without a decision NOT adopted: blocks-per-minute cap reached');
+        continue;
+      }
       const ttlSeconds = b.expires ? Math.max(1, (b.expires.getTime() - Date.now()) / 1000) : 0;
       const d = this.#record({
-        ip: b.ip,
+        ip,
         reason: `found in the kernel blocklist of ${session.id}`,
         origin: 'kernel',
         ttlSeconds,
         createdMs: b.created?.getTime(),
       });
-      this.log.warn({ ip: b.ip, probe: session.id, decision: d.id }, 'drift: kernel block without a decision; adopted');
+      this.metrics.counts.kernelBlocksAdopted++;
+      this.log.warn({ ip, probe: session.id, decision: d.id }, 'drift: kernel block without a decision; adopted');
       repairs++;
     }
     for (const d of this.active()) {
