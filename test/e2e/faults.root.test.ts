@@ -17,6 +17,7 @@ import {
   DecisionOrigin,
   type ListBlocksResponse,
   type ListDecisionsResponse,
+  type UnblockResponse,
 } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { healthCheck } from './grpc-tools.js';
@@ -197,6 +198,21 @@ describe('faults', () => {
     expect(Number((await svc.policyStatus()).eventsReceived)).toBe(queued);
     expect((await svc.probeStatus()).eventsLost).toBe(down.eventsLost);
     await attackerBlocked();
+  }, TEST_MS);
+
+  it('an unblock made while the probe is down reaches it when it comes back: the ended decision wins at reconcile', async () => {
+    await ready();
+    await svc.probe!.stop('SIGKILL');
+    await waitFor('the policy to see the probe gone', async () => ((await svc.policyStatus()).probes.length === 0 ? true : undefined), SLOW_MS);
+    // The operator frees the scanner; no probe is there to hear it, and the pinned program still drops it.
+    const ended = await call<UnblockResponse>((cb) => svc.policyClient.unblock({ ip: net.attackerAddr, all: false }, new grpc.Metadata(), deadline(), cb));
+    expect(ended.ended.map((d) => d.ip)).toEqual([net.attackerAddr]);
+    await attackerBlocked();
+    await svc.startProbe();
+    // Not adopted again as a kernel block without a decision: lifted.
+    await waitFor('the kernel block to be lifted', async () => ((await kernelBlocks()).blocks.length === 0 ? true : undefined), SLOW_MS);
+    expect((await decisions()).decisions).toEqual([]);
+    expect(await curl(8086, '10')).toBe('pong');
   }, TEST_MS);
 
   it('both killed, restarted probe first then policy, and policy first then probe', async () => {

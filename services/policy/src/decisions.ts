@@ -239,8 +239,20 @@ export class Decisions {
         repairs++;
         continue;
       }
+      if (this.isBlocked(ip)) {
+        this.#enforced(ip, session.id, true);
+        continue;
+      }
+      const ended = this.store.lastEnded(ip);
+      if (ended?.endedMs !== undefined && (b.created === undefined || ended.endedMs >= b.created.getTime())) {
+        // An unblock that did not reach this probe (it was away, the call
+        // failed, the policy was killed in between): the ended decision wins.
+        this.log.warn({ ip, probe: session.id, decision: ended.id }, 'drift: kernel block of an ended decision; unblocking');
+        this.liftKernelBlock(ip, session, 'its decision was ended');
+        repairs++;
+        continue;
+      }
       this.#enforced(ip, session.id, true);
-      if (this.isBlocked(ip)) continue;
       if (!this.#takeBlock()) {
         // A forged kernel view must not become decisions for every probe.
         this.metrics.counts.kernelBlocksNotAdopted++;

@@ -52,23 +52,28 @@ export class ProbeSession {
   }
 
   /** BlockIp, retried with backoff while the failure is transient. */
-  async blockIp(ip: string, ttlSeconds: number, reason: BlockReason): Promise<BlockIpResponse> {
+  blockIp(ip: string, ttlSeconds: number, reason: BlockReason): Promise<BlockIpResponse> {
     const ttl = { seconds: BigInt(Math.floor(ttlSeconds)), nanos: Math.round((ttlSeconds % 1) * 1e9) };
+    return this.#retried('BlockIp', ip, (opts, cb) => this.#client.blockIp({ ip, ttl, reason }, new grpc.Metadata(), opts, cb));
+  }
+
+  /** UnblockIp, retried the same way: an unblock that does not arrive would leave a source blocked that an operator freed. */
+  unblockIp(ip: string): Promise<UnblockIpResponse> {
+    return this.#retried('UnblockIp', ip, (opts, cb) => this.#client.unblockIp({ ip }, new grpc.Metadata(), opts, cb));
+  }
+
+  async #retried<T>(what: string, ip: string, fn: (opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res?: T) => void) => void): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await unaryCall<BlockIpResponse>((opts, cb) => this.#client.blockIp({ ip, ttl, reason }, new grpc.Metadata(), opts, cb));
+        return await unaryCall<T>(fn);
       } catch (e) {
         const err = e as grpc.ServiceError;
         if (!TRANSIENT.has(err.code) || attempt >= RETRIES) throw err;
         const delay = 50 * 2 ** attempt;
-        this.log.warn({ probe: this.id, ip, code: grpc.status[err.code], retryInMs: delay }, 'BlockIp failed; retrying');
+        this.log.warn({ probe: this.id, ip, code: grpc.status[err.code], retryInMs: delay }, `${what} failed; retrying`);
         await new Promise((r) => setTimeout(r, delay));
       }
     }
-  }
-
-  unblockIp(ip: string): Promise<UnblockIpResponse> {
-    return unaryCall((opts, cb) => this.#client.unblockIp({ ip }, new grpc.Metadata(), opts, cb));
   }
 
   async listBlocks(): Promise<Block[]> {

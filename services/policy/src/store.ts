@@ -65,6 +65,7 @@ export class DecisionStore {
   readonly #end: Database.Statement<[number, number]>;
   readonly #activeStmt: Database.Statement<[number], Row>;
   readonly #allStmt: Database.Statement<[], Row>;
+  readonly #lastEndedStmt: Database.Statement<[string], Row>;
 
   private constructor(db: Database.Database) {
     this.#db = db;
@@ -84,6 +85,7 @@ export class DecisionStore {
         ended_ms INTEGER
       );
       CREATE INDEX IF NOT EXISTS decisions_open ON decisions (ip) WHERE ended_ms IS NULL;
+      CREATE INDEX IF NOT EXISTS decisions_ended ON decisions (ip, ended_ms) WHERE ended_ms IS NOT NULL;
       CREATE TABLE IF NOT EXISTS allowlist (
         prefix TEXT PRIMARY KEY,
         note TEXT NOT NULL,
@@ -95,6 +97,7 @@ export class DecisionStore {
     this.#end = db.prepare('UPDATE decisions SET ended_ms = ? WHERE id = ? AND ended_ms IS NULL');
     this.#activeStmt = db.prepare('SELECT * FROM decisions WHERE ended_ms IS NULL AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY id');
     this.#allStmt = db.prepare('SELECT * FROM decisions ORDER BY id');
+    this.#lastEndedStmt = db.prepare('SELECT * FROM decisions WHERE ip = ? AND ended_ms IS NOT NULL ORDER BY ended_ms DESC LIMIT 1');
   }
 
   static open(stateDir: string): OpenedStore {
@@ -135,6 +138,12 @@ export class DecisionStore {
 
   all(): DecisionRecord[] {
     return this.#allStmt.all().map(toRecord);
+  }
+
+  /** The decision on an address that an unblock ended last, if any. */
+  lastEnded(ip: string): DecisionRecord | undefined {
+    const row = this.#lastEndedStmt.get(ip);
+    return row ? toRecord(row) : undefined;
   }
 
   /** Operator allowlist entries. */
