@@ -323,7 +323,7 @@ describe('a hostile Report peer', () => {
     const unblocked: string[] = [];
     const server = new grpc.Server();
     const fake: ProbeServer = {
-      listBlocks: (_call, cb) => cb(null, { blocks }),
+      listBlocks: (_call, cb) => cb(null, { blocks, capacity: 65_536 }),
       blockIp: (call, cb) => cb(null, { alreadyBlocked: true, block: undefined }),
       unblockIp: (call, cb) => {
         unblocked.push(call.request.ip);
