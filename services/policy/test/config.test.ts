@@ -217,15 +217,15 @@ describe('policy validate', () => {
     );
   });
 
-  it('refuses PW_POLICY_TCP_ADDR without TLS and without PW_INSECURE_TCP', () => {
+  it('refuses PW_POLICY_TCP_ADDR without mutual TLS and without PW_INSECURE_TCP', () => {
     const e = configError(() => validate(load({ PW_POLICY_TCP_ADDR: '0.0.0.0:50051' })));
     expect(e.setting).toBe('PW_POLICY_TCP_ADDR');
-    expect(e.message).toBe('invalid PW_POLICY_TCP_ADDR="0.0.0.0:50051": expected PW_TLS_CERT and PW_TLS_KEY set, or PW_INSECURE_TCP=True');
+    expect(e.message).toBe('invalid PW_POLICY_TCP_ADDR="0.0.0.0:50051": expected PW_TLS_CERT, PW_TLS_KEY and PW_TLS_CA set (mutual TLS), or PW_INSECURE_TCP=True');
   });
 
-  it('accepts PW_POLICY_TCP_ADDR with PW_INSECURE_TCP=True or with a certificate and key', () => {
+  it('accepts PW_POLICY_TCP_ADDR with PW_INSECURE_TCP=True or with a certificate, key and CA', () => {
     expect(validate(load({ PW_POLICY_TCP_ADDR: '[::1]:50051', PW_INSECURE_TCP: 'True' })).tcpAddr).toBe('[::1]:50051');
-    const tls = validate(load({ PW_POLICY_TCP_ADDR: '127.0.0.1:50051', PW_TLS_CERT: '/etc/pw/cert.pem', PW_TLS_KEY: '/etc/pw/key.pem' }));
+    const tls = validate(load({ PW_POLICY_TCP_ADDR: '127.0.0.1:50051', PW_TLS_CERT: '/etc/pw/cert.pem', PW_TLS_KEY: '/etc/pw/key.pem', PW_TLS_CA: '/etc/pw/ca.pem' }));
     expect(tls.tcpAddr).toBe('127.0.0.1:50051');
   });
 
@@ -278,15 +278,15 @@ describe('probe settings', () => {
     expect(configError(() => loadProbe({ PW_RINGBUF_BYTES: '2048' })).setting).toBe('PW_RINGBUF_BYTES');
   });
 
-  it('refuses PW_PROBE_TCP_ADDR without TLS and without PW_INSECURE_TCP', () => {
+  it('refuses PW_PROBE_TCP_ADDR without mutual TLS and without PW_INSECURE_TCP', () => {
     const e = configError(() => validateProbe(loadProbe({ PW_PROBE_TCP_ADDR: '0.0.0.0:50052' })));
-    expect(e.message).toBe('invalid PW_PROBE_TCP_ADDR="0.0.0.0:50052": expected PW_TLS_CERT and PW_TLS_KEY set, or PW_INSECURE_TCP=True');
+    expect(e.message).toBe('invalid PW_PROBE_TCP_ADDR="0.0.0.0:50052": expected PW_TLS_CERT, PW_TLS_KEY and PW_TLS_CA set (mutual TLS), or PW_INSECURE_TCP=True');
   });
 
-  it('accepts PW_PROBE_TCP_ADDR with PW_INSECURE_TCP=True or with a certificate and key', () => {
+  it('accepts PW_PROBE_TCP_ADDR with PW_INSECURE_TCP=True or with a certificate, key and CA', () => {
     expect(validateProbe(loadProbe({ PW_PROBE_TCP_ADDR: '0.0.0.0:50052', PW_INSECURE_TCP: 'True' })).tcpAddr).toBe('0.0.0.0:50052');
     expect(
-      validateProbe(loadProbe({ PW_PROBE_TCP_ADDR: '0.0.0.0:50052', PW_TLS_CERT: '/etc/pw/cert.pem', PW_TLS_KEY: '/etc/pw/key.pem' })).tcpAddr,
+      validateProbe(loadProbe({ PW_PROBE_TCP_ADDR: '0.0.0.0:50052', PW_TLS_CERT: '/etc/pw/cert.pem', PW_TLS_KEY: '/etc/pw/key.pem', PW_TLS_CA: '/etc/pw/ca.pem' })).tcpAddr,
     ).toBe('0.0.0.0:50052');
   });
 
@@ -297,8 +297,8 @@ describe('probe settings', () => {
     expect(configError(() => validateProbe(loadProbe({ PW_PROBE_CALLBACK: 'unix:relative' }))).setting).toBe('PW_PROBE_CALLBACK');
   });
 
-  it('accepts a TCP policy address', () => {
-    expect(validateProbe(loadProbe({ PW_POLICY_ADDR: 'policy.example:50051' })).policyAddr).toBe('policy.example:50051');
+  it('accepts a TCP policy address with a CA to check it by', () => {
+    expect(validateProbe(loadProbe({ PW_POLICY_ADDR: 'policy.example:50051', PW_TLS_CA: '/etc/pw/ca.pem' })).policyAddr).toBe('policy.example:50051');
   });
 
   it.each([
