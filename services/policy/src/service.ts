@@ -282,8 +282,7 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
   return (call) => {
     if (streams >= MAX_REPORT_STREAMS) {
       ctx.metrics.counts.reportsRefused++;
-      call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: `${MAX_REPORT_STREAMS} Report streams are open already, the most this policy serves` });
-      call.end();
+      endWith(call, grpc.status.RESOURCE_EXHAUSTED, `${MAX_REPORT_STREAMS} Report streams are open already, the most this policy serves`);
       return;
     }
     streams++;
@@ -305,8 +304,7 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
       ctx.metrics.counts.reportsRefused++;
       ctx.log.warn({ probe: session?.id, code: grpc.status[code], details }, 'Report stream refused');
       gone();
-      call.emit('error', { code, details });
-      call.end();
+      endWith(call, code, details);
     };
     const setOwn = (s: ProbeSession, addresses: string[]) => {
       s.ownAddresses = addresses;
@@ -403,7 +401,7 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
 }
 
 /** Ends a server stream with a status (grpc-js sends it when the stream emits an error). */
-function endWith(call: grpc.ServerWritableStream<unknown, unknown>, code: grpc.status, details: string): void {
+function endWith(call: { emit(event: 'error', status: Partial<grpc.StatusObject>): boolean; end(): void }, code: grpc.status, details: string): void {
   call.emit('error', { code, details });
   call.end();
 }
