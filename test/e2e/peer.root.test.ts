@@ -109,6 +109,19 @@ describe('a hostile Report peer', () => {
       firstSequence: 0n,
     },
   });
+  /** A scan of three ports from `src`, stamped now, sent on a peer's stream; resolves once the policy has decided on it. */
+  const scanDetected = async (p: ReturnType<typeof peer>, src: string) => {
+    const now = BigInt(Date.now()) * 1_000_000n;
+    p.send(events([1, 2, 3].map((port) => ({ src, port, tsNs: now }))));
+    await waitFor(`the detection of ${src}`, async () => ((await decisions()).decisions.find((d) => d.ip === src) ? true : undefined), 10_000);
+  };
+  /** The status a Watch with `source` ends with (a deadline far off: a refusal must come at once). */
+  const watchRefusal = (source: string) =>
+    new Promise<grpc.ServiceError>((resolve) => {
+      const w = svc.policyClient.watch({ source, since: undefined }, new grpc.Metadata(), { deadline: Date.now() + 60_000 });
+      w.on('data', () => {});
+      w.on('error', resolve);
+    });
   const connected = async (id: string) =>
     waitFor(`${id} to be connected`, async () => (await status()).probes.find((p) => p.probeId === id), 10_000);
   const alive = async () => expect((await status()).version).not.toBe('');
@@ -169,9 +182,7 @@ describe('a hostile Report peer', () => {
     // The world is not allowlisted: a scan is still detected.
     const p = peer();
     p.send(hello());
-    const now = BigInt(Date.now()) * 1_000_000n;
-    p.send(events([1, 2, 3].map((port) => ({ src: '198.51.100.7', port, tsNs: now }))));
-    await waitFor('the detection', async () => ((await decisions()).decisions.find((d) => d.ip === '198.51.100.7') ? true : undefined), 10_000);
+    await scanDetected(p, '198.51.100.7');
     p.close();
   });
 
@@ -232,9 +243,7 @@ describe('a hostile Report peer', () => {
     await waitFor('the event to be counted', async () =>
       (await metric('packetwatch_policy_events_out_of_range_total')) === outOfRange + 1 ? true : undefined,
     );
-    const later = BigInt(Date.now()) * 1_000_000n;
-    p.send(events([1, 2, 3].map((port) => ({ src: '198.51.100.8', port, tsNs: later }))));
-    await waitFor('the detection', async () => ((await decisions()).decisions.find((d) => d.ip === '198.51.100.8') ? true : undefined), 10_000);
+    await scanDetected(p, '198.51.100.8');
     p.close();
   });
 
@@ -261,11 +270,7 @@ describe('a hostile Report peer', () => {
   });
 
   it('ends a Watch of an invalid source with INVALID_ARGUMENT at once, not at the client\'s deadline', async () => {
-    const err = await new Promise<grpc.ServiceError>((resolve) => {
-      const w = svc.policyClient.watch({ source: 'not-an-ip', since: undefined }, new grpc.Metadata(), { deadline: Date.now() + 60_000 });
-      w.on('data', () => {});
-      w.on('error', resolve);
-    });
+    const err = await watchRefusal('not-an-ip');
     expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(err.details).toContain("'not-an-ip'");
     await alive();
@@ -283,11 +288,7 @@ describe('a hostile Report peer', () => {
     const streams = Array.from({ length: MAX_WATCHERS - base }, open);
     try {
       await waitFor(`${MAX_WATCHERS} watchers`, async () => ((await watchers()) === MAX_WATCHERS ? true : undefined), 30_000);
-      const err = await new Promise<grpc.ServiceError>((resolve) => {
-        const w = svc.policyClient.watch({ source: '', since: undefined }, new grpc.Metadata(), { deadline: Date.now() + 60_000 });
-        w.on('data', () => {});
-        w.on('error', resolve);
-      });
+      const err = await watchRefusal('');
       expect(err.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
       streams.pop()!.cancel();
       await waitFor('a free place', async () => ((await watchers()) === MAX_WATCHERS - 1 ? true : undefined), 30_000);

@@ -22,7 +22,7 @@ import { Detector } from './detector.js';
 import { Feed } from './feed.js';
 import { PolicyMetrics } from './metrics.js';
 import { ProbeRegistry } from './probes.js';
-import { eventTimeTolerance, policyService } from './service.js';
+import { policyService } from './service.js';
 import { DecisionStore } from './store.js';
 import { deserializeProbeMessage } from './wire.js';
 import { banner, header, row } from './table.js';
@@ -121,7 +121,6 @@ runMain(NAME, async () => {
           whitelistSelf: c.whitelistSelf,
           portThreshold: c.portThreshold,
           windowSeconds: c.timeThreshold,
-          clockToleranceMs: eventTimeTolerance(c.timeThreshold),
           blockTtlSeconds: c.blockTtl,
           started,
           store,

@@ -27,7 +27,6 @@ export class ProbeSession {
   readonly connectedAt = Date.now();
   eventsReceived = 0;
   eventsLost = 0;
-  eventsOutOfRange = 0;
   ownAddresses: string[];
   readonly #client: ProbeClient;
 

@@ -68,8 +68,6 @@ export interface PolicyContext {
   whitelistSelf: boolean;
   portThreshold: number;
   windowSeconds: number;
-  /** How far ahead of the policy's clock an event may be stamped (clock skew between hosts): eventTimeTolerance(). */
-  clockToleranceMs: number;
   blockTtlSeconds: number;
   started: Date;
   store: DecisionStore;
@@ -228,7 +226,7 @@ class EventStream {
  * at the limit cannot make a current one stale (the detector's clock is the
  * newest event time it has seen).
  */
-export function eventTimeTolerance(windowSeconds: number): number {
+function eventTimeTolerance(windowSeconds: number): number {
   return Math.min(2000, (windowSeconds * 1000) / 2 - 1);
 }
 
@@ -236,7 +234,7 @@ function processRecords(ctx: PolicyContext, session: ProbeSession, buf: Buffer, 
   const { feed, allowlist, decisions, detector } = ctx;
   const probeId = session.id;
   // The newest event time the detector takes (eventTimeTolerance).
-  const newestMs = Date.now() + ctx.clockToleranceMs;
+  const newestMs = Date.now() + eventTimeTolerance(ctx.windowSeconds);
   for (let off = from; off < end; off += SYN_EVENT_SIZE) {
     const t = off + OFF_TS;
     const lo = (buf[t]! | (buf[t + 1]! << 8) | (buf[t + 2]! << 16) | (buf[t + 3]! << 24)) >>> 0;
@@ -252,7 +250,6 @@ function processRecords(ctx: PolicyContext, session: ProbeSession, buf: Buffer, 
       // Stamped in the future: taken, it would move the detector's clock
       // ahead and make every real event after it stale.
       ctx.metrics.counts.eventsOutOfRange++;
-      session.eventsOutOfRange++;
       continue;
     }
     if (allowlist.hasSource(key, buf, at)) {
@@ -297,6 +294,7 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
     call.on('finish', uncount);
     let session: ProbeSession | undefined;
     let events: EventStream | undefined;
+    let refused = false;
     /** Ends this stream with a status; the policy and every other stream carry on. */
     const refuse = (code: grpc.status, details: string) => {
       if (refused) return;
@@ -313,7 +311,6 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
         ctx.feed.publish({ timeMs: Date.now(), kind: 'whitelist', source: a, port: 0, probeId: s.id, message: 'own address of the probe' });
       }
     };
-    let refused = false;
     const onMessage = (msg: ProbeMessage) => {
       const m = msg.message;
       if (!session) {
