@@ -94,6 +94,17 @@ struct {
 	__uint(max_entries, 1);
 } list_gen SEC(".maps");
 
+/* Blocklist entries this program added (new keys, not overwrites of a lapsed
+ * entry): with user space's own additions and deletions, the blocklist's
+ * occupancy kept as it changes, so that nobody walks the map to count it.
+ * Not pinned: each run counts from the walk it starts with. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} block_adds SEC(".maps");
+
 /* The drop cache: a direct-mapped, per-CPU memory of sources found blocked
  * (and not allowlisted) at a generation, so that a repeated drop costs an
  * array slot instead of a hash lookup and an LPM lookup. Per CPU, so that a
@@ -431,7 +442,14 @@ static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src
 		}
 		__sync_fetch_and_add(&rate->blocks, 1);
 	}
-	if (bpf_map_update_elem(&blocklist, src, &b, BPF_ANY)) {
+	/* A new key is counted in block_adds; a lapsed entry is overwritten in
+	 * place. Full: neither succeeds. */
+	if (!bpf_map_update_elem(&blocklist, src, &b, BPF_NOEXIST)) {
+		__u64 *adds = bpf_map_lookup_elem(&block_adds, &zero);
+
+		if (adds)
+			__sync_fetch_and_add(adds, 1);
+	} else if (bpf_map_update_elem(&blocklist, src, &b, BPF_EXIST)) {
 		count(cnt, PW_CNT_SCAN_CAPPED);
 		return PW_SCAN_CAPPED;
 	}

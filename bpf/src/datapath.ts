@@ -1,8 +1,10 @@
 // The Packetwatch XDP object loaded into the kernel, with its maps seen
 // through the record codecs. The probe builds on this; tests and benchmarks
 // use it directly.
+import { setImmediate } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import {
+  BpfError,
   type BpfMap,
   type Codec,
   type Collection,
@@ -113,7 +115,127 @@ export class ListMap<K, V> extends TypedMap<K, V> {
   }
 }
 
-export type Blocklist = ListMap<Buffer, BlockEntry>;
+/**
+ * The blocklist, which also knows how many entries it holds without walking
+ * them: the count from the last walk, moved by every addition and deletion
+ * made through here and by the program's own additions (its block_adds
+ * counter). Writes past it (bpftool on the pinned map, a second Datapath on
+ * the same pins) show at the next snapshot().
+ */
+export class Blocklist extends ListMap<Buffer, BlockEntry> {
+  readonly #kernelAdds: TypedMap<number, bigint>;
+  #walked = 0;
+  #kernelAddsAtWalk = 0n;
+  /** Additions minus deletions made through here since the walk. */
+  #delta = 0;
+  /** Additions and deletions made through here, ever (a sweep tells its own from others'). */
+  #changes = 0;
+
+  #moved(by: 1 | -1): void {
+    this.#delta += by;
+    this.#changes++;
+  }
+
+  constructor(map: BpfMap, generation: Generation, kernelAdds: BpfMap) {
+    super(map, addrCodec, blockCodec, generation);
+    this.#kernelAdds = kernelAdds.typed(u32, u64);
+    this.snapshot();
+  }
+
+  /** Entries in the map (lapsed ones included until someone deletes them). */
+  get size(): number {
+    return this.#walked + this.#delta + Number(this.#kernelAdds.get(0)! - this.#kernelAddsAtWalk);
+  }
+
+  /**
+   * Every entry, read in one walk (batched reads), which also re-anchors the
+   * count: the program's additions are read on both sides of the walk, and
+   * when it added meanwhile (the walk may or may not have seen it) the walk
+   * is done again, a few times at most (additions are detections, rare next
+   * to a walk).
+   */
+  snapshot(): [Buffer, BlockEntry][] {
+    for (let attempt = 0; ; attempt++) {
+      const before = this.#kernelAdds.get(0)!;
+      const walked = this.map.lookupAll();
+      const after = this.#kernelAdds.get(0)!;
+      if (before === after || attempt === 3) {
+        this.#walked = walked.length;
+        this.#kernelAddsAtWalk = after;
+        this.#delta = 0;
+        return walked.map(([k, v]) => [addrCodec.read(k, 0), blockCodec.read(v, 0)]);
+      }
+    }
+  }
+
+  /**
+   * Visits every entry, one chunk (one syscall) at a time with a turn of the
+   * event loop between chunks, so that walking a large blocklist never holds
+   * up the ring-buffer reader. `visit` may delete entries of its chunk
+   * through this Blocklist. The count is re-anchored to the walk when
+   * nothing but those deletions changed it meanwhile (otherwise the walk may
+   * or may not have seen a change, and the count kept so far stands).
+   */
+  async sweep(visit: (chunk: [Buffer, BlockEntry][]) => void): Promise<void> {
+    const adds = this.#kernelAdds.get(0)!;
+    const changes = this.#changes;
+    let seen = 0;
+    let ownChanges = 0;
+    let ownDelta = 0;
+    for (const chunk of this.map.lookupChunks()) {
+      const [c, d] = [this.#changes, this.#delta];
+      visit(chunk.map(([k, v]) => [addrCodec.read(k, 0), blockCodec.read(v, 0)]));
+      ownChanges += this.#changes - c;
+      ownDelta += this.#delta - d;
+      seen += chunk.length;
+      await setImmediate();
+    }
+    if (this.#kernelAdds.get(0) === adds && this.#changes - changes === ownChanges) {
+      this.#walked = seen;
+      this.#kernelAddsAtWalk = adds;
+      this.#delta = ownDelta;
+    }
+  }
+
+  /** With UpdateFlags.Any, tells a new key from a replaced one so the count stays right. */
+  override set(key: Buffer, value: BlockEntry, flags: UpdateFlags = UpdateFlags.Any): void {
+    if (flags !== UpdateFlags.Any) {
+      super.set(key, value, flags);
+      if (flags === UpdateFlags.NoExist) this.#moved(1);
+      return;
+    }
+    try {
+      super.set(key, value, UpdateFlags.NoExist);
+      this.#moved(1);
+    } catch (e) {
+      if (!(e instanceof BpfError && e.code === 'EEXIST')) throw e;
+      super.set(key, value, UpdateFlags.Exist);
+    }
+  }
+
+  override delete(key: Buffer): boolean {
+    const deleted = super.delete(key);
+    if (deleted) this.#moved(-1);
+    return deleted;
+  }
+
+  override setMany(entries: readonly (readonly [Buffer, BlockEntry])[], flags: UpdateFlags = UpdateFlags.Any): number {
+    try {
+      return super.setMany(entries, flags);
+    } finally {
+      this.snapshot();
+    }
+  }
+
+  override deleteMany(keys: readonly Buffer[]): number {
+    try {
+      return super.deleteMany(keys);
+    } finally {
+      this.snapshot();
+    }
+  }
+}
+
 export type Allowlist = ListMap<LpmKey, number>;
 
 /** The compiled program, built by `make bpf` next to its source. */
@@ -161,7 +283,7 @@ export class Datapath {
   private constructor(readonly collection: Collection) {
     this.program = collection.program(PROGRAM_NAME);
     this.generation = new Generation(collection.map('list_gen'));
-    this.blocklist = new ListMap(collection.map('blocklist'), addrCodec, blockCodec, this.generation);
+    this.blocklist = new Blocklist(collection.map('blocklist'), this.generation, collection.map('block_adds'));
     this.allowlist = new ListMap(collection.map('allowlist'), lpmKeyCodec, u8, this.generation);
     this.events = collection.map('events');
     this.#counters = collection.map('counters').perCpuTyped(u32, countersCodec);

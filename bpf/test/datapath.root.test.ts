@@ -2,6 +2,7 @@
 // verdicts, events and counters for every path the program can take.
 import {
   BLOCK_FLAGS,
+  type BlockEntry,
   BlockReason,
   type Counters,
   Datapath,
@@ -10,6 +11,7 @@ import {
   type SynEvent,
   TCP_FLAGS,
   arpFrame,
+  blockCodec,
   formatAddress,
   ipFrame,
   lpmKeyCodec,
@@ -518,6 +520,74 @@ describe('in-kernel scan detection', () => {
     withDatapath({ scanPorts: 2 }, (dp, r) => {
       for (let i = 0; i < 20; i++) expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40000 + i, 8086)).scans).toEqual([ScanVerdict.None]);
     });
+  });
+
+  it('keeps the blocklist count as it changes: its own writes, the program\'s blocks, a lapsed entry overwritten', () => {
+    withDatapath({ scanPorts: 1, scanBlockSeconds: 3600 }, (dp, r) => {
+      const walked = () => dp.blocklist.map.lookupAll().length;
+      const expectCount = (n: number) => {
+        expect(dp.blocklist.size).toBe(n);
+        expect(walked()).toBe(n);
+      };
+      expectCount(0);
+      dp.block('198.51.100.1');
+      dp.block('198.51.100.1', { ttlSeconds: 60 }); // replaced, not added
+      dp.block('2001:db8::1');
+      expectCount(2);
+      // The program blocks a new source, and overwrites a lapsed entry in place.
+      run(dp, r, synFrame(ATTACKER, VICTIM, 1, 22));
+      expectCount(3);
+      dp.blocklist.set(parseAddress('192.0.2.70'), { createdNs: 1n, expiresNs: 2n, reason: BlockReason.Manual, flags: 0 });
+      expectCount(4);
+      expect(run(dp, r, synFrame('192.0.2.70', VICTIM, 1, 22)).scans).toEqual([ScanVerdict.Blocked]);
+      expect(dp.blocklist.get(parseAddress('192.0.2.70'))!.reason).toBe(BlockReason.Portscan);
+      expectCount(4);
+      expect(dp.unblock('198.51.100.1')).toBe(true);
+      expect(dp.unblock('198.51.100.1')).toBe(false);
+      expectCount(3);
+      // A write past this Datapath (another handle on the map) shows at the next walk.
+      dp.blocklist.map.delete(dp.blocklist.map.lookupAll()[0]![0]);
+      expect(dp.blocklist.size).toBe(3);
+      expect(dp.blocklist.snapshot()).toHaveLength(2);
+      expectCount(2);
+    });
+  });
+
+  it('sweeps the blocklist a chunk at a time, deleting as it goes, and re-anchors the count only when nothing else moved it', async () => {
+    const dp = Datapath.load({});
+    try {
+      const lapsed = { createdNs: 1n, expiresNs: 2n, reason: BlockReason.Manual, flags: 0 };
+      const addr = (i: number) => parseAddress(`2001:db8::${(i + 1).toString(16)}`);
+      for (let i = 0; i < 1000; i++) dp.blocklist.set(addr(i), i % 2 ? lapsed : { ...lapsed, expiresNs: 0n });
+      expect(dp.blocklist.size).toBe(1000);
+      const deleteLapsed = (chunk: [Buffer, BlockEntry][]) => {
+        for (const [k, e] of chunk) if (e.expiresNs === 2n) dp.blocklist.delete(k);
+      };
+      // Writes past this Datapath, then a sweep that deletes what lapsed: the count is the walk's.
+      for (let i = 1000; i < 1010; i++) dp.blocklist.map.update(addr(i), encode(blockCodec, lapsed));
+      dp.blocklist.map.update(parseAddress('192.0.2.1'), encode(blockCodec, { ...lapsed, expiresNs: 0n }));
+      let chunks = 0;
+      await dp.blocklist.sweep((chunk) => {
+        chunks++;
+        deleteLapsed(chunk);
+      });
+      expect(chunks).toBeGreaterThan(1);
+      expect(dp.blocklist.map.lookupAll()).toHaveLength(501);
+      expect(dp.blocklist.size).toBe(501);
+      // An addition of someone else's while the sweep is under way: the walk
+      // may or may not have seen it, so the count kept so far stands.
+      dp.blocklist.map.delete(parseAddress('192.0.2.1'));
+      const sweep = dp.blocklist.sweep(() => undefined);
+      dp.block('192.0.2.2');
+      await sweep;
+      expect(dp.blocklist.size).toBe(502);
+      expect(dp.blocklist.map.lookupAll()).toHaveLength(501);
+      // The next undisturbed sweep puts it right.
+      await dp.blocklist.sweep(() => undefined);
+      expect(dp.blocklist.size).toBe(501);
+    } finally {
+      dp.close();
+    }
   });
 
   it('refuses more ports than it tracks', () => {

@@ -24,14 +24,29 @@ export function collectProcessMetrics(registry: Registry): void {
   for (const name of MISNAMED_DEFAULTS) registry.removeSingleMetric(name);
 }
 
+/**
+ * Scrapes closer together than this share one collection, so that however
+ * often /metrics is called (it may listen on every address), the service
+ * collects at most ten times a second; values are at most this old.
+ */
+export const SCRAPE_SHARE_MS = 100;
+/** Connections /metrics holds open at once; more are refused. */
+export const METRICS_MAX_CONNECTIONS = 64;
+
 export async function serveMetrics(registry: Scrapeable, port: number, host: string, log: Logger): Promise<Server> {
+  let last: { at: number; body: Promise<string> } | undefined;
+  const collect = (): Promise<string> => {
+    const now = performance.now();
+    if (last === undefined || now - last.at >= SCRAPE_SHARE_MS) last = { at: now, body: registry.metrics() };
+    return last.body;
+  };
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' || path !== '/metrics') {
       res.writeHead(path === '/metrics' ? 405 : 404, { 'content-type': 'text/plain' }).end('see /metrics\n');
       return;
     }
-    registry.metrics().then(
+    collect().then(
       (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
       (err: unknown) => {
         log.error({ err }, 'metrics collection failed');
@@ -39,6 +54,7 @@ export async function serveMetrics(registry: Scrapeable, port: number, host: str
       },
     );
   });
+  server.maxConnections = METRICS_MAX_CONNECTIONS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

@@ -149,16 +149,29 @@ export class BpfMap {
   /** All entries through BPF_MAP_LOOKUP_BATCH; throws where the map type lacks it. */
   lookupAll(): [Buffer, Buffer][] {
     const out: [Buffer, Buffer][] = [];
+    for (const chunk of this.lookupChunks()) out.push(...chunk);
+    return out;
+  }
+
+  /**
+   * The entries through BPF_MAP_LOOKUP_BATCH, one chunk (up to `chunk`
+   * entries, one syscall) at a time, so that a caller can pause between
+   * chunks (a walk of a large map that must not hold up an event loop).
+   * Throws where the map type lacks batch operations.
+   */
+  *lookupChunks(chunk = BATCH_CHUNK): IterableIterator<[Buffer, Buffer][]> {
     let token: Buffer | null = null;
     for (;;) {
-      const r = call(() => native.mapLookupBatch(this.fd, token, this.keySize, this.valueBufferSize, BATCH_CHUNK));
+      const r = call(() => native.mapLookupBatch(this.fd, token, this.keySize, this.valueBufferSize, chunk));
+      const out: [Buffer, Buffer][] = [];
       for (let i = 0; i < r.count; i++) {
         out.push([
           r.keys.subarray(i * this.keySize, (i + 1) * this.keySize),
           r.values.subarray(i * this.valueBufferSize, (i + 1) * this.valueBufferSize),
         ]);
       }
-      if (r.done) return out;
+      if (out.length > 0) yield out;
+      if (r.done) return;
       token = r.token;
     }
   }

@@ -134,6 +134,15 @@ describe('hash map, raw', () => {
     ]);
   });
 
+  it('reads every entry in chunks of a chosen size with lookupChunks', () => {
+    for (let k = 1; k <= 7; k++) hash.update(k32(k), v64(BigInt(k)));
+    const chunks = [...hash.lookupChunks(3)];
+    expect(chunks.map((c) => c.length).reduce((a, b) => a + b)).toBe(7);
+    for (const c of chunks) expect(c.length).toBeLessThanOrEqual(3);
+    const keys = chunks.flat().map(([k]) => k.readUInt32LE(0));
+    expect(keys.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  });
+
   it('writes and deletes many entries with updateBatch and deleteBatch', () => {
     const entries = [1, 2, 3, 4, 5].map((k) => [k32(k), v64(BigInt(k) << 32n)] as const);
     expect(hash.updateBatch(entries)).toBe(5);

@@ -82,24 +82,30 @@ export class Blocks {
   list(): KernelBlock[] {
     const now = clock.boottimeNs();
     const offset = bootToUnixOffsetNs();
-    return [...this.dp.blocklist.entries()].map(([addr, e]) => this.toKernelBlock(addr, e, now, offset));
+    return this.dp.blocklist.snapshot().map(([addr, e]) => this.toKernelBlock(addr, e, now, offset));
   }
 
-  /** Entries in the kernel blocklist, read in batches (one syscall per 256, not one per entry). */
+  /** Entries in the kernel blocklist, kept as they change: no walk (scrapes and status calls read it). */
   get size(): number {
-    return this.dp.blocklist.map.lookupAll().length;
+    return this.dp.blocklist.size;
   }
 
   get capacity(): number {
     return this.dp.blocklist.map.maxEntries;
   }
 
-  /** Deletes entries whose expiry has passed (the kernel ignores them, but they take room). */
-  removeExpired(): number {
+  /**
+   * Deletes entries whose expiry has passed (the kernel ignores them, but
+   * they take room), walking the blocklist a chunk at a time between other
+   * work. Returns how many it deleted.
+   */
+  async removeExpired(): Promise<number> {
     const now = clock.boottimeNs();
-    const stale = [...this.dp.blocklist.entries()].filter(([, e]) => e.expiresNs !== 0n && e.expiresNs <= now).map(([k]) => k);
-    for (const k of stale) this.dp.blocklist.delete(k);
-    return stale.length;
+    let removed = 0;
+    await this.dp.blocklist.sweep((chunk) => {
+      for (const [k, e] of chunk) if (e.expiresNs !== 0n && e.expiresNs <= now && this.dp.blocklist.delete(k)) removed++;
+    });
+    return removed;
   }
 
   private toKernelBlock(addr: Buffer, e: BlockEntry, now: bigint, offset: bigint): KernelBlock {

@@ -273,9 +273,16 @@ runMain(NAME, async () => {
   }, c.addressPollMs);
   guard.unref();
 
+  // One sweep at a time: a large blocklist can take longer than the period.
+  let sweeping = false;
   const janitor = setInterval(() => {
-    const n = blocks.removeExpired();
-    if (n > 0) log.info({ removed: n }, 'removed expired blocks');
+    if (sweeping) return;
+    sweeping = true;
+    blocks
+      .removeExpired()
+      .then((n) => n > 0 && log.info({ removed: n }, 'removed expired blocks'))
+      .catch((err: Error) => log.error({ err: err.message }, 'sweeping expired blocks failed'))
+      .finally(() => (sweeping = false));
   }, 5000);
   janitor.unref();
 
