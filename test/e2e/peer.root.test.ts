@@ -122,6 +122,44 @@ describe('a hostile Report peer', () => {
       w.on('data', () => {});
       w.on('error', resolve);
     });
+  /**
+   * A fake probe's Probe API on a Unix socket the policy's user can reach:
+   * ListBlocks answers `kernel` (permanent manual blocks); BlockIp and
+   * UnblockIp calls are recorded.
+   */
+  const fakeProbe = async (kernel: string[]) => {
+    const dir = mkdtempSync(join(tmpdir(), 'pw-fake-probe-'));
+    chmodSync(dir, 0o755);
+    const socket = join(dir, 'probe.sock');
+    const blocks = kernel.map((ip) => ({ ip, reason: BlockReason.BLOCK_REASON_MANUAL, created: new Date(), expires: undefined, expired: false }));
+    const blocked: string[] = [];
+    const unblocked: string[] = [];
+    const server = new grpc.Server();
+    const fake: ProbeServer = {
+      listBlocks: (_call, cb) => cb(null, { blocks, capacity: 65_536 }),
+      blockIp: (call, cb) => {
+        blocked.push(call.request.ip);
+        cb(null, { alreadyBlocked: false, block: undefined });
+      },
+      unblockIp: (call, cb) => {
+        unblocked.push(call.request.ip);
+        cb(null, { removed: true });
+      },
+      getStatus: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'fake' }),
+    };
+    server.addService(ProbeService, fake);
+    await new Promise<void>((resolve, reject) => server.bindAsync(`unix://${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+    chmodSync(socket, 0o666); // the policy runs as its own user
+    return {
+      endpoint: `unix:${socket}`,
+      blocked,
+      unblocked,
+      close: () => {
+        server.forceShutdown();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  };
   const connected = async (id: string) =>
     waitFor(`${id} to be connected`, async () => (await status()).probes.find((p) => p.probeId === id), 10_000);
   const alive = async () => expect((await status()).version).not.toBe('');
@@ -314,30 +352,14 @@ describe('a hostile Report peer', () => {
     });
     await own.startPolicy();
     // A fake probe whose ListBlocks answers 1,001 blocks, one of them allowlisted.
-    const dir = mkdtempSync(join(tmpdir(), 'pw-fake-probe-'));
-    chmodSync(dir, 0o755);
-    const socket = join(dir, 'probe.sock');
-    const blocks = [
-      ...Array.from({ length: 1000 }, (_, i) => ({ ip: `198.18.${i >> 8}.${i & 255}`, reason: BlockReason.BLOCK_REASON_MANUAL, created: new Date(), expires: undefined, expired: false })),
-      { ip: '203.0.113.9', reason: BlockReason.BLOCK_REASON_MANUAL, created: new Date(), expires: undefined, expired: false },
-    ];
-    const unblocked: string[] = [];
-    const server = new grpc.Server();
-    const fake: ProbeServer = {
-      listBlocks: (_call, cb) => cb(null, { blocks, capacity: 65_536 }),
-      blockIp: (call, cb) => cb(null, { alreadyBlocked: true, block: undefined }),
-      unblockIp: (call, cb) => {
-        unblocked.push(call.request.ip);
-        cb(null, { removed: true });
-      },
-      getStatus: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'fake' }),
-    };
-    server.addService(ProbeService, fake);
-    await new Promise<void>((resolve, reject) => server.bindAsync(`unix://${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
-    chmodSync(socket, 0o666); // the policy runs as its own user
+    const fake = await fakeProbe([
+      ...Array.from({ length: 1000 }, (_, i) => `198.18.${i >> 8}.${i & 255}`),
+      '203.0.113.9',
+    ]);
+    const { unblocked } = fake;
     const p = peer(own);
     try {
-      p.send(hello({ callbackEndpoint: `unix:${socket}` }));
+      p.send(hello({ callbackEndpoint: fake.endpoint }));
       const counts = await waitFor(
         'the forged view to be reconciled',
         async () => {
@@ -356,9 +378,42 @@ describe('a hostile Report peer', () => {
       await waitFor('the allowlisted block to be lifted', () => (unblocked.includes('203.0.113.9') ? true : undefined), 10_000);
     } finally {
       p.close();
-      server.forceShutdown();
-      rmSync(dir, { recursive: true, force: true });
+      fake.close();
       await own.destroy();
+    }
+  });
+
+  it("lets a peer's own address shield it on that peer only: a scan from it is still blocked on every other probe", async () => {
+    const claimed = '198.51.100.20';
+    const [liar, honest] = [await fakeProbe([]), await fakeProbe([])];
+    const l = peer();
+    const h = peer();
+    try {
+      // The liar claims the scanner's address as its own.
+      const lh = hello({ ownAddresses: [claimed], callbackEndpoint: liar.endpoint });
+      l.send(lh);
+      const hh = hello({ callbackEndpoint: honest.endpoint });
+      h.send(hh);
+      await connected((lh as { value: ProbeHello }).value.probeId);
+      await connected((hh as { value: ProbeHello }).value.probeId);
+      await scanDetected(h, claimed);
+      // Enforced on the honest probe, and owed by no other: the liar is neither asked nor counted as missing.
+      const honestId = (hh as { value: ProbeHello }).value.probeId;
+      await waitFor(
+        'the block on the honest probe alone',
+        async () => {
+          const d = (await decisions()).decisions.find((x) => x.ip === claimed)!;
+          return d.enforcedBy.join() === honestId && d.missingOn.length === 0 ? true : undefined;
+        },
+        10_000,
+      );
+      expect(honest.blocked).toEqual([claimed]);
+      expect(liar.blocked).toEqual([]);
+    } finally {
+      l.close();
+      h.close();
+      liar.close();
+      honest.close();
     }
   });
 });

@@ -25,21 +25,21 @@ export function collectProcessMetrics(registry: Registry): void {
 }
 
 /**
- * Scrapes closer together than this share one collection, so that however
- * often /metrics is called (it may listen on every address), the service
- * collects at most ten times a second; values are at most this old.
+ * Connections /metrics holds open at once; more are refused. With scrapes
+ * that arrive while a collection runs sharing it, this bounds the work
+ * whoever reaches the endpoint can queue.
  */
-export const SCRAPE_SHARE_MS = 100;
-/** Connections /metrics holds open at once; more are refused. */
 export const METRICS_MAX_CONNECTIONS = 64;
 
 export async function serveMetrics(registry: Scrapeable, port: number, host: string, log: Logger): Promise<Server> {
-  let last: { at: number; body: Promise<string> } | undefined;
-  const collect = (): Promise<string> => {
-    const now = performance.now();
-    if (last === undefined || now - last.at >= SCRAPE_SHARE_MS) last = { at: now, body: registry.metrics() };
-    return last.body;
-  };
+  // Scrapes that arrive while a collection runs get its result; a scrape
+  // after it has finished collects afresh (what it reads is never older than
+  // the request).
+  let running: Promise<string> | undefined;
+  const collect = (): Promise<string> =>
+    (running ??= registry.metrics().finally(() => {
+      running = undefined;
+    }));
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' || path !== '/metrics') {

@@ -1,10 +1,9 @@
-// The /metrics endpoint under a client that calls it as fast as it can: the
-// service collects at most once per SCRAPE_SHARE_MS, and holds a bounded
-// number of connections.
+// The /metrics endpoint under a client that calls it as fast as it can:
+// scrapes share a collection under way, and connections are bounded.
 import type { AddressInfo } from 'node:net';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { METRICS_MAX_CONNECTIONS, SCRAPE_SHARE_MS, createLogger, serveMetrics } from '../src/index.js';
+import { METRICS_MAX_CONNECTIONS, createLogger, serveMetrics } from '../src/index.js';
 
 describe('serveMetrics', () => {
   let close: (() => Promise<void>) | undefined;
@@ -13,36 +12,42 @@ describe('serveMetrics', () => {
     close = undefined;
   });
 
-  /** An endpoint over a registry that counts its collections. */
+  /** An endpoint over a registry that counts its collections; each waits for `gate` when one is set. */
   const serve = async () => {
     let collections = 0;
+    let gate: Promise<void> | undefined;
     const server = await serveMetrics(
-      { contentType: 'text/plain', metrics: async () => `collection ${++collections}\n` },
+      {
+        contentType: 'text/plain',
+        metrics: async () => {
+          const n = ++collections;
+          await gate;
+          return `collection ${n}\n`;
+        },
+      },
       0,
       '127.0.0.1',
       createLogger('metrics-test', 'silent'),
     );
     close = () => new Promise((r) => server.close(() => r()));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/metrics`;
-    return { url, collections: () => collections };
+    return { server, url, collections: () => collections, hold: (p: Promise<void>) => (gate = p) };
   };
 
-  it('shares one collection between scrapes closer together than SCRAPE_SHARE_MS', async () => {
+  it('shares one collection between the scrapes that arrive while it runs', async () => {
     const m = await serve();
-    const start = performance.now();
-    const bodies: string[] = [];
-    for (let i = 0; i < 200; i++) bodies.push(await (await fetch(m.url)).text());
-    const elapsed = performance.now() - start;
-    // Each collection serves every scrape of the next SCRAPE_SHARE_MS.
-    expect(m.collections()).toBeLessThanOrEqual(Math.floor(elapsed / SCRAPE_SHARE_MS) + 1);
-    expect(new Set(bodies).size).toBe(m.collections());
-    expect(bodies[0]).toBe('collection 1\n');
+    let release!: () => void;
+    m.hold(new Promise<void>((r) => (release = r)));
+    let arrived = 0;
+    m.server.on('request', () => ++arrived === 20 && release());
+    const bodies = await Promise.all(Array.from({ length: 20 }, async () => (await fetch(m.url)).text()));
+    expect(bodies).toEqual(Array(20).fill('collection 1\n'));
+    expect(m.collections()).toBe(1);
   });
 
-  it('collects afresh once SCRAPE_SHARE_MS has passed', async () => {
+  it('collects afresh for a scrape that comes after the last collection finished', async () => {
     const m = await serve();
     expect(await (await fetch(m.url)).text()).toBe('collection 1\n');
-    await new Promise((r) => setTimeout(r, SCRAPE_SHARE_MS + 1));
     expect(await (await fetch(m.url)).text()).toBe('collection 2\n');
   });
 

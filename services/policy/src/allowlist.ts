@@ -1,5 +1,7 @@
-// Sources the policy never blocks: configured prefixes, and each probe's own
-// addresses when the policy whitelists probes' addresses.
+// Sources the policy never blocks: configured prefixes and operators'
+// entries, everywhere; and each probe's own addresses (when the policy
+// whitelists probes' addresses), on that probe only: a peer that claims an
+// address as its own shields it from its own blocks, never from the others'.
 import { type Prefix, formatPrefix, parsePrefix } from '@packetwatch/common';
 import { type SourceKey, sourceKey as sourceKeyOf } from './sourcekey.js';
 
@@ -72,8 +74,8 @@ export class Allowlist {
   readonly #configured: { text: string; prefix: Prefix }[];
   /** Entries an operator added (AddAllow), by canonical text. */
   readonly #operator = new Map<string, OperatorEntry>();
-  /** Own addresses by probe id. */
-  readonly #own = new Map<string, { text: string; prefix: Prefix }[]>();
+  /** Own addresses by probe id (single addresses: the Report stream refuses prefixes). */
+  readonly #own = new Map<string, { texts: string[]; keys: Set<SourceKey> }>();
   /** The prefixes compiled for hasSource(); undefined after any change, rebuilt on the next check. */
   #compiled: Compiled | undefined;
 
@@ -91,7 +93,7 @@ export class Allowlist {
 
   /** Own addresses by probe id. */
   get own(): [probeId: string, addresses: string[]][] {
-    return [...this.#own.entries()].map(([id, list]) => [id, list.map((o) => o.text)]);
+    return [...this.#own.entries()].map(([id, o]) => [id, o.texts]);
   }
 
   /** Adds an operator entry; false when it was there already. */
@@ -110,32 +112,33 @@ export class Allowlist {
 
   /** Replaces a probe's own addresses; returns those that are new. */
   setOwn(probeId: string, addresses: readonly string[]): string[] {
-    const before = new Set((this.#own.get(probeId) ?? []).map((o) => o.text));
-    this.#own.set(
-      probeId,
-      addresses.map((text) => ({ text, prefix: parsePrefix(text) })),
-    );
-    this.#compiled = undefined;
+    const before = new Set(this.#own.get(probeId)?.texts);
+    this.#own.set(probeId, { texts: [...addresses], keys: new Set(addresses.map((a) => sourceKeyOf(parsePrefix(a).addr, 0))) });
     return addresses.filter((a) => !before.has(a));
   }
 
   dropOwn(probeId: string): void {
     this.#own.delete(probeId);
-    this.#compiled = undefined;
   }
 
-  /** Every entry, for status: configured prefixes and own addresses. */
+  /** Whether the source is one of that probe's own addresses (its key: sourcekey.ts). */
+  isOwn(probeId: string, key: SourceKey): boolean {
+    return this.#own.get(probeId)?.keys.has(key) ?? false;
+  }
+
+  /** Every entry, for status: configured prefixes, operators' entries and own addresses. */
   entries(): string[] {
-    const own = [...this.#own.values()].flat().map((o) => o.text);
+    const own = [...this.#own.values()].flatMap((o) => o.texts);
     return [...new Set([...this.configured, ...this.#operator.keys(), ...own])];
   }
 
+  /** Whether the fleet-wide entries (configured, operators') cover the address. */
   has(addr: Buffer): boolean {
     return this.hasSource(sourceKeyOf(addr, 0), addr, 0);
   }
 
   /**
-   * Whether the source at buf[at] (16 bytes) is allowlisted; key is its
+   * Whether the fleet-wide entries cover the source at buf[at] (16 bytes); key is its
    * sourceKey(). The hot path's check: no allocation, IPv4 sources are
    * matched as numbers.
    */
@@ -153,10 +156,6 @@ export class Allowlist {
   }
 
   #prefixes(): Prefix[] {
-    return [
-      ...this.#configured.map((c) => c.prefix),
-      ...[...this.#operator.values()].map((o) => o.prefix),
-      ...[...this.#own.values()].flat().map((o) => o.prefix),
-    ];
+    return [...this.#configured.map((c) => c.prefix), ...[...this.#operator.values()].map((o) => o.prefix)];
   }
 }

@@ -96,6 +96,15 @@ export class Decisions {
     return [...(this.#enforcedBy.get(ip) ?? [])].sort();
   }
 
+  /** Connected probes that should hold the block on an address and do not (a probe never blocks its own address). */
+  missingOn(ip: string): string[] {
+    const by = this.#enforcedBy.get(ip);
+    return this.probes
+      .all()
+      .filter((p) => !by?.has(p.id) && !this.#isOwn(p, ip))
+      .map((p) => p.id);
+  }
+
   /**
    * A detection from a probe's events: record, then block on that probe
    * first, then the others. kernelBlocked: the probe's XDP program detected it
@@ -174,7 +183,11 @@ export class Decisions {
   async manualBlock(ip: string, ttlSeconds: number, reason: string): Promise<{ decision: DecisionRecord; alreadyBlocked: boolean }> {
     const { text, addr } = canonicalIp(ip);
     if (this.allowlist.has(addr)) {
-      throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${text} is allowlisted (a probe's own address or PW_ALLOWLIST) and cannot be blocked`);
+      throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${text} is allowlisted (PW_ALLOWLIST or an operator's entry) and cannot be blocked`);
+    }
+    const probes = this.probes.all();
+    if (probes.length > 0 && probes.every((p) => this.#isOwn(p, text))) {
+      throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${text} is an own address of every connected probe (${probes.map((p) => p.id).join(', ')}): none would block it`);
     }
     const existing = this.#active.get(text);
     if (existing && isActive(existing, Date.now())) return { decision: existing, alreadyBlocked: true };
@@ -272,7 +285,7 @@ export class Decisions {
       repairs++;
     }
     for (const d of this.active()) {
-      if (inKernel.has(d.ip)) continue;
+      if (inKernel.has(d.ip) || this.#isOwn(session, d.ip)) continue;
       this.log.warn({ ip: d.ip, probe: session.id, decision: d.id }, 'drift: decision missing from the kernel; re-applying');
       if (await this.#apply(d, session)) repairs++;
     }
@@ -300,8 +313,14 @@ export class Decisions {
     else set.delete(probeId);
   }
 
-  /** BlockIp on one probe for the rest of the decision's life. */
+  /** Whether the address (canonical text) is the probe's own: that probe never blocks it, the others do. */
+  #isOwn(p: ProbeSession, ip: string): boolean {
+    return this.allowlist.isOwn(p.id, addressKey(parseAddress(ip)));
+  }
+
+  /** BlockIp on one probe for the rest of the decision's life (not on a probe whose own address it is). */
   async #apply(d: DecisionRecord, p: ProbeSession): Promise<boolean> {
+    if (this.#isOwn(p, d.ip)) return false;
     const ttlSeconds = d.expiresMs === undefined ? 0 : (d.expiresMs - Date.now()) / 1000;
     if (d.expiresMs !== undefined && ttlSeconds <= 0) return false;
     try {

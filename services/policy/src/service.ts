@@ -102,7 +102,7 @@ function toDecision(d: DecisionRecord, ctx: PolicyContext): Decision {
     expires: d.expiresMs === undefined ? undefined : new Date(d.expiresMs),
     ended: d.endedMs === undefined ? undefined : new Date(d.endedMs),
     enforcedBy: active ? enforcedBy : [],
-    missingOn: active ? ctx.probes.all().map((p) => p.id).filter((id) => !enforcedBy.includes(id)) : [],
+    missingOn: active ? ctx.decisions.missingOn(d.ip) : [],
   };
 }
 
@@ -258,6 +258,8 @@ function processRecords(ctx: PolicyContext, session: ProbeSession, buf: Buffer, 
       if (kernelBlocked) decisions.liftKernelBlock(formatAddress(buf.subarray(at, at + 16)), session, 'allowlisted by the policy');
       continue;
     }
+    // The probe's own address, on that probe (its kernel never blocks it either).
+    if (allowlist.isOwn(probeId, key)) continue;
     if (decisions.isBlockedKey(key)) continue;
     let det = detector.observe(key, port, tsMs);
     if (!det && !kernelBlocked) continue;

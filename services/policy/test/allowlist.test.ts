@@ -137,14 +137,20 @@ describe('Allowlist: IPv4 and IPv4-mapped IPv6 are the same address', () => {
 });
 
 describe("Allowlist: probes' own addresses", () => {
-  it('covers own addresses of a probe once set', () => {
+  const own = (a: Allowlist, probeId: string, text: string) => a.isOwn(probeId, addressKey(parseAddress(text)));
+
+  it("shields an own address on its probe only, never fleet-wide", () => {
     const a = new Allowlist([]);
-    expect(covers(a, '192.0.2.10')).toBe(false);
+    expect(own(a, 'host-a/eth0', '192.0.2.10')).toBe(false);
     a.setOwn('host-a/eth0', ['192.0.2.10', '2001:db8::10']);
-    expect(covers(a, '192.0.2.10')).toBe(true);
-    expect(covers(a, '2001:db8::10')).toBe(true);
-    expect(covers(a, '192.0.2.11')).toBe(false);
-    expect(covers(a, '2001:db8::11')).toBe(false);
+    expect(own(a, 'host-a/eth0', '192.0.2.10')).toBe(true);
+    expect(own(a, 'host-a/eth0', '2001:db8::10')).toBe(true);
+    expect(own(a, 'host-a/eth0', '192.0.2.11')).toBe(false);
+    expect(own(a, 'host-a/eth0', '2001:db8::11')).toBe(false);
+    // Another probe, and the fleet-wide check, do not see it.
+    expect(own(a, 'host-b/eth0', '192.0.2.10')).toBe(false);
+    expect(covers(a, '192.0.2.10')).toBe(false);
+    expect(covers(a, '2001:db8::10')).toBe(false);
   });
 
   it('returns from setOwn only the addresses the probe did not have', () => {
@@ -154,12 +160,12 @@ describe("Allowlist: probes' own addresses", () => {
     expect(a.setOwn('p1', ['192.0.2.2', '192.0.2.3'])).toEqual([]);
   });
 
-  it('replaces the previous set: an address a probe no longer has is no longer covered', () => {
+  it('replaces the previous set: an address a probe no longer has is no longer its own', () => {
     const a = new Allowlist([]);
     a.setOwn('p1', ['192.0.2.1', '192.0.2.2']);
     a.setOwn('p1', ['192.0.2.2']);
-    expect(covers(a, '192.0.2.1')).toBe(false);
-    expect(covers(a, '192.0.2.2')).toBe(true);
+    expect(own(a, 'p1', '192.0.2.1')).toBe(false);
+    expect(own(a, 'p1', '192.0.2.2')).toBe(true);
     expect(a.entries()).toEqual(['192.0.2.2']);
   });
 
@@ -167,17 +173,19 @@ describe("Allowlist: probes' own addresses", () => {
     const a = new Allowlist([]);
     expect(a.setOwn('p1', ['192.0.2.1'])).toEqual(['192.0.2.1']);
     expect(a.setOwn('p2', ['192.0.2.1', '198.51.100.1'])).toEqual(['192.0.2.1', '198.51.100.1']);
+    expect(own(a, 'p1', '198.51.100.1')).toBe(false);
     a.dropOwn('p1');
-    expect(covers(a, '192.0.2.1')).toBe(true);
-    expect(covers(a, '198.51.100.1')).toBe(true);
+    expect(own(a, 'p1', '192.0.2.1')).toBe(false);
+    expect(own(a, 'p2', '192.0.2.1')).toBe(true);
+    expect(own(a, 'p2', '198.51.100.1')).toBe(true);
   });
 
-  it('stops covering a probe’s addresses after dropOwn', () => {
+  it('forgets a probe’s addresses after dropOwn', () => {
     const a = new Allowlist(['10.0.0.0/8']);
     a.setOwn('p1', ['192.0.2.1', '2001:db8::1']);
     a.dropOwn('p1');
-    expect(covers(a, '192.0.2.1')).toBe(false);
-    expect(covers(a, '2001:db8::1')).toBe(false);
+    expect(own(a, 'p1', '192.0.2.1')).toBe(false);
+    expect(own(a, 'p1', '2001:db8::1')).toBe(false);
     expect(covers(a, '10.0.0.1')).toBe(true);
     expect(a.entries()).toEqual(['10.0.0.0/8']);
     // After the drop, the same addresses count as new again.
@@ -192,10 +200,10 @@ describe("Allowlist: probes' own addresses", () => {
 
   it('lists in entries() the configured prefixes as written, then own addresses, each once', () => {
     const a = new Allowlist(['10.0.0.0/8', '2001:db8::/32']);
-    a.setOwn('p1', ['192.0.2.1', '10.0.0.0/8']);
+    a.setOwn('p1', ['192.0.2.1', '10.0.0.1']);
     a.setOwn('p2', ['192.0.2.1', '198.51.100.1']);
     expect(a.configured).toEqual(['10.0.0.0/8', '2001:db8::/32']);
-    expect(a.entries()).toEqual(['10.0.0.0/8', '2001:db8::/32', '192.0.2.1', '198.51.100.1']);
+    expect(a.entries()).toEqual(['10.0.0.0/8', '2001:db8::/32', '192.0.2.1', '10.0.0.1', '198.51.100.1']);
   });
 });
 
@@ -207,14 +215,14 @@ describe('Allowlist: the per-event check (hasSource)', () => {
     return a.hasSource(addressKey(parseAddress(text)), buf, at);
   };
 
-  it('agrees with has() on IPv4 and IPv6 prefixes, own addresses and operator entries', () => {
+  it('agrees with has() on IPv4 and IPv6 prefixes and operator entries, and leaves own addresses to isOwn', () => {
     const a = new Allowlist(['192.0.2.0/24', '2001:db8::/32', '10.0.0.0/8']);
     a.setOwn('p1', ['198.51.100.7', 'fe80::1']);
     a.addOperator('203.0.113.128/25', 0, '');
     const texts = ['192.0.2.1', '192.0.3.1', '10.255.255.255', '11.0.0.0', '198.51.100.7', '198.51.100.8', '203.0.113.128', '203.0.113.127',
       '2001:db8::1', '2001:db9::1', 'fe80::1', 'fe80::2', '::ffff:192.0.2.9', '::1'];
     for (const t of texts) expect([t, check(a, t)]).toEqual([t, covers(a, t)]);
-    expect(texts.filter((t) => check(a, t))).toEqual(['192.0.2.1', '10.255.255.255', '198.51.100.7', '203.0.113.128', '2001:db8::1', 'fe80::1', '::ffff:192.0.2.9']);
+    expect(texts.filter((t) => check(a, t))).toEqual(['192.0.2.1', '10.255.255.255', '203.0.113.128', '2001:db8::1', '::ffff:192.0.2.9']);
   });
 
   it('covers every IPv4 source with 0.0.0.0/0, and every source with ::/0', () => {
@@ -227,16 +235,12 @@ describe('Allowlist: the per-event check (hasSource)', () => {
     expect(check(all, '2001:db8::1')).toBe(true);
   });
 
-  it('sees operator and own-address changes at once', () => {
+  it('sees operator changes at once', () => {
     const a = new Allowlist([]);
     expect(check(a, '192.0.2.1')).toBe(false);
     a.addOperator('192.0.2.0/24', 0, '');
     expect(check(a, '192.0.2.1')).toBe(true);
     a.removeOperator('192.0.2.0/24');
     expect(check(a, '192.0.2.1')).toBe(false);
-    a.setOwn('p1', ['2001:db8::7']);
-    expect(check(a, '2001:db8::7')).toBe(true);
-    a.dropOwn('p1');
-    expect(check(a, '2001:db8::7')).toBe(false);
   });
 });
