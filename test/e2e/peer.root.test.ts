@@ -82,7 +82,8 @@ describe('a hostile Report peer', () => {
       ...over,
     },
   });
-  const events = (list: { src: string; port: number; tsNs: bigint }[], lostEvents = 0n): ProbeMessage['message'] => ({
+  /** An event batch; sentUnixNs: the sender's clock when it sent it (0: not given). */
+  const events = (list: { src: string; port: number; tsNs: bigint }[], lostEvents = 0n, sentUnixNs = 0n): ProbeMessage['message'] => ({
     $case: 'events',
     value: {
       count: list.length,
@@ -107,6 +108,7 @@ describe('a hostile Report peer', () => {
       ),
       lostEvents,
       firstSequence: 0n,
+      sentUnixNs,
     },
   });
   /** A scan of three ports from `src`, stamped now, sent on a peer's stream; resolves once the policy has decided on it. */
@@ -259,8 +261,8 @@ describe('a hostile Report peer', () => {
 
   it('refuses malformed event batches with INVALID_ARGUMENT', async () => {
     const cases: [ProbeMessage['message'], string][] = [
-      [{ $case: 'events', value: { count: 2, recordSize: SYN_EVENT_SIZE, records: Buffer.alloc(SYN_EVENT_SIZE), lostEvents: 0n, firstSequence: 0n } }, `events: an event batch of 2 records in ${SYN_EVENT_SIZE} bytes`],
-      [{ $case: 'events', value: { count: 1, recordSize: 8, records: Buffer.alloc(8), lostEvents: 0n, firstSequence: 0n } }, `events: event record_size 8; this policy reads ${SYN_EVENT_SIZE}-byte records`],
+      [{ $case: 'events', value: { count: 2, recordSize: SYN_EVENT_SIZE, records: Buffer.alloc(SYN_EVENT_SIZE), lostEvents: 0n, firstSequence: 0n, sentUnixNs: 0n } }, `events: an event batch of 2 records in ${SYN_EVENT_SIZE} bytes`],
+      [{ $case: 'events', value: { count: 1, recordSize: 8, records: Buffer.alloc(8), lostEvents: 0n, firstSequence: 0n, sentUnixNs: 0n } }, `events: event record_size 8; this policy reads ${SYN_EVENT_SIZE}-byte records`],
     ];
     for (const [msg, details] of cases) {
       const p = peer();
@@ -283,6 +285,33 @@ describe('a hostile Report peer', () => {
     );
     await scanDetected(p, '198.51.100.8');
     p.close();
+  });
+
+  it("puts a lagging probe's events on the policy's clock: a skew of 2T does not switch detection off", async () => {
+    const corrected = await metric('packetwatch_policy_events_clock_corrected_total');
+    const onTime = peer();
+    const late = peer();
+    try {
+      onTime.send(hello());
+      const lh = hello();
+      late.send(lh);
+      const lateId = (lh as { value: ProbeHello }).value.probeId;
+      await connected(lateId);
+      // A probe with a correct clock moves the detector's clock to now...
+      const now = BigInt(Date.now()) * 1_000_000n;
+      onTime.send(events([{ src: '198.51.100.30', port: 1, tsNs: now }], 0n, now));
+      // ...and one whose clock is 2T (120 s) behind reports a scan, on its own clock.
+      const lag = 120n * 1_000_000_000n;
+      late.send(events([1, 2, 3].map((port) => ({ src: '198.51.100.31', port, tsNs: now - lag })), 0n, now - lag));
+      await waitFor('the detection of the lagging probe\'s scanner', async () =>
+        ((await decisions()).decisions.some((d) => d.ip === '198.51.100.31') ? true : undefined), 10_000);
+      expect(await metric('packetwatch_policy_events_clock_corrected_total')).toBe(corrected + 3);
+      const skew = (await status()).probes.find((p) => p.probeId === lateId)!.clockSkew!;
+      expect(Number(skew.seconds)).toBeGreaterThanOrEqual(120);
+    } finally {
+      onTime.close();
+      late.close();
+    }
   });
 
   it('ends a stream whose first message is not a hello with FAILED_PRECONDITION', async () => {

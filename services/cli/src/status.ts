@@ -49,6 +49,8 @@ export interface PolicyProbeJson {
   connected: string | null;
   eventsReceived: number;
   eventsLost: number;
+  /** How far the probe's clock is behind the policy's (negative: ahead), at its last event batch. */
+  clockSkewSeconds: number;
 }
 
 export interface PolicyStatusJson {
@@ -149,6 +151,7 @@ function policyJson(r: ServiceReply<GetPolicyStatusResponse>, nowMs: number): Po
       connected: iso(p.connected),
       eventsReceived: Number(p.eventsReceived),
       eventsLost: Number(p.eventsLost),
+      clockSkewSeconds: seconds(p.clockSkew),
     })),
   };
 }
@@ -212,9 +215,16 @@ function policyText(p: PolicyStatusJson, nowMs: number): string {
   const probes = p.probes.map(
     (x) =>
       `    ${x.probeId}: ${x.interface}, ${x.attachMode} XDP, program ${x.programId}, ` +
-      `${count(x.eventsReceived)} events (${count(x.eventsLost)} lost), connected ${relative(x.connected ? new Date(x.connected) : undefined, nowMs, 'at an unknown time')}`,
+      `${count(x.eventsReceived)} events (${count(x.eventsLost)} lost), connected ${relative(x.connected ? new Date(x.connected) : undefined, nowMs, 'at an unknown time')}` +
+      clockText(x.clockSkewSeconds),
   );
   return [`Policy  ${p.address}`, keyValues(rows), ...probes].join('\n');
+}
+
+/** A probe's clock against the policy's, when it is a second or more off: ", clock 1m behind". */
+function clockText(skewSeconds: number): string {
+  if (Math.abs(skewSeconds) < 1) return '';
+  return `, clock ${humanDuration(Math.abs(skewSeconds))} ${skewSeconds > 0 ? 'behind' : 'ahead'}`;
 }
 
 function probeText(p: ProbeStatusJson): string {

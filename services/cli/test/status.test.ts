@@ -25,6 +25,7 @@ const policyStatus: GetPolicyStatusResponse = {
       eventsReceived: 1234n,
       eventsLost: 0n,
       version: '0.1.0',
+      clockSkew: { seconds: 0n, nanos: 3_000_000 },
     },
   ],
   trackedSources: 2n,
@@ -125,6 +126,17 @@ describe('status: text', () => {
     ]);
   });
 
+  it("says how far a probe's clock is off the policy's, from a second on", () => {
+    const skewed = (seconds: bigint, nanos: number) => {
+      const probes = policyStatus.probes.map((p) => ({ ...p, clockSkew: { seconds, nanos } }));
+      const reply = { ...policyOk, status: { ok: true as const, value: { ...policyStatus, probes } } };
+      return statusText(statusJson(reply, probeOk, NOW), NOW).split('\n').find((l) => l.startsWith('    host/lo: '));
+    };
+    expect(skewed(0n, 999_000_000)).toBe('    host/lo: lo, generic XDP, program 42, 1,234 events (0 lost), connected 2m ago');
+    expect(skewed(125n, 0)).toBe('    host/lo: lo, generic XDP, program 42, 1,234 events (0 lost), connected 2m ago, clock 2m behind');
+    expect(skewed(-3n, -500_000_000)).toBe('    host/lo: lo, generic XDP, program 42, 1,234 events (0 lost), connected 2m ago, clock 3s ahead');
+  });
+
   it('shows a block TTL and a policy that is not connected', () => {
     const ttl = { ...policyOk, status: { ok: true as const, value: { ...policyStatus, blockTtl: { seconds: 3600n, nanos: 0 }, probes: [] } } };
     const lonely = { ...probeOk, status: { ok: true as const, value: { ...probeStatus, policyConnected: false } } };
@@ -170,6 +182,7 @@ describe('status: JSON', () => {
           connected: '2026-11-25T11:57:55.000Z',
           eventsReceived: 1234,
           eventsLost: 0,
+          clockSkewSeconds: 0.003,
         },
       ],
     });

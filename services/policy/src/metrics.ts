@@ -13,6 +13,7 @@ export class PolicyCounts {
   detectionsNotEnforced = 0;
   /** Events not given to the detector: stamped further ahead of the policy's clock than the tolerance. */
   eventsOutOfRange = 0;
+  eventsClockCorrected = 0;
   /** Report streams ended for a bad message, a taken probe id, or a message out of order. */
   reportsRefused = 0;
   /** Feed events slow watchers missed (their buffer was full). */
@@ -41,6 +42,7 @@ const COUNTERS: [name: string, help: string, key: keyof PolicyCounts][] = [
   ['packetwatch_policy_detections_total', 'Port scanners detected', 'detections'],
   ['packetwatch_policy_drift_repairs_total', "Differences between decisions and a probe's kernel blocklist repaired", 'driftRepairs'],
   ['packetwatch_policy_block_failures_total', 'BlockIp calls that failed after retries', 'blockFailures'],
+  ['packetwatch_policy_events_clock_corrected_total', "SYN events whose times were moved onto the policy's clock: their probe's clock was off by more than the tolerance", 'eventsClockCorrected'],
   ['packetwatch_policy_events_out_of_range_total', "SYN events not given to the detector: stamped further ahead of the policy's clock than it allows", 'eventsOutOfRange'],
   ['packetwatch_policy_watch_events_missed_total', 'Feed events Watch streams missed because their client was too slow (bounded buffer)', 'watchEventsMissed'],
   ['packetwatch_policy_kernel_blocks_adopted_total', "Kernel blocks without a decision adopted at reconcile (a probe's blocks survived a lost store)", 'kernelBlocksAdopted'],

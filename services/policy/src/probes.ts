@@ -27,6 +27,10 @@ export class ProbeSession {
   readonly connectedAt = Date.now();
   eventsReceived = 0;
   eventsLost = 0;
+  /** How far the probe's clock is behind the policy's (negative: ahead), at its last batch. */
+  clockSkewMs = 0;
+  /** Whether that is beyond the tolerance, so its event times are being corrected. */
+  clockCorrected = false;
   ownAddresses: string[];
   readonly #client: ProbeClient;
 

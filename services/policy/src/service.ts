@@ -88,7 +88,8 @@ const KIND: Record<FeedKind, WatchEventKind> = {
   unblock: WatchEventKind.WATCH_EVENT_KIND_UNBLOCK,
 };
 
-const seconds = (s: number): Duration => ({ seconds: BigInt(Math.floor(s)), nanos: Math.round((s % 1) * 1e9) });
+/** A Duration of s seconds, negative too (seconds and nanos share the sign). */
+const seconds = (s: number): Duration => ({ seconds: BigInt(Math.trunc(s)), nanos: Math.trunc((s - Math.trunc(s)) * 1e9) });
 
 function toDecision(d: DecisionRecord, ctx: PolicyContext): Decision {
   const enforcedBy = ctx.decisions.enforcedBy(d.ip);
@@ -144,7 +145,8 @@ const SLICE_MS = 5;
  * stream is paused.
  */
 class EventStream {
-  readonly #pending: Buffer[] = [];
+  /** Batches' records, each with the shift that puts its times on the policy's clock (clockShift). */
+  readonly #pending: { records: Buffer; shiftMs: number }[] = [];
   /** Where processing of the first pending batch resumes. */
   #offset = 0;
   #scheduled = false;
@@ -168,7 +170,7 @@ class EventStream {
     const buf = Buffer.isBuffer(batch.records) ? batch.records : Buffer.from(batch.records);
     session.eventsReceived += batch.count;
     ctx.metrics.counts.eventsReceived += batch.count;
-    this.#pending.push(buf.subarray(0, batch.count * SYN_EVENT_SIZE));
+    this.#pending.push({ records: buf.subarray(0, batch.count * SYN_EVENT_SIZE), shiftMs: clockShift(ctx, session, batch) });
     if (this.#pending.length >= MAX_PENDING_BATCHES && !this.#paused) {
       this.#paused = true;
       this.call.pause();
@@ -188,9 +190,10 @@ class EventStream {
   #run(): void {
     const until = performance.now() + SLICE_MS;
     for (;;) {
-      const buf = this.#pending[0];
-      if (!buf) break;
-      const stop = processRecords(this.ctx, this.session, buf, this.#offset, buf.length);
+      const batch = this.#pending[0];
+      if (!batch) break;
+      const buf = batch.records;
+      const stop = processRecords(this.ctx, this.session, buf, this.#offset, buf.length, batch.shiftMs);
       if (stop < buf.length) {
         // A detection: its BlockIp leaves now, the rest waits for the next turn.
         this.#offset = stop;
@@ -218,19 +221,52 @@ class EventStream {
  * after thousands more records (every millisecond here is SYNs a fast
  * scanner gets through). Per record it allocates nothing: the source is a
  * SourceKey (a number for IPv4), its text is made only for a detection, and
- * the feed keeps the record raw unless someone watches.
- */
+
 /**
- * How far ahead of the policy's clock an event time may be: 2 s for hosts'
- * clock skew, and never half the window or more, so that an event stamped
- * at the limit cannot make a current one stale (the detector's clock is the
- * newest event time it has seen).
+ * How far an event time may be off the policy's clock: 2 s for hosts' clock
+ * skew, and never half the window or more, so that an event stamped at the
+ * limit cannot make a current one stale (the detector's clock is the newest
+ * event time it has seen).
  */
 function eventTimeTolerance(windowSeconds: number): number {
   return Math.min(2000, (windowSeconds * 1000) / 2 - 1);
 }
 
-function processRecords(ctx: PolicyContext, session: ProbeSession, buf: Buffer, from: number, end: number): number {
+/**
+ * What to add to a batch's event times to put them on the policy's clock:
+ * the probe's clock is measured at each batch (the policy's time of receipt
+ * minus the probe's time of sending); within the tolerance nothing, beyond
+ * it the whole difference. A probe whose clock lags by more than T would
+ * otherwise have every event taken as stale, and detection of the sources
+ * only it sees would stop; one ahead would have its events counted out of
+ * range. The delay in transit (and in the probe's queue) is kept: an event
+ * keeps its age.
+ */
+function clockShift(ctx: PolicyContext, session: ProbeSession, batch: EventBatch): number {
+  if (batch.sentUnixNs === 0n) return 0;
+  const skewMs = Date.now() - Number(batch.sentUnixNs) / 1e6;
+  session.clockSkewMs = skewMs;
+  const corrected = Math.abs(skewMs) > eventTimeTolerance(ctx.windowSeconds);
+  if (corrected !== session.clockCorrected) {
+    session.clockCorrected = corrected;
+    if (corrected) ctx.log.warn({ probe: session.id, skewMs: Math.round(skewMs) }, "the probe's clock is off the policy's: its event times are corrected");
+    else ctx.log.info({ probe: session.id, skewMs: Math.round(skewMs) }, "the probe's clock agrees with the policy's again");
+  }
+  if (!corrected) return 0;
+  ctx.metrics.counts.eventsClockCorrected += batch.count;
+  return skewMs;
+}
+
+/**
+ * Runs records [from, end) of a batch through the allowlist, the decisions,
+ * the detector and the feed, and returns where it stopped: end, or just past
+ * a detection, so that the caller lets the BlockIp call leave now rather than
+ * after thousands more records (every millisecond here is SYNs a fast
+ * scanner gets through). Per record it allocates nothing: the source is a
+ * SourceKey (a number for IPv4), its text is made only for a detection, and
+ * the feed keeps the record raw unless someone watches. shiftMs: clockShift().
+ */
+function processRecords(ctx: PolicyContext, session: ProbeSession, buf: Buffer, from: number, end: number, shiftMs: number): number {
   const { feed, allowlist, decisions, detector } = ctx;
   const probeId = session.id;
   // The newest event time the detector takes (eventTimeTolerance).
@@ -240,7 +276,7 @@ function processRecords(ctx: PolicyContext, session: ProbeSession, buf: Buffer, 
     const lo = (buf[t]! | (buf[t + 1]! << 8) | (buf[t + 2]! << 16) | (buf[t + 3]! << 24)) >>> 0;
     const hi = (buf[t + 4]! | (buf[t + 5]! << 8) | (buf[t + 6]! << 16) | (buf[t + 7]! << 24)) >>> 0;
     // hi * 2^32 is exact and the sum rounds once: the same double as Number(readBigUInt64LE).
-    const tsMs = (hi * 4294967296 + lo) / 1e6;
+    const tsMs = (hi * 4294967296 + lo) / 1e6 + shiftMs;
     const port = buf[off + OFF_DPORT]! | (buf[off + OFF_DPORT + 1]! << 8);
     const at = off + OFF_SADDR;
     feed.publishConnection(tsMs, buf, at, port, probeId);
@@ -493,6 +529,7 @@ export function policyService(ctx: PolicyContext): PolicyServer {
         eventsReceived: BigInt(p.eventsReceived),
         eventsLost: BigInt(p.eventsLost),
         version: p.hello.version,
+        clockSkew: seconds(p.clockSkewMs / 1000),
       })),
       trackedSources: BigInt(ctx.detector.tracked),
       activeDecisions: BigInt(ctx.decisions.active().length),

@@ -10,7 +10,7 @@ import type { EventBatch, ProbeMessage } from '@packetwatch/proto';
 
 // packetwatch.v1.ProbeMessage.events (field 2, length-delimited) and the
 // fields of EventBatch (common.proto): count 1, record_size 2, records 3,
-// lost_events 4, first_sequence 5.
+// lost_events 4, first_sequence 5, sent_unix_ns 6.
 const EVENTS_KEY = (2 << 3) | WireType.LengthDelimited;
 
 function leanBatch(b: Buffer): EventBatch | undefined {
@@ -18,7 +18,7 @@ function leanBatch(b: Buffer): EventBatch | undefined {
   try {
     r.uint32(); // EVENTS_KEY
     if (r.uint32() !== b.length - r.pos) return undefined;
-    const batch: EventBatch = { count: 0, recordSize: 0, records: b.subarray(0, 0), lostEvents: 0n, firstSequence: 0n };
+    const batch: EventBatch = { count: 0, recordSize: 0, records: b.subarray(0, 0), lostEvents: 0n, firstSequence: 0n, sentUnixNs: 0n };
     while (r.pos < r.len) {
       const [field, wire] = r.tag();
       // bytes() is a view of b (a Buffer's subarray is a Buffer): no copy.
@@ -28,6 +28,7 @@ function leanBatch(b: Buffer): EventBatch | undefined {
       else if (field === 2) batch.recordSize = r.uint32();
       else if (field === 4) batch.lostEvents = r.uint64() as bigint;
       else if (field === 5) batch.firstSequence = r.uint64() as bigint;
+      else if (field === 6) batch.sentUnixNs = r.uint64() as bigint;
       else return undefined;
     }
     return batch;

@@ -7,8 +7,8 @@ const decode = deserializeProbeMessage(generated);
 const encode = (m: ProbeMessage) => Buffer.from(ProbeMessage.encode(m).finish());
 
 const records = Buffer.from(Array.from({ length: 56 * 3 }, (_, i) => i & 0xff));
-const batch = (over: Partial<{ count: number; recordSize: number; records: Buffer; lostEvents: bigint; firstSequence: bigint }> = {}): ProbeMessage => ({
-  message: { $case: 'events', value: { count: 3, recordSize: 56, records, lostEvents: 7n, firstSequence: 1234567890123n, ...over } },
+const batch = (over: Partial<{ count: number; recordSize: number; records: Buffer; lostEvents: bigint; firstSequence: bigint; sentUnixNs: bigint }> = {}): ProbeMessage => ({
+  message: { $case: 'events', value: { count: 3, recordSize: 56, records, lostEvents: 7n, firstSequence: 1234567890123n, sentUnixNs: 1_764_500_000_123_456_789n, ...over } },
 });
 
 describe('deserializeProbeMessage', () => {
@@ -24,7 +24,7 @@ describe('deserializeProbeMessage', () => {
   it('agrees with the generated decoder on empty batches, zero fields and large sequence numbers', () => {
     for (const m of [
       batch({ count: 0, records: Buffer.alloc(0), lostEvents: 0n }),
-      batch({ lostEvents: 0n, firstSequence: 0n }),
+      batch({ lostEvents: 0n, firstSequence: 0n, sentUnixNs: 0n }),
       batch({ firstSequence: 2n ** 53n - 1n }),
       batch({ lostEvents: 2n ** 63n }), // beyond 2^53: handed to the generated decoder
     ]) {

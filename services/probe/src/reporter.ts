@@ -206,6 +206,7 @@ export class Reporter {
             records: batch.records,
             lostEvents: BigInt(batch.lost),
             firstSequence: batch.firstSequence,
+            sentUnixNs: BigInt(Date.now()) * 1_000_000n,
           },
         },
       }, written);
