@@ -27,7 +27,7 @@ import { encode } from 'libbpf-ts';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
-import { MAX_WATCHERS } from '../../services/policy/src/service.js';
+import { MAX_REPORT_STREAMS, MAX_WATCHERS } from '../../services/policy/src/service.js';
 import { Services } from './services.js';
 
 const METRICS_PORT = 19191; // inside the victim namespace
@@ -365,6 +365,30 @@ describe('a hostile Report peer', () => {
       for (const w of streams) w.cancel();
     }
     await waitFor('the watchers to be gone', async () => ((await watchers()) === base ? true : undefined), 30_000);
+  });
+
+  it(`refuses Report streams beyond ${MAX_REPORT_STREAMS} with RESOURCE_EXHAUSTED, and serves one again once one ends`, async () => {
+    const reports = () => metric('packetwatch_policy_report_streams');
+    const base = await reports();
+    const streams = Array.from({ length: MAX_REPORT_STREAMS - base }, () => peer());
+    try {
+      await waitFor(`${MAX_REPORT_STREAMS} Report streams`, async () => ((await reports()) === MAX_REPORT_STREAMS ? true : undefined), 30_000);
+      const refused = peer();
+      expect(await refused.ended).toEqual({
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        details: `${MAX_REPORT_STREAMS} Report streams are open already, the most this policy serves`,
+      });
+      streams.pop()!.close();
+      await waitFor('a free place', async () => ((await reports()) === MAX_REPORT_STREAMS - 1 ? true : undefined), 30_000);
+      const again = peer();
+      again.send(hello());
+      streams.push(again);
+      await waitFor('the new stream', async () => ((await reports()) === MAX_REPORT_STREAMS ? true : undefined), 30_000);
+      await scanDetected(again, '198.51.100.40');
+    } finally {
+      for (const s of streams) s.close();
+    }
+    await waitFor('the streams to be gone', async () => ((await reports()) === base ? true : undefined), 30_000);
   });
 
   it('adopts a forged kernel view only within the blocks-per-minute cap, never an allowlisted source, and counts both', async () => {

@@ -56,6 +56,8 @@ export class PolicyMetrics {
   readonly counts = new PolicyCounts();
   /** Watch streams open now. */
   watchers = 0;
+  /** Report streams open now (with or without a hello). */
+  reportStreams = 0;
   readonly detectionToBlock: Histogram;
 
   constructor() {
@@ -97,6 +99,7 @@ export class PolicyMetrics {
     gauge('packetwatch_policy_decisions_active', 'Active block decisions', g.activeDecisions);
     gauge('packetwatch_policy_probes_connected', 'Probes with an open Report stream', g.probesConnected);
     gauge('packetwatch_policy_watchers', 'Watch streams open', () => this.watchers);
+    gauge('packetwatch_policy_report_streams', 'Report streams open, with or without a hello', () => this.reportStreams);
     new Counter({
       name: 'packetwatch_policy_evictions_total',
       help: 'Tracked sources evicted because the detector was at its cap',

@@ -313,17 +313,16 @@ function processRecords(ctx: PolicyContext, session: ProbeSession, buf: Buffer, 
 }
 
 function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, PolicyMessage> {
-  let streams = 0;
   return (call) => {
-    if (streams >= MAX_REPORT_STREAMS) {
+    if (ctx.metrics.reportStreams >= MAX_REPORT_STREAMS) {
       ctx.metrics.counts.reportsRefused++;
       endWith(call, grpc.status.RESOURCE_EXHAUSTED, `${MAX_REPORT_STREAMS} Report streams are open already, the most this policy serves`);
       return;
     }
-    streams++;
+    ctx.metrics.reportStreams++;
     let counted = true;
     const uncount = () => {
-      if (counted) streams--;
+      if (counted) ctx.metrics.reportStreams--;
       counted = false;
     };
     call.on('close', uncount);
