@@ -1,7 +1,8 @@
 // Authentication and least privilege: who can reach the probe's socket,
 // mutual TLS on TCP (a certificate from another CA is refused; the probe's
-// stream to the policy works over it), and the probe running with only
-// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON.
+// stream to the policy works over it), roles from certificates (only the
+// policy blocks on a probe, only a probe reports, operators call the rest),
+// and the probe running with only CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,7 +10,16 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { groupId } from '@packetwatch/common';
-import { type GetStatusResponse, ProbeClient } from '@packetwatch/proto';
+import {
+  type AddAllowResponse,
+  type BlockIpResponse,
+  BlockReason,
+  type GetStatusResponse,
+  type ListAllowResponse,
+  PolicyClient,
+  ProbeClient,
+  type UnblockIpResponse,
+} from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_BPFFS } from '../privileged-setup.js';
 import { type TestNet, createTestNet, waitFor } from './netns.js';
@@ -46,11 +56,12 @@ function statusAs(user: string, socket: string): string {
   }).trim();
 }
 
+/** Client credentials with the certificate `name` from `certs` (deploy/certs.sh). */
+const tlsCredentials = (certs: string, name: string, ca = join(certs, 'ca.crt')) =>
+  grpc.credentials.createSsl(readFileSync(ca), readFileSync(join(certs, `${name}.key`)), readFileSync(join(certs, `${name}.crt`)));
+
 function tlsClient(target: string, certs: string, name: string, ca = join(certs, 'ca.crt')): ProbeClient {
-  return new ProbeClient(
-    target,
-    grpc.credentials.createSsl(readFileSync(ca), readFileSync(join(certs, `${name}.key`)), readFileSync(join(certs, `${name}.crt`))),
-  );
+  return new ProbeClient(target, tlsCredentials(certs, name, ca));
 }
 
 const getStatus = (c: ProbeClient) => call<GetStatusResponse>((cb) => c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + CALL_MS }, cb));
@@ -85,7 +96,7 @@ describe('authentication and least privilege', () => {
         : [process.execPath, PROBE_MAIN];
     const p = new ServiceProcess(argv, { ...env, PW_POLICY_ADDR: policyAddr });
     probe = p;
-    const client = tlsClient(env.PW_PROBE_TCP_ADDR!, certs, 'client');
+    const client = tlsClient(env.PW_PROBE_TCP_ADDR!, certs, 'operator');
     try {
       return await waitFor(
         `the ${kind} probe`,
@@ -111,8 +122,8 @@ describe('authentication and least privilege', () => {
     chownSync(dir, 0, groupId('packetwatch'));
     certs = join(dir, 'certs');
     otherCerts = join(dir, 'other');
-    execFileSync(join(ROOT, 'deploy/certs.sh'), [certs, 'probe', 'policy', 'client'], { stdio: 'ignore' });
-    execFileSync(join(ROOT, 'deploy/certs.sh'), [otherCerts, 'client'], { stdio: 'ignore' });
+    execFileSync(join(ROOT, 'deploy/certs.sh'), [certs, 'probe', 'policy', 'operator'], { stdio: 'ignore' });
+    execFileSync(join(ROOT, 'deploy/certs.sh'), [otherCerts, 'operator'], { stdio: 'ignore' });
     stub = new PolicyStub(join(dir, 'stub.sock'));
     await stub.start();
     env = {
@@ -167,10 +178,10 @@ describe('authentication and least privilege', () => {
   it('on TCP, accepts a client certificate from its CA and refuses one from another CA, or none', async () => {
     await probeRunning();
     const target = env.PW_PROBE_TCP_ADDR!;
-    const good = tlsClient(target, certs, 'client');
+    const good = tlsClient(target, certs, 'operator');
     expect((await getStatus(good)).interface).toBe(net.hostIf);
     good.close();
-    const foreign = tlsClient(target, otherCerts, 'client', join(certs, 'ca.crt'));
+    const foreign = tlsClient(target, otherCerts, 'operator', join(certs, 'ca.crt'));
     await expect(getStatus(foreign)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
     foreign.close();
     const anonymous = new ProbeClient(target, grpc.credentials.createSsl(readFileSync(join(certs, 'ca.crt'))));
@@ -181,11 +192,43 @@ describe('authentication and least privilege', () => {
     plaintext.close();
   }, TEST_MS);
 
+  it('on TCP, lets only the policy block on the probe and operators read, whatever else the CA signed', async () => {
+    await probeRunning();
+    const target = env.PW_PROBE_TCP_ADDR!;
+    // A certificate from the CA without a role (no OU), as a careless PKI might issue.
+    execFileSync('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=someone', '-keyout', join(certs, 'someone.key'), '-out', join(certs, 'someone.csr')], { stdio: 'ignore' });
+    execFileSync('openssl', ['x509', '-req', '-in', join(certs, 'someone.csr'), '-CA', join(certs, 'ca.crt'), '-CAkey', join(certs, 'ca.key'), '-days', '1', '-out', join(certs, 'someone.crt')], { stdio: 'ignore' });
+    const block = (c: ProbeClient, ip: string) =>
+      call<BlockIpResponse>((cb) => c.blockIp({ ip, ttl: undefined, reason: BlockReason.BLOCK_REASON_MANUAL }, new grpc.Metadata(), { deadline: Date.now() + CALL_MS }, cb));
+    const unblock = (c: ProbeClient, ip: string) =>
+      call<UnblockIpResponse>((cb) => c.unblockIp({ ip }, new grpc.Metadata(), { deadline: Date.now() + CALL_MS }, cb));
+    const clients = Object.fromEntries(['probe', 'policy', 'operator', 'someone'].map((n) => [n, tlsClient(target, certs, n)]));
+    try {
+      // A compromised remote probe, an operator and a role-less certificate cannot block or unblock.
+      for (const [name, role] of [['probe', 'has the probe role'], ['operator', 'has the operator role'], ['someone', 'names no role']] as const) {
+        for (const attempt of [block(clients[name]!, '198.51.100.9'), unblock(clients[name]!, '198.51.100.9')]) {
+          const err = await attempt.then(() => undefined, (e: grpc.ServiceError) => e);
+          expect(err?.code, name).toBe(grpc.status.PERMISSION_DENIED);
+          expect(err?.details).toContain(role);
+        }
+      }
+      await expect(getStatus(clients.someone!)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+      await expect(getStatus(clients.probe!)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+      expect((await getStatus(clients.operator!)).blocks).toBe(0);
+      // The policy can.
+      expect((await block(clients.policy!, '198.51.100.9')).alreadyBlocked).toBe(false);
+      expect((await getStatus(clients.operator!)).blocks).toBe(1);
+      expect((await unblock(clients.policy!, '198.51.100.9')).removed).toBe(true);
+    } finally {
+      for (const c of Object.values(clients)) c.close();
+    }
+  }, TEST_MS);
+
   it('streams to a policy over TCP with mutual TLS', async () => {
     const stateDir = join(dir, 'state');
     execFileSync('install', ['-d', '-o', 'packetwatch', '-g', 'packetwatch', stateDir]);
     const tls = { PW_TLS_CERT: join(certs, 'policy.crt'), PW_TLS_KEY: join(certs, 'policy.key'), PW_TLS_CA: join(certs, 'ca.crt') };
-    for (const f of ['policy.key', 'probe.key', 'client.key']) chownSync(join(certs, f), 0, groupId('packetwatch'));
+    for (const f of ['policy.key', 'probe.key', 'operator.key']) chownSync(join(certs, f), 0, groupId('packetwatch'));
     for (const f of ['policy.key']) chmodSync(join(certs, f), 0o640);
     chmodSync(certs, 0o750);
     chownSync(certs, 0, groupId('packetwatch'));
@@ -206,7 +249,7 @@ describe('authentication and least privilege', () => {
     policy = p;
     try {
       await startProbe('full', `127.0.0.1:${policyPort}`);
-      const client = tlsClient(env.PW_PROBE_TCP_ADDR!, certs, 'client');
+      const client = tlsClient(env.PW_PROBE_TCP_ADDR!, certs, 'operator');
       try {
         await waitFor('the probe to connect over mutual TLS', async () => ((await getStatus(client).catch(() => undefined))?.policyConnected ? true : undefined), SLOW_MS);
       } finally {
@@ -214,6 +257,27 @@ describe('authentication and least privilege', () => {
       }
       // The policy's log line reaches us through a pipe.
       await waitFor('the policy to log the probe', () => p.stdout.find((l) => l.includes('"probe connected"')), SLOW_MS);
+      // Roles on the policy: a probe's certificate reports and nothing else; an operator's cannot report.
+      const target = `127.0.0.1:${policyPort}`;
+      const asProbe = new PolicyClient(target, tlsCredentials(certs, 'probe'));
+      const asOperator = new PolicyClient(target, tlsCredentials(certs, 'operator'));
+      try {
+        const allowAll = (c: PolicyClient) =>
+          call<AddAllowResponse>((cb) => c.addAllow({ prefix: '0.0.0.0/0', note: 'mine' }, new grpc.Metadata(), { deadline: Date.now() + CALL_MS }, cb));
+        await expect(allowAll(asProbe)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+        const report = asOperator.report();
+        const refused = await new Promise<grpc.ServiceError>((resolve) => {
+          report.on('data', () => {});
+          report.on('error', resolve);
+        });
+        expect(refused.code).toBe(grpc.status.PERMISSION_DENIED);
+        expect(refused.details).toContain('/packetwatch.v1.Policy/Report is for the probe role');
+        const listAllow = await call<ListAllowResponse>((cb) => asOperator.listAllow({}, new grpc.Metadata(), { deadline: Date.now() + CALL_MS }, cb));
+        expect(listAllow.entries.map((e) => e.prefix)).not.toContain('0.0.0.0/0');
+      } finally {
+        asProbe.close();
+        asOperator.close();
+      }
     } finally {
       await stopProbe();
       await p.stop('SIGKILL');

@@ -9,6 +9,7 @@ import { type PackageDefinition, loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import type { Logger } from './log.js';
+import { type Role, roleInterceptor } from './roles.js';
 
 export { status as GrpcStatus } from '@grpc/grpc-js';
 
@@ -95,6 +96,21 @@ export interface ServiceBinding {
   implementation: grpc.UntypedServiceImplementation;
   /** Full name for health checks, e.g. 'packetwatch.v1.Probe'. */
   name: string;
+  /** Which roles may call each method over TLS (roles.ts), by method name; every method is listed. */
+  roles: Readonly<Record<string, readonly Role[]>>;
+}
+
+/** Method path → roles, for every method of the services; a method without roles is a mistake caught at start. */
+function methodRoles(services: readonly ServiceBinding[]): Map<string, readonly Role[]> {
+  const out = new Map<string, readonly Role[]>();
+  for (const s of services) {
+    for (const [name, method] of Object.entries(s.definition)) {
+      const roles = s.roles[name];
+      if (!roles) throw new Error(`${s.name}: no roles given for ${name}`);
+      out.set(method.path, roles);
+    }
+  }
+  return out;
 }
 
 export interface ServerOptions {
@@ -142,6 +158,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     'grpc.max_receive_message_length': 4 * 1024 * 1024,
     'grpc.keepalive_time_ms': 30_000,
     'grpc.keepalive_timeout_ms': 10_000,
+    interceptors: [roleInterceptor(methodRoles(opts.services))],
   });
   const health = new HealthImplementation({ '': 'NOT_SERVING' });
   health.addToServer(server);

@@ -22,7 +22,7 @@ import { Detector } from './detector.js';
 import { Feed } from './feed.js';
 import { PolicyMetrics } from './metrics.js';
 import { ProbeRegistry } from './probes.js';
-import { policyService } from './service.js';
+import { POLICY_ROLES, policyService } from './service.js';
 import { DecisionStore } from './store.js';
 import { deserializeProbeMessage } from './wire.js';
 import { banner, header, row } from './table.js';
@@ -127,6 +127,7 @@ runMain(NAME, async () => {
           onProbe,
         }),
         name: 'packetwatch.v1.Policy',
+        roles: POLICY_ROLES,
       },
     ],
     reflection: { root: PROTO_ROOT, files: PROTO_FILES },

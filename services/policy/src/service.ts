@@ -3,7 +3,7 @@
 // unblock, watch).
 import * as grpc from '@grpc/grpc-js';
 import { SYN_EVENT_OFFSET, SYN_EVENT_SIZE, ScanVerdict } from '@packetwatch/bpf/records';
-import { AddressError, GrpcStatus, type Logger, ServerError, type TlsFiles, VERSION, formatAddress, parseAddress, parsePrefix, unary } from '@packetwatch/common';
+import { AddressError, GrpcStatus, type Logger, type MethodRoles, ServerError, type TlsFiles, VERSION, formatAddress, parseAddress, parsePrefix, unary } from '@packetwatch/common';
 import {
   type AddAllowRequest,
   type AddAllowResponse,
@@ -504,6 +504,19 @@ function watch(ctx: PolicyContext): grpc.handleServerStreamingCall<WatchRequest,
     call.on('error', unsubscribe);
   };
 }
+
+/** Who may call what over TLS: only a probe reports; everything else is the operators'. */
+export const POLICY_ROLES: MethodRoles<PolicyServer> = {
+  report: ['probe'],
+  getStatus: ['operator'],
+  listDecisions: ['operator'],
+  block: ['operator'],
+  unblock: ['operator'],
+  watch: ['operator'],
+  addAllow: ['operator'],
+  removeAllow: ['operator'],
+  listAllow: ['operator'],
+};
 
 export function policyService(ctx: PolicyContext): PolicyServer {
   const { log } = ctx;

@@ -28,7 +28,7 @@ import { probeSettings, validate } from './config.js';
 import { ProbeMetrics } from './metrics.js';
 import { EventQueue } from './queue.js';
 import { Reporter } from './reporter.js';
-import { attachModeOf, probeService } from './service.js';
+import { PROBE_ROLES, attachModeOf, probeService } from './service.js';
 
 const NAME = 'packetwatch-probe';
 /** Records are in host byte order; the policy reads them little-endian, as every supported host is. */
@@ -248,6 +248,7 @@ runMain(NAME, async () => {
         definition: ProbeService,
         implementation: probeService(blocks, status, log, (s) => metrics.blockApplySeconds.observe(s)),
         name: 'packetwatch.v1.Probe',
+        roles: PROBE_ROLES,
       },
     ],
     reflection: { root: PROTO_ROOT, files: PROTO_FILES },

@@ -1,7 +1,7 @@
 // packetwatch.v1.Probe over gRPC: argument checks and status mapping here,
 // the rules in Blocks.
 import { type BlockReason as KernelReason } from '@packetwatch/bpf';
-import { GrpcStatus, type Logger, ServerError, unary } from '@packetwatch/common';
+import { GrpcStatus, type Logger, type MethodRoles, ServerError, unary } from '@packetwatch/common';
 import {
   AttachMode,
   type Block,
@@ -50,6 +50,14 @@ function reasonOf(r: BlockReason): KernelReason {
   }
   return r as number as KernelReason;
 }
+
+/** Who may call what over TLS: blocks are the policy's to make; operators read. */
+export const PROBE_ROLES: MethodRoles<ProbeServer> = {
+  blockIp: ['policy'],
+  unblockIp: ['policy'],
+  listBlocks: ['policy', 'operator'],
+  getStatus: ['policy', 'operator'],
+};
 
 export function probeService(
   blocks: Blocks,
