@@ -126,6 +126,11 @@ export class Allowlist {
     return this.#own.get(probeId)?.keys.has(key) ?? false;
   }
 
+  /** The fleet-wide entries (configured, then operators'), canonical: what every probe's kernel allowlist holds. */
+  fleet(): string[] {
+    return [...new Set([...this.#configured.map((c) => formatPrefix(c.prefix)), ...this.#operator.keys()])];
+  }
+
   /** Every entry, for status: configured prefixes, operators' entries and own addresses. */
   entries(): string[] {
     const own = [...this.#own.values()].flatMap((o) => o.texts);

@@ -8,6 +8,7 @@ import {
   BlockReason,
   type BlockIpResponse,
   type ListBlocksResponse,
+  type PolicyMessage,
   ProbeClient,
   type ProbeHello,
   type UnblockIpResponse,
@@ -31,6 +32,8 @@ export class ProbeSession {
   clockSkewMs = 0;
   /** Whether that is beyond the tolerance, so its event times are being corrected. */
   clockCorrected = false;
+  /** Writes a message on the probe's Report stream (set once its hello is answered). */
+  toProbe: (m: PolicyMessage) => void = () => {};
   ownAddresses: string[];
   readonly #client: ProbeClient;
 

@@ -387,6 +387,8 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
         }
         setOwn(s, hello.value.ownAddresses);
         call.write({ message: { $case: 'hello', value: { version: VERSION } } });
+        s.toProbe = (msg) => call.write(msg);
+        sendAllowlist(ctx, [s]);
         ctx.decisions
           .reconcile(s)
           .then((repairs) => ctx.log.info({ probe: s.id, repairs }, 'reconciled decisions with the kernel blocklist'))
@@ -505,6 +507,12 @@ function watch(ctx: PolicyContext): grpc.handleServerStreamingCall<WatchRequest,
   };
 }
 
+/** Sends the fleet-wide allowlist to these probes, for their kernel allowlists (PolicyAllowlist). */
+function sendAllowlist(ctx: PolicyContext, to: readonly ProbeSession[]): void {
+  const prefixes = ctx.allowlist.fleet();
+  for (const s of to) s.toProbe({ message: { $case: 'allowlist', value: { prefixes } } });
+}
+
 /** Who may call what over TLS: only a probe reports; everything else is the operators'. */
 export const POLICY_ROLES: MethodRoles<PolicyServer> = {
   report: ['probe'],
@@ -577,6 +585,7 @@ export function policyService(ctx: PolicyContext): PolicyServer {
         ctx.store.addAllow(prefix, req.note, now);
         ctx.feed.publish({ timeMs: now, kind: 'whitelist', source: prefix, port: 0, probeId: '', message: req.note || 'added by an operator' });
         log.info({ prefix, note: req.note }, 'allowlisted by an operator');
+        sendAllowlist(ctx, ctx.probes.all());
       }
       const p = parsePrefix(prefix);
       const covered = ctx.decisions.active().filter((d) => covers(p, parseAddress(d.ip)));
@@ -594,6 +603,7 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       if (removed) {
         ctx.store.removeAllow(prefix);
         log.info({ prefix }, 'removed from the allowlist by an operator');
+        sendAllowlist(ctx, ctx.probes.all());
       }
       return { removed };
     }),

@@ -53,7 +53,7 @@ export class Blocks {
     }
     const text = formatAddress(addr);
     if (this.allowlisted(addr)) {
-      throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${text} is allowlisted (an own address or a configured prefix) and cannot be blocked`);
+      throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${text} is allowlisted (an own address of this probe, or the policy's allowlist) and cannot be blocked`);
     }
     const now = clock.boottimeNs();
     const existing = this.dp.blocklist.get(addr);

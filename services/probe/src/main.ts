@@ -21,7 +21,7 @@ import {
 import { PROTO_FILES, PROTO_ROOT, ProbeService } from '@packetwatch/proto';
 import { InterfaceNotFoundError } from 'libbpf-ts';
 import { AddressWatcher } from './addresses.js';
-import { addOwn, removeOwn, syncOwn } from './allowlist.js';
+import { AllowOrigin, allowFrom, applyPolicyAllowlist, disallowFrom, syncFrom } from './allowlist.js';
 import { type AttachState, type Attachment, attach, checkAttachment, detach } from './attachment.js';
 import { Blocks, bootToUnixOffsetNs } from './blocks.js';
 import { probeSettings, validate } from './config.js';
@@ -89,12 +89,12 @@ runMain(NAME, async () => {
   const watcher = new AddressWatcher(c.ifdev, (change) => {
     log.info(change, 'interface addresses changed');
     if (c.whitelistSelf) {
-      addOwn(dp, change.added);
-      removeOwn(dp, change.removed);
+      allowFrom(dp, AllowOrigin.OwnAddress, change.added);
+      disallowFrom(dp, AllowOrigin.OwnAddress, change.removed);
     }
     reporter.send({ message: { $case: 'ownAddresses', value: { addresses: change.current } } });
   });
-  syncOwn(dp, c.whitelistSelf ? watcher.current : []);
+  syncFrom(dp, AllowOrigin.OwnAddress, c.whitelistSelf ? watcher.current : []);
   if (c.whitelistSelf) log.info({ addresses: watcher.current }, 'allowlisted own addresses');
 
   const queue = new EventQueue(c.eventQueue, c.batchEvents, SYN_EVENT_SIZE);
@@ -120,6 +120,7 @@ runMain(NAME, async () => {
       kernelScanWindow: { seconds: BigInt(c.timeThreshold), nanos: 0 },
     }),
     log,
+    { onAllowlist: (prefixes) => applyPolicyAllowlist(dp, prefixes, log) },
   );
 
   // Kernel timestamps are CLOCK_BOOTTIME; the policy wants wall-clock time.

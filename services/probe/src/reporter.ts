@@ -85,7 +85,7 @@ export class Reporter {
     private readonly queue: EventQueue,
     private readonly hello: () => ProbeHello,
     private readonly log: Logger,
-    private readonly onConnectionChange: (connected: boolean) => void = () => {},
+    private readonly handlers: { onConnectionChange?: (connected: boolean) => void; onAllowlist?: (prefixes: string[]) => void } = {},
   ) {
     // A plain client, so that Report can use serializeProbeMessage; the
     // method, the messages and the response decoder are the generated ones.
@@ -149,8 +149,10 @@ export class Reporter {
         this.#connected = true;
         this.#backoff = BACKOFF_MIN_MS;
         this.log.info({ policy: endpointTarget(this.endpoint), policyVersion: msg.message.value.version }, 'connected to the policy service');
-        this.onConnectionChange(true);
+        this.handlers.onConnectionChange?.(true);
         this.#flush();
+      } else if (msg.message?.$case === 'allowlist') {
+        this.handlers.onAllowlist?.(msg.message.value.prefixes);
       }
     });
     call.on('drain', () => {
@@ -163,7 +165,7 @@ export class Reporter {
       const was = this.#connected;
       this.#connected = false;
       this.#writable = false;
-      if (was) this.onConnectionChange(false);
+      if (was) this.handlers.onConnectionChange?.(false);
       if (this.#stopped) return;
       const delay = Math.round(this.#backoff * (0.5 + Math.random() / 2));
       this.#backoff = Math.min(this.#backoff * 2, BACKOFF_MAX_MS);
