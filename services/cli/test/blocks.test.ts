@@ -17,6 +17,7 @@ function decision(ip: string, o: Partial<Decision> = {}): Decision {
     ended: undefined,
     enforcedBy: ['victim/pwv1'],
     missingOn: [],
+    unrecorded: false,
     ...o,
   };
 }

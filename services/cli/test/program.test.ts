@@ -180,6 +180,7 @@ describe('packetwatchctl: against a fake policy', () => {
     ended: undefined,
     enforcedBy: ['host/lo'],
     missingOn: [],
+    unrecorded: false,
   };
   const unimplemented = (_call: unknown, cb: grpc.sendUnaryData<never>) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'fake' });
 

@@ -36,6 +36,9 @@ const policyStatus: GetPolicyStatusResponse = {
   driftRepairs: 0n,
   blockFailures: 0n,
   started: new Date(NOW - 130_000),
+  storeErrors: 0n,
+  storeWritesHeld: 0n,
+  storeFailure: '',
 };
 
 const counters = {
