@@ -247,6 +247,13 @@ export class Services {
   }
 }
 
+/** startPongServer(), once it listens on every port. */
+export async function listeningPongServer(netns: string, ports: number[]): Promise<ServiceProcess> {
+  const pong = startPongServer(netns, ports);
+  await waitFor('the pong server', () => (pong.stdout.length === ports.length ? true : undefined), START_TIMEOUT_MS);
+  return pong;
+}
+
 /** A small HTTP server inside a namespace answering "pong" on each port. */
 export function startPongServer(netns: string, ports: number[]): ServiceProcess {
   const script = `

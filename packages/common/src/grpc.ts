@@ -124,7 +124,8 @@ export interface ServerOptions {
 
 export interface RunningServer {
   server: grpc.Server;
-  health: HealthImplementation;
+  /** Sets the health of every service served, and of the server as a whole (''), to SERVING or NOT_SERVING. */
+  setServing(serving: boolean): void;
   /** Stops accepting calls; waits up to graceMs for calls in progress, then cancels them. */
   close(graceMs?: number): Promise<void>;
 }
@@ -170,10 +171,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   new ReflectionService(packageDefinition, {
     services: [...opts.services.map((s) => s.name), 'grpc.health.v1.Health'],
   }).addToServer(server);
-  for (const s of opts.services) {
-    server.addService(s.definition, s.implementation);
-    health.setStatus(s.name, 'NOT_SERVING');
-  }
+  const setServing = (serving: boolean) => {
+    const status = serving ? 'SERVING' : 'NOT_SERVING';
+    for (const s of opts.services) health.setStatus(s.name, status);
+    health.setStatus('', status);
+  };
+  for (const s of opts.services) server.addService(s.definition, s.implementation);
+  setServing(false);
 
   if (opts.socket) {
     const { path, mode, group } = opts.socket;
@@ -201,16 +205,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     const port = await bind(server, endpointTarget(endpoint), serverCredentials(tls));
     opts.log.info({ host: endpoint.host, port, tls: Boolean(tls?.cert), mutual: Boolean(tls?.ca) }, 'gRPC listening on TCP');
   }
-  for (const s of opts.services) health.setStatus(s.name, 'SERVING');
-  health.setStatus('', 'SERVING');
+  setServing(true);
 
   return {
     server,
-    health,
+    setServing,
     close: (graceMs = 2000) =>
       new Promise<void>((resolve) => {
-        for (const s of opts.services) health.setStatus(s.name, 'NOT_SERVING');
-        health.setStatus('', 'NOT_SERVING');
+        setServing(false);
         const timer = setTimeout(() => {
           server.forceShutdown();
           resolve();

@@ -22,6 +22,8 @@ export interface BlockRow {
   /** Whether the probe's kernel holds the block; null when not checked. */
   inKernel: boolean | null;
   drift: Drift | null;
+  /** A change to the decision is held in the policy's memory: its store refused it (enforced all the same). */
+  unrecorded: boolean;
 }
 
 /** The probe's kernel view, or why there is none. */
@@ -78,6 +80,7 @@ export function decisionRow(d: Decision, nowMs: number, held: boolean | null = n
     missingOn: d.missingOn,
     inKernel: held,
     drift: active && held === false ? 'notInKernel' : null,
+    unrecorded: d.unrecorded,
   };
 }
 
@@ -107,6 +110,7 @@ export function blockRows(decisions: readonly Decision[], kernel: KernelView, no
         missingOn: [],
         inKernel: true,
         drift: 'noDecision',
+        unrecorded: false,
       });
     }
   }
@@ -155,10 +159,23 @@ export function blocksText(rows: readonly BlockRow[], kernel: KernelView, nowMs:
     BLOCK_HEADERS,
     rows.map((r) => [r.ip, r.reason, r.origin ?? '-', relative(at(r.created), nowMs, '-'), expiresText(r, nowMs), enforcedText(r), driftText(r, kernel)]),
   );
+  const notes = [unrecordedNote(rows)];
   const drifting = rows.filter((r) => r.drift !== null).length;
-  if (drifting === 0 || !kernel.checked) return body;
+  if (drifting > 0 && kernel.checked) {
+    notes.push(
+      `${plural(drifting, 'row')} marked DRIFT: the policy and the kernel of ${kernel.probeId} disagree. ` +
+        'The policy repairs this on its next reconcile; `packetwatchctl unblock <ip>` removes a kernel block without a decision.',
+    );
+  }
+  return [body, ...notes.filter((n) => n !== undefined)].join('\n\n');
+}
+
+/** What to say when some decisions are enforced but not in the policy's store; undefined when all are. */
+export function unrecordedNote(rows: readonly BlockRow[]): string | undefined {
+  const n = rows.filter((r) => r.unrecorded).length;
+  if (n === 0) return undefined;
   return (
-    `${body}\n\n${plural(drifting, 'row')} marked DRIFT: the policy and the kernel of ${kernel.probeId} disagree. ` +
-    'The policy repairs this on its next reconcile; `packetwatchctl unblock <ip>` removes a kernel block without a decision.'
+    `${plural(n, 'decision')} ${n === 1 ? 'is' : 'are'} enforced but not recorded: the policy's decision store refuses writes ` +
+    '(`packetwatchctl status` says why); recorded once it takes them again, lost if the policy stops first.'
   );
 }

@@ -26,7 +26,7 @@ import type {
 } from '@packetwatch/proto';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { allowJson, allowText } from './allow.js';
-import { type BlockRow, type KernelView, blockRows, blocksJson, blocksText, decisionRow, expiresText } from './blocks.js';
+import { type BlockRow, type KernelView, blockRows, blocksJson, blocksText, decisionRow, expiresText, unrecordedNote } from './blocks.js';
 import { bashCompletion } from './completion.js';
 import { plural } from './format.js';
 import { type PolicyConnection, type ProbeConnection, RpcError, connectPolicy, connectProbe, watch } from './rpc.js';
@@ -203,6 +203,12 @@ function describeRow(r: BlockRow, nowMs: number): string {
   return `${r.ip}: ${r.reason} (${r.origin ?? 'no decision'}), expires ${expiresText(r, nowMs)}, ${by}`;
 }
 
+/** The block or unblock was made; says on stderr when the policy could not record it. */
+function warnUnrecorded(ctx: Context, rows: readonly BlockRow[]): void {
+  const note = unrecordedNote(rows);
+  if (note) ctx.warn(note);
+}
+
 async function status(ctx: Context): Promise<number> {
   const policy = ctx.policy();
   const probe = ctx.probe();
@@ -279,6 +285,7 @@ async function block(ctx: Context, ipText: string, opts: { ttl?: number; reason?
   } else if (row) {
     ctx.print(res.alreadyBlocked ? `Already blocked: ${describeRow(row, now)}` : `Blocked ${describeRow(row, now)}`);
   }
+  warnUnrecorded(ctx, row ? [row] : []);
   return EXIT.ok;
 }
 
@@ -302,6 +309,7 @@ async function unblock(ctx: Context, ipText: string | undefined, opts: { all?: b
   } else {
     ctx.print(`Unblocked ${plural(ended.length, 'source')}: ${ended.map((r) => `${r.ip} (decision ${r.decisionId}, ${r.reason})`).join(', ')}`);
   }
+  warnUnrecorded(ctx, ended);
   return EXIT.ok;
 }
 

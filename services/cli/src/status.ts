@@ -74,6 +74,12 @@ export interface PolicyStatusJson {
   evictions: number;
   driftRepairs: number;
   blockFailures: number;
+  /** Decision store statements that failed since start (retries included). */
+  storeErrors: number;
+  /** Writes held in memory because the store refused them. */
+  storeWritesHeld: number;
+  /** The store's latest failure while it is failing; null when it works. */
+  storeFailure: string | null;
   probes: PolicyProbeJson[];
 }
 
@@ -140,6 +146,9 @@ function policyJson(r: ServiceReply<GetPolicyStatusResponse>, nowMs: number): Po
     evictions: Number(s.evictions),
     driftRepairs: Number(s.driftRepairs),
     blockFailures: Number(s.blockFailures),
+    storeErrors: Number(s.storeErrors),
+    storeWritesHeld: Number(s.storeWritesHeld),
+    storeFailure: s.storeFailure || null,
     probes: s.probes.map((p) => ({
       probeId: p.probeId,
       version: p.version,
@@ -198,6 +207,11 @@ function unreachableText(title: string, u: UnreachableJson): string {
   return `${title}  ${u.address}\n${keyValues([['health', `UNREACHABLE: ${u.error.code} (${u.error.message})`]])}`;
 }
 
+function storeText(p: PolicyStatusJson): string {
+  if (p.storeFailure === null) return p.storeErrors > 0 ? `ok (${plural(p.storeErrors, 'error')} since start)` : 'ok';
+  return `FAILING: ${p.storeFailure}; ${plural(p.storeWritesHeld, 'write')} held in memory, enforced all the same`;
+}
+
 function policyText(p: PolicyStatusJson, nowMs: number): string {
   const rows: KeyValue[] = [
     ['health', p.health],
@@ -210,6 +224,7 @@ function policyText(p: PolicyStatusJson, nowMs: number): string {
     ['active decisions', count(p.activeDecisions)],
     ['events', `${count(p.eventsReceived)} received, ${count(p.eventsLost)} lost`],
     ['detections', `${count(p.detections)} (block failures ${count(p.blockFailures)}, drift repairs ${count(p.driftRepairs)}, evictions ${count(p.evictions)})`],
+    ['store', storeText(p)],
     ['probes', `${count(p.probes.length)} connected`],
   ];
   const probes = p.probes.map(

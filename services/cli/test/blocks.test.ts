@@ -17,6 +17,7 @@ function decision(ip: string, o: Partial<Decision> = {}): Decision {
     ended: undefined,
     enforcedBy: ['victim/pwv1'],
     missingOn: [],
+    unrecorded: false,
     ...o,
   };
 }
@@ -122,6 +123,17 @@ describe('blocks: the table', () => {
     ]);
   });
 
+  it('says under the table how many decisions the policy holds unrecorded, before any drift note', () => {
+    const view = kernel([kernelBlock('10.0.0.2')]);
+    const rows = blockRows([decision('10.0.0.2', { unrecorded: true }), decision('10.0.0.3', { id: 2n, unrecorded: true })], view, NOW);
+    const text = blocksText(rows, view, NOW, false).split('\n\n');
+    expect(text.slice(1)).toEqual([
+      "2 decisions are enforced but not recorded: the policy's decision store refuses writes (`packetwatchctl status` says why); recorded once it takes them again, lost if the policy stops first.",
+      '1 row marked DRIFT: the policy and the kernel of victim/pwv1 disagree. The policy repairs this on its next reconcile; `packetwatchctl unblock <ip>` removes a kernel block without a decision.',
+    ]);
+    expect(rows.map((r) => r.unrecorded)).toEqual([true, true]);
+  });
+
   it('says so when there is nothing', () => {
     expect(blocksText([], kernel([]), NOW, false)).toBe('No active decisions.');
     expect(blocksText([], kernel([]), NOW, true)).toBe('No decisions.');
@@ -147,6 +159,7 @@ describe('blocks: JSON', () => {
           missingOn: [],
           inKernel: false,
           drift: 'notInKernel',
+          unrecorded: false,
         },
         {
           decisionId: null,
@@ -161,6 +174,7 @@ describe('blocks: JSON', () => {
           missingOn: [],
           inKernel: true,
           drift: 'noDecision',
+          unrecorded: false,
         },
       ],
       kernel: { address: 'unix:/run/packetwatch/probe.sock', checked: true, probeId: 'victim/pwv1', error: null },

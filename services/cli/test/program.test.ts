@@ -180,6 +180,7 @@ describe('packetwatchctl: against a fake policy', () => {
     ended: undefined,
     enforcedBy: ['host/lo'],
     missingOn: [],
+    unrecorded: false,
   };
   const unimplemented = (_call: unknown, cb: grpc.sendUnaryData<never>) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'fake' });
 
@@ -204,10 +205,15 @@ describe('packetwatchctl: against a fake policy', () => {
           cb({ code: grpc.status.FAILED_PRECONDITION, details: '192.0.2.1 is allowlisted and cannot be blocked' });
           return;
         }
-        cb(null, { decision, alreadyBlocked: false });
+        // 192.0.2.9: a policy whose decision store refuses writes.
+        cb(null, { decision: call.request.ip === '192.0.2.9' ? { ...decision, ip: '192.0.2.9', unrecorded: true } : decision, alreadyBlocked: false });
       },
       unblock: (call, cb) => {
         calls.push({ method: 'unblock', request: call.request });
+        if (call.request.ip === '192.0.2.9') {
+          cb(null, { ended: [{ ...decision, ip: '192.0.2.9', ended: new Date(NOW), unrecorded: true }] });
+          return;
+        }
         cb(null, { ended: call.request.all || call.request.ip === decision.ip ? [{ ...decision, ended: new Date(NOW) }] : [] });
       },
       addAllow: unimplemented,
@@ -261,9 +267,17 @@ describe('packetwatchctl: against a fake policy', () => {
         missingOn: [],
         inKernel: null,
         drift: null,
+        unrecorded: false,
       },
       alreadyBlocked: false,
     });
+  });
+
+  it('block and unblock that the policy made but could not record succeed, and say so on stderr', async () => {
+    const note =
+      "packetwatchctl: 1 decision is enforced but not recorded: the policy's decision store refuses writes (`packetwatchctl status` says why); recorded once it takes them again, lost if the policy stops first.\n";
+    expect(await cli('--policy', policy, 'block', '192.0.2.9')).toEqual({ code: 0, out: 'Blocked 192.0.2.9: by hand (manual), expires in 59m, enforced by host/lo\n', err: note });
+    expect(await cli('--policy', policy, 'unblock', '192.0.2.9')).toEqual({ code: 0, out: 'Unblocked 1 source: 192.0.2.9 (decision 7, by hand)\n', err: note });
   });
 
   it('a refusal exits 1 with what the policy said', async () => {

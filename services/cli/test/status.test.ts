@@ -37,6 +37,9 @@ const policyStatus: GetPolicyStatusResponse = {
   driftRepairs: 0n,
   blockFailures: 0n,
   started: new Date(NOW - 130_000),
+  storeErrors: 0n,
+  storeWritesHeld: 0n,
+  storeFailure: '',
 };
 
 const counters = {
@@ -98,6 +101,7 @@ describe('status: text', () => {
         '  active decisions  1',
         '  events            1,234 received, 0 lost',
         '  detections        1 (block failures 0, drift repairs 0, evictions 0)',
+        '  store             ok',
         '  probes            1 connected',
         '    host/lo: lo, generic XDP, program 42, 1,234 events (0 lost), connected 2m ago',
         '',
@@ -137,6 +141,23 @@ describe('status: text', () => {
     expect(skewed(-3n, -500_000_000)).toBe('    host/lo: lo, generic XDP, program 42, 1,234 events (0 lost), connected 2m ago, clock 3s ahead');
   });
 
+  it('shows a failing decision store: what it said and how many writes the policy holds', () => {
+    const failing = {
+      address: POLICY,
+      health: { ok: true as const, value: 'NOT_SERVING' },
+      status: { ok: true as const, value: { ...policyStatus, storeErrors: 3n, storeWritesHeld: 2n, storeFailure: 'insert: database or disk is full (SQLITE_FULL)' } },
+    };
+    const text = statusText(statusJson(failing, probeOk, NOW), NOW);
+    expect(text).toContain('  health            NOT_SERVING\n');
+    expect(text).toContain('  store             FAILING: insert: database or disk is full (SQLITE_FULL); 2 writes held in memory, enforced all the same\n');
+    expect(statusJson(failing, probeOk, NOW).policy).toMatchObject({ storeErrors: 3, storeWritesHeld: 2, storeFailure: 'insert: database or disk is full (SQLITE_FULL)' });
+  });
+
+  it('shows a decision store that failed and recovered: ok, with the errors since start', () => {
+    const recovered = { ...policyOk, status: { ok: true as const, value: { ...policyStatus, storeErrors: 1n } } };
+    expect(statusText(statusJson(recovered, probeOk, NOW), NOW)).toContain('  store             ok (1 error since start)\n');
+  });
+
   it('shows a block TTL and a policy that is not connected', () => {
     const ttl = { ...policyOk, status: { ok: true as const, value: { ...policyStatus, blockTtl: { seconds: 3600n, nanos: 0 }, probes: [] } } };
     const lonely = { ...probeOk, status: { ok: true as const, value: { ...probeStatus, policyConnected: false } } };
@@ -170,6 +191,9 @@ describe('status: JSON', () => {
       evictions: 0,
       driftRepairs: 0,
       blockFailures: 0,
+      storeErrors: 0,
+      storeWritesHeld: 0,
+      storeFailure: null,
       probes: [
         {
           probeId: 'host/lo',

@@ -1,8 +1,10 @@
 // Decisions: who is blocked, why, since when, until when, and where it is
-// enforced. A decision is recorded first, then applied to every connected
-// probe (the probe that saw a scan first); a probe that connects later gets
-// every active decision on reconcile, which also adopts blocks found only in
-// its kernel and re-applies those missing from it (drift repair).
+// enforced. A decision is made in memory and applied to every connected
+// probe (the probe that saw a scan first), and recorded in the store as
+// that starts: enforcement never waits on the store, nor fails with it
+// (recorder.ts holds what the store refuses). A probe that connects later
+// gets every active decision on reconcile, which also adopts blocks found
+// only in its kernel and re-applies those missing from it (drift repair).
 import * as grpc from '@grpc/grpc-js';
 import { AddressError, GrpcStatus, type Logger, ServerError, formatAddress, parseAddress } from '@packetwatch/common';
 import { BlockReason } from '@packetwatch/proto';
@@ -11,8 +13,9 @@ import type { Detection, Detector } from './detector.js';
 import type { Feed } from './feed.js';
 import type { PolicyMetrics } from './metrics.js';
 import type { ProbeRegistry, ProbeSession } from './probes.js';
+import type { Recorder } from './recorder.js';
 import { type SourceKey, addressKey } from './sourcekey.js';
-import { type DecisionRecord, type DecisionStore, type Origin, isActive } from './store.js';
+import { type DecisionRecord, type Origin, isActive } from './store.js';
 
 const KERNEL_REASON: Record<Origin, BlockReason> = {
   detector: BlockReason.BLOCK_REASON_PORTSCAN,
@@ -41,7 +44,7 @@ export class Decisions {
   #recentBlocks: number[] = [];
 
   constructor(
-    private readonly store: DecisionStore,
+    private readonly recorder: Recorder,
     private readonly probes: ProbeRegistry,
     private readonly allowlist: Allowlist,
     private readonly detector: Detector,
@@ -51,7 +54,7 @@ export class Decisions {
     private readonly detectorTtlSeconds: number,
     private readonly maxBlocksPerMinute = 0,
   ) {
-    for (const d of store.active(Date.now())) this.#setActive(d);
+    for (const d of recorder.read((s) => s.active(Date.now()))) this.#setActive(d);
   }
 
   /** Whether a source (canonical text) is under an active decision. */
@@ -88,8 +91,9 @@ export class Decisions {
     return [...this.#active.values()].filter((d) => isActive(d, now));
   }
 
+  /** Every recorded decision (held ones are in active() only until the store takes them). */
   all(): DecisionRecord[] {
-    return this.store.all();
+    return this.recorder.read((s) => s.all());
   }
 
   enforcedBy(ip: string): string[] {
@@ -119,7 +123,7 @@ export class Decisions {
       return;
     }
     const windowS = ((det.lastMs - det.firstMs) / 1000).toFixed(3);
-    const d = this.#record({
+    const d = this.#decide({
       ip: source,
       reason:
         det.ports.length > 1
@@ -128,15 +132,17 @@ export class Decisions {
       origin: 'detector',
       ttlSeconds: this.detectorTtlSeconds,
     });
+    // The probe's XDP program blocked it at the crossing SYN itself, or BlockIp leaves now.
+    const applied = kernelBlocked ? undefined : this.#apply(d, session);
+    this.recorder.insert(d);
     this.metrics.counts.detections++;
     this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source, port: 0, probeId: session.id, message: d.reason });
     this.log.info({ ip: source, probe: session.id, reason: d.reason, decision: d.id }, 'port scanner detected');
-    if (kernelBlocked) {
-      // The probe's XDP program blocked it at the crossing SYN itself.
+    if (!applied) {
       this.#enforced(d.ip, session.id, true);
       this.metrics.detectionToBlock.observe(0);
       this.log.info({ ip: source, probe: session.id, detectionToBlockMs: 0 }, 'block in force (in-kernel detection)');
-    } else if (await this.#apply(d, session)) {
+    } else if (await applied) {
       const seconds = Math.max(0, (Date.now() - det.tsMs) / 1000);
       this.metrics.detectionToBlock.observe(seconds);
       this.log.info({ ip: source, probe: session.id, detectionToBlockMs: Math.round(seconds * 1e4) / 10 }, 'block in force');
@@ -165,7 +171,7 @@ export class Decisions {
     const now = Date.now();
     for (const d of this.active()) {
       if (!this.allowlist.has(parseAddress(d.ip))) continue;
-      this.store.end(d.id, now);
+      this.recorder.end({ ...d, endedMs: now });
       this.#dropActive(d.ip);
       this.log.warn({ ip: d.ip, decision: d.id }, 'decision ended: the source is allowlisted');
     }
@@ -191,10 +197,12 @@ export class Decisions {
     }
     const existing = this.#active.get(text);
     if (existing && isActive(existing, Date.now())) return { decision: existing, alreadyBlocked: true };
-    const d = this.#record({ ip: text, reason: reason || 'blocked by an operator', origin: 'manual', ttlSeconds });
+    const d = this.#decide({ ip: text, reason: reason || 'blocked by an operator', origin: 'manual', ttlSeconds });
+    const applied = Promise.all(this.probes.all().map((p) => this.#apply(d, p)));
+    this.recorder.insert(d);
     this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source: text, port: 0, probeId: '', message: d.reason });
     this.log.info({ ip: text, reason: d.reason, ttlSeconds, decision: d.id }, 'blocked by an operator');
-    await Promise.all(this.probes.all().map((p) => this.#apply(d, p)));
+    await applied;
     return { decision: d, alreadyBlocked: false };
   }
 
@@ -204,10 +212,11 @@ export class Decisions {
     const now = Date.now();
     const ended: DecisionRecord[] = [];
     for (const d of targets) {
-      this.store.end(d.id, now);
+      const done = { ...d, endedMs: now };
+      this.recorder.end(done);
       this.#dropActive(d.ip);
       this.detector.forget(addressKey(parseAddress(d.ip)));
-      ended.push({ ...d, endedMs: now });
+      ended.push(done);
       this.feed.publish({ timeMs: now, kind: 'unblock', source: d.ip, port: 0, probeId: '', message: 'unblocked' });
       this.log.info({ ip: d.ip, decision: d.id }, 'unblocked');
     }
@@ -256,7 +265,14 @@ export class Decisions {
         this.#enforced(ip, session.id, true);
         continue;
       }
-      const ended = this.store.lastEnded(ip);
+      let ended: DecisionRecord | undefined;
+      try {
+        ended = this.recorder.lastEnded(ip);
+      } catch {
+        // The store cannot say whether an operator ended it (counted and
+        // logged): neither lifted nor adopted until a reconcile that can.
+        continue;
+      }
       if (ended?.endedMs !== undefined && (b.created === undefined || ended.endedMs >= b.created.getTime())) {
         // An unblock that did not reach this probe (it was away, the call
         // failed, the policy was killed in between): the ended decision wins.
@@ -273,13 +289,14 @@ export class Decisions {
         continue;
       }
       const ttlSeconds = b.expires ? Math.max(1, (b.expires.getTime() - Date.now()) / 1000) : 0;
-      const d = this.#record({
+      const d = this.#decide({
         ip,
         reason: `found in the kernel blocklist of ${session.id}`,
         origin: 'kernel',
         ttlSeconds,
         createdMs: b.created?.getTime(),
       });
+      this.recorder.insert(d);
       this.metrics.counts.kernelBlocksAdopted++;
       this.log.warn({ ip, probe: session.id, decision: d.id }, 'drift: kernel block without a decision; adopted');
       repairs++;
@@ -293,15 +310,19 @@ export class Decisions {
     return repairs;
   }
 
-  #record(o: { ip: string; reason: string; origin: Origin; ttlSeconds: number; createdMs?: number | undefined }): DecisionRecord {
-    const createdMs = o.createdMs ?? Date.now();
-    const d = this.store.insert({
+  /** A new decision, active from now; the caller records it once its enforcement has started. */
+  #decide(o: { ip: string; reason: string; origin: Origin; ttlSeconds: number; createdMs?: number | undefined }): DecisionRecord {
+    const now = Date.now();
+    // Whole milliseconds, as the store keeps them: the decision in memory is the one recorded.
+    const d: DecisionRecord = {
+      id: this.recorder.newId(),
       ip: o.ip,
       reason: o.reason,
       origin: o.origin,
-      createdMs,
-      expiresMs: o.ttlSeconds > 0 ? Date.now() + o.ttlSeconds * 1000 : undefined,
-    });
+      createdMs: Math.round(o.createdMs ?? now),
+      expiresMs: o.ttlSeconds > 0 ? Math.round(now + o.ttlSeconds * 1000) : undefined,
+      endedMs: undefined,
+    };
     this.#setActive(d);
     return d;
   }

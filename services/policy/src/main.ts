@@ -22,8 +22,9 @@ import { Detector } from './detector.js';
 import { Feed } from './feed.js';
 import { PolicyMetrics } from './metrics.js';
 import { ProbeRegistry } from './probes.js';
+import { Recorder } from './recorder.js';
 import { POLICY_ROLES, policyService } from './service.js';
-import { DecisionStore } from './store.js';
+import { DecisionStore, StoreOpenError } from './store.js';
 import { deserializeProbeMessage } from './wire.js';
 import { banner, header, row } from './table.js';
 
@@ -49,7 +50,10 @@ runMain(NAME, async () => {
   try {
     opened = DecisionStore.open(c.stateDir);
   } catch (e) {
-    throw new ConfigError('PW_STATE_DIR', c.stateDir, `a directory this user can write (${(e as Error).message})`);
+    // Not the setting's fault, and not damage: a lock, permissions, a
+    // read-only or full file system, a newer schema. Exit 1, history untouched.
+    if (e instanceof StoreOpenError) throw new Error(`PW_STATE_DIR=${c.stateDir}: ${e.message}`);
+    throw e;
   }
   const { store } = opened;
   if (opened.movedAside) {
@@ -61,18 +65,20 @@ runMain(NAME, async () => {
 
   const started = new Date();
   const metrics = new PolicyMetrics();
+  const recorder = new Recorder(store, metrics, log);
   const feed = new Feed();
   const detector = new Detector({ portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, maxSources: c.maxSources });
   const allowlist = new Allowlist(c.allowPrefixes);
   for (const e of store.allowEntries()) allowlist.addOperator(e.prefix, e.addedMs, e.note);
   const probes = new ProbeRegistry();
-  const decisions = new Decisions(store, probes, allowlist, detector, feed, metrics, log, c.blockTtl, c.maxBlocksPerMinute);
+  const decisions = new Decisions(recorder, probes, allowlist, detector, feed, metrics, log, c.blockTtl, c.maxBlocksPerMinute);
   log.info({ decisions: decisions.active().length, stateDir: c.stateDir }, 'decisions restored from the store');
   metrics.observe({
     trackedSources: () => detector.tracked,
     evictions: () => detector.evictions,
     activeDecisions: () => decisions.active().length,
     probesConnected: () => probes.size,
+    storeWritesHeld: () => recorder.state.held,
   });
 
   let bannerShown = false;
@@ -123,7 +129,7 @@ runMain(NAME, async () => {
           windowSeconds: c.timeThreshold,
           blockTtlSeconds: c.blockTtl,
           started,
-          store,
+          recorder,
           onProbe,
         }),
         name: 'packetwatch.v1.Policy',
@@ -133,6 +139,9 @@ runMain(NAME, async () => {
     reflection: { root: PROTO_ROOT, files: PROTO_FILES },
     log,
   });
+  // Health says whether decisions are being recorded (recorder.ts); enforcement does not wait on it.
+  grpcServer.setServing(recorder.serving);
+  recorder.onHealth((serving) => grpcServer.setServing(serving));
   let metricsServer: Server | undefined;
   if (c.prometheusPort > 0) metricsServer = await serveMetrics(metrics.registry, c.prometheusPort, c.metricsHost, log);
 
@@ -156,6 +165,7 @@ runMain(NAME, async () => {
     await grpcServer.close(1000);
     await new Promise((r) => (metricsServer ? metricsServer.close(r) : r(undefined)));
     for (const p of probes.all()) p.close();
+    recorder.close();
     store.close();
     log.flush();
     process.exit(0);

@@ -2,6 +2,7 @@
 // increments (and GetStatus reports); the registry reads them at scrape time.
 import { collectProcessMetrics } from '@packetwatch/common';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { STORE_OPS, type StoreOp } from './recorder.js';
 
 export class PolicyCounts {
   eventsReceived = 0;
@@ -22,6 +23,10 @@ export class PolicyCounts {
   kernelBlocksAdopted = 0;
   /** Kernel blocks without a decision not adopted: beyond the blocks-per-minute cap, or not an address. */
   kernelBlocksNotAdopted = 0;
+  /** Statements the decision store failed, by what they were for (recorder.ts); retries count again. */
+  readonly storeErrors = Object.fromEntries(STORE_OPS.map((op) => [op, 0])) as Record<StoreOp, number>;
+  /** Writes the decision store will never get: beyond the held-writes bound, or refused as they are. */
+  storeWritesDropped = 0;
 }
 
 /** a + b, stopping at 2^53 - 1: a counter a peer feeds must not lose its precision or outgrow a uint64. */
@@ -34,9 +39,11 @@ export interface PolicyGauges {
   evictions: () => number;
   activeDecisions: () => number;
   probesConnected: () => number;
+  storeWritesHeld: () => number;
 }
 
-const COUNTERS: [name: string, help: string, key: keyof PolicyCounts][] = [
+/** The counters that are one number each. */
+const COUNTERS: [name: string, help: string, key: Exclude<keyof PolicyCounts, 'storeErrors'>][] = [
   ['packetwatch_policy_events_received_total', 'SYN events received from probes', 'eventsReceived'],
   ['packetwatch_policy_events_lost_total', 'SYN events probes reported they could not deliver', 'eventsLost'],
   ['packetwatch_policy_detections_total', 'Port scanners detected', 'detections'],
@@ -49,6 +56,7 @@ const COUNTERS: [name: string, help: string, key: keyof PolicyCounts][] = [
   ['packetwatch_policy_kernel_blocks_not_adopted_total', 'Kernel blocks without a decision not adopted: beyond the blocks-per-minute cap, or not an address', 'kernelBlocksNotAdopted'],
   ['packetwatch_policy_reports_refused_total', 'Report streams ended with an error status (bad message, probe id in use, no hello first)', 'reportsRefused'],
   ['packetwatch_policy_detections_not_enforced_total', 'Detections not enforced because the blocks-per-minute cap was reached', 'detectionsNotEnforced'],
+  ['packetwatch_policy_store_writes_dropped_total', 'Writes the decision store will never get: beyond the held-writes bound, or refused as they are', 'storeWritesDropped'],
 ];
 
 export class PolicyMetrics {
@@ -75,6 +83,16 @@ export class PolicyMetrics {
         },
       });
     }
+    new Counter({
+      name: 'packetwatch_policy_store_errors_total',
+      help: 'Decision store statements that failed (a full disk, a damaged page, a lock), by operation; a held write retried counts again',
+      labelNames: ['op'],
+      registers,
+      collect() {
+        this.reset();
+        for (const op of STORE_OPS) this.inc({ op }, counts.storeErrors[op]);
+      },
+    });
     this.detectionToBlock = new Histogram({
       name: 'packetwatch_policy_detection_to_block_seconds',
       help: "From the kernel time of the SYN that crossed the threshold to the probe's acknowledgement of the block",
@@ -100,6 +118,7 @@ export class PolicyMetrics {
     gauge('packetwatch_policy_probes_connected', 'Probes with an open Report stream', g.probesConnected);
     gauge('packetwatch_policy_watchers', 'Watch streams open', () => this.watchers);
     gauge('packetwatch_policy_report_streams', 'Report streams open, with or without a hello', () => this.reportStreams);
+    gauge('packetwatch_policy_store_writes_held', 'Writes held in memory because the decision store refused them; retried until it takes them', g.storeWritesHeld);
     new Counter({
       name: 'packetwatch_policy_evictions_total',
       help: 'Tracked sources evicted because the detector was at its cap',

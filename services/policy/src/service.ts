@@ -39,8 +39,9 @@ import type { Feed, FeedEvent, FeedKind } from './feed.js';
 import { type PolicyMetrics, saturatingAdd } from './metrics.js';
 import { checkBatch, checkHello, checkOwnAddresses, quote } from './peer.js';
 import { ProbeSession, type ProbeRegistry } from './probes.js';
+import type { Recorder } from './recorder.js';
 import { sourceKey } from './sourcekey.js';
-import type { DecisionRecord, DecisionStore, Origin } from './store.js';
+import type { DecisionRecord, Origin } from './store.js';
 
 // Offsets in struct pw_syn_event (bpf/packetwatch.h), read in place on the hot path.
 const { tsNs: OFF_TS, saddr: OFF_SADDR, dport: OFF_DPORT, scan: OFF_SCAN } = SYN_EVENT_OFFSET;
@@ -70,7 +71,7 @@ export interface PolicyContext {
   windowSeconds: number;
   blockTtlSeconds: number;
   started: Date;
-  store: DecisionStore;
+  recorder: Recorder;
   /** A probe said hello (for the banner). */
   onProbe: (s: ProbeSession) => void;
 }
@@ -104,6 +105,7 @@ function toDecision(d: DecisionRecord, ctx: PolicyContext): Decision {
     ended: d.endedMs === undefined ? undefined : new Date(d.endedMs),
     enforcedBy: active ? enforcedBy : [],
     missingOn: active ? ctx.decisions.missingOn(d.ip) : [],
+    unrecorded: ctx.recorder.unrecorded(d.id),
   };
 }
 
@@ -560,6 +562,9 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       driftRepairs: BigInt(ctx.metrics.counts.driftRepairs),
       blockFailures: BigInt(ctx.metrics.counts.blockFailures),
       started: ctx.started,
+      storeErrors: BigInt(Object.values(ctx.metrics.counts.storeErrors).reduce((a, b) => a + b, 0)),
+      storeWritesHeld: BigInt(ctx.recorder.state.held),
+      storeFailure: ctx.recorder.state.failure ?? '',
     })),
     listDecisions: unary<ListDecisionsRequest, ListDecisionsResponse>(log, 'ListDecisions', (req) => ({
       decisions: (req.all ? ctx.decisions.all() : ctx.decisions.active()).map((d) => toDecision(d, ctx)),
@@ -582,7 +587,7 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       const now = Date.now();
       const added = ctx.allowlist.addOperator(prefix, now, req.note);
       if (added) {
-        ctx.store.addAllow(prefix, req.note, now);
+        ctx.recorder.addAllow(prefix, req.note, now);
         ctx.feed.publish({ timeMs: now, kind: 'whitelist', source: prefix, port: 0, probeId: '', message: req.note || 'added by an operator' });
         log.info({ prefix, note: req.note }, 'allowlisted by an operator');
         sendAllowlist(ctx, ctx.probes.all());
@@ -601,7 +606,7 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       const prefix = prefixArg(req.prefix);
       const removed = ctx.allowlist.removeOperator(prefix);
       if (removed) {
-        ctx.store.removeAllow(prefix);
+        ctx.recorder.removeAllow(prefix);
         log.info({ prefix }, 'removed from the allowlist by an operator');
         sendAllowlist(ctx, ctx.probes.all());
       }

@@ -1,6 +1,11 @@
 // Decisions survive restarts in an embedded SQLite store (better-sqlite3)
-// under PW_STATE_DIR. A store that cannot be read is moved aside, not
-// deleted: the policy starts empty and rebuilds from the probes' kernel view.
+// under PW_STATE_DIR. At open, SQLite's integrity check reads every page: a
+// store that is damaged (not a database, or failing the check) is moved
+// aside, not deleted, and the policy starts empty and rebuilds from the
+// probes' kernel view. Any other failure to open (a lock, permissions, a
+// read-only or full file system, a newer schema) leaves the file untouched
+// and is the caller's to report: moving a healthy store aside over a
+// passing condition would throw its history away.
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -39,6 +44,57 @@ export class NewerSchemaError extends Error {
   }
 }
 
+/**
+ * The store could not be opened for a reason other than damage: nothing was
+ * moved or changed. `code` is SQLite's or the system's ("SQLITE_BUSY",
+ * "EACCES"), when there is one.
+ */
+export class StoreOpenError extends Error {
+  readonly code: string | undefined;
+
+  constructor(
+    readonly path: string,
+    cause: unknown,
+  ) {
+    super(`cannot open the decision store ${path}: ${whatFailed(cause)}; nothing was moved or changed`, { cause });
+    this.name = 'StoreOpenError';
+    this.code = errorCode(cause);
+  }
+}
+
+/** SQLite's extended result code ("SQLITE_FULL") or the system's errno name ("EACCES") carried by an error. */
+export function errorCode(e: unknown): string | undefined {
+  const code = (e as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** What an error says, with its code: "database or disk is full (SQLITE_FULL)". */
+export function whatFailed(e: unknown): string {
+  const code = errorCode(e);
+  return `${e instanceof Error ? e.message : String(e)}${code ? ` (${code})` : ''}`;
+}
+
+/** The pages SQLite's integrity check found wrong (a few of them). */
+class DamagedStoreError extends Error {
+  readonly code = 'SQLITE_CORRUPT';
+}
+
+/** Damage, as opposed to a condition that may pass (a lock, permissions, space). */
+const isDamage = (e: unknown): boolean => /^SQLITE_(CORRUPT|NOTADB)/.test(errorCode(e) ?? '');
+
+/** Problems the integrity check lists at most: enough to say what is wrong. */
+const INTEGRITY_PROBLEMS = 5;
+
+/** SQLite's integrity check: ['ok'], or what it found (it stops at some damage with an error instead of a list). */
+function integrityProblems(db: Database.Database): string[] {
+  try {
+    return (db.pragma(`integrity_check(${INTEGRITY_PROBLEMS})`) as { integrity_check: string }[]).map((r) => r.integrity_check);
+  } catch (e) {
+    if (isDamage(e)) return [(e as Error).message];
+    throw e;
+  }
+}
+
 const toRecord = (r: Row): DecisionRecord => ({
   id: r.id,
   ip: r.ip,
@@ -61,7 +117,7 @@ export interface OpenedStore {
 
 export class DecisionStore {
   readonly #db: Database.Database;
-  readonly #insert: Database.Statement<[string, string, string, number, number | null]>;
+  readonly #insert: Database.Statement<[number, string, string, string, number, number | null, number | null]>;
   readonly #end: Database.Statement<[number, number]>;
   readonly #activeStmt: Database.Statement<[number], Row>;
   readonly #allStmt: Database.Statement<[], Row>;
@@ -72,6 +128,10 @@ export class DecisionStore {
     // Check the version before anything writes to the file.
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version > SCHEMA_VERSION) throw new NewerSchemaError(version);
+    // Every page, the indexes against their tables too: a damaged page found
+    // now moves the store aside; found later, it would fail writes at run time.
+    const problems = integrityProblems(db);
+    if (problems.join() !== 'ok') throw new DamagedStoreError(`integrity check failed: ${problems.join('; ')}`);
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     db.exec(`
@@ -92,40 +152,68 @@ export class DecisionStore {
         added_ms INTEGER NOT NULL
       );
     `);
+    // A write every open: it also proves the store writable now. SQLite opens
+    // a file it may not write (a read-only mount, another owner) read-only
+    // without a word; that must stop the start, not fail every decision.
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
-    this.#insert = db.prepare('INSERT INTO decisions (ip, reason, origin, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?) RETURNING *') as never;
+    this.#insert = db.prepare('INSERT INTO decisions (id, ip, reason, origin, created_ms, expires_ms, ended_ms) VALUES (?, ?, ?, ?, ?, ?, ?)');
     this.#end = db.prepare('UPDATE decisions SET ended_ms = ? WHERE id = ? AND ended_ms IS NULL');
     this.#activeStmt = db.prepare('SELECT * FROM decisions WHERE ended_ms IS NULL AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY id');
     this.#allStmt = db.prepare('SELECT * FROM decisions ORDER BY id');
     this.#lastEndedStmt = db.prepare('SELECT * FROM decisions WHERE ip = ? AND ended_ms IS NOT NULL ORDER BY ended_ms DESC LIMIT 1');
   }
 
+  /**
+   * Opens (creating it if need be) the store in stateDir. Throws
+   * StoreOpenError, having changed nothing, unless the store is damaged.
+   */
   static open(stateDir: string): OpenedStore {
-    mkdirSync(stateDir, { recursive: true, mode: 0o750 });
     const path = join(stateDir, 'decisions.db');
-    let db: Database.Database | undefined;
     try {
-      db = new Database(path);
-      return { store: new DecisionStore(db) };
+      mkdirSync(stateDir, { recursive: true, mode: 0o750 });
+      return { store: DecisionStore.#openFile(path) };
     } catch (e) {
-      db?.close();
-      if (e instanceof NewerSchemaError || !existsSync(path)) throw e;
-      const aside = `${path}.unreadable-${Date.now()}`;
-      renameSync(path, aside);
-      for (const suffix of ['-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
-      return { store: new DecisionStore(new Database(path)), movedAside: { path: aside, reason: (e as Error).message } };
+      if (!isDamage(e)) throw new StoreOpenError(path, e);
+      try {
+        const aside = `${path}.unreadable-${Date.now()}`;
+        renameSync(path, aside);
+        for (const suffix of ['-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
+        return { store: DecisionStore.#openFile(path), movedAside: { path: aside, reason: (e as Error).message } };
+      } catch (e2) {
+        throw new StoreOpenError(path, e2);
+      }
     }
   }
 
-  insert(d: Omit<DecisionRecord, 'id' | 'endedMs'>): DecisionRecord {
-    const row = (this.#insert as unknown as Database.Statement<[string, string, string, number, number | null], Row>).get(
+  static #openFile(path: string): DecisionStore {
+    // No waiting for a lock: the policy is the store's only writer, and a
+    // write held up by someone else's lock would hold up every SYN event
+    // behind it. The write fails at once and is retried (recorder.ts).
+    const db = new Database(path, { timeout: 0 });
+    try {
+      return new DecisionStore(db);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+  }
+
+  /** Records a decision under the id the policy gave it. */
+  insert(d: DecisionRecord): void {
+    this.#insert.run(
+      d.id,
       d.ip,
       d.reason,
       d.origin,
       Math.round(d.createdMs),
       d.expiresMs === undefined ? null : Math.round(d.expiresMs),
+      d.endedMs === undefined ? null : Math.round(d.endedMs),
     );
-    return toRecord(row!);
+  }
+
+  /** The highest decision id recorded (0 for none): ids go on from there. */
+  lastId(): number {
+    return (this.#db.prepare('SELECT coalesce(max(id), 0) AS id FROM decisions').get() as { id: number }).id;
   }
 
   end(id: number, endedMs: number): boolean {

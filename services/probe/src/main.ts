@@ -269,9 +269,7 @@ runMain(NAME, async () => {
     }
     attachState = state;
     metrics.attached.set(state === 'attached' ? 1 : 0);
-    const serving = state === 'attached' ? 'SERVING' : 'NOT_SERVING';
-    grpcServer.health.setStatus('packetwatch.v1.Probe', serving);
-    grpcServer.health.setStatus('', serving);
+    grpcServer.setServing(state === 'attached');
   }, c.addressPollMs);
   guard.unref();
 

@@ -1,0 +1,194 @@
+// Enforcement does not depend on the decision store: with the store
+// refusing writes for real (another connection's lock, an index page
+// damaged under it), detections, operators' blocks and unblocks reach a
+// probe (a real gRPC server standing in for one) and the policy's memory,
+// and what could not be recorded is recorded once the store takes writes.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { parseAddress } from '@packetwatch/common';
+import { AttachMode, type Block, BlockReason, type ProbeServer, ProbeService } from '@packetwatch/proto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Allowlist } from '../src/allowlist.js';
+import { Decisions } from '../src/decisions.js';
+import { Detector } from '../src/detector.js';
+import { Feed } from '../src/feed.js';
+import { PolicyMetrics } from '../src/metrics.js';
+import { ProbeRegistry, ProbeSession } from '../src/probes.js';
+import { Recorder } from '../src/recorder.js';
+import { addressKey } from '../src/sourcekey.js';
+import { DecisionStore } from '../src/store.js';
+import { captureLog, damageIndexWhileOpen, holdWriteLock } from './store-faults.js';
+
+const SCANNER = '192.0.2.66';
+
+/** A probe's Probe API that does what it is told and keeps a record of it. */
+class FakeProbe {
+  readonly blocked: { ip: string; reason: BlockReason }[] = [];
+  readonly unblocked: string[] = [];
+  /** What ListBlocks answers. */
+  kernel: Block[] = [];
+  readonly #server = new grpc.Server();
+
+  constructor(readonly socket: string) {
+    const impl: ProbeServer = {
+      blockIp: (call, cb) => {
+        this.blocked.push({ ip: call.request.ip, reason: call.request.reason });
+        cb(null, { alreadyBlocked: false });
+      },
+      unblockIp: (call, cb) => {
+        this.unblocked.push(call.request.ip);
+        cb(null, { removed: true });
+      },
+      listBlocks: (_call, cb) => cb(null, { blocks: this.kernel, capacity: 65536 }),
+      getStatus: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'fake' }),
+    };
+    this.#server.addService(ProbeService, impl);
+  }
+
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => this.#server.bindAsync(`unix://${this.socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+  }
+
+  stop(): void {
+    this.#server.forceShutdown();
+  }
+}
+
+let dir: string;
+let store: DecisionStore;
+let recorder: Recorder;
+let metrics: PolicyMetrics;
+let probe: FakeProbe;
+let session: ProbeSession;
+let decisions: Decisions;
+/** What the store's health was said to be, in order. */
+let health: boolean[];
+
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'pw-decisions-'));
+  store = DecisionStore.open(dir).store;
+  const { log } = captureLog();
+  metrics = new PolicyMetrics();
+  recorder = new Recorder(store, metrics, log);
+  health = [];
+  recorder.onHealth((serving) => health.push(serving));
+  probe = new FakeProbe(join(dir, 'probe.sock'));
+  await probe.start();
+  const probes = new ProbeRegistry();
+  session = new ProbeSession(
+    {
+      probeId: 'test/veth0',
+      version: 'test',
+      interface: 'veth0',
+      ifindex: 2,
+      ownAddresses: [],
+      whitelistSelf: true,
+      callbackEndpoint: `unix:${probe.socket}`,
+      attachMode: AttachMode.ATTACH_MODE_DRIVER,
+      programId: 1,
+      adopted: false,
+      kernelScanPorts: 0,
+      kernelScanWindow: undefined,
+    },
+    undefined,
+    log,
+  );
+  probes.add(session);
+  const detector = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1000 });
+  decisions = new Decisions(recorder, probes, new Allowlist([]), detector, new Feed(), metrics, log, 0, 0);
+});
+
+afterEach(() => {
+  session.close();
+  probe.stop();
+  recorder.close();
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** The detector's verdict on a scan of three ports. */
+const scan = (ip: string) => {
+  const now = Date.now();
+  return { source: addressKey(parseAddress(ip)), port: 8088, tsMs: now, ports: [8086, 8087, 8088], firstMs: now - 2, lastMs: now };
+};
+
+const FAULTS = [
+  { fault: 'another connection holds its write lock', code: 'SQLITE_BUSY', make: () => holdWriteLock(dir) },
+  {
+    fault: 'the index of open decisions is damaged',
+    code: 'SQLITE_CORRUPT',
+    make: () => {
+      damageIndexWhileOpen(dir, 'decisions_open');
+      return undefined;
+    },
+  },
+];
+
+describe('Decisions while the store refuses writes', () => {
+  it.each(FAULTS)('a detection reaches BlockIp and the blocked set when $fault ($code)', async ({ code, make }) => {
+    make();
+    await decisions.detected(scan(SCANNER), SCANNER, session);
+    expect(probe.blocked).toEqual([{ ip: SCANNER, reason: BlockReason.BLOCK_REASON_PORTSCAN }]);
+    expect(decisions.isBlocked(SCANNER)).toBe(true);
+    const [d] = decisions.active();
+    expect(d).toMatchObject({ id: 1, ip: SCANNER, origin: 'detector', endedMs: undefined });
+    expect(decisions.enforcedBy(SCANNER)).toEqual(['test/veth0']);
+    expect(recorder.unrecorded(d!.id)).toBe(true);
+    expect(recorder.state.failure).toBe(`insert: ${code === 'SQLITE_BUSY' ? 'database is locked' : 'database disk image is malformed'} (${code})`);
+    expect(metrics.counts.storeErrors.insert).toBe(1);
+    expect(metrics.counts.detections).toBe(1);
+    expect(health).toEqual([false]);
+  });
+
+  it('records the detection once the store takes writes again, and serves again', async () => {
+    const release = holdWriteLock(dir);
+    await decisions.detected(scan(SCANNER), SCANNER, session);
+    release();
+    recorder.flush();
+    expect(store.all()).toEqual(decisions.active());
+    expect(recorder.unrecorded(1)).toBe(false);
+    expect(health).toEqual([false, true]);
+  });
+
+  it("an operator's block reaches every probe and comes back as the decision, unrecorded", async () => {
+    const release = holdWriteLock(dir);
+    const { decision, alreadyBlocked } = await decisions.manualBlock('2001:db8::7', 3600, 'by hand');
+    expect(probe.blocked).toEqual([{ ip: '2001:db8::7', reason: BlockReason.BLOCK_REASON_MANUAL }]);
+    expect(alreadyBlocked).toBe(false);
+    expect(decision).toMatchObject({ id: 1, ip: '2001:db8::7', reason: 'by hand', origin: 'manual' });
+    expect(recorder.unrecorded(decision.id)).toBe(true);
+    expect(decisions.isBlocked('2001:db8::7')).toBe(true);
+    release();
+  });
+
+  it('an unblock reaches the probe; a reconcile before the store has the end lifts a kernel block of it again instead of adopting it', async () => {
+    await decisions.detected(scan(SCANNER), SCANNER, session);
+    const release = holdWriteLock(dir);
+    const [ended] = await decisions.unblock(SCANNER);
+    expect(probe.unblocked).toEqual([SCANNER]);
+    expect(decisions.isBlocked(SCANNER)).toBe(false);
+    expect(recorder.unrecorded(ended!.id)).toBe(true);
+    // The kernel still holds a block made before the unblock (an UnblockIp that did not arrive).
+    probe.kernel = [{ ip: SCANNER, reason: BlockReason.BLOCK_REASON_PORTSCAN, created: new Date(ended!.createdMs), expires: undefined, expired: false }];
+    await decisions.reconcile(session);
+    await expect.poll(() => probe.unblocked).toEqual([SCANNER, SCANNER]);
+    expect(decisions.active()).toEqual([]);
+    expect(metrics.counts.kernelBlocksAdopted).toBe(0);
+    release();
+    recorder.flush();
+    expect(store.lastEnded(SCANNER)).toEqual(ended);
+  });
+
+  it('a reconcile that cannot read whether a kernel block was unblocked neither adopts nor lifts it, and counts the failed read', async () => {
+    damageIndexWhileOpen(dir, 'decisions_ended');
+    probe.kernel = [{ ip: SCANNER, reason: BlockReason.BLOCK_REASON_PORTSCAN, created: new Date(), expires: undefined, expired: false }];
+    expect(await decisions.reconcile(session)).toBe(0);
+    expect(decisions.active()).toEqual([]);
+    expect(probe.unblocked).toEqual([]);
+    expect(metrics.counts.kernelBlocksAdopted).toBe(0);
+    expect(metrics.counts.storeErrors.read).toBe(1);
+    expect(health).toEqual([false]);
+  });
+});
