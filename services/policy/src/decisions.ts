@@ -88,8 +88,9 @@ export class Decisions {
     return [...this.#active.values()].filter((d) => isActive(d, now));
   }
 
-  all(): DecisionRecord[] {
-    return this.store.all();
+  /** ListDecisions' page: up to `limit` decisions with ids above `afterId`, by id; active ones only unless `all`. */
+  page(afterId: number, limit: number, all: boolean): DecisionRecord[] {
+    return this.store.page(afterId, limit, all ? undefined : Date.now());
   }
 
   enforcedBy(ip: string): string[] {
