@@ -21,6 +21,8 @@ export class PolicyCounts {
   kernelBlocksAdopted = 0;
   /** Kernel blocks without a decision not adopted: beyond the blocks-per-minute cap, or not an address. */
   kernelBlocksNotAdopted = 0;
+  /** Ended and expired decisions deleted from the store by retention (PW_DECISION_RETENTION). */
+  decisionsPruned = 0;
 }
 
 /** a + b, stopping at 2^53 - 1: a counter a peer feeds must not lose its precision or outgrow a uint64. */
@@ -45,6 +47,7 @@ const COUNTERS: [name: string, help: string, key: keyof PolicyCounts][] = [
   ['packetwatch_policy_watch_events_missed_total', 'Feed events Watch streams missed because their client was too slow (bounded buffer)', 'watchEventsMissed'],
   ['packetwatch_policy_kernel_blocks_adopted_total', "Kernel blocks without a decision adopted at reconcile (a probe's blocks survived a lost store)", 'kernelBlocksAdopted'],
   ['packetwatch_policy_kernel_blocks_not_adopted_total', 'Kernel blocks without a decision not adopted: beyond the blocks-per-minute cap, or not an address', 'kernelBlocksNotAdopted'],
+  ['packetwatch_policy_decisions_pruned_total', 'Ended and expired decisions deleted from the store because they were older than PW_DECISION_RETENTION', 'decisionsPruned'],
   ['packetwatch_policy_reports_refused_total', 'Report streams ended with an error status (bad message, probe id in use, no hello first)', 'reportsRefused'],
   ['packetwatch_policy_detections_not_enforced_total', 'Detections not enforced because the blocks-per-minute cap was reached', 'detectionsNotEnforced'],
 ];
