@@ -231,7 +231,7 @@ class Run {
   async decisions(): Promise<string[]> {
     const { grpc, stack: st } = this.libs;
     const res = await st.call<ListDecisionsResponse>((cb) =>
-      this.stack.svc.policyClient.listDecisions({ all: false }, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb),
+      this.stack.svc.policyClient.listDecisions({ all: false, pageSize: 0, pageToken: '' }, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb),
     );
     return res.decisions.map((d) => d.ip);
   }

@@ -483,9 +483,16 @@ class Api {
     return this.#call((md, o, cb) => this.client.unblockIp({ ip }, md, o, cb));
   }
 
+  /** Blocks in the kernel, counted page after page (ListBlocks is paginated). */
   async blockCount(): Promise<number> {
-    const r = await this.#call<{ blocks: unknown[] }>((md, o, cb) => this.client.listBlocks({}, md, o, cb));
-    return r.blocks.length;
+    let n = 0;
+    let pageToken = '';
+    do {
+      const r = await this.#call<{ blocks: unknown[]; nextPageToken: string }>((md, o, cb) => this.client.listBlocks({ pageSize: 10_000, pageToken }, md, o, cb));
+      n += r.blocks.length;
+      pageToken = r.nextPageToken;
+    } while (pageToken);
+    return n;
   }
 }
 

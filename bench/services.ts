@@ -10,8 +10,17 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { groupId } from '@packetwatch/common';
-import { type GetPolicyStatusResponse, type GetStatusResponse, type ListBlocksResponse, PolicyClient, ProbeClient } from '@packetwatch/proto';
+import { PAGE_SIZE, allPages, groupId } from '@packetwatch/common';
+import {
+  type Block,
+  type Decision,
+  type GetPolicyStatusResponse,
+  type GetStatusResponse,
+  type ListBlocksResponse,
+  type ListDecisionsResponse,
+  PolicyClient,
+  ProbeClient,
+} from '@packetwatch/proto';
 import { TEST_BPFFS, waitFor } from './namespaces.js';
 
 // This module runs from bench/ (the e2e suites, from source) and from bench/dist/ (the benches).
@@ -26,6 +35,24 @@ const START_TIMEOUT_MS = 60_000;
 /** Promisifies a unary call; rejects with the grpc ServiceError. */
 export function call<T>(fn: (cb: (err: grpc.ServiceError | null, res?: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res as T))));
+}
+
+/** Every block in a probe's kernel, page after page (ListBlocks is paginated), each call with its own deadline. */
+export function listAllBlocks(client: ProbeClient, timeoutMs = 5000): Promise<Block[]> {
+  return allPages(async (pageToken) => {
+    const res = await call<ListBlocksResponse>((cb) => client.listBlocks({ pageSize: PAGE_SIZE.max, pageToken }, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, cb));
+    return { items: res.blocks, nextPageToken: res.nextPageToken };
+  });
+}
+
+/** Every decision (active ones, or all), page after page, each call with its own deadline. */
+export function listAllDecisions(client: PolicyClient, all: boolean, timeoutMs = 5000): Promise<Decision[]> {
+  return allPages(async (pageToken) => {
+    const res = await call<ListDecisionsResponse>((cb) =>
+      client.listDecisions({ all, pageSize: PAGE_SIZE.max, pageToken }, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, cb),
+    );
+    return { items: res.decisions, nextPageToken: res.nextPageToken };
+  });
 }
 
 function uid(user: string): number {
@@ -181,8 +208,7 @@ export class Services {
     const meta = () => new grpc.Metadata();
     const deadline = () => ({ deadline: Date.now() + 10_000 });
     await call((cb) => this.policyClient.unblock({ ip: '', all: true }, meta(), deadline(), cb));
-    const kernel = await call<ListBlocksResponse>((cb) => this.probeClient.listBlocks({}, meta(), deadline(), cb));
-    for (const b of kernel.blocks) await call((cb) => this.probeClient.unblockIp({ ip: b.ip }, meta(), deadline(), cb));
+    for (const b of await listAllBlocks(this.probeClient, 10_000)) await call((cb) => this.probeClient.unblockIp({ ip: b.ip }, meta(), deadline(), cb));
   }
 
   probeStatus(): Promise<GetStatusResponse> {

@@ -13,7 +13,6 @@ import * as grpc from '@grpc/grpc-js';
 import {
   type BlockResponse,
   DecisionOrigin,
-  type ListDecisionsResponse,
   type UnblockResponse,
 } from '@packetwatch/proto';
 import { clock } from 'libbpf-ts';
@@ -22,7 +21,7 @@ import { healthCheck, reflectedServices } from './grpc-tools.js';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { windowAfter } from './timing.js';
 import { call } from './probe-process.js';
-import { type ServiceProcess, Services, startPongServer } from './services.js';
+import { type ServiceProcess, Services, listAllDecisions, startPongServer } from './services.js';
 
 const CURL_TIMEOUT_EXIT = 28;
 const PORTS = [8086, 8087, 8088];
@@ -70,7 +69,7 @@ describe('e2e-black: a port scanner is blocked', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('pong'.repeat(PORTS.length));
   };
-  const decisions = () => call<ListDecisionsResponse>((cb) => svc.policyClient.listDecisions({ all: false }, new grpc.Metadata(), deadline(), cb));
+  const decisions = async () => ({ decisions: await listAllDecisions(svc.policyClient, false) });
   const unblock = (ip: string) => call<UnblockResponse>((cb) => svc.policyClient.unblock({ ip, all: false }, new grpc.Metadata(), deadline(), cb));
   const blockByHand = (ip: string, reason: string) =>
     call<BlockResponse>((cb) => svc.policyClient.block({ ip, reason, ttl: undefined }, new grpc.Metadata(), deadline(), cb));

@@ -18,7 +18,6 @@ import {
   type BlockResponse,
   type GetStatusResponse,
   type ListAllowResponse,
-  type ListDecisionsResponse,
   type RemoveAllowResponse,
   type UnblockIpResponse,
 } from '@packetwatch/proto';
@@ -27,7 +26,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { windowAfter } from './timing.js';
 import { call } from './probe-process.js';
-import { ServiceProcess, Services, startPongServer } from './services.js';
+import { ServiceProcess, Services, listAllDecisions, startPongServer } from './services.js';
 
 const CLI = fileURLToPath(new URL('../../services/cli/dist/main.js', import.meta.url));
 const CURL_TIMEOUT_EXIT = 28;
@@ -99,7 +98,7 @@ describe('packetwatchctl against the real services', () => {
     expect(r.stdout).toBe('pong'.repeat(PORTS.length));
   };
   const deadline = (ms = 5000) => ({ deadline: Date.now() + ms });
-  const decisions = () => call<ListDecisionsResponse>((cb) => svc.policyClient.listDecisions({ all: false }, new grpc.Metadata(), deadline(), cb));
+  const decisions = async () => ({ decisions: await listAllDecisions(svc.policyClient, false) });
   /** The policy's manual block of the attacker for an hour: the decision the DRIFT and unblock tests start from. */
   const blockAttackerByHand = () =>
     call<BlockResponse>((cb) =>

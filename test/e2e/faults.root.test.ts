@@ -15,15 +15,13 @@ import * as grpc from '@grpc/grpc-js';
 import {
   AttachMode,
   DecisionOrigin,
-  type ListBlocksResponse,
-  type ListDecisionsResponse,
   type UnblockResponse,
 } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { healthCheck } from './grpc-tools.js';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
-import { type ServiceProcess, Services, startPongServer } from './services.js';
+import { type ServiceProcess, Services, listAllBlocks, listAllDecisions, startPongServer } from './services.js';
 
 const CURL_TIMEOUT_EXIT = 28;
 const PORTS = [8086, 8087, 8088];
@@ -52,8 +50,8 @@ describe('faults', () => {
     const r = await net.inAttacker('curl', ['-s', '--connect-timeout', timeout, '--interface', from, `http://${net.victimAddr}:${port}/`]);
     return r.code === 0 ? r.stdout : r.code;
   };
-  const decisions = () => call<ListDecisionsResponse>((cb) => svc.policyClient.listDecisions({ all: false }, new grpc.Metadata(), deadline(), cb));
-  const kernelBlocks = () => call<ListBlocksResponse>((cb) => svc.probeClient.listBlocks({}, new grpc.Metadata(), deadline(), cb));
+  const decisions = async () => ({ decisions: await listAllDecisions(svc.policyClient, false) });
+  const kernelBlocks = async () => ({ blocks: await listAllBlocks(svc.probeClient) });
   const probeMetric = async (name: string): Promise<number> => {
     const r = await net.inVictim('curl', ['-s', `http://127.0.0.1:${PROBE_METRICS_PORT}/metrics`]);
     const line = r.stdout.split('\n').find((l) => l.startsWith(`${name} `));

@@ -4,11 +4,11 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import type { GetPolicyStatusResponse, GetStatusResponse, ListBlocksResponse, ListDecisionsResponse } from '@packetwatch/proto';
+import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
-import { ServiceProcess, Services, startPongServer } from './services.js';
+import { ServiceProcess, Services, listAllBlocks, listAllDecisions, startPongServer } from './services.js';
 
 const PORTS = [8086, 8087, 8088];
 const CURL_TIMEOUT_EXIT = 28;
@@ -46,8 +46,8 @@ describe('SYN flood while another source scans', () => {
   let pong: ServiceProcess;
   const scanner = () => net.attackerAddr.replace(/\.2$/, '.3');
 
-  const decisions = () => call<ListDecisionsResponse>((cb) => svc.policyClient.listDecisions({ all: false }, new grpc.Metadata(), deadline(), cb));
-  const kernelBlocks = () => call<ListBlocksResponse>((cb) => svc.probeClient.listBlocks({}, new grpc.Metadata(), deadline(), cb));
+  const decisions = async () => ({ decisions: await listAllDecisions(svc.policyClient, false) });
+  const kernelBlocks = async () => ({ blocks: await listAllBlocks(svc.probeClient) });
   const status = async (): Promise<[GetStatusResponse, GetPolicyStatusResponse]> => Promise.all([svc.probeStatus(), svc.policyStatus()]);
 
   /** Both services running (restarted if they died) and in touch, nothing queued, and nothing blocked. */

@@ -9,13 +9,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import { type ListBlocksResponse, type ListDecisionsResponse } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { policySettings } from '../../services/policy/src/config.js';
 import { probeSettings } from '../../services/probe/src/config.js';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
-import { type ServiceProcess, Services, startPongServer } from './services.js';
+import { type ServiceProcess, Services, listAllBlocks, listAllDecisions, startPongServer } from './services.js';
 
 const METRICS_PORT = 19092; // inside the victim namespace
 const MAX_BLOCKS_PER_MINUTE = 5;
@@ -38,8 +37,8 @@ describe('hostile input', () => {
     if (!line) throw new Error(`metric ${name} missing`);
     return Number(line.split(' ')[1]);
   };
-  const decisions = () => call<ListDecisionsResponse>((cb) => svc.policyClient.listDecisions({ all: true }, new grpc.Metadata(), deadline(), cb));
-  const kernelBlocks = () => call<ListBlocksResponse>((cb) => svc.probeClient.listBlocks({}, new grpc.Metadata(), deadline(), cb));
+  const decisions = async () => ({ decisions: await listAllDecisions(svc.policyClient, true) });
+  const kernelBlocks = async () => ({ blocks: await listAllBlocks(svc.probeClient) });
 
   const running = () => svc.ensureRunning();
 

@@ -17,7 +17,6 @@ import {
   type ProbeServer,
   type GetPolicyStatusResponse,
   type ListAllowResponse,
-  type ListDecisionsResponse,
   type PolicyMessage,
   type ProbeHello,
   type ProbeMessage,
@@ -28,7 +27,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
 import { MAX_REPORT_STREAMS, MAX_WATCHERS } from '../../services/policy/src/service.js';
-import { Services } from './services.js';
+import { Services, listAllDecisions } from './services.js';
 
 const METRICS_PORT = 19191; // inside the victim namespace
 const OWN_METRICS_PORT = 19192;
@@ -42,7 +41,7 @@ describe('a hostile Report peer', () => {
 
   const status = () => svc.policyStatus();
   const decisions = (s = svc) =>
-    call<ListDecisionsResponse>((cb) => s.policyClient.listDecisions({ all: false }, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb));
+    listAllDecisions(s.policyClient, false, 3000).then((decisions) => ({ decisions }));
   const allowlist = () => call<ListAllowResponse>((cb) => svc.policyClient.listAllow({}, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb));
   const metric = async (name: string, port = METRICS_PORT): Promise<number> => {
     const r = await net.inVictim('curl', ['-s', `http://127.0.0.1:${port}/metrics`]);
@@ -138,7 +137,7 @@ describe('a hostile Report peer', () => {
     const unblocked: string[] = [];
     const server = new grpc.Server();
     const fake: ProbeServer = {
-      listBlocks: (_call, cb) => cb(null, { blocks, capacity: 65_536 }),
+      listBlocks: (_call, cb) => cb(null, { blocks, capacity: 65_536, nextPageToken: '' }),
       blockIp: (call, cb) => {
         blocked.push(call.request.ip);
         cb(null, { alreadyBlocked: false, block: undefined });

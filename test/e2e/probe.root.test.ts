@@ -17,7 +17,6 @@ import {
   BlockReason,
   type BlockIpResponse,
   type GetStatusResponse,
-  type ListBlocksResponse,
   type ProbeClient,
   type UnblockIpResponse,
 } from '@packetwatch/proto';
@@ -27,6 +26,7 @@ import { withinRun } from '../../bench/clock.js';
 import { type TestNet, createTestNet, waitFor } from './netns.js';
 import { healthCheck, reflectedServices } from './grpc-tools.js';
 import { PolicyStub } from './policy-stub.js';
+import { listAllBlocks } from './services.js';
 import { PROBE_MAIN, ProbeProcess, call, deadline, freePort, probeClient } from './probe-process.js';
 
 const CURL_TIMEOUT_EXIT = 28;
@@ -52,7 +52,7 @@ describe('probe process', () => {
       client.blockIp({ ip, ttl: { seconds: BigInt(ttlSeconds), nanos: 0 }, reason }, new grpc.Metadata(), deadline(), cb),
     );
   const unblockIp = (ip: string) => call<UnblockIpResponse>((cb) => client.unblockIp({ ip }, new grpc.Metadata(), deadline(), cb));
-  const listBlocks = () => call<ListBlocksResponse>((cb) => client.listBlocks({}, new grpc.Metadata(), deadline(), cb));
+  const listBlocks = async () => ({ blocks: await listAllBlocks(client) });
   const metric = async (name: string): Promise<number> => {
     const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
     const line = text.split('\n').find((l) => l.startsWith(`${name} `));

@@ -15,7 +15,7 @@ import { execFileSync } from 'node:child_process';
 import { chownSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { type BlockResponse, type Decision, type ListBlocksResponse, type ListDecisionsResponse, type UnblockResponse } from '@packetwatch/proto';
+import type { BlockResponse, Decision, UnblockResponse } from '@packetwatch/proto';
 import { clock } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DecisionStore } from '../../services/policy/src/store.js';
@@ -23,7 +23,7 @@ import { fillFileSystem } from '../../services/policy/test/store-faults.js';
 import { healthCheck } from './grpc-tools.js';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
-import { type ServiceProcess, Services, listeningPongServer } from './services.js';
+import { type ServiceProcess, Services, listAllBlocks, listAllDecisions, listeningPongServer } from './services.js';
 import { windowAfter } from './timing.js';
 
 const CURL_TIMEOUT_EXIT = 28;
@@ -60,8 +60,8 @@ describe('e2e-store: the decision store fails under a running policy', () => {
     const r = await inAttacker(['--connect-timeout', timeout, url(port)]);
     return r.code === 0 ? r.stdout : r.code;
   };
-  const decisions = (all = false) => call<ListDecisionsResponse>((cb) => svc.policyClient.listDecisions({ all }, new grpc.Metadata(), deadline(), cb));
-  const kernelBlocks = () => call<ListBlocksResponse>((cb) => svc.probeClient.listBlocks({}, new grpc.Metadata(), deadline(), cb));
+  const decisions = async (all = false) => ({ decisions: await listAllDecisions(svc.policyClient, all) });
+  const kernelBlocks = async () => ({ blocks: await listAllBlocks(svc.probeClient) });
   /** The policy's health, for the server as a whole ('') and for its service: the same, or the test says so. */
   const health = async () => {
     const socket = `unix://${svc.policySocket}`;

@@ -4,11 +4,10 @@
 // any other, and probe and policy keep talking (over Unix sockets, not TCP
 // on the interface they guard).
 import * as grpc from '@grpc/grpc-js';
-import type { ListDecisionsResponse } from '@packetwatch/proto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
-import { type ServiceProcess, Services, startPongServer } from './services.js';
+import { type ServiceProcess, Services, listAllDecisions, startPongServer } from './services.js';
 
 const CURL_TIMEOUT_EXIT = 28;
 const PORTS = [8086, 8087, 8088];
@@ -28,7 +27,7 @@ describe('e2e-white: own addresses on the watched interface', () => {
     return r.code === 0 ? r.stdout : r.code;
   };
   const decisions = (s: Services) =>
-    call<ListDecisionsResponse>((cb) => s.policyClient.listDecisions({ all: false }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, cb));
+    listAllDecisions(s.policyClient, false).then((decisions) => ({ decisions }));
   /** The ports of the table's connection rows from `source`. */
   const rowPorts = (s: Services, source: string) =>
     s.table.flatMap((l) => {

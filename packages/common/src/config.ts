@@ -8,6 +8,9 @@ import { parseArgs } from 'node:util';
 /** The longest block (and any duration setting): ten years; a larger one is almost surely a unit mistake. */
 export const MAX_TTL_SECONDS = 10 * 365 * 86400;
 
+/** The largest kernel blocklist a probe may have (PW_BLOCKLIST_SIZE): no ListBlocks lists more. */
+export const MAX_BLOCKLIST_SIZE = 16_777_216;
+
 /** An RFC 1123 host name: labels of letters, digits and inner hyphens. */
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
@@ -83,12 +86,12 @@ export const settings = {
     })(env, flag, def, describe),
   oneOf: <T extends string>(env: string, flag: string, def: T, describe: string, values: readonly T[]) =>
     make<T>(`one of ${values.join(', ')}`, (raw) => values.find((v) => v === raw.toLowerCase()))(env, flag, def, describe),
-  /** Seconds, also with a unit: 90, 90s, 15m, 2h, 1d; 0 or from 1 s to MAX_TTL_SECONDS (ten years). */
-  seconds: (env: string, flag: string, def: number, describe: string) =>
-    make<number>('a duration: 0, or 1s to 3650d (seconds, or a number with s, m, h or d)', (raw) => {
+  /** Seconds, also with a unit: 90, 90s, 15m, 2h, 1d; 0 or from `min` (1 s) to MAX_TTL_SECONDS (ten years). */
+  seconds: (env: string, flag: string, def: number, describe: string, min = 1) =>
+    make<number>(`a duration: 0, or ${durationText(min)} to 3650d (seconds, or a number with s, m, h or d)`, (raw) => {
       const v = parseDuration(raw);
       // Under a second is no duration anyone means (0.0000000001 must not round to 0, "permanent").
-      return v !== undefined && (v === 0 || (v >= 1 && v <= MAX_TTL_SECONDS)) ? v : undefined;
+      return v !== undefined && (v === 0 || (v >= Math.max(1, min) && v <= MAX_TTL_SECONDS)) ? v : undefined;
     })(env, flag, def, describe),
   /** An address or host name to listen on. */
   host: (env: string, flag: string, def: string, describe: string) =>
@@ -96,6 +99,15 @@ export const settings = {
 };
 
 const UNIT_SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };
+
+/** Whole seconds as the largest unit that divides them: 3600 → "1h", 90 → "90s". */
+function durationText(seconds: number): string {
+  for (const unit of ['d', 'h', 'm'] as const) {
+    const size = UNIT_SECONDS[unit]!;
+    if (seconds % size === 0) return `${seconds / size}${unit}`;
+  }
+  return `${seconds}s`;
+}
 
 /** "90", "90s", "1.5m", "2h", "1d" → seconds; undefined when malformed or negative. */
 export function parseDuration(raw: string): number | undefined {

@@ -4,6 +4,7 @@ export * from './log.js';
 export * from './metrics.js';
 export * from './grpc.js';
 export * from './main.js';
+export * from './page.js';
 export * from './roles.js';
 export * from './table.js';
 export * from './variables.js';

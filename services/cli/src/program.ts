@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import {
   AddressError,
   type Endpoint,
+  PAGE_SIZE,
   type TlsFiles,
   VERSION,
   header,
@@ -15,12 +16,12 @@ import {
 } from '@packetwatch/common';
 import type {
   AddAllowResponse,
-  Block,
   BlockResponse,
-  Decision,
   GetPolicyStatusResponse,
   GetStatusResponse,
   ListAllowResponse,
+  ListBlocksResponse,
+  ListDecisionsResponse,
   RemoveAllowResponse,
   UnblockResponse,
 } from '@packetwatch/proto';
@@ -240,17 +241,23 @@ async function status(ctx: Context): Promise<number> {
 
 async function blocks(ctx: Context, opts: { all?: boolean; drift: boolean }): Promise<number> {
   const policy = ctx.policy();
-  const decisions = policy.unary<{ decisions: Decision[] }>((c, m, o, cb) => c.listDecisions({ all: opts.all === true }, m, o, cb));
+  const decisions = policy.list(
+    (c, pageToken, m, o, cb) => c.listDecisions({ all: opts.all === true, pageSize: PAGE_SIZE.max, pageToken }, m, o, cb),
+    (res: ListDecisionsResponse) => res.decisions,
+  );
   let kernel: Promise<KernelView>;
   if (!opts.drift) {
     kernel = Promise.resolve({ checked: false, address: null, error: null });
   } else {
     const probe = ctx.probe();
     kernel = Promise.all([
-      probe.unary<{ blocks: Block[] }>((c, m, o, cb) => c.listBlocks({}, m, o, cb)),
+      probe.list(
+        (c, pageToken, m, o, cb) => c.listBlocks({ pageSize: PAGE_SIZE.max, pageToken }, m, o, cb),
+        (res: ListBlocksResponse) => res.blocks,
+      ),
       probe.unary<GetStatusResponse>((c, m, o, cb) => c.getStatus({}, m, o, cb)),
     ]).then(
-      ([list, st]): KernelView => ({ checked: true, address: probe.address, probeId: st.probeId, blocks: list.blocks }),
+      ([blocks, st]): KernelView => ({ checked: true, address: probe.address, probeId: st.probeId, blocks }),
       (e: unknown): KernelView => {
         if (!(e instanceof RpcError)) throw e;
         return { checked: false, address: probe.address, error: { code: e.codeName, message: e.details } };
@@ -259,7 +266,7 @@ async function blocks(ctx: Context, opts: { all?: boolean; drift: boolean }): Pr
   }
   const [list, view] = await Promise.all([decisions, kernel]);
   const now = ctx.io.now();
-  const rows = blockRows(list.decisions, view, now);
+  const rows = blockRows(list, view, now);
   if (ctx.json) ctx.printJson(blocksJson(rows, view));
   else ctx.print(blocksText(rows, view, now, opts.all === true));
   if (!view.checked && view.error) {

@@ -3,7 +3,7 @@
 // tried and the gRPC status; the health check; the Watch stream.
 import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import * as grpc from '@grpc/grpc-js';
-import { type Endpoint, type TlsFiles, channelCredentials, endpointTarget } from '@packetwatch/common';
+import { type Endpoint, PagingError, type TlsFiles, allPages, channelCredentials, endpointTarget } from '@packetwatch/common';
 import { PolicyClient, ProbeClient, type WatchEvent, type WatchRequest } from '@packetwatch/proto';
 
 export type ServiceName = 'policy' | 'probe';
@@ -95,6 +95,26 @@ export class Connection<C extends grpc.Client> {
         err ? reject(this.#fail(err)) : resolve(res as T),
       ),
     );
+  }
+
+  /**
+   * Every item of a paginated list (AIP-158): one call per page, each with
+   * its own deadline; `items` picks a page's items from its response. Pages
+   * that do not add up are an RpcError (INTERNAL).
+   */
+  async list<R extends { nextPageToken: string }, T>(
+    page: (client: C, pageToken: string, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: Callback<R>) => unknown,
+    items: (res: R) => T[],
+  ): Promise<T[]> {
+    try {
+      return await allPages(async (pageToken) => {
+        const res = await this.unary<R>((c, m, o, cb) => page(c, pageToken, m, o, cb));
+        return { items: items(res), nextPageToken: res.nextPageToken };
+      });
+    } catch (e) {
+      if (e instanceof PagingError) throw new RpcError(this.service, this.address, grpc.status.INTERNAL, `its list pages do not add up: ${e.message}`);
+      throw e;
+    }
   }
 
   /** The standard health check of one served service ("packetwatch.v1.Policy"). */

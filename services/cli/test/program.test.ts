@@ -182,6 +182,10 @@ describe('packetwatchctl: against a fake policy', () => {
     missingOn: [],
     unrecorded: false,
   };
+  /** A second decision, on the second page of ListDecisions. */
+  const second: Decision = { ...decision, id: 9n, ip: '2001:db8::9', reason: 'on page two' };
+  /** How the fake pages ListDecisions: two pages, or pages that go round in a circle. */
+  let paging: 'two pages' | 'circle' = 'two pages';
   const unimplemented = (_call: unknown, cb: grpc.sendUnaryData<never>) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'fake' });
 
   beforeAll(async () => {
@@ -197,7 +201,9 @@ describe('packetwatchctl: against a fake policy', () => {
       },
       listDecisions: (call, cb) => {
         calls.push({ method: 'listDecisions', request: call.request });
-        cb(null, { decisions: [decision] });
+        if (paging === 'circle') cb(null, { decisions: [decision], nextPageToken: 'again' });
+        else if (call.request.pageToken === '') cb(null, { decisions: [decision], nextPageToken: 'page-2' });
+        else cb(null, { decisions: [second], nextPageToken: '' });
       },
       block: (call, cb) => {
         calls.push({ method: 'block', request: call.request });
@@ -233,6 +239,7 @@ describe('packetwatchctl: against a fake policy', () => {
   beforeEach(() => {
     calls.length = 0;
     statusDeadlines.length = 0;
+    paging = 'two pages';
   });
 
   it('block sends the address, the TTL in seconds and the reason, and prints the decision', async () => {
@@ -299,11 +306,39 @@ describe('packetwatchctl: against a fake policy', () => {
     ]);
   });
 
-  it('blocks --no-drift does not call the probe', async () => {
+  it('blocks --no-drift does not call the probe, and lists every page of decisions', async () => {
     const r = await cli('--policy', policy, '--probe', `unix:${dir}/none.sock`, 'list', '--no-drift', '--all');
     expect(r.code).toBe(0);
-    expect(calls).toEqual([{ method: 'listDecisions', request: { all: true } }]);
-    expect(r.out.split('\n')[1]).toMatch(/^192\.0\.2\.7 +by hand +manual +10s ago +in 59m +host\/lo$/);
+    expect(calls).toEqual([
+      { method: 'listDecisions', request: { all: true, pageSize: 10_000, pageToken: '' } },
+      { method: 'listDecisions', request: { all: true, pageSize: 10_000, pageToken: 'page-2' } },
+    ]);
+    const lines = r.out.trimEnd().split('\n');
+    expect(lines).toHaveLength(3);
+    expect(lines[1]).toMatch(/^192\.0\.2\.7 +by hand +manual +10s ago +in 59m +host\/lo$/);
+    expect(lines[2]).toMatch(/^2001:db8::9 +on page two +manual +10s ago +in 59m +host\/lo$/);
+  });
+
+  it('blocks --json holds the decisions of every page, in the shape of one', async () => {
+    const r = await cli('--policy', policy, '--json', 'blocks', '--no-drift');
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.out) as { blocks: { decisionId: string; ip: string }[]; kernel: unknown };
+    expect(doc.blocks.map((b) => [b.decisionId, b.ip])).toEqual([
+      ['7', '192.0.2.7'],
+      ['9', '2001:db8::9'],
+    ]);
+    expect(doc.kernel).toEqual({ address: null, checked: false, probeId: null, error: null });
+  });
+
+  it('blocks against pages that go round in a circle stops and exits 1, naming the policy', async () => {
+    paging = 'circle';
+    const r = await cli('--policy', policy, 'blocks', '--no-drift');
+    expect(r.code).toBe(1);
+    expect(r.out).toBe('');
+    expect(calls).toHaveLength(2);
+    expect(r.err).toContain(`policy at ${policy}`);
+    expect(r.err).toContain('its list pages do not add up: a next_page_token that was given before');
+    expect(r.err).toContain('(INTERNAL)');
   });
 
   it('blocks with an unreachable probe prints the decisions, marks drift unknown and exits 1', async () => {

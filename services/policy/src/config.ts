@@ -2,6 +2,14 @@
 // with their defaults, plus the policy's own. Each is also a flag.
 import { ConfigError, LOG_LEVELS, type ConfigOf, parseEndpoint, parsePrefix, settings as s } from '@packetwatch/common';
 
+/**
+ * The shortest PW_DECISION_RETENTION: pruning keeps an ended decision
+ * while a block made for it may be in a kernel, judged by its expiry, and a
+ * kernel block outlives its decision by the BlockIp calls' delay (seconds)
+ * at most; an hour is ample margin (store.ts, prune).
+ */
+export const RETENTION_MIN_SECONDS = 3600;
+
 export const policySettings = {
   timeThreshold: s.int('PW_PORTSCAN_TIME_THRESHOLD', 'time-threshold', 60, 'window in seconds in which distinct ports count', 1, 86_400),
   portThreshold: s.int('PW_PORTSCAN_PORT_THRESHOLD', 'port-threshold', 3, 'distinct ports within the window that make a scanner', 1, 255),
@@ -26,6 +34,13 @@ export const policySettings = {
     'detector blocks enforced per minute at most; beyond, detections are logged and counted, not enforced (0 = no cap)',
     0,
     1_000_000,
+  ),
+  decisionRetention: s.seconds(
+    'PW_DECISION_RETENTION',
+    'decision-retention',
+    30 * 86_400,
+    'how long ended and expired decisions are kept (0 = forever); an ended one that still outranks a kernel block is kept longer (SECURITY.md)',
+    RETENTION_MIN_SECONDS,
   ),
   reconcileSeconds: s.int('PW_RECONCILE_INTERVAL', 'reconcile-interval', 60, "seconds between comparisons of decisions with each probe's kernel view", 1, 86_400),
   logFormat: s.oneOf('PW_LOG_FORMAT', 'log-format', 'auto', 'table (the live table on stdout), json, or auto (table on a terminal)', ['auto', 'table', 'json'] as const),

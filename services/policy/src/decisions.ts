@@ -96,6 +96,11 @@ export class Decisions {
     return this.recorder.read((s) => s.all());
   }
 
+  /** ListDecisions' page: up to `limit` decisions with ids above `afterId`, by id; active ones only unless `all` (held ones are in active() only until the store takes them). */
+  page(afterId: number, limit: number, all: boolean): DecisionRecord[] {
+    return this.recorder.read((s) => s.page(afterId, limit, all ? undefined : Date.now()));
+  }
+
   enforcedBy(ip: string): string[] {
     return [...(this.#enforcedBy.get(ip) ?? [])].sort();
   }

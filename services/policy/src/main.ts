@@ -23,6 +23,7 @@ import { Feed } from './feed.js';
 import { PolicyMetrics } from './metrics.js';
 import { ProbeRegistry } from './probes.js';
 import { Recorder } from './recorder.js';
+import { Retention } from './retention.js';
 import { POLICY_ROLES, policyService } from './service.js';
 import { DecisionStore, StoreOpenError } from './store.js';
 import { deserializeProbeMessage } from './wire.js';
@@ -145,6 +146,7 @@ runMain(NAME, async () => {
   let metricsServer: Server | undefined;
   if (c.prometheusPort > 0) metricsServer = await serveMetrics(metrics.registry, c.prometheusPort, c.metricsHost, log);
 
+  const stopRetention = new Retention(store, c.decisionRetention, metrics, log).start();
   const sweeper = setInterval(() => detector.sweep(), 1000);
   sweeper.unref();
   const reconciler = setInterval(() => {
@@ -153,7 +155,10 @@ runMain(NAME, async () => {
     }
   }, c.reconcileSeconds * 1000);
   reconciler.unref();
-  log.info({ version: VERSION, socket: c.socket, portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, blockTtl: c.blockTtl }, 'policy running');
+  log.info(
+    { version: VERSION, socket: c.socket, portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, blockTtl: c.blockTtl, decisionRetention: c.decisionRetention },
+    'policy running',
+  );
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -162,6 +167,7 @@ runMain(NAME, async () => {
     log.info({ signal }, 'stopping');
     clearInterval(sweeper);
     clearInterval(reconciler);
+    stopRetention();
     await grpcServer.close(1000);
     await new Promise((r) => (metricsServer ? metricsServer.close(r) : r(undefined)));
     for (const p of probes.all()) p.close();

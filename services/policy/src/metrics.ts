@@ -27,6 +27,8 @@ export class PolicyCounts {
   readonly storeErrors = Object.fromEntries(STORE_OPS.map((op) => [op, 0])) as Record<StoreOp, number>;
   /** Writes the decision store will never get: beyond the held-writes bound, or refused as they are. */
   storeWritesDropped = 0;
+  /** Ended and expired decisions deleted from the store by retention (PW_DECISION_RETENTION). */
+  decisionsPruned = 0;
 }
 
 /** a + b, stopping at 2^53 - 1: a counter a peer feeds must not lose its precision or outgrow a uint64. */
@@ -54,6 +56,7 @@ const COUNTERS: [name: string, help: string, key: Exclude<keyof PolicyCounts, 's
   ['packetwatch_policy_watch_events_missed_total', 'Feed events Watch streams missed because their client was too slow (bounded buffer)', 'watchEventsMissed'],
   ['packetwatch_policy_kernel_blocks_adopted_total', "Kernel blocks without a decision adopted at reconcile (a probe's blocks survived a lost store)", 'kernelBlocksAdopted'],
   ['packetwatch_policy_kernel_blocks_not_adopted_total', 'Kernel blocks without a decision not adopted: beyond the blocks-per-minute cap, or not an address', 'kernelBlocksNotAdopted'],
+  ['packetwatch_policy_decisions_pruned_total', 'Ended and expired decisions deleted from the store because they were older than PW_DECISION_RETENTION', 'decisionsPruned'],
   ['packetwatch_policy_reports_refused_total', 'Report streams ended with an error status (bad message, probe id in use, no hello first)', 'reportsRefused'],
   ['packetwatch_policy_detections_not_enforced_total', 'Detections not enforced because the blocks-per-minute cap was reached', 'detectionsNotEnforced'],
   ['packetwatch_policy_store_writes_dropped_total', 'Writes the decision store will never get: beyond the held-writes bound, or refused as they are', 'storeWritesDropped'],

@@ -2,7 +2,7 @@
 // announced its callback endpoint in its hello; unary calls carry deadlines
 // and BlockIp is retried on transient failures.
 import * as grpc from '@grpc/grpc-js';
-import { type Logger, type TlsFiles, channelCredentials, endpointTarget, parseEndpoint } from '@packetwatch/common';
+import { type Logger, MAX_BLOCKLIST_SIZE, PAGE_SIZE, type TlsFiles, allPages, channelCredentials, endpointTarget, parseEndpoint } from '@packetwatch/common';
 import {
   type Block,
   BlockReason,
@@ -82,9 +82,18 @@ export class ProbeSession {
     }
   }
 
-  async listBlocks(): Promise<Block[]> {
-    const res = await unaryCall<ListBlocksResponse>((opts, cb) => this.#client.listBlocks({}, new grpc.Metadata(), opts, cb));
-    return res.blocks;
+  /**
+   * Every block in the probe's kernel, page after page, each call with its
+   * own deadline. The probe may be forged: no more than a blocklist can
+   * hold, and pages that go round in a circle throw PagingError.
+   */
+  listBlocks(): Promise<Block[]> {
+    return allPages(async (pageToken) => {
+      const res = await unaryCall<ListBlocksResponse>((opts, cb) =>
+        this.#client.listBlocks({ pageSize: PAGE_SIZE.max, pageToken }, new grpc.Metadata(), opts, cb),
+      );
+      return { items: res.blocks, nextPageToken: res.nextPageToken };
+    }, MAX_BLOCKLIST_SIZE);
   }
 
   close(): void {

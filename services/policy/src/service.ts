@@ -3,7 +3,24 @@
 // unblock, watch).
 import * as grpc from '@grpc/grpc-js';
 import { SYN_EVENT_OFFSET, SYN_EVENT_SIZE, ScanVerdict } from '@packetwatch/bpf/records';
-import { AddressError, GrpcStatus, type Logger, type MethodRoles, ServerError, type TlsFiles, VERSION, formatAddress, parseAddress, parsePrefix, unary } from '@packetwatch/common';
+import {
+  AddressError,
+  GrpcStatus,
+  type Logger,
+  type MethodRoles,
+  PageList,
+  ServerError,
+  type TlsFiles,
+  VERSION,
+  fitPage,
+  formatAddress,
+  pageCursor,
+  pageSize,
+  pageToken,
+  parseAddress,
+  parsePrefix,
+  unary,
+} from '@packetwatch/common';
 import {
   type AddAllowRequest,
   type AddAllowResponse,
@@ -11,7 +28,7 @@ import {
   AllowSource,
   type BlockRequest,
   type BlockResponse,
-  type Decision,
+  Decision,
   DecisionOrigin,
   type Duration,
   type EventBatch,
@@ -107,6 +124,23 @@ function toDecision(d: DecisionRecord, ctx: PolicyContext): Decision {
     missingOn: active ? ctx.decisions.missingOn(d.ip) : [],
     unrecorded: ctx.recorder.unrecorded(d.id),
   };
+}
+
+/** A ListDecisions cursor: the last id listed, 8 bytes big-endian. */
+function idCursor(id: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(id);
+  return b;
+}
+
+/** The id after which a ListDecisions page starts (0: the first page). */
+function decisionCursor(token: string, list: PageList): number {
+  const cursor = pageCursor(token, list, 8);
+  if (cursor === undefined) return 0;
+  const id = cursor.readBigUInt64BE();
+  // Ids are SQLite rowids counted from 1; one beyond 2^53 was never issued.
+  if (id > BigInt(Number.MAX_SAFE_INTEGER)) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, 'invalid page_token: not a token of this service');
+  return Number(id);
 }
 
 function toWatchEvent(e: FeedEvent): WatchEvent {
@@ -394,7 +428,9 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
         ctx.decisions
           .reconcile(s)
           .then((repairs) => ctx.log.info({ probe: s.id, repairs }, 'reconciled decisions with the kernel blocklist'))
-          .catch((e: grpc.ServiceError) => ctx.log.error({ probe: s.id, code: grpc.status[e.code], details: e.details }, 'reconcile failed'));
+          .catch((e: Partial<grpc.ServiceError> & Error) =>
+            ctx.log.error({ probe: s.id, code: e.code === undefined ? undefined : grpc.status[e.code], details: e.details ?? e.message }, 'reconcile failed'),
+          );
         return;
       }
       if (m?.$case === 'events') {
@@ -566,9 +602,22 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       storeWritesHeld: BigInt(ctx.recorder.state.held),
       storeFailure: ctx.recorder.state.failure ?? '',
     })),
-    listDecisions: unary<ListDecisionsRequest, ListDecisionsResponse>(log, 'ListDecisions', (req) => ({
-      decisions: (req.all ? ctx.decisions.all() : ctx.decisions.active()).map((d) => toDecision(d, ctx)),
-    })),
+    listDecisions: unary<ListDecisionsRequest, ListDecisionsResponse>(log, 'ListDecisions', (req) => {
+      const size = pageSize(req.pageSize);
+      const list = req.all ? PageList.AllDecisions : PageList.ActiveDecisions;
+      const records = ctx.decisions.page(decisionCursor(req.pageToken, list), size + 1, req.all);
+      // A decision's size varies (its reason, the ids of the probes
+      // enforcing it), so the page is cut at PAGE_BYTES as well as at
+      // `size`: a response is at most PAGE_BYTES of decisions plus its token
+      // (under 40 bytes), a quarter of grpc-js's 4 MiB receive limit, unless
+      // one decision alone is larger: that one goes out alone.
+      const decisions = fitPage(
+        records.slice(0, size).map((d) => toDecision(d, ctx)),
+        (d) => Decision.encode(d).finish().length,
+      );
+      const more = records.length > decisions.length;
+      return { decisions, nextPageToken: more ? pageToken(list, idCursor(decisions[decisions.length - 1]!.id)) : '' };
+    }),
     block: unary<BlockRequest, BlockResponse>(log, 'Block', async (req) => {
       if (req.reason.length > MAX_REASON) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `reason is ${req.reason.length} characters; at most ${MAX_REASON}`);
       if (req.ip.includes('/')) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `'${req.ip.slice(0, 64)}' is a prefix: blocks are per address`);

@@ -213,7 +213,14 @@ export class DecisionStore {
 
   /** The highest decision id recorded (0 for none): ids go on from there. */
   lastId(): number {
-    return (this.#db.prepare('SELECT coalesce(max(id), 0) AS id FROM decisions').get() as { id: number }).id;
+    // The AUTOINCREMENT high-water mark too: decisions pruned by retention
+    // (even all of them) never make an id come round again, which would
+    // put a new decision behind a ListDecisions page token.
+    return (
+      this.#db
+        .prepare("SELECT max(coalesce((SELECT max(id) FROM decisions), 0), coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'decisions'), 0)) AS id")
+        .get() as { id: number }
+    ).id;
   }
 
   end(id: number, endedMs: number): boolean {
@@ -226,6 +233,65 @@ export class DecisionStore {
 
   all(): DecisionRecord[] {
     return this.#allStmt.all().map(toRecord);
+  }
+
+  /**
+   * Keyset pagination (ListDecisions): up to `limit` decisions with ids
+   * above `afterId`, by id; with activeAtMs, only those active then.
+   */
+  page(afterId: number, limit: number, activeAtMs?: number): DecisionRecord[] {
+    const rows =
+      activeAtMs === undefined
+        ? this.#db.prepare<[number, number], Row>('SELECT * FROM decisions WHERE id > ? ORDER BY id LIMIT ?').all(afterId, limit)
+        : this.#db
+            .prepare<[number, number, number], Row>(
+              'SELECT * FROM decisions WHERE id > ? AND ended_ms IS NULL AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY id LIMIT ?',
+            )
+            .all(afterId, Math.round(activeAtMs), limit);
+    return rows.map(toRecord);
+  }
+
+  /**
+   * Retention (PW_DECISION_RETENTION): deletes up to `limit` decisions that
+   * ended, or expired, before `beforeMs`, of those with ids above
+   * `afterId`; returns the ids deleted, ascending.
+   *
+   * An ended decision is also what lastEnded() finds at reconcile to lift,
+   * rather than adopt, a block its unblock did not reach (a probe away for
+   * months keeps a permanent block). Pruning must not bring such a block
+   * back, so these are kept, whatever their age:
+   *  - an ended decision whose block may still be in a kernel: permanent,
+   *    or expiring after `beforeMs` (a block the policy made for it expires
+   *    with it, give or take a BlockIp call, far less than the smallest
+   *    retention) -- of permanent ones only an address's latest, which
+   *    says as much as all of them;
+   *  - an address's latest ended decision (what lastEnded returns), as long
+   *    as the address keeps one of those: its end outranks every block
+   *    created before it.
+   * So an address whose blocks were all ended keeps at most two rows for as
+   * long as one of its blocks may exist (forever, once a permanent one was
+   * ended), and everything else goes.
+   */
+  prune(beforeMs: number, afterId: number, limit: number): number[] {
+    const rows = this.#db
+      .prepare<{ before: number; after: number; limit: number }, { id: number }>(
+        `DELETE FROM decisions WHERE id IN (
+          SELECT d.id FROM decisions AS d
+          WHERE d.id > @after AND COALESCE(d.ended_ms, d.expires_ms) < @before
+            AND NOT (d.ended_ms IS NOT NULL AND (
+              ((d.expires_ms IS NULL OR d.expires_ms >= @before)
+                AND NOT (d.expires_ms IS NULL AND EXISTS (
+                  SELECT 1 FROM decisions AS p WHERE p.ip = d.ip AND p.ended_ms IS NOT NULL AND p.expires_ms IS NULL
+                    AND (p.ended_ms, p.id) > (d.ended_ms, d.id))))
+              OR (NOT EXISTS (
+                  SELECT 1 FROM decisions AS l WHERE l.ip = d.ip AND l.ended_ms IS NOT NULL AND (l.ended_ms, l.id) > (d.ended_ms, d.id))
+                AND EXISTS (
+                  SELECT 1 FROM decisions AS s WHERE s.ip = d.ip AND s.ended_ms IS NOT NULL AND (s.expires_ms IS NULL OR s.expires_ms >= @before)))))
+          ORDER BY d.id LIMIT @limit)
+        RETURNING id`,
+      )
+      .all({ before: Math.round(beforeMs), after: afterId, limit });
+    return rows.map((r) => r.id).sort((a, b) => a - b);
   }
 
   /** The decision on an address that an unblock ended last, if any. */

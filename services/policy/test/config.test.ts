@@ -47,6 +47,7 @@ describe('policy settings: defaults', () => {
       metricsHost: '0.0.0.0',
       maxSources: 1_000_000,
       maxBlocksPerMinute: 120,
+      decisionRetention: 30 * 86_400,
       reconcileSeconds: 60,
       logFormat: 'auto',
       logLevel: 'info',
@@ -332,6 +333,11 @@ describe('setting ranges', () => {
     ['PW_METRICS_HOST', 'not a host'],
     ['PW_METRICS_HOST', '0.0.0.0:9090'],
     ['PW_METRICS_HOST', '-leading.hyphen'],
+    ['PW_DECISION_RETENTION', '59m'], // under an hour: a kernel block could outlast the end that outranks it
+    ['PW_DECISION_RETENTION', '3599'],
+    ['PW_DECISION_RETENTION', '3651d'],
+    ['PW_DECISION_RETENTION', '-1d'],
+    ['PW_DECISION_RETENTION', 'forever'],
   ])('the policy refuses %s=%s, naming it', (name, raw) => {
     const e = configError(() => load({ [name]: raw }));
     expect(e.setting).toBe(name);
@@ -353,6 +359,10 @@ describe('setting ranges', () => {
     expect(load({ PW_BLOCK_TTL: '1s' }).blockTtl).toBe(1);
     expect(load({ PW_BLOCK_TTL: '0' }).blockTtl).toBe(0);
     expect(load({ PW_MAX_BLOCKS_PER_MINUTE: '0' }).maxBlocksPerMinute).toBe(0);
+    expect(load({ PW_DECISION_RETENTION: '0' }).decisionRetention).toBe(0);
+    expect(load({ PW_DECISION_RETENTION: '1h' }).decisionRetention).toBe(3600);
+    expect(load({ PW_DECISION_RETENTION: '3650d' }).decisionRetention).toBe(MAX_TTL_SECONDS);
+    expect(load({}, ['--decision-retention', '90d']).decisionRetention).toBe(90 * 86_400);
     for (const host of ['127.0.0.1', '::1', 'localhost', 'metrics.example.internal', '0.0.0.0']) {
       expect(loadProbe({ PW_METRICS_HOST: host }).metricsHost).toBe(host);
     }
@@ -362,6 +372,9 @@ describe('setting ranges', () => {
   it('says what a duration accepts', () => {
     expect(configError(() => load({ PW_BLOCK_TTL: '1w' })).message).toBe(
       'invalid PW_BLOCK_TTL="1w": expected a duration: 0, or 1s to 3650d (seconds, or a number with s, m, h or d)',
+    );
+    expect(configError(() => load({ PW_DECISION_RETENTION: '30m' })).message).toBe(
+      'invalid PW_DECISION_RETENTION="30m": expected a duration: 0, or 1h to 3650d (seconds, or a number with s, m, h or d)',
     );
   });
 });

@@ -6,55 +6,22 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import { parseAddress } from '@packetwatch/common';
-import { AttachMode, type Block, BlockReason, type ProbeServer, ProbeService } from '@packetwatch/proto';
+import { BlockReason } from '@packetwatch/proto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Allowlist } from '../src/allowlist.js';
 import { Decisions } from '../src/decisions.js';
 import { Detector } from '../src/detector.js';
 import { Feed } from '../src/feed.js';
 import { PolicyMetrics } from '../src/metrics.js';
-import { ProbeRegistry, ProbeSession } from '../src/probes.js';
+import { ProbeRegistry, type ProbeSession } from '../src/probes.js';
 import { Recorder } from '../src/recorder.js';
 import { addressKey } from '../src/sourcekey.js';
 import { DecisionStore } from '../src/store.js';
+import { FakeProbe } from './fake-probe.js';
 import { captureLog, damageIndexWhileOpen, holdWriteLock } from './store-faults.js';
 
 const SCANNER = '192.0.2.66';
-
-/** A probe's Probe API that does what it is told and keeps a record of it. */
-class FakeProbe {
-  readonly blocked: { ip: string; reason: BlockReason }[] = [];
-  readonly unblocked: string[] = [];
-  /** What ListBlocks answers. */
-  kernel: Block[] = [];
-  readonly #server = new grpc.Server();
-
-  constructor(readonly socket: string) {
-    const impl: ProbeServer = {
-      blockIp: (call, cb) => {
-        this.blocked.push({ ip: call.request.ip, reason: call.request.reason });
-        cb(null, { alreadyBlocked: false });
-      },
-      unblockIp: (call, cb) => {
-        this.unblocked.push(call.request.ip);
-        cb(null, { removed: true });
-      },
-      listBlocks: (_call, cb) => cb(null, { blocks: this.kernel, capacity: 65536 }),
-      getStatus: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'fake' }),
-    };
-    this.#server.addService(ProbeService, impl);
-  }
-
-  start(): Promise<void> {
-    return new Promise((resolve, reject) => this.#server.bindAsync(`unix://${this.socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
-  }
-
-  stop(): void {
-    this.#server.forceShutdown();
-  }
-}
 
 let dir: string;
 let store: DecisionStore;
@@ -74,27 +41,10 @@ beforeEach(async () => {
   recorder = new Recorder(store, metrics, log);
   health = [];
   recorder.onHealth((serving) => health.push(serving));
-  probe = new FakeProbe(join(dir, 'probe.sock'));
+  probe = new FakeProbe();
   await probe.start();
   const probes = new ProbeRegistry();
-  session = new ProbeSession(
-    {
-      probeId: 'test/veth0',
-      version: 'test',
-      interface: 'veth0',
-      ifindex: 2,
-      ownAddresses: [],
-      whitelistSelf: true,
-      callbackEndpoint: `unix:${probe.socket}`,
-      attachMode: AttachMode.ATTACH_MODE_DRIVER,
-      programId: 1,
-      adopted: false,
-      kernelScanPorts: 0,
-      kernelScanWindow: undefined,
-    },
-    undefined,
-    log,
-  );
+  session = probe.session('test/veth0', log);
   probes.add(session);
   const detector = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1000 });
   decisions = new Decisions(recorder, probes, new Allowlist([]), detector, new Feed(), metrics, log, 0, 0);
@@ -171,7 +121,7 @@ describe('Decisions while the store refuses writes', () => {
     expect(decisions.isBlocked(SCANNER)).toBe(false);
     expect(recorder.unrecorded(ended!.id)).toBe(true);
     // The kernel still holds a block made before the unblock (an UnblockIp that did not arrive).
-    probe.kernel = [{ ip: SCANNER, reason: BlockReason.BLOCK_REASON_PORTSCAN, created: new Date(ended!.createdMs), expires: undefined, expired: false }];
+    probe.blocks = [{ ip: SCANNER, reason: BlockReason.BLOCK_REASON_PORTSCAN, created: new Date(ended!.createdMs), expires: undefined, expired: false }];
     await decisions.reconcile(session);
     await expect.poll(() => probe.unblocked).toEqual([SCANNER, SCANNER]);
     expect(decisions.active()).toEqual([]);
@@ -183,7 +133,7 @@ describe('Decisions while the store refuses writes', () => {
 
   it('a reconcile that cannot read whether a kernel block was unblocked neither adopts nor lifts it, and counts the failed read', async () => {
     damageIndexWhileOpen(dir, 'decisions_ended');
-    probe.kernel = [{ ip: SCANNER, reason: BlockReason.BLOCK_REASON_PORTSCAN, created: new Date(), expires: undefined, expired: false }];
+    probe.blocks = [{ ip: SCANNER, reason: BlockReason.BLOCK_REASON_PORTSCAN, created: new Date(), expires: undefined, expired: false }];
     expect(await decisions.reconcile(session)).toBe(0);
     expect(decisions.active()).toEqual([]);
     expect(probe.unblocked).toEqual([]);

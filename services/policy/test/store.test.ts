@@ -58,6 +58,14 @@ describe('DecisionStore: insert, active, all, end', () => {
     expect(store.lastId()).toBe(3);
   });
 
+  it('never gives an id again, even once retention has pruned every decision', () => {
+    const { store } = openStore();
+    for (const id of [1, 2, 3]) store.insert(decision(id, `192.0.2.${id}`, { expiresMs: T0 + 1 }));
+    expect(store.prune(T0 + 2, 0, 1000)).toEqual([1, 2, 3]);
+    expect(store.all()).toEqual([]);
+    expect(store.lastId()).toBe(3);
+  });
+
   it('records a decision that ended before the store took it with its end', () => {
     const { store } = openStore();
     const d = decision(1, '192.0.2.1', { endedMs: T0 + 5 });

@@ -1,8 +1,9 @@
 // Block management on the kernel blocklist: the rules behind BlockIp and
 // friends, free of gRPC so they read as the domain they are.
-import { type BlockEntry, BlockReason, type Datapath, lpmKeyCodec } from '@packetwatch/bpf';
+import { type BlockEntry, BlockReason, type Datapath, blockCodec, lpmKeyCodec } from '@packetwatch/bpf';
 import { AddressError, GrpcStatus, MAX_TTL_SECONDS, ServerError, formatAddress, parseAddress } from '@packetwatch/common';
 import { MapFullError, UpdateFlags, clock, encode } from 'libbpf-ts';
+import { keyPage } from './keypage.js';
 
 export interface KernelBlock {
   ip: string;
@@ -79,10 +80,20 @@ export class Blocks {
     return this.dp.blocklist.delete(parseIp(ip));
   }
 
-  list(): KernelBlock[] {
+  /**
+   * At most `size` blocks in address order, those after `after` (from the
+   * start when undefined), and whether more follow (keypage.ts says why
+   * address order).
+   */
+  page(after: Buffer | undefined, size: number): { blocks: KernelBlock[]; last: Buffer | undefined; more: boolean } {
     const now = clock.boottimeNs();
     const offset = bootToUnixOffsetNs();
-    return this.dp.blocklist.snapshot().map(([addr, e]) => this.toKernelBlock(addr, e, now, offset));
+    const { page, more } = keyPage(this.dp.blocklist.map.lookupAll(), after, size);
+    return {
+      blocks: page.map(([addr, value]) => this.toKernelBlock(addr, blockCodec.read(value, 0), now, offset)),
+      last: page.at(-1)?.[0],
+      more,
+    };
   }
 
   /** Entries in the kernel blocklist, kept as they change: no walk (scrapes and status calls read it). */

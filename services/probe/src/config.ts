@@ -1,7 +1,7 @@
 // The probe's settings: the seed's PW_ variables with their defaults, plus
 // the probe's own. Each is also a flag (--ifdev eth0).
 import { hostname } from 'node:os';
-import { ConfigError, LOG_LEVELS, type ConfigOf, parseEndpoint, settings as s } from '@packetwatch/common';
+import { ConfigError, LOG_LEVELS, MAX_BLOCKLIST_SIZE, type ConfigOf, parseEndpoint, settings as s } from '@packetwatch/common';
 
 export const probeSettings = {
   // Also a directory name under PW_BPF_PIN_DIR: never "." or "..".
@@ -20,7 +20,7 @@ export const probeSettings = {
   insecureTcp: s.bool('PW_INSECURE_TCP', 'insecure-tcp', false, 'allow plaintext gRPC on TCP (logs a warning)'),
   xdpMode: s.oneOf('PW_XDP_MODE', 'xdp-mode', 'auto', 'driver (native), generic, or auto (driver, else generic)', ['auto', 'driver', 'generic'] as const),
   dropMode: s.oneOf('PW_DROP_MODE', 'drop-mode', 'syn', "what is dropped from blocked sources: syn (new connections) or all", ['syn', 'all'] as const),
-  blocklistSize: s.int('PW_BLOCKLIST_SIZE', 'blocklist-size', 65536, 'entries of the kernel blocklist', 1, 16_777_216),
+  blocklistSize: s.int('PW_BLOCKLIST_SIZE', 'blocklist-size', 65536, 'entries of the kernel blocklist', 1, MAX_BLOCKLIST_SIZE),
   allowlistSize: s.int('PW_ALLOWLIST_SIZE', 'allowlist-size', 1024, 'entries of the kernel allowlist', 1, 1_048_576),
   ringbufBytes: s.int('PW_RINGBUF_BYTES', 'ringbuf-bytes', 4 << 20, 'bytes of the events ring buffer (a power of two)', 4096, 1 << 30),
   eventQueue: s.int('PW_EVENT_QUEUE', 'event-queue', 262_144, 'events held while the policy is slow or away; beyond, they are counted lost', 1, 16_777_216),

@@ -1,7 +1,8 @@
 // packetwatch.v1.Probe over gRPC: argument checks and status mapping here,
 // the rules in Blocks.
-import { type BlockReason as KernelReason } from '@packetwatch/bpf';
-import { GrpcStatus, type Logger, type MethodRoles, ServerError, unary } from '@packetwatch/common';
+import type { BlockReason as KernelReason } from '@packetwatch/bpf';
+import { ADDR_LEN } from '@packetwatch/bpf/records';
+import { GrpcStatus, type Logger, type MethodRoles, PageList, ServerError, pageCursor, pageSize, pageToken, unary } from '@packetwatch/common';
 import {
   AttachMode,
   type Block,
@@ -25,10 +26,26 @@ export interface StatusSource {
 
 const nsToDate = (ns: bigint) => new Date(Number(ns / 1_000_000n));
 
+/**
+ * The most a Block takes encoded, with its tag and length in the response:
+ * the longest address text (39 characters), a reason, two timestamps (of
+ * the latest time a u64 of nanoseconds holds) and a flag: 75 bytes, and
+ * some room (listblocks.test.ts encodes the largest possible Block). A
+ * page of PAGE_SIZE.max blocks is then at most 800,000 bytes, and the
+ * response adds only its capacity and a token (under 40 bytes): within
+ * PAGE_BYTES, and far below grpc-js's 4 MiB receive limit, whatever the map
+ * holds.
+ */
+export const MAX_BLOCK_BYTES = 80;
+
+/** Reasons the protocol knows; the kernel map holds a 32-bit number anyone with the pin can write. */
+const REASONS = new Set<number>([BlockReason.BLOCK_REASON_UNSPECIFIED, BlockReason.BLOCK_REASON_PORTSCAN, BlockReason.BLOCK_REASON_MANUAL]);
+
 export function toProtoBlock(b: KernelBlock): Block {
   return {
     ip: b.ip,
-    reason: (b.reason as number) as BlockReason,
+    // Another number would not even encode (an enum is an int32): one odd entry must not fail the whole list.
+    reason: REASONS.has(b.reason) ? (b.reason as number as BlockReason) : BlockReason.BLOCK_REASON_UNSPECIFIED,
     created: nsToDate(b.createdUnixNs),
     expires: b.expiresUnixNs === undefined ? undefined : nsToDate(b.expiresUnixNs),
     expired: b.expired,
@@ -78,10 +95,16 @@ export function probeService(
       log.info({ ip: req.ip, removed }, 'unblocked');
       return { removed };
     }),
-    listBlocks: unary<ListBlocksRequest, ListBlocksResponse>(log, 'ListBlocks', () => ({
-      blocks: blocks.list().map(toProtoBlock),
-      capacity: blocks.capacity,
-    })),
+    listBlocks: unary<ListBlocksRequest, ListBlocksResponse>(log, 'ListBlocks', (req) => {
+      const size = pageSize(req.pageSize);
+      const after = pageCursor(req.pageToken, PageList.KernelBlocks, ADDR_LEN);
+      const page = blocks.page(after, size);
+      return {
+        blocks: page.blocks.map(toProtoBlock),
+        capacity: blocks.capacity,
+        nextPageToken: page.more && page.last ? pageToken(PageList.KernelBlocks, page.last) : '',
+      };
+    }),
     getStatus: unary<GetStatusRequest, GetStatusResponse>(log, 'GetStatus', () => status.status()),
   };
 }

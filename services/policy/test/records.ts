@@ -1,0 +1,9 @@
+// Decisions written straight into a store, as the policy's Recorder would
+// (ids assigned in order): for tests of what reads the store.
+import type { DecisionRecord, DecisionStore } from '../src/store.js';
+
+export function appendDecision(store: DecisionStore, d: Omit<DecisionRecord, 'id' | 'endedMs'>): DecisionRecord {
+  const record: DecisionRecord = { ...d, id: store.lastId() + 1, endedMs: undefined };
+  store.insert(record);
+  return record;
+}
