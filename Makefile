@@ -41,6 +41,12 @@ deps: ## Install the Debian packages the build and tests need (only those missin
 	  if [ "$$(id -u)" != 0 ]; then echo "deps: creating the 'packetwatch' user needs root; run 'sudo make deps'" >&2; exit 1; fi; \
 	  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin packetwatch; \
 	  echo "deps: created system user 'packetwatch' (runs the policy service)"; fi
+	@# The probe and the policy talk through sockets of this group's, which operators are not in (SECURITY.md).
+	@if ! id -nG packetwatch | tr ' ' '\n' | grep -qx packetwatch-control; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "deps: creating the 'packetwatch-control' group needs root; run 'sudo make deps'" >&2; exit 1; fi; \
+	  getent group packetwatch-control >/dev/null || groupadd --system packetwatch-control; \
+	  usermod -a -G packetwatch-control packetwatch; \
+	  echo "deps: the 'packetwatch' user is in the 'packetwatch-control' group (its channel with the probe)"; fi
 
 node_modules/.package-lock.json: package-lock.json $(wildcard */package.json */*/package.json)
 	npm ci --no-audit --no-fund

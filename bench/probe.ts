@@ -945,7 +945,8 @@ async function main(): Promise<void> {
     const dir = cleanup.tempDir();
     const pinRoot = `/sys/fs/bpf/packetwatch-bench-${process.pid}`;
     const net = createNet(cleanup);
-    const socket = join(dir, 'probe.sock');
+    // The API as the policy calls it: its control socket (BlockIp is the policy's role).
+    const socket = join(dir, 'control', 'probe.sock');
     const metricsPort = await freePort();
     const receiver = new Receiver(join(dir, 'policy.sock'), libs);
     cleanup.add('stop the receiver', () => receiver.stop());
@@ -953,7 +954,8 @@ async function main(): Promise<void> {
 
     const env = {
       PW_IFDEV: net.hostIf,
-      PW_PROBE_SOCKET: socket,
+      PW_PROBE_SOCKET: join(dir, 'probe.sock'),
+      PW_PROBE_CONTROL_SOCKET: socket,
       PW_POLICY_ADDR: `unix:${receiver.socketPath}`,
       PW_BPF_PIN_DIR: pinRoot,
       // On, as deployed (its default is 9090); the bench reads the probe's GC time and event-loop stalls from it.

@@ -138,7 +138,7 @@ class Deployment {
   static async start(libs: Libs, nets: readonly NamespacePair[], c: Config, cleanup: Cleanup): Promise<Deployment> {
     const stack = await libs.stack.Stack.start(nets[0]!, 'policy alone', cleanup, settings(c));
     const d = new Deployment(stack, nets.slice(0, c.probes));
-    const policyAddr = `unix:${stack.svc.policySocket}`;
+    const policyAddr = `unix:${stack.svc.reportSocket}`;
     for (const net of d.nets.slice(1)) {
       const svc = new libs.services.Services({
         netns: net.victimNs,

@@ -29,6 +29,8 @@ const REPO_ROOT = basename(HERE) === 'dist' ? join(HERE, '..', '..') : join(HERE
 const PROBE_MAIN = join(REPO_ROOT, 'services/probe/dist/main.js');
 const POLICY_MAIN = join(REPO_ROOT, 'services/policy/dist/main.js');
 const POLICY_USER = 'packetwatch';
+/** The probe's and the policy's group (make deps), without operators. */
+const CONTROL_GROUP = 'packetwatch-control';
 /** An upper bound for a service to start and connect, generous for a loaded machine (it only bounds a failure's wait). */
 const START_TIMEOUT_MS = 60_000;
 
@@ -114,16 +116,26 @@ export class Services {
   readonly dir: string;
   readonly stateDir: string;
   readonly pinRoot: string;
+  /** The operators' sockets (status, lists, the policy's API). */
   readonly probeSocket: string;
   readonly policySocket: string;
+  /** The probe's and the policy's channel: the probe's control socket (BlockIp), the policy's Report socket. */
+  readonly controlSocket: string;
+  readonly reportSocket: string;
+  /** An operator's clients. */
   readonly probeClient: ProbeClient;
   readonly policyClient: PolicyClient;
+  /** The policy's client of the probe (BlockIp, UnblockIp), and a probe's of the policy (Report). */
+  readonly controlClient: ProbeClient;
+  readonly reportClient: PolicyClient;
   probe: ServiceProcess | undefined;
   policy: ServiceProcess | undefined;
 
   constructor(private readonly opts: ServicesOptions) {
     // The layout of deploy/run.sh: the directory is root's (setgid, read-only
-    // to the group), the policy's socket and state in directories of its own.
+    // to the group), the policy's socket and state in directories of its own,
+    // the channel between the two in control/ (root's) and report/ (the
+    // policy's), of the control group.
     this.dir = mkdtempSync(join(tmpdir(), 'pw-e2e-'));
     const gid = groupId(POLICY_USER);
     chownSync(this.dir, 0, gid);
@@ -133,11 +145,21 @@ export class Services {
     chownSync(this.stateDir, uid(POLICY_USER), gid);
     mkdirSync(join(this.dir, 'policy'), { mode: 0o750 });
     chownSync(join(this.dir, 'policy'), uid(POLICY_USER), gid);
+    const controlGid = groupId(CONTROL_GROUP);
+    for (const [sub, owner] of [['control', 0], ['report', uid(POLICY_USER)]] as const) {
+      mkdirSync(join(this.dir, sub));
+      chownSync(join(this.dir, sub), owner, controlGid);
+      chmodSync(join(this.dir, sub), 0o2750);
+    }
     this.pinRoot = `${TEST_BPFFS}/packetwatch-e2e-${process.pid}-${opts.ifdev}`;
     this.probeSocket = join(this.dir, 'probe.sock');
     this.policySocket = join(this.dir, 'policy', 'policy.sock');
+    this.controlSocket = join(this.dir, 'control', 'probe.sock');
+    this.reportSocket = join(this.dir, 'report', 'policy.sock');
     this.probeClient = new ProbeClient(`unix://${this.probeSocket}`, grpc.credentials.createInsecure());
     this.policyClient = new PolicyClient(`unix://${this.policySocket}`, grpc.credentials.createInsecure());
+    this.controlClient = new ProbeClient(`unix://${this.controlSocket}`, grpc.credentials.createInsecure());
+    this.reportClient = new PolicyClient(`unix://${this.reportSocket}`, grpc.credentials.createInsecure());
   }
 
   get env(): Record<string, string> {
@@ -145,9 +167,12 @@ export class Services {
       PW_IFDEV: this.opts.ifdev,
       PW_STATE_DIR: this.stateDir,
       PW_PROBE_SOCKET: this.probeSocket,
+      PW_PROBE_CONTROL_SOCKET: this.controlSocket,
       PW_POLICY_SOCKET: this.policySocket,
-      PW_POLICY_ADDR: `unix:${this.policySocket}`,
+      PW_POLICY_REPORT_SOCKET: this.reportSocket,
+      PW_POLICY_ADDR: `unix:${this.reportSocket}`,
       PW_SOCKET_GROUP: POLICY_USER,
+      PW_CONTROL_GROUP: CONTROL_GROUP,
       PW_BPF_PIN_DIR: this.pinRoot,
       PW_PROMETHEUS_PORT: '0',
       PW_POLICY_PROMETHEUS_PORT: '0',
@@ -208,7 +233,7 @@ export class Services {
     const meta = () => new grpc.Metadata();
     const deadline = () => ({ deadline: Date.now() + 10_000 });
     await call((cb) => this.policyClient.unblock({ ip: '', all: true }, meta(), deadline(), cb));
-    for (const b of await listAllBlocks(this.probeClient, 10_000)) await call((cb) => this.probeClient.unblockIp({ ip: b.ip }, meta(), deadline(), cb));
+    for (const b of await listAllBlocks(this.probeClient, 10_000)) await call((cb) => this.controlClient.unblockIp({ ip: b.ip }, meta(), deadline(), cb));
   }
 
   probeStatus(): Promise<GetStatusResponse> {
@@ -250,8 +275,7 @@ export class Services {
   #release(): void {
     this.detach();
     rmSync(this.pinRoot, { recursive: true, force: true });
-    this.probeClient.close();
-    this.policyClient.close();
+    for (const c of [this.probeClient, this.policyClient, this.controlClient, this.reportClient]) c.close();
     rmSync(this.dir, { recursive: true, force: true });
   }
 

@@ -22,12 +22,22 @@ if ! getent passwd "$USER_NAME" >/dev/null; then
   exit 1
 fi
 
-# Sockets. $RUN_DIR is root's (setgid: what is made there is the packetwatch
-# group's) and read-only to that group, so the policy's user can reach the
-# probe's socket but never rename or replace it; the policy's socket is in a
-# directory of its own. Nobody else gets in.
+# Sockets, one per role (SECURITY.md). $RUN_DIR is root's (setgid: what is
+# made there is the packetwatch group's, the operators') and read-only to that
+# group: the probe's socket for operators. The policy's socket for operators
+# is in a directory of its own. The channel between the two is the
+# packetwatch-control group's, which only the policy's user is in: control/
+# (root's: the probe's control socket, which the policy's user can reach but
+# never rename or replace) and report/ (the policy's: its Report socket).
+CONTROL_GROUP=packetwatch-control
+if ! getent group "$CONTROL_GROUP" >/dev/null; then
+  echo "make run: no '$CONTROL_GROUP' group; run 'sudo make deps' first" >&2
+  exit 1
+fi
 install -d -m 2750 -o root -g "$USER_NAME" "$RUN_DIR"
 install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$RUN_DIR/policy"
+install -d -m 2750 -o root -g "$CONTROL_GROUP" "$RUN_DIR/control"
+install -d -m 2750 -o "$USER_NAME" -g "$CONTROL_GROUP" "$RUN_DIR/report"
 
 # One run at a time; `make stop` finds this one by its pid file.
 PID_FILE=$RUN_DIR/run.pid
@@ -44,9 +54,12 @@ chown "$USER_NAME:$USER_NAME" "$LOG_DIR/policy.log"
 
 export PW_STATE_DIR=$STATE_DIR
 export PW_POLICY_SOCKET=$RUN_DIR/policy/policy.sock
+export PW_POLICY_REPORT_SOCKET=$RUN_DIR/report/policy.sock
 export PW_PROBE_SOCKET=$RUN_DIR/probe.sock
-export PW_POLICY_ADDR=unix:$RUN_DIR/policy/policy.sock
+export PW_PROBE_CONTROL_SOCKET=$RUN_DIR/control/probe.sock
+export PW_POLICY_ADDR=unix:$PW_POLICY_REPORT_SOCKET
 export PW_SOCKET_GROUP=$USER_NAME
+export PW_CONTROL_GROUP=$CONTROL_GROUP
 export PW_LOG_FORMAT=${PW_LOG_FORMAT:-table}
 
 pids=()
@@ -65,7 +78,7 @@ setpriv --reuid="$USER_NAME" --regid="$USER_NAME" --init-groups \
 pids+=($!)
 
 for _ in $(seq 100); do
-  [ -S "$PW_POLICY_SOCKET" ] && break
+  [ -S "$PW_POLICY_REPORT_SOCKET" ] && break
   if ! kill -0 "${pids[0]}" 2>/dev/null; then
     echo "make run: the policy did not start; see $LOG_DIR/policy.log" >&2
     tail -n 5 "$LOG_DIR/policy.log" >&2

@@ -29,8 +29,8 @@ function environmentOf(service: string): Map<string, string | undefined> {
 // Set by the deployment itself (volumes, the shared socket group, metrics
 // reachable on the compose network): not passed through.
 const FIXED: Record<string, string[]> = {
-  probe: ['PW_POLICY_ADDR', 'PW_PROBE_SOCKET', 'PW_SOCKET_GROUP'],
-  policy: ['PW_STATE_DIR', 'PW_POLICY_SOCKET', 'PW_SOCKET_GROUP', 'PW_METRICS_HOST'],
+  probe: ['PW_POLICY_ADDR', 'PW_PROBE_SOCKET', 'PW_PROBE_CONTROL_SOCKET', 'PW_SOCKET_GROUP', 'PW_CONTROL_GROUP'],
+  policy: ['PW_STATE_DIR', 'PW_POLICY_SOCKET', 'PW_POLICY_REPORT_SOCKET', 'PW_SOCKET_GROUP', 'PW_CONTROL_GROUP', 'PW_METRICS_HOST'],
 };
 
 describe.each([

@@ -26,7 +26,7 @@ describe("the policy's allowlist in the kernel", () => {
 
   /** BlockIp straight on the probe (as root, through its socket): the status code, or OK. */
   const blockOnProbe = (ip: string) =>
-    call<BlockIpResponse>((cb) => svc.probeClient.blockIp({ ip, ttl: undefined, reason: BlockReason.BLOCK_REASON_MANUAL }, new grpc.Metadata(), deadline(), cb)).then(
+    call<BlockIpResponse>((cb) => svc.controlClient.blockIp({ ip, ttl: undefined, reason: BlockReason.BLOCK_REASON_MANUAL }, new grpc.Metadata(), deadline(), cb)).then(
       () => grpc.status.OK,
       (e: grpc.ServiceError) => e.code,
     );

@@ -106,8 +106,8 @@ describe('packetwatchctl against the real services', () => {
     );
   /** A kernel block of `ip` made on the probe directly, behind the policy's back. */
   const kernelBlock = (ip: string) =>
-    call<BlockIpResponse>((cb) => svc.probeClient.blockIp({ ip, ttl: undefined, reason: BlockReason.BLOCK_REASON_MANUAL }, new grpc.Metadata(), deadline(), cb));
-  const kernelUnblock = (ip: string) => call<UnblockIpResponse>((cb) => svc.probeClient.unblockIp({ ip }, new grpc.Metadata(), deadline(), cb));
+    call<BlockIpResponse>((cb) => svc.controlClient.blockIp({ ip, ttl: undefined, reason: BlockReason.BLOCK_REASON_MANUAL }, new grpc.Metadata(), deadline(), cb));
+  const kernelUnblock = (ip: string) => call<UnblockIpResponse>((cb) => svc.controlClient.unblockIp({ ip }, new grpc.Metadata(), deadline(), cb));
   /** Waits for the one active decision, once the probe enforces it (the kernel holds the block). */
   const enforcedDecision = () =>
     waitFor(
@@ -217,7 +217,7 @@ describe('packetwatchctl against the real services', () => {
         `  own addresses  ${net.victimAddr}`,
         `  dropped        ${drops.syn.toLocaleString('en-US')} SYNs, ${drops.other.toLocaleString('en-US')} other`,
         '  blocks         0 of 65,536',
-        `  policy         connected (unix:${svc.policySocket})`,
+        `  policy         connected (unix:${svc.reportSocket})`,
       ]),
     );
     expect(probe).toContainEqual(expect.stringMatching(new RegExp(`^ {2}interface {6}${net.victimIf} \\(ifindex \\d+\\), (generic|driver) XDP, program \\d+$`)));

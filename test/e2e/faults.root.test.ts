@@ -185,7 +185,7 @@ describe('faults', () => {
     );
     expect((await svc.probeStatus()).policyConnected).toBe(false);
     // Drift behind the policy's back: the kernel loses the block.
-    expect((await call<{ removed: boolean }>((cb) => svc.probeClient.unblockIp({ ip: net.attackerAddr }, new grpc.Metadata(), deadline(), cb))).removed).toBe(true);
+    expect((await call<{ removed: boolean }>((cb) => svc.controlClient.unblockIp({ ip: net.attackerAddr }, new grpc.Metadata(), deadline(), cb))).removed).toBe(true);
     await svc.startPolicy();
     await consistent();
     // The one repair: the decision missing from the kernel, re-applied.

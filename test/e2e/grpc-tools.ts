@@ -1,8 +1,10 @@
 // What standard gRPC tooling sees of a service: the health protocol
 // (grpc.health.v1) and server reflection (grpc.reflection.v1), called from
-// their own published .proto files.
+// their own published .proto files; and a call made as another user.
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 
@@ -61,4 +63,34 @@ export function reflectedServices(target: string): Promise<string[]> {
     call.on('error', reject);
     call.write({ list_services: '*' });
   });
+}
+
+/** Whose process a call comes from: a user, with these groups (default: the user's own, from /etc/group). */
+export interface Caller {
+  user: string;
+  groups?: string[];
+}
+
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/**
+ * Calls a unary method of packetwatch.v1.Probe or .Policy on a Unix socket
+ * from a separate process running as `who` (setpriv): 'ok', or the gRPC
+ * status name (UNAVAILABLE when it cannot even connect).
+ */
+export function callAs(who: Caller, service: 'Probe' | 'Policy', socket: string, method: string, request: object): string {
+  const script = `
+    import * as grpc from '@grpc/grpc-js';
+    import { ${service}Client as Client } from '${join(REPO, 'proto/dist/src/index.js')}';
+    const c = new Client('unix://${socket}', grpc.credentials.createInsecure());
+    c.${method}(${JSON.stringify(request)}, new grpc.Metadata(), { deadline: Date.now() + 10000 }, (err) => {
+      console.log(err ? grpc.status[err.code] : 'ok');
+      process.exit(0);
+    });`;
+  const gid = execFileSync('id', ['-g', who.user], { encoding: 'utf8' }).trim();
+  const groups = who.groups ? [`--groups=${who.groups.join(',')}`] : ['--init-groups'];
+  return execFileSync('setpriv', ['--reuid', who.user, '--regid', gid, ...groups, process.execPath, '--input-type=module', '-e', script], {
+    cwd: REPO,
+    encoding: 'utf8',
+  }).trim();
 }

@@ -156,7 +156,7 @@ describe('hostile input', () => {
     const policyBlock = (ip: string, reason = '', seconds = 0n) => () =>
       call((cb) => svc.policyClient.block({ ip, reason, ttl: { seconds, nanos: 0 } }, new grpc.Metadata(), deadline(), cb));
     const probeBlock = (ip: string, seconds = 0n) => () =>
-      call((cb) => svc.probeClient.blockIp({ ip, reason: 2, ttl: { seconds, nanos: 0 } }, new grpc.Metadata(), deadline(), cb));
+      call((cb) => svc.controlClient.blockIp({ ip, reason: 2, ttl: { seconds, nanos: 0 } }, new grpc.Metadata(), deadline(), cb));
     const cases: [string, () => Promise<unknown>, grpc.status][] = [
       ['policy: not an address', policyBlock('300.1.1.1'), grpc.status.INVALID_ARGUMENT],
       ['policy: a prefix', policyBlock('192.0.2.0/24'), grpc.status.INVALID_ARGUMENT],

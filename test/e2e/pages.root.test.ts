@@ -126,6 +126,8 @@ describe('lists of 65,536 kernel blocks and decisions, a page at a time', () => 
       Array.from({ length: BLOCKS }, (_, i) => [address(i), { createdNs: now, expiresNs: now + BigInt(86_400 + i) * 1_000_000_000n, reason: BlockReason.Manual, flags: 0 }] as const),
     );
     expect(written).toBe(BLOCKS);
+    // Written past the probe: it counts them at its next sweep of the map (every 5 s).
+    await waitFor('the probe to count the blocks', async () => ((await svc.probeStatus()).blocks === BLOCKS ? true : undefined), SLOW_MS);
     probeId = (await svc.probeStatus()).probeId;
   }, SLOW_MS);
 
@@ -234,7 +236,7 @@ describe('lists of 65,536 kernel blocks and decisions, a page at a time', () => 
   });
 
   it('a policy with PW_DECISION_RETENTION under an hour stops at start with exit code 2, naming it', async () => {
-    const p = new ServiceProcess([process.execPath, POLICY_MAIN], { PW_DECISION_RETENTION: '30m', PW_STATE_DIR: `${svc.dir}/refused`, PW_POLICY_SOCKET: `${svc.dir}/refused.sock` });
+    const p = new ServiceProcess([process.execPath, POLICY_MAIN], { PW_DECISION_RETENTION: '30m', PW_STATE_DIR: `${svc.dir}/refused`, PW_POLICY_SOCKET: `${svc.dir}/refused.sock`, PW_POLICY_REPORT_SOCKET: `${svc.dir}/refused-report.sock` });
     expect(await p.exited).toBe(2);
     expect(p.stderr.join('\n')).toContain(
       'invalid PW_DECISION_RETENTION="30m": expected a duration: 0, or 1h to 3650d (seconds, or a number with s, m, h or d)',

@@ -24,6 +24,7 @@ import {
 } from '@packetwatch/proto';
 import { encode } from 'libbpf-ts';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { callAs } from './grpc-tools.js';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
 import { MAX_REPORT_STREAMS, MAX_WATCHERS } from '../../services/policy/src/service.js';
@@ -52,7 +53,7 @@ describe('a hostile Report peer', () => {
 
   /** A Report stream as a probe would open it; `ended` resolves with the status the policy ends it with. */
   const peer = (s = svc) => {
-    const stream = s.policyClient.report() as grpc.ClientDuplexStream<ProbeMessage, PolicyMessage>;
+    const stream = s.reportClient.report() as grpc.ClientDuplexStream<ProbeMessage, PolicyMessage>;
     const replies: PolicyMessage[] = [];
     stream.on('data', (m: PolicyMessage) => replies.push(m));
     const ended = new Promise<{ code: grpc.status; details: string }>((resolve) => {
@@ -311,6 +312,24 @@ describe('a hostile Report peer', () => {
       onTime.close();
       late.close();
     }
+  });
+
+  it("takes Report only on the probes' socket, which operators cannot reach, and nothing else there", async () => {
+    // Root on the operators' socket: the socket carries the role, and Report is not an operator's.
+    const stream = svc.policyClient.report();
+    const refused = await new Promise<grpc.ServiceError>((resolve) => {
+      stream.on('data', () => {});
+      stream.on('error', resolve);
+    });
+    expect(refused.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(refused.details).toContain('/packetwatch.v1.Policy/Report is for the probe role; this socket serves the operator role');
+    // An operator (the socket group, not the control group) cannot even connect to the probes' socket...
+    expect(callAs({ user: 'nobody', groups: ['packetwatch'] }, 'Policy', svc.reportSocket, 'getStatus', {})).toBe('UNAVAILABLE');
+    // ...and whoever can (root) gets nothing there but Report.
+    await expect(
+      call((cb) => svc.reportClient.addAllow({ prefix: '0.0.0.0/0', note: '' }, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb)),
+    ).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    expect((await allowlist()).entries.map((e) => e.prefix)).toEqual([]);
   });
 
   it('ends a stream whose first message is not a hello with FAILED_PRECONDITION', async () => {

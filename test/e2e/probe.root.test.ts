@@ -36,6 +36,7 @@ describe('probe process', () => {
   let dir: string;
   let pinRoot: string;
   let socket: string;
+  let operatorSocket: string;
   let stub: PolicyStub;
   let probe: ProbeProcess | undefined;
   let client: ProbeClient;
@@ -93,7 +94,9 @@ describe('probe process', () => {
     net = createTestNet(2);
     dir = mkdtempSync(join(tmpdir(), 'pw-probe-'));
     pinRoot = `/sys/fs/bpf/packetwatch-test-${process.pid}`;
-    socket = join(dir, 'probe.sock');
+    // The control socket, where the policy calls: the tests below block as it does.
+    socket = join(dir, 'control', 'probe.sock');
+    operatorSocket = join(dir, 'probe.sock');
     stub = new PolicyStub(join(dir, 'policy.sock'));
     await stub.start();
     server = createServer((_req, res) => res.end('ok'));
@@ -102,7 +105,8 @@ describe('probe process', () => {
     metricsPort = await freePort();
     env = {
       PW_IFDEV: net.hostIf,
-      PW_PROBE_SOCKET: socket,
+      PW_PROBE_SOCKET: operatorSocket,
+      PW_PROBE_CONTROL_SOCKET: socket,
       PW_POLICY_ADDR: `unix:${stub.socketPath}`,
       PW_PROMETHEUS_PORT: String(metricsPort),
       PW_METRICS_HOST: '127.0.0.1',
@@ -131,6 +135,7 @@ describe('probe process', () => {
     const st = await startProbe();
     expect(st).toMatchObject({ interface: net.hostIf, attachMode: AttachMode.ATTACH_MODE_DRIVER, adopted: false });
     expect(statSync(socket).mode & 0o777).toBe(0o660);
+    expect(statSync(operatorSocket).mode & 0o777).toBe(0o660);
     const hello = await waitFor('the hello', () => stub.hellos[hellos]);
     expect(hello).toMatchObject({
       interface: net.hostIf,
@@ -143,6 +148,23 @@ describe('probe process', () => {
     expect(hello.ownAddresses).toEqual(expect.arrayContaining([net.hostAddr, net.hostAddr6]));
     expect(xdpQuery(net.hostIf)).toMatchObject({ mode: 'driver', progId: st.programId });
     await waitFor('policyConnected', async () => ((await status()).policyConnected ? true : undefined));
+  });
+
+  it("serves operators on its other socket: status and blocks, but blocking is the policy's", async () => {
+    await stack();
+    const operator = probeClient(operatorSocket);
+    try {
+      expect((await call<GetStatusResponse>((cb) => operator.getStatus({}, new grpc.Metadata(), deadline(), cb))).interface).toBe(net.hostIf);
+      for (const attempt of [
+        call((cb) => operator.blockIp({ ip: net.peerAddr, ttl: undefined, reason: BlockReason.BLOCK_REASON_MANUAL }, new grpc.Metadata(), deadline(), cb)),
+        call((cb) => operator.unblockIp({ ip: net.peerAddr }, new grpc.Metadata(), deadline(), cb)),
+      ]) {
+        await expect(attempt).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED, details: expect.stringContaining('this socket serves the operator role') });
+      }
+      expect((await status()).blocks).toBe(0);
+    } finally {
+      operator.close();
+    }
   });
 
   it('answers the standard health check and lists its services through reflection', async () => {

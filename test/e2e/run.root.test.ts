@@ -7,7 +7,7 @@
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
@@ -116,12 +116,14 @@ describe('make run in the background, and make stop', () => {
     }
   });
 
-  it("lays its sockets out so that the policy's user can call the probe but never rename or replace its socket", async () => {
+  it("lays its sockets out so that the policy's user can call the probe but never rename or replace its sockets", async () => {
     const run = await startRun();
     const dir = env.PW_RUN_DIR!;
     const probeSock = join(dir, 'probe.sock');
+    const controlSock = join(dir, 'control', 'probe.sock');
     try {
       const gid = Number(execFileSync('getent', ['group', 'packetwatch'], { encoding: 'utf8' }).split(':')[2]);
+      const controlGid = Number(execFileSync('getent', ['group', 'packetwatch-control'], { encoding: 'utf8' }).split(':')[2]);
       const uid = Number(execFileSync('id', ['-u', 'packetwatch'], { encoding: 'utf8' }).trim());
       const mode = (p: string) => {
         const st = lstatSync(p);
@@ -132,25 +134,33 @@ describe('make run in the background, and make stop', () => {
       // Made in the setgid directory, it inherits the bit: its socket is the group's too.
       expect(mode(join(dir, 'policy'))).toEqual({ uid, gid, mode: '2750', socket: false });
       expect(mode(join(dir, 'policy', 'policy.sock'))).toEqual({ uid, gid, mode: '660', socket: true });
+      // The channel between the two: the control group's, the probe's half root's.
+      expect(mode(join(dir, 'control'))).toEqual({ uid: 0, gid: controlGid, mode: '2750', socket: false });
+      expect(mode(controlSock)).toEqual({ uid: 0, gid: controlGid, mode: '660', socket: true });
+      expect(mode(join(dir, 'report'))).toEqual({ uid, gid: controlGid, mode: '2750', socket: false });
+      expect(mode(join(dir, 'report', 'policy.sock'))).toEqual({ uid, gid: controlGid, mode: '660', socket: true });
 
       // The attack: swap the probe's socket for a link to a file root would then chmod or chown.
       const target = join(dir, '..', 'target');
       writeFileSync(target, 'not to be touched\n', { mode: 0o600 });
-      for (const attempt of [
-        `mv ${probeSock} ${dir}/moved`,
-        `rm -f ${probeSock}`,
-        `ln -sf ${target} ${probeSock}`,
-        `ln -s ${target} ${dir}/probe.sock.new && mv -f ${dir}/probe.sock.new ${probeSock}`,
-      ]) {
+      for (const attempt of [probeSock, controlSock].flatMap((sock) => [
+        `mv ${sock} ${dirname(sock)}/moved`,
+        `rm -f ${sock}`,
+        `ln -sf ${target} ${sock}`,
+        `ln -s ${target} ${sock}.new && mv -f ${sock}.new ${sock}`,
+      ])) {
         const r = await asPolicyUser(attempt);
         expect(r.code, attempt).not.toBe(0);
         expect(r.stderr, attempt).toMatch(/Permission denied/);
       }
       expect(mode(probeSock)).toEqual({ uid: 0, gid, mode: '660', socket: true });
+      expect(mode(controlSock)).toEqual({ uid: 0, gid: controlGid, mode: '660', socket: true });
       expect(mode(target)).toEqual({ uid: 0, gid: 0, mode: '600', socket: false });
-      // What the policy's user may do: call the probe.
-      const call = await asPolicyUser(`node -e "require('net').connect('${probeSock}').on('connect', () => process.exit(0)).on('error', () => process.exit(1))"`);
-      expect(call.code).toBe(0);
+      // What the policy's user may do: call the probe, on both sockets.
+      for (const sock of [probeSock, controlSock]) {
+        const call = await asPolicyUser(`node -e "require('net').connect('${sock}').on('connect', () => process.exit(0)).on('error', () => process.exit(1))"`);
+        expect(call.code, sock).toBe(0);
+      }
     } finally {
       await makeStop();
       await run.exited;

@@ -4,7 +4,7 @@
 // policy blocks on a probe, only a probe reports, operators call the rest),
 // and the probe running with only CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_BPFFS } from '../privileged-setup.js';
 import { type TestNet, createTestNet, waitFor } from './netns.js';
 import { PolicyStub } from './policy-stub.js';
+import { callAs } from './grpc-tools.js';
 import { call, freePort } from './probe-process.js';
 import { ServiceProcess } from './services.js';
 
@@ -38,23 +39,6 @@ const SLOW_MS = 60_000;
 const TEST_MS = 300_000;
 /** A call's deadline: generous, so that a refusal shows as the refusal and not as a deadline passed on a loaded machine. */
 const CALL_MS = 10_000;
-
-/** Calls GetStatus from a separate process running as `user`; resolves to 'ok' or the gRPC status name. */
-function statusAs(user: string, socket: string): string {
-  const script = `
-    import * as grpc from '@grpc/grpc-js';
-    import { ProbeClient } from '${join(ROOT, 'proto/dist/src/index.js')}';
-    const c = new ProbeClient('unix://${socket}', grpc.credentials.createInsecure());
-    c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + ${CALL_MS} }, (err) => {
-      console.log(err ? grpc.status[err.code] : 'ok');
-      process.exit(0);
-    });`;
-  const gid = execFileSync('id', ['-g', user], { encoding: 'utf8' }).trim();
-  return execFileSync('setpriv', ['--reuid', user, '--regid', gid, '--init-groups', process.execPath, '--input-type=module', '-e', script], {
-    cwd: ROOT,
-    encoding: 'utf8',
-  }).trim();
-}
 
 /** Client credentials with the certificate `name` from `certs` (deploy/certs.sh). */
 const tlsCredentials = (certs: string, name: string, ca = join(certs, 'ca.crt')) =>
@@ -92,7 +76,7 @@ describe('authentication and least privilege', () => {
     await stopProbe();
     const argv =
       kind === 'limited'
-        ? ['setpriv', '--bounding-set=-all,+bpf,+net_admin,+perfmon', `--groups=${groupId('packetwatch')}`, process.execPath, PROBE_MAIN]
+        ? ['setpriv', '--bounding-set=-all,+bpf,+net_admin,+perfmon', `--groups=${groupId('packetwatch')},${groupId('packetwatch-control')}`, process.execPath, PROBE_MAIN]
         : [process.execPath, PROBE_MAIN];
     const p = new ServiceProcess(argv, { ...env, PW_POLICY_ADDR: policyAddr });
     probe = p;
@@ -120,6 +104,10 @@ describe('authentication and least privilege', () => {
     dir = mkdtempSync(join(tmpdir(), 'pw-sec-'));
     chmodSync(dir, 0o770);
     chownSync(dir, 0, groupId('packetwatch'));
+    // The control directory as deploy/run.sh makes it: root's, the control group's.
+    mkdirSync(join(dir, 'control'));
+    chownSync(join(dir, 'control'), 0, groupId('packetwatch-control'));
+    chmodSync(join(dir, 'control'), 0o2750);
     certs = join(dir, 'certs');
     otherCerts = join(dir, 'other');
     execFileSync(join(ROOT, 'deploy/certs.sh'), [certs, 'probe', 'policy', 'operator'], { stdio: 'ignore' });
@@ -129,6 +117,8 @@ describe('authentication and least privilege', () => {
     env = {
       PW_IFDEV: net.hostIf,
       PW_PROBE_SOCKET: join(dir, 'probe.sock'),
+      PW_PROBE_CONTROL_SOCKET: join(dir, 'control', 'probe.sock'),
+      PW_CONTROL_GROUP: 'packetwatch-control',
       PW_SOCKET_GROUP: 'packetwatch',
       PW_BPF_PIN_DIR: pinRoot,
       PW_PROMETHEUS_PORT: '0',
@@ -171,8 +161,33 @@ describe('authentication and least privilege', () => {
 
   it('lets the socket group call the probe and refuses everyone else', async () => {
     await probeRunning();
-    expect(statusAs('packetwatch', env.PW_PROBE_SOCKET!)).toBe('ok');
-    expect(statusAs('nobody', env.PW_PROBE_SOCKET!)).toBe('UNAVAILABLE');
+    expect(callAs({ user: 'packetwatch' }, 'Probe', env.PW_PROBE_SOCKET!, 'getStatus', {})).toBe('ok');
+    expect(callAs({ user: 'nobody' }, 'Probe', env.PW_PROBE_SOCKET!, 'getStatus', {})).toBe('UNAVAILABLE');
+  }, TEST_MS);
+
+  it("on Unix sockets, gives each role a socket of its own: operators read, only the policy's user blocks", async () => {
+    await probeRunning();
+    const operator = { user: 'nobody', groups: ['packetwatch'] };
+    const policyUser = { user: 'packetwatch' };
+    const ip = '198.51.100.9';
+    const block = { ip, reason: BlockReason.BLOCK_REASON_MANUAL };
+    // An operator (in the socket group, not in the control group): status on its socket, no blocks anywhere.
+    expect(callAs(operator, 'Probe', env.PW_PROBE_SOCKET!, 'getStatus', {})).toBe('ok');
+    expect(callAs(operator, 'Probe', env.PW_PROBE_SOCKET!, 'blockIp', block)).toBe('PERMISSION_DENIED');
+    expect(callAs(operator, 'Probe', env.PW_PROBE_CONTROL_SOCKET!, 'blockIp', block)).toBe('UNAVAILABLE');
+    expect(callAs(operator, 'Probe', env.PW_PROBE_CONTROL_SOCKET!, 'getStatus', {})).toBe('UNAVAILABLE');
+    // Nor root on the operators' socket: the socket, not the caller, carries the role.
+    const root = new ProbeClient(`unix://${env.PW_PROBE_SOCKET}`, grpc.credentials.createInsecure());
+    try {
+      await expect(
+        call<BlockIpResponse>((cb) => root.blockIp({ ...block, ttl: undefined }, new grpc.Metadata(), { deadline: Date.now() + CALL_MS }, cb)),
+      ).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    } finally {
+      root.close();
+    }
+    // The policy's user, on the control socket.
+    expect(callAs(policyUser, 'Probe', env.PW_PROBE_CONTROL_SOCKET!, 'blockIp', block)).toBe('ok');
+    expect(callAs(policyUser, 'Probe', env.PW_PROBE_CONTROL_SOCKET!, 'unblockIp', { ip })).toBe('ok');
   }, TEST_MS);
 
   it('on TCP, accepts a client certificate from its CA and refuses one from another CA, or none', async () => {
@@ -240,6 +255,7 @@ describe('authentication and least privilege', () => {
       {
         ...tls,
         PW_POLICY_SOCKET: join(dir, 'policy.sock'),
+        PW_POLICY_REPORT_SOCKET: join(dir, 'report', 'policy.sock'),
         PW_POLICY_TCP_ADDR: `127.0.0.1:${policyPort}`,
         PW_STATE_DIR: stateDir,
         PW_POLICY_PROMETHEUS_PORT: '0',
@@ -287,7 +303,7 @@ describe('authentication and least privilege', () => {
 
   it('refuses plaintext TCP unless asked, and warns when asked', async () => {
     const port = await freePort();
-    const refused = new ServiceProcess([process.execPath, POLICY_MAIN], { PW_POLICY_TCP_ADDR: `127.0.0.1:${port}`, PW_STATE_DIR: join(dir, 'x'), PW_POLICY_SOCKET: join(dir, 'x.sock') });
+    const refused = new ServiceProcess([process.execPath, POLICY_MAIN], { PW_POLICY_TCP_ADDR: `127.0.0.1:${port}`, PW_STATE_DIR: join(dir, 'x'), PW_POLICY_SOCKET: join(dir, 'x.sock'), PW_POLICY_REPORT_SOCKET: join(dir, 'x-report.sock') });
     expect(await refused.exited).toBe(2);
     expect(refused.stderr.join('\n')).toContain('invalid PW_POLICY_TCP_ADDR=');
     const insecure = new ServiceProcess([process.execPath, POLICY_MAIN], {
@@ -295,6 +311,7 @@ describe('authentication and least privilege', () => {
       PW_INSECURE_TCP: 'True',
       PW_STATE_DIR: join(dir, 'y'),
       PW_POLICY_SOCKET: join(dir, 'y.sock'),
+      PW_POLICY_REPORT_SOCKET: join(dir, 'y-report.sock'),
       PW_POLICY_PROMETHEUS_PORT: '0',
       PW_LOG_FORMAT: 'json',
     });

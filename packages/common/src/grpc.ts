@@ -113,8 +113,20 @@ function methodRoles(services: readonly ServiceBinding[]): Map<string, readonly 
   return out;
 }
 
+/**
+ * A Unix socket and the role of whoever reaches it: the socket's mode and
+ * group (and its directory's) decide who connects, the role what they may
+ * call (roles.ts).
+ */
+export interface SocketListener {
+  path: string;
+  mode: number;
+  group?: string | undefined;
+  role: Role;
+}
+
 export interface ServerOptions {
-  socket?: { path: string; mode: number; group?: string | undefined } | undefined;
+  sockets: SocketListener[];
   tcp?: { endpoint: Endpoint & { kind: 'tcp' }; tls?: TlsFiles | undefined; insecure: boolean } | undefined;
   services: ServiceBinding[];
   /** .proto files (and include root) served through reflection. */
@@ -123,7 +135,6 @@ export interface ServerOptions {
 }
 
 export interface RunningServer {
-  server: grpc.Server;
   /** Sets the health of every service served, and of the server as a whole (''), to SERVING or NOT_SERVING. */
   setServing(serving: boolean): void;
   /** Stops accepting calls; waits up to graceMs for calls in progress, then cancels them. */
@@ -154,33 +165,46 @@ function prepareSocketPath(path: string, group: number | undefined): void {
   }
 }
 
+/**
+ * Serves the services on each Unix socket (a gRPC server per socket, bound
+ * to its role) and, when configured, on TCP (roles from client
+ * certificates), with one health state and reflection on all of them.
+ */
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
-  const server = new grpc.Server({
-    'grpc.max_receive_message_length': 4 * 1024 * 1024,
-    'grpc.keepalive_time_ms': 30_000,
-    'grpc.keepalive_timeout_ms': 10_000,
-    interceptors: [roleInterceptor(methodRoles(opts.services))],
-  });
+  const allowed = methodRoles(opts.services);
   const health = new HealthImplementation({ '': 'NOT_SERVING' });
-  health.addToServer(server);
   // Reflection lists exactly what is served: our services and health.
   const packageDefinition: PackageDefinition = loadSync([...opts.reflection.files, healthProtoPath], {
     includeDirs: [opts.reflection.root, dirname(healthProtoPath)],
     keepCase: true,
   });
-  new ReflectionService(packageDefinition, {
+  const reflection = new ReflectionService(packageDefinition, {
     services: [...opts.services.map((s) => s.name), 'grpc.health.v1.Health'],
-  }).addToServer(server);
+  });
+  /** A gRPC server with everything on it; `role`: of every caller without a client certificate (undefined: plaintext TCP, no roles). */
+  const newServer = (role: Role | undefined) => {
+    const server = new grpc.Server({
+      'grpc.max_receive_message_length': 4 * 1024 * 1024,
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      interceptors: [roleInterceptor(allowed, role)],
+    });
+    health.addToServer(server);
+    reflection.addToServer(server);
+    for (const s of opts.services) server.addService(s.definition, s.implementation);
+    return server;
+  };
   const setServing = (serving: boolean) => {
     const status = serving ? 'SERVING' : 'NOT_SERVING';
     for (const s of opts.services) health.setStatus(s.name, status);
     health.setStatus('', status);
   };
-  for (const s of opts.services) server.addService(s.definition, s.implementation);
   setServing(false);
 
-  if (opts.socket) {
-    const { path, mode, group } = opts.socket;
+  const servers: grpc.Server[] = [];
+  for (const { path, mode, group, role } of opts.sockets) {
+    const server = newServer(role);
+    servers.push(server);
     const gid = group === undefined ? undefined : groupId(group);
     prepareSocketPath(path, gid);
     // The socket is created with the umask applied: set it so that the file
@@ -194,7 +218,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     // A directory with the setgid bit (deploy/run.sh, the images) gives the
     // socket its group already; elsewhere it is set on the socket itself.
     if (gid !== undefined && lstatSync(path).gid !== gid) lchownSync(path, process.getuid?.() ?? 0, gid);
-    opts.log.info({ socket: path, mode: mode.toString(8), group }, 'gRPC listening on Unix socket');
+    opts.log.info({ socket: path, mode: mode.toString(8), group, role }, 'gRPC listening on Unix socket');
   }
   if (opts.tcp) {
     const { endpoint, tls, insecure } = opts.tcp;
@@ -202,33 +226,38 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     if (!mutual && !insecure) throw new Error(`a TCP listener: ${TCP_NEEDS_CA}`);
     if (!tls?.cert) opts.log.warn({ endpoint: endpointTarget(endpoint) }, 'gRPC on TCP WITHOUT TLS: anyone who reaches this port can call it');
     else if (!mutual) opts.log.warn({ endpoint: endpointTarget(endpoint) }, 'gRPC on TCP with TLS but WITHOUT client certificates: anyone who reaches this port can call it');
+    const server = newServer(undefined);
+    servers.push(server);
     const port = await bind(server, endpointTarget(endpoint), serverCredentials(tls));
     opts.log.info({ host: endpoint.host, port, tls: Boolean(tls?.cert), mutual: Boolean(tls?.ca) }, 'gRPC listening on TCP');
   }
   setServing(true);
 
+  const shutdown = (server: grpc.Server, graceMs: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        server.forceShutdown();
+        resolve();
+      }, graceMs);
+      server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   return {
-    server,
     setServing,
-    close: (graceMs = 2000) =>
-      new Promise<void>((resolve) => {
-        setServing(false);
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-        if (opts.socket && existsSync(opts.socket.path)) {
-          try {
-            unlinkSync(opts.socket.path);
-          } catch {
-            // removed by the server already
-          }
+    close: async (graceMs = 2000) => {
+      setServing(false);
+      const closed = Promise.all(servers.map((s) => shutdown(s, graceMs)));
+      for (const { path } of opts.sockets) {
+        try {
+          if (existsSync(path)) unlinkSync(path);
+        } catch {
+          // removed by the server already
         }
-      }),
+      }
+      await closed;
+    },
   };
 }
 

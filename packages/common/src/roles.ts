@@ -2,9 +2,10 @@
 // certificate: the subject's organizational unit (OU), one of probe, policy
 // or operator (deploy/certs.sh issues one certificate per role). Each service
 // states which roles may call each of its methods, and every other caller
-// gets PERMISSION_DENIED before the method runs. On a Unix socket (and on
-// plaintext TCP, explicitly insecure) there is no certificate: the socket's
-// file mode and group decide who connects at all.
+// gets PERMISSION_DENIED before the method runs. On Unix sockets there is
+// no certificate: each role has a socket of its own, whose file mode and
+// group (and its directory's) decide who connects, and whoever connects has
+// that socket's role. Plaintext TCP (explicitly insecure) has no roles.
 import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 
@@ -29,30 +30,33 @@ function subjectText(cert: PeerCertificate | undefined): string {
 }
 
 /**
- * A server interceptor enforcing `allowed` (method path → roles) on calls
- * over TLS. Paths it does not list (health, reflection) are open to every
- * authenticated caller.
+ * A server interceptor enforcing `allowed` (method path → roles). Over TLS
+ * the caller's role is its certificate's; otherwise it is `listenerRole`,
+ * the role of the Unix socket the call came in on (undefined: plaintext TCP,
+ * explicitly insecure, where anyone may call anything). Paths it does not
+ * list (health, reflection) are open to every caller.
  */
-export function roleInterceptor(allowed: ReadonlyMap<string, readonly Role[]>): grpc.ServerInterceptor {
+export function roleInterceptor(allowed: ReadonlyMap<string, readonly Role[]>, listenerRole: Role | undefined): grpc.ServerInterceptor {
   return (method, call) =>
     new grpc.ServerInterceptingCall(call, {
       start: (next) => {
         const roles = allowed.get(method.path);
         const auth = call.getAuthContext();
-        if (roles === undefined || auth.transportSecurityType !== 'ssl') {
+        const tls = auth.transportSecurityType === 'ssl';
+        if (roles === undefined || (!tls && listenerRole === undefined)) {
           next();
           return;
         }
         const cert = auth.sslPeerCertificate;
-        const role = certificateRole(cert);
+        const role = tls ? certificateRole(cert) : listenerRole;
         if (role !== undefined && roles.includes(role)) {
           next();
           return;
         }
-        call.sendStatus({
-          code: grpc.status.PERMISSION_DENIED,
-          details: `${method.path} is for the ${roles.join(' or ')} role; the client certificate (${subjectText(cert)}) ${role ? `has the ${role} role` : 'names no role (OU probe, policy or operator)'}`,
-        });
+        const who = tls
+          ? `the client certificate (${subjectText(cert)}) ${role ? `has the ${role} role` : 'names no role (OU probe, policy or operator)'}`
+          : `this socket serves the ${role} role`;
+        call.sendStatus({ code: grpc.status.PERMISSION_DENIED, details: `${method.path} is for the ${roles.join(' or ')} role; ${who}` });
       },
     });
 }

@@ -96,9 +96,18 @@ export class Decisions {
     return this.recorder.read((s) => s.all());
   }
 
-  /** ListDecisions' page: up to `limit` decisions with ids above `afterId`, by id; active ones only unless `all` (held ones are in active() only until the store takes them). */
+  /**
+   * ListDecisions' page: up to `limit` decisions with ids above `afterId`,
+   * by id. The active ones come from memory, so a decision the store has not
+   * taken yet (held by the recorder) is listed with them; `all` reads the
+   * store's history, which has it once the store takes it.
+   */
   page(afterId: number, limit: number, all: boolean): DecisionRecord[] {
-    return this.recorder.read((s) => s.page(afterId, limit, all ? undefined : Date.now()));
+    if (all) return this.recorder.read((s) => s.page(afterId, limit));
+    return this.active()
+      .filter((d) => d.id > afterId)
+      .sort((a, b) => a.id - b.id)
+      .slice(0, limit);
   }
 
   enforcedBy(ip: string): string[] {

@@ -111,7 +111,10 @@ runMain(NAME, async () => {
   const tls = { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa, insecure: c.insecureTcp };
   const tcpEndpoint = c.tcpAddr === undefined ? undefined : parseEndpoint(c.tcpAddr);
   const grpcServer = await startServer({
-    socket: { path: c.socket, mode: 0o660, group: c.socketGroup },
+    sockets: [
+      { path: c.socket, mode: 0o660, group: c.socketGroup, role: 'operator' },
+      { path: c.reportSocket, mode: 0o660, group: c.controlGroup, role: 'probe' },
+    ],
     tcp: tcpEndpoint?.kind === 'tcp' ? { endpoint: tcpEndpoint, tls, insecure: c.insecureTcp } : undefined,
     services: [
       {

@@ -38,6 +38,8 @@ describe('policy settings: defaults', () => {
       stateDir: '/var/lib/packetwatch',
       socket: '/run/packetwatch/policy/policy.sock',
       socketGroup: undefined,
+      reportSocket: '/run/packetwatch/report/policy.sock',
+      controlGroup: undefined,
       tcpAddr: undefined,
       tlsCert: undefined,
       tlsKey: undefined,
@@ -248,7 +250,8 @@ describe('probe settings', () => {
     expect(c.whitelistSelf).toBe(true);
     expect(c.prometheusPort).toBe(9090);
     expect(c.ringbufBytes).toBe(4 * 1024 * 1024);
-    expect(c.policyAddr).toBe('unix:/run/packetwatch/policy/policy.sock');
+    expect(c.policyAddr).toBe('unix:/run/packetwatch/report/policy.sock');
+    expect(c.controlSocket).toBe('/run/packetwatch/control/probe.sock');
   });
 
   it('validates the defaults, naming the probe after the host and interface', () => {

@@ -22,29 +22,36 @@ import { appendDecision } from './records.js';
 
 let dir: string;
 let store: DecisionStore;
-let recorder: Recorder;
-let svc: ReturnType<typeof policyService>;
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'pw-list-'));
   store = DecisionStore.open(dir).store;
+});
+
+afterEach(() => {
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/**
+ * The Policy API over the store as it is now, as a policy started on it
+ * would serve it (the active decisions read from the store at start): each
+ * call below is served by a fresh one, so that what a test writes into the
+ * store between pages is what the next page sees.
+ */
+function service(): { svc: ReturnType<typeof policyService>; close: () => void } {
   const log = createLogger('test', 'silent');
   const metrics = new PolicyMetrics();
   const probes = new ProbeRegistry();
   const allowlist = new Allowlist([]);
   const detector = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1000 });
   const feed = new Feed();
-  recorder = new Recorder(store, metrics, log);
+  const recorder = new Recorder(store, metrics, log);
   const decisions = new Decisions(recorder, probes, allowlist, detector, feed, metrics, log, 0, 0);
   const settings = { tls: undefined, whitelistSelf: true, portThreshold: 3, windowSeconds: 60, blockTtlSeconds: 0, started: new Date() };
-  svc = policyService({ detector, decisions, allowlist, probes, feed, metrics, log, recorder, ...settings, onProbe: () => undefined } satisfies PolicyContext);
-});
-
-afterEach(() => {
-  recorder.close();
-  store.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+  const svc = policyService({ detector, decisions, allowlist, probes, feed, metrics, log, recorder, ...settings, onProbe: () => undefined } satisfies PolicyContext);
+  return { svc, close: () => recorder.close() };
+}
 
 /** Decisions on 2001:db8::<i> for i in [from, to), `reason` each; returns their ids. */
 function insert(from: number, to: number, reason = 'r', expiresMs?: number): number[] {
@@ -54,11 +61,12 @@ function insert(from: number, to: number, reason = 'r', expiresMs?: number): num
 }
 
 function list(req: Partial<ListDecisionsRequest> = {}): Promise<ListDecisionsResponse> {
-  return new Promise((resolve, reject) =>
+  const { svc, close } = service();
+  return new Promise<ListDecisionsResponse>((resolve, reject) =>
     svc.listDecisions({ request: { all: false, pageSize: 0, pageToken: '', ...req } } as grpc.ServerUnaryCall<ListDecisionsRequest, ListDecisionsResponse>, (err, res) =>
       err ? reject(err) : resolve(res!),
     ),
-  );
+  ).finally(close);
 }
 
 /** Every page from req.pageToken (the first page by default), as a client pages: each page's decision ids. */

@@ -100,7 +100,7 @@ runMain(NAME, async () => {
   const queue = new EventQueue(c.eventQueue, c.batchEvents, SYN_EVENT_SIZE);
   const policyEndpoint = parseEndpoint(c.policyAddr)!;
   const tls = { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa, insecure: c.insecureTcp };
-  const callback = c.callback ?? `unix:${c.socket}`;
+  const callback = c.callback ?? `unix:${c.controlSocket}`;
   const reporter = new Reporter(
     policyEndpoint,
     tls,
@@ -242,7 +242,10 @@ runMain(NAME, async () => {
 
   const tcpEndpoint = c.tcpAddr === undefined ? undefined : parseEndpoint(c.tcpAddr);
   const grpcServer = await startServer({
-    socket: { path: c.socket, mode: 0o660, group: c.socketGroup },
+    sockets: [
+      { path: c.socket, mode: 0o660, group: c.socketGroup, role: 'operator' },
+      { path: c.controlSocket, mode: 0o660, group: c.controlGroup, role: 'policy' },
+    ],
     tcp: tcpEndpoint?.kind === 'tcp' ? { endpoint: tcpEndpoint, tls, insecure: c.insecureTcp } : undefined,
     services: [
       {
