@@ -52,9 +52,12 @@ export const PW_VARIABLES: readonly string[] = [
   'PW_TLS_KEY',
   'PW_WHITELIST_SELF',
   'PW_XDP_MODE',
-  // The services' start-up (stack traces of start-up failures) and packetwatchctl.
+  // The services' start-up (stack traces of start-up failures) and packetwatchctl
+  // (its own names for the services' addresses: PW_POLICY_ADDR is where the
+  // probe reports, which is not where an operator calls).
   'PW_DEBUG',
-  'PW_PROBE_ADDR',
+  'PW_CTL_POLICY_ADDR',
+  'PW_CTL_PROBE_ADDR',
   // make run (deploy/run.sh).
   'PW_LOG_DIR',
   'PW_RUN_DIR',

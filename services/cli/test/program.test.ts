@@ -150,13 +150,15 @@ describe('packetwatchctl: unreachable services exit 1 naming the address and the
     expect(r.err).toContain(`probe unreachable at unix:${dir}/probe.sock: UNAVAILABLE`);
   });
 
-  it('takes the addresses from PW_POLICY_ADDR and PW_PROBE_ADDR', async () => {
-    process.env.PW_POLICY_ADDR = `unix:${dir}/env-policy.sock`;
+  it('takes the addresses from PW_CTL_POLICY_ADDR and PW_CTL_PROBE_ADDR, not from the probe\'s PW_POLICY_ADDR', async () => {
+    process.env.PW_CTL_POLICY_ADDR = `unix:${dir}/env-policy.sock`;
+    process.env.PW_POLICY_ADDR = `unix:${dir}/report.sock`;
     try {
       const r = await cli('allow', 'list');
       expect(r.code).toBe(1);
       expect(r.err).toContain(`policy unreachable at unix:${dir}/env-policy.sock`);
     } finally {
+      delete process.env.PW_CTL_POLICY_ADDR;
       delete process.env.PW_POLICY_ADDR;
     }
   });
