@@ -25,20 +25,49 @@ const PORTS = [8086, 8087, 8088];
 /** Upper bound for what is slow on a loaded machine (a detection recorded, a namespace torn down): it only bounds a failure's wait. */
 const SLOW_MS = 30_000;
 
-/** A victim namespace serving PORTS, an attacker namespace, and what a scan from one to the other does. */
-function scanScene(slot: number) {
+/**
+ * A victim namespace serving PORTS and an attacker namespace; make run in
+ * the victim's, with its directories in one of the test's; and what a scan
+ * from one to the other does. tearDown kills what runs, undoes what
+ * `undo` was given (last first), and removes the rest.
+ */
+function scene(slot: number) {
   let net: NamespacePair;
   let pong: ServiceProcess;
+  let dir: string | undefined;
+  let env: RunEnv;
+  let run: StartedRun | undefined;
+  const undos: (() => void)[] = [];
   const url = (port: number) => `http://${net.victimAddr}:${port}/`;
   return {
     get net() {
       return net;
     },
-    async setUp() {
+    get dir() {
+      return dir!;
+    },
+    get env() {
+      return env;
+    },
+    /** The namespaces, the pong server, and make run's settings: its directories, PW_IFDEV, and `settings`. */
+    async setUp(settings: () => RunEnv) {
       net = createNamespacePair(slot);
       pong = await listeningPongServer(net.victimNs, PORTS);
+      const dirs = runDirs(`pw-pins-${slot}-`);
+      dir = dirs.dir;
+      env = { ...dirs.env, PW_IFDEV: net.victimIf, ...settings() };
+    },
+    undo(fn: () => void) {
+      undos.push(fn);
+    },
+    async startRun(): Promise<StartedRun> {
+      run = await startRun(net.victimNs, env);
+      return run;
     },
     async tearDown() {
+      await run?.killAll();
+      for (const fn of undos.reverse()) fn();
+      if (dir) rmSync(dir, { recursive: true, force: true });
       await pong?.stop('SIGKILL');
       net?.destroy();
     },
@@ -74,49 +103,37 @@ async function enforcedDecision(env: RunEnv, attacker: string): Promise<void> {
 }
 
 describe('make run under ip netns exec, with PW_BPF_PIN_DIR on a bpffs the host mounted (the README recipe)', () => {
-  const scene = scanScene(24);
-  let dir: string;
-  let bpffs: string;
-  let env: RunEnv;
-  let run: StartedRun | undefined;
+  const sc = scene(24);
 
-  beforeAll(async () => {
-    await scene.setUp();
-    const dirs = runDirs('pw-pins-');
-    dir = dirs.dir;
-    // The recipe: a bpffs mounted on the host (this test's mount namespace
-    // is the host's), outside /sys, one directory under it per namespace.
-    bpffs = join(dir, 'bpffs');
-    mkdirSync(bpffs);
-    execFileSync('mount', ['-t', 'bpf', 'bpf', bpffs]);
-    env = { ...dirs.env, PW_IFDEV: scene.net.victimIf, PW_BPF_PIN_DIR: join(bpffs, scene.net.victimNs) };
-  });
-
-  afterAll(async () => {
-    await run?.killAll();
-    if (env) {
-      detachProbe(scene.net.victimNs, env);
-      execFileSync('umount', [bpffs]);
-    }
-    if (dir) rmSync(dir, { recursive: true, force: true });
-    await scene.tearDown();
-  });
+  beforeAll(() =>
+    sc.setUp(() => {
+      // The recipe: a bpffs mounted on the host (this test's mount namespace
+      // is the host's), outside /sys, one directory under it per namespace.
+      const bpffs = join(sc.dir, 'bpffs');
+      mkdirSync(bpffs);
+      execFileSync('mount', ['-t', 'bpf', 'bpf', bpffs]);
+      sc.undo(() => execFileSync('umount', [bpffs]));
+      sc.undo(() => detachProbe(sc.net.victimNs, sc.env));
+      return { PW_BPF_PIN_DIR: join(bpffs, sc.net.victimNs) };
+    }),
+  );
+  afterAll(() => sc.tearDown());
 
   it('keeps a blocked scanner blocked after kill -9 of the whole stack; the next run adopts the pins', async () => {
-    const { net } = scene;
+    const { net, env } = sc;
     const pinDir = join(env.PW_BPF_PIN_DIR!, net.victimIf);
-    run = await startRun(net.victimNs, env);
+    let run = await sc.startRun();
     expect(run.status).toMatchObject({ adopted: false, pinDir, pinsPrivate: false });
-    expect(await scene.connect(8086)).toBe('pong');
-    await scene.scan();
-    expect(await scene.connect(8087, '2')).toBe(CURL_TIMEOUT_EXIT);
+    expect(await sc.connect(8086)).toBe('pong');
+    await sc.scan();
+    expect(await sc.connect(8087, '2')).toBe(CURL_TIMEOUT_EXIT);
     await enforcedDecision(env, net.attackerAddr);
 
     await run.killAll();
     expect(xdpAttached(net.victimNs, net.victimIf)).toBe(true);
-    expect(await scene.connect(8086, '2')).toBe(CURL_TIMEOUT_EXIT);
+    expect(await sc.connect(8086, '2')).toBe(CURL_TIMEOUT_EXIT);
 
-    run = await startRun(net.victimNs, env);
+    run = await sc.startRun();
     expect(run.status).toMatchObject({ adopted: true, pinDir, pinsPrivate: false, blocks: 1 });
     const client = probeClient(join(env.PW_RUN_DIR!, 'probe.sock'));
     try {
@@ -124,35 +141,22 @@ describe('make run under ip netns exec, with PW_BPF_PIN_DIR on a bpffs the host 
     } finally {
       client.close();
     }
-    expect(await scene.connect(8088, '2')).toBe(CURL_TIMEOUT_EXIT);
+    expect(await sc.connect(8088, '2')).toBe(CURL_TIMEOUT_EXIT);
   });
 });
 
 describe('make run under ip netns exec without PW_BPF_PIN_DIR', () => {
-  const scene = scanScene(25);
-  let dir: string;
-  let env: RunEnv;
-  let run: StartedRun | undefined;
+  const sc = scene(25);
 
-  beforeAll(async () => {
-    await scene.setUp();
-    const dirs = runDirs('pw-pins-private-');
-    dir = dirs.dir;
-    // Unset even if this process has it: the probe's default, /sys/fs/bpf/packetwatch.
-    env = { ...dirs.env, PW_IFDEV: scene.net.victimIf, PW_BPF_PIN_DIR: undefined, PW_METRICS_HOST: '127.0.0.1' };
-  });
-
-  afterAll(async () => {
-    // The stack's mount namespace, and with it its bpffs and pins, ends with its last process.
-    await run?.killAll();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-    await scene.tearDown();
-  });
+  // Unset even if this process has it: the probe's default, /sys/fs/bpf/packetwatch.
+  beforeAll(() => sc.setUp(() => ({ PW_BPF_PIN_DIR: undefined, PW_METRICS_HOST: '127.0.0.1' })));
+  // The stack's mount namespace, and with it its bpffs and pins, ends with its last process.
+  afterAll(() => sc.tearDown());
 
   it('says in its log, in packetwatchctl status and in a metric that blocks end with the probe; they do', async () => {
-    const { net } = scene;
+    const { net, env } = sc;
     const pinDir = `/sys/fs/bpf/packetwatch/${net.victimIf}`;
-    run = await startRun(net.victimNs, env);
+    const run = await sc.startRun();
     expect(run.status).toMatchObject({ pinDir, pinsPrivate: true });
 
     const warning = await waitFor(
@@ -190,10 +194,10 @@ describe('make run under ip netns exec without PW_BPF_PIN_DIR', () => {
     expect(metrics.stdout.split('\n')).toContain('packetwatch_probe_pins_private 1');
 
     // What it said is true: the scanner, blocked, gets through once the stack is gone.
-    await scene.scan();
-    expect(await scene.connect(8087, '2')).toBe(CURL_TIMEOUT_EXIT);
+    await sc.scan();
+    expect(await sc.connect(8087, '2')).toBe(CURL_TIMEOUT_EXIT);
     await run.killAll();
     await waitFor('the XDP program gone with the bpffs of the stack', () => (xdpAttached(net.victimNs, net.victimIf) ? undefined : true), SLOW_MS);
-    expect(await scene.connect(8087)).toBe('pong');
+    expect(await sc.connect(8087)).toBe('pong');
   });
 });
