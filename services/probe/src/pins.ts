@@ -15,7 +15,8 @@
 // the test is whether the very bpffs (by device: each mount -t bpf makes a
 // new one) is in PID 1's mounts. That reads /proc/1/mountinfo, not the
 // /proc/1/ns/mnt link, which takes ptrace access to PID 1 that a root
-// process short of one of PID 1's capabilities does not have; and it also
+// process short of one of PID 1's capabilities does not have (on the
+// development machine, root reading that link gets EACCES); and it also
 // holds for a mount that propagated to the host from a namespace sharing
 // the host's mounts. In another PID namespace (a container), PID 1 is the
 // container's own init, whose mounts end with the container: what the probe
