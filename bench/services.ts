@@ -57,6 +57,15 @@ export function listAllDecisions(client: PolicyClient, all: boolean, timeoutMs =
   });
 }
 
+/** `packetwatch-probe detach` inside a namespace with these settings (PW_IFDEV, PW_BPF_PIN_DIR): removes the program, its maps and pins, if any. */
+export function detachProbe(netns: string, env: Record<string, string | undefined>): void {
+  try {
+    execFileSync('ip', ['netns', 'exec', netns, process.execPath, PROBE_MAIN, 'detach'], { env: { ...process.env, ...env }, stdio: 'ignore' });
+  } catch {
+    // nothing attached
+  }
+}
+
 function uid(user: string): number {
   return Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim());
 }
@@ -250,14 +259,7 @@ export class Services {
   }
 
   detach(): void {
-    try {
-      execFileSync('ip', ['netns', 'exec', this.opts.netns, process.execPath, PROBE_MAIN, 'detach'], {
-        env: { ...process.env, ...this.env },
-        stdio: 'ignore',
-      });
-    } catch {
-      // nothing attached
-    }
+    detachProbe(this.opts.netns, this.env);
   }
 
   async destroy(): Promise<void> {

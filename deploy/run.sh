@@ -4,7 +4,10 @@
 # live table on this terminal, logs under $PW_LOG_DIR. Ctrl-C (or `make stop`
 # from another terminal, for a run in the background) stops both; the probe
 # leaves its pinned program attached, so blocks stay enforced (`make detach`
-# removes it).
+# removes it). PW_BPF_PIN_DIR reaches the probe as it is: under
+# `ip netns exec`, whose fresh /sys holds no bpffs the host mounted, blocks
+# outlive the stack only with it pointing at one the host did (README,
+# "Running inside a network namespace"); without, the probe says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -10,6 +10,12 @@ const run = promisify(execFile);
 
 export { type NamespacePair, createNamespacePair, waitFor } from '../../bench/namespaces.js';
 
+/** Whether an XDP program is attached to the interface, as `ip link` shows it inside the namespace. */
+export function xdpAttached(netns: string, ifname: string): boolean {
+  const [link] = JSON.parse(execFileSync('ip', ['-n', netns, '-j', 'link', 'show', 'dev', ifname], { encoding: 'utf8' })) as { xdp?: unknown }[];
+  return link?.xdp !== undefined;
+}
+
 export interface TestNet {
   /** Interface name of the host end (attach XDP here). */
   hostIf: string;

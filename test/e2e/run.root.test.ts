@@ -4,92 +4,47 @@
 // while one is up; with nothing running it says so. And the socket layout
 // it makes, tried as the policy's user: the probe's socket can be called,
 // never renamed or replaced.
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, lstatSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import * as grpc from '@grpc/grpc-js';
-import type { GetStatusResponse } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_BPFFS } from '../../bench/namespaces.js';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { PROBE_MAIN, call, deadline, probeClient } from './probe-process.js';
+import { type RunEnv, makeStop as stopRuns, runDirs, runSh as runShIn, startRun as startRunIn } from './make-run.js';
+import { type NamespacePair, createNamespacePair, xdpAttached } from './netns.js';
+import { detachProbe } from './services.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const exec = promisify(execFile);
 
 describe('make run in the background, and make stop', () => {
   let net: NamespacePair;
   let dir: string;
-  let env: Record<string, string>;
+  let env: RunEnv;
 
-  const runSh = (): { child: ChildProcess; exited: Promise<number | null>; code: () => number | null | undefined; stderr: string[] } => {
-    const child = spawn('ip', ['netns', 'exec', net.victimNs, join(ROOT, 'deploy/run.sh')], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    const stderr: string[] = [];
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => stderr.push(d));
-    let code: number | null | undefined;
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve((code = c))));
-    return { child, exited, code: () => code, stderr };
-  };
-  const makeStop = () =>
-    exec('make', ['-s', '-C', ROOT, 'stop', `COMPOSE_PROJECT=pw-stop-test-${process.pid}`], { env: { ...process.env, ...env } });
-  const xdpAttached = () => JSON.stringify(JSON.parse(execFileSync('ip', ['-n', net.victimNs, '-j', 'link', 'show', 'dev', net.victimIf], { encoding: 'utf8' }))[0].xdp ?? null);
+  const runSh = () => runShIn(net.victimNs, env);
+  const makeStop = () => stopRuns(env);
 
   beforeAll(() => {
     net = createNamespacePair(9);
-    dir = mkdtempSync(join(tmpdir(), 'pw-run-'));
-    // The policy's user must reach the state, log and run directories run.sh makes in here.
-    chmodSync(dir, 0o755);
+    const run = runDirs('pw-run-');
+    dir = run.dir;
     env = {
+      ...run.env,
       PW_IFDEV: net.victimIf,
-      PW_RUN_DIR: join(dir, 'run'),
-      PW_STATE_DIR: join(dir, 'state'),
-      PW_LOG_DIR: join(dir, 'log'),
       // ip netns exec remounts /sys: pins live on a bpffs the host mounted.
       PW_BPF_PIN_DIR: `${TEST_BPFFS}/packetwatch-run-${process.pid}`,
-      PW_LOG_FORMAT: 'json',
     };
   });
 
   afterAll(() => {
-    try {
-      execFileSync('ip', ['netns', 'exec', net.victimNs, process.execPath, PROBE_MAIN, 'detach'], { env: { ...process.env, ...env }, stdio: 'ignore' });
-    } catch {
-      // nothing attached
-    }
-    rmSync(env.PW_BPF_PIN_DIR!, { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
+    if (net) detachProbe(net.victimNs, env);
+    if (env) rmSync(env.PW_BPF_PIN_DIR!, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
     net?.destroy();
   });
 
   /** deploy/run.sh in the background, once its probe answers (connected to its policy). */
-  const startRun = async () => {
-    const run = runSh();
-    const client = probeClient(join(env.PW_RUN_DIR!, 'probe.sock'));
-    try {
-      await waitFor(
-        'the probe of make run, connected to its policy',
-        async () => {
-          if (run.code() !== undefined) throw new Error(`make run exited with ${run.code()}: ${run.stderr.join('')}`);
-          if (!existsSync(join(env.PW_RUN_DIR!, 'probe.sock'))) return undefined;
-          const st = await call<GetStatusResponse>((cb) => client.getStatus({}, new grpc.Metadata(), deadline(1000), cb)).catch(() => undefined);
-          return st?.policyConnected ? st : undefined;
-        },
-        60_000,
-      );
-    } catch (e) {
-      run.child.kill('SIGKILL');
-      throw e;
-    } finally {
-      client.close();
-    }
-    return run;
-  };
+  const startRun = () => startRunIn(net.victimNs, env);
   /** Runs a shell command as the policy's user (the packetwatch user, as make run starts the policy). */
   const asPolicyUser = (command: string) =>
     exec('setpriv', ['--reuid=packetwatch', '--regid=packetwatch', '--init-groups', 'sh', '-c', command]).then(
@@ -110,9 +65,9 @@ describe('make run in the background, and make stop', () => {
       );
       expect(await run.exited).toBe(0);
       expect(existsSync(join(env.PW_RUN_DIR!, 'run.pid'))).toBe(false);
-      expect(xdpAttached()).not.toBe('null');
+      expect(xdpAttached(net.victimNs, net.victimIf)).toBe(true);
     } finally {
-      run.child.kill('SIGKILL');
+      await run.killAll();
     }
   });
 

@@ -7,4 +7,4 @@ export { XdpLink, type LinkInfo } from './link.js';
 export { RingBufferReader, RecordBatch, type RingBufferReaderOptions, type RingBufferStats } from './ringbuf.js';
 export { ObjectSpec, Collection, type MapSpec, type ProgramSpec, type GlobalSpec, type ConstantValue } from './object.js';
 export { type XdpMode, type XdpAttachment, XDP_FLAGS, xdpQuery, ifindex, ifname } from './xdp.js';
-export { mountBpffs, isBpffs } from './bpffs.js';
+export { mountBpffs, isBpffs, bpffsMountedIn } from './bpffs.js';

@@ -1,7 +1,11 @@
 // Pinning in bpffs: maps and programs outlive their descriptors, are opened
-// again by path, and a second load of an object reuses a pinned map.
+// again by path, and a second load of an object reuses a pinned map. Pins
+// live as long as their bpffs is mounted in some mount namespace: which
+// namespaces hold a given bpffs.
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { BpfError, BpfMap, MapType, ObjectSpec, Program, XdpLink, u32, u64 } from 'libbpf-ts';
+import { tmpdir } from 'node:os';
+import { BpfError, BpfMap, MapType, ObjectSpec, Program, XdpLink, bpffsMountedIn, u32, u64 } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XDP_DROP, packet, pinDir, removePinDir, loadedMaps, thrown } from './helpers.js';
 
@@ -146,5 +150,33 @@ describe('ObjectSpec.pinMap', () => {
     } finally {
       spec.close();
     }
+  });
+});
+
+describe('bpffsMountedIn', () => {
+  it("finds the bpffs a path is on in the mounts of this mount namespace's processes", () => {
+    expect(bpffsMountedIn(dir, process.pid)).toBe(true);
+    expect(bpffsMountedIn(tmpdir(), process.pid)).toBe(false);
+  });
+
+  it('does not find it in a mount namespace without it, even with another bpffs mounted at the same place', async () => {
+    // A process in a mount namespace of its own, where /sys/fs/bpf is a new bpffs.
+    const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'umount -l /sys/fs/bpf && mount -t bpf bpf /sys/fs/bpf && echo ready && exec sleep 60'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.once('data', () => resolve());
+        child.once('exit', (code) => reject(new Error(`unshare exited with ${code}`)));
+      });
+      expect(bpffsMountedIn(dir, child.pid!)).toBe(false);
+      expect(bpffsMountedIn(dir, process.pid)).toBe(true);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  it("is undefined when the process's mounts cannot be read", () => {
+    expect(bpffsMountedIn(dir, 2 ** 22 + 1)).toBeUndefined();
   });
 });

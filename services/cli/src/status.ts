@@ -96,6 +96,10 @@ export interface ProbeStatusJson {
   attachMode: string;
   programId: number;
   adopted: boolean;
+  /** Where the link and maps are pinned. */
+  pinDir: string;
+  /** The pins end with the probe's mount namespace, and every block with them. */
+  pinsPrivate: boolean;
   ownAddresses: string[];
   synSeen: number;
   synDropped: number;
@@ -184,6 +188,8 @@ function probeJson(r: ServiceReply<GetStatusResponse>): ProbeStatusJson | Unreac
     attachMode: attachModeName(s.attachMode),
     programId: s.programId,
     adopted: s.adopted,
+    pinDir: s.pinDir,
+    pinsPrivate: s.pinsPrivate,
     ownAddresses: s.ownAddresses,
     synSeen: counters.syn ?? 0,
     synDropped: counters.synDropped ?? 0,
@@ -242,12 +248,19 @@ function clockText(skewSeconds: number): string {
   return `, clock ${humanDuration(Math.abs(skewSeconds))} ${skewSeconds > 0 ? 'behind' : 'ahead'}`;
 }
 
+/** Where the pins are, and whether blocks outlive the probe (a probe older than the field says no directory). */
+function pinsText(p: ProbeStatusJson): string {
+  const dir = p.pinDir || 'unknown';
+  return p.pinsPrivate ? `private to this process: blocks end with it (${dir}; PW_BPF_PIN_DIR on a bpffs the host mounted keeps them)` : dir;
+}
+
 function probeText(p: ProbeStatusJson): string {
   const rows: KeyValue[] = [
     ['health', p.health],
     ['version', `${p.version}, up ${humanDuration(p.uptimeSeconds)}`],
     ['probe id', p.probeId],
     ['interface', `${p.interface} (ifindex ${p.ifindex}), ${p.attachMode} XDP, program ${p.programId}${p.adopted ? ' (adopted)' : ''}`],
+    ['pins', pinsText(p)],
     ['own addresses', list(p.ownAddresses)],
     ['SYNs seen', count(p.synSeen)],
     ['dropped', `${count(p.synDropped)} SYNs, ${count(p.otherDropped)} other`],

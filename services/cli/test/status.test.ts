@@ -67,6 +67,8 @@ const probeStatus: GetStatusResponse = {
   attachMode: AttachMode.ATTACH_MODE_GENERIC,
   programId: 42,
   adopted: false,
+  pinDir: '/sys/fs/bpf/packetwatch/lo',
+  pinsPrivate: false,
   ownAddresses: ['127.0.0.1', '::1'],
   counters,
   queueDepth: 0,
@@ -110,6 +112,7 @@ describe('status: text', () => {
         '  version        0.1.0, up 2m',
         '  probe id       host/lo',
         '  interface      lo (ifindex 1), generic XDP, program 42',
+        '  pins           /sys/fs/bpf/packetwatch/lo',
         '  own addresses  127.0.0.1, ::1',
         '  SYNs seen      1,300',
         '  dropped        66 SYNs, 0 other',
@@ -156,6 +159,14 @@ describe('status: text', () => {
   it('shows a decision store that failed and recovered: ok, with the errors since start', () => {
     const recovered = { ...policyOk, status: { ok: true as const, value: { ...policyStatus, storeErrors: 1n } } };
     expect(statusText(statusJson(recovered, probeOk, NOW), NOW)).toContain('  store             ok (1 error since start)\n');
+  });
+
+  it('says when the pins, and so the blocks, end with the probe', () => {
+    const alone = { ...probeOk, status: { ok: true as const, value: { ...probeStatus, pinsPrivate: true } } };
+    expect(statusText(statusJson(policyOk, alone, NOW), NOW).split('\n')).toContain(
+      '  pins           private to this process: blocks end with it (/sys/fs/bpf/packetwatch/lo; PW_BPF_PIN_DIR on a bpffs the host mounted keeps them)',
+    );
+    expect(statusJson(policyOk, alone, NOW).probe).toMatchObject({ pinDir: '/sys/fs/bpf/packetwatch/lo', pinsPrivate: true });
   });
 
   it('shows a block TTL and a policy that is not connected', () => {
@@ -229,6 +240,8 @@ describe('status: JSON', () => {
       policyConnected: true,
       blocks: 1,
       blockCapacity: 65536,
+      pinDir: '/sys/fs/bpf/packetwatch/lo',
+      pinsPrivate: false,
     });
     expect(doc.probe).toHaveProperty('counters.allowlisted', 3);
     expect(() => JSON.stringify(doc)).not.toThrow();

@@ -8,6 +8,7 @@ import { Datapath, DropMode } from '@packetwatch/bpf';
 import type { Logger } from '@packetwatch/common';
 import { BpfError, XdpLink, type XdpMode, ifindex, isBpffs, mountBpffs, xdpQuery } from 'libbpf-ts';
 import { ConfigError } from '@packetwatch/common';
+import { type PinLife, pinFacts, pinLife, warnPinLife } from './pins.js';
 
 export interface AttachOptions {
   ifname: string;
@@ -29,6 +30,8 @@ export interface Attachment {
   mode: XdpMode | 'none' | 'multi';
   adopted: boolean;
   pinDir: string;
+  /** What becomes of the pins, and so of the blocks, when the probe is gone. */
+  pins: PinLife;
 }
 
 export const LINK_PIN = 'link';
@@ -77,15 +80,16 @@ function openAdoptable(path: string, index: number, log: Logger): XdpLink | unde
 
 export function attach(o: AttachOptions): Attachment {
   // A fresh machine has no bpffs at /sys/fs/bpf: mount it, as agents do.
-  if ((o.pinRoot === '/sys/fs/bpf' || o.pinRoot.startsWith('/sys/fs/bpf/')) && !isBpffs('/sys/fs/bpf')) mountBpffs();
+  const mountedHere = (o.pinRoot === '/sys/fs/bpf' || o.pinRoot.startsWith('/sys/fs/bpf/')) && mountBpffs();
   const index = ifindex(o.ifname);
   const pinDir = pinDirFor(o.pinRoot, o.ifname);
   mkdirSync(pinDir, { recursive: true, mode: 0o700 });
-  // Pins outside a bpffs would not pin anything; pins on a bpffs private to
-  // this process's mount namespace (as under `ip netns exec`, which remounts
-  // /sys) would vanish with it. The first is caught here, the second is
-  // documented: point PW_BPF_PIN_DIR at the host's bpffs.
+  // Pins outside a bpffs would not pin anything: refused. Pins on a bpffs
+  // private to this process's mount namespace (as under `ip netns exec`,
+  // which remounts /sys) vanish with it: said, loudly (pins.ts).
   if (!isBpffs(pinDir)) throw new ConfigError('PW_BPF_PIN_DIR', o.pinRoot, 'a directory on a bpffs mount (mount -t bpf bpf <dir>)');
+  const pins = pinLife(pinFacts(pinDir, mountedHere));
+  warnPinLife(pins, pinDir, o.log);
   // Maps pinned by an earlier run are reused as they are (libbpf checks they
   // are compatible), so the blocklist survives restarts and upgrades.
   const dp = Datapath.load({
@@ -115,7 +119,7 @@ export function attach(o: AttachOptions): Attachment {
     }
     const mode = xdpQuery(index).mode;
     o.log.info({ interface: o.ifname, ifindex: index, mode, adopted: Boolean(pinned), pinDir }, pinned ? 'adopted pinned XDP attachment' : 'attached XDP program');
-    return { dp, link, ifindex: index, mode, adopted: Boolean(pinned), pinDir };
+    return { dp, link, ifindex: index, mode, adopted: Boolean(pinned), pinDir, pins };
   } catch (e) {
     dp.close();
     throw e;

@@ -42,7 +42,7 @@ export const probeSettings = {
   maxBlocksPerMinute: s.int('PW_MAX_BLOCKS_PER_MINUTE', 'max-blocks-per-minute', 120, 'in-kernel detection blocks per minute at most (0 = no cap)', 0, 1_000_000),
   scanTableSize: s.int('PW_SCAN_TABLE_SIZE', 'scan-table-size', 65_536, 'sources the in-kernel detector tracks (LRU)', 1, 16_777_216),
   probeId: s.optionalString('PW_PROBE_ID', 'probe-id', 'identity announced to the policy (default host/interface)'),
-  pinRoot: s.string('PW_BPF_PIN_DIR', 'pin-dir', '/sys/fs/bpf/packetwatch', 'bpffs directory for pinned links and maps', /^\/.+/, 'an absolute path'),
+  pinRoot: s.string('PW_BPF_PIN_DIR', 'pin-dir', '/sys/fs/bpf/packetwatch', 'bpffs directory for pinned links and maps, which keeps blocks after the probe (under ip netns exec: one the host mounted)', /^\/.+/, 'an absolute path'),
   addressPollMs: s.int('PW_ADDRESS_POLL_MS', 'address-poll-ms', 1000, "how often the interface's addresses are re-read", 50, 60_000),
   logLevel: s.oneOf('PW_LOG_LEVEL', 'log-level', 'info', 'log level', LOG_LEVELS),
 };

@@ -194,7 +194,7 @@ runMain(NAME, async () => {
       blocks: () => blocks.size,
       blockCapacity: blocks.capacity,
     },
-    { interface: c.ifdev, mode: att.mode, programId, version: VERSION },
+    { interface: c.ifdev, mode: att.mode, programId, version: VERSION, pinsPrivate: att.pins === 'private' },
   );
 
   const status = {
@@ -236,6 +236,8 @@ runMain(NAME, async () => {
         blockCapacity: blocks.capacity,
         started,
         uptime: { seconds: BigInt(Math.floor(uptimeMs / 1000)), nanos: (uptimeMs % 1000) * 1e6 },
+        pinDir: att.pinDir,
+        pinsPrivate: att.pins === 'private',
       };
     },
   };

@@ -39,7 +39,7 @@ export class ProbeMetrics implements Scrapeable {
   readonly blockApplySeconds: Histogram;
   readonly attached: Gauge;
 
-  constructor(src: ProbeMetricsSources, info: { interface: string; mode: string; programId: number; version: string }) {
+  constructor(src: ProbeMetricsSources, info: { interface: string; mode: string; programId: number; version: string; pinsPrivate: boolean }) {
     const r = this.registry;
     collectProcessMetrics(r);
     // One read of the counters map per scrape, shared by every kernel metric.
@@ -125,6 +125,11 @@ export class ProbeMetrics implements Scrapeable {
       labelNames: ['interface', 'mode', 'program_id', 'version'],
       registers: [r],
     }).set({ interface: info.interface, mode: info.mode, program_id: String(info.programId), version: info.version }, 1);
+    new Gauge({
+      name: 'packetwatch_probe_pins_private',
+      help: '1 when the pins (link, maps) are on a bpffs private to the probe\'s mount namespace: the XDP program and every block end with it (set PW_BPF_PIN_DIR)',
+      registers: [r],
+    }).set(info.pinsPrivate ? 1 : 0);
     this.attached = new Gauge({
       name: 'packetwatch_probe_attached',
       help: '1 while the XDP program is attached to the watched interface, 0 while it is not (interface missing)',

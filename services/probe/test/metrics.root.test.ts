@@ -39,7 +39,7 @@ describe('probe metrics', () => {
         blocks: () => 0,
         blockCapacity: 1,
       },
-      { interface: 'lo', mode: 'generic', programId: 1, version: 'test' },
+      { interface: 'lo', mode: 'generic', programId: 1, version: 'test', pinsPrivate: false },
     );
   });
 
