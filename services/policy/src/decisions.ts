@@ -33,6 +33,21 @@ export function canonicalIp(ip: string): { text: string; addr: Buffer } {
   }
 }
 
+export interface DecisionsOptions {
+  recorder: Recorder;
+  probes: ProbeRegistry;
+  allowlist: Allowlist;
+  /** Forgets an unblocked source's history. */
+  detector: Detector;
+  feed: Feed;
+  metrics: PolicyMetrics;
+  log: Logger;
+  /** How long a detector's block lasts, in seconds; 0: permanent (PW_BLOCK_TTL). */
+  detectorTtlSeconds: number;
+  /** Detector blocks and kernel-block adoptions a minute at most; 0 (the default): no cap (PW_MAX_BLOCKS_PER_MINUTE). */
+  maxBlocksPerMinute?: number;
+}
+
 export class Decisions {
   /** Active decisions by canonical address. */
   readonly #active = new Map<string, DecisionRecord>();
@@ -43,18 +58,27 @@ export class Decisions {
   /** Times of the detector's blocks in the last minute (for the cap). */
   #recentBlocks: number[] = [];
 
-  constructor(
-    private readonly recorder: Recorder,
-    private readonly probes: ProbeRegistry,
-    private readonly allowlist: Allowlist,
-    private readonly detector: Detector,
-    private readonly feed: Feed,
-    private readonly metrics: PolicyMetrics,
-    private readonly log: Logger,
-    private readonly detectorTtlSeconds: number,
-    private readonly maxBlocksPerMinute = 0,
-  ) {
-    for (const d of recorder.read((s) => s.active(Date.now()))) this.#setActive(d);
+  private readonly recorder: Recorder;
+  private readonly probes: ProbeRegistry;
+  private readonly allowlist: Allowlist;
+  private readonly detector: Detector;
+  private readonly feed: Feed;
+  private readonly metrics: PolicyMetrics;
+  private readonly log: Logger;
+  private readonly detectorTtlSeconds: number;
+  private readonly maxBlocksPerMinute: number;
+
+  constructor(o: DecisionsOptions) {
+    this.recorder = o.recorder;
+    this.probes = o.probes;
+    this.allowlist = o.allowlist;
+    this.detector = o.detector;
+    this.feed = o.feed;
+    this.metrics = o.metrics;
+    this.log = o.log;
+    this.detectorTtlSeconds = o.detectorTtlSeconds;
+    this.maxBlocksPerMinute = o.maxBlocksPerMinute ?? 0;
+    for (const d of this.recorder.read((s) => s.active(Date.now()))) this.#setActive(d);
   }
 
   /** Whether a source (canonical text) is under an active decision. */
