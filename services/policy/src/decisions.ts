@@ -48,6 +48,26 @@ export interface DecisionsOptions {
   maxBlocksPerMinute?: number;
 }
 
+/**
+ * What a detection is recorded and shown as: the N ports of the per-host
+ * rule, or the F pairs of the fleet rule by probe, with the time they span.
+ */
+function scanReason(det: Detection, probes: ProbeRegistry): string {
+  const windowS = ((det.lastMs - det.firstMs) / 1000).toFixed(3);
+  if (det.pairs) {
+    const byProbe = new Map<string, number[]>();
+    for (const p of det.pairs) {
+      const id = probes.numbers.idOf(p.probe);
+      const ports = byProbe.get(id);
+      if (ports) ports.push(p.port);
+      else byProbe.set(id, [p.port]);
+    }
+    const list = [...byProbe].map(([id, ports]) => `${id}: ${ports.join(', ')}`).join('; ');
+    return `port scan across the fleet: ${det.pairs.length} (probe, port) pairs on ${byProbe.size} probes within ${windowS}s (${list})`;
+  }
+  return det.ports.length > 1 ? `port scan: ${det.ports.length} ports (${det.ports.join(', ')}) within ${windowS}s` : `port scan: detected in the kernel at port ${det.port}`;
+}
+
 export class Decisions {
   /** Active decisions by canonical address. */
   readonly #active = new Map<string, DecisionRecord>();
@@ -148,7 +168,7 @@ export class Decisions {
   }
 
   /**
-   * A detection from a probe's events: record, then block on that probe
+   * A detection from a probe's events (by either rule: docs/fleet.md): record, then block on that probe
    * first, then the others. kernelBlocked: the probe's XDP program detected it
    * too and already blocked the source, at the crossing SYN.
    */
@@ -160,13 +180,9 @@ export class Decisions {
       if (kernelBlocked) this.liftKernelBlock(source, session, 'blocks-per-minute cap reached');
       return;
     }
-    const windowS = ((det.lastMs - det.firstMs) / 1000).toFixed(3);
     const d = this.#decide({
       ip: source,
-      reason:
-        det.ports.length > 1
-          ? `port scan: ${det.ports.length} ports (${det.ports.join(', ')}) within ${windowS}s`
-          : `port scan: detected in the kernel at port ${det.port}`,
+      reason: scanReason(det, this.probes),
       origin: 'detector',
       ttlSeconds: this.detectorTtlSeconds,
     });

@@ -1,5 +1,6 @@
 // The policy's event pipeline: a probe's batch of SYN records, decoded in
-// place, through the allowlist, the detector and the decisions, and into the live feed. Plain calls with no I/O of their
+// place, through the allowlist, the detector (per-host and fleet rules) and
+// the decisions, and into the live feed. Plain calls with no I/O of their
 // own: service.ts adapts a Report stream to them (flow control, scheduling)
 // and tests call them directly. A SYN goes one way: records → detection →
 // decision; nothing here calls back into the adapter.
@@ -104,6 +105,7 @@ export function processRecords(ctx: PipelineContext, session: ProbeSession, batc
   const { records: buf, shiftMs } = batch;
   const end = buf.length;
   const probeId = session.id;
+  const probe = session.number;
   // The newest event time the detector takes (eventTimeTolerance).
   const newestMs = Date.now() + eventTimeTolerance(ctx.windowSeconds);
   for (let off = from; off < end; off += SYN_EVENT_SIZE) {
@@ -132,7 +134,7 @@ export function processRecords(ctx: PipelineContext, session: ProbeSession, batc
     // The probe's own address, on that probe (its kernel never blocks it either).
     if (allowlist.isOwn(probeId, key)) continue;
     if (decisions.isBlockedKey(key)) continue;
-    let det = detector.observe(key, port, tsMs);
+    let det = detector.observe(key, port, tsMs, probe);
     if (!det && !kernelBlocked) continue;
     if (!det) {
       // The kernel saw the whole scan; the policy may have missed part of it
