@@ -432,40 +432,27 @@ export class Detector {
 
   private grow(): void {
     const cap = Math.min(this.maxSources, Math.max(FIRST_CHUNK, this.capacity * 2));
-    const n = this.n;
-    const ports = new Uint16Array(cap * n);
-    ports.set(this.ports);
-    this.ports = ports;
-    const times = new Float64Array(cap * n);
-    times.set(this.times);
-    this.times = times;
-    const counts = new Uint8Array(cap);
-    counts.set(this.counts);
-    this.counts = counts;
-    const f = this.f;
+    const { n, f } = this;
+    this.ports = enlarged(this.ports, cap * n);
+    this.times = enlarged(this.times, cap * n);
+    this.counts = enlarged(this.counts, cap);
     if (f > 0) {
-      const pairs = new Uint32Array(cap * f);
-      pairs.set(this.pairs);
-      this.pairs = pairs;
-      const pairTimes = new Float64Array(cap * f);
-      pairTimes.set(this.pairTimes);
-      this.pairTimes = pairTimes;
-      const pairCounts = new Uint8Array(cap);
-      pairCounts.set(this.pairCounts);
-      this.pairCounts = pairCounts;
+      this.pairs = enlarged(this.pairs, cap * f);
+      this.pairTimes = enlarged(this.pairTimes, cap * f);
+      this.pairCounts = enlarged(this.pairCounts, cap);
     }
-    const last = new Float64Array(cap);
-    last.set(this.last);
-    this.last = last;
-    const prev = new Int32Array(cap);
-    prev.set(this.prev);
-    this.prev = prev;
-    const next = new Int32Array(cap);
-    next.set(this.next);
-    this.next = next;
-    const free = new Int32Array(cap);
-    free.set(this.free);
-    this.free = free;
+    this.last = enlarged(this.last, cap);
+    this.prev = enlarged(this.prev, cap);
+    this.next = enlarged(this.next, cap);
+    this.free = enlarged(this.free, cap);
     this.capacity = cap;
   }
+
+}
+
+/** A typed array of `length` elements of the same kind, starting with a's. */
+function enlarged<A extends Uint8Array | Uint16Array | Uint32Array | Int32Array | Float64Array>(a: A, length: number): A {
+  const b = new (a.constructor as new (length: number) => A)(length);
+  b.set(a);
+  return b;
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { SYN_EVENT_SIZE, synEventCodec } from '@packetwatch/bpf/records';
 import { parseAddress } from '@packetwatch/common';
 import { BlockReason, EventBatch } from '@packetwatch/proto';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { Allowlist } from '../src/allowlist.js';
 import { Decisions } from '../src/decisions.js';
 import { Detector } from '../src/detector.js';
@@ -26,40 +26,30 @@ const SCANNER = '198.51.100.7';
 const CLIENT = '198.51.100.8';
 const PROBE_IDS = ['web1/eth0', 'web2/eth0', 'web3/eth0', 'web4/eth0', 'web5/eth0'];
 
-let dir: string;
-let store: DecisionStore;
-let recorder: Recorder;
-let probe: FakeProbe;
-let sessions: ProbeSession[];
-
-beforeEach(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'pw-pipeline-'));
-  store = DecisionStore.open(dir).store;
-  probe = new FakeProbe();
-  await probe.start();
-});
-
-afterEach(() => {
-  for (const s of sessions) s.close();
-  probe.stop();
-  recorder.close();
-  store.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-/** The pipeline's parts as the policy builds them, N = 3 and F as given, with the five probes connected. */
-function pipeline(pairThreshold: number): PipelineContext {
+/** The pipeline's parts as the policy builds them, N = 3 and F as given, with five probes connected; closed when the test ends. */
+async function fleet(pairThreshold: number): Promise<{ ctx: PipelineContext; sessions: ProbeSession[]; probe: FakeProbe }> {
+  const dir = mkdtempSync(join(tmpdir(), 'pw-pipeline-'));
+  const store = DecisionStore.open(dir).store;
   const { log } = captureLog();
   const metrics = new PolicyMetrics();
-  recorder = new Recorder(store, metrics, log);
+  const recorder = new Recorder(store, metrics, log);
+  const probe = new FakeProbe();
+  await probe.start();
   const probes = new ProbeRegistry();
-  sessions = PROBE_IDS.map((id) => probe.session(id, log));
+  const sessions = PROBE_IDS.map((id) => probe.session(id, log));
   for (const s of sessions) probes.add(s);
+  onTestFinished(() => {
+    for (const s of sessions) s.close();
+    probe.stop();
+    recorder.close();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
   const detector = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1000, pairThreshold });
   const allowlist = new Allowlist([]);
   const feed = new Feed();
   const decisions = new Decisions({ recorder, probes, allowlist, detector, feed, metrics, log, detectorTtlSeconds: 0 });
-  return { detector, decisions, allowlist, feed, metrics, log, windowSeconds: 60 };
+  return { ctx: { detector, decisions, allowlist, feed, metrics, log, windowSeconds: 60 }, sessions, probe };
 }
 
 /** The time of the test's first SYN: a second ago, so that every event is on the policy's clock. */
@@ -100,7 +90,7 @@ function run(ctx: PipelineContext, session: ProbeSession, b: EventBatch): number
 
 describe('the pipeline: the fleet rule', () => {
   it('blocks a source that hits 2 ports on each of 5 probes on every probe, stopping just past the crossing SYN', async () => {
-    const ctx = pipeline(10);
+    const { ctx, sessions, probe } = await fleet(10);
     // Probes 1-4: 8086 and 8087; probe 5: the same, then one more SYN the pipeline leaves for the next turn.
     const stops = sessions.map((s, p) =>
       run(ctx, s, batch([[SCANNER, 8086, 2 * p], [SCANNER, 8087, 2 * p + 1], ...(p === 4 ? [[SCANNER, 8086, 10] as [string, number, number]] : [])])),
@@ -124,15 +114,15 @@ describe('the pipeline: the fleet rule', () => {
     });
   });
 
-  it('leaves a client that hits 2 ports on one probe alone', () => {
-    const ctx = pipeline(10);
+  it('leaves a client that hits 2 ports on one probe alone', async () => {
+    const { ctx, sessions } = await fleet(10);
     expect(run(ctx, sessions[0]!, batch([[CLIENT, 8086, 0], [CLIENT, 8087, 1], [CLIENT, 8086, 2]]))).toBe(3);
     expect(ctx.decisions.active()).toEqual([]);
     expect(ctx.detector.tracked).toBe(1);
   });
 
-  it('with the fleet rule off, does not detect the same spread scan', () => {
-    const ctx = pipeline(0);
+  it('with the fleet rule off, does not detect the same spread scan', async () => {
+    const { ctx, sessions } = await fleet(0);
     expect(sessions.map((s, p) => run(ctx, s, batch([[SCANNER, 8086, 2 * p], [SCANNER, 8087, 2 * p + 1]])))).toEqual([2, 2, 2, 2, 2]);
     expect(ctx.decisions.active()).toEqual([]);
   });
@@ -140,7 +130,7 @@ describe('the pipeline: the fleet rule', () => {
 
 describe('the pipeline: the per-host rule', () => {
   it('detects 3 ports on one probe as a port scan, blocked on every probe', async () => {
-    const ctx = pipeline(10);
+    const { ctx, sessions, probe } = await fleet(10);
     expect(run(ctx, sessions[2]!, batch([[SCANNER, 22, 0], [SCANNER, 80, 1], [SCANNER, 443, 2]]))).toBe(3);
     await expect.poll(() => ctx.decisions.enforcedBy(SCANNER)).toEqual(PROBE_IDS);
     expect(ctx.decisions.active()).toMatchObject([{ ip: SCANNER, reason: 'port scan: 3 ports (22, 80, 443) within 0.002s' }]);
