@@ -171,17 +171,19 @@ function breakdown(range: SourceRange, sources: number): Breakdown {
     map.clear();
     let F = 0;
     try { const m = await import(${JSON.stringify(POLICY_CONFIG_JS)}); F = m.policySettings.fleetThreshold?.default ?? 0; } catch {}
+    // Both detectors stay alive to the end: a freed one's array buffers could be released during the other's measurement.
     const filled = (pairThreshold) => {
       const before = mem();
       const d = new Detector({ portThreshold: 3, windowSeconds: win, maxSources: max, pairThreshold });
       const t = Date.now();
       for (let i = 0; i < S; i++) d.observe(keys[i], 1 + (i % 1024), t, i % 8);
       if (d.tracked !== S) throw new Error('detector tracks ' + d.tracked + ' of ' + S);
-      return (mem() - before) / S;
+      return { d, bytes: (mem() - before) / S };
     };
-    const detector = filled(F);
-    const fleet = F > 0 ? detector - filled(0) : 0;
-    console.log(JSON.stringify({ key: (b1 - b0) / S, map: (b2 - b1) / S, detector, fleet, pairThreshold: F }));
+    const plain = F > 0 ? filled(0) : undefined;
+    const full = filled(F);
+    const fleet = plain ? full.bytes - plain.bytes : 0;
+    console.log(JSON.stringify({ key: (b1 - b0) / S, map: (b2 - b1) / S, detector: full.bytes, fleet, pairThreshold: F, tracked: full.d.tracked + (plain?.d.tracked ?? 0) }));
   `;
   try {
     const out = execFileSync(
