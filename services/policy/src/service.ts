@@ -5,7 +5,6 @@ import * as grpc from '@grpc/grpc-js';
 import {
   AddressError,
   GrpcStatus,
-  type Logger,
   type MethodRoles,
   PageList,
   ServerError,
@@ -47,11 +46,10 @@ import {
   WatchEventKind,
   type WatchRequest,
 } from '@packetwatch/proto';
-import { type Allowlist, canonicalPrefix, covers } from './allowlist.js';
-import { type Decisions, canonicalIp } from './decisions.js';
-import type { Detector } from './detector.js';
-import type { Feed, FeedEvent, FeedKind } from './feed.js';
-import { type PolicyMetrics, saturatingAdd } from './metrics.js';
+import { canonicalPrefix, covers } from './allowlist.js';
+import { canonicalIp } from './decisions.js';
+import type { FeedEvent, FeedKind } from './feed.js';
+import { saturatingAdd } from './metrics.js';
 import { checkBatch, checkHello, checkOwnAddresses, quote } from './peer.js';
 import { type Admitted, type PipelineContext, admitBatch, processRecords } from './pipeline.js';
 import { ProbeSession, type ProbeRegistry } from './probes.js';
