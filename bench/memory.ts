@@ -65,6 +65,8 @@ const POPULATIONS: readonly SourceRange[] = [RANGES.v4Low, RANGES.v4High, RANGES
 const DETECTOR_JS = join(REPO_ROOT, 'services/policy/dist/detector.js');
 /** How the policy keys a source, when it has such a module (else the 16-byte address as a latin1 string). */
 const SOURCE_KEY_JS = join(REPO_ROOT, 'services/policy/dist/sourcekey.js');
+/** The policy's settings, for the fleet rule's default F, when it has one (the detector is built as the policy builds it). */
+const POLICY_CONFIG_JS = join(REPO_ROOT, 'services/policy/dist/config.js');
 
 interface Libs {
   bpf: typeof import('@packetwatch/bpf');
@@ -95,6 +97,10 @@ interface Breakdown {
   key: number;
   map: number;
   detector: number;
+  /** Of the detector's bytes, those of the fleet rule's state (the detector with it minus without; 0 where the policy has none). */
+  fleet: number;
+  /** The fleet rule's F the detector was built with (0: none). */
+  pairThreshold: number;
 }
 
 interface Sample {
@@ -163,13 +169,21 @@ function breakdown(range: SourceRange, sources: number): Breakdown {
     for (let i = 0; i < S; i++) map.set(keys[i], i);
     const b2 = mem();
     map.clear();
-    const b3 = mem();
-    const d = new Detector({ portThreshold: 3, windowSeconds: win, maxSources: max });
-    const t = Date.now();
-    for (let i = 0; i < S; i++) d.observe(keys[i], 1 + (i % 1024), t);
-    if (d.tracked !== S) throw new Error('detector tracks ' + d.tracked + ' of ' + S);
-    const b4 = mem();
-    console.log(JSON.stringify({ key: (b1 - b0) / S, map: (b2 - b1) / S, detector: (b4 - b3) / S }));
+    let F = 0;
+    try { const m = await import(${JSON.stringify(POLICY_CONFIG_JS)}); F = m.policySettings.fleetThreshold?.default ?? 0; } catch {}
+    // Both detectors stay alive to the end: a freed one's array buffers could be released during the other's measurement.
+    const filled = (pairThreshold) => {
+      const before = mem();
+      const d = new Detector({ portThreshold: 3, windowSeconds: win, maxSources: max, pairThreshold });
+      const t = Date.now();
+      for (let i = 0; i < S; i++) d.observe(keys[i], 1 + (i % 1024), t, i % 8);
+      if (d.tracked !== S) throw new Error('detector tracks ' + d.tracked + ' of ' + S);
+      return { d, bytes: (mem() - before) / S };
+    };
+    const plain = F > 0 ? filled(0) : undefined;
+    const full = filled(F);
+    const fleet = plain ? full.bytes - plain.bytes : 0;
+    console.log(JSON.stringify({ key: (b1 - b0) / S, map: (b2 - b1) / S, detector: full.bytes, fleet, pairThreshold: F, tracked: full.d.tracked + (plain?.d.tracked ?? 0) }));
   `;
   try {
     const out = execFileSync(
@@ -319,7 +333,16 @@ function checkpointTable(rows: readonly PerSource[]): string {
 
 function breakdownTable(rows: readonly PerSource[]): string {
   return table(
-    ['population', 'key', 'Map entry', 'detector (Map, slot arrays, key list)', 'key + detector', 'RSS bytes/source', 'rest (V8 and allocator overhead)'],
+    [
+      'population',
+      'key',
+      'Map entry',
+      'detector (Map, slot arrays, key list)',
+      `of which the fleet rule (F = ${rows[0]?.breakdown.pairThreshold ?? 0})`,
+      'key + detector',
+      'RSS bytes/source',
+      'rest (V8 and allocator overhead)',
+    ],
     rows.map((r) => {
       const b = r.breakdown;
       return [
@@ -327,12 +350,13 @@ function breakdownTable(rows: readonly PerSource[]): string {
         b.key.toFixed(0),
         b.map.toFixed(0),
         b.detector.toFixed(0),
+        b.fleet.toFixed(0),
         (b.key + b.detector).toFixed(0),
         r.perSource.toFixed(0),
         (r.perSource - b.key - b.detector).toFixed(0),
       ];
     }),
-    [false, true, true, true, true, true, true],
+    [false, true, true, true, true, true, true, true],
   );
 }
 
@@ -401,7 +425,8 @@ const METHOD_SOURCES =
   `GetStatus after the feed gives trackedSources, evictions and events lost. ` +
   `The breakdown measures the parts in a separate Node process (--expose-gc, heapUsed + arrayBuffers after full collections) for the same population: ` +
   `the key as the built policy makes it (services/policy/dist/sourcekey.js's sourceKey() where it exists: a number for IPv4, the 16 bytes as a latin1 string for IPv6; else the 16 bytes as a latin1 string), an entry of a Map from such keys to numbers, and services/policy/dist/detector.js's Detector itself at N = 3 ` +
-  `(its Map, slot arrays and key list; the keys not counted again); rest = RSS bytes/source - key - detector.`;
+  `with the fleet rule at the policy's default F (PW_FLEET_PORT_THRESHOLD, read from services/policy/dist/config.js; the sources spread over 8 probe numbers) ` +
+  `(its Map, slot arrays and key list; the keys not counted again); of which the fleet rule = that detector minus one built without the fleet rule; rest = RSS bytes/source - key - detector.`;
 
 const METHOD_FLOOD =
   `Probe + policy as deployed, as above, with the default settings (N = 3 in 60 s, in-kernel detection on). ` +
@@ -478,6 +503,7 @@ function results(rows: readonly PerSource[], f: Flood): ResultEntry[] {
     keyStringBytes: Math.round(r.breakdown.key),
     mapEntryBytes: Math.round(r.breakdown.map),
     detectorBytesPerSource: Math.round(r.breakdown.detector),
+    fleetRuleBytesPerSource: Math.round(r.breakdown.fleet),
   }));
   const p = floodStats(f, (s) => s.probe);
   const q = floodStats(f, (s) => s.policy);

@@ -44,6 +44,13 @@ export interface NamespacePair {
   unplug(): void;
   /** Creates the pair again with the same names and addresses. */
   plug(): void;
+  /**
+   * Gives the attacker's end one more IPv4 address, which the victim routes
+   * back over the pair (until it is unplugged). The same address on several
+   * pairs is one host reaching several victims, as a scanner on the internet
+   * reaches a fleet; a connection uses it when bound to it (curl --interface).
+   */
+  addAttackerAddress(addr: string): void;
   inVictim(cmd: string, args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
   inAttacker(cmd: string, args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
   destroy(): void;
@@ -103,6 +110,10 @@ export function createNamespacePair(slot: number): NamespacePair {
   return {
     plug,
     unplug: () => ip('-n', victimNs, 'link', 'del', victimIf),
+    addAttackerAddress: (addr) => {
+      ip('-n', attackerNs, 'addr', 'add', `${addr}/32`, 'dev', attackerIf);
+      ip('-n', victimNs, 'route', 'add', `${addr}/32`, 'dev', victimIf);
+    },
     victimNs,
     attackerNs,
     victimIf,

@@ -118,6 +118,9 @@ function settings(c: Config): Record<string, string> {
     // The in-kernel detector supports N <= 8 only; off at every point, so that the
     // policy's detector does all detections and points along N compare like with like.
     PW_KERNEL_DETECTION: 'False',
+    // The fleet rule off: its F may not be below N (10, 30, 100 here), and the
+    // points measure the per-host rule alone, as before it existed.
+    PW_FLEET_PORT_THRESHOLD: '0',
     PW_PORTSCAN_PORT_THRESHOLD: String(c.n),
     PW_PORTSCAN_TIME_THRESHOLD: String(WINDOW_SECONDS),
     PW_MAX_TRACKED_SOURCES: String(MAX_TRACKED),
@@ -138,12 +141,12 @@ class Deployment {
   static async start(libs: Libs, nets: readonly NamespacePair[], c: Config, cleanup: Cleanup): Promise<Deployment> {
     const stack = await libs.stack.Stack.start(nets[0]!, 'policy alone', cleanup, settings(c));
     const d = new Deployment(stack, nets.slice(0, c.probes));
-    const policyAddr = `unix:${stack.svc.reportSocket}`;
     for (const net of d.nets.slice(1)) {
       const svc = new libs.services.Services({
         netns: net.victimNs,
         ifdev: net.victimIf,
-        env: { ...settings(c), PW_POLICY_ADDR: policyAddr, PW_LOG_FORMAT: 'json', PW_LOG_LEVEL: 'info' },
+        env: { ...settings(c), PW_LOG_FORMAT: 'json', PW_LOG_LEVEL: 'info' },
+        reportTo: stack.svc,
       });
       cleanup.add(`stop the probe on ${net.victimIf}`, () => {
         if (!d.stopped) svc.destroySync();
@@ -151,11 +154,11 @@ class Deployment {
       d.extra.push(svc);
     }
     try {
+      // Each returns once the policy has the probe's hello.
       await Promise.all(d.extra.map((s) => s.startProbe()));
     } catch (e) {
       throw new BenchError(`a probe did not start: ${(e as Error).message}`);
     }
-    await waitFor('the policy to see every probe', async () => ((await stack.policyStatus()).probes.length === c.probes ? true : undefined), 15_000);
     const statuses = await d.probeStatuses();
     d.programIds = statuses.map((s) => s.programId);
     d.programs = d.programIds.map((id) => stack.openProgram(id, cleanup));
@@ -386,7 +389,7 @@ function plot(axes: readonly AxisRows[]): string {
 
 const METHOD =
   `Every point is a fresh policy (the unprivileged packetwatch user) with P probes, each attached to the victim end of a network namespace pair of its own and reporting to that policy over its Unix socket, as deployed (bench/services.ts). ` +
-  `Settings: PW_PORTSCAN_PORT_THRESHOLD=N, PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS} (nothing expires during a point), PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} (nothing evicted), PW_MAX_BLOCKS_PER_MINUTE=0, logs JSON at info, ` +
+  `Settings: PW_PORTSCAN_PORT_THRESHOLD=N, PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS} (nothing expires during a point), PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} (nothing evicted), PW_MAX_BLOCKS_PER_MINUTE=0, PW_FLEET_PORT_THRESHOLD=0 (the fleet rule off: its F may not be below N, and the points measure the per-host rule as before), logs JSON at info, ` +
   `PW_KERNEL_DETECTION=False at every point: the probe's in-kernel detector supports N <= 8 only, so it must be off for N = 10, 30, 100, and it is off at N = 3 too so that the policy's detector does every detection and the points compare like with like. ` +
   `Base point: N = ${BASE.n}, ${count(BASE.sources)} sources, ${BASE.probes} probe; each axis varies one of them. ` +
   `Population: one SYN from each of S distinct IPv4 sources (100.64.0.0/10, one port each, fewer than N) through the attached programs (BPF_PROG_TEST_RUN from this process, chunks of 4,096 to each probe in turn, never more than 16,384 ahead of what the policy received); ` +

@@ -119,6 +119,12 @@ export interface ServicesOptions {
   ifdev: string;
   /** PW_ settings for both services. */
   env?: Record<string, string>;
+  /**
+   * Another host of a fleet: the probe reports to that Services' policy (its
+   * Report socket), and this one's policy is not started. Unix sockets cross
+   * network namespaces, as the benches and the fleet tests need.
+   */
+  reportTo?: Services;
 }
 
 export class Services {
@@ -179,7 +185,7 @@ export class Services {
       PW_PROBE_CONTROL_SOCKET: this.controlSocket,
       PW_POLICY_SOCKET: this.policySocket,
       PW_POLICY_REPORT_SOCKET: this.reportSocket,
-      PW_POLICY_ADDR: `unix:${this.reportSocket}`,
+      PW_POLICY_ADDR: `unix:${(this.opts.reportTo ?? this).reportSocket}`,
       PW_SOCKET_GROUP: POLICY_USER,
       PW_CONTROL_GROUP: CONTROL_GROUP,
       PW_BPF_PIN_DIR: this.pinRoot,
@@ -204,12 +210,17 @@ export class Services {
     return this.#ready(this.policy, () => this.policyStatus());
   }
 
-  /** Starts the probe (root) and waits until it answers and the policy has its hello. */
+  /** Starts the probe (root) and waits until it answers and the policy it reports to has its hello. */
   async startProbe(): Promise<GetStatusResponse> {
     this.probe = new ServiceProcess(['ip', 'netns', 'exec', this.opts.netns, process.execPath, PROBE_MAIN], this.env);
     const st = await this.#ready(this.probe, () => this.probeStatus());
-    if (this.policy?.exitCode === undefined && this.policy) {
-      await waitFor('the policy to see the probe', async () => ((await this.policyStatus()).probes.length > 0 ? true : undefined), START_TIMEOUT_MS);
+    const home = this.opts.reportTo ?? this;
+    if (home.policy?.exitCode === undefined && home.policy) {
+      await waitFor(
+        'the policy to see the probe',
+        async () => ((await home.policyStatus()).probes.some((p) => p.probeId === st.probeId) ? true : undefined),
+        START_TIMEOUT_MS,
+      );
     }
     return st;
   }

@@ -21,6 +21,7 @@ export const PW_VARIABLES: readonly string[] = [
   'PW_DROP_MODE',
   'PW_EVENT_COALESCE_MS',
   'PW_EVENT_QUEUE',
+  'PW_FLEET_PORT_THRESHOLD',
   'PW_IFDEV',
   'PW_INSECURE_TCP',
   'PW_KERNEL_DETECTION',

@@ -13,6 +13,16 @@ export const RETENTION_MIN_SECONDS = 3600;
 export const policySettings = {
   timeThreshold: s.int('PW_PORTSCAN_TIME_THRESHOLD', 'time-threshold', 60, 'window in seconds in which distinct ports count', 1, 86_400),
   portThreshold: s.int('PW_PORTSCAN_PORT_THRESHOLD', 'port-threshold', 3, 'distinct ports within the window that make a scanner', 1, 255),
+  // F = 10: a source that stays under N = 3 on every host, 2 ports each, is a
+  // scanner by its fifth host, a one-port sweep by its tenth (docs/fleet.md).
+  fleetThreshold: s.int(
+    'PW_FLEET_PORT_THRESHOLD',
+    'fleet-port-threshold',
+    10,
+    'distinct (probe, port) pairs within the window, over all probes, that make a scanner (0 = off; else at least PW_PORTSCAN_PORT_THRESHOLD; docs/fleet.md)',
+    0,
+    255,
+  ),
   whitelistSelf: s.bool('PW_WHITELIST_SELF', 'whitelist-self', true, "never block a probe's own addresses"),
   allowlist: s.string('PW_ALLOWLIST', 'allowlist', '', 'addresses or CIDRs never blocked, comma-separated'),
   blockTtl: s.seconds('PW_BLOCK_TTL', 'block-ttl', 0, 'how long a detector block lasts (0 = permanent, like the seed)'),
@@ -69,6 +79,14 @@ export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: strin
     if (!(c.tlsCert && c.tlsKey && c.tlsCa) && !c.insecureTcp) {
       throw new ConfigError('PW_POLICY_TCP_ADDR', c.tcpAddr, 'PW_TLS_CERT, PW_TLS_KEY and PW_TLS_CA set (mutual TLS), or PW_INSECURE_TCP=True');
     }
+  }
+  if (c.fleetThreshold !== 0 && c.fleetThreshold < c.portThreshold) {
+    // On one probe the pairs are its ports: an F below N would be a lower per-host threshold in disguise (detector.ts).
+    throw new ConfigError(
+      'PW_FLEET_PORT_THRESHOLD',
+      String(c.fleetThreshold),
+      `0 (off) or an integer from PW_PORTSCAN_PORT_THRESHOLD (${c.portThreshold}) to 255`,
+    );
   }
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
     throw new ConfigError(c.tlsCert ? 'PW_TLS_KEY' : 'PW_TLS_CERT', '', 'both PW_TLS_CERT and PW_TLS_KEY, or neither');

@@ -33,6 +33,41 @@ export function canonicalIp(ip: string): { text: string; addr: Buffer } {
   }
 }
 
+export interface DecisionsOptions {
+  recorder: Recorder;
+  probes: ProbeRegistry;
+  allowlist: Allowlist;
+  /** Forgets an unblocked source's history. */
+  detector: Detector;
+  feed: Feed;
+  metrics: PolicyMetrics;
+  log: Logger;
+  /** How long a detector's block lasts, in seconds; 0: permanent (PW_BLOCK_TTL). */
+  detectorTtlSeconds: number;
+  /** Detector blocks and kernel-block adoptions a minute at most; 0 (the default): no cap (PW_MAX_BLOCKS_PER_MINUTE). */
+  maxBlocksPerMinute?: number;
+}
+
+/**
+ * What a detection is recorded and shown as: the N ports of the per-host
+ * rule, or the F pairs of the fleet rule by probe, with the time they span.
+ */
+function scanReason(det: Detection, probes: ProbeRegistry): string {
+  const windowS = ((det.lastMs - det.firstMs) / 1000).toFixed(3);
+  if (det.pairs) {
+    const byProbe = new Map<string, number[]>();
+    for (const p of det.pairs) {
+      const id = probes.numbers.idOf(p.probe);
+      const ports = byProbe.get(id);
+      if (ports) ports.push(p.port);
+      else byProbe.set(id, [p.port]);
+    }
+    const list = [...byProbe].map(([id, ports]) => `${id}: ${ports.join(', ')}`).join('; ');
+    return `port scan across the fleet: ${det.pairs.length} (probe, port) pairs on ${byProbe.size} probes within ${windowS}s (${list})`;
+  }
+  return det.ports.length > 1 ? `port scan: ${det.ports.length} ports (${det.ports.join(', ')}) within ${windowS}s` : `port scan: detected in the kernel at port ${det.port}`;
+}
+
 export class Decisions {
   /** Active decisions by canonical address. */
   readonly #active = new Map<string, DecisionRecord>();
@@ -43,18 +78,27 @@ export class Decisions {
   /** Times of the detector's blocks in the last minute (for the cap). */
   #recentBlocks: number[] = [];
 
-  constructor(
-    private readonly recorder: Recorder,
-    private readonly probes: ProbeRegistry,
-    private readonly allowlist: Allowlist,
-    private readonly detector: Detector,
-    private readonly feed: Feed,
-    private readonly metrics: PolicyMetrics,
-    private readonly log: Logger,
-    private readonly detectorTtlSeconds: number,
-    private readonly maxBlocksPerMinute = 0,
-  ) {
-    for (const d of recorder.read((s) => s.active(Date.now()))) this.#setActive(d);
+  private readonly recorder: Recorder;
+  private readonly probes: ProbeRegistry;
+  private readonly allowlist: Allowlist;
+  private readonly detector: Detector;
+  private readonly feed: Feed;
+  private readonly metrics: PolicyMetrics;
+  private readonly log: Logger;
+  private readonly detectorTtlSeconds: number;
+  private readonly maxBlocksPerMinute: number;
+
+  constructor(o: DecisionsOptions) {
+    this.recorder = o.recorder;
+    this.probes = o.probes;
+    this.allowlist = o.allowlist;
+    this.detector = o.detector;
+    this.feed = o.feed;
+    this.metrics = o.metrics;
+    this.log = o.log;
+    this.detectorTtlSeconds = o.detectorTtlSeconds;
+    this.maxBlocksPerMinute = o.maxBlocksPerMinute ?? 0;
+    for (const d of this.recorder.read((s) => s.active(Date.now()))) this.#setActive(d);
   }
 
   /** Whether a source (canonical text) is under an active decision. */
@@ -124,7 +168,7 @@ export class Decisions {
   }
 
   /**
-   * A detection from a probe's events: record, then block on that probe
+   * A detection from a probe's events (by either rule: docs/fleet.md): record, then block on that probe
    * first, then the others. kernelBlocked: the probe's XDP program detected it
    * too and already blocked the source, at the crossing SYN.
    */
@@ -136,13 +180,9 @@ export class Decisions {
       if (kernelBlocked) this.liftKernelBlock(source, session, 'blocks-per-minute cap reached');
       return;
     }
-    const windowS = ((det.lastMs - det.firstMs) / 1000).toFixed(3);
     const d = this.#decide({
       ip: source,
-      reason:
-        det.ports.length > 1
-          ? `port scan: ${det.ports.length} ports (${det.ports.join(', ')}) within ${windowS}s`
-          : `port scan: detected in the kernel at port ${det.port}`,
+      reason: scanReason(det, this.probes),
       origin: 'detector',
       ttlSeconds: this.detectorTtlSeconds,
     });

@@ -54,6 +54,21 @@
  *   sweep(), the reclaim at the cap, or observe() when an idle source came
  *   back before a sweep forgot it.
  *
+ * The fleet rule (pairThreshold F > 0; docs/fleet.md). The same rule, on
+ * what the policy sees and a host cannot: a source is also a scanner once it
+ * has hit F distinct (probe, port) pairs within T, across the probes that
+ * report to this policy (the same port on two probes is two pairs). A
+ * source's slot keeps its F most recent pairs beside its N most recent ports,
+ * and everything above holds for them word for word with "pair" for "port":
+ * within T strictly, a repeated pair moves to its later hit, late hits,
+ * expiry, the cap and eviction (one slot, one recency list, one `last`). Each
+ * event is checked against the per-host rule first, so its results are the
+ * same with the fleet rule on or off, but for one thing: a detection by
+ * either rule drops the source's whole slot (it is blocked, and if more of
+ * its events arrive, both rules start afresh, as after an unblock). F is 0
+ * or at least N: on one probe the pairs are the ports, and an F below N
+ * would be a lower per-host threshold in disguise.
+ *
  * Layout (the hot path allocates nothing per event, no per-source objects):
  * a Map from source key to slot number and a struct-of-arrays pool of slots:
  * ports (Uint16Array, N per slot), times (Float64Array, N per slot), counts
@@ -63,7 +78,10 @@
  * is an int32 (inline in the Map), so its hit allocates nothing. The arrays grow by doubling, from
  * 4096 slots up to exactly maxSources, so a large cap costs nothing up front.
  * With N = 3 that is 59 bytes per slot, plus the Map entry and the key
- * string the caller made. Only a detection allocates (its result).
+ * string the caller made. The fleet rule adds, per slot, F pairs
+ * (Uint32Array: the probe's number in the high 16 bits, the port in the low
+ * 16), their times (Float64Array) and a count: 12 F + 1 bytes, 121 with
+ * F = 10 (nothing when it is off). Only a detection allocates (its result).
  */
 
 import type { SourceKey } from './sourcekey.js';
@@ -75,6 +93,14 @@ export interface DetectorOptions {
   windowSeconds: number;
   /** Hard cap on tracked sources, 1..16,777,216 (V8's limit for a Map). */
   maxSources: number;
+  /** F: distinct (probe, port) pairs that make a scan across the fleet, 0 (off, the default) or N..255. */
+  pairThreshold?: number;
+}
+
+/** A (probe, port) pair of the fleet rule: the probe by its number (observe()'s `probe`). */
+export interface Pair {
+  probe: number;
+  port: number;
 }
 
 export interface Detection {
@@ -90,15 +116,28 @@ export interface Detection {
   firstMs: number;
   /** The latest of the N ports' times; lastMs - firstMs < T. */
   lastMs: number;
+  /**
+   * Set when the fleet rule detected it: the F pairs, by the time of their
+   * most recent hit, oldest first; `ports` then holds their ports, in the
+   * same order (a port once per probe), and firstMs/lastMs are the pairs'.
+   */
+  pairs?: Pair[];
 }
 
 /** V8 refuses to grow a Map beyond 2^24 entries. */
 const MAX_SOURCES = 1 << 24;
 const FIRST_CHUNK = 4096;
 const NONE = -1;
+/** A pair is probe * PAIR_PROBE + port: probe numbers and ports are 16 bits each. */
+const PAIR_PROBE = 0x10000;
+
+/** A source's hits, by time then target, for a Detection. */
+type Hit = { target: number; ms: number };
 
 export class Detector {
   private readonly n: number;
+  /** F, 0 when the fleet rule is off. */
+  private readonly f: number;
   private readonly windowMs: number;
   private readonly maxSources: number;
 
@@ -107,6 +146,10 @@ export class Detector {
   private ports = new Uint16Array(0);
   private times = new Float64Array(0);
   private counts = new Uint8Array(0);
+  /** The fleet rule's pairs, their times and counts, F per slot (empty when it is off). */
+  private pairs = new Uint32Array(0);
+  private pairTimes = new Float64Array(0);
+  private pairCounts = new Uint8Array(0);
   private last = new Float64Array(0);
   private prev = new Int32Array(0);
   private next = new Int32Array(0);
@@ -124,9 +167,12 @@ export class Detector {
   private expiredTotal = 0;
 
   constructor(opts: DetectorOptions) {
-    const { portThreshold, windowSeconds, maxSources } = opts;
+    const { portThreshold, windowSeconds, maxSources, pairThreshold = 0 } = opts;
     if (!Number.isInteger(portThreshold) || portThreshold < 1 || portThreshold > 255) {
       throw new RangeError(`portThreshold must be an integer in 1..255, got ${portThreshold}`);
+    }
+    if (!Number.isInteger(pairThreshold) || (pairThreshold !== 0 && (pairThreshold < portThreshold || pairThreshold > 255))) {
+      throw new RangeError(`pairThreshold must be 0 or an integer in ${portThreshold}..255 (portThreshold..255), got ${pairThreshold}`);
     }
     if (!Number.isFinite(windowSeconds) || windowSeconds <= 0) {
       throw new RangeError(`windowSeconds must be a finite number > 0, got ${windowSeconds}`);
@@ -135,6 +181,7 @@ export class Detector {
       throw new RangeError(`maxSources must be an integer in 1..${MAX_SOURCES}, got ${maxSources}`);
     }
     this.n = portThreshold;
+    this.f = pairThreshold;
     this.windowMs = windowSeconds * 1000;
     this.maxSources = maxSources;
   }
@@ -142,12 +189,15 @@ export class Detector {
   /**
    * One new-connection SYN. source: an opaque key (the service passes the
    * address's sourceKey: a number for IPv4, a latin1 string for IPv6); port: the destination port; tsMs:
-   * the event time in ms since the epoch (fractional allowed). Returns the
-   * detection if this event makes the source a scanner, else undefined.
-   * Throws RangeError for a port outside 0..65535 or a non-finite tsMs.
+   * the event time in ms since the epoch (fractional allowed); probe: the
+   * number of the probe that saw it, 0..65535, for the fleet rule (ignored
+   * when it is off). Returns the detection if this event makes the source a
+   * scanner, else undefined. Throws RangeError for a port or probe outside
+   * 0..65535 or a non-finite tsMs.
    */
-  observe(source: SourceKey, port: number, tsMs: number): Detection | undefined {
+  observe(source: SourceKey, port: number, tsMs: number, probe = 0): Detection | undefined {
     if ((port & 0xffff) !== port) throw new RangeError(`port must be an integer in 0..65535, got ${port}`);
+    if ((probe & 0xffff) !== probe) throw new RangeError(`probe must be an integer in 0..65535, got ${probe}`);
     if (tsMs - tsMs !== 0) throw new RangeError(`tsMs must be a finite number, got ${tsMs}`);
     if (tsMs > this.clock) this.clock = tsMs;
     const n = this.n;
@@ -155,11 +205,12 @@ export class Detector {
 
     const windowMs = this.windowMs;
     const stale = this.clock - tsMs >= windowMs;
+    const pair = probe * PAIR_PROBE + port;
     let slot = this.index.get(source);
     if (slot === undefined) {
       if (stale) return undefined;
       slot = this.allocate(source);
-      this.start(slot, port, tsMs);
+      this.start(slot, port, pair, tsMs);
       return undefined;
     }
     const last = this.last;
@@ -167,58 +218,17 @@ export class Detector {
       // Idle for T or more: its history is expired, the source starts afresh.
       this.expiredTotal++;
       if (stale) this.release(slot);
-      else this.start(slot, port, tsMs);
+      else this.start(slot, port, pair, tsMs);
       return undefined;
     }
 
-    const ports = this.ports;
-    const times = this.times;
-    const base = slot * n;
-    const c = this.counts[slot]!;
-    let i = 0;
-    while (i < c && ports[base + i] !== port) i++;
-    if (i < c) {
-      // A repeated port: its time moves to the later hit, it does not count twice.
-      if (tsMs <= times[base + i]!) return undefined;
-      times[base + i] = tsMs;
-      if (c < n) {
-        if (tsMs > last[slot]!) this.touch(slot, tsMs);
-        return undefined;
-      }
-    } else if (c < n) {
-      ports[base + c] = port;
-      times[base + c] = tsMs;
-      this.counts[slot] = c + 1;
-      if (c + 1 < n) {
-        if (tsMs > last[slot]!) this.touch(slot, tsMs);
-        return undefined;
-      }
-    } else {
-      // N kept: the new port replaces the least recent one, unless it is
-      // older than all of them (then it cannot be among the N most recent).
-      let oldest = base;
-      let oldestMs = times[base]!;
-      for (let j = base + 1; j < base + n; j++) {
-        const t = times[j]!;
-        if (t < oldestMs) {
-          oldestMs = t;
-          oldest = j;
-        }
-      }
-      if (tsMs < oldestMs) return undefined;
-      ports[oldest] = port;
-      times[oldest] = tsMs;
-    }
+    const hostFull = this.record(this.ports, this.times, this.counts, n, slot, port, tsMs);
+    const f = this.f;
+    const fleetFull = f > 0 && this.record(this.pairs, this.pairTimes, this.pairCounts, f, slot, pair, tsMs);
     if (tsMs > last[slot]!) this.touch(slot, tsMs);
-
-    // N ports kept: a scan when they are all within T.
-    let minMs = times[base]!;
-    for (let j = base + 1; j < base + n; j++) {
-      const t = times[j]!;
-      if (t < minMs) minMs = t;
-    }
-    if (last[slot]! - minMs >= windowMs) return undefined;
-    return this.detect(slot, source, port, tsMs);
+    if (hostFull && this.within(this.times, n, slot)) return this.detect(slot, source, port, tsMs, false);
+    if (fleetFull && this.within(this.pairTimes, f, slot)) return this.detect(slot, source, port, tsMs, true);
+    return undefined;
   }
 
   /** Drops a source's history; true if it was tracked. */
@@ -269,13 +279,69 @@ export class Detector {
     return this.expiredTotal;
   }
 
-  /** The state of a tracked source becomes the single hit (port, tsMs). */
-  private start(slot: number, port: number, tsMs: number): void {
+  /** The state of a tracked source becomes the single hit (port, tsMs), on that pair for the fleet rule. */
+  private start(slot: number, port: number, pair: number, tsMs: number): void {
     const base = slot * this.n;
     this.ports[base] = port;
     this.times[base] = tsMs;
     this.counts[slot] = 1;
+    const f = this.f;
+    if (f > 0) {
+      this.pairs[slot * f] = pair;
+      this.pairTimes[slot * f] = tsMs;
+      this.pairCounts[slot] = 1;
+    }
     this.touch(slot, tsMs);
+  }
+
+  /**
+   * A hit on `target` in one of a slot's two sets (its k most recent distinct
+   * ports, or pairs, with their times). Returns whether the set holds k
+   * targets and took the hit: then the caller checks the window.
+   */
+  private record(targets: Uint16Array | Uint32Array, times: Float64Array, counts: Uint8Array, k: number, slot: number, target: number, tsMs: number): boolean {
+    const base = slot * k;
+    const c = counts[slot]!;
+    let i = 0;
+    while (i < c && targets[base + i] !== target) i++;
+    if (i < c) {
+      // A repeated target: its time moves to the later hit, it does not count twice.
+      if (tsMs <= times[base + i]!) return false;
+      times[base + i] = tsMs;
+      return c === k;
+    }
+    if (c < k) {
+      targets[base + c] = target;
+      times[base + c] = tsMs;
+      counts[slot] = c + 1;
+      return c + 1 === k;
+    }
+    // k kept: the new target replaces the least recent one, unless it is
+    // older than all of them (then it cannot be among the k most recent).
+    let oldest = base;
+    let oldestMs = times[base]!;
+    for (let j = base + 1; j < base + k; j++) {
+      const t = times[j]!;
+      if (t < oldestMs) {
+        oldestMs = t;
+        oldest = j;
+      }
+    }
+    if (tsMs < oldestMs) return false;
+    targets[oldest] = target;
+    times[oldest] = tsMs;
+    return true;
+  }
+
+  /** Whether a full set's k hits are within T of the source's most recent hit: a scan. */
+  private within(times: Float64Array, k: number, slot: number): boolean {
+    const base = slot * k;
+    let minMs = times[base]!;
+    for (let j = base + 1; j < base + k; j++) {
+      const t = times[j]!;
+      if (t < minMs) minMs = t;
+    }
+    return this.last[slot]! - minMs < this.windowMs;
   }
 
   /** Records the source's most recent hit and moves it to the list's tail. */
@@ -297,21 +363,26 @@ export class Detector {
     this.tail = slot;
   }
 
-  private detect(slot: number, source: SourceKey, port: number, tsMs: number): Detection {
-    const n = this.n;
-    const base = slot * n;
-    const hits: { port: number; ms: number }[] = [];
-    for (let j = base; j < base + n; j++) hits.push({ port: this.ports[j]!, ms: this.times[j]! });
-    hits.sort((a, b) => a.ms - b.ms || a.port - b.port);
+  /** The detection of the per-host rule's N ports, or (fleet) the fleet rule's F pairs; drops the source's state. */
+  private detect(slot: number, source: SourceKey, port: number, tsMs: number, fleet: boolean): Detection {
+    const k = fleet ? this.f : this.n;
+    const targets = fleet ? this.pairs : this.ports;
+    const times = fleet ? this.pairTimes : this.times;
+    const base = slot * k;
+    const hits: Hit[] = [];
+    for (let j = base; j < base + k; j++) hits.push({ target: targets[j]!, ms: times[j]! });
+    hits.sort((a, b) => a.ms - b.ms || a.target - b.target);
     this.release(slot);
-    return {
+    const det: Detection = {
       source,
       port,
       tsMs,
-      ports: hits.map((h) => h.port),
+      ports: hits.map((h) => h.target & 0xffff),
       firstMs: hits[0]!.ms,
-      lastMs: hits[n - 1]!.ms,
+      lastMs: hits[k - 1]!.ms,
     };
+    if (fleet) det.pairs = hits.map((h) => ({ probe: Math.floor(h.target / PAIR_PROBE), port: h.target & 0xffff }));
+    return det;
   }
 
   /** A slot for a new source, linked (unlinked from nothing) and indexed. */
@@ -361,28 +432,27 @@ export class Detector {
 
   private grow(): void {
     const cap = Math.min(this.maxSources, Math.max(FIRST_CHUNK, this.capacity * 2));
-    const n = this.n;
-    const ports = new Uint16Array(cap * n);
-    ports.set(this.ports);
-    this.ports = ports;
-    const times = new Float64Array(cap * n);
-    times.set(this.times);
-    this.times = times;
-    const counts = new Uint8Array(cap);
-    counts.set(this.counts);
-    this.counts = counts;
-    const last = new Float64Array(cap);
-    last.set(this.last);
-    this.last = last;
-    const prev = new Int32Array(cap);
-    prev.set(this.prev);
-    this.prev = prev;
-    const next = new Int32Array(cap);
-    next.set(this.next);
-    this.next = next;
-    const free = new Int32Array(cap);
-    free.set(this.free);
-    this.free = free;
+    const { n, f } = this;
+    this.ports = enlarged(this.ports, cap * n);
+    this.times = enlarged(this.times, cap * n);
+    this.counts = enlarged(this.counts, cap);
+    if (f > 0) {
+      this.pairs = enlarged(this.pairs, cap * f);
+      this.pairTimes = enlarged(this.pairTimes, cap * f);
+      this.pairCounts = enlarged(this.pairCounts, cap);
+    }
+    this.last = enlarged(this.last, cap);
+    this.prev = enlarged(this.prev, cap);
+    this.next = enlarged(this.next, cap);
+    this.free = enlarged(this.free, cap);
     this.capacity = cap;
   }
+
+}
+
+/** A typed array of `length` elements of the same kind, starting with a's. */
+function enlarged<A extends Uint8Array | Uint16Array | Uint32Array | Int32Array | Float64Array>(a: A, length: number): A {
+  const b = new (a.constructor as new (length: number) => A)(length);
+  b.set(a);
+  return b;
 }

@@ -68,11 +68,11 @@ runMain(NAME, async () => {
   const metrics = new PolicyMetrics();
   const recorder = new Recorder(store, metrics, log);
   const feed = new Feed();
-  const detector = new Detector({ portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, maxSources: c.maxSources });
+  const detector = new Detector({ portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, maxSources: c.maxSources, pairThreshold: c.fleetThreshold });
   const allowlist = new Allowlist(c.allowPrefixes);
   for (const e of store.allowEntries()) allowlist.addOperator(e.prefix, e.addedMs, e.note);
   const probes = new ProbeRegistry();
-  const decisions = new Decisions(recorder, probes, allowlist, detector, feed, metrics, log, c.blockTtl, c.maxBlocksPerMinute);
+  const decisions = new Decisions({ recorder, probes, allowlist, detector, feed, metrics, log, detectorTtlSeconds: c.blockTtl, maxBlocksPerMinute: c.maxBlocksPerMinute });
   log.info({ decisions: decisions.active().length, stateDir: c.stateDir }, 'decisions restored from the store');
   metrics.observe({
     trackedSources: () => detector.tracked,
@@ -159,7 +159,15 @@ runMain(NAME, async () => {
   }, c.reconcileSeconds * 1000);
   reconciler.unref();
   log.info(
-    { version: VERSION, socket: c.socket, portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, blockTtl: c.blockTtl, decisionRetention: c.decisionRetention },
+    {
+      version: VERSION,
+      socket: c.socket,
+      portThreshold: c.portThreshold,
+      fleetThreshold: c.fleetThreshold,
+      windowSeconds: c.timeThreshold,
+      blockTtl: c.blockTtl,
+      decisionRetention: c.decisionRetention,
+    },
     'policy running',
   );
 

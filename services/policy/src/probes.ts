@@ -34,6 +34,8 @@ export class ProbeSession {
   clockCorrected = false;
   /** Writes a message on the probe's Report stream (set once its hello is answered). */
   toProbe: (m: PolicyMessage) => void = () => {};
+  /** The probe's number for the fleet rule's (probe, port) pairs, given by ProbeRegistry.add(). */
+  number = 0;
   ownAddresses: string[];
   readonly #client: ProbeClient;
 
@@ -101,12 +103,66 @@ export class ProbeSession {
   }
 }
 
+/** Probe numbers are 16 bits: the fleet rule keeps a (probe, port) pair in 32 (detector.ts). */
+export const PROBE_NUMBERS = 0x10000;
+
+/**
+ * The probes' numbers for the fleet rule, by id. A number stays with its id
+ * when the probe leaves, so that a probe that reconnects has its pairs of
+ * before counted as its own. Beyond PROBE_NUMBERS ids, a newcomer takes the
+ * number of the probe that left longest ago (only a peer inventing ids gets
+ * that far; if that probe left less than T ago, its pairs still in the
+ * detector count as the newcomer's).
+ */
+export class ProbeNumbers {
+  readonly #numbers = new Map<string, number>();
+  readonly #ids: string[] = [];
+  /** Ids of probes that left, with their numbers, the longest gone first. */
+  readonly #departed = new Map<string, number>();
+
+  /** A connecting probe's number: its own of before, a fresh one, or the longest departed probe's. Throws when every number is connected. */
+  connect(id: string): number {
+    let n = this.#numbers.get(id);
+    if (n !== undefined) {
+      this.#departed.delete(id);
+      return n;
+    }
+    if (this.#ids.length < PROBE_NUMBERS) {
+      n = this.#ids.length;
+      this.#ids.push(id);
+    } else {
+      const gone = this.#departed.entries().next();
+      if (gone.done) throw new Error(`${PROBE_NUMBERS} probes are connected: no probe number is free`);
+      const [oldId, oldNumber] = gone.value;
+      this.#departed.delete(oldId);
+      this.#numbers.delete(oldId);
+      n = oldNumber;
+      this.#ids[n] = id;
+    }
+    this.#numbers.set(id, n);
+    return n;
+  }
+
+  /** The probe left: its number is kept for it, and is the next to go once every number is taken. */
+  disconnect(id: string): void {
+    const n = this.#numbers.get(id);
+    if (n !== undefined) this.#departed.set(id, n);
+  }
+
+  /** The id of the probe with this number (a Detection's pairs), or '' for a number never given. */
+  idOf(number: number): string {
+    return this.#ids[number] ?? '';
+  }
+}
+
 export class ProbeRegistry {
   readonly #sessions = new Map<string, ProbeSession>();
+  readonly numbers = new ProbeNumbers();
 
-  /** Adds a session whose id is free (the Report handler refuses a taken one: a live id is never taken over). */
+  /** Adds a session whose id is free (the Report handler refuses a taken one: a live id is never taken over), and numbers it. */
   add(s: ProbeSession): void {
     if (this.#sessions.has(s.id)) throw new Error(`probe id ${s.id} is connected already`);
+    s.number = this.numbers.connect(s.id);
     this.#sessions.set(s.id, s);
   }
 
@@ -114,6 +170,7 @@ export class ProbeRegistry {
   remove(s: ProbeSession): boolean {
     if (this.#sessions.get(s.id) !== s) return false;
     this.#sessions.delete(s.id);
+    this.numbers.disconnect(s.id);
     return true;
   }
 

@@ -2,18 +2,15 @@
 // in, detections out) and the operator's API (status, decisions, block,
 // unblock, watch).
 import * as grpc from '@grpc/grpc-js';
-import { SYN_EVENT_OFFSET, SYN_EVENT_SIZE, ScanVerdict } from '@packetwatch/bpf/records';
 import {
   AddressError,
   GrpcStatus,
-  type Logger,
   type MethodRoles,
   PageList,
   ServerError,
   type TlsFiles,
   VERSION,
   fitPage,
-  formatAddress,
   pageCursor,
   pageSize,
   pageToken,
@@ -49,19 +46,16 @@ import {
   WatchEventKind,
   type WatchRequest,
 } from '@packetwatch/proto';
-import { type Allowlist, canonicalPrefix, covers } from './allowlist.js';
-import { type Decisions, canonicalIp } from './decisions.js';
-import type { Detector } from './detector.js';
-import type { Feed, FeedEvent, FeedKind } from './feed.js';
-import { type PolicyMetrics, saturatingAdd } from './metrics.js';
+import { canonicalPrefix, covers } from './allowlist.js';
+import { canonicalIp } from './decisions.js';
+import type { FeedEvent, FeedKind } from './feed.js';
+import { saturatingAdd } from './metrics.js';
 import { checkBatch, checkHello, checkOwnAddresses, quote } from './peer.js';
+import { type Admitted, type PipelineContext, admitBatch, processRecords } from './pipeline.js';
 import { ProbeSession, type ProbeRegistry } from './probes.js';
 import type { Recorder } from './recorder.js';
-import { sourceKey } from './sourcekey.js';
 import type { DecisionRecord, Origin } from './store.js';
 
-// Offsets in struct pw_syn_event (bpf/packetwatch.h), read in place on the hot path.
-const { tsNs: OFF_TS, saddr: OFF_SADDR, dport: OFF_DPORT, scan: OFF_SCAN } = SYN_EVENT_OFFSET;
 const MAX_REASON = 256;
 /** Feed events a Watch stream may have waiting for its client before it skips new ones. */
 const WATCH_BUFFER = 10_000;
@@ -74,18 +68,12 @@ export const MAX_WATCHERS = 64;
 /** Report streams at once: probes, and whatever else opens one; each holds a callback connection. */
 export const MAX_REPORT_STREAMS = 1024;
 
-export interface PolicyContext {
-  detector: Detector;
-  decisions: Decisions;
-  allowlist: Allowlist;
+/** The pipeline's parts (detector, decisions, allowlist, feed, metrics, log, window), and what the API serves besides. */
+export interface PolicyContext extends PipelineContext {
   probes: ProbeRegistry;
-  feed: Feed;
-  metrics: PolicyMetrics;
-  log: Logger;
   tls: TlsFiles | undefined;
   whitelistSelf: boolean;
   portThreshold: number;
-  windowSeconds: number;
   blockTtlSeconds: number;
   started: Date;
   recorder: Recorder;
@@ -172,7 +160,7 @@ const SLICE_MS = 5;
 
 /**
  * The events of one probe's Report stream, processed apart from their
- * arrival: the 'data' handler only queues a batch, so that gRPC reads (and
+ * arrival (pipeline.ts): the 'data' handler only queues a batch, so that gRPC reads (and
  * grants flow-control window for) the next one while this one is processed.
  * Processed inline, a batch held the stream until it was done, and the
  * probe's next batch could not even be sent meanwhile: the policy sat idle
@@ -181,8 +169,7 @@ const SLICE_MS = 5;
  * stream is paused.
  */
 class EventStream {
-  /** Batches' records, each with the shift that puts its times on the policy's clock (clockShift). */
-  readonly #pending: { records: Buffer; shiftMs: number }[] = [];
+  readonly #pending: Admitted[] = [];
   /** Where processing of the first pending batch resumes. */
   #offset = 0;
   #scheduled = false;
@@ -196,17 +183,9 @@ class EventStream {
 
   /** A batch checkBatch() accepted. */
   push(batch: EventBatch): void {
-    const { ctx, session } = this;
-    const lost = Number(batch.lostEvents);
-    if (lost > 0) {
-      session.eventsLost = saturatingAdd(session.eventsLost, lost);
-      ctx.metrics.counts.eventsLost = saturatingAdd(ctx.metrics.counts.eventsLost, lost);
-    }
-    if (batch.count === 0) return;
-    const buf = Buffer.isBuffer(batch.records) ? batch.records : Buffer.from(batch.records);
-    session.eventsReceived += batch.count;
-    ctx.metrics.counts.eventsReceived += batch.count;
-    this.#pending.push({ records: buf.subarray(0, batch.count * SYN_EVENT_SIZE), shiftMs: clockShift(ctx, session, batch) });
+    const admitted = admitBatch(this.ctx, this.session, batch);
+    if (!admitted) return;
+    this.#pending.push(admitted);
     if (this.#pending.length >= MAX_PENDING_BATCHES && !this.#paused) {
       this.#paused = true;
       this.call.pause();
@@ -228,9 +207,8 @@ class EventStream {
     for (;;) {
       const batch = this.#pending[0];
       if (!batch) break;
-      const buf = batch.records;
-      const stop = processRecords(this.ctx, this.session, buf, this.#offset, buf.length, batch.shiftMs);
-      if (stop < buf.length) {
+      const stop = processRecords(this.ctx, this.session, batch, this.#offset);
+      if (stop < batch.records.length) {
         // A detection: its BlockIp leaves now, the rest waits for the next turn.
         this.#offset = stop;
         this.#schedule();
@@ -248,104 +226,6 @@ class EventStream {
       this.call.resume();
     }
   }
-}
-
-/**
- * Runs records [from, end) of a batch through the allowlist, the decisions,
- * the detector and the feed, and returns where it stopped: end, or just past
- * a detection, so that the caller lets the BlockIp call leave now rather than
- * after thousands more records (every millisecond here is SYNs a fast
- * scanner gets through). Per record it allocates nothing: the source is a
- * SourceKey (a number for IPv4), its text is made only for a detection, and
-
-/**
- * How far an event time may be off the policy's clock: 2 s for hosts' clock
- * skew, and never half the window or more, so that an event stamped at the
- * limit cannot make a current one stale (the detector's clock is the newest
- * event time it has seen).
- */
-function eventTimeTolerance(windowSeconds: number): number {
-  return Math.min(2000, (windowSeconds * 1000) / 2 - 1);
-}
-
-/**
- * What to add to a batch's event times to put them on the policy's clock:
- * the probe's clock is measured at each batch (the policy's time of receipt
- * minus the probe's time of sending); within the tolerance nothing, beyond
- * it the whole difference. A probe whose clock lags by more than T would
- * otherwise have every event taken as stale, and detection of the sources
- * only it sees would stop; one ahead would have its events counted out of
- * range. The delay in transit (and in the probe's queue) is kept: an event
- * keeps its age.
- */
-function clockShift(ctx: PolicyContext, session: ProbeSession, batch: EventBatch): number {
-  if (batch.sentUnixNs === 0n) return 0;
-  const skewMs = Date.now() - Number(batch.sentUnixNs) / 1e6;
-  session.clockSkewMs = skewMs;
-  const corrected = Math.abs(skewMs) > eventTimeTolerance(ctx.windowSeconds);
-  if (corrected !== session.clockCorrected) {
-    session.clockCorrected = corrected;
-    if (corrected) ctx.log.warn({ probe: session.id, skewMs: Math.round(skewMs) }, "the probe's clock is off the policy's: its event times are corrected");
-    else ctx.log.info({ probe: session.id, skewMs: Math.round(skewMs) }, "the probe's clock agrees with the policy's again");
-  }
-  if (!corrected) return 0;
-  ctx.metrics.counts.eventsClockCorrected += batch.count;
-  return skewMs;
-}
-
-/**
- * Runs records [from, end) of a batch through the allowlist, the decisions,
- * the detector and the feed, and returns where it stopped: end, or just past
- * a detection, so that the caller lets the BlockIp call leave now rather than
- * after thousands more records (every millisecond here is SYNs a fast
- * scanner gets through). Per record it allocates nothing: the source is a
- * SourceKey (a number for IPv4), its text is made only for a detection, and
- * the feed keeps the record raw unless someone watches. shiftMs: clockShift().
- */
-function processRecords(ctx: PolicyContext, session: ProbeSession, buf: Buffer, from: number, end: number, shiftMs: number): number {
-  const { feed, allowlist, decisions, detector } = ctx;
-  const probeId = session.id;
-  // The newest event time the detector takes (eventTimeTolerance).
-  const newestMs = Date.now() + eventTimeTolerance(ctx.windowSeconds);
-  for (let off = from; off < end; off += SYN_EVENT_SIZE) {
-    const t = off + OFF_TS;
-    const lo = (buf[t]! | (buf[t + 1]! << 8) | (buf[t + 2]! << 16) | (buf[t + 3]! << 24)) >>> 0;
-    const hi = (buf[t + 4]! | (buf[t + 5]! << 8) | (buf[t + 6]! << 16) | (buf[t + 7]! << 24)) >>> 0;
-    // hi * 2^32 is exact and the sum rounds once: the same double as Number(readBigUInt64LE).
-    const tsMs = (hi * 4294967296 + lo) / 1e6 + shiftMs;
-    const port = buf[off + OFF_DPORT]! | (buf[off + OFF_DPORT + 1]! << 8);
-    const at = off + OFF_SADDR;
-    feed.publishConnection(tsMs, buf, at, port, probeId);
-    const key = sourceKey(buf, at);
-    const kernelBlocked = buf[off + OFF_SCAN] === ScanVerdict.Blocked;
-    if (!(tsMs <= newestMs) && !kernelBlocked) {
-      // Stamped in the future: taken, it would move the detector's clock
-      // ahead and make every real event after it stale.
-      ctx.metrics.counts.eventsOutOfRange++;
-      continue;
-    }
-    if (allowlist.hasSource(key, buf, at)) {
-      // The kernel knows only the probe's allowlist; the policy's own
-      // entries (PW_ALLOWLIST, operators) win over its detector.
-      if (kernelBlocked) decisions.liftKernelBlock(formatAddress(buf.subarray(at, at + 16)), session, 'allowlisted by the policy');
-      continue;
-    }
-    // The probe's own address, on that probe (its kernel never blocks it either).
-    if (allowlist.isOwn(probeId, key)) continue;
-    if (decisions.isBlockedKey(key)) continue;
-    let det = detector.observe(key, port, tsMs);
-    if (!det && !kernelBlocked) continue;
-    if (!det) {
-      // The kernel saw the whole scan; the policy may have missed part of it
-      // (events lost while it was away).
-      detector.forget(key);
-      det = { source: key, port, tsMs, ports: [port], firstMs: tsMs, lastMs: tsMs };
-    }
-    const source = formatAddress(buf.subarray(at, at + 16));
-    decisions.detected(det, source, session, kernelBlocked).catch((err: unknown) => ctx.log.error({ err, ip: source }, 'applying a detection failed'));
-    return off + SYN_EVENT_SIZE;
-  }
-  return end;
 }
 
 function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, PolicyMessage> {

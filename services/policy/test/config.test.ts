@@ -32,6 +32,7 @@ describe('policy settings: defaults', () => {
     expect(load()).toEqual({
       timeThreshold: 60,
       portThreshold: 3,
+      fleetThreshold: 10,
       whitelistSelf: true,
       allowlist: '',
       blockTtl: 0,
@@ -144,6 +145,30 @@ describe('policy settings: values from the environment and flags', () => {
     expect(e.value).toBe('--no-such-flag x');
     expect(e.message.startsWith('invalid arguments="--no-such-flag x": expected known flags (')).toBe(true);
     expect(e.message).toContain('--no-such-flag');
+  });
+});
+
+describe('policy settings: the fleet rule (PW_FLEET_PORT_THRESHOLD)', () => {
+  it('is 10 by default, and takes 0 (off), N and 255', () => {
+    expect(validate(load()).fleetThreshold).toBe(10);
+    expect(validate(load({ PW_FLEET_PORT_THRESHOLD: '0', PW_PORTSCAN_PORT_THRESHOLD: '255' })).fleetThreshold).toBe(0);
+    expect(validate(load({ PW_FLEET_PORT_THRESHOLD: '5', PW_PORTSCAN_PORT_THRESHOLD: '5' })).fleetThreshold).toBe(5);
+    expect(validate(load({}, ['--fleet-port-threshold', '255'])).fleetThreshold).toBe(255);
+  });
+
+  it.each(['256', '-1', 'ten', '2.5'])('refuses %j, naming it', (raw) => {
+    const e = configError(() => load({ PW_FLEET_PORT_THRESHOLD: raw }));
+    expect(e.message).toBe(`invalid PW_FLEET_PORT_THRESHOLD=${JSON.stringify(raw)}: expected an integer from 0 to 255`);
+  });
+
+  it('refuses a threshold below PW_PORTSCAN_PORT_THRESHOLD, the default too, naming it', () => {
+    expect(configError(() => validate(load({ PW_FLEET_PORT_THRESHOLD: '2' })))).toMatchObject({
+      setting: 'PW_FLEET_PORT_THRESHOLD',
+      message: 'invalid PW_FLEET_PORT_THRESHOLD="2": expected 0 (off) or an integer from PW_PORTSCAN_PORT_THRESHOLD (3) to 255',
+    });
+    expect(configError(() => validate(load({ PW_PORTSCAN_PORT_THRESHOLD: '11' }))).message).toBe(
+      'invalid PW_FLEET_PORT_THRESHOLD="10": expected 0 (off) or an integer from PW_PORTSCAN_PORT_THRESHOLD (11) to 255',
+    );
   });
 });
 

@@ -47,7 +47,7 @@ beforeEach(async () => {
   session = probe.session('test/veth0', log);
   probes.add(session);
   const detector = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1000 });
-  decisions = new Decisions(recorder, probes, new Allowlist([]), detector, new Feed(), metrics, log, 0, 0);
+  decisions = new Decisions({ recorder, probes, allowlist: new Allowlist([]), detector, feed: new Feed(), metrics, log, detectorTtlSeconds: 0, maxBlocksPerMinute: 0 });
 });
 
 afterEach(() => {

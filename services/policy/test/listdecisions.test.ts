@@ -47,7 +47,7 @@ function service(): { svc: ReturnType<typeof policyService>; close: () => void }
   const detector = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1000 });
   const feed = new Feed();
   const recorder = new Recorder(store, metrics, log);
-  const decisions = new Decisions(recorder, probes, allowlist, detector, feed, metrics, log, 0, 0);
+  const decisions = new Decisions({ recorder, probes, allowlist, detector, feed, metrics, log, detectorTtlSeconds: 0, maxBlocksPerMinute: 0 });
   const settings = { tls: undefined, whitelistSelf: true, portThreshold: 3, windowSeconds: 60, blockTtlSeconds: 0, started: new Date() };
   const svc = policyService({ detector, decisions, allowlist, probes, feed, metrics, log, recorder, ...settings, onProbe: () => undefined } satisfies PolicyContext);
   return { svc, close: () => recorder.close() };

@@ -150,7 +150,17 @@ describe('retention and reconcile: a probe back after longer than the retention'
   afterAll(() => probe.stop());
 
   function decisions(): Decisions {
-    return new Decisions(new Recorder(store, metrics, log), new ProbeRegistry(), new Allowlist([]), new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1000 }), new Feed(), metrics, log, 0, 120);
+    return new Decisions({
+      recorder: new Recorder(store, metrics, log),
+      probes: new ProbeRegistry(),
+      allowlist: new Allowlist([]),
+      detector: new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1000 }),
+      feed: new Feed(),
+      metrics,
+      log,
+      detectorTtlSeconds: 0,
+      maxBlocksPerMinute: 120,
+    });
   }
 
   it('lifts a permanent kernel block an operator ended a year ago, after pruning, rather than adopting it', async () => {

@@ -1,0 +1,139 @@
+// The policy's event pipeline called directly, as a Report stream would
+// call it, with five probes (sessions on one stand-in probe endpoint): SYN
+// records in, decisions and BlockIp calls out. A source that keeps under the
+// per-host threshold on each probe is blocked on all five by the fleet rule;
+// a client on one probe is not; the per-host rule still detects on one.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SYN_EVENT_SIZE, synEventCodec } from '@packetwatch/bpf/records';
+import { parseAddress } from '@packetwatch/common';
+import { BlockReason, EventBatch } from '@packetwatch/proto';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { Allowlist } from '../src/allowlist.js';
+import { Decisions } from '../src/decisions.js';
+import { Detector } from '../src/detector.js';
+import { Feed } from '../src/feed.js';
+import { PolicyMetrics } from '../src/metrics.js';
+import { type PipelineContext, admitBatch, processRecords } from '../src/pipeline.js';
+import { ProbeRegistry, type ProbeSession } from '../src/probes.js';
+import { Recorder } from '../src/recorder.js';
+import { DecisionStore } from '../src/store.js';
+import { FakeProbe } from './fake-probe.js';
+import { captureLog } from './store-faults.js';
+
+const SCANNER = '198.51.100.7';
+const CLIENT = '198.51.100.8';
+const PROBE_IDS = ['web1/eth0', 'web2/eth0', 'web3/eth0', 'web4/eth0', 'web5/eth0'];
+
+/** The pipeline's parts as the policy builds them, N = 3 and F as given, with five probes connected; closed when the test ends. */
+async function fleet(pairThreshold: number): Promise<{ ctx: PipelineContext; sessions: ProbeSession[]; probe: FakeProbe }> {
+  const dir = mkdtempSync(join(tmpdir(), 'pw-pipeline-'));
+  const store = DecisionStore.open(dir).store;
+  const { log } = captureLog();
+  const metrics = new PolicyMetrics();
+  const recorder = new Recorder(store, metrics, log);
+  const probe = new FakeProbe();
+  await probe.start();
+  const probes = new ProbeRegistry();
+  const sessions = PROBE_IDS.map((id) => probe.session(id, log));
+  for (const s of sessions) probes.add(s);
+  onTestFinished(() => {
+    for (const s of sessions) s.close();
+    probe.stop();
+    recorder.close();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const detector = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1000, pairThreshold });
+  const allowlist = new Allowlist([]);
+  const feed = new Feed();
+  const decisions = new Decisions({ recorder, probes, allowlist, detector, feed, metrics, log, detectorTtlSeconds: 0 });
+  return { ctx: { detector, decisions, allowlist, feed, metrics, log, windowSeconds: 60 }, sessions, probe };
+}
+
+/** The time of the test's first SYN: a second ago, so that every event is on the policy's clock. */
+const start = Date.now() - 1000;
+
+/** A batch as a probe sends it: SYN records of (source, port), the i-th SYN of the test at start + i ms. */
+function batch(syns: [source: string, port: number, i: number][]): EventBatch {
+  const records = Buffer.alloc(syns.length * SYN_EVENT_SIZE);
+  syns.forEach(([source, dport, i], k) =>
+    synEventCodec.write(
+      {
+        tsNs: BigInt(start + i) * 1_000_000n,
+        saddr: parseAddress(source),
+        daddr: parseAddress('10.0.0.1'),
+        sport: 40_000 + k,
+        dport,
+        ifindex: 2,
+        tcpFlags: 0x02,
+        ipVersion: 4,
+        ttl: 64,
+        scan: 0,
+        vlanId: 0,
+        window: 64_240,
+      },
+      records,
+      k * SYN_EVENT_SIZE,
+    ),
+  );
+  return EventBatch.fromPartial({ count: syns.length, recordSize: SYN_EVENT_SIZE, records });
+}
+
+/** Admits a batch from a probe and runs it from the start; returns where processing stopped, in records. */
+function run(ctx: PipelineContext, session: ProbeSession, b: EventBatch): number {
+  const admitted = admitBatch(ctx, session, b);
+  if (!admitted) throw new Error('a batch with records was not admitted');
+  return processRecords(ctx, session, admitted) / SYN_EVENT_SIZE;
+}
+
+describe('the pipeline: the fleet rule', () => {
+  it('blocks a source that hits 2 ports on each of 5 probes on every probe, stopping just past the crossing SYN', async () => {
+    const { ctx, sessions, probe } = await fleet(10);
+    // Probes 1-4: 8086 and 8087; probe 5: the same, then one more SYN the pipeline leaves for the next turn.
+    const stops = sessions.map((s, p) =>
+      run(ctx, s, batch([[SCANNER, 8086, 2 * p], [SCANNER, 8087, 2 * p + 1], ...(p === 4 ? [[SCANNER, 8086, 10] as [string, number, number]] : [])])),
+    );
+    expect(stops).toEqual([2, 2, 2, 2, 2]);
+    await expect.poll(() => ctx.decisions.enforcedBy(SCANNER)).toEqual(PROBE_IDS);
+    expect(ctx.decisions.active()).toMatchObject([
+      {
+        ip: SCANNER,
+        origin: 'detector',
+        reason:
+          'port scan across the fleet: 10 (probe, port) pairs on 5 probes within 0.009s ' +
+          '(web1/eth0: 8086, 8087; web2/eth0: 8086, 8087; web3/eth0: 8086, 8087; web4/eth0: 8086, 8087; web5/eth0: 8086, 8087)',
+      },
+    ]);
+    expect(probe.blocked).toEqual(PROBE_IDS.map(() => ({ ip: SCANNER, reason: BlockReason.BLOCK_REASON_PORTSCAN })));
+    expect({ detections: ctx.metrics.counts.detections, received: ctx.metrics.counts.eventsReceived, tracked: ctx.detector.tracked }).toEqual({
+      detections: 1,
+      received: 11,
+      tracked: 0,
+    });
+  });
+
+  it('leaves a client that hits 2 ports on one probe alone', async () => {
+    const { ctx, sessions } = await fleet(10);
+    expect(run(ctx, sessions[0]!, batch([[CLIENT, 8086, 0], [CLIENT, 8087, 1], [CLIENT, 8086, 2]]))).toBe(3);
+    expect(ctx.decisions.active()).toEqual([]);
+    expect(ctx.detector.tracked).toBe(1);
+  });
+
+  it('with the fleet rule off, does not detect the same spread scan', async () => {
+    const { ctx, sessions } = await fleet(0);
+    expect(sessions.map((s, p) => run(ctx, s, batch([[SCANNER, 8086, 2 * p], [SCANNER, 8087, 2 * p + 1]])))).toEqual([2, 2, 2, 2, 2]);
+    expect(ctx.decisions.active()).toEqual([]);
+  });
+});
+
+describe('the pipeline: the per-host rule', () => {
+  it('detects 3 ports on one probe as a port scan, blocked on every probe', async () => {
+    const { ctx, sessions, probe } = await fleet(10);
+    expect(run(ctx, sessions[2]!, batch([[SCANNER, 22, 0], [SCANNER, 80, 1], [SCANNER, 443, 2]]))).toBe(3);
+    await expect.poll(() => ctx.decisions.enforcedBy(SCANNER)).toEqual(PROBE_IDS);
+    expect(ctx.decisions.active()).toMatchObject([{ ip: SCANNER, reason: 'port scan: 3 ports (22, 80, 443) within 0.002s' }]);
+    expect(probe.blocked).toHaveLength(5);
+  });
+});
