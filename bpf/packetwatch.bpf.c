@@ -38,11 +38,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 drop_mode = PW_DROP_SYN;
 /* In-kernel scan detection: N distinct ports (0 = off, at most
  * PW_SCAN_MAX_PORTS) within scan_window_ns; blocks last scan_block_ns
- * (0 = permanent); at most scan_blocks_per_min a minute (0 = no cap). */
+ * (0 = permanent); at most scan_blocks_per_min of them a minute (0 = no
+ * cap), the blocks beyond lasting scan_capped_block_ns. */
 const volatile __u32 scan_ports = 0;
 const volatile __u64 scan_window_ns = 60000000000ULL;
 const volatile __u64 scan_block_ns = 0;
 const volatile __u32 scan_blocks_per_min = 0;
+const volatile __u64 scan_capped_block_ns = 60000000000ULL;
 
 /* Map sizes here are defaults; user space sets them before load. */
 struct {
@@ -411,7 +413,11 @@ static __always_inline int blocked(const union pw_addr_words *addr, struct pw_co
 	return 1;
 }
 
-/* Blocks a source the detector caught, within the blocks-per-minute cap. */
+/* Blocks a source the detector caught: for scan_block_ns while within the
+ * blocks-per-minute budget, for the short scan_capped_block_ns beyond it.
+ * The cap bounds what forged sources can frame (a short block, not a long
+ * one); it never leaves a detected scanner unblocked, so it cannot be used
+ * to switch blocking off. */
 static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src, __u64 now)
 {
 	__u32 zero = 0;
@@ -422,25 +428,26 @@ static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src
 		.reason = PW_REASON_PORTSCAN,
 		.flags = PW_BLOCK_KERNEL_DETECTED,
 	};
+	enum pw_scan_verdict verdict = PW_SCAN_BLOCKED;
 	struct pw_scan_rate *rate;
 
 	if (allowlisted(src))
 		return PW_SCAN_ALLOWLISTED;
 	if (scan_blocks_per_min) {
 		rate = bpf_map_lookup_elem(&scan_rate, &zero);
-		if (!rate)
-			return PW_SCAN_CAPPED;
 		/* Racy across CPUs by design: the cap is a bound on damage, and a
 		 * few blocks more or less in a minute do not change that. */
-		if (now - rate->window_start_ns >= 60000000000ULL) {
+		if (rate && now - rate->window_start_ns >= 60000000000ULL) {
 			rate->window_start_ns = now;
 			rate->blocks = 0;
 		}
-		if (rate->blocks >= scan_blocks_per_min) {
-			count(cnt, PW_CNT_SCAN_CAPPED);
-			return PW_SCAN_CAPPED;
+		if (!rate || rate->blocks >= scan_blocks_per_min) {
+			if (!scan_block_ns || scan_block_ns > scan_capped_block_ns)
+				b.expires_ns = now + scan_capped_block_ns;
+			verdict = PW_SCAN_CAPPED;
+		} else {
+			__sync_fetch_and_add(&rate->blocks, 1);
 		}
-		__sync_fetch_and_add(&rate->blocks, 1);
 	}
 	/* A new key is counted in block_adds; a lapsed entry is overwritten in
 	 * place. Full: neither succeeds. */
@@ -451,10 +458,10 @@ static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src
 			__sync_fetch_and_add(adds, 1);
 	} else if (bpf_map_update_elem(&blocklist, src, &b, BPF_EXIST)) {
 		count(cnt, PW_CNT_SCAN_CAPPED);
-		return PW_SCAN_CAPPED;
+		return PW_SCAN_FULL;
 	}
-	count(cnt, PW_CNT_SCAN_BLOCKED);
-	return PW_SCAN_BLOCKED;
+	count(cnt, verdict == PW_SCAN_CAPPED ? PW_CNT_SCAN_CAPPED : PW_CNT_SCAN_BLOCKED);
+	return verdict;
 }
 
 /* The policy's rule at line rate: keep the N most recent distinct ports of

@@ -85,8 +85,9 @@ struct pw_syn_event {
 enum pw_scan_verdict {
 	PW_SCAN_NONE = 0,        /* not a scan (or detection off) */
 	PW_SCAN_BLOCKED = 1,     /* this SYN crossed the threshold; the source is now blocked */
-	PW_SCAN_CAPPED = 2,      /* crossed, not blocked: blocks-per-minute cap or full blocklist */
+	PW_SCAN_CAPPED = 2,      /* crossed beyond the blocks-per-minute budget: blocked for the short TTL */
 	PW_SCAN_ALLOWLISTED = 3, /* crossed, not blocked: the source is allowlisted */
+	PW_SCAN_FULL = 4,        /* crossed, not blocked: the blocklist is full */
 };
 
 #define PW_SCAN_MAX_PORTS 8
@@ -120,8 +121,8 @@ enum pw_counter {
 	PW_CNT_OTHER_DROPPED,   /* other frames dropped from blocked sources (drop-all mode) */
 	PW_CNT_ALLOWLISTED,     /* frames from blocked sources passed because allowlisted */
 	PW_CNT_BLOCK_EXPIRED,   /* frames from sources whose block has expired */
-	PW_CNT_SCAN_BLOCKED,    /* sources the in-kernel detector blocked */
-	PW_CNT_SCAN_CAPPED,     /* detections not blocked: rate cap or full blocklist */
+	PW_CNT_SCAN_BLOCKED,    /* sources the in-kernel detector blocked, within the budget */
+	PW_CNT_SCAN_CAPPED,     /* detections beyond it (blocked for the short TTL) or with the blocklist full (not blocked) */
 	PW_CNT_MAX,
 };
 

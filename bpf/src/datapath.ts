@@ -241,6 +241,9 @@ export type Allowlist = ListMap<LpmKey, number>;
 /** The compiled program, built by `make bpf` next to its source. */
 export const OBJECT_PATH = fileURLToPath(new URL('../build/packetwatch.bpf.o', import.meta.url));
 
+/** How long a block beyond the blocks-per-minute budget lasts, unless configured. */
+export const DEFAULT_CAPPED_BLOCK_SECONDS = 60;
+
 export const PROGRAM_NAME = 'packetwatch';
 
 export interface DatapathOptions {
@@ -260,8 +263,10 @@ export interface DatapathOptions {
   scanWindowSeconds?: number;
   /** How long a kernel block lasts (0 = permanent, the default). */
   scanBlockSeconds?: number;
-  /** Kernel blocks per minute at most (0 = no cap, the default). */
+  /** Kernel blocks per minute at full length (0 = no cap, the default); beyond, blocks last scanCappedBlockSeconds. */
   scanBlocksPerMinute?: number;
+  /** How long a block beyond the per-minute budget lasts (default DEFAULT_CAPPED_BLOCK_SECONDS). */
+  scanCappedBlockSeconds?: number;
   /** Entries of the scanners LRU (default 65,536). */
   scanTableSize?: number;
 }
@@ -305,6 +310,7 @@ export class Datapath {
       spec.setConstant('scan_window_ns', BigInt(Math.round((opts.scanWindowSeconds ?? 60) * 1e9)));
       spec.setConstant('scan_block_ns', BigInt(Math.round((opts.scanBlockSeconds ?? 0) * 1e9)));
       spec.setConstant('scan_blocks_per_min', opts.scanBlocksPerMinute ?? 0);
+      spec.setConstant('scan_capped_block_ns', BigInt(Math.round((opts.scanCappedBlockSeconds ?? DEFAULT_CAPPED_BLOCK_SECONDS) * 1e9)));
       if (opts.pinDir !== undefined) {
         for (const m of PINNED_MAPS) spec.pinMap(m, `${opts.pinDir}/${m}`);
       }

@@ -53,10 +53,12 @@ export enum ScanVerdict {
   None = 0,
   /** This SYN crossed the threshold; the source is now blocked in the kernel. */
   Blocked = 1,
-  /** Crossed, not blocked: blocks-per-minute cap or full blocklist. */
+  /** Crossed beyond the blocks-per-minute budget: blocked in the kernel for the short TTL. */
   Capped = 2,
   /** Crossed, not blocked: allowlisted. */
   Allowlisted = 3,
+  /** Crossed, not blocked: the kernel blocklist is full. */
+  Full = 4,
 }
 
 /** Most ports the in-kernel detector tracks per source (PW_SCAN_MAX_PORTS). */

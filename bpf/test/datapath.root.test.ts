@@ -506,13 +506,36 @@ describe('in-kernel scan detection', () => {
     });
   });
 
-  it('blocks at most the per-minute cap, then reports detections as capped', () => {
-    withDatapath({ scanPorts: 2, scanBlocksPerMinute: 1 }, (dp, r) => {
+  it('blocks within the per-minute budget for the block TTL, and beyond it for the short capped TTL: never not at all', () => {
+    withDatapath({ scanPorts: 2, scanBlocksPerMinute: 1, scanBlockSeconds: 3600, scanCappedBlockSeconds: 30 }, (dp, r) => {
       for (const src of ['192.0.2.1', '192.0.2.2']) run(dp, r, synFrame(src, VICTIM, 1, 1));
       expect(run(dp, r, synFrame('192.0.2.1', VICTIM, 1, 2)).scans).toEqual([ScanVerdict.Blocked]);
       expect(run(dp, r, synFrame('192.0.2.2', VICTIM, 1, 2)).scans).toEqual([ScanVerdict.Capped]);
       expect(dp.counters()).toMatchObject({ scanBlocked: 1n, scanCapped: 1n });
-      expect([...dp.blocklist.keys()].map(formatAddress)).toEqual(['192.0.2.1']);
+      const ttl = (ip: string) => {
+        const e = dp.blocklist.get(parseAddress(ip))!;
+        return (e.expiresNs - e.createdNs) / 1_000_000_000n;
+      };
+      expect({ within: ttl('192.0.2.1'), beyond: ttl('192.0.2.2') }).toEqual({ within: 3600n, beyond: 30n });
+      // The capped source is dropped like any blocked one.
+      expect(run(dp, r, synFrame('192.0.2.2', VICTIM, 2, 3))).toEqual({ verdict: XDP_DROP, scans: [] });
+    });
+  });
+
+  it('keeps a block TTL shorter than the capped one for blocks beyond the budget too', () => {
+    withDatapath({ scanPorts: 1, scanBlocksPerMinute: 1, scanBlockSeconds: 10, scanCappedBlockSeconds: 30 }, (dp, r) => {
+      expect(run(dp, r, synFrame('192.0.2.1', VICTIM, 1, 1)).scans).toEqual([ScanVerdict.Blocked]);
+      expect(run(dp, r, synFrame('192.0.2.2', VICTIM, 1, 1)).scans).toEqual([ScanVerdict.Capped]);
+      const e = dp.blocklist.get(parseAddress('192.0.2.2'))!;
+      expect(e.expiresNs - e.createdNs).toBe(10_000_000_000n);
+    });
+  });
+
+  it('says so when the blocklist is full: detected, not blocked', () => {
+    withDatapath({ scanPorts: 1, blocklistSize: 1 }, (dp, r) => {
+      expect(run(dp, r, synFrame('192.0.2.1', VICTIM, 1, 1)).scans).toEqual([ScanVerdict.Blocked]);
+      expect(run(dp, r, synFrame('192.0.2.2', VICTIM, 1, 1))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.Full] });
+      expect(dp.counters()).toMatchObject({ scanBlocked: 1n, scanCapped: 1n });
     });
   });
 

@@ -118,6 +118,7 @@ describe('record codecs match the BTF of the compiled object', () => {
       PW_SCAN_BLOCKED: ScanVerdict.Blocked,
       PW_SCAN_CAPPED: ScanVerdict.Capped,
       PW_SCAN_ALLOWLISTED: ScanVerdict.Allowlisted,
+      PW_SCAN_FULL: ScanVerdict.Full,
     });
   });
 
