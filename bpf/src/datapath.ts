@@ -25,6 +25,7 @@ import {
   type BlockEntry,
   BlockReason,
   type Counters,
+  DEFAULT_CAPPED_BLOCK_SECONDS,
   DropMode,
   type LpmKey,
   SCAN_MAX_PORTS,
@@ -240,9 +241,6 @@ export type Allowlist = ListMap<LpmKey, number>;
 
 /** The compiled program, built by `make bpf` next to its source. */
 export const OBJECT_PATH = fileURLToPath(new URL('../build/packetwatch.bpf.o', import.meta.url));
-
-/** How long a block beyond the blocks-per-minute budget lasts, unless configured. */
-export const DEFAULT_CAPPED_BLOCK_SECONDS = 60;
 
 export const PROGRAM_NAME = 'packetwatch';
 

@@ -48,6 +48,9 @@ export const blockCodec: StructCodec<BlockEntry> = struct<BlockEntry>(24, {
   flags: { offset: 20, codec: u32 },
 });
 
+/** How long a block beyond the blocks-per-minute budget lasts, unless configured (PW_CAPPED_BLOCK_TTL). */
+export const DEFAULT_CAPPED_BLOCK_SECONDS = 60;
+
 /** enum pw_scan_verdict: what the in-kernel detector made of a new connection. */
 export enum ScanVerdict {
   None = 0,

@@ -16,6 +16,7 @@ export const PW_VARIABLES: readonly string[] = [
   'PW_BLOCKLIST_SIZE',
   'PW_BLOCK_TTL',
   'PW_BPF_PIN_DIR',
+  'PW_CAPPED_BLOCK_TTL',
   'PW_CONTROL_GROUP',
   'PW_DECISION_RETENTION',
   'PW_DROP_MODE',

@@ -1,5 +1,6 @@
 // The policy's settings: the seed's detector thresholds and whitelist flag
 // with their defaults, plus the policy's own. Each is also a flag.
+import { DEFAULT_CAPPED_BLOCK_SECONDS } from '@packetwatch/bpf/records';
 import { ConfigError, LOG_LEVELS, type ConfigOf, parseEndpoint, parsePrefix, settings as s } from '@packetwatch/common';
 
 /**
@@ -43,10 +44,11 @@ export const policySettings = {
     'PW_MAX_BLOCKS_PER_MINUTE',
     'max-blocks-per-minute',
     120,
-    'detector blocks enforced per minute at most; beyond, detections are logged and counted, not enforced (0 = no cap)',
+    'detector blocks a minute at full length (PW_BLOCK_TTL); beyond, blocks last PW_CAPPED_BLOCK_TTL (0 = no cap)',
     0,
     1_000_000,
   ),
+  cappedBlockTtl: s.seconds('PW_CAPPED_BLOCK_TTL', 'capped-block-ttl', DEFAULT_CAPPED_BLOCK_SECONDS, 'how long a block beyond PW_MAX_BLOCKS_PER_MINUTE lasts (or PW_BLOCK_TTL when shorter)'),
   decisionRetention: s.seconds(
     'PW_DECISION_RETENTION',
     'decision-retention',

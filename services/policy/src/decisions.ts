@@ -7,6 +7,7 @@
 // only in its kernel and re-applies those missing from it (drift repair).
 import * as grpc from '@grpc/grpc-js';
 import { AddressError, GrpcStatus, type Logger, ServerError, formatAddress, parseAddress } from '@packetwatch/common';
+import { DEFAULT_CAPPED_BLOCK_SECONDS } from '@packetwatch/bpf/records';
 import { BlockReason } from '@packetwatch/proto';
 import type { Allowlist } from './allowlist.js';
 import type { Detection, Detector } from './detector.js';
@@ -44,9 +45,14 @@ export interface DecisionsOptions {
   log: Logger;
   /** How long a detector's block lasts, in seconds; 0: permanent (PW_BLOCK_TTL). */
   detectorTtlSeconds: number;
-  /** Detector blocks and kernel-block adoptions a minute at most; 0 (the default): no cap (PW_MAX_BLOCKS_PER_MINUTE). */
+  /** Detector blocks a minute at full length, and kernel-block adoptions a minute; 0 (the default): no cap (PW_MAX_BLOCKS_PER_MINUTE). */
   maxBlocksPerMinute?: number;
+  /** How long a block beyond that budget lasts, in seconds (PW_CAPPED_BLOCK_TTL; default DEFAULT_CAPPED_BLOCK_SECONDS). */
+  cappedTtlSeconds?: number;
 }
+
+/** What the probe's XDP program did at the SYN that made the detection (the event's scan verdict). */
+export type KernelBlock = 'none' | 'blocked' | 'capped';
 
 /**
  * What a detection is recorded and shown as: the N ports of the per-host
@@ -87,6 +93,7 @@ export class Decisions {
   private readonly log: Logger;
   private readonly detectorTtlSeconds: number;
   private readonly maxBlocksPerMinute: number;
+  private readonly cappedTtlSeconds: number;
 
   constructor(o: DecisionsOptions) {
     this.recorder = o.recorder;
@@ -98,6 +105,7 @@ export class Decisions {
     this.log = o.log;
     this.detectorTtlSeconds = o.detectorTtlSeconds;
     this.maxBlocksPerMinute = o.maxBlocksPerMinute ?? 0;
+    this.cappedTtlSeconds = o.cappedTtlSeconds ?? DEFAULT_CAPPED_BLOCK_SECONDS;
     for (const d of this.recorder.read((s) => s.active(Date.now()))) this.#setActive(d);
   }
 
@@ -172,19 +180,27 @@ export class Decisions {
    * first, then the others. kernelBlocked: the probe's XDP program detected it
    * too and already blocked the source, at the crossing SYN.
    */
-  async detected(det: Detection, source: string, session: ProbeSession, kernelBlocked = false): Promise<void> {
+  async detected(det: Detection, source: string, session: ProbeSession, kernel: KernelBlock = 'none'): Promise<void> {
     if (this.isBlocked(source)) return;
-    if (!this.#takeBlock()) {
-      this.metrics.counts.detectionsNotEnforced++;
-      this.log.warn({ ip: source, probe: session.id, cap: this.maxBlocksPerMinute }, 'port scanner detected but NOT blocked: blocks-per-minute cap reached');
-      if (kernelBlocked) this.liftKernelBlock(source, session, 'blocks-per-minute cap reached');
-      return;
+    // The budget decides how long a block lasts, never whether there is one:
+    // forged sources beyond it get a short block, and a real scanner among
+    // them is blocked all the same. A block the kernel made stands as it made
+    // it (its own budget, per probe, spoke): the cap never lifts one.
+    const withinBudget = this.#takeBlock();
+    const short = kernel === 'capped' || (kernel === 'none' && !withinBudget);
+    const kernelBlocked = kernel !== 'none';
+    if (short) {
+      this.metrics.counts.detectionsCapped++;
+      this.log.warn(
+        { ip: source, probe: session.id, cap: this.maxBlocksPerMinute, ttlSeconds: this.#cappedTtl() },
+        'port scanner detected beyond the blocks-per-minute budget: blocked for the short TTL',
+      );
     }
     const d = this.#decide({
       ip: source,
-      reason: scanReason(det, this.probes),
+      reason: short ? `${scanReason(det, this.probes)}; beyond the blocks-per-minute budget: ${this.#cappedTtl()}s` : scanReason(det, this.probes),
       origin: 'detector',
-      ttlSeconds: this.detectorTtlSeconds,
+      ttlSeconds: short ? this.#cappedTtl() : this.detectorTtlSeconds,
     });
     // The probe's XDP program blocked it at the crossing SYN itself, or BlockIp leaves now.
     const applied = kernelBlocked ? undefined : this.#apply(d, session);
@@ -204,8 +220,13 @@ export class Decisions {
     await Promise.all(this.probes.all().filter((p) => p !== session).map((p) => this.#apply(d, p)));
   }
 
+  /** A block beyond the budget: the short TTL, or the block TTL when that is shorter still. */
+  #cappedTtl(): number {
+    return this.detectorTtlSeconds > 0 ? Math.min(this.detectorTtlSeconds, this.cappedTtlSeconds) : this.cappedTtlSeconds;
+  }
+
   /**
-   * Whether one more block may be made now, and if so counts it. Spoofed
+   * Whether one more block may be made now at full length (or adopted), and if so counts it. Spoofed
    * sources are free for an attacker, and so are forged kernel views: without
    * a cap, a flood of forged scans (or one fake probe's ListBlocks) could make
    * us block the whole internet, fill the kernel blocklist, and lock out

@@ -72,7 +72,7 @@ runMain(NAME, async () => {
   const allowlist = new Allowlist(c.allowPrefixes);
   for (const e of store.allowEntries()) allowlist.addOperator(e.prefix, e.addedMs, e.note);
   const probes = new ProbeRegistry();
-  const decisions = new Decisions({ recorder, probes, allowlist, detector, feed, metrics, log, detectorTtlSeconds: c.blockTtl, maxBlocksPerMinute: c.maxBlocksPerMinute });
+  const decisions = new Decisions({ recorder, probes, allowlist, detector, feed, metrics, log, detectorTtlSeconds: c.blockTtl, maxBlocksPerMinute: c.maxBlocksPerMinute, cappedTtlSeconds: c.cappedBlockTtl });
   log.info({ decisions: decisions.active().length, stateDir: c.stateDir }, 'decisions restored from the store');
   metrics.observe({
     trackedSources: () => detector.tracked,

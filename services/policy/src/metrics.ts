@@ -11,7 +11,7 @@ export class PolicyCounts {
   driftRepairs = 0;
   blockFailures = 0;
   /** Detections not enforced because of the blocks-per-minute cap. */
-  detectionsNotEnforced = 0;
+  detectionsCapped = 0;
   /** Events not given to the detector: stamped further ahead of the policy's clock than the tolerance. */
   eventsOutOfRange = 0;
   eventsClockCorrected = 0;
@@ -58,7 +58,7 @@ const COUNTERS: [name: string, help: string, key: Exclude<keyof PolicyCounts, 's
   ['packetwatch_policy_kernel_blocks_not_adopted_total', 'Kernel blocks without a decision not adopted: beyond the blocks-per-minute cap, or not an address', 'kernelBlocksNotAdopted'],
   ['packetwatch_policy_decisions_pruned_total', 'Ended and expired decisions deleted from the store because they were older than PW_DECISION_RETENTION', 'decisionsPruned'],
   ['packetwatch_policy_reports_refused_total', 'Report streams ended with an error status (bad message, probe id in use, no hello first)', 'reportsRefused'],
-  ['packetwatch_policy_detections_not_enforced_total', 'Detections not enforced because the blocks-per-minute cap was reached', 'detectionsNotEnforced'],
+  ['packetwatch_policy_detections_capped_total', 'Detections beyond the blocks-per-minute budget: blocked for PW_CAPPED_BLOCK_TTL instead of PW_BLOCK_TTL', 'detectionsCapped'],
   ['packetwatch_policy_store_writes_dropped_total', 'Writes the decision store will never get: beyond the held-writes bound, or refused as they are', 'storeWritesDropped'],
 ];
 

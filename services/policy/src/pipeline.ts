@@ -8,7 +8,7 @@ import { SYN_EVENT_OFFSET, SYN_EVENT_SIZE, ScanVerdict } from '@packetwatch/bpf/
 import { type Logger, formatAddress } from '@packetwatch/common';
 import type { EventBatch } from '@packetwatch/proto';
 import type { Allowlist } from './allowlist.js';
-import type { Decisions } from './decisions.js';
+import type { Decisions, KernelBlock } from './decisions.js';
 import type { Detector } from './detector.js';
 import type { Feed } from './feed.js';
 import { type PolicyMetrics, saturatingAdd } from './metrics.js';
@@ -118,7 +118,9 @@ export function processRecords(ctx: PipelineContext, session: ProbeSession, batc
     const at = off + OFF_SADDR;
     feed.publishConnection(tsMs, buf, at, port, probeId);
     const key = sourceKey(buf, at);
-    const kernelBlocked = buf[off + OFF_SCAN] === ScanVerdict.Blocked;
+    const scan = buf[off + OFF_SCAN];
+    const kernel: KernelBlock = scan === ScanVerdict.Blocked ? 'blocked' : scan === ScanVerdict.Capped ? 'capped' : 'none';
+    const kernelBlocked = kernel !== 'none';
     if (!(tsMs <= newestMs) && !kernelBlocked) {
       // Stamped in the future: taken, it would move the detector's clock
       // ahead and make every real event after it stale.
@@ -143,7 +145,7 @@ export function processRecords(ctx: PipelineContext, session: ProbeSession, batc
       det = { source: key, port, tsMs, ports: [port], firstMs: tsMs, lastMs: tsMs };
     }
     const source = formatAddress(buf.subarray(at, at + 16));
-    decisions.detected(det, source, session, kernelBlocked).catch((err: unknown) => ctx.log.error({ err, ip: source }, 'applying a detection failed'));
+    decisions.detected(det, source, session, kernel).catch((err: unknown) => ctx.log.error({ err, ip: source }, 'applying a detection failed'));
     return off + SYN_EVENT_SIZE;
   }
   return end;

@@ -50,6 +50,7 @@ describe('policy settings: defaults', () => {
       metricsHost: '0.0.0.0',
       maxSources: 1_000_000,
       maxBlocksPerMinute: 120,
+      cappedBlockTtl: 60,
       decisionRetention: 30 * 86_400,
       reconcileSeconds: 60,
       logFormat: 'auto',

@@ -142,3 +142,45 @@ describe('Decisions while the store refuses writes', () => {
     expect(health).toEqual([false]);
   });
 });
+
+describe('the blocks-per-minute budget: how long, never whether', () => {
+  /** Decisions with a budget of two blocks a minute, blocks of an hour, and 30 s beyond the budget. */
+  const budgeted = () => {
+    const probes = new ProbeRegistry();
+    probes.add(session);
+    const { log } = captureLog();
+    const detector = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1000 });
+    return new Decisions({
+      recorder, probes, allowlist: new Allowlist([]), detector, feed: new Feed(), metrics, log,
+      detectorTtlSeconds: 3600, maxBlocksPerMinute: 2, cappedTtlSeconds: 30,
+    });
+  };
+  const ttl = (d: { createdMs: number; expiresMs: number | undefined }) => Math.round((d.expiresMs! - d.createdMs) / 1000);
+
+  it('blocks every scanner beyond the budget, for the short TTL, and counts them', async () => {
+    const decisions = budgeted();
+    const ips = ['192.0.2.1', '192.0.2.2', '192.0.2.3', '192.0.2.4'];
+    for (const ip of ips) await decisions.detected(scan(ip), ip, session);
+    expect(probe.blocked.map((b) => b.ip)).toEqual(ips);
+    expect(decisions.active().map((d) => [d.ip, ttl(d)])).toEqual([
+      ['192.0.2.1', 3600],
+      ['192.0.2.2', 3600],
+      ['192.0.2.3', 30],
+      ['192.0.2.4', 30],
+    ]);
+    expect(probe.blockTtls).toEqual([3600, 3600, 30, 30]);
+    expect(metrics.counts.detectionsCapped).toBe(2);
+  });
+
+  it("keeps the kernel's block as the kernel made it: a full one stands beyond the budget, a capped one is short, none is lifted", async () => {
+    const decisions = budgeted();
+    for (const ip of ['192.0.2.1', '192.0.2.2']) await decisions.detected(scan(ip), ip, session);
+    await decisions.detected(scan('192.0.2.3'), '192.0.2.3', session, 'blocked');
+    await decisions.detected(scan('192.0.2.4'), '192.0.2.4', session, 'capped');
+    const byIp = Object.fromEntries(decisions.active().map((d) => [d.ip, ttl(d)]));
+    expect(byIp).toEqual({ '192.0.2.1': 3600, '192.0.2.2': 3600, '192.0.2.3': 3600, '192.0.2.4': 30 });
+    // The kernel held those two already: no BlockIp for them, and no UnblockIp at all.
+    expect(probe.blocked.map((b) => b.ip)).toEqual(['192.0.2.1', '192.0.2.2']);
+    expect(probe.unblocked).toEqual([]);
+  });
+});

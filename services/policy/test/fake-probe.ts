@@ -17,6 +17,8 @@ export class FakeProbe {
   readonly listRequests: ListBlocksRequest[] = [];
   readonly unblocked: string[] = [];
   readonly blocked: { ip: string; reason: BlockReason }[] = [];
+  /** The TTL of each BlockIp, in whole seconds (0: permanent), in the order of `blocked`. */
+  readonly blockTtls: number[] = [];
   readonly #dir = mkdtempSync(join(tmpdir(), 'pw-fake-probe-'));
   readonly socket = join(this.#dir, 'probe.sock');
   readonly #server = new grpc.Server();
@@ -33,6 +35,7 @@ export class FakeProbe {
       },
       blockIp: (call, cb) => {
         this.blocked.push({ ip: call.request.ip, reason: call.request.reason });
+        this.blockTtls.push(Math.round(Number(call.request.ttl?.seconds ?? 0n) + (call.request.ttl?.nanos ?? 0) / 1e9));
         cb(null, { alreadyBlocked: false, block: undefined });
       },
       unblockIp: (call, cb) => {
