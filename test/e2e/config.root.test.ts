@@ -21,6 +21,15 @@ async function connect(net: NamespacePair, port: number, from: string, timeout =
   return r.code;
 }
 
+/** What the default settings of a policy send (PW_PORTSCAN_TIME_THRESHOLD 60, PW_BLOCK_TTL 0, 120 a minute, 60 s beyond), with `ports`. */
+const defaultsWith = (ports: number) => ({
+  portThreshold: ports,
+  window: { seconds: 60n, nanos: 0 },
+  blockTtl: { seconds: 0n, nanos: 0 },
+  maxBlocksPerMinute: 120,
+  cappedBlockTtl: { seconds: 60n, nanos: 0 },
+});
+
 const scanBlocked = (st: GetStatusResponse) => st.counters!.scanBlocked;
 
 /**
@@ -33,63 +42,63 @@ async function scanThenRetry(net: NamespacePair, from: string, ports: number): P
   return connect(net, PORTS[0]!, from, '2');
 }
 
-describe('the policy configures its probes', () => {
-  let net: NamespacePair;
-  let pong: ServiceProcess;
-  let svc: Services;
-
+/**
+ * A victim namespace serving PORTS, an attacker namespace with `sources` (a
+ * source of its own for each scan: a block of one cannot hide another's
+ * outcome), and the services in the victim's with `env`, started by
+ * `start`: set up before the suite's tests and removed after them.
+ */
+function scene(slot: number, sources: string[], env: Record<string, string>, start: (svc: Services) => Promise<unknown>) {
+  const s = {} as { net: NamespacePair; pong: ServiceProcess; svc: Services };
   beforeAll(async () => {
-    net = createNamespacePair(26);
-    // Sources of their own for each scan: a block from one cannot hide another's outcome.
-    for (const a of ['10.233.26.4', '10.233.26.5', '10.233.26.6']) net.addAttackerAddress(a);
-    pong = await listeningPongServer(net.victimNs, PORTS);
-    svc = new Services({ netns: net.victimNs, ifdev: net.victimIf, env: { PW_PORTSCAN_PORT_THRESHOLD: '5', PW_WHITELIST_SELF: 'True' } });
-    await svc.start();
+    s.net = createNamespacePair(slot);
+    for (const a of sources) s.net.addAttackerAddress(a);
+    s.pong = await listeningPongServer(s.net.victimNs, PORTS);
+    s.svc = new Services({ netns: s.net.victimNs, ifdev: s.net.victimIf, env });
+    await start(s.svc);
   }, 60_000);
-
   afterAll(async () => {
-    await svc?.destroy();
-    await pong?.stop('SIGKILL');
-    net?.destroy();
+    await s.svc?.destroy();
+    await s.pong?.stop('SIGKILL');
+    s.net?.destroy();
   });
+  return s;
+}
+
+describe('the policy configures its probes', () => {
+  const scn = scene(26, ['10.233.26.4', '10.233.26.5', '10.233.26.6'], { PW_PORTSCAN_PORT_THRESHOLD: '5' }, (svc) => scn.svc.start());
 
   it("the policy's PW_PORTSCAN_PORT_THRESHOLD=5 reaches the probe: its status says 5, from the policy", async () => {
     const st = await waitFor(
       'the probe to run with the policy configuration',
       async () => {
-        const s = await svc.probeStatus();
+        const s = await scn.svc.probeStatus();
         return s.scanConfigOrigin === ConfigOrigin.CONFIG_ORIGIN_POLICY ? s : undefined;
       },
       SLOW_MS,
     );
-    expect(st.scanConfig).toEqual({
-      portThreshold: 5,
-      window: { seconds: 60n, nanos: 0 },
-      blockTtl: { seconds: 0n, nanos: 0 },
-      maxBlocksPerMinute: 120,
-      cappedBlockTtl: { seconds: 60n, nanos: 0 },
-    });
+    expect(st.scanConfig).toEqual(defaultsWith(5));
     expect(st.kernelScanPorts).toBe(5);
     expect(st.scanConfigReceived!.getTime()).toBeGreaterThan(Date.now() - SLOW_MS);
   }, 60_000);
 
   it('a 4-port scan is not blocked; a 5-port scan is blocked by the kernel at its 5th SYN', async () => {
-    await svc.ensureRunning();
-    const before = scanBlocked(await svc.probeStatus());
-    expect(await scanThenRetry(net, '10.233.26.4', 4)).toBe(0);
-    expect((await listAllBlocks(svc.probeClient)).map((b) => b.ip)).not.toContain('10.233.26.4');
-    expect(scanBlocked(await svc.probeStatus())).toBe(before);
+    await scn.svc.ensureRunning();
+    const before = scanBlocked(await scn.svc.probeStatus());
+    expect(await scanThenRetry(scn.net, '10.233.26.4', 4)).toBe(0);
+    expect((await listAllBlocks(scn.svc.probeClient)).map((b) => b.ip)).not.toContain('10.233.26.4');
+    expect(scanBlocked(await scn.svc.probeStatus())).toBe(before);
 
-    expect(await scanThenRetry(net, '10.233.26.5', 5)).toBe(CURL_TIMEOUT_EXIT);
-    expect(scanBlocked(await svc.probeStatus())).toBe(before + 1n);
-    expect((await listAllBlocks(svc.probeClient)).map((b) => b.ip)).toContain('10.233.26.5');
+    expect(await scanThenRetry(scn.net, '10.233.26.5', 5)).toBe(CURL_TIMEOUT_EXIT);
+    expect(scanBlocked(await scn.svc.probeStatus())).toBe(before + 1n);
+    expect((await listAllBlocks(scn.svc.probeClient)).map((b) => b.ip)).toContain('10.233.26.5');
   }, 120_000);
 
   it('with the policy killed and the probe restarted, the probe still runs 5, pinned from the earlier run, and its kernel still blocks at 5', async () => {
-    const applied = (await svc.probeStatus()).scanConfigReceived!;
-    await svc.policy!.stop('SIGKILL');
-    await svc.probe!.stop('SIGTERM');
-    const st = await svc.startProbe();
+    const applied = (await scn.svc.probeStatus()).scanConfigReceived!;
+    await scn.svc.policy!.stop('SIGKILL');
+    await scn.svc.probe!.stop('SIGTERM');
+    const st = await scn.svc.startProbe();
     expect(st.policyConnected).toBe(false);
     expect(st.scanConfigOrigin).toBe(ConfigOrigin.CONFIG_ORIGIN_PINNED);
     expect(st.scanConfig?.portThreshold).toBe(5);
@@ -97,19 +106,19 @@ describe('the policy configures its probes', () => {
     expect(st.scanConfigReceived).toEqual(applied);
 
     const before = scanBlocked(st);
-    expect(await scanThenRetry(net, '10.233.26.6', 5)).toBe(CURL_TIMEOUT_EXIT);
-    expect(scanBlocked(await svc.probeStatus())).toBe(before + 1n);
+    expect(await scanThenRetry(scn.net, '10.233.26.6', 5)).toBe(CURL_TIMEOUT_EXIT);
+    expect(scanBlocked(await scn.svc.probeStatus())).toBe(before + 1n);
   }, 120_000);
 
   it('a policy with another threshold loads the program again: the old one is gone, the blocks stay', async () => {
-    const old = await svc.probeStatus();
-    const blocks = (await listAllBlocks(svc.probeClient)).map((b) => b.ip).sort();
-    svc.configure({ PW_PORTSCAN_PORT_THRESHOLD: '4' });
-    await svc.startPolicy();
+    const old = await scn.svc.probeStatus();
+    const blocks = (await listAllBlocks(scn.svc.probeClient)).map((b) => b.ip).sort();
+    scn.svc.configure({ PW_PORTSCAN_PORT_THRESHOLD: '4' });
+    await scn.svc.startPolicy();
     const st = await waitFor(
       'the probe to run with 4',
       async () => {
-        const s = await svc.probeStatus();
+        const s = await scn.svc.probeStatus();
         return s.scanConfigOrigin === ConfigOrigin.CONFIG_ORIGIN_POLICY && s.scanConfig?.portThreshold === 4 ? s : undefined;
       },
       SLOW_MS,
@@ -118,44 +127,22 @@ describe('the policy configures its probes', () => {
     expect(st.programId).not.toBe(old.programId);
     // The previous program was closed, not leaked: no such id in the kernel.
     expect(() => execFileSync('bpftool', ['prog', 'show', 'id', String(old.programId)], { stdio: 'pipe' })).toThrow();
-    expect((await listAllBlocks(svc.probeClient)).map((b) => b.ip).sort()).toEqual(blocks);
+    expect((await listAllBlocks(scn.svc.probeClient)).map((b) => b.ip).sort()).toEqual(blocks);
   }, 120_000);
 });
 
 describe('a probe that never met a policy', () => {
-  let net: NamespacePair;
-  let pong: ServiceProcess;
-  let svc: Services;
-
-  beforeAll(async () => {
-    net = createNamespacePair(27);
-    net.addAttackerAddress('10.233.27.4');
-    pong = await listeningPongServer(net.victimNs, PORTS);
-    // A policy setting in its environment changes nothing: only a policy configures a probe.
-    svc = new Services({ netns: net.victimNs, ifdev: net.victimIf, env: { PW_PORTSCAN_PORT_THRESHOLD: '5' } });
-    await svc.startProbe();
-  }, 60_000);
-
-  afterAll(async () => {
-    await svc?.destroy();
-    await pong?.stop('SIGKILL');
-    net?.destroy();
-  });
+  // A policy setting in its environment changes nothing: only a policy configures a probe.
+  const scn = scene(27, ['10.233.27.4'], { PW_PORTSCAN_PORT_THRESHOLD: '5' }, (svc) => scn.svc.startProbe());
 
   it("runs the seed's defaults, says so, and its kernel blocks at the 3rd port", async () => {
-    const st = await svc.probeStatus();
+    const st = await scn.svc.probeStatus();
     expect(st.policyConnected).toBe(false);
     expect(st.scanConfigOrigin).toBe(ConfigOrigin.CONFIG_ORIGIN_DEFAULTS);
     expect(st.scanConfigReceived).toBeUndefined();
-    expect(st.scanConfig).toEqual({
-      portThreshold: 3,
-      window: { seconds: 60n, nanos: 0 },
-      blockTtl: { seconds: 0n, nanos: 0 },
-      maxBlocksPerMinute: 120,
-      cappedBlockTtl: { seconds: 60n, nanos: 0 },
-    });
+    expect(st.scanConfig).toEqual(defaultsWith(3));
     expect(st.kernelScanPorts).toBe(3);
-    expect(await scanThenRetry(net, '10.233.27.4', 3)).toBe(CURL_TIMEOUT_EXIT);
-    expect(scanBlocked(await svc.probeStatus())).toBe(scanBlocked(st) + 1n);
+    expect(await scanThenRetry(scn.net, '10.233.27.4', 3)).toBe(CURL_TIMEOUT_EXIT);
+    expect(scanBlocked(await scn.svc.probeStatus())).toBe(scanBlocked(st) + 1n);
   }, 120_000);
 });
