@@ -197,6 +197,11 @@ export class Services {
     };
   }
 
+  /** Changes PW_ settings of the services started from now on. */
+  configure(env: Record<string, string>): void {
+    this.opts.env = { ...this.opts.env, ...env };
+  }
+
   /** Starts the policy (unprivileged) and waits until it answers. */
   async startPolicy(): Promise<GetPolicyStatusResponse> {
     this.policy = new ServiceProcess(

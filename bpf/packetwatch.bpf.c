@@ -96,6 +96,15 @@ struct {
 	__uint(max_entries, 1);
 } list_gen SEC(".maps");
 
+/* The policy's last scan configuration, pinned with the lists so that a
+ * restarted probe loads the program with it while the policy is away. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct pw_probe_config);
+	__uint(max_entries, 1);
+} probe_config SEC(".maps");
+
 /* Blocklist entries this program added (new keys, not overwrites of a lapsed
  * entry): with user space's own additions and deletions, the blocklist's
  * occupancy kept as it changes, so that nobody walks the map to count it.

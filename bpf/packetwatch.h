@@ -132,4 +132,17 @@ enum pw_drop_mode {
 	PW_DROP_ALL = 1,        /* drop every frame of blocked sources */
 };
 
+/* The scan configuration the probe runs its detector with, as the policy last
+ * sent it (probe_config map). Written and read by user space only: the
+ * program takes these values as load-time constants. All zero: no policy has
+ * configured this probe yet (a port threshold is never 0). */
+struct pw_probe_config {
+	__u32 port_threshold;
+	__u32 blocks_per_min;
+	__u64 window_ns;
+	__u64 block_ns;
+	__u64 capped_block_ns;
+	__u64 received_unix_ms; /* when the policy sent it */
+};
+
 #endif /* PACKETWATCH_H */

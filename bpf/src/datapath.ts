@@ -1,11 +1,12 @@
 // The Packetwatch XDP object loaded into the kernel, with its maps seen
 // through the record codecs. The probe builds on this; tests and benchmarks
 // use it directly.
+import { existsSync } from 'node:fs';
 import { setImmediate } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import {
   BpfError,
-  type BpfMap,
+  BpfMap,
   type Codec,
   type Collection,
   ObjectSpec,
@@ -28,17 +29,22 @@ import {
   DEFAULT_CAPPED_BLOCK_SECONDS,
   DropMode,
   type LpmKey,
+  type ProbeConfigRecord,
   SCAN_MAX_PORTS,
   SYN_EVENT_SIZE,
   addrCodec,
   blockCodec,
   countersCodec,
   lpmKeyCodec,
+  probeConfigCodec,
   sumCounters,
 } from './records.js';
 
 /** The maps a pinned Datapath shares with the next run (the ring buffer's readers and the detector's state are per run). */
-const PINNED_MAPS = ['blocklist', 'allowlist', 'list_gen', 'counters', 'events'];
+const PINNED_MAPS = ['blocklist', 'allowlist', 'list_gen', 'counters', 'events', 'probe_config'];
+
+/** The pinned map holding the policy's last scan configuration (struct pw_probe_config). */
+export const PROBE_CONFIG_MAP = 'probe_config';
 
 /**
  * The lists' generation (the list_gen map). The program keeps a per-CPU
@@ -281,6 +287,8 @@ export class Datapath {
   readonly blocklist: Blocklist;
   readonly allowlist: Allowlist;
   readonly events: BpfMap;
+  /** The policy's last scan configuration (key 0), pinned: see readPinnedProbeConfig. */
+  readonly probeConfig: TypedMap<number, ProbeConfigRecord>;
   readonly #counters: PerCpuMap<number, Counters>;
 
   private constructor(readonly collection: Collection) {
@@ -289,7 +297,25 @@ export class Datapath {
     this.blocklist = new Blocklist(collection.map('blocklist'), this.generation, collection.map('block_adds'));
     this.allowlist = new ListMap(collection.map('allowlist'), lpmKeyCodec, u8, this.generation);
     this.events = collection.map('events');
+    this.probeConfig = collection.map(PROBE_CONFIG_MAP).typed(u32, probeConfigCodec);
     this.#counters = collection.map('counters').perCpuTyped(u32, countersCodec);
+  }
+
+  /**
+   * The scan configuration an earlier run pinned under pinDir, read before
+   * anything is loaded (its values are the program's load-time constants);
+   * undefined when there is no such pin or it holds none (all zero).
+   */
+  static readPinnedProbeConfig(pinDir: string): ProbeConfigRecord | undefined {
+    const path = `${pinDir}/${PROBE_CONFIG_MAP}`;
+    if (!existsSync(path)) return undefined;
+    const map = BpfMap.openPinned(path);
+    try {
+      const rec = map.typed(u32, probeConfigCodec).get(0);
+      return rec === undefined || rec.portThreshold === 0 ? undefined : rec;
+    } finally {
+      map.close();
+    }
   }
 
   static load(opts: DatapathOptions = {}): Datapath {

@@ -48,6 +48,26 @@ export const blockCodec: StructCodec<BlockEntry> = struct<BlockEntry>(24, {
   flags: { offset: 20, codec: u32 },
 });
 
+/** struct pw_probe_config: the probe_config value, the policy's last scan configuration (all zero: none yet). */
+export interface ProbeConfigRecord {
+  portThreshold: number;
+  blocksPerMin: number;
+  windowNs: bigint;
+  blockNs: bigint;
+  cappedBlockNs: bigint;
+  /** When the policy sent it (Unix ms). */
+  receivedUnixMs: bigint;
+}
+
+export const probeConfigCodec: StructCodec<ProbeConfigRecord> = struct<ProbeConfigRecord>(40, {
+  portThreshold: { offset: 0, codec: u32 },
+  blocksPerMin: { offset: 4, codec: u32 },
+  windowNs: { offset: 8, codec: u64 },
+  blockNs: { offset: 16, codec: u64 },
+  cappedBlockNs: { offset: 24, codec: u64 },
+  receivedUnixMs: { offset: 32, codec: u64 },
+});
+
 /** How long a block beyond the blocks-per-minute budget lasts, unless configured (PW_CAPPED_BLOCK_TTL). */
 export const DEFAULT_CAPPED_BLOCK_SECONDS = 60;
 

@@ -11,6 +11,7 @@ import {
   blockCodec,
   countersCodec,
   lpmKeyCodec,
+  probeConfigCodec,
   synEventCodec,
   addrCodec,
 } from '@packetwatch/bpf';
@@ -85,6 +86,10 @@ describe('record codecs match the BTF of the compiled object', () => {
 
   it('struct pw_block (blocklist value)', () => {
     expect(codecLayout(blockCodec)).toEqual(btfLayout('pw_block'));
+  });
+
+  it('struct pw_probe_config (probe_config value)', () => {
+    expect(codecLayout(probeConfigCodec)).toEqual(btfLayout('pw_probe_config'));
   });
 
   it('struct pw_lpm_key (allowlist key)', () => {

@@ -1,6 +1,6 @@
 // `packetwatchctl status`: what both services say about themselves, as one
 // JSON document (stable camelCase names) and as text for people.
-import { AttachMode, type Duration, type GetPolicyStatusResponse, type GetStatusResponse } from '@packetwatch/proto';
+import { AttachMode, ConfigOrigin, type Duration, type GetPolicyStatusResponse, type GetStatusResponse } from '@packetwatch/proto';
 import { type KeyValue, count, humanDuration, iso, keyValues, plural, relative } from './format.js';
 
 /** A call that failed: the gRPC status name and what the channel or server said. */
@@ -114,6 +114,45 @@ export interface ProbeStatusJson {
   blocks: number;
   blockCapacity: number;
   counters: Record<string, number>;
+  /** The in-kernel detector's configuration and where it came from; null from a probe older than the field. */
+  scan: ProbeScanJson | null;
+}
+
+export interface ProbeScanJson {
+  portThreshold: number;
+  windowSeconds: number;
+  /** 0: permanent. */
+  blockTtlSeconds: number;
+  /** 0: no cap. */
+  maxBlocksPerMinute: number;
+  cappedBlockTtlSeconds: number;
+  /** The ports the XDP program checks (0: in-kernel detection off). */
+  kernelPorts: number;
+  origin: 'defaults' | 'policy' | 'pinned';
+  /** When the policy sent it; null for the defaults. */
+  received: string | null;
+}
+
+const ORIGIN: Partial<Record<ConfigOrigin, ProbeScanJson['origin']>> = {
+  [ConfigOrigin.CONFIG_ORIGIN_DEFAULTS]: 'defaults',
+  [ConfigOrigin.CONFIG_ORIGIN_POLICY]: 'policy',
+  [ConfigOrigin.CONFIG_ORIGIN_PINNED]: 'pinned',
+};
+
+function scanJson(s: GetStatusResponse): ProbeScanJson | null {
+  const origin = ORIGIN[s.scanConfigOrigin];
+  const c = s.scanConfig;
+  if (!origin || !c) return null;
+  return {
+    portThreshold: c.portThreshold,
+    windowSeconds: seconds(c.window),
+    blockTtlSeconds: seconds(c.blockTtl),
+    maxBlocksPerMinute: c.maxBlocksPerMinute,
+    cappedBlockTtlSeconds: seconds(c.cappedBlockTtl),
+    kernelPorts: s.kernelScanPorts,
+    origin,
+    received: iso(s.scanConfigReceived),
+  };
 }
 
 export interface StatusJson {
@@ -204,6 +243,7 @@ function probeJson(r: ServiceReply<GetStatusResponse>): ProbeStatusJson | Unreac
     blocks: s.blocks,
     blockCapacity: s.blockCapacity,
     counters,
+    scan: scanJson(s),
   };
 }
 
@@ -254,6 +294,23 @@ function pinsText(p: ProbeStatusJson): string {
   return p.pinsPrivate ? `private to this process: blocks end with it (${dir}; PW_BPF_PIN_DIR on a bpffs the host mounted keeps them)` : dir;
 }
 
+/** The in-kernel detector's thresholds and where they came from. */
+function scanRows(s: ProbeScanJson | null): KeyValue[] {
+  if (!s) return [['thresholds', 'unknown (a probe older than this packetwatchctl)']];
+  const from =
+    s.origin === 'defaults'
+      ? 'the defaults: no policy has configured this probe'
+      : s.origin === 'policy'
+        ? `the policy at ${s.received ?? 'an unknown time'}`
+        : `pinned from an earlier run (the policy at ${s.received ?? 'an unknown time'})`;
+  const off = s.kernelPorts === 0 ? '; in-kernel detection off, the policy detects alone' : '';
+  const cap = s.maxBlocksPerMinute > 0 ? `${count(s.maxBlocksPerMinute)} a minute, beyond them ${humanDuration(s.cappedBlockTtlSeconds)}` : 'no per-minute cap';
+  return [
+    ['thresholds', `${plural(s.portThreshold, 'port')} within ${humanDuration(s.windowSeconds)}, from ${from}${off}`],
+    ['kernel blocks', `${s.blockTtlSeconds > 0 ? humanDuration(s.blockTtlSeconds) : 'permanent'}, ${cap}`],
+  ];
+}
+
 function probeText(p: ProbeStatusJson): string {
   const rows: KeyValue[] = [
     ['health', p.health],
@@ -261,6 +318,7 @@ function probeText(p: ProbeStatusJson): string {
     ['probe id', p.probeId],
     ['interface', `${p.interface} (ifindex ${p.ifindex}), ${p.attachMode} XDP, program ${p.programId}${p.adopted ? ' (adopted)' : ''}`],
     ['pins', pinsText(p)],
+    ...scanRows(p.scan),
     ['own addresses', list(p.ownAddresses)],
     ['SYNs seen', count(p.synSeen)],
     ['dropped', `${count(p.synDropped)} SYNs, ${count(p.otherDropped)} other`],

@@ -1,4 +1,4 @@
-import { AttachMode, type GetPolicyStatusResponse, type GetStatusResponse } from '@packetwatch/proto';
+import { AttachMode, ConfigOrigin, type GetPolicyStatusResponse, type GetStatusResponse } from '@packetwatch/proto';
 import { describe, expect, it } from 'vitest';
 import { type ServiceReply, statusJson, statusText } from '../src/status.js';
 
@@ -81,6 +81,16 @@ const probeStatus: GetStatusResponse = {
   blockCapacity: 65536,
   started: new Date(NOW - 126_000),
   uptime: { seconds: 126n, nanos: 5 },
+  scanConfig: {
+    portThreshold: 5,
+    window: { seconds: 60n, nanos: 0 },
+    blockTtl: { seconds: 0n, nanos: 0 },
+    maxBlocksPerMinute: 120,
+    cappedBlockTtl: { seconds: 60n, nanos: 0 },
+  },
+  scanConfigOrigin: ConfigOrigin.CONFIG_ORIGIN_POLICY,
+  scanConfigReceived: new Date(NOW - 60_000),
+  kernelScanPorts: 5,
 };
 
 const policyOk: ServiceReply<GetPolicyStatusResponse> = { address: POLICY, status: { ok: true, value: policyStatus }, health: { ok: true, value: 'SERVING' } };
@@ -113,6 +123,8 @@ describe('status: text', () => {
         '  probe id       host/lo',
         '  interface      lo (ifindex 1), generic XDP, program 42',
         '  pins           /sys/fs/bpf/packetwatch/lo',
+        `  thresholds     5 ports within 1m, from the policy at ${new Date(NOW - 60_000).toISOString()}`,
+        '  kernel blocks  permanent, 120 a minute, beyond them 1m',
         '  own addresses  127.0.0.1, ::1',
         '  SYNs seen      1,300',
         '  dropped        66 SYNs, 0 other',

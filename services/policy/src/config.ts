@@ -2,6 +2,7 @@
 // with their defaults, plus the policy's own. Each is also a flag.
 import { DEFAULT_CAPPED_BLOCK_SECONDS } from '@packetwatch/bpf/records';
 import { ConfigError, LOG_LEVELS, type ConfigOf, parseEndpoint, parsePrefix, settings as s } from '@packetwatch/common';
+import type { Duration, ProbeConfig } from '@packetwatch/proto';
 
 /**
  * The shortest PW_DECISION_RETENTION: pruning keeps an ended decision
@@ -62,6 +63,22 @@ export const policySettings = {
 };
 
 export type PolicyConfig = ConfigOf<typeof policySettings>;
+
+const duration = (seconds: number): Duration => {
+  const ns = BigInt(Math.round(seconds * 1e9));
+  return { seconds: ns / 1_000_000_000n, nanos: Number(ns % 1_000_000_000n) };
+};
+
+/** The settings every probe's in-kernel detector runs with (PolicyMessage.config): the policy's own. */
+export function probeConfigOf(c: PolicyConfig): ProbeConfig {
+  return {
+    portThreshold: c.portThreshold,
+    window: duration(c.timeThreshold),
+    blockTtl: duration(c.blockTtl),
+    maxBlocksPerMinute: c.maxBlocksPerMinute,
+    cappedBlockTtl: duration(c.cappedBlockTtl),
+  };
+}
 
 export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: string[] } {
   const allowPrefixes = c.allowlist

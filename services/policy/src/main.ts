@@ -16,7 +16,7 @@ import {
 } from '@packetwatch/common';
 import { PROTO_FILES, PROTO_ROOT, PolicyService } from '@packetwatch/proto';
 import { Allowlist } from './allowlist.js';
-import { policySettings, validate } from './config.js';
+import { policySettings, probeConfigOf, validate } from './config.js';
 import { Decisions } from './decisions.js';
 import { Detector } from './detector.js';
 import { Feed } from './feed.js';
@@ -132,6 +132,7 @@ runMain(NAME, async () => {
           portThreshold: c.portThreshold,
           windowSeconds: c.timeThreshold,
           blockTtlSeconds: c.blockTtl,
+          probeConfig: probeConfigOf(c),
           started,
           recorder,
           onProbe,

@@ -36,6 +36,7 @@ import {
   type ListDecisionsRequest,
   type ListDecisionsResponse,
   type PolicyMessage,
+  type ProbeConfig,
   type PolicyServer,
   type ProbeMessage,
   type RemoveAllowRequest,
@@ -75,6 +76,8 @@ export interface PolicyContext extends PipelineContext {
   whitelistSelf: boolean;
   portThreshold: number;
   blockTtlSeconds: number;
+  /** The scan configuration every probe is given (PolicyMessage.config). */
+  probeConfig: ProbeConfig;
   started: Date;
   recorder: Recorder;
   /** A probe said hello (for the banner). */
@@ -293,18 +296,12 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
         ctx.probes.add(s);
         ctx.log.info({ probe: s.id, interface: s.hello.interface, callback: s.hello.callbackEndpoint, version: s.hello.version }, 'probe connected');
         ctx.onProbe(s);
-        const k = m.value;
-        const kernelWindow = Number(k.kernelScanWindow?.seconds ?? 0n);
-        if (k.kernelScanPorts > 0 && (k.kernelScanPorts !== ctx.portThreshold || kernelWindow !== ctx.windowSeconds)) {
-          ctx.log.warn(
-            { probe: s.id, kernel: { ports: k.kernelScanPorts, windowSeconds: kernelWindow }, policy: { ports: ctx.portThreshold, windowSeconds: ctx.windowSeconds } },
-            "the probe's in-kernel detector uses other thresholds than the policy: give both services the same PW_PORTSCAN_* settings",
-          );
-        }
         setOwn(s, hello.value.ownAddresses);
         call.write({ message: { $case: 'hello', value: { version: VERSION } } });
         s.toProbe = (msg) => call.write(msg);
         sendAllowlist(ctx, [s]);
+        // The probe's in-kernel detector runs with the policy's settings.
+        s.toProbe({ message: { $case: 'config', value: ctx.probeConfig } });
         ctx.decisions
           .reconcile(s)
           .then((repairs) => ctx.log.info({ probe: s.id, repairs }, 'reconciled decisions with the kernel blocklist'))

@@ -376,8 +376,6 @@ describe('setting ranges', () => {
     ['PW_IFDEV', '..'], // detach would remove the pin root's parent
     ['PW_IFDEV', '.'],
     ['PW_IFDEV', 'a/b'],
-    ['PW_BLOCK_TTL', '3651d'],
-    ['PW_MAX_BLOCKS_PER_MINUTE', '-0'],
     ['PW_METRICS_HOST', 'x y'],
   ])('the probe refuses %s=%s, naming it', (name, raw) => {
     expect(configError(() => loadProbe({ [name]: raw })).setting).toBe(name);

@@ -18,9 +18,18 @@ export interface AttachOptions {
   blocklistSize: number;
   allowlistSize: number;
   ringbufBytes: number;
-  /** In-kernel scan detection: N (0 = off), window, block TTL, per-minute cap, table size. */
-  scan: { ports: number; windowSeconds: number; blockSeconds: number; blocksPerMinute: number; tableSize: number };
+  /** In-kernel scan detection: N (0 = off), window, block TTL, per-minute cap, the TTL beyond it, table size. */
+  scan: KernelScan;
   log: Logger;
+}
+
+export interface KernelScan {
+  ports: number;
+  windowSeconds: number;
+  blockSeconds: number;
+  blocksPerMinute: number;
+  cappedBlockSeconds: number;
+  tableSize: number;
 }
 
 export interface Attachment {
@@ -78,6 +87,22 @@ function openAdoptable(path: string, index: number, log: Logger): XdpLink | unde
   return link;
 }
 
+function loadDatapath(o: Omit<AttachOptions, 'ifname' | 'pinRoot' | 'mode' | 'log'>, pinDir: string): Datapath {
+  return Datapath.load({
+    dropMode: o.dropMode === 'all' ? DropMode.All : DropMode.Syn,
+    blocklistSize: o.blocklistSize,
+    allowlistSize: o.allowlistSize,
+    ringBufferBytes: o.ringbufBytes,
+    pinDir,
+    scanPorts: o.scan.ports,
+    scanWindowSeconds: o.scan.windowSeconds,
+    scanBlockSeconds: o.scan.blockSeconds,
+    scanBlocksPerMinute: o.scan.blocksPerMinute,
+    scanCappedBlockSeconds: o.scan.cappedBlockSeconds,
+    scanTableSize: o.scan.tableSize,
+  });
+}
+
 export function attach(o: AttachOptions): Attachment {
   // A fresh machine has no bpffs at /sys/fs/bpf: mount it, as agents do.
   const mountedHere = (o.pinRoot === '/sys/fs/bpf' || o.pinRoot.startsWith('/sys/fs/bpf/')) && mountBpffs();
@@ -92,18 +117,7 @@ export function attach(o: AttachOptions): Attachment {
   warnPinLife(pins, pinDir, o.log);
   // Maps pinned by an earlier run are reused as they are (libbpf checks they
   // are compatible), so the blocklist survives restarts and upgrades.
-  const dp = Datapath.load({
-    dropMode: o.dropMode === 'all' ? DropMode.All : DropMode.Syn,
-    blocklistSize: o.blocklistSize,
-    allowlistSize: o.allowlistSize,
-    ringBufferBytes: o.ringbufBytes,
-    pinDir,
-    scanPorts: o.scan.ports,
-    scanWindowSeconds: o.scan.windowSeconds,
-    scanBlockSeconds: o.scan.blockSeconds,
-    scanBlocksPerMinute: o.scan.blocksPerMinute,
-    scanTableSize: o.scan.tableSize,
-  });
+  const dp = loadDatapath(o, pinDir);
   try {
     const linkPath = join(pinDir, LINK_PIN);
     const pinned = openAdoptable(linkPath, index, o.log);
@@ -124,6 +138,27 @@ export function attach(o: AttachOptions): Attachment {
     dp.close();
     throw e;
   }
+}
+
+/**
+ * Loads the program again with other scan constants, on the same pinned
+ * maps (blocklist, allowlist, generation, counters, events ring), and swaps
+ * it in atomically on the link: the interface is never without a program.
+ * The detector's own state (scanners, per-minute budget) starts afresh.
+ * Returns the previous Datapath, which the caller closes once every part
+ * holding it has moved to att.dp; on failure att is unchanged.
+ */
+export function reload(att: Attachment, o: Omit<AttachOptions, 'ifname' | 'pinRoot' | 'mode' | 'log'>): Datapath {
+  const dp = loadDatapath(o, att.pinDir);
+  try {
+    att.link.update(dp.program);
+  } catch (e) {
+    dp.close();
+    throw e;
+  }
+  const old = att.dp;
+  att.dp = dp;
+  return old;
 }
 
 /** Removes the link (detaching the program), the pinned maps and the pin directory. */

@@ -32,7 +32,12 @@ export function parseIp(ip: string): Buffer {
 }
 
 export class Blocks {
-  constructor(private readonly dp: Datapath) {}
+  constructor(private dp: Datapath) {}
+
+  /** Moves to a reloaded Datapath (same pinned maps, another program). */
+  use(dp: Datapath): void {
+    this.dp = dp;
+  }
 
   /** Whether the allowlist covers the address (longest-prefix match, as the kernel does). */
   allowlisted(addr: Buffer): boolean {

@@ -1,5 +1,7 @@
 // The probe's settings: the seed's PW_ variables with their defaults, plus
-// the probe's own. Each is also a flag (--ifdev eth0).
+// the probe's own. Each is also a flag (--ifdev eth0). The scan thresholds,
+// window and block TTLs are not among them: the policy sends its own to
+// every probe (scanconfig.ts).
 import { hostname } from 'node:os';
 import { ConfigError, LOG_LEVELS, MAX_BLOCKLIST_SIZE, type ConfigOf, parseEndpoint, settings as s } from '@packetwatch/common';
 
@@ -35,11 +37,7 @@ export const probeSettings = {
     1000,
   ),
   batchEvents: s.int('PW_BATCH_EVENTS', 'batch-events', 1024, 'most events in one message to the policy', 1, 65_536),
-  portThreshold: s.int('PW_PORTSCAN_PORT_THRESHOLD', 'port-threshold', 3, 'distinct ports within the window that make a scanner (in-kernel detection)', 1, 255),
-  timeThreshold: s.int('PW_PORTSCAN_TIME_THRESHOLD', 'time-threshold', 60, 'window in seconds (in-kernel detection)', 1, 86_400),
-  kernelDetection: s.bool('PW_KERNEL_DETECTION', 'kernel-detection', true, 'detect scans in the XDP program too, blocking at line rate (N up to 8)'),
-  blockTtl: s.seconds('PW_BLOCK_TTL', 'block-ttl', 0, 'how long an in-kernel detection block lasts (0 = permanent)'),
-  maxBlocksPerMinute: s.int('PW_MAX_BLOCKS_PER_MINUTE', 'max-blocks-per-minute', 120, 'in-kernel detection blocks per minute at most (0 = no cap)', 0, 1_000_000),
+  kernelDetection: s.bool('PW_KERNEL_DETECTION', 'kernel-detection', true, "detect scans in the XDP program too, blocking at line rate with the policy's thresholds (N up to 8)"),
   scanTableSize: s.int('PW_SCAN_TABLE_SIZE', 'scan-table-size', 65_536, 'sources the in-kernel detector tracks (LRU)', 1, 16_777_216),
   probeId: s.optionalString('PW_PROBE_ID', 'probe-id', 'identity announced to the policy (default host/interface)'),
   pinRoot: s.string('PW_BPF_PIN_DIR', 'pin-dir', '/sys/fs/bpf/packetwatch', 'bpffs directory for pinned links and maps, which keeps blocks after the probe (under ip netns exec: one the host mounted)', /^\/.+/, 'an absolute path'),

@@ -4,7 +4,7 @@
 //   packetwatch-probe detach  remove the program, its maps and pins
 import type { Server } from 'node:http';
 import { endianness } from 'node:os';
-import { SCAN_MAX_PORTS, SYN_EVENT_SIZE } from '@packetwatch/bpf';
+import { Datapath, SCAN_MAX_PORTS, SYN_EVENT_SIZE } from '@packetwatch/bpf';
 import {
   ConfigError,
   VERSION,
@@ -18,16 +18,27 @@ import {
   usage,
   warnUnknownVariables,
 } from '@packetwatch/common';
-import { PROTO_FILES, PROTO_ROOT, ProbeService } from '@packetwatch/proto';
+import { ConfigOrigin, PROTO_FILES, PROTO_ROOT, type ProbeConfig, ProbeService } from '@packetwatch/proto';
 import { InterfaceNotFoundError } from 'libbpf-ts';
 import { AddressWatcher } from './addresses.js';
 import { AllowOrigin, allowFrom, applyPolicyAllowlist, disallowFrom, syncFrom } from './allowlist.js';
-import { type AttachState, type Attachment, attach, checkAttachment, detach } from './attachment.js';
+import { type AttachState, type Attachment, type KernelScan, attach, checkAttachment, detach, pinDirFor, reload } from './attachment.js';
 import { Blocks, bootToUnixOffsetNs } from './blocks.js';
 import { probeSettings, validate } from './config.js';
 import { ProbeMetrics } from './metrics.js';
 import { EventQueue } from './queue.js';
 import { Reporter } from './reporter.js';
+import {
+  DEFAULT_SCAN_CONFIG,
+  type ScanConfig,
+  type ScanConfigState,
+  checkScanConfig,
+  fromRecord,
+  kernelScanPorts,
+  sameScanConfig,
+  toProto,
+  toRecord,
+} from './scanconfig.js';
 import { PROBE_ROLES, attachModeOf, probeService } from './service.js';
 
 const NAME = 'packetwatch-probe';
@@ -52,49 +63,57 @@ runMain(NAME, async () => {
   }
   if (command !== 'run' || loaded.positionals.length > 1) throw new ConfigError('command', loaded.positionals.join(' '), 'run or detach');
 
+  // The scan configuration: the policy's, as an earlier run pinned it, until
+  // the policy sends one; the seed's defaults when no policy ever did.
+  let scan: ScanConfigState = { config: DEFAULT_SCAN_CONFIG, origin: ConfigOrigin.CONFIG_ORIGIN_DEFAULTS, received: undefined };
+  try {
+    const rec = Datapath.readPinnedProbeConfig(pinDirFor(c.pinRoot, c.ifdev));
+    const pinned = rec && fromRecord(rec);
+    if (rec && !pinned) log.warn({ pinned: rec }, 'the pinned scan configuration is not one the detector can run with; using the defaults until the policy sends one');
+    if (pinned) scan = { config: pinned.config, origin: ConfigOrigin.CONFIG_ORIGIN_PINNED, received: pinned.received };
+  } catch (e) {
+    log.warn({ err: (e as Error).message }, 'the pinned scan configuration could not be read; using the defaults until the policy sends one');
+  }
   // The XDP program tracks at most SCAN_MAX_PORTS ports a source; beyond,
   // detection is the policy's alone.
-  const kernelScanPorts = c.kernelDetection && c.portThreshold <= SCAN_MAX_PORTS ? c.portThreshold : 0;
-  if (c.kernelDetection && kernelScanPorts === 0) {
-    log.info({ portThreshold: c.portThreshold, max: SCAN_MAX_PORTS }, 'in-kernel scan detection off: more ports than the XDP program tracks; the policy detects alone');
-  }
+  const kernelScan = (cfg: ScanConfig): KernelScan => {
+    const ports = kernelScanPorts(cfg, c.kernelDetection);
+    if (c.kernelDetection && ports === 0) {
+      log.info({ portThreshold: cfg.portThreshold, max: SCAN_MAX_PORTS }, 'in-kernel scan detection off: more ports than the XDP program tracks; the policy detects alone');
+    }
+    return {
+      ports,
+      windowSeconds: cfg.windowSeconds,
+      blockSeconds: cfg.blockTtlSeconds,
+      blocksPerMinute: cfg.maxBlocksPerMinute,
+      cappedBlockSeconds: cfg.cappedBlockTtlSeconds,
+      tableSize: c.scanTableSize,
+    };
+  };
+  const datapathOptions = { dropMode: c.dropMode, blocklistSize: c.blocklistSize, allowlistSize: c.allowlistSize, ringbufBytes: c.ringbufBytes };
+  log.info({ scan: scan.config, from: ConfigOrigin[scan.origin], received: scan.received }, 'scan configuration');
   let att: Attachment;
   try {
-    att = attach({
-      ifname: c.ifdev,
-      pinRoot: c.pinRoot,
-      mode: c.xdpMode,
-      dropMode: c.dropMode,
-      blocklistSize: c.blocklistSize,
-      allowlistSize: c.allowlistSize,
-      ringbufBytes: c.ringbufBytes,
-      scan: {
-        ports: kernelScanPorts,
-        windowSeconds: c.timeThreshold,
-        blockSeconds: c.blockTtl,
-        blocksPerMinute: c.maxBlocksPerMinute,
-        tableSize: c.scanTableSize,
-      },
-      log,
-    });
+    att = attach({ ...datapathOptions, ifname: c.ifdev, pinRoot: c.pinRoot, mode: c.xdpMode, scan: kernelScan(scan.config), log });
   } catch (e) {
     if (e instanceof InterfaceNotFoundError) throw new ConfigError('PW_IFDEV', c.ifdev, 'the name of an existing network interface');
     throw e;
   }
-  const { dp } = att;
+  // att.dp changes when a new scan configuration loads the program again:
+  // everything below reads it through att.
   const started = new Date();
-  const programId = dp.program.info().id;
-  const blocks = new Blocks(dp);
+  let programId = att.dp.program.info().id;
+  const blocks = new Blocks(att.dp);
 
   const watcher = new AddressWatcher(c.ifdev, (change) => {
     log.info(change, 'interface addresses changed');
     if (c.whitelistSelf) {
-      allowFrom(dp, AllowOrigin.OwnAddress, change.added);
-      disallowFrom(dp, AllowOrigin.OwnAddress, change.removed);
+      allowFrom(att.dp, AllowOrigin.OwnAddress, change.added);
+      disallowFrom(att.dp, AllowOrigin.OwnAddress, change.removed);
     }
     reporter.send({ message: { $case: 'ownAddresses', value: { addresses: change.current } } });
   });
-  syncFrom(dp, AllowOrigin.OwnAddress, c.whitelistSelf ? watcher.current : []);
+  syncFrom(att.dp, AllowOrigin.OwnAddress, c.whitelistSelf ? watcher.current : []);
   if (c.whitelistSelf) log.info({ addresses: watcher.current }, 'allowlisted own addresses');
 
   const queue = new EventQueue(c.eventQueue, c.batchEvents, SYN_EVENT_SIZE);
@@ -116,11 +135,14 @@ runMain(NAME, async () => {
       attachMode: attachModeOf(att.mode),
       programId,
       adopted: att.adopted,
-      kernelScanPorts,
-      kernelScanWindow: { seconds: BigInt(c.timeThreshold), nanos: 0 },
+      kernelScanPorts: kernelScanPorts(scan.config, c.kernelDetection),
+      kernelScanWindow: { seconds: BigInt(scan.config.windowSeconds), nanos: 0 },
     }),
     log,
-    { onAllowlist: (prefixes) => applyPolicyAllowlist(dp, prefixes, log) },
+    {
+      onAllowlist: (prefixes) => applyPolicyAllowlist(att.dp, prefixes, log),
+      onConfig: (m) => applyScanConfig(m),
+    },
   );
 
   // Kernel timestamps are CLOCK_BOOTTIME; the policy wants wall-clock time.
@@ -159,21 +181,23 @@ runMain(NAME, async () => {
     }
   };
 
-  const reader = dp.reader({
-    onBatch: (batch) => {
-      const buf = batch.buffer;
-      toWallClock(buf, batch.count);
-      queue.push(buf, batch.count);
-      reporter.scheduleFlush();
-    },
-    onError: (err) => log.error({ err: err.message }, 'ring buffer read failed'),
-    coalesceMs: c.eventCoalesceMs,
-  });
+  const readerOf = (dp: Datapath) =>
+    dp.reader({
+      onBatch: (batch) => {
+        const buf = batch.buffer;
+        toWallClock(buf, batch.count);
+        queue.push(buf, batch.count);
+        reporter.scheduleFlush();
+      },
+      onError: (err) => log.error({ err: err.message }, 'ring buffer read failed'),
+      coalesceMs: c.eventCoalesceMs,
+    });
+  let reader = readerOf(att.dp);
 
   // SYNs the kernel could not even queue (ring buffer full) are lost events too.
-  let ringbufFullSeen = dp.counters().ringbufFull;
+  let ringbufFullSeen = att.dp.counters().ringbufFull;
   const lossTimer = setInterval(() => {
-    const now = dp.counters().ringbufFull;
+    const now = att.dp.counters().ringbufFull;
     if (now > ringbufFullSeen) {
       queue.addLost(Number(now - ringbufFullSeen));
       reporter.scheduleFlush();
@@ -185,7 +209,9 @@ runMain(NAME, async () => {
   const eventsLost = () => queue.lostTotal;
   const metrics = new ProbeMetrics(
     {
-      dp,
+      get dp() {
+        return att.dp;
+      },
       queueDepth: () => queue.depth,
       queueCapacity: queue.capacity,
       eventsSent: () => reporter.stats().eventsSent,
@@ -199,7 +225,7 @@ runMain(NAME, async () => {
 
   const status = {
     status: () => {
-      const k = dp.counters();
+      const k = att.dp.counters();
       const uptimeMs = Date.now() - started.getTime();
       return {
         probeId: c.probeIdResolved,
@@ -238,8 +264,53 @@ runMain(NAME, async () => {
         uptime: { seconds: BigInt(Math.floor(uptimeMs / 1000)), nanos: (uptimeMs % 1000) * 1e6 },
         pinDir: att.pinDir,
         pinsPrivate: att.pins === 'private',
+        scanConfig: toProto(scan.config),
+        scanConfigOrigin: scan.origin,
+        scanConfigReceived: scan.received,
+        kernelScanPorts: kernelScanPorts(scan.config, c.kernelDetection),
       };
     },
+  };
+
+  /**
+   * A configuration from the policy: checked (a bad one is logged and the
+   * one in force kept), pinned for the next run, and, when it differs from
+   * the one in force, put in the kernel by loading the program again with
+   * its constants on the same pinned maps. The ring-buffer reader, the
+   * blocks and the metrics move to the new program; events waiting in the
+   * shared ring are read by the new reader; the old program is closed.
+   */
+  const applyScanConfig = (m: ProbeConfig) => {
+    const checked = checkScanConfig(m);
+    if (!checked.ok) {
+      log.error({ reason: checked.reason }, "the policy's scan configuration is invalid; keeping the one in force");
+      return;
+    }
+    const next = checked.value;
+    const received = new Date();
+    if (!sameScanConfig(next, scan.config)) {
+      let old: Datapath;
+      try {
+        old = reload(att, { ...datapathOptions, scan: kernelScan(next) });
+      } catch (e) {
+        log.error({ err: (e as Error).message, scan: next }, "the XDP program could not be loaded with the policy's scan configuration; keeping the one in force");
+        return;
+      }
+      reader.close();
+      reader = readerOf(att.dp);
+      reader.start();
+      blocks.use(att.dp);
+      programId = att.dp.program.info().id;
+      metrics.programChanged(programId);
+      old.close();
+      log.info({ scan: next, was: scan.config, programId }, "the policy's scan configuration is in the kernel");
+    }
+    scan = { config: next, origin: ConfigOrigin.CONFIG_ORIGIN_POLICY, received };
+    try {
+      att.dp.probeConfig.set(0, toRecord(next, received));
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'the scan configuration could not be pinned: a restarted probe runs the previous one until the policy sends it again');
+    }
   };
 
   const tcpEndpoint = c.tcpAddr === undefined ? undefined : parseEndpoint(c.tcpAddr);
@@ -309,7 +380,7 @@ runMain(NAME, async () => {
     clearInterval(janitor);
     clearInterval(guard);
     att.link.close();
-    dp.close();
+    att.dp.close();
     log.flush();
     process.exit(0);
   };

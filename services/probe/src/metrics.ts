@@ -38,6 +38,8 @@ export class ProbeMetrics implements Scrapeable {
   #counters: Counters | undefined;
   readonly blockApplySeconds: Histogram;
   readonly attached: Gauge;
+  readonly #info: Gauge;
+  readonly #infoLabels: Record<string, string>;
 
   constructor(src: ProbeMetricsSources, info: { interface: string; mode: string; programId: number; version: string; pinsPrivate: boolean }) {
     const r = this.registry;
@@ -119,12 +121,14 @@ export class ProbeMetrics implements Scrapeable {
       },
     });
     new Gauge({ name: 'packetwatch_probe_blocklist_capacity', help: 'Capacity of the kernel blocklist', registers: [r] }).set(src.blockCapacity);
-    new Gauge({
+    this.#info = new Gauge({
       name: 'packetwatch_probe_info',
       help: 'The probe: interface, attach mode, program id, version',
       labelNames: ['interface', 'mode', 'program_id', 'version'],
       registers: [r],
-    }).set({ interface: info.interface, mode: info.mode, program_id: String(info.programId), version: info.version }, 1);
+    });
+    this.#infoLabels = { interface: info.interface, mode: info.mode, program_id: String(info.programId), version: info.version };
+    this.#info.set(this.#infoLabels, 1);
     new Gauge({
       name: 'packetwatch_probe_pins_private',
       help: '1 when the pins (link, maps) are on a bpffs private to the probe\'s mount namespace: the XDP program and every block end with it (set PW_BPF_PIN_DIR)',
@@ -142,6 +146,13 @@ export class ProbeMetrics implements Scrapeable {
       buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01],
       registers: [r],
     });
+  }
+
+  /** The program was loaded again (a new scan configuration): the info series names the new id. */
+  programChanged(programId: number): void {
+    this.#infoLabels.program_id = String(programId);
+    this.#info.reset();
+    this.#info.set(this.#infoLabels, 1);
   }
 
   /** One scrape: the counters map is read afresh by its first kernel metric and shared by the rest. */

@@ -4,7 +4,7 @@
 // capped exponential backoff.
 import * as grpc from '@grpc/grpc-js';
 import { type Endpoint, type Logger, type TlsFiles, channelCredentials, endpointTarget } from '@packetwatch/common';
-import { EventBatch, type PolicyMessage, PolicyService, type ProbeHello, ProbeMessage } from '@packetwatch/proto';
+import { EventBatch, type PolicyMessage, PolicyService, type ProbeConfig, type ProbeHello, ProbeMessage } from '@packetwatch/proto';
 import type { EventQueue } from './queue.js';
 
 const BACKOFF_MIN_MS = 100;
@@ -85,7 +85,11 @@ export class Reporter {
     private readonly queue: EventQueue,
     private readonly hello: () => ProbeHello,
     private readonly log: Logger,
-    private readonly handlers: { onConnectionChange?: (connected: boolean) => void; onAllowlist?: (prefixes: string[]) => void } = {},
+    private readonly handlers: {
+      onConnectionChange?: (connected: boolean) => void;
+      onAllowlist?: (prefixes: string[]) => void;
+      onConfig?: (config: ProbeConfig) => void;
+    } = {},
   ) {
     // A plain client, so that Report can use serializeProbeMessage; the
     // method, the messages and the response decoder are the generated ones.
@@ -153,6 +157,8 @@ export class Reporter {
         this.#flush();
       } else if (msg.message?.$case === 'allowlist') {
         this.handlers.onAllowlist?.(msg.message.value.prefixes);
+      } else if (msg.message?.$case === 'config') {
+        this.handlers.onConfig?.(msg.message.value);
       }
     });
     call.on('drain', () => {
