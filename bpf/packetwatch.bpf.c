@@ -28,17 +28,22 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /*
- * PW_VARIANT_* switches are never set by the build: bench/datapath.ts compiles
- * them to measure, in the same run, what a design choice buys (the earlier
- * precise clock, every block hit on the full path) and what a step
- * costs (the event write).
+ * PW_VARIANT_* switches are never set for the deployed object: bench/datapath.ts
+ * compiles them to measure, in the same run, what a design choice buys (the
+ * earlier precise clock, every block hit on the full path) and what a step
+ * costs (the event write). PW_VARIANT_TEST_CLOCK is the one the build makes
+ * too (bpf/build/packetwatch-test-clock.bpf.o): the program's clock read from
+ * the test_clock map, so that a test gives every SYN the time it wants
+ * (test/detection/differential.root.test.ts).
  */
 
 /* Load-time constants (.rodata), set by user space before load. */
 const volatile __u32 drop_mode = PW_DROP_SYN;
-/* In-kernel scan detection: N distinct ports (0 = off, at most
- * PW_SCAN_MAX_PORTS) within scan_window_ns; blocks last scan_block_ns
- * (0 = permanent); at most scan_blocks_per_min a minute (0 = no cap). */
+/* In-kernel scan detection (docs/detection.md): N distinct ports (0 = off,
+ * at most PW_SCAN_MAX_PORTS) within scan_window_ns; blocks last scan_block_ns
+ * (0 = permanent); at most scan_blocks_per_min a minute (0 = no cap). The
+ * verifier reads .rodata as constants, so it knows N: the detector's loops
+ * are checked for that many ports, and the scanners value is sized for it. */
 const volatile __u32 scan_ports = 0;
 const volatile __u64 scan_window_ns = 60000000000ULL;
 const volatile __u64 scan_block_ns = 0;
@@ -65,15 +70,26 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
-/* The in-kernel detector's state. An LRU: under a flood of forged sources the
- * least recently seen are forgotten, which only makes detection of them
- * later, never wrong. */
+/* The in-kernel detector's state (struct pw_scan and its entries). An LRU:
+ * under a flood of forged sources the least recently seen are forgotten,
+ * which only makes detection of them later, never wrong. Its value size is
+ * set at load for N (PW_SCAN_STATE_SIZE(scan_ports)), so the map is declared
+ * by sizes, without BTF types (whose size would have to match). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct pw_addr);
-	__type(value, struct pw_scan);
+	__uint(key_size, sizeof(struct pw_addr));
+	__uint(value_size, PW_SCAN_STATE_SIZE(PW_SCAN_MAX_PORTS));
 	__uint(max_entries, 65536);
 } scanners SEC(".maps");
+
+/* Where a source's first hit is put together before it is copied into
+ * scanners: a value for N = 64 is larger than the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, PW_SCAN_STATE_SIZE(PW_SCAN_MAX_PORTS));
+	__uint(max_entries, 1);
+} scan_fresh SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -145,6 +161,8 @@ enum pw_counter _pw_counter_btf __attribute__((unused));
 enum pw_block_reason _pw_block_reason_btf __attribute__((unused));
 enum pw_drop_mode _pw_drop_mode_btf __attribute__((unused));
 enum pw_scan_verdict _pw_scan_verdict_btf __attribute__((unused));
+enum pw_scan_limit _pw_scan_limit_btf __attribute__((unused));
+struct pw_scan _pw_scan_btf __attribute__((unused));
 
 #define VLAN_MAX_DEPTH 2
 #define IPV6_EXT_MAX 8
@@ -326,8 +344,24 @@ static __always_inline enum parse_result parse_ipv6(struct cursor *cur, struct l
 __u64 clock_recheck_ns;
 __s64 clock_boot_offset_ns;
 
+#ifdef PW_VARIANT_TEST_CLOCK
+/* The time of every frame in the test build: what the test wrote here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} test_clock SEC(".maps");
+#endif
+
 static __always_inline __u64 pw_now(void)
 {
+#ifdef PW_VARIANT_TEST_CLOCK
+	__u32 zero = 0;
+	__u64 *test_now = bpf_map_lookup_elem(&test_clock, &zero);
+
+	return test_now ? *test_now : 0;
+#endif
 #ifdef PW_VARIANT_PRECISE_CLOCK
 	return bpf_ktime_get_boot_ns();
 #endif
@@ -457,82 +491,219 @@ static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src
 	return PW_SCAN_BLOCKED;
 }
 
-/* The policy's rule at line rate: keep the N most recent distinct ports of
- * a source with the time of their last hit; N of them within the window is
- * a scan. The SYN that crosses the threshold passes (as it does with the
+/*
+ * The scan rule of docs/detection.md at line rate, with the semantics of the
+ * policy's detector (services/policy/src/detector.ts), which the differential
+ * test holds it to: per source, the N most recently hit distinct ports, each
+ * with the time of its most recent hit; N of them within the window is a
+ * scan. The SYN that crosses the threshold passes (as it does with the
  * policy's detector); the next one is dropped.
  *
+ * Per SYN of a tracked source: a search of its ports four at a time, and the
+ * window checked against the newest and oldest times kept (last_ns, min_ns),
+ * so a hit costs the same at N = 64 as at N = 3 unless it moves the oldest
+ * time (a hit on the oldest port, a new port once N are kept), which takes a
+ * pass over the N times. Concurrent SYNs of one source on two CPUs can lose
+ * a hit (detected a SYN later) or, rarely, store a port twice or leave
+ * min_ns stale; a crossing is therefore confirmed on the entries themselves
+ * before anything is blocked, so a race never blocks a source that has not
+ * reached N distinct ports within the window.
+ */
+
+/* The rule's clock: the newest time of any SYN the detector took, from any
+ * source (the detector's "newest"). Written only when it moves, so per SYN
+ * it is a read of a line every CPU shares. */
+__u64 scan_clock_ns;
+
+static __always_inline __u32 scan_words(void)
+{
+	return PW_SCAN_PORT_WORDS(scan_ports);
+}
+
+static __always_inline __u16 *scan_ports_of(struct pw_scan *s)
+{
+	return (__u16 *)(s + 1);
+}
+
+static __always_inline __u64 *scan_times_of(struct pw_scan *s)
+{
+	return (__u64 *)((__u8 *)(s + 1) + 8 * scan_words());
+}
+
+/* The entry of port among the first count, or count when it is not there.
+ * Four ports a step: a lane of word ^ pattern is zero where the port is,
+ * and the borrow trick flags zero lanes; it can flag a lane above a true
+ * zero lane too, never below one, so the lowest flag is exact (the ports
+ * kept are distinct: there is at most one). Lanes past count are masked. */
+static __always_inline __u32 scan_find(struct pw_scan *s, __u32 count, __u16 port)
+{
+	const __u64 *word = (const __u64 *)(s + 1);
+	__u64 pattern = port * 0x0001000100010001ULL;
+
+	for (__u32 i = 0; i < PW_SCAN_PORT_WORDS(PW_SCAN_MAX_PORTS); i++) {
+		__u64 x, z;
+		__u32 left;
+
+		if (i >= scan_words() || 4 * i >= count)
+			break;
+		x = word[i] ^ pattern;
+		z = (x - 0x0001000100010001ULL) & ~x & 0x8000800080008000ULL;
+		left = count - 4 * i;
+		if (left < 4)
+			z &= (1ULL << (16 * left)) - 1;
+		if (z)
+			return 4 * i + ((z & 0xffffULL) ? 0 : (z & 0xffffffffULL) ? 1 : (z & 0xffffffffffffULL) ? 2 : 3);
+	}
+	return count;
+}
+
+/* min_ns and min_idx from the first count times. */
+static __always_inline void scan_recompute_min(struct pw_scan *s, __u32 count)
+{
+	__u64 *time = scan_times_of(s);
+	__u64 min = ~0ULL;
+	__u32 idx = 0;
+
+	for (__u32 i = 0; i < PW_SCAN_MAX_PORTS; i++) {
+		if (i >= scan_ports || i >= count)
+			break;
+		if (time[i] < min) {
+			min = time[i];
+			idx = i;
+		}
+	}
+	s->min_ns = min;
+	s->min_idx = idx;
+}
+
+/* A crossing by last_ns and min_ns, checked on the N entries themselves:
+ * distinct ports, newest minus oldest time within the window. Runs once per
+ * detection (quadratic in N), so it can afford to trust nothing the other
+ * CPUs may have been writing; when it disagrees, min_ns is set right. */
+static __always_inline int scan_confirm(struct pw_scan *s)
+{
+	__u16 *port = scan_ports_of(s);
+	__u64 *time = scan_times_of(s);
+	__u64 min = ~0ULL, max = 0;
+
+	for (__u32 i = 0; i < PW_SCAN_MAX_PORTS; i++) {
+		if (i >= scan_ports)
+			break;
+		if (time[i] < min)
+			min = time[i];
+		if (time[i] > max)
+			max = time[i];
+		if (scan_find(s, i, port[i]) != i)
+			return 0;
+	}
+	if (max - min >= scan_window_ns) {
+		s->min_ns = min;
+		return 0;
+	}
+	return 1;
+}
+
+/* A source's history becomes the single hit (port, now). */
+static __always_inline void scan_restart(struct pw_scan *s, __u32 port, __u64 now)
+{
+	scan_ports_of(s)[0] = port;
+	scan_times_of(s)[0] = now;
+	s->last_ns = now;
+	s->min_ns = now;
+	s->min_idx = 0;
+	s->count = 1;
+}
+
+/*
  * A global function: the verifier checks it once, on its own, rather than
  * once for every parsing path that reaches it, which would exceed its
- * complexity limit. */
+ * complexity limit.
+ */
 __noinline int pw_track_scan(const struct pw_addr *src, __u32 dport, __u64 now)
 {
+	__u32 zero = 0, n = scan_ports, count, i;
+	__u64 clock = scan_clock_ns, *time;
 	struct pw_scan *s;
-	struct pw_scan fresh = {};
-	__u64 newest = 0, oldest = ~0ULL;
-	__u32 n, slot = PW_SCAN_MAX_PORTS, victim = 0;
+	__u16 *port;
 
-	if (!src || scan_ports == 0)
+	if (!src || n == 0)
 		return PW_SCAN_NONE;
-	if (scan_ports == 1)
+	if (now > clock) {
+		scan_clock_ns = now;
+		clock = now;
+	}
+	if (n == 1)
 		return scan_block(src, now);
 
 	s = bpf_map_lookup_elem(&scanners, src);
 	if (!s) {
-		fresh.last_ns[0] = now;
-		fresh.port[0] = dport;
-		fresh.count = 1;
-		bpf_map_update_elem(&scanners, src, &fresh, BPF_ANY);
+		/* T or more older than the clock: expired on arrival. */
+		if (clock - now >= scan_window_ns)
+			return PW_SCAN_NONE;
+		s = bpf_map_lookup_elem(&scan_fresh, &zero);
+		if (!s)
+			return PW_SCAN_NONE;
+		scan_restart(s, dport, now);
+		/* Created meanwhile by another CPU: its history stands, this hit is lost. */
+		bpf_map_update_elem(&scanners, src, s, BPF_NOEXIST);
 		return PW_SCAN_NONE;
 	}
-	n = s->count;
-	if (n > PW_SCAN_MAX_PORTS)
-		n = PW_SCAN_MAX_PORTS;
-	for (__u32 i = 0; i < PW_SCAN_MAX_PORTS; i++) {
-		if (i >= n)
-			break;
-		if (s->port[i] == dport)
-			slot = i;
-		if (s->last_ns[i] > newest)
-			newest = s->last_ns[i];
-		if (s->last_ns[i] < oldest) {
-			oldest = s->last_ns[i];
-			victim = i;
-		}
-	}
-	/* Idle for a whole window: whatever it did before no longer counts. */
-	if (now - newest >= scan_window_ns) {
-		s->last_ns[0] = now;
-		s->port[0] = dport;
-		s->count = 1;
+	/* Idle for T or more: its history is expired. (last_ns can be ahead of
+	 * the clock read above when another CPU has just moved both.) */
+	if (clock > s->last_ns && clock - s->last_ns >= scan_window_ns) {
+		if (clock - now >= scan_window_ns)
+			bpf_map_delete_elem(&scanners, src);
+		else
+			scan_restart(s, dport, now);
 		return PW_SCAN_NONE;
 	}
-	if (slot < PW_SCAN_MAX_PORTS) {
-		if (now > s->last_ns[slot])
-			s->last_ns[slot] = now;
-		return PW_SCAN_NONE;   /* a repeated port adds nothing */
-	}
-	if (n < scan_ports && n < PW_SCAN_MAX_PORTS) {
-		slot = n;
-		s->count = n + 1;
-		n++;
-	} else {
-		slot = victim;
-	}
-	slot &= PW_SCAN_MAX_PORTS - 1;
-	s->port[slot] = dport;
-	s->last_ns[slot] = now;
-	if (n < scan_ports)
-		return PW_SCAN_NONE;
 
-	oldest = now;
-	for (__u32 i = 0; i < PW_SCAN_MAX_PORTS; i++) {
+	count = s->count;
+	if (count > n)
+		count = n;
+	port = scan_ports_of(s);
+	time = scan_times_of(s);
+	i = scan_find(s, count, dport);
+	if (i < count) {
+		/* A repeated port: its time moves to the later hit, it does not count twice. */
+		if (now <= time[i])
+			return PW_SCAN_NONE;
+		time[i] = now;
+		if (now > s->last_ns)
+			s->last_ns = now;
+		if (i == s->min_idx)
+			scan_recompute_min(s, count);
+		if (count < n)
+			return PW_SCAN_NONE;
+	} else if (count < n) {
+		port[count] = dport;
+		time[count] = now;
+		if (now < s->min_ns) {
+			s->min_ns = now;
+			s->min_idx = count;
+		}
+		if (now > s->last_ns)
+			s->last_ns = now;
+		/* After the entry (a volatile store is not moved before it): a CPU
+		 * that sees the count sees the port, on x86 at least. */
+		*(volatile __u8 *)&s->count = count + 1;
+		if (count + 1 < n)
+			return PW_SCAN_NONE;
+	} else {
+		/* N kept: the new port replaces the oldest, unless it is older than
+		 * all of them (then it cannot be among the N most recent). */
+		if (now < s->min_ns)
+			return PW_SCAN_NONE;
+		i = s->min_idx;
 		if (i >= n)
-			break;
-		if (s->last_ns[i] < oldest)
-			oldest = s->last_ns[i];
+			i = 0;
+		port[i] = dport;
+		time[i] = now;
+		if (now > s->last_ns)
+			s->last_ns = now;
+		scan_recompute_min(s, n);
 	}
-	if (now - oldest >= scan_window_ns)
+	if (s->last_ns - s->min_ns >= scan_window_ns || !scan_confirm(s))
 		return PW_SCAN_NONE;
 	bpf_map_delete_elem(&scanners, src);
 	return scan_block(src, now);

@@ -89,15 +89,29 @@ enum pw_scan_verdict {
 	PW_SCAN_ALLOWLISTED = 3, /* crossed, not blocked: the source is allowlisted */
 };
 
-#define PW_SCAN_MAX_PORTS 8
-
-/* Value of the scanners LRU map: the most recent distinct ports of a source. */
-struct pw_scan {
-	__u64 last_ns[PW_SCAN_MAX_PORTS];
-	__u16 port[PW_SCAN_MAX_PORTS];
-	__u32 count;
-	__u32 _pad;
+/* Most ports the in-kernel detector can be set to (N of the rule,
+ * docs/detection.md). An enum, so that the object's BTF carries it to the
+ * test that holds bpf/src/records.ts to it. */
+enum pw_scan_limit {
+	PW_SCAN_MAX_PORTS = 64,
 };
+
+/* A value of the scanners map: what the detector keeps of one source, sized
+ * for N = scan_ports at load. This head is followed by the ports (__u16,
+ * N of them rounded up to whole 64-bit words, which the search reads four
+ * at a time), then their times (__u64 ns, N of them): PW_SCAN_STATE_SIZE.
+ * Entry i is (port[i], time[i]); entries 0..count-1 are in use, each a
+ * distinct port with the time of its most recent hit. */
+struct pw_scan {
+	__u64 last_ns;  /* the newest of the times kept */
+	__u64 min_ns;   /* the oldest of the times kept, as last recomputed */
+	__u8 count;     /* entries in use, 1..N */
+	__u8 min_idx;   /* an entry whose time is min_ns */
+	__u8 _pad[6];
+};
+
+#define PW_SCAN_PORT_WORDS(n) (((n) + 3) / 4)
+#define PW_SCAN_STATE_SIZE(n) (sizeof(struct pw_scan) + 8 * PW_SCAN_PORT_WORDS(n) + 8 * (n))
 
 /* Value of the one-slot scan_rate array: kernel blocks in the current minute. */
 struct pw_scan_rate {

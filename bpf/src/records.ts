@@ -59,8 +59,42 @@ export enum ScanVerdict {
   Allowlisted = 3,
 }
 
-/** Most ports the in-kernel detector tracks per source (PW_SCAN_MAX_PORTS). */
-export const SCAN_MAX_PORTS = 8;
+/** Most ports the in-kernel detector can be set to (PW_SCAN_MAX_PORTS): N of docs/detection.md. */
+export const SCAN_MAX_PORTS = 64;
+
+/** struct pw_scan: the head of a scanners value, what the in-kernel detector keeps of one source. */
+export interface ScanHead {
+  /** The newest of the times kept (CLOCK_BOOTTIME ns). */
+  lastNs: bigint;
+  /** The oldest of the times kept, as last recomputed. */
+  minNs: bigint;
+  /** Entries in use, 1..N. */
+  count: number;
+  /** An entry whose time is minNs. */
+  minIdx: number;
+}
+
+export const scanHeadCodec: StructCodec<ScanHead> = struct<ScanHead>(24, {
+  lastNs: { offset: 0, codec: u64 },
+  minNs: { offset: 8, codec: u64 },
+  count: { offset: 16, codec: u8 },
+  minIdx: { offset: 17, codec: u8 },
+});
+
+/**
+ * Where entry i of a scanners value for N ports lies (bpf/packetwatch.h):
+ * after the head, the ports (u16, N rounded up to whole 64-bit words), then
+ * the times (u64).
+ */
+export function scanEntryOffsets(n: number, i: number): { port: number; time: number } {
+  const words = Math.ceil(n / 4);
+  return { port: scanHeadCodec.size + 2 * i, time: scanHeadCodec.size + 8 * words + 8 * i };
+}
+
+/** Bytes of a scanners value for N ports (PW_SCAN_STATE_SIZE). */
+export function scanStateSize(n: number): number {
+  return scanEntryOffsets(n, n).time;
+}
 
 export interface SynEvent {
   /** CLOCK_BOOTTIME ns when the SYN was seen. */

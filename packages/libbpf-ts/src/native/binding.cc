@@ -138,6 +138,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
                            InstanceMethod("globals", &BpfObject::Globals),
                            InstanceMethod("setGlobal", &BpfObject::SetGlobal),
                            InstanceMethod("setMaxEntries", &BpfObject::SetMaxEntries),
+                           InstanceMethod("setValueSize", &BpfObject::SetValueSize),
                            InstanceMethod("setPinPath", &BpfObject::SetPinPath),
                            InstanceMethod("load", &BpfObject::Load),
                            InstanceMethod("mapFd", &BpfObject::MapFd),
@@ -310,6 +311,16 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     int err = bpf_map__set_max_entries(m, info[1].As<Napi::Number>().Uint32Value());
     if (err) THROW_ERRNO(env, "bpf_map__set_max_entries", err, env.Undefined());
     return Napi::Number::New(env, bpf_map__max_entries(m));
+  }
+
+  Napi::Value SetValueSize(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!ArgCheck(info, 2) || !NotLoaded(env, "bpf_map__set_value_size")) return env.Undefined();
+    bpf_map *m = FindMap(env, info[0].As<Napi::String>(), "bpf_map__set_value_size");
+    if (!m) return env.Undefined();
+    int err = bpf_map__set_value_size(m, info[1].As<Napi::Number>().Uint32Value());
+    if (err) THROW_ERRNO(env, "bpf_map__set_value_size", err, env.Undefined());
+    return Napi::Number::New(env, bpf_map__value_size(m));
   }
 
   // At load, libbpf reuses a compatible map pinned at the path, or creates the
