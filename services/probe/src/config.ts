@@ -1,6 +1,7 @@
 // The probe's settings: the seed's PW_ variables with their defaults, plus
 // the probe's own. Each is also a flag (--ifdev eth0).
 import { hostname } from 'node:os';
+import { SCAN_MAX_PORTS } from '@packetwatch/bpf/records';
 import { ConfigError, LOG_LEVELS, MAX_BLOCKLIST_SIZE, type ConfigOf, parseEndpoint, settings as s } from '@packetwatch/common';
 
 export const probeSettings = {
@@ -35,9 +36,16 @@ export const probeSettings = {
     1000,
   ),
   batchEvents: s.int('PW_BATCH_EVENTS', 'batch-events', 1024, 'most events in one message to the policy', 1, 65_536),
-  portThreshold: s.int('PW_PORTSCAN_PORT_THRESHOLD', 'port-threshold', 3, 'distinct ports within the window that make a scanner (in-kernel detection)', 1, 255),
+  portThreshold: s.int(
+    'PW_PORTSCAN_PORT_THRESHOLD',
+    'port-threshold',
+    3,
+    `distinct ports within the window that make a scanner (in-kernel detection up to ${SCAN_MAX_PORTS}; above, the policy detects alone)`,
+    1,
+    255,
+  ),
   timeThreshold: s.int('PW_PORTSCAN_TIME_THRESHOLD', 'time-threshold', 60, 'window in seconds (in-kernel detection)', 1, 86_400),
-  kernelDetection: s.bool('PW_KERNEL_DETECTION', 'kernel-detection', true, 'detect scans in the XDP program too, blocking at line rate (N up to 8)'),
+  kernelDetection: s.bool('PW_KERNEL_DETECTION', 'kernel-detection', true, `detect scans in the XDP program too, blocking at the crossing SYN (N up to ${SCAN_MAX_PORTS})`),
   blockTtl: s.seconds('PW_BLOCK_TTL', 'block-ttl', 0, 'how long an in-kernel detection block lasts (0 = permanent)'),
   maxBlocksPerMinute: s.int('PW_MAX_BLOCKS_PER_MINUTE', 'max-blocks-per-minute', 120, 'in-kernel detection blocks per minute at most (0 = no cap)', 0, 1_000_000),
   scanTableSize: s.int('PW_SCAN_TABLE_SIZE', 'scan-table-size', 65_536, 'sources the in-kernel detector tracks (LRU)', 1, 16_777_216),

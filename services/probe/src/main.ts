@@ -52,11 +52,11 @@ runMain(NAME, async () => {
   }
   if (command !== 'run' || loaded.positionals.length > 1) throw new ConfigError('command', loaded.positionals.join(' '), 'run or detach');
 
-  // The XDP program tracks at most SCAN_MAX_PORTS ports a source; beyond,
+  // The XDP program runs the rule for N up to SCAN_MAX_PORTS; beyond,
   // detection is the policy's alone.
   const kernelScanPorts = c.kernelDetection && c.portThreshold <= SCAN_MAX_PORTS ? c.portThreshold : 0;
   if (c.kernelDetection && kernelScanPorts === 0) {
-    log.info({ portThreshold: c.portThreshold, max: SCAN_MAX_PORTS }, 'in-kernel scan detection off: more ports than the XDP program tracks; the policy detects alone');
+    log.info({ portThreshold: c.portThreshold, max: SCAN_MAX_PORTS }, 'in-kernel scan detection off: N is above what the XDP program takes; the policy detects alone');
   }
   let att: Attachment;
   try {
