@@ -515,99 +515,166 @@ static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src
  * it is a read of a line every CPU shares. */
 __u64 scan_clock_ns;
 
-static __always_inline __u32 scan_words(void)
-{
-	return PW_SCAN_PORT_WORDS(scan_ports);
-}
-
+/* The helpers below take n = scan_ports as read once by pw_track_scan:
+ * every read of a const volatile is a load, and the verifier knows the
+ * value either way (it reads .rodata as constants). */
 static __always_inline __u16 *scan_ports_of(struct pw_scan *s)
 {
 	return (__u16 *)(s + 1);
 }
 
-static __always_inline __u64 *scan_times_of(struct pw_scan *s)
+static __always_inline __u64 *scan_times_of(struct pw_scan *s, __u32 n)
 {
-	return (__u64 *)((__u8 *)(s + 1) + 8 * scan_words());
+	return (__u64 *)((__u8 *)s + PW_SCAN_TIMES_OFF(n));
 }
 
-/* The entry of port among the first count, or count when it is not there.
- * Four ports a step: a lane of word ^ pattern is zero where the port is,
- * and the borrow trick flags zero lanes; it can flag a lane above a true
+static __always_inline __u64 *scan_gmin_of(struct pw_scan *s, __u32 n)
+{
+	return (__u64 *)((__u8 *)s + PW_SCAN_GMIN_OFF(n));
+}
+
+static __always_inline __u8 *scan_gidx_of(struct pw_scan *s, __u32 n)
+{
+	return (__u8 *)s + PW_SCAN_GIDX_OFF(n);
+}
+
+/* The entry of port among the first count (<= n), or count when it is not
+ * there. Four ports a step: a lane of word ^ pattern is zero where the port
+ * is, and the borrow trick flags zero lanes; it can flag a lane above a true
  * zero lane too, never below one, so the lowest flag is exact (the ports
  * kept are distinct: there is at most one). Lanes past count are masked. */
-static __always_inline __u32 scan_find(struct pw_scan *s, __u32 count, __u16 port)
+static __always_inline __u32 scan_lane(__u64 z)
+{
+	return (z & 0xffffULL) ? 0 : (z & 0xffffffffULL) ? 1 : (z & 0xffffffffffffULL) ? 2 : 3;
+}
+
+static __always_inline __u32 scan_find(struct pw_scan *s, __u32 n, __u32 count, __u16 port)
 {
 	const __u64 *word = (const __u64 *)(s + 1);
-	__u64 pattern = port * 0x0001000100010001ULL;
+	__u64 pattern = port * 0x0001000100010001ULL, x, z;
+	__u32 words = PW_SCAN_PORT_WORDS(n), i;
 
-	for (__u32 i = 0; i < PW_SCAN_PORT_WORDS(PW_SCAN_MAX_PORTS); i++) {
-		__u64 x, z;
-		__u32 left;
-
-		if (i >= scan_words() || 4 * i >= count)
+	/* The words whose four lanes are all in use, */
+	for (i = 0; i < PW_SCAN_PORT_WORDS(PW_SCAN_MAX_PORTS); i++) {
+		if (i >= words || 4 * i + 4 > count)
 			break;
 		x = word[i] ^ pattern;
 		z = (x - 0x0001000100010001ULL) & ~x & 0x8000800080008000ULL;
-		left = count - 4 * i;
-		if (left < 4)
-			z &= (1ULL << (16 * left)) - 1;
 		if (z)
-			return 4 * i + ((z & 0xffffULL) ? 0 : (z & 0xffffffffULL) ? 1 : (z & 0xffffffffffffULL) ? 2 : 3);
+			return 4 * i + scan_lane(z);
+	}
+	/* then the lanes in use of the last one. */
+	if (i < words && 4 * i < count) {
+		x = word[i] ^ pattern;
+		z = (x - 0x0001000100010001ULL) & ~x & 0x8000800080008000ULL;
+		z &= (1ULL << (16 * (count - 4 * i))) - 1;
+		if (z)
+			return 4 * i + scan_lane(z);
 	}
 	return count;
 }
 
-/* min_ns and min_idx from the first count times. */
-static __always_inline void scan_recompute_min(struct pw_scan *s, __u32 count)
+/* The oldest time of group g (its entries below count <= n), and where. */
+static __always_inline void scan_group_min(struct pw_scan *s, __u32 n, __u32 count, __u32 g)
 {
-	__u64 *time = scan_times_of(s);
-	__u64 min = ~0ULL;
-	__u32 idx = 0;
+	__u64 *time = scan_times_of(s, n);
+	__u32 first = g * PW_SCAN_GROUP, idx = first;
+	__u64 min;
 
-	for (__u32 i = 0; i < PW_SCAN_MAX_PORTS; i++) {
-		if (i >= scan_ports || i >= count)
+	if (g >= PW_SCAN_GROUPS(n) || first >= count)
+		return;
+	min = time[first];
+	for (__u32 k = 1; k < PW_SCAN_GROUP; k++) {
+		__u32 j = first + k;
+
+		if (j >= count)
 			break;
-		if (time[i] < min) {
-			min = time[i];
-			idx = i;
+		if (time[j] < min) {
+			min = time[j];
+			idx = j;
+		}
+	}
+	scan_gmin_of(s, n)[g] = min;
+	scan_gidx_of(s, n)[g] = idx;
+}
+
+/* min_ns and min_idx from the groups' oldest times. */
+static __always_inline void scan_global_min(struct pw_scan *s, __u32 n, __u32 count)
+{
+	__u64 *gmin = scan_gmin_of(s, n);
+	__u8 *gidx = scan_gidx_of(s, n);
+	__u64 min = gmin[0];
+	__u32 best = 0;
+
+	for (__u32 g = 1; g < PW_SCAN_GROUPS(PW_SCAN_MAX_PORTS); g++) {
+		if (g >= PW_SCAN_GROUPS(n) || g * PW_SCAN_GROUP >= count)
+			break;
+		if (gmin[g] < min) {
+			min = gmin[g];
+			best = g;
 		}
 	}
 	s->min_ns = min;
-	s->min_idx = idx;
+	s->min_idx = gidx[best & (PW_SCAN_GROUPS(PW_SCAN_MAX_PORTS) - 1)];
+}
+
+/* Entry i's time went up: the oldest of its group and overall follow. */
+static __always_inline void scan_time_raised(struct pw_scan *s, __u32 n, __u32 count, __u32 i)
+{
+	__u32 g = i / PW_SCAN_GROUP;
+
+	if (g >= PW_SCAN_GROUPS(n))
+		return;
+	if (scan_gidx_of(s, n)[g] == i)
+		scan_group_min(s, n, count, g);
+	if (s->min_idx == i)
+		scan_global_min(s, n, count);
 }
 
 /* A crossing by last_ns and min_ns, checked on the N entries themselves:
  * distinct ports, newest minus oldest time within the window. Runs once per
  * detection (quadratic in N), so it can afford to trust nothing the other
- * CPUs may have been writing; when it disagrees, min_ns is set right. */
-static __always_inline int scan_confirm(struct pw_scan *s)
+ * CPUs may have been writing. When it disagrees, the history is put right:
+ * the oldest times recomputed, or, with a port kept twice, started afresh. */
+static __always_inline int scan_confirm(struct pw_scan *s, __u32 n)
 {
 	__u16 *port = scan_ports_of(s);
-	__u64 *time = scan_times_of(s);
+	__u64 *time = scan_times_of(s, n);
 	__u64 min = ~0ULL, max = 0;
 
 	for (__u32 i = 0; i < PW_SCAN_MAX_PORTS; i++) {
-		if (i >= scan_ports)
+		if (i >= n)
 			break;
 		if (time[i] < min)
 			min = time[i];
 		if (time[i] > max)
 			max = time[i];
-		if (scan_find(s, i, port[i]) != i)
+		if (scan_find(s, n, i, port[i]) != i) {
+			s->count = 1;
+			s->last_ns = time[0];
+			scan_gmin_of(s, n)[0] = time[0];
+			scan_gidx_of(s, n)[0] = 0;
+			s->min_ns = time[0];
+			s->min_idx = 0;
 			return 0;
+		}
 	}
 	if (max - min >= scan_window_ns) {
-		s->min_ns = min;
+		for (__u32 g = 0; g < PW_SCAN_GROUPS(PW_SCAN_MAX_PORTS); g++)
+			scan_group_min(s, n, n, g);
+		scan_global_min(s, n, n);
 		return 0;
 	}
 	return 1;
 }
 
 /* A source's history becomes the single hit (port, now). */
-static __always_inline void scan_restart(struct pw_scan *s, __u32 port, __u64 now)
+static __always_inline void scan_restart(struct pw_scan *s, __u32 n, __u32 port, __u64 now)
 {
 	scan_ports_of(s)[0] = port;
-	scan_times_of(s)[0] = now;
+	scan_times_of(s, n)[0] = now;
+	scan_gmin_of(s, n)[0] = now;
+	scan_gidx_of(s, n)[0] = 0;
 	s->last_ns = now;
 	s->min_ns = now;
 	s->min_idx = 0;
@@ -643,7 +710,7 @@ __noinline int pw_track_scan(const struct pw_addr *src, __u32 dport, __u64 now)
 		s = bpf_map_lookup_elem(&scan_fresh, &zero);
 		if (!s)
 			return PW_SCAN_NONE;
-		scan_restart(s, dport, now);
+		scan_restart(s, n, dport, now);
 		/* Created meanwhile by another CPU: its history stands, this hit is lost. */
 		bpf_map_update_elem(&scanners, src, s, BPF_NOEXIST);
 		return PW_SCAN_NONE;
@@ -654,7 +721,7 @@ __noinline int pw_track_scan(const struct pw_addr *src, __u32 dport, __u64 now)
 		if (clock - now >= scan_window_ns)
 			bpf_map_delete_elem(&scanners, src);
 		else
-			scan_restart(s, dport, now);
+			scan_restart(s, n, dport, now);
 		return PW_SCAN_NONE;
 	}
 
@@ -662,8 +729,8 @@ __noinline int pw_track_scan(const struct pw_addr *src, __u32 dport, __u64 now)
 	if (count > n)
 		count = n;
 	port = scan_ports_of(s);
-	time = scan_times_of(s);
-	i = scan_find(s, count, dport);
+	time = scan_times_of(s, n);
+	i = scan_find(s, n, count, dport);
 	if (i < count) {
 		/* A repeated port: its time moves to the later hit, it does not count twice. */
 		if (now <= time[i])
@@ -671,13 +738,18 @@ __noinline int pw_track_scan(const struct pw_addr *src, __u32 dport, __u64 now)
 		time[i] = now;
 		if (now > s->last_ns)
 			s->last_ns = now;
-		if (i == s->min_idx)
-			scan_recompute_min(s, count);
+		scan_time_raised(s, n, count, i);
 		if (count < n)
 			return PW_SCAN_NONE;
 	} else if (count < n) {
+		__u32 g = count / PW_SCAN_GROUP;
+
 		port[count] = dport;
 		time[count] = now;
+		if (g < PW_SCAN_GROUPS(n) && (count % PW_SCAN_GROUP == 0 || now < scan_gmin_of(s, n)[g])) {
+			scan_gmin_of(s, n)[g] = now;
+			scan_gidx_of(s, n)[g] = count;
+		}
 		if (now < s->min_ns) {
 			s->min_ns = now;
 			s->min_idx = count;
@@ -701,9 +773,9 @@ __noinline int pw_track_scan(const struct pw_addr *src, __u32 dport, __u64 now)
 		time[i] = now;
 		if (now > s->last_ns)
 			s->last_ns = now;
-		scan_recompute_min(s, n);
+		scan_time_raised(s, n, n, i);
 	}
-	if (s->last_ns - s->min_ns >= scan_window_ns || !scan_confirm(s))
+	if (s->last_ns - s->min_ns >= scan_window_ns || !scan_confirm(s, n))
 		return PW_SCAN_NONE;
 	bpf_map_delete_elem(&scanners, src);
 	return scan_block(src, now);

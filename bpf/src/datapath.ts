@@ -242,6 +242,13 @@ export type Allowlist = ListMap<LpmKey, number>;
 /** The compiled program, built by `make bpf` next to its source. */
 export const OBJECT_PATH = fileURLToPath(new URL('../build/packetwatch.bpf.o', import.meta.url));
 
+/**
+ * The same program built with PW_VARIANT_TEST_CLOCK (also by `make bpf`): its
+ * clock is the u64 in its test_clock map, which a test writes before each
+ * frame. For tests and benches only; never deployed.
+ */
+export const TEST_CLOCK_OBJECT_PATH = fileURLToPath(new URL('../build/packetwatch-test-clock.bpf.o', import.meta.url));
+
 export const PROGRAM_NAME = 'packetwatch';
 
 export interface DatapathOptions {

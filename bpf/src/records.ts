@@ -81,19 +81,64 @@ export const scanHeadCodec: StructCodec<ScanHead> = struct<ScanHead>(24, {
   minIdx: { offset: 17, codec: u8 },
 });
 
-/**
- * Where entry i of a scanners value for N ports lies (bpf/packetwatch.h):
- * after the head, the ports (u16, N rounded up to whole 64-bit words), then
- * the times (u64).
- */
-export function scanEntryOffsets(n: number, i: number): { port: number; time: number } {
-  const words = Math.ceil(n / 4);
-  return { port: scanHeadCodec.size + 2 * i, time: scanHeadCodec.size + 8 * words + 8 * i };
+/** Entries a group of the scanners value covers (PW_SCAN_GROUP). */
+const SCAN_GROUP = 8;
+
+/** Where the parts of a scanners value for N ports lie (bpf/packetwatch.h, PW_SCAN_*_OFF). */
+function scanLayout(n: number) {
+  const ports = scanHeadCodec.size;
+  const times = ports + 8 * Math.ceil(n / 4);
+  const groups = Math.ceil(n / SCAN_GROUP);
+  const groupMins = times + 8 * n;
+  const groupIdx = groupMins + 8 * groups;
+  return { ports, times, groups, groupMins, groupIdx, size: groupIdx + 8 * Math.ceil(groups / 8) };
 }
 
 /** Bytes of a scanners value for N ports (PW_SCAN_STATE_SIZE). */
 export function scanStateSize(n: number): number {
-  return scanEntryOffsets(n, n).time;
+  return scanLayout(n).size;
+}
+
+/** One source's history in the in-kernel detector: its entries [port, time ns], in entry order. */
+export interface ScanHistory {
+  head: ScanHead;
+  entries: [port: number, timeNs: bigint][];
+}
+
+/**
+ * A scanners value for N ports holding these entries, with the head and the
+ * groups' oldest times computed from them; `head` overrides parts of the
+ * head (to write what a race could leave).
+ */
+export function encodeScanHistory(n: number, entries: readonly (readonly [number, bigint])[], head: Partial<ScanHead> = {}): Buffer {
+  const l = scanLayout(n);
+  const value = Buffer.alloc(l.size);
+  const argmin = (from: number, to: number) => {
+    let at = from;
+    for (let i = from + 1; i < to; i++) if (entries[i]![1] < entries[at]![1]) at = i;
+    return at;
+  };
+  entries.forEach(([port, ns], i) => {
+    value.writeUInt16LE(port, l.ports + 2 * i);
+    value.writeBigUInt64LE(ns, l.times + 8 * i);
+  });
+  for (let g = 0; g * SCAN_GROUP < entries.length; g++) {
+    const at = argmin(g * SCAN_GROUP, Math.min(entries.length, (g + 1) * SCAN_GROUP));
+    value.writeBigUInt64LE(entries[at]![1], l.groupMins + 8 * g);
+    value.writeUInt8(at, l.groupIdx + g);
+  }
+  const minIdx = argmin(0, entries.length);
+  const lastNs = entries.reduce((m, [, ns]) => (ns > m ? ns : m), 0n);
+  scanHeadCodec.write({ lastNs, minNs: entries[minIdx]![1], count: entries.length, minIdx, ...head }, value, 0);
+  return value;
+}
+
+/** The entries and head of a scanners value for N ports. */
+export function decodeScanHistory(n: number, value: Buffer): ScanHistory {
+  const l = scanLayout(n);
+  const head = scanHeadCodec.read(value, 0);
+  const entries = Array.from({ length: head.count }, (_, i): [number, bigint] => [value.readUInt16LE(l.ports + 2 * i), value.readBigUInt64LE(l.times + 8 * i)]);
+  return { head, entries };
 }
 
 export interface SynEvent {

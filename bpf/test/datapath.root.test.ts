@@ -16,9 +16,9 @@ import {
   formatAddress,
   ipFrame,
   lpmKeyCodec,
+  decodeScanHistory,
+  encodeScanHistory,
   parseAddress,
-  scanEntryOffsets,
-  scanHeadCodec,
   scanStateSize,
   synEventCodec,
   synFrame,
@@ -609,33 +609,16 @@ describe('in-kernel scan detection', () => {
     expect(blockedAt).toEqual(Array.from({ length: SCAN_MAX_PORTS }, (_, i) => i + 1));
   });
 
-  /** A source's history written as records.ts lays it out: [port, time] entries in order. */
-  const writeHistory = (dp: Datapath, n: number, source: string, head: { lastNs: bigint; minNs: bigint; minIdx: number }, entries: [number, bigint][]) => {
-    const value = Buffer.alloc(scanStateSize(n));
-    scanHeadCodec.write({ ...head, count: entries.length }, value, 0);
-    entries.forEach(([port, ns], i) => {
-      const at = scanEntryOffsets(n, i);
-      value.writeUInt16LE(port, at.port);
-      value.writeBigUInt64LE(ns, at.time);
-    });
-    dp.collection.map('scanners').update(parseAddress(source), value);
-  };
-  const readHistory = (dp: Datapath, n: number, source: string) => {
-    const value = dp.collection.map('scanners').lookup(parseAddress(source))!;
-    const head = scanHeadCodec.read(value, 0);
-    const entries = Array.from({ length: head.count }, (_, i) => {
-      const at = scanEntryOffsets(n, i);
-      return [value.readUInt16LE(at.port), value.readBigUInt64LE(at.time)];
-    });
-    return { head, entries };
-  };
+  const writeHistory = (dp: Datapath, n: number, source: string, entries: [number, bigint][], head: Parameters<typeof encodeScanHistory>[2] = {}) =>
+    dp.collection.map('scanners').update(parseAddress(source), encodeScanHistory(n, entries, head));
+  const readHistory = (dp: Datapath, n: number, source: string) => decodeScanHistory(n, dp.collection.map('scanners').lookup(parseAddress(source))!);
 
   it('keeps a history in the layout of records.ts: a hit on the sixth port moves its time, a hit on the oldest crosses', () => {
     const s = 1_000_000_000n;
     withDatapath({ scanPorts: 6, scanWindowSeconds: 60 }, (dp, r) => {
       const now = clock.boottimeNs();
       const times = [now - 100n * s, now - 50n * s, now - 40n * s, now - 30n * s, now - 20n * s, now - 10n * s];
-      writeHistory(dp, 6, ATTACKER, { lastNs: now - 10n * s, minNs: now - 100n * s, minIdx: 0 }, times.map((t, i) => [i + 1, t]));
+      writeHistory(dp, 6, ATTACKER, times.map((t, i) => [i + 1, t]));
       // Port 6 is entry 5, in the second word of ports: found, its time moves to the SYN's.
       const before = clock.boottimeNs();
       expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40000, 6))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
@@ -656,10 +639,10 @@ describe('in-kernel scan detection', () => {
     withDatapath({ scanPorts: 3, scanWindowSeconds: 60 }, (dp, r) => {
       const now = clock.boottimeNs();
       // Two CPUs stored port 7 twice: 7 and 8 are two ports, not three.
-      writeHistory(dp, 3, ATTACKER, { lastNs: now - 2n * s, minNs: now - 3n * s, minIdx: 0 }, [[7, now - 3n * s], [7, now - 2n * s], [8, now - 2n * s]]);
+      writeHistory(dp, 3, ATTACKER, [[7, now - 3n * s], [7, now - 2n * s], [8, now - 2n * s]]);
       expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40000, 8))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
       // min_ns says 2 s ago, but port 1 was hit 100 s ago: the three span 100 s; min_ns is set right.
-      writeHistory(dp, 3, '192.0.2.8', { lastNs: now - 1n * s, minNs: now - 2n * s, minIdx: 1 }, [[1, now - 100n * s], [2, now - 2n * s], [3, now - 1n * s]]);
+      writeHistory(dp, 3, '192.0.2.8', [[1, now - 100n * s], [2, now - 2n * s], [3, now - 1n * s]], { minNs: now - 2n * s, minIdx: 1 });
       expect(run(dp, r, synFrame('192.0.2.8', VICTIM, 40000, 3))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
       expect(readHistory(dp, 3, '192.0.2.8').head.minNs).toBe(now - 100n * s);
       expect([...dp.blocklist.keys()]).toEqual([]);

@@ -27,6 +27,7 @@ import {
   type DatapathOptions,
   OBJECT_PATH,
   ScanVerdict,
+  TEST_CLOCK_OBJECT_PATH,
   parseAddress,
   synEventCodec,
   synFrame,
@@ -36,7 +37,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Detector } from '../../services/policy/src/detector.js';
 import { type SourceKey, addressKey } from '../../services/policy/src/sourcekey.js';
 
-const TEST_CLOCK_OBJECT = OBJECT_PATH.replace(/packetwatch\.bpf\.o$/, 'packetwatch-test-clock.bpf.o');
 const XDP_DROP = 1;
 const XDP_PASS = 2;
 const VICTIM = '198.51.100.1';
@@ -88,7 +88,7 @@ class KernelEngine {
 
   constructor(rule: Rule, opts: { testClock: boolean; windowNs?: bigint }) {
     const window: DatapathOptions = { scanWindowSeconds: opts.windowNs !== undefined ? Number(opts.windowNs) / 1e9 : rule.windowMs / 1000 };
-    this.dp = Datapath.load({ objectPath: opts.testClock ? TEST_CLOCK_OBJECT : OBJECT_PATH, scanPorts: rule.n, scanBlockSeconds: 0, scanBlocksPerMinute: 0, ...window });
+    this.dp = Datapath.load({ objectPath: opts.testClock ? TEST_CLOCK_OBJECT_PATH : OBJECT_PATH, scanPorts: rule.n, scanBlockSeconds: 0, scanBlocksPerMinute: 0, ...window });
     this.#reader = this.dp.reader();
     this.#clock = opts.testClock ? this.dp.collection.map('test_clock').typed(u32, u64) : undefined;
     this.dp.allow(ALLOWED_PREFIX);
