@@ -36,6 +36,7 @@ import { type RingBufferReader, type TypedMap, clock, u32, u64 } from 'libbpf-ts
 import { afterAll, describe, expect, it } from 'vitest';
 import { Detector } from '../../services/policy/src/detector.js';
 import { type SourceKey, addressKey } from '../../services/policy/src/sourcekey.js';
+import { prng } from '../prng.js';
 
 const XDP_DROP = 1;
 const XDP_PASS = 2;
@@ -141,18 +142,6 @@ class Pair {
   close(): void {
     this.kernel.close();
   }
-}
-
-/** mulberry32: a small seeded PRNG, so that every run feeds the same sequences. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Every source a test uses is new: sources never share history across cases or sequences. */

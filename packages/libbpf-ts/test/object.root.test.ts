@@ -152,26 +152,6 @@ describe('ObjectSpec.setMaxEntries', () => {
       col.close();
     }
   });
-
-  it('throws BpfError ENOENT for an unknown map', () => {
-    const spec = ObjectSpec.open(fx.path('maps'));
-    try {
-      expect(thrown(() => spec.setMaxEntries('no_such_map', 4))).toMatchObject({ name: 'BpfError', code: 'ENOENT' });
-    } finally {
-      spec.close();
-    }
-  });
-
-  it('throws RangeError for a size that is not a positive 32-bit integer', () => {
-    const spec = ObjectSpec.open(fx.path('maps'));
-    try {
-      expect(() => spec.setMaxEntries('hash', 0)).toThrow(RangeError);
-      expect(() => spec.setMaxEntries('hash', 1.5)).toThrow(RangeError);
-      expect(() => spec.setMaxEntries('hash', 2 ** 32)).toThrow(RangeError);
-    } finally {
-      spec.close();
-    }
-  });
 });
 
 describe('ObjectSpec.setValueSize', () => {
@@ -189,11 +169,16 @@ describe('ObjectSpec.setValueSize', () => {
       col.close();
     }
   });
+});
 
+describe.each([
+  ['setMaxEntries', (spec: ObjectSpec, map: string, n: number) => spec.setMaxEntries(map, n), 'hash'],
+  ['setValueSize', (spec: ObjectSpec, map: string, n: number) => spec.setValueSize(map, n), 'sized'],
+] as const)('ObjectSpec.%s, refused', (_name, set, map) => {
   it('throws BpfError ENOENT for an unknown map', () => {
     const spec = ObjectSpec.open(fx.path('maps'));
     try {
-      expect(thrown(() => spec.setValueSize('no_such_map', 4))).toMatchObject({ name: 'BpfError', code: 'ENOENT' });
+      expect(thrown(() => set(spec, 'no_such_map', 4))).toMatchObject({ name: 'BpfError', code: 'ENOENT' });
     } finally {
       spec.close();
     }
@@ -202,9 +187,9 @@ describe('ObjectSpec.setValueSize', () => {
   it('throws RangeError for a size that is not a positive 32-bit integer', () => {
     const spec = ObjectSpec.open(fx.path('maps'));
     try {
-      expect(() => spec.setValueSize('sized', 0)).toThrow(RangeError);
-      expect(() => spec.setValueSize('sized', 2.5)).toThrow(RangeError);
-      expect(() => spec.setValueSize('sized', 2 ** 32)).toThrow(RangeError);
+      expect(() => set(spec, map, 0)).toThrow(RangeError);
+      expect(() => set(spec, map, 1.5)).toThrow(RangeError);
+      expect(() => set(spec, map, 2 ** 32)).toThrow(RangeError);
     } finally {
       spec.close();
     }
