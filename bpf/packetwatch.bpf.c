@@ -500,14 +500,17 @@ static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src
  * policy's detector); the next one is dropped.
  *
  * Per SYN of a tracked source: a search of its ports four at a time, and the
- * window checked against the newest and oldest times kept (last_ns, min_ns),
- * so a hit costs the same at N = 64 as at N = 3 unless it moves the oldest
- * time (a hit on the oldest port, a new port once N are kept), which takes a
- * pass over the N times. Concurrent SYNs of one source on two CPUs can lose
- * a hit (detected a SYN later) or, rarely, store a port twice or leave
- * min_ns stale; a crossing is therefore confirmed on the entries themselves
- * before anything is blocked, so a race never blocks a source that has not
- * reached N distinct ports within the window.
+ * window checked against the newest and oldest times kept (last_ns, min_ns).
+ * A hit that moves the oldest time (a hit on the oldest port, a new port
+ * once N are kept) also takes a pass over its group of 8 entries and over
+ * the groups' oldest times (struct pw_scan). Which of two entries with the
+ * same time counts as the oldest does not change a decision (only the times
+ * kept do), so the order need not be the detector's. Concurrent SYNs of one
+ * source on two CPUs can lose a hit (detected a SYN later) or, rarely, store
+ * a port twice or leave the oldest times stale; a crossing is therefore
+ * confirmed on the entries themselves before anything is blocked, so a race
+ * never blocks a source that has not reached N distinct ports within the
+ * window.
  */
 
 /* The rule's clock: the newest time of any SYN the detector took, from any
@@ -548,28 +551,41 @@ static __always_inline __u32 scan_lane(__u64 z)
 	return (z & 0xffffULL) ? 0 : (z & 0xffffffffULL) ? 1 : (z & 0xffffffffffffULL) ? 2 : 3;
 }
 
+static __always_inline __u64 scan_zero_lanes(__u64 word, __u64 pattern)
+{
+	__u64 x = word ^ pattern;
+
+	return (x - 0x0001000100010001ULL) & ~x & 0x8000800080008000ULL;
+}
+
 static __always_inline __u32 scan_find(struct pw_scan *s, __u32 n, __u32 count, __u16 port)
 {
 	const __u64 *word = (const __u64 *)(s + 1);
-	__u64 pattern = port * 0x0001000100010001ULL, x, z;
-	__u32 words = PW_SCAN_PORT_WORDS(n), i;
+	__u64 pattern = port * 0x0001000100010001ULL, z0, z1;
+	/* Words whose four lanes are all in use (count <= n: fewer than n's words). */
+	__u32 full = count / 4, i;
 
-	/* The words whose four lanes are all in use, */
-	for (i = 0; i < PW_SCAN_PORT_WORDS(PW_SCAN_MAX_PORTS); i++) {
-		if (i >= words || 4 * i + 4 > count)
+	/* The full words two at a time, */
+	for (i = 0; i < PW_SCAN_PORT_WORDS(PW_SCAN_MAX_PORTS); i += 2) {
+		if (i + 1 >= full)
 			break;
-		x = word[i] ^ pattern;
-		z = (x - 0x0001000100010001ULL) & ~x & 0x8000800080008000ULL;
-		if (z)
-			return 4 * i + scan_lane(z);
+		z0 = scan_zero_lanes(word[i], pattern);
+		z1 = scan_zero_lanes(word[i + 1], pattern);
+		if (z0 | z1)
+			return z0 ? 4 * i + scan_lane(z0) : 4 * i + 4 + scan_lane(z1);
+	}
+	/* the one left over, */
+	if (i < full) {
+		z0 = scan_zero_lanes(word[i], pattern);
+		if (z0)
+			return 4 * i + scan_lane(z0);
+		i++;
 	}
 	/* then the lanes in use of the last one. */
-	if (i < words && 4 * i < count) {
-		x = word[i] ^ pattern;
-		z = (x - 0x0001000100010001ULL) & ~x & 0x8000800080008000ULL;
-		z &= (1ULL << (16 * (count - 4 * i))) - 1;
-		if (z)
-			return 4 * i + scan_lane(z);
+	if (i < PW_SCAN_PORT_WORDS(n) && 4 * i < count) {
+		z0 = scan_zero_lanes(word[i], pattern) & ((1ULL << (16 * (count - 4 * i))) - 1);
+		if (z0)
+			return 4 * i + scan_lane(z0);
 	}
 	return count;
 }
@@ -586,13 +602,16 @@ static __always_inline void scan_group_min(struct pw_scan *s, __u32 n, __u32 cou
 	min = time[first];
 	for (__u32 k = 1; k < PW_SCAN_GROUP; k++) {
 		__u32 j = first + k;
+		__u64 d, smaller;
 
 		if (j >= count)
 			break;
-		if (time[j] < min) {
-			min = time[j];
-			idx = j;
-		}
+		/* Without a branch to mispredict: times are below 2^63, so the
+		 * sign of time[j] - min says which is smaller. */
+		d = time[j] - min;
+		smaller = (__u64)((__s64)d >> 63);
+		min += d & smaller;
+		idx ^= (idx ^ j) & smaller;
 	}
 	scan_gmin_of(s, n)[g] = min;
 	scan_gidx_of(s, n)[g] = idx;
@@ -607,12 +626,14 @@ static __always_inline void scan_global_min(struct pw_scan *s, __u32 n, __u32 co
 	__u32 best = 0;
 
 	for (__u32 g = 1; g < PW_SCAN_GROUPS(PW_SCAN_MAX_PORTS); g++) {
+		__u64 d, smaller;
+
 		if (g >= PW_SCAN_GROUPS(n) || g * PW_SCAN_GROUP >= count)
 			break;
-		if (gmin[g] < min) {
-			min = gmin[g];
-			best = g;
-		}
+		d = gmin[g] - min;
+		smaller = (__u64)((__s64)d >> 63);
+		min += d & smaller;
+		best ^= (best ^ g) & smaller;
 	}
 	s->min_ns = min;
 	s->min_idx = gidx[best & (PW_SCAN_GROUPS(PW_SCAN_MAX_PORTS) - 1)];
