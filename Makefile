@@ -10,6 +10,8 @@ DEB_PACKAGES := clang llvm libbpf-dev bpftool linux-libc-dev make g++ python3 \
 MULTIARCH := $(shell uname -m)-linux-gnu
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I bpf -I /usr/include/$(MULTIARCH)
 BPF_OBJ := bpf/build/packetwatch.bpf.o
+# The same program with its clock read from a map: the detection tests give each SYN its time.
+BPF_TEST_CLOCK_OBJ := bpf/build/packetwatch-test-clock.bpf.o
 NATIVE := packages/libbpf-ts/build/Release/bpf_ts.node
 PROTO_SRC := $(wildcard proto/packetwatch/v1/*.proto)
 PROTO_GEN := proto/gen/packetwatch/v1/probe.ts
@@ -59,8 +61,12 @@ $(BPF_OBJ): bpf/packetwatch.bpf.c bpf/packetwatch.h
 	@mkdir -p $(@D)
 	clang $(BPF_CFLAGS) -c $< -o $@
 
+$(BPF_TEST_CLOCK_OBJ): bpf/packetwatch.bpf.c bpf/packetwatch.h
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -DPW_VARIANT_TEST_CLOCK -c $< -o $@
+
 .PHONY: bpf
-bpf: $(BPF_OBJ) ## Compile the XDP program
+bpf: $(BPF_OBJ) $(BPF_TEST_CLOCK_OBJ) ## Compile the XDP program (and its test-clock build)
 
 $(NATIVE): packages/libbpf-ts/src/native/binding.cc packages/libbpf-ts/binding.gyp | node_modules/.package-lock.json
 	npm run build:native -w libbpf-ts

@@ -24,15 +24,17 @@ import {
   type DatapathOptions,
   OBJECT_PATH,
   SYN_EVENT_SIZE,
+  TEST_CLOCK_OBJECT_PATH,
   TCP_FLAGS,
   formatAddress,
   ipFrame,
+  encodeScanHistory,
   parseAddress,
   synEventCodec,
   synFrame,
   zeroCounters,
 } from '@packetwatch/bpf';
-import { type Collection, ObjectSpec, type Program, type RingBufferReader, mountBpffs } from 'libbpf-ts';
+import { type Collection, ObjectSpec, type Program, type RingBufferReader, clock, mountBpffs, u32, u64 } from 'libbpf-ts';
 import {
   BENCH_DIR,
   BenchError,
@@ -95,6 +97,13 @@ const RING_RECORD_BYTES = 8 + Math.ceil(SYN_EVENT_SIZE / 8) * 8; // 8-byte recor
 // The probe's defaults (services/probe/src/config.ts): PW_KERNEL_DETECTION on,
 // PW_PORTSCAN_PORT_THRESHOLD 3, PW_PORTSCAN_TIME_THRESHOLD 60, PW_BLOCK_TTL 0.
 const DEPLOYED: DatapathOptions = { scanPorts: 3, scanWindowSeconds: 60, scanBlockSeconds: 0, ringBufferBytes: RING_BUFFER_BYTES };
+/** N of the detector for the N column: the deployed 3, then larger ones up to the most the program takes. */
+const DEPLOYED_N = DEPLOYED.scanPorts ?? 0;
+const OTHER_N = [16, 64];
+/** One-packet calls of each path whose state each packet moves on. */
+const EVICTION_CALLS = SMOKE ? 20 : 10_000;
+/** One-packet calls between two drains of the ring buffers (well within what they hold). */
+const RING_DRAIN_CALLS = 1_000;
 
 // Documentation ranges (RFC 5737): nothing here is ever a real peer.
 const VICTIM = '198.51.100.1';
@@ -102,7 +111,25 @@ const CLIENT = '192.0.2.10';
 const SCANNER = '192.0.2.66';
 const EXPIRING = '192.0.2.77';
 const PARTNER = '192.0.2.99';
+/** A source with N ports kept, the oldest out of the window, hitting the last one the search reaches. */
+const KEPT = '192.0.2.20';
+/** A source with N ports kept hitting a new one: it replaces the oldest. */
+const EVICTING = '192.0.2.21';
 const SSH = 22;
+
+/**
+ * A source's history in the detector, written as bpf/src/records.ts lays it
+ * out: N ports (base, base + 1, ...) of which the first `old` were hit two
+ * windows ago and the others a second ago, so that the N are not within the
+ * window and stay so when one of them is hit again or the oldest is replaced.
+ */
+function writeHistory(dp: Datapath, n: number, source: string, base: number, old: number): void {
+  const now = clock.boottimeNs();
+  const oldNs = now - 2n * BigInt((DEPLOYED.scanWindowSeconds ?? 60) * 1e9);
+  const recentNs = now - 1_000_000_000n;
+  const entries = Array.from({ length: n }, (_, i): [number, bigint] => [base + i, i < old ? oldNs : recentNs]);
+  dp.collection.map('scanners').update(parseAddress(source), encodeScanHistory(n, entries));
+}
 
 /** One Packetwatch object in the kernel, with its ring buffer reader and the counters it should show. */
 class Subject {
@@ -113,6 +140,8 @@ class Subject {
   constructor(
     readonly label: string,
     readonly dp: Datapath,
+    /** N of its detector (0: off). */
+    readonly n: number,
   ) {
     this.reader = dp.reader();
     // Blocks without expiry, as the detector and the policy write by default:
@@ -121,6 +150,7 @@ class Subject {
     dp.block(EXPIRING, { ttlSeconds: 3600 });
     dp.block(PARTNER);
     dp.allow(PARTNER);
+    if (n > 1) writeHistory(dp, n, KEPT, 1000, n - 1);
   }
 
   /** The counters must equal what was sent: in particular no event lost to a full ring. */
@@ -153,6 +183,10 @@ interface Path {
   eventSource?: string;
   /** How one packet moves each Packetwatch counter. */
   counts?: Partial<Record<CounterName, bigint>>;
+  /** N of the Packetwatch object's detector (0: off); undefined for the floor and xdp-filter. */
+  n?: number;
+  /** The frame of the next call, set up for it (one-packet paths whose state each packet moves on); else `data`. */
+  next?: () => Buffer;
 }
 
 interface Result {
@@ -230,7 +264,7 @@ function loadXdpFilter(name: string, pinDir: string, address: string): Collectio
 class Bench {
   /** One kernel loop of `packets` runs; returns the kernel's mean ns per run. */
   #call(path: Path, packets: number): number {
-    const { retval, durationNs } = path.program.testRun({ data: path.data, repeat: packets });
+    const { retval, durationNs } = path.program.testRun({ data: path.next?.() ?? path.data, repeat: packets });
     if (retval !== path.verdict) {
       throw new BenchError(`${path.name}: the program said ${verdictName(retval)}, expected ${verdictName(path.verdict)}`);
     }
@@ -259,7 +293,7 @@ class Bench {
     }
     s.reader.consume();
     const before = s.dp.counters();
-    const { retval } = path.program.testRun({ data: path.data });
+    const { retval } = path.program.testRun({ data: path.next?.() ?? path.data });
     if (retval !== path.verdict) {
       throw new BenchError(`${path.name}: the program said ${verdictName(retval)}, expected ${verdictName(path.verdict)}`);
     }
@@ -310,10 +344,64 @@ const PASS_COUNTS = { frames: 1n };
 const NEW_CONNECTION_COUNTS = { frames: 1n, syn: 1n, events: 1n };
 const DROP_COUNTS = { frames: 1n, syn: 1n, synDropped: 1n };
 
+/** The detector's paths at the subject's N, named with it unless it is the deployed N. */
+function detectorPaths(s: Subject): Path[] {
+  const program = s.dp.program;
+  const suffix = s.n === DEPLOYED_N ? '' : `:N=${s.n}`;
+  const paths: Path[] = [
+    {
+      name: `new-connection-full${suffix}`,
+      frame: `SYN, source with N ports kept, the last one searched -> event`,
+      program,
+      data: synFrame(KEPT, VICTIM, 40005, 1000 + s.n - 1),
+      verdict: XDP_PASS,
+      subject: s,
+      eventSource: KEPT,
+      counts: NEW_CONNECTION_COUNTS,
+      n: s.n,
+    },
+  ];
+  if (s.n !== DEPLOYED_N) paths.unshift({ ...deployedPaths(s).find((p) => p.name === 'new-connection')!, name: `new-connection${suffix}` });
+  return paths;
+}
+
+/**
+ * A new port from a source with N ports kept, every packet: on the
+ * test-clock build (TEST_CLOCK_OBJECT_PATH), one packet per call, the source
+ * cycling through 2N ports with each SYN stamped W / (N - 1) after the one
+ * before, so that each port is new again when it comes round (the oldest is
+ * replaced every time) and the N kept never fall within the window. The
+ * history is the program's own, as warm as in the loop-mode rows.
+ */
+function evictionPath(s: Subject): Path {
+  const testClock = s.dp.collection.map('test_clock').typed(u32, u64);
+  const windowNs = BigInt((DEPLOYED.scanWindowSeconds ?? 60) * 1e9);
+  const step = windowNs / BigInt(s.n - 1) + 1n;
+  const frames = Array.from({ length: 2 * s.n }, (_, k) => synFrame(EVICTING, VICTIM, 40006, 3000 + k));
+  let now = clock.boottimeNs();
+  let k = 0;
+  return {
+    name: `new-port-full${s.n === DEPLOYED_N ? '' : `:N=${s.n}`}`,
+    frame: 'SYN, new port of a source with N ports kept: replaces the oldest -> event',
+    program: s.dp.program,
+    data: frames[0]!,
+    verdict: XDP_PASS,
+    subject: s,
+    eventSource: EVICTING,
+    counts: NEW_CONNECTION_COUNTS,
+    n: s.n,
+    next: () => {
+      now += step;
+      testClock.set(0, now);
+      return frames[k++ % frames.length]!;
+    },
+  };
+}
+
 /** The paths of the program as deployed. */
 function deployedPaths(s: Subject): Path[] {
   const program = s.dp.program;
-  return [
+  const paths: Path[] = [
     { name: 'pass', frame: 'ACK, unblocked source', program, data: ACK, verdict: XDP_PASS, subject: s, counts: PASS_COUNTS },
     {
       name: 'new-connection',
@@ -346,6 +434,7 @@ function deployedPaths(s: Subject): Path[] {
       counts: { frames: 1n, syn: 1n, allowlisted: 1n, events: 1n },
     },
   ];
+  return paths.map((p) => ({ ...p, n: s.n }));
 }
 
 /** Variant builds: the same source with one design choice undone or one step left out. */
@@ -402,17 +491,90 @@ function xdpFilterPaths(denylist: Program, allowlist: Program): Path[] {
   ];
 }
 
+const nText = (p: Path): string => (p.n === undefined ? '-' : p.n === 0 ? 'off' : String(p.n));
+
 function table(results: readonly Result[]): string {
-  const header = ['path', 'frame', 'verdict', 'ns/packet', 'min-max', 'x floor'];
+  const header = ['path', 'N', 'frame', 'verdict', 'ns/packet', 'min-max', 'x floor'];
   const rows = results.map((r) => [
     r.path.name,
+    nText(r.path),
     r.path.frame,
     verdictName(r.path.verdict),
     r.median.toFixed(1),
     `${Math.min(...r.samples).toFixed(1)}-${Math.max(...r.samples).toFixed(1)}`,
     r.ratio.toFixed(1),
   ]);
-  return textTable(header, rows, [false, false, false, true, true, true]);
+  return textTable(header, rows, [false, true, false, false, true, true, true]);
+}
+
+/** Medians of one-packet calls: the floor's and each path's, interleaved. */
+interface OnePerCall {
+  floor: number;
+  rows: { path: Path; median: number }[];
+}
+
+/**
+ * Interleaved one-packet calls of the floor and of each path (each path's
+ * `next` run ahead of every call, untimed). The ring buffers are drained
+ * only every RING_DRAIN_CALLS calls, so that a SYN does not find its reader
+ * caught up and wake it (the wake-up, microseconds on this VM, would swamp
+ * the path: see the reader-caught-up figure); the medians leave out the one
+ * call in each stretch that does.
+ */
+function measureOnePerCall(floor: Path, paths: readonly Path[]): OnePerCall {
+  const f: number[] = [];
+  const per = paths.map((): number[] => []);
+  const pending = new Map<Subject, number>();
+  const drain = () => {
+    for (const [s, n] of pending) {
+      const got = s.reader.consume().count;
+      if (got !== n) throw new BenchError(`${s.label}: ${got} events from ${n} one-packet calls`);
+      s.eventsRead += got;
+    }
+    pending.clear();
+  };
+  const run = (p: Path): number => {
+    const { retval, durationNs } = p.program.testRun({ data: p.next?.() ?? p.data });
+    if (retval !== p.verdict) throw new BenchError(`${p.name}: the program said ${verdictName(retval)}, expected ${verdictName(p.verdict)}`);
+    const s = p.subject;
+    if (s) {
+      for (const n of COUNTER_NAMES) s.expected[n] += p.counts?.[n] ?? 0n;
+      if (p.eventSource !== undefined) pending.set(s, (pending.get(s) ?? 0) + 1);
+    }
+    return durationNs;
+  };
+  for (let i = 0; i < EVICTION_CALLS; i++) {
+    f.push(run(floor));
+    paths.forEach((p, j) => per[j]!.push(run(p)));
+    if ((i + 1) % RING_DRAIN_CALLS === 0) drain();
+  }
+  drain();
+  return { floor: median(f), rows: paths.map((path, j) => ({ path, median: median(per[j]!) })) };
+}
+
+/** ns of a path at N, and at the deployed N: from the table, or from the one-packet calls less their floor. */
+function costsByN(results: readonly Result[], eviction: OnePerCall) {
+  const ns = (name: string) => results.find((r) => r.path.name === name)?.median ?? NaN;
+  const name = (base: string, n: number) => (n === DEPLOYED_N ? base : `${base}:N=${n}`);
+  const ns3 = [DEPLOYED_N, ...OTHER_N];
+  const evict = (n: number) => eviction.rows.find((r) => r.path.n === n)?.median ?? NaN;
+  return [
+    { path: 'new-connection', frame: 'SYN from a source with one port kept, the same port', ns: ns3.map((n) => ns(name('new-connection', n))) },
+    { path: 'new-connection-full', frame: 'SYN from a source with N ports kept, the last searched', ns: ns3.map((n) => ns(name('new-connection-full', n))) },
+    {
+      path: 'new-port-full',
+      frame: `SYN, new port of a source with N ports kept (test-clock build, one packet per call, less the floor's ${eviction.floor.toFixed(0)} ns)`,
+      ns: ns3.map((n) => evict(n) - eviction.floor),
+    },
+  ];
+}
+
+function byNTable(results: readonly Result[], eviction: OnePerCall): string {
+  const ns3 = [DEPLOYED_N, ...OTHER_N];
+  const last = ns3.length - 1;
+  const header = ['path', 'frame', ...ns3.map((n) => `N=${n} ns`), `N=${ns3[last]} / N=${DEPLOYED_N}`];
+  const rows = costsByN(results, eviction).map((c) => [c.path, c.frame, ...c.ns.map((x) => x.toFixed(1)), `${(c.ns[last]! / c.ns[0]!).toFixed(2)}x`]);
+  return textTable(header, rows, [false, false, ...ns3.map(() => true), true]);
 }
 
 interface Target {
@@ -426,7 +588,7 @@ interface Target {
   met: boolean;
 }
 
-function targets(results: readonly Result[]): Target[] {
+function targets(results: readonly Result[], eviction: OnePerCall): Target[] {
   const ns = (name: string): number => {
     const r = results.find((x) => x.path.name === name);
     if (!r) throw new BenchError(`path ${name} was not measured`);
@@ -443,7 +605,34 @@ function targets(results: readonly Result[]): Target[] {
     t('drop vs xdp-filter', 'drop', `xdp-filter ${XDP_FILTER_DENYLIST}.o drop (listed source), same run`, ns(`${XDP_FILTER_DENYLIST}:drop`), '< xdp-filter drop', 1, true),
     t('drop vs xdp-filter deny policy', 'drop', `xdp-filter ${XDP_FILTER_ALLOWLIST}.o drop (unlisted source), same run`, ns(`${XDP_FILTER_ALLOWLIST}:drop`), '< xdp-filter drop', 1, true),
     t('new-connection vs floor', 'new-connection', FLOOR_COMPARISON, floor, '<= 3x floor', 3, false),
+    ...OTHER_N.filter((n) => n === Math.max(...OTHER_N)).flatMap((n) => [
+      t(`new-connection at N = ${n} vs N = ${DEPLOYED_N}`, `new-connection:N=${n}`, `new-connection at N = ${DEPLOYED_N}, same run`, ns('new-connection'), `<= 1.5x N = ${DEPLOYED_N}`, 1.5, false),
+      t(`new-connection-full at N = ${n} vs N = ${DEPLOYED_N}`, `new-connection-full:N=${n}`, `new-connection-full at N = ${DEPLOYED_N}, same run`, ns('new-connection-full'), `<= 1.5x N = ${DEPLOYED_N}`, 1.5, false),
+      oneCallTarget(eviction, n),
+    ]),
   ];
+}
+
+/**
+ * The new-port path at N against N = 3, both one packet per call, each less
+ * the empty program's one-packet call (the clock reads and set-up of a
+ * single run, some 60 ns, which would otherwise dilute the ratio).
+ */
+function oneCallTarget(eviction: OnePerCall, n: number): Target {
+  const at = (k: number) => (eviction.rows.find((r) => r.path.n === k)?.median ?? NaN) - eviction.floor;
+  const value = at(n);
+  const comparisonValue = at(DEPLOYED_N);
+  const ratio = value / comparisonValue;
+  return {
+    name: `new-port-full at N = ${n} vs N = ${DEPLOYED_N} (one packet per call, less the floor)`,
+    path: `new-port-full:N=${n}`,
+    value,
+    comparison: `new-port-full at N = ${DEPLOYED_N}, one packet per call less the floor, same run`,
+    comparisonValue,
+    ratio,
+    target: `<= 1.5x N = ${DEPLOYED_N}`,
+    met: ratio <= 1.5,
+  };
 }
 
 function targetLine(t: Target): string {
@@ -460,7 +649,11 @@ function methodText(): string {
     `min-max the spread of rounds. The kernel reports each call's mean in whole ns, truncated, ` +
     `so figures may read up to 1 ns low, and ratios to a floor of a few ns carry that uncertainty. ` +
     `Packetwatch is loaded as the probe deploys it: in-kernel detection on (3 ports in 60 s), permanent blocks; ` +
-    `the new-connection SYN comes from one source to one port, so the detector finds a known source and a known port.`
+    `the new-connection SYN comes from one source to one port, so the detector finds a known source and a known port. ` +
+    `The N column is the detector's N; the rows at N = ${OTHER_N.join(' and ')} are the same object loaded with that N. ` +
+    `new-connection-full: before the run, the source's history is written into the detector's map (bpf/src/records.ts ` +
+    `layout) with N ports, N - 1 of them hit two windows ago and the last one the search reaches a second ago; the SYN ` +
+    `hits that last one, so every packet searches all N ports and none is a scan.`
   );
 }
 
@@ -577,7 +770,31 @@ function wakeUpText(w: WakeUp, results: readonly Result[]): string[] {
   ];
 }
 
-function section(results: readonly Result[], tgts: readonly Target[], w: WakeUp, m: Machine, date: string, eventsRead: number): string {
+function byNText(results: readonly Result[], eviction: OnePerCall): string[] {
+  const c = costsByN(results, eviction);
+  const last = OTHER_N.length;
+  const more = (i: number) => (c[i]!.ns[last]! - c[i]!.ns[0]!).toFixed(1);
+  const nMax = OTHER_N[last - 1]!;
+  return [
+    `The detector by N (docs/detection.md; the same object at each N, loaded as deployed but for N). ` +
+      `Every SYN of a tracked source searches its kept ports four to a 64-bit word and checks the window on the newest ` +
+      `and oldest times kept, so a hit costs what the search costs: at N = ${nMax}, a source with all ${nMax} ports kept ` +
+      `(new-connection-full) costs ${more(1)} ns more than one with ${DEPLOYED_N} (${Math.ceil(nMax / 4)} words searched ` +
+      `instead of 1), and a source with one port (new-connection, the common case) ${more(0)} ns more. A new port once N are ` +
+      `kept (new-port-full) replaces the oldest and passes over the N times for the next oldest: ${more(2)} ns more at ` +
+      `N = ${nMax}. The same pass follows a hit on the oldest port. The coarse clock bounds how often it runs: a port hit ` +
+      `again within the same tick changes nothing, so per source the pass runs at most once per tick for each port hit, ` +
+      `and once per new port. new-port-full runs on the test-clock build (PW_VARIANT_TEST_CLOCK, which reads its clock ` +
+      `from a map instead of the coarse clock: the only difference), one packet per call, the source cycling through 2N ` +
+      `ports with each SYN stamped W / (N - 1) after the one before, so that every SYN is a new port and the N kept never ` +
+      `fall within the window; the figures are medians of ${EVICTION_CALLS.toLocaleString('en-US')} calls each, ` +
+      `interleaved with the empty program's, whose ${eviction.floor.toFixed(0)} ns (the kernel's clock reads around a single ` +
+      `run) are taken off; the ring buffer is drained every ${RING_DRAIN_CALLS.toLocaleString('en-US')} calls, so that a ` +
+      `SYN does not wake a reader that has caught up.`,
+  ];
+}
+
+function section(results: readonly Result[], tgts: readonly Target[], w: WakeUp, eviction: OnePerCall, m: Machine, date: string, eventsRead: number): string {
   return [
     SECTION_HEADING,
     '',
@@ -592,6 +809,12 @@ function section(results: readonly Result[], tgts: readonly Target[], w: WakeUp,
     '',
     '```text',
     table(results),
+    '```',
+    '',
+    ...byNText(results, eviction),
+    '',
+    '```text',
+    byNTable(results, eviction),
     '```',
     '',
     `Targets: ${tgts.map(targetLine).join('; ')}.`,
@@ -609,7 +832,7 @@ function section(results: readonly Result[], tgts: readonly Target[], w: WakeUp,
   ].join('\n');
 }
 
-function entries(results: readonly Result[], tgts: readonly Target[], w: WakeUp): ResultEntry[] {
+function entries(results: readonly Result[], tgts: readonly Target[], w: WakeUp, eviction: OnePerCall): ResultEntry[] {
   const floor = results.find((r) => r.path.name === FLOOR_PROGRAM)?.median ?? NaN;
   const byPath = (name: string) => tgts.find((t) => t.path === name && t.comparison === FLOOR_COMPARISON);
   const perPath: ResultEntry[] = results.map((r) => {
@@ -624,8 +847,21 @@ function entries(results: readonly Result[], tgts: readonly Target[], w: WakeUp)
       target: t?.target ?? null,
       met: t ? t.met : null,
       frame: r.path.frame,
+      n: r.path.n ?? null,
     };
   });
+  const onePerCall: ResultEntry[] = eviction.rows.map((r) => ({
+    name: `${r.path.name}, one packet per call`,
+    value: round2(r.median),
+    unit: 'ns/packet',
+    comparison: `${FLOOR_PROGRAM}, one packet per call, same run`,
+    comparisonValue: round2(eviction.floor),
+    ratio: round2(r.median / eviction.floor),
+    target: null,
+    met: null,
+    frame: r.path.frame,
+    n: r.path.n ?? null,
+  }));
   const versus: ResultEntry[] = tgts
     .filter((t) => t.comparison !== FLOOR_COMPARISON)
     .map((t) => ({
@@ -648,7 +884,7 @@ function entries(results: readonly Result[], tgts: readonly Target[], w: WakeUp)
     target: null,
     met: null,
   };
-  return [...perPath, ...versus, wakeUp];
+  return [...perPath, ...onePerCall, ...versus, wakeUp];
 }
 
 function main(): void {
@@ -667,15 +903,22 @@ function main(): void {
     const filterAllow = loadXdpFilter(XDP_FILTER_ALLOWLIST, pinDir, SCANNER);
     collections.push(filterAllow);
 
-    const deployed = new Subject('deployed', Datapath.load(DEPLOYED));
+    const deployed = new Subject('deployed', Datapath.load(DEPLOYED), DEPLOYED_N);
     subjects.push(deployed);
+    const byN = [deployed];
+    for (const n of OTHER_N) {
+      const s = new Subject(`N = ${n}`, Datapath.load({ ...DEPLOYED, scanPorts: n }), n);
+      subjects.push(s);
+      byN.push(s);
+    }
     const all: Path[] = [
       { name: FLOOR_PROGRAM, frame: 'ACK (empty program: the floor)', program: floor.program(FLOOR_PROGRAM), data: ACK, verdict: XDP_PASS },
       ...deployedPaths(deployed),
+      ...byN.flatMap(detectorPaths),
     ];
     for (const v of VARIANTS) {
       const objectPath = v.defines.length ? compile(PW_SOURCE, join(tmp, `${v.defines.join('-')}.o`), v.defines) : OBJECT_PATH;
-      const s = new Subject(v.label, Datapath.load({ ...v.opts, objectPath }));
+      const s = new Subject(v.label, Datapath.load({ ...v.opts, objectPath }), v.opts.scanPorts ?? 0);
       subjects.push(s);
       for (const p of deployedPaths(s)) {
         const frame = v.paths[p.name];
@@ -684,8 +927,15 @@ function main(): void {
     }
     all.push(...xdpFilterPaths(filterDeny.program(XDP_FILTER_DENYLIST), filterAllow.program(XDP_FILTER_ALLOWLIST)));
 
+    const evictions = [DEPLOYED_N, ...OTHER_N].map((n) => {
+      const s = new Subject(`test clock, N = ${n}`, Datapath.load({ ...DEPLOYED, scanPorts: n, objectPath: TEST_CLOCK_OBJECT_PATH }), n);
+      subjects.push(s);
+      return evictionPath(s);
+    });
+    const singleFloor: Path = { ...all[0]!, name: `${FLOOR_PROGRAM}, one packet per call` };
+
     const bench = new Bench();
-    for (const p of all) bench.verify(p);
+    for (const p of [...all, ...evictions]) bench.verify(p);
     // The first calls after load pay for cold caches and first touches of the ring's pages.
     for (const p of all) bench.warmUp(p);
 
@@ -701,18 +951,21 @@ function main(): void {
     const synPath = all.find((p) => p.name === 'new-connection');
     if (!floorPath || !synPath) throw new BenchError('the floor or the new-connection path is missing');
     const wakeUp = measureWakeUp(bench, floorPath, synPath);
+    const eviction = measureOnePerCall(singleFloor, evictions);
     for (const s of subjects) s.checkBooks();
     const eventsRead = subjects.reduce((n, s) => n + s.eventsRead, 0);
 
     const medians = all.map((p) => ({ path: p, samples: samples.get(p) ?? [], median: median(samples.get(p) ?? []) }));
     const floorMedian = medians.find((r) => r.path.name === FLOOR_PROGRAM)?.median ?? NaN;
     const results: Result[] = medians.map((r) => ({ ...r, ratio: r.median / floorMedian }));
-    const tgts = targets(results);
+    const tgts = targets(results, eviction);
 
     const date = today();
     console.log(`Datapath cost, ${date}: ${machineText(m)}`);
     console.log('');
     console.log(table(results));
+    console.log('');
+    console.log(byNTable(results, eviction));
     console.log('');
     for (const t of tgts) console.log(`target: ${targetLine(t)}`);
     for (const line of wakeUpText(wakeUp, results)) console.log(line);
@@ -723,8 +976,8 @@ function main(): void {
     publish(
       'datapath',
       SECTION_HEADING,
-      () => entries(results, tgts, wakeUp),
-      () => section(results, tgts, wakeUp, m, date, eventsRead),
+      () => entries(results, tgts, wakeUp, eviction),
+      () => section(results, tgts, wakeUp, eviction, m, date, eventsRead),
       `${PACKETS_PER_MEASUREMENT.toLocaleString('en-US')} packets a measurement, ${ROUNDS} rounds`,
     );
   } finally {

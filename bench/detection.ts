@@ -4,8 +4,9 @@
 // and under a background load of SYN events.
 //
 // Probe + policy run as deployed in a victim namespace (bench/stack.ts).
-// Each detection is a source never seen before that sends SYNs to N = 3
-// ports. This process runs the attached program on those frames itself
+// Each detection is a source never seen before that sends SYNs to N ports
+// (the in-kernel detector at N = 3, 16 and 64, the policy alone at N = 3:
+// stack.SETUPS). This process runs the attached program on those frames itself
 // (BPF_PROG_TEST_RUN on a descriptor of the program), reading CLOCK_BOOTTIME
 // just before and just after the run of the crossing SYN: the timestamp the
 // program gives that SYN lies in between. The block's created_ns (the same
@@ -20,7 +21,7 @@ import { join } from 'node:path';
 import type { BlockEntry } from '@packetwatch/bpf';
 import type { Program, TypedMap } from 'libbpf-ts';
 import type { NamespacePair } from './namespaces.js';
-import type { DetectionMode, Stack } from './stack.js';
+import type { DetectionMode, Setup, Stack } from './stack.js';
 import { Cleanup, type CpuShares, cpuShares, cpuSnapshot, drive, runOnce, sleep, SLICE_MS, waitFor, XDP_PASS, startStackBench } from './harness.js';
 import {
   BenchError,
@@ -55,13 +56,22 @@ const LOAD_SETTLE_MS = SMOKE ? 500 : 6000;
 const LOAD_MAX_MS = 180_000;
 /** After the last detection, how long the blocks of the others may take to appear before they count as missed. */
 const BLOCK_WAIT_MS = 30_000;
-const TARGET_IDLE_MS = 2;
-const TARGET_LOAD_MS = 10;
+/** p99 targets in ms: the in-kernel detector's, at every N, and the policy's alone. */
+const TARGET_MS: Record<DetectionMode, Record<Background, number>> = {
+  'in-kernel': { idle: 1, load: 2 },
+  'policy alone': { idle: 2, load: 10 },
+};
 
-// Benchmarking addresses (RFC 2544): never a real peer. Each row gets its own
-// block of up to 8,192 sources, and no source is used twice.
-const source = (block: number, i: number) => `198.18.${block * 32 + (i >> 8)}.${i & 255}`;
-const SCAN_PORTS = [8001, 8002, 8003];
+// Benchmarking addresses (RFC 2544, 198.18.0.0/15): never a real peer. Each
+// phase of each setup gets its own block of 2,048 sources, and no source is
+// used twice.
+const SOURCES_PER_BLOCK = 2048;
+const source = (block: number, i: number) => {
+  const a = block * SOURCES_PER_BLOCK + i;
+  return `198.${18 + (a >> 16)}.${(a >> 8) & 255}.${a & 255}`;
+};
+/** The ports of a scan at N: 8001 up. */
+const scanPorts = (n: number) => Array.from({ length: n }, (_, i) => 8001 + i);
 /** The background load: one source, one port, never a scanner (documentation range, RFC 5737). */
 const BACKGROUND_SOURCE = '192.0.2.10';
 const BACKGROUND_PORT = 8080;
@@ -108,6 +118,8 @@ function cpuSample(stack: Stack, driverPid: number | undefined) {
 
 interface Row {
   mode: DetectionMode;
+  /** N of both detectors. */
+  n: number;
   background: Background;
   detections: number;
   /** created_ns - CLOCK_BOOTTIME before the crossing SYN, ms, ascending; Infinity for a block that never came. */
@@ -141,25 +153,27 @@ class Detections {
     private readonly stack: Stack,
     private readonly prog: Program,
     private readonly blocklist: Blocklist,
+    /** N: each detection is a scan of N ports. */
+    private readonly n: number,
   ) {}
 
-  /** Runs n detections from the sources of `block` on a schedule of DETECTION_RATE a second. */
-  async run(block: number, n: number): Promise<Sample[]> {
+  /** Runs `count` detections from the sources of `block` on a schedule of DETECTION_RATE a second. */
+  async run(block: number, count: number): Promise<Sample[]> {
     const { bpf, libbpf } = this.libs;
+    if (count > SOURCES_PER_BLOCK) throw new BenchError(`${count} detections do not fit a block of ${SOURCES_PER_BLOCK} sources`);
     const victim = this.stack.net.victimAddr;
-    const planned = Array.from({ length: n }, (_, i) => {
+    const planned = Array.from({ length: count }, (_, i) => {
       const src = source(block, i);
-      return { src, key: bpf.parseAddress(src), frames: SCAN_PORTS.map((port) => bpf.synFrame(src, victim, 40_000 + (i % 20_000), port)) };
+      return { src, key: bpf.parseAddress(src), frames: scanPorts(this.n).map((port) => bpf.synFrame(src, victim, 40_000 + (i % 20_000), port)) };
     });
     const samples: Sample[] = [];
     const start = performance.now();
     for (const [i, p] of planned.entries()) {
       const wait = start + (i * 1000) / DETECTION_RATE - performance.now();
       if (wait > 0) await sleep(wait);
-      const [first, second, crossing] = p.frames as [Buffer, Buffer, Buffer];
-      this.#pass(p.src, this.prog.testRun({ data: first }).retval);
-      this.#pass(p.src, this.prog.testRun({ data: second }).retval);
-      if (this.blocklist.get(p.key)) throw new BenchError(`${p.src} was blocked before its third port: the detectors are not at N = 3`);
+      const crossing = p.frames.at(-1)!;
+      for (const frame of p.frames.slice(0, -1)) this.#pass(p.src, this.prog.testRun({ data: frame }).retval);
+      if (this.blocklist.get(p.key)) throw new BenchError(`${p.src} was blocked before its ${this.n}th port: the detectors are not at N = ${this.n}`);
       const t0 = libbpf.clock.boottimeNs();
       const r = this.prog.testRun({ data: crossing });
       const t1 = libbpf.clock.boottimeNs();
@@ -212,7 +226,7 @@ class Detections {
 }
 
 function summarize(
-  mode: DetectionMode,
+  { mode, n }: Setup,
   background: Background,
   samples: readonly Sample[],
   entries: readonly (BlockEntry | undefined)[],
@@ -237,6 +251,7 @@ function summarize(
   });
   return {
     mode,
+    n,
     background,
     detections: samples.length,
     sortedMs: ms.sort((a, b) => a - b),
@@ -245,7 +260,7 @@ function summarize(
     policyLoggedMs,
     kernelWritten,
     inRun,
-    target: background === 'idle' ? TARGET_IDLE_MS : TARGET_LOAD_MS,
+    target: TARGET_MS[mode][background],
     load,
     cpu,
   };
@@ -281,28 +296,30 @@ function checkMode(mode: DetectionMode, samples: readonly Sample[], entries: rea
   });
 }
 
-async function measureMode(libs: Libs, net: NamespacePair, mode: DetectionMode, dir: string, cleanup: Cleanup, modeIndex: number): Promise<Row[]> {
+async function measureSetup(libs: Libs, net: NamespacePair, setup: Setup, dir: string, cleanup: Cleanup, modeIndex: number): Promise<Row[]> {
   const { stack: st, bpf } = libs;
+  const { mode } = setup;
+  const label = st.setupText(setup);
   const kernelFlag = bpf.BLOCK_FLAGS.kernelDetected;
-  const stack = await st.Stack.start(net, mode, cleanup);
+  const stack = await st.Stack.start(net, mode, cleanup, st.setupEnv(setup));
   const programId = (await stack.probeStatus()).programId;
   const prog = stack.openProgram(programId, cleanup);
   const blocklist = stack.openBlocklist(cleanup);
-  const d = new Detections(libs, stack, prog, blocklist);
+  const d = new Detections(libs, stack, prog, blocklist, setup.n);
 
   // Setup check: the background SYN passes, reaches the policy as one event, and blocks nothing.
   const frameFile = join(dir, `background-${modeIndex}.bin`);
   writeFileSync(frameFile, bpf.synFrame(BACKGROUND_SOURCE, net.victimAddr, 40_000, BACKGROUND_PORT));
   const received0 = (await stack.policyStatus()).eventsReceived;
   const verdict = runOnce(programId, frameFile);
-  if (verdict !== XDP_PASS) throw new BenchError(`setup check (${mode}): the background SYN got verdict ${verdict}, expected XDP_PASS`);
-  await waitFor(`the background SYN at the policy (${mode})`, async () => ((await stack.policyStatus()).eventsReceived > received0 ? true : undefined), 5000);
-  if (blocklist.get(bpf.parseAddress(BACKGROUND_SOURCE))) throw new BenchError(`setup check (${mode}): the background source was blocked`);
+  if (verdict !== XDP_PASS) throw new BenchError(`setup check (${label}): the background SYN got verdict ${verdict}, expected XDP_PASS`);
+  await waitFor(`the background SYN at the policy (${label})`, async () => ((await stack.policyStatus()).eventsReceived > received0 ? true : undefined), 5000);
+  if (blocklist.get(bpf.parseAddress(BACKGROUND_SOURCE))) throw new BenchError(`setup check (${label}): the background source was blocked`);
 
   const block = (phase: number) => modeIndex * 3 + phase;
   const warm = await d.run(block(0), WARMUP);
   checkMode(mode, warm, await d.blocks(warm), kernelFlag);
-  console.log(`${mode}: probe + policy up (program ${programId}), ${WARMUP} warm-up detections checked`);
+  console.log(`${label}: probe + policy up (program ${programId}), ${WARMUP} warm-up detections checked`);
 
   const rows: Row[] = [];
   const detections0 = (await stack.policyStatus()).detections;
@@ -311,7 +328,7 @@ async function measureMode(libs: Libs, net: NamespacePair, mode: DetectionMode, 
   const idle = await d.run(block(1), DETECTIONS);
   const idleBlocks = await d.blocks(idle);
   const idleCpu = cpuShares(c0, cpuSample(stack, undefined));
-  rows.push(summarize(mode, 'idle', idle, idleBlocks, await d.policyLogged(idle), kernelFlag, undefined, idleCpu));
+  rows.push(summarize(setup, 'idle', idle, idleBlocks, await d.policyLogged(idle), kernelFlag, undefined, idleCpu));
   report(rows.at(-1));
 
   let driver: ChildProcess | undefined;
@@ -346,14 +363,14 @@ async function measureMode(libs: Libs, net: NamespacePair, mode: DetectionMode, 
     probeLost: Number(p2.eventsLost - p1.eventsLost),
     ringbufFull: st.counterDelta(p1, p2, 'ringbufFull'),
   };
-  rows.push(summarize(mode, 'load', loaded, loadedBlocks, await d.policyLogged(loaded), kernelFlag, load, loadCpu));
+  rows.push(summarize(setup, 'load', loaded, loadedBlocks, await d.policyLogged(loaded), kernelFlag, load, loadCpu));
   report(rows.at(-1));
 
   const q3 = await stack.policyStatus();
   const counted = Number(q3.detections - detections0);
   const expected = rows.reduce((n, r) => n + r.detections - r.missed, 0);
-  if (counted < expected) console.log(`${mode}: note: the policy counted ${counted} detections, ${expected} blocks were found`);
-  if (q3.blockFailures > 0n) console.log(`${mode}: note: the policy counted ${q3.blockFailures} failed BlockIp calls`);
+  if (counted < expected) console.log(`${label}: note: the policy counted ${counted} detections, ${expected} blocks were found`);
+  if (q3.blockFailures > 0n) console.log(`${label}: note: the policy counted ${q3.blockFailures} failed BlockIp calls`);
 
   prog.close();
   blocklist.map.close();
@@ -367,6 +384,10 @@ async function backlog(stack: Stack): Promise<number> {
   const received = (await stack.policyStatus()).eventsReceived;
   const events = (await stack.probeStatus()).counters?.events ?? 0n;
   return (Number(events - received) / LOAD_RATE) * 1000;
+}
+
+function rowLabel(r: Row): string {
+  return `${r.mode}, N = ${r.n}`;
 }
 
 function ms(x: number): string {
@@ -385,7 +406,7 @@ function backgroundText(b: Background): string {
 function report(r: Row | undefined): void {
   if (!r) return;
   console.log(
-    `${r.mode}, ${backgroundText(r.background)}: ${count(r.detections)} detections, p50 ${ms(percentile(r.sortedMs, 50))} ms, ` +
+    `${rowLabel(r)}, ${backgroundText(r.background)}: ${count(r.detections)} detections, p50 ${ms(percentile(r.sortedMs, 50))} ms, ` +
       `p99 ${ms(percentile(r.sortedMs, 99))} ms, max ${ms(r.sortedMs.at(-1) ?? NaN)} ms, missed ${r.missed}` +
       (r.load
         ? `; background ${count(Math.round(r.load.offered))} SYN/s offered, policy received ${count(Math.round(r.load.policyReceived))}/s, ` +
@@ -398,7 +419,7 @@ function latencyTable(rows: readonly Row[]): string {
   return table(
     ['detection', 'background', 'detections', 'p50 ms', 'p99 ms', 'max ms', 'never blocked', 'policy log p50 ms', 'policy log p99 ms', 'target p99', 'result'],
     rows.map((r) => [
-      r.mode,
+      rowLabel(r),
       backgroundText(r.background),
       count(r.detections),
       ms(percentile(r.sortedMs, 50)),
@@ -418,7 +439,7 @@ function checksTable(rows: readonly Row[]): string {
   return table(
     ['detection', 'background', 'written by the program', 'created during the crossing SYN', 'SYN clock bracket p50 µs', 'p99 µs', 'max µs', 'policy logged'],
     rows.map((r) => [
-      r.mode,
+      rowLabel(r),
       backgroundText(r.background),
       count(r.kernelWritten),
       count(r.inRun),
@@ -439,7 +460,7 @@ function loadTable(rows: readonly Row[]): string {
       .filter((r) => r.load)
       .map((r) => {
         const l = r.load as LoadStats;
-        return [r.mode, l.seconds.toFixed(1), k(l.offered), k(l.policyReceived), l.backlogStartMs.toFixed(0), l.backlogEndMs.toFixed(0), count(l.probeLost), count(l.ringbufFull)];
+        return [rowLabel(r), l.seconds.toFixed(1), k(l.offered), k(l.policyReceived), l.backlogStartMs.toFixed(0), l.backlogEndMs.toFixed(0), count(l.probeLost), count(l.ringbufFull)];
       }),
     [false, true, true, true, true, true, true, true],
   );
@@ -450,7 +471,7 @@ function cpuTable(rows: readonly Row[], cpus: number): string {
   return table(
     ['detection', 'background', 'probe', 'policy', 'driver (bpftool + XDP)', 'detections (this process)', 'other processes', 'idle'],
     rows.map((r) => [
-      r.mode,
+      rowLabel(r),
       backgroundText(r.background),
       pct(r.cpu.probe),
       pct(r.cpu.policy),
@@ -465,16 +486,23 @@ function cpuTable(rows: readonly Row[], cpus: number): string {
 
 function verdictText(rows: readonly Row[]): string {
   return rows
-    .map((r) => `${r.mode} ${r.background === 'idle' ? 'at idle' : 'under load'}: p99 ${ms(percentile(r.sortedMs, 99))} ms vs <= ${r.target} ms, ${met(r) ? 'met' : 'MISSED'}`)
+    .map((r) => `${rowLabel(r)} ${r.background === 'idle' ? 'at idle' : 'under load'}: p99 ${ms(percentile(r.sortedMs, 99))} ms vs <= ${r.target} ms, ${met(r) ? 'met' : 'MISSED'}`)
     .join('; ');
 }
 
-const METHOD =
+function nText(setups: readonly Setup[], mode: DetectionMode): string {
+  const ns = setups.filter((s) => s.mode === mode).map((s) => s.n);
+  return ns.length > 1 ? `${ns.slice(0, -1).join(', ')} and ${ns.at(-1)}` : String(ns[0]);
+}
+
+const methodText = (setups: readonly Setup[]) =>
   `Probe and policy run as deployed (\`make run\`: the probe as root, the policy as the unprivileged packetwatch user, ` +
-  `Unix sockets) in a victim network namespace, XDP on its veth, with N = 3 ports within 60 s for both detectors, ` +
+  `Unix sockets) in a victim network namespace, XDP on its veth, with N ports within 60 s for both detectors ` +
+  `(PW_PORTSCAN_PORT_THRESHOLD: N = ${nText(setups, 'in-kernel')} with in-kernel detection on, N = ${nText(setups, 'policy alone')} with it off), ` +
   `PW_MAX_BLOCKS_PER_MINUTE=0, PW_BLOCKLIST_SIZE=262144, logs as JSON at info, no /metrics; in-kernel detection on ` +
-  `(PW_KERNEL_DETECTION=True) or off (False, the policy detects alone). A detection is a source never seen before ` +
-  `(198.18.0.0/15) sending SYNs to 3 ports; this process runs the attached program on its 3 frames itself ` +
+  `(PW_KERNEL_DETECTION=True) or off (False, the policy detects alone); each setup has services of its own, one after ` +
+  `the other. A detection is a source never seen before ` +
+  `(198.18.0.0/15) sending SYNs to N ports; this process runs the attached program on its N frames itself ` +
   `(BPF_PROG_TEST_RUN on a descriptor of the program, pinned by id with bpftool), ${DETECTION_RATE} detections a second on a ` +
   `fixed schedule, ${count(WARMUP)} warm-up detections first (they also check the mode: in-kernel blocks carry the ` +
   `program's flag and a created_ns within the crossing SYN's run, allowing the program's coarse clock its lag of up to two ticks, the policy's do not). ` +
@@ -493,7 +521,7 @@ const METHOD =
   `program passed that the policy had not received, in ms of the load. ` +
   `Percentiles are nearest-rank.`;
 
-function section(m: Machine, date: string, load: number, rows: readonly Row[]): string {
+function section(m: Machine, date: string, load: number, rows: readonly Row[], setups: readonly Setup[]): string {
   return [
     SECTION_HEADING,
     '',
@@ -501,7 +529,7 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[]): 
       'crosses the threshold to the block in the kernel map, with the in-kernel detector and with the policy alone.',
     '',
     ...sectionFacts('detection', date, m, load),
-    `- Method: ${METHOD}`,
+    `- Method: ${methodText(setups)}`,
     '',
     '```text',
     latencyTable(rows),
@@ -525,7 +553,8 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[]): 
     cpuTable(rows, m.cpus),
     '```',
     '',
-    `Targets (p99 <= ${TARGET_IDLE_MS} ms at idle, <= ${TARGET_LOAD_MS} ms under load): ${verdictText(rows)}.`,
+    `Targets (p99 at idle, under load): in-kernel <= ${TARGET_MS['in-kernel'].idle} ms, <= ${TARGET_MS['in-kernel'].load} ms at every N; ` +
+      `policy alone <= ${TARGET_MS['policy alone'].idle} ms, <= ${TARGET_MS['policy alone'].load} ms. ${verdictText(rows)}.`,
     '',
     '_This section is rewritten by `make bench-detection`._',
     '',
@@ -542,7 +571,7 @@ function results(rows: readonly Row[]): ResultEntry[] {
     ] as const) {
       const v = percentile(r.sortedMs, p);
       out.push({
-        name: `detection to block, ${r.mode}, ${r.background === 'idle' ? 'idle' : `${LOAD_RATE} SYN/s`} ${label}`,
+        name: `detection to block, ${rowLabel(r)}, ${r.background === 'idle' ? 'idle' : `${LOAD_RATE} SYN/s`} ${label}`,
         value: Number.isFinite(v) ? Math.round(v * 1000) / 1000 : -1,
         unit: 'ms',
         comparison: label === 'p99' ? 'target p99' : null,
@@ -575,7 +604,7 @@ async function main(): Promise<void> {
     const dir = cleanup.tempDir();
     const net = libs.stack.namespaces(SLOT, cleanup);
     const out: Row[] = [];
-    for (const [i, mode] of libs.stack.MODES.entries()) out.push(...(await measureMode(libs, net, mode, dir, cleanup, i)));
+    for (const [i, setup] of libs.stack.SETUPS.entries()) out.push(...(await measureSetup(libs, net, setup, dir, cleanup, i)));
     return out;
   });
   // In-kernel first, then the policy alone; idle before load within each.
@@ -594,7 +623,7 @@ async function main(): Promise<void> {
   console.log(cpuTable(rows, m.cpus));
   console.log('');
   console.log(`targets: ${verdictText(rows)}`);
-  publish('detection', SECTION_HEADING, () => results(rows), () => section(m, date, load, rows), `${DETECTIONS} detections a row`);
+  publish('detection', SECTION_HEADING, () => results(rows), () => section(m, date, load, rows, libs.stack.SETUPS), `${DETECTIONS} detections a row`);
 }
 
 await runBench('detection', main);

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { ClientReadableStream } from '@grpc/grpc-js';
 import type { ListDecisionsResponse, WatchEvent } from '@packetwatch/proto';
 import type { NamespacePair } from './namespaces.js';
-import type { DetectionMode, Stack } from './stack.js';
+import type { DetectionMode, Setup, Stack } from './stack.js';
 import { Cleanup, sleep, waitFor, startStackBench } from './harness.js';
 import {
   BenchError,
@@ -41,8 +41,9 @@ const nmapArgs = (victim: string) => ['-n', '-Pn', '-sS', '-T5', '-p', PORTS, vi
 // for 10,000 ports. Its count is settled long before (nothing passes once the
 // block is in), so a scan still running at the cap is stopped.
 const NMAP_CAP_MS = SMOKE ? 5000 : 120_000;
-const TARGET_LEAKED = 5;
-/** Sources (spoofed by hping3) each mode detects and blocks before the scan. */
+/** SYNs a scan may get past the crossing one: none with the in-kernel detector (at every N), 5 with the policy alone. */
+const TARGET_LEAKED: Record<DetectionMode, number> = { 'in-kernel': 0, 'policy alone': 5 };
+/** Sources (spoofed by hping3) each setup detects and blocks before the scan. */
 const WARM_SOURCES = 20;
 /** The next scan starts this long after the one before was blocked, or after STAGGER_MAX_MS. */
 const STAGGER_AFTER_BLOCK_MS = 1000;
@@ -63,6 +64,8 @@ interface NmapPorts {
 
 interface Row {
   mode: DetectionMode;
+  /** N of both detectors. */
+  n: number;
   nmapSeconds: number;
   /** Still scanning at NMAP_CAP_MS: stopped, its report lost. */
   nmapStopped: boolean;
@@ -183,23 +186,27 @@ function crossingIndex(ports: readonly number[], n: number): number {
   return 0;
 }
 
-/** One mode's stack, attacker feed and scan. */
+/** One setup's stack, attacker feed and scan. */
 class Run {
   private constructor(
     private readonly libs: Libs,
     readonly net: NamespacePair,
-    readonly mode: DetectionMode,
+    readonly setup: Setup,
     readonly stack: Stack,
     private readonly feed: Feed,
     private readonly cleanup: Cleanup,
   ) {}
 
-  static async prepare(libs: Libs, net: NamespacePair, mode: DetectionMode, cleanup: Cleanup): Promise<Run> {
-    const stack = await libs.stack.Stack.start(net, mode, cleanup);
+  get label(): string {
+    return this.libs.stack.setupText(this.setup);
+  }
+
+  static async prepare(libs: Libs, net: NamespacePair, setup: Setup, cleanup: Cleanup): Promise<Run> {
+    const stack = await libs.stack.Stack.start(net, setup.mode, cleanup, libs.stack.setupEnv(setup));
     const feed = new Feed(libs, stack, net.attackerAddr, Date.now() - 1000);
     cleanup.add('close the feed', () => feed.close());
-    const run = new Run(libs, net, mode, stack, feed, cleanup);
-    if ((await run.decisions()).length > 0) throw new BenchError(`setup check (${mode}): the policy starts with decisions`);
+    const run = new Run(libs, net, setup, stack, feed, cleanup);
+    if ((await run.decisions()).length > 0) throw new BenchError(`setup check (${run.label}): the policy starts with decisions`);
     await run.warmUp();
     return run;
   }
@@ -211,20 +218,21 @@ class Run {
    * start is slower (its code paths are cold).
    */
   async warmUp(): Promise<void> {
-    const { net, mode } = this;
+    const { net, label } = this;
+    const { n } = this.setup;
     const sources = Array.from({ length: WARM_SOURCES }, (_, i) => `198.18.${SLOT}.${i + 1}`);
     const runs = await Promise.all(
       sources.map((src) =>
-        net.inAttacker('hping3', ['-S', '-p', '++8001', '-c', String(this.libs.stack.PORT_THRESHOLD), '-i', 'u10000', '-a', src, net.victimAddr], 20_000),
+        net.inAttacker('hping3', ['-S', '-p', '++8001', '-c', String(n), '-i', 'u10000', '-a', src, net.victimAddr], 20_000),
       ),
     );
-    const sent = new RegExp(`^${this.libs.stack.PORT_THRESHOLD} packets transmitted`, 'm');
+    const sent = new RegExp(`^${n} packets transmitted`, 'm');
     const failed = runs.find((r) => !sent.test(r.stdout + r.stderr));
-    if (failed) throw new BenchError(`hping3 (warm-up, ${mode}) did not send its SYNs (exit ${failed.code}):\n${(failed.stderr || failed.stdout).trim()}`);
+    if (failed) throw new BenchError(`hping3 (warm-up, ${label}) did not send its SYNs (exit ${failed.code}):\n${(failed.stderr || failed.stdout).trim()}`);
     try {
-      await waitFor(`the warm-up blocks (${mode})`, async () => ((await this.decisions()).length >= sources.length ? true : undefined), 10_000);
+      await waitFor(`the warm-up blocks (${label})`, async () => ((await this.decisions()).length >= sources.length ? true : undefined), 10_000);
     } catch {
-      throw new BenchError(`setup check (${mode}): ${(await this.decisions()).length} of ${sources.length} warm-up scanners were blocked`);
+      throw new BenchError(`setup check (${label}): ${(await this.decisions()).length} of ${sources.length} warm-up scanners were blocked`);
     }
   }
 
@@ -241,11 +249,12 @@ class Run {
   }
 
   async scan(): Promise<Row> {
-    const { net, mode, stack, feed } = this;
+    const { net, label, stack, feed } = this;
+    const { mode, n } = this.setup;
     const st = this.libs.stack;
     const before = await stack.probeStatus();
     const r = await nmap(net.attackerNs, nmapArgs(net.victimAddr), this.cleanup);
-    if (!r.stopped && r.code !== 0) throw new BenchError(`nmap ${nmapArgs(net.victimAddr).join(' ')} (${mode}) exited with ${r.code}:\n${(r.stderr || r.stdout).trim()}`);
+    if (!r.stopped && r.code !== 0) throw new BenchError(`nmap ${nmapArgs(net.victimAddr).join(' ')} (${label}) exited with ${r.code}:\n${(r.stderr || r.stdout).trim()}`);
     const parsed = r.stopped ? undefined : parseNmap(r.stdout);
 
     let blocked = true;
@@ -256,8 +265,8 @@ class Run {
     }
     const after = await stack.probeStatus();
     const delta = (name: 'syn' | 'events' | 'synDropped' | 'ringbufFull') => st.counterDelta(before, after, name);
-    if (delta('syn') === 0) throw new BenchError(`setup check (${mode}): no SYN of the scan reached the XDP program on ${net.victimIf}`);
-    const crossingNow = () => crossingIndex(feed.ports, st.PORT_THRESHOLD);
+    if (delta('syn') === 0) throw new BenchError(`setup check (${label}): no SYN of the scan reached the XDP program on ${net.victimIf}`);
+    const crossingNow = () => crossingIndex(feed.ports, n);
     try {
       await waitFor('the crossing SYN in the feed', () => (crossingNow() > 0 ? true : undefined), 5000);
     } catch {
@@ -265,11 +274,12 @@ class Run {
     }
     await sleep(200); // the rest of the feed, for the checks
     feed.close();
-    if (feed.error) throw new BenchError(`the policy's Watch feed failed (${mode}): ${feed.error.message}`);
+    if (feed.error) throw new BenchError(`the policy's Watch feed failed (${label}): ${feed.error.message}`);
     const crossing = crossingNow();
     const passed = delta('events');
     return {
       mode,
+      n,
       nmapSeconds: r.seconds,
       nmapStopped: r.stopped,
       nmapReportedSeconds: parsed?.seconds ?? NaN,
@@ -289,7 +299,11 @@ class Run {
 }
 
 function met(r: Row): boolean {
-  return r.blocked && r.crossing > 0 && r.leaked <= TARGET_LEAKED;
+  return r.blocked && r.crossing > 0 && r.leaked <= TARGET_LEAKED[r.mode];
+}
+
+function rowLabel(r: Row): string {
+  return `${r.mode}, N = ${r.n}`;
 }
 
 function nmapTime(seconds: number, stopped: boolean): string {
@@ -302,7 +316,7 @@ function portsText(p: NmapPorts | undefined): string {
 
 function report(r: Row): void {
   console.log(
-    `${r.mode}: nmap ${r.nmapStopped ? `stopped after ${r.nmapSeconds.toFixed(1)} s` : `took ${r.nmapSeconds.toFixed(1)} s`}; ` +
+    `${rowLabel(r)}: nmap ${r.nmapStopped ? `stopped after ${r.nmapSeconds.toFixed(1)} s` : `took ${r.nmapSeconds.toFixed(1)} s`}; ` +
       `${count(r.syn)} SYNs, ${count(r.passed)} reached the victim (crossing SYN #${r.crossing}), ` +
       `${count(r.leaked)} after the crossing one, ${count(r.dropped)} dropped; nmap saw ${portsText(r.ports)}`,
   );
@@ -312,14 +326,14 @@ function leakTable(rows: readonly Row[]): string {
   return table(
     ['detection', 'nmap s', 'SYNs sent', 'reached the victim', 'crossing SYN', 'leaked after it', 'dropped by XDP', 'target', 'result'],
     rows.map((r) => [
-      r.mode,
+      rowLabel(r),
       nmapTime(r.nmapSeconds, r.nmapStopped),
       count(r.syn),
       count(r.passed),
       r.crossing > 0 ? `#${r.crossing}` : 'none',
       count(r.leaked),
       count(r.dropped),
-      `<= ${TARGET_LEAKED}`,
+      `<= ${TARGET_LEAKED[r.mode]}`,
       met(r) ? 'met' : 'MISSED',
     ]),
     [false, true, true, true, true, true, true, true, false],
@@ -330,7 +344,7 @@ function checksTable(rows: readonly Row[]): string {
   return table(
     ['detection', 'events (passed)', 'syn - synDropped', 'feed events', 'feed skipped', 'ringbufFull', 'decision', "nmap's report"],
     rows.map((r) => [
-      r.mode,
+      rowLabel(r),
       count(r.passed),
       count(r.passedBySyn),
       count(r.watched),
@@ -348,36 +362,37 @@ function baselineText(b: NmapRun, ports: NmapPorts | undefined): string {
 }
 
 function verdictText(rows: readonly Row[]): string {
-  return rows.map((r) => `${r.mode}: ${count(r.leaked)} leaked vs <= ${TARGET_LEAKED}, ${met(r) ? 'met' : 'MISSED'}`).join('; ');
+  return rows.map((r) => `${rowLabel(r)}: ${count(r.leaked)} leaked vs <= ${TARGET_LEAKED[r.mode]}, ${met(r) ? 'met' : 'MISSED'}`).join('; ');
 }
 
-const METHOD =
+const methodText = (setups: readonly Setup[]) =>
   `Probe and policy run as deployed (\`make run\`: the probe as root, the policy as the unprivileged packetwatch user, ` +
-  `Unix sockets) in a victim network namespace, XDP on its end of a veth pair, with N = 3 ports within 60 s for both ` +
-  `detectors, PW_MAX_BLOCKS_PER_MINUTE=0, logs as JSON at info; in-kernel detection on (PW_KERNEL_DETECTION=True) or ` +
-  `off (False, the policy detects alone), each mode with namespaces and services of its own. Before the scan, each ` +
-  `detects and blocks ${WARM_SOURCES} other sources (hping3 -a <spoofed source> -S, 3 SYNs to 3 ports each), so that the ` +
+  `Unix sockets) in a victim network namespace, XDP on its end of a veth pair, with N ports within 60 s for both ` +
+  `detectors (PW_PORTSCAN_PORT_THRESHOLD; the setups: ${setups.map((x) => `${x.mode} at N = ${x.n}`).join(', ')}), ` +
+  `PW_MAX_BLOCKS_PER_MINUTE=0, logs as JSON at info; in-kernel detection on (PW_KERNEL_DETECTION=True) or ` +
+  `off (False, the policy detects alone), each setup with namespaces and services of its own. Before the scan, each ` +
+  `detects and blocks ${WARM_SOURCES} other sources (hping3 -a <spoofed source> -S, N SYNs to N ports each), so that the ` +
   `scan meets warm services, as in a deployment that has been running. From the attacker namespace: ` +
   `\`nmap ${nmapArgs('<victim>').join(' ')}\` (nothing listens on the victim: a port that answers is closed). ` +
   `"reached the victim" = SYNs the program let through (its events counter; syn - synDropped agrees below). The policy's ` +
-  `Watch feed for the attacker lists them in order; the crossing SYN is the one that brings the distinct ports to 3, and ` +
+  `Watch feed for the attacker lists them in order; the crossing SYN is the one that brings the distinct ports to N, and ` +
   `"leaked after it" = those that passed after it. (The feed skips events while a watcher has many unsent, "feed ` +
   `skipped" from the policy's log, but never the first ones, where the crossing SYN is.) "nmap s" is the wall time of ` +
   `the nmap process. Once blocked, nmap -T5 slows to a crawl on the ports that no longer answer (it takes the drops ` +
   `for congestion), so a scan still running after ${NMAP_CAP_MS / 1000} s is stopped: its count is settled long before, ` +
-  `since nothing passes once the block is in. For the same reason the scans overlap to keep the bench short: the ` +
-  `second starts ${STAGGER_AFTER_BLOCK_MS / 1000} s after the first was blocked, when all the first still sends is ` +
+  `since nothing passes once the block is in. For the same reason the scans overlap to keep the bench short: each ` +
+  `starts ${STAGGER_AFTER_BLOCK_MS / 1000} s after the one before was blocked, when all that one still sends is ` +
   `retries the program drops.`;
 
-function section(m: Machine, date: string, load: number, rows: readonly Row[], baseline: string): string {
+function section(m: Machine, date: string, load: number, rows: readonly Row[], baseline: string, setups: readonly Setup[]): string {
   return [
     SECTION_HEADING,
     '',
     'How many SYNs of a fast scanner reach the victim after the one that makes it a scanner, with the in-kernel ' +
-      'detector and with the policy alone.',
+      `detector (at N = ${setups.filter((x) => x.mode === 'in-kernel').map((x) => x.n).join(', ')}) and with the policy alone.`,
     '',
     ...sectionFacts('leak', date, m, load),
-    `- Method: ${METHOD}`,
+    `- Method: ${methodText(setups)}`,
     '',
     '```text',
     leakTable(rows),
@@ -391,7 +406,7 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], b
     '',
     `For comparison, ${baseline}.`,
     '',
-    `Target (<= ${TARGET_LEAKED} SYNs after the crossing one with N = 3): ${verdictText(rows)}.`,
+    `Targets (SYNs after the crossing one: none with the in-kernel detector at every N, <= ${TARGET_LEAKED['policy alone']} with the policy alone): ${verdictText(rows)}.`,
     '',
     '_This section is rewritten by `make bench-leak`._',
     '',
@@ -401,12 +416,12 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], b
 function results(rows: readonly Row[], baseline: NmapRun): ResultEntry[] {
   const out = rows.flatMap((r): ResultEntry[] => [
     {
-      name: `SYNs leaked after the crossing one, ${r.mode}`,
+      name: `SYNs leaked after the crossing one, ${rowLabel(r)}`,
       value: r.leaked,
       unit: 'SYNs',
       comparison: 'target',
-      comparisonValue: TARGET_LEAKED,
-      target: `<= ${TARGET_LEAKED} SYNs after the crossing one`,
+      comparisonValue: TARGET_LEAKED[r.mode],
+      target: `<= ${TARGET_LEAKED[r.mode]} SYNs after the crossing one`,
       met: met(r),
       ports: PORTS,
       synSent: r.syn,
@@ -418,7 +433,7 @@ function results(rows: readonly Row[], baseline: NmapRun): ResultEntry[] {
       blocked: r.blocked,
     },
     {
-      name: `nmap duration, ${r.mode}`,
+      name: `nmap duration, ${rowLabel(r)}`,
       value: round2(r.nmapSeconds),
       unit: 's',
       comparison: 'nmap duration without Packetwatch',
@@ -450,12 +465,12 @@ async function main(): Promise<void> {
   let baseline: NmapRun | undefined;
   const rows = await cleanup.around(async () => {
     // The scan against a victim nothing protects, for comparison.
-    const bare = libs.stack.namespaces(SLOT + libs.stack.MODES.length, cleanup);
+    const bare = libs.stack.namespaces(SLOT + libs.stack.SETUPS.length, cleanup);
     baseline = await nmap(bare.attackerNs, nmapArgs(bare.victimAddr), cleanup);
     if (!baseline.stopped && baseline.code !== 0) throw new BenchError(`nmap (without Packetwatch) exited with ${baseline.code}:\n${(baseline.stderr || baseline.stdout).trim()}`);
     console.log(`without Packetwatch: nmap took ${baseline.seconds.toFixed(1)} s`);
     const runs: Run[] = [];
-    for (const [i, mode] of libs.stack.MODES.entries()) runs.push(await Run.prepare(libs, libs.stack.namespaces(SLOT + i, cleanup), mode, cleanup));
+    for (const [i, setup] of libs.stack.SETUPS.entries()) runs.push(await Run.prepare(libs, libs.stack.namespaces(SLOT + i, cleanup), setup, cleanup));
     // A scan that is blocked early spends most of its time waiting on
     // filtered ports (about 100 s for 10,000 at -T5), so the scans overlap:
     // the next starts once the one before has been blocked, when all it
@@ -493,7 +508,7 @@ async function main(): Promise<void> {
   console.log(baselineSummary);
   console.log(`target: ${verdictText(rows)}`);
   const ran = baseline;
-  publish('leak', SECTION_HEADING, () => results(rows, ran), () => section(m, date, load, rows, baselineSummary), `-p ${PORTS}`);
+  publish('leak', SECTION_HEADING, () => results(rows, ran), () => section(m, date, load, rows, baselineSummary, libs.stack.SETUPS), `-p ${PORTS}`);
 }
 
 await runBench('leak', main);

@@ -21,6 +21,27 @@ export const PORT_THRESHOLD = 3;
 export type DetectionMode = 'in-kernel' | 'policy alone';
 export const MODES: readonly DetectionMode[] = ['in-kernel', 'policy alone'];
 
+/** A detection mode at an N (PW_PORTSCAN_PORT_THRESHOLD of both services). */
+export interface Setup {
+  mode: DetectionMode;
+  n: number;
+}
+
+/** The in-kernel detector at the issue's N and at larger ones up to the most it takes (docs/detection.md), then the policy alone. */
+export const SETUPS: readonly Setup[] = [
+  ...[PORT_THRESHOLD, 16, 64].map((n): Setup => ({ mode: 'in-kernel', n })),
+  { mode: 'policy alone', n: PORT_THRESHOLD },
+];
+
+export function setupText(s: Setup): string {
+  return `${s.mode}, N = ${s.n}`;
+}
+
+/** The settings that make a Stack run a setup's N. */
+export function setupEnv(s: Setup): Record<string, string> {
+  return { PW_PORTSCAN_PORT_THRESHOLD: String(s.n) };
+}
+
 /** The victim/attacker namespaces, removed by the cleanup. */
 export function namespaces(slot: number, cleanup: Cleanup): NamespacePair {
   let net: NamespacePair;

@@ -139,7 +139,7 @@ async function main(): Promise<void> {
       '',
       '### Targets',
       '',
-      'Rows marked "policy alone" measure the policy\'s detector with the in-kernel detector off (PW_KERNEL_DETECTION=False; also the case for N > 8): the fallback, not the default. Why each missed target is missed is said in its section.',
+      'Rows marked "policy alone" measure the policy\'s detector with the in-kernel detector off (PW_KERNEL_DETECTION=False; also the case for an N above what the XDP program takes, docs/detection.md): the fallback, not the default. Why each missed target is missed is said in its section.',
       '',
       '```text',
       targets,

@@ -28,18 +28,23 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /*
- * PW_VARIANT_* switches are never set by the build: bench/datapath.ts compiles
- * them to measure, in the same run, what a design choice buys (the earlier
- * precise clock, every block hit on the full path) and what a step
- * costs (the event write).
+ * PW_VARIANT_* switches are never set for the deployed object: bench/datapath.ts
+ * compiles them to measure, in the same run, what a design choice buys (the
+ * earlier precise clock, every block hit on the full path) and what a step
+ * costs (the event write). PW_VARIANT_TEST_CLOCK is the one the build makes
+ * too (bpf/build/packetwatch-test-clock.bpf.o): the program's clock read from
+ * the test_clock map, so that a test gives every SYN the time it wants
+ * (test/detection/differential.root.test.ts).
  */
 
 /* Load-time constants (.rodata), set by user space before load. */
 const volatile __u32 drop_mode = PW_DROP_SYN;
-/* In-kernel scan detection: N distinct ports (0 = off, at most
- * PW_SCAN_MAX_PORTS) within scan_window_ns; blocks last scan_block_ns
+/* In-kernel scan detection (docs/detection.md): N distinct ports (0 = off,
+ * at most PW_SCAN_MAX_PORTS) within scan_window_ns; blocks last scan_block_ns
  * (0 = permanent); at most scan_blocks_per_min of them a minute (0 = no
- * cap), the blocks beyond lasting scan_capped_block_ns. */
+ * cap), the blocks beyond lasting scan_capped_block_ns. The verifier reads
+ * .rodata as constants, so it knows N: the detector's loops are checked for
+ * that many ports, and the scanners value is sized for it. */
 const volatile __u32 scan_ports = 0;
 const volatile __u64 scan_window_ns = 60000000000ULL;
 const volatile __u64 scan_block_ns = 0;
@@ -67,15 +72,26 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
-/* The in-kernel detector's state. An LRU: under a flood of forged sources the
- * least recently seen are forgotten, which only makes detection of them
- * later, never wrong. */
+/* The in-kernel detector's state (struct pw_scan and its entries). An LRU:
+ * under a flood of forged sources the least recently seen are forgotten,
+ * which only makes detection of them later, never wrong. Its value size is
+ * set at load for N (PW_SCAN_STATE_SIZE(scan_ports)), so the map is declared
+ * by sizes, without BTF types (whose size would have to match). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct pw_addr);
-	__type(value, struct pw_scan);
+	__uint(key_size, sizeof(struct pw_addr));
+	__uint(value_size, PW_SCAN_STATE_SIZE(PW_SCAN_MAX_PORTS));
 	__uint(max_entries, 65536);
 } scanners SEC(".maps");
+
+/* Where a source's first hit is put together before it is copied into
+ * scanners: a value for N = 64 is larger than the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, PW_SCAN_STATE_SIZE(PW_SCAN_MAX_PORTS));
+	__uint(max_entries, 1);
+} scan_fresh SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -156,6 +172,8 @@ enum pw_counter _pw_counter_btf __attribute__((unused));
 enum pw_block_reason _pw_block_reason_btf __attribute__((unused));
 enum pw_drop_mode _pw_drop_mode_btf __attribute__((unused));
 enum pw_scan_verdict _pw_scan_verdict_btf __attribute__((unused));
+enum pw_scan_limit _pw_scan_limit_btf __attribute__((unused));
+struct pw_scan _pw_scan_btf __attribute__((unused));
 
 #define VLAN_MAX_DEPTH 2
 #define IPV6_EXT_MAX 8
@@ -337,8 +355,24 @@ static __always_inline enum parse_result parse_ipv6(struct cursor *cur, struct l
 __u64 clock_recheck_ns;
 __s64 clock_boot_offset_ns;
 
+#ifdef PW_VARIANT_TEST_CLOCK
+/* The time of every frame in the test build: what the test wrote here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} test_clock SEC(".maps");
+#endif
+
 static __always_inline __u64 pw_now(void)
 {
+#ifdef PW_VARIANT_TEST_CLOCK
+	__u32 zero = 0;
+	__u64 *test_now = bpf_map_lookup_elem(&test_clock, &zero);
+
+	return test_now ? *test_now : 0;
+#endif
 #ifdef PW_VARIANT_PRECISE_CLOCK
 	return bpf_ktime_get_boot_ns();
 #endif
@@ -473,82 +507,312 @@ static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src
 	return verdict;
 }
 
-/* The policy's rule at line rate: keep the N most recent distinct ports of
- * a source with the time of their last hit; N of them within the window is
- * a scan. The SYN that crosses the threshold passes (as it does with the
+/*
+ * The scan rule of docs/detection.md at line rate, with the semantics of the
+ * policy's detector (services/policy/src/detector.ts), which the differential
+ * test holds it to: per source, the N most recently hit distinct ports, each
+ * with the time of its most recent hit; N of them within the window is a
+ * scan. The SYN that crosses the threshold passes (as it does with the
  * policy's detector); the next one is dropped.
  *
+ * Per SYN of a tracked source: a search of its ports four at a time, and the
+ * window checked against the newest and oldest times kept (last_ns, min_ns).
+ * A hit that moves the oldest time (a hit on the oldest port, a new port
+ * once N are kept) also takes a pass over its group of 8 entries and over
+ * the groups' oldest times (struct pw_scan). Which of two entries with the
+ * same time counts as the oldest does not change a decision (only the times
+ * kept do), so the order need not be the detector's. Concurrent SYNs of one
+ * source on two CPUs can lose a hit (detected a SYN later) or, rarely, store
+ * a port twice or leave the oldest times stale; a crossing is therefore
+ * confirmed on the entries themselves before anything is blocked, so a race
+ * never blocks a source that has not reached N distinct ports within the
+ * window.
+ */
+
+/* The rule's clock: the newest time of any SYN the detector took, from any
+ * source (the detector's "newest"). Written only when it moves, so per SYN
+ * it is a read of a line every CPU shares. */
+__u64 scan_clock_ns;
+
+/* The helpers below take n = scan_ports as read once by pw_track_scan:
+ * every read of a const volatile is a load, and the verifier knows the
+ * value either way (it reads .rodata as constants). */
+static __always_inline __u16 *scan_ports_of(struct pw_scan *s)
+{
+	return (__u16 *)(s + 1);
+}
+
+static __always_inline __u64 *scan_times_of(struct pw_scan *s, __u32 n)
+{
+	return (__u64 *)((__u8 *)s + PW_SCAN_TIMES_OFF(n));
+}
+
+static __always_inline __u64 *scan_gmin_of(struct pw_scan *s, __u32 n)
+{
+	return (__u64 *)((__u8 *)s + PW_SCAN_GMIN_OFF(n));
+}
+
+static __always_inline __u8 *scan_gidx_of(struct pw_scan *s, __u32 n)
+{
+	return (__u8 *)s + PW_SCAN_GIDX_OFF(n);
+}
+
+/* The entry of port among the first count (<= n), or count when it is not
+ * there. Four ports a step: a lane of word ^ pattern is zero where the port
+ * is, and the borrow trick flags zero lanes; it can flag a lane above a true
+ * zero lane too, never below one, so the lowest flag is exact (the ports
+ * kept are distinct: there is at most one). Lanes past count are masked. */
+static __always_inline __u32 scan_lane(__u64 z)
+{
+	return (z & 0xffffULL) ? 0 : (z & 0xffffffffULL) ? 1 : (z & 0xffffffffffffULL) ? 2 : 3;
+}
+
+static __always_inline __u64 scan_zero_lanes(__u64 word, __u64 pattern)
+{
+	__u64 x = word ^ pattern;
+
+	return (x - 0x0001000100010001ULL) & ~x & 0x8000800080008000ULL;
+}
+
+static __always_inline __u32 scan_find(struct pw_scan *s, __u32 n, __u32 count, __u16 port)
+{
+	const __u64 *word = (const __u64 *)(s + 1);
+	__u64 pattern = port * 0x0001000100010001ULL, z0, z1;
+	/* Words whose four lanes are all in use (count <= n: fewer than n's words). */
+	__u32 full = count / 4, i;
+
+	/* The full words two at a time, */
+	for (i = 0; i < PW_SCAN_PORT_WORDS(PW_SCAN_MAX_PORTS); i += 2) {
+		if (i + 1 >= full)
+			break;
+		z0 = scan_zero_lanes(word[i], pattern);
+		z1 = scan_zero_lanes(word[i + 1], pattern);
+		if (z0 | z1)
+			return z0 ? 4 * i + scan_lane(z0) : 4 * i + 4 + scan_lane(z1);
+	}
+	/* the one left over, */
+	if (i < full) {
+		z0 = scan_zero_lanes(word[i], pattern);
+		if (z0)
+			return 4 * i + scan_lane(z0);
+		i++;
+	}
+	/* then the lanes in use of the last one. */
+	if (i < PW_SCAN_PORT_WORDS(n) && 4 * i < count) {
+		z0 = scan_zero_lanes(word[i], pattern) & ((1ULL << (16 * (count - 4 * i))) - 1);
+		if (z0)
+			return 4 * i + scan_lane(z0);
+	}
+	return count;
+}
+
+/* The oldest time of group g (its entries below count <= n), and where. */
+static __always_inline void scan_group_min(struct pw_scan *s, __u32 n, __u32 count, __u32 g)
+{
+	__u64 *time = scan_times_of(s, n);
+	__u32 first = g * PW_SCAN_GROUP, idx = first;
+	__u64 min;
+
+	if (g >= PW_SCAN_GROUPS(n) || first >= count)
+		return;
+	min = time[first];
+	for (__u32 k = 1; k < PW_SCAN_GROUP; k++) {
+		__u32 j = first + k;
+		__u64 d, smaller;
+
+		if (j >= count)
+			break;
+		/* Without a branch to mispredict: times are below 2^63, so the
+		 * sign of time[j] - min says which is smaller. */
+		d = time[j] - min;
+		smaller = (__u64)((__s64)d >> 63);
+		min += d & smaller;
+		idx ^= (idx ^ j) & smaller;
+	}
+	scan_gmin_of(s, n)[g] = min;
+	scan_gidx_of(s, n)[g] = idx;
+}
+
+/* min_ns and min_idx from the groups' oldest times. */
+static __always_inline void scan_global_min(struct pw_scan *s, __u32 n, __u32 count)
+{
+	__u64 *gmin = scan_gmin_of(s, n);
+	__u8 *gidx = scan_gidx_of(s, n);
+	__u64 min = gmin[0];
+	__u32 best = 0;
+
+	for (__u32 g = 1; g < PW_SCAN_GROUPS(PW_SCAN_MAX_PORTS); g++) {
+		__u64 d, smaller;
+
+		if (g >= PW_SCAN_GROUPS(n) || g * PW_SCAN_GROUP >= count)
+			break;
+		d = gmin[g] - min;
+		smaller = (__u64)((__s64)d >> 63);
+		min += d & smaller;
+		best ^= (best ^ g) & smaller;
+	}
+	s->min_ns = min;
+	s->min_idx = gidx[best & (PW_SCAN_GROUPS(PW_SCAN_MAX_PORTS) - 1)];
+}
+
+/* Entry i's time went up: the oldest of its group and overall follow. */
+static __always_inline void scan_time_raised(struct pw_scan *s, __u32 n, __u32 count, __u32 i)
+{
+	__u32 g = i / PW_SCAN_GROUP;
+
+	if (g >= PW_SCAN_GROUPS(n))
+		return;
+	if (scan_gidx_of(s, n)[g] == i)
+		scan_group_min(s, n, count, g);
+	if (s->min_idx == i)
+		scan_global_min(s, n, count);
+}
+
+/* A crossing by last_ns and min_ns, checked on the N entries themselves:
+ * distinct ports, newest minus oldest time within the window. Runs once per
+ * detection (quadratic in N), so it can afford to trust nothing the other
+ * CPUs may have been writing. When it disagrees, the history is put right:
+ * the oldest times recomputed, or, with a port kept twice, started afresh. */
+static __always_inline int scan_confirm(struct pw_scan *s, __u32 n)
+{
+	__u16 *port = scan_ports_of(s);
+	__u64 *time = scan_times_of(s, n);
+	__u64 min = ~0ULL, max = 0;
+
+	for (__u32 i = 0; i < PW_SCAN_MAX_PORTS; i++) {
+		if (i >= n)
+			break;
+		if (time[i] < min)
+			min = time[i];
+		if (time[i] > max)
+			max = time[i];
+		if (scan_find(s, n, i, port[i]) != i) {
+			s->count = 1;
+			s->last_ns = time[0];
+			scan_gmin_of(s, n)[0] = time[0];
+			scan_gidx_of(s, n)[0] = 0;
+			s->min_ns = time[0];
+			s->min_idx = 0;
+			return 0;
+		}
+	}
+	if (max - min >= scan_window_ns) {
+		for (__u32 g = 0; g < PW_SCAN_GROUPS(PW_SCAN_MAX_PORTS); g++)
+			scan_group_min(s, n, n, g);
+		scan_global_min(s, n, n);
+		return 0;
+	}
+	return 1;
+}
+
+/* A source's history becomes the single hit (port, now). */
+static __always_inline void scan_restart(struct pw_scan *s, __u32 n, __u32 port, __u64 now)
+{
+	scan_ports_of(s)[0] = port;
+	scan_times_of(s, n)[0] = now;
+	scan_gmin_of(s, n)[0] = now;
+	scan_gidx_of(s, n)[0] = 0;
+	s->last_ns = now;
+	s->min_ns = now;
+	s->min_idx = 0;
+	s->count = 1;
+}
+
+/*
  * A global function: the verifier checks it once, on its own, rather than
  * once for every parsing path that reaches it, which would exceed its
- * complexity limit. */
+ * complexity limit.
+ */
 __noinline int pw_track_scan(const struct pw_addr *src, __u32 dport, __u64 now)
 {
+	__u32 zero = 0, n = scan_ports, count, i;
+	__u64 clock = scan_clock_ns, *time;
 	struct pw_scan *s;
-	struct pw_scan fresh = {};
-	__u64 newest = 0, oldest = ~0ULL;
-	__u32 n, slot = PW_SCAN_MAX_PORTS, victim = 0;
+	__u16 *port;
 
-	if (!src || scan_ports == 0)
+	if (!src || n == 0)
 		return PW_SCAN_NONE;
-	if (scan_ports == 1)
+	if (now > clock) {
+		scan_clock_ns = now;
+		clock = now;
+	}
+	if (n == 1)
 		return scan_block(src, now);
 
 	s = bpf_map_lookup_elem(&scanners, src);
 	if (!s) {
-		fresh.last_ns[0] = now;
-		fresh.port[0] = dport;
-		fresh.count = 1;
-		bpf_map_update_elem(&scanners, src, &fresh, BPF_ANY);
+		/* T or more older than the clock: expired on arrival. */
+		if (clock - now >= scan_window_ns)
+			return PW_SCAN_NONE;
+		s = bpf_map_lookup_elem(&scan_fresh, &zero);
+		if (!s)
+			return PW_SCAN_NONE;
+		scan_restart(s, n, dport, now);
+		/* Created meanwhile by another CPU: its history stands, this hit is lost. */
+		bpf_map_update_elem(&scanners, src, s, BPF_NOEXIST);
 		return PW_SCAN_NONE;
 	}
-	n = s->count;
-	if (n > PW_SCAN_MAX_PORTS)
-		n = PW_SCAN_MAX_PORTS;
-	for (__u32 i = 0; i < PW_SCAN_MAX_PORTS; i++) {
-		if (i >= n)
-			break;
-		if (s->port[i] == dport)
-			slot = i;
-		if (s->last_ns[i] > newest)
-			newest = s->last_ns[i];
-		if (s->last_ns[i] < oldest) {
-			oldest = s->last_ns[i];
-			victim = i;
-		}
-	}
-	/* Idle for a whole window: whatever it did before no longer counts. */
-	if (now - newest >= scan_window_ns) {
-		s->last_ns[0] = now;
-		s->port[0] = dport;
-		s->count = 1;
+	/* Idle for T or more: its history is expired. (last_ns can be ahead of
+	 * the clock read above when another CPU has just moved both.) */
+	if (clock > s->last_ns && clock - s->last_ns >= scan_window_ns) {
+		if (clock - now >= scan_window_ns)
+			bpf_map_delete_elem(&scanners, src);
+		else
+			scan_restart(s, n, dport, now);
 		return PW_SCAN_NONE;
 	}
-	if (slot < PW_SCAN_MAX_PORTS) {
-		if (now > s->last_ns[slot])
-			s->last_ns[slot] = now;
-		return PW_SCAN_NONE;   /* a repeated port adds nothing */
-	}
-	if (n < scan_ports && n < PW_SCAN_MAX_PORTS) {
-		slot = n;
-		s->count = n + 1;
-		n++;
-	} else {
-		slot = victim;
-	}
-	slot &= PW_SCAN_MAX_PORTS - 1;
-	s->port[slot] = dport;
-	s->last_ns[slot] = now;
-	if (n < scan_ports)
-		return PW_SCAN_NONE;
 
-	oldest = now;
-	for (__u32 i = 0; i < PW_SCAN_MAX_PORTS; i++) {
+	count = s->count;
+	if (count > n)
+		count = n;
+	port = scan_ports_of(s);
+	time = scan_times_of(s, n);
+	i = scan_find(s, n, count, dport);
+	if (i < count) {
+		/* A repeated port: its time moves to the later hit, it does not count twice. */
+		if (now <= time[i])
+			return PW_SCAN_NONE;
+		time[i] = now;
+		if (now > s->last_ns)
+			s->last_ns = now;
+		scan_time_raised(s, n, count, i);
+		if (count < n)
+			return PW_SCAN_NONE;
+	} else if (count < n) {
+		__u32 g = count / PW_SCAN_GROUP;
+
+		port[count] = dport;
+		time[count] = now;
+		if (g < PW_SCAN_GROUPS(n) && (count % PW_SCAN_GROUP == 0 || now < scan_gmin_of(s, n)[g])) {
+			scan_gmin_of(s, n)[g] = now;
+			scan_gidx_of(s, n)[g] = count;
+		}
+		if (now < s->min_ns) {
+			s->min_ns = now;
+			s->min_idx = count;
+		}
+		if (now > s->last_ns)
+			s->last_ns = now;
+		/* After the entry (a volatile store is not moved before it): a CPU
+		 * that sees the count sees the port, on x86 at least. */
+		*(volatile __u8 *)&s->count = count + 1;
+		if (count + 1 < n)
+			return PW_SCAN_NONE;
+	} else {
+		/* N kept: the new port replaces the oldest, unless it is older than
+		 * all of them (then it cannot be among the N most recent). */
+		if (now < s->min_ns)
+			return PW_SCAN_NONE;
+		i = s->min_idx;
 		if (i >= n)
-			break;
-		if (s->last_ns[i] < oldest)
-			oldest = s->last_ns[i];
+			i = 0;
+		port[i] = dport;
+		time[i] = now;
+		if (now > s->last_ns)
+			s->last_ns = now;
+		scan_time_raised(s, n, n, i);
 	}
-	if (now - oldest >= scan_window_ns)
+	if (s->last_ns - s->min_ns >= scan_window_ns || !scan_confirm(s, n))
 		return PW_SCAN_NONE;
 	bpf_map_delete_elem(&scanners, src);
 	return scan_block(src, now);

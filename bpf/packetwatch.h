@@ -90,15 +90,39 @@ enum pw_scan_verdict {
 	PW_SCAN_FULL = 4,        /* crossed, not blocked: the blocklist is full */
 };
 
-#define PW_SCAN_MAX_PORTS 8
-
-/* Value of the scanners LRU map: the most recent distinct ports of a source. */
-struct pw_scan {
-	__u64 last_ns[PW_SCAN_MAX_PORTS];
-	__u16 port[PW_SCAN_MAX_PORTS];
-	__u32 count;
-	__u32 _pad;
+/* Most ports the in-kernel detector can be set to (N of the rule,
+ * docs/detection.md). An enum, so that the object's BTF carries it to the
+ * test that holds bpf/src/records.ts to it. */
+enum pw_scan_limit {
+	PW_SCAN_MAX_PORTS = 64,
 };
+
+/* A value of the scanners map: what the detector keeps of one source, sized
+ * for N = scan_ports at load (PW_SCAN_STATE_SIZE). This head is followed by
+ *  - the ports: __u16, N rounded up to whole 64-bit words (the search reads
+ *    four at a time);
+ *  - the times: __u64 ns, N of them;
+ *  - per group of PW_SCAN_GROUP entries (entries 8g to 8g + 7), the oldest
+ *    time among them: __u64, one a group;
+ *  - per group, an entry holding that time: __u8, rounded up to a word.
+ * Entry i is (port[i], time[i]); entries 0..count-1 are in use, each a
+ * distinct port with the time of its most recent hit. The groups make the
+ * next oldest a pass over one group and the groups' minimums, not over N. */
+struct pw_scan {
+	__u64 last_ns;  /* the newest of the times kept */
+	__u64 min_ns;   /* the oldest of the times kept */
+	__u8 count;     /* entries in use, 1..N */
+	__u8 min_idx;   /* an entry whose time is min_ns */
+	__u8 _pad[6];
+};
+
+#define PW_SCAN_GROUP 8
+#define PW_SCAN_PORT_WORDS(n) (((n) + 3) / 4)
+#define PW_SCAN_GROUPS(n) (((n) + PW_SCAN_GROUP - 1) / PW_SCAN_GROUP)
+#define PW_SCAN_TIMES_OFF(n) (sizeof(struct pw_scan) + 8 * PW_SCAN_PORT_WORDS(n))
+#define PW_SCAN_GMIN_OFF(n) (PW_SCAN_TIMES_OFF(n) + 8 * (n))
+#define PW_SCAN_GIDX_OFF(n) (PW_SCAN_GMIN_OFF(n) + 8 * PW_SCAN_GROUPS(n))
+#define PW_SCAN_STATE_SIZE(n) (PW_SCAN_GIDX_OFF(n) + 8 * ((PW_SCAN_GROUPS(n) + 7) / 8))
 
 /* Value of the one-slot scan_rate array: kernel blocks in the current minute. */
 struct pw_scan_rate {

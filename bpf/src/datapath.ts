@@ -32,6 +32,7 @@ import {
   type ProbeConfigRecord,
   SCAN_MAX_PORTS,
   SYN_EVENT_SIZE,
+  scanStateSize,
   addrCodec,
   blockCodec,
   countersCodec,
@@ -248,6 +249,13 @@ export type Allowlist = ListMap<LpmKey, number>;
 /** The compiled program, built by `make bpf` next to its source. */
 export const OBJECT_PATH = fileURLToPath(new URL('../build/packetwatch.bpf.o', import.meta.url));
 
+/**
+ * The same program built with PW_VARIANT_TEST_CLOCK (also by `make bpf`): its
+ * clock is the u64 in its test_clock map, which a test writes before each
+ * frame. For tests and benches only; never deployed.
+ */
+export const TEST_CLOCK_OBJECT_PATH = fileURLToPath(new URL('../build/packetwatch-test-clock.bpf.o', import.meta.url));
+
 export const PROGRAM_NAME = 'packetwatch';
 
 export interface DatapathOptions {
@@ -331,6 +339,8 @@ export class Datapath {
         throw new RangeError(`scanPorts must be 0 to ${SCAN_MAX_PORTS}, got ${ports}`);
       }
       spec.setConstant('scan_ports', ports);
+      // Sized for N: a value for 64 ports is 16 times one for 3.
+      spec.setValueSize('scanners', scanStateSize(Math.max(ports, 1)));
       spec.setConstant('scan_window_ns', BigInt(Math.round((opts.scanWindowSeconds ?? 60) * 1e9)));
       spec.setConstant('scan_block_ns', BigInt(Math.round((opts.scanBlockSeconds ?? 0) * 1e9)));
       spec.setConstant('scan_blocks_per_min', opts.scanBlocksPerMinute ?? 0);

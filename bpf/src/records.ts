@@ -84,8 +84,87 @@ export enum ScanVerdict {
   Full = 4,
 }
 
-/** Most ports the in-kernel detector tracks per source (PW_SCAN_MAX_PORTS). */
-export const SCAN_MAX_PORTS = 8;
+/** Most ports the in-kernel detector can be set to (PW_SCAN_MAX_PORTS): N of docs/detection.md. */
+export const SCAN_MAX_PORTS = 64;
+
+/** struct pw_scan: the head of a scanners value, what the in-kernel detector keeps of one source. */
+export interface ScanHead {
+  /** The newest of the times kept (CLOCK_BOOTTIME ns). */
+  lastNs: bigint;
+  /** The oldest of the times kept, as last recomputed. */
+  minNs: bigint;
+  /** Entries in use, 1..N. */
+  count: number;
+  /** An entry whose time is minNs. */
+  minIdx: number;
+}
+
+export const scanHeadCodec: StructCodec<ScanHead> = struct<ScanHead>(24, {
+  lastNs: { offset: 0, codec: u64 },
+  minNs: { offset: 8, codec: u64 },
+  count: { offset: 16, codec: u8 },
+  minIdx: { offset: 17, codec: u8 },
+});
+
+/** Entries a group of the scanners value covers (PW_SCAN_GROUP). */
+const SCAN_GROUP = 8;
+
+/** Where the parts of a scanners value for N ports lie (bpf/packetwatch.h, PW_SCAN_*_OFF). */
+function scanLayout(n: number) {
+  const ports = scanHeadCodec.size;
+  const times = ports + 8 * Math.ceil(n / 4);
+  const groups = Math.ceil(n / SCAN_GROUP);
+  const groupMins = times + 8 * n;
+  const groupIdx = groupMins + 8 * groups;
+  return { ports, times, groups, groupMins, groupIdx, size: groupIdx + 8 * Math.ceil(groups / 8) };
+}
+
+/** Bytes of a scanners value for N ports (PW_SCAN_STATE_SIZE). */
+export function scanStateSize(n: number): number {
+  return scanLayout(n).size;
+}
+
+/** One source's history in the in-kernel detector: its entries [port, time ns], in entry order. */
+export interface ScanHistory {
+  head: ScanHead;
+  entries: [port: number, timeNs: bigint][];
+}
+
+/**
+ * A scanners value for N ports holding these entries, with the head and the
+ * groups' oldest times computed from them; `head` overrides parts of the
+ * head (to write what a race could leave).
+ */
+export function encodeScanHistory(n: number, entries: readonly (readonly [number, bigint])[], head: Partial<ScanHead> = {}): Buffer {
+  const l = scanLayout(n);
+  const value = Buffer.alloc(l.size);
+  const argmin = (from: number, to: number) => {
+    let at = from;
+    for (let i = from + 1; i < to; i++) if (entries[i]![1] < entries[at]![1]) at = i;
+    return at;
+  };
+  entries.forEach(([port, ns], i) => {
+    value.writeUInt16LE(port, l.ports + 2 * i);
+    value.writeBigUInt64LE(ns, l.times + 8 * i);
+  });
+  for (let g = 0; g * SCAN_GROUP < entries.length; g++) {
+    const at = argmin(g * SCAN_GROUP, Math.min(entries.length, (g + 1) * SCAN_GROUP));
+    value.writeBigUInt64LE(entries[at]![1], l.groupMins + 8 * g);
+    value.writeUInt8(at, l.groupIdx + g);
+  }
+  const minIdx = argmin(0, entries.length);
+  const lastNs = entries.reduce((m, [, ns]) => (ns > m ? ns : m), 0n);
+  scanHeadCodec.write({ lastNs, minNs: entries[minIdx]![1], count: entries.length, minIdx, ...head }, value, 0);
+  return value;
+}
+
+/** The entries and head of a scanners value for N ports. */
+export function decodeScanHistory(n: number, value: Buffer): ScanHistory {
+  const l = scanLayout(n);
+  const head = scanHeadCodec.read(value, 0);
+  const entries = Array.from({ length: head.count }, (_, i): [number, bigint] => [value.readUInt16LE(l.ports + 2 * i), value.readBigUInt64LE(l.times + 8 * i)]);
+  return { head, entries };
+}
 
 export interface SynEvent {
   /** CLOCK_BOOTTIME ns when the SYN was seen. */

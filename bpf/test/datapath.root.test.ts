@@ -7,6 +7,7 @@ import {
   type Counters,
   Datapath,
   DropMode,
+  SCAN_MAX_PORTS,
   ScanVerdict,
   type SynEvent,
   TCP_FLAGS,
@@ -15,7 +16,10 @@ import {
   formatAddress,
   ipFrame,
   lpmKeyCodec,
+  decodeScanHistory,
+  encodeScanHistory,
   parseAddress,
+  scanStateSize,
   synEventCodec,
   synFrame,
   zeroCounters,
@@ -613,7 +617,62 @@ describe('in-kernel scan detection', () => {
     }
   });
 
+  it('takes every N from 1 to 64 (the verifier accepts each) and blocks at the Nth distinct port', () => {
+    const blockedAt: number[] = [];
+    for (let n = 1; n <= SCAN_MAX_PORTS; n++) {
+      withDatapath({ scanPorts: n }, (dp, r) => {
+        expect(dp.collection.map('scanners').info().valueSize).toBe(scanStateSize(n));
+        for (let port = 1; port <= n + 1; port++) {
+          const { verdict, scans } = run(dp, r, synFrame(ATTACKER, VICTIM, 40000, port));
+          if (verdict === XDP_DROP) break;
+          if (scans[0] === ScanVerdict.Blocked) blockedAt.push(port);
+        }
+      });
+    }
+    expect(blockedAt).toEqual(Array.from({ length: SCAN_MAX_PORTS }, (_, i) => i + 1));
+  });
+
+  const writeHistory = (dp: Datapath, n: number, source: string, entries: [number, bigint][], head: Parameters<typeof encodeScanHistory>[2] = {}) =>
+    dp.collection.map('scanners').update(parseAddress(source), encodeScanHistory(n, entries, head));
+  const readHistory = (dp: Datapath, n: number, source: string) => decodeScanHistory(n, dp.collection.map('scanners').lookup(parseAddress(source))!);
+
+  it('keeps a history in the layout of records.ts: a hit on the sixth port moves its time, a hit on the oldest crosses', () => {
+    const s = 1_000_000_000n;
+    withDatapath({ scanPorts: 6, scanWindowSeconds: 60 }, (dp, r) => {
+      const now = clock.boottimeNs();
+      const times = [now - 100n * s, now - 50n * s, now - 40n * s, now - 30n * s, now - 20n * s, now - 10n * s];
+      writeHistory(dp, 6, ATTACKER, times.map((t, i) => [i + 1, t]));
+      // Port 6 is entry 5, in the second word of ports: found, its time moves to the SYN's.
+      const before = clock.boottimeNs();
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40000, 6))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+      const after = readHistory(dp, 6, ATTACKER);
+      expect(after.entries.slice(0, 5)).toEqual(times.slice(0, 5).map((t, i) => [i + 1, t]));
+      const [port6, stamped] = after.entries[5] as [number, bigint];
+      expect(port6).toBe(6);
+      expect(stamped >= before - COARSE_LAG_NS && stamped <= clock.boottimeNs()).toBe(true);
+      expect(after.head).toEqual({ lastNs: stamped, minNs: now - 100n * s, count: 6, minIdx: 0 });
+      // Port 1, the oldest, refreshed: the six now span 50 s.
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40001, 1))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.Blocked] });
+      expect(dp.collection.map('scanners').lookup(parseAddress(ATTACKER))).toBeUndefined();
+    });
+  });
+
+  it('does not block on a history a race left wrong: a port kept twice, or a stale oldest time', () => {
+    const s = 1_000_000_000n;
+    withDatapath({ scanPorts: 3, scanWindowSeconds: 60 }, (dp, r) => {
+      const now = clock.boottimeNs();
+      // Two CPUs stored port 7 twice: 7 and 8 are two ports, not three.
+      writeHistory(dp, 3, ATTACKER, [[7, now - 3n * s], [7, now - 2n * s], [8, now - 2n * s]]);
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40000, 8))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+      // min_ns says 2 s ago, but port 1 was hit 100 s ago: the three span 100 s; min_ns is set right.
+      writeHistory(dp, 3, '192.0.2.8', [[1, now - 100n * s], [2, now - 2n * s], [3, now - 1n * s]], { minNs: now - 2n * s, minIdx: 1 });
+      expect(run(dp, r, synFrame('192.0.2.8', VICTIM, 40000, 3))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+      expect(readHistory(dp, 3, '192.0.2.8').head.minNs).toBe(now - 100n * s);
+      expect([...dp.blocklist.keys()]).toEqual([]);
+    });
+  });
+
   it('refuses more ports than it tracks', () => {
-    expect(() => Datapath.load({ scanPorts: 9 })).toThrow(RangeError);
+    expect(() => Datapath.load({ scanPorts: SCAN_MAX_PORTS + 1 })).toThrow(RangeError);
   });
 });

@@ -5,24 +5,13 @@
 import { Datapath, TCP_FLAGS, formatAddress, ipFrame, parseAddress, synEventCodec, synFrame } from '@packetwatch/bpf';
 import type { RingBufferReader } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prng } from '../../test/prng.js';
 import { model } from './model.js';
 
 const XDP_DROP = 1;
 const XDP_PASS = 2;
 const SEED = Number(process.env.PW_FUZZ_SEED ?? 20261125);
 const FRAMES = Number(process.env.PW_FUZZ_FRAMES ?? 1_000_000);
-
-/** mulberry32: small, fast, good enough to spread bytes; reproducible from a seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const BLOCKED = ['192.0.2.7', '192.0.2.8', '2001:db8::7', '2001:db8::8'];
 const ALLOWED_PREFIXES = ['192.0.2.8/32', '2001:db8::8/128'];
@@ -102,7 +91,7 @@ describe('XDP program under fuzzing', () => {
   });
 
   it(`agrees with the model on ${FRAMES.toLocaleString('en')} frames (seed ${SEED})`, () => {
-    const r = rng(SEED);
+    const r = prng(SEED);
     const seeds = seedFrames(r);
     const tally = { frames: 0, events: 0, drops: 0, malformed: 0 };
     for (let i = 0; i < FRAMES; i++) {

@@ -7,15 +7,18 @@ import {
   COUNTER_NAMES,
   BlockReason,
   DropMode,
+  SCAN_MAX_PORTS,
   ScanVerdict,
   blockCodec,
   countersCodec,
   lpmKeyCodec,
   probeConfigCodec,
+  scanHeadCodec,
+  scanStateSize,
   synEventCodec,
   addrCodec,
 } from '@packetwatch/bpf';
-import type { StructCodec } from 'libbpf-ts';
+import { ObjectSpec, type StructCodec } from 'libbpf-ts';
 import { describe, expect, it } from 'vitest';
 
 const OBJECT = fileURLToPath(new URL('../build/packetwatch.bpf.o', import.meta.url));
@@ -125,6 +128,22 @@ describe('record codecs match the BTF of the compiled object', () => {
       PW_SCAN_ALLOWLISTED: ScanVerdict.Allowlisted,
       PW_SCAN_FULL: ScanVerdict.Full,
     });
+  });
+
+  it('struct pw_scan (head of a scanners value) and the most ports the detector takes', () => {
+    expect(codecLayout(scanHeadCodec)).toEqual(btfLayout('pw_scan'));
+    const limit = named('ENUM', 'pw_scan_limit').values!;
+    expect(limit).toEqual([{ name: 'PW_SCAN_MAX_PORTS', val: SCAN_MAX_PORTS }]);
+  });
+
+  it('sizes a scanners value as the object does for the most ports (PW_SCAN_STATE_SIZE)', () => {
+    const spec = ObjectSpec.open(OBJECT);
+    try {
+      const sizes = Object.fromEntries(spec.maps.filter((m) => m.name.startsWith('scan')).map((m) => [m.name, m.valueSize]));
+      expect(sizes).toMatchObject({ scanners: scanStateSize(SCAN_MAX_PORTS), scan_fresh: scanStateSize(SCAN_MAX_PORTS) });
+    } finally {
+      spec.close();
+    }
   });
 
   it('round-trips a SYN event through the codec', () => {

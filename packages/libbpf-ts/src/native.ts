@@ -33,6 +33,7 @@ export interface NativeBpfObject {
   globals(): NativeGlobalDesc[];
   setGlobal(name: string, value: Buffer): void;
   setMaxEntries(map: string, n: number): number;
+  setValueSize(map: string, size: number): number;
   setPinPath(map: string, path: string): void;
   load(): void;
   mapFd(name: string): number;

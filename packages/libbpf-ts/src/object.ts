@@ -97,6 +97,18 @@ export class ObjectSpec {
     return this;
   }
 
+  /**
+   * Sets a map's value size before load, for a value whose layout the
+   * program derives from a load-time constant. Declare such a map by sizes
+   * (`__uint(value_size, ...)`), not BTF types: the kernel refuses a BTF
+   * value type of another size.
+   */
+  setValueSize(map: string, size: number): this {
+    if (!Number.isInteger(size) || size < 1 || size > 0xffffffff) throw new RangeError(`value size of ${map} must be a positive 32-bit integer, got ${size}`);
+    call(() => this.#obj.setValueSize(map, size));
+    return this;
+  }
+
   /** At load, reuse the map pinned at path if compatible, else create it and pin it there. */
   pinMap(map: string, path: string): this {
     call(() => this.#obj.setPinPath(map, path));

@@ -17,7 +17,7 @@ describe('ObjectSpec.open', () => {
     const spec = ObjectSpec.open(fx.path('maps'));
     try {
       const byName = Object.fromEntries(spec.maps.map((m) => [m.name, m]));
-      expect(Object.keys(byName).sort()).toEqual(['array', 'events', 'hash', 'lpm', 'maps.bss', 'maps.rodata', 'percpu', 'progs']);
+      expect(Object.keys(byName).sort()).toEqual(['array', 'events', 'hash', 'lpm', 'maps.bss', 'maps.rodata', 'percpu', 'progs', 'sized']);
       expect(byName['hash']).toEqual({ name: 'hash', type: MapType.Hash, keySize: 4, valueSize: 8, maxEntries: 8, internal: false });
       expect(byName['array']).toEqual({ name: 'array', type: MapType.Array, keySize: 4, valueSize: 16, maxEntries: 4, internal: false });
       expect(byName['percpu']).toEqual({
@@ -152,11 +152,33 @@ describe('ObjectSpec.setMaxEntries', () => {
       col.close();
     }
   });
+});
 
+describe('ObjectSpec.setValueSize', () => {
+  it('sizes the values of a map declared by sizes', () => {
+    const spec = ObjectSpec.open(fx.path('maps')).setValueSize('sized', 40);
+    expect(spec.maps.find((m) => m.name === 'sized')?.valueSize).toBe(40);
+    const col = spec.load();
+    try {
+      const map = col.map('sized');
+      expect(map.info().valueSize).toBe(40);
+      const value = Buffer.alloc(40, 7);
+      map.update(Buffer.from([1, 0, 0, 0]), value);
+      expect(map.lookup(Buffer.from([1, 0, 0, 0]))).toEqual(value);
+    } finally {
+      col.close();
+    }
+  });
+});
+
+describe.each([
+  ['setMaxEntries', (spec: ObjectSpec, map: string, n: number) => spec.setMaxEntries(map, n), 'hash'],
+  ['setValueSize', (spec: ObjectSpec, map: string, n: number) => spec.setValueSize(map, n), 'sized'],
+] as const)('ObjectSpec.%s, refused', (_name, set, map) => {
   it('throws BpfError ENOENT for an unknown map', () => {
     const spec = ObjectSpec.open(fx.path('maps'));
     try {
-      expect(thrown(() => spec.setMaxEntries('no_such_map', 4))).toMatchObject({ name: 'BpfError', code: 'ENOENT' });
+      expect(thrown(() => set(spec, 'no_such_map', 4))).toMatchObject({ name: 'BpfError', code: 'ENOENT' });
     } finally {
       spec.close();
     }
@@ -165,9 +187,9 @@ describe('ObjectSpec.setMaxEntries', () => {
   it('throws RangeError for a size that is not a positive 32-bit integer', () => {
     const spec = ObjectSpec.open(fx.path('maps'));
     try {
-      expect(() => spec.setMaxEntries('hash', 0)).toThrow(RangeError);
-      expect(() => spec.setMaxEntries('hash', 1.5)).toThrow(RangeError);
-      expect(() => spec.setMaxEntries('hash', 2 ** 32)).toThrow(RangeError);
+      expect(() => set(spec, map, 0)).toThrow(RangeError);
+      expect(() => set(spec, map, 1.5)).toThrow(RangeError);
+      expect(() => set(spec, map, 2 ** 32)).toThrow(RangeError);
     } finally {
       spec.close();
     }
@@ -182,6 +204,7 @@ describe('ObjectSpec after load', () => {
       for (const edit of [
         () => spec.setConstant('verdict', XDP_DROP),
         () => spec.setMaxEntries('hash', 16),
+        () => spec.setValueSize('sized', 16),
         () => spec.pinMap('hash', '/sys/fs/bpf/libbpf-ts-never-created'),
         () => spec.load(),
       ]) {
@@ -231,7 +254,7 @@ describe('Collection', () => {
   it('names its maps and programs and hands out their handles', () => {
     const col = ObjectSpec.open(fx.path('maps')).load();
     try {
-      expect([...col.mapNames].sort()).toEqual(['array', 'events', 'hash', 'lpm', 'maps.bss', 'maps.rodata', 'percpu', 'progs']);
+      expect([...col.mapNames].sort()).toEqual(['array', 'events', 'hash', 'lpm', 'maps.bss', 'maps.rodata', 'percpu', 'progs', 'sized']);
       expect(col.programNames).toEqual(['xdp_record', 'xdp_record_var', 'xdp_drop']);
       expect(col.map('hash')).toBe(col.map('hash'));
       expect(col.map('hash')).toMatchObject({ name: 'hash', type: MapType.Hash, keySize: 4, valueSize: 8, maxEntries: 8 });

@@ -1,45 +1,32 @@
 /**
  * The port-scan detector: pure, synchronous, no I/O, no wall clock.
  *
- * A source is a port scanner once it has sent new-connection SYNs to at least
- * N = portThreshold distinct destination ports, all within T = windowSeconds.
- * The window slides on the events' own timestamps (tsMs), never on the clock
- * of the process. The detector's clock is the newest event timestamp it has
- * seen ("newest" below).
+ * It runs the scan rule of docs/detection.md, which is written there once
+ * (what a probe is, "N distinct ports within T" at its edges, idle expiry,
+ * late events, N = 1) and which the XDP program runs too; the differential
+ * test (test/detection/differential.root.test.ts) holds the two to the same
+ * decision at the same SYN. The window slides on the events' own timestamps
+ * (tsMs), never on the clock of the process: the detector's clock is the
+ * newest event timestamp it has seen.
  *
- * State. For each source the detector keeps at most N (port, time) entries:
- * the N most recently hit distinct ports, each with the time of its most
- * recent hit. With events in timestamp order this is exact with O(N) memory:
- * if any N distinct ports were hit within T, the N most recently hit ports
- * were too (their oldest time can only be later), so observe() detects on
- * exactly the first event at which a scan exists.
+ * State. For each source the detector keeps at most N = portThreshold
+ * (port, time) entries: the N most recently hit distinct ports, each with
+ * the time of its most recent hit. With events in timestamp order this is
+ * exact with O(N) memory: if any N distinct ports were hit within T, the N
+ * most recently hit ports were too (their oldest time can only be later), so
+ * observe() detects on exactly the first event at which a scan exists. Which
+ * of two ports hit at the same time is dropped first does not change any
+ * decision: every decision depends only on the times kept (so the XDP
+ * program may keep its entries in another order, and does).
  *
- * Precise rules:
- * - "Within T": hits t1..tN on N distinct ports are within T when
- *   max - min < T, strictly: ports hit exactly T apart are not a scan.
- * - A repeated port does not count twice; it moves that port's time to the
- *   later of its two hits (max). So A@0 B@70 (N=2, T=60s) is no scan, but a
- *   following A@71 is: B@70 and A@71 are two ports within 1 s.
- * - N = 1: every SYN of an untracked source is a detection (nothing is kept).
- * - Out-of-order timestamps (a batch delivered in another order, a late
- *   event): a hit older than its port's recorded time does not move it back;
- *   a hit on a new port older than all N kept ports (when N are kept) is
- *   ignored, since it cannot be among the N most recent. A batch of N ports
- *   within T is therefore detected in any delivery order, on the event that
- *   completes it. Beyond that, late events are best effort (exactness holds
- *   for events in timestamp order).
- * - Detection happens on the event that crosses the threshold: observe()
- *   returns a Detection for it ({source, port, tsMs} of that event, the N
- *   ports oldest first, firstMs/lastMs their earliest and latest times) and
+ * What observe() does beyond the rule:
+ * - A detection returns {source, port, tsMs} of the crossing event, the N
+ *   ports oldest first, firstMs/lastMs their earliest and latest times, and
  *   drops the source's state. The caller blocks the source; if more events of
  *   it arrive they start afresh (it takes N new ports to detect it again).
- * - Idle expiry: a source whose most recent hit is T or more older than
- *   newest is expired. sweep() forgets such sources (call it periodically);
+ * - Idle expiry: sweep() forgets expired sources (call it periodically);
  *   observe() treats an expired source that comes back as fresh whether or not
  *   a sweep has run yet, so detections do not depend on when sweeps happen.
- *   For the same reason an event that is itself T or more older than newest
- *   does not start a history for an untracked (or expired) source: it would
- *   be expired on arrival (with N = 1 it is still a detection).
  *   With events in order, expiry loses no detection: every later hit is at
  *   least T after every forgotten one.
  * - Hard cap (maxSources): a new source arriving at the cap first reclaims

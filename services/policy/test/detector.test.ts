@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { prng } from '../../../test/prng.js';
 import { type Detection, Detector } from '../src/detector.js';
 
 /** Timestamps on the epoch, as the service passes them: seconds after a fixed instant. */
@@ -347,18 +348,6 @@ describe('Detector: the cap on sources', () => {
 });
 
 describe('Detector: against a brute-force reference', () => {
-  /** mulberry32: a small seeded PRNG. */
-  function prng(seed: number): () => number {
-    let a = seed >>> 0;
-    return () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
-
   /**
    * The definition itself, for events in timestamp order: all hits of the source since its
    * last detection; a detection when the hits less than T before this one cover N ports.

@@ -3,6 +3,7 @@
 // window and block TTLs are not among them: the policy sends its own to
 // every probe (scanconfig.ts).
 import { hostname } from 'node:os';
+import { SCAN_MAX_PORTS } from '@packetwatch/bpf/records';
 import { ConfigError, LOG_LEVELS, MAX_BLOCKLIST_SIZE, type ConfigOf, parseEndpoint, settings as s } from '@packetwatch/common';
 
 export const probeSettings = {
@@ -37,7 +38,7 @@ export const probeSettings = {
     1000,
   ),
   batchEvents: s.int('PW_BATCH_EVENTS', 'batch-events', 1024, 'most events in one message to the policy', 1, 65_536),
-  kernelDetection: s.bool('PW_KERNEL_DETECTION', 'kernel-detection', true, "detect scans in the XDP program too, blocking at line rate with the policy's thresholds (N up to 8)"),
+  kernelDetection: s.bool('PW_KERNEL_DETECTION', 'kernel-detection', true, `detect scans in the XDP program too, blocking at the crossing SYN with the policy's thresholds (N up to ${SCAN_MAX_PORTS})`),
   scanTableSize: s.int('PW_SCAN_TABLE_SIZE', 'scan-table-size', 65_536, 'sources the in-kernel detector tracks (LRU)', 1, 16_777_216),
   probeId: s.optionalString('PW_PROBE_ID', 'probe-id', 'identity announced to the policy (default host/interface)'),
   pinRoot: s.string('PW_BPF_PIN_DIR', 'pin-dir', '/sys/fs/bpf/packetwatch', 'bpffs directory for pinned links and maps, which keeps blocks after the probe (under ip netns exec: one the host mounted)', /^\/.+/, 'an absolute path'),

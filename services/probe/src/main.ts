@@ -74,12 +74,12 @@ runMain(NAME, async () => {
   } catch (e) {
     log.warn({ err: (e as Error).message }, 'the pinned scan configuration could not be read; using the defaults until the policy sends one');
   }
-  // The XDP program tracks at most SCAN_MAX_PORTS ports a source; beyond,
+  // The XDP program runs the rule for N up to SCAN_MAX_PORTS; beyond,
   // detection is the policy's alone.
   const kernelScan = (cfg: ScanConfig): KernelScan => {
     const ports = kernelScanPorts(cfg, c.kernelDetection);
     if (c.kernelDetection && ports === 0) {
-      log.info({ portThreshold: cfg.portThreshold, max: SCAN_MAX_PORTS }, 'in-kernel scan detection off: more ports than the XDP program tracks; the policy detects alone');
+      log.info({ portThreshold: cfg.portThreshold, max: SCAN_MAX_PORTS }, 'in-kernel scan detection off: N is above what the XDP program takes; the policy detects alone');
     }
     return {
       ports,

@@ -1,4 +1,5 @@
 import type { ProbeConfig } from '@packetwatch/proto';
+import { SCAN_MAX_PORTS } from '@packetwatch/bpf/records';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_SCAN_CONFIG, checkScanConfig, fromRecord, kernelScanPorts, sameScanConfig, toProto, toRecord } from '../src/scanconfig.js';
 
@@ -64,7 +65,8 @@ describe('scan configuration from the policy', () => {
 
   it('runs the kernel detector with the threshold up to the ports it tracks, else leaves detection to the policy', () => {
     expect(kernelScanPorts({ ...DEFAULT_SCAN_CONFIG, portThreshold: 5 }, true)).toBe(5);
-    expect(kernelScanPorts({ ...DEFAULT_SCAN_CONFIG, portThreshold: 9 }, true)).toBe(0);
+    expect(kernelScanPorts({ ...DEFAULT_SCAN_CONFIG, portThreshold: SCAN_MAX_PORTS }, true)).toBe(SCAN_MAX_PORTS);
+    expect(kernelScanPorts({ ...DEFAULT_SCAN_CONFIG, portThreshold: SCAN_MAX_PORTS + 1 }, true)).toBe(0);
     expect(kernelScanPorts({ ...DEFAULT_SCAN_CONFIG, portThreshold: 5 }, false)).toBe(0);
   });
 });

@@ -138,6 +138,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
                            InstanceMethod("globals", &BpfObject::Globals),
                            InstanceMethod("setGlobal", &BpfObject::SetGlobal),
                            InstanceMethod("setMaxEntries", &BpfObject::SetMaxEntries),
+                           InstanceMethod("setValueSize", &BpfObject::SetValueSize),
                            InstanceMethod("setPinPath", &BpfObject::SetPinPath),
                            InstanceMethod("load", &BpfObject::Load),
                            InstanceMethod("mapFd", &BpfObject::MapFd),
@@ -302,14 +303,24 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     return env.Undefined();
   }
 
-  Napi::Value SetMaxEntries(const Napi::CallbackInfo &info) {
+  // A map's size attribute before load, (map name, value): libbpf's setter,
+  // then the value as libbpf keeps it (it may round it up).
+  Napi::Value SetMapAttr(const Napi::CallbackInfo &info, const char *op, int (*set)(bpf_map *, __u32), __u32 (*get)(const bpf_map *)) {
     Napi::Env env = info.Env();
-    if (!ArgCheck(info, 2) || !NotLoaded(env, "bpf_map__set_max_entries")) return env.Undefined();
-    bpf_map *m = FindMap(env, info[0].As<Napi::String>(), "bpf_map__set_max_entries");
+    if (!ArgCheck(info, 2) || !NotLoaded(env, op)) return env.Undefined();
+    bpf_map *m = FindMap(env, info[0].As<Napi::String>(), op);
     if (!m) return env.Undefined();
-    int err = bpf_map__set_max_entries(m, info[1].As<Napi::Number>().Uint32Value());
-    if (err) THROW_ERRNO(env, "bpf_map__set_max_entries", err, env.Undefined());
-    return Napi::Number::New(env, bpf_map__max_entries(m));
+    int err = set(m, info[1].As<Napi::Number>().Uint32Value());
+    if (err) THROW_ERRNO(env, op, err, env.Undefined());
+    return Napi::Number::New(env, get(m));
+  }
+
+  Napi::Value SetMaxEntries(const Napi::CallbackInfo &info) {
+    return SetMapAttr(info, "bpf_map__set_max_entries", bpf_map__set_max_entries, bpf_map__max_entries);
+  }
+
+  Napi::Value SetValueSize(const Napi::CallbackInfo &info) {
+    return SetMapAttr(info, "bpf_map__set_value_size", bpf_map__set_value_size, bpf_map__value_size);
   }
 
   // At load, libbpf reuses a compatible map pinned at the path, or creates the

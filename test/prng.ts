@@ -1,0 +1,13 @@
+// The tests' seeded pseudo-random numbers: the same seed, the same run.
+
+/** mulberry32: small, fast, good enough to spread bytes and shuffle cases; numbers in [0, 1). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
