@@ -557,16 +557,13 @@ static __always_inline __u8 *scan_gidx_of(struct pw_scan *s, __u32 n)
 	return (__u8 *)s + PW_SCAN_GIDX_OFF(n);
 }
 
-/* The entry of port among the first count (<= n), or count when it is not
- * there. Four ports a step: a lane of word ^ pattern is zero where the port
- * is, and the borrow trick flags zero lanes; it can flag a lane above a true
- * zero lane too, never below one, so the lowest flag is exact (the ports
- * kept are distinct: there is at most one). Lanes past count are masked. */
+/* The lowest flagged lane of a word of four ports. */
 static __always_inline __u32 scan_lane(__u64 z)
 {
 	return (z & 0xffffULL) ? 0 : (z & 0xffffffffULL) ? 1 : (z & 0xffffffffffffULL) ? 2 : 3;
 }
 
+/* The lanes of word equal to the port repeated in pattern, flagged. */
 static __always_inline __u64 scan_zero_lanes(__u64 word, __u64 pattern)
 {
 	__u64 x = word ^ pattern;
@@ -574,6 +571,11 @@ static __always_inline __u64 scan_zero_lanes(__u64 word, __u64 pattern)
 	return (x - 0x0001000100010001ULL) & ~x & 0x8000800080008000ULL;
 }
 
+/* The entry of port among the first count (<= n), or count when it is not
+ * there. Four ports a step: a lane of word ^ pattern is zero where the port
+ * is, and the borrow trick flags zero lanes; it can flag a lane above a true
+ * zero lane too, never below one, so the lowest flag is exact (the ports
+ * kept are distinct: there is at most one). Lanes past count are masked. */
 static __always_inline __u32 scan_find(struct pw_scan *s, __u32 n, __u32 count, __u16 port)
 {
 	const __u64 *word = (const __u64 *)(s + 1);

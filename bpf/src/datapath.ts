@@ -339,7 +339,7 @@ export class Datapath {
         throw new RangeError(`scanPorts must be 0 to ${SCAN_MAX_PORTS}, got ${ports}`);
       }
       spec.setConstant('scan_ports', ports);
-      // Sized for N: a value for 64 ports is 16 times one for 3.
+      // Sized for N: a value for 64 ports is ten times one for 3.
       spec.setValueSize('scanners', scanStateSize(Math.max(ports, 1)));
       spec.setConstant('scan_window_ns', BigInt(Math.round((opts.scanWindowSeconds ?? 60) * 1e9)));
       spec.setConstant('scan_block_ns', BigInt(Math.round((opts.scanBlockSeconds ?? 0) * 1e9)));
