@@ -118,8 +118,8 @@ function settings(c: Config): Record<string, string> {
     // The in-kernel detector does not take N = 100 (docs/detection.md); off at every point, so that the
     // policy's detector does all detections and points along N compare like with like.
     PW_KERNEL_DETECTION: 'False',
-    // The fleet rule off: its F may not be below N (10, 30, 100 here), and the
-    // points measure the per-host rule alone, as before it existed.
+    // The fleet rule off: the points measure the per-host rule alone, as
+    // before it existed.
     PW_FLEET_PORT_THRESHOLD: '0',
     PW_PORTSCAN_PORT_THRESHOLD: String(c.n),
     PW_PORTSCAN_TIME_THRESHOLD: String(WINDOW_SECONDS),
@@ -389,7 +389,7 @@ function plot(axes: readonly AxisRows[]): string {
 
 const METHOD =
   `Every point is a fresh policy (the unprivileged packetwatch user) with P probes, each attached to the victim end of a network namespace pair of its own and reporting to that policy over its Unix socket, as deployed (bench/services.ts). ` +
-  `Settings: PW_PORTSCAN_PORT_THRESHOLD=N, PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS} (nothing expires during a point), PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} (nothing evicted), PW_MAX_BLOCKS_PER_MINUTE=0, PW_FLEET_PORT_THRESHOLD=0 (the fleet rule off: its F may not be below N, and the points measure the per-host rule as before), logs JSON at info, ` +
+  `Settings: PW_PORTSCAN_PORT_THRESHOLD=N, PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS} (nothing expires during a point), PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} (nothing evicted), PW_MAX_BLOCKS_PER_MINUTE=0, PW_FLEET_PORT_THRESHOLD=0 (the fleet rule off: the points measure the per-host rule as before), logs JSON at info, ` +
   `PW_KERNEL_DETECTION=False at every point: the probe's in-kernel detector does not take N = 100 (docs/detection.md), so it must be off there, and it is off at N = 3, 10 and 30 too so that the policy's detector does every detection and the points compare like with like. ` +
   `Base point: N = ${BASE.n}, ${count(BASE.sources)} sources, ${BASE.probes} probe; each axis varies one of them. ` +
   `Population: one SYN from each of S distinct IPv4 sources (100.64.0.0/10, one port each, fewer than N) through the attached programs (BPF_PROG_TEST_RUN from this process, chunks of 4,096 to each probe in turn, never more than 16,384 ahead of what the policy received); ` +

@@ -21,7 +21,7 @@ export const policySettings = {
     'PW_FLEET_PORT_THRESHOLD',
     'fleet-port-threshold',
     10,
-    'distinct (probe, port) pairs within the window, over all probes, that make a scanner (0 = off; else at least PW_PORTSCAN_PORT_THRESHOLD; docs/fleet.md)',
+    'distinct (probe, port) pairs within the window, over all probes, that make a scanner (0 = off; below PW_PORTSCAN_PORT_THRESHOLD it counts as that; docs/fleet.md)',
     0,
     255,
   ),
@@ -99,16 +99,12 @@ export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: strin
       throw new ConfigError('PW_POLICY_TCP_ADDR', c.tcpAddr, 'PW_TLS_CERT, PW_TLS_KEY and PW_TLS_CA set (mutual TLS), or PW_INSECURE_TCP=True');
     }
   }
-  if (c.fleetThreshold !== 0 && c.fleetThreshold < c.portThreshold) {
-    // On one probe the pairs are its ports: an F below N would be a lower per-host threshold in disguise (detector.ts).
-    throw new ConfigError(
-      'PW_FLEET_PORT_THRESHOLD',
-      String(c.fleetThreshold),
-      `0 (off) or an integer from PW_PORTSCAN_PORT_THRESHOLD (${c.portThreshold}) to 255`,
-    );
-  }
+  // On one probe the pairs are its ports: an F below N would be a lower
+  // per-host threshold in disguise (detector.ts), so it counts as N (the
+  // default 10 too, when N is above it).
+  const fleetThreshold = c.fleetThreshold === 0 ? 0 : Math.max(c.fleetThreshold, c.portThreshold);
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
     throw new ConfigError(c.tlsCert ? 'PW_TLS_KEY' : 'PW_TLS_CERT', '', 'both PW_TLS_CERT and PW_TLS_KEY, or neither');
   }
-  return { ...c, allowPrefixes };
+  return { ...c, fleetThreshold, allowPrefixes };
 }

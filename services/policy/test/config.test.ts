@@ -162,14 +162,10 @@ describe('policy settings: the fleet rule (PW_FLEET_PORT_THRESHOLD)', () => {
     expect(e.message).toBe(`invalid PW_FLEET_PORT_THRESHOLD=${JSON.stringify(raw)}: expected an integer from 0 to 255`);
   });
 
-  it('refuses a threshold below PW_PORTSCAN_PORT_THRESHOLD, the default too, naming it', () => {
-    expect(configError(() => validate(load({ PW_FLEET_PORT_THRESHOLD: '2' })))).toMatchObject({
-      setting: 'PW_FLEET_PORT_THRESHOLD',
-      message: 'invalid PW_FLEET_PORT_THRESHOLD="2": expected 0 (off) or an integer from PW_PORTSCAN_PORT_THRESHOLD (3) to 255',
-    });
-    expect(configError(() => validate(load({ PW_PORTSCAN_PORT_THRESHOLD: '11' }))).message).toBe(
-      'invalid PW_FLEET_PORT_THRESHOLD="10": expected 0 (off) or an integer from PW_PORTSCAN_PORT_THRESHOLD (11) to 255',
-    );
+  it('counts a threshold below PW_PORTSCAN_PORT_THRESHOLD as that, the default too, and leaves 0 off', () => {
+    expect(validate(load({ PW_FLEET_PORT_THRESHOLD: '2' })).fleetThreshold).toBe(3);
+    expect(validate(load({ PW_PORTSCAN_PORT_THRESHOLD: '16' })).fleetThreshold).toBe(16);
+    expect(validate(load({ PW_PORTSCAN_PORT_THRESHOLD: '16', PW_FLEET_PORT_THRESHOLD: '0' })).fleetThreshold).toBe(0);
   });
 });
 
