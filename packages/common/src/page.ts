@@ -21,6 +21,13 @@ export const PAGE_SIZE = { default: 1000, max: 10_000 } as const;
  */
 export const PAGE_BYTES = 1024 * 1024;
 
+/**
+ * What a response needs besides its items: its next_page_token field (a
+ * token is under 40 bytes, plus its tag and length). Items fill the rest of
+ * PAGE_BYTES, so that the whole response stays within it.
+ */
+export const PAGE_TOKEN_ROOM = 64;
+
 /** Which list a token belongs to: a token is refused by every other list. */
 export enum PageList {
   /** Probe.ListBlocks: the cursor is the last address listed (16 bytes). */
@@ -87,9 +94,10 @@ function varintBytes(n: number): number {
  * message field numbered 1 to 15 stays within `budget` bytes: for lists
  * whose items vary in size, so that a page is bounded in bytes as well as in
  * count. `encodedSize` is an item's encoded size alone; its tag and length
- * are added here. A single item above the budget goes alone.
+ * are added here. A single item above the budget goes alone. The default
+ * budget leaves PAGE_TOKEN_ROOM of PAGE_BYTES for the page token.
  */
-export function fitPage<T>(items: readonly T[], encodedSize: (item: T) => number, budget = PAGE_BYTES): T[] {
+export function fitPage<T>(items: readonly T[], encodedSize: (item: T) => number, budget = PAGE_BYTES - PAGE_TOKEN_ROOM): T[] {
   let bytes = 0;
   let n = 0;
   for (const item of items) {

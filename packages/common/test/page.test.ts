@@ -3,7 +3,7 @@
 // whose pages never end, as a fake probe's may not.
 import { describe, expect, it } from 'vitest';
 import { GrpcStatus, ServerError } from '../src/grpc.js';
-import { PAGE_BYTES, PAGE_SIZE, type Page, PageList, PagingError, allPages, fitPage, pageCursor, pageSize, pageToken } from '../src/page.js';
+import { PAGE_BYTES, PAGE_SIZE, PAGE_TOKEN_ROOM, type Page, PageList, PagingError, allPages, fitPage, pageCursor, pageSize, pageToken } from '../src/page.js';
 
 /** The ServerError fn throws (fails the test when it throws nothing or something else). */
 function refusal(fn: () => unknown): { code: number; details: string } {
@@ -113,6 +113,14 @@ describe('fitPage', () => {
 
   it('returns an empty page for no items', () => {
     expect(fitPage([], () => 1)).toEqual([]);
+  });
+
+  it('leaves room for the page token by default: a full page and a 40-byte token stay within PAGE_BYTES', () => {
+    // 1,000-byte items take 1,003 bytes each; the token, 40 bytes, 42 with its tag and length.
+    const items = Array.from({ length: 2000 }, (_, i) => i);
+    const page = fitPage(items, () => 1000);
+    expect(page).toHaveLength(Math.floor((PAGE_BYTES - PAGE_TOKEN_ROOM) / 1003));
+    expect(page.length * 1003 + 42).toBeLessThanOrEqual(PAGE_BYTES);
   });
 });
 

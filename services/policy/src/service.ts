@@ -484,10 +484,10 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       const list = req.all ? PageList.AllDecisions : PageList.ActiveDecisions;
       const records = ctx.decisions.page(decisionCursor(req.pageToken, list), size + 1, req.all);
       // A decision's size varies (its reason, the ids of the probes
-      // enforcing it), so the page is cut at PAGE_BYTES as well as at
-      // `size`: a response is at most PAGE_BYTES of decisions plus its token
-      // (under 40 bytes), a quarter of grpc-js's 4 MiB receive limit, unless
-      // one decision alone is larger: that one goes out alone.
+      // enforcing it), so the page is cut by size (fitPage: decisions and
+      // token within PAGE_BYTES, a quarter of grpc-js's 4 MiB receive limit,
+      // unless one decision alone is larger: that one goes out alone) as well
+      // as at `size`.
       const decisions = fitPage(
         records.slice(0, size).map((d) => toDecision(d, ctx)),
         (d) => Decision.encode(d).finish().length,
