@@ -3,7 +3,6 @@
 // source (no block made and lifted afterwards), the probe's BlockIp refuses
 // one whoever asks, and a probe keeps the list across its own restarts while
 // the policy is away.
-import { execFileSync } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { type AddAllowResponse, type BlockIpResponse, BlockReason, type RemoveAllowResponse } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -33,7 +32,7 @@ describe("the policy's allowlist in the kernel", () => {
 
   beforeAll(async () => {
     net = createNamespacePair(15);
-    execFileSync('ip', ['-n', net.attackerNs, 'addr', 'add', `${allowed()}/24`, 'dev', `pwa${net.victimIf.slice(3)}`]);
+    net.addAttackerAddress(allowed());
     pong = startPongServer(net.victimNs, PORTS);
     await waitFor('the pong server', () => (pong.stdout.length === PORTS.length ? true : undefined), SLOW_MS);
     svc = new Services({

@@ -1,7 +1,6 @@
 // A SYN flood (hping3 --flood) from one source while another scans: no
 // crash, bounded memory in both services, every event accounted for
 // (delivered or counted lost), and the scanner still blocked.
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
@@ -60,7 +59,7 @@ describe('SYN flood while another source scans', () => {
 
   beforeAll(async () => {
     net = createNamespacePair(7);
-    execFileSync('ip', ['-n', net.attackerNs, 'addr', 'add', `${scanner()}/24`, 'dev', `pwa${net.victimIf.slice(3)}`]);
+    net.addAttackerAddress(scanner());
     pong = startPongServer(net.victimNs, PORTS);
     await waitFor('the pong server', () => (pong.stdout.length === PORTS.length ? true : undefined), SLOW_MS);
     svc = new Services({
