@@ -50,6 +50,11 @@ const volatile __u64 scan_window_ns = 60000000000ULL;
 const volatile __u64 scan_block_ns = 0;
 const volatile __u32 scan_blocks_per_min = 0;
 const volatile __u64 scan_capped_block_ns = 60000000000ULL;
+/* A source is tracked and blocked by its prefix: the blocklist and scanners
+ * keys are the source masked to these lengths (of the IPv6 address, of the
+ * IPv4 address), so one exact-match lookup finds its block. */
+const volatile __u32 ipv6_prefix = 64;
+const volatile __u32 ipv4_prefix = 32;
 
 /* Map sizes here are defaults; user space sets them before load. */
 struct {
@@ -172,6 +177,7 @@ enum pw_counter _pw_counter_btf __attribute__((unused));
 enum pw_block_reason _pw_block_reason_btf __attribute__((unused));
 enum pw_drop_mode _pw_drop_mode_btf __attribute__((unused));
 enum pw_scan_verdict _pw_scan_verdict_btf __attribute__((unused));
+enum pw_probe_kind _pw_probe_kind_btf __attribute__((unused));
 enum pw_scan_limit _pw_scan_limit_btf __attribute__((unused));
 struct pw_scan _pw_scan_btf __attribute__((unused));
 

@@ -61,8 +61,17 @@ struct pw_block {
 #define PW_TCP_ECE 0x40
 #define PW_TCP_CWR 0x80
 
-/* One new-connection SYN, as written to the events ring buffer. Fixed size:
- * user space decodes records at fixed offsets without reading a length. */
+/* What a probe event is (pw_syn_event.kind): every TCP segment that can
+ * only be a probe of a port counts toward the scan rule, not only SYNs. */
+enum pw_probe_kind {
+	PW_PROBE_SYN = 0,       /* a new-connection SYN (SYN set; ACK, FIN, RST clear) */
+	PW_PROBE_STEALTH = 1,   /* ACK clear, not a SYN, not a bare RST: FIN, NULL, XMAS, SYN+FIN, ... (tcp_flags says which) */
+	PW_PROBE_FRAGMENT = 2,  /* a TCP first fragment too short for the TCP header: dropped (tcp_flags 0, unknown) */
+};
+
+/* One probe (a new-connection SYN, a stealth segment or a tiny fragment), as
+ * written to the events ring buffer. Fixed size: user space decodes records
+ * at fixed offsets without reading a length. */
 struct pw_syn_event {
 	__u64 ts_ns;            /* CLOCK_BOOTTIME ns when the frame was seen, at tick resolution */
 	__u8 saddr[PW_ADDR_LEN];
@@ -75,7 +84,9 @@ struct pw_syn_event {
 	__u8 ttl;               /* IPv4 TTL or IPv6 hop limit */
 	__u8 scan;              /* enum pw_scan_verdict: what the in-kernel detector made of it */
 	__u16 vlan_id;          /* innermost VLAN id, 0 when untagged */
-	__u16 window;           /* TCP window, host byte order */
+	__u16 window;           /* TCP window, host byte order (0 for a fragment) */
+	__u8 kind;              /* enum pw_probe_kind */
+	__u8 _pad[7];
 };
 
 /* The in-kernel port-scan detector's verdict on a new connection. It applies
@@ -147,6 +158,15 @@ enum pw_counter {
 	PW_CNT_BLOCK_EXPIRED,   /* frames from sources whose block has expired */
 	PW_CNT_SCAN_BLOCKED,    /* sources the in-kernel detector blocked, within the budget */
 	PW_CNT_SCAN_CAPPED,     /* detections beyond it (blocked for the short TTL) or with the blocklist full (not blocked) */
+	PW_CNT_STEALTH,         /* stealth probes: TCP, ACK clear, not a SYN, not a bare RST (FIN, NULL, XMAS, ...) */
+	PW_CNT_TINY_FRAGMENTS,  /* TCP first fragments without the whole TCP header: dropped, a probe when the port is there */
+	PW_CNT_LONG_CHAINS,     /* IPv6 header chains longer than the program walks: dropped */
+	PW_CNT_BOGUS_SOURCES,   /* IPv6 frames from an IPv4-mapped or IPv4-compatible source: dropped */
+	PW_CNT_PROBE_DROPPED,   /* stealth and fragment probes dropped from blocked sources */
+	PW_CNT_SCAN_ADMITTED,   /* sources the detector started to track (probation) */
+	PW_CNT_SCAN_PROMOTED,   /* sources moved from probation to the protected space by a second distinct port */
+	PW_CNT_PROBATION_EVICTED, /* sources forgotten from probation to make room */
+	PW_CNT_PROTECTED_EVICTED, /* sources forgotten from the protected space to make room */
 	PW_CNT_MAX,
 };
 
@@ -167,6 +187,8 @@ struct pw_probe_config {
 	__u64 block_ns;
 	__u64 capped_block_ns;
 	__u64 received_unix_ms; /* when the policy sent it */
+	__u32 ipv6_prefix;      /* IPv6 sources are tracked and blocked by this prefix length (1..128) */
+	__u32 ipv4_prefix;      /* IPv4 sources likewise (1..32) */
 };
 
 #endif /* PACKETWATCH_H */

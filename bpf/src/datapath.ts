@@ -281,6 +281,10 @@ export interface DatapathOptions {
   scanCappedBlockSeconds?: number;
   /** Entries of the scanners LRU (default 65,536). */
   scanTableSize?: number;
+  /** IPv6 sources are tracked and blocked by this prefix length (default 64). */
+  ipv6Prefix?: number;
+  /** IPv4 sources likewise (default 32). */
+  ipv4Prefix?: number;
 }
 
 export interface BlockOptions {
@@ -345,6 +349,11 @@ export class Datapath {
       spec.setConstant('scan_block_ns', BigInt(Math.round((opts.scanBlockSeconds ?? 0) * 1e9)));
       spec.setConstant('scan_blocks_per_min', opts.scanBlocksPerMinute ?? 0);
       spec.setConstant('scan_capped_block_ns', BigInt(Math.round((opts.scanCappedBlockSeconds ?? DEFAULT_CAPPED_BLOCK_SECONDS) * 1e9)));
+      for (const [name, v, max, dflt] of [['ipv6_prefix', opts.ipv6Prefix, 128, 64], ['ipv4_prefix', opts.ipv4Prefix, 32, 32]] as const) {
+        const len = v ?? dflt;
+        if (!Number.isInteger(len) || len < 1 || len > max) throw new RangeError(`${name} must be 1 to ${max}, got ${len}`);
+        spec.setConstant(name, len);
+      }
       if (opts.pinDir !== undefined) {
         for (const m of PINNED_MAPS) spec.pinMap(m, `${opts.pinDir}/${m}`);
       }

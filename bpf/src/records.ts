@@ -57,15 +57,21 @@ export interface ProbeConfigRecord {
   cappedBlockNs: bigint;
   /** When the policy sent it (Unix ms). */
   receivedUnixMs: bigint;
+  /** IPv6 sources are tracked and blocked by this prefix length. */
+  ipv6Prefix: number;
+  /** IPv4 sources likewise. */
+  ipv4Prefix: number;
 }
 
-export const probeConfigCodec: StructCodec<ProbeConfigRecord> = struct<ProbeConfigRecord>(40, {
+export const probeConfigCodec: StructCodec<ProbeConfigRecord> = struct<ProbeConfigRecord>(48, {
   portThreshold: { offset: 0, codec: u32 },
   blocksPerMin: { offset: 4, codec: u32 },
   windowNs: { offset: 8, codec: u64 },
   blockNs: { offset: 16, codec: u64 },
   cappedBlockNs: { offset: 24, codec: u64 },
   receivedUnixMs: { offset: 32, codec: u64 },
+  ipv6Prefix: { offset: 40, codec: u32 },
+  ipv4Prefix: { offset: 44, codec: u32 },
 });
 
 /** How long a block beyond the blocks-per-minute budget lasts, unless configured (PW_CAPPED_BLOCK_TTL). */
@@ -181,10 +187,22 @@ export interface SynEvent {
   scan: number;
   vlanId: number;
   window: number;
+  /** ProbeKind: a SYN, a stealth segment or a tiny fragment. */
+  kind: number;
+}
+
+/** enum pw_probe_kind: what a probe event is. */
+export enum ProbeKind {
+  /** A new-connection SYN. */
+  Syn = 0,
+  /** ACK clear, not a SYN, not a bare RST (FIN, NULL, XMAS, ...): tcpFlags says which. */
+  Stealth = 1,
+  /** A TCP first fragment too short for the TCP header (dropped; flags unknown). */
+  Fragment = 2,
 }
 
 /** struct pw_syn_event: one ring-buffer record. */
-export const synEventCodec: StructCodec<SynEvent> = struct<SynEvent>(56, {
+export const synEventCodec: StructCodec<SynEvent> = struct<SynEvent>(64, {
   tsNs: { offset: 0, codec: u64 },
   saddr: { offset: 8, codec: addrCodec },
   daddr: { offset: 24, codec: addrCodec },
@@ -197,6 +215,7 @@ export const synEventCodec: StructCodec<SynEvent> = struct<SynEvent>(56, {
   scan: { offset: 51, codec: u8 },
   vlanId: { offset: 52, codec: u16 },
   window: { offset: 54, codec: u16 },
+  kind: { offset: 56, codec: u8 },
 });
 
 export const SYN_EVENT_SIZE = synEventCodec.size;
@@ -220,6 +239,15 @@ export const COUNTER_NAMES = [
   'blockExpired',
   'scanBlocked',
   'scanCapped',
+  'stealth',
+  'tinyFragments',
+  'longChains',
+  'bogusSources',
+  'probeDropped',
+  'scanAdmitted',
+  'scanPromoted',
+  'probationEvicted',
+  'protectedEvicted',
 ] as const;
 
 export type CounterName = (typeof COUNTER_NAMES)[number];

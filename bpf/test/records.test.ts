@@ -8,6 +8,7 @@ import {
   BlockReason,
   DropMode,
   SCAN_MAX_PORTS,
+  ProbeKind,
   ScanVerdict,
   blockCodec,
   countersCodec,
@@ -128,6 +129,8 @@ describe('record codecs match the BTF of the compiled object', () => {
       PW_SCAN_ALLOWLISTED: ScanVerdict.Allowlisted,
       PW_SCAN_FULL: ScanVerdict.Full,
     });
+    const kinds = Object.fromEntries(named('ENUM', 'pw_probe_kind').values!.map((v) => [v.name, v.val]));
+    expect(kinds).toEqual({ PW_PROBE_SYN: ProbeKind.Syn, PW_PROBE_STEALTH: ProbeKind.Stealth, PW_PROBE_FRAGMENT: ProbeKind.Fragment });
   });
 
   it('struct pw_scan (head of a scanners value) and the most ports the detector takes', () => {
@@ -160,6 +163,7 @@ describe('record codecs match the BTF of the compiled object', () => {
       scan: 1,
       vlanId: 4095,
       window: 29200,
+      kind: ProbeKind.Stealth,
     };
     const buf = Buffer.alloc(synEventCodec.size);
     synEventCodec.write(ev, buf, 0);

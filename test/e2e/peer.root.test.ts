@@ -103,6 +103,7 @@ describe('a hostile Report peer', () => {
             scan: 0,
             vlanId: 0,
             window: 64240,
+            kind: 0,
           }),
         ),
       ),

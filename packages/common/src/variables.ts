@@ -17,6 +17,8 @@ export const PW_VARIABLES: readonly string[] = [
   'PW_BLOCK_TTL',
   'PW_BPF_PIN_DIR',
   'PW_CAPPED_BLOCK_TTL',
+  'PW_IPV6_PREFIX',
+  'PW_IPV4_PREFIX',
   'PW_CONTROL_GROUP',
   'PW_DECISION_RETENTION',
   'PW_DROP_MODE',

@@ -87,6 +87,8 @@ const probeStatus: GetStatusResponse = {
     blockTtl: { seconds: 0n, nanos: 0 },
     maxBlocksPerMinute: 120,
     cappedBlockTtl: { seconds: 60n, nanos: 0 },
+    ipv6Prefix: 64,
+    ipv4Prefix: 32,
   },
   scanConfigOrigin: ConfigOrigin.CONFIG_ORIGIN_POLICY,
   scanConfigReceived: new Date(NOW - 60_000),

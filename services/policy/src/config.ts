@@ -25,6 +25,8 @@ export const policySettings = {
     0,
     255,
   ),
+  ipv6Prefix: s.int('PW_IPV6_PREFIX', 'ipv6-prefix', 64, 'IPv6 sources are tracked and blocked by this prefix length (128: each address alone)', 1, 128),
+  ipv4Prefix: s.int('PW_IPV4_PREFIX', 'ipv4-prefix', 32, 'IPv4 sources are tracked and blocked by this prefix length', 1, 32),
   whitelistSelf: s.bool('PW_WHITELIST_SELF', 'whitelist-self', true, "never block a probe's own addresses"),
   allowlist: s.string('PW_ALLOWLIST', 'allowlist', '', 'addresses or CIDRs never blocked, comma-separated'),
   blockTtl: s.seconds('PW_BLOCK_TTL', 'block-ttl', 0, 'how long a detector block lasts (0 = permanent, like the seed)'),
@@ -77,6 +79,8 @@ export function probeConfigOf(c: PolicyConfig): ProbeConfig {
     blockTtl: duration(c.blockTtl),
     maxBlocksPerMinute: c.maxBlocksPerMinute,
     cappedBlockTtl: duration(c.cappedBlockTtl),
+    ipv6Prefix: c.ipv6Prefix,
+    ipv4Prefix: c.ipv4Prefix,
   };
 }
 

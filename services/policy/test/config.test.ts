@@ -51,6 +51,8 @@ describe('policy settings: defaults', () => {
       maxSources: 1_000_000,
       maxBlocksPerMinute: 120,
       cappedBlockTtl: 60,
+      ipv6Prefix: 64,
+      ipv4Prefix: 32,
       decisionRetention: 30 * 86_400,
       reconcileSeconds: 60,
       logFormat: 'auto',

@@ -73,6 +73,7 @@ function batch(syns: [source: string, port: number, i: number][]): EventBatch {
         scan: 0,
         vlanId: 0,
         window: 64_240,
+        kind: 0,
       },
       records,
       k * SYN_EVENT_SIZE,

@@ -30,6 +30,8 @@ export interface KernelScan {
   blocksPerMinute: number;
   cappedBlockSeconds: number;
   tableSize: number;
+  ipv6Prefix: number;
+  ipv4Prefix: number;
 }
 
 export interface Attachment {
@@ -100,6 +102,8 @@ function loadDatapath(o: Omit<AttachOptions, 'ifname' | 'pinRoot' | 'mode' | 'lo
     scanBlocksPerMinute: o.scan.blocksPerMinute,
     scanCappedBlockSeconds: o.scan.cappedBlockSeconds,
     scanTableSize: o.scan.tableSize,
+    ipv6Prefix: o.scan.ipv6Prefix,
+    ipv4Prefix: o.scan.ipv4Prefix,
   });
 }
 

@@ -88,6 +88,8 @@ runMain(NAME, async () => {
       blocksPerMinute: cfg.maxBlocksPerMinute,
       cappedBlockSeconds: cfg.cappedBlockTtlSeconds,
       tableSize: c.scanTableSize,
+      ipv6Prefix: cfg.ipv6Prefix,
+      ipv4Prefix: cfg.ipv4Prefix,
     };
   };
   const datapathOptions = { dropMode: c.dropMode, blocklistSize: c.blocklistSize, allowlistSize: c.allowlistSize, ringbufBytes: c.ringbufBytes };

@@ -17,6 +17,10 @@ export interface ScanConfig {
   /** 0: no cap. */
   maxBlocksPerMinute: number;
   cappedBlockTtlSeconds: number;
+  /** IPv6 sources are tracked and blocked by this prefix length (1 to 128). */
+  ipv6Prefix: number;
+  /** IPv4 sources likewise (1 to 32). */
+  ipv4Prefix: number;
 }
 
 /** What a probe runs before any policy has configured it: the seed's thresholds, permanent blocks, 120 a minute. */
@@ -26,6 +30,8 @@ export const DEFAULT_SCAN_CONFIG: Readonly<ScanConfig> = Object.freeze({
   blockTtlSeconds: 0,
   maxBlocksPerMinute: 120,
   cappedBlockTtlSeconds: DEFAULT_CAPPED_BLOCK_SECONDS,
+  ipv6Prefix: 64,
+  ipv4Prefix: 32,
 });
 
 export const MAX_PORT_THRESHOLD = 255;
@@ -70,9 +76,20 @@ export function checkScanConfig(m: ProbeConfig): Checked {
   if (typeof blockTtl === 'string') return { ok: false, reason: blockTtl };
   const capped = secondsOf('capped_block_ttl', m.cappedBlockTtl, 1, MAX_TTL_SECONDS);
   if (typeof capped === 'string') return { ok: false, reason: capped };
+  for (const [name, v, max] of [['ipv6_prefix', m.ipv6Prefix, 128], ['ipv4_prefix', m.ipv4Prefix, 32]] as const) {
+    if (!Number.isInteger(v) || v < 1 || v > max) return { ok: false, reason: `${name} is ${v}, not 1 to ${max}` };
+  }
   return {
     ok: true,
-    value: { portThreshold: m.portThreshold, windowSeconds: window, blockTtlSeconds: blockTtl, maxBlocksPerMinute: m.maxBlocksPerMinute, cappedBlockTtlSeconds: capped },
+    value: {
+      portThreshold: m.portThreshold,
+      windowSeconds: window,
+      blockTtlSeconds: blockTtl,
+      maxBlocksPerMinute: m.maxBlocksPerMinute,
+      cappedBlockTtlSeconds: capped,
+      ipv6Prefix: m.ipv6Prefix,
+      ipv4Prefix: m.ipv4Prefix,
+    },
   };
 }
 
@@ -82,7 +99,9 @@ export function sameScanConfig(a: ScanConfig, b: ScanConfig): boolean {
     a.windowSeconds === b.windowSeconds &&
     a.blockTtlSeconds === b.blockTtlSeconds &&
     a.maxBlocksPerMinute === b.maxBlocksPerMinute &&
-    a.cappedBlockTtlSeconds === b.cappedBlockTtlSeconds
+    a.cappedBlockTtlSeconds === b.cappedBlockTtlSeconds &&
+    a.ipv6Prefix === b.ipv6Prefix &&
+    a.ipv4Prefix === b.ipv4Prefix
   );
 }
 
@@ -104,6 +123,8 @@ export function toRecord(c: ScanConfig, received: Date): ProbeConfigRecord {
     blockNs: ns(c.blockTtlSeconds),
     cappedBlockNs: ns(c.cappedBlockTtlSeconds),
     receivedUnixMs: BigInt(received.getTime()),
+    ipv6Prefix: c.ipv6Prefix,
+    ipv4Prefix: c.ipv4Prefix,
   };
 }
 
@@ -119,6 +140,8 @@ export function fromRecord(r: ProbeConfigRecord): { config: ScanConfig; received
     blockTtl: durationOfNs(r.blockNs),
     maxBlocksPerMinute: r.blocksPerMin,
     cappedBlockTtl: durationOfNs(r.cappedBlockNs),
+    ipv6Prefix: r.ipv6Prefix,
+    ipv4Prefix: r.ipv4Prefix,
   });
   return checked.ok ? { config: checked.value, received: new Date(Number(r.receivedUnixMs)) } : undefined;
 }
@@ -130,5 +153,7 @@ export function toProto(c: ScanConfig): ProbeConfig {
     blockTtl: duration(c.blockTtlSeconds),
     maxBlocksPerMinute: c.maxBlocksPerMinute,
     cappedBlockTtl: duration(c.cappedBlockTtlSeconds),
+    ipv6Prefix: c.ipv6Prefix,
+    ipv4Prefix: c.ipv4Prefix,
   };
 }
