@@ -212,6 +212,7 @@ union pw_addr_words {
 /* What the IP layer told us, filled by parse_ipv4 / parse_ipv6. */
 struct l3_info {
 	union pw_addr_words saddr;
+	union pw_addr_words key;    /* saddr masked to its family's prefix: the blocklist and scanners key */
 	union pw_addr_words daddr;
 	__u8 proto;
 	__u8 version;
@@ -259,6 +260,34 @@ static __always_inline int parse_eth(struct cursor *cur, __be16 *ethertype, __u1
 	return 0;
 }
 
+/* The top bits of a big-endian word of an address kept by a prefix of len
+ * bits, the word starting at bit `from`. */
+static __always_inline __u32 prefix_mask(__u32 len, __u32 from)
+{
+	if (len <= from)
+		return 0;
+	if (len - from >= 32)
+		return ~0U;
+	return bpf_htonl(~0U << (32 - (len - from)));
+}
+
+/* l3->key: the source masked to its family's prefix (ipv4_prefix of the
+ * IPv4 address, ipv6_prefix of the IPv6 one). The IPv4-mapped form keeps
+ * its ::ffff: part, so the two families' keys never meet. */
+static __always_inline void source_key(struct l3_info *l3)
+{
+	if (l3->version == 4) {
+		l3->key.d[0] = l3->saddr.d[0];
+		l3->key.w[2] = l3->saddr.w[2];
+		l3->key.w[3] = l3->saddr.w[3] & prefix_mask(ipv4_prefix, 0);
+		return;
+	}
+	l3->key.w[0] = l3->saddr.w[0] & prefix_mask(ipv6_prefix, 0);
+	l3->key.w[1] = l3->saddr.w[1] & prefix_mask(ipv6_prefix, 32);
+	l3->key.w[2] = l3->saddr.w[2] & prefix_mask(ipv6_prefix, 64);
+	l3->key.w[3] = l3->saddr.w[3] & prefix_mask(ipv6_prefix, 96);
+}
+
 static __always_inline enum parse_result parse_ipv4(struct cursor *cur, struct l3_info *l3)
 {
 	struct iphdr *ip = cur->pos;
@@ -283,6 +312,7 @@ static __always_inline enum parse_result parse_ipv4(struct cursor *cur, struct l
 	l3->proto = ip->protocol;
 	l3->version = 4;
 	l3->ttl = ip->ttl;
+	source_key(l3);
 	cur->pos += hdrlen;
 
 	if (ip->frag_off & bpf_htons(IPV4_FRAG_OFFSET))
@@ -305,6 +335,7 @@ static __always_inline enum parse_result parse_ipv6(struct cursor *cur, struct l
 	__builtin_memcpy(&l3->daddr, &ip6->daddr, PW_ADDR_LEN);
 	l3->version = 6;
 	l3->ttl = ip6->hop_limit;
+	source_key(l3);
 	nexthdr = ip6->nexthdr;
 	cur->pos = ip6 + 1;
 
@@ -416,10 +447,12 @@ static __always_inline struct pw_drop_slot *drop_slot(const union pw_addr_words 
 	return bpf_map_lookup_elem(&drop_cache, &idx);
 }
 
-/* Whether a frame from addr must be dropped. *now is read from the clock at
- * most once per frame (only for a block that expires) and handed back for
- * the event timestamp. */
-static __always_inline int blocked(const union pw_addr_words *addr, struct pw_counters *cnt, __u64 *now)
+/* Whether a frame from addr, whose blocklist key is key (its prefix), must
+ * be dropped. The drop cache and the allowlist go by the address itself: an
+ * allowlisted address keeps passing inside a blocked prefix. *now is read
+ * from the clock at most once per frame (only for a block that expires) and
+ * handed back for the event timestamp. */
+static __always_inline int blocked(const union pw_addr_words *addr, const union pw_addr_words *key, struct pw_counters *cnt, __u64 *now)
 {
 	/* Read before the lookups: a list write racing with them moves the
 	 * generation past the one the slot is stamped with below. */
@@ -438,7 +471,7 @@ static __always_inline int blocked(const union pw_addr_words *addr, struct pw_co
 		/* Lapsed: the full path counts it. */
 	}
 #endif
-	b = bpf_map_lookup_elem(&blocklist, &addr->a);
+	b = bpf_map_lookup_elem(&blocklist, &key->a);
 	if (!b)
 		return 0;
 	if (b->expires_ns) {
@@ -467,7 +500,7 @@ static __always_inline int blocked(const union pw_addr_words *addr, struct pw_co
  * The cap bounds what forged sources can frame (a short block, not a long
  * one); it never leaves a detected scanner unblocked, so it cannot be used
  * to switch blocking off. */
-static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src, __u64 now)
+static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *key, const struct pw_addr *src, __u64 now)
 {
 	__u32 zero = 0;
 	struct pw_counters *cnt = bpf_map_lookup_elem(&counters, &zero);
@@ -500,12 +533,12 @@ static __always_inline enum pw_scan_verdict scan_block(const struct pw_addr *src
 	}
 	/* A new key is counted in block_adds; a lapsed entry is overwritten in
 	 * place. Full: neither succeeds. */
-	if (!bpf_map_update_elem(&blocklist, src, &b, BPF_NOEXIST)) {
+	if (!bpf_map_update_elem(&blocklist, key, &b, BPF_NOEXIST)) {
 		__u64 *adds = bpf_map_lookup_elem(&block_adds, &zero);
 
 		if (adds)
 			__sync_fetch_and_add(adds, 1);
-	} else if (bpf_map_update_elem(&blocklist, src, &b, BPF_EXIST)) {
+	} else if (bpf_map_update_elem(&blocklist, key, &b, BPF_EXIST)) {
 		count(cnt, PW_CNT_SCAN_CAPPED);
 		return PW_SCAN_FULL;
 	}
@@ -731,23 +764,23 @@ static __always_inline void scan_restart(struct pw_scan *s, __u32 n, __u32 port,
  * once for every parsing path that reaches it, which would exceed its
  * complexity limit.
  */
-__noinline int pw_track_scan(const struct pw_addr *src, __u32 dport, __u64 now)
+__noinline int pw_track_scan(const struct pw_addr *key, const struct pw_addr *src, __u32 dport, __u64 now)
 {
 	__u32 zero = 0, n = scan_ports, count, i;
 	__u64 clock = scan_clock_ns, *time;
 	struct pw_scan *s;
 	__u16 *port;
 
-	if (!src || n == 0)
+	if (!key || !src || n == 0)
 		return PW_SCAN_NONE;
 	if (now > clock) {
 		scan_clock_ns = now;
 		clock = now;
 	}
 	if (n == 1)
-		return scan_block(src, now);
+		return scan_block(key, src, now);
 
-	s = bpf_map_lookup_elem(&scanners, src);
+	s = bpf_map_lookup_elem(&scanners, key);
 	if (!s) {
 		/* T or more older than the clock: expired on arrival. */
 		if (clock - now >= scan_window_ns)
@@ -757,14 +790,14 @@ __noinline int pw_track_scan(const struct pw_addr *src, __u32 dport, __u64 now)
 			return PW_SCAN_NONE;
 		scan_restart(s, n, dport, now);
 		/* Created meanwhile by another CPU: its history stands, this hit is lost. */
-		bpf_map_update_elem(&scanners, src, s, BPF_NOEXIST);
+		bpf_map_update_elem(&scanners, key, s, BPF_NOEXIST);
 		return PW_SCAN_NONE;
 	}
 	/* Idle for T or more: its history is expired. (last_ns can be ahead of
 	 * the clock read above when another CPU has just moved both.) */
 	if (clock > s->last_ns && clock - s->last_ns >= scan_window_ns) {
 		if (clock - now >= scan_window_ns)
-			bpf_map_delete_elem(&scanners, src);
+			bpf_map_delete_elem(&scanners, key);
 		else
 			scan_restart(s, n, dport, now);
 		return PW_SCAN_NONE;
@@ -822,8 +855,8 @@ __noinline int pw_track_scan(const struct pw_addr *src, __u32 dport, __u64 now)
 	}
 	if (s->last_ns - s->min_ns >= scan_window_ns || !scan_confirm(s, n))
 		return PW_SCAN_NONE;
-	bpf_map_delete_elem(&scanners, src);
-	return scan_block(src, now);
+	bpf_map_delete_elem(&scanners, key);
+	return scan_block(key, src, now);
 }
 
 /* Frames that are not new connections: dropped only in drop-all mode. */
@@ -831,7 +864,7 @@ static __always_inline int other_verdict(const struct l3_info *l3, struct pw_cou
 {
 	__u64 now = 0;
 
-	if (drop_mode == PW_DROP_ALL && blocked(&l3->saddr, cnt, &now)) {
+	if (drop_mode == PW_DROP_ALL && blocked(&l3->saddr, &l3->key, cnt, &now)) {
 		count(cnt, PW_CNT_OTHER_DROPPED);
 		return XDP_DROP;
 	}
@@ -901,14 +934,14 @@ int packetwatch(struct xdp_md *ctx)
 		return other_verdict(&l3, cnt);
 
 	count(cnt, PW_CNT_SYN);
-	if (blocked(&l3.saddr, cnt, &now)) {
+	if (blocked(&l3.saddr, &l3.key, cnt, &now)) {
 		count(cnt, PW_CNT_SYN_DROPPED);
 		return XDP_DROP;
 	}
 
 	if (!now)
 		now = pw_now();
-	scan = scan_ports ? pw_track_scan(&l3.saddr.a, bpf_ntohs(tcp->dest), now) : PW_SCAN_NONE;
+	scan = scan_ports ? pw_track_scan(&l3.key.a, &l3.saddr.a, bpf_ntohs(tcp->dest), now) : PW_SCAN_NONE;
 
 #ifdef PW_VARIANT_NO_EVENT
 	return XDP_PASS;

@@ -42,8 +42,8 @@ const XDP_DROP = 1;
 const XDP_PASS = 2;
 const VICTIM = '198.51.100.1';
 /** Kernel allowlist and the policy's allowlist in these tests. */
-const ALLOWED_PREFIX = '2001:db8:a11::/48';
-const allowed = (src: string) => src.startsWith('2001:db8:a11:');
+const ALLOWED_PREFIX = '3fff:a11::/32';
+const allowed = (src: string) => src.startsWith('3fff:a11:');
 
 type Decision = 'pass' | 'block' | 'drop';
 
@@ -149,7 +149,9 @@ let sourceCount = 0;
 function newSource(kind: 'v4' | 'v6' | 'allowed'): string {
   const i = ++sourceCount;
   if (kind === 'v4') return `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
-  return `${kind === 'v6' ? '2001:db8:5ca' : '2001:db8:a11'}::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+  // Each IPv6 source in a /64 of its own (3fff::/20 is for documentation):
+  // the engines take the addresses of one /64 as one source.
+  return `${kind === 'v6' ? '3fff:5ca' : '3fff:a11'}:${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}::1`;
 }
 
 /** Each case's stamps start past everything before them (the engines' clocks carry over between cases). */
