@@ -115,3 +115,32 @@ export function formatPrefix(p: Prefix): string {
   const v4 = isV4Mapped(p.addr) && p.prefixLen >= 96;
   return `${formatAddress(p.addr)}/${v4 ? p.prefixLen - 96 : p.prefixLen}`;
 }
+
+/** The prefix lengths sources are tracked and blocked by (PW_IPV6_PREFIX, PW_IPV4_PREFIX). */
+export interface SourcePrefixes {
+  /** 1 to 128. */
+  ipv6: number;
+  /** 1 to 32. */
+  ipv4: number;
+}
+
+/** Each address alone: the lengths that key a source by its whole address. */
+export const WHOLE_ADDRESSES: Readonly<SourcePrefixes> = Object.freeze({ ipv6: 128, ipv4: 32 });
+
+/**
+ * The source a 16-byte address counts as: its family's prefix, the address
+ * with the bits beyond it cleared (the kernel's blocklist and scanners key,
+ * bpf/packetwatch.bpf.c source_key).
+ */
+export function sourcePrefix(addr: Buffer, lengths: SourcePrefixes): Prefix {
+  const v4 = isV4Mapped(addr);
+  const prefixLen = v4 ? 96 + lengths.ipv4 : lengths.ipv6;
+  const out = Buffer.from(addr);
+  for (let bit = prefixLen; bit < 128; bit++) out[bit >> 3] = out[bit >> 3]! & ~(0x80 >> (bit & 7));
+  return { addr: out, prefixLen };
+}
+
+/** A source as people read it: the bare address for a whole address, else the prefix ("2001:db8:1:2::/64"). */
+export function formatSource(p: Prefix): string {
+  return p.prefixLen === 128 ? formatAddress(p.addr) : formatPrefix(p);
+}

@@ -1,4 +1,4 @@
-import { AddressError, formatAddress, formatPrefix, parseAddress, parsePrefix } from '@packetwatch/common';
+import { AddressError, WHOLE_ADDRESSES, formatAddress, formatPrefix, formatSource, parseAddress, parsePrefix, sourcePrefix } from '@packetwatch/common';
 import { describe, expect, it } from 'vitest';
 
 const hex = (b: Buffer) => b.toString('hex');
@@ -69,4 +69,19 @@ describe('prefixes', () => {
       expect(() => parsePrefix(text)).toThrow(AddressError);
     },
   );
+});
+
+describe('sourcePrefix and formatSource', () => {
+  it('keys an IPv6 source by its /64 and an IPv4 one by its whole address with the defaults', () => {
+    const v6 = sourcePrefix(parseAddress('2001:db8:1:2:aaaa:bbbb:cccc:dddd'), { ipv6: 64, ipv4: 32 });
+    expect(formatSource(v6)).toBe('2001:db8:1:2::/64');
+    expect(v6.addr.toString('hex')).toBe('20010db8000100020000000000000000');
+    expect(formatSource(sourcePrefix(parseAddress('192.0.2.7'), { ipv6: 64, ipv4: 32 }))).toBe('192.0.2.7');
+  });
+
+  it('takes lengths inside a byte and whole addresses', () => {
+    expect(formatSource(sourcePrefix(parseAddress('192.0.2.255'), { ipv6: 64, ipv4: 27 }))).toBe('192.0.2.224/27');
+    expect(formatSource(sourcePrefix(parseAddress('2001:db8::ffff'), { ipv6: 121, ipv4: 32 }))).toBe('2001:db8::ff80/121');
+    expect(formatSource(sourcePrefix(parseAddress('2001:db8::1'), WHOLE_ADDRESSES))).toBe('2001:db8::1');
+  });
 });
