@@ -248,7 +248,6 @@ union pw_addr_words {
 /* What the IP layer told us, filled by parse_ipv4 / parse_ipv6. */
 struct l3_info {
 	union pw_addr_words saddr;
-	union pw_addr_words key;    /* saddr masked to its family's prefix: the blocklist and scanners key */
 	union pw_addr_words daddr;
 	__u8 proto;
 	__u8 version;
@@ -312,21 +311,21 @@ static __always_inline __u32 prefix_mask(__u32 len, __u32 from)
 	return bpf_htonl(~0U << (32 - (len - from)));
 }
 
-/* l3->key: the source masked to its family's prefix (ipv4_prefix of the
+/* key: l3's source masked to its family's prefix (ipv4_prefix of the
  * IPv4 address, ipv6_prefix of the IPv6 one). The IPv4-mapped form keeps
  * its ::ffff: part, so the two families' keys never meet. */
-static __always_inline void source_key(struct l3_info *l3)
+static __always_inline void source_key(const struct l3_info *l3, union pw_addr_words *key)
 {
 	if (l3->version == 4) {
-		l3->key.d[0] = l3->saddr.d[0];
-		l3->key.w[2] = l3->saddr.w[2];
-		l3->key.w[3] = l3->saddr.w[3] & prefix_mask(ipv4_prefix, 0);
+		key->d[0] = l3->saddr.d[0];
+		key->w[2] = l3->saddr.w[2];
+		key->w[3] = l3->saddr.w[3] & prefix_mask(ipv4_prefix, 0);
 		return;
 	}
-	l3->key.w[0] = l3->saddr.w[0] & prefix_mask(ipv6_prefix, 0);
-	l3->key.w[1] = l3->saddr.w[1] & prefix_mask(ipv6_prefix, 32);
-	l3->key.w[2] = l3->saddr.w[2] & prefix_mask(ipv6_prefix, 64);
-	l3->key.w[3] = l3->saddr.w[3] & prefix_mask(ipv6_prefix, 96);
+	key->w[0] = l3->saddr.w[0] & prefix_mask(ipv6_prefix, 0);
+	key->w[1] = l3->saddr.w[1] & prefix_mask(ipv6_prefix, 32);
+	key->w[2] = l3->saddr.w[2] & prefix_mask(ipv6_prefix, 64);
+	key->w[3] = l3->saddr.w[3] & prefix_mask(ipv6_prefix, 96);
 }
 
 static __always_inline enum parse_result parse_ipv4(struct cursor *cur, struct l3_info *l3)
@@ -355,7 +354,6 @@ static __always_inline enum parse_result parse_ipv4(struct cursor *cur, struct l
 	l3->version = 4;
 	l3->ttl = ip->ttl;
 	l3->l4_room = bpf_ntohs(ip->tot_len) - hdrlen;
-	source_key(l3);
 	cur->pos += hdrlen;
 
 	frag = bpf_ntohs(ip->frag_off);
@@ -403,7 +401,6 @@ static __always_inline enum parse_result parse_ipv6(struct cursor *cur, struct l
 	l3->version = 6;
 	l3->ttl = ip6->hop_limit;
 	l3->l4_room = 0xffff;
-	source_key(l3);
 	nexthdr = ip6->nexthdr;
 	cur->pos = ip6 + 1;
 
@@ -529,13 +526,15 @@ static __always_inline struct pw_drop_slot *drop_slot(const union pw_addr_words 
 	return bpf_map_lookup_elem(&drop_cache, &idx);
 }
 
-/* Whether a frame from addr, whose blocklist key is key (its prefix), must
- * be dropped. The drop cache and the allowlist go by the address itself: an
- * allowlisted address keeps passing inside a blocked prefix. *now is read
+/* Whether a frame from l3's source must be dropped. The blocklist goes by
+ * the source's key (its prefix, made here into *key, which the detector
+ * then uses too); the drop cache and the allowlist go by the address
+ * itself: an allowlisted address keeps passing inside a blocked prefix. *now is read
  * from the clock at most once per frame (only for a block that expires) and
  * handed back for the event timestamp. */
-static __always_inline int blocked(const union pw_addr_words *addr, const union pw_addr_words *key, struct pw_counters *cnt, __u64 *now)
+static __always_inline int blocked(const struct l3_info *l3, union pw_addr_words *key, struct pw_counters *cnt, __u64 *now)
 {
+	const union pw_addr_words *addr = &l3->saddr;
 	/* Read before the lookups: a list write racing with them moves the
 	 * generation past the one the slot is stamped with below. */
 	__u64 gen = list_generation();
@@ -553,6 +552,9 @@ static __always_inline int blocked(const union pw_addr_words *addr, const union 
 		/* Lapsed: the full path counts it. */
 	}
 #endif
+	/* The key is made here, past the cache: a repeated drop and the
+	 * paths that never consult the blocklist do without it. */
+	source_key(l3, key);
 	b = bpf_map_lookup_elem(&blocklist, &key->a);
 	if (!b)
 		return 0;
@@ -945,14 +947,13 @@ __noinline int pw_track_scan(const struct pw_addr *key, const struct pw_addr *sr
 struct probe_info {
 	__u16 sport;   /* host byte order */
 	__u16 dport;
-	__u16 window;
 	__u8 flags;
 	__u8 kind;     /* enum pw_probe_kind */
 };
 
 /* Tracks a probe that is not dropped for a block and reports it; the
  * frame's verdict is the caller's. */
-static __always_inline void report_probe(struct xdp_md *ctx, struct pw_counters *cnt, const struct l3_info *l3,
+static __always_inline void report_probe(struct xdp_md *ctx, struct pw_counters *cnt, const struct l3_info *l3, const union pw_addr_words *key,
 					 const struct probe_info *p, __u16 vlan_id, __u64 now)
 {
 	struct pw_syn_event *ev;
@@ -960,7 +961,7 @@ static __always_inline void report_probe(struct xdp_md *ctx, struct pw_counters 
 
 	if (!now)
 		now = pw_now();
-	scan = scan_ports ? pw_track_scan(&l3->key.a, &l3->saddr.a, p->dport, now) : PW_SCAN_NONE;
+	scan = scan_ports ? pw_track_scan(&key->a, &l3->saddr.a, p->dport, now) : PW_SCAN_NONE;
 
 #ifdef PW_VARIANT_NO_EVENT
 	return;
@@ -981,9 +982,8 @@ static __always_inline void report_probe(struct xdp_md *ctx, struct pw_counters 
 	ev->ttl = l3->ttl;
 	ev->scan = scan;
 	ev->vlan_id = vlan_id;
-	ev->window = p->window;
 	ev->kind = p->kind;
-	__builtin_memset(ev->_pad, 0, sizeof(ev->_pad));
+	ev->_pad = 0;
 	bpf_ringbuf_submit(ev, 0);
 	count(cnt, PW_CNT_EVENTS);
 }
@@ -998,7 +998,11 @@ int packetwatch(struct xdp_md *ctx)
 	__u32 zero = 0;
 	struct pw_counters *cnt = bpf_map_lookup_elem(&counters, &zero);
 	struct l3_info l3 = {};
-	struct probe_info p = {};
+	/* Written by the paths that report a probe, read only by them: not
+	 * cleared per frame. */
+	struct probe_info p;
+	/* The source's blocklist key, made by blocked() when it looks. */
+	union pw_addr_words key;
 	__u16 vlan_id = 0;
 	enum parse_result res;
 	/* Counted when the source turns out blocked; the probe kinds set their own. */
@@ -1073,6 +1077,7 @@ int packetwatch(struct xdp_md *ctx)
 		p.sport = bpf_ntohs(ports[0]);
 		p.dport = bpf_ntohs(ports[1]);
 		p.kind = PW_PROBE_FRAGMENT;
+		p.flags = 0;
 		dropped = PW_CNT_PROBE_DROPPED;
 		probe = 1;
 		verdict = XDP_DROP;
@@ -1109,17 +1114,16 @@ int packetwatch(struct xdp_md *ctx)
 	}
 	p.sport = bpf_ntohs(tcp->source);
 	p.dport = bpf_ntohs(tcp->dest);
-	p.window = bpf_ntohs(tcp->window);
 	p.flags = flags;
 
 settle:
 	/* The one blocklist consultation: every path with a known source that
 	 * could be dropped for a block comes here. */
-	if (blocked(&l3.saddr, &l3.key, cnt, &now)) {
+	if (blocked(&l3, &key, cnt, &now)) {
 		count(cnt, dropped);
 		return XDP_DROP;
 	}
 	if (probe)
-		report_probe(ctx, cnt, &l3, &p, vlan_id, now);
+		report_probe(ctx, cnt, &l3, &key, &p, vlan_id, now);
 	return verdict;
 }

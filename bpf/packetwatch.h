@@ -71,7 +71,8 @@ enum pw_probe_kind {
 
 /* One probe (a new-connection SYN, a stealth segment or a tiny fragment), as
  * written to the events ring buffer. Fixed size: user space decodes records
- * at fixed offsets without reading a length. */
+ * at fixed offsets without reading a length. 56 bytes: with the ring's
+ * 8-byte header, a record is one 64-byte cache line. */
 struct pw_syn_event {
 	__u64 ts_ns;            /* CLOCK_BOOTTIME ns when the frame was seen, at tick resolution */
 	__u8 saddr[PW_ADDR_LEN];
@@ -84,9 +85,8 @@ struct pw_syn_event {
 	__u8 ttl;               /* IPv4 TTL or IPv6 hop limit */
 	__u8 scan;              /* enum pw_scan_verdict: what the in-kernel detector made of it */
 	__u16 vlan_id;          /* innermost VLAN id, 0 when untagged */
-	__u16 window;           /* TCP window, host byte order (0 for a fragment) */
 	__u8 kind;              /* enum pw_probe_kind */
-	__u8 _pad[7];
+	__u8 _pad;
 };
 
 /* The in-kernel port-scan detector's verdict on a new connection. It applies

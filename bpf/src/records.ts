@@ -186,7 +186,6 @@ export interface SynEvent {
   /** ScanVerdict of the in-kernel detector. */
   scan: number;
   vlanId: number;
-  window: number;
   /** ProbeKind: a SYN, a stealth segment or a tiny fragment. */
   kind: number;
 }
@@ -217,7 +216,7 @@ export function probeLabel(kind: number, tcpFlags: number): string {
 }
 
 /** struct pw_syn_event: one ring-buffer record. */
-export const synEventCodec: StructCodec<SynEvent> = struct<SynEvent>(64, {
+export const synEventCodec: StructCodec<SynEvent> = struct<SynEvent>(56, {
   tsNs: { offset: 0, codec: u64 },
   saddr: { offset: 8, codec: addrCodec },
   daddr: { offset: 24, codec: addrCodec },
@@ -229,8 +228,7 @@ export const synEventCodec: StructCodec<SynEvent> = struct<SynEvent>(64, {
   ttl: { offset: 50, codec: u8 },
   scan: { offset: 51, codec: u8 },
   vlanId: { offset: 52, codec: u16 },
-  window: { offset: 54, codec: u16 },
-  kind: { offset: 56, codec: u8 },
+  kind: { offset: 54, codec: u8 },
 });
 
 export const SYN_EVENT_SIZE = synEventCodec.size;

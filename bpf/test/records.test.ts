@@ -176,7 +176,6 @@ describe('record codecs match the BTF of the compiled object', () => {
       ttl: 255,
       scan: 1,
       vlanId: 4095,
-      window: 29200,
       kind: ProbeKind.Stealth,
     };
     const buf = Buffer.alloc(synEventCodec.size);

@@ -102,7 +102,6 @@ describe('a hostile Report peer', () => {
             ttl: 64,
             scan: 0,
             vlanId: 0,
-            window: 64240,
             kind: 0,
           }),
         ),
