@@ -5,8 +5,16 @@
 // (recorder.ts holds what the store refuses). A probe that connects later
 // gets every active decision on reconcile, which also adopts blocks found
 // only in its kernel and re-applies those missing from it (drift repair).
+//
+// A decision is on a source: an address's prefix under PW_IPV6_PREFIX and
+// PW_IPV4_PREFIX (its ip is formatSource's text, "2001:db8:1:2::/64", or the
+// bare address at whole length), and so is every BlockIp it makes. The
+// allowlist and the probes' own addresses are checked by address: an
+// allowlisted address never gets its prefix blocked by its own scan (the
+// pipeline never detects it), but another address of the prefix does, and
+// the kernel keeps passing the allowlisted one inside the block.
 import * as grpc from '@grpc/grpc-js';
-import { AddressError, GrpcStatus, type Logger, ServerError, formatAddress, parseAddress } from '@packetwatch/common';
+import { AddressError, GrpcStatus, type Logger, type Prefix, ServerError, formatSource, parsePrefix } from '@packetwatch/common';
 import { DEFAULT_CAPPED_BLOCK_SECONDS } from '@packetwatch/bpf/records';
 import { BlockReason } from '@packetwatch/proto';
 import type { Allowlist } from './allowlist.js';
@@ -15,7 +23,7 @@ import type { Feed } from './feed.js';
 import type { PolicyMetrics } from './metrics.js';
 import type { ProbeRegistry, ProbeSession } from './probes.js';
 import type { Recorder } from './recorder.js';
-import { type SourceKey, addressKey } from './sourcekey.js';
+import { type SourceKey, type SourceKeys, isV4Prefix } from './sourcekey.js';
 import { type DecisionRecord, type Origin, isActive } from './store.js';
 
 const KERNEL_REASON: Record<Origin, BlockReason> = {
@@ -24,14 +32,52 @@ const KERNEL_REASON: Record<Origin, BlockReason> = {
   kernel: BlockReason.BLOCK_REASON_UNSPECIFIED,
 };
 
-export function canonicalIp(ip: string): { text: string; addr: Buffer } {
+/** What an operator's address or prefix names: the source it falls in. */
+export interface NamedSource {
+  /** The source's text (Decision.ip): "2001:db8:1:2::/64", or the address at whole length. */
+  text: string;
+  /** The source's prefix, at the configured length. */
+  prefix: Prefix;
+  /** The address given, when one was (not a prefix). */
+  address: Buffer | undefined;
+  /** The source covers more than was named (an address or a longer prefix, widened). */
+  widened: boolean;
+}
+
+function familyName(p: Prefix): string {
+  return isV4Prefix(p) ? 'IPv4' : 'IPv6';
+}
+
+/** A configured length as written for its family (an IPv4 /24, not /120). */
+function shownLength(p: Prefix, len: number): number {
+  return isV4Prefix(p) ? len - 96 : len;
+}
+
+/**
+ * The source an address or prefix (text) falls in under the prefix lengths:
+ * an address, or a prefix longer than the family's length, widens to it; a
+ * shorter prefix is INVALID_ARGUMENT naming the length (a source is looked up
+ * at that one length, in the kernel as here).
+ */
+export function namedSource(text: string, keys: SourceKeys): NamedSource {
+  if (text.length > 64) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `invalid address: ${text.length} characters is not an address or prefix`);
+  let given: Prefix;
   try {
-    const addr = parseAddress(ip);
-    return { text: formatAddress(addr), addr };
+    given = parsePrefix(text);
   } catch (e) {
     if (e instanceof AddressError) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, e.message);
     throw e;
   }
+  const len = keys.lengthFor(given);
+  if (given.prefixLen < len) {
+    const setting = isV4Prefix(given) ? 'PW_IPV4_PREFIX' : 'PW_IPV6_PREFIX';
+    throw new ServerError(
+      GrpcStatus.INVALID_ARGUMENT,
+      `${text} is shorter than the /${shownLength(given, len)} ${familyName(given)} sources are blocked by (${setting}): give a /${shownLength(given, len)} or longer, or an address`,
+    );
+  }
+  const prefix = keys.prefixOf(given.addr);
+  return { text: formatSource(prefix), prefix, address: text.includes('/') ? undefined : given.addr, widened: given.prefixLen > len };
 }
 
 export interface DecisionsOptions {
@@ -43,6 +89,8 @@ export interface DecisionsOptions {
   feed: Feed;
   metrics: PolicyMetrics;
   log: Logger;
+  /** How sources are keyed (the prefix lengths); the allowlist's by default. */
+  keys?: SourceKeys;
   /** How long a detector's block lasts, in seconds; 0: permanent (PW_BLOCK_TTL). */
   detectorTtlSeconds: number;
   /** Detector blocks a minute at full length, and kernel-block adoptions a minute; 0 (the default): no cap (PW_MAX_BLOCKS_PER_MINUTE). */
@@ -91,6 +139,8 @@ export class Decisions {
   private readonly feed: Feed;
   private readonly metrics: PolicyMetrics;
   private readonly log: Logger;
+  /** How sources are keyed and written (the prefix lengths). */
+  readonly keys: SourceKeys;
   private readonly detectorTtlSeconds: number;
   private readonly maxBlocksPerMinute: number;
   private readonly cappedTtlSeconds: number;
@@ -103,13 +153,66 @@ export class Decisions {
     this.feed = o.feed;
     this.metrics = o.metrics;
     this.log = o.log;
+    this.keys = o.keys ?? o.allowlist.keys;
     this.detectorTtlSeconds = o.detectorTtlSeconds;
     this.maxBlocksPerMinute = o.maxBlocksPerMinute ?? 0;
     this.cappedTtlSeconds = o.cappedTtlSeconds ?? DEFAULT_CAPPED_BLOCK_SECONDS;
-    for (const d of this.recorder.read((s) => s.active(Date.now()))) this.#setActive(d);
+    this.#restore(this.recorder.read((s) => s.active(Date.now())));
   }
 
-  /** Whether a source (canonical text) is under an active decision. */
+  /**
+   * The store's active decisions, made under the prefix lengths of an
+   * earlier run. One on a source of today's length stands. One on a longer
+   * one (an address, when sources are now /64s) is carried over to the
+   * source it falls in now: ended, and a decision on that source made in
+   * its place with its reason, origin, creation and expiry (several
+   * collapsing into one source: the first stands, the others end). One on
+   * a shorter prefix cannot be enforced (a probe looks a source up at one
+   * length) and ends, logged.
+   */
+  #restore(records: DecisionRecord[]): void {
+    const now = Date.now();
+    for (const d of records) {
+      let p: Prefix;
+      try {
+        p = parsePrefix(d.ip);
+      } catch {
+        this.log.warn({ ip: d.ip, decision: d.id }, 'a stored decision is not on an address or prefix; ignored');
+        continue;
+      }
+      const len = this.keys.lengthFor(p);
+      if (p.prefixLen === len) {
+        this.#setActive(d);
+        continue;
+      }
+      this.recorder.end({ ...d, endedMs: now });
+      if (p.prefixLen < len) {
+        this.log.warn({ ip: d.ip, decision: d.id, length: shownLength(p, len) }, `decision ended: ${familyName(p)} sources are now blocked by a longer prefix, which cannot enforce it`);
+        continue;
+      }
+      const text = formatSource(this.keys.prefixOf(p.addr));
+      if (this.#active.has(text)) {
+        this.log.info({ ip: d.ip, decision: d.id, source: text }, 'decision ended: its source is now the prefix of another decision');
+        continue;
+      }
+      const moved = this.#decide({
+        ip: text,
+        reason: `${d.reason} (was on ${d.ip})`,
+        origin: d.origin,
+        ttlSeconds: d.expiresMs === undefined ? 0 : Math.max(1, (d.expiresMs - now) / 1000),
+        createdMs: d.createdMs,
+      });
+      this.recorder.insert(moved);
+      this.log.warn({ ip: d.ip, decision: d.id, source: text, now: moved.id }, 'decision carried over to the prefix its source falls in now');
+    }
+  }
+
+  /** The source an operator's address or prefix names (namedSource). */
+  source(text: string): NamedSource {
+    return namedSource(text, this.keys);
+  }
+
+  /** Whether a source (its text, formatSource's) is under an active decision. */
   isBlocked(ip: string): boolean {
     return this.#inForce(this.#active.get(ip));
   }
@@ -129,12 +232,12 @@ export class Decisions {
 
   #setActive(d: DecisionRecord): void {
     this.#active.set(d.ip, d);
-    this.#activeByKey.set(addressKey(parseAddress(d.ip)), d);
+    this.#activeByKey.set(this.keys.ofText(d.ip), d);
   }
 
   #dropActive(ip: string): void {
     this.#active.delete(ip);
-    this.#activeByKey.delete(addressKey(parseAddress(ip)));
+    this.#activeByKey.delete(this.keys.ofText(ip));
     this.#enforcedBy.delete(ip);
   }
 
@@ -166,7 +269,7 @@ export class Decisions {
     return [...(this.#enforcedBy.get(ip) ?? [])].sort();
   }
 
-  /** Connected probes that should hold the block on an address and do not (a probe never blocks its own address). */
+  /** Connected probes that should hold the block on a source and do not (a probe never blocks its own address; a prefix holding it, it does). */
   missingOn(ip: string): string[] {
     const by = this.#enforcedBy.get(ip);
     return this.probes
@@ -245,7 +348,7 @@ export class Decisions {
   #endAllowlisted(): void {
     const now = Date.now();
     for (const d of this.active()) {
-      if (!this.allowlist.has(parseAddress(d.ip))) continue;
+      if (!this.allowlist.coversWhole(parsePrefix(d.ip))) continue;
       this.recorder.end({ ...d, endedMs: now });
       this.#dropActive(d.ip);
       this.log.warn({ ip: d.ip, decision: d.id }, 'decision ended: the source is allowlisted');
@@ -260,10 +363,13 @@ export class Decisions {
     });
   }
 
-  /** An operator's block: every probe. */
+  /** An operator's block of an address or prefix: the source it falls in (namedSource), on every probe. */
   async manualBlock(ip: string, ttlSeconds: number, reason: string): Promise<{ decision: DecisionRecord; alreadyBlocked: boolean }> {
-    const { text, addr } = canonicalIp(ip);
-    if (this.allowlist.has(addr)) {
+    const { text, prefix, address } = this.source(ip);
+    if (address && this.allowlist.has(address)) {
+      throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${ip} is allowlisted (PW_ALLOWLIST or an operator's entry) and cannot be blocked`);
+    }
+    if (this.allowlist.coversWhole(prefix)) {
       throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${text} is allowlisted (PW_ALLOWLIST or an operator's entry) and cannot be blocked`);
     }
     const probes = this.probes.all();
@@ -281,22 +387,23 @@ export class Decisions {
     return { decision: d, alreadyBlocked: false };
   }
 
-  /** Ends the decision on a source (or all): every probe unblocks it and the detector forgets it. */
+  /** Ends the decision on a source, named by an address or prefix in it (or all): every probe unblocks it and the detector forgets it. */
   async unblock(ip: string | undefined): Promise<DecisionRecord[]> {
-    const targets = ip === undefined ? this.active() : this.#active.has(canonicalIp(ip).text) ? [this.#active.get(canonicalIp(ip).text)!] : [];
+    const named = ip === undefined ? undefined : this.source(ip).text;
+    const targets = named === undefined ? this.active() : this.#active.has(named) ? [this.#active.get(named)!] : [];
     const now = Date.now();
     const ended: DecisionRecord[] = [];
     for (const d of targets) {
       const done = { ...d, endedMs: now };
       this.recorder.end(done);
       this.#dropActive(d.ip);
-      this.detector.forget(addressKey(parseAddress(d.ip)));
+      this.detector.forget(this.keys.ofText(d.ip));
       ended.push(done);
       this.feed.publish({ timeMs: now, kind: 'unblock', source: d.ip, port: 0, probeId: '', message: 'unblocked' });
       this.log.info({ ip: d.ip, decision: d.id }, 'unblocked');
     }
     // Unblock on every probe even without a decision: the kernel may hold a block the policy lost.
-    const ips = ip === undefined ? ended.map((d) => d.ip) : [canonicalIp(ip).text];
+    const ips = named === undefined ? ended.map((d) => d.ip) : [named];
     await Promise.all(
       this.probes.all().flatMap((p) =>
         ips.map((addr) =>
@@ -319,19 +426,29 @@ export class Decisions {
     // covers is re-applied, no kernel block it covers is adopted or kept.
     this.#endAllowlisted();
     const kernel = (await session.listBlocks()).filter((b) => !b.expired);
-    const inKernel = new Set(kernel.map((b) => b.ip));
+    /** The kernel's blocks as the sources they fall in (a probe may list an address or a longer prefix). */
+    const inKernel = new Set<string>();
     let repairs = 0;
     for (const b of kernel) {
-      let addr: Buffer;
+      let p: Prefix;
       try {
-        addr = parseAddress(b.ip);
+        p = parsePrefix(b.ip);
       } catch {
         this.metrics.counts.kernelBlocksNotAdopted++;
-        this.log.warn({ probe: session.id, ip: b.ip }, 'kernel view: not an address; ignored');
+        this.log.warn({ probe: session.id, ip: b.ip }, 'kernel view: not an address or prefix; ignored');
         continue;
       }
-      const ip = formatAddress(addr);
-      if (this.allowlist.has(addr)) {
+      if (p.prefixLen < this.keys.lengthFor(p)) {
+        // Keyed at a shorter length than the policy's: that probe runs
+        // another configuration, and the policy cannot decide on it.
+        this.metrics.counts.kernelBlocksNotAdopted++;
+        this.log.warn({ probe: session.id, ip: b.ip }, 'kernel view: a prefix shorter than the policy keys sources by; ignored');
+        continue;
+      }
+      const prefix = this.keys.prefixOf(p.addr);
+      const ip = formatSource(prefix);
+      inKernel.add(ip);
+      if (this.allowlist.coversWhole(prefix)) {
         this.liftKernelBlock(ip, session, 'allowlisted by the policy');
         repairs++;
         continue;
@@ -409,9 +526,14 @@ export class Decisions {
     else set.delete(probeId);
   }
 
-  /** Whether the address (canonical text) is the probe's own: that probe never blocks it, the others do. */
+  /**
+   * Whether a source (its text) is the probe's own address: that probe never
+   * blocks it, the others do. A prefix holding the probe's own address is
+   * blocked on it too: its kernel's allowlist passes the address itself.
+   */
   #isOwn(p: ProbeSession, ip: string): boolean {
-    return this.allowlist.isOwn(p.id, addressKey(parseAddress(ip)));
+    const prefix = parsePrefix(ip);
+    return prefix.prefixLen === 128 && this.allowlist.isOwnAddress(p.id, prefix.addr);
   }
 
   /** BlockIp on one probe for the rest of the decision's life (not on a probe whose own address it is). */
