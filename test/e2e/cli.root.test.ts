@@ -388,7 +388,7 @@ describe('packetwatchctl against the real services', () => {
     await blockAttackerByHand();
     await kernelBlock(stranger);
     expect((await svc.probeStatus()).blocks).toBe(2);
-    expect(await ok('unblock', stranger)).toBe(`No active decision on ${stranger}; the probes were told to remove any kernel block of it all the same.\n`);
+    expect(await ok('unblock', stranger)).toBe(`No active decision on the source of ${stranger}; the probes were told to remove any kernel block of it all the same.\n`);
     expect(await ok('unblock', '--all')).toMatch(new RegExp(`^Unblocked 1 source: ${attacker.replace(/\./g, '\\.')} \\(decision \\d+, e2e by hand\\)\n$`));
     expect(await ok('blocks')).toBe('No active decisions.\n');
     expect(await ok('unblock', '--all')).toBe('No active decisions: nothing to unblock.\n');
