@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SYN_EVENT_SIZE, synEventCodec } from '@packetwatch/bpf/records';
-import { GrpcStatus, type SourcePrefixes, WHOLE_ADDRESSES, parseAddress } from '@packetwatch/common';
+import { GrpcStatus, type SourcePrefixes, WHOLE_ADDRESSES, parseAddress, parsePrefix } from '@packetwatch/common';
 import { BlockReason, EventBatch } from '@packetwatch/proto';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { Allowlist } from '../src/allowlist.js';
@@ -20,6 +20,7 @@ import { type PipelineContext, admitBatch, processRecords } from '../src/pipelin
 import { ProbeRegistry, type ProbeSession } from '../src/probes.js';
 import { Recorder } from '../src/recorder.js';
 import { SourceKeys } from '../src/sourcekey.js';
+import { overlaps } from '../src/service.js';
 import { DecisionStore } from '../src/store.js';
 import { appendDecision } from './records.js';
 import { FakeProbe } from './fake-probe.js';
@@ -271,5 +272,33 @@ describe('decisions and kernel views of other lengths', () => {
     expect(ctx.metrics.counts.kernelBlocksNotAdopted).toBe(1);
     expect(probe.blocked).toEqual([]);
     expect(ctx.decisions.enforcedBy('2001:db8:1:2::/64')).toEqual(PROBE_IDS);
+  });
+});
+
+describe('Watch by an address or a prefix (overlaps)', () => {
+  it('shows the connections of the addresses in a watched prefix, and the blocks of the prefix a watched address falls in', () => {
+    const net = parsePrefix('2001:db8:1:2::/64');
+    expect(overlaps(net, '2001:db8:1:2::7')).toBe(true);
+    expect(overlaps(net, '2001:db8:1:3::7')).toBe(false);
+    expect(overlaps(net, '2001:db8:1:2::/64')).toBe(true);
+    const addr = parsePrefix('2001:db8:1:2::7');
+    expect(overlaps(addr, '2001:db8:1:2::/64')).toBe(true);
+    expect(overlaps(addr, '2001:db8:1:2::7')).toBe(true);
+    expect(overlaps(addr, '2001:db8:1:2::8')).toBe(false);
+    expect(overlaps(parsePrefix('192.0.2.7'), '192.0.2.0/24')).toBe(true);
+    expect(overlaps(parsePrefix('192.0.2.7'), '192.0.2.8')).toBe(false);
+    expect(overlaps(addr, 'not an address')).toBe(false);
+  });
+});
+
+describe('metrics: the prefix lengths sources are counted by', () => {
+  it('exports packetwatch_policy_source_prefix_length by family', async () => {
+    const m = new PolicyMetrics();
+    m.sourcePrefixes({ ipv6: 64, ipv4: 32 });
+    const text = await m.registry.getSingleMetricAsString('packetwatch_policy_source_prefix_length');
+    expect(text.split('\n').filter((l) => !l.startsWith('#'))).toEqual([
+      'packetwatch_policy_source_prefix_length{family="ipv6"} 64',
+      'packetwatch_policy_source_prefix_length{family="ipv4"} 32',
+    ]);
   });
 });
