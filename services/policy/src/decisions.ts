@@ -131,6 +131,8 @@ export class Decisions {
   readonly #enforcedBy = new Map<string, Set<string>>();
   /** Times of the detector's blocks in the last minute (for the cap). */
   #recentBlocks: number[] = [];
+  /** Reconciles scheduled for probes seen keying sources at other lengths than the policy's, by probe. */
+  readonly #rekeying = new WeakMap<ProbeSession, number>();
 
   private readonly recorder: Recorder;
   private readonly probes: ProbeRegistry;
@@ -429,6 +431,8 @@ export class Decisions {
     /** The kernel's blocks as the sources they fall in (a probe may list an address or a longer prefix). */
     const inKernel = new Set<string>();
     let repairs = 0;
+    /** A kernel block keyed at other lengths than the policy's: the probe has not taken the policy's configuration yet. */
+    let otherLengths: string | undefined;
     for (const b of kernel) {
       let p: Prefix;
       try {
@@ -438,6 +442,7 @@ export class Decisions {
         this.log.warn({ probe: session.id, ip: b.ip }, 'kernel view: not an address or prefix; ignored');
         continue;
       }
+      if (p.prefixLen !== this.keys.lengthFor(p)) otherLengths ??= b.ip;
       if (p.prefixLen < this.keys.lengthFor(p)) {
         // Keyed at a shorter length than the policy's: that probe runs
         // another configuration, and the policy cannot decide on it.
@@ -499,7 +504,29 @@ export class Decisions {
       if (await this.#apply(d, session)) repairs++;
     }
     this.metrics.counts.driftRepairs += repairs;
+    if (otherLengths !== undefined) this.#reconcileSoon(session, `its kernel lists ${otherLengths}`);
+    else this.#rekeying.delete(session);
     return repairs;
+  }
+
+  /**
+   * Reconciles a probe again in a second, a few times at most: it keys
+   * sources at other prefix lengths than the policy's, so it has not taken
+   * the policy's configuration yet (sent on its Report stream as this
+   * reconcile started) and will re-key its blocklist when it does, removing
+   * keys shorter than the new length; decisions applied before that must be
+   * applied again. The periodic reconcile is the backstop.
+   */
+  #reconcileSoon(session: ProbeSession, why: string): void {
+    const n = this.#rekeying.get(session) ?? 0;
+    if (n >= 5) return;
+    this.#rekeying.set(session, n + 1);
+    this.log.info({ probe: session.id, why }, "the probe keys sources at other prefix lengths than the policy's: reconciling again once it has the policy's");
+    const timer = setTimeout(() => {
+      if (this.probes.get(session.id) !== session) return;
+      this.reconcile(session).catch((e: Error) => this.log.warn({ probe: session.id, err: e.message }, 'reconcile failed'));
+    }, 1000);
+    timer.unref();
   }
 
   /** A new decision, active from now; the caller records it once its enforcement has started. */
@@ -542,8 +569,10 @@ export class Decisions {
     const ttlSeconds = d.expiresMs === undefined ? 0 : (d.expiresMs - Date.now()) / 1000;
     if (d.expiresMs !== undefined && ttlSeconds <= 0) return false;
     try {
-      await p.blockIp(d.ip, ttlSeconds, KERNEL_REASON[d.origin]);
+      const res = await p.blockIp(d.ip, ttlSeconds, KERNEL_REASON[d.origin]);
       this.#enforced(d.ip, p.id, true);
+      // The probe keyed it at other lengths: it has not taken the policy's yet, and re-keys its blocklist when it does.
+      if (res.block && res.block.ip !== d.ip) this.#reconcileSoon(p, `BlockIp of ${d.ip} made ${res.block.ip}`);
       return true;
     } catch (e) {
       const err = e as grpc.ServiceError;

@@ -273,6 +273,20 @@ describe('decisions and kernel views of other lengths', () => {
     expect(probe.blocked).toEqual([]);
     expect(ctx.decisions.enforcedBy('2001:db8:1:2::/64')).toEqual(PROBE_IDS);
   });
+
+  it('reconciles a probe again when its kernel is keyed at other lengths (it has not taken the configuration yet), and re-applies what its re-keying removed', async () => {
+    const { ctx, sessions, probe } = await policy(BY_64);
+    await ctx.decisions.manualBlock('2001:db8:1:2::/64', 0, '');
+    probe.blocked.length = 0;
+    // Still keyed by address: its listing shows an address of the /64.
+    probe.blocks = [{ ip: '2001:db8:1:2::7', reason: BlockReason.BLOCK_REASON_MANUAL, created: new Date(), expires: undefined, expired: false }];
+    await ctx.decisions.reconcile(sessions[0]!);
+    expect(probe.listRequests).toHaveLength(1);
+    // It takes the configuration: the old key is gone, and the decision is missing from its kernel.
+    probe.blocks = [];
+    await expect.poll(() => probe.blocked.map((b) => b.ip), { timeout: 5000 }).toEqual(['2001:db8:1:2::/64']);
+    expect(probe.listRequests).toHaveLength(2);
+  });
 });
 
 describe('Watch by an address or a prefix (overlaps)', () => {
