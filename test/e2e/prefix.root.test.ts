@@ -184,4 +184,26 @@ describe('IPv6 sources by prefix: a scan rotating the addresses of one /64', () 
     expect(await kernelBlocks()).toEqual([]);
     expect(await connect(FRESH, PORTS[3]!)).toMatchObject({ code: 0, stdout: 'pong' });
   });
+
+  it('back to /64, an address block made under /128 widens to its /64: the kernel key moves, the decision is carried over, the /64 is dropped', async () => {
+    expect((await ctl('block', FRESH, '--reason', 'by hand')).stdout).toMatch(/^Blocked fd28:0:0:2::a4: by hand/);
+    await waitFor('the kernel block of the address', async () => ((await kernelBlocks()).join() === FRESH ? true : undefined), SLOW_MS);
+
+    svc.configure({ PW_IPV6_PREFIX: '64' });
+    await svc.policy!.stop();
+    await svc.startPolicy();
+    await waitFor(
+      'the probe running /64 again, connected',
+      async () => {
+        const st = await svc.probeStatus();
+        return st.scanConfig?.ipv6Prefix === 64 && st.policyConnected ? true : undefined;
+      },
+      SLOW_MS,
+    );
+    await waitFor('the kernel block under the /64', async () => ((await kernelBlocks()).join() === 'fd28:0:0:2::/64' ? true : undefined), SLOW_MS);
+    const decisions = await listAllDecisions(svc.policyClient, false);
+    expect(decisions.map((d) => [d.ip, d.reason])).toEqual([['fd28:0:0:2::/64', 'by hand (was on fd28:0:0:2::a4)']]);
+    expect((await connect(SCANNERS[1]!, PORTS[1]!)).code).toBe(CURL_TIMEOUT_EXIT);
+    expect(await connect(NEIGHBOUR, PORTS[1]!)).toMatchObject({ code: 0, stdout: 'pong' });
+  });
 });
