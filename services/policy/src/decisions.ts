@@ -374,9 +374,13 @@ export class Decisions {
     if (this.allowlist.coversWhole(prefix)) {
       throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${text} is allowlisted (PW_ALLOWLIST or an operator's entry) and cannot be blocked`);
     }
+    // An own address named alone is refused as an allowlisted one is (no
+    // probe would block it); a prefix holding one is blocked, the own
+    // address passing inside it on its probe.
     const probes = this.probes.all();
-    if (probes.length > 0 && probes.every((p) => this.#isOwn(p, text))) {
-      throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${text} is an own address of every connected probe (${probes.map((p) => p.id).join(', ')}): none would block it`);
+    const own = address ?? (prefix.prefixLen === 128 ? prefix.addr : undefined);
+    if (own && probes.length > 0 && probes.every((p) => this.allowlist.isOwnAddress(p.id, own))) {
+      throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${ip} is an own address of every connected probe (${probes.map((p) => p.id).join(', ')}): none would block it`);
     }
     const existing = this.#active.get(text);
     if (existing && isActive(existing, Date.now())) return { decision: existing, alreadyBlocked: true };

@@ -175,6 +175,17 @@ describe('the pipeline keys sources by prefix', () => {
     expect(ctx.decisions.missingOn('2001:db8:1:2::/64')).toEqual([]);
   });
 
+  it('refuses an own address of every probe named alone, and blocks the /64 holding it when the /64 is named', async () => {
+    const { ctx, probe } = await policy(BY_64);
+    for (const id of PROBE_IDS) ctx.allowlist.setOwn(id, ['2001:db8:1:2::1']);
+    await expect(ctx.decisions.manualBlock('2001:db8:1:2::1', 0, '')).rejects.toMatchObject({
+      code: GrpcStatus.FAILED_PRECONDITION,
+      details: '2001:db8:1:2::1 is an own address of every connected probe (web1/eth0, web2/eth0): none would block it',
+    });
+    expect((await ctx.decisions.manualBlock('2001:db8:1:2::/64', 0, '')).decision.ip).toBe('2001:db8:1:2::/64');
+    expect(probe.blocked.map((b) => b.ip)).toEqual(['2001:db8:1:2::/64', '2001:db8:1:2::/64']);
+  });
+
   it("under whole addresses, still never sends a probe the block of its own address", async () => {
     const { ctx, probe } = await policy(WHOLE_ADDRESSES);
     ctx.allowlist.setOwn(PROBE_IDS[0]!, ['2001:db8:1:2::1']);
