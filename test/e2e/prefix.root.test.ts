@@ -11,7 +11,9 @@
 // (its SYN is dropped) while an address of another /64 can. `packetwatchctl
 // blocks` lists the prefix and `packetwatchctl unblock <prefix>` lets the
 // fresh address in. With PW_IPV6_PREFIX=128 the same three addresses are
-// three sources of one port each: nothing is detected.
+// three sources of one port each: nothing is detected (and a /64 block made
+// before the change is removed: no lookup could match it). Back to /64, a
+// block of an address widens to its /64, in the kernel and in the policy.
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
