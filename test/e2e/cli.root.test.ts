@@ -389,7 +389,7 @@ describe('packetwatchctl against the real services', () => {
     await blockAttackerByHand();
     await kernelBlock(stranger);
     expect((await svc.probeStatus()).blocks).toBe(2);
-    expect(await ok('unblock', stranger)).toBe(`No active decision on ${stranger}; the probes were told to remove any kernel block of it all the same.\n`);
+    expect(await ok('unblock', stranger)).toBe(`No active decision on the source of ${stranger}; the probes were told to remove any kernel block of it all the same.\n`);
     expect(await ok('unblock', '--all')).toMatch(new RegExp(`^Unblocked 1 source: ${attacker.replace(/\./g, '\\.')} \\(decision \\d+, e2e by hand\\)\n$`));
     expect(await ok('blocks')).toBe('No active decisions.\n');
     expect(await ok('unblock', '--all')).toBe('No active decisions: nothing to unblock.\n');
@@ -442,10 +442,14 @@ describe('packetwatchctl against the real services', () => {
 
   it('exit 2 for an invalid address, naming it, and for a usage error, with help; never a stack trace', async () => {
     const bad = await ctl('block', '10.232.5.300');
-    expect(bad).toEqual({ code: 2, stdout: '', stderr: "packetwatchctl: invalid address '10.232.5.300': not an IPv4 or IPv6 address\n" });
+    expect(bad).toEqual({ code: 2, stdout: '', stderr: "packetwatchctl: invalid address or prefix '10.232.5.300': not an IPv4 or IPv6 address\n" });
+    // IPv4 sources are whole addresses (PW_IPV4_PREFIX=32): the policy refuses a /24, naming the length.
     const cidr = await ctl('block', '10.232.5.0/24');
-    expect(cidr.code).toBe(2);
-    expect(cidr.stderr).toContain('blocks are per address');
+    expect(cidr).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: 'packetwatchctl: policy refused the request: 10.232.5.0/24 is shorter than the /32 IPv4 sources are blocked by (PW_IPV4_PREFIX): give a /32 or longer, or an address (INVALID_ARGUMENT)\n',
+    });
     const usage = await ctl('blocks', '--bogus');
     expect(usage.code).toBe(2);
     expect(usage.stderr).toContain("error: unknown option '--bogus'");

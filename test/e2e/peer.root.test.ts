@@ -141,11 +141,11 @@ describe('a hostile Report peer', () => {
       listBlocks: (_call, cb) => cb(null, { blocks, capacity: 65_536, nextPageToken: '' }),
       blockIp: (call, cb) => {
         blocked.push(call.request.ip);
-        cb(null, { alreadyBlocked: false, block: undefined });
+        cb(null, { alreadyBlocked: false, block: undefined, widened: false });
       },
       unblockIp: (call, cb) => {
         unblocked.push(call.request.ip);
-        cb(null, { removed: true });
+        cb(null, { removed: true, ip: call.request.ip });
       },
       getStatus: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'fake' }),
     };

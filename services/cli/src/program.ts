@@ -9,7 +9,8 @@ import {
   type TlsFiles,
   VERSION,
   header,
-  parseAddress,
+  formatAddress,
+  formatPrefix,
   parseDuration,
   parseEndpoint,
   parsePrefix,
@@ -177,16 +178,31 @@ function unreachableLine(service: string, address: string, r: Outcome<unknown>):
   return r.ok ? undefined : `${service} unreachable at ${address}: ${r.error.code} (${r.error.message})`;
 }
 
-/** A single address for block/unblock/watch --source; exit 2 naming the value otherwise. */
-function addressArg(text: string, what = 'address'): string {
-  if (text.includes('/')) throw new CliError(`'${text}' is a prefix: blocks are per address (give one IPv4 or IPv6 address; 'allow add' takes ranges)`, EXIT.usage);
+/** An address or a prefix for block/unblock/watch --source; exit 2 naming the value otherwise. */
+function sourceArg(text: string, what = 'address or prefix'): string {
   try {
-    parseAddress(text);
+    parsePrefix(text);
   } catch (e) {
-    if (e instanceof AddressError) throw new CliError(`invalid ${what} '${text}': not an IPv4 or IPv6 address`, EXIT.usage);
+    if (e instanceof AddressError) {
+      throw new CliError(`invalid ${what} '${text}': ${text.includes('/') ? e.message.replace(/^invalid address '[^']*': /, '') : 'not an IPv4 or IPv6 address'}`, EXIT.usage);
+    }
     throw e;
   }
   return text;
+}
+
+/**
+ * What was named, when the source the policy decided on covers more (an
+ * address blocks its /64): "the /64 holding 2001:db8:1:2::7"; empty when
+ * the source is exactly what was named.
+ */
+export function widenedNote(named: string, source: string): string {
+  const given = parsePrefix(named);
+  const canonical = named.includes('/') ? formatPrefix(given) : formatAddress(given.addr);
+  if (canonical === source) return '';
+  const slash = source.lastIndexOf('/');
+  const what = slash < 0 ? source : `/${source.slice(slash + 1)}`;
+  return `the ${what} holding ${canonical}`;
 }
 
 function prefixArg(text: string): string {
@@ -199,9 +215,9 @@ function prefixArg(text: string): string {
   return text;
 }
 
-function describeRow(r: BlockRow, nowMs: number): string {
+function describeRow(r: BlockRow, nowMs: number, note = ''): string {
   const by = r.enforcedBy.length > 0 ? `enforced by ${r.enforcedBy.join(', ')}` : 'not enforced by any probe yet';
-  return `${r.ip}: ${r.reason} (${r.origin ?? 'no decision'}), expires ${expiresText(r, nowMs)}, ${by}`;
+  return `${r.ip}${note ? ` (${note})` : ''}: ${r.reason} (${r.origin ?? 'no decision'}), expires ${expiresText(r, nowMs)}, ${by}`;
 }
 
 /** The block or unblock was made; says on stderr when the policy could not record it. */
@@ -280,7 +296,7 @@ async function blocks(ctx: Context, opts: { all?: boolean; drift: boolean }): Pr
 }
 
 async function block(ctx: Context, ipText: string, opts: { ttl?: number; reason?: string }): Promise<number> {
-  const ip = addressArg(ipText);
+  const ip = sourceArg(ipText);
   const ttl = opts.ttl === undefined ? undefined : { seconds: BigInt(Math.floor(opts.ttl)), nanos: Math.round((opts.ttl % 1) * 1e9) };
   const res = await ctx
     .policy()
@@ -288,18 +304,19 @@ async function block(ctx: Context, ipText: string, opts: { ttl?: number; reason?
   const now = ctx.io.now();
   const row = res.decision ? decisionRow(res.decision, now) : undefined;
   if (ctx.json) {
-    ctx.printJson({ decision: row ?? null, alreadyBlocked: res.alreadyBlocked });
+    ctx.printJson({ decision: row ?? null, alreadyBlocked: res.alreadyBlocked, requested: ip });
   } else if (row) {
-    ctx.print(res.alreadyBlocked ? `Already blocked: ${describeRow(row, now)}` : `Blocked ${describeRow(row, now)}`);
+    const note = widenedNote(ip, row.ip);
+    ctx.print(res.alreadyBlocked ? `Already blocked: ${describeRow(row, now, note)}` : `Blocked ${describeRow(row, now, note)}`);
   }
   warnUnrecorded(ctx, row ? [row] : []);
   return EXIT.ok;
 }
 
 async function unblock(ctx: Context, ipText: string | undefined, opts: { all?: boolean }): Promise<number> {
-  if (opts.all && ipText !== undefined) throw new CliError('give an address or --all, not both', EXIT.usage, true);
-  if (!opts.all && ipText === undefined) throw new CliError('give the address to unblock, or --all', EXIT.usage, true);
-  const ip = ipText === undefined ? '' : addressArg(ipText);
+  if (opts.all && ipText !== undefined) throw new CliError('give an address or prefix, or --all, not both', EXIT.usage, true);
+  if (!opts.all && ipText === undefined) throw new CliError('give the address or prefix to unblock, or --all', EXIT.usage, true);
+  const ip = ipText === undefined ? '' : sourceArg(ipText);
   const res = await ctx
     .policy()
     .unary<UnblockResponse>((c, m, o, cb) => c.unblock({ ip, all: opts.all === true }, m, o, cb));
@@ -311,10 +328,11 @@ async function unblock(ctx: Context, ipText: string | undefined, opts: { all?: b
     ctx.print(
       opts.all
         ? 'No active decisions: nothing to unblock.'
-        : `No active decision on ${ip}; the probes were told to remove any kernel block of it all the same.`,
+        : `No active decision on the source of ${ip}; the probes were told to remove any kernel block of it all the same.`,
     );
   } else {
-    ctx.print(`Unblocked ${plural(ended.length, 'source')}: ${ended.map((r) => `${r.ip} (decision ${r.decisionId}, ${r.reason})`).join(', ')}`);
+    const note = opts.all ? '' : widenedNote(ip, ended[0]!.ip);
+    ctx.print(`Unblocked ${plural(ended.length, 'source')}: ${ended.map((r) => `${r.ip}${note ? `, ${note}` : ''} (decision ${r.decisionId}, ${r.reason})`).join(', ')}`);
   }
   warnUnrecorded(ctx, ended);
   return EXIT.ok;
@@ -357,7 +375,7 @@ async function allowList(ctx: Context): Promise<number> {
 }
 
 async function watchCommand(ctx: Context, opts: { since?: number; source?: string }): Promise<number> {
-  const source = opts.source === undefined ? '' : addressArg(opts.source, 'source address');
+  const source = opts.source === undefined ? '' : sourceArg(opts.source, 'source address or prefix');
   const since = opts.since === undefined ? undefined : new Date(ctx.io.now() - opts.since * 1000);
   const policy = ctx.policy();
   if (!ctx.json) ctx.print(header());
@@ -419,16 +437,16 @@ export function buildProgram(io: Io, exec: (action: (ctx: Context) => Promise<nu
 
   program
     .command('block')
-    .description('block an address on every probe')
-    .argument('<ip>', 'one IPv4 or IPv6 address')
+    .description('block a source on every probe: an address blocks its prefix (PW_IPV6_PREFIX, PW_IPV4_PREFIX)')
+    .argument('<ip>', 'an IPv4 or IPv6 address, or a prefix at least as long as the policy keys sources by (2001:db8:1:2::/64)')
     .option('--ttl <duration>', "how long (1h, 30m, 1d; 0 = permanent); default: the policy's PW_BLOCK_TTL", durationArg('a duration', true))
     .option('--reason <text>', 'why, shown in blocks')
     .action(act((ctx, ip: string, opts: { ttl?: number; reason?: string }) => block(ctx, ip, opts)));
 
   program
     .command('unblock')
-    .description('end the decision on an address (or all) and unblock it on every probe')
-    .argument('[ip]', 'the address')
+    .description('end the decision on a source (or all) and unblock it on every probe')
+    .argument('[ip]', 'an address (its prefix is unblocked) or a prefix')
     .option('--all', 'every active decision')
     .action(act((ctx, ip: string | undefined, opts: { all?: boolean }) => unblock(ctx, ip, opts)));
 
@@ -455,7 +473,7 @@ export function buildProgram(io: Io, exec: (action: (ctx: Context) => Promise<nu
     .command('watch')
     .description('the live table (TIME, SOURCE IP, PORT, MESSAGE) from the policy until Ctrl-C')
     .option('--since <duration>', 'replay the recent events of this long ago first (30s, 5m)', durationArg('a duration', true))
-    .option('--source <ip>', 'only this source address')
+    .option('--source <ip>', 'only this address or prefix (and the blocks of the prefix an address falls in)')
     .action(act((ctx, opts: { since?: number; source?: string }) => watchCommand(ctx, opts)));
 
   program

@@ -80,8 +80,26 @@ export interface PolicyStatusJson {
   storeWritesHeld: number;
   /** The store's latest failure while it is failing; null when it works. */
   storeFailure: string | null;
+  /** The prefix lengths sources are tracked, decided and blocked by; null from a policy older than the field. */
+  sourcePrefixes: SourcePrefixesJson | null;
   probes: PolicyProbeJson[];
 }
+
+/** PW_IPV6_PREFIX and PW_IPV4_PREFIX as a service runs them. */
+export interface SourcePrefixesJson {
+  ipv6: number;
+  ipv4: number;
+}
+
+/** How sources are keyed, in a few words: "IPv6 by /64, IPv4 by address". */
+export function prefixesText(p: SourcePrefixesJson | null): string {
+  if (!p) return 'unknown (a service older than this packetwatchctl)';
+  const one = (family: string, len: number, whole: number) => `${family} by ${len === whole ? 'address' : `/${len}`}`;
+  return `${one('IPv6', p.ipv6, 128)}, ${one('IPv4', p.ipv4, 32)}`;
+}
+
+/** Lengths a service reported, or null when it reported none (0: older than the field). */
+const prefixesOf = (ipv6: number, ipv4: number): SourcePrefixesJson | null => (ipv6 > 0 && ipv4 > 0 ? { ipv6, ipv4 } : null);
 
 export interface ProbeStatusJson {
   address: string;
@@ -132,6 +150,8 @@ export interface ProbeScanJson {
   cappedBlockTtlSeconds: number;
   /** The ports the XDP program checks (0: in-kernel detection off). */
   kernelPorts: number;
+  /** The prefix lengths the kernel keys its blocklist and detector by; null from a probe older than the field. */
+  sourcePrefixes: SourcePrefixesJson | null;
   origin: 'defaults' | 'policy' | 'pinned';
   /** When the policy sent it; null for the defaults. */
   received: string | null;
@@ -154,6 +174,7 @@ function scanJson(s: GetStatusResponse): ProbeScanJson | null {
     maxBlocksPerMinute: c.maxBlocksPerMinute,
     cappedBlockTtlSeconds: seconds(c.cappedBlockTtl),
     kernelPorts: s.kernelScanPorts,
+    sourcePrefixes: prefixesOf(c.ipv6Prefix, c.ipv4Prefix),
     origin,
     received: iso(s.scanConfigReceived),
   };
@@ -196,6 +217,7 @@ function policyJson(r: ServiceReply<GetPolicyStatusResponse>, nowMs: number): Po
     storeErrors: Number(s.storeErrors),
     storeWritesHeld: Number(s.storeWritesHeld),
     storeFailure: s.storeFailure || null,
+    sourcePrefixes: prefixesOf(s.ipv6Prefix, s.ipv4Prefix),
     probes: s.probes.map((p) => ({
       probeId: p.probeId,
       version: p.version,
@@ -270,6 +292,7 @@ function policyText(p: PolicyStatusJson, nowMs: number): string {
     ['version', `${p.version}, up ${humanDuration(p.uptimeSeconds)}`],
     ['thresholds', `${plural(p.portThreshold, 'port')} within ${humanDuration(p.windowSeconds)}`],
     ['block ttl', p.blockTtlSeconds > 0 ? humanDuration(p.blockTtlSeconds) : 'permanent'],
+    ['sources', prefixesText(p.sourcePrefixes)],
     ['whitelist self', p.whitelistSelf ? 'yes' : 'no'],
     ['allowlist', list(p.allowlist)],
     ['tracked sources', count(p.trackedSources)],
@@ -314,6 +337,7 @@ function scanRows(s: ProbeScanJson | null): KeyValue[] {
   return [
     ['thresholds', `${plural(s.portThreshold, 'port')} within ${humanDuration(s.windowSeconds)}, from ${from}${off}`],
     ['kernel blocks', `${s.blockTtlSeconds > 0 ? humanDuration(s.blockTtlSeconds) : 'permanent'}, ${cap}`],
+    ['sources', prefixesText(s.sourcePrefixes)],
   ];
 }
 

@@ -70,11 +70,11 @@ describe('packetwatchctl: usage', () => {
   it('exits 2 for unblock with neither an address nor --all, or both', async () => {
     const neither = await cli('unblock');
     expect(neither.code).toBe(2);
-    expect(neither.err).toContain('packetwatchctl: give the address to unblock, or --all');
+    expect(neither.err).toContain('packetwatchctl: give the address or prefix to unblock, or --all');
     expect(neither.err).toContain('Usage: packetwatchctl unblock');
     const both = await cli('unblock', '10.0.0.1', '--all');
     expect(both.code).toBe(2);
-    expect(both.err).toContain('give an address or --all, not both');
+    expect(both.err).toContain('give an address or prefix, or --all, not both');
   });
 
   it('exits 2 for a bad duration', async () => {
@@ -96,13 +96,14 @@ describe('packetwatchctl: usage', () => {
 
 describe('packetwatchctl: invalid values exit 2 naming the value, before any call', () => {
   it.each([
-    [['block', '10.0.0.300'], "invalid address '10.0.0.300': not an IPv4 or IPv6 address"],
-    [['block', 'example.com'], "invalid address 'example.com'"],
-    [['block', '10.0.0.0/24'], "'10.0.0.0/24' is a prefix: blocks are per address"],
-    [['unblock', 'fe80::1%eth0'], "invalid address 'fe80::1%eth0'"],
+    [['block', '10.0.0.300'], "invalid address or prefix '10.0.0.300': not an IPv4 or IPv6 address"],
+    [['block', 'example.com'], "invalid address or prefix 'example.com'"],
+    [['block', '10.0.0.0/33'], "invalid address or prefix '10.0.0.0/33': prefix length must be 0 to 32"],
+    [['block', '2001:db8::/129'], "invalid address or prefix '2001:db8::/129': prefix length must be 0 to 128"],
+    [['unblock', 'fe80::1%eth0'], "invalid address or prefix 'fe80::1%eth0'"],
     [['allow', 'add', '10.0.0.0/33'], "invalid address or CIDR '10.0.0.0/33': prefix length must be 0 to 32"],
     [['allow', 'remove', 'nope'], "invalid address or CIDR 'nope'"],
-    [['watch', '--source', '1.2.3'], "invalid source address '1.2.3'"],
+    [['watch', '--source', '1.2.3'], "invalid source address or prefix '1.2.3'"],
     [['--policy', 'nowhere', 'blocks'], "invalid --policy endpoint 'nowhere': expected unix:/path, /path or host:port"],
     [['--probe', 'unix:relative', 'status'], "invalid --probe endpoint 'unix:relative'"],
     [['--tls-ca', '/nonexistent/ca.pem', '--policy', 'localhost:1', 'blocks'], "cannot read --tls-ca file '/nonexistent/ca.pem': ENOENT"],
@@ -213,6 +214,11 @@ describe('packetwatchctl: against a fake policy', () => {
           cb({ code: grpc.status.FAILED_PRECONDITION, details: '192.0.2.1 is allowlisted and cannot be blocked' });
           return;
         }
+        // 2001:db8:1:2::<n>: a policy keying IPv6 sources by /64 decides on the prefix.
+        if (call.request.ip.toLowerCase().startsWith('2001:db8:1:2:')) {
+          cb(null, { decision: { ...decision, ip: '2001:db8:1:2::/64' }, alreadyBlocked: call.request.ip.endsWith('/64') });
+          return;
+        }
         // 192.0.2.9: a policy whose decision store refuses writes.
         cb(null, { decision: call.request.ip === '192.0.2.9' ? { ...decision, ip: '192.0.2.9', unrecorded: true } : decision, alreadyBlocked: false });
       },
@@ -220,6 +226,10 @@ describe('packetwatchctl: against a fake policy', () => {
         calls.push({ method: 'unblock', request: call.request });
         if (call.request.ip === '192.0.2.9') {
           cb(null, { ended: [{ ...decision, ip: '192.0.2.9', ended: new Date(NOW), unrecorded: true }] });
+          return;
+        }
+        if (call.request.ip.startsWith('2001:db8:1:2:')) {
+          cb(null, { ended: [{ ...decision, ip: '2001:db8:1:2::/64', ended: new Date(NOW) }] });
           return;
         }
         cb(null, { ended: call.request.all || call.request.ip === decision.ip ? [{ ...decision, ended: new Date(NOW) }] : [] });
@@ -279,7 +289,29 @@ describe('packetwatchctl: against a fake policy', () => {
         unrecorded: false,
       },
       alreadyBlocked: false,
+      requested: '192.0.2.7',
     });
+  });
+
+  it('block of an address says which prefix it blocked; block of that prefix says it is blocked already', async () => {
+    expect(await cli('--policy', policy, 'block', '2001:db8:1:2::7')).toEqual({
+      code: 0,
+      out: 'Blocked 2001:db8:1:2::/64 (the /64 holding 2001:db8:1:2::7): by hand (manual), expires in 59m, enforced by host/lo\n',
+      err: '',
+    });
+    expect(await cli('--policy', policy, 'block', '2001:DB8:1:2:0::/64')).toEqual({
+      code: 0,
+      out: 'Already blocked: 2001:db8:1:2::/64: by hand (manual), expires in 59m, enforced by host/lo\n',
+      err: '',
+    });
+    expect(calls.map((c) => (c.request as { ip: string }).ip)).toEqual(['2001:db8:1:2::7', '2001:DB8:1:2:0::/64']);
+  });
+
+  it('unblock of an address or a prefix ends the decision on its prefix and says so', async () => {
+    expect((await cli('--policy', policy, 'unblock', '2001:db8:1:2::9')).out).toBe(
+      'Unblocked 1 source: 2001:db8:1:2::/64, the /64 holding 2001:db8:1:2::9 (decision 7, by hand)\n',
+    );
+    expect((await cli('--policy', policy, 'unblock', '2001:db8:1:2::/64')).out).toBe('Unblocked 1 source: 2001:db8:1:2::/64 (decision 7, by hand)\n');
   });
 
   it('block and unblock that the policy made but could not record succeed, and say so on stderr', async () => {
@@ -298,7 +330,7 @@ describe('packetwatchctl: against a fake policy', () => {
   it('unblock and unblock --all', async () => {
     expect(await cli('--policy', policy, 'unblock', '192.0.2.7')).toEqual({ code: 0, out: 'Unblocked 1 source: 192.0.2.7 (decision 7, by hand)\n', err: '' });
     expect((await cli('--policy', policy, 'unblock', '192.0.2.8')).out).toBe(
-      'No active decision on 192.0.2.8; the probes were told to remove any kernel block of it all the same.\n',
+      'No active decision on the source of 192.0.2.8; the probes were told to remove any kernel block of it all the same.\n',
     );
     await cli('--policy', policy, 'unblock', '--all');
     expect(calls).toEqual([

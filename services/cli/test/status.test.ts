@@ -1,6 +1,6 @@
 import { AttachMode, ConfigOrigin, type GetPolicyStatusResponse, type GetStatusResponse } from '@packetwatch/proto';
 import { describe, expect, it } from 'vitest';
-import { type ServiceReply, statusJson, statusText } from '../src/status.js';
+import { type ServiceReply, prefixesText, statusJson, statusText } from '../src/status.js';
 
 const NOW = Date.UTC(2026, 10, 25, 12, 0, 0);
 const POLICY = 'unix:/run/packetwatch/policy.sock';
@@ -40,6 +40,8 @@ const policyStatus: GetPolicyStatusResponse = {
   storeErrors: 0n,
   storeWritesHeld: 0n,
   storeFailure: '',
+  ipv6Prefix: 64,
+  ipv4Prefix: 32,
 };
 
 const counters = {
@@ -109,6 +111,16 @@ const probeOk: ServiceReply<GetStatusResponse> = { address: PROBE, status: { ok:
 const failure = { code: 'UNAVAILABLE', message: 'connect ENOENT /run/packetwatch/probe.sock: no socket there' };
 const probeDown: ServiceReply<GetStatusResponse> = { address: PROBE, status: { ok: false, error: failure }, health: { ok: false, error: failure } };
 
+describe('status: the prefix lengths sources are keyed by', () => {
+  it('says /n for a prefix, "address" for whole addresses, and unknown for a service older than the field', () => {
+    expect(prefixesText({ ipv6: 64, ipv4: 32 })).toBe('IPv6 by /64, IPv4 by address');
+    expect(prefixesText({ ipv6: 128, ipv4: 24 })).toBe('IPv6 by address, IPv4 by /24');
+    expect(prefixesText(null)).toBe('unknown (a service older than this packetwatchctl)');
+    const older = { ...policyOk, status: { ok: true as const, value: { ...policyStatus, ipv6Prefix: 0, ipv4Prefix: 0 } } };
+    expect((statusJson(older, probeOk, NOW).policy as { sourcePrefixes: unknown }).sourcePrefixes).toBeNull();
+  });
+});
+
 describe('status: text', () => {
   it('shows both services: health, version, thresholds, counters, probes', () => {
     expect(statusText(statusJson(policyOk, probeOk, NOW), NOW)).toBe(
@@ -118,6 +130,7 @@ describe('status: text', () => {
         '  version           0.1.0, up 2m',
         '  thresholds        3 ports within 1m',
         '  block ttl         permanent',
+        '  sources           IPv6 by /64, IPv4 by address',
         '  whitelist self    yes',
         '  allowlist         127.0.0.1/32, ::1/128',
         '  tracked sources   2',
@@ -136,6 +149,7 @@ describe('status: text', () => {
         '  pins           /sys/fs/bpf/packetwatch/lo',
         `  thresholds     5 ports within 1m, from the policy at ${new Date(NOW - 60_000).toISOString()}`,
         '  kernel blocks  permanent, 120 a minute, beyond them 1m',
+        '  sources        IPv6 by /64, IPv4 by address',
         '  own addresses  127.0.0.1, ::1',
         '  SYNs seen      1,300',
         '  stealth seen   1,500',
@@ -231,6 +245,7 @@ describe('status: JSON', () => {
       storeErrors: 0,
       storeWritesHeld: 0,
       storeFailure: null,
+      sourcePrefixes: { ipv6: 64, ipv4: 32 },
       probes: [
         {
           probeId: 'host/lo',

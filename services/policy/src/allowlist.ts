@@ -2,8 +2,12 @@
 // entries, everywhere; and each probe's own addresses (when the policy
 // whitelists probes' addresses), on that probe only: a peer that claims an
 // address as its own shields it from its own blocks, never from the others'.
+// Every check here is by address, never by the source's prefix: an
+// allowlisted address inside a blocked /64 keeps passing (the kernel's
+// allowlist goes by address too), and only an entry covering a whole prefix
+// stands in the way of blocking it (coversWhole).
 import { type Prefix, formatPrefix, parsePrefix } from '@packetwatch/common';
-import { type SourceKey, sourceKey as sourceKeyOf } from './sourcekey.js';
+import { type SourceKey, SourceKeys, V6, addressAt } from './sourcekey.js';
 
 /** Whether the 16-byte address at buf[at] lies in prefix p. */
 function coversAt(p: Prefix, buf: Uint8Array, at: number): boolean {
@@ -18,6 +22,11 @@ function coversAt(p: Prefix, buf: Uint8Array, at: number): boolean {
 
 function covers(p: Prefix, addr: Buffer): boolean {
   return coversAt(p, addr, 0);
+}
+
+function sameAt(a: Buffer, buf: Uint8Array, at: number): boolean {
+  for (let i = 0; i < 16; i++) if (a[i] !== buf[at + i]) return false;
+  return true;
 }
 
 /** ::ffff:0.0.0.0, the first IPv4-mapped address. */
@@ -74,12 +83,21 @@ export class Allowlist {
   readonly #configured: { text: string; prefix: Prefix }[];
   /** Entries an operator added (AddAllow), by canonical text. */
   readonly #operator = new Map<string, OperatorEntry>();
-  /** Own addresses by probe id (single addresses: the Report stream refuses prefixes). */
-  readonly #own = new Map<string, { texts: string[]; keys: Set<SourceKey> }>();
+  /**
+   * Own addresses by probe id (single addresses: the Report stream refuses
+   * prefixes): their 16 bytes, and the keys of the sources they fall in,
+   * so that the per-event check compares bytes only for a source of the
+   * probe's own prefix.
+   */
+  readonly #own = new Map<string, { texts: string[]; addrs: Buffer[]; keys: Set<SourceKey> }>();
   /** The prefixes compiled for hasSource(); undefined after any change, rebuilt on the next check. */
   #compiled: Compiled | undefined;
 
-  constructor(configured: readonly string[]) {
+  /** keys: how sources are keyed (the prefix lengths); each address alone by default. */
+  constructor(
+    configured: readonly string[],
+    readonly keys: SourceKeys = new SourceKeys(),
+  ) {
     this.#configured = configured.map((text) => ({ text, prefix: parsePrefix(text) }));
   }
 
@@ -113,7 +131,8 @@ export class Allowlist {
   /** Replaces a probe's own addresses; returns those that are new. */
   setOwn(probeId: string, addresses: readonly string[]): string[] {
     const before = new Set(this.#own.get(probeId)?.texts);
-    this.#own.set(probeId, { texts: [...addresses], keys: new Set(addresses.map((a) => sourceKeyOf(parsePrefix(a).addr, 0))) });
+    const addrs = addresses.map((a) => parsePrefix(a).addr);
+    this.#own.set(probeId, { texts: [...addresses], addrs, keys: new Set(addrs.map((a) => this.keys.of(a))) });
     return addresses.filter((a) => !before.has(a));
   }
 
@@ -121,9 +140,21 @@ export class Allowlist {
     this.#own.delete(probeId);
   }
 
-  /** Whether the source is one of that probe's own addresses (its key: sourcekey.ts). */
-  isOwn(probeId: string, key: SourceKey): boolean {
-    return this.#own.get(probeId)?.keys.has(key) ?? false;
+  /**
+   * Whether the address at buf[at] is one of that probe's own addresses;
+   * key: its source's key (SourceKeys.at). The hot path's check: a set
+   * lookup, and a byte comparison only for sources of the probe's own prefix.
+   */
+  isOwn(probeId: string, key: SourceKey, buf: Uint8Array, at: number): boolean {
+    const own = this.#own.get(probeId);
+    if (!own?.keys.has(key)) return false;
+    for (const a of own.addrs) if (sameAt(a, buf, at)) return true;
+    return false;
+  }
+
+  /** Whether a 16-byte address is one of that probe's own addresses. */
+  isOwnAddress(probeId: string, addr: Buffer): boolean {
+    return this.isOwn(probeId, this.keys.of(addr), addr, 0);
   }
 
   /** The fleet-wide entries (configured, then operators'), canonical: what every probe's kernel allowlist holds. */
@@ -139,15 +170,24 @@ export class Allowlist {
 
   /** Whether the fleet-wide entries (configured, operators') cover the address. */
   has(addr: Buffer): boolean {
-    return this.hasSource(sourceKeyOf(addr, 0), addr, 0);
+    return this.hasSource(addressAt(addr, 0), addr, 0);
   }
 
   /**
-   * Whether the fleet-wide entries cover the source at buf[at] (16 bytes); key is its
-   * sourceKey(). The hot path's check: no allocation, IPv4 sources are
+   * Whether one fleet-wide entry covers every address of prefix p: only
+   * then is blocking the prefix pointless (an entry covering some of its
+   * addresses keeps those passing inside the block).
+   */
+  coversWhole(p: Prefix): boolean {
+    return this.#prefixes().some((e) => e.prefixLen <= p.prefixLen && covers(e, p.addr));
+  }
+
+  /**
+   * Whether the fleet-wide entries cover the address at buf[at] (16 bytes); key is
+   * addressAt(buf, at). The hot path's check: no allocation, IPv4 addresses are
    * matched as numbers.
    */
-  hasSource(key: SourceKey, buf: Uint8Array, at: number): boolean {
+  hasSource(key: number | typeof V6, buf: Uint8Array, at: number): boolean {
     const c = (this.#compiled ??= compile(this.#prefixes()));
     if (typeof key === 'number') {
       if (c.allV4) return true;

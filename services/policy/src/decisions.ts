@@ -5,8 +5,16 @@
 // (recorder.ts holds what the store refuses). A probe that connects later
 // gets every active decision on reconcile, which also adopts blocks found
 // only in its kernel and re-applies those missing from it (drift repair).
+//
+// A decision is on a source: an address's prefix under PW_IPV6_PREFIX and
+// PW_IPV4_PREFIX (its ip is formatSource's text, "2001:db8:1:2::/64", or the
+// bare address at whole length), and so is every BlockIp it makes. The
+// allowlist and the probes' own addresses are checked by address: an
+// allowlisted address never gets its prefix blocked by its own scan (the
+// pipeline never detects it), but another address of the prefix does, and
+// the kernel keeps passing the allowlisted one inside the block.
 import * as grpc from '@grpc/grpc-js';
-import { AddressError, GrpcStatus, type Logger, ServerError, formatAddress, parseAddress } from '@packetwatch/common';
+import { AddressError, GrpcStatus, type Logger, type Prefix, ServerError, formatSource, parsePrefix } from '@packetwatch/common';
 import { DEFAULT_CAPPED_BLOCK_SECONDS } from '@packetwatch/bpf/records';
 import { BlockReason } from '@packetwatch/proto';
 import type { Allowlist } from './allowlist.js';
@@ -15,7 +23,7 @@ import type { Feed } from './feed.js';
 import type { PolicyMetrics } from './metrics.js';
 import type { ProbeRegistry, ProbeSession } from './probes.js';
 import type { Recorder } from './recorder.js';
-import { type SourceKey, addressKey } from './sourcekey.js';
+import { type SourceKey, type SourceKeys, isV4Prefix } from './sourcekey.js';
 import { type DecisionRecord, type Origin, isActive } from './store.js';
 
 const KERNEL_REASON: Record<Origin, BlockReason> = {
@@ -24,14 +32,52 @@ const KERNEL_REASON: Record<Origin, BlockReason> = {
   kernel: BlockReason.BLOCK_REASON_UNSPECIFIED,
 };
 
-export function canonicalIp(ip: string): { text: string; addr: Buffer } {
+/** What an operator's address or prefix names: the source it falls in. */
+export interface NamedSource {
+  /** The source's text (Decision.ip): "2001:db8:1:2::/64", or the address at whole length. */
+  text: string;
+  /** The source's prefix, at the configured length. */
+  prefix: Prefix;
+  /** The address given, when one was (not a prefix). */
+  address: Buffer | undefined;
+  /** The source covers more than was named (an address or a longer prefix, widened). */
+  widened: boolean;
+}
+
+function familyName(p: Prefix): string {
+  return isV4Prefix(p) ? 'IPv4' : 'IPv6';
+}
+
+/** A configured length as written for its family (an IPv4 /24, not /120). */
+function shownLength(p: Prefix, len: number): number {
+  return isV4Prefix(p) ? len - 96 : len;
+}
+
+/**
+ * The source an address or prefix (text) falls in under the prefix lengths:
+ * an address, or a prefix longer than the family's length, widens to it; a
+ * shorter prefix is INVALID_ARGUMENT naming the length (a source is looked up
+ * at that one length, in the kernel as here).
+ */
+export function namedSource(text: string, keys: SourceKeys): NamedSource {
+  if (text.length > 64) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `invalid address: ${text.length} characters is not an address or prefix`);
+  let given: Prefix;
   try {
-    const addr = parseAddress(ip);
-    return { text: formatAddress(addr), addr };
+    given = parsePrefix(text);
   } catch (e) {
     if (e instanceof AddressError) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, e.message);
     throw e;
   }
+  const len = keys.lengthFor(given);
+  if (given.prefixLen < len) {
+    const setting = isV4Prefix(given) ? 'PW_IPV4_PREFIX' : 'PW_IPV6_PREFIX';
+    throw new ServerError(
+      GrpcStatus.INVALID_ARGUMENT,
+      `${text} is shorter than the /${shownLength(given, len)} ${familyName(given)} sources are blocked by (${setting}): give a /${shownLength(given, len)} or longer, or an address`,
+    );
+  }
+  const prefix = keys.prefixOf(given.addr);
+  return { text: formatSource(prefix), prefix, address: text.includes('/') ? undefined : given.addr, widened: given.prefixLen > len };
 }
 
 export interface DecisionsOptions {
@@ -43,6 +89,8 @@ export interface DecisionsOptions {
   feed: Feed;
   metrics: PolicyMetrics;
   log: Logger;
+  /** How sources are keyed (the prefix lengths); the allowlist's by default. */
+  keys?: SourceKeys;
   /** How long a detector's block lasts, in seconds; 0: permanent (PW_BLOCK_TTL). */
   detectorTtlSeconds: number;
   /** Detector blocks a minute at full length, and kernel-block adoptions a minute; 0 (the default): no cap (PW_MAX_BLOCKS_PER_MINUTE). */
@@ -83,6 +131,8 @@ export class Decisions {
   readonly #enforcedBy = new Map<string, Set<string>>();
   /** Times of the detector's blocks in the last minute (for the cap). */
   #recentBlocks: number[] = [];
+  /** Reconciles scheduled for probes seen keying sources at other lengths than the policy's, by probe. */
+  readonly #rekeying = new WeakMap<ProbeSession, number>();
 
   private readonly recorder: Recorder;
   private readonly probes: ProbeRegistry;
@@ -91,6 +141,8 @@ export class Decisions {
   private readonly feed: Feed;
   private readonly metrics: PolicyMetrics;
   private readonly log: Logger;
+  /** How sources are keyed and written (the prefix lengths). */
+  readonly keys: SourceKeys;
   private readonly detectorTtlSeconds: number;
   private readonly maxBlocksPerMinute: number;
   private readonly cappedTtlSeconds: number;
@@ -103,13 +155,66 @@ export class Decisions {
     this.feed = o.feed;
     this.metrics = o.metrics;
     this.log = o.log;
+    this.keys = o.keys ?? o.allowlist.keys;
     this.detectorTtlSeconds = o.detectorTtlSeconds;
     this.maxBlocksPerMinute = o.maxBlocksPerMinute ?? 0;
     this.cappedTtlSeconds = o.cappedTtlSeconds ?? DEFAULT_CAPPED_BLOCK_SECONDS;
-    for (const d of this.recorder.read((s) => s.active(Date.now()))) this.#setActive(d);
+    this.#restore(this.recorder.read((s) => s.active(Date.now())));
   }
 
-  /** Whether a source (canonical text) is under an active decision. */
+  /**
+   * The store's active decisions, made under the prefix lengths of an
+   * earlier run. One on a source of today's length stands. One on a longer
+   * one (an address, when sources are now /64s) is carried over to the
+   * source it falls in now: ended, and a decision on that source made in
+   * its place with its reason, origin, creation and expiry (several
+   * collapsing into one source: the first stands, the others end). One on
+   * a shorter prefix cannot be enforced (a probe looks a source up at one
+   * length) and ends, logged.
+   */
+  #restore(records: DecisionRecord[]): void {
+    const now = Date.now();
+    for (const d of records) {
+      let p: Prefix;
+      try {
+        p = parsePrefix(d.ip);
+      } catch {
+        this.log.warn({ ip: d.ip, decision: d.id }, 'a stored decision is not on an address or prefix; ignored');
+        continue;
+      }
+      const len = this.keys.lengthFor(p);
+      if (p.prefixLen === len) {
+        this.#setActive(d);
+        continue;
+      }
+      this.recorder.end({ ...d, endedMs: now });
+      if (p.prefixLen < len) {
+        this.log.warn({ ip: d.ip, decision: d.id, length: shownLength(p, len) }, `decision ended: ${familyName(p)} sources are now blocked by a longer prefix, which cannot enforce it`);
+        continue;
+      }
+      const text = formatSource(this.keys.prefixOf(p.addr));
+      if (this.#active.has(text)) {
+        this.log.info({ ip: d.ip, decision: d.id, source: text }, 'decision ended: its source is now the prefix of another decision');
+        continue;
+      }
+      const moved = this.#decide({
+        ip: text,
+        reason: `${d.reason} (was on ${d.ip})`,
+        origin: d.origin,
+        ttlSeconds: d.expiresMs === undefined ? 0 : Math.max(1, (d.expiresMs - now) / 1000),
+        createdMs: d.createdMs,
+      });
+      this.recorder.insert(moved);
+      this.log.warn({ ip: d.ip, decision: d.id, source: text, now: moved.id }, 'decision carried over to the prefix its source falls in now');
+    }
+  }
+
+  /** The source an operator's address or prefix names (namedSource). */
+  source(text: string): NamedSource {
+    return namedSource(text, this.keys);
+  }
+
+  /** Whether a source (its text, formatSource's) is under an active decision. */
   isBlocked(ip: string): boolean {
     return this.#inForce(this.#active.get(ip));
   }
@@ -129,12 +234,12 @@ export class Decisions {
 
   #setActive(d: DecisionRecord): void {
     this.#active.set(d.ip, d);
-    this.#activeByKey.set(addressKey(parseAddress(d.ip)), d);
+    this.#activeByKey.set(this.keys.ofText(d.ip), d);
   }
 
   #dropActive(ip: string): void {
     this.#active.delete(ip);
-    this.#activeByKey.delete(addressKey(parseAddress(ip)));
+    this.#activeByKey.delete(this.keys.ofText(ip));
     this.#enforcedBy.delete(ip);
   }
 
@@ -166,7 +271,7 @@ export class Decisions {
     return [...(this.#enforcedBy.get(ip) ?? [])].sort();
   }
 
-  /** Connected probes that should hold the block on an address and do not (a probe never blocks its own address). */
+  /** Connected probes that should hold the block on a source and do not (a probe never blocks its own address; a prefix holding it, it does). */
   missingOn(ip: string): string[] {
     const by = this.#enforcedBy.get(ip);
     return this.probes
@@ -245,7 +350,7 @@ export class Decisions {
   #endAllowlisted(): void {
     const now = Date.now();
     for (const d of this.active()) {
-      if (!this.allowlist.has(parseAddress(d.ip))) continue;
+      if (!this.allowlist.coversWhole(parsePrefix(d.ip))) continue;
       this.recorder.end({ ...d, endedMs: now });
       this.#dropActive(d.ip);
       this.log.warn({ ip: d.ip, decision: d.id }, 'decision ended: the source is allowlisted');
@@ -260,15 +365,22 @@ export class Decisions {
     });
   }
 
-  /** An operator's block: every probe. */
+  /** An operator's block of an address or prefix: the source it falls in (namedSource), on every probe. */
   async manualBlock(ip: string, ttlSeconds: number, reason: string): Promise<{ decision: DecisionRecord; alreadyBlocked: boolean }> {
-    const { text, addr } = canonicalIp(ip);
-    if (this.allowlist.has(addr)) {
+    const { text, prefix, address } = this.source(ip);
+    if (address && this.allowlist.has(address)) {
+      throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${ip} is allowlisted (PW_ALLOWLIST or an operator's entry) and cannot be blocked`);
+    }
+    if (this.allowlist.coversWhole(prefix)) {
       throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${text} is allowlisted (PW_ALLOWLIST or an operator's entry) and cannot be blocked`);
     }
+    // An own address named alone is refused as an allowlisted one is (no
+    // probe would block it); a prefix holding one is blocked, the own
+    // address passing inside it on its probe.
     const probes = this.probes.all();
-    if (probes.length > 0 && probes.every((p) => this.#isOwn(p, text))) {
-      throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${text} is an own address of every connected probe (${probes.map((p) => p.id).join(', ')}): none would block it`);
+    const own = address ?? (prefix.prefixLen === 128 ? prefix.addr : undefined);
+    if (own && probes.length > 0 && probes.every((p) => this.allowlist.isOwnAddress(p.id, own))) {
+      throw new ServerError(GrpcStatus.FAILED_PRECONDITION, `${ip} is an own address of every connected probe (${probes.map((p) => p.id).join(', ')}): none would block it`);
     }
     const existing = this.#active.get(text);
     if (existing && isActive(existing, Date.now())) return { decision: existing, alreadyBlocked: true };
@@ -281,22 +393,23 @@ export class Decisions {
     return { decision: d, alreadyBlocked: false };
   }
 
-  /** Ends the decision on a source (or all): every probe unblocks it and the detector forgets it. */
+  /** Ends the decision on a source, named by an address or prefix in it (or all): every probe unblocks it and the detector forgets it. */
   async unblock(ip: string | undefined): Promise<DecisionRecord[]> {
-    const targets = ip === undefined ? this.active() : this.#active.has(canonicalIp(ip).text) ? [this.#active.get(canonicalIp(ip).text)!] : [];
+    const named = ip === undefined ? undefined : this.source(ip).text;
+    const targets = named === undefined ? this.active() : this.#active.has(named) ? [this.#active.get(named)!] : [];
     const now = Date.now();
     const ended: DecisionRecord[] = [];
     for (const d of targets) {
       const done = { ...d, endedMs: now };
       this.recorder.end(done);
       this.#dropActive(d.ip);
-      this.detector.forget(addressKey(parseAddress(d.ip)));
+      this.detector.forget(this.keys.ofText(d.ip));
       ended.push(done);
       this.feed.publish({ timeMs: now, kind: 'unblock', source: d.ip, port: 0, probeId: '', message: 'unblocked' });
       this.log.info({ ip: d.ip, decision: d.id }, 'unblocked');
     }
     // Unblock on every probe even without a decision: the kernel may hold a block the policy lost.
-    const ips = ip === undefined ? ended.map((d) => d.ip) : [canonicalIp(ip).text];
+    const ips = named === undefined ? ended.map((d) => d.ip) : [named];
     await Promise.all(
       this.probes.all().flatMap((p) =>
         ips.map((addr) =>
@@ -319,19 +432,32 @@ export class Decisions {
     // covers is re-applied, no kernel block it covers is adopted or kept.
     this.#endAllowlisted();
     const kernel = (await session.listBlocks()).filter((b) => !b.expired);
-    const inKernel = new Set(kernel.map((b) => b.ip));
+    /** The kernel's blocks as the sources they fall in (a probe may list an address or a longer prefix). */
+    const inKernel = new Set<string>();
     let repairs = 0;
+    /** A kernel block keyed at other lengths than the policy's: the probe has not taken the policy's configuration yet. */
+    let otherLengths: string | undefined;
     for (const b of kernel) {
-      let addr: Buffer;
+      let p: Prefix;
       try {
-        addr = parseAddress(b.ip);
+        p = parsePrefix(b.ip);
       } catch {
         this.metrics.counts.kernelBlocksNotAdopted++;
-        this.log.warn({ probe: session.id, ip: b.ip }, 'kernel view: not an address; ignored');
+        this.log.warn({ probe: session.id, ip: b.ip }, 'kernel view: not an address or prefix; ignored');
         continue;
       }
-      const ip = formatAddress(addr);
-      if (this.allowlist.has(addr)) {
+      if (p.prefixLen !== this.keys.lengthFor(p)) otherLengths ??= b.ip;
+      if (p.prefixLen < this.keys.lengthFor(p)) {
+        // Keyed at a shorter length than the policy's: that probe runs
+        // another configuration, and the policy cannot decide on it.
+        this.metrics.counts.kernelBlocksNotAdopted++;
+        this.log.warn({ probe: session.id, ip: b.ip }, 'kernel view: a prefix shorter than the policy keys sources by; ignored');
+        continue;
+      }
+      const prefix = this.keys.prefixOf(p.addr);
+      const ip = formatSource(prefix);
+      inKernel.add(ip);
+      if (this.allowlist.coversWhole(prefix)) {
         this.liftKernelBlock(ip, session, 'allowlisted by the policy');
         repairs++;
         continue;
@@ -382,7 +508,29 @@ export class Decisions {
       if (await this.#apply(d, session)) repairs++;
     }
     this.metrics.counts.driftRepairs += repairs;
+    if (otherLengths !== undefined) this.#reconcileSoon(session, `its kernel lists ${otherLengths}`);
+    else this.#rekeying.delete(session);
     return repairs;
+  }
+
+  /**
+   * Reconciles a probe again in a second, a few times at most: it keys
+   * sources at other prefix lengths than the policy's, so it has not taken
+   * the policy's configuration yet (sent on its Report stream as this
+   * reconcile started) and will re-key its blocklist when it does, removing
+   * keys shorter than the new length; decisions applied before that must be
+   * applied again. The periodic reconcile is the backstop.
+   */
+  #reconcileSoon(session: ProbeSession, why: string): void {
+    const n = this.#rekeying.get(session) ?? 0;
+    if (n >= 5) return;
+    this.#rekeying.set(session, n + 1);
+    this.log.info({ probe: session.id, why }, "the probe keys sources at other prefix lengths than the policy's: reconciling again once it has the policy's");
+    const timer = setTimeout(() => {
+      if (this.probes.get(session.id) !== session) return;
+      this.reconcile(session).catch((e: Error) => this.log.warn({ probe: session.id, err: e.message }, 'reconcile failed'));
+    }, 1000);
+    timer.unref();
   }
 
   /** A new decision, active from now; the caller records it once its enforcement has started. */
@@ -409,9 +557,14 @@ export class Decisions {
     else set.delete(probeId);
   }
 
-  /** Whether the address (canonical text) is the probe's own: that probe never blocks it, the others do. */
+  /**
+   * Whether a source (its text) is the probe's own address: that probe never
+   * blocks it, the others do. A prefix holding the probe's own address is
+   * blocked on it too: its kernel's allowlist passes the address itself.
+   */
   #isOwn(p: ProbeSession, ip: string): boolean {
-    return this.allowlist.isOwn(p.id, addressKey(parseAddress(ip)));
+    const prefix = parsePrefix(ip);
+    return prefix.prefixLen === 128 && this.allowlist.isOwnAddress(p.id, prefix.addr);
   }
 
   /** BlockIp on one probe for the rest of the decision's life (not on a probe whose own address it is). */
@@ -420,8 +573,10 @@ export class Decisions {
     const ttlSeconds = d.expiresMs === undefined ? 0 : (d.expiresMs - Date.now()) / 1000;
     if (d.expiresMs !== undefined && ttlSeconds <= 0) return false;
     try {
-      await p.blockIp(d.ip, ttlSeconds, KERNEL_REASON[d.origin]);
+      const res = await p.blockIp(d.ip, ttlSeconds, KERNEL_REASON[d.origin]);
       this.#enforced(d.ip, p.id, true);
+      // The probe keyed it at other lengths: it has not taken the policy's yet, and re-keys its blocklist when it does.
+      if (res.block && res.block.ip !== d.ip) this.#reconcileSoon(p, `BlockIp of ${d.ip} made ${res.block.ip}`);
       return true;
     } catch (e) {
       const err = e as grpc.ServiceError;

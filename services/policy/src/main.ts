@@ -24,6 +24,7 @@ import { PolicyMetrics } from './metrics.js';
 import { ProbeRegistry } from './probes.js';
 import { Recorder } from './recorder.js';
 import { Retention } from './retention.js';
+import { SourceKeys } from './sourcekey.js';
 import { POLICY_ROLES, policyService } from './service.js';
 import { DecisionStore, StoreOpenError } from './store.js';
 import { deserializeProbeMessage } from './wire.js';
@@ -69,11 +70,14 @@ runMain(NAME, async () => {
   const recorder = new Recorder(store, metrics, log);
   const feed = new Feed();
   const detector = new Detector({ portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, maxSources: c.maxSources, pairThreshold: c.fleetThreshold });
-  const allowlist = new Allowlist(c.allowPrefixes);
+  // Sources (detector, decisions, blocks) are prefixes of these lengths; the allowlist goes by address.
+  const keys = new SourceKeys({ ipv6: c.ipv6Prefix, ipv4: c.ipv4Prefix });
+  const allowlist = new Allowlist(c.allowPrefixes, keys);
   for (const e of store.allowEntries()) allowlist.addOperator(e.prefix, e.addedMs, e.note);
   const probes = new ProbeRegistry();
   const decisions = new Decisions({ recorder, probes, allowlist, detector, feed, metrics, log, detectorTtlSeconds: c.blockTtl, maxBlocksPerMinute: c.maxBlocksPerMinute, cappedTtlSeconds: c.cappedBlockTtl });
   log.info({ decisions: decisions.active().length, stateDir: c.stateDir }, 'decisions restored from the store');
+  metrics.sourcePrefixes(keys.lengths);
   metrics.observe({
     trackedSources: () => detector.tracked,
     evictions: () => detector.evictions,

@@ -104,6 +104,18 @@ export class PolicyMetrics {
     });
   }
 
+  /** The prefix lengths sources are keyed by (PW_IPV6_PREFIX, PW_IPV4_PREFIX): every source counted here is one. */
+  sourcePrefixes(lengths: { ipv6: number; ipv4: number }): void {
+    const g = new Gauge({
+      name: 'packetwatch_policy_source_prefix_length',
+      help: 'The prefix length sources of a family are tracked, decided and blocked by (PW_IPV6_PREFIX, PW_IPV4_PREFIX); tracked sources and decisions count prefixes',
+      labelNames: ['family'],
+      registers: [this.registry],
+    });
+    g.set({ family: 'ipv6' }, lengths.ipv6);
+    g.set({ family: 'ipv4' }, lengths.ipv4);
+  }
+
   /** Gauges read at scrape time. */
   observe(g: PolicyGauges): void {
     const registers = [this.registry];
@@ -116,8 +128,8 @@ export class PolicyMetrics {
           this.set(read());
         },
       });
-    gauge('packetwatch_policy_tracked_sources', 'Sources the detector is tracking', g.trackedSources);
-    gauge('packetwatch_policy_decisions_active', 'Active block decisions', g.activeDecisions);
+    gauge('packetwatch_policy_tracked_sources', 'Sources the detector is tracking: addresses, or prefixes under PW_IPV6_PREFIX and PW_IPV4_PREFIX', g.trackedSources);
+    gauge('packetwatch_policy_decisions_active', 'Active block decisions (each on one source: an address or a prefix)', g.activeDecisions);
     gauge('packetwatch_policy_probes_connected', 'Probes with an open Report stream', g.probesConnected);
     gauge('packetwatch_policy_watchers', 'Watch streams open', () => this.watchers);
     gauge('packetwatch_policy_report_streams', 'Report streams open, with or without a hello', () => this.reportStreams);

@@ -5,7 +5,7 @@
 // and tests call them directly. A SYN goes one way: records → detection →
 // decision; nothing here calls back into the adapter.
 import { SYN_EVENT_OFFSET, SYN_EVENT_SIZE, ScanVerdict } from '@packetwatch/bpf/records';
-import { type Logger, formatAddress } from '@packetwatch/common';
+import type { Logger } from '@packetwatch/common';
 import type { EventBatch } from '@packetwatch/proto';
 import type { Allowlist } from './allowlist.js';
 import type { Decisions, KernelBlock } from './decisions.js';
@@ -13,7 +13,7 @@ import type { Detector } from './detector.js';
 import type { Feed } from './feed.js';
 import { type PolicyMetrics, saturatingAdd } from './metrics.js';
 import type { ProbeSession } from './probes.js';
-import { sourceKey } from './sourcekey.js';
+import { addressAt } from './sourcekey.js';
 
 // Offsets in struct pw_syn_event (bpf/packetwatch.h), read in place on the hot path.
 const { tsNs: OFF_TS, saddr: OFF_SADDR, dport: OFF_DPORT, scan: OFF_SCAN, kind: OFF_KIND, tcpFlags: OFF_FLAGS } = SYN_EVENT_OFFSET;
@@ -95,13 +95,16 @@ export function admitBatch(ctx: PipelineContext, session: ProbeSession, batch: E
  * decisions, the detector and the feed, and returns where it stopped: the
  * end, or just past a detection, so that the caller lets the BlockIp call
  * leave now rather than after thousands more records (every millisecond
- * here is SYNs a fast scanner gets through). Per record it allocates
- * nothing: the source is a SourceKey (a number for IPv4), its text is made
- * only for a detection, and the feed keeps the record raw unless someone
- * watches.
+ * here is SYNs a fast scanner gets through). The allowlist and the own
+ * addresses go by the address itself; the decisions and the detector by the
+ * source it counts as, its prefix (PW_IPV6_PREFIX, PW_IPV4_PREFIX). Per
+ * record it allocates nothing for IPv4 (the address and its source are
+ * numbers) and one key string for IPv6; the source's text is made only for
+ * a detection, and the feed keeps the record raw unless someone watches.
  */
 export function processRecords(ctx: PipelineContext, session: ProbeSession, batch: Admitted, from = 0): number {
   const { feed, allowlist, decisions, detector } = ctx;
+  const keys = decisions.keys;
   const { records: buf, shiftMs } = batch;
   const end = buf.length;
   const probeId = session.id;
@@ -117,7 +120,7 @@ export function processRecords(ctx: PipelineContext, session: ProbeSession, batc
     const port = buf[off + OFF_DPORT]! | (buf[off + OFF_DPORT + 1]! << 8);
     const at = off + OFF_SADDR;
     feed.publishConnection(tsMs, buf, at, port, probeId, buf[off + OFF_KIND], buf[off + OFF_FLAGS]);
-    const key = sourceKey(buf, at);
+    const addr = addressAt(buf, at);
     const scan = buf[off + OFF_SCAN];
     const kernel: KernelBlock = scan === ScanVerdict.Blocked ? 'blocked' : scan === ScanVerdict.Capped ? 'capped' : 'none';
     const kernelBlocked = kernel !== 'none';
@@ -127,14 +130,18 @@ export function processRecords(ctx: PipelineContext, session: ProbeSession, batc
       ctx.metrics.counts.eventsOutOfRange++;
       continue;
     }
-    if (allowlist.hasSource(key, buf, at)) {
+    const key = keys.at(buf, at, addr);
+    if (allowlist.hasSource(addr, buf, at)) {
       // The kernel knows only the probe's allowlist; the policy's own
-      // entries (PW_ALLOWLIST, operators) win over its detector.
-      if (kernelBlocked) decisions.liftKernelBlock(formatAddress(buf.subarray(at, at + 16)), session, 'allowlisted by the policy');
+      // entries (PW_ALLOWLIST, operators) win over its detector: an
+      // allowlisted address never gets its prefix blocked by its own scan
+      // (a decision on the prefix, made by another address's, stands).
+      if (kernelBlocked && !decisions.isBlockedKey(key)) decisions.liftKernelBlock(keys.textAt(buf, at), session, 'allowlisted by the policy');
       continue;
     }
-    // The probe's own address, on that probe (its kernel never blocks it either).
-    if (allowlist.isOwn(probeId, key)) continue;
+    // The probe's own address, on that probe (its kernel never blocks it
+    // either); another address of its prefix is tracked like any source.
+    if (allowlist.isOwn(probeId, key, buf, at)) continue;
     if (decisions.isBlockedKey(key)) continue;
     let det = detector.observe(key, port, tsMs, probe);
     if (!det && !kernelBlocked) continue;
@@ -144,7 +151,7 @@ export function processRecords(ctx: PipelineContext, session: ProbeSession, batc
       detector.forget(key);
       det = { source: key, port, tsMs, ports: [port], firstMs: tsMs, lastMs: tsMs };
     }
-    const source = formatAddress(buf.subarray(at, at + 16));
+    const source = keys.textAt(buf, at);
     decisions.detected(det, source, session, kernel).catch((err: unknown) => ctx.log.error({ err, ip: source }, 'applying a detection failed'));
     return off + SYN_EVENT_SIZE;
   }

@@ -14,7 +14,7 @@ import {
   pageCursor,
   pageSize,
   pageToken,
-  parseAddress,
+  type Prefix,
   parsePrefix,
   unary,
 } from '@packetwatch/common';
@@ -48,7 +48,6 @@ import {
   type WatchRequest,
 } from '@packetwatch/proto';
 import { canonicalPrefix, covers } from './allowlist.js';
-import { canonicalIp } from './decisions.js';
 import type { FeedEvent, FeedKind } from './feed.js';
 import { saturatingAdd } from './metrics.js';
 import { checkBatch, checkHello, checkOwnAddresses, quote } from './peer.js';
@@ -146,6 +145,33 @@ function prefixArg(text: string): string {
     if (e instanceof AddressError) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, e.message);
     throw e;
   }
+}
+
+/** Watch's source: an address or a prefix. */
+function watchedSource(text: string): Prefix {
+  if (text.length > 64) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `invalid source: ${text.length} characters is not an address or prefix`);
+  try {
+    return parsePrefix(text);
+  } catch (e) {
+    if (e instanceof AddressError) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, e.message);
+    throw e;
+  }
+}
+
+/**
+ * Whether a feed event's source (an address, a source prefix or an
+ * allowlist entry, as text) overlaps the watched one: one holds the other.
+ * Watching an address shows the block of its /64; watching a /64, the
+ * connections of its addresses.
+ */
+export function overlaps(watched: Prefix, text: string): boolean {
+  let p: Prefix;
+  try {
+    p = parsePrefix(text);
+  } catch {
+    return false;
+  }
+  return p.prefixLen >= watched.prefixLen ? covers(watched, p.addr) : covers(p, watched.addr);
 }
 
 function ttlOf(ttl: Duration | undefined, fallback: number): number {
@@ -359,9 +385,9 @@ function endWith(call: { emit(event: 'error', status: Partial<grpc.StatusObject>
 
 function watch(ctx: PolicyContext): grpc.handleServerStreamingCall<WatchRequest, WatchEvent> {
   return (call) => {
-    let source: string | undefined;
+    let source: Prefix | undefined;
     try {
-      source = call.request.source ? canonicalIp(call.request.source).text : undefined;
+      source = call.request.source ? watchedSource(call.request.source) : undefined;
     } catch (e) {
       endWith(call, grpc.status.INVALID_ARGUMENT, e instanceof ServerError ? e.details : 'invalid source');
       return;
@@ -380,7 +406,7 @@ function watch(ctx: PolicyContext): grpc.handleServerStreamingCall<WatchRequest,
     let backlog: FeedEvent[] = [];
     let head = 0;
     const send = (e: FeedEvent) => {
-      if (source !== undefined && e.source !== source) return;
+      if (source !== undefined && !overlaps(source, e.source)) return;
       if (writable && head === backlog.length) {
         writable = call.write(toWatchEvent(e));
         return;
@@ -478,6 +504,8 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       storeErrors: BigInt(Object.values(ctx.metrics.counts.storeErrors).reduce((a, b) => a + b, 0)),
       storeWritesHeld: BigInt(ctx.recorder.state.held),
       storeFailure: ctx.recorder.state.failure ?? '',
+      ipv6Prefix: ctx.decisions.keys.lengths.ipv6,
+      ipv4Prefix: ctx.decisions.keys.lengths.ipv4,
     })),
     listDecisions: unary<ListDecisionsRequest, ListDecisionsResponse>(log, 'ListDecisions', (req) => {
       const size = pageSize(req.pageSize);
@@ -497,13 +525,12 @@ export function policyService(ctx: PolicyContext): PolicyServer {
     }),
     block: unary<BlockRequest, BlockResponse>(log, 'Block', async (req) => {
       if (req.reason.length > MAX_REASON) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `reason is ${req.reason.length} characters; at most ${MAX_REASON}`);
-      if (req.ip.includes('/')) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `'${req.ip.slice(0, 64)}' is a prefix: blocks are per address`);
       const { decision, alreadyBlocked } = await ctx.decisions.manualBlock(req.ip, ttlOf(req.ttl, ctx.blockTtlSeconds), req.reason);
       return { decision: toDecision(decision, ctx), alreadyBlocked };
     }),
     unblock: unary<UnblockRequest, UnblockResponse>(log, 'Unblock', async (req) => {
-      if (!req.all && !req.ip) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, 'give an address, or all');
-      if (req.all && req.ip) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, 'give an address or all, not both');
+      if (!req.all && !req.ip) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, 'give an address or prefix, or all');
+      if (req.all && req.ip) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, 'give an address or prefix, or all, not both');
       const ended = await ctx.decisions.unblock(req.all ? undefined : req.ip);
       return { ended: ended.map((d) => toDecision(d, ctx)) };
     }),
@@ -519,7 +546,11 @@ export function policyService(ctx: PolicyContext): PolicyServer {
         sendAllowlist(ctx, ctx.probes.all());
       }
       const p = parsePrefix(prefix);
-      const covered = ctx.decisions.active().filter((d) => covers(p, parseAddress(d.ip)));
+      // Decisions on sources it covers whole end; a decision on a /64 holding an allowlisted address stands (the address passes).
+      const covered = ctx.decisions.active().filter((d) => {
+        const dp = parsePrefix(d.ip);
+        return p.prefixLen <= dp.prefixLen && covers(p, dp.addr);
+      });
       const ended = (await Promise.all(covered.map((d) => ctx.decisions.unblock(d.ip)))).flat();
       const entry = ctx.allowlist.operator.find((e) => e.text === prefix)!;
       return {

@@ -1,7 +1,7 @@
-import { parseAddress } from '@packetwatch/common';
+import { parseAddress, parsePrefix } from '@packetwatch/common';
 import { describe, expect, it } from 'vitest';
 import { Allowlist } from '../src/allowlist.js';
-import { addressKey } from '../src/sourcekey.js';
+import { SourceKeys, addressAt } from '../src/sourcekey.js';
 
 /** Whether the allowlist covers the address given as text. */
 const covers = (a: Allowlist, text: string): boolean => a.has(parseAddress(text));
@@ -137,7 +137,7 @@ describe('Allowlist: IPv4 and IPv4-mapped IPv6 are the same address', () => {
 });
 
 describe("Allowlist: probes' own addresses", () => {
-  const own = (a: Allowlist, probeId: string, text: string) => a.isOwn(probeId, addressKey(parseAddress(text)));
+  const own = (a: Allowlist, probeId: string, text: string) => a.isOwnAddress(probeId, parseAddress(text));
 
   it("shields an own address on its probe only, never fleet-wide", () => {
     const a = new Allowlist([]);
@@ -198,6 +198,23 @@ describe("Allowlist: probes' own addresses", () => {
     expect(a.entries()).toEqual(['10.0.0.0/8']);
   });
 
+  it('with sources keyed by /64 and /24, shields the own address itself, not the rest of its prefix', () => {
+    const keys = new SourceKeys({ ipv6: 64, ipv4: 24 });
+    const a = new Allowlist([], keys);
+    a.setOwn('p1', ['2001:db8:1:2::10', '192.0.2.10']);
+    expect(own(a, 'p1', '2001:db8:1:2::10')).toBe(true);
+    expect(own(a, 'p1', '192.0.2.10')).toBe(true);
+    // Same /64, same /24: tracked like any source.
+    expect(own(a, 'p1', '2001:db8:1:2::11')).toBe(false);
+    expect(own(a, 'p1', '192.0.2.11')).toBe(false);
+    // The per-event form: the source's key and the address in a record.
+    const buf = Buffer.alloc(40, 0x5a);
+    parseAddress('2001:db8:1:2::10').copy(buf, 8);
+    expect(a.isOwn('p1', keys.at(buf, 8), buf, 8)).toBe(true);
+    parseAddress('2001:db8:1:2::11').copy(buf, 8);
+    expect(a.isOwn('p1', keys.at(buf, 8), buf, 8)).toBe(false);
+  });
+
   it('lists in entries() the configured prefixes as written, then own addresses, each once', () => {
     const a = new Allowlist(['10.0.0.0/8', '2001:db8::/32']);
     a.setOwn('p1', ['192.0.2.1', '10.0.0.1']);
@@ -207,12 +224,26 @@ describe("Allowlist: probes' own addresses", () => {
   });
 });
 
+describe('Allowlist: whether a source prefix is covered whole (coversWhole)', () => {
+  it('is true only for an entry as long as the prefix or shorter that holds it', () => {
+    const a = new Allowlist(['2001:db8:1::/48', '2001:db8:2:3::7', '192.0.2.0/24']);
+    expect(a.coversWhole(parsePrefix('2001:db8:1:2::/64'))).toBe(true);
+    // An allowlisted address inside the /64: blocking the /64 still means something.
+    expect(a.coversWhole(parsePrefix('2001:db8:2:3::/64'))).toBe(false);
+    expect(a.coversWhole(parsePrefix('2001:db8:2:3::7'))).toBe(true);
+    expect(a.coversWhole(parsePrefix('192.0.2.7'))).toBe(true);
+    expect(a.coversWhole(parsePrefix('192.0.0.0/16'))).toBe(false);
+    a.addOperator('2001:db8:2:3::/64', 0, '');
+    expect(a.coversWhole(parsePrefix('2001:db8:2:3::/64'))).toBe(true);
+  });
+});
+
 describe('Allowlist: the per-event check (hasSource)', () => {
   const check = (a: Allowlist, text: string, at = 24): boolean => {
     // The address inside a record, as the service passes it.
     const buf = Buffer.alloc(64, 0x5a);
     parseAddress(text).copy(buf, at);
-    return a.hasSource(addressKey(parseAddress(text)), buf, at);
+    return a.hasSource(addressAt(buf, at), buf, at);
   };
 
   it('agrees with has() on IPv4 and IPv6 prefixes and operator entries, and leaves own addresses to isOwn', () => {

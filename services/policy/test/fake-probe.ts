@@ -36,11 +36,11 @@ export class FakeProbe {
       blockIp: (call, cb) => {
         this.blocked.push({ ip: call.request.ip, reason: call.request.reason });
         this.blockTtls.push(Math.round(Number(call.request.ttl?.seconds ?? 0n) + (call.request.ttl?.nanos ?? 0) / 1e9));
-        cb(null, { alreadyBlocked: false, block: undefined });
+        cb(null, { alreadyBlocked: false, block: undefined, widened: false });
       },
       unblockIp: (call, cb) => {
         this.unblocked.push(call.request.ip);
-        cb(null, { removed: true });
+        cb(null, { removed: true, ip: call.request.ip });
       },
       getStatus: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'fake' }),
     };

@@ -105,7 +105,12 @@ runMain(NAME, async () => {
   // everything below reads it through att.
   const started = new Date();
   let programId = att.dp.program.info().id;
-  const blocks = new Blocks(att.dp);
+  const lengthsOf = (cfg: ScanConfig) => ({ ipv6: cfg.ipv6Prefix, ipv4: cfg.ipv4Prefix });
+  const blocks = new Blocks(att.dp, lengthsOf(scan.config));
+  // Pinned entries written under longer keys than the program looks up (by
+  // a probe that keyed by whole addresses, say) would never match again.
+  const pinnedRekey = blocks.rekey(undefined, lengthsOf(scan.config));
+  if (pinnedRekey.widened + pinnedRekey.merged > 0) log.warn({ ...pinnedRekey, prefixes: lengthsOf(scan.config) }, 'pinned blocks keyed longer than the configured prefixes moved to their prefix');
 
   const watcher = new AddressWatcher(c.ifdev, (change) => {
     log.info(change, 'interface addresses changed');
@@ -311,6 +316,13 @@ runMain(NAME, async () => {
       reader = readerOf(att.dp);
       reader.start();
       blocks.use(att.dp);
+      if (next.ipv6Prefix !== scan.config.ipv6Prefix || next.ipv4Prefix !== scan.config.ipv4Prefix) {
+        const moved = blocks.rekey(lengthsOf(scan.config), lengthsOf(next));
+        log.warn(
+          { ...moved, prefixes: lengthsOf(next), was: lengthsOf(scan.config) },
+          'the blocklist re-keyed for the new prefix lengths: longer keys widened to their prefix, shorter ones removed (the policy re-sends its decisions)',
+        );
+      }
       programId = att.dp.program.info().id;
       metrics.programChanged(programId);
       old.close();

@@ -28,8 +28,9 @@ const nsToDate = (ns: bigint) => new Date(Number(ns / 1_000_000n));
 
 /**
  * The most a Block takes encoded, with its tag and length in the response:
- * the longest address text (39 characters), a reason, two timestamps (of
- * the latest time a u64 of nanoseconds holds) and a flag: 75 bytes, and
+ * the longest source text (43 characters: eight full groups and a /127,
+ * under PW_IPV6_PREFIX=127), a reason, two timestamps (of the latest time
+ * a u64 of nanoseconds holds) and a flag: 79 bytes, and
  * some room (listblocks.test.ts encodes the largest possible Block). A
  * page of PAGE_SIZE.max blocks is then at most 800,000 bytes, and the
  * response adds only its capacity and a token (under 40 bytes): within
@@ -85,15 +86,16 @@ export function probeService(
   return {
     blockIp: unary<BlockIpRequest, BlockIpResponse>(log, 'BlockIp', (req) => {
       const start = process.hrtime.bigint();
-      const { entry, alreadyBlocked } = blocks.block(req.ip, ttlSeconds(req.ttl), reasonOf(req.reason));
+      const { entry, alreadyBlocked, widened } = blocks.block(req.ip, ttlSeconds(req.ttl), reasonOf(req.reason));
       observeApply(Number(process.hrtime.bigint() - start) / 1e9);
+      if (widened) log.info({ requested: req.ip, ip: entry.ip }, 'block widened to the prefix this probe keys sources by');
       log.info({ ip: entry.ip, ttlSeconds: ttlSeconds(req.ttl), reason: BlockReason[req.reason], alreadyBlocked }, 'blocked');
-      return { block: toProtoBlock(entry), alreadyBlocked };
+      return { block: toProtoBlock(entry), alreadyBlocked, widened };
     }),
     unblockIp: unary<UnblockIpRequest, UnblockIpResponse>(log, 'UnblockIp', (req) => {
-      const removed = blocks.unblock(req.ip);
-      log.info({ ip: req.ip, removed }, 'unblocked');
-      return { removed };
+      const { removed, text } = blocks.unblock(req.ip);
+      log.info({ requested: req.ip, ip: text, removed }, 'unblocked');
+      return { removed, ip: text };
     }),
     listBlocks: unary<ListBlocksRequest, ListBlocksResponse>(log, 'ListBlocks', (req) => {
       const size = pageSize(req.pageSize);

@@ -4,7 +4,7 @@
 // edges of paging, a client's bad page_size and forged tokens, and the
 // encoded size of the largest page there can be.
 import { BlockReason as KernelReason, type Datapath, blockCodec, formatAddress } from '@packetwatch/bpf';
-import { GrpcStatus, PAGE_BYTES, PAGE_SIZE, PageList, createLogger, pageToken } from '@packetwatch/common';
+import { GrpcStatus, PAGE_BYTES, PAGE_SIZE, PageList, WHOLE_ADDRESSES, createLogger, pageToken } from '@packetwatch/common';
 import { type Block, BlockReason, type ListBlocksRequest, type ListBlocksResponse, ProbeService } from '@packetwatch/proto';
 import type * as grpc from '@grpc/grpc-js';
 import { encode } from 'libbpf-ts';
@@ -16,7 +16,7 @@ import { MAX_BLOCK_BYTES, probeService, toProtoBlock } from '../src/service.js';
 /** The blocklist's raw entries, [16-byte address, 24-byte value], in no particular order (as a hash map's). */
 let entries: [Buffer, Buffer][] = [];
 const dp = { blocklist: { map: { lookupAll: () => entries.slice(), maxEntries: 65_536 } } } as unknown as Datapath;
-const svc = probeService(new Blocks(dp), { status: () => ({}) as never }, createLogger('test', 'silent'), () => undefined);
+const svc = probeService(new Blocks(dp, WHOLE_ADDRESSES), { status: () => ({}) as never }, createLogger('test', 'silent'), () => undefined);
 
 const value = (expiresNs = 0n, reason = 1) => encode(blockCodec, { expiresNs, createdNs: 1n, reason, flags: 0 });
 /** 2001:db8::<n>, as 16 bytes. */
@@ -184,10 +184,10 @@ describe('ListBlocks: a bad page_size, and page tokens a client may forge', () =
 });
 
 describe('ListBlocks: the largest page', () => {
-  /** The largest Block there can be: a 39-character address, the longest reason, both times at their longest varints, expired. */
+  /** The largest Block there can be: a 43-character source (eight full groups, /127), the longest reason, both times at their longest varints, expired. */
   const largest = (n: number) =>
     toProtoBlock({
-      ip: `ffff:ffff:ffff:ffff:ffff:ffff:${(0xf000 + (n >> 12)).toString(16)}:${(0xf000 + (n % 0x1000)).toString(16)}`,
+      ip: `ffff:ffff:ffff:ffff:ffff:ffff:${(0xf000 + (n >> 12)).toString(16)}:${(0xf000 + 2 * (n % 0x800)).toString(16)}/127`,
       reason: KernelReason.Manual,
       // Beyond what a u64 of boot-time nanoseconds plus the epoch offset reaches, with 999 ms.
       createdUnixNs: 30_000_000_000_999_000_000n,
@@ -196,15 +196,15 @@ describe('ListBlocks: the largest page', () => {
     });
   const size = (blocks: Block[], nextPageToken = '') => ProbeService.listBlocks.responseSerialize({ blocks, capacity: 2 ** 32 - 1, nextPageToken }).length;
 
-  it('takes 75 bytes for the largest Block, tag and length included: within MAX_BLOCK_BYTES', () => {
-    expect(size([largest(1)]) - size([])).toBe(75);
-    expect(75).toBeLessThanOrEqual(MAX_BLOCK_BYTES);
+  it('takes 79 bytes for the largest Block, tag and length included: within MAX_BLOCK_BYTES', () => {
+    expect(size([largest(1)]) - size([])).toBe(79);
+    expect(79).toBeLessThanOrEqual(MAX_BLOCK_BYTES);
   });
 
-  it('encodes a full page of the largest blocks, with capacity and token, in 750,032 bytes: within PAGE_BYTES', () => {
+  it('encodes a full page of the largest blocks, with capacity and token, in 790,032 bytes: within PAGE_BYTES', () => {
     const page = range(0, PAGE_SIZE.max).map(largest);
     const bytes = size(page, pageToken(PageList.KernelBlocks, Buffer.alloc(16, 0xff)));
-    expect(bytes).toBe(750_032);
+    expect(bytes).toBe(790_032);
     expect(bytes).toBeLessThanOrEqual(PAGE_BYTES);
     expect(PAGE_SIZE.max * MAX_BLOCK_BYTES + 64).toBeLessThanOrEqual(PAGE_BYTES);
   });
