@@ -87,7 +87,6 @@ function batch(syns: [source: string, port: number, i: number][]): EventBatch {
         ttl: 64,
         scan: 0,
         vlanId: 0,
-        window: 64_240,
         kind: 0,
       },
       records,
