@@ -94,20 +94,21 @@ struct {
  * or the CPU they come from, and single-hit sources (a forged flood) never
  * enter the protected space at all. The program counts what it admits,
  * promotes and forgets (PW_CNT_SCAN_ADMITTED, _PROMOTED, _PROBATION_EVICTED,
- * _PROTECTED_EVICTED). A hash of each holds its ring's size plus
- * PW_SCAN_SPACE_SLACK: room for admissions racing on other CPUs.
+ * _PROTECTED_EVICTED). Each hash has its ring's size: a source it holds is
+ * the latest admission to one slot (an admission forgets the slot's
+ * previous occupant before it inserts), so it is never full but for a race
+ * of two admissions a ring's length apart, when the later is lost. (A size
+ * of a power of two keeps the hash's buckets at one per entry.)
  *
  * The scanners value size is set at load for N (PW_SCAN_STATE_SIZE(scan_ports)),
  * so the map is declared by sizes, without BTF types (whose size would have
  * to match).
  */
-#define PW_SCAN_SPACE_SLACK 256
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(key_size, sizeof(struct pw_addr));
 	__uint(value_size, PW_SCAN_STATE_SIZE(PW_SCAN_MAX_PORTS));
-	__uint(max_entries, 65536 + PW_SCAN_SPACE_SLACK);
+	__uint(max_entries, 65536);
 } scanners SEC(".maps");
 
 struct {
@@ -121,7 +122,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct pw_addr);
 	__type(value, struct pw_probation);
-	__uint(max_entries, (1 << 20) + PW_SCAN_SPACE_SLACK);
+	__uint(max_entries, 1 << 20);
 } scan_probation SEC(".maps");
 
 struct {

@@ -44,10 +44,9 @@ import {
 /** The maps a pinned Datapath shares with the next run (the ring buffer's readers and the detector's state are per run). */
 const PINNED_MAPS = ['blocklist', 'allowlist', 'list_gen', 'counters', 'events', 'probe_config'];
 
-/** The detector's default space sizes (PW_SCAN_TABLE_SIZE, PW_SCAN_PROBATION_SIZE) and its hashes' extra room (PW_SCAN_SPACE_SLACK). */
+/** The detector's default space sizes (PW_SCAN_TABLE_SIZE, PW_SCAN_PROBATION_SIZE). */
 export const SCAN_TABLE_SIZE = 65_536;
 export const SCAN_PROBATION_SIZE = 1 << 20;
-const SCAN_SPACE_SLACK = 256;
 
 /** The pinned map holding the policy's last scan configuration (struct pw_probe_config). */
 export const PROBE_CONFIG_MAP = 'probe_config';
@@ -344,7 +343,7 @@ export class Datapath {
       if (opts.blocklistSize !== undefined) spec.setMaxEntries('blocklist', opts.blocklistSize);
       if (opts.allowlistSize !== undefined) spec.setMaxEntries('allowlist', opts.allowlistSize);
       if (opts.ringBufferBytes !== undefined) spec.setMaxEntries('events', opts.ringBufferBytes);
-      // Each space: a ring of its size, and a hash with room for admissions racing on other CPUs.
+      // Each space: a ring and a hash of its size (bpf/packetwatch.bpf.c).
       for (const [size, dflt, hash, ring, constant] of [
         [opts.scanTableSize, SCAN_TABLE_SIZE, 'scanners', 'protected_ring', 'scan_protected_size'],
         [opts.scanProbationSize, SCAN_PROBATION_SIZE, 'scan_probation', 'probation_ring', 'scan_probation_size'],
@@ -352,7 +351,7 @@ export class Datapath {
         const n = size ?? dflt;
         if (!Number.isInteger(n) || n < 1 || n > 1 << 24) throw new RangeError(`${ring} size must be 1 to ${1 << 24}, got ${n}`);
         spec.setMaxEntries(ring, n);
-        spec.setMaxEntries(hash, n + SCAN_SPACE_SLACK);
+        spec.setMaxEntries(hash, n);
         spec.setConstant(constant, n);
       }
       const ports = opts.scanPorts ?? 0;

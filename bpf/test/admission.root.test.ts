@@ -81,14 +81,14 @@ function withKernel(opts: { ports: number; windowSeconds: number }, body: (k: Ke
 const T0 = 1000n * S;
 
 describe('in-kernel admission: probation and the protected space', () => {
-  it('sizes the spaces as set: rings of their size, hashes with room for racing admissions', () => {
+  it('sizes the spaces as set: rings and hashes of their size', () => {
     withKernel({ ports: 3, windowSeconds: 60 }, (k) => {
       const info = (name: string) => k.dp.collection.map(name).info();
       expect(info('probation_ring').maxEntries).toBe(PROBATION);
       expect(info('protected_ring').maxEntries).toBe(PROTECTED);
-      expect(info('scan_probation').maxEntries).toBe(PROBATION + 256);
+      expect(info('scan_probation').maxEntries).toBe(PROBATION);
       expect(info('scan_probation').valueSize).toBe(probationCodec.size);
-      expect(info('scanners').maxEntries).toBe(PROTECTED + 256);
+      expect(info('scanners').maxEntries).toBe(PROTECTED);
     });
   });
 
