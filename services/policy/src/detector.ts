@@ -324,14 +324,21 @@ export class Detector {
     if (hostFull && this.within(sTimes, n, 0, lastMs)) return this.detect(sPorts, sTimes, n, 0, source, port, tsMs, false, NONE);
     if (fleetFull && this.within(sPairTimes, f, 0, lastMs)) return this.detect(sPairs, sPairTimes, f, 0, source, port, tsMs, true, NONE);
     const slot = this.allocate(source);
+    // Copied entry by entry: a subarray() view would be an allocation.
     const c = sCounts[0]!;
-    this.ports.set(sPorts.subarray(0, c), slot * n);
-    this.times.set(sTimes.subarray(0, c), slot * n);
+    const { ports, times } = this;
+    for (let j = 0, at = slot * n; j < c; j++, at++) {
+      ports[at] = sPorts[j]!;
+      times[at] = sTimes[j]!;
+    }
     this.counts[slot] = c;
     if (f > 0) {
       const pc = sPairCounts[0]!;
-      this.pairs.set(sPairs.subarray(0, pc), slot * f);
-      this.pairTimes.set(sPairTimes.subarray(0, pc), slot * f);
+      const { pairs, pairTimes } = this;
+      for (let j = 0, at = slot * f; j < pc; j++, at++) {
+        pairs[at] = sPairs[j]!;
+        pairTimes[at] = sPairTimes[j]!;
+      }
       this.pairCounts[slot] = pc;
     }
     this.touch(slot, lastMs);
