@@ -13,7 +13,7 @@
 // show, in the same run, what the design choices buy and where the remaining
 // nanoseconds go.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import {
@@ -23,18 +23,22 @@ import {
   Datapath,
   type DatapathOptions,
   OBJECT_PATH,
+  PROGRAM_NAME,
   SYN_EVENT_SIZE,
   TEST_CLOCK_OBJECT_PATH,
   TCP_FLAGS,
   formatAddress,
   ipFrame,
   encodeScanHistory,
+  blockCodec,
+  BlockReason,
   parseAddress,
+  scanStateSize,
   synEventCodec,
   synFrame,
   zeroCounters,
 } from '@packetwatch/bpf';
-import { type Collection, ObjectSpec, type Program, type RingBufferReader, clock, mountBpffs, u32, u64 } from 'libbpf-ts';
+import { type Collection, ObjectSpec, type Program, RingBufferReader, clock, encode, mountBpffs, u32, u64 } from 'libbpf-ts';
 import {
   BENCH_DIR,
   BenchError,
@@ -60,6 +64,18 @@ const FLOOR_PROGRAM = 'xdp_pass';
 const PW_SOURCE = join(REPO_ROOT, 'bpf', 'packetwatch.bpf.c');
 const SECTION_HEADING = '## Datapath cost';
 const FLOOR_COMPARISON = 'xdp_pass floor, same run';
+
+/**
+ * The program before fail-closed parsing, stealth and fragment probes and
+ * prefix keys: built from git at this commit and run beside the deployed
+ * one, so that what those rules cost each path is measured in one run.
+ */
+const PREVIOUS_REV = 'df3bb8b';
+const PREVIOUS = 'previous';
+/** Its record size: 56-byte events then. */
+const PREVIOUS_EVENT_SIZE = 56;
+/** No path may cost more than this times the previous program's. */
+const PREVIOUS_MAX_RATIO = 1.1;
 
 // xdp-filter's programs as Debian's libxdp1 ships them. xdpfilt_alw_ip is the
 // one `xdp-filter load` uses by default (policy "allow": everything passes
@@ -195,6 +211,8 @@ interface Path {
   n?: number;
   /** The frame of the next call, set up for it (one-packet paths whose state each packet moves on); else `data`. */
   next?: () => Buffer;
+  /** For a program without a Subject that writes events: empties its ring buffer, returning the records read. */
+  drain?: () => number;
 }
 
 interface Result {
@@ -237,8 +255,8 @@ function checkPreconditions(): void {
 
 // Compiled at run time rather than by make so that the floor and the variants
 // always come from the same clang, with the same flags, as the object under test.
-function compile(source: string, out: string, defines: readonly string[] = []): string {
-  const args = ['-O2', '-g', '-Wall', '-Werror', '-target', 'bpf', '-I', join(REPO_ROOT, 'bpf'), `-I/usr/include/${os.machine()}-linux-gnu`];
+function compile(source: string, out: string, defines: readonly string[] = [], include = join(REPO_ROOT, 'bpf')): string {
+  const args = ['-O2', '-g', '-Wall', '-Werror', '-target', 'bpf', '-I', include, `-I/usr/include/${os.machine()}-linux-gnu`];
   try {
     execFileSync('clang', [...args, ...defines.map((d) => `-D${d}`), '-c', source, '-o', out], { stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
@@ -268,6 +286,51 @@ function loadXdpFilter(name: string, pinDir: string, address: string): Collectio
   }
 }
 
+/**
+ * The previous program (PREVIOUS_REV), compiled from git with its own header
+ * and loaded as the probe loaded it then: the deployed detector settings, a
+ * permanent block of SCANNER, the lists' generation set. Its codecs are not
+ * today's, so it is driven by hand: the verdicts are checked, and its ring
+ * buffer is read for the count of records only.
+ */
+function loadPrevious(tmp: string): { collection: Collection; reader: RingBufferReader } {
+  const dir = join(tmp, PREVIOUS);
+  mkdirSync(dir);
+  for (const file of ['packetwatch.bpf.c', 'packetwatch.h']) {
+    try {
+      writeFileSync(join(dir, file), execFileSync('git', ['-C', REPO_ROOT, 'show', `${PREVIOUS_REV}:bpf/${file}`]));
+    } catch (e) {
+      throw commandError(`reading bpf/${file} at ${PREVIOUS_REV} from git failed (a clone with its history is needed)`, e);
+    }
+  }
+  const spec = ObjectSpec.open(compile(join(dir, 'packetwatch.bpf.c'), join(dir, 'packetwatch.bpf.o'), [], dir));
+  let collection: Collection;
+  try {
+    spec.setConstant('scan_ports', DEPLOYED_N);
+    spec.setConstant('scan_window_ns', BigInt((DEPLOYED.scanWindowSeconds ?? 60) * 1e9));
+    spec.setValueSize('scanners', scanStateSize(DEPLOYED_N));
+    spec.setMaxEntries('events', RING_BUFFER_BYTES);
+    collection = spec.load();
+  } catch (e) {
+    spec.close();
+    throw e;
+  }
+  const now = clock.boottimeNs();
+  collection.map('blocklist').update(parseAddress(SCANNER), encode(blockCodec, { expiresNs: 0n, createdNs: now, reason: BlockReason.Manual, flags: 0 }));
+  collection.map('list_gen').typed(u32, u64).set(0, now);
+  return { collection, reader: new RingBufferReader(collection.map('events'), { recordSize: PREVIOUS_EVENT_SIZE }) };
+}
+
+/** The deployed program's pass, new-connection and drop paths on the previous program. */
+function previousPaths(program: Program, reader: RingBufferReader): Path[] {
+  const drain = () => reader.consume().count;
+  return [
+    { name: `pass:${PREVIOUS}`, frame: `ACK, unblocked source (program at ${PREVIOUS_REV})`, program, data: ACK, verdict: XDP_PASS, drain },
+    { name: `new-connection:${PREVIOUS}`, frame: `SYN, unblocked source -> event (program at ${PREVIOUS_REV})`, program, data: CLIENT_SYN, verdict: XDP_PASS, eventSource: CLIENT, drain },
+    { name: `drop:${PREVIOUS}`, frame: `SYN, blocked source (program at ${PREVIOUS_REV})`, program, data: SCANNER_SYN, verdict: XDP_DROP, drain },
+  ].map((p) => ({ ...p, n: DEPLOYED_N }));
+}
+
 /** Runs the programs and keeps the books: every packet sent to Packetwatch is expected to show up in its counters. */
 class Bench {
   /** One kernel loop of `packets` runs; returns the kernel's mean ns per run. */
@@ -276,6 +339,7 @@ class Bench {
     if (retval !== path.verdict) {
       throw new BenchError(`${path.name}: the program said ${verdictName(retval)}, expected ${verdictName(path.verdict)}`);
     }
+    this.#drained(path, packets);
     const s = path.subject;
     if (s) {
       const batch = s.reader.consume();
@@ -289,14 +353,24 @@ class Bench {
     return durationNs;
   }
 
+  /** Every packet of an event path wrote one record, and no other path wrote any. */
+  #drained(path: Path, packets: number): void {
+    if (!path.drain) return;
+    const got = path.drain();
+    const wanted = path.eventSource === undefined ? 0 : packets;
+    if (got !== wanted) throw new BenchError(`${path.name}: ${got} events from ${packets} packets, expected ${wanted}`);
+  }
+
   /** One packet, checked for verdict, event and counters, so a broken setup cannot print plausible numbers. */
   verify(path: Path): void {
     const s = path.subject;
     if (!s) {
+      path.drain?.();
       const { retval } = path.program.testRun({ data: path.data });
       if (retval !== path.verdict) {
         throw new BenchError(`${path.name}: the program said ${verdictName(retval)}, expected ${verdictName(path.verdict)}`);
       }
+      this.#drained(path, 1);
       return;
     }
     s.reader.consume();
@@ -620,7 +694,12 @@ function targets(results: readonly Result[], eviction: OnePerCall): Target[] {
     const ratio = value / comparisonValue;
     return { name, path, value, comparison, comparisonValue, ratio, target, met: strict ? ratio < maxRatio : ratio <= maxRatio };
   };
+  const previous = (path: string) =>
+    t(`${path} vs the previous program`, path, `${path} of the program at ${PREVIOUS_REV}, same run`, ns(`${path}:${PREVIOUS}`), `<= ${PREVIOUS_MAX_RATIO}x previous`, PREVIOUS_MAX_RATIO, false);
   return [
+    previous('pass'),
+    previous('new-connection'),
+    previous('drop'),
     t('drop vs floor', 'drop', FLOOR_COMPARISON, floor, '<= 2x floor', 2, false),
     t('drop vs xdp-filter', 'drop', `xdp-filter ${XDP_FILTER_DENYLIST}.o drop (listed source), same run`, ns(`${XDP_FILTER_DENYLIST}:drop`), '< xdp-filter drop', 1, true),
     t('drop vs xdp-filter deny policy', 'drop', `xdp-filter ${XDP_FILTER_ALLOWLIST}.o drop (unlisted source), same run`, ns(`${XDP_FILTER_ALLOWLIST}:drop`), '< xdp-filter drop', 1, true),
@@ -921,6 +1000,7 @@ function main(): void {
   const pinDir = mkdtempSync('/sys/fs/bpf/packetwatch-bench-');
   const collections: Collection[] = [];
   const subjects: Subject[] = [];
+  const readers: RingBufferReader[] = [];
   try {
     const floor = ObjectSpec.open(compile(FLOOR_SOURCE, join(tmp, 'xdp_pass.bpf.o'))).load();
     collections.push(floor);
@@ -951,6 +1031,10 @@ function main(): void {
       }
     }
     all.push(...xdpFilterPaths(filterDeny.program(XDP_FILTER_DENYLIST), filterAllow.program(XDP_FILTER_ALLOWLIST)));
+    const previous = loadPrevious(tmp);
+    collections.push(previous.collection);
+    readers.push(previous.reader);
+    all.push(...previousPaths(previous.collection.program(PROGRAM_NAME), previous.reader));
 
     const evictions = BY_N.map((n) => {
       const s = new Subject(`test clock, N = ${n}`, Datapath.load({ ...DEPLOYED, scanPorts: n, objectPath: TEST_CLOCK_OBJECT_PATH }), n);
@@ -1007,6 +1091,7 @@ function main(): void {
     );
   } finally {
     for (const s of subjects) s.close();
+    for (const r of readers) r.close();
     for (const c of collections) c.close();
     rmSync(pinDir, { recursive: true, force: true });
     rmSync(tmp, { recursive: true, force: true });

@@ -38,6 +38,8 @@ export interface NamespacePair {
   attackerNs: string;
   /** The victim's end of the veth pair (inside victimNs). */
   victimIf: string;
+  /** The attacker's end (inside attackerNs): where nmap -e and raw frames leave from. */
+  attackerIf: string;
   victimAddr: string;
   attackerAddr: string;
   /** Deletes the veth pair (both ends), as an unplugged or removed interface. */
@@ -53,8 +55,17 @@ export interface NamespacePair {
   addAttackerAddress(addr: string): void;
   inVictim(cmd: string, args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
   inAttacker(cmd: string, args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
+  /**
+   * Sends whole Ethernet frames, as built, out of the attacker's end (a
+   * packet socket: nothing of the attacker's stack checks or changes them),
+   * so that they arrive on the victim's end as they are.
+   */
+  sendFromAttacker(frames: readonly Buffer[]): void;
   destroy(): void;
 }
+
+/** Sends the hex frames on stdin, one a line, out of the interface named by argv[1]. */
+const SEND_FRAMES = 'import socket, sys\ns = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\ns.bind((sys.argv[1], 0))\nfor line in sys.stdin:\n    s.send(bytes.fromhex(line.strip()))\n';
 
 async function execIn(ns: string, cmd: string, args: string[], timeoutMs: number) {
   try {
@@ -114,9 +125,16 @@ export function createNamespacePair(slot: number): NamespacePair {
       ip('-n', attackerNs, 'addr', 'add', `${addr}/32`, 'dev', attackerIf);
       ip('-n', victimNs, 'route', 'add', `${addr}/32`, 'dev', victimIf);
     },
+    sendFromAttacker: (frames) => {
+      execFileSync('ip', ['netns', 'exec', attackerNs, 'python3', '-c', SEND_FRAMES, attackerIf], {
+        input: frames.map((f) => f.toString('hex')).join('\n'),
+        stdio: ['pipe', 'ignore', 'pipe'],
+      });
+    },
     victimNs,
     attackerNs,
     victimIf,
+    attackerIf,
     victimAddr,
     attackerAddr,
     inVictim: (cmd, args, timeoutMs = 30_000) => execIn(victimNs, cmd, args, timeoutMs),

@@ -1,17 +1,48 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Packetwatch XDP program: sees every frame on one interface, reports new TCP
- * connections (SYN without ACK) to user space through a ring buffer, and drops
- * the new connections (or, in drop-all mode, every frame) of blocked sources.
+ * Packetwatch XDP program: sees every frame on one interface, reports every
+ * TCP segment that can only be a probe of a port (new-connection SYNs,
+ * stealth segments, tiny first fragments) to user space through a ring
+ * buffer, and drops what blocked sources send (in syn mode, all but their
+ * established TCP and unfragmented non-TCP traffic; in drop-all mode,
+ * everything).
  *
- * Rules this program keeps:
- *  - never drop what it does not understand: anything unparsable passes and is
- *    counted as malformed;
+ * Rules this program keeps (docs/detection.md, "What the XDP program drops"):
+ *  - the source is known once the IP header is read (IPv4: a whole header
+ *    with sane IHL and total length; IPv6: the fixed header). Before that,
+ *    anything unparsable passes and is counted as malformed: the program
+ *    does not know whose it is;
+ *  - once the source is known, a blocked source gets nothing through,
+ *    whatever the rest of the frame looks like. In drop-all mode every frame
+ *    of it is dropped. In syn mode only two kinds pass: a whole TCP segment
+ *    with ACK set (established traffic) and an unfragmented non-TCP packet
+ *    (syn mode protects TCP services; UDP, and the ICMP errors of
+ *    established connections, must flow). SYNs, stealth segments, bare RSTs,
+ *    TCP with a bad or truncated header, fragments (first or not, any
+ *    protocol) of a blocked source are dropped. A dropped SYN counts as
+ *    syn_dropped, a dropped stealth or fragment probe as probe_dropped,
+ *    anything else as other_dropped; a blocked source produces no event;
+ *  - frames that are never legitimate are dropped whoever sends them, before
+ *    any blocklist lookup: IPv6 from an IPv4-mapped (::ffff:0:0/96) or
+ *    IPv4-compatible (::/96 but :: and ::1) source (bogus_sources); IPv6
+ *    header chains longer than IPV6_EXT_MAX extension headers, RFC 9098
+ *    (long_chains); TCP first fragments without the whole 20-byte TCP
+ *    header (IPv4 by min(total length, frame), RFC 1858 / RFC 3128; IPv6
+ *    whose header chain does not reach it, RFC 7112) and IPv4 TCP fragments
+ *    at offset 1, which can only rewrite the first fragment's flags
+ *    (RFC 3128) (tiny_fragments);
+ *  - a probe is a TCP segment with ACK clear that is not a bare RST:
+ *    a SYN ((SYN|FIN|RST|ACK) == SYN: ECN's ECE and CWR, PSH, URG may be
+ *    set), a stealth segment (FIN, NULL, XMAS, SYN+FIN, ...), or a tiny
+ *    first fragment whose ports are there (dropped all the same). Every
+ *    probe goes through the scan detector (pw_track_scan) by its
+ *    destination port and is reported with its kind;
  *  - a bounds check before every header read (cursor style, one parse_* per header);
- *  - blocked sources produce no event, allowlisted sources are never dropped;
- *  - one map lookup on the common path (the per-CPU counters); the blocklist is
- *    consulted only for frames it could drop, the allowlist only on a block hit
- *    the per-CPU drop cache does not already vouch for (see blocked);
+ *  - allowlisted addresses are never dropped because of a block (blocked);
+ *  - one map lookup on the common path (the per-CPU counters): an
+ *    established segment or unfragmented non-TCP packet in syn mode never
+ *    touches the blocklist; the allowlist is read only on a block hit the
+ *    per-CPU drop cache does not already vouch for (see blocked);
  *  - the precise clock is read at most once a second per CPU (see pw_now).
  */
 #include <linux/bpf.h>
@@ -228,7 +259,12 @@ struct pw_probation _pw_probation_btf __attribute__((unused));
 #define VLAN_MAX_DEPTH 2
 #define IPV6_EXT_MAX 8
 #define IPV4_FRAG_OFFSET 0x1fff
+#define IPV4_FRAG_MORE 0x2000
 #define IPV6_FRAG_OFFSET 0xfff8
+#define IPV6_FRAG_MORE 0x0001
+/* Bytes of a TCP header without options, and of its two ports. */
+#define TCP_MIN_LEN 20
+#define TCP_PORTS_LEN 4
 
 struct cursor {
 	void *pos;
@@ -261,13 +297,18 @@ struct l3_info {
 	__u8 proto;
 	__u8 version;
 	__u8 ttl;
+	__u8 first_frag;  /* a first fragment: offset 0, more fragments to come */
+	__u16 l4_room;    /* IPv4: L4 bytes the total length admits; IPv6: 0xffff (the frame decides) */
 };
 
 enum parse_result {
 	PARSE_OK = 0,
-	PARSE_MALFORMED,
-	PARSE_FRAGMENT,   /* non-first fragment: addresses known, no L4 header */
-	PARSE_OTHER,      /* well-formed, but nothing for us to read further */
+	PARSE_MALFORMED,    /* the source is not known: passes */
+	PARSE_BAD,          /* the source is known, the rest of the IP layer is unparsable */
+	PARSE_FRAGMENT,     /* non-first fragment: addresses known, no L4 header */
+	PARSE_TINY,         /* a TCP fragment with no port to read that can only be an evasion: dropped */
+	PARSE_LONG_CHAIN,   /* more IPv6 extension headers than IPV6_EXT_MAX: dropped */
+	PARSE_BOGUS_SOURCE, /* IPv6 from an IPv4-mapped or IPv4-compatible source: dropped */
 };
 
 static __always_inline void count(struct pw_counters *c, enum pw_counter which)
@@ -336,6 +377,7 @@ static __always_inline enum parse_result parse_ipv4(struct cursor *cur, struct l
 {
 	struct iphdr *ip = cur->pos;
 	__u32 hdrlen;
+	__u16 frag;
 
 	if ((void *)(ip + 1) > cur->end)
 		return PARSE_MALFORMED;
@@ -356,16 +398,39 @@ static __always_inline enum parse_result parse_ipv4(struct cursor *cur, struct l
 	l3->proto = ip->protocol;
 	l3->version = 4;
 	l3->ttl = ip->ttl;
+	l3->l4_room = bpf_ntohs(ip->tot_len) - hdrlen;
 	source_key(l3);
 	cur->pos += hdrlen;
 
-	if (ip->frag_off & bpf_htons(IPV4_FRAG_OFFSET))
+	frag = bpf_ntohs(ip->frag_off);
+	if (frag & IPV4_FRAG_OFFSET) {
+		/* Offset 1 (8 bytes) overlaps the first fragment's TCP header
+		 * where its flags are: no legitimate sender writes it (RFC 3128). */
+		if ((frag & IPV4_FRAG_OFFSET) == 1 && ip->protocol == IPPROTO_TCP)
+			return PARSE_TINY;
 		return PARSE_FRAGMENT;
+	}
+	if (frag & IPV4_FRAG_MORE)
+		l3->first_frag = 1;
 	return PARSE_OK;
 }
 
-/* IPv6 fixed header, then a bounded walk over extension headers until an
- * upper-layer protocol. */
+/* Sources no IPv6 packet on the wire may carry: IPv4-mapped addresses
+ * (::ffff:0:0/96, RFC 4291 2.5.5.2) and the deprecated IPv4-compatible ones
+ * (::/96 but the unspecified :: and the loopback ::1). A v4-mapped source
+ * would also share its blocklist key with the IPv4 address it names. */
+static __always_inline int bogus_source(const union pw_addr_words *a)
+{
+	if (a->w[0] || a->w[1])
+		return 0;
+	if (a->w[2] == bpf_htonl(0x0000ffff))
+		return 1;
+	return a->w[2] == 0 && bpf_ntohl(a->w[3]) > 1;
+}
+
+/* IPv6 fixed header, then a bounded walk over at most IPV6_EXT_MAX extension
+ * headers until an upper-layer protocol. A first fragment must hold the
+ * whole chain (RFC 7112): one that does not is PARSE_TINY. */
 static __always_inline enum parse_result parse_ipv6(struct cursor *cur, struct l3_info *l3)
 {
 	struct ipv6hdr *ip6 = cur->pos;
@@ -376,9 +441,12 @@ static __always_inline enum parse_result parse_ipv6(struct cursor *cur, struct l
 	if (ip6->version != 6)
 		return PARSE_MALFORMED;
 	__builtin_memcpy(&l3->saddr, &ip6->saddr, PW_ADDR_LEN);
+	if (bogus_source(&l3->saddr))
+		return PARSE_BOGUS_SOURCE;
 	__builtin_memcpy(&l3->daddr, &ip6->daddr, PW_ADDR_LEN);
 	l3->version = 6;
 	l3->ttl = ip6->hop_limit;
+	l3->l4_room = 0xffff;
 	source_key(l3);
 	nexthdr = ip6->nexthdr;
 	cur->pos = ip6 + 1;
@@ -395,32 +463,46 @@ static __always_inline enum parse_result parse_ipv6(struct cursor *cur, struct l
 		case IPPROTO_DSTOPTS:
 		case IPPROTO_AH:
 			if ((void *)(opt + 1) > cur->end)
-				return PARSE_MALFORMED;
+				return l3->first_frag ? PARSE_TINY : PARSE_BAD;
 			/* AH counts its length in 4-byte units minus 2, the others in
 			 * 8-byte units minus 1 (RFC 4302, RFC 8200). */
 			len = nexthdr == IPPROTO_AH ? (opt->hdrlen + 2) * 4 : (opt->hdrlen + 1) * 8;
 			if (cur->pos + len > cur->end)
-				return PARSE_MALFORMED;
+				return l3->first_frag ? PARSE_TINY : PARSE_BAD;
 			nexthdr = opt->nexthdr;
 			cur->pos += len;
 			break;
 		case IPPROTO_FRAGMENT:
 			if ((void *)(frag + 1) > cur->end)
-				return PARSE_MALFORMED;
+				return l3->first_frag ? PARSE_TINY : PARSE_BAD;
 			nexthdr = frag->nexthdr;
 			cur->pos = frag + 1;
 			if (frag->frag_off & bpf_htons(IPV6_FRAG_OFFSET)) {
 				l3->proto = nexthdr;
 				return PARSE_FRAGMENT;
 			}
+			/* Offset 0 with M clear is an atomic fragment (RFC 6946): whole. */
+			if (frag->frag_off & bpf_htons(IPV6_FRAG_MORE))
+				l3->first_frag = 1;
 			break;
 		default:
 			l3->proto = nexthdr;
 			return PARSE_OK;
 		}
 	}
-	/* More extension headers than we walk: we cannot find the TCP header. */
-	return PARSE_MALFORMED;
+	/* IPV6_EXT_MAX extension headers walked: what follows must be the upper
+	 * layer. A longer chain hides it from every middlebox (RFC 9098). */
+	switch (nexthdr) {
+	case IPPROTO_HOPOPTS:
+	case IPPROTO_ROUTING:
+	case IPPROTO_DSTOPTS:
+	case IPPROTO_AH:
+	case IPPROTO_FRAGMENT:
+		return PARSE_LONG_CHAIN;
+	default:
+		l3->proto = nexthdr;
+		return PARSE_OK;
+	}
 }
 
 /* CLOCK_BOOTTIME in ns, at the coarse clock's resolution (one tick: 4 ms at
@@ -1005,16 +1087,51 @@ kept:
 	return PW_SCAN_NONE;
 }
 
-/* Frames that are not new connections: dropped only in drop-all mode. */
-static __always_inline int other_verdict(const struct l3_info *l3, struct pw_counters *cnt)
-{
-	__u64 now = 0;
+/* The probe being settled: what it is and what the event reports of it. */
+struct probe_info {
+	__u16 sport;   /* host byte order */
+	__u16 dport;
+	__u16 window;
+	__u8 flags;
+	__u8 kind;     /* enum pw_probe_kind */
+};
 
-	if (drop_mode == PW_DROP_ALL && blocked(&l3->saddr, &l3->key, cnt, &now)) {
-		count(cnt, PW_CNT_OTHER_DROPPED);
-		return XDP_DROP;
+/* Tracks a probe that is not dropped for a block and reports it; the
+ * frame's verdict is the caller's. */
+static __always_inline void report_probe(struct xdp_md *ctx, struct pw_counters *cnt, const struct l3_info *l3,
+					 const struct probe_info *p, __u16 vlan_id, __u64 now)
+{
+	struct pw_syn_event *ev;
+	int scan;
+
+	if (!now)
+		now = pw_now();
+	scan = scan_ports ? pw_track_scan(&l3->key.a, &l3->saddr.a, p->dport, now) : PW_SCAN_NONE;
+
+#ifdef PW_VARIANT_NO_EVENT
+	return;
+#endif
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count(cnt, PW_CNT_RINGBUF_FULL);
+		return;
 	}
-	return XDP_PASS;
+	ev->ts_ns = now;
+	__builtin_memcpy(ev->saddr, &l3->saddr, PW_ADDR_LEN);
+	__builtin_memcpy(ev->daddr, &l3->daddr, PW_ADDR_LEN);
+	ev->sport = p->sport;
+	ev->dport = p->dport;
+	ev->ifindex = ctx->ingress_ifindex;
+	ev->tcp_flags = p->flags;
+	ev->ip_version = l3->version;
+	ev->ttl = l3->ttl;
+	ev->scan = scan;
+	ev->vlan_id = vlan_id;
+	ev->window = p->window;
+	ev->kind = p->kind;
+	__builtin_memset(ev->_pad, 0, sizeof(ev->_pad));
+	bpf_ringbuf_submit(ev, 0);
+	count(cnt, PW_CNT_EVENTS);
 }
 
 SEC("xdp")
@@ -1027,15 +1144,18 @@ int packetwatch(struct xdp_md *ctx)
 	__u32 zero = 0;
 	struct pw_counters *cnt = bpf_map_lookup_elem(&counters, &zero);
 	struct l3_info l3 = {};
+	struct probe_info p = {};
 	__u16 vlan_id = 0;
 	enum parse_result res;
-	struct pw_syn_event *ev;
+	/* Counted when the source turns out blocked; the probe kinds set their own. */
+	enum pw_counter dropped = PW_CNT_OTHER_DROPPED;
 	struct tcphdr *tcp;
+	__be16 *ports;
 	__u32 doff;
 	__u8 flags;
 	__u64 now = 0;
 	__be16 proto = 0;
-	int scan;
+	int probe = 0, verdict = XDP_PASS;
 
 	count(cnt, PW_CNT_FRAMES);
 
@@ -1052,64 +1172,100 @@ int packetwatch(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
-	if (res == PARSE_MALFORMED) {
+	switch (res) {
+	case PARSE_OK:
+		break;
+	case PARSE_MALFORMED:
+		/* Whose it is, nobody knows: it passes. */
 		count(cnt, PW_CNT_MALFORMED);
 		return XDP_PASS;
-	}
-	if (res == PARSE_FRAGMENT) {
+	case PARSE_BOGUS_SOURCE:
+		count(cnt, PW_CNT_BOGUS_SOURCES);
+		return XDP_DROP;
+	case PARSE_LONG_CHAIN:
+		count(cnt, PW_CNT_LONG_CHAINS);
+		return XDP_DROP;
+	case PARSE_TINY:
+		count(cnt, PW_CNT_TINY_FRAGMENTS);
+		return XDP_DROP;
+	case PARSE_BAD:
+		count(cnt, PW_CNT_MALFORMED);
+		goto settle;
+	default: /* PARSE_FRAGMENT */
 		count(cnt, PW_CNT_FRAGMENTS);
-		return other_verdict(&l3, cnt);
+		goto settle;
 	}
+
 	if (l3.proto != IPPROTO_TCP) {
 		count(cnt, PW_CNT_NON_TCP);
-		return other_verdict(&l3, cnt);
+		/* The common path of non-TCP traffic: no blocklist lookup. */
+		if (!l3.first_frag && drop_mode != PW_DROP_ALL)
+			return XDP_PASS;
+		goto settle;
 	}
 
 	tcp = cur.pos;
-	if ((void *)(tcp + 1) > cur.end) {
-		count(cnt, PW_CNT_MALFORMED);
-		return XDP_PASS;
+	if ((void *)(tcp + 1) > cur.end || l3.l4_room < TCP_MIN_LEN) {
+		if (!l3.first_frag) {
+			count(cnt, PW_CNT_MALFORMED);
+			goto settle;
+		}
+		/* A first fragment that stops short of the flags: whatever it is,
+		 * no stack needs it, and a filter reading flags cannot judge it. */
+		count(cnt, PW_CNT_TINY_FRAGMENTS);
+		ports = cur.pos;
+		if ((void *)(ports + 2) > cur.end || l3.l4_room < TCP_PORTS_LEN)
+			return XDP_DROP;
+		p.sport = bpf_ntohs(ports[0]);
+		p.dport = bpf_ntohs(ports[1]);
+		p.kind = PW_PROBE_FRAGMENT;
+		dropped = PW_CNT_PROBE_DROPPED;
+		probe = 1;
+		verdict = XDP_DROP;
+		goto settle;
 	}
 	doff = tcp->doff * 4;
 	if (doff < sizeof(*tcp) || cur.pos + doff > cur.end) {
 		count(cnt, PW_CNT_MALFORMED);
-		return XDP_PASS;
+		goto settle;
 	}
 	flags = ((__u8 *)tcp)[13];
-	if ((flags & (PW_TCP_SYN | PW_TCP_ACK)) != PW_TCP_SYN)
-		return other_verdict(&l3, cnt);
+	if (flags & PW_TCP_ACK) {
+		/* Established traffic: the common path, no blocklist lookup in syn mode. */
+		if (!l3.first_frag && drop_mode != PW_DROP_ALL)
+			return XDP_PASS;
+		goto settle;
+	}
+	switch (flags & (PW_TCP_SYN | PW_TCP_FIN | PW_TCP_RST)) {
+	case PW_TCP_SYN:
+		count(cnt, PW_CNT_SYN);
+		p.kind = PW_PROBE_SYN;
+		dropped = PW_CNT_SYN_DROPPED;
+		probe = 1;
+		break;
+	case PW_TCP_RST:
+		/* A bare RST answers something; not a probe, but not a connection either. */
+		break;
+	default:
+		count(cnt, PW_CNT_STEALTH);
+		p.kind = PW_PROBE_STEALTH;
+		dropped = PW_CNT_PROBE_DROPPED;
+		probe = 1;
+		break;
+	}
+	p.sport = bpf_ntohs(tcp->source);
+	p.dport = bpf_ntohs(tcp->dest);
+	p.window = bpf_ntohs(tcp->window);
+	p.flags = flags;
 
-	count(cnt, PW_CNT_SYN);
+settle:
+	/* The one blocklist consultation: every path with a known source that
+	 * could be dropped for a block comes here. */
 	if (blocked(&l3.saddr, &l3.key, cnt, &now)) {
-		count(cnt, PW_CNT_SYN_DROPPED);
+		count(cnt, dropped);
 		return XDP_DROP;
 	}
-
-	if (!now)
-		now = pw_now();
-	scan = scan_ports ? pw_track_scan(&l3.key.a, &l3.saddr.a, bpf_ntohs(tcp->dest), now) : PW_SCAN_NONE;
-
-#ifdef PW_VARIANT_NO_EVENT
-	return XDP_PASS;
-#endif
-	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		count(cnt, PW_CNT_RINGBUF_FULL);
-		return XDP_PASS;
-	}
-	ev->ts_ns = now;
-	__builtin_memcpy(ev->saddr, &l3.saddr, PW_ADDR_LEN);
-	__builtin_memcpy(ev->daddr, &l3.daddr, PW_ADDR_LEN);
-	ev->sport = bpf_ntohs(tcp->source);
-	ev->dport = bpf_ntohs(tcp->dest);
-	ev->ifindex = ctx->ingress_ifindex;
-	ev->tcp_flags = flags;
-	ev->ip_version = l3.version;
-	ev->ttl = l3.ttl;
-	ev->scan = scan;
-	ev->vlan_id = vlan_id;
-	ev->window = bpf_ntohs(tcp->window);
-	bpf_ringbuf_submit(ev, 0);
-	count(cnt, PW_CNT_EVENTS);
-	return XDP_PASS;
+	if (probe)
+		report_probe(ctx, cnt, &l3, &p, vlan_id, now);
+	return verdict;
 }

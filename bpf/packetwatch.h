@@ -160,12 +160,12 @@ enum pw_counter {
 	PW_CNT_NON_IP,          /* neither IPv4 nor IPv6 (ARP, LLDP, ...) */
 	PW_CNT_NON_TCP,         /* IP but not TCP (UDP, ICMP, ...) */
 	PW_CNT_FRAGMENTS,       /* non-first fragments: no TCP header to read */
-	PW_CNT_MALFORMED,       /* could not be parsed (truncated, bad lengths) */
-	PW_CNT_SYN,             /* new-connection SYNs (SYN set, ACK clear) */
-	PW_CNT_EVENTS,          /* SYN events written to the ring buffer */
-	PW_CNT_RINGBUF_FULL,    /* SYN events lost because the ring buffer was full */
+	PW_CNT_MALFORMED,       /* could not be parsed (truncated, bad lengths); passed unless from a blocked source */
+	PW_CNT_SYN,             /* new-connection SYNs (of SYN, FIN, RST, ACK only SYN set) */
+	PW_CNT_EVENTS,          /* probe events written to the ring buffer */
+	PW_CNT_RINGBUF_FULL,    /* probe events lost because the ring buffer was full */
 	PW_CNT_SYN_DROPPED,     /* new-connection SYNs dropped from blocked sources */
-	PW_CNT_OTHER_DROPPED,   /* other frames dropped from blocked sources (drop-all mode) */
+	PW_CNT_OTHER_DROPPED,   /* other frames dropped from blocked sources (neither SYNs nor probes) */
 	PW_CNT_ALLOWLISTED,     /* frames from blocked sources passed because allowlisted */
 	PW_CNT_BLOCK_EXPIRED,   /* frames from sources whose block has expired */
 	PW_CNT_SCAN_BLOCKED,    /* sources the in-kernel detector blocked, within the budget */
@@ -184,7 +184,7 @@ enum pw_counter {
 
 /* Values of the drop_mode load-time constant. */
 enum pw_drop_mode {
-	PW_DROP_SYN = 0,        /* drop only new-connection SYNs of blocked sources */
+	PW_DROP_SYN = 0,        /* blocked sources keep only established TCP and unfragmented non-TCP traffic */
 	PW_DROP_ALL = 1,        /* drop every frame of blocked sources */
 };
 

@@ -21,7 +21,7 @@ import {
   u32,
   u64,
 } from 'libbpf-ts';
-import { parseAddress, parsePrefix } from '@packetwatch/common/address';
+import { type SourcePrefixes, parseAddress, parsePrefix, sourcePrefix } from '@packetwatch/common/address';
 import {
   type BlockEntry,
   BlockReason,
@@ -307,9 +307,20 @@ export class Datapath {
   readonly events: BpfMap;
   /** The policy's last scan configuration (key 0), pinned: see readPinnedProbeConfig. */
   readonly probeConfig: TypedMap<number, ProbeConfigRecord>;
+  /**
+   * The prefix lengths the program was loaded with (ipv6_prefix,
+   * ipv4_prefix): it looks a source up in the blocklist, and tracks it, by
+   * its address masked to these. A block written for an address must be
+   * written at sourceKey(address) to be seen.
+   */
+  readonly prefixes: Readonly<SourcePrefixes>;
   readonly #counters: PerCpuMap<number, Counters>;
 
-  private constructor(readonly collection: Collection) {
+  private constructor(
+    readonly collection: Collection,
+    prefixes: SourcePrefixes,
+  ) {
+    this.prefixes = Object.freeze({ ...prefixes });
     this.program = collection.program(PROGRAM_NAME);
     this.generation = new Generation(collection.map('list_gen'));
     this.blocklist = new Blocklist(collection.map('blocklist'), this.generation, collection.map('block_adds'));
@@ -365,15 +376,15 @@ export class Datapath {
       spec.setConstant('scan_block_ns', BigInt(Math.round((opts.scanBlockSeconds ?? 0) * 1e9)));
       spec.setConstant('scan_blocks_per_min', opts.scanBlocksPerMinute ?? 0);
       spec.setConstant('scan_capped_block_ns', BigInt(Math.round((opts.scanCappedBlockSeconds ?? DEFAULT_CAPPED_BLOCK_SECONDS) * 1e9)));
-      for (const [name, v, max, dflt] of [['ipv6_prefix', opts.ipv6Prefix, 128, 64], ['ipv4_prefix', opts.ipv4Prefix, 32, 32]] as const) {
-        const len = v ?? dflt;
+      const prefixes: SourcePrefixes = { ipv6: opts.ipv6Prefix ?? 64, ipv4: opts.ipv4Prefix ?? 32 };
+      for (const [name, len, max] of [['ipv6_prefix', prefixes.ipv6, 128], ['ipv4_prefix', prefixes.ipv4, 32]] as const) {
         if (!Number.isInteger(len) || len < 1 || len > max) throw new RangeError(`${name} must be 1 to ${max}, got ${len}`);
         spec.setConstant(name, len);
       }
       if (opts.pinDir !== undefined) {
         for (const m of PINNED_MAPS) spec.pinMap(m, `${opts.pinDir}/${m}`);
       }
-      const dp = new Datapath(spec.load());
+      const dp = new Datapath(spec.load(), prefixes);
       try {
         // Before the program sees a frame: generation 0 would keep its drop cache unused.
         dp.generation.bump();
@@ -388,7 +399,22 @@ export class Datapath {
     }
   }
 
-  /** Blocks a source (IPv4 or IPv6 text); replaces an existing block's expiry and reason. */
+  /**
+   * The blocklist key of the source an address (text or 16 bytes) belongs
+   * to: the address masked to its family's prefix length (this.prefixes),
+   * as the program masks every frame's source (bpf/packetwatch.bpf.c
+   * source_key). With the default /64, 2001:db8::7 and 2001:db8::8 share
+   * the key 2001:db8::.
+   */
+  sourceKey(address: string | Buffer): Buffer {
+    return sourcePrefix(typeof address === 'string' ? parseAddress(address) : address, this.prefixes).addr;
+  }
+
+  /**
+   * Blocks the source an address belongs to (IPv4 or IPv6 text): its whole
+   * prefix (sourceKey). Replaces an existing block's expiry and reason. An
+   * allowlisted address inside a blocked prefix still passes.
+   */
   block(address: string, opts: BlockOptions = {}): BlockEntry {
     const now = clock.boottimeNs();
     const ttl = opts.ttlSeconds ?? 0;
@@ -398,13 +424,13 @@ export class Datapath {
       reason: opts.reason ?? BlockReason.Unspecified,
       flags: 0,
     };
-    this.blocklist.set(parseAddress(address), entry);
+    this.blocklist.set(this.sourceKey(address), entry);
     return entry;
   }
 
-  /** Returns false when the source was not blocked. */
+  /** Unblocks the source an address belongs to (its prefix); returns false when it was not blocked. */
   unblock(address: string): boolean {
-    return this.blocklist.delete(parseAddress(address));
+    return this.blocklist.delete(this.sourceKey(address));
   }
 
   /** Allowlists a prefix ("10.0.0.0/8", "2001:db8::/32") or a single address. */

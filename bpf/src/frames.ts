@@ -1,7 +1,10 @@
 // Builds Ethernet frames for tests, fuzzing and benchmarks: IPv4 (with
-// options and fragments) or IPv6 (with extension headers), up to any number
-// of VLAN tags, carrying TCP, UDP or ICMP; and ARP. Checksums are filled in
-// where a real stack would check them.
+// options and fragments) or IPv6 (with extension headers, fragment headers,
+// chains of any length), up to any number of VLAN tags, carrying TCP (any
+// flags), UDP or ICMP, whole or cut to a fragment's share; and ARP. The
+// family follows the source's text, so '::ffff:10.0.0.1' and '::10.0.0.1'
+// make IPv6 packets from IPv4-mapped and IPv4-compatible sources. Checksums
+// are filled in where a real stack would check them.
 import { isIPv4 } from 'node:net';
 import { parseAddress } from '@packetwatch/common/address';
 import { TCP_FLAGS } from './records.js';
@@ -25,6 +28,7 @@ export interface Ipv6ExtHeader {
 }
 
 export interface FrameSpec {
+  /** IPv4 text makes an IPv4 packet, IPv6 text (IPv4-mapped and IPv4-compatible forms included) an IPv6 one. */
   src: string;
   dst: string;
   /** VLAN ids, outermost first (802.1ad for the outer tag when there are two or more). */
@@ -36,6 +40,14 @@ export interface FrameSpec {
   fragmentOffset?: number;
   moreFragments?: boolean;
   ipv6ExtHeaders?: Ipv6ExtHeader[];
+  /**
+   * The packet carries only the first l4Bytes bytes of its TCP, UDP or ICMP
+   * segment (a fragment's share: 8 is a tiny first fragment); the IP lengths
+   * say so. The checksum is the whole segment's.
+   */
+  l4Bytes?: number;
+  /** Bytes after the IP packet, outside its lengths (Ethernet padding). */
+  trailer?: Buffer;
   tcp?: TcpSpec;
   udp?: { sport: number; dport: number; payload?: Buffer };
   icmp?: { type: number; code: number };
@@ -116,6 +128,13 @@ function l4(spec: FrameSpec, pseudoFor: (proto: number, len: number) => Buffer, 
   return [proto, seg];
 }
 
+/** The part of the segment the packet carries (FrameSpec.l4Bytes). */
+function share(spec: FrameSpec, [proto, seg]: [number, Buffer]): [number, Buffer] {
+  if (spec.l4Bytes === undefined) return [proto, seg];
+  if (!Number.isInteger(spec.l4Bytes) || spec.l4Bytes < 0) throw new RangeError(`l4Bytes must be a whole number of bytes, got ${spec.l4Bytes}`);
+  return [proto, seg.subarray(0, spec.l4Bytes)];
+}
+
 function ipv4(spec: FrameSpec): Buffer {
   const src = parseAddress(spec.src).subarray(12);
   const dst = parseAddress(spec.dst).subarray(12);
@@ -127,7 +146,7 @@ function ipv4(spec: FrameSpec): Buffer {
     p.writeUInt16BE(len, 10);
     return p;
   };
-  const [proto, payload] = l4(spec, pseudoFor, false);
+  const [proto, payload] = share(spec, l4(spec, pseudoFor, false));
   const options = spec.ipv4Options ?? Buffer.alloc(0);
   if (options.length % 4 || options.length > 40) throw new RangeError('IPv4 options: a multiple of 4 bytes, at most 40');
   const hdr = Buffer.alloc(20 + options.length);
@@ -155,7 +174,7 @@ function ipv6(spec: FrameSpec): Buffer {
     p[39] = proto;
     return p;
   };
-  const [proto, payload] = l4(spec, pseudoFor, true);
+  const [proto, payload] = share(spec, l4(spec, pseudoFor, true));
   const exts = spec.ipv6ExtHeaders ?? [];
   const extBufs = exts.map((e, i) => {
     const next = i + 1 < exts.length ? (exts[i + 1]?.type ?? proto) : proto;
@@ -198,7 +217,17 @@ function ipv6(spec: FrameSpec): Buffer {
 /** An Ethernet frame carrying an IP packet; the family follows the source address. */
 export function ipFrame(spec: FrameSpec): Buffer {
   const v4 = isIPv4(spec.src);
-  return Buffer.concat([ethernet(v4 ? ETH_P_IP : ETH_P_IPV6, spec.vlans), v4 ? ipv4(spec) : ipv6(spec)]);
+  return Buffer.concat([ethernet(v4 ? ETH_P_IP : ETH_P_IPV6, spec.vlans), v4 ? ipv4(spec) : ipv6(spec), spec.trailer ?? Buffer.alloc(0)]);
+}
+
+/** A chain of n destination-options headers (8 bytes each), to put in FrameSpec.ipv6ExtHeaders. */
+export function destinationOptions(n: number): Ipv6ExtHeader[] {
+  return Array.from({ length: n }, () => ({ type: 60 as const }));
+}
+
+/** A TCP segment with exactly these flags and no options (a stealth probe, an ACK, a bare RST...). */
+export function tcpFrame(src: string, dst: string, sport: number, dport: number, flags: number, extra: Partial<FrameSpec> = {}): Buffer {
+  return ipFrame({ src, dst, ...extra, tcp: { sport, dport, flags } });
 }
 
 /** A new-connection SYN with the options a Linux client sends (MSS, SACK, timestamps, window scale). */

@@ -219,6 +219,21 @@ export enum ProbeKind {
   Fragment = 2,
 }
 
+const FLAG_NAMES = ['FIN', 'SYN', 'RST', 'PSH', 'ACK', 'URG', 'ECE', 'CWR'] as const;
+
+/**
+ * How the live table marks a probe that is not a SYN: "NULL" (no flags),
+ * "XMAS" (FIN, PSH, URG), a stealth segment's flags otherwise ("FIN",
+ * "SYN+FIN"), "fragment" for a tiny fragment; "" for a SYN.
+ */
+export function probeLabel(kind: number, tcpFlags: number): string {
+  if (kind === ProbeKind.Fragment) return 'fragment';
+  if (kind !== ProbeKind.Stealth) return '';
+  if (tcpFlags === 0) return 'NULL';
+  if (tcpFlags === 0x29) return 'XMAS';
+  return FLAG_NAMES.filter((_, bit) => tcpFlags & (1 << bit)).reverse().join('+');
+}
+
 /** struct pw_syn_event: one ring-buffer record. */
 export const synEventCodec: StructCodec<SynEvent> = struct<SynEvent>(64, {
   tsNs: { offset: 0, codec: u64 },

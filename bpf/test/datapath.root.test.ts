@@ -7,6 +7,7 @@ import {
   type Counters,
   Datapath,
   DropMode,
+  ProbeKind,
   SCAN_MAX_PORTS,
   ScanVerdict,
   type SynEvent,
@@ -17,11 +18,13 @@ import {
   ipFrame,
   lpmKeyCodec,
   decodeScanHistory,
+  destinationOptions,
   encodeScanHistory,
   parseAddress,
   scanStateSize,
   synEventCodec,
   synFrame,
+  tcpFrame,
   zeroCounters,
 } from '@packetwatch/bpf';
 import { BpfError, type RingBufferReader, clock, encode } from 'libbpf-ts';
@@ -143,9 +146,32 @@ describe('default mode (drop new-connection SYNs of blocked sources)', () => {
     expect(o.verdict).toBe(XDP_PASS);
   });
 
-  it('counts as malformed an IPv6 packet with more extension headers than it walks, and passes it', () => {
-    const exts = Array.from({ length: 9 }, () => ({ type: 60 as const }));
-    expectPassNoEvent(h.run(synFrame(ATTACKER6, VICTIM6, 1, 2, { ipv6ExtHeaders: exts })), 'malformed');
+  it('walks a chain of exactly 8 extension headers (IPV6_EXT_MAX) to the TCP header', () => {
+    const o = h.run(synFrame(ATTACKER6, VICTIM6, 1, 2, { ipv6ExtHeaders: destinationOptions(8) }));
+    expect(o.verdict).toBe(XDP_PASS);
+    expect(o.events.map((e) => [e.dport, e.kind])).toEqual([[2, ProbeKind.Syn]]);
+  });
+
+  it('drops an IPv6 packet with more extension headers than it walks (9, 40), whoever sends it (RFC 9098)', () => {
+    for (const n of [9, 40]) {
+      const o = h.run(synFrame(ATTACKER6, VICTIM6, 1, 2, { ipv6ExtHeaders: destinationOptions(n) }));
+      expect({ n, ...o }).toEqual({ n, verdict: XDP_DROP, events: [], counters: { frames: 1n, longChains: 1n } });
+    }
+    // Not UDP either, and not for an allowlisted or a blocked source: no lookup changes it.
+    expect(h.run(ipFrame({ src: ATTACKER6, dst: VICTIM6, ipv6ExtHeaders: destinationOptions(40), udp: { sport: 1, dport: 2 } }))).toEqual({
+      verdict: XDP_DROP,
+      events: [],
+      counters: { frames: 1n, longChains: 1n },
+    });
+    h.dp.allow(ATTACKER6);
+    expect(h.run(synFrame(ATTACKER6, VICTIM6, 1, 2, { ipv6ExtHeaders: destinationOptions(40) })).counters).toEqual({ frames: 1n, longChains: 1n });
+    h.dp.disallow(ATTACKER6);
+    h.dp.block(ATTACKER6);
+    expect(h.run(synFrame(ATTACKER6, VICTIM6, 1, 2, { ipv6ExtHeaders: destinationOptions(40) }))).toEqual({
+      verdict: XDP_DROP,
+      events: [],
+      counters: { frames: 1n, longChains: 1n },
+    });
   });
 
   it('honours IPv4 options (IHL > 5)', () => {
@@ -179,9 +205,8 @@ describe('default mode (drop new-connection SYNs of blocked sources)', () => {
     ['ACK', TCP_FLAGS.ACK],
     ['RST', TCP_FLAGS.RST],
     ['RST-ACK', TCP_FLAGS.RST | TCP_FLAGS.ACK],
-    ['FIN probe', TCP_FLAGS.FIN],
-    ['NULL probe', 0],
-    ['XMAS probe', TCP_FLAGS.FIN | TCP_FLAGS.PSH | TCP_FLAGS.URG],
+    ['FIN-ACK', TCP_FLAGS.FIN | TCP_FLAGS.ACK],
+    ['bare RST (not a probe)', TCP_FLAGS.RST],
     ['PSH-ACK with data', TCP_FLAGS.PSH | TCP_FLAGS.ACK],
   ];
   it.each(notNew)('passes a %s without an event', (_name, flags) => {
@@ -203,9 +228,14 @@ describe('default mode (drop new-connection SYNs of blocked sources)', () => {
     expectPassNoEvent(h.run(v6), 'fragments');
   });
 
-  it('reports a first fragment that carries the SYN', () => {
+  it('reports a first fragment that carries the whole TCP header as an ordinary segment: a fragmented SYN is a SYN', () => {
     const o = h.run(synFrame(ATTACKER, VICTIM, 3, 4, { moreFragments: true }));
-    expect(o.events.map((e) => e.dport)).toEqual([4]);
+    expect(o.verdict).toBe(XDP_PASS);
+    expect(o.events.map((e) => [e.dport, e.kind, e.tcpFlags])).toEqual([[4, ProbeKind.Syn, TCP_FLAGS.SYN]]);
+    expect(o.counters).toEqual({ frames: 1n, syn: 1n, events: 1n });
+    // Exactly 20 bytes of TCP header in the fragment is enough.
+    const o20 = h.run(tcpFrame(ATTACKER, VICTIM, 3, 5, TCP_FLAGS.SYN, { moreFragments: true, l4Bytes: 20 }));
+    expect([o20.verdict, o20.events.map((e) => [e.dport, e.kind])]).toEqual([XDP_PASS, [[5, ProbeKind.Syn]]]);
   });
 
   it('passes and counts every truncation of a SYN frame that XDP can receive, without an event', () => {
@@ -259,10 +289,24 @@ describe('default mode (drop new-connection SYNs of blocked sources)', () => {
     expect(o).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, syn: 1n, synDropped: 1n } });
   });
 
-  it('drops a SYN from a blocked IPv6 source', () => {
+  it('drops a SYN from a blocked IPv6 source, and from every address of its /64 (the default prefix)', () => {
     h.dp.block(ATTACKER6);
+    expect([...h.dp.blocklist.keys()].map(formatAddress)).toEqual(['2001:db8::']);
     expect(h.run(synFrame(ATTACKER6, VICTIM6, 1, 22)).verdict).toBe(XDP_DROP);
-    expect(h.run(synFrame('2001:db8::8', VICTIM6, 1, 22)).verdict).toBe(XDP_PASS);
+    expect(h.run(synFrame('2001:db8::8', VICTIM6, 1, 22))).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, syn: 1n, synDropped: 1n } });
+    expect(h.run(synFrame('2001:db8::ffff:ffff:ffff:ffff', VICTIM6, 1, 22)).verdict).toBe(XDP_DROP);
+    // The next /64 is another source.
+    expect(h.run(synFrame('2001:db8:0:1::7', VICTIM6, 1, 22)).verdict).toBe(XDP_PASS);
+  });
+
+  it('passes an allowlisted address inside a blocked /64, and still drops the rest of it', () => {
+    h.dp.block('2001:db8:5:6::1');
+    h.dp.allow('2001:db8:5:6::99');
+    const o = h.run(synFrame('2001:db8:5:6::99', VICTIM6, 1, 22));
+    expect(o.verdict).toBe(XDP_PASS);
+    expect(o.counters).toEqual({ frames: 1n, syn: 1n, events: 1n, allowlisted: 1n });
+    expect(h.run(synFrame('2001:db8:5:6::98', VICTIM6, 1, 22)).verdict).toBe(XDP_DROP);
+    expect(h.run(tcpFrame('2001:db8:5:6::98', VICTIM6, 1, 22, TCP_FLAGS.FIN)).verdict).toBe(XDP_DROP);
   });
 
   it('does not confuse an IPv4 source with the IPv6 address of the same low 32 bits', () => {
@@ -404,6 +448,247 @@ describe('drop-all mode', () => {
   });
 });
 
+const ACK = TCP_FLAGS.ACK;
+const FIN = TCP_FLAGS.FIN;
+const SYN = TCP_FLAGS.SYN;
+const RST = TCP_FLAGS.RST;
+const XMAS = TCP_FLAGS.FIN | TCP_FLAGS.PSH | TCP_FLAGS.URG;
+const FIRST_FRAGMENT6 = [{ type: 44 as const, fragmentOffset: 0, moreFragments: true }];
+
+describe.each([
+  ['syn', DropMode.Syn],
+  ['drop-all', DropMode.All],
+] as const)('probes and evasions from sources not blocked (%s mode: the same outcome)', (_mode, dropMode) => {
+  let h: Harness;
+  beforeAll(() => {
+    h = new Harness(Datapath.load({ dropMode }));
+  });
+  afterAll(() => h.close());
+  beforeEach(() => {
+    for (const k of [...h.dp.blocklist.keys()]) h.dp.blocklist.delete(k);
+    for (const k of [...h.dp.allowlist.keys()]) h.dp.allowlist.delete(k);
+  });
+
+  const stealth: [string, number][] = [
+    ['FIN', FIN],
+    ['NULL', 0],
+    ['XMAS (FIN|PSH|URG)', XMAS],
+    ['SYN+FIN', SYN | FIN],
+    ['SYN+RST', SYN | RST],
+    ['FIN+RST', FIN | RST],
+    ['PSH alone', TCP_FLAGS.PSH],
+    ['URG alone', TCP_FLAGS.URG],
+  ];
+  it.each(stealth)('reports a %s segment as a stealth probe with its flags, counted stealth (not syn), and passes it', (_name, flags) => {
+    const o = h.run(tcpFrame(ATTACKER, VICTIM, 1234, 80, flags));
+    expect(o.verdict).toBe(XDP_PASS);
+    expect(o.events.map((e) => ({ kind: e.kind, tcpFlags: e.tcpFlags, sport: e.sport, dport: e.dport, window: e.window }))).toEqual([
+      { kind: ProbeKind.Stealth, tcpFlags: flags, sport: 1234, dport: 80, window: 64240 },
+    ]);
+    expect(o.counters).toEqual({ frames: 1n, stealth: 1n, events: 1n });
+  });
+
+  it('reports an ECN SYN (SYN|ECE|CWR) and a SYN with PSH|URG as SYNs', () => {
+    for (const flags of [SYN | TCP_FLAGS.ECE | TCP_FLAGS.CWR, SYN | TCP_FLAGS.PSH | TCP_FLAGS.URG]) {
+      const o = h.run(tcpFrame(ATTACKER6, VICTIM6, 1234, 443, flags));
+      expect(o.verdict).toBe(XDP_PASS);
+      expect(o.events.map((e) => [e.kind, e.tcpFlags, e.dport])).toEqual([[ProbeKind.Syn, flags, 443]]);
+      expect(o.counters).toEqual({ frames: 1n, syn: 1n, events: 1n });
+    }
+  });
+
+  it('passes a bare RST without an event: not a probe', () => {
+    expectPassNoEvent(h.run(tcpFrame(ATTACKER, VICTIM, 1234, 80, RST)), undefined);
+    expectPassNoEvent(h.run(tcpFrame(ATTACKER6, VICTIM6, 1234, 80, RST)), undefined);
+  });
+
+  it('drops an IPv4 first fragment with 8 bytes of TCP (RFC 1858) and reports it as a fragment probe of its port', () => {
+    const o = h.run(tcpFrame(ATTACKER, VICTIM, 40000, 22, SYN, { moreFragments: true, l4Bytes: 8 }));
+    expect(o.verdict).toBe(XDP_DROP);
+    expect(o.events).toHaveLength(1);
+    expect(formatAddress(o.events[0]!.saddr)).toBe(ATTACKER);
+    expect(o.events[0]).toMatchObject({ kind: ProbeKind.Fragment, tcpFlags: 0, window: 0, sport: 40000, dport: 22, ipVersion: 4, scan: ScanVerdict.None });
+    expect(o.counters).toEqual({ frames: 1n, tinyFragments: 1n, events: 1n });
+  });
+
+  it('drops every IPv4 TCP first fragment of 4 to 19 bytes with a fragment event, and of 0 to 3 bytes without one', () => {
+    for (let n = 0; n < 20; n++) {
+      const o = h.run(tcpFrame(ATTACKER, VICTIM, 40000, 1000 + n, XMAS, { moreFragments: true, l4Bytes: n }));
+      const events = n >= 4 ? [[ProbeKind.Fragment, 1000 + n]] : [];
+      expect({ n, verdict: o.verdict, events: o.events.map((e) => [e.kind, e.dport]), counters: o.counters }).toEqual({
+        n,
+        verdict: XDP_DROP,
+        events,
+        counters: n >= 4 ? { frames: 1n, tinyFragments: 1n, events: 1n } : { frames: 1n, tinyFragments: 1n },
+      });
+    }
+  });
+
+  it("judges an IPv4 first fragment's TCP bytes by its total length, not by the Ethernet padding after it", () => {
+    const o = h.run(tcpFrame(ATTACKER, VICTIM, 40000, 22, SYN, { moreFragments: true, l4Bytes: 8, trailer: Buffer.alloc(32) }));
+    expect([o.verdict, o.events.map((e) => e.kind), o.counters]).toEqual([XDP_DROP, [ProbeKind.Fragment], { frames: 1n, tinyFragments: 1n, events: 1n }]);
+    // And by the frame when the frame ends first.
+    const cut = synFrame(ATTACKER, VICTIM, 40000, 23, { moreFragments: true }).subarray(0, 14 + 20 + 8);
+    const c = h.run(cut);
+    expect([c.verdict, c.events.map((e) => [e.kind, e.dport]), c.counters]).toEqual([XDP_DROP, [[ProbeKind.Fragment, 23]], { frames: 1n, tinyFragments: 1n, events: 1n }]);
+  });
+
+  it('drops an IPv4 TCP fragment at offset 1 (8 bytes: it can only rewrite the flags, RFC 3128) without an event', () => {
+    const o = h.run(tcpFrame(ATTACKER, VICTIM, 1, 2, ACK, { fragmentOffset: 1, l4Bytes: 12 }));
+    expect(o).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, tinyFragments: 1n } });
+    expect(h.run(tcpFrame(ATTACKER, VICTIM, 1, 2, ACK, { fragmentOffset: 1, moreFragments: true, l4Bytes: 16 })).counters).toEqual({ frames: 1n, tinyFragments: 1n });
+    // Not TCP, or further along: an ordinary non-first fragment.
+    expectPassNoEvent(h.run(ipFrame({ src: ATTACKER, dst: VICTIM, fragmentOffset: 1, udp: { sport: 1, dport: 2 } })), 'fragments');
+    expectPassNoEvent(h.run(tcpFrame(ATTACKER, VICTIM, 1, 2, ACK, { fragmentOffset: 2 })), 'fragments');
+  });
+
+  it('drops an IPv6 first fragment with 8 bytes of TCP (RFC 7112) and reports it as a fragment probe', () => {
+    const o = h.run(tcpFrame(ATTACKER6, VICTIM6, 40000, 8443, SYN, { ipv6ExtHeaders: FIRST_FRAGMENT6, l4Bytes: 8 }));
+    expect(o.verdict).toBe(XDP_DROP);
+    expect(o.events.map((e) => ({ kind: e.kind, tcpFlags: e.tcpFlags, window: e.window, sport: e.sport, dport: e.dport, ipVersion: e.ipVersion }))).toEqual([
+      { kind: ProbeKind.Fragment, tcpFlags: 0, window: 0, sport: 40000, dport: 8443, ipVersion: 6 },
+    ]);
+    expect(o.counters).toEqual({ frames: 1n, tinyFragments: 1n, events: 1n });
+    expect(h.run(tcpFrame(ATTACKER6, VICTIM6, 40000, 8443, SYN, { ipv6ExtHeaders: FIRST_FRAGMENT6, l4Bytes: 3 }))).toEqual({
+      verdict: XDP_DROP,
+      events: [],
+      counters: { frames: 1n, tinyFragments: 1n },
+    });
+  });
+
+  it('drops an IPv6 first fragment whose header chain stops short of the upper layer, without an event', () => {
+    const full = synFrame(ATTACKER6, VICTIM6, 1, 2, { ipv6ExtHeaders: [...FIRST_FRAGMENT6, { type: 60 }] });
+    const o = h.run(full.subarray(0, 14 + 40 + 8 + 4));
+    expect(o).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, tinyFragments: 1n } });
+  });
+
+  it('passes an IPv6 first fragment of UDP, and an atomic fragment (offset 0, M clear) as whole', () => {
+    expectPassNoEvent(h.run(ipFrame({ src: ATTACKER6, dst: VICTIM6, ipv6ExtHeaders: FIRST_FRAGMENT6, udp: { sport: 1, dport: 2 } })), 'nonTcp');
+    const atomic = h.run(synFrame(ATTACKER6, VICTIM6, 1, 2, { ipv6ExtHeaders: [{ type: 44, fragmentOffset: 0 }] }));
+    expect([atomic.verdict, atomic.events.map((e) => e.kind)]).toEqual([XDP_PASS, [ProbeKind.Syn]]);
+  });
+
+  it('passes as malformed a TCP header cut short in an unfragmented packet (not a fragment: the stack drops it)', () => {
+    expectPassNoEvent(h.run(tcpFrame(ATTACKER, VICTIM, 1, 2, SYN, { l4Bytes: 8 })), 'malformed');
+  });
+
+  it('drops IPv6 frames from IPv4-mapped and IPv4-compatible sources before anything else: no event', () => {
+    for (const src of ['::ffff:10.204.0.105', '::10.204.0.105', '::2', '::ffff:0.0.0.0']) {
+      expect({ src, ...h.run(synFrame(src, VICTIM6, 1, 22)) }).toEqual({ src, verdict: XDP_DROP, events: [], counters: { frames: 1n, bogusSources: 1n } });
+      expect(h.run(ipFrame({ src, dst: VICTIM6, udp: { sport: 1, dport: 2 } })).counters).toEqual({ frames: 1n, bogusSources: 1n });
+    }
+    // Allowlisted or not.
+    h.dp.allow('::ffff:10.204.0.0/112');
+    expect(h.run(synFrame('::ffff:10.204.0.105', VICTIM6, 1, 22)).counters).toEqual({ frames: 1n, bogusSources: 1n });
+  });
+
+  it('takes ::1 and :: as sources like any other (neither is IPv4-compatible)', () => {
+    for (const src of ['::1', '::']) {
+      const o = h.run(synFrame(src, VICTIM6, 1, 22));
+      expect({ src, verdict: o.verdict, events: o.events.map((e) => formatAddress(e.saddr)), counters: o.counters }).toEqual({
+        src,
+        verdict: XDP_PASS,
+        events: [src],
+        counters: { frames: 1n, syn: 1n, events: 1n },
+      });
+    }
+  });
+});
+
+describe.each([
+  ['syn', DropMode.Syn],
+  ['drop-all', DropMode.All],
+] as const)('a blocked source once its address is known (%s mode)', (mode, dropMode) => {
+  let h: Harness;
+  beforeAll(() => {
+    h = new Harness(Datapath.load({ dropMode }));
+  });
+  afterAll(() => h.close());
+  beforeEach(() => {
+    for (const k of [...h.dp.blocklist.keys()]) h.dp.blocklist.delete(k);
+    for (const k of [...h.dp.allowlist.keys()]) h.dp.allowlist.delete(k);
+    h.dp.block(ATTACKER);
+    h.dp.block(ATTACKER6);
+  });
+
+  type Want = [verdict: number, counters: Partial<Counters>];
+  const dropped = (c: Partial<Counters>): Want => [XDP_DROP, { frames: 1n, ...c }];
+  const passed = (c: Partial<Counters>): Want => [XDP_PASS, { frames: 1n, ...c }];
+  const truncatedV6Chain = synFrame(ATTACKER6, VICTIM6, 1, 22, { ipv6ExtHeaders: [{ type: 60 }, { type: 60 }] }).subarray(0, 14 + 40 + 8 + 4);
+  const badOffset = synFrame(ATTACKER, VICTIM, 1, 22);
+  badOffset[14 + 20 + 12] = 4 << 4;
+  // [what, frame, outcome in syn mode, outcome in drop-all mode]
+  const cases: [string, Buffer, Want, Want][] = [
+    ['a SYN', synFrame(ATTACKER, VICTIM, 1, 22), dropped({ syn: 1n, synDropped: 1n }), dropped({ syn: 1n, synDropped: 1n })],
+    ['an ECN SYN', tcpFrame(ATTACKER6, VICTIM6, 1, 22, SYN | TCP_FLAGS.ECE | TCP_FLAGS.CWR), dropped({ syn: 1n, synDropped: 1n }), dropped({ syn: 1n, synDropped: 1n })],
+    ['a FIN probe', tcpFrame(ATTACKER, VICTIM, 1, 22, FIN), dropped({ stealth: 1n, probeDropped: 1n }), dropped({ stealth: 1n, probeDropped: 1n })],
+    ['a NULL probe', tcpFrame(ATTACKER6, VICTIM6, 1, 22, 0), dropped({ stealth: 1n, probeDropped: 1n }), dropped({ stealth: 1n, probeDropped: 1n })],
+    ['an XMAS probe', tcpFrame(ATTACKER, VICTIM, 1, 22, XMAS), dropped({ stealth: 1n, probeDropped: 1n }), dropped({ stealth: 1n, probeDropped: 1n })],
+    ['a SYN+FIN probe', tcpFrame(ATTACKER, VICTIM, 1, 22, SYN | FIN), dropped({ stealth: 1n, probeDropped: 1n }), dropped({ stealth: 1n, probeDropped: 1n })],
+    ['a bare RST', tcpFrame(ATTACKER, VICTIM, 1, 22, RST), dropped({ otherDropped: 1n }), dropped({ otherDropped: 1n })],
+    ['an ACK segment', tcpFrame(ATTACKER, VICTIM, 1, 22, ACK), passed({}), dropped({ otherDropped: 1n })],
+    ['an IPv6 RST-ACK', tcpFrame(ATTACKER6, VICTIM6, 1, 22, RST | ACK), passed({}), dropped({ otherDropped: 1n })],
+    ['UDP', ipFrame({ src: ATTACKER, dst: VICTIM, udp: { sport: 1, dport: 53 } }), passed({ nonTcp: 1n }), dropped({ nonTcp: 1n, otherDropped: 1n })],
+    ['an ICMP error', ipFrame({ src: ATTACKER, dst: VICTIM, icmp: { type: 3, code: 4 } }), passed({ nonTcp: 1n }), dropped({ nonTcp: 1n, otherDropped: 1n })],
+    ['an ICMPv6 error', ipFrame({ src: ATTACKER6, dst: VICTIM6, icmp: { type: 2, code: 0 } }), passed({ nonTcp: 1n }), dropped({ nonTcp: 1n, otherDropped: 1n })],
+    ['an 8-byte IPv4 TCP first fragment', tcpFrame(ATTACKER, VICTIM, 1, 22, SYN, { moreFragments: true, l4Bytes: 8 }), dropped({ tinyFragments: 1n, probeDropped: 1n }), dropped({ tinyFragments: 1n, probeDropped: 1n })],
+    ['a 2-byte IPv4 TCP first fragment', tcpFrame(ATTACKER, VICTIM, 1, 22, SYN, { moreFragments: true, l4Bytes: 2 }), dropped({ tinyFragments: 1n }), dropped({ tinyFragments: 1n })],
+    ['an 8-byte IPv6 TCP first fragment', tcpFrame(ATTACKER6, VICTIM6, 1, 22, SYN, { ipv6ExtHeaders: FIRST_FRAGMENT6, l4Bytes: 8 }), dropped({ tinyFragments: 1n, probeDropped: 1n }), dropped({ tinyFragments: 1n, probeDropped: 1n })],
+    ['an IPv4 TCP fragment at offset 1', tcpFrame(ATTACKER, VICTIM, 1, 22, ACK, { fragmentOffset: 1 }), dropped({ tinyFragments: 1n }), dropped({ tinyFragments: 1n })],
+    ['a non-first IPv4 TCP fragment', tcpFrame(ATTACKER, VICTIM, 1, 22, ACK, { fragmentOffset: 185 }), dropped({ fragments: 1n, otherDropped: 1n }), dropped({ fragments: 1n, otherDropped: 1n })],
+    ['a non-first IPv4 UDP fragment', ipFrame({ src: ATTACKER, dst: VICTIM, fragmentOffset: 10, udp: { sport: 1, dport: 2 } }), dropped({ fragments: 1n, otherDropped: 1n }), dropped({ fragments: 1n, otherDropped: 1n })],
+    ['a non-first IPv6 fragment', tcpFrame(ATTACKER6, VICTIM6, 1, 22, ACK, { ipv6ExtHeaders: [{ type: 44, fragmentOffset: 100 }] }), dropped({ fragments: 1n, otherDropped: 1n }), dropped({ fragments: 1n, otherDropped: 1n })],
+    ['a first fragment holding a whole ACK segment', tcpFrame(ATTACKER, VICTIM, 1, 22, ACK, { moreFragments: true }), dropped({ otherDropped: 1n }), dropped({ otherDropped: 1n })],
+    ['a first fragment holding a whole SYN', synFrame(ATTACKER, VICTIM, 1, 22, { moreFragments: true }), dropped({ syn: 1n, synDropped: 1n }), dropped({ syn: 1n, synDropped: 1n })],
+    ['a first fragment of UDP', ipFrame({ src: ATTACKER, dst: VICTIM, moreFragments: true, udp: { sport: 1, dport: 2 } }), dropped({ nonTcp: 1n, otherDropped: 1n }), dropped({ nonTcp: 1n, otherDropped: 1n })],
+    ['an IPv6 first fragment of UDP', ipFrame({ src: ATTACKER6, dst: VICTIM6, ipv6ExtHeaders: FIRST_FRAGMENT6, udp: { sport: 1, dport: 2 } }), dropped({ nonTcp: 1n, otherDropped: 1n }), dropped({ nonTcp: 1n, otherDropped: 1n })],
+    ['TCP with a data offset below 5 words', badOffset, dropped({ malformed: 1n, otherDropped: 1n }), dropped({ malformed: 1n, otherDropped: 1n })],
+    ['an unfragmented TCP header cut to 12 bytes', tcpFrame(ATTACKER, VICTIM, 1, 22, ACK, { l4Bytes: 12 }), dropped({ malformed: 1n, otherDropped: 1n }), dropped({ malformed: 1n, otherDropped: 1n })],
+    ['an IPv6 header chain cut short', truncatedV6Chain, dropped({ malformed: 1n, otherDropped: 1n }), dropped({ malformed: 1n, otherDropped: 1n })],
+    ['40 destination-options headers', synFrame(ATTACKER6, VICTIM6, 1, 22, { ipv6ExtHeaders: destinationOptions(40) }), dropped({ longChains: 1n }), dropped({ longChains: 1n })],
+  ];
+  it.each(cases)('%s', (_what, frame, syn, all) => {
+    const [verdict, counters] = mode === 'syn' ? syn : all;
+    expect(h.run(frame)).toEqual({ verdict, events: [], counters });
+  });
+
+  it('drops every truncation of its SYN that still holds the IP header; passes (malformed) the shorter ones, whose source is not known', () => {
+    for (const [src, dst, ipEnd] of [
+      [ATTACKER, VICTIM, 14 + 4 + 20],
+      [ATTACKER6, VICTIM6, 14 + 4 + 40],
+    ] as const) {
+      const full = synFrame(src, dst, 40000, 22, { vlans: [5] });
+      for (let len = 14; len < full.length; len++) {
+        const o = h.run(full.subarray(0, len));
+        const want = len >= ipEnd ? { verdict: XDP_DROP, counters: { frames: 1n, malformed: 1n, otherDropped: 1n } } : { verdict: XDP_PASS, counters: { frames: 1n, malformed: 1n } };
+        expect({ src, len, ...o }).toEqual({ src, len, events: [], ...want });
+      }
+    }
+  });
+
+  it('drops any address of its IPv6 /64', () => {
+    expect(h.run(tcpFrame('2001:db8::1234', VICTIM6, 1, 22, FIN))).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, stealth: 1n, probeDropped: 1n } });
+  });
+
+  it('never drops an allowlisted address for its block: its probes are reported, its fragments pass', () => {
+    h.dp.allow(ATTACKER);
+    const fin = h.run(tcpFrame(ATTACKER, VICTIM, 1, 22, FIN));
+    expect([fin.verdict, fin.events.map((e) => e.kind), fin.counters]).toEqual([XDP_PASS, [ProbeKind.Stealth], { frames: 1n, stealth: 1n, events: 1n, allowlisted: 1n }]);
+    expect(h.run(tcpFrame(ATTACKER, VICTIM, 1, 22, ACK, { fragmentOffset: 185 }))).toEqual({ verdict: XDP_PASS, events: [], counters: { frames: 1n, fragments: 1n, allowlisted: 1n } });
+    // A tiny fragment is dropped all the same: not for the block, for what it is.
+    const tiny = h.run(tcpFrame(ATTACKER, VICTIM, 1, 22, SYN, { moreFragments: true, l4Bytes: 8 }));
+    expect([tiny.verdict, tiny.events.map((e) => e.kind), tiny.counters]).toEqual([XDP_DROP, [ProbeKind.Fragment], { frames: 1n, tinyFragments: 1n, events: 1n, allowlisted: 1n }]);
+  });
+
+  if (mode === 'syn') {
+    it('passes its ACK segments without a blocklist lookup (an allowlisted, blocked address is not even counted allowlisted)', () => {
+      h.dp.allow(ATTACKER);
+      expect(h.run(tcpFrame(ATTACKER, VICTIM, 1, 22, ACK))).toEqual({ verdict: XDP_PASS, events: [], counters: { frames: 1n } });
+      expect(h.run(ipFrame({ src: ATTACKER, dst: VICTIM, udp: { sport: 1, dport: 2 } }))).toEqual({ verdict: XDP_PASS, events: [], counters: { frames: 1n, nonTcp: 1n } });
+    });
+  }
+});
+
 describe('map sizes and constants', () => {
   it('takes the blocklist size set before load, and a full blocklist refuses more', () => {
     const dp = Datapath.load({ blocklistSize: 4, allowlistSize: 8, ringBufferBytes: 1 << 16 });
@@ -421,11 +706,11 @@ describe('map sizes and constants', () => {
   it('counts SYN events lost to a full ring buffer instead of blocking the packet', () => {
     const dp = Datapath.load({ ringBufferBytes: 4096 });
     try {
-      // Records take 56 + 8 header bytes; a 4096-byte ring takes 63 of them, since
-      // the kernel refuses a reservation that would make it exactly full.
+      // Records take 64 + 8 header bytes; a 4096-byte ring takes 56 of them
+      // (4,032 bytes; a 57th would not fit).
       const frame = synFrame(ATTACKER, VICTIM, 1, 22);
       for (let i = 0; i < 100; i++) expect(dp.program.testRun({ data: frame }).retval).toBe(XDP_PASS);
-      expect(dp.counters()).toMatchObject({ syn: 100n, events: 63n, ringbufFull: 37n });
+      expect(dp.counters()).toMatchObject({ syn: 100n, events: 56n, ringbufFull: 44n });
     } finally {
       dp.close();
     }
@@ -669,6 +954,77 @@ describe('in-kernel scan detection', () => {
       expect(run(dp, r, synFrame('192.0.2.8', VICTIM, 40000, 3))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
       expect(readHistory(dp, 3, '192.0.2.8').head.minNs).toBe(now - 100n * s);
       expect([...dp.blocklist.keys()]).toEqual([]);
+    });
+  });
+
+  it('counts stealth probes toward the scan rule like SYNs: FIN, NULL, XMAS on three ports block at the third, the next probe is dropped', () => {
+    withDatapath({ scanPorts: 3, scanBlockSeconds: 3600 }, (dp, r) => {
+      const before = dp.counters();
+      expect(run(dp, r, tcpFrame(ATTACKER, VICTIM, 40000, 21, TCP_FLAGS.FIN))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+      expect(run(dp, r, tcpFrame(ATTACKER, VICTIM, 40000, 22, 0))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+      expect(run(dp, r, tcpFrame(ATTACKER, VICTIM, 40000, 23, TCP_FLAGS.FIN | TCP_FLAGS.PSH | TCP_FLAGS.URG))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.Blocked] });
+      expect(dp.blocklist.get(parseAddress(ATTACKER))).toMatchObject({ reason: BlockReason.Portscan, flags: BLOCK_FLAGS.kernelDetected });
+      expect(run(dp, r, tcpFrame(ATTACKER, VICTIM, 40000, 24, TCP_FLAGS.FIN))).toEqual({ verdict: XDP_DROP, scans: [] });
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40000, 25))).toEqual({ verdict: XDP_DROP, scans: [] });
+      const c = dp.counters();
+      expect({ stealth: c.stealth - before.stealth, syn: c.syn, probeDropped: c.probeDropped, synDropped: c.synDropped, scanBlocked: c.scanBlocked, events: c.events }).toEqual({
+        stealth: 4n,
+        syn: 1n,
+        probeDropped: 1n,
+        synDropped: 1n,
+        scanBlocked: 1n,
+        events: 3n,
+      });
+    });
+  });
+
+  it('counts a tiny first fragment toward the scan rule by the port it carries (dropped all the same)', () => {
+    withDatapath({ scanPorts: 2 }, (dp, r) => {
+      expect(run(dp, r, synFrame(ATTACKER6, VICTIM6, 40000, 22))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+      const tiny = tcpFrame(ATTACKER6, VICTIM6, 40000, 23, TCP_FLAGS.SYN, { ipv6ExtHeaders: [{ type: 44, fragmentOffset: 0, moreFragments: true }], l4Bytes: 8 });
+      expect(run(dp, r, tiny)).toEqual({ verdict: XDP_DROP, scans: [ScanVerdict.Blocked] });
+      expect(run(dp, r, tiny)).toEqual({ verdict: XDP_DROP, scans: [] });
+      expect(dp.counters()).toMatchObject({ tinyFragments: 2n, probeDropped: 1n, scanBlocked: 1n });
+    });
+  });
+
+  it('does not count bare RSTs, ACKs or SYN-ACKs toward the scan rule', () => {
+    withDatapath({ scanPorts: 2 }, (dp, r) => {
+      for (let port = 1; port <= 10; port++) {
+        for (const flags of [TCP_FLAGS.RST, TCP_FLAGS.ACK, TCP_FLAGS.SYN | TCP_FLAGS.ACK, TCP_FLAGS.FIN | TCP_FLAGS.ACK]) {
+          expect(run(dp, r, tcpFrame(ATTACKER, VICTIM, 40000, port, flags))).toEqual({ verdict: XDP_PASS, scans: [] });
+        }
+      }
+      expect([...dp.blocklist.keys()]).toEqual([]);
+    });
+  });
+
+  it('neither reports nor blocks IPv4-mapped and IPv4-compatible IPv6 sources, even at N = 1; ::1 is an ordinary source', () => {
+    withDatapath({ scanPorts: 1 }, (dp, r) => {
+      for (const src of ['::ffff:10.204.0.105', '::10.204.0.105']) {
+        expect(run(dp, r, synFrame(src, VICTIM6, 40000, 22))).toEqual({ verdict: XDP_DROP, scans: [] });
+        expect(run(dp, r, tcpFrame(src, VICTIM6, 40000, 23, TCP_FLAGS.FIN))).toEqual({ verdict: XDP_DROP, scans: [] });
+      }
+      expect([...dp.blocklist.keys()]).toEqual([]);
+      expect(dp.counters()).toMatchObject({ bogusSources: 4n, events: 0n, syn: 0n, stealth: 0n, scanBlocked: 0n });
+      expect(run(dp, r, synFrame('::1', VICTIM6, 40000, 22))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.Blocked] });
+      expect([...dp.blocklist.keys()].map(formatAddress)).toEqual(['::']);
+    });
+  });
+
+  it('keys blocks by the prefixes it was loaded with: whole IPv6 addresses at ipv6Prefix 128, an IPv4 /24 at ipv4Prefix 24', () => {
+    withDatapath({ ipv6Prefix: 128, ipv4Prefix: 24 }, (dp, r) => {
+      expect(dp.prefixes).toEqual({ ipv6: 128, ipv4: 24 });
+      expect(formatAddress(dp.sourceKey(ATTACKER6))).toBe(ATTACKER6);
+      expect(formatAddress(dp.sourceKey('192.0.2.77'))).toBe('192.0.2.0');
+      dp.block(ATTACKER6);
+      dp.block(ATTACKER);
+      expect(run(dp, r, synFrame(ATTACKER6, VICTIM6, 1, 22)).verdict).toBe(XDP_DROP);
+      expect(run(dp, r, synFrame('2001:db8::8', VICTIM6, 1, 22)).verdict).toBe(XDP_PASS);
+      expect(run(dp, r, synFrame('192.0.2.200', VICTIM, 1, 22)).verdict).toBe(XDP_DROP);
+      expect(run(dp, r, synFrame('192.0.3.7', VICTIM, 1, 22)).verdict).toBe(XDP_PASS);
+      expect(dp.unblock('192.0.2.1')).toBe(true);
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 1, 22)).verdict).toBe(XDP_PASS);
     });
   });
 

@@ -10,6 +10,8 @@ import {
   SCAN_MAX_PORTS,
   ProbeKind,
   ScanVerdict,
+  TCP_FLAGS,
+  probeLabel,
   blockCodec,
   countersCodec,
   lpmKeyCodec,
@@ -149,6 +151,18 @@ describe('record codecs match the BTF of the compiled object', () => {
     } finally {
       spec.close();
     }
+  });
+
+  it('labels a probe that is not a SYN by its kind and flags', () => {
+    const { FIN, SYN, RST, PSH, ACK, URG } = TCP_FLAGS;
+    expect(probeLabel(ProbeKind.Syn, SYN)).toBe('');
+    expect(probeLabel(ProbeKind.Stealth, 0)).toBe('NULL');
+    expect(probeLabel(ProbeKind.Stealth, FIN)).toBe('FIN');
+    expect(probeLabel(ProbeKind.Stealth, FIN | PSH | URG)).toBe('XMAS');
+    expect(probeLabel(ProbeKind.Stealth, SYN | FIN)).toBe('SYN+FIN');
+    expect(probeLabel(ProbeKind.Stealth, RST | FIN | PSH)).toBe('PSH+RST+FIN');
+    expect(probeLabel(ProbeKind.Stealth, ACK | FIN)).toBe('ACK+FIN');
+    expect(probeLabel(ProbeKind.Fragment, 0)).toBe('fragment');
   });
 
   it('round-trips a SYN event through the codec', () => {

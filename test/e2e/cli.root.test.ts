@@ -177,7 +177,7 @@ describe('packetwatchctl against the real services', () => {
 
   /** The probe's drop counters, read over its API before and after `during` (nothing sends meanwhile, so they must not move). */
   const steadyDrops = async (during: () => Promise<void>) => {
-    const drops = (st: GetStatusResponse) => ({ syn: st.counters!.synDropped, other: st.counters!.otherDropped });
+    const drops = (st: GetStatusResponse) => ({ syn: st.counters!.synDropped, probe: st.counters!.probeDropped, other: st.counters!.otherDropped });
     const before = drops(await svc.probeStatus());
     await during();
     expect(drops(await svc.probeStatus())).toEqual(before);
@@ -215,7 +215,7 @@ describe('packetwatchctl against the real services', () => {
         '  health         SERVING',
         `  probe id       ${probeId}`,
         `  own addresses  ${net.victimAddr}`,
-        `  dropped        ${drops.syn.toLocaleString('en-US')} SYNs, ${drops.other.toLocaleString('en-US')} other`,
+        `  dropped        ${drops.syn.toLocaleString('en-US')} SYNs, ${drops.probe.toLocaleString('en-US')} probes, ${drops.other.toLocaleString('en-US')} other`,
         '  blocks         0 of 65,536',
         `  policy         connected (unix:${svc.reportSocket})`,
       ]),
@@ -251,6 +251,7 @@ describe('packetwatchctl against the real services', () => {
       interface: net.victimIf,
       ownAddresses: [net.victimAddr],
       synDropped: Number(drops.syn),
+      probeDropped: Number(drops.probe),
       eventsLost: 0,
       policyConnected: true,
       blocks: 0,

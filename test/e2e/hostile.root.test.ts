@@ -1,7 +1,7 @@
 // Hostile input: spoofed-source floods cannot make Packetwatch block the
 // internet for long nor stop it blocking real scanners (a cap on tracked
-// sources, a budget of full-length blocks a minute), stealth scans
-// produce no events, bad RPC arguments get the documented status and change
+// sources, a budget of full-length blocks a minute), stealth scans are
+// probes like SYNs and an ACK scan is nothing, bad RPC arguments get the documented status and change
 // nothing, and every bad setting stops a service with exit code 2 naming it.
 import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -143,18 +143,27 @@ describe('hostile input', () => {
     expect((await svc.policyStatus()).probes).toHaveLength(1);
   }, TEST_MS);
 
-  it('sees no new connection in stealth scans (FIN, NULL, Xmas, ACK)', async () => {
+  it('sees FIN, NULL and Xmas scans as stealth probes (reported or, once blocked, dropped), and an ACK scan as no probe', async () => {
     await running();
     const before = (await svc.probeStatus()).counters!;
-    for (const scan of ['-sF', '-sN', '-sX', '-sA']) {
+    for (const scan of ['-sF', '-sN', '-sX']) {
       const r = await net.inAttacker('nmap', ['-n', '-Pn', scan, '-p', '1-200', '--max-retries', '0', net.victimAddr], SLOW_MS);
       expect(r.code).toBe(0);
     }
+    const mid = (await svc.probeStatus()).counters!;
+    // Every scan probes each of the 200 ports once at least; none of them is a SYN.
+    expect(mid.frames - before.frames).toBeGreaterThanOrEqual(600n);
+    expect(mid.syn - before.syn).toBe(0n);
+    expect(mid.stealth - before.stealth).toBeGreaterThanOrEqual(600n);
+    // Each stealth probe is an event, or dropped because its source is blocked
+    // (N = 1: the first one that passes blocks it, unless the policy's spent
+    // budget lifts the block again).
+    expect(mid.events - before.events + (mid.probeDropped - before.probeDropped)).toBe(mid.stealth - before.stealth);
+    const r = await net.inAttacker('nmap', ['-n', '-Pn', '-sA', '-p', '1-200', '--max-retries', '0', net.victimAddr], SLOW_MS);
+    expect(r.code).toBe(0);
     const after = (await svc.probeStatus()).counters!;
-    // Every scan probes each of the 200 ports once at least.
-    expect(after.frames - before.frames).toBeGreaterThanOrEqual(800n);
-    expect(after.syn - before.syn).toBe(0n);
-    expect(after.events - before.events).toBe(0n);
+    expect(after.frames - mid.frames).toBeGreaterThanOrEqual(200n);
+    expect({ syn: after.syn - mid.syn, stealth: after.stealth - mid.stealth, events: after.events - mid.events }).toEqual({ syn: 0n, stealth: 0n, events: 0n });
   }, TEST_MS);
 
   it('refuses bad RPC arguments with the documented status and changes nothing', async () => {

@@ -11,6 +11,8 @@ export interface TableEvent {
   source: string;
   /** Destination port of a connection; ignored for other kinds. */
   port: number;
+  /** A connection's marker in the MESSAGE column: the kind of a probe that is not a SYN ("FIN", "NULL", "XMAS", "fragment"). */
+  message?: string;
 }
 
 const COLUMNS = [19, 17, 7] as const;
@@ -33,5 +35,6 @@ const MESSAGES: Record<TableKind, string> = {
 
 export function row(e: TableEvent): string {
   const port = e.kind === 'connection' ? String(e.port) : '';
-  return `${clock(e.timeMs).padEnd(COLUMNS[0])}${e.source.padEnd(COLUMNS[1] - 1)} ${port.padEnd(COLUMNS[2])}${MESSAGES[e.kind]}`.trimEnd();
+  const message = e.kind === 'connection' && e.message ? `${e.message} probe` : MESSAGES[e.kind];
+  return `${clock(e.timeMs).padEnd(COLUMNS[0])}${e.source.padEnd(COLUMNS[1] - 1)} ${port.padEnd(COLUMNS[2])}${message}`.trimEnd();
 }

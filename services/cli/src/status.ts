@@ -102,7 +102,11 @@ export interface ProbeStatusJson {
   pinsPrivate: boolean;
   ownAddresses: string[];
   synSeen: number;
+  /** Stealth probes seen (FIN, NULL, XMAS, ...). */
+  stealthSeen: number;
   synDropped: number;
+  /** Stealth and fragment probes of blocked sources dropped. */
+  probeDropped: number;
   otherDropped: number;
   eventsSent: number;
   eventsLost: number;
@@ -231,7 +235,9 @@ function probeJson(r: ServiceReply<GetStatusResponse>): ProbeStatusJson | Unreac
     pinsPrivate: s.pinsPrivate,
     ownAddresses: s.ownAddresses,
     synSeen: counters.syn ?? 0,
+    stealthSeen: counters.stealth ?? 0,
     synDropped: counters.synDropped ?? 0,
+    probeDropped: counters.probeDropped ?? 0,
     otherDropped: counters.otherDropped ?? 0,
     eventsSent: Number(s.eventsSent),
     eventsLost: Number(s.eventsLost),
@@ -311,6 +317,18 @@ function scanRows(s: ProbeScanJson | null): KeyValue[] {
   ];
 }
 
+/** What the XDP program drops whoever sends it (docs/detection.md). */
+function evasionsText(c: Record<string, number>): string {
+  const n = (k: string) => count(c[k] ?? 0);
+  return `${n('tinyFragments')} tiny fragments, ${n('longChains')} long IPv6 chains, ${n('bogusSources')} bogus IPv6 sources (dropped)`;
+}
+
+/** The in-kernel detector's admission of sources. */
+function detectorText(c: Record<string, number>): string {
+  const n = (k: string) => count(c[k] ?? 0);
+  return `${n('scanAdmitted')} admitted, ${n('scanPromoted')} promoted, evicted ${n('probationEvicted')} on probation and ${n('protectedEvicted')} protected`;
+}
+
 function probeText(p: ProbeStatusJson): string {
   const rows: KeyValue[] = [
     ['health', p.health],
@@ -321,7 +339,10 @@ function probeText(p: ProbeStatusJson): string {
     ...scanRows(p.scan),
     ['own addresses', list(p.ownAddresses)],
     ['SYNs seen', count(p.synSeen)],
-    ['dropped', `${count(p.synDropped)} SYNs, ${count(p.otherDropped)} other`],
+    ['stealth seen', count(p.stealthSeen)],
+    ['dropped', `${count(p.synDropped)} SYNs, ${count(p.probeDropped)} probes, ${count(p.otherDropped)} other`],
+    ['evasions', evasionsText(p.counters)],
+    ['detector', detectorText(p.counters)],
     ['events', `${count(p.eventsSent)} sent, ${count(p.eventsLost)} lost, ring buffer full ${count(p.ringbufFull)}`],
     ['queue', `${count(p.queueDepth)} of ${count(p.queueCapacity)}`],
     ['blocks', `${count(p.blocks)} of ${count(p.blockCapacity)}`],

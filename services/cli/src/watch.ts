@@ -35,5 +35,5 @@ export function watchJson(e: WatchEvent): WatchJson {
 export function watchRow(e: WatchEvent, nowMs: number): string | undefined {
   const kind = kindName(e.kind);
   if (kind === 'unspecified') return undefined;
-  return row({ timeMs: e.time ? e.time.getTime() : nowMs, kind, source: e.source, port: e.port });
+  return row({ timeMs: e.time ? e.time.getTime() : nowMs, kind, source: e.source, port: e.port, message: e.message });
 }

@@ -57,6 +57,15 @@ const counters = {
   blockExpired: 0n,
   scanBlocked: 0n,
   scanCapped: 0n,
+  stealth: 1500n,
+  tinyFragments: 7n,
+  longChains: 2n,
+  bogusSources: 1n,
+  probeDropped: 12n,
+  scanAdmitted: 40n,
+  scanPromoted: 5n,
+  probationEvicted: 3n,
+  protectedEvicted: 0n,
 };
 
 const probeStatus: GetStatusResponse = {
@@ -129,7 +138,10 @@ describe('status: text', () => {
         '  kernel blocks  permanent, 120 a minute, beyond them 1m',
         '  own addresses  127.0.0.1, ::1',
         '  SYNs seen      1,300',
-        '  dropped        66 SYNs, 0 other',
+        '  stealth seen   1,500',
+        '  dropped        66 SYNs, 12 probes, 0 other',
+        '  evasions       7 tiny fragments, 2 long IPv6 chains, 1 bogus IPv6 sources (dropped)',
+        '  detector       40 admitted, 5 promoted, evicted 3 on probation and 0 protected',
         '  events         1,234 sent, 0 lost, ring buffer full 0',
         '  queue          0 of 262,144',
         '  blocks         1 of 65,536',
@@ -246,7 +258,9 @@ describe('status: JSON', () => {
       attachMode: 'generic',
       programId: 42,
       synSeen: 1300,
+      stealthSeen: 1500,
       synDropped: 66,
+      probeDropped: 12,
       eventsSent: 1234,
       eventsLost: 0,
       queueDepth: 0,
@@ -258,6 +272,9 @@ describe('status: JSON', () => {
       pinsPrivate: false,
     });
     expect(doc.probe).toHaveProperty('counters.allowlisted', 3);
+    expect(doc.probe).toMatchObject({
+      counters: { stealth: 1500, tinyFragments: 7, longChains: 2, bogusSources: 1, probeDropped: 12, scanAdmitted: 40, scanPromoted: 5, probationEvicted: 3, protectedEvicted: 0 },
+    });
     expect(() => JSON.stringify(doc)).not.toThrow();
   });
 

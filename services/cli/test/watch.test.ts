@@ -17,6 +17,10 @@ describe('watch: rows as the policy prints them', () => {
     expect(line.indexOf('8086')).toBe(header().indexOf('PORT'));
   });
 
+  it('marks a probe that is not a SYN with its kind under MESSAGE', () => {
+    expect(watchRow(ev(WatchEventKind.WATCH_EVENT_KIND_CONNECTION, '10.232.5.2', 8086, 'FIN'), 0)).toBe('13:03:57           10.232.5.2       8086   FIN probe');
+  });
+
   it('prints "Added to blacklist", "Added to whitelist" and "Removed from blacklist"', () => {
     expect(watchRow(ev(WatchEventKind.WATCH_EVENT_KIND_BLACKLIST, '10.232.5.2', 0, 'port scan'), 0)).toBe(
       '13:03:57           10.232.5.2              Added to blacklist',

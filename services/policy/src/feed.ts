@@ -7,6 +7,7 @@
 // FeedEvent, with its address formatted, only when someone reads it: a
 // subscriber at once, Watch's `since` later. The rarer events (whitelist,
 // blacklist, unblock) are kept as the objects they are published as.
+import { probeLabel } from '@packetwatch/bpf/records';
 import { formatAddress } from '@packetwatch/common';
 import type { TableKind } from '@packetwatch/common';
 
@@ -30,6 +31,9 @@ export class Feed {
   readonly #objects: (FeedEvent | undefined)[];
   readonly #times: Float64Array;
   readonly #ports: Uint16Array;
+  /** A connection's ProbeKind and TCP flags (its marker: probeLabel). */
+  readonly #kinds: Uint8Array;
+  readonly #flags: Uint8Array;
   readonly #addrs: Uint8Array;
   readonly #probes: (string | undefined)[];
   #next = 0;
@@ -41,6 +45,8 @@ export class Feed {
     this.#objects = new Array<FeedEvent | undefined>(recentCapacity);
     this.#times = new Float64Array(recentCapacity);
     this.#ports = new Uint16Array(recentCapacity);
+    this.#kinds = new Uint8Array(recentCapacity);
+    this.#flags = new Uint8Array(recentCapacity);
     this.#addrs = new Uint8Array(recentCapacity * ADDR_LEN);
     this.#probes = new Array<string | undefined>(recentCapacity);
   }
@@ -59,16 +65,19 @@ export class Feed {
   }
 
   /**
-   * A new connection: the source address is the 16 bytes at `records[at]`
-   * (IPv4-mapped for IPv4), copied; nothing is allocated unless someone is
-   * subscribed.
+   * A new connection (a probe: a SYN, a stealth segment or a tiny fragment,
+   * kind and tcpFlags as in the record): the source address is the 16 bytes
+   * at `records[at]` (IPv4-mapped for IPv4), copied; nothing is allocated
+   * unless someone is subscribed.
    */
-  publishConnection(timeMs: number, records: Uint8Array, at: number, port: number, probeId: string): void {
+  publishConnection(timeMs: number, records: Uint8Array, at: number, port: number, probeId: string, kind = 0, tcpFlags = 0): void {
     const slot = this.#claim();
     this.#objects[slot] = undefined;
     this.#probes[slot] = probeId;
     this.#times[slot] = timeMs;
     this.#ports[slot] = port;
+    this.#kinds[slot] = kind;
+    this.#flags[slot] = tcpFlags;
     const addrs = this.#addrs;
     const base = slot * ADDR_LEN;
     for (let i = 0; i < ADDR_LEN; i++) addrs[base + i] = records[at + i]!;
@@ -106,6 +115,7 @@ export class Feed {
     if (o) return o;
     const base = slot * ADDR_LEN;
     const source = formatAddress(Buffer.from(this.#addrs.buffer, this.#addrs.byteOffset + base, ADDR_LEN));
-    return { timeMs: this.#times[slot]!, kind: 'connection', source, port: this.#ports[slot]!, probeId: this.#probes[slot] ?? '', message: '' };
+    const message = probeLabel(this.#kinds[slot]!, this.#flags[slot]!);
+    return { timeMs: this.#times[slot]!, kind: 'connection', source, port: this.#ports[slot]!, probeId: this.#probes[slot] ?? '', message };
   }
 }

@@ -16,7 +16,7 @@ import type { ProbeSession } from './probes.js';
 import { sourceKey } from './sourcekey.js';
 
 // Offsets in struct pw_syn_event (bpf/packetwatch.h), read in place on the hot path.
-const { tsNs: OFF_TS, saddr: OFF_SADDR, dport: OFF_DPORT, scan: OFF_SCAN } = SYN_EVENT_OFFSET;
+const { tsNs: OFF_TS, saddr: OFF_SADDR, dport: OFF_DPORT, scan: OFF_SCAN, kind: OFF_KIND, tcpFlags: OFF_FLAGS } = SYN_EVENT_OFFSET;
 
 /** What the pipeline works with (the policy's context has it all). */
 export interface PipelineContext {
@@ -116,7 +116,7 @@ export function processRecords(ctx: PipelineContext, session: ProbeSession, batc
     const tsMs = (hi * 4294967296 + lo) / 1e6 + shiftMs;
     const port = buf[off + OFF_DPORT]! | (buf[off + OFF_DPORT + 1]! << 8);
     const at = off + OFF_SADDR;
-    feed.publishConnection(tsMs, buf, at, port, probeId);
+    feed.publishConnection(tsMs, buf, at, port, probeId, buf[off + OFF_KIND], buf[off + OFF_FLAGS]);
     const key = sourceKey(buf, at);
     const scan = buf[off + OFF_SCAN];
     const kernel: KernelBlock = scan === ScanVerdict.Blocked ? 'blocked' : scan === ScanVerdict.Capped ? 'capped' : 'none';

@@ -1,3 +1,4 @@
+import { ProbeKind, TCP_FLAGS } from '@packetwatch/bpf/records';
 import { parseAddress } from '@packetwatch/common';
 import { describe, expect, it } from 'vitest';
 import { Feed, type FeedEvent } from '../src/feed.js';
@@ -140,6 +141,14 @@ describe('Feed: raw connections', () => {
       { timeMs: T0 + 3, kind: 'connection', source: '2001:db8::9', port: 22, probeId: 'host/eth0', message: '' },
     ]);
     expect(feed.since(T0 + 2)).toHaveLength(2);
+  });
+
+  it("marks a connection that is not a SYN with its probe's kind", () => {
+    const feed = new Feed(4);
+    feed.publishConnection(T0, record('192.0.2.9'), 8, 80, 'p', ProbeKind.Stealth, TCP_FLAGS.FIN | TCP_FLAGS.PSH | TCP_FLAGS.URG);
+    feed.publishConnection(T0, record('192.0.2.9'), 8, 81, 'p', ProbeKind.Fragment, 0);
+    feed.publishConnection(T0, record('192.0.2.9'), 8, 82, 'p', ProbeKind.Syn, TCP_FLAGS.SYN);
+    expect(feed.since(0).map((e) => e.message)).toEqual(['XMAS', 'fragment', '']);
   });
 
   it('delivers formatted connections to subscribers, and says whether anyone watches', () => {

@@ -5,8 +5,9 @@ import { banner, header, row } from '../src/table.js';
 /** 13:03:57 local time, as the table prints it. */
 const AT = new Date(2026, 10, 25, 13, 3, 57).getTime();
 
-function event(kind: FeedKind, source: string, port = 0, timeMs = AT): FeedEvent {
-  return { timeMs, kind, source, port, probeId: 'host/lo', message: 'ignored by the table' };
+function event(kind: FeedKind, source: string, port = 0, timeMs = AT, marker = ''): FeedEvent {
+  // The table prints its own words for whitelist, blacklist and unblock events; a connection's message is its marker.
+  return { timeMs, kind, source, port, probeId: 'host/lo', message: kind === 'connection' ? marker : 'ignored by the table' };
 }
 
 describe('table: the header', () => {
@@ -21,6 +22,13 @@ describe('table: the header', () => {
 describe('table: rows in the seed layout', () => {
   it('prints a connection as time, source and port, without trailing spaces', () => {
     expect(row(event('connection', '127.0.0.1', 1))).toBe('13:03:57           127.0.0.1        1');
+  });
+
+  it('marks a probe that is not a SYN under MESSAGE, in the same layout', () => {
+    const line = row(event('connection', '192.0.2.7', 80, AT, 'XMAS'));
+    expect(line).toBe('13:03:57           192.0.2.7        80     XMAS probe');
+    expect(line.indexOf('XMAS')).toBe(header().indexOf('MESSAGE'));
+    expect(row(event('connection', '192.0.2.7', 81, AT, 'fragment'))).toBe('13:03:57           192.0.2.7        81     fragment probe');
   });
 
   it('puts the port under PORT and the source under SOURCE IP', () => {

@@ -18,17 +18,25 @@ export interface ProbeMetricsSources {
 
 const KERNEL: [name: string, help: string, counter: keyof Counters][] = [
   ['packetwatch_probe_frames_total', 'Frames seen by the XDP program', 'frames'],
-  ['packetwatch_probe_syn_total', 'New-connection SYNs (SYN set, ACK clear) seen', 'syn'],
-  ['packetwatch_probe_events_total', 'SYN events written to the ring buffer', 'events'],
-  ['packetwatch_probe_ringbuf_full_total', 'SYN events lost because the ring buffer was full', 'ringbufFull'],
-  ['packetwatch_probe_malformed_total', 'Frames that could not be parsed (passed)', 'malformed'],
-  ['packetwatch_probe_fragments_total', 'Non-first IP fragments (passed)', 'fragments'],
+  ['packetwatch_probe_syn_total', 'New-connection SYNs (SYN set; ACK, FIN, RST clear) seen', 'syn'],
+  ['packetwatch_probe_stealth_probes_total', 'Stealth probes seen: TCP, ACK clear, neither a SYN nor a bare RST (FIN, NULL, XMAS, ...)', 'stealth'],
+  ['packetwatch_probe_tiny_fragments_total', 'TCP first fragments without the whole TCP header, and IPv4 TCP fragments at offset 1 (dropped)', 'tinyFragments'],
+  ['packetwatch_probe_long_chains_total', 'IPv6 header chains longer than the XDP program walks (dropped)', 'longChains'],
+  ['packetwatch_probe_bogus_sources_total', 'IPv6 frames from IPv4-mapped or IPv4-compatible sources (dropped)', 'bogusSources'],
+  ['packetwatch_probe_events_total', 'Probe events (SYN, stealth, fragment) written to the ring buffer', 'events'],
+  ['packetwatch_probe_ringbuf_full_total', 'Probe events lost because the ring buffer was full', 'ringbufFull'],
+  ['packetwatch_probe_malformed_total', 'Frames that could not be parsed (passed, unless from a blocked source)', 'malformed'],
+  ['packetwatch_probe_fragments_total', 'Non-first IP fragments (passed, unless from a blocked source)', 'fragments'],
   ['packetwatch_probe_non_ip_total', 'Frames that are neither IPv4 nor IPv6', 'nonIp'],
   ['packetwatch_probe_non_tcp_total', 'IP packets that are not TCP', 'nonTcp'],
   ['packetwatch_probe_allowlisted_total', 'Frames of blocked sources passed because allowlisted', 'allowlisted'],
   ['packetwatch_probe_block_expired_total', 'Frames of sources whose block had expired', 'blockExpired'],
   ['packetwatch_probe_scans_blocked_total', 'Scanners the in-kernel detector blocked', 'scanBlocked'],
   ['packetwatch_probe_scans_capped_total', 'In-kernel detections not blocked (per-minute cap or full blocklist)', 'scanCapped'],
+  ['packetwatch_probe_scan_admitted_total', 'Sources the in-kernel detector started to track (probation)', 'scanAdmitted'],
+  ['packetwatch_probe_scan_promoted_total', "Sources moved from the in-kernel detector's probation to its protected space", 'scanPromoted'],
+  ['packetwatch_probe_scan_probation_evicted_total', "Sources forgotten from the in-kernel detector's probation to make room", 'probationEvicted'],
+  ['packetwatch_probe_scan_protected_evicted_total', "Sources forgotten from the in-kernel detector's protected space to make room", 'protectedEvicted'],
 ];
 
 export class ProbeMetrics implements Scrapeable {
@@ -68,12 +76,13 @@ export class ProbeMetrics implements Scrapeable {
     }
     new Counter({
       name: 'packetwatch_probe_dropped_total',
-      help: 'Frames of blocked sources dropped, by kind',
+      help: 'Frames of blocked sources dropped, by kind: syn (new-connection SYNs), probe (stealth and fragment probes), other',
       labelNames: ['kind'],
       registers: [r],
       collect() {
         this.reset();
         this.inc({ kind: 'syn' }, Number(counters().synDropped));
+        this.inc({ kind: 'probe' }, Number(counters().probeDropped));
         this.inc({ kind: 'other' }, Number(counters().otherDropped));
       },
     });

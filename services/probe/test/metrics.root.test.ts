@@ -1,7 +1,7 @@
 // The probe's /metrics over a real datapath: the kernel counters a scrape
 // shows are the counters at that scrape, read once and shared by every
 // kernel metric of it, never carried over to the next scrape.
-import { Datapath, synFrame } from '@packetwatch/bpf';
+import { Datapath, TCP_FLAGS, destinationOptions, synFrame, tcpFrame } from '@packetwatch/bpf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProbeMetrics } from '../src/metrics.js';
 
@@ -55,6 +55,28 @@ describe('probe metrics', () => {
       }
       before = after;
     }
+  });
+
+  it('shows the evasion paths: stealth probes, tiny fragments, long chains, bogus sources, probes dropped from a blocked source', async () => {
+    const before = await metrics.metrics();
+    const run = (frame: Buffer) => dp.program.testRun({ data: frame });
+    run(tcpFrame('192.0.2.9', '198.51.100.1', 40000, 22, TCP_FLAGS.FIN));
+    run(tcpFrame('192.0.2.9', '198.51.100.1', 40000, 22, TCP_FLAGS.SYN, { moreFragments: true, l4Bytes: 8 }));
+    run(synFrame('2001:db8::9', '2001:db8::1', 40000, 22, { ipv6ExtHeaders: destinationOptions(40) }));
+    run(synFrame('::ffff:192.0.2.9', '2001:db8::1', 40000, 22));
+    dp.block('192.0.2.10');
+    run(tcpFrame('192.0.2.10', '198.51.100.1', 40000, 22, 0));
+    dp.unblock('192.0.2.10');
+    const after = await metrics.metrics();
+    const moved = (name: string) => value(after, name) - value(before, name);
+    expect({
+      stealth: moved('packetwatch_probe_stealth_probes_total'),
+      tiny: moved('packetwatch_probe_tiny_fragments_total'),
+      long: moved('packetwatch_probe_long_chains_total'),
+      bogus: moved('packetwatch_probe_bogus_sources_total'),
+      probeDropped: moved('packetwatch_probe_dropped_total{kind="probe"}'),
+      admitted: moved('packetwatch_probe_scan_admitted_total'),
+    }).toEqual({ stealth: 2, tiny: 1, long: 1, bogus: 1, probeDropped: 1, admitted: 0 });
   });
 
   it('reads the counters map once per scrape', async () => {
