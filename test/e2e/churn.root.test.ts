@@ -7,8 +7,9 @@
 // exact whatever the machine's speed. Both detectors must catch it, and
 // their admission counters must show the churn, exactly.
 import { join } from 'node:path';
-import { type Counters, blockCodec, countersCodec, parseAddress, sumCounters } from '@packetwatch/bpf';
-import { BpfMap, u32 } from 'libbpf-ts';
+import { blockCodec, parseAddress } from '@packetwatch/bpf';
+import type { DatapathCounters } from '@packetwatch/proto';
+import { BpfMap } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
 import { Services, listAllBlocks, listAllDecisions } from './services.js';
@@ -34,7 +35,9 @@ const SLOW_MS = 120_000;
 
 /**
  * The sender: one raw socket on the attacker's end of the veth, frames built
- * before the first is sent, then sent at `rate` a second in bursts of 32.
+ * before the first is sent, then sent at `rate` a second in bursts of 32
+ * (the namespace pair's sendFromAttacker sends as fast as it can: a flood
+ * at a set rate needs its own pacing).
  * Plan items: "s<port>" a SYN of the scanner, "f<count>" that many forged
  * sources, continuing from the last.
  */
@@ -73,22 +76,17 @@ for i, f in enumerate(frames):
 print(json.dumps({'sent': len(frames), 'seconds': time.monotonic() - start}))
 `;
 
-type Admission = Pick<Counters, 'syn' | 'scanAdmitted' | 'scanPromoted' | 'probationEvicted' | 'protectedEvicted' | 'scanBlocked'>;
+type Admission = Pick<DatapathCounters, 'syn' | 'scanAdmitted' | 'scanPromoted' | 'probationEvicted' | 'protectedEvicted' | 'scanBlocked'>;
 
 describe('churn-proof tracking under a forged-source flood', () => {
   let net: NamespacePair;
   let svc: Services;
 
   const pinned = (map: string) => BpfMap.openPinned(join(svc.pinRoot, net.victimIf, map));
-  /** The XDP program's counters, read from its pinned map. */
-  const kernel = (): Admission => {
-    const map = pinned('counters');
-    try {
-      const c = sumCounters(map.perCpuTyped(u32, countersCodec).get(0) ?? []);
-      return { syn: c.syn, scanAdmitted: c.scanAdmitted, scanPromoted: c.scanPromoted, probationEvicted: c.probationEvicted, protectedEvicted: c.protectedEvicted, scanBlocked: c.scanBlocked };
-    } finally {
-      map.close();
-    }
+  /** The XDP program's counters, as the probe reports them (GetStatus). */
+  const kernel = async (): Promise<Admission> => {
+    const c = (await svc.probeStatus()).counters!;
+    return { syn: c.syn, scanAdmitted: c.scanAdmitted, scanPromoted: c.scanPromoted, probationEvicted: c.probationEvicted, protectedEvicted: c.protectedEvicted, scanBlocked: c.scanBlocked };
   };
   const policyMetrics = async (): Promise<Map<string, number>> => {
     const r = await net.inVictim('curl', ['-s', `http://127.0.0.1:${METRICS_PORT}/metrics`]);
@@ -147,22 +145,21 @@ describe('churn-proof tracking under a forged-source flood', () => {
     expect(BEFORE_SECOND).toBeLessThan(Math.min(KERNEL_PROBATION, POLICY_PROBATION));
 
     // Nothing admitted yet: the scanner's first SYN takes the first slot of each probation ring.
-    const k0 = kernel();
+    const k0 = await kernel();
     const p0 = await policy();
     expect({ admitted: k0.scanAdmitted, policyAdmitted: p0.admitted }).toEqual({ admitted: 0n, policyAdmitted: 0 });
 
     const mac = (await net.inVictim('cat', [`/sys/class/net/${net.victimIf}/address`])).stdout.trim();
-    const attackerIf = (await net.inAttacker('ls', ['/sys/class/net'])).stdout.split('\n').find((n) => n.startsWith('pwa'))!;
     const plan = [`s${SCANNER_PORTS[0]}`, `f${BEFORE_SECOND}`, `s${SCANNER_PORTS[1]}`, `f${BEFORE_THIRD}`, `s${SCANNER_PORTS[2]}`].join(',');
-    const r = await net.inAttacker('/usr/bin/python3', ['-c', SENDER, attackerIf, mac, net.victimAddr, SCANNER, String(RATE), plan], SLOW_MS);
+    const r = await net.inAttacker('/usr/bin/python3', ['-c', SENDER, net.attackerIf, mac, net.victimAddr, SCANNER, String(RATE), plan], SLOW_MS);
     expect(r.stderr).toBe('');
     const sent = JSON.parse(r.stdout) as { sent: number; seconds: number };
     expect(sent.sent).toBe(FORGED + 3);
     console.log('churn flood:', JSON.stringify({ ...sent, perSecond: Math.round(sent.sent / sent.seconds) }));
 
     // Every frame reached the program (a veth drops none at this pace).
-    await waitFor('the flood counted by the XDP program', () => (kernel().syn - k0.syn >= BigInt(FORGED + 3) ? true : undefined), SLOW_MS);
-    const k = kernel();
+    await waitFor('the flood counted by the XDP program', async () => ((await kernel()).syn - k0.syn >= BigInt(FORGED + 3) ? true : undefined), SLOW_MS);
+    const k = await kernel();
     // Admissions: every forged source and the scanner's first SYN. Its
     // second promoted it; the ring's first lap leaves its slot empty, so
     // every admission past the first lap forgets one, but for that slot.
