@@ -952,11 +952,7 @@ static __always_inline void scan_promote(const struct pw_addr *key, struct pw_sc
  * once for every parsing path that reaches it, which would exceed its
  * complexity limit.
  *
- * A source is looked up in probation, then in the protected space: most
- * sources (clients) hit one port, and take one lookup. A SYN racing a
- * promotion on another CPU can find the source still in probation; its own
- * promotion then fails to enter the protected space (the other's history
- * stands) and its hit is lost, as for two first SYNs racing. Nothing
+ * A source is looked up in the protected space, then in probation. Nothing
  * the spaces add changes a decision while nothing is evicted: a source in
  * probation holds exactly the history a scanners value with one entry would
  * (its port, the time of its most recent hit), and its promotion builds that
@@ -984,8 +980,15 @@ __noinline int pw_track_scan(const struct pw_addr *key, const struct pw_addr *sr
 		return scan_block(key, src, now);
 
 	cnt = bpf_map_lookup_elem(&counters, &zero);
-	p = bpf_map_lookup_elem(&scan_probation, key);
-	if (p) {
+	s = bpf_map_lookup_elem(&scanners, key);
+	if (!s) {
+		p = bpf_map_lookup_elem(&scan_probation, key);
+		if (!p) {
+			/* T or more older than the clock: expired on arrival. */
+			if (clock - now < scan_window_ns)
+				scan_admit(key, dport, now, clock, cnt);
+			return PW_SCAN_NONE;
+		}
 		if (clock > p->time_ns && clock - p->time_ns >= scan_window_ns) {
 			/* Idle for T or more: expired, as below. */
 			if (clock - now >= scan_window_ns)
@@ -1007,24 +1010,14 @@ __noinline int pw_track_scan(const struct pw_addr *key, const struct pw_addr *sr
 			return PW_SCAN_NONE;
 		scan_restart(s, n, p->port, p->time_ns);
 		fresh = 1;
-	} else {
-		s = bpf_map_lookup_elem(&scanners, key);
-		if (!s) {
-			/* T or more older than the clock: expired on arrival. */
-			if (clock - now < scan_window_ns)
-				scan_admit(key, dport, now, clock, cnt);
-			return PW_SCAN_NONE;
-		}
-		if (clock > s->last_ns && clock - s->last_ns >= scan_window_ns) {
-			/* Idle for T or more: its history is expired, and the source
-			 * goes back to probation with this hit. (last_ns can be ahead
-			 * of the clock read above when another CPU has just moved
-			 * both.) */
-			bpf_map_delete_elem(&scanners, key);
-			if (clock - now < scan_window_ns)
-				scan_admit(key, dport, now, clock, cnt);
-			return PW_SCAN_NONE;
-		}
+	} else if (clock > s->last_ns && clock - s->last_ns >= scan_window_ns) {
+		/* Idle for T or more: its history is expired, and the source goes
+		 * back to probation with this hit. (last_ns can be ahead of the
+		 * clock read above when another CPU has just moved both.) */
+		bpf_map_delete_elem(&scanners, key);
+		if (clock - now < scan_window_ns)
+			scan_admit(key, dport, now, clock, cnt);
+		return PW_SCAN_NONE;
 	}
 
 	count = s->count;
