@@ -952,7 +952,11 @@ static __always_inline void scan_promote(const struct pw_addr *key, struct pw_sc
  * once for every parsing path that reaches it, which would exceed its
  * complexity limit.
  *
- * A source is looked up in the protected space, then in probation. Nothing
+ * A source is looked up in the protected space, then in probation: the
+ * protected space's buckets are 16 times fewer, so its miss (for a source
+ * with one port) is more often in the cache than a miss in probation's would
+ * be (for a source with more): bench-datapath's new-port-full, one SYN a
+ * call, took 250 ns with probation first against 93 ns this way. Nothing
  * the spaces add changes a decision while nothing is evicted: a source in
  * probation holds exactly the history a scanners value with one entry would
  * (its port, the time of its most recent hit), and its promotion builds that
