@@ -124,7 +124,8 @@ struct pw_scan {
 	__u64 min_ns;   /* the oldest of the times kept */
 	__u8 count;     /* entries in use, 1..N */
 	__u8 min_idx;   /* an entry whose time is min_ns */
-	__u8 _pad[6];
+	__u8 _pad[2];
+	__u32 seq;      /* its promotion's number (low 32 bits): its slot in protected_ring */
 };
 
 #define PW_SCAN_GROUP 8
@@ -134,6 +135,17 @@ struct pw_scan {
 #define PW_SCAN_GMIN_OFF(n) (PW_SCAN_TIMES_OFF(n) + 8 * (n))
 #define PW_SCAN_GIDX_OFF(n) (PW_SCAN_GMIN_OFF(n) + 8 * PW_SCAN_GROUPS(n))
 #define PW_SCAN_STATE_SIZE(n) (PW_SCAN_GIDX_OFF(n) + 8 * ((PW_SCAN_GROUPS(n) + 7) / 8))
+
+/* A value of the scan_probation map: a source the detector has seen on one
+ * port only (admission, docs/detection.md "Memory"). Its one hit, and the
+ * number of its admission (low 32 bits), which names its slot in
+ * probation_ring: the slot's next admission forgets it. */
+struct pw_probation {
+	__u64 time_ns;  /* the hit's time (the most recent hit of that port) */
+	__u32 seq;
+	__u16 port;
+	__u16 _pad;
+};
 
 /* Value of the one-slot scan_rate array: kernel blocks in the current minute. */
 struct pw_scan_rate {

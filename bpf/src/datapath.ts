@@ -44,6 +44,10 @@ import {
 /** The maps a pinned Datapath shares with the next run (the ring buffer's readers and the detector's state are per run). */
 const PINNED_MAPS = ['blocklist', 'allowlist', 'list_gen', 'counters', 'events', 'probe_config'];
 
+/** The detector's default space sizes (PW_SCAN_TABLE_SIZE, PW_SCAN_PROBATION_SIZE). */
+export const SCAN_TABLE_SIZE = 65_536;
+export const SCAN_PROBATION_SIZE = 1 << 20;
+
 /** The pinned map holding the policy's last scan configuration (struct pw_probe_config). */
 export const PROBE_CONFIG_MAP = 'probe_config';
 
@@ -279,8 +283,10 @@ export interface DatapathOptions {
   scanBlocksPerMinute?: number;
   /** How long a block beyond the per-minute budget lasts (default DEFAULT_CAPPED_BLOCK_SECONDS). */
   scanCappedBlockSeconds?: number;
-  /** Entries of the scanners LRU (default 65,536). */
+  /** Sources the detector's protected space holds (sources with two distinct ports or more: the scanners hash and protected_ring; default 65,536). */
   scanTableSize?: number;
+  /** Sources the detector's probation holds (sources seen on one port: scan_probation and probation_ring; default 1,048,576). */
+  scanProbationSize?: number;
   /** IPv6 sources are tracked and blocked by this prefix length (default 64). */
   ipv6Prefix?: number;
   /** IPv4 sources likewise (default 32). */
@@ -348,7 +354,17 @@ export class Datapath {
       if (opts.blocklistSize !== undefined) spec.setMaxEntries('blocklist', opts.blocklistSize);
       if (opts.allowlistSize !== undefined) spec.setMaxEntries('allowlist', opts.allowlistSize);
       if (opts.ringBufferBytes !== undefined) spec.setMaxEntries('events', opts.ringBufferBytes);
-      if (opts.scanTableSize !== undefined) spec.setMaxEntries('scanners', opts.scanTableSize);
+      // Each space: a ring and a hash of its size (bpf/packetwatch.bpf.c).
+      for (const [size, dflt, hash, ring, constant] of [
+        [opts.scanTableSize, SCAN_TABLE_SIZE, 'scanners', 'protected_ring', 'scan_protected_size'],
+        [opts.scanProbationSize, SCAN_PROBATION_SIZE, 'scan_probation', 'probation_ring', 'scan_probation_size'],
+      ] as const) {
+        const n = size ?? dflt;
+        if (!Number.isInteger(n) || n < 1 || n > 1 << 24) throw new RangeError(`${ring} size must be 1 to ${1 << 24}, got ${n}`);
+        spec.setMaxEntries(ring, n);
+        spec.setMaxEntries(hash, n);
+        spec.setConstant(constant, n);
+      }
       const ports = opts.scanPorts ?? 0;
       if (!Number.isInteger(ports) || ports < 0 || ports > SCAN_MAX_PORTS) {
         throw new RangeError(`scanPorts must be 0 to ${SCAN_MAX_PORTS}, got ${ports}`);

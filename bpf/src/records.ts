@@ -103,6 +103,8 @@ export interface ScanHead {
   count: number;
   /** An entry whose time is minNs. */
   minIdx: number;
+  /** Its promotion's number (low 32 bits): its slot in protected_ring is seq mod the space's size. */
+  seq: number;
 }
 
 export const scanHeadCodec: StructCodec<ScanHead> = struct<ScanHead>(24, {
@@ -110,6 +112,22 @@ export const scanHeadCodec: StructCodec<ScanHead> = struct<ScanHead>(24, {
   minNs: { offset: 8, codec: u64 },
   count: { offset: 16, codec: u8 },
   minIdx: { offset: 17, codec: u8 },
+  seq: { offset: 20, codec: u32 },
+});
+
+/** struct pw_probation: a value of scan_probation, a source the detector has seen on one port only. */
+export interface ProbationEntry {
+  /** The time of its hit (CLOCK_BOOTTIME ns). */
+  timeNs: bigint;
+  /** Its admission's number (low 32 bits): its slot in probation_ring is seq mod the space's size. */
+  seq: number;
+  port: number;
+}
+
+export const probationCodec: StructCodec<ProbationEntry> = struct<ProbationEntry>(16, {
+  timeNs: { offset: 0, codec: u64 },
+  seq: { offset: 8, codec: u32 },
+  port: { offset: 12, codec: u16 },
 });
 
 /** Entries a group of the scanners value covers (PW_SCAN_GROUP). */
@@ -160,7 +178,7 @@ export function encodeScanHistory(n: number, entries: readonly (readonly [number
   }
   const minIdx = argmin(0, entries.length);
   const lastNs = entries.reduce((m, [, ns]) => (ns > m ? ns : m), 0n);
-  scanHeadCodec.write({ lastNs, minNs: entries[minIdx]![1], count: entries.length, minIdx, ...head }, value, 0);
+  scanHeadCodec.write({ lastNs, minNs: entries[minIdx]![1], count: entries.length, minIdx, seq: 0, ...head }, value, 0);
   return value;
 }
 

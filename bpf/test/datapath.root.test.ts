@@ -934,7 +934,7 @@ describe('in-kernel scan detection', () => {
       const [port6, stamped] = after.entries[5] as [number, bigint];
       expect(port6).toBe(6);
       expect(stamped >= before - COARSE_LAG_NS && stamped <= clock.boottimeNs()).toBe(true);
-      expect(after.head).toEqual({ lastNs: stamped, minNs: now - 100n * s, count: 6, minIdx: 0 });
+      expect(after.head).toEqual({ lastNs: stamped, minNs: now - 100n * s, count: 6, minIdx: 0, seq: 0 });
       // Port 1, the oldest, refreshed: the six now span 50 s.
       expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40001, 1))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.Blocked] });
       expect(dp.collection.map('scanners').lookup(parseAddress(ATTACKER))).toBeUndefined();

@@ -17,6 +17,7 @@ import {
   lpmKeyCodec,
   probeConfigCodec,
   scanHeadCodec,
+  probationCodec,
   scanStateSize,
   synEventCodec,
   addrCodec,
@@ -137,6 +138,7 @@ describe('record codecs match the BTF of the compiled object', () => {
 
   it('struct pw_scan (head of a scanners value) and the most ports the detector takes', () => {
     expect(codecLayout(scanHeadCodec)).toEqual(btfLayout('pw_scan'));
+    expect(codecLayout(probationCodec)).toEqual(btfLayout('pw_probation'));
     const limit = named('ENUM', 'pw_scan_limit').values!;
     expect(limit).toEqual([{ name: 'PW_SCAN_MAX_PORTS', val: SCAN_MAX_PORTS }]);
   });
@@ -145,7 +147,7 @@ describe('record codecs match the BTF of the compiled object', () => {
     const spec = ObjectSpec.open(OBJECT);
     try {
       const sizes = Object.fromEntries(spec.maps.filter((m) => m.name.startsWith('scan')).map((m) => [m.name, m.valueSize]));
-      expect(sizes).toMatchObject({ scanners: scanStateSize(SCAN_MAX_PORTS), scan_fresh: scanStateSize(SCAN_MAX_PORTS) });
+      expect(sizes).toMatchObject({ scanners: scanStateSize(SCAN_MAX_PORTS), scan_fresh: scanStateSize(SCAN_MAX_PORTS), scan_probation: probationCodec.size });
     } finally {
       spec.close();
     }

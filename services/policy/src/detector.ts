@@ -29,13 +29,34 @@
  *   a sweep has run yet, so detections do not depend on when sweeps happen.
  *   With events in order, expiry loses no detection: every later hit is at
  *   least T after every forgotten one.
- * - Hard cap (maxSources): a new source arriving at the cap first reclaims
- *   expired sources; if none is expired, the least recently hit tracked
- *   source (never the new one) is evicted and counted in `evictions`. Sources
- *   are kept on a recency list, so both steps are O(1): with events in order
- *   the expired sources are exactly the head of the list. (A source moved to
- *   the tail by a late event can hide an expired one behind it; the next
- *   sweep() finds it.) An evicted source loses its history.
+ * - Admission (docs/detection.md, "Memory"): the cap (maxSources) is split
+ *   into two spaces. A new source waits in probation, which keeps its one
+ *   hit (the port, the pair for the fleet rule, the time); its second
+ *   distinct port (or pair) promotes it to the protected space, which keeps
+ *   the full history below. Probation is a ring of probationSources slots,
+ *   first in first out: the k-th admission takes slot k mod probationSources
+ *   and forgets the source admitted there probationSources admissions
+ *   earlier, if it is still there (counted in `probationEvictions`, or in
+ *   `expired` when its hit had expired anyway). So a flood of single-hit
+ *   sources (forged ones) forgets a source's first hit only after
+ *   probationSources newer admissions, and never touches the protected
+ *   space: a scanner is detected whenever fewer than probationSources other
+ *   sources are admitted between its first two distinct ports. A source
+ *   promoted at the cap of the protected space (maxSources -
+ *   probationSources) first reclaims expired sources; if none is expired,
+ *   the least recently hit protected source (never the new one) is evicted
+ *   and counted in `protectedEvictions`. Protected sources are kept on a
+ *   recency list, so both steps are O(1): with events in order the expired
+ *   sources are exactly the head of the list. (A source moved to the tail
+ *   by a late event can hide an expired one behind it; the next sweep()
+ *   finds it.) An evicted source loses its history. Nothing here changes a
+ *   decision while nothing is evicted: a source in probation holds exactly
+ *   the history of one entry it would hold in a slot, and its promotion
+ *   builds that history (in a scratch slot) and applies the second hit to it
+ *   as to any other; a crossing there (N = 2) is detected straight from
+ *   probation, which is not counted as a promotion. A source whose history
+ *   expires goes back to probation with its new hit (an admission). The XDP
+ *   program runs the same design (bpf/packetwatch.bpf.c, pw_track_scan).
  * - forget(source) drops a source's history (an operator unblocked it).
  * - `expired` counts sources forgotten for idleness, whoever noticed it:
  *   sweep(), the reclaim at the cap, or observe() when an idle source came
@@ -57,18 +78,26 @@
  * would be a lower per-host threshold in disguise.
  *
  * Layout (the hot path allocates nothing per event, no per-source objects):
- * a Map from source key to slot number and a struct-of-arrays pool of slots:
+ * a Map from source key to slot number (a protected slot s as s, a
+ * probation slot p as ~p, a negative number), the probation ring as three
+ * arrays (keys, pairs as Uint32Array: the probe's number in the high 16
+ * bits, the port in the low 16, and times as Float64Array: 12 bytes a slot
+ * besides its key), and for the protected space a struct-of-arrays pool of slots:
  * ports (Uint16Array, N per slot), times (Float64Array, N per slot), counts
  * (Uint8Array, 0 = free slot), last (Float64Array, most recent hit), prev and
  * next (Int32Array, the recency list), a free-slot stack and the slots' keys
  * (to delete the Map entry on release). Keys are SourceKeys: an IPv4 source
- * is an int32 (inline in the Map), so its hit allocates nothing. The arrays grow by doubling, from
- * 4096 slots up to exactly maxSources, so a large cap costs nothing up front.
- * With N = 3 that is 59 bytes per slot, plus the Map entry and the key
- * string the caller made. The fleet rule adds, per slot, F pairs
+ * is an int32 (inline in the Map), so its hit allocates nothing. The arrays
+ * of each space grow by doubling, from 4096 slots up to exactly its size, so
+ * a large cap costs nothing up front.
+ * With N = 3 that is 59 bytes per protected slot and 20 per probation slot
+ * (its key's reference included), plus the Map entry and the key string the
+ * caller made: measured on the heap with IPv4 keys, about 92 and 52 bytes a
+ * source. The fleet rule adds, per protected slot, F pairs
  * (Uint32Array: the probe's number in the high 16 bits, the port in the low
  * 16), their times (Float64Array) and a count: 12 F + 1 bytes, 121 with
- * F = 10 (nothing when it is off). Only a detection allocates (its result).
+ * F = 10 (nothing when it is off). Only a detection allocates (its result);
+ * a promotion copies the scratch slot into its protected slot in place.
  */
 
 import type { SourceKey } from './sourcekey.js';
@@ -78,8 +107,10 @@ export interface DetectorOptions {
   portThreshold: number;
   /** T: the window in seconds, > 0 (fractional allowed). */
   windowSeconds: number;
-  /** Hard cap on tracked sources, 1..16,777,216 (V8's limit for a Map). */
+  /** Hard cap on tracked sources, 2..16,777,216 (V8's limit for a Map), both spaces together. */
   maxSources: number;
+  /** Of them, sources in probation (seen on one port): 1..maxSources - 1; default probationSpace(maxSources). */
+  probationSources?: number;
   /** F: distinct (probe, port) pairs that make a scan across the fleet, 0 (off, the default) or N..255. */
   pairThreshold?: number;
 }
@@ -118,6 +149,11 @@ const NONE = -1;
 /** A pair is probe * PAIR_PROBE + port: probe numbers and ports are 16 bits each. */
 const PAIR_PROBE = 0x10000;
 
+/** The default share of probation in maxSources: all but an eighth (at least one slot each). */
+export function probationSpace(maxSources: number): number {
+  return maxSources - Math.max(1, Math.floor(maxSources / 8));
+}
+
 /** A source's hits, by time then target, for a Detection. */
 type Hit = { target: number; ms: number };
 
@@ -126,7 +162,9 @@ export class Detector {
   /** F, 0 when the fleet rule is off. */
   private readonly f: number;
   private readonly windowMs: number;
-  private readonly maxSources: number;
+  /** The protected space's size, and probation's. */
+  private readonly maxProtected: number;
+  private readonly maxProbation: number;
 
   private readonly index = new Map<SourceKey, number>();
   private readonly keys: (SourceKey | undefined)[] = [];
@@ -150,8 +188,29 @@ export class Detector {
   private tail = NONE;
   /** The newest event timestamp seen. */
   private clock = -Infinity;
-  private evictedTotal = 0;
   private expiredTotal = 0;
+  private admittedTotal = 0;
+  private promotedTotal = 0;
+  private probationEvictedTotal = 0;
+  private protectedEvictedTotal = 0;
+  /** Sources in the protected space. */
+  private protectedCount = 0;
+
+  /** Probation: a ring of slots, each a source's one hit (its key, pair, time); undefined key = empty. */
+  private readonly pKeys: (SourceKey | undefined)[] = [];
+  private pPairs = new Uint32Array(0);
+  private pTimes = new Float64Array(0);
+  private pCapacity = 0;
+  /** The slot of the next admission. */
+  private pHead = 0;
+
+  /** A scratch slot where a promotion's history is put together: pool layout, slot 0. */
+  private readonly sPorts: Uint16Array;
+  private readonly sTimes: Float64Array;
+  private readonly sPairs: Uint32Array;
+  private readonly sPairTimes: Float64Array;
+  private readonly sCounts = new Uint8Array(1);
+  private readonly sPairCounts = new Uint8Array(1);
 
   constructor(opts: DetectorOptions) {
     const { portThreshold, windowSeconds, maxSources, pairThreshold = 0 } = opts;
@@ -164,13 +223,22 @@ export class Detector {
     if (!Number.isFinite(windowSeconds) || windowSeconds <= 0) {
       throw new RangeError(`windowSeconds must be a finite number > 0, got ${windowSeconds}`);
     }
-    if (!Number.isInteger(maxSources) || maxSources < 1 || maxSources > MAX_SOURCES) {
-      throw new RangeError(`maxSources must be an integer in 1..${MAX_SOURCES}, got ${maxSources}`);
+    if (!Number.isInteger(maxSources) || maxSources < 2 || maxSources > MAX_SOURCES) {
+      throw new RangeError(`maxSources must be an integer in 2..${MAX_SOURCES}, got ${maxSources}`);
+    }
+    const probation = opts.probationSources ?? probationSpace(maxSources);
+    if (!Number.isInteger(probation) || probation < 1 || probation >= maxSources) {
+      throw new RangeError(`probationSources must be an integer in 1..${maxSources - 1} (below maxSources), got ${probation}`);
     }
     this.n = portThreshold;
     this.f = pairThreshold;
     this.windowMs = windowSeconds * 1000;
-    this.maxSources = maxSources;
+    this.maxProbation = probation;
+    this.maxProtected = maxSources - probation;
+    this.sPorts = new Uint16Array(portThreshold);
+    this.sTimes = new Float64Array(portThreshold);
+    this.sPairs = new Uint32Array(pairThreshold);
+    this.sPairTimes = new Float64Array(pairThreshold);
   }
 
   /**
@@ -193,36 +261,128 @@ export class Detector {
     const windowMs = this.windowMs;
     const stale = this.clock - tsMs >= windowMs;
     const pair = probe * PAIR_PROBE + port;
-    let slot = this.index.get(source);
+    const f = this.f;
+    const slot = this.index.get(source);
     if (slot === undefined) {
-      if (stale) return undefined;
-      slot = this.allocate(source);
-      this.start(slot, port, pair, tsMs);
+      if (!stale) this.admit(source, pair, tsMs);
       return undefined;
     }
+    if (slot < 0) return this.probationHit(~slot, source, port, pair, tsMs, stale);
     const last = this.last;
     if (this.clock - last[slot]! >= windowMs) {
-      // Idle for T or more: its history is expired, the source starts afresh.
+      // Idle for T or more: its history is expired, the source starts afresh, in probation.
       this.expiredTotal++;
-      if (stale) this.release(slot);
-      else this.start(slot, port, pair, tsMs);
+      this.release(slot);
+      if (!stale) this.admit(source, pair, tsMs);
       return undefined;
     }
 
     const hostFull = this.record(this.ports, this.times, this.counts, n, slot, port, tsMs);
-    const f = this.f;
     const fleetFull = f > 0 && this.record(this.pairs, this.pairTimes, this.pairCounts, f, slot, pair, tsMs);
     if (tsMs > last[slot]!) this.touch(slot, tsMs);
-    if (hostFull && this.within(this.times, n, slot)) return this.detect(slot, source, port, tsMs, false);
-    if (fleetFull && this.within(this.pairTimes, f, slot)) return this.detect(slot, source, port, tsMs, true);
+    const lastMs = last[slot]!;
+    if (hostFull && this.within(this.times, n, slot, lastMs)) return this.detect(this.ports, this.times, n, slot, source, port, tsMs, false, slot);
+    if (fleetFull && this.within(this.pairTimes, f, slot, lastMs)) return this.detect(this.pairs, this.pairTimes, f, slot, source, port, tsMs, true, slot);
     return undefined;
+  }
+
+  /**
+   * A hit of a source in probation slot p: expiry as for any source, a
+   * repeated port (or pair) moves the hit's time, a second distinct one
+   * promotes it (or detects it, with N = 2).
+   */
+  private probationHit(p: number, source: SourceKey, port: number, pair: number, tsMs: number, stale: boolean): Detection | undefined {
+    const t0 = this.pTimes[p]!;
+    if (this.clock - t0 >= this.windowMs) {
+      this.expiredTotal++;
+      this.releaseProbation(p);
+      if (!stale) this.admit(source, pair, tsMs);
+      return undefined;
+    }
+    const n = this.n;
+    const f = this.f;
+    const pair0 = this.pPairs[p]!;
+    const port0 = pair0 & 0xffff;
+    if (port0 === port && (f === 0 || pair0 === pair)) {
+      if (tsMs > t0) this.pTimes[p] = tsMs;
+      return undefined;
+    }
+    // The history of one entry the source stands for, in the scratch slot, and the hit applied to it.
+    const { sPorts, sTimes, sPairs, sPairTimes, sCounts, sPairCounts } = this;
+    sPorts[0] = port0;
+    sTimes[0] = t0;
+    sCounts[0] = 1;
+    if (f > 0) {
+      sPairs[0] = pair0;
+      sPairTimes[0] = t0;
+      sPairCounts[0] = 1;
+    }
+    const hostFull = this.record(sPorts, sTimes, sCounts, n, 0, port, tsMs);
+    const fleetFull = f > 0 && this.record(sPairs, sPairTimes, sPairCounts, f, 0, pair, tsMs);
+    const lastMs = tsMs > t0 ? tsMs : t0;
+    this.releaseProbation(p);
+    if (hostFull && this.within(sTimes, n, 0, lastMs)) return this.detect(sPorts, sTimes, n, 0, source, port, tsMs, false, NONE);
+    if (fleetFull && this.within(sPairTimes, f, 0, lastMs)) return this.detect(sPairs, sPairTimes, f, 0, source, port, tsMs, true, NONE);
+    const slot = this.allocate(source);
+    // Copied entry by entry: a subarray() view would be an allocation.
+    const c = sCounts[0]!;
+    const { ports, times } = this;
+    for (let j = 0, at = slot * n; j < c; j++, at++) {
+      ports[at] = sPorts[j]!;
+      times[at] = sTimes[j]!;
+    }
+    this.counts[slot] = c;
+    if (f > 0) {
+      const pc = sPairCounts[0]!;
+      const { pairs, pairTimes } = this;
+      for (let j = 0, at = slot * f; j < pc; j++, at++) {
+        pairs[at] = sPairs[j]!;
+        pairTimes[at] = sPairTimes[j]!;
+      }
+      this.pairCounts[slot] = pc;
+    }
+    this.touch(slot, lastMs);
+    this.promotedTotal++;
+    return undefined;
+  }
+
+  /** A source enters probation with one hit, in the ring's next slot, whose occupant (if any) it forgets. */
+  private admit(source: SourceKey, pair: number, tsMs: number): void {
+    let p = this.pHead;
+    if (p === this.pCapacity) this.growProbation();
+    const old = this.pKeys[p];
+    if (old !== undefined) {
+      this.index.delete(old);
+      if (this.clock - this.pTimes[p]! >= this.windowMs) this.expiredTotal++;
+      else this.probationEvictedTotal++;
+    }
+    this.pKeys[p] = source;
+    this.pPairs[p] = pair;
+    this.pTimes[p] = tsMs;
+    this.index.set(source, ~p);
+    this.admittedTotal++;
+    p++;
+    this.pHead = p === this.maxProbation ? 0 : p;
+  }
+
+  private releaseProbation(p: number): void {
+    this.index.delete(this.pKeys[p]!);
+    this.pKeys[p] = undefined;
+  }
+
+  private growProbation(): void {
+    const cap = Math.min(this.maxProbation, Math.max(FIRST_CHUNK, this.pCapacity * 2));
+    this.pPairs = enlarged(this.pPairs, cap);
+    this.pTimes = enlarged(this.pTimes, cap);
+    this.pCapacity = cap;
   }
 
   /** Drops a source's history; true if it was tracked. */
   forget(source: SourceKey): boolean {
     const slot = this.index.get(source);
     if (slot === undefined) return false;
-    this.release(slot);
+    if (slot < 0) this.releaseProbation(~slot);
+    else this.release(slot);
     return true;
   }
 
@@ -247,6 +407,14 @@ export class Detector {
         removed++;
       }
     }
+    const pKeys = this.pKeys;
+    const pTimes = this.pTimes;
+    for (let p = 0; p < this.pCapacity; p++) {
+      if (pKeys[p] !== undefined && pTimes[p]! <= cutoff) {
+        this.releaseProbation(p);
+        removed++;
+      }
+    }
     this.expiredTotal += removed;
     return removed;
   }
@@ -256,29 +424,44 @@ export class Detector {
     return this.index.size;
   }
 
-  /** Sources evicted at the cap, in total. */
+  /** Sources evicted at the cap, in total: from probation and from the protected space. */
   get evictions(): number {
-    return this.evictedTotal;
+    return this.probationEvictedTotal + this.protectedEvictedTotal;
+  }
+
+  /** Sources forgotten from probation to make room for a newer admission (their hit unexpired), in total. */
+  get probationEvictions(): number {
+    return this.probationEvictedTotal;
+  }
+
+  /** Sources evicted from the protected space to make room for a promotion, in total. */
+  get protectedEvictions(): number {
+    return this.protectedEvictedTotal;
+  }
+
+  /** Sources that entered probation (a first hit, or a first hit after their history expired), in total. */
+  get admitted(): number {
+    return this.admittedTotal;
+  }
+
+  /** Sources moved from probation to the protected space by a second distinct port (or pair), in total. */
+  get promoted(): number {
+    return this.promotedTotal;
+  }
+
+  /** Sources in probation and in the protected space now. */
+  get spaces(): { probation: number; protected: number } {
+    return { probation: this.index.size - this.protectedCount, protected: this.protectedCount };
+  }
+
+  /** The spaces' sizes. */
+  get sizes(): { probation: number; protected: number } {
+    return { probation: this.maxProbation, protected: this.maxProtected };
   }
 
   /** Sources forgotten for idleness, in total. */
   get expired(): number {
     return this.expiredTotal;
-  }
-
-  /** The state of a tracked source becomes the single hit (port, tsMs), on that pair for the fleet rule. */
-  private start(slot: number, port: number, pair: number, tsMs: number): void {
-    const base = slot * this.n;
-    this.ports[base] = port;
-    this.times[base] = tsMs;
-    this.counts[slot] = 1;
-    const f = this.f;
-    if (f > 0) {
-      this.pairs[slot * f] = pair;
-      this.pairTimes[slot * f] = tsMs;
-      this.pairCounts[slot] = 1;
-    }
-    this.touch(slot, tsMs);
   }
 
   /**
@@ -320,15 +503,15 @@ export class Detector {
     return true;
   }
 
-  /** Whether a full set's k hits are within T of the source's most recent hit: a scan. */
-  private within(times: Float64Array, k: number, slot: number): boolean {
+  /** Whether a full set's k hits are within T of the source's most recent hit (lastMs): a scan. */
+  private within(times: Float64Array, k: number, slot: number, lastMs: number): boolean {
     const base = slot * k;
     let minMs = times[base]!;
     for (let j = base + 1; j < base + k; j++) {
       const t = times[j]!;
       if (t < minMs) minMs = t;
     }
-    return this.last[slot]! - minMs < this.windowMs;
+    return lastMs - minMs < this.windowMs;
   }
 
   /** Records the source's most recent hit and moves it to the list's tail. */
@@ -350,16 +533,17 @@ export class Detector {
     this.tail = slot;
   }
 
-  /** The detection of the per-host rule's N ports, or (fleet) the fleet rule's F pairs; drops the source's state. */
-  private detect(slot: number, source: SourceKey, port: number, tsMs: number, fleet: boolean): Detection {
-    const k = fleet ? this.f : this.n;
-    const targets = fleet ? this.pairs : this.ports;
-    const times = fleet ? this.pairTimes : this.times;
+  /**
+   * The detection of the per-host rule's N ports, or (fleet) the fleet rule's
+   * F pairs (k of them, in a slot of targets and times); drops the source's
+   * protected slot `owned` (NONE: it had none).
+   */
+  private detect(targets: Uint16Array | Uint32Array, times: Float64Array, k: number, slot: number, source: SourceKey, port: number, tsMs: number, fleet: boolean, owned: number): Detection {
     const base = slot * k;
     const hits: Hit[] = [];
     for (let j = base; j < base + k; j++) hits.push({ target: targets[j]!, ms: times[j]! });
     hits.sort((a, b) => a.ms - b.ms || a.target - b.target);
-    this.release(slot);
+    if (owned !== NONE) this.release(owned);
     const det: Detection = {
       source,
       port,
@@ -372,9 +556,9 @@ export class Detector {
     return det;
   }
 
-  /** A slot for a new source, linked (unlinked from nothing) and indexed. */
+  /** A protected slot for a promoted source, linked (unlinked from nothing) and indexed. */
   private allocate(source: SourceKey): number {
-    if (this.index.size >= this.maxSources) this.makeRoom();
+    if (this.protectedCount >= this.maxProtected) this.makeRoom();
     let slot: number;
     if (this.freeTop > 0) {
       slot = this.free[--this.freeTop]!;
@@ -386,19 +570,20 @@ export class Detector {
     this.next[slot] = NONE;
     this.index.set(source, slot);
     this.keys[slot] = source;
+    this.protectedCount++;
     return slot;
   }
 
-  /** At the cap: reclaim the expired head of the recency list, else evict its head. */
+  /** The protected space full: reclaim the expired head of the recency list, else evict its head. */
   private makeRoom(): void {
     const cutoff = this.clock - this.windowMs;
     while (this.head !== NONE && this.last[this.head]! <= cutoff) {
       this.release(this.head);
       this.expiredTotal++;
     }
-    if (this.index.size >= this.maxSources) {
+    if (this.protectedCount >= this.maxProtected) {
       this.release(this.head);
-      this.evictedTotal++;
+      this.protectedEvictedTotal++;
     }
   }
 
@@ -406,6 +591,7 @@ export class Detector {
     this.index.delete(this.keys[slot]!);
     this.keys[slot] = undefined;
     this.counts[slot] = 0;
+    this.protectedCount--;
     const prev = this.prev;
     const next = this.next;
     const p = prev[slot]!;
@@ -418,7 +604,7 @@ export class Detector {
   }
 
   private grow(): void {
-    const cap = Math.min(this.maxSources, Math.max(FIRST_CHUNK, this.capacity * 2));
+    const cap = Math.min(this.maxProtected, Math.max(FIRST_CHUNK, this.capacity * 2));
     const { n, f } = this;
     this.ports = enlarged(this.ports, cap * n);
     this.times = enlarged(this.times, cap * n);

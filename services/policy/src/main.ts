@@ -81,6 +81,7 @@ runMain(NAME, async () => {
   metrics.observe({
     trackedSources: () => detector.tracked,
     evictions: () => detector.evictions,
+    admission: () => detector,
     activeDecisions: () => decisions.active().length,
     probesConnected: () => probes.size,
     storeWritesHeld: () => recorder.state.held,

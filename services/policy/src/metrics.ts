@@ -36,9 +36,19 @@ export function saturatingAdd(a: number, b: number): number {
   return Math.min(a + b, Number.MAX_SAFE_INTEGER);
 }
 
+/** The detector's admission (docs/detection.md, "Memory"): totals so far, and the sources in each space now. */
+export interface AdmissionCounts {
+  admitted: number;
+  promoted: number;
+  probationEvictions: number;
+  protectedEvictions: number;
+  spaces: { probation: number; protected: number };
+}
+
 export interface PolicyGauges {
   trackedSources: () => number;
   evictions: () => number;
+  admission: () => AdmissionCounts;
   activeDecisions: () => number;
   probesConnected: () => number;
   storeWritesHeld: () => number;
@@ -136,11 +146,46 @@ export class PolicyMetrics {
     gauge('packetwatch_policy_store_writes_held', 'Writes held in memory because the decision store refused them; retried until it takes them', g.storeWritesHeld);
     new Counter({
       name: 'packetwatch_policy_evictions_total',
-      help: 'Tracked sources evicted because the detector was at its cap',
+      help: 'Tracked sources evicted because the detector was at its cap (both spaces)',
       registers,
       collect() {
         this.reset();
         this.inc(g.evictions());
+      },
+    });
+    const counter = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    counter('packetwatch_policy_tracked_sources_admitted_total', "Sources that entered the detector's probation (a first hit, or a first hit after their history expired)", () => g.admission().admitted);
+    counter('packetwatch_policy_tracked_sources_promoted_total', 'Sources moved from probation to the protected space by a second distinct port', () => g.admission().promoted);
+    new Counter({
+      name: 'packetwatch_policy_tracked_sources_evicted_total',
+      help: 'Tracked sources forgotten to make room while their history was unexpired: from probation by a newer admission, from the protected space by a promotion',
+      labelNames: ['space'],
+      registers,
+      collect() {
+        const a = g.admission();
+        this.reset();
+        this.inc({ space: 'probation' }, a.probationEvictions);
+        this.inc({ space: 'protected' }, a.protectedEvictions);
+      },
+    });
+    new Gauge({
+      name: 'packetwatch_policy_tracked_sources_in_space',
+      help: 'Sources the detector is tracking, by space: probation (seen on one port) or protected (two distinct ports or more)',
+      labelNames: ['space'],
+      registers,
+      collect() {
+        const a = g.admission();
+        this.set({ space: 'probation' }, a.spaces.probation);
+        this.set({ space: 'protected' }, a.spaces.protected);
       },
     });
   }

@@ -48,7 +48,7 @@ describe('policy settings: defaults', () => {
       insecureTcp: false,
       prometheusPort: 9091,
       metricsHost: '0.0.0.0',
-      maxSources: 1_000_000,
+      maxSources: 1_250_000,
       maxBlocksPerMinute: 120,
       cappedBlockTtl: 60,
       ipv6Prefix: 64,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { prng } from '../../../test/prng.js';
-import { type Detection, Detector } from '../src/detector.js';
+import { type Detection, Detector, probationSpace } from '../src/detector.js';
 
 /** Timestamps on the epoch, as the service passes them: seconds after a fixed instant. */
 const T0 = Date.UTC(2025, 0, 1);
@@ -19,8 +19,9 @@ const A = addr(1);
 const B = addr(2);
 const C = addr(3);
 
-function detector(portThreshold = 3, windowSeconds = 60, maxSources = 1000): Detector {
-  return new Detector({ portThreshold, windowSeconds, maxSources });
+/** Room for 1000 sources in each space unless told. */
+function detector(portThreshold = 3, windowSeconds = 60, maxSources = 2000, probationSources = maxSources / 2): Detector {
+  return new Detector({ portThreshold, windowSeconds, maxSources, probationSources });
 }
 
 /** Feeds [port, tsMs] hits of one source; returns what each observe() returned. */
@@ -290,38 +291,106 @@ describe('Detector: idle expiry', () => {
   });
 });
 
-describe('Detector: the cap on sources', () => {
-  it('evicts the least recently hit source (never the new one) and counts it', () => {
-    const d = detector(3, 60, 2);
-    d.observe(A, 1, at(0));
-    d.observe(B, 1, at(1));
-    d.observe(A, 2, at(2));
-    d.observe(C, 1, at(3)); // full: B is the least recently hit
-    expect(d.tracked).toBe(2);
-    expect(d.evictions).toBe(1);
-    expect(d.forget(B)).toBe(false);
-    // A kept its history; B lost its own.
-    expect(d.observe(A, 3, at(4))).toMatchObject({ source: A, ports: [1, 2, 3] });
-    expect(d.observe(B, 2, at(5))).toBeUndefined();
-    expect(d.observe(B, 3, at(6))).toBeUndefined();
-    expect(d.tracked).toBe(2);
-    expect(d.evictions).toBe(1);
+describe('Detector: admission and the cap on sources', () => {
+  /** The i-th forged source: single hits from distinct addresses, as in a flood. */
+  const forged = (i: number): string => addr(0x10000 + i);
+  const flood = (d: Detector, first: number, count: number, ms: number): void => {
+    for (let i = first; i < first + count; i++) expect(d.observe(forged(i), 80, ms)).toBeUndefined();
+  };
+  const counters = (d: Detector) => ({
+    admitted: d.admitted,
+    promoted: d.promoted,
+    probationEvictions: d.probationEvictions,
+    protectedEvictions: d.protectedEvictions,
+    expired: d.expired,
+    spaces: d.spaces,
   });
 
-  it('reclaims expired sources before evicting any', () => {
-    const d = detector(3, 60, 2);
+  it('splits maxSources: an eighth (at least one) protected, the rest probation', () => {
+    expect(probationSpace(1_000_000)).toBe(875_000);
+    expect(probationSpace(2)).toBe(1);
+    expect(new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1_250_000 }).sizes).toEqual({ probation: 1_093_750, protected: 156_250 });
+    expect(new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 10, probationSources: 3 }).sizes).toEqual({ probation: 3, protected: 7 });
+  });
+
+  it('keeps a first hit across probationSources - 1 newer admissions, and forgets it at probationSources (counted)', () => {
+    const d = detector(3, 60, 20, 16);
     d.observe(A, 1, at(0));
-    d.observe(B, 1, at(50));
-    d.observe(C, 1, at(70)); // A has been idle for 70 s
-    expect(d.tracked).toBe(2);
-    expect(d.evictions).toBe(0);
-    expect(d.expired).toBe(1);
+    flood(d, 0, 15, at(1));
+    expect(counters(d)).toEqual({ admitted: 16, promoted: 0, probationEvictions: 0, protectedEvictions: 0, expired: 0, spaces: { probation: 16, protected: 0 } });
+    expect(d.observe(A, 2, at(15))).toBeUndefined();
+    expect(counters(d)).toMatchObject({ promoted: 1, spaces: { probation: 15, protected: 1 } });
+    expect(d.observe(A, 3, at(30))).toMatchObject({ source: A, ports: [1, 2, 3] });
+
+    const e = detector(3, 60, 20, 16);
+    e.observe(A, 1, at(0));
+    flood(e, 0, 16, at(1));
+    expect(counters(e)).toMatchObject({ admitted: 17, probationEvictions: 1, spaces: { probation: 16, protected: 0 } });
+    expect(e.forget(A)).toBe(false);
+  });
+
+  it('never evicts a protected source for single-hit sources: a flood of ten times probation, then the scanner is detected; counters exact', () => {
+    const d = detector(3, 60, 20, 16);
+    d.observe(A, 1, at(0));
+    flood(d, 0, 15, at(1));
+    d.observe(A, 2, at(15));
+    flood(d, 15, 160, at(20));
+    // 160 admissions into 16 slots: each forgets the one 16 before it, but for
+    // the first to come round to A's slot, which its promotion left empty.
+    expect(counters(d)).toEqual({ admitted: 176, promoted: 1, probationEvictions: 159, protectedEvictions: 0, expired: 0, spaces: { probation: 16, protected: 1 } });
+    expect(d.evictions).toBe(159);
+    expect(d.observe(A, 3, at(30))).toEqual({ source: A, port: 3, tsMs: at(30), ports: [1, 2, 3], firstMs: at(0), lastMs: at(30) });
+    expect(counters(d)).toMatchObject({ promoted: 1, protectedEvictions: 0, spaces: { probation: 16, protected: 0 } });
+  });
+
+  it('counts a forgotten hit that had expired as expired, not evicted', () => {
+    const d = detector(3, 60, 8, 4);
+    flood(d, 0, 4, at(0));
+    flood(d, 4, 4, at(60));
+    expect(counters(d)).toMatchObject({ admitted: 8, probationEvictions: 0, expired: 4 });
+    flood(d, 8, 1, at(61));
+    expect(counters(d)).toMatchObject({ admitted: 9, probationEvictions: 1, expired: 4 });
+  });
+
+  it('evicts the least recently hit protected source (never the new one) when a promotion finds the space full, and counts it', () => {
+    const d = detector(4, 60, 6, 4);
+    feed(d, A, [[1, at(0)], [2, at(1)]]);
+    feed(d, B, [[1, at(2)], [2, at(3)]]);
+    d.observe(A, 3, at(4));
+    feed(d, C, [[1, at(5)], [2, at(6)]]); // full: B is the least recently hit
+    expect(counters(d)).toEqual({ admitted: 3, promoted: 3, probationEvictions: 0, protectedEvictions: 1, expired: 0, spaces: { probation: 0, protected: 2 } });
+    expect(d.forget(B)).toBe(false);
+    // A kept its history; B lost its own (and starts in probation).
+    expect(d.observe(A, 4, at(7))).toMatchObject({ source: A, ports: [1, 2, 3, 4] });
+    expect(d.observe(B, 3, at(8))).toBeUndefined();
+    expect(counters(d)).toMatchObject({ admitted: 4, spaces: { probation: 1, protected: 1 } });
+  });
+
+  it('reclaims expired protected sources before evicting any', () => {
+    const d = detector(3, 60, 6, 4);
+    feed(d, A, [[1, at(0)], [2, at(1)]]);
+    feed(d, B, [[1, at(50)], [2, at(51)]]);
+    feed(d, C, [[1, at(70)], [2, at(71)]]); // A has been idle for 70 s
+    expect(counters(d)).toMatchObject({ promoted: 3, protectedEvictions: 0, expired: 1, spaces: { probation: 0, protected: 2 } });
     expect(d.forget(A)).toBe(false);
     expect(d.forget(B)).toBe(true);
   });
 
-  it('works with a cap of one source', () => {
-    const d = detector(2, 60, 1);
+  it('N = 2 crosses at the second distinct port straight from probation (not a promotion); a repeated port stays in probation', () => {
+    const d = detector(2, 60, 4, 2);
+    expect(feed(d, A, [[1, at(0)], [1, at(5)], [2, at(64)]])).toEqual([undefined, undefined, expect.objectContaining({ ports: [1, 2], firstMs: at(5), lastMs: at(64) })]);
+    expect(counters(d)).toEqual({ admitted: 1, promoted: 0, probationEvictions: 0, protectedEvictions: 0, expired: 0, spaces: { probation: 0, protected: 0 } });
+  });
+
+  it('sends a protected source whose history expired back to probation, as an admission', () => {
+    const d = detector(3, 60, 4, 2);
+    feed(d, A, [[1, at(0)], [2, at(1)]]);
+    d.observe(A, 3, at(61));
+    expect(counters(d)).toEqual({ admitted: 2, promoted: 1, probationEvictions: 0, protectedEvictions: 0, expired: 1, spaces: { probation: 1, protected: 0 } });
+  });
+
+  it('works with the smallest spaces (maxSources = 2: one slot each)', () => {
+    const d = detector(2, 60, 2, 1);
     d.observe(A, 1, at(0));
     d.observe(B, 1, at(1));
     expect(d.evictions).toBe(1);
@@ -330,8 +399,8 @@ describe('Detector: the cap on sources', () => {
     expect(d.evictions).toBe(2);
   });
 
-  it('observes 1,000,000 distinct sources with maxSources = 1,000,000', () => {
-    const d = detector(3, 60, 1_000_000);
+  it('observes 1,000,000 distinct sources with 1,000,000 probation slots', () => {
+    const d = detector(3, 60, 1_000_001, 1_000_000);
     const key = Buffer.alloc(16);
     for (let i = 0; i < 1_000_000; i++) {
       key.writeUInt32BE(i, 12);
@@ -341,7 +410,7 @@ describe('Detector: the cap on sources', () => {
     expect(d.evictions).toBe(0);
     d.observe(addr(0xfffff), 1, at(10) + 1);
     expect(d.tracked).toBe(1_000_000);
-    expect(d.evictions).toBe(1);
+    expect(d.probationEvictions).toBe(1);
     expect(d.sweep(at(100_000))).toBe(1_000_000);
     expect(d.tracked).toBe(0);
   });
@@ -386,8 +455,8 @@ describe('Detector: against a brute-force reference', () => {
     }
     const ref = reference(n, t * 1000);
     const expected = events.map(([s, p, x]) => ref(s, p, x));
-    const plain = new Detector({ portThreshold: n, windowSeconds: t, maxSources: 100 });
-    const swept = new Detector({ portThreshold: n, windowSeconds: t, maxSources: 100 });
+    const plain = new Detector({ portThreshold: n, windowSeconds: t, maxSources: 2000, probationSources: 1000 });
+    const swept = new Detector({ portThreshold: n, windowSeconds: t, maxSources: 2000, probationSources: 1000 });
     const got = events.map(([s, p, x]) => plain.observe(s, p, x));
     const gotSwept = events.map(([s, p, x], i) => {
       if (i % 97 === 0) swept.sweep();
@@ -412,12 +481,15 @@ describe('Detector: validation', () => {
     [{ portThreshold: 3, windowSeconds: 60, maxSources: 0 }],
     [{ portThreshold: 3, windowSeconds: 60, maxSources: 1.5 }],
     [{ portThreshold: 3, windowSeconds: 60, maxSources: 2 ** 24 + 1 }],
+    [{ portThreshold: 3, windowSeconds: 60, maxSources: 1 }],
+    [{ portThreshold: 3, windowSeconds: 60, maxSources: 10, probationSources: 10 }],
+    [{ portThreshold: 3, windowSeconds: 60, maxSources: 10, probationSources: 0 }],
   ])('rejects %o with a RangeError', (opts) => {
     expect(() => new Detector(opts)).toThrow(RangeError);
   });
 
   it('accepts the bounds', () => {
-    expect(new Detector({ portThreshold: 1, windowSeconds: 0.001, maxSources: 1 }).tracked).toBe(0);
+    expect(new Detector({ portThreshold: 1, windowSeconds: 0.001, maxSources: 2 }).tracked).toBe(0);
     expect(new Detector({ portThreshold: 255, windowSeconds: 86_400, maxSources: 2 ** 24 }).tracked).toBe(0);
   });
 

@@ -190,17 +190,20 @@ describe('the fleet rule beside the per-host rule', () => {
 });
 
 describe('the fleet rule: the cap on sources', () => {
-  it('evicts the least recently hit source, pairs and all, and counts it', () => {
-    const d = detector(3, 4, 60, 2);
+  it('evicts the least recently hit protected source, pairs and all, and counts it; a second pair on the same port promotes', () => {
+    const d = new Detector({ portThreshold: 3, pairThreshold: 4, windowSeconds: 60, maxSources: 4, probationSources: 2 });
     expect(feed(d, A, [[0, 80, 0], [0, 81, 1], [1, 80, 2]])).toEqual([undefined, undefined, undefined]);
-    expect(d.observe(B, 80, at(3), 0)).toBeUndefined();
-    expect(d.observe(C, 80, at(4), 0)).toBeUndefined();
-    expect({ tracked: d.tracked, evictions: d.evictions }).toEqual({ tracked: 2, evictions: 1 });
-    // B kept its pair: three more make four.
-    expect(feed(d, B, [[0, 81, 5], [1, 80, 6], [1, 81, 7]])).toEqual([undefined, undefined, expect.objectContaining({ source: B, firstMs: at(3), lastMs: at(7) })]);
+    // One port on two probes: two pairs, promoted.
+    expect(feed(d, B, [[0, 80, 3], [1, 80, 4]])).toEqual([undefined, undefined]);
+    expect({ promoted: d.promoted, spaces: d.spaces }).toEqual({ promoted: 2, spaces: { probation: 0, protected: 2 } });
+    // C's promotion finds the protected space full: A, the least recently hit, goes.
+    expect(feed(d, C, [[0, 80, 5], [0, 81, 6]])).toEqual([undefined, undefined]);
+    expect({ tracked: d.tracked, evictions: d.evictions, protectedEvictions: d.protectedEvictions }).toEqual({ tracked: 2, evictions: 1, protectedEvictions: 1 });
+    // B kept its pairs: two more make four.
+    expect(feed(d, B, [[0, 81, 7], [1, 81, 8]])).toEqual([undefined, expect.objectContaining({ source: B, firstMs: at(3), lastMs: at(8) })]);
     // A's fourth pair, which would have made a scan with its first three, is its first again.
-    expect(d.observe(A, 81, at(8), 1)).toBeUndefined();
-    expect({ tracked: d.tracked, evictions: d.evictions }).toEqual({ tracked: 2, evictions: 1 });
+    expect(d.observe(A, 81, at(9), 1)).toBeUndefined();
+    expect({ tracked: d.tracked, spaces: d.spaces, evictions: d.evictions }).toEqual({ tracked: 2, spaces: { probation: 1, protected: 1 }, evictions: 1 });
   });
 });
 

@@ -237,7 +237,7 @@ describe('Recorder: an index page damaged while running', () => {
 
 describe('Recorder: metrics', () => {
   it('exports the store errors by operation and the writes held', async () => {
-    metrics.observe({ trackedSources: () => 0, evictions: () => 0, activeDecisions: () => 0, probesConnected: () => 0, storeWritesHeld: () => recorder.state.held });
+    metrics.observe({ trackedSources: () => 0, evictions: () => 0, admission: () => ({ admitted: 0, promoted: 0, probationEvictions: 0, protectedEvictions: 0, spaces: { probation: 0, protected: 0 } }), activeDecisions: () => 0, probesConnected: () => 0, storeWritesHeld: () => recorder.state.held });
     const release = holdWriteLock(dir);
     recorder.insert(decision('192.0.2.1'));
     recorder.end({ ...decision('192.0.2.2'), endedMs: T0 });

@@ -30,6 +30,7 @@ export interface KernelScan {
   blocksPerMinute: number;
   cappedBlockSeconds: number;
   tableSize: number;
+  probationSize: number;
   ipv6Prefix: number;
   ipv4Prefix: number;
 }
@@ -102,6 +103,7 @@ function loadDatapath(o: Omit<AttachOptions, 'ifname' | 'pinRoot' | 'mode' | 'lo
     scanBlocksPerMinute: o.scan.blocksPerMinute,
     scanCappedBlockSeconds: o.scan.cappedBlockSeconds,
     scanTableSize: o.scan.tableSize,
+    scanProbationSize: o.scan.probationSize,
     ipv6Prefix: o.scan.ipv6Prefix,
     ipv4Prefix: o.scan.ipv4Prefix,
   });

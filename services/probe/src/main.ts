@@ -88,6 +88,7 @@ runMain(NAME, async () => {
       blocksPerMinute: cfg.maxBlocksPerMinute,
       cappedBlockSeconds: cfg.cappedBlockTtlSeconds,
       tableSize: c.scanTableSize,
+      probationSize: c.scanProbationSize,
       ipv6Prefix: cfg.ipv6Prefix,
       ipv4Prefix: cfg.ipv4Prefix,
     };
