@@ -90,12 +90,14 @@ const LAYOUT: Record<Family, Layout> = {
  * Where a population's sources come from. IPv4: 100.64.0.0/10 (RFC 6598),
  * whose addresses are below 2^31, or 240.0.0.0/4 (reserved), above: a key
  * that holds the address as a number may cost more there. IPv6: 2001:db8::/32
- * (documentation). None of them is ever sent anywhere: the frames only run
- * through the program in test runs.
+ * (documentation), each source in a /64 of its own (2001:db8:hhhh:llll::1):
+ * with PW_IPV6_PREFIX at its default, the addresses of one /64 are one
+ * source. None of them is ever sent anywhere: the frames only run through
+ * the program in test runs.
  */
 export interface SourceRange {
   family: Family;
-  /** IPv4: the first address as a 32-bit number; IPv6: 0 (2001:db8:: + i). */
+  /** IPv4: the first address as a 32-bit number; IPv6: 0 (i in the 32 bits after 2001:db8::/32). */
   base: number;
   /** How many addresses the range has. */
   size: number;
@@ -115,7 +117,7 @@ export function sourceAddress(range: SourceRange, i: number): string {
     const a = range.base + i;
     return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
   }
-  return `2001:db8::${((i >>> 16) & 0xffff).toString(16)}:${(i & 0xffff).toString(16)}`;
+  return `2001:db8:${((i >>> 16) & 0xffff).toString(16)}:${(i & 0xffff).toString(16)}::1`;
 }
 
 /**
@@ -154,16 +156,18 @@ export class SourceFrames {
   frame(i: number, dport: number): Buffer {
     const f = this.#frame;
     const l = this.#layout;
-    // Population index in the last 32 bits of the address (IPv4: base + i).
+    // Population index in the last 32 bits of the IPv4 address (base + i),
+    // in bits 32 to 63 of the IPv6 one (its /64).
     const lo = this.range.family === 4 ? this.range.base + i : i;
     const end = l.srcOff + l.srcLen;
-    f.writeUInt32BE(lo >>> 0, end - 4);
+    const at = this.range.family === 4 ? end - 4 : l.srcOff + 4;
+    f.writeUInt32BE(lo >>> 0, at);
     f.writeUInt16BE(dport, l.dportOff);
     let tcp = this.#tcpBase + dport + (lo >>> 16) + (lo & 0xffff);
     let ip = this.#ipBase + (lo >>> 16) + (lo & 0xffff);
     if (this.range.family === 6) {
-      // The upper words of the address stay those of the template (2001:db8::).
-      for (let o = l.srcOff; o < end - 4; o += 2) tcp += f.readUInt16BE(o);
+      // The other words of the address stay those of the template (2001:db8:0:0::1).
+      for (let o = l.srcOff; o < end; o += 2) if (o < at || o >= at + 4) tcp += f.readUInt16BE(o);
     }
     f.writeUInt16BE(fold(tcp), l.tcpCsumOff);
     if (l.ipCsumOff !== undefined) f.writeUInt16BE(fold(ip), l.ipCsumOff);

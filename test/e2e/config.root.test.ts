@@ -28,6 +28,8 @@ const defaultsWith = (ports: number) => ({
   blockTtl: { seconds: 0n, nanos: 0 },
   maxBlocksPerMinute: 120,
   cappedBlockTtl: { seconds: 60n, nanos: 0 },
+  ipv6Prefix: 64,
+  ipv4Prefix: 32,
 });
 
 const scanBlocked = (st: GetStatusResponse) => st.counters!.scanBlocked;

@@ -57,6 +57,8 @@ describe('lists of 65,536 kernel blocks and decisions, a page at a time', () => 
     PW_METRICS_HOST: '127.0.0.1',
     // A warning per block not adopted (65,416 of them) is not what this suite reads.
     PW_LOG_LEVEL: 'error',
+    // Each IPv6 address a source of its own: blocks of whole addresses, the longest text a block has.
+    PW_IPV6_PREFIX: '128',
   };
   let blocklist: ListMap<Buffer, BlockEntry>;
   let probeId: string;
@@ -119,6 +121,10 @@ describe('lists of 65,536 kernel blocks and decisions, a page at a time', () => 
     svc = new Services({ netns: net.victimNs, ifdev: net.victimIf, env });
     // The probe first, and the blocks into its map, so that the policy's first reconcile sees them all.
     await svc.startProbe();
+    // Keyed by whole addresses as a policy configures it (kept in its pins), before any block is written.
+    await svc.startPolicy();
+    await waitFor('the probe keyed by whole IPv6 addresses', async () => ((await svc.probeStatus()).scanConfig?.ipv6Prefix === 128 ? true : undefined), SLOW_MS);
+    await svc.policy!.stop('SIGKILL');
     const pins = `${svc.pinRoot}/${net.victimIf}`;
     blocklist = new ListMap(BpfMap.openPinned(`${pins}/blocklist`), addrCodec, blockCodec, new Generation(BpfMap.openPinned(`${pins}/list_gen`)));
     const now = clock.boottimeNs();

@@ -81,21 +81,24 @@ export class PolicyMetrics {
   reportStreams = 0;
   readonly detectionToBlock: Histogram;
 
+  /** A counter whose value is read at scrape time. */
+  #counter(name: string, help: string, read: () => number): void {
+    new Counter({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  }
+
   constructor() {
     const registers = [this.registry];
     const counts = this.counts;
     collectProcessMetrics(this.registry);
-    for (const [name, help, key] of COUNTERS) {
-      new Counter({
-        name,
-        help,
-        registers,
-        collect() {
-          this.reset();
-          this.inc(counts[key]);
-        },
-      });
-    }
+    for (const [name, help, key] of COUNTERS) this.#counter(name, help, () => counts[key]);
     new Counter({
       name: 'packetwatch_policy_store_errors_total',
       help: 'Decision store statements that failed (a full disk, a damaged page, a lock), by operation; a held write retried counts again',
@@ -144,25 +147,8 @@ export class PolicyMetrics {
     gauge('packetwatch_policy_watchers', 'Watch streams open', () => this.watchers);
     gauge('packetwatch_policy_report_streams', 'Report streams open, with or without a hello', () => this.reportStreams);
     gauge('packetwatch_policy_store_writes_held', 'Writes held in memory because the decision store refused them; retried until it takes them', g.storeWritesHeld);
-    new Counter({
-      name: 'packetwatch_policy_evictions_total',
-      help: 'Tracked sources evicted because the detector was at its cap (both spaces)',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(g.evictions());
-      },
-    });
-    const counter = (name: string, help: string, read: () => number) =>
-      new Counter({
-        name,
-        help,
-        registers,
-        collect() {
-          this.reset();
-          this.inc(read());
-        },
-      });
+    const counter = this.#counter.bind(this);
+    counter('packetwatch_policy_evictions_total', 'Tracked sources evicted because the detector was at its cap (both spaces)', () => g.evictions());
     counter('packetwatch_policy_tracked_sources_admitted_total', "Sources that entered the detector's probation (a first hit, or a first hit after their history expired)", () => g.admission().admitted);
     counter('packetwatch_policy_tracked_sources_promoted_total', 'Sources moved from probation to the protected space by a second distinct port', () => g.admission().promoted);
     new Counter({

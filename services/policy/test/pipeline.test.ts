@@ -6,8 +6,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SYN_EVENT_SIZE, synEventCodec } from '@packetwatch/bpf/records';
-import { parseAddress } from '@packetwatch/common';
 import { BlockReason, EventBatch } from '@packetwatch/proto';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { Allowlist } from '../src/allowlist.js';
@@ -15,10 +13,11 @@ import { Decisions } from '../src/decisions.js';
 import { Detector } from '../src/detector.js';
 import { Feed } from '../src/feed.js';
 import { PolicyMetrics } from '../src/metrics.js';
-import { type PipelineContext, admitBatch, processRecords } from '../src/pipeline.js';
+import type { PipelineContext } from '../src/pipeline.js';
 import { ProbeRegistry, type ProbeSession } from '../src/probes.js';
 import { Recorder } from '../src/recorder.js';
 import { DecisionStore } from '../src/store.js';
+import { runBatch, synBatch } from './batches.js';
 import { FakeProbe } from './fake-probe.js';
 import { captureLog } from './store-faults.js';
 
@@ -55,38 +54,10 @@ async function fleet(pairThreshold: number): Promise<{ ctx: PipelineContext; ses
 /** The time of the test's first SYN: a second ago, so that every event is on the policy's clock. */
 const start = Date.now() - 1000;
 
-/** A batch as a probe sends it: SYN records of (source, port), the i-th SYN of the test at start + i ms. */
-function batch(syns: [source: string, port: number, i: number][]): EventBatch {
-  const records = Buffer.alloc(syns.length * SYN_EVENT_SIZE);
-  syns.forEach(([source, dport, i], k) =>
-    synEventCodec.write(
-      {
-        tsNs: BigInt(start + i) * 1_000_000n,
-        saddr: parseAddress(source),
-        daddr: parseAddress('10.0.0.1'),
-        sport: 40_000 + k,
-        dport,
-        ifindex: 2,
-        tcpFlags: 0x02,
-        ipVersion: 4,
-        ttl: 64,
-        scan: 0,
-        vlanId: 0,
-        kind: 0,
-      },
-      records,
-      k * SYN_EVENT_SIZE,
-    ),
-  );
-  return EventBatch.fromPartial({ count: syns.length, recordSize: SYN_EVENT_SIZE, records });
-}
+/** A batch of SYN records of (source, port), the i-th at start + i ms. */
+const batch = (syns: [source: string, port: number, i: number][]): EventBatch => synBatch(syns, start);
 
-/** Admits a batch from a probe and runs it from the start; returns where processing stopped, in records. */
-function run(ctx: PipelineContext, session: ProbeSession, b: EventBatch): number {
-  const admitted = admitBatch(ctx, session, b);
-  if (!admitted) throw new Error('a batch with records was not admitted');
-  return processRecords(ctx, session, admitted) / SYN_EVENT_SIZE;
-}
+const run = runBatch;
 
 describe('the pipeline: the fleet rule', () => {
   it('blocks a source that hits 2 ports on each of 5 probes on every probe, stopping just past the crossing SYN', async () => {

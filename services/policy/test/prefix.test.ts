@@ -7,8 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SYN_EVENT_SIZE, synEventCodec } from '@packetwatch/bpf/records';
-import { GrpcStatus, type SourcePrefixes, WHOLE_ADDRESSES, parseAddress, parsePrefix } from '@packetwatch/common';
+import { GrpcStatus, type SourcePrefixes, WHOLE_ADDRESSES, parsePrefix } from '@packetwatch/common';
 import { BlockReason, EventBatch } from '@packetwatch/proto';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { Allowlist } from '../src/allowlist.js';
@@ -16,13 +15,14 @@ import { Decisions } from '../src/decisions.js';
 import { Detector } from '../src/detector.js';
 import { Feed } from '../src/feed.js';
 import { PolicyMetrics } from '../src/metrics.js';
-import { type PipelineContext, admitBatch, processRecords } from '../src/pipeline.js';
+import type { PipelineContext } from '../src/pipeline.js';
 import { ProbeRegistry, type ProbeSession } from '../src/probes.js';
 import { Recorder } from '../src/recorder.js';
 import { SourceKeys } from '../src/sourcekey.js';
 import { overlaps } from '../src/service.js';
 import { DecisionStore } from '../src/store.js';
 import { appendDecision } from './records.js';
+import { runBatch, synBatch } from './batches.js';
 import { FakeProbe } from './fake-probe.js';
 import { captureLog } from './store-faults.js';
 
@@ -71,36 +71,9 @@ async function policy(lengths: SourcePrefixes, o: { allow?: string[]; pairThresh
 const start = Date.now() - 1000;
 
 /** A batch of SYN records of (source, port), the i-th at start + i ms. */
-function batch(syns: [source: string, port: number, i: number][]): EventBatch {
-  const records = Buffer.alloc(syns.length * SYN_EVENT_SIZE);
-  syns.forEach(([source, dport, i], k) =>
-    synEventCodec.write(
-      {
-        tsNs: BigInt(start + i) * 1_000_000n,
-        saddr: parseAddress(source),
-        daddr: parseAddress('2001:db8:ffff::1'),
-        sport: 40_000 + k,
-        dport,
-        ifindex: 2,
-        tcpFlags: 0x02,
-        ipVersion: source.includes(':') ? 6 : 4,
-        ttl: 64,
-        scan: 0,
-        vlanId: 0,
-        kind: 0,
-      },
-      records,
-      k * SYN_EVENT_SIZE,
-    ),
-  );
-  return EventBatch.fromPartial({ count: syns.length, recordSize: SYN_EVENT_SIZE, records });
-}
+const batch = (syns: [source: string, port: number, i: number][]): EventBatch => synBatch(syns, start);
 
-function run(ctx: PipelineContext, session: ProbeSession, b: EventBatch): number {
-  const admitted = admitBatch(ctx, session, b);
-  if (!admitted) throw new Error('a batch with records was not admitted');
-  return processRecords(ctx, session, admitted) / SYN_EVENT_SIZE;
-}
+const run = runBatch;
 
 /** Three addresses of 2001:db8:1:2::/64, one new port each. */
 const ROTATING: [string, number, number][] = [
