@@ -291,11 +291,14 @@ union pw_addr_words {
 
 /* What the IP layer told us, filled by parse_ipv4 / parse_ipv6. */
 struct l3_info {
-	union pw_addr_words saddr;
-	union pw_addr_words daddr;
+	union pw_addr_words saddr;  /* made by l3_source() on the paths that need it */
+	/* The IP header (the other one NULL), its fixed part within the frame:
+	 * addresses and TTL are read from it when needed. Two pointers, not one
+	 * and the version, so that the verifier knows each one's bounds. */
+	struct iphdr *ip4;
+	struct ipv6hdr *ip6;
 	__u8 proto;
 	__u8 version;
-	__u8 ttl;
 	__u8 first_frag;  /* a first fragment: offset 0, more fragments to come */
 	__u16 l4_room;    /* IPv4: L4 bytes the total length admits; IPv6: 0xffff (the frame decides) */
 };
@@ -386,17 +389,9 @@ static __always_inline enum parse_result parse_ipv4(struct cursor *cur, struct l
 	if (cur->pos + hdrlen > cur->end || bpf_ntohs(ip->tot_len) < hdrlen)
 		return PARSE_MALFORMED;
 
-	l3->saddr.w[0] = 0;
-	l3->saddr.w[1] = 0;
-	l3->saddr.w[2] = bpf_htonl(0x0000ffff);
-	l3->saddr.w[3] = ip->saddr;
-	l3->daddr.w[0] = 0;
-	l3->daddr.w[1] = 0;
-	l3->daddr.w[2] = bpf_htonl(0x0000ffff);
-	l3->daddr.w[3] = ip->daddr;
+	l3->ip4 = ip;
 	l3->proto = ip->protocol;
 	l3->version = 4;
-	l3->ttl = ip->ttl;
 	l3->l4_room = bpf_ntohs(ip->tot_len) - hdrlen;
 	cur->pos += hdrlen;
 
@@ -438,12 +433,10 @@ static __always_inline enum parse_result parse_ipv6(struct cursor *cur, struct l
 		return PARSE_MALFORMED;
 	if (ip6->version != 6)
 		return PARSE_MALFORMED;
-	__builtin_memcpy(&l3->saddr, &ip6->saddr, PW_ADDR_LEN);
-	if (bogus_source(&l3->saddr))
+	if (bogus_source((const union pw_addr_words *)&ip6->saddr))
 		return PARSE_BOGUS_SOURCE;
-	__builtin_memcpy(&l3->daddr, &ip6->daddr, PW_ADDR_LEN);
+	l3->ip6 = ip6;
 	l3->version = 6;
-	l3->ttl = ip6->hop_limit;
 	l3->l4_room = 0xffff;
 	nexthdr = ip6->nexthdr;
 	cur->pos = ip6 + 1;
@@ -568,6 +561,24 @@ static __always_inline struct pw_drop_slot *drop_slot(const union pw_addr_words 
 	__u32 idx = ((a->w[0] ^ a->w[1] ^ a->w[2] ^ a->w[3]) * 0x9e3779b1U) >> (32 - PW_DROP_CACHE_BITS);
 
 	return bpf_map_lookup_elem(&drop_cache, &idx);
+}
+
+/* l3->saddr from the IP header (IPv4 as ::ffff:a.b.c.d). Made at the one
+ * blocklist consultation, so that a frame passed without it (established
+ * traffic in syn mode) never copies an address. */
+static __always_inline void l3_source(struct l3_info *l3)
+{
+	const struct iphdr *ip = l3->ip4;
+	const struct ipv6hdr *ip6 = l3->ip6;
+
+	if (ip) {
+		l3->saddr.w[0] = 0;
+		l3->saddr.w[1] = 0;
+		l3->saddr.w[2] = bpf_htonl(0x0000ffff);
+		l3->saddr.w[3] = ip->saddr;
+	} else if (ip6) {
+		__builtin_memcpy(&l3->saddr, &ip6->saddr, PW_ADDR_LEN);
+	}
 }
 
 /* Whether a frame from l3's source must be dropped. The blocklist goes by
@@ -910,7 +921,8 @@ static __always_inline void scan_admit(const struct pw_addr *key, __u32 port, __
 	if (seq >= scan_probation_size) {
 		old = bpf_map_lookup_elem(&scan_probation, ring);
 		if (old && old->seq == (__u32)(seq - scan_probation_size)) {
-			int live = old->time_ns + scan_window_ns > clock;
+			/* A stub's source is in the protected space: nothing is lost. */
+			int live = !old->promoted && old->time_ns + scan_window_ns > clock;
 
 			if (!bpf_map_delete_elem(&scan_probation, ring) && live)
 				count(cnt, PW_CNT_PROBATION_EVICTED);
@@ -954,11 +966,13 @@ static __always_inline void scan_promote(const struct pw_addr *key, struct pw_sc
  * once for every parsing path that reaches it, which would exceed its
  * complexity limit.
  *
- * A source is looked up in the protected space, then in probation: the
- * protected space's buckets are 16 times fewer, so its miss (for a source
- * with one port) is more often in the cache than a miss in probation's would
- * be (for a source with more): bench-datapath's new-port-full, one SYN a
- * call, took 250 ns with probation first against 93 ns this way. Nothing
+ * A source is looked up in probation first: most sources (clients) use one
+ * port and take one lookup. A promoted source left a stub there (promoted
+ * set) whose hit sends the lookup on to the protected space, so it takes
+ * two hits, never a miss in probation's large table (bench-datapath's
+ * new-port-full, one SYN a call, took 250 ns with a probation miss before
+ * every protected hit, 93 ns without). Only a source probation does not
+ * know (new, or its stub forgotten under churn) takes a miss in each. Nothing
  * the spaces add changes a decision while nothing is evicted: a source in
  * probation holds exactly the history a scanners value with one entry would
  * (its port, the time of its most recent hit), and its promotion builds that
@@ -986,15 +1000,8 @@ __noinline int pw_track_scan(const struct pw_addr *key, const struct pw_addr *sr
 		return scan_block(key, src, now);
 
 	cnt = bpf_map_lookup_elem(&counters, &zero);
-	s = bpf_map_lookup_elem(&scanners, key);
-	if (!s) {
-		p = bpf_map_lookup_elem(&scan_probation, key);
-		if (!p) {
-			/* T or more older than the clock: expired on arrival. */
-			if (clock - now < scan_window_ns)
-				scan_admit(key, dport, now, clock, cnt);
-			return PW_SCAN_NONE;
-		}
+	p = bpf_map_lookup_elem(&scan_probation, key);
+	if (p && !p->promoted) {
 		if (clock > p->time_ns && clock - p->time_ns >= scan_window_ns) {
 			/* Idle for T or more: expired, as below. */
 			if (clock - now >= scan_window_ns)
@@ -1016,14 +1023,27 @@ __noinline int pw_track_scan(const struct pw_addr *key, const struct pw_addr *sr
 			return PW_SCAN_NONE;
 		scan_restart(s, n, p->port, p->time_ns);
 		fresh = 1;
-	} else if (clock > s->last_ns && clock - s->last_ns >= scan_window_ns) {
-		/* Idle for T or more: its history is expired, and the source goes
-		 * back to probation with this hit. (last_ns can be ahead of the
-		 * clock read above when another CPU has just moved both.) */
-		bpf_map_delete_elem(&scanners, key);
-		if (clock - now < scan_window_ns)
-			scan_admit(key, dport, now, clock, cnt);
-		return PW_SCAN_NONE;
+	} else {
+		/* Promoted (its stub in probation says so), or in neither space
+		 * as far as probation knows (new, or its stub forgotten). */
+		s = bpf_map_lookup_elem(&scanners, key);
+		if (!s) {
+			/* T or more older than the clock: expired on arrival. The
+			 * admission overwrites a stub whose source is gone. */
+			if (clock - now < scan_window_ns)
+				scan_admit(key, dport, now, clock, cnt);
+			return PW_SCAN_NONE;
+		}
+		if (clock > s->last_ns && clock - s->last_ns >= scan_window_ns) {
+			/* Idle for T or more: its history is expired, and the source
+			 * goes back to probation with this hit. (last_ns can be ahead
+			 * of the clock read above when another CPU has just moved
+			 * both.) */
+			bpf_map_delete_elem(&scanners, key);
+			if (clock - now < scan_window_ns)
+				scan_admit(key, dport, now, clock, cnt);
+			return PW_SCAN_NONE;
+		}
 	}
 
 	count = s->count;
@@ -1084,11 +1104,12 @@ __noinline int pw_track_scan(const struct pw_addr *key, const struct pw_addr *sr
 		bpf_map_delete_elem(&scanners, key);
 	return scan_block(key, src, now);
 kept:
-	if (fresh) {
-		/* Into the protected space before out of probation: a SYN of the
-		 * source on another CPU meanwhile finds it in one or the other. */
+	if (fresh && p) {
+		/* Into the protected space, then its probation entry becomes the
+		 * stub that sends the next lookup there: a SYN of the source on
+		 * another CPU meanwhile finds it in one or the other. */
 		scan_promote(key, s, clock, cnt);
-		bpf_map_delete_elem(&scan_probation, key);
+		p->promoted = 1;
 	}
 	return PW_SCAN_NONE;
 }
@@ -1123,13 +1144,22 @@ static __always_inline void report_probe(struct xdp_md *ctx, struct pw_counters 
 	}
 	ev->ts_ns = now;
 	__builtin_memcpy(ev->saddr, &l3->saddr, PW_ADDR_LEN);
-	__builtin_memcpy(ev->daddr, &l3->daddr, PW_ADDR_LEN);
+	if (l3->ip4) {
+		union pw_addr_words *daddr = (union pw_addr_words *)ev->daddr;
+
+		daddr->d[0] = 0;
+		daddr->w[2] = bpf_htonl(0x0000ffff);
+		daddr->w[3] = l3->ip4->daddr;
+		ev->ttl = l3->ip4->ttl;
+	} else if (l3->ip6) {
+		__builtin_memcpy(ev->daddr, &l3->ip6->daddr, PW_ADDR_LEN);
+		ev->ttl = l3->ip6->hop_limit;
+	}
 	ev->sport = p->sport;
 	ev->dport = p->dport;
 	ev->ifindex = ctx->ingress_ifindex;
 	ev->tcp_flags = p->flags;
 	ev->ip_version = l3->version;
-	ev->ttl = l3->ttl;
 	ev->scan = scan;
 	ev->vlan_id = vlan_id;
 	ev->kind = p->kind;
@@ -1269,6 +1299,7 @@ int packetwatch(struct xdp_md *ctx)
 settle:
 	/* The one blocklist consultation: every path with a known source that
 	 * could be dropped for a block comes here. */
+	l3_source(&l3);
 	if (blocked(&l3, &key, cnt, &now)) {
 		count(cnt, dropped);
 		return XDP_DROP;

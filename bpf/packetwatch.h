@@ -139,12 +139,16 @@ struct pw_scan {
 /* A value of the scan_probation map: a source the detector has seen on one
  * port only (admission, docs/detection.md "Memory"). Its one hit, and the
  * number of its admission (low 32 bits), which names its slot in
- * probation_ring: the slot's next admission forgets it. */
+ * probation_ring: the slot's next admission forgets it. A promoted source
+ * leaves its entry as a stub (promoted set), so that a source is looked up
+ * in probation first and only a promoted one, or one probation does not
+ * know, in the protected space too. */
 struct pw_probation {
 	__u64 time_ns;  /* the hit's time (the most recent hit of that port) */
 	__u32 seq;
 	__u16 port;
-	__u16 _pad;
+	__u8 promoted;  /* a stub: the source has moved to the protected space */
+	__u8 _pad;
 };
 
 /* Value of the one-slot scan_rate array: kernel blocks in the current minute. */

@@ -122,12 +122,15 @@ export interface ProbationEntry {
   /** Its admission's number (low 32 bits): its slot in probation_ring is seq mod the space's size. */
   seq: number;
   port: number;
+  /** 1: a stub, the source has moved to the protected space. */
+  promoted: number;
 }
 
 export const probationCodec: StructCodec<ProbationEntry> = struct<ProbationEntry>(16, {
   timeNs: { offset: 0, codec: u64 },
   seq: { offset: 8, codec: u32 },
   port: { offset: 12, codec: u16 },
+  promoted: { offset: 14, codec: u8 },
 });
 
 /** Entries a group of the scanners value covers (PW_SCAN_GROUP). */

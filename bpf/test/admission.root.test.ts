@@ -55,8 +55,10 @@ class Kernel {
     return { scanAdmitted: c.scanAdmitted, scanPromoted: c.scanPromoted, probationEvicted: c.probationEvicted, protectedEvicted: c.protectedEvicted, scanBlocked: c.scanBlocked };
   }
 
+  /** Waiting in probation: an entry there that is not a promoted source's stub. */
   inProbation(source: string): boolean {
-    return this.dp.collection.map('scan_probation').lookup(parseAddress(source)) !== undefined;
+    const v = this.dp.collection.map('scan_probation').lookup(parseAddress(source));
+    return v !== undefined && probationCodec.read(v, 0).promoted === 0;
   }
 
   inProtected(source: string): boolean {
@@ -99,12 +101,12 @@ describe('in-kernel admission: probation and the protected space', () => {
       k.flood(0, PROBATION - 1, T0 + 1n * S);
       expect(k.spaces()).toEqual({ scanAdmitted: BigInt(PROBATION), scanPromoted: 0n, probationEvicted: 0n, protectedEvicted: 0n, scanBlocked: 0n });
       expect(k.inProbation(scanner)).toBe(true);
-      // Its second distinct port: promoted, out of probation.
+      // Its second distinct port: promoted, out of probation (a stub there sends lookups on).
       expect(k.syn(scanner, 2, T0 + 15n * S)).toEqual({ verdict: XDP_PASS, scan: ScanVerdict.None });
       expect({ probation: k.inProbation(scanner), protected: k.inProtected(scanner) }).toEqual({ probation: false, protected: true });
       // Ten times probation's size of single-hit sources: every admission
       // forgets the one PROBATION before it, but for the first to come round
-      // to the scanner's slot, which its promotion left empty.
+      // to the scanner's slot, which holds its stub: forgotten, nothing lost.
       k.flood(PROBATION, 10 * PROBATION, T0 + 20n * S);
       expect(k.spaces()).toEqual({
         scanAdmitted: BigInt(PROBATION + 10 * PROBATION),
