@@ -75,10 +75,30 @@ class Harness {
     return { verdict: retval, events, counters: moved };
   }
 
+  /** Both lists emptied: every test of a describe starts from no block and no allowlist entry. */
+  clearLists(): void {
+    for (const k of [...this.dp.blocklist.keys()]) this.dp.blocklist.delete(k);
+    for (const k of [...this.dp.allowlist.keys()]) this.dp.allowlist.delete(k);
+  }
+
   close(): void {
     this.reader.close();
     this.dp.close();
   }
+}
+
+/** A harness per describe, in drop mode `dropMode`, its lists emptied (then `setUp`) before each test. */
+function harnessPerDescribe(dropMode: DropMode, setUp: (h: Harness) => void = () => {}): () => Harness {
+  let h: Harness;
+  beforeAll(() => {
+    h = new Harness(Datapath.load({ dropMode }));
+  });
+  afterAll(() => h.close());
+  beforeEach(() => {
+    h.clearLists();
+    setUp(h);
+  });
+  return () => h;
 }
 
 function expectPassNoEvent(o: Outcome, counter: keyof Counters | undefined): void {
@@ -458,15 +478,7 @@ describe.each([
   ['syn', DropMode.Syn],
   ['drop-all', DropMode.All],
 ] as const)('probes and evasions from sources not blocked (%s mode: the same outcome)', (_mode, dropMode) => {
-  let h: Harness;
-  beforeAll(() => {
-    h = new Harness(Datapath.load({ dropMode }));
-  });
-  afterAll(() => h.close());
-  beforeEach(() => {
-    for (const k of [...h.dp.blocklist.keys()]) h.dp.blocklist.delete(k);
-    for (const k of [...h.dp.allowlist.keys()]) h.dp.allowlist.delete(k);
-  });
+  const harness = harnessPerDescribe(dropMode);
 
   const stealth: [string, number][] = [
     ['FIN', FIN],
@@ -479,7 +491,7 @@ describe.each([
     ['URG alone', TCP_FLAGS.URG],
   ];
   it.each(stealth)('reports a %s segment as a stealth probe with its flags, counted stealth (not syn), and passes it', (_name, flags) => {
-    const o = h.run(tcpFrame(ATTACKER, VICTIM, 1234, 80, flags));
+    const o = harness().run(tcpFrame(ATTACKER, VICTIM, 1234, 80, flags));
     expect(o.verdict).toBe(XDP_PASS);
     expect(o.events.map((e) => ({ kind: e.kind, tcpFlags: e.tcpFlags, sport: e.sport, dport: e.dport }))).toEqual([
       { kind: ProbeKind.Stealth, tcpFlags: flags, sport: 1234, dport: 80 },
@@ -489,7 +501,7 @@ describe.each([
 
   it('reports an ECN SYN (SYN|ECE|CWR) and a SYN with PSH|URG as SYNs', () => {
     for (const flags of [SYN | TCP_FLAGS.ECE | TCP_FLAGS.CWR, SYN | TCP_FLAGS.PSH | TCP_FLAGS.URG]) {
-      const o = h.run(tcpFrame(ATTACKER6, VICTIM6, 1234, 443, flags));
+      const o = harness().run(tcpFrame(ATTACKER6, VICTIM6, 1234, 443, flags));
       expect(o.verdict).toBe(XDP_PASS);
       expect(o.events.map((e) => [e.kind, e.tcpFlags, e.dport])).toEqual([[ProbeKind.Syn, flags, 443]]);
       expect(o.counters).toEqual({ frames: 1n, syn: 1n, events: 1n });
@@ -497,12 +509,12 @@ describe.each([
   });
 
   it('passes a bare RST without an event: not a probe', () => {
-    expectPassNoEvent(h.run(tcpFrame(ATTACKER, VICTIM, 1234, 80, RST)), undefined);
-    expectPassNoEvent(h.run(tcpFrame(ATTACKER6, VICTIM6, 1234, 80, RST)), undefined);
+    expectPassNoEvent(harness().run(tcpFrame(ATTACKER, VICTIM, 1234, 80, RST)), undefined);
+    expectPassNoEvent(harness().run(tcpFrame(ATTACKER6, VICTIM6, 1234, 80, RST)), undefined);
   });
 
   it('drops an IPv4 first fragment with 8 bytes of TCP (RFC 1858) and reports it as a fragment probe of its port', () => {
-    const o = h.run(tcpFrame(ATTACKER, VICTIM, 40000, 22, SYN, { moreFragments: true, l4Bytes: 8 }));
+    const o = harness().run(tcpFrame(ATTACKER, VICTIM, 40000, 22, SYN, { moreFragments: true, l4Bytes: 8 }));
     expect(o.verdict).toBe(XDP_DROP);
     expect(o.events).toHaveLength(1);
     expect(formatAddress(o.events[0]!.saddr)).toBe(ATTACKER);
@@ -512,7 +524,7 @@ describe.each([
 
   it('drops every IPv4 TCP first fragment of 4 to 19 bytes with a fragment event, and of 0 to 3 bytes without one', () => {
     for (let n = 0; n < 20; n++) {
-      const o = h.run(tcpFrame(ATTACKER, VICTIM, 40000, 1000 + n, XMAS, { moreFragments: true, l4Bytes: n }));
+      const o = harness().run(tcpFrame(ATTACKER, VICTIM, 40000, 1000 + n, XMAS, { moreFragments: true, l4Bytes: n }));
       const events = n >= 4 ? [[ProbeKind.Fragment, 1000 + n]] : [];
       expect({ n, verdict: o.verdict, events: o.events.map((e) => [e.kind, e.dport]), counters: o.counters }).toEqual({
         n,
@@ -524,31 +536,31 @@ describe.each([
   });
 
   it("judges an IPv4 first fragment's TCP bytes by its total length, not by the Ethernet padding after it", () => {
-    const o = h.run(tcpFrame(ATTACKER, VICTIM, 40000, 22, SYN, { moreFragments: true, l4Bytes: 8, trailer: Buffer.alloc(32) }));
+    const o = harness().run(tcpFrame(ATTACKER, VICTIM, 40000, 22, SYN, { moreFragments: true, l4Bytes: 8, trailer: Buffer.alloc(32) }));
     expect([o.verdict, o.events.map((e) => e.kind), o.counters]).toEqual([XDP_DROP, [ProbeKind.Fragment], { frames: 1n, tinyFragments: 1n, events: 1n }]);
     // And by the frame when the frame ends first.
     const cut = synFrame(ATTACKER, VICTIM, 40000, 23, { moreFragments: true }).subarray(0, 14 + 20 + 8);
-    const c = h.run(cut);
+    const c = harness().run(cut);
     expect([c.verdict, c.events.map((e) => [e.kind, e.dport]), c.counters]).toEqual([XDP_DROP, [[ProbeKind.Fragment, 23]], { frames: 1n, tinyFragments: 1n, events: 1n }]);
   });
 
   it('drops an IPv4 TCP fragment at offset 1 (8 bytes: it can only rewrite the flags, RFC 3128) without an event', () => {
-    const o = h.run(tcpFrame(ATTACKER, VICTIM, 1, 2, ACK, { fragmentOffset: 1, l4Bytes: 12 }));
+    const o = harness().run(tcpFrame(ATTACKER, VICTIM, 1, 2, ACK, { fragmentOffset: 1, l4Bytes: 12 }));
     expect(o).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, tinyFragments: 1n } });
-    expect(h.run(tcpFrame(ATTACKER, VICTIM, 1, 2, ACK, { fragmentOffset: 1, moreFragments: true, l4Bytes: 16 })).counters).toEqual({ frames: 1n, tinyFragments: 1n });
+    expect(harness().run(tcpFrame(ATTACKER, VICTIM, 1, 2, ACK, { fragmentOffset: 1, moreFragments: true, l4Bytes: 16 })).counters).toEqual({ frames: 1n, tinyFragments: 1n });
     // Not TCP, or further along: an ordinary non-first fragment.
-    expectPassNoEvent(h.run(ipFrame({ src: ATTACKER, dst: VICTIM, fragmentOffset: 1, udp: { sport: 1, dport: 2 } })), 'fragments');
-    expectPassNoEvent(h.run(tcpFrame(ATTACKER, VICTIM, 1, 2, ACK, { fragmentOffset: 2 })), 'fragments');
+    expectPassNoEvent(harness().run(ipFrame({ src: ATTACKER, dst: VICTIM, fragmentOffset: 1, udp: { sport: 1, dport: 2 } })), 'fragments');
+    expectPassNoEvent(harness().run(tcpFrame(ATTACKER, VICTIM, 1, 2, ACK, { fragmentOffset: 2 })), 'fragments');
   });
 
   it('drops an IPv6 first fragment with 8 bytes of TCP (RFC 7112) and reports it as a fragment probe', () => {
-    const o = h.run(tcpFrame(ATTACKER6, VICTIM6, 40000, 8443, SYN, { ipv6ExtHeaders: FIRST_FRAGMENT6, l4Bytes: 8 }));
+    const o = harness().run(tcpFrame(ATTACKER6, VICTIM6, 40000, 8443, SYN, { ipv6ExtHeaders: FIRST_FRAGMENT6, l4Bytes: 8 }));
     expect(o.verdict).toBe(XDP_DROP);
     expect(o.events.map((e) => ({ kind: e.kind, tcpFlags: e.tcpFlags, sport: e.sport, dport: e.dport, ipVersion: e.ipVersion }))).toEqual([
       { kind: ProbeKind.Fragment, tcpFlags: 0, sport: 40000, dport: 8443, ipVersion: 6 },
     ]);
     expect(o.counters).toEqual({ frames: 1n, tinyFragments: 1n, events: 1n });
-    expect(h.run(tcpFrame(ATTACKER6, VICTIM6, 40000, 8443, SYN, { ipv6ExtHeaders: FIRST_FRAGMENT6, l4Bytes: 3 }))).toEqual({
+    expect(harness().run(tcpFrame(ATTACKER6, VICTIM6, 40000, 8443, SYN, { ipv6ExtHeaders: FIRST_FRAGMENT6, l4Bytes: 3 }))).toEqual({
       verdict: XDP_DROP,
       events: [],
       counters: { frames: 1n, tinyFragments: 1n },
@@ -557,33 +569,33 @@ describe.each([
 
   it('drops an IPv6 first fragment whose header chain stops short of the upper layer, without an event', () => {
     const full = synFrame(ATTACKER6, VICTIM6, 1, 2, { ipv6ExtHeaders: [...FIRST_FRAGMENT6, { type: 60 }] });
-    const o = h.run(full.subarray(0, 14 + 40 + 8 + 4));
+    const o = harness().run(full.subarray(0, 14 + 40 + 8 + 4));
     expect(o).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, tinyFragments: 1n } });
   });
 
   it('passes an IPv6 first fragment of UDP, and an atomic fragment (offset 0, M clear) as whole', () => {
-    expectPassNoEvent(h.run(ipFrame({ src: ATTACKER6, dst: VICTIM6, ipv6ExtHeaders: FIRST_FRAGMENT6, udp: { sport: 1, dport: 2 } })), 'nonTcp');
-    const atomic = h.run(synFrame(ATTACKER6, VICTIM6, 1, 2, { ipv6ExtHeaders: [{ type: 44, fragmentOffset: 0 }] }));
+    expectPassNoEvent(harness().run(ipFrame({ src: ATTACKER6, dst: VICTIM6, ipv6ExtHeaders: FIRST_FRAGMENT6, udp: { sport: 1, dport: 2 } })), 'nonTcp');
+    const atomic = harness().run(synFrame(ATTACKER6, VICTIM6, 1, 2, { ipv6ExtHeaders: [{ type: 44, fragmentOffset: 0 }] }));
     expect([atomic.verdict, atomic.events.map((e) => e.kind)]).toEqual([XDP_PASS, [ProbeKind.Syn]]);
   });
 
   it('passes as malformed a TCP header cut short in an unfragmented packet (not a fragment: the stack drops it)', () => {
-    expectPassNoEvent(h.run(tcpFrame(ATTACKER, VICTIM, 1, 2, SYN, { l4Bytes: 8 })), 'malformed');
+    expectPassNoEvent(harness().run(tcpFrame(ATTACKER, VICTIM, 1, 2, SYN, { l4Bytes: 8 })), 'malformed');
   });
 
   it('drops IPv6 frames from IPv4-mapped and IPv4-compatible sources before anything else: no event', () => {
     for (const src of ['::ffff:10.204.0.105', '::10.204.0.105', '::2', '::ffff:0.0.0.0']) {
-      expect({ src, ...h.run(synFrame(src, VICTIM6, 1, 22)) }).toEqual({ src, verdict: XDP_DROP, events: [], counters: { frames: 1n, bogusSources: 1n } });
-      expect(h.run(ipFrame({ src, dst: VICTIM6, udp: { sport: 1, dport: 2 } })).counters).toEqual({ frames: 1n, bogusSources: 1n });
+      expect({ src, ...harness().run(synFrame(src, VICTIM6, 1, 22)) }).toEqual({ src, verdict: XDP_DROP, events: [], counters: { frames: 1n, bogusSources: 1n } });
+      expect(harness().run(ipFrame({ src, dst: VICTIM6, udp: { sport: 1, dport: 2 } })).counters).toEqual({ frames: 1n, bogusSources: 1n });
     }
     // Allowlisted or not.
-    h.dp.allow('::ffff:10.204.0.0/112');
-    expect(h.run(synFrame('::ffff:10.204.0.105', VICTIM6, 1, 22)).counters).toEqual({ frames: 1n, bogusSources: 1n });
+    harness().dp.allow('::ffff:10.204.0.0/112');
+    expect(harness().run(synFrame('::ffff:10.204.0.105', VICTIM6, 1, 22)).counters).toEqual({ frames: 1n, bogusSources: 1n });
   });
 
   it('takes ::1 and :: as sources like any other (neither is IPv4-compatible)', () => {
     for (const src of ['::1', '::']) {
-      const o = h.run(synFrame(src, VICTIM6, 1, 22));
+      const o = harness().run(synFrame(src, VICTIM6, 1, 22));
       expect({ src, verdict: o.verdict, events: o.events.map((e) => formatAddress(e.saddr)), counters: o.counters }).toEqual({
         src,
         verdict: XDP_PASS,
@@ -598,14 +610,7 @@ describe.each([
   ['syn', DropMode.Syn],
   ['drop-all', DropMode.All],
 ] as const)('a blocked source once its address is known (%s mode)', (mode, dropMode) => {
-  let h: Harness;
-  beforeAll(() => {
-    h = new Harness(Datapath.load({ dropMode }));
-  });
-  afterAll(() => h.close());
-  beforeEach(() => {
-    for (const k of [...h.dp.blocklist.keys()]) h.dp.blocklist.delete(k);
-    for (const k of [...h.dp.allowlist.keys()]) h.dp.allowlist.delete(k);
+  const harness = harnessPerDescribe(dropMode, (h) => {
     h.dp.block(ATTACKER);
     h.dp.block(ATTACKER6);
   });
@@ -648,7 +653,7 @@ describe.each([
   ];
   it.each(cases)('%s', (_what, frame, syn, all) => {
     const [verdict, counters] = mode === 'syn' ? syn : all;
-    expect(h.run(frame)).toEqual({ verdict, events: [], counters });
+    expect(harness().run(frame)).toEqual({ verdict, events: [], counters });
   });
 
   it('drops every truncation of its SYN that still holds the IP header; passes (malformed) the shorter ones, whose source is not known', () => {
@@ -658,7 +663,7 @@ describe.each([
     ] as const) {
       const full = synFrame(src, dst, 40000, 22, { vlans: [5] });
       for (let len = 14; len < full.length; len++) {
-        const o = h.run(full.subarray(0, len));
+        const o = harness().run(full.subarray(0, len));
         const want = len >= ipEnd ? { verdict: XDP_DROP, counters: { frames: 1n, malformed: 1n, otherDropped: 1n } } : { verdict: XDP_PASS, counters: { frames: 1n, malformed: 1n } };
         expect({ src, len, ...o }).toEqual({ src, len, events: [], ...want });
       }
@@ -666,24 +671,24 @@ describe.each([
   });
 
   it('drops any address of its IPv6 /64', () => {
-    expect(h.run(tcpFrame('2001:db8::1234', VICTIM6, 1, 22, FIN))).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, stealth: 1n, probeDropped: 1n } });
+    expect(harness().run(tcpFrame('2001:db8::1234', VICTIM6, 1, 22, FIN))).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, stealth: 1n, probeDropped: 1n } });
   });
 
   it('never drops an allowlisted address for its block: its probes are reported, its fragments pass', () => {
-    h.dp.allow(ATTACKER);
-    const fin = h.run(tcpFrame(ATTACKER, VICTIM, 1, 22, FIN));
+    harness().dp.allow(ATTACKER);
+    const fin = harness().run(tcpFrame(ATTACKER, VICTIM, 1, 22, FIN));
     expect([fin.verdict, fin.events.map((e) => e.kind), fin.counters]).toEqual([XDP_PASS, [ProbeKind.Stealth], { frames: 1n, stealth: 1n, events: 1n, allowlisted: 1n }]);
-    expect(h.run(tcpFrame(ATTACKER, VICTIM, 1, 22, ACK, { fragmentOffset: 185 }))).toEqual({ verdict: XDP_PASS, events: [], counters: { frames: 1n, fragments: 1n, allowlisted: 1n } });
+    expect(harness().run(tcpFrame(ATTACKER, VICTIM, 1, 22, ACK, { fragmentOffset: 185 }))).toEqual({ verdict: XDP_PASS, events: [], counters: { frames: 1n, fragments: 1n, allowlisted: 1n } });
     // A tiny fragment is dropped all the same: not for the block, for what it is.
-    const tiny = h.run(tcpFrame(ATTACKER, VICTIM, 1, 22, SYN, { moreFragments: true, l4Bytes: 8 }));
+    const tiny = harness().run(tcpFrame(ATTACKER, VICTIM, 1, 22, SYN, { moreFragments: true, l4Bytes: 8 }));
     expect([tiny.verdict, tiny.events.map((e) => e.kind), tiny.counters]).toEqual([XDP_DROP, [ProbeKind.Fragment], { frames: 1n, tinyFragments: 1n, events: 1n, allowlisted: 1n }]);
   });
 
   if (mode === 'syn') {
     it('passes its ACK segments without a blocklist lookup (an allowlisted, blocked address is not even counted allowlisted)', () => {
-      h.dp.allow(ATTACKER);
-      expect(h.run(tcpFrame(ATTACKER, VICTIM, 1, 22, ACK))).toEqual({ verdict: XDP_PASS, events: [], counters: { frames: 1n } });
-      expect(h.run(ipFrame({ src: ATTACKER, dst: VICTIM, udp: { sport: 1, dport: 2 } }))).toEqual({ verdict: XDP_PASS, events: [], counters: { frames: 1n, nonTcp: 1n } });
+      harness().dp.allow(ATTACKER);
+      expect(harness().run(tcpFrame(ATTACKER, VICTIM, 1, 22, ACK))).toEqual({ verdict: XDP_PASS, events: [], counters: { frames: 1n } });
+      expect(harness().run(ipFrame({ src: ATTACKER, dst: VICTIM, udp: { sport: 1, dport: 2 } }))).toEqual({ verdict: XDP_PASS, events: [], counters: { frames: 1n, nonTcp: 1n } });
     });
   }
 });

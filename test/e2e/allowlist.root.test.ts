@@ -5,10 +5,10 @@
 // the policy is away.
 import * as grpc from '@grpc/grpc-js';
 import { type AddAllowResponse, type BlockIpResponse, BlockReason, type RemoveAllowResponse } from '@packetwatch/proto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { type NamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
-import { type ServiceProcess, Services, startPongServer } from './services.js';
+import { type Services, stackPerDescribe } from './services.js';
 
 const PORTS = [8086, 8087, 8088];
 const OPERATOR_NET = '198.51.100.0/24';
@@ -17,11 +17,23 @@ const SLOW_MS = 60_000;
 const deadline = () => ({ deadline: Date.now() + 5000 });
 
 describe("the policy's allowlist in the kernel", () => {
+  /** The attacker's second address, the one allowlisted. */
+  const allowedOf = (pair: NamespacePair) => pair.attackerAddr.replace(/\.2$/, '.3');
+  const stack = stackPerDescribe({
+    slot: 15,
+    ports: PORTS,
+    // In-kernel detection on (the default): the kernel would block at the crossing SYN.
+    env: (pair) => ({ PW_ALLOWLIST: `${allowedOf(pair)}/32` }),
+    attackerAddresses: (pair) => [allowedOf(pair)],
+    timeoutMs: SLOW_MS,
+  });
   let net: NamespacePair;
   let svc: Services;
-  let pong: ServiceProcess;
+  beforeAll(() => {
+    ({ net, svc } = stack());
+  });
   /** A second address of the attacker's namespace, in PW_ALLOWLIST. */
-  const allowed = () => net.attackerAddr.replace(/\.2$/, '.3');
+  const allowed = () => allowedOf(net);
 
   /** BlockIp straight on the probe (as root, through its socket): the status code, or OK. */
   const blockOnProbe = (ip: string) =>
@@ -30,25 +42,6 @@ describe("the policy's allowlist in the kernel", () => {
       (e: grpc.ServiceError) => e.code,
     );
 
-  beforeAll(async () => {
-    net = createNamespacePair(15);
-    net.addAttackerAddress(allowed());
-    pong = startPongServer(net.victimNs, PORTS);
-    await waitFor('the pong server', () => (pong.stdout.length === PORTS.length ? true : undefined), SLOW_MS);
-    svc = new Services({
-      netns: net.victimNs,
-      ifdev: net.victimIf,
-      // In-kernel detection on (the default): the kernel would block at the crossing SYN.
-      env: { PW_ALLOWLIST: `${allowed()}/32` },
-    });
-    await svc.start();
-  }, SLOW_MS);
-
-  afterAll(async () => {
-    await svc?.destroy();
-    await pong?.stop('SIGKILL');
-    net?.destroy();
-  });
 
   it('never blocks an allowlisted scanner in the kernel, so nothing is lifted afterwards', async () => {
     await svc.ensureRunning();

@@ -19,9 +19,9 @@
 import { readFileSync } from 'node:fs';
 import { TCP_FLAGS, ipFrame, synFrame } from '@packetwatch/bpf';
 import { DecisionOrigin, type GetStatusResponse } from '@packetwatch/proto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { type ServiceProcess, Services, listAllBlocks, listAllDecisions, listeningPongServer } from './services.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { type NamespacePair, waitFor } from './netns.js';
+import { type Services, listAllBlocks, listAllDecisions, stackPerDescribe } from './services.js';
 
 /** The victim's one open port. */
 const OPEN_PORT = 8086;
@@ -32,25 +32,21 @@ const SLOW_MS = 60_000;
 const CPU = /^Cpus_allowed_list:\s*(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]!;
 
 describe('evasion: stock scanner tricks against the seed defaults', () => {
+  /** The attacker's n-th extra address (one per row, so that no row inherits another's block). */
+  const sourceOf = (pair: NamespacePair, n: number) => pair.attackerAddr.replace(/\.2$/, `.${10 + n}`);
+  const stack = stackPerDescribe({
+    slot: 30,
+    ports: [OPEN_PORT],
+    env: { PW_LOG_FORMAT: 'table' },
+    attackerAddresses: (pair) => Array.from({ length: 6 }, (_, n) => sourceOf(pair, n)),
+    timeoutMs: SLOW_MS,
+  });
   let net: NamespacePair;
   let svc: Services;
-  let pong: ServiceProcess;
-  /** The attacker's n-th extra address (one per row, so that no row inherits another's block). */
-  const source = (n: number) => net.attackerAddr.replace(/\.2$/, `.${10 + n}`);
-
-  beforeAll(async () => {
-    net = createNamespacePair(30);
-    for (let n = 0; n < 6; n++) net.addAttackerAddress(source(n));
-    pong = await listeningPongServer(net.victimNs, [OPEN_PORT]);
-    svc = new Services({ netns: net.victimNs, ifdev: net.victimIf, env: { PW_LOG_FORMAT: 'table' } });
-    await svc.start();
-  }, SLOW_MS);
-
-  afterAll(async () => {
-    await svc?.destroy();
-    await pong?.stop('SIGKILL');
-    net?.destroy();
+  beforeAll(() => {
+    ({ net, svc } = stack());
   });
+  const source = (n: number) => sourceOf(net, n);
 
   const counters = async () => (await svc.probeStatus()).counters!;
   const delta = (before: GetStatusResponse['counters'], after: GetStatusResponse['counters'], name: 'events' | 'tinyFragments' | 'stealth' | 'probeDropped' | 'longChains' | 'bogusSources' | 'scanBlocked') =>

@@ -4,10 +4,10 @@
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { type NamespacePair, waitFor } from './netns.js';
 import { call } from './probe-process.js';
-import { ServiceProcess, Services, listAllBlocks, listAllDecisions, startPongServer } from './services.js';
+import { ServiceProcess, type Services, listAllBlocks, listAllDecisions, stackPerDescribe } from './services.js';
 
 const PORTS = [8086, 8087, 8088];
 const CURL_TIMEOUT_EXIT = 28;
@@ -40,10 +40,22 @@ function rssMiB(pid: number | undefined): number {
 }
 
 describe('SYN flood while another source scans', () => {
+  const scannerOf = (pair: NamespacePair) => pair.attackerAddr.replace(/\.2$/, '.3');
+  const stack = stackPerDescribe({
+    slot: 7,
+    ports: PORTS,
+    // The default window (60 s): the scanner's SYNs fall within it however
+    // slow the machine; the flooding source only ever hits one port.
+    env: { PW_LOG_FORMAT: 'json', PW_LOG_LEVEL: 'info', PW_EVENT_QUEUE: String(EVENT_QUEUE) },
+    attackerAddresses: (pair) => [scannerOf(pair)],
+    timeoutMs: SLOW_MS,
+  });
   let net: NamespacePair;
   let svc: Services;
-  let pong: ServiceProcess;
-  const scanner = () => net.attackerAddr.replace(/\.2$/, '.3');
+  beforeAll(() => {
+    ({ net, svc } = stack());
+  });
+  const scanner = () => scannerOf(net);
 
   const decisions = async () => ({ decisions: await listAllDecisions(svc.policyClient, false) });
   const kernelBlocks = async () => ({ blocks: await listAllBlocks(svc.probeClient) });
@@ -57,26 +69,6 @@ describe('SYN flood while another source scans', () => {
     expect((await kernelBlocks()).blocks).toEqual([]);
   };
 
-  beforeAll(async () => {
-    net = createNamespacePair(7);
-    net.addAttackerAddress(scanner());
-    pong = startPongServer(net.victimNs, PORTS);
-    await waitFor('the pong server', () => (pong.stdout.length === PORTS.length ? true : undefined), SLOW_MS);
-    svc = new Services({
-      netns: net.victimNs,
-      ifdev: net.victimIf,
-      // The default window (60 s): the scanner's SYNs fall within it however
-      // slow the machine; the flooding source only ever hits one port.
-      env: { PW_LOG_FORMAT: 'json', PW_LOG_LEVEL: 'info', PW_EVENT_QUEUE: String(EVENT_QUEUE) },
-    });
-    await svc.start();
-  }, SLOW_MS);
-
-  afterAll(async () => {
-    await svc?.destroy();
-    await pong?.stop('SIGKILL');
-    net?.destroy();
-  });
 
   it('survives, accounts for every event, and still blocks the scanner', async () => {
     await ready();

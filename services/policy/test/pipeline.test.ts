@@ -3,23 +3,16 @@
 // records in, decisions and BlockIp calls out. A source that keeps under the
 // per-host threshold on each probe is blocked on all five by the fleet rule;
 // a client on one probe is not; the per-host rule still detects on one.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { BlockReason, EventBatch } from '@packetwatch/proto';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Allowlist } from '../src/allowlist.js';
 import { Decisions } from '../src/decisions.js';
 import { Detector } from '../src/detector.js';
 import { Feed } from '../src/feed.js';
-import { PolicyMetrics } from '../src/metrics.js';
 import type { PipelineContext } from '../src/pipeline.js';
-import { ProbeRegistry, type ProbeSession } from '../src/probes.js';
-import { Recorder } from '../src/recorder.js';
-import { DecisionStore } from '../src/store.js';
-import { runBatch, synBatch } from './batches.js';
+import { type ProbeSession } from '../src/probes.js';
+import { connectedProbes, runBatch, synBatch } from './pipeline-parts.js';
 import { FakeProbe } from './fake-probe.js';
-import { captureLog } from './store-faults.js';
 
 const SCANNER = '198.51.100.7';
 const CLIENT = '198.51.100.8';
@@ -27,23 +20,7 @@ const PROBE_IDS = ['web1/eth0', 'web2/eth0', 'web3/eth0', 'web4/eth0', 'web5/eth
 
 /** The pipeline's parts as the policy builds them, N = 3 and F as given, with five probes connected; closed when the test ends. */
 async function fleet(pairThreshold: number): Promise<{ ctx: PipelineContext; sessions: ProbeSession[]; probe: FakeProbe }> {
-  const dir = mkdtempSync(join(tmpdir(), 'pw-pipeline-'));
-  const store = DecisionStore.open(dir).store;
-  const { log } = captureLog();
-  const metrics = new PolicyMetrics();
-  const recorder = new Recorder(store, metrics, log);
-  const probe = new FakeProbe();
-  await probe.start();
-  const probes = new ProbeRegistry();
-  const sessions = PROBE_IDS.map((id) => probe.session(id, log));
-  for (const s of sessions) probes.add(s);
-  onTestFinished(() => {
-    for (const s of sessions) s.close();
-    probe.stop();
-    recorder.close();
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { log, metrics, recorder, probe, probes, sessions } = await connectedProbes(PROBE_IDS);
   const detector = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1000, pairThreshold });
   const allowlist = new Allowlist([]);
   const feed = new Feed();

@@ -4,27 +4,22 @@
 // carries it, the allowlist and the probes' own addresses go by the address
 // itself, operators name a source by an address or a prefix, and decisions
 // and kernel views written under other lengths are brought to today's.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { GrpcStatus, type SourcePrefixes, WHOLE_ADDRESSES, parsePrefix } from '@packetwatch/common';
 import { BlockReason, EventBatch } from '@packetwatch/proto';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Allowlist } from '../src/allowlist.js';
 import { Decisions } from '../src/decisions.js';
 import { Detector } from '../src/detector.js';
 import { Feed } from '../src/feed.js';
 import { PolicyMetrics } from '../src/metrics.js';
 import type { PipelineContext } from '../src/pipeline.js';
-import { ProbeRegistry, type ProbeSession } from '../src/probes.js';
-import { Recorder } from '../src/recorder.js';
+import { type ProbeSession } from '../src/probes.js';
 import { SourceKeys } from '../src/sourcekey.js';
 import { overlaps } from '../src/service.js';
 import { DecisionStore } from '../src/store.js';
 import { appendDecision } from './records.js';
-import { runBatch, synBatch } from './batches.js';
+import { connectedProbes, runBatch, synBatch } from './pipeline-parts.js';
 import { FakeProbe } from './fake-probe.js';
-import { captureLog } from './store-faults.js';
 
 const PROBE_IDS = ['web1/eth0', 'web2/eth0'];
 const BY_64: SourcePrefixes = { ipv6: 64, ipv4: 32 };
@@ -40,24 +35,7 @@ interface Setup {
 
 /** The policy's parts at N = 3 (F as given) under the given lengths, with two probes connected; closed when the test ends. */
 async function policy(lengths: SourcePrefixes, o: { allow?: string[]; pairThreshold?: number; seed?: (s: DecisionStore) => void } = {}): Promise<Setup> {
-  const dir = mkdtempSync(join(tmpdir(), 'pw-prefix-'));
-  const store = DecisionStore.open(dir).store;
-  o.seed?.(store);
-  const { log } = captureLog();
-  const metrics = new PolicyMetrics();
-  const recorder = new Recorder(store, metrics, log);
-  const probe = new FakeProbe();
-  await probe.start();
-  const probes = new ProbeRegistry();
-  const sessions = PROBE_IDS.map((id) => probe.session(id, log));
-  for (const s of sessions) probes.add(s);
-  onTestFinished(() => {
-    for (const s of sessions) s.close();
-    probe.stop();
-    recorder.close();
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { store, log, metrics, recorder, probe, probes, sessions } = await connectedProbes(PROBE_IDS, o.seed);
   const make = (l: SourcePrefixes) => {
     const detector = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 1000, pairThreshold: o.pairThreshold ?? 0 });
     const allowlist = new Allowlist(o.allow ?? [], new SourceKeys(l));
