@@ -9,3 +9,4 @@ export * from './roles.js';
 export * from './table.js';
 export * from './variables.js';
 export * from './version.js';
+export * from './source.js';

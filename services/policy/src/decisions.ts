@@ -14,7 +14,7 @@
 // pipeline never detects it), but another address of the prefix does, and
 // the kernel keeps passing the allowlisted one inside the block.
 import * as grpc from '@grpc/grpc-js';
-import { AddressError, GrpcStatus, type Logger, type Prefix, ServerError, formatSource, parsePrefix } from '@packetwatch/common';
+import { GrpcStatus, type Logger, type NamedSource, type Prefix, ServerError, formatSource, isV4Prefix, namedSource, parsePrefix } from '@packetwatch/common';
 import { DEFAULT_CAPPED_BLOCK_SECONDS } from '@packetwatch/bpf/records';
 import { BlockReason } from '@packetwatch/proto';
 import type { Allowlist } from './allowlist.js';
@@ -23,7 +23,7 @@ import type { Feed } from './feed.js';
 import type { PolicyMetrics } from './metrics.js';
 import type { ProbeRegistry, ProbeSession } from './probes.js';
 import type { Recorder } from './recorder.js';
-import { type SourceKey, type SourceKeys, isV4Prefix } from './sourcekey.js';
+import type { SourceKey, SourceKeys } from './sourcekey.js';
 import { type DecisionRecord, type Origin, isActive } from './store.js';
 
 const KERNEL_REASON: Record<Origin, BlockReason> = {
@@ -31,54 +31,6 @@ const KERNEL_REASON: Record<Origin, BlockReason> = {
   manual: BlockReason.BLOCK_REASON_MANUAL,
   kernel: BlockReason.BLOCK_REASON_UNSPECIFIED,
 };
-
-/** What an operator's address or prefix names: the source it falls in. */
-export interface NamedSource {
-  /** The source's text (Decision.ip): "2001:db8:1:2::/64", or the address at whole length. */
-  text: string;
-  /** The source's prefix, at the configured length. */
-  prefix: Prefix;
-  /** The address given, when one was (not a prefix). */
-  address: Buffer | undefined;
-  /** The source covers more than was named (an address or a longer prefix, widened). */
-  widened: boolean;
-}
-
-function familyName(p: Prefix): string {
-  return isV4Prefix(p) ? 'IPv4' : 'IPv6';
-}
-
-/** A configured length as written for its family (an IPv4 /24, not /120). */
-function shownLength(p: Prefix, len: number): number {
-  return isV4Prefix(p) ? len - 96 : len;
-}
-
-/**
- * The source an address or prefix (text) falls in under the prefix lengths:
- * an address, or a prefix longer than the family's length, widens to it; a
- * shorter prefix is INVALID_ARGUMENT naming the length (a source is looked up
- * at that one length, in the kernel as here).
- */
-export function namedSource(text: string, keys: SourceKeys): NamedSource {
-  if (text.length > 64) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `invalid address: ${text.length} characters is not an address or prefix`);
-  let given: Prefix;
-  try {
-    given = parsePrefix(text);
-  } catch (e) {
-    if (e instanceof AddressError) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, e.message);
-    throw e;
-  }
-  const len = keys.lengthFor(given);
-  if (given.prefixLen < len) {
-    const setting = isV4Prefix(given) ? 'PW_IPV4_PREFIX' : 'PW_IPV6_PREFIX';
-    throw new ServerError(
-      GrpcStatus.INVALID_ARGUMENT,
-      `${text} is shorter than the /${shownLength(given, len)} ${familyName(given)} sources are blocked by (${setting}): give a /${shownLength(given, len)} or longer, or an address`,
-    );
-  }
-  const prefix = keys.prefixOf(given.addr);
-  return { text: formatSource(prefix), prefix, address: text.includes('/') ? undefined : given.addr, widened: given.prefixLen > len };
-}
 
 export interface DecisionsOptions {
   recorder: Recorder;
@@ -189,7 +141,8 @@ export class Decisions {
       }
       this.recorder.end({ ...d, endedMs: now });
       if (p.prefixLen < len) {
-        this.log.warn({ ip: d.ip, decision: d.id, length: shownLength(p, len) }, `decision ended: ${familyName(p)} sources are now blocked by a longer prefix, which cannot enforce it`);
+        const v4 = isV4Prefix(p);
+        this.log.warn({ ip: d.ip, decision: d.id, length: v4 ? len - 96 : len }, `decision ended: ${v4 ? 'IPv4' : 'IPv6'} sources are now blocked by a longer prefix, which cannot enforce it`);
         continue;
       }
       const text = formatSource(this.keys.prefixOf(p.addr));
@@ -211,7 +164,7 @@ export class Decisions {
 
   /** The source an operator's address or prefix names (namedSource). */
   source(text: string): NamedSource {
-    return namedSource(text, this.keys);
+    return namedSource(text, this.keys.lengths);
   }
 
   /** Whether a source (its text, formatSource's) is under an active decision. */

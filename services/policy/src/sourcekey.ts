@@ -8,7 +8,7 @@
 // about 30 bytes more per tracked source); any other IPv6 source is its 16
 // bytes, masked, as a latin1 string. The two never collide (a number is not
 // a string).
-import { type Prefix, type SourcePrefixes, WHOLE_ADDRESSES, formatSource, parsePrefix, sourcePrefix } from '@packetwatch/common';
+import { type Prefix, type SourcePrefixes, WHOLE_ADDRESSES, formatSource, parsePrefix, sourceLengthFor, sourcePrefix } from '@packetwatch/common';
 
 export type SourceKey = number | string;
 
@@ -100,7 +100,7 @@ export class SourceKeys {
 
   /** The configured length (of the 16-byte form: IPv4's /32 is 128) for the family of a prefix. */
   lengthFor(p: Prefix): number {
-    return isV4Prefix(p) ? 96 + this.lengths.ipv4 : this.lengths.ipv6;
+    return sourceLengthFor(p, this.lengths);
   }
 
   /** The key of a source written as text (a decision's ip: formatSource's form, or any address or prefix in it). */
@@ -109,7 +109,3 @@ export class SourceKeys {
   }
 }
 
-/** Whether a prefix is of IPv4 addresses (IPv4-mapped, /96 or longer). */
-export function isV4Prefix(p: Prefix): boolean {
-  return p.prefixLen >= 96 && mappedAt(p.addr, 0);
-}

@@ -10,7 +10,6 @@
 // passes inside a blocked prefix.
 import { type BlockEntry, BlockReason, type Datapath, blockCodec, lpmKeyCodec } from '@packetwatch/bpf';
 import {
-  AddressError,
   GrpcStatus,
   MAX_TTL_SECONDS,
   type Prefix,
@@ -18,7 +17,7 @@ import {
   ServerError,
   formatSource,
   isV4Mapped,
-  parsePrefix,
+  namedSource,
   sourcePrefix,
 } from '@packetwatch/common';
 import { MapFullError, UpdateFlags, clock, encode } from 'libbpf-ts';
@@ -51,16 +50,6 @@ export interface Target {
   address: Buffer | undefined;
   /** The key covers more than was named: an address or a longer prefix, widened. */
   widened: boolean;
-}
-
-/** Whether a prefix is of IPv4 addresses (IPv4-mapped, /96 or longer). */
-function isV4(p: Prefix): boolean {
-  return p.prefixLen >= 96 && isV4Mapped(p.addr);
-}
-
-/** The configured length, in bits of the 16-byte form, of the family of a key or prefix. */
-function lengthFor(p: Prefix, lengths: SourcePrefixes): number {
-  return isV4(p) ? 96 + lengths.ipv4 : lengths.ipv6;
 }
 
 /** What the probe does with its blocklist when the prefix lengths change (Blocks.rekey). */
@@ -107,24 +96,8 @@ export class Blocks {
    * the kernel cannot match a /48 when it keys by /64).
    */
   target(ip: string): Target {
-    if (ip.length > 64) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, `invalid address: ${ip.length} characters is not an address or prefix`);
-    let given: Prefix;
-    try {
-      given = parsePrefix(ip);
-    } catch (e) {
-      if (e instanceof AddressError) throw new ServerError(GrpcStatus.INVALID_ARGUMENT, e.message);
-      throw e;
-    }
-    const len = lengthFor(given, this.lengths);
-    if (given.prefixLen < len) {
-      const [family, shown, setting] = isV4(given) ? ['IPv4', len - 96, 'PW_IPV4_PREFIX'] : ['IPv6', len, 'PW_IPV6_PREFIX'];
-      throw new ServerError(
-        GrpcStatus.INVALID_ARGUMENT,
-        `${ip} is shorter than the /${shown} this probe keys ${family} sources by (${setting} of the policy): give a /${shown} or longer, or an address`,
-      );
-    }
-    const p = sourcePrefix(given.addr, this.lengths);
-    return { key: p.addr, text: formatSource(p), address: ip.includes('/') ? undefined : given.addr, widened: given.prefixLen > len };
+    const named = namedSource(ip, this.lengths);
+    return { key: named.prefix.addr, text: named.text, address: named.address, widened: named.widened };
   }
 
   block(ip: string, ttlSeconds: number, reason: BlockReason): { entry: KernelBlock; alreadyBlocked: boolean; widened: boolean } {

@@ -71,11 +71,11 @@ describe('BlockIp by prefix: the key is the source at the configured length', ()
     expect(() => blocks.block('2001:db8:1::/48', 0, MANUAL)).toThrow(
       expect.objectContaining({
         code: GrpcStatus.INVALID_ARGUMENT,
-        details: '2001:db8:1::/48 is shorter than the /64 this probe keys IPv6 sources by (PW_IPV6_PREFIX of the policy): give a /64 or longer, or an address',
+        details: '2001:db8:1::/48 is shorter than the /64 IPv6 sources are blocked by (PW_IPV6_PREFIX): give a /64 or longer, or an address',
       }),
     );
     expect(() => blocks.block('198.51.0.0/16', 0, MANUAL)).toThrow(
-      expect.objectContaining({ code: GrpcStatus.INVALID_ARGUMENT, details: expect.stringContaining('shorter than the /24 this probe keys IPv4 sources by (PW_IPV4_PREFIX') }),
+      expect.objectContaining({ code: GrpcStatus.INVALID_ARGUMENT, details: expect.stringContaining('shorter than the /24 IPv4 sources are blocked by (PW_IPV4_PREFIX') }),
     );
     expect(() => blocks.unblock('2001:db8:1::/48')).toThrow(expect.objectContaining({ code: GrpcStatus.INVALID_ARGUMENT }));
     expect(() => blocks.block('2001:db8::/200', 0, MANUAL)).toThrow(expect.objectContaining({ code: GrpcStatus.INVALID_ARGUMENT }));
