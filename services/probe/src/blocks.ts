@@ -16,8 +16,8 @@ import {
   type SourcePrefixes,
   ServerError,
   formatSource,
-  isV4Mapped,
   namedSource,
+  sourceLengthFor,
   sourcePrefix,
 } from '@packetwatch/common';
 import { MapFullError, UpdateFlags, clock, encode } from 'libbpf-ts';
@@ -162,9 +162,9 @@ export class Blocks {
     this.lengths = to;
     const out: Rekeyed = { widened: 0, merged: 0, removed: 0 };
     for (const [key, raw] of this.dp.blocklist.map.lookupAll()) {
-      const v4 = isV4Mapped(key);
-      const newLen = v4 ? 96 + to.ipv4 : to.ipv6;
-      const oldLen = from === undefined ? undefined : v4 ? 96 + from.ipv4 : from.ipv6;
+      const whole = { addr: key, prefixLen: 128 };
+      const newLen = sourceLengthFor(whole, to);
+      const oldLen = from === undefined ? undefined : sourceLengthFor(whole, from);
       if (oldLen !== undefined && oldLen < newLen) {
         if (this.dp.blocklist.delete(key)) out.removed++;
         continue;
@@ -237,7 +237,7 @@ export class Blocks {
   private toKernelBlock(addr: Buffer, e: BlockEntry, now: bigint, offset: bigint): KernelBlock {
     return {
       // The key as the source it is, at its family's configured length.
-      ip: formatSource({ addr, prefixLen: isV4Mapped(addr) ? 96 + this.lengths.ipv4 : this.lengths.ipv6 }),
+      ip: formatSource({ addr, prefixLen: sourceLengthFor({ addr, prefixLen: 128 }, this.lengths) }),
       reason: e.reason as BlockReason,
       createdUnixNs: e.createdNs + offset,
       expiresUnixNs: e.expiresNs === 0n ? undefined : e.expiresNs + offset,
