@@ -14,6 +14,7 @@
 // nanoseconds go.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type Server, createServer } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import {
@@ -459,6 +460,15 @@ class Bench {
 
 const ACK = ipFrame({ src: CLIENT, dst: VICTIM, tcp: { sport: 40000, dport: SSH, flags: TCP_FLAGS.ACK } });
 const CLIENT_SYN = synFrame(CLIENT, VICTIM, 40001, SSH);
+/**
+ * Closed mode's socket lookup runs in this process's network namespace
+ * (BPF_PROG_TEST_RUN's frames arrive on its loopback device). The bench
+ * listens on LISTENER:SSH while it runs: a SYN there finds that listener
+ * (open), and no listener can hold SSH on the wildcard address meanwhile,
+ * so the client's SYN to VICTIM:SSH finds none (closed).
+ */
+const LISTENER = '127.0.0.2';
+const LISTENER_SYN = synFrame(CLIENT, LISTENER, 40001, SSH);
 const SCANNER_SYN = synFrame(SCANNER, VICTIM, 40002, SSH);
 
 const PASS_COUNTS = { frames: 1n };
@@ -605,6 +615,19 @@ const VARIANTS: readonly Variant[] = [
       drop: 'drop, before: blocklist hash + allowlist LPM on every hit',
       'new-connection': 'new-connection without the drop cache (what its miss costs)',
     },
+  },
+  {
+    label: 'closed mode',
+    defines: [],
+    opts: { ...DEPLOYED, countClosed: true },
+    paths: { 'new-connection': 'new-connection, closed mode (PW_PORTSCAN_COUNT=closed), no socket: looked up, closed, tracked -> event' },
+  },
+  {
+    label: 'closed mode, listener',
+    defines: [],
+    opts: { ...DEPLOYED, countClosed: true },
+    paths: { 'new-connection': 'new-connection, closed mode, a listener on the port: looked up, open, not tracked -> event' },
+    adjust: (p) => ({ ...p, data: LISTENER_SYN, counts: { frames: 1n, syn: 1n, events: 1n, openPortSyn: 1n } }),
   },
   {
     label: 'no event',
@@ -1067,7 +1090,7 @@ function entries(results: readonly Result[], tgts: readonly Target[], w: WakeUp,
   return [...perPath, ...onePerCall, ...versus, wakeUp];
 }
 
-function main(): void {
+async function main(): Promise<void> {
   checkPreconditions();
   const m = machine();
   const tmp = mkdtempSync(join(os.tmpdir(), 'packetwatch-bench-'));
@@ -1076,6 +1099,7 @@ function main(): void {
   const collections: Collection[] = [];
   const subjects: Subject[] = [];
   const readers: RingBufferReader[] = [];
+  const servers: Server[] = [];
   try {
     const floor = ObjectSpec.open(compile(FLOOR_SOURCE, join(tmp, 'xdp_pass.bpf.o'))).load();
     collections.push(floor);
@@ -1084,6 +1108,9 @@ function main(): void {
     const filterAllow = loadXdpFilter(XDP_FILTER_ALLOWLIST, pinDir, SCANNER);
     collections.push(filterAllow);
 
+    const listener = createServer();
+    servers.push(listener);
+    await new Promise<void>((res, rej) => listener.once('error', (e) => rej(new BenchError(`closed mode's rows listen on ${LISTENER}:${SSH}, which failed (${e.message})`))).listen({ host: LISTENER, port: SSH }, res));
     const deployed = new Subject('deployed', Datapath.load(DEPLOYED), DEPLOYED_N);
     subjects.push(deployed);
     const byN = BY_N.map((n) => {
@@ -1175,6 +1202,7 @@ function main(): void {
     for (const s of subjects) s.close();
     for (const r of readers) r.close();
     for (const c of collections) c.close();
+    for (const srv of servers) srv.close();
     rmSync(pinDir, { recursive: true, force: true });
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -90,6 +90,10 @@ const volatile __u32 scan_protected_size = 65536;
  * IPv4 address), so one exact-match lookup finds its block. */
 const volatile __u32 ipv6_prefix = 64;
 const volatile __u32 ipv4_prefix = 32;
+/* Closed mode (PW_PORTSCAN_COUNT=closed, docs/detection.md): a SYN counts
+ * toward the scan rule only when nothing on the host accepts its port. A
+ * constant, so that all mode (0) carries no lookup at all. */
+const volatile __u32 count_closed = 0;
 
 /* Map sizes here are defaults; user space sets them before load. */
 struct {
@@ -191,6 +195,16 @@ struct {
 	__uint(max_entries, 1);
 } list_gen SEC(".maps");
 
+/* Closed mode's ports declared open (PW_OPEN_PORTS: ports published through
+ * DNAT have no socket in this namespace), one bit a port, and the mode user
+ * space loaded; pinned with the lists. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct pw_port_count);
+	__uint(max_entries, 1);
+} port_count SEC(".maps");
+
 /* The policy's last scan configuration, pinned with the lists so that a
  * restarted probe loads the program with it while the policy is away. */
 struct {
@@ -253,6 +267,8 @@ enum pw_drop_mode _pw_drop_mode_btf __attribute__((unused));
 enum pw_scan_verdict _pw_scan_verdict_btf __attribute__((unused));
 enum pw_probe_kind _pw_probe_kind_btf __attribute__((unused));
 enum pw_scan_limit _pw_scan_limit_btf __attribute__((unused));
+enum pw_port_state _pw_port_state_btf __attribute__((unused));
+struct pw_port_count _pw_port_count_btf __attribute__((unused));
 struct pw_scan _pw_scan_btf __attribute__((unused));
 struct pw_probation _pw_probation_btf __attribute__((unused));
 
@@ -1122,17 +1138,64 @@ struct probe_info {
 	__u8 kind;     /* enum pw_probe_kind */
 };
 
+/* Closed mode: whether the host accepts a SYN's port. Declared open
+ * (port_count's bits), else asked of the kernel: a socket of the
+ * interface's network namespace (BPF_F_CURRENT_NETNS: XDP's is the ingress
+ * device's) that this SYN would reach, an established one of its very
+ * 4-tuple (or a request or TIME_WAIT one) or a listener on its address and
+ * port. A port where nothing listens is closed to a new connection even
+ * while connections accepted on it earlier live on: the stack answers that
+ * SYN with a RST. */
+static __always_inline int port_open(struct xdp_md *ctx, const struct l3_info *l3, const struct probe_info *p)
+{
+	__u32 zero = 0;
+	struct pw_port_count *pc = bpf_map_lookup_elem(&port_count, &zero);
+	struct bpf_sock_tuple t;
+	struct bpf_sock *sk;
+	__u32 len;
+
+	if (pc && (pc->open[(p->dport >> 6) & (PW_OPEN_PORT_WORDS - 1)] >> (p->dport & 63)) & 1)
+		return 1;
+	if (l3->ip4) {
+		t.ipv4.saddr = l3->ip4->saddr;
+		t.ipv4.daddr = l3->ip4->daddr;
+		t.ipv4.sport = bpf_htons(p->sport);
+		t.ipv4.dport = bpf_htons(p->dport);
+		len = sizeof(t.ipv4);
+	} else if (l3->ip6) {
+		__builtin_memcpy(t.ipv6.saddr, &l3->ip6->saddr, PW_ADDR_LEN);
+		__builtin_memcpy(t.ipv6.daddr, &l3->ip6->daddr, PW_ADDR_LEN);
+		t.ipv6.sport = bpf_htons(p->sport);
+		t.ipv6.dport = bpf_htons(p->dport);
+		len = sizeof(t.ipv6);
+	} else {
+		return 0;
+	}
+	sk = bpf_skc_lookup_tcp(ctx, &t, len, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
 /* Tracks a probe that is not dropped for a block and reports it; the
- * frame's verdict is the caller's. */
+ * frame's verdict is the caller's. In closed mode a SYN to an open port is
+ * reported, marked open, and not tracked. */
 static __always_inline void report_probe(struct xdp_md *ctx, struct pw_counters *cnt, const struct l3_info *l3, const union pw_addr_words *key,
 					 const struct probe_info *p, __u16 vlan_id, __u64 now)
 {
 	struct pw_syn_event *ev;
-	int scan;
+	__u8 state = PW_PORT_UNKNOWN;
+	int scan = PW_SCAN_NONE;
 
 	if (!now)
 		now = pw_now();
-	scan = scan_ports ? pw_track_scan(&key->a, &l3->saddr.a, p->dport, now) : PW_SCAN_NONE;
+	if (count_closed && p->kind == PW_PROBE_SYN)
+		state = port_open(ctx, l3, p) ? PW_PORT_OPEN : PW_PORT_CLOSED;
+	if (state == PW_PORT_OPEN)
+		count(cnt, PW_CNT_OPEN_PORT_SYN);
+	else if (scan_ports)
+		scan = pw_track_scan(&key->a, &l3->saddr.a, p->dport, now);
 
 #ifdef PW_VARIANT_NO_EVENT
 	return;
@@ -1163,7 +1226,7 @@ static __always_inline void report_probe(struct xdp_md *ctx, struct pw_counters 
 	ev->scan = scan;
 	ev->vlan_id = vlan_id;
 	ev->kind = p->kind;
-	ev->_pad = 0;
+	ev->port_state = state;
 	bpf_ringbuf_submit(ev, 0);
 	count(cnt, PW_CNT_EVENTS);
 }

@@ -86,7 +86,33 @@ struct pw_syn_event {
 	__u8 scan;              /* enum pw_scan_verdict: what the in-kernel detector made of it */
 	__u16 vlan_id;          /* innermost VLAN id, 0 when untagged */
 	__u8 kind;              /* enum pw_probe_kind */
-	__u8 _pad;
+	__u8 port_state;        /* enum pw_port_state: whether the host accepts the port (closed mode) */
+};
+
+/* What the program knew of the probed port (pw_syn_event.port_state). In
+ * closed mode (PW_PORTSCAN_COUNT=closed, the count_closed constant) a SYN
+ * is looked up: a port something on the host accepts (a listening socket,
+ * or an established one of that very 4-tuple, in the interface's network
+ * namespace), or one the operator declared open (PW_OPEN_PORTS, the
+ * port_count map), is open, and its SYN does not count toward the scan
+ * rule; any other is closed. Stealth and fragment probes are never looked
+ * up: they always count (unknown). */
+enum pw_port_state {
+	PW_PORT_UNKNOWN = 0,    /* not looked up: all mode, or not a SYN */
+	PW_PORT_CLOSED = 1,     /* nothing on the host accepts it: the SYN counts */
+	PW_PORT_OPEN = 2,       /* accepted (or declared open): the SYN does not count */
+};
+
+/* The port_count map's one value: the closed-mode settings the policy last
+ * sent (pinned, so that a probe restarted while the policy is away loads
+ * the program with them), and the ports declared open, one bit a port
+ * (bit p % 64 of open[p / 64]). The program reads only the bits; closed is
+ * user space's record of the mode it loads as count_closed. */
+#define PW_OPEN_PORT_WORDS 1024
+struct pw_port_count {
+	__u32 closed;           /* 1: closed mode */
+	__u32 _pad;
+	__u64 open[PW_OPEN_PORT_WORDS];
 };
 
 /* The in-kernel port-scan detector's verdict on a new connection. It applies
@@ -183,6 +209,7 @@ enum pw_counter {
 	PW_CNT_SCAN_PROMOTED,   /* sources moved from probation to the protected space by a second distinct port */
 	PW_CNT_PROBATION_EVICTED, /* sources forgotten from probation to make room */
 	PW_CNT_PROTECTED_EVICTED, /* sources forgotten from the protected space to make room */
+	PW_CNT_OPEN_PORT_SYN,   /* closed mode: SYNs to an open port (reported, not counted toward the scan rule) */
 	PW_CNT_MAX,
 };
 

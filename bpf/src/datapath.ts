@@ -38,11 +38,14 @@ import {
   countersCodec,
   lpmKeyCodec,
   probeConfigCodec,
+  type PortCountRecord,
+  openPortBitmap,
+  portCountCodec,
   sumCounters,
 } from './records.js';
 
 /** The maps a pinned Datapath shares with the next run (the ring buffer's readers and the detector's state are per run). */
-const PINNED_MAPS = ['blocklist', 'allowlist', 'list_gen', 'counters', 'events', 'probe_config'];
+const PINNED_MAPS = ['blocklist', 'allowlist', 'list_gen', 'counters', 'events', 'probe_config', 'port_count'];
 
 /** The detector's default space sizes (PW_SCAN_TABLE_SIZE, PW_SCAN_PROBATION_SIZE). */
 export const SCAN_TABLE_SIZE = 65_536;
@@ -50,6 +53,9 @@ export const SCAN_PROBATION_SIZE = 1 << 20;
 
 /** The pinned map holding the policy's last scan configuration (struct pw_probe_config). */
 export const PROBE_CONFIG_MAP = 'probe_config';
+
+/** The pinned map holding closed mode and the ports declared open (struct pw_port_count), as the program was last loaded. */
+export const PORT_COUNT_MAP = 'port_count';
 
 /**
  * The lists' generation (the list_gen map). The program keeps a per-CPU
@@ -291,6 +297,10 @@ export interface DatapathOptions {
   ipv6Prefix?: number;
   /** IPv4 sources likewise (default 32). */
   ipv4Prefix?: number;
+  /** Closed mode (PW_PORTSCAN_COUNT=closed): a SYN counts only when nothing on the host accepts its port (default false: every SYN counts). */
+  countClosed?: boolean;
+  /** Closed mode: ports declared open (PW_OPEN_PORTS), inclusive ranges [first, last] of 1 to 65535. */
+  openPorts?: readonly (readonly [number, number])[];
 }
 
 export interface BlockOptions {
@@ -307,6 +317,8 @@ export class Datapath {
   readonly events: BpfMap;
   /** The policy's last scan configuration (key 0), pinned: see readPinnedProbeConfig. */
   readonly probeConfig: TypedMap<number, ProbeConfigRecord>;
+  /** Closed mode and the ports declared open (key 0), written at load, pinned: see readPinnedPortCount. */
+  readonly portCount: TypedMap<number, PortCountRecord>;
   /**
    * The prefix lengths the program was loaded with (ipv6_prefix,
    * ipv4_prefix): it looks a source up in the blocklist, and tracks it, by
@@ -327,6 +339,7 @@ export class Datapath {
     this.allowlist = new ListMap(collection.map('allowlist'), lpmKeyCodec, u8, this.generation);
     this.events = collection.map('events');
     this.probeConfig = collection.map(PROBE_CONFIG_MAP).typed(u32, probeConfigCodec);
+    this.portCount = collection.map(PORT_COUNT_MAP).typed(u32, portCountCodec);
     this.#counters = collection.map('counters').perCpuTyped(u32, countersCodec);
   }
 
@@ -342,6 +355,21 @@ export class Datapath {
     try {
       const rec = map.typed(u32, probeConfigCodec).get(0);
       return rec === undefined || rec.portThreshold === 0 ? undefined : rec;
+    } finally {
+      map.close();
+    }
+  }
+
+  /**
+   * Closed mode and the ports declared open as an earlier run loaded the
+   * program with them under pinDir; undefined when there is no such pin.
+   */
+  static readPinnedPortCount(pinDir: string): PortCountRecord | undefined {
+    const path = `${pinDir}/${PORT_COUNT_MAP}`;
+    if (!existsSync(path)) return undefined;
+    const map = BpfMap.openPinned(path);
+    try {
+      return map.typed(u32, portCountCodec).get(0);
     } finally {
       map.close();
     }
@@ -381,11 +409,22 @@ export class Datapath {
         if (!Number.isInteger(len) || len < 1 || len > max) throw new RangeError(`${name} must be 1 to ${max}, got ${len}`);
         spec.setConstant(name, len);
       }
+      spec.setConstant('count_closed', opts.countClosed ? 1 : 0);
+      const openPorts = opts.openPorts ?? [];
+      for (const [first, last] of openPorts) {
+        if (!Number.isInteger(first) || !Number.isInteger(last) || first < 1 || last > 65535 || first > last) {
+          throw new RangeError(`openPorts ranges must be 1 to 65535, first <= last, got ${first}-${last}`);
+        }
+      }
       if (opts.pinDir !== undefined) {
         for (const m of PINNED_MAPS) spec.pinMap(m, `${opts.pinDir}/${m}`);
       }
       const dp = new Datapath(spec.load(), prefixes);
       try {
+        // The ports declared open, with the mode they go with: the map is
+        // shared with the program this one replaces, which reads the bits
+        // only in closed mode.
+        dp.portCount.set(0, { closed: opts.countClosed ? 1 : 0, open: openPortBitmap(openPorts) });
         // Before the program sees a frame: generation 0 would keep its drop cache unused.
         dp.generation.bump();
       } catch (e) {

@@ -74,6 +74,45 @@ export const probeConfigCodec: StructCodec<ProbeConfigRecord> = struct<ProbeConf
   ipv4Prefix: { offset: 44, codec: u32 },
 });
 
+/** Words of the open-port bitmap (PW_OPEN_PORT_WORDS): one bit for each of 65,536 ports. */
+export const OPEN_PORT_WORDS = 1024;
+
+/** struct pw_port_count: the port_count value, closed mode and the ports declared open (PW_OPEN_PORTS). */
+export interface PortCountRecord {
+  /** 1: closed mode (PW_PORTSCAN_COUNT=closed); 0: all mode. */
+  closed: number;
+  /** The bitmap: bit p % 64 of word p / 64 set for a port declared open (OPEN_PORT_WORDS * 8 bytes, little-endian words). */
+  open: Buffer;
+}
+
+export const portCountCodec: StructCodec<PortCountRecord> = struct<PortCountRecord>(8 + OPEN_PORT_WORDS * 8, {
+  closed: { offset: 0, codec: u32 },
+  open: { offset: 8, codec: bytes(OPEN_PORT_WORDS * 8) },
+});
+
+/** The bitmap of port_count for inclusive port ranges [first, last]. */
+export function openPortBitmap(ranges: readonly (readonly [number, number])[]): Buffer {
+  const bits = Buffer.alloc(OPEN_PORT_WORDS * 8);
+  // Little-endian 64-bit words: bit p % 64 of word p / 64 is bit p % 8 of byte p / 8.
+  for (const [first, last] of ranges) for (let p = first; p <= last; p++) bits[p >> 3]! |= 1 << (p & 7);
+  return bits;
+}
+
+/** The inclusive port ranges [first, last] a port_count bitmap holds, in port order. */
+export function openPortRanges(bits: Buffer): [number, number][] {
+  const out: [number, number][] = [];
+  let start = -1;
+  for (let p = 0; p <= OPEN_PORT_WORDS * 64; p++) {
+    const set = p < OPEN_PORT_WORDS * 64 && (bits[p >> 3]! >> (p & 7)) & 1;
+    if (set && start < 0) start = p;
+    else if (!set && start >= 0) {
+      out.push([start, p - 1]);
+      start = -1;
+    }
+  }
+  return out;
+}
+
 /** How long a block beyond the blocks-per-minute budget lasts, unless configured (PW_CAPPED_BLOCK_TTL). */
 export const DEFAULT_CAPPED_BLOCK_SECONDS = 60;
 
@@ -209,6 +248,18 @@ export interface SynEvent {
   vlanId: number;
   /** ProbeKind: a SYN, a stealth segment or a tiny fragment. */
   kind: number;
+  /** PortState: whether the host accepts the port (closed mode); Unknown in all mode and for probes that are not SYNs. */
+  portState: number;
+}
+
+/** enum pw_port_state: what the program knew of a probed port (closed mode, PW_PORTSCAN_COUNT=closed). */
+export enum PortState {
+  /** Not looked up: all mode, or not a SYN (stealth and fragment probes always count). */
+  Unknown = 0,
+  /** Nothing on the host accepts it: the SYN counts toward the scan rule. */
+  Closed = 1,
+  /** A socket accepts it, or PW_OPEN_PORTS declares it open: the SYN does not count. */
+  Open = 2,
 }
 
 /** enum pw_probe_kind: what a probe event is. */
@@ -226,11 +277,13 @@ const FLAG_NAMES = ['FIN', 'SYN', 'RST', 'PSH', 'ACK', 'URG', 'ECE', 'CWR'] as c
 /**
  * How the live table marks a probe that is not a SYN: "NULL" (no flags),
  * "XMAS" (FIN, PSH, URG), a stealth segment's flags otherwise ("FIN",
- * "SYN+FIN"), "fragment" for a tiny fragment; "" for a SYN.
+ * "SYN+FIN"), "fragment" for a tiny fragment; a SYN "open port" when, in
+ * closed mode, the host accepts its port (it does not count toward the
+ * scan rule), else "".
  */
-export function probeLabel(kind: number, tcpFlags: number): string {
+export function probeLabel(kind: number, tcpFlags: number, portState: number = PortState.Unknown): string {
   if (kind === ProbeKind.Fragment) return 'fragment';
-  if (kind !== ProbeKind.Stealth) return '';
+  if (kind !== ProbeKind.Stealth) return portState === PortState.Open ? 'open port' : '';
   if (tcpFlags === 0) return 'NULL';
   if (tcpFlags === 0x29) return 'XMAS';
   return FLAG_NAMES.filter((_, bit) => tcpFlags & (1 << bit)).reverse().join('+');
@@ -250,6 +303,7 @@ export const synEventCodec: StructCodec<SynEvent> = struct<SynEvent>(56, {
   scan: { offset: 51, codec: u8 },
   vlanId: { offset: 52, codec: u16 },
   kind: { offset: 54, codec: u8 },
+  portState: { offset: 55, codec: u8 },
 });
 
 export const SYN_EVENT_SIZE = synEventCodec.size;
@@ -282,6 +336,7 @@ export const COUNTER_NAMES = [
   'scanPromoted',
   'probationEvicted',
   'protectedEvicted',
+  'openPortSyn',
 ] as const;
 
 export type CounterName = (typeof COUNTER_NAMES)[number];

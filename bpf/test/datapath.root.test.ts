@@ -7,6 +7,7 @@ import {
   type Counters,
   Datapath,
   DropMode,
+  PortState,
   ProbeKind,
   SCAN_MAX_PORTS,
   ScanVerdict,
@@ -18,6 +19,7 @@ import {
   ipFrame,
   lpmKeyCodec,
   decodeScanHistory,
+  openPortRanges,
   destinationOptions,
   encodeScanHistory,
   parseAddress,
@@ -27,6 +29,7 @@ import {
   tcpFrame,
   zeroCounters,
 } from '@packetwatch/bpf';
+import { type AddressInfo, type Server, type Socket, createConnection, createServer } from 'node:net';
 import { BpfError, type RingBufferReader, clock, encode } from 'libbpf-ts';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
@@ -1034,5 +1037,150 @@ describe('in-kernel scan detection', () => {
 
   it('refuses more ports than it tracks', () => {
     expect(() => Datapath.load({ scanPorts: SCAN_MAX_PORTS + 1 })).toThrow(RangeError);
+  });
+});
+
+// Closed mode (PW_PORTSCAN_COUNT=closed): a BPF_PROG_TEST_RUN frame arrives on
+// the loopback device of this process's network namespace, where the program
+// asks the kernel for a socket. A listener bound to 127.0.0.2 (or ::1) holds
+// its port: nothing else can listen on that port's wildcard address while it
+// does, so the same port at 127.0.0.3 (or 2001:db8::1) is closed whatever
+// else runs on the machine.
+describe('closed mode: a SYN counts only when nothing on the host accepts its port', () => {
+  const OPEN4 = '127.0.0.2';
+  const CLOSED4 = '127.0.0.3';
+  const OPEN6 = '::1';
+  const CLOSED6 = '2001:db8::1';
+  const servers: Server[] = [];
+  const sockets: Socket[] = [];
+  const listen = async (host: string): Promise<number> => {
+    const srv = createServer((s) => sockets.push(s));
+    servers.push(srv);
+    await new Promise<void>((res, rej) => srv.once('error', rej).listen({ host, port: 0 }, res));
+    return (srv.address() as AddressInfo).port;
+  };
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await Promise.all(servers.map((s) => new Promise((res) => s.close(res))));
+  });
+  const events = (dp: Datapath, r: RingBufferReader, frame: Buffer) => {
+    const { retval } = dp.program.testRun({ data: frame });
+    return { verdict: retval, events: [...r.consume()].map((b) => synEventCodec.read(b, 0)).map((e) => ({ port: e.dport, state: e.portState, scan: e.scan })) };
+  };
+  const withDatapath = (opts: Parameters<typeof Datapath.load>[0], body: (dp: Datapath, r: RingBufferReader) => void) => {
+    const dp = Datapath.load(opts);
+    const reader = dp.reader();
+    try {
+      body(dp, reader);
+    } finally {
+      reader.close();
+      dp.close();
+    }
+  };
+
+  it('marks a SYN to a listening port open (IPv4 and IPv6, a specific and a wildcard listener) and one to a port without a listener closed, and counts the open ones', async () => {
+    const p4 = await listen(OPEN4);
+    const p6 = await listen(OPEN6);
+    withDatapath({ countClosed: true }, (dp, r) => {
+      expect(events(dp, r, synFrame('192.0.2.7', OPEN4, 40000, p4))).toEqual({ verdict: XDP_PASS, events: [{ port: p4, state: PortState.Open, scan: 0 }] });
+      expect(events(dp, r, synFrame('192.0.2.7', CLOSED4, 40000, p4))).toEqual({ verdict: XDP_PASS, events: [{ port: p4, state: PortState.Closed, scan: 0 }] });
+      expect(events(dp, r, synFrame('2001:db8::7', OPEN6, 40000, p6))).toEqual({ verdict: XDP_PASS, events: [{ port: p6, state: PortState.Open, scan: 0 }] });
+      expect(events(dp, r, synFrame('2001:db8::7', CLOSED6, 40000, p6))).toEqual({ verdict: XDP_PASS, events: [{ port: p6, state: PortState.Closed, scan: 0 }] });
+      expect(dp.counters()).toMatchObject({ syn: 4n, events: 4n, openPortSyn: 2n });
+    });
+  });
+
+  it('looks nothing up in all mode (the default): every event says unknown', async () => {
+    const p4 = await listen(OPEN4);
+    withDatapath({}, (dp, r) => {
+      expect(events(dp, r, synFrame('192.0.2.7', OPEN4, 40000, p4)).events).toEqual([{ port: p4, state: PortState.Unknown, scan: 0 }]);
+      expect(dp.counters().openPortSyn).toBe(0n);
+    });
+  });
+
+  it('counts only closed ports toward the scan rule: SYNs to three open ports never block, the third closed port does', async () => {
+    const open = [await listen(OPEN4), await listen(OPEN4), await listen(OPEN4)];
+    withDatapath({ countClosed: true, scanPorts: 3 }, (dp, r) => {
+      for (const port of open) {
+        for (const sport of [40000, 40001]) {
+          expect(events(dp, r, synFrame('192.0.2.8', OPEN4, sport, port))).toEqual({ verdict: XDP_PASS, events: [{ port, state: PortState.Open, scan: 0 }] });
+        }
+      }
+      // The same ports at an address nothing listens on are closed: the third crosses.
+      expect(events(dp, r, synFrame('192.0.2.8', CLOSED4, 40002, open[0]!)).events).toEqual([{ port: open[0], state: PortState.Closed, scan: ScanVerdict.None }]);
+      expect(events(dp, r, synFrame('192.0.2.8', CLOSED4, 40003, open[1]!)).events).toEqual([{ port: open[1], state: PortState.Closed, scan: ScanVerdict.None }]);
+      expect(events(dp, r, synFrame('192.0.2.8', CLOSED4, 40004, open[2]!)).events).toEqual([{ port: open[2], state: PortState.Closed, scan: ScanVerdict.Blocked }]);
+      // Blocked: even an open port's SYN is dropped now.
+      expect(events(dp, r, synFrame('192.0.2.8', OPEN4, 40005, open[0]!))).toEqual({ verdict: XDP_DROP, events: [] });
+      expect(dp.counters()).toMatchObject({ openPortSyn: 6n, scanBlocked: 1n, synDropped: 1n });
+    });
+  });
+
+  it('counts stealth and fragment probes to an open port all the same (never looked up)', async () => {
+    const p = await listen(OPEN4);
+    withDatapath({ countClosed: true, scanPorts: 2 }, (dp, r) => {
+      expect(events(dp, r, tcpFrame('192.0.2.9', OPEN4, 40000, p, TCP_FLAGS.FIN)).events).toEqual([{ port: p, state: PortState.Unknown, scan: 0 }]);
+      expect(events(dp, r, tcpFrame('192.0.2.9', OPEN4, 40000, p + 1, 0)).events).toEqual([{ port: p + 1, state: PortState.Unknown, scan: ScanVerdict.Blocked }]);
+      expect(dp.counters().openPortSyn).toBe(0n);
+    });
+  });
+
+  it('takes an established connection of the same 4-tuple as open; a new connection to a port whose listener is gone is closed, whatever connections live on', async () => {
+    const srv = createServer((s) => sockets.push(s));
+    await new Promise<void>((res) => srv.listen({ host: OPEN4, port: 0 }, res));
+    const port = (srv.address() as AddressInfo).port;
+    const client = createConnection({ host: OPEN4, port, localAddress: '127.0.0.1' });
+    sockets.push(client);
+    await new Promise<void>((res) => client.once('connect', res));
+    const local = client.localPort!;
+    // The listener goes (close() waits for the accepted connection only to call back); the connection stays.
+    srv.close();
+    await new Promise((res) => setImmediate(res));
+    expect(srv.listening).toBe(false);
+    withDatapath({ countClosed: true }, (dp, r) => {
+      expect(events(dp, r, synFrame('127.0.0.1', OPEN4, local, port)).events).toEqual([{ port, state: PortState.Open, scan: 0 }]);
+      expect(events(dp, r, synFrame('127.0.0.1', OPEN4, local === 65535 ? 65534 : local + 1, port)).events).toEqual([{ port, state: PortState.Closed, scan: 0 }]);
+    });
+  });
+
+  it('takes the ports declared open (PW_OPEN_PORTS) as open without a socket, and only those', async () => {
+    withDatapath(
+      {
+        countClosed: true,
+        scanPorts: 2,
+        openPorts: [
+          [8080, 8080],
+          [30000, 30002],
+        ],
+      },
+      (dp, r) => {
+        for (const port of [8080, 30000, 30001, 30002]) {
+          expect(events(dp, r, synFrame('192.0.2.10', CLOSED4, 40000, port)).events).toEqual([{ port, state: PortState.Open, scan: 0 }]);
+          expect(events(dp, r, synFrame('2001:db8::10', CLOSED6, 40000, port)).events).toEqual([{ port, state: PortState.Open, scan: 0 }]);
+        }
+        expect(events(dp, r, synFrame('192.0.2.10', CLOSED4, 40000, 8081)).events).toEqual([{ port: 8081, state: PortState.Closed, scan: 0 }]);
+        expect(events(dp, r, synFrame('192.0.2.10', CLOSED4, 40000, 30003)).events).toEqual([{ port: 30003, state: PortState.Closed, scan: ScanVerdict.Blocked }]);
+        expect(dp.portCount.get(0)!.closed).toBe(1);
+        expect(openPortRanges(dp.portCount.get(0)!.open)).toEqual([
+          [8080, 8080],
+          [30000, 30002],
+        ]);
+      },
+    );
+  });
+
+  it('takes every N from 1 to 64 in closed mode too (the verifier accepts each)', () => {
+    for (const n of [1, 2, 16, SCAN_MAX_PORTS]) {
+      withDatapath({ countClosed: true, scanPorts: n }, (dp, r) => {
+        let blockedAt = 0;
+        for (let port = 1; port <= n; port++) if (events(dp, r, synFrame('192.0.2.11', CLOSED4, 40000, port)).events[0]!.scan === ScanVerdict.Blocked) blockedAt = port;
+        expect(blockedAt).toBe(n);
+      });
+    }
+  });
+
+  it('refuses a declared open port out of range', () => {
+    expect(() => Datapath.load({ countClosed: true, openPorts: [[0, 10]] })).toThrow(RangeError);
+    expect(() => Datapath.load({ countClosed: true, openPorts: [[20, 10]] })).toThrow(RangeError);
   });
 });

@@ -9,7 +9,11 @@ import {
   DropMode,
   SCAN_MAX_PORTS,
   ProbeKind,
+  PortState,
   ScanVerdict,
+  openPortBitmap,
+  openPortRanges,
+  portCountCodec,
   TCP_FLAGS,
   probeLabel,
   blockCodec,
@@ -99,6 +103,31 @@ describe('record codecs match the BTF of the compiled object', () => {
     expect(codecLayout(probeConfigCodec)).toEqual(btfLayout('pw_probe_config'));
   });
 
+  it('struct pw_port_count (port_count value: closed mode, the ports declared open)', () => {
+    expect(codecLayout(portCountCodec)).toEqual(btfLayout('pw_port_count'));
+    const states = Object.fromEntries(named('ENUM', 'pw_port_state').values!.map((v) => [v.name, v.val]));
+    expect(states).toEqual({ PW_PORT_UNKNOWN: PortState.Unknown, PW_PORT_CLOSED: PortState.Closed, PW_PORT_OPEN: PortState.Open });
+  });
+
+  it('sets one bit a port in the open-port bitmap, as the program reads it (bit p % 64 of little-endian word p / 64)', () => {
+    const bits = openPortBitmap([
+      [0, 0],
+      [63, 65],
+      [65535, 65535],
+    ]);
+    const set: number[] = [];
+    for (let w = 0; w < bits.length / 8; w++) {
+      const word = bits.readBigUInt64LE(w * 8);
+      for (let b = 0; b < 64; b++) if ((word >> BigInt(b)) & 1n) set.push(w * 64 + b);
+    }
+    expect(set).toEqual([0, 63, 64, 65, 65535]);
+    expect(openPortRanges(bits)).toEqual([
+      [0, 0],
+      [63, 65],
+      [65535, 65535],
+    ]);
+  });
+
   it('struct pw_lpm_key (allowlist key)', () => {
     expect(codecLayout(lpmKeyCodec)).toEqual(btfLayout('pw_lpm_key', { prefixlen: 'prefixLen' }));
   });
@@ -179,6 +208,7 @@ describe('record codecs match the BTF of the compiled object', () => {
       scan: 1,
       vlanId: 4095,
       kind: ProbeKind.Stealth,
+      portState: PortState.Open,
     };
     const buf = Buffer.alloc(synEventCodec.size);
     synEventCodec.write(ev, buf, 0);

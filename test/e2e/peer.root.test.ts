@@ -103,6 +103,7 @@ describe('a hostile Report peer', () => {
             scan: 0,
             vlanId: 0,
             kind: 0,
+            portState: 0,
           }),
         ),
       ),

@@ -93,10 +93,52 @@ export const settings = {
       // Under a second is no duration anyone means (0.0000000001 must not round to 0, "permanent").
       return v !== undefined && (v === 0 || (v >= Math.max(1, min) && v <= MAX_TTL_SECONDS)) ? v : undefined;
     })(env, flag, def, describe),
+  /** Ports and inclusive ranges, comma-separated ("8080,30000-32767"): sorted, merged ranges [first, last]. */
+  portRanges: (env: string, flag: string, describe: string) =>
+    make<PortRange[]>('comma-separated ports and ranges of 1 to 65535 (8080,30000-32767)', parsePortRanges)(env, flag, [], describe),
   /** An address or host name to listen on. */
   host: (env: string, flag: string, def: string, describe: string) =>
     make<string>('an IPv4 or IPv6 address or a host name', (raw) => (isIP(raw) !== 0 || HOSTNAME.test(raw) ? raw : undefined))(env, flag, def, describe),
 };
+
+/** An inclusive port range [first, last], 1 <= first <= last <= 65535. */
+export type PortRange = [first: number, last: number];
+
+/** Sorted ranges with overlapping and adjacent ones merged: one spelling for each set of ports. */
+export function mergePortRanges(ranges: readonly (readonly [number, number])[]): PortRange[] {
+  const sorted = [...ranges].map(([a, b]): PortRange => [a, b]).sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+  const out: PortRange[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && r[0] <= last[1] + 1) last[1] = Math.max(last[1], r[1]);
+    else out.push(r);
+  }
+  return out;
+}
+
+/**
+ * "8080,30000-32767" → [[8080, 8080], [30000, 32767]] (merged); "" → [];
+ * undefined for port 0, a port above 65535, a reversed range or anything
+ * else. Spaces around items are allowed.
+ */
+export function parsePortRanges(raw: string): PortRange[] | undefined {
+  if (raw.trim() === '') return [];
+  const ranges: PortRange[] = [];
+  for (const item of raw.split(',')) {
+    const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(item.trim());
+    if (!m) return undefined;
+    const first = Number(m[1]);
+    const last = m[2] === undefined ? first : Number(m[2]);
+    if (first < 1 || last > 65535 || first > last) return undefined;
+    ranges.push([first, last]);
+  }
+  return mergePortRanges(ranges);
+}
+
+/** Ranges as the setting writes them: "8080,30000-32767" ("" for none). */
+export function formatPortRanges(ranges: readonly (readonly [number, number])[]): string {
+  return ranges.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(',');
+}
 
 const UNIT_SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };
 

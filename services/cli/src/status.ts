@@ -1,6 +1,6 @@
 // `packetwatchctl status`: what both services say about themselves, as one
 // JSON document (stable camelCase names) and as text for people.
-import { AttachMode, ConfigOrigin, type Duration, type GetPolicyStatusResponse, type GetStatusResponse } from '@packetwatch/proto';
+import { AttachMode, ConfigOrigin, type Duration, type GetPolicyStatusResponse, type GetStatusResponse, type ProbeConfig } from '@packetwatch/proto';
 import { type KeyValue, count, humanDuration, iso, keyValues, plural, relative } from './format.js';
 
 /** A call that failed: the gRPC status name and what the channel or server said. */
@@ -82,7 +82,28 @@ export interface PolicyStatusJson {
   storeFailure: string | null;
   /** The prefix lengths sources are tracked, decided and blocked by; null from a policy older than the field. */
   sourcePrefixes: SourcePrefixesJson | null;
+  /** What counts toward the scan rules (PW_PORTSCAN_COUNT, PW_OPEN_PORTS); null from a policy older than the field. */
+  portCount: PortCountJson | null;
+  /** Closed mode: SYN events to a port the probe's host accepts, not counted. */
+  eventsOpenPort: number;
   probes: PolicyProbeJson[];
+}
+
+/** PW_PORTSCAN_COUNT and PW_OPEN_PORTS as a service runs them. */
+export interface PortCountJson {
+  mode: 'all' | 'closed';
+  /** The ports declared open, as the setting writes them ("8080,30000-32767"; "" for none). */
+  openPorts: string;
+}
+
+const portCountOf = (c: ProbeConfig | undefined): PortCountJson | null =>
+  c ? { mode: c.countClosed ? 'closed' : 'all', openPorts: c.openPorts.map((r) => (r.first === r.last ? `${r.first}` : `${r.first}-${r.last}`)).join(',') } : null;
+
+/** What counts toward the scan rules, in a few words. */
+export function portCountText(p: PortCountJson | null): string {
+  if (!p) return 'unknown (a service older than this packetwatchctl)';
+  if (p.mode === 'all') return 'every SYN';
+  return `SYNs to closed ports only (declared open: ${p.openPorts || 'none'}); stealth probes always`;
 }
 
 /** PW_IPV6_PREFIX and PW_IPV4_PREFIX as a service runs them. */
@@ -152,6 +173,8 @@ export interface ProbeScanJson {
   kernelPorts: number;
   /** The prefix lengths the kernel keys its blocklist and detector by; null from a probe older than the field. */
   sourcePrefixes: SourcePrefixesJson | null;
+  /** What counts toward the scan rule in the kernel. */
+  portCount: PortCountJson | null;
   origin: 'defaults' | 'policy' | 'pinned';
   /** When the policy sent it; null for the defaults. */
   received: string | null;
@@ -175,6 +198,7 @@ function scanJson(s: GetStatusResponse): ProbeScanJson | null {
     cappedBlockTtlSeconds: seconds(c.cappedBlockTtl),
     kernelPorts: s.kernelScanPorts,
     sourcePrefixes: prefixesOf(c.ipv6Prefix, c.ipv4Prefix),
+    portCount: portCountOf(c),
     origin,
     received: iso(s.scanConfigReceived),
   };
@@ -218,6 +242,8 @@ function policyJson(r: ServiceReply<GetPolicyStatusResponse>, nowMs: number): Po
     storeWritesHeld: Number(s.storeWritesHeld),
     storeFailure: s.storeFailure || null,
     sourcePrefixes: prefixesOf(s.ipv6Prefix, s.ipv4Prefix),
+    portCount: portCountOf(s.probeConfig),
+    eventsOpenPort: Number(s.eventsOpenPort),
     probes: s.probes.map((p) => ({
       probeId: p.probeId,
       version: p.version,
@@ -293,11 +319,12 @@ function policyText(p: PolicyStatusJson, nowMs: number): string {
     ['thresholds', `${plural(p.portThreshold, 'port')} within ${humanDuration(p.windowSeconds)}`],
     ['block ttl', p.blockTtlSeconds > 0 ? humanDuration(p.blockTtlSeconds) : 'permanent'],
     ['sources', prefixesText(p.sourcePrefixes)],
+    ['counts', portCountText(p.portCount)],
     ['whitelist self', p.whitelistSelf ? 'yes' : 'no'],
     ['allowlist', list(p.allowlist)],
     ['tracked sources', count(p.trackedSources)],
     ['active decisions', count(p.activeDecisions)],
-    ['events', `${count(p.eventsReceived)} received, ${count(p.eventsLost)} lost`],
+    ['events', `${count(p.eventsReceived)} received, ${count(p.eventsLost)} lost${p.portCount?.mode === 'closed' ? `, ${count(p.eventsOpenPort)} to open ports (not counted)` : ''}`],
     ['detections', `${count(p.detections)} (block failures ${count(p.blockFailures)}, drift repairs ${count(p.driftRepairs)}, evictions ${count(p.evictions)})`],
     ['store', storeText(p)],
     ['probes', `${count(p.probes.length)} connected`],
@@ -338,6 +365,7 @@ function scanRows(s: ProbeScanJson | null): KeyValue[] {
     ['thresholds', `${plural(s.portThreshold, 'port')} within ${humanDuration(s.windowSeconds)}, from ${from}${off}`],
     ['kernel blocks', `${s.blockTtlSeconds > 0 ? humanDuration(s.blockTtlSeconds) : 'permanent'}, ${cap}`],
     ['sources', prefixesText(s.sourcePrefixes)],
+    ['counts', portCountText(s.portCount)],
   ];
 }
 
@@ -362,7 +390,7 @@ function probeText(p: ProbeStatusJson): string {
     ['pins', pinsText(p)],
     ...scanRows(p.scan),
     ['own addresses', list(p.ownAddresses)],
-    ['SYNs seen', count(p.synSeen)],
+    ['SYNs seen', `${count(p.synSeen)}${p.scan?.portCount?.mode === 'closed' ? `, ${count(p.counters.openPortSyn ?? 0)} to open ports (not counted)` : ''}`],
     ['stealth seen', count(p.stealthSeen)],
     ['dropped', `${count(p.synDropped)} SYNs, ${count(p.probeDropped)} probes, ${count(p.otherDropped)} other`],
     ['evasions', evasionsText(p.counters)],

@@ -42,6 +42,18 @@ const policyStatus: GetPolicyStatusResponse = {
   storeFailure: '',
   ipv6Prefix: 64,
   ipv4Prefix: 32,
+  probeConfig: {
+    portThreshold: 3,
+    window: { seconds: 60n, nanos: 0 },
+    blockTtl: { seconds: 0n, nanos: 0 },
+    maxBlocksPerMinute: 120,
+    cappedBlockTtl: { seconds: 60n, nanos: 0 },
+    ipv6Prefix: 64,
+    ipv4Prefix: 32,
+    countClosed: false,
+    openPorts: [],
+  },
+  eventsOpenPort: 0n,
 };
 
 const counters = {
@@ -68,6 +80,7 @@ const counters = {
   scanPromoted: 5n,
   probationEvicted: 3n,
   protectedEvicted: 0n,
+  openPortSyn: 0n,
 };
 
 const probeStatus: GetStatusResponse = {
@@ -100,6 +113,8 @@ const probeStatus: GetStatusResponse = {
     cappedBlockTtl: { seconds: 60n, nanos: 0 },
     ipv6Prefix: 64,
     ipv4Prefix: 32,
+    countClosed: false,
+    openPorts: [],
   },
   scanConfigOrigin: ConfigOrigin.CONFIG_ORIGIN_POLICY,
   scanConfigReceived: new Date(NOW - 60_000),
@@ -122,6 +137,27 @@ describe('status: the prefix lengths sources are keyed by', () => {
 });
 
 describe('status: text', () => {
+  it('says what counts in closed mode (PW_PORTSCAN_COUNT=closed), the ports declared open, and the SYNs to open ports', () => {
+    const openPorts = [
+      { first: 8080, last: 8080 },
+      { first: 30000, last: 32767 },
+    ];
+    const policy: ServiceReply<GetPolicyStatusResponse> = {
+      ...policyOk,
+      status: { ok: true, value: { ...policyStatus, probeConfig: { ...policyStatus.probeConfig!, countClosed: true, openPorts }, eventsOpenPort: 1200n } },
+    };
+    const probe: ServiceReply<GetStatusResponse> = {
+      ...probeOk,
+      status: { ok: true, value: { ...probeStatus, scanConfig: { ...probeStatus.scanConfig!, countClosed: true, openPorts }, counters: { ...counters, openPortSyn: 1200n } } },
+    };
+    const text = statusText(statusJson(policy, probe, NOW), NOW).split('\n');
+    expect(text).toContain('  counts            SYNs to closed ports only (declared open: 8080,30000-32767); stealth probes always');
+    expect(text).toContain('  events            1,234 received, 0 lost, 1,200 to open ports (not counted)');
+    expect(text).toContain('  counts         SYNs to closed ports only (declared open: 8080,30000-32767); stealth probes always');
+    expect(text).toContain('  SYNs seen      1,300, 1,200 to open ports (not counted)');
+    expect(statusJson(policy, probe, NOW).policy).toMatchObject({ portCount: { mode: 'closed', openPorts: '8080,30000-32767' }, eventsOpenPort: 1200 });
+  });
+
   it('shows both services: health, version, thresholds, counters, probes', () => {
     expect(statusText(statusJson(policyOk, probeOk, NOW), NOW)).toBe(
       [
@@ -131,6 +167,7 @@ describe('status: text', () => {
         '  thresholds        3 ports within 1m',
         '  block ttl         permanent',
         '  sources           IPv6 by /64, IPv4 by address',
+        '  counts            every SYN',
         '  whitelist self    yes',
         '  allowlist         127.0.0.1/32, ::1/128',
         '  tracked sources   2',
@@ -150,6 +187,7 @@ describe('status: text', () => {
         `  thresholds     5 ports within 1m, from the policy at ${new Date(NOW - 60_000).toISOString()}`,
         '  kernel blocks  permanent, 120 a minute, beyond them 1m',
         '  sources        IPv6 by /64, IPv4 by address',
+        '  counts         every SYN',
         '  own addresses  127.0.0.1, ::1',
         '  SYNs seen      1,300',
         '  stealth seen   1,500',

@@ -25,6 +25,18 @@ export const policySettings = {
     0,
     255,
   ),
+  portscanCount: s.oneOf(
+    'PW_PORTSCAN_COUNT',
+    'portscan-count',
+    'all',
+    'which SYNs count toward the scan rule: all (every SYN), or closed (only SYNs to ports nothing on the host accepts; stealth probes always count)',
+    ['all', 'closed'] as const,
+  ),
+  openPorts: s.portRanges(
+    'PW_OPEN_PORTS',
+    'open-ports',
+    'with PW_PORTSCAN_COUNT=closed, ports that count as open without a listening socket (ports published through DNAT), comma-separated ports and ranges: 8080,30000-32767',
+  ),
   ipv6Prefix: s.int('PW_IPV6_PREFIX', 'ipv6-prefix', 64, 'IPv6 sources are tracked and blocked by this prefix length (128: each address alone)', 1, 128),
   ipv4Prefix: s.int('PW_IPV4_PREFIX', 'ipv4-prefix', 32, 'IPv4 sources are tracked and blocked by this prefix length', 1, 32),
   whitelistSelf: s.bool('PW_WHITELIST_SELF', 'whitelist-self', true, "never block a probe's own addresses"),
@@ -88,6 +100,8 @@ export function probeConfigOf(c: PolicyConfig): ProbeConfig {
     cappedBlockTtl: duration(c.cappedBlockTtl),
     ipv6Prefix: c.ipv6Prefix,
     ipv4Prefix: c.ipv4Prefix,
+    countClosed: c.portscanCount === 'closed',
+    openPorts: c.openPorts.map(([first, last]) => ({ first, last })),
   };
 }
 

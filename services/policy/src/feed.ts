@@ -34,6 +34,8 @@ export class Feed {
   /** A connection's ProbeKind and TCP flags (its marker: probeLabel). */
   readonly #kinds: Uint8Array;
   readonly #flags: Uint8Array;
+  /** A connection's PortState (closed mode: an open port's SYN is marked). */
+  readonly #states: Uint8Array;
   readonly #addrs: Uint8Array;
   readonly #probes: (string | undefined)[];
   #next = 0;
@@ -47,6 +49,7 @@ export class Feed {
     this.#ports = new Uint16Array(recentCapacity);
     this.#kinds = new Uint8Array(recentCapacity);
     this.#flags = new Uint8Array(recentCapacity);
+    this.#states = new Uint8Array(recentCapacity);
     this.#addrs = new Uint8Array(recentCapacity * ADDR_LEN);
     this.#probes = new Array<string | undefined>(recentCapacity);
   }
@@ -66,11 +69,11 @@ export class Feed {
 
   /**
    * A new connection (a probe: a SYN, a stealth segment or a tiny fragment,
-   * kind and tcpFlags as in the record): the source address is the 16 bytes
+   * kind, tcpFlags and portState as in the record): the source address is the 16 bytes
    * at `records[at]` (IPv4-mapped for IPv4), copied; nothing is allocated
    * unless someone is subscribed.
    */
-  publishConnection(timeMs: number, records: Uint8Array, at: number, port: number, probeId: string, kind = 0, tcpFlags = 0): void {
+  publishConnection(timeMs: number, records: Uint8Array, at: number, port: number, probeId: string, kind = 0, tcpFlags = 0, portState = 0): void {
     const slot = this.#claim();
     this.#objects[slot] = undefined;
     this.#probes[slot] = probeId;
@@ -78,6 +81,7 @@ export class Feed {
     this.#ports[slot] = port;
     this.#kinds[slot] = kind;
     this.#flags[slot] = tcpFlags;
+    this.#states[slot] = portState;
     const addrs = this.#addrs;
     const base = slot * ADDR_LEN;
     for (let i = 0; i < ADDR_LEN; i++) addrs[base + i] = records[at + i]!;
@@ -115,7 +119,7 @@ export class Feed {
     if (o) return o;
     const base = slot * ADDR_LEN;
     const source = formatAddress(Buffer.from(this.#addrs.buffer, this.#addrs.byteOffset + base, ADDR_LEN));
-    const message = probeLabel(this.#kinds[slot]!, this.#flags[slot]!);
+    const message = probeLabel(this.#kinds[slot]!, this.#flags[slot]!, this.#states[slot]!);
     return { timeMs: this.#times[slot]!, kind: 'connection', source, port: this.#ports[slot]!, probeId: this.#probes[slot] ?? '', message };
   }
 }

@@ -15,6 +15,8 @@ export class PolicyCounts {
   /** Events not given to the detector: stamped further ahead of the policy's clock than the tolerance. */
   eventsOutOfRange = 0;
   eventsClockCorrected = 0;
+  /** Closed mode: SYN events to a port the probe's host accepts, shown and not counted toward the scan rules. */
+  eventsOpenPort = 0;
   /** Report streams ended for a bad message, a taken probe id, or a message out of order. */
   reportsRefused = 0;
   /** Feed events slow watchers missed (their buffer was full). */
@@ -63,6 +65,7 @@ const COUNTERS: [name: string, help: string, key: Exclude<keyof PolicyCounts, 's
   ['packetwatch_policy_block_failures_total', 'BlockIp calls that failed after retries', 'blockFailures'],
   ['packetwatch_policy_events_clock_corrected_total', "SYN events whose times were moved onto the policy's clock: their probe's clock was off by more than the tolerance", 'eventsClockCorrected'],
   ['packetwatch_policy_events_out_of_range_total', "SYN events not given to the detector: stamped further ahead of the policy's clock than it allows", 'eventsOutOfRange'],
+  ['packetwatch_policy_events_open_port_total', "Closed mode (PW_PORTSCAN_COUNT=closed): SYN events to a port the probe's host accepts (a socket, or PW_OPEN_PORTS), not counted toward the scan rules", 'eventsOpenPort'],
   ['packetwatch_policy_watch_events_missed_total', 'Feed events Watch streams missed because their client was too slow (bounded buffer)', 'watchEventsMissed'],
   ['packetwatch_policy_kernel_blocks_adopted_total', "Kernel blocks without a decision adopted at reconcile (a probe's blocks survived a lost store)", 'kernelBlocksAdopted'],
   ['packetwatch_policy_kernel_blocks_not_adopted_total', 'Kernel blocks without a decision not adopted: beyond the blocks-per-minute cap, or not an address', 'kernelBlocksNotAdopted'],

@@ -4,7 +4,7 @@
 // own: service.ts adapts a Report stream to them (flow control, scheduling)
 // and tests call them directly. A SYN goes one way: records → detection →
 // decision; nothing here calls back into the adapter.
-import { SYN_EVENT_OFFSET, SYN_EVENT_SIZE, ScanVerdict } from '@packetwatch/bpf/records';
+import { PortState, SYN_EVENT_OFFSET, SYN_EVENT_SIZE, ScanVerdict } from '@packetwatch/bpf/records';
 import type { Logger } from '@packetwatch/common';
 import type { EventBatch } from '@packetwatch/proto';
 import type { Allowlist } from './allowlist.js';
@@ -16,7 +16,7 @@ import type { ProbeSession } from './probes.js';
 import { addressAt } from './sourcekey.js';
 
 // Offsets in struct pw_syn_event (bpf/packetwatch.h), read in place on the hot path.
-const { tsNs: OFF_TS, saddr: OFF_SADDR, dport: OFF_DPORT, scan: OFF_SCAN, kind: OFF_KIND, tcpFlags: OFF_FLAGS } = SYN_EVENT_OFFSET;
+const { tsNs: OFF_TS, saddr: OFF_SADDR, dport: OFF_DPORT, scan: OFF_SCAN, kind: OFF_KIND, tcpFlags: OFF_FLAGS, portState: OFF_PORT_STATE } = SYN_EVENT_OFFSET;
 
 /** What the pipeline works with (the policy's context has it all). */
 export interface PipelineContext {
@@ -119,7 +119,15 @@ export function processRecords(ctx: PipelineContext, session: ProbeSession, batc
     const tsMs = (hi * 4294967296 + lo) / 1e6 + shiftMs;
     const port = buf[off + OFF_DPORT]! | (buf[off + OFF_DPORT + 1]! << 8);
     const at = off + OFF_SADDR;
-    feed.publishConnection(tsMs, buf, at, port, probeId, buf[off + OFF_KIND], buf[off + OFF_FLAGS]);
+    const portState = buf[off + OFF_PORT_STATE]!;
+    feed.publishConnection(tsMs, buf, at, port, probeId, buf[off + OFF_KIND], buf[off + OFF_FLAGS], portState);
+    if (portState === PortState.Open) {
+      // Closed mode: the probe's host accepts the port (a socket, or
+      // PW_OPEN_PORTS). Neither rule counts it, as the kernel does not
+      // (docs/detection.md, "Closed mode"); it is shown, marked.
+      ctx.metrics.counts.eventsOpenPort++;
+      continue;
+    }
     const addr = addressAt(buf, at);
     const scan = buf[off + OFF_SCAN];
     const kernel: KernelBlock = scan === ScanVerdict.Blocked ? 'blocked' : scan === ScanVerdict.Capped ? 'capped' : 'none';

@@ -506,6 +506,8 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       storeFailure: ctx.recorder.state.failure ?? '',
       ipv6Prefix: ctx.decisions.keys.lengths.ipv6,
       ipv4Prefix: ctx.decisions.keys.lengths.ipv4,
+      probeConfig: ctx.probeConfig,
+      eventsOpenPort: BigInt(ctx.metrics.counts.eventsOpenPort),
     })),
     listDecisions: unary<ListDecisionsRequest, ListDecisionsResponse>(log, 'ListDecisions', (req) => {
       const size = pageSize(req.pageSize);

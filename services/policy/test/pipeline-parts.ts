@@ -69,6 +69,7 @@ export function synBatch(syns: readonly [source: string, port: number, i: number
         scan: 0,
         vlanId: 0,
         kind: 0,
+        portState: 0,
       },
       records,
       k * SYN_EVENT_SIZE,

@@ -33,6 +33,9 @@ export interface KernelScan {
   probationSize: number;
   ipv6Prefix: number;
   ipv4Prefix: number;
+  /** Closed mode, and the ports declared open (inclusive ranges). */
+  countClosed: boolean;
+  openPorts: readonly (readonly [number, number])[];
 }
 
 export interface Attachment {
@@ -106,6 +109,8 @@ function loadDatapath(o: Omit<AttachOptions, 'ifname' | 'pinRoot' | 'mode' | 'lo
     scanProbationSize: o.scan.probationSize,
     ipv6Prefix: o.scan.ipv6Prefix,
     ipv4Prefix: o.scan.ipv4Prefix,
+    countClosed: o.scan.countClosed,
+    openPorts: o.scan.openPorts,
   });
 }
 

@@ -68,7 +68,7 @@ runMain(NAME, async () => {
   let scan: ScanConfigState = { config: DEFAULT_SCAN_CONFIG, origin: ConfigOrigin.CONFIG_ORIGIN_DEFAULTS, received: undefined };
   try {
     const rec = Datapath.readPinnedProbeConfig(pinDirFor(c.pinRoot, c.ifdev));
-    const pinned = rec && fromRecord(rec);
+    const pinned = rec && fromRecord(rec, Datapath.readPinnedPortCount(pinDirFor(c.pinRoot, c.ifdev)));
     if (rec && !pinned) log.warn({ pinned: rec }, 'the pinned scan configuration is not one the detector can run with; using the defaults until the policy sends one');
     if (pinned) scan = { config: pinned.config, origin: ConfigOrigin.CONFIG_ORIGIN_PINNED, received: pinned.received };
   } catch (e) {
@@ -91,6 +91,8 @@ runMain(NAME, async () => {
       probationSize: c.scanProbationSize,
       ipv6Prefix: cfg.ipv6Prefix,
       ipv4Prefix: cfg.ipv4Prefix,
+      countClosed: cfg.countClosed,
+      openPorts: cfg.openPorts,
     };
   };
   const datapathOptions = { dropMode: c.dropMode, blocklistSize: c.blocklistSize, allowlistSize: c.allowlistSize, ringbufBytes: c.ringbufBytes };
@@ -268,6 +270,7 @@ runMain(NAME, async () => {
           scanPromoted: k.scanPromoted,
           probationEvicted: k.probationEvicted,
           protectedEvicted: k.protectedEvicted,
+          openPortSyn: k.openPortSyn,
         },
         queueDepth: queue.depth,
         queueCapacity: queue.capacity,

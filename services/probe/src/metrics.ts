@@ -37,6 +37,7 @@ const KERNEL: [name: string, help: string, counter: keyof Counters][] = [
   ['packetwatch_probe_scan_promoted_total', "Sources moved from the in-kernel detector's probation to its protected space", 'scanPromoted'],
   ['packetwatch_probe_scan_probation_evicted_total', "Sources forgotten from the in-kernel detector's probation to make room", 'probationEvicted'],
   ['packetwatch_probe_scan_protected_evicted_total', "Sources forgotten from the in-kernel detector's protected space to make room", 'protectedEvicted'],
+  ['packetwatch_probe_open_port_syns_total', 'Closed mode: SYNs to a port the host accepts (a socket, or PW_OPEN_PORTS), not counted toward the scan rule', 'openPortSyn'],
 ];
 
 export class ProbeMetrics implements Scrapeable {

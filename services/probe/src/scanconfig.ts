@@ -4,8 +4,8 @@
 // runs the seed's defaults; one that has keeps the last configuration it
 // received, pinned (the probe_config map), across its own restarts. Pure:
 // checking a message, comparing, converting to the pinned record and back.
-import { DEFAULT_CAPPED_BLOCK_SECONDS, type ProbeConfigRecord, SCAN_MAX_PORTS } from '@packetwatch/bpf';
-import { MAX_TTL_SECONDS } from '@packetwatch/common';
+import { DEFAULT_CAPPED_BLOCK_SECONDS, type PortCountRecord, type ProbeConfigRecord, SCAN_MAX_PORTS, openPortRanges } from '@packetwatch/bpf';
+import { MAX_TTL_SECONDS, type PortRange, formatPortRanges, mergePortRanges } from '@packetwatch/common';
 import { ConfigOrigin, type Duration, type ProbeConfig } from '@packetwatch/proto';
 
 export interface ScanConfig {
@@ -21,6 +21,10 @@ export interface ScanConfig {
   ipv6Prefix: number;
   /** IPv4 sources likewise (1 to 32). */
   ipv4Prefix: number;
+  /** Closed mode (PW_PORTSCAN_COUNT=closed): a SYN counts only when nothing on the host accepts its port. */
+  countClosed: boolean;
+  /** Closed mode: ports declared open (PW_OPEN_PORTS), sorted and merged inclusive ranges. */
+  openPorts: PortRange[];
 }
 
 /** What a probe runs before any policy has configured it: the seed's thresholds, permanent blocks, 120 a minute. */
@@ -32,6 +36,8 @@ export const DEFAULT_SCAN_CONFIG: Readonly<ScanConfig> = Object.freeze({
   cappedBlockTtlSeconds: DEFAULT_CAPPED_BLOCK_SECONDS,
   ipv6Prefix: 64,
   ipv4Prefix: 32,
+  countClosed: false,
+  openPorts: [],
 });
 
 export const MAX_PORT_THRESHOLD = 255;
@@ -79,6 +85,11 @@ export function checkScanConfig(m: ProbeConfig): Checked {
   for (const [name, v, max] of [['ipv6_prefix', m.ipv6Prefix, 128], ['ipv4_prefix', m.ipv4Prefix, 32]] as const) {
     if (!Number.isInteger(v) || v < 1 || v > max) return { ok: false, reason: `${name} is ${v}, not 1 to ${max}` };
   }
+  for (const r of m.openPorts ?? []) {
+    if (!Number.isInteger(r.first) || !Number.isInteger(r.last) || r.first < 1 || r.last > 65535 || r.first > r.last) {
+      return { ok: false, reason: `open_ports holds ${r.first}-${r.last}, not a range of 1 to 65535` };
+    }
+  }
   return {
     ok: true,
     value: {
@@ -89,6 +100,8 @@ export function checkScanConfig(m: ProbeConfig): Checked {
       cappedBlockTtlSeconds: capped,
       ipv6Prefix: m.ipv6Prefix,
       ipv4Prefix: m.ipv4Prefix,
+      countClosed: m.countClosed === true,
+      openPorts: mergePortRanges((m.openPorts ?? []).map((r) => [r.first, r.last])),
     },
   };
 }
@@ -101,7 +114,9 @@ export function sameScanConfig(a: ScanConfig, b: ScanConfig): boolean {
     a.maxBlocksPerMinute === b.maxBlocksPerMinute &&
     a.cappedBlockTtlSeconds === b.cappedBlockTtlSeconds &&
     a.ipv6Prefix === b.ipv6Prefix &&
-    a.ipv4Prefix === b.ipv4Prefix
+    a.ipv4Prefix === b.ipv4Prefix &&
+    a.countClosed === b.countClosed &&
+    formatPortRanges(a.openPorts) === formatPortRanges(b.openPorts)
   );
 }
 
@@ -115,6 +130,7 @@ const ns = (s: number) => BigInt(Math.round(s * 1e9));
 const durationOfNs = (n: bigint): Duration => ({ seconds: n / NS, nanos: Number(n % NS) });
 const duration = (s: number): Duration => durationOfNs(ns(s));
 
+/** The pinned probe_config record (closed mode and the ports declared open are pinned in port_count, written at load). */
 export function toRecord(c: ScanConfig, received: Date): ProbeConfigRecord {
   return {
     portThreshold: c.portThreshold,
@@ -131,9 +147,11 @@ export function toRecord(c: ScanConfig, received: Date): ProbeConfigRecord {
 /**
  * The configuration a pinned record holds, checked as a message from the
  * policy is (the pin can be written past the probe, with bpftool);
- * undefined when it holds none the detector can run with.
+ * undefined when it holds none the detector can run with. Closed mode and
+ * the ports declared open come from the port_count pin (all mode without
+ * it: pins of a probe that predates closed mode).
  */
-export function fromRecord(r: ProbeConfigRecord): { config: ScanConfig; received: Date } | undefined {
+export function fromRecord(r: ProbeConfigRecord, ports?: PortCountRecord): { config: ScanConfig; received: Date } | undefined {
   const checked = checkScanConfig({
     portThreshold: r.portThreshold,
     window: durationOfNs(r.windowNs),
@@ -142,6 +160,8 @@ export function fromRecord(r: ProbeConfigRecord): { config: ScanConfig; received
     cappedBlockTtl: durationOfNs(r.cappedBlockNs),
     ipv6Prefix: r.ipv6Prefix,
     ipv4Prefix: r.ipv4Prefix,
+    countClosed: ports?.closed === 1,
+    openPorts: ports ? openPortRanges(ports.open).map(([first, last]) => ({ first, last })) : [],
   });
   return checked.ok ? { config: checked.value, received: new Date(Number(r.receivedUnixMs)) } : undefined;
 }
@@ -155,5 +175,7 @@ export function toProto(c: ScanConfig): ProbeConfig {
     cappedBlockTtl: duration(c.cappedBlockTtlSeconds),
     ipv6Prefix: c.ipv6Prefix,
     ipv4Prefix: c.ipv4Prefix,
+    countClosed: c.countClosed,
+    openPorts: c.openPorts.map(([first, last]) => ({ first, last })),
   };
 }

@@ -1,22 +1,22 @@
 import type { ProbeConfig } from '@packetwatch/proto';
-import { SCAN_MAX_PORTS } from '@packetwatch/bpf/records';
+import { SCAN_MAX_PORTS, openPortBitmap } from '@packetwatch/bpf/records';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SCAN_CONFIG, checkScanConfig, fromRecord, kernelScanPorts, sameScanConfig, toProto, toRecord } from '../src/scanconfig.js';
+import { DEFAULT_SCAN_CONFIG, type ScanConfig, checkScanConfig, fromRecord, kernelScanPorts, sameScanConfig, toProto, toRecord } from '../src/scanconfig.js';
 
 const s = (seconds: number, nanos = 0) => ({ seconds: BigInt(seconds), nanos });
 
 /** What a policy with PW_PORTSCAN_PORT_THRESHOLD=5 and the other settings at their defaults sends. */
-const FROM_POLICY: ProbeConfig = { portThreshold: 5, window: s(60), blockTtl: s(0), maxBlocksPerMinute: 120, cappedBlockTtl: s(60), ipv6Prefix: 64, ipv4Prefix: 32 };
+const FROM_POLICY: ProbeConfig = { portThreshold: 5, window: s(60), blockTtl: s(0), maxBlocksPerMinute: 120, cappedBlockTtl: s(60), ipv6Prefix: 64, ipv4Prefix: 32, countClosed: false, openPorts: [] };
 
 describe('scan configuration from the policy', () => {
   it('the defaults are the seed: 3 ports in 60 s, permanent blocks, 120 a minute, 60 s beyond', () => {
-    expect(DEFAULT_SCAN_CONFIG).toEqual({ portThreshold: 3, windowSeconds: 60, blockTtlSeconds: 0, maxBlocksPerMinute: 120, cappedBlockTtlSeconds: 60, ipv6Prefix: 64, ipv4Prefix: 32 });
+    expect(DEFAULT_SCAN_CONFIG).toEqual({ portThreshold: 3, windowSeconds: 60, blockTtlSeconds: 0, maxBlocksPerMinute: 120, cappedBlockTtlSeconds: 60, ipv6Prefix: 64, ipv4Prefix: 32, countClosed: false, openPorts: [] });
   });
 
   it('accepts a valid configuration as seconds', () => {
     expect(checkScanConfig({ ...FROM_POLICY, blockTtl: s(3600), cappedBlockTtl: s(1, 500_000_000) })).toEqual({
       ok: true,
-      value: { portThreshold: 5, windowSeconds: 60, blockTtlSeconds: 3600, maxBlocksPerMinute: 120, cappedBlockTtlSeconds: 1.5, ipv6Prefix: 64, ipv4Prefix: 32 },
+      value: { portThreshold: 5, windowSeconds: 60, blockTtlSeconds: 3600, maxBlocksPerMinute: 120, cappedBlockTtlSeconds: 1.5, ipv6Prefix: 64, ipv4Prefix: 32, countClosed: false, openPorts: [] },
     });
   });
 
@@ -37,6 +37,9 @@ describe('scan configuration from the policy', () => {
     ['no capped TTL', { cappedBlockTtl: undefined }, 'capped_block_ttl is missing'],
     ['a zero capped TTL', { cappedBlockTtl: s(0) }, 'capped_block_ttl is 0 s, not 1 to 315360000 s'],
     ['a budget over a million a minute', { maxBlocksPerMinute: 1_000_001 }, 'max_blocks_per_minute is 1000001, not 0 to 1000000'],
+    ['an open port 0', { openPorts: [{ first: 0, last: 10 }] }, 'open_ports holds 0-10, not a range of 1 to 65535'],
+    ['an open port above 65535', { openPorts: [{ first: 8080, last: 65536 }] }, 'open_ports holds 8080-65536, not a range of 1 to 65535'],
+    ['a reversed open-port range', { openPorts: [{ first: 9000, last: 8000 }] }, 'open_ports holds 9000-8000, not a range of 1 to 65535'],
   ])('refuses %s, naming the field', (_, change, reason) => {
     expect(checkScanConfig({ ...FROM_POLICY, ...change })).toEqual({ ok: false, reason });
   });
@@ -48,13 +51,34 @@ describe('scan configuration from the policy', () => {
     expect(sameScanConfig(a.value, { ...a.value })).toBe(true);
     expect(sameScanConfig(a.value, b.value)).toBe(false);
     expect(sameScanConfig(a.value, DEFAULT_SCAN_CONFIG)).toBe(false);
+    const closed = checkScanConfig({ ...FROM_POLICY, countClosed: true });
+    const ports = checkScanConfig({ ...FROM_POLICY, countClosed: true, openPorts: [{ first: 8080, last: 8080 }] });
+    const samePorts = checkScanConfig({ ...FROM_POLICY, countClosed: true, openPorts: [{ first: 8080, last: 8080 }, { first: 8080, last: 8080 }] });
+    if (!closed.ok || !ports.ok || !samePorts.ok) throw new Error('valid configurations refused');
+    expect(sameScanConfig(a.value, closed.value)).toBe(false);
+    expect(sameScanConfig(closed.value, ports.value)).toBe(false);
+    expect(sameScanConfig(ports.value, samePorts.value)).toBe(true);
   });
 
   it('round-trips through the pinned record and the status message', () => {
-    const c = { portThreshold: 5, windowSeconds: 30, blockTtlSeconds: 600, maxBlocksPerMinute: 7, cappedBlockTtlSeconds: 1.5, ipv6Prefix: 56, ipv4Prefix: 24 };
+    const c: ScanConfig = { portThreshold: 5, windowSeconds: 30, blockTtlSeconds: 600, maxBlocksPerMinute: 7, cappedBlockTtlSeconds: 1.5, ipv6Prefix: 56, ipv4Prefix: 24, countClosed: false, openPorts: [] };
     const received = new Date(1_700_000_000_123);
     expect(fromRecord(toRecord(c, received))).toEqual({ config: c, received });
     expect(checkScanConfig(toProto(c))).toEqual({ ok: true, value: c });
+    // Closed mode and the ports declared open: pinned in port_count, as Datapath.load writes it.
+    const closed: ScanConfig = {
+      ...c,
+      countClosed: true,
+      openPorts: [
+        [8080, 8080],
+        [30000, 32767],
+      ],
+    };
+    const ports = { closed: 1, open: openPortBitmap(closed.openPorts) };
+    expect(fromRecord(toRecord(closed, received), ports)).toEqual({ config: closed, received });
+    expect(checkScanConfig(toProto(closed))).toEqual({ ok: true, value: closed });
+    // Pins of a probe that predates closed mode: all mode.
+    expect(fromRecord(toRecord(closed, received))).toEqual({ config: { ...closed, countClosed: false, openPorts: [] }, received });
   });
 
   it('reads an all-zero or tampered pinned record as none', () => {
