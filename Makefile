@@ -87,7 +87,7 @@ build: install bpf $(NATIVE) proto ## Build everything: XDP object, libbpf-ts ad
 # Settings passed through to the services (sudo make run PW_IFDEV=eth0 ...).
 export PW_IFDEV PW_PORTSCAN_TIME_THRESHOLD PW_PORTSCAN_PORT_THRESHOLD PW_FLEET_PORT_THRESHOLD PW_PROMETHEUS_PORT PW_WHITELIST_SELF \
        PW_POLICY_PROMETHEUS_PORT PW_BLOCK_TTL PW_ALLOWLIST PW_XDP_MODE PW_DROP_MODE PW_LOG_LEVEL PW_LOG_FORMAT \
-       PW_KERNEL_DETECTION PW_MAX_BLOCKS_PER_MINUTE PW_MAX_TRACKED_SOURCES
+       PW_KERNEL_DETECTION PW_MAX_BLOCKS_PER_MINUTE PW_MAX_TRACKED_SOURCES PW_PORTSCAN_COUNT PW_OPEN_PORTS
 
 .PHONY: run
 run: deps build ## Probe + policy on PW_IFDEV (default lo) in the foreground with the live table (root)

@@ -6,10 +6,15 @@
 // port is not declared open (PW_OPEN_PORTS); with all, every SYN counts. The
 // same client, using the same three services, is never blocked in closed
 // mode and blocked at its third service in all mode.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { waitFor } from './netns.js';
-import { listAllBlocks, listAllDecisions, stackPerDescribe } from './services.js';
+import { ServiceProcess, listAllBlocks, listAllDecisions, stackPerDescribe } from './services.js';
+
+const POLICY_MAIN = fileURLToPath(new URL('../../services/policy/dist/main.js', import.meta.url));
 
 const SERVICES = [8086, 8087, 8088];
 /** Declared open, nothing listens on it: a port published through DNAT looks so from the host's namespace. */
@@ -118,5 +123,29 @@ describe('PW_PORTSCAN_COUNT=all (the default rule): the same client is blocked a
       return d.length === 1 ? d : undefined;
     }, SLOW_MS);
     expect(ds[0]!.reason).toMatch(/^port scan: 3 ports \(8086, 8087, 8088\)/);
+  });
+});
+
+describe('bad closed-mode settings stop the policy with exit code 2, naming the setting', () => {
+  it.each([
+    ['PW_PORTSCAN_COUNT', 'some'],
+    ['PW_OPEN_PORTS', '0-100'],
+    ['PW_OPEN_PORTS', '9000-8000'],
+    ['PW_OPEN_PORTS', '70000'],
+    ['PW_OPEN_PORTS', '80,https'],
+  ])('%s=%s', async (name, value) => {
+    const dir = mkdtempSync(join(tmpdir(), 'pw-closed-'));
+    try {
+      const p = new ServiceProcess([process.execPath, POLICY_MAIN], {
+        [name]: value,
+        PW_STATE_DIR: join(dir, 'state'),
+        PW_POLICY_SOCKET: join(dir, 'policy.sock'),
+        PW_POLICY_REPORT_SOCKET: join(dir, 'report.sock'),
+      });
+      expect(await p.exited).toBe(2);
+      expect(p.stderr.join('\n')).toContain(`invalid ${name}=${JSON.stringify(value)}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

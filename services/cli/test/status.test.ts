@@ -284,6 +284,8 @@ describe('status: JSON', () => {
       storeWritesHeld: 0,
       storeFailure: null,
       sourcePrefixes: { ipv6: 64, ipv4: 32 },
+      portCount: { mode: 'all', openPorts: '' },
+      eventsOpenPort: 0,
       probes: [
         {
           probeId: 'host/lo',

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { ConfigError, MAX_TTL_SECONDS, loadConfig, parseDuration } from '@packetwatch/common';
 import { describe, expect, it } from 'vitest';
 import { probeSettings, validate as validateProbe } from '../../probe/src/config.js';
-import { policySettings, validate } from '../src/config.js';
+import { policySettings, probeConfigOf, validate } from '../src/config.js';
 
 const load = (env: NodeJS.ProcessEnv = {}, argv: string[] = []) => loadConfig(policySettings, argv, env).config;
 const loadProbe = (env: NodeJS.ProcessEnv = {}, argv: string[] = []) => loadConfig(probeSettings, argv, env).config;
@@ -53,6 +53,8 @@ describe('policy settings: defaults', () => {
       cappedBlockTtl: 60,
       ipv6Prefix: 64,
       ipv4Prefix: 32,
+      portscanCount: 'all',
+      openPorts: [],
       decisionRetention: 30 * 86_400,
       reconcileSeconds: 60,
       logFormat: 'auto',
@@ -168,6 +170,46 @@ describe('policy settings: the fleet rule (PW_FLEET_PORT_THRESHOLD)', () => {
     expect(validate(load({ PW_FLEET_PORT_THRESHOLD: '2' })).fleetThreshold).toBe(3);
     expect(validate(load({ PW_PORTSCAN_PORT_THRESHOLD: '16' })).fleetThreshold).toBe(16);
     expect(validate(load({ PW_PORTSCAN_PORT_THRESHOLD: '16', PW_FLEET_PORT_THRESHOLD: '0' })).fleetThreshold).toBe(0);
+  });
+});
+
+describe('policy settings: closed mode (PW_PORTSCAN_COUNT, PW_OPEN_PORTS)', () => {
+  it('counts every SYN by default and takes closed; sends both to the probes', () => {
+    expect(probeConfigOf(load())).toMatchObject({ countClosed: false, openPorts: [] });
+    expect(load({ PW_PORTSCAN_COUNT: 'closed' }).portscanCount).toBe('closed');
+    expect(load({ PW_PORTSCAN_COUNT: 'ALL' }).portscanCount).toBe('all');
+    expect(probeConfigOf(load({}, ['--portscan-count', 'closed', '--open-ports', '30000-32767, 8080']))).toMatchObject({
+      countClosed: true,
+      openPorts: [
+        { first: 8080, last: 8080 },
+        { first: 30000, last: 32767 },
+      ],
+    });
+  });
+
+  it('refuses a PW_PORTSCAN_COUNT other than all or closed, naming it', () => {
+    const e = configError(() => load({ PW_PORTSCAN_COUNT: 'open' }));
+    expect(e.setting).toBe('PW_PORTSCAN_COUNT');
+    expect(e.message).toBe('invalid PW_PORTSCAN_COUNT="open": expected one of all, closed');
+  });
+
+  it('reads PW_OPEN_PORTS as sorted, merged ranges', () => {
+    expect(load({ PW_OPEN_PORTS: '8080' }).openPorts).toEqual([[8080, 8080]]);
+    expect(load({ PW_OPEN_PORTS: '1,65535' }).openPorts).toEqual([
+      [1, 1],
+      [65535, 65535],
+    ]);
+    expect(load({ PW_OPEN_PORTS: '9000-9010,8080,9005-9020,9021,443' }).openPorts).toEqual([
+      [443, 443],
+      [8080, 8080],
+      [9000, 9021],
+    ]);
+  });
+
+  it.each(['0', '65536', '0-10', '10-5', '80,', ',80', '80;443', 'http', '1-2-3', '-5', '8080-', '99999', '1e3'])('refuses PW_OPEN_PORTS=%j, naming it', (raw) => {
+    const e = configError(() => load({ PW_OPEN_PORTS: raw }));
+    expect(e.setting).toBe('PW_OPEN_PORTS');
+    expect(e.message).toBe(`invalid PW_OPEN_PORTS=${JSON.stringify(raw)}: expected comma-separated ports and ranges of 1 to 65535 (8080,30000-32767)`);
   });
 });
 

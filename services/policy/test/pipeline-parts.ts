@@ -50,10 +50,10 @@ export async function connectedProbes(ids: readonly string[], seed?: (s: Decisio
   return { store, recorder, metrics, log, probe, probes, sessions };
 }
 
-/** SYN records of (source, port), the i-th stamped at startMs + i ms, to the victim of the source's family. */
-export function synBatch(syns: readonly [source: string, port: number, i: number][], startMs: number): EventBatch {
+/** SYN records of (source, port), the i-th stamped at startMs + i ms, to the victim of the source's family; portState as the kernel marked it (PortState, Unknown when left out). */
+export function synBatch(syns: readonly [source: string, port: number, i: number, portState?: number][], startMs: number): EventBatch {
   const records = Buffer.alloc(syns.length * SYN_EVENT_SIZE);
-  syns.forEach(([source, dport, i], k) => {
+  syns.forEach(([source, dport, i, portState = 0], k) => {
     const v6 = source.includes(':');
     synEventCodec.write(
       {
@@ -69,7 +69,7 @@ export function synBatch(syns: readonly [source: string, port: number, i: number
         scan: 0,
         vlanId: 0,
         kind: 0,
-        portState: 0,
+        portState,
       },
       records,
       k * SYN_EVENT_SIZE,

@@ -3,6 +3,7 @@
 // records in, decisions and BlockIp calls out. A source that keeps under the
 // per-host threshold on each probe is blocked on all five by the fleet rule;
 // a client on one probe is not; the per-host rule still detects on one.
+import { PortState } from '@packetwatch/bpf/records';
 import { BlockReason, EventBatch } from '@packetwatch/proto';
 import { describe, expect, it } from 'vitest';
 import { Allowlist } from '../src/allowlist.js';
@@ -32,7 +33,7 @@ async function fleet(pairThreshold: number): Promise<{ ctx: PipelineContext; ses
 const start = Date.now() - 1000;
 
 /** A batch of SYN records of (source, port), the i-th at start + i ms. */
-const batch = (syns: [source: string, port: number, i: number][]): EventBatch => synBatch(syns, start);
+const batch = (syns: [source: string, port: number, i: number, portState?: number][]): EventBatch => synBatch(syns, start);
 
 const run = runBatch;
 
@@ -83,5 +84,34 @@ describe('the pipeline: the per-host rule', () => {
     await expect.poll(() => ctx.decisions.enforcedBy(SCANNER)).toEqual(PROBE_IDS);
     expect(ctx.decisions.active()).toMatchObject([{ ip: SCANNER, reason: 'port scan: 3 ports (22, 80, 443) within 0.002s' }]);
     expect(probe.blocked).toHaveLength(5);
+  });
+});
+
+describe('the pipeline: closed mode (the kernel marks each SYN with its port state)', () => {
+  const { Open, Closed } = PortState;
+
+  it('counts neither rule on SYNs to open ports: shown, marked, counted as open-port events, never detected', async () => {
+    const { ctx, sessions, probe } = await fleet(10);
+    const seen: string[] = [];
+    ctx.feed.subscribe((e) => seen.push(`${e.port} ${e.message}`));
+    // 3 open ports on one probe, 2 on each of five: a scan and a fleet scan, were they counted.
+    expect(run(ctx, sessions[0]!, batch([[CLIENT, 22, 0, Open], [CLIENT, 80, 1, Open], [CLIENT, 443, 2, Open]]))).toBe(3);
+    sessions.forEach((s, p) => run(ctx, s, batch([[CLIENT, 8086, 3 + 2 * p, Open], [CLIENT, 8087, 4 + 2 * p, Open]])));
+    expect(ctx.decisions.active()).toEqual([]);
+    expect(probe.blocked).toEqual([]);
+    expect(ctx.detector.tracked).toBe(0);
+    expect(ctx.metrics.counts.eventsOpenPort).toBe(13);
+    expect(ctx.metrics.counts.eventsReceived).toBe(13);
+    expect(seen.slice(0, 3)).toEqual(['22 open port', '80 open port', '443 open port']);
+  });
+
+  it('detects at the third closed port, whatever open ports come between', async () => {
+    const { ctx, sessions } = await fleet(10);
+    expect(
+      run(ctx, sessions[0]!, batch([[SCANNER, 22, 0, Open], [SCANNER, 1, 1, Closed], [SCANNER, 80, 2, Open], [SCANNER, 2, 3, Closed], [SCANNER, 443, 4, Open], [SCANNER, 3, 5, Closed]])),
+    ).toBe(6);
+    await expect.poll(() => ctx.decisions.active().length).toBe(1);
+    expect(ctx.decisions.active()).toMatchObject([{ ip: SCANNER, reason: 'port scan: 3 ports (1, 2, 3) within 0.004s' }]);
+    expect(ctx.metrics.counts.eventsOpenPort).toBe(3);
   });
 });
