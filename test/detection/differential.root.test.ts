@@ -26,6 +26,7 @@ import {
   Datapath,
   type DatapathOptions,
   OBJECT_PATH,
+  PortState,
   ScanVerdict,
   TEST_CLOCK_OBJECT_PATH,
   parseAddress,
@@ -57,6 +58,8 @@ interface Syn {
 interface Rule {
   n: number;
   windowMs: number;
+  /** Closed mode (PW_PORTSCAN_COUNT=closed) with these ports declared open (PW_OPEN_PORTS); all mode when absent. */
+  openPorts?: [number, number][];
 }
 
 /** The policy's side, as its event path drives the detector (services/policy/src/service.ts, processRecords). */
@@ -68,12 +71,15 @@ class PolicyEngine {
     this.detector = new Detector({ portThreshold: rule.n, windowSeconds: rule.windowMs / 1000, maxSources: 1 << 20 });
   }
 
-  /** tsMs undefined: the kernel dropped the SYN, so the policy never sees it; it says what it would have done without a time. */
-  syn(src: string, port: number, tsMs: number | undefined): Decision {
+  /**
+   * tsMs undefined: the kernel dropped the SYN, so the policy never sees it; it says what it would have done without a time.
+   * portState: as the kernel marked the SYN's event (closed mode); an open port's SYN is not counted (processRecords).
+   */
+  syn(src: string, port: number, tsMs: number | undefined, portState: number = PortState.Unknown): Decision {
     const key = addressKey(parseAddress(src));
     // The kernel drops a blocked source's SYNs before the ring buffer; the policy skips allowlisted ones.
     if (this.#blocked.has(key)) return 'drop';
-    if (allowed(src) || tsMs === undefined) return 'pass';
+    if (allowed(src) || tsMs === undefined || portState === PortState.Open) return 'pass';
     if (!this.detector.observe(key, port, tsMs)) return 'pass';
     this.#blocked.add(key);
     return 'block';
@@ -89,25 +95,33 @@ class KernelEngine {
 
   constructor(rule: Rule, opts: { testClock: boolean; windowNs?: bigint }) {
     const window: DatapathOptions = { scanWindowSeconds: opts.windowNs !== undefined ? Number(opts.windowNs) / 1e9 : rule.windowMs / 1000 };
-    this.dp = Datapath.load({ objectPath: opts.testClock ? TEST_CLOCK_OBJECT_PATH : OBJECT_PATH, scanPorts: rule.n, scanBlockSeconds: 0, scanBlocksPerMinute: 0, ...window });
+    this.dp = Datapath.load({
+      objectPath: opts.testClock ? TEST_CLOCK_OBJECT_PATH : OBJECT_PATH,
+      scanPorts: rule.n,
+      scanBlockSeconds: 0,
+      scanBlocksPerMinute: 0,
+      countClosed: rule.openPorts !== undefined,
+      openPorts: rule.openPorts,
+      ...window,
+    });
     this.#reader = this.dp.reader();
     this.#clock = opts.testClock ? this.dp.collection.map('test_clock').typed(u32, u64) : undefined;
     this.dp.allow(ALLOWED_PREFIX);
   }
 
   /** Runs one SYN (stamped tsNs with the test clock); the decision and the stamp the program gave it (none when dropped). */
-  syn(src: string, port: number, tsNs?: bigint): { decision: Decision; tsNs: bigint | undefined } {
+  syn(src: string, port: number, tsNs?: bigint): { decision: Decision; tsNs: bigint | undefined; portState: number } {
     if (tsNs !== undefined) this.#clock!.set(0, tsNs);
     this.#sport = this.#sport === 65535 ? 1024 : this.#sport + 1;
     const { retval } = this.dp.program.testRun({ data: synFrame(src, VICTIM, this.#sport, port) });
     const events = [...this.#reader.consume()].map((r) => synEventCodec.read(r, 0));
-    if (retval === XDP_DROP && events.length === 0) return { decision: 'drop', tsNs: undefined };
+    if (retval === XDP_DROP && events.length === 0) return { decision: 'drop', tsNs: undefined, portState: PortState.Unknown };
     const ev = events[0];
     if (retval !== XDP_PASS || events.length !== 1 || !ev || ev.dport !== port || (tsNs !== undefined && ev.tsNs !== tsNs)) {
       throw new Error(`SYN ${src} -> ${port}: verdict ${retval} with ${events.length} events (${JSON.stringify(events.map((e) => [e.dport, String(e.tsNs)]))})`);
     }
     // An allowlisted source's crossing is reported and blocks nothing.
-    return { decision: ev.scan === ScanVerdict.Blocked ? 'block' : 'pass', tsNs: ev.tsNs };
+    return { decision: ev.scan === ScanVerdict.Blocked ? 'block' : 'pass', tsNs: ev.tsNs, portState: ev.portState };
   }
 
   close(): void {
@@ -128,15 +142,18 @@ class Pair {
     this.policy = new PolicyEngine(rule);
   }
 
-  /** Each SYN's decision by each engine. */
-  run(syns: readonly Syn[]): { kernel: Decision[]; policy: Decision[] } {
+  /** Each SYN's decision by each engine; the policy takes each SYN's port state from the kernel's event, as in production. */
+  run(syns: readonly Syn[]): { kernel: Decision[]; policy: Decision[]; open: number } {
     const kernel: Decision[] = [];
     const policy: Decision[] = [];
+    let open = 0;
     for (const s of syns) {
-      kernel.push(this.kernel.syn(s.src, s.port, BigInt(s.ms) * 1_000_000n).decision);
-      policy.push(this.policy.syn(s.src, s.port, s.ms));
+      const k = this.kernel.syn(s.src, s.port, BigInt(s.ms) * 1_000_000n);
+      if (k.portState === PortState.Open) open++;
+      kernel.push(k.decision);
+      policy.push(this.policy.syn(s.src, s.port, s.ms, k.portState));
     }
-    return { kernel, policy };
+    return { kernel, policy, open };
   }
 
   close(): void {
@@ -345,6 +362,60 @@ describe('generated sequences on the test clock', () => {
     console.log(`differential, test clock: ${JSON.stringify(totals)}`);
     // The corpus itself, pinned (the seed makes it the same on every run).
     expect(totals).toEqual({ sequences: 4200, syns: 82_206, late: 3345, blocks: 1764, drops: 5065, sequencesWithBlock: 1205 });
+  });
+});
+
+/** Closed mode's declared open ports in these tests: a SYN to one of them is open whatever listens. */
+const DECLARED_OPEN: [number, number][] = [[100, 199]];
+const CLOSED_RULES: Rule[] = [2, 3, 16, 64].flatMap((n) => [500, 60_000].map((windowMs) => ({ n, windowMs, openPorts: DECLARED_OPEN })));
+const CLOSED_SEQUENCES_PER_RULE = 150;
+
+describe('closed mode (PW_PORTSCAN_COUNT=closed): the policy counts what the kernel counts, by the port state of its events', () => {
+  it('N = 3: open ports between the closed ones count for neither engine; the third closed port crosses', () => {
+    const pair = new Pair({ n: 3, windowMs: 60_000, openPorts: DECLARED_OPEN });
+    try {
+      const src = newSource('v4');
+      const syns = hits(src, [[100, 0], [1, 1], [101, 2], [2, 3], [102, 4], [103, 5], [3, 6], [104, 7]]).map((x) => ({ ...x, ms: x.ms + epochMs }));
+      epochMs += 10 * 60_000;
+      const { kernel, policy, open } = pair.run(syns);
+      expect(kernel).toEqual(policy);
+      expect(kernel).toEqual(['pass', 'pass', 'pass', 'pass', 'pass', 'pass', 'block', 'drop']);
+      expect(open).toBe(4);
+    } finally {
+      pair.close();
+    }
+  });
+
+  it(`${CLOSED_RULES.length * CLOSED_SEQUENCES_PER_RULE} generated sequences, about half their SYNs to declared open ports: the same decision at every SYN`, () => {
+    const rand = prng(SEED + 1);
+    const totals = { syns: 0, open: 0, blocks: 0 };
+    const mismatches: string[] = [];
+    for (const rule of CLOSED_RULES) {
+      const pair = new Pair(rule);
+      try {
+        for (let k = 0; k < CLOSED_SEQUENCES_PER_RULE; k++) {
+          const { syns: generated } = generate(rand, rule, epochMs);
+          // Half the pool's ports moved into the declared range.
+          const syns = generated.map((x) => (x.port % 2 === 0 ? { ...x, port: 100 + (x.port % 100) } : x));
+          epochMs = Math.max(...syns.map((x) => x.ms)) + 3 * rule.windowMs + 1;
+          const { kernel, policy, open } = pair.run(syns);
+          const at = kernel.findIndex((d, i) => d !== policy[i]);
+          if (at >= 0 && mismatches.length < 5) {
+            mismatches.push(`N=${rule.n} T=${rule.windowMs}ms sequence ${k}, SYN ${at}: kernel ${kernel[at]}, policy ${policy[at]}; ${JSON.stringify(syns.slice(0, at + 1).map((x) => [x.src, x.port, x.ms]))}`);
+          }
+          totals.syns += syns.length;
+          totals.open += open;
+          totals.blocks += policy.filter((d) => d === 'block').length;
+        }
+      } finally {
+        pair.close();
+      }
+    }
+    expect(mismatches).toEqual([]);
+    console.log(`differential, closed mode: ${JSON.stringify(totals)}`);
+    // Both kinds of SYN are there, and scans are found among them.
+    expect(totals.open).toBeGreaterThan(totals.syns / 4);
+    expect(totals.blocks).toBeGreaterThan(50);
   });
 });
 
