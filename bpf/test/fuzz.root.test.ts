@@ -170,8 +170,9 @@ describe.each([
       }
       if (batch.count === 1) {
         const ev = synEventCodec.read([...batch][0]!, 0);
-        const got = { saddr: formatAddress(ev.saddr), sport: ev.sport, dport: ev.dport, kind: ev.kind, flags: ev.tcpFlags };
-        const exp = { saddr: formatAddress(m.saddr!), sport: v.event!.sport, dport: v.event!.dport, kind: KIND[v.event!.kind], flags: v.event!.flags };
+        const got = { saddr: formatAddress(ev.saddr), sport: ev.sport, dport: ev.dport, kind: ev.kind, flags: ev.tcpFlags, portState: ev.portState };
+        // All mode (the program's default): no port is looked up, every event says unknown (0).
+        const exp = { saddr: formatAddress(m.saddr!), sport: v.event!.sport, dport: v.event!.dport, kind: KIND[v.event!.kind], flags: v.event!.flags, portState: 0 };
         if (JSON.stringify(got) !== JSON.stringify(exp)) expect({ i, frame: frame.toString('hex'), ...got }).toEqual({ i, frame: frame.toString('hex'), ...exp });
         seen(`event:${v.event!.kind}`);
       }
