@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ConfigOrigin } from '@packetwatch/proto';
 import { describe, expect, it } from 'vitest';
 import { waitFor } from './netns.js';
 import { ServiceProcess, listAllBlocks, listAllDecisions, stackPerDescribe } from './services.js';
@@ -75,6 +76,24 @@ describe('PW_PORTSCAN_COUNT=closed: only SYNs to ports nothing accepts count', (
     expect(await listAllDecisions(stack().svc.policyClient, false)).toEqual([]);
     expect(await listAllBlocks(stack().svc.probeClient, 5000)).toEqual([]);
     expect((await curl(SERVICES[0]!)).stdout).toBe('pong');
+  });
+
+  it('keeps closed mode with the policy gone: a restarted probe runs it pinned from the earlier run, and the client is still never blocked', async () => {
+    const { svc } = stack();
+    await svc.policy!.stop('SIGKILL');
+    await svc.probe!.stop('SIGTERM');
+    const st = await svc.startProbe();
+    expect(st.policyConnected).toBe(false);
+    expect(st.scanConfigOrigin).toBe(ConfigOrigin.CONFIG_ORIGIN_PINNED);
+    expect(st.scanConfig).toMatchObject({ countClosed: true, openPorts: [{ first: PUBLISHED, last: PUBLISHED }] });
+    const before = await counters();
+    const bodies: string[] = [];
+    for (let round = 0; round < 2; round++) for (const port of SERVICES) bodies.push((await curl(port)).stdout);
+    expect(bodies).toEqual(Array<string>(6).fill('pong'));
+    const after = await counters();
+    expect(Number(after.openPortSyn - before.openPortSyn)).toBe(6);
+    expect(Number(after.scanBlocked - before.scanBlocked)).toBe(0);
+    await svc.ensureRunning();
   });
 
   it(`blocks nmap -sS --top-ports 1000 after exactly ${N} closed-port SYNs; SYNs to the open services before then are not counted`, async () => {
