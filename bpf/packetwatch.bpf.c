@@ -36,7 +36,9 @@
  *    set), a stealth segment (FIN, NULL, XMAS, SYN+FIN, ...), or a tiny
  *    first fragment whose ports are there (dropped all the same). Every
  *    probe goes through the scan detector (pw_track_scan) by its
- *    destination port and is reported with its kind;
+ *    destination port and is reported with its kind; in closed mode
+ *    (count_closed) a SYN to a port the host accepts (a socket, or declared
+ *    open) is reported, marked open, and skips the detector (port_open);
  *  - a bounds check before every header read (cursor style, one parse_* per header);
  *  - allowlisted addresses are never dropped because of a block (blocked);
  *  - one map lookup on the common path (the per-CPU counters): an
