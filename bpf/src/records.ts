@@ -2,6 +2,7 @@
 // written out rather than computed so that test/records.test.ts can compare
 // them, field by field, with the BTF clang emitted for the compiled object.
 import { type Codec, type StructCodec, bytes, struct, u8, u16, u32, u64 } from 'libbpf-ts/codec';
+import { OPEN_PORT_MARK } from '@packetwatch/common/table';
 
 export const ADDR_LEN = 16;
 
@@ -277,13 +278,13 @@ const FLAG_NAMES = ['FIN', 'SYN', 'RST', 'PSH', 'ACK', 'URG', 'ECE', 'CWR'] as c
 /**
  * How the live table marks a probe that is not a SYN: "NULL" (no flags),
  * "XMAS" (FIN, PSH, URG), a stealth segment's flags otherwise ("FIN",
- * "SYN+FIN"), "fragment" for a tiny fragment; a SYN "open port" when, in
+ * "SYN+FIN"), "fragment" for a tiny fragment; a SYN OPEN_PORT_MARK when, in
  * closed mode, the host accepts its port (it does not count toward the
  * scan rule), else "".
  */
 export function probeLabel(kind: number, tcpFlags: number, portState: number = PortState.Unknown): string {
   if (kind === ProbeKind.Fragment) return 'fragment';
-  if (kind !== ProbeKind.Stealth) return portState === PortState.Open ? 'open port' : '';
+  if (kind !== ProbeKind.Stealth) return portState === PortState.Open ? OPEN_PORT_MARK : '';
   if (tcpFlags === 0) return 'NULL';
   if (tcpFlags === 0x29) return 'XMAS';
   return FLAG_NAMES.filter((_, bit) => tcpFlags & (1 << bit)).reverse().join('+');

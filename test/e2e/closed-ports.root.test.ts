@@ -10,7 +10,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigOrigin } from '@packetwatch/proto';
+import * as grpc from '@grpc/grpc-js';
+import { ConfigOrigin, type WatchEvent, WatchEventKind } from '@packetwatch/proto';
 import { describe, expect, it } from 'vitest';
 import { waitFor } from './netns.js';
 import { ServiceProcess, listAllBlocks, listAllDecisions, stackPerDescribe } from './services.js';
@@ -54,7 +55,24 @@ describe('PW_PORTSCAN_COUNT=closed: only SYNs to ports nothing accepts count', (
     expect(st.scanConfig).toMatchObject({ countClosed: true, openPorts: [{ first: PUBLISHED, last: PUBLISHED }] });
   });
 
+  /** The first `count` connections the policy's Watch replays from `since` for the attacker: port and MESSAGE marker. */
+  const watched = (since: Date, count: number) =>
+    new Promise<string[]>((resolve, reject) => {
+      const got: string[] = [];
+      const w = stack().svc.policyClient.watch({ source: stack().net.attackerAddr, since }, new grpc.Metadata(), { deadline: Date.now() + SLOW_MS });
+      w.on('data', (e: WatchEvent) => {
+        if (e.kind !== WatchEventKind.WATCH_EVENT_KIND_CONNECTION) return;
+        got.push(`${e.port} ${e.message}`.trim());
+        if (got.length === count) {
+          w.cancel();
+          resolve(got);
+        }
+      });
+      w.on('error', (err: grpc.ServiceError) => (err.code === grpc.status.CANCELLED ? undefined : reject(err)));
+    });
+
   it('never blocks a client that uses every open service, nor one that reaches a declared open port nothing listens on', async () => {
+    const since = new Date(Date.now() - 1000);
     const before = await counters();
     const bodies: string[] = [];
     for (let round = 0; round < 3; round++) {
@@ -75,6 +93,8 @@ describe('PW_PORTSCAN_COUNT=closed: only SYNs to ports nothing accepts count', (
     await waitFor('the policy to receive the events', async () => ((await stack().svc.policyStatus()).eventsReceived >= 11n ? true : undefined), SLOW_MS);
     expect(await listAllDecisions(stack().svc.policyClient, false)).toEqual([]);
     expect(await listAllBlocks(stack().svc.probeClient, 5000)).toEqual([]);
+    // The feed (table, packetwatchctl watch) shows each, marked.
+    expect(await watched(since, 11)).toEqual([...Array.from({ length: 3 }, () => SERVICES.map((p) => `${p} open port`)).flat(), `${PUBLISHED} open port`, `${PUBLISHED} open port`]);
     expect((await curl(SERVICES[0]!)).stdout).toBe('pong');
   });
 
@@ -128,6 +148,12 @@ describe('PW_PORTSCAN_COUNT=all (the default rule): the same client is blocked a
   const curl = (port: number) => stack().net.inAttacker('curl', ['-s', '--connect-timeout', '1', `http://${stack().net.victimAddr}:${port}/`]);
 
   it('answers its first three requests, then drops its connections: every SYN counts', async () => {
+    // The policy's configuration in the probe first (its PW_OPEN_PORTS differs from the defaults: a reload).
+    await waitFor(
+      'the probe running the policy configuration',
+      async () => ((await stack().svc.probeStatus()).scanConfigOrigin === ConfigOrigin.CONFIG_ORIGIN_POLICY ? true : undefined),
+      SLOW_MS,
+    );
     const results: string[] = [];
     for (const port of [...SERVICES, SERVICES[0]!]) {
       const r = await curl(port);

@@ -11,9 +11,16 @@ export interface TableEvent {
   source: string;
   /** Destination port of a connection; ignored for other kinds. */
   port: number;
-  /** A connection's marker in the MESSAGE column: the kind of a probe that is not a SYN ("FIN", "NULL", "XMAS", "fragment"). */
+  /**
+   * A connection's marker in the MESSAGE column: the kind of a probe that is
+   * not a SYN ("FIN", "NULL", "XMAS", "fragment", shown as "FIN probe"), or
+   * OPEN_PORT_MARK for a SYN to a port the host accepts (closed mode).
+   */
   message?: string;
 }
+
+/** The marker of a SYN to a port the host accepts, in closed mode (PW_PORTSCAN_COUNT=closed): it does not count toward the scan rules. */
+export const OPEN_PORT_MARK = 'open port';
 
 const COLUMNS = [19, 17, 7] as const;
 
@@ -35,6 +42,6 @@ const MESSAGES: Record<TableKind, string> = {
 
 export function row(e: TableEvent): string {
   const port = e.kind === 'connection' ? String(e.port) : '';
-  const message = e.kind === 'connection' && e.message ? `${e.message} probe` : MESSAGES[e.kind];
+  const message = e.kind === 'connection' && e.message ? (e.message === OPEN_PORT_MARK ? e.message : `${e.message} probe`) : MESSAGES[e.kind];
   return `${clock(e.timeMs).padEnd(COLUMNS[0])}${e.source.padEnd(COLUMNS[1] - 1)} ${port.padEnd(COLUMNS[2])}${message}`.trimEnd();
 }

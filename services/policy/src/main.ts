@@ -65,6 +65,9 @@ runMain(NAME, async () => {
     );
   }
 
+  if (c.openPorts.length > 0 && c.portscanCount !== 'closed') {
+    log.warn({ openPorts: c.openPorts }, 'PW_OPEN_PORTS has no effect unless PW_PORTSCAN_COUNT=closed: every SYN counts');
+  }
   const started = new Date();
   const metrics = new PolicyMetrics();
   const recorder = new Recorder(store, metrics, log);

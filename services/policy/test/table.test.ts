@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { PortState, ProbeKind, TCP_FLAGS, probeLabel } from '@packetwatch/bpf/records';
 import type { FeedEvent, FeedKind } from '../src/feed.js';
 import { banner, header, row } from '../src/table.js';
 
@@ -29,6 +30,13 @@ describe('table: rows in the seed layout', () => {
     expect(line).toBe('13:03:57           192.0.2.7        80     XMAS probe');
     expect(line.indexOf('XMAS')).toBe(header().indexOf('MESSAGE'));
     expect(row(event('connection', '192.0.2.7', 81, AT, 'fragment'))).toBe('13:03:57           192.0.2.7        81     fragment probe');
+  });
+
+  it('marks a SYN to an open port (closed mode) as it is, not as a probe', () => {
+    expect(row(event('connection', '192.0.2.8', 8086, AT, probeLabel(ProbeKind.Syn, TCP_FLAGS.SYN, PortState.Open)))).toBe('13:03:57           192.0.2.8        8086   open port');
+    expect(row(event('connection', '192.0.2.8', 8086, AT, probeLabel(ProbeKind.Syn, TCP_FLAGS.SYN, PortState.Closed)))).toBe('13:03:57           192.0.2.8        8086');
+    // A stealth probe of an open port is a probe all the same.
+    expect(row(event('connection', '192.0.2.8', 8086, AT, probeLabel(ProbeKind.Stealth, TCP_FLAGS.FIN, PortState.Unknown)))).toBe('13:03:57           192.0.2.8        8086   FIN probe');
   });
 
   it('puts the port under PORT and the source under SOURCE IP', () => {
