@@ -18,6 +18,7 @@ function decision(ip: string, o: Partial<Decision> = {}): Decision {
     enforcedBy: ['victim/pwv1'],
     missingOn: [],
     unrecorded: false,
+    shadow: false,
     ...o,
   };
 }

@@ -6,7 +6,7 @@ import { watchJson, watchRow } from '../src/watch.js';
 const AT = new Date(2026, 10, 25, 13, 3, 57);
 
 function ev(kind: WatchEventKind, source: string, port = 0, message = ''): WatchEvent {
-  return { time: AT, kind, source, port, probeId: 'host/lo', message };
+  return { time: AT, kind, source, port, probeId: 'host/lo', message, shadow: false };
 }
 
 describe('watch: rows as the policy prints them', () => {

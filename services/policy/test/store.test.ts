@@ -35,7 +35,7 @@ afterEach(() => {
 
 /** A decision as the policy makes it: id given, active. */
 function decision(id: number, ip: string, o: Partial<DecisionRecord> = {}): DecisionRecord {
-  return { id, ip, reason: `reason ${id}`, origin: 'detector', createdMs: T0, expiresMs: undefined, endedMs: undefined, ...o };
+  return { id, ip, reason: `reason ${id}`, origin: 'detector', createdMs: T0, expiresMs: undefined, endedMs: undefined, shadow: false, ...o };
 }
 
 describe('DecisionStore: insert, active, all, end', () => {
@@ -129,6 +129,7 @@ describe('isActive', () => {
     createdMs: T0,
     expiresMs: undefined,
     endedMs: undefined,
+    shadow: false,
   };
 
   it('is true for a permanent decision that has not ended', () => {

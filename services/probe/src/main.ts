@@ -91,6 +91,7 @@ runMain(NAME, async () => {
       probationSize: c.scanProbationSize,
       ipv6Prefix: cfg.ipv6Prefix,
       ipv4Prefix: cfg.ipv4Prefix,
+      shadow: cfg.shadow,
     };
   };
   const datapathOptions = { dropMode: c.dropMode, blocklistSize: c.blocklistSize, allowlistSize: c.allowlistSize, ringbufBytes: c.ringbufBytes };
@@ -145,6 +146,7 @@ runMain(NAME, async () => {
       adopted: att.adopted,
       kernelScanPorts: kernelScanPorts(scan.config, c.kernelDetection),
       kernelScanWindow: { seconds: BigInt(scan.config.windowSeconds), nanos: 0 },
+      shadow: scan.config.shadow,
     }),
     log,
     {
@@ -227,6 +229,7 @@ runMain(NAME, async () => {
       policyConnected: () => reporter.connected,
       blocks: () => blocks.size,
       blockCapacity: blocks.capacity,
+      shadow: () => scan.config.shadow,
     },
     { interface: c.ifdev, mode: att.mode, programId, version: VERSION, pinsPrivate: att.pins === 'private' },
   );
@@ -268,6 +271,7 @@ runMain(NAME, async () => {
           scanPromoted: k.scanPromoted,
           probationEvicted: k.probationEvicted,
           protectedEvicted: k.protectedEvicted,
+          wouldDrop: k.wouldDrop,
         },
         queueDepth: queue.depth,
         queueCapacity: queue.capacity,
