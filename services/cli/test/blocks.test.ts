@@ -161,6 +161,7 @@ describe('blocks: JSON', () => {
           inKernel: false,
           drift: 'notInKernel',
           unrecorded: false,
+          shadow: false,
         },
         {
           decisionId: null,
@@ -176,6 +177,7 @@ describe('blocks: JSON', () => {
           inKernel: true,
           drift: 'noDecision',
           unrecorded: false,
+          shadow: false,
         },
       ],
       kernel: { address: 'unix:/run/packetwatch/probe.sock', checked: true, probeId: 'victim/pwv1', error: null },

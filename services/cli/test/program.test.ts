@@ -288,6 +288,7 @@ describe('packetwatchctl: against a fake policy', () => {
         inKernel: null,
         drift: null,
         unrecorded: false,
+        shadow: false,
       },
       alreadyBlocked: false,
       requested: '192.0.2.7',

@@ -247,6 +247,7 @@ describe('Recorder: metrics', () => {
       'packetwatch_policy_store_writes_dropped_total 0',
       'packetwatch_policy_store_errors_total{op="insert"} 2',
       'packetwatch_policy_store_errors_total{op="end"} 0',
+      'packetwatch_policy_store_errors_total{op="enforce"} 0',
       'packetwatch_policy_store_errors_total{op="allow_add"} 0',
       'packetwatch_policy_store_errors_total{op="allow_remove"} 0',
       'packetwatch_policy_store_errors_total{op="read"} 0',

@@ -228,7 +228,7 @@ describe('DecisionStore: a store that cannot be read', () => {
     expect(() => DecisionStore.open(dir)).toThrow(
       expect.objectContaining({
         name: 'StoreOpenError',
-        message: `cannot open the decision store ${path}: decision store has schema 99, newer than this policy understands (1); run the newer version or move the file away; nothing was moved or changed`,
+        message: `cannot open the decision store ${path}: decision store has schema 99, newer than this policy understands (2); run the newer version or move the file away; nothing was moved or changed`,
       }),
     );
     // Not moved aside: a newer policy's decisions must not be abandoned by a downgrade.
