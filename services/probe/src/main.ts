@@ -96,6 +96,7 @@ runMain(NAME, async () => {
   };
   const datapathOptions = { dropMode: c.dropMode, blocklistSize: c.blocklistSize, allowlistSize: c.allowlistSize, ringbufBytes: c.ringbufBytes };
   log.info({ scan: scan.config, from: ConfigOrigin[scan.origin], received: scan.received }, 'scan configuration');
+  if (scan.config.shadow) log.warn("SHADOW MODE (the policy's PW_ENFORCE=False, pinned): the XDP program drops nothing for a block");
   let att: Attachment;
   try {
     att = attach({ ...datapathOptions, ifname: c.ifdev, pinRoot: c.pinRoot, mode: c.xdpMode, scan: kernelScan(scan.config), log });
@@ -332,6 +333,9 @@ runMain(NAME, async () => {
       metrics.programChanged(programId);
       old.close();
       log.info({ scan: next, was: scan.config, programId }, "the policy's scan configuration is in the kernel");
+      if (next.shadow !== scan.config.shadow) {
+        log.warn(next.shadow ? "SHADOW MODE (the policy's PW_ENFORCE=False): the XDP program drops nothing for a block" : 'enforcing: the XDP program drops for blocks again');
+      }
     }
     scan = { config: next, origin: ConfigOrigin.CONFIG_ORIGIN_POLICY, received };
     try {
