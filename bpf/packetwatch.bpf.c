@@ -90,6 +90,11 @@ const volatile __u32 scan_protected_size = 65536;
  * IPv4 address), so one exact-match lookup finds its block. */
 const volatile __u32 ipv6_prefix = 64;
 const volatile __u32 ipv4_prefix = 32;
+/* Shadow mode (PW_ENFORCE=False): everything runs, blocks included, but a
+ * block drops nothing; the frame a block would have dropped passes, counted
+ * as would_drop. A constant, so that the enforcing program, where the
+ * verifier prunes the branch, pays nothing for it. */
+const volatile __u32 shadow = 0;
 
 /* Map sizes here are defaults; user space sets them before load. */
 struct {
@@ -1323,6 +1328,13 @@ settle:
 	/* The blocklist consultation of every other path with a known source
 	 * that could be dropped for a block. */
 	if (blocked(&l3, &key, cnt, &now)) {
+		if (shadow) {
+			/* As enforcing, but for the verdict: no event, no tracking,
+			 * and the frame keeps the verdict it has without a block
+			 * (a tiny first fragment is dropped whoever sends it). */
+			count(cnt, PW_CNT_WOULD_DROP);
+			return verdict;
+		}
 		count(cnt, dropped);
 		return XDP_DROP;
 	}

@@ -291,6 +291,8 @@ export interface DatapathOptions {
   ipv6Prefix?: number;
   /** IPv4 sources likewise (default 32). */
   ipv4Prefix?: number;
+  /** Shadow mode: a block drops nothing; what it would have dropped passes, counted as wouldDrop (default false: enforcing). */
+  shadow?: boolean;
 }
 
 export interface BlockOptions {
@@ -351,6 +353,7 @@ export class Datapath {
     const spec = ObjectSpec.open(opts.objectPath ?? OBJECT_PATH);
     try {
       spec.setConstant('drop_mode', opts.dropMode ?? DropMode.Syn);
+      spec.setConstant('shadow', opts.shadow === true ? 1 : 0);
       if (opts.blocklistSize !== undefined) spec.setMaxEntries('blocklist', opts.blocklistSize);
       if (opts.allowlistSize !== undefined) spec.setMaxEntries('allowlist', opts.allowlistSize);
       if (opts.ringBufferBytes !== undefined) spec.setMaxEntries('events', opts.ringBufferBytes);

@@ -296,7 +296,7 @@ describe('packetwatchctl against the real services', () => {
       );
       expect(events.every((e) => e.source === attacker)).toBe(true);
       expect(events).toContainEqual(expect.objectContaining({ kind: 'connection', source: attacker, port: 8087, probeId }));
-      expect(Object.keys(events[0]!).sort()).toEqual(['kind', 'message', 'port', 'probeId', 'source', 'time']);
+      expect(Object.keys(events[0]!).sort()).toEqual(['kind', 'message', 'port', 'probeId', 'shadow', 'source', 'time']);
     } finally {
       table.kill('SIGINT');
       lines.kill('SIGINT');

@@ -13,6 +13,8 @@ export interface TableEvent {
   port: number;
   /** A connection's marker in the MESSAGE column: the kind of a probe that is not a SYN ("FIN", "NULL", "XMAS", "fragment"). */
   message?: string;
+  /** A blacklist event of a shadow decision (PW_ENFORCE=False): the source would have been added, nothing is dropped. */
+  shadow?: boolean;
 }
 
 const COLUMNS = [19, 17, 7] as const;
@@ -33,8 +35,11 @@ const MESSAGES: Record<TableKind, string> = {
   unblock: 'Removed from blacklist',
 };
 
+/** A shadow decision's row: the seed's words, said of what did not happen. */
+export const SHADOW_BLACKLIST = 'Would have been added to blacklist (shadow mode)';
+
 export function row(e: TableEvent): string {
   const port = e.kind === 'connection' ? String(e.port) : '';
-  const message = e.kind === 'connection' && e.message ? `${e.message} probe` : MESSAGES[e.kind];
+  const message = e.kind === 'connection' && e.message ? `${e.message} probe` : e.kind === 'blacklist' && e.shadow ? SHADOW_BLACKLIST : MESSAGES[e.kind];
   return `${clock(e.timeMs).padEnd(COLUMNS[0])}${e.source.padEnd(COLUMNS[1] - 1)} ${port.padEnd(COLUMNS[2])}${message}`.trimEnd();
 }

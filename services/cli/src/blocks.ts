@@ -24,6 +24,8 @@ export interface BlockRow {
   drift: Drift | null;
   /** A change to the decision is held in the policy's memory: its store refused it (enforced all the same). */
   unrecorded: boolean;
+  /** Made in shadow mode (PW_ENFORCE=False): no probe drops anything for it. */
+  shadow: boolean;
 }
 
 /** The probe's kernel view, or why there is none. */
@@ -81,6 +83,7 @@ export function decisionRow(d: Decision, nowMs: number, held: boolean | null = n
     inKernel: held,
     drift: active && held === false ? 'notInKernel' : null,
     unrecorded: d.unrecorded,
+    shadow: d.shadow,
   };
 }
 
@@ -111,6 +114,7 @@ export function blockRows(decisions: readonly Decision[], kernel: KernelView, no
         inKernel: true,
         drift: 'noDecision',
         unrecorded: false,
+        shadow: false,
       });
     }
   }
@@ -157,9 +161,9 @@ export function blocksText(rows: readonly BlockRow[], kernel: KernelView, nowMs:
   if (rows.length === 0) return all ? 'No decisions.' : 'No active decisions.';
   const body = table(
     BLOCK_HEADERS,
-    rows.map((r) => [r.ip, r.reason, r.origin ?? '-', relative(at(r.created), nowMs, '-'), expiresText(r, nowMs), enforcedText(r), driftText(r, kernel)]),
+    rows.map((r) => [r.ip, r.reason, r.origin === null ? '-' : r.shadow ? `${r.origin} (SHADOW)` : r.origin, relative(at(r.created), nowMs, '-'), expiresText(r, nowMs), enforcedText(r), driftText(r, kernel)]),
   );
-  const notes = [unrecordedNote(rows)];
+  const notes = [shadowNote(rows), unrecordedNote(rows)];
   const drifting = rows.filter((r) => r.drift !== null).length;
   if (drifting > 0 && kernel.checked) {
     notes.push(
@@ -168,6 +172,16 @@ export function blocksText(rows: readonly BlockRow[], kernel: KernelView, nowMs:
     );
   }
   return [body, ...notes.filter((n) => n !== undefined)].join('\n\n');
+}
+
+/** What to say of shadow decisions (marked SHADOW); undefined when there are none. */
+export function shadowNote(rows: readonly BlockRow[]): string | undefined {
+  const n = rows.filter((r) => r.shadow && r.active).length;
+  if (n === 0) return undefined;
+  return (
+    `${plural(n, 'active decision')} marked SHADOW ${n === 1 ? 'was' : 'were'} made in shadow mode (PW_ENFORCE=False): recorded and in the kernel, ` +
+    'but NOT enforced: nothing is dropped for them. A policy restarted with PW_ENFORCE=True makes them blocks, or ends them with PW_ENFORCE_SHADOW_DECISIONS=False.'
+  );
 }
 
 /** What to say when some decisions are enforced but not in the policy's store; undefined when all are. */

@@ -216,7 +216,11 @@ function prefixArg(text: string): string {
 }
 
 function describeRow(r: BlockRow, nowMs: number, note = ''): string {
-  const by = r.enforcedBy.length > 0 ? `enforced by ${r.enforcedBy.join(', ')}` : 'not enforced by any probe yet';
+  const by = r.shadow
+    ? 'SHADOW: not enforced (the policy runs with PW_ENFORCE=False, nothing is dropped)'
+    : r.enforcedBy.length > 0
+      ? `enforced by ${r.enforcedBy.join(', ')}`
+      : 'not enforced by any probe yet';
   return `${r.ip}${note ? ` (${note})` : ''}: ${r.reason} (${r.origin ?? 'no decision'}), expires ${expiresText(r, nowMs)}, ${by}`;
 }
 

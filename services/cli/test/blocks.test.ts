@@ -18,6 +18,7 @@ function decision(ip: string, o: Partial<Decision> = {}): Decision {
     enforcedBy: ['victim/pwv1'],
     missingOn: [],
     unrecorded: false,
+    shadow: false,
     ...o,
   };
 }
@@ -160,6 +161,7 @@ describe('blocks: JSON', () => {
           inKernel: false,
           drift: 'notInKernel',
           unrecorded: false,
+          shadow: false,
         },
         {
           decisionId: null,
@@ -175,6 +177,7 @@ describe('blocks: JSON', () => {
           inKernel: true,
           drift: 'noDecision',
           unrecorded: false,
+          shadow: false,
         },
       ],
       kernel: { address: 'unix:/run/packetwatch/probe.sock', checked: true, probeId: 'victim/pwv1', error: null },

@@ -184,6 +184,7 @@ describe('packetwatchctl: against a fake policy', () => {
     enforcedBy: ['host/lo'],
     missingOn: [],
     unrecorded: false,
+    shadow: false,
   };
   /** A second decision, on the second page of ListDecisions. */
   const second: Decision = { ...decision, id: 9n, ip: '2001:db8::9', reason: 'on page two' };
@@ -287,6 +288,7 @@ describe('packetwatchctl: against a fake policy', () => {
         inKernel: null,
         drift: null,
         unrecorded: false,
+        shadow: false,
       },
       alreadyBlocked: false,
       requested: '192.0.2.7',

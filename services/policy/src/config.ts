@@ -28,6 +28,18 @@ export const policySettings = {
   ipv6Prefix: s.int('PW_IPV6_PREFIX', 'ipv6-prefix', 64, 'IPv6 sources are tracked and blocked by this prefix length (128: each address alone)', 1, 128),
   ipv4Prefix: s.int('PW_IPV4_PREFIX', 'ipv4-prefix', 32, 'IPv4 sources are tracked and blocked by this prefix length', 1, 32),
   whitelistSelf: s.bool('PW_WHITELIST_SELF', 'whitelist-self', true, "never block a probe's own addresses"),
+  enforce: s.bool(
+    'PW_ENFORCE',
+    'enforce',
+    true,
+    'False: shadow mode, where scanners are detected, decided, recorded and counted as usual but no probe drops anything for a block',
+  ),
+  enforceShadowDecisions: s.bool(
+    'PW_ENFORCE_SHADOW_DECISIONS',
+    'enforce-shadow-decisions',
+    true,
+    'at a start with PW_ENFORCE=True, the active decisions made in shadow mode become blocks (True) or end (False)',
+  ),
   allowlist: s.string('PW_ALLOWLIST', 'allowlist', '', 'addresses or CIDRs never blocked, comma-separated'),
   blockTtl: s.seconds('PW_BLOCK_TTL', 'block-ttl', 0, 'how long a detector block lasts (0 = permanent, like the seed)'),
   stateDir: s.string('PW_STATE_DIR', 'state-dir', '/var/lib/packetwatch', 'directory of the decision store', /^\/.+/, 'an absolute path'),
@@ -88,6 +100,7 @@ export function probeConfigOf(c: PolicyConfig): ProbeConfig {
     cappedBlockTtl: duration(c.cappedBlockTtl),
     ipv6Prefix: c.ipv6Prefix,
     ipv4Prefix: c.ipv4Prefix,
+    shadow: !c.enforce,
   };
 }
 

@@ -49,6 +49,19 @@ export interface DecisionsOptions {
   maxBlocksPerMinute?: number;
   /** How long a block beyond that budget lasts, in seconds (PW_CAPPED_BLOCK_TTL; default DEFAULT_CAPPED_BLOCK_SECONDS). */
   cappedTtlSeconds?: number;
+  /**
+   * Shadow mode (PW_ENFORCE=False; default false): every decision made is
+   * marked shadow. Decisions are made, recorded and applied (BlockIp) as
+   * ever; the probes, told by the policy's configuration, drop nothing for
+   * them.
+   */
+  shadow?: boolean;
+  /**
+   * Enforcing (shadow false), what becomes at start of the active decisions
+   * an earlier run made in shadow mode: blocks (true, the default) or ended
+   * (false) (PW_ENFORCE_SHADOW_DECISIONS).
+   */
+  enforceShadowDecisions?: boolean;
 }
 
 /** What the probe's XDP program did at the SYN that made the detection (the event's scan verdict). */
@@ -98,6 +111,9 @@ export class Decisions {
   private readonly detectorTtlSeconds: number;
   private readonly maxBlocksPerMinute: number;
   private readonly cappedTtlSeconds: number;
+  /** Shadow mode: see DecisionsOptions.shadow. */
+  readonly shadow: boolean;
+  private readonly enforceShadowDecisions: boolean;
 
   constructor(o: DecisionsOptions) {
     this.recorder = o.recorder;
@@ -111,6 +127,8 @@ export class Decisions {
     this.detectorTtlSeconds = o.detectorTtlSeconds;
     this.maxBlocksPerMinute = o.maxBlocksPerMinute ?? 0;
     this.cappedTtlSeconds = o.cappedTtlSeconds ?? DEFAULT_CAPPED_BLOCK_SECONDS;
+    this.shadow = o.shadow ?? false;
+    this.enforceShadowDecisions = o.enforceShadowDecisions ?? true;
     this.#restore(this.recorder.read((s) => s.active(Date.now())));
   }
 
@@ -124,8 +142,9 @@ export class Decisions {
    * a shorter prefix cannot be enforced (a probe looks a source up at one
    * length) and ends, logged.
    */
-  #restore(records: DecisionRecord[]): void {
+  #restore(stored: DecisionRecord[]): void {
     const now = Date.now();
+    const records = this.shadow ? stored : this.#leaveShadow(stored, now);
     for (const d of records) {
       let p: Prefix;
       try {
@@ -156,10 +175,42 @@ export class Decisions {
         origin: d.origin,
         ttlSeconds: d.expiresMs === undefined ? 0 : Math.max(1, (d.expiresMs - now) / 1000),
         createdMs: d.createdMs,
+        shadow: d.shadow,
       });
       this.recorder.insert(moved);
       this.log.warn({ ip: d.ip, decision: d.id, source: text, now: moved.id }, 'decision carried over to the prefix its source falls in now');
     }
+  }
+
+  /**
+   * A start enforcing: the active decisions an earlier run made in shadow
+   * mode become blocks (PW_ENFORCE_SHADOW_DECISIONS=True: the mark is
+   * cleared, the decision kept as it was) or end, now
+   * (PW_ENFORCE_SHADOW_DECISIONS=False). Their kernel blocks were written
+   * in shadow mode too: a block is enforced as soon as the probe runs the
+   * enforcing program; an ended one is lifted by the probe's reconcile (an
+   * end outranks every kernel block created before it).
+   */
+  #leaveShadow(records: DecisionRecord[], now: number): DecisionRecord[] {
+    const kept: DecisionRecord[] = [];
+    let enforced = 0;
+    let ended = 0;
+    for (const d of records) {
+      if (!d.shadow) {
+        kept.push(d);
+      } else if (this.enforceShadowDecisions) {
+        const block = { ...d, shadow: false };
+        this.recorder.enforce(block);
+        kept.push(block);
+        enforced++;
+      } else {
+        this.recorder.end({ ...d, endedMs: now });
+        ended++;
+      }
+    }
+    if (enforced > 0) this.log.warn({ decisions: enforced }, 'enforcing: the active decisions made in shadow mode are blocks now (PW_ENFORCE_SHADOW_DECISIONS=True)');
+    if (ended > 0) this.log.warn({ decisions: ended }, 'enforcing: the active decisions made in shadow mode ended, not enforced (PW_ENFORCE_SHADOW_DECISIONS=False)');
+    return kept;
   }
 
   /** The source an operator's address or prefix names (namedSource). */
@@ -264,8 +315,8 @@ export class Decisions {
     const applied = kernelBlocked ? undefined : this.#apply(d, session);
     this.recorder.insert(d);
     this.metrics.counts.detections++;
-    this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source, port: 0, probeId: session.id, message: d.reason });
-    this.log.info({ ip: source, probe: session.id, reason: d.reason, decision: d.id }, 'port scanner detected');
+    this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source, port: 0, probeId: session.id, message: d.reason, shadow: d.shadow });
+    this.log.info({ ip: source, probe: session.id, reason: d.reason, decision: d.id, shadow: d.shadow }, d.shadow ? 'port scanner detected (shadow mode: not blocked)' : 'port scanner detected');
     if (!applied) {
       this.#enforced(d.ip, session.id, true);
       this.metrics.detectionToBlock.observe(0);
@@ -340,8 +391,8 @@ export class Decisions {
     const d = this.#decide({ ip: text, reason: reason || 'blocked by an operator', origin: 'manual', ttlSeconds });
     const applied = Promise.all(this.probes.all().map((p) => this.#apply(d, p)));
     this.recorder.insert(d);
-    this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source: text, port: 0, probeId: '', message: d.reason });
-    this.log.info({ ip: text, reason: d.reason, ttlSeconds, decision: d.id }, 'blocked by an operator');
+    this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source: text, port: 0, probeId: '', message: d.reason, shadow: d.shadow });
+    this.log.info({ ip: text, reason: d.reason, ttlSeconds, decision: d.id, shadow: d.shadow }, d.shadow ? 'blocked by an operator (shadow mode: not enforced)' : 'blocked by an operator');
     await applied;
     return { decision: d, alreadyBlocked: false };
   }
@@ -487,7 +538,7 @@ export class Decisions {
   }
 
   /** A new decision, active from now; the caller records it once its enforcement has started. */
-  #decide(o: { ip: string; reason: string; origin: Origin; ttlSeconds: number; createdMs?: number | undefined }): DecisionRecord {
+  #decide(o: { ip: string; reason: string; origin: Origin; ttlSeconds: number; createdMs?: number | undefined; shadow?: boolean }): DecisionRecord {
     const now = Date.now();
     // Whole milliseconds, as the store keeps them: the decision in memory is the one recorded.
     const d: DecisionRecord = {
@@ -498,7 +549,9 @@ export class Decisions {
       createdMs: Math.round(o.createdMs ?? now),
       expiresMs: o.ttlSeconds > 0 ? Math.round(now + o.ttlSeconds * 1000) : undefined,
       endedMs: undefined,
+      shadow: o.shadow ?? this.shadow,
     };
+    if (d.shadow) this.metrics.counts.shadowDecisions++;
     this.#setActive(d);
     return d;
   }

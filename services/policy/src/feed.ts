@@ -21,6 +21,8 @@ export interface FeedEvent {
   port: number;
   probeId: string;
   message: string;
+  /** A blacklist event of a shadow decision: the source would have been blocked. */
+  shadow?: boolean;
 }
 
 const ADDR_LEN = 16;

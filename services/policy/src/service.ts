@@ -113,6 +113,7 @@ function toDecision(d: DecisionRecord, ctx: PolicyContext): Decision {
     enforcedBy: active ? enforcedBy : [],
     missingOn: active ? ctx.decisions.missingOn(d.ip) : [],
     unrecorded: ctx.recorder.unrecorded(d.id),
+    shadow: d.shadow,
   };
 }
 
@@ -134,7 +135,7 @@ function decisionCursor(token: string, list: PageList): number {
 }
 
 function toWatchEvent(e: FeedEvent): WatchEvent {
-  return { time: new Date(e.timeMs), kind: KIND[e.kind], source: e.source, port: e.port, probeId: e.probeId, message: e.message };
+  return { time: new Date(e.timeMs), kind: KIND[e.kind], source: e.source, port: e.port, probeId: e.probeId, message: e.message, shadow: e.shadow === true };
 }
 
 function prefixArg(text: string): string {
@@ -328,6 +329,7 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
         sendAllowlist(ctx, [s]);
         // The probe's in-kernel detector runs with the policy's settings.
         s.toProbe({ message: { $case: 'config', value: ctx.probeConfig } });
+        s.shadow = ctx.probeConfig.shadow;
         ctx.decisions
           .reconcile(s)
           .then((repairs) => ctx.log.info({ probe: s.id, repairs }, 'reconciled decisions with the kernel blocklist'))
@@ -506,6 +508,11 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       storeFailure: ctx.recorder.state.failure ?? '',
       ipv6Prefix: ctx.decisions.keys.lengths.ipv6,
       ipv4Prefix: ctx.decisions.keys.lengths.ipv4,
+      shadow: ctx.decisions.shadow,
+      shadowProbes: ctx.probes
+        .all()
+        .filter((p) => p.shadow)
+        .map((p) => p.id),
     })),
     listDecisions: unary<ListDecisionsRequest, ListDecisionsResponse>(log, 'ListDecisions', (req) => {
       const size = pageSize(req.pageSize);

@@ -22,6 +22,8 @@ export interface DecisionRecord {
   expiresMs: number | undefined;
   /** undefined while active. */
   endedMs: number | undefined;
+  /** Made in shadow mode (PW_ENFORCE=False): no probe drops anything for it (until a start enforcing makes it a block). */
+  shadow: boolean;
 }
 
 interface Row {
@@ -32,9 +34,11 @@ interface Row {
   created_ms: number;
   expires_ms: number | null;
   ended_ms: number | null;
+  shadow: number;
 }
 
-const SCHEMA_VERSION = 1;
+/** 2: decisions.shadow. A store of schema 1 gets the column (every decision in it enforcing) at open. */
+const SCHEMA_VERSION = 2;
 
 /** The store was written by a newer Packetwatch: refuse it rather than lose its decisions. */
 export class NewerSchemaError extends Error {
@@ -103,6 +107,7 @@ const toRecord = (r: Row): DecisionRecord => ({
   createdMs: r.created_ms,
   expiresMs: r.expires_ms ?? undefined,
   endedMs: r.ended_ms ?? undefined,
+  shadow: r.shadow === 1,
 });
 
 export function isActive(d: DecisionRecord, nowMs: number): boolean {
@@ -117,8 +122,9 @@ export interface OpenedStore {
 
 export class DecisionStore {
   readonly #db: Database.Database;
-  readonly #insert: Database.Statement<[number, string, string, string, number, number | null, number | null]>;
+  readonly #insert: Database.Statement<[number, string, string, string, number, number | null, number | null, number]>;
   readonly #end: Database.Statement<[number, number]>;
+  readonly #enforce: Database.Statement<[number]>;
   readonly #activeStmt: Database.Statement<[number], Row>;
   readonly #allStmt: Database.Statement<[], Row>;
   readonly #lastEndedStmt: Database.Statement<[string], Row>;
@@ -142,7 +148,8 @@ export class DecisionStore {
         origin TEXT NOT NULL CHECK (origin IN ('detector', 'manual', 'kernel')),
         created_ms INTEGER NOT NULL,
         expires_ms INTEGER,
-        ended_ms INTEGER
+        ended_ms INTEGER,
+        shadow INTEGER NOT NULL DEFAULT 0
       );
       CREATE INDEX IF NOT EXISTS decisions_open ON decisions (ip) WHERE ended_ms IS NULL;
       CREATE INDEX IF NOT EXISTS decisions_ended ON decisions (ip, ended_ms) WHERE ended_ms IS NOT NULL;
@@ -152,12 +159,17 @@ export class DecisionStore {
         added_ms INTEGER NOT NULL
       );
     `);
+    // A store of schema 1: its decisions were all made enforcing.
+    if (!(db.prepare('SELECT name FROM pragma_table_info(?)').all('decisions') as { name: string }[]).some((c) => c.name === 'shadow')) {
+      db.exec('ALTER TABLE decisions ADD COLUMN shadow INTEGER NOT NULL DEFAULT 0');
+    }
     // A write every open: it also proves the store writable now. SQLite opens
     // a file it may not write (a read-only mount, another owner) read-only
     // without a word; that must stop the start, not fail every decision.
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
-    this.#insert = db.prepare('INSERT INTO decisions (id, ip, reason, origin, created_ms, expires_ms, ended_ms) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    this.#insert = db.prepare('INSERT INTO decisions (id, ip, reason, origin, created_ms, expires_ms, ended_ms, shadow) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
     this.#end = db.prepare('UPDATE decisions SET ended_ms = ? WHERE id = ? AND ended_ms IS NULL');
+    this.#enforce = db.prepare('UPDATE decisions SET shadow = 0 WHERE id = ?');
     this.#activeStmt = db.prepare('SELECT * FROM decisions WHERE ended_ms IS NULL AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY id');
     this.#allStmt = db.prepare('SELECT * FROM decisions ORDER BY id');
     this.#lastEndedStmt = db.prepare('SELECT * FROM decisions WHERE ip = ? AND ended_ms IS NOT NULL ORDER BY ended_ms DESC LIMIT 1');
@@ -208,6 +220,7 @@ export class DecisionStore {
       Math.round(d.createdMs),
       d.expiresMs === undefined ? null : Math.round(d.expiresMs),
       d.endedMs === undefined ? null : Math.round(d.endedMs),
+      d.shadow ? 1 : 0,
     );
   }
 
@@ -225,6 +238,11 @@ export class DecisionStore {
 
   end(id: number, endedMs: number): boolean {
     return this.#end.run(Math.round(endedMs), id).changes === 1;
+  }
+
+  /** A shadow decision becomes a block (a start with PW_ENFORCE=True and PW_ENFORCE_SHADOW_DECISIONS=True). */
+  enforce(id: number): boolean {
+    return this.#enforce.run(id).changes === 1;
   }
 
   active(nowMs: number): DecisionRecord[] {

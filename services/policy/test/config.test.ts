@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { ConfigError, MAX_TTL_SECONDS, loadConfig, parseDuration } from '@packetwatch/common';
 import { describe, expect, it } from 'vitest';
 import { probeSettings, validate as validateProbe } from '../../probe/src/config.js';
-import { policySettings, validate } from '../src/config.js';
+import { policySettings, probeConfigOf, validate } from '../src/config.js';
 
 const load = (env: NodeJS.ProcessEnv = {}, argv: string[] = []) => loadConfig(policySettings, argv, env).config;
 const loadProbe = (env: NodeJS.ProcessEnv = {}, argv: string[] = []) => loadConfig(probeSettings, argv, env).config;
@@ -34,6 +34,8 @@ describe('policy settings: defaults', () => {
       portThreshold: 3,
       fleetThreshold: 10,
       whitelistSelf: true,
+      enforce: true,
+      enforceShadowDecisions: true,
       allowlist: '',
       blockTtl: 0,
       stateDir: '/var/lib/packetwatch',
@@ -342,6 +344,28 @@ describe('probe settings', () => {
     const e = configError(() => loadProbe({ [name]: raw }));
     expect(e.setting).toBe(name);
     expect(e.message.startsWith(`invalid ${name}=${JSON.stringify(raw)}: expected `)).toBe(true);
+  });
+});
+
+describe('shadow mode settings', () => {
+  it('enforces by default, and makes shadow decisions blocks when it enforces again', () => {
+    expect(load()).toMatchObject({ enforce: true, enforceShadowDecisions: true });
+    expect(probeConfigOf(load()).shadow).toBe(false);
+  });
+
+  it('runs in shadow mode with PW_ENFORCE=False, and tells every probe (ProbeConfig.shadow)', () => {
+    const c = load({ PW_ENFORCE: 'False', PW_ENFORCE_SHADOW_DECISIONS: 'false' });
+    expect([c.enforce, c.enforceShadowDecisions]).toEqual([false, false]);
+    expect(probeConfigOf(c).shadow).toBe(true);
+    expect(load({}, ['--enforce=False']).enforce).toBe(false);
+  });
+
+  it.each([
+    ['PW_ENFORCE', 'maybe'],
+    ['PW_ENFORCE', 'shadow'],
+    ['PW_ENFORCE_SHADOW_DECISIONS', '2'],
+  ])('refuses %s=%s, naming it and what it accepts', (name, raw) => {
+    expect(configError(() => load({ [name]: raw })).message).toBe(`invalid ${name}=${JSON.stringify(raw)}: expected True or False (also true/false, 1/0, yes/no)`);
   });
 });
 

@@ -35,7 +35,7 @@ afterEach(() => {
 
 /** A decision as the policy makes it: id given, active. */
 function decision(id: number, ip: string, o: Partial<DecisionRecord> = {}): DecisionRecord {
-  return { id, ip, reason: `reason ${id}`, origin: 'detector', createdMs: T0, expiresMs: undefined, endedMs: undefined, ...o };
+  return { id, ip, reason: `reason ${id}`, origin: 'detector', createdMs: T0, expiresMs: undefined, endedMs: undefined, shadow: false, ...o };
 }
 
 describe('DecisionStore: insert, active, all, end', () => {
@@ -129,6 +129,7 @@ describe('isActive', () => {
     createdMs: T0,
     expiresMs: undefined,
     endedMs: undefined,
+    shadow: false,
   };
 
   it('is true for a permanent decision that has not ended', () => {
@@ -227,7 +228,7 @@ describe('DecisionStore: a store that cannot be read', () => {
     expect(() => DecisionStore.open(dir)).toThrow(
       expect.objectContaining({
         name: 'StoreOpenError',
-        message: `cannot open the decision store ${path}: decision store has schema 99, newer than this policy understands (1); run the newer version or move the file away; nothing was moved or changed`,
+        message: `cannot open the decision store ${path}: decision store has schema 99, newer than this policy understands (2); run the newer version or move the file away; nothing was moved or changed`,
       }),
     );
     // Not moved aside: a newer policy's decisions must not be abandoned by a downgrade.

@@ -21,6 +21,8 @@ export interface ScanConfig {
   ipv6Prefix: number;
   /** IPv4 sources likewise (1 to 32). */
   ipv4Prefix: number;
+  /** Shadow mode (the policy's PW_ENFORCE=False): the program's blocks drop nothing. */
+  shadow: boolean;
 }
 
 /** What a probe runs before any policy has configured it: the seed's thresholds, permanent blocks, 120 a minute. */
@@ -32,6 +34,7 @@ export const DEFAULT_SCAN_CONFIG: Readonly<ScanConfig> = Object.freeze({
   cappedBlockTtlSeconds: DEFAULT_CAPPED_BLOCK_SECONDS,
   ipv6Prefix: 64,
   ipv4Prefix: 32,
+  shadow: false,
 });
 
 export const MAX_PORT_THRESHOLD = 255;
@@ -89,6 +92,7 @@ export function checkScanConfig(m: ProbeConfig): Checked {
       cappedBlockTtlSeconds: capped,
       ipv6Prefix: m.ipv6Prefix,
       ipv4Prefix: m.ipv4Prefix,
+      shadow: m.shadow,
     },
   };
 }
@@ -101,7 +105,8 @@ export function sameScanConfig(a: ScanConfig, b: ScanConfig): boolean {
     a.maxBlocksPerMinute === b.maxBlocksPerMinute &&
     a.cappedBlockTtlSeconds === b.cappedBlockTtlSeconds &&
     a.ipv6Prefix === b.ipv6Prefix &&
-    a.ipv4Prefix === b.ipv4Prefix
+    a.ipv4Prefix === b.ipv4Prefix &&
+    a.shadow === b.shadow
   );
 }
 
@@ -125,6 +130,7 @@ export function toRecord(c: ScanConfig, received: Date): ProbeConfigRecord {
     receivedUnixMs: BigInt(received.getTime()),
     ipv6Prefix: c.ipv6Prefix,
     ipv4Prefix: c.ipv4Prefix,
+    shadow: c.shadow ? 1 : 0,
   };
 }
 
@@ -142,6 +148,7 @@ export function fromRecord(r: ProbeConfigRecord): { config: ScanConfig; received
     cappedBlockTtl: durationOfNs(r.cappedBlockNs),
     ipv6Prefix: r.ipv6Prefix,
     ipv4Prefix: r.ipv4Prefix,
+    shadow: r.shadow !== 0,
   });
   return checked.ok ? { config: checked.value, received: new Date(Number(r.receivedUnixMs)) } : undefined;
 }
@@ -155,5 +162,6 @@ export function toProto(c: ScanConfig): ProbeConfig {
     cappedBlockTtl: duration(c.cappedBlockTtlSeconds),
     ipv6Prefix: c.ipv6Prefix,
     ipv4Prefix: c.ipv4Prefix,
+    shadow: c.shadow,
   };
 }

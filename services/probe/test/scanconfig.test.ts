@@ -6,17 +6,17 @@ import { DEFAULT_SCAN_CONFIG, checkScanConfig, fromRecord, kernelScanPorts, same
 const s = (seconds: number, nanos = 0) => ({ seconds: BigInt(seconds), nanos });
 
 /** What a policy with PW_PORTSCAN_PORT_THRESHOLD=5 and the other settings at their defaults sends. */
-const FROM_POLICY: ProbeConfig = { portThreshold: 5, window: s(60), blockTtl: s(0), maxBlocksPerMinute: 120, cappedBlockTtl: s(60), ipv6Prefix: 64, ipv4Prefix: 32 };
+const FROM_POLICY: ProbeConfig = { portThreshold: 5, window: s(60), blockTtl: s(0), maxBlocksPerMinute: 120, cappedBlockTtl: s(60), ipv6Prefix: 64, ipv4Prefix: 32, shadow: false };
 
 describe('scan configuration from the policy', () => {
   it('the defaults are the seed: 3 ports in 60 s, permanent blocks, 120 a minute, 60 s beyond', () => {
-    expect(DEFAULT_SCAN_CONFIG).toEqual({ portThreshold: 3, windowSeconds: 60, blockTtlSeconds: 0, maxBlocksPerMinute: 120, cappedBlockTtlSeconds: 60, ipv6Prefix: 64, ipv4Prefix: 32 });
+    expect(DEFAULT_SCAN_CONFIG).toEqual({ portThreshold: 3, windowSeconds: 60, blockTtlSeconds: 0, maxBlocksPerMinute: 120, cappedBlockTtlSeconds: 60, ipv6Prefix: 64, ipv4Prefix: 32, shadow: false });
   });
 
   it('accepts a valid configuration as seconds', () => {
     expect(checkScanConfig({ ...FROM_POLICY, blockTtl: s(3600), cappedBlockTtl: s(1, 500_000_000) })).toEqual({
       ok: true,
-      value: { portThreshold: 5, windowSeconds: 60, blockTtlSeconds: 3600, maxBlocksPerMinute: 120, cappedBlockTtlSeconds: 1.5, ipv6Prefix: 64, ipv4Prefix: 32 },
+      value: { portThreshold: 5, windowSeconds: 60, blockTtlSeconds: 3600, maxBlocksPerMinute: 120, cappedBlockTtlSeconds: 1.5, ipv6Prefix: 64, ipv4Prefix: 32, shadow: false },
     });
   });
 
@@ -48,17 +48,22 @@ describe('scan configuration from the policy', () => {
     expect(sameScanConfig(a.value, { ...a.value })).toBe(true);
     expect(sameScanConfig(a.value, b.value)).toBe(false);
     expect(sameScanConfig(a.value, DEFAULT_SCAN_CONFIG)).toBe(false);
+    // Shadow mode is in the program's constants: a switch loads it again.
+    expect(sameScanConfig(a.value, { ...a.value, shadow: true })).toBe(false);
   });
 
   it('round-trips through the pinned record and the status message', () => {
-    const c = { portThreshold: 5, windowSeconds: 30, blockTtlSeconds: 600, maxBlocksPerMinute: 7, cappedBlockTtlSeconds: 1.5, ipv6Prefix: 56, ipv4Prefix: 24 };
     const received = new Date(1_700_000_000_123);
-    expect(fromRecord(toRecord(c, received))).toEqual({ config: c, received });
-    expect(checkScanConfig(toProto(c))).toEqual({ ok: true, value: c });
+    for (const shadow of [false, true]) {
+      const c = { portThreshold: 5, windowSeconds: 30, blockTtlSeconds: 600, maxBlocksPerMinute: 7, cappedBlockTtlSeconds: 1.5, ipv6Prefix: 56, ipv4Prefix: 24, shadow };
+      expect(toRecord(c, received).shadow).toBe(shadow ? 1 : 0);
+      expect(fromRecord(toRecord(c, received))).toEqual({ config: c, received });
+      expect(checkScanConfig(toProto(c))).toEqual({ ok: true, value: c });
+    }
   });
 
   it('reads an all-zero or tampered pinned record as none', () => {
-    const zero = { portThreshold: 0, blocksPerMin: 0, windowNs: 0n, blockNs: 0n, cappedBlockNs: 0n, receivedUnixMs: 0n, ipv6Prefix: 0, ipv4Prefix: 0 };
+    const zero = { portThreshold: 0, blocksPerMin: 0, windowNs: 0n, blockNs: 0n, cappedBlockNs: 0n, receivedUnixMs: 0n, ipv6Prefix: 0, ipv4Prefix: 0, shadow: 0 };
     expect(fromRecord(zero)).toBeUndefined();
     expect(fromRecord({ ...toRecord(DEFAULT_SCAN_CONFIG, new Date()), windowNs: 0n })).toBeUndefined();
   });
