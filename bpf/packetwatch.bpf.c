@@ -1137,6 +1137,20 @@ struct probe_info {
 	__u8 kind;     /* enum pw_probe_kind */
 };
 
+/* The verdict on a frame of a blocked source, counted: XDP_DROP; in shadow
+ * mode, as enforcing but for the verdict: no event, no tracking, and the
+ * frame keeps the verdict it has without a block (a tiny first fragment
+ * is dropped whoever sends it). */
+static __always_inline int block_verdict(struct pw_counters *cnt, enum pw_counter dropped, int verdict)
+{
+	if (shadow) {
+		count(cnt, PW_CNT_WOULD_DROP);
+		return verdict;
+	}
+	count(cnt, dropped);
+	return XDP_DROP;
+}
+
 /* Tracks a probe that is not dropped for a block and reports it; the
  * frame's verdict is the caller's. */
 static __always_inline void report_probe(struct xdp_md *ctx, struct pw_counters *cnt, const struct l3_info *l3, const union pw_addr_words *key,
@@ -1301,10 +1315,8 @@ int packetwatch(struct xdp_md *ctx)
 		/* The path a flood of a blocked source takes: its own consultation,
 		 * before anything is kept for an event. */
 		count(cnt, PW_CNT_SYN);
-		if (blocked(&l3, &key, cnt, &now)) {
-			count(cnt, PW_CNT_SYN_DROPPED);
-			return XDP_DROP;
-		}
+		if (blocked(&l3, &key, cnt, &now))
+			return block_verdict(cnt, PW_CNT_SYN_DROPPED, XDP_PASS);
 		p.kind = PW_PROBE_SYN;
 		p.sport = bpf_ntohs(tcp->source);
 		p.dport = bpf_ntohs(tcp->dest);
@@ -1327,17 +1339,8 @@ int packetwatch(struct xdp_md *ctx)
 settle:
 	/* The blocklist consultation of every other path with a known source
 	 * that could be dropped for a block. */
-	if (blocked(&l3, &key, cnt, &now)) {
-		if (shadow) {
-			/* As enforcing, but for the verdict: no event, no tracking,
-			 * and the frame keeps the verdict it has without a block
-			 * (a tiny first fragment is dropped whoever sends it). */
-			count(cnt, PW_CNT_WOULD_DROP);
-			return verdict;
-		}
-		count(cnt, dropped);
-		return XDP_DROP;
-	}
+	if (blocked(&l3, &key, cnt, &now))
+		return block_verdict(cnt, dropped, verdict);
 	if (!probe)
 		return verdict;
 report:
