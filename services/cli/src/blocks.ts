@@ -24,6 +24,8 @@ export interface BlockRow {
   drift: Drift | null;
   /** A change to the decision is held in the policy's memory: its store refused it (enforced all the same). */
   unrecorded: boolean;
+  /** The source's offence count at this block (PW_BLOCK_TTL_FACTOR escalates by it); 0: none (an operator's block, a kernel block without a decision). */
+  offence: number;
 }
 
 /** The probe's kernel view, or why there is none. */
@@ -81,6 +83,7 @@ export function decisionRow(d: Decision, nowMs: number, held: boolean | null = n
     inKernel: held,
     drift: active && held === false ? 'notInKernel' : null,
     unrecorded: d.unrecorded,
+    offence: d.offence,
   };
 }
 
@@ -111,6 +114,7 @@ export function blockRows(decisions: readonly Decision[], kernel: KernelView, no
         inKernel: true,
         drift: 'noDecision',
         unrecorded: false,
+        offence: 0,
       });
     }
   }
@@ -150,14 +154,14 @@ function enforcedText(r: BlockRow): string {
   return r.missingOn.length > 0 ? `${by} (missing on ${r.missingOn.join(', ')})` : by;
 }
 
-export const BLOCK_HEADERS = ['SOURCE', 'REASON', 'ORIGIN', 'CREATED', 'EXPIRES', 'ENFORCED BY', 'DRIFT'] as const;
+export const BLOCK_HEADERS = ['SOURCE', 'REASON', 'ORIGIN', 'OFFENCE', 'CREATED', 'EXPIRES', 'ENFORCED BY', 'DRIFT'] as const;
 
 /** The table, or a sentence when there is nothing to show; a note under it when rows drift. */
 export function blocksText(rows: readonly BlockRow[], kernel: KernelView, nowMs: number, all: boolean): string {
   if (rows.length === 0) return all ? 'No decisions.' : 'No active decisions.';
   const body = table(
     BLOCK_HEADERS,
-    rows.map((r) => [r.ip, r.reason, r.origin ?? '-', relative(at(r.created), nowMs, '-'), expiresText(r, nowMs), enforcedText(r), driftText(r, kernel)]),
+    rows.map((r) => [r.ip, r.reason, r.origin ?? '-', r.offence > 0 ? String(r.offence) : '-', relative(at(r.created), nowMs, '-'), expiresText(r, nowMs), enforcedText(r), driftText(r, kernel)]),
   );
   const notes = [unrecordedNote(rows)];
   const drifting = rows.filter((r) => r.drift !== null).length;

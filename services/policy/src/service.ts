@@ -47,7 +47,9 @@ import {
   WatchEventKind,
   type WatchRequest,
 } from '@packetwatch/proto';
+import type { ExplainRequest, ExplainResponse } from '@packetwatch/proto';
 import { canonicalPrefix, covers } from './allowlist.js';
+import { explain } from './explain.js';
 import type { FeedEvent, FeedKind } from './feed.js';
 import { saturatingAdd } from './metrics.js';
 import { checkBatch, checkHello, checkOwnAddresses, quote } from './peer.js';
@@ -113,6 +115,7 @@ function toDecision(d: DecisionRecord, ctx: PolicyContext): Decision {
     enforcedBy: active ? enforcedBy : [],
     missingOn: active ? ctx.decisions.missingOn(d.ip) : [],
     unrecorded: ctx.recorder.unrecorded(d.id),
+    offence: d.offence ?? 0,
   };
 }
 
@@ -465,6 +468,7 @@ export const POLICY_ROLES: MethodRoles<PolicyServer> = {
   addAllow: ['operator'],
   removeAllow: ['operator'],
   listAllow: ['operator'],
+  explain: ['operator'],
 };
 
 export function policyService(ctx: PolicyContext): PolicyServer {
@@ -506,7 +510,20 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       storeFailure: ctx.recorder.state.failure ?? '',
       ipv6Prefix: ctx.decisions.keys.lengths.ipv6,
       ipv4Prefix: ctx.decisions.keys.lengths.ipv4,
+      blockTtlFactor: ctx.decisions.escalation.factor,
+      blockTtlMax: ctx.decisions.escalation.maxSeconds > 0 ? seconds(ctx.decisions.escalation.maxSeconds) : undefined,
     })),
+    explain: unary<ExplainRequest, ExplainResponse>(log, 'Explain', (req) =>
+      explain(
+        {
+          decisions: ctx.decisions,
+          maxBlocksPerMinute: ctx.probeConfig.maxBlocksPerMinute,
+          cappedTtlSeconds: Number(ctx.probeConfig.cappedBlockTtl?.seconds ?? 0n),
+          toDecision: (d) => toDecision(d, ctx),
+        },
+        req.source,
+      ),
+    ),
     listDecisions: unary<ListDecisionsRequest, ListDecisionsResponse>(log, 'ListDecisions', (req) => {
       const size = pageSize(req.pageSize);
       const list = req.all ? PageList.AllDecisions : PageList.ActiveDecisions;
