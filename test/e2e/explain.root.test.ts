@@ -13,7 +13,7 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import type { ExplainResponse, GetPolicyStatusResponse } from '@packetwatch/proto';
+import { ConfigOrigin, type ExplainResponse, type GetPolicyStatusResponse } from '@packetwatch/proto';
 import { clock } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ExplainJson } from '../../services/cli/src/explain.js';
@@ -86,6 +86,15 @@ describe('escalating blocks: three offences, each after the previous block lapse
         await svc.policy!.stop('SIGTERM');
         await svc.ensureRunning();
       }
+      // The probe's kernel runs the policy's configuration (its block TTL) before the scan.
+      await waitFor(
+        "the probe running the policy's configuration",
+        async () => {
+          const st = await svc.probeStatus();
+          return st.scanConfigOrigin === ConfigOrigin.CONFIG_ORIGIN_POLICY && st.scanConfig?.blockTtl?.seconds === BigInt(TTL) ? true : undefined;
+        },
+        SLOW_MS,
+      );
       await scan();
       const d = await waitFor(
         `offence ${round}, enforced`,
@@ -283,8 +292,10 @@ describe('packetwatchctl explain: kernel, fleet and operator blocks, and a sourc
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("invalid address or prefix 'not-an-address'");
     const short = await ctl.run('explain', '10.0.0.0/8');
-    expect(short.code).toBe(1);
-    expect(short.stderr).toContain('(INVALID_ARGUMENT)');
+    expect(short.code).toBe(2);
+    expect(short.stderr).toBe(
+      'packetwatchctl: policy refused the request: 10.0.0.0/8 is shorter than the /32 IPv4 sources are blocked by (PW_IPV4_PREFIX): give a /32 or longer, or an address (INVALID_ARGUMENT)\n',
+    );
     const err = await call<ExplainResponse>((cb) => hosts[0]!.policyClient.explain({ source: '' }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, cb)).catch((e: grpc.ServiceError) => e);
     expect((err as grpc.ServiceError).code).toBe(grpc.status.INVALID_ARGUMENT);
     expect((err as grpc.ServiceError).details).toBe('source: give an address or prefix');
