@@ -224,6 +224,9 @@ describe('packetwatchctl explain: kernel, fleet and operator blocks, and a sourc
     ]);
     const times = ex.probes.map((p) => Date.parse(p.time!));
     expect([...times].sort((a, b) => a - b)).toEqual(times);
+    // Both kernels hold it now: the first since the crossing probe, the other by the policy's BlockIp.
+    expect(ex.kernel.map((k) => [k.probeId, k.blocked, k.error]).sort()).toEqual(probeIds.map((id) => [id, true, null]).sort());
+    expect(ex.tracked).toEqual([]);
 
     const text = await ctl.ok('explain', net.attackerAddr);
     const lines = text.trimEnd().split('\n');
@@ -269,7 +272,24 @@ describe('packetwatchctl explain: kernel, fleet and operator blocks, and a sourc
     expect(lines[lines.length - 1]).toBe('No probes were counted for this decision.');
   });
 
-  it('answers for a source without a decision: not blocked, the rule, its first offence', async () => {
+  it('answers for a source without a decision: not blocked, the rule, what the detector holds, its first offence', async () => {
+    // One port of the second host: tracked (a fleet pair), far from a scan.
+    const net = nets[1]!;
+    expect((await net.inAttacker('curl', ['-s', '--connect-timeout', '10', `http://${net.victimAddr}:8088/`])).stdout).toBe('pong');
+    const held = await waitFor(
+      'the detector to hold the probe',
+      async () => {
+        const ex = await ctl.json<ExplainJson>('explain', net.attackerAddr);
+        return ex.tracked.length > 0 ? ex : undefined;
+      },
+      SLOW_MS,
+    );
+    expect(held).toMatchObject({ source: net.attackerAddr, blocked: false, decision: null, engine: null, offence: 0, next: { offence: 1, ttlSeconds: 3600 } });
+    expect(held.tracked.map((t) => [t.probeId, t.port, t.kind])).toEqual([[probeIds[1], 8088, 'unknown']]);
+    expect(held.kernel.map((k) => [k.probeId, k.blocked]).sort()).toEqual(probeIds.map((id) => [id, false]).sort());
+    const heldText = (await ctl.ok('explain', net.attackerAddr)).split('\n');
+    expect(heldText).toContainEqual(expect.stringMatching(new RegExp(`^tracking +${probeIds[1]!.replace(/[/.]/g, '\\$&')} 8088 (just now|\\d+s ago)$`)));
+
     const ex = await ctl.json<ExplainJson>('explain', '192.0.2.200');
     expect(ex).toEqual({
       source: '192.0.2.200',
@@ -283,6 +303,8 @@ describe('packetwatchctl explain: kernel, fleet and operator blocks, and a sourc
       ttlSeconds: null,
       probes: [],
       next: { offence: 1, ttlSeconds: 3600 },
+      kernel: expect.arrayContaining(probeIds.map((probeId) => ({ probeId, blocked: false, created: null, expires: null, error: null }))),
+      tracked: [],
     });
     expect((await ctl.ok('explain', '192.0.2.200')).split('\n').slice(0, 2)).toEqual(['source        192.0.2.200', 'status        not blocked: no decision on this source']);
   });

@@ -2,9 +2,9 @@
 // blocked, from the policy's Explain: the rule in force, the latest decision
 // on the source with its evidence (the counted probes, the engine, the TTL
 // and escalation step) and the kernels holding it.
-import { type Duration, ExplainEngine, ExplainPortState, type ExplainResponse, type ExplainRule } from '@packetwatch/proto';
+import { type Duration, ExplainEngine, ExplainPortState, type ExplainProbe, type ExplainResponse, type ExplainRule } from '@packetwatch/proto';
 import { type BlockRow, decisionRow, expiresText } from './blocks.js';
-import { humanDuration, iso, keyValues, table, type KeyValue } from './format.js';
+import { type KeyValue, humanDuration, iso, keyValues, relative, table } from './format.js';
 
 export type EngineName = 'kernel' | 'policy' | 'fleet' | 'operator' | 'adopted';
 
@@ -44,6 +44,10 @@ export interface ExplainJson {
   ttlSeconds: number | null;
   probes: ProbeJson[];
   next: { offence: number; ttlSeconds: number };
+  /** Each connected probe's kernel blocklist on the source, read as the policy answered. */
+  kernel: { probeId: string; blocked: boolean; created: string | null; expires: string | null; error: string | null }[];
+  /** What the policy's detector holds for the source now (port, time, and the probe under the fleet rule). */
+  tracked: ProbeJson[];
 }
 
 const ENGINE: Partial<Record<ExplainEngine, EngineName>> = {
@@ -85,6 +89,15 @@ const PORT_STATE: Record<ExplainPortState, ProbeJson['portState']> = {
   [ExplainPortState.UNRECOGNIZED]: 'unknown',
 };
 
+const probeJson = (p: ExplainProbe): ProbeJson => ({
+  time: iso(p.time),
+  port: p.port,
+  kind: p.kind,
+  probeId: p.probeId,
+  address: p.address,
+  portState: PORT_STATE[p.portState] ?? 'unknown',
+});
+
 export function explainJson(res: ExplainResponse, nowMs: number): ExplainJson {
   return {
     source: res.source,
@@ -96,15 +109,10 @@ export function explainJson(res: ExplainResponse, nowMs: number): ExplainJson {
     capped: res.capped,
     offence: res.offence,
     ttlSeconds: res.decision ? secondsOf(res.ttl) : null,
-    probes: res.probes.map((p) => ({
-      time: iso(p.time),
-      port: p.port,
-      kind: p.kind,
-      probeId: p.probeId,
-      address: p.address,
-      portState: PORT_STATE[p.portState] ?? 'unknown',
-    })),
+    probes: res.probes.map(probeJson),
     next: { offence: res.nextOffence, ttlSeconds: secondsOf(res.nextTtl) },
+    kernel: res.kernel.map((k) => ({ probeId: k.probeId, blocked: k.blocked, created: iso(k.created), expires: iso(k.expires), error: k.error || null })),
+    tracked: res.tracked.map(probeJson),
   };
 }
 
@@ -148,6 +156,16 @@ export function explainText(doc: ExplainJson, nowMs: number): string {
     if (d.active && d.missingOn.length) rows.push(['missing on', d.missingOn.join(', ')]);
   }
   rows.push(['next offence', `${doc.next.offence}, blocked for ${ttlText(doc.next.ttlSeconds)}`]);
+  for (const [i, k] of doc.kernel.entries()) {
+    const state = k.error !== null ? `unknown (${k.error})` : k.blocked ? `blocked, expires ${k.expires === null ? 'never' : relative(new Date(k.expires), nowMs)}` : 'not blocked';
+    rows.push([i === 0 ? 'kernel' : '', `${k.probeId}: ${state}`]);
+  }
+  rows.push([
+    'tracking',
+    doc.tracked.length === 0
+      ? 'nothing (no probe of it within the window)'
+      : doc.tracked.map((t) => `${t.probeId ? `${t.probeId} ` : ''}${t.port} ${t.time === null ? '' : relative(new Date(t.time), nowMs)}`.trimEnd()).join(', '),
+  ]);
   const parts = [keyValues(rows, '')];
   if (doc.probes.length > 0) {
     parts.push(table(PROBE_HEADERS, doc.probes.map((p) => [p.time ?? 'unknown', String(p.port), p.kind, p.portState, p.probeId || '-', p.address || '-'])));

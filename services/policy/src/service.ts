@@ -517,6 +517,8 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       explain(
         {
           decisions: ctx.decisions,
+          detector: ctx.detector,
+          probes: ctx.probes,
           maxBlocksPerMinute: ctx.probeConfig.maxBlocksPerMinute,
           cappedTtlSeconds: Number(ctx.probeConfig.cappedBlockTtl?.seconds ?? 0n),
           toDecision: (d) => toDecision(d, ctx),
