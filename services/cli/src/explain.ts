@@ -155,7 +155,7 @@ export function explainText(doc: ExplainJson, nowMs: number): string {
     if (d.active) rows.push(['enforced by', d.enforcedBy.length ? d.enforcedBy.join(', ') : '-']);
     if (d.active && d.missingOn.length) rows.push(['missing on', d.missingOn.join(', ')]);
   }
-  rows.push(['next offence', `${doc.next.offence}, blocked for ${ttlText(doc.next.ttlSeconds)}`]);
+  rows.push(['next offence', `${doc.next.offence}, ${doc.next.ttlSeconds === 0 ? 'blocked permanently' : `blocked for ${ttlText(doc.next.ttlSeconds)}`}`]);
   for (const [i, k] of doc.kernel.entries()) {
     const state = k.error !== null ? `unknown (${k.error})` : k.blocked ? `blocked, expires ${k.expires === null ? 'never' : relative(new Date(k.expires), nowMs)}` : 'not blocked';
     rows.push([i === 0 ? 'kernel' : '', `${k.probeId}: ${state}`]);
