@@ -11,6 +11,9 @@
 //   (two hosts, one policy, 2 ports on each with F = 4), an operator's
 //   block, a source with no decision, and bad arguments.
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { ConfigOrigin, type ExplainResponse, type GetPolicyStatusResponse } from '@packetwatch/proto';
@@ -20,7 +23,7 @@ import type { ExplainJson } from '../../services/cli/src/explain.js';
 import type { BlocksJson } from '../../services/cli/src/blocks.js';
 import { call } from './probe-process.js';
 import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { type ServiceProcess, Services, listAllBlocks, listAllDecisions, listeningPongServer, stackPerDescribe } from './services.js';
+import { ServiceProcess, Services, listAllBlocks, listAllDecisions, listeningPongServer, stackPerDescribe } from './services.js';
 import { windowAfter } from './timing.js';
 
 const CLI = fileURLToPath(new URL('../../services/cli/dist/main.js', import.meta.url));
@@ -153,6 +156,24 @@ describe('escalating blocks: three offences, each after the previous block lapse
     expect(text).toContain('\nblock ttl     2s, ×2 a repeat offence up to 6s\n');
     expect(text).toContain('\nnext offence  4, blocked for 6s\n');
   }, 180_000);
+});
+
+describe('escalation settings: a bad value stops the policy with exit code 2, naming the setting', () => {
+  const POLICY_MAIN = fileURLToPath(new URL('../../services/policy/dist/main.js', import.meta.url));
+  it.each([
+    [{ PW_BLOCK_TTL_FACTOR: '0.5' }, 'invalid PW_BLOCK_TTL_FACTOR="0.5": expected a number from 1 (no escalation) to 1000'],
+    [{ PW_BLOCK_TTL_FACTOR: 'double' }, 'invalid PW_BLOCK_TTL_FACTOR="double": expected a number of 1 or more (1 = no escalation)'],
+    [{ PW_BLOCK_TTL: '1h', PW_BLOCK_TTL_MAX: '30m' }, 'invalid PW_BLOCK_TTL_MAX="1800s": expected 0 (up to 3650d) or at least PW_BLOCK_TTL (3600s)'],
+  ])('%j', async (env, message) => {
+    const dir = mkdtempSync(join(tmpdir(), 'pw-escalation-config-'));
+    try {
+      const p = new ServiceProcess([process.execPath, POLICY_MAIN], { ...env, PW_STATE_DIR: `${dir}/state`, PW_POLICY_SOCKET: `${dir}/p.sock`, PW_POLICY_REPORT_SOCKET: `${dir}/r.sock`, PW_POLICY_PROMETHEUS_PORT: '0' });
+      expect(await p.exited).toBe(2);
+      expect(p.stderr.join('\n')).toContain(message);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('packetwatchctl explain: kernel, fleet and operator blocks, and a source without one', () => {

@@ -67,6 +67,11 @@ export interface Rule {
 /** The kind of a probe as the feed shows it: its label, "SYN" for a SYN. */
 const kindOf = (e: FeedEvent): string => e.message || 'SYN';
 
+/**
+ * A feed connection as evidence. PORT STATE: the one place to wire it once
+ * events carry whether the probed port is open or closed (the feed keeps it
+ * per connection beside kind and flags; map it here); 'unknown' until then.
+ */
 const probeOf = (e: FeedEvent): ProbeEvidence => ({ timeMs: e.timeMs, port: e.port, kind: kindOf(e), probeId: e.probeId, address: e.source, portState: 'unknown' });
 
 /**
