@@ -6,6 +6,13 @@
 // (store.ts, column `evidence`), never in memory with the active decisions.
 //
 // Bounded: at most EVIDENCE_PROBES probes a decision, the most recent.
+//
+// The ports (or pairs) are always the detector's; a probe's time, kind and
+// address come from the feed, which keeps the last 5,000 connections of all
+// sources: on a host taking more than that between a slow scanner's first
+// counted probe and its detection, the earlier ones are kept by port (and
+// probe) alone, kind "unknown". Exact kinds for those would cost a byte per
+// kept port in the detector.
 import type { Detection } from './detector.js';
 import type { Feed, FeedEvent } from './feed.js';
 import type { ProbeRegistry } from './probes.js';
