@@ -520,7 +520,7 @@ export function policyService(ctx: PolicyContext): PolicyServer {
           detector: ctx.detector,
           probes: ctx.probes,
           maxBlocksPerMinute: ctx.probeConfig.maxBlocksPerMinute,
-          cappedTtlSeconds: Number(ctx.probeConfig.cappedBlockTtl?.seconds ?? 0n),
+          cappedTtlSeconds: Number(ctx.probeConfig.cappedBlockTtl?.seconds ?? 0n) + (ctx.probeConfig.cappedBlockTtl?.nanos ?? 0) / 1e9,
           toDecision: (d) => toDecision(d, ctx),
         },
         req.source,
