@@ -76,9 +76,20 @@ runMain(NAME, async () => {
   for (const e of store.allowEntries()) allowlist.addOperator(e.prefix, e.addedMs, e.note);
   const probes = new ProbeRegistry();
   const decisions = new Decisions({
-    ...{ recorder, probes, allowlist, detector, feed, metrics, log, detectorTtlSeconds: c.blockTtl, maxBlocksPerMinute: c.maxBlocksPerMinute, cappedTtlSeconds: c.cappedBlockTtl },
-    // Escalation (escalation.ts) and the rule kept with each decision's evidence (evidence.ts).
-    ...{ ttlFactor: c.ttlFactor, ttlMaxSeconds: c.blockTtlMax, rule: { portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, fleetThreshold: c.fleetThreshold } },
+    recorder,
+    probes,
+    allowlist,
+    detector,
+    feed,
+    metrics,
+    log,
+    detectorTtlSeconds: c.blockTtl,
+    maxBlocksPerMinute: c.maxBlocksPerMinute,
+    cappedTtlSeconds: c.cappedBlockTtl,
+    ttlFactor: c.ttlFactor,
+    ttlMaxSeconds: c.blockTtlMax,
+    // The rule kept with each decision's evidence (evidence.ts).
+    rule: { portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, fleetThreshold: c.fleetThreshold },
   });
   log.info({ decisions: decisions.active().length, stateDir: c.stateDir }, 'decisions restored from the store');
   metrics.sourcePrefixes(keys.lengths);
