@@ -126,6 +126,18 @@ describe('escalating blocks in the decisions', () => {
     expect(again.active()[0]!.offence).toBe(2);
   });
 
+  it('escalates a fleet detection the same way, and keeps its pairs by probe', async () => {
+    const d = makeDecisions();
+    await d.detected(scan([1, 2, 3]), SCANNER, session);
+    lapse(d);
+    const again = makeDecisions();
+    const probe = session.number;
+    const det = { ...scan([7, 8]), pairs: [{ probe, port: 7 }, { probe, port: 8 }] };
+    await again.detected(det, SCANNER, session);
+    expect(again.active()[0]).toMatchObject({ offence: 2, expiresMs: again.active()[0]!.createdMs + 120_000 });
+    expect(store.latestOn(SCANNER)!.evidence).toMatchObject({ engine: 'fleet', offence: 2, ttlSeconds: 120, probes: [{ port: 7, probeId: 'test/veth0', kind: 'SYN' }, { port: 8, probeId: 'test/veth0', kind: 'SYN' }] });
+  });
+
   it('starts over after an operator ended the block, and counts no offence for an operator block', async () => {
     const d = makeDecisions();
     await d.detected(scan([1, 2, 3]), SCANNER, session);
