@@ -15,6 +15,8 @@ export const PW_VARIABLES: readonly string[] = [
   'PW_BATCH_EVENTS',
   'PW_BLOCKLIST_SIZE',
   'PW_BLOCK_TTL',
+  'PW_BLOCK_TTL_FACTOR',
+  'PW_BLOCK_TTL_MAX',
   'PW_BPF_PIN_DIR',
   'PW_CAPPED_BLOCK_TTL',
   'PW_IPV6_PREFIX',

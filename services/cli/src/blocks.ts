@@ -26,6 +26,8 @@ export interface BlockRow {
   unrecorded: boolean;
   /** Made in shadow mode (PW_ENFORCE=False): no probe drops anything for it. */
   shadow: boolean;
+  /** The source's offence count at this block (PW_BLOCK_TTL_FACTOR escalates by it); 0: none (an operator's block, a kernel block without a decision). */
+  offence: number;
 }
 
 /** The probe's kernel view, or why there is none. */
@@ -84,6 +86,7 @@ export function decisionRow(d: Decision, nowMs: number, held: boolean | null = n
     drift: active && held === false ? 'notInKernel' : null,
     unrecorded: d.unrecorded,
     shadow: d.shadow,
+    offence: d.offence,
   };
 }
 
@@ -115,6 +118,7 @@ export function blockRows(decisions: readonly Decision[], kernel: KernelView, no
         drift: 'noDecision',
         unrecorded: false,
         shadow: false,
+        offence: 0,
       });
     }
   }
@@ -154,14 +158,23 @@ function enforcedText(r: BlockRow): string {
   return r.missingOn.length > 0 ? `${by} (missing on ${r.missingOn.join(', ')})` : by;
 }
 
-export const BLOCK_HEADERS = ['SOURCE', 'REASON', 'ORIGIN', 'CREATED', 'EXPIRES', 'ENFORCED BY', 'DRIFT'] as const;
+export const BLOCK_HEADERS = ['SOURCE', 'REASON', 'ORIGIN', 'OFFENCE', 'CREATED', 'EXPIRES', 'ENFORCED BY', 'DRIFT'] as const;
 
 /** The table, or a sentence when there is nothing to show; a note under it when rows drift. */
 export function blocksText(rows: readonly BlockRow[], kernel: KernelView, nowMs: number, all: boolean): string {
   if (rows.length === 0) return all ? 'No decisions.' : 'No active decisions.';
   const body = table(
     BLOCK_HEADERS,
-    rows.map((r) => [r.ip, r.reason, r.origin === null ? '-' : r.shadow ? `${r.origin} (SHADOW)` : r.origin, relative(at(r.created), nowMs, '-'), expiresText(r, nowMs), enforcedText(r), driftText(r, kernel)]),
+    rows.map((r) => [
+      r.ip,
+      r.reason,
+      r.origin === null ? '-' : r.shadow ? `${r.origin} (SHADOW)` : r.origin,
+      r.offence > 0 ? String(r.offence) : '-',
+      relative(at(r.created), nowMs, '-'),
+      expiresText(r, nowMs),
+      enforcedText(r),
+      driftText(r, kernel),
+    ]),
   );
   const notes = [shadowNote(rows), unrecordedNote(rows)];
   const drifting = rows.filter((r) => r.drift !== null).length;

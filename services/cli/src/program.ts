@@ -18,6 +18,7 @@ import {
 import type {
   AddAllowResponse,
   BlockResponse,
+  ExplainResponse,
   GetPolicyStatusResponse,
   GetStatusResponse,
   ListAllowResponse,
@@ -30,6 +31,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { allowJson, allowText } from './allow.js';
 import { type BlockRow, type KernelView, blockRows, blocksJson, blocksText, decisionRow, expiresText, unrecordedNote } from './blocks.js';
 import { bashCompletion } from './completion.js';
+import { explainJson, explainText } from './explain.js';
 import { plural } from './format.js';
 import { type PolicyConnection, type ProbeConnection, RpcError, connectPolicy, connectProbe, watch } from './rpc.js';
 import { type Outcome, type ServiceReply, statusJson, statusText } from './status.js';
@@ -317,6 +319,16 @@ async function block(ctx: Context, ipText: string, opts: { ttl?: number; reason?
   return EXIT.ok;
 }
 
+async function explain(ctx: Context, sourceText: string): Promise<number> {
+  const source = sourceArg(sourceText);
+  const res = await ctx.policy().unary<ExplainResponse>((c, m, o, cb) => c.explain({ source }, m, o, cb));
+  const now = ctx.io.now();
+  const doc = explainJson(res, now);
+  if (ctx.json) ctx.printJson(doc);
+  else ctx.print(explainText(doc, now));
+  return EXIT.ok;
+}
+
 async function unblock(ctx: Context, ipText: string | undefined, opts: { all?: boolean }): Promise<number> {
   if (opts.all && ipText !== undefined) throw new CliError('give an address or prefix, or --all, not both', EXIT.usage, true);
   if (!opts.all && ipText === undefined) throw new CliError('give the address or prefix to unblock, or --all', EXIT.usage, true);
@@ -446,6 +458,12 @@ export function buildProgram(io: Io, exec: (action: (ctx: Context) => Promise<nu
     .option('--ttl <duration>', "how long (1h, 30m, 1d; 0 = permanent); default: the policy's PW_BLOCK_TTL", durationArg('a duration', true))
     .option('--reason <text>', 'why, shown in blocks')
     .action(act((ctx, ip: string, opts: { ttl?: number; reason?: string }) => block(ctx, ip, opts)));
+
+  program
+    .command('explain')
+    .description('why a source is, is not, or was blocked: the rule, the counted probes, the engine, the TTL and escalation step')
+    .argument('<ip>', 'an address (explains its prefix) or a prefix')
+    .action(act((ctx, ip: string) => explain(ctx, ip)));
 
   program
     .command('unblock')

@@ -44,6 +44,8 @@ const policyStatus: GetPolicyStatusResponse = {
   storeFailure: '',
   ipv6Prefix: 64,
   ipv4Prefix: 32,
+  blockTtlFactor: 1,
+  blockTtlMax: undefined,
 };
 
 const counters = {

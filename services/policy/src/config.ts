@@ -42,6 +42,15 @@ export const policySettings = {
   ),
   allowlist: s.string('PW_ALLOWLIST', 'allowlist', '', 'addresses or CIDRs never blocked, comma-separated'),
   blockTtl: s.seconds('PW_BLOCK_TTL', 'block-ttl', 0, 'how long a detector block lasts (0 = permanent, like the seed)'),
+  blockTtlFactor: s.string(
+    'PW_BLOCK_TTL_FACTOR',
+    'block-ttl-factor',
+    '1',
+    'a source detected again after its previous block lapsed is blocked for the previous TTL times this, up to PW_BLOCK_TTL_MAX (1 = no escalation)',
+    /^\d+(\.\d+)?$/,
+    'a number of 1 or more (1 = no escalation)',
+  ),
+  blockTtlMax: s.seconds('PW_BLOCK_TTL_MAX', 'block-ttl-max', 0, 'the longest an escalated block lasts (0 = up to 3650d); not below PW_BLOCK_TTL'),
   stateDir: s.string('PW_STATE_DIR', 'state-dir', '/var/lib/packetwatch', 'directory of the decision store', /^\/.+/, 'an absolute path'),
   socket: s.string('PW_POLICY_SOCKET', 'socket', '/run/packetwatch/policy/policy.sock', 'Unix socket of the Policy API for operators', /^\/.+/, 'an absolute path'),
   socketGroup: s.optionalString('PW_SOCKET_GROUP', 'socket-group', "operators' group (socket mode 0660)"),
@@ -104,7 +113,15 @@ export function probeConfigOf(c: PolicyConfig): ProbeConfig {
   };
 }
 
-export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: string[] } {
+/** The most PW_BLOCK_TTL_FACTOR may be: beyond, the second offence is already at the ceiling. */
+export const MAX_TTL_FACTOR = 1000;
+
+export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: string[]; ttlFactor: number } {
+  const ttlFactor = Number(c.blockTtlFactor);
+  if (!(ttlFactor >= 1 && ttlFactor <= MAX_TTL_FACTOR)) throw new ConfigError('PW_BLOCK_TTL_FACTOR', c.blockTtlFactor, `a number from 1 (no escalation) to ${MAX_TTL_FACTOR}`);
+  if (c.blockTtlMax !== 0 && c.blockTtl !== 0 && c.blockTtlMax < c.blockTtl) {
+    throw new ConfigError('PW_BLOCK_TTL_MAX', `${c.blockTtlMax}s`, `0 (up to 3650d) or at least PW_BLOCK_TTL (${c.blockTtl}s)`);
+  }
   const allowPrefixes = c.allowlist
     .split(',')
     .map((x) => x.trim())
@@ -130,5 +147,5 @@ export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: strin
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
     throw new ConfigError(c.tlsCert ? 'PW_TLS_KEY' : 'PW_TLS_CERT', '', 'both PW_TLS_CERT and PW_TLS_KEY, or neither');
   }
-  return { ...c, fleetThreshold, allowPrefixes };
+  return { ...c, fleetThreshold, allowPrefixes, ttlFactor };
 }

@@ -19,6 +19,8 @@ import { DEFAULT_CAPPED_BLOCK_SECONDS } from '@packetwatch/bpf/records';
 import { BlockReason } from '@packetwatch/proto';
 import type { Allowlist } from './allowlist.js';
 import type { Detection, Detector } from './detector.js';
+import { type Escalation, type Step, nextStep } from './escalation.js';
+import { type Engine, type Evidence, type Rule, detectionProbes } from './evidence.js';
 import type { Feed } from './feed.js';
 import type { PolicyMetrics } from './metrics.js';
 import type { ProbeRegistry, ProbeSession } from './probes.js';
@@ -62,6 +64,11 @@ export interface DecisionsOptions {
    * (false) (PW_ENFORCE_SHADOW_DECISIONS).
    */
   enforceShadowDecisions?: boolean;
+  /** PW_BLOCK_TTL_FACTOR and PW_BLOCK_TTL_MAX (escalation.ts); default 1 and none: no escalation. */
+  ttlFactor?: number;
+  ttlMaxSeconds?: number;
+  /** The rule in force, kept with each decision's evidence (evidence.ts). */
+  rule?: Rule;
 }
 
 /** What the probe's XDP program did at the SYN that made the detection (the event's scan verdict). */
@@ -114,6 +121,8 @@ export class Decisions {
   /** Shadow mode: see DecisionsOptions.shadow. */
   readonly shadow: boolean;
   private readonly enforceShadowDecisions: boolean;
+  readonly escalation: Escalation;
+  readonly rule: Rule;
 
   constructor(o: DecisionsOptions) {
     this.recorder = o.recorder;
@@ -129,6 +138,9 @@ export class Decisions {
     this.cappedTtlSeconds = o.cappedTtlSeconds ?? DEFAULT_CAPPED_BLOCK_SECONDS;
     this.shadow = o.shadow ?? false;
     this.enforceShadowDecisions = o.enforceShadowDecisions ?? true;
+    this.escalation = { baseSeconds: o.detectorTtlSeconds, factor: o.ttlFactor ?? 1, maxSeconds: o.ttlMaxSeconds ?? 0 };
+    // The seed's defaults (3 ports within 60 s), for a caller that does not say.
+    this.rule = o.rule ?? { portThreshold: 3, windowSeconds: 60, fleetThreshold: 0 };
     this.#restore(this.recorder.read((s) => s.active(Date.now())));
   }
 
@@ -176,6 +188,7 @@ export class Decisions {
         ttlSeconds: d.expiresMs === undefined ? 0 : Math.max(1, (d.expiresMs - now) / 1000),
         createdMs: d.createdMs,
         shadow: d.shadow,
+        offence: d.offence,
       });
       this.recorder.insert(moved);
       this.log.warn({ ip: d.ip, decision: d.id, source: text, now: moved.id }, 'decision carried over to the prefix its source falls in now');
@@ -296,6 +309,8 @@ export class Decisions {
     // them is blocked all the same. A block the kernel made stands as it made
     // it (its own budget, per probe, spoke): the cap never lifts one.
     const withinBudget = this.#takeBlock();
+    // The escalation step: one place for every detector block (kernel, per host, fleet).
+    const step = this.#nextStep(source);
     const short = kernel === 'capped' || (kernel === 'none' && !withinBudget);
     const kernelBlocked = kernel !== 'none';
     if (short) {
@@ -309,11 +324,20 @@ export class Decisions {
       ip: source,
       reason: short ? `${scanReason(det, this.probes)}; beyond the blocks-per-minute budget: ${this.#cappedTtl()}s` : scanReason(det, this.probes),
       origin: 'detector',
-      ttlSeconds: short ? this.#cappedTtl() : this.detectorTtlSeconds,
+      ttlSeconds: short ? this.#cappedTtl() : step.ttlSeconds,
+      offence: step.offence,
     });
-    // The probe's XDP program blocked it at the crossing SYN itself, or BlockIp leaves now.
+    // The probe's XDP program blocked it at the crossing SYN itself (for
+    // PW_BLOCK_TTL, or the short TTL), or BlockIp leaves now; an escalated
+    // block is written again on that probe with its own TTL.
+    const escalated = kernelBlocked && !short && step.ttlSeconds !== this.detectorTtlSeconds;
     const applied = kernelBlocked ? undefined : this.#apply(d, session);
-    this.recorder.insert(d);
+    const rewritten = escalated ? this.#apply(d, session) : undefined;
+    const engine: Engine = kernelBlocked ? 'kernel' : det.pairs ? 'fleet' : 'policy';
+    this.recorder.insert({
+      ...d,
+      evidence: this.#evidence(engine, short, d, step.offence, detectionProbes(det, this.keys.ofText(source), this.keys, this.feed, this.probes, this.rule)),
+    });
     this.metrics.counts.detections++;
     this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source, port: 0, probeId: session.id, message: d.reason, shadow: d.shadow });
     this.log.info({ ip: source, probe: session.id, reason: d.reason, decision: d.id, shadow: d.shadow }, d.shadow ? 'port scanner detected (shadow mode: not blocked)' : 'port scanner detected');
@@ -326,7 +350,35 @@ export class Decisions {
       this.metrics.detectionToBlock.observe(seconds);
       this.log.info({ ip: source, probe: session.id, detectionToBlockMs: Math.round(seconds * 1e4) / 10 }, 'block in force');
     }
+    if (rewritten) await rewritten;
     await Promise.all(this.probes.all().filter((p) => p !== session).map((p) => this.#apply(d, p)));
+  }
+
+  /** The step of a new detection of a source, from its latest offence in the store; the first step when the store cannot say. */
+  #nextStep(ip: string): Step {
+    try {
+      return nextStep(this.escalation, this.recorder.read((s) => s.lastOffence(ip)));
+    } catch {
+      return nextStep(this.escalation, undefined);
+    }
+  }
+
+  /** A decision's evidence (evidence.ts), with the rule in force. */
+  #evidence(engine: Engine, capped: boolean, d: DecisionRecord, offence: number, probes: Evidence['probes']): Evidence {
+    const ttlSeconds = d.expiresMs === undefined ? 0 : Math.round((d.expiresMs - d.createdMs) / 1000);
+    return { engine, ...this.rule, capped, ttlSeconds, offence, probes };
+  }
+
+  /** The latest offence on a source (explain: the step a next detection gets); none when the store cannot say. */
+  lastOffence(ip: string): DecisionRecord | undefined {
+    return this.recorder.read((s) => s.lastOffence(ip));
+  }
+
+  /** The latest decision on a source, from the store, with its evidence (explain); an active one still held in memory otherwise. */
+  latestOn(ip: string): DecisionRecord | undefined {
+    const stored = this.recorder.read((s) => s.latestOn(ip));
+    const active = this.#active.get(ip);
+    return active && (!stored || stored.id < active.id) ? active : stored;
   }
 
   /** A block beyond the budget: the short TTL, or the block TTL when that is shorter still. */
@@ -390,7 +442,7 @@ export class Decisions {
     if (existing && isActive(existing, Date.now())) return { decision: existing, alreadyBlocked: true };
     const d = this.#decide({ ip: text, reason: reason || 'blocked by an operator', origin: 'manual', ttlSeconds });
     const applied = Promise.all(this.probes.all().map((p) => this.#apply(d, p)));
-    this.recorder.insert(d);
+    this.recorder.insert({ ...d, evidence: this.#evidence('operator', false, d, 0, []) });
     this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source: text, port: 0, probeId: '', message: d.reason, shadow: d.shadow });
     this.log.info({ ip: text, reason: d.reason, ttlSeconds, decision: d.id, shadow: d.shadow }, d.shadow ? 'blocked by an operator (shadow mode: not enforced)' : 'blocked by an operator');
     await applied;
@@ -500,8 +552,9 @@ export class Decisions {
         origin: 'kernel',
         ttlSeconds,
         createdMs: b.created?.getTime(),
+        offence: this.#nextStep(ip).offence,
       });
-      this.recorder.insert(d);
+      this.recorder.insert({ ...d, evidence: this.#evidence('adopted', false, d, d.offence ?? 0, []) });
       this.metrics.counts.kernelBlocksAdopted++;
       this.log.warn({ ip, probe: session.id, decision: d.id }, 'drift: kernel block without a decision; adopted');
       repairs++;
@@ -538,7 +591,7 @@ export class Decisions {
   }
 
   /** A new decision, active from now; the caller records it once its enforcement has started. */
-  #decide(o: { ip: string; reason: string; origin: Origin; ttlSeconds: number; createdMs?: number | undefined; shadow?: boolean }): DecisionRecord {
+  #decide(o: { ip: string; reason: string; origin: Origin; ttlSeconds: number; createdMs?: number | undefined; shadow?: boolean; offence?: number | undefined }): DecisionRecord {
     const now = Date.now();
     // Whole milliseconds, as the store keeps them: the decision in memory is the one recorded.
     const d: DecisionRecord = {
@@ -550,6 +603,7 @@ export class Decisions {
       expiresMs: o.ttlSeconds > 0 ? Math.round(now + o.ttlSeconds * 1000) : undefined,
       endedMs: undefined,
       shadow: o.shadow ?? this.shadow,
+      ...(o.offence ? { offence: o.offence } : {}),
     };
     if (d.shadow) this.metrics.counts.shadowDecisions++;
     this.#setActive(d);

@@ -105,6 +105,23 @@ export class Feed {
     return out;
   }
 
+  /**
+   * Recent connections at or after sinceMs whose source address (the 16
+   * bytes at `at` of `addrs`) `match` takes, oldest first; only those are
+   * formatted (the evidence of a decision: evidence.ts).
+   */
+  connections(sinceMs: number, match: (addrs: Uint8Array, at: number) => boolean): FeedEvent[] {
+    const n = this.#capacity;
+    const out: FeedEvent[] = [];
+    const first = (this.#next - this.#size + n) % n;
+    for (let i = 0; i < this.#size; i++) {
+      const slot = (first + i) % n;
+      if (this.#objects[slot] || !(this.#times[slot]! >= sinceMs) || !match(this.#addrs, slot * ADDR_LEN)) continue;
+      out.push(this.#event(slot));
+    }
+    return out;
+  }
+
   #claim(): number {
     const slot = this.#next;
     this.#next = (slot + 1) % this.#capacity;

@@ -75,7 +75,24 @@ runMain(NAME, async () => {
   const allowlist = new Allowlist(c.allowPrefixes, keys);
   for (const e of store.allowEntries()) allowlist.addOperator(e.prefix, e.addedMs, e.note);
   const probes = new ProbeRegistry();
-  const decisions = new Decisions({ recorder, probes, allowlist, detector, feed, metrics, log, detectorTtlSeconds: c.blockTtl, maxBlocksPerMinute: c.maxBlocksPerMinute, cappedTtlSeconds: c.cappedBlockTtl, shadow: !c.enforce, enforceShadowDecisions: c.enforceShadowDecisions });
+  const decisions = new Decisions({
+    recorder,
+    probes,
+    allowlist,
+    detector,
+    feed,
+    metrics,
+    log,
+    detectorTtlSeconds: c.blockTtl,
+    maxBlocksPerMinute: c.maxBlocksPerMinute,
+    cappedTtlSeconds: c.cappedBlockTtl,
+    ttlFactor: c.ttlFactor,
+    ttlMaxSeconds: c.blockTtlMax,
+    // The rule kept with each decision's evidence (evidence.ts).
+    rule: { portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, fleetThreshold: c.fleetThreshold },
+    shadow: !c.enforce,
+    enforceShadowDecisions: c.enforceShadowDecisions,
+  });
   if (!c.enforce) log.warn('SHADOW MODE (PW_ENFORCE=False): scanners are detected, decided and recorded, and no probe drops anything for a block');
   log.info({ decisions: decisions.active().length, stateDir: c.stateDir }, 'decisions restored from the store');
   metrics.sourcePrefixes(keys.lengths);

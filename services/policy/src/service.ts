@@ -47,7 +47,9 @@ import {
   WatchEventKind,
   type WatchRequest,
 } from '@packetwatch/proto';
+import type { ExplainRequest, ExplainResponse } from '@packetwatch/proto';
 import { canonicalPrefix, covers } from './allowlist.js';
+import { explain } from './explain.js';
 import type { FeedEvent, FeedKind } from './feed.js';
 import { saturatingAdd } from './metrics.js';
 import { checkBatch, checkHello, checkOwnAddresses, quote } from './peer.js';
@@ -114,6 +116,7 @@ function toDecision(d: DecisionRecord, ctx: PolicyContext): Decision {
     missingOn: active ? ctx.decisions.missingOn(d.ip) : [],
     unrecorded: ctx.recorder.unrecorded(d.id),
     shadow: d.shadow,
+    offence: d.offence ?? 0,
   };
 }
 
@@ -467,6 +470,7 @@ export const POLICY_ROLES: MethodRoles<PolicyServer> = {
   addAllow: ['operator'],
   removeAllow: ['operator'],
   listAllow: ['operator'],
+  explain: ['operator'],
 };
 
 export function policyService(ctx: PolicyContext): PolicyServer {
@@ -513,7 +517,22 @@ export function policyService(ctx: PolicyContext): PolicyServer {
         .all()
         .filter((p) => p.shadow)
         .map((p) => p.id),
+      blockTtlFactor: ctx.decisions.escalation.factor,
+      blockTtlMax: ctx.decisions.escalation.maxSeconds > 0 ? seconds(ctx.decisions.escalation.maxSeconds) : undefined,
     })),
+    explain: unary<ExplainRequest, ExplainResponse>(log, 'Explain', (req) =>
+      explain(
+        {
+          decisions: ctx.decisions,
+          detector: ctx.detector,
+          probes: ctx.probes,
+          maxBlocksPerMinute: ctx.probeConfig.maxBlocksPerMinute,
+          cappedTtlSeconds: Number(ctx.probeConfig.cappedBlockTtl?.seconds ?? 0n) + (ctx.probeConfig.cappedBlockTtl?.nanos ?? 0) / 1e9,
+          toDecision: (d) => toDecision(d, ctx),
+        },
+        req.source,
+      ),
+    ),
     listDecisions: unary<ListDecisionsRequest, ListDecisionsResponse>(log, 'ListDecisions', (req) => {
       const size = pageSize(req.pageSize);
       const list = req.all ? PageList.AllDecisions : PageList.ActiveDecisions;
