@@ -19,6 +19,7 @@ const decision: Decision = {
   enforcedBy: ['vm/eth0'],
   missingOn: [],
   unrecorded: false,
+  shadow: false,
   offence: 3,
 };
 
