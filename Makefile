@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # Debian packages the build, the tests and the benchmarks need.
 # prometheus ships promtool, which lints both services' /metrics in the tests.
 DEB_PACKAGES := clang llvm libbpf-dev bpftool linux-libc-dev make g++ python3 \
-                iproute2 nmap hping3 curl libxdp1 util-linux prometheus
+                iproute2 nmap hping3 curl libxdp1 util-linux prometheus tcpdump
 
 MULTIARCH := $(shell uname -m)-linux-gnu
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I bpf -I /usr/include/$(MULTIARCH)

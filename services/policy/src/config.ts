@@ -91,8 +91,9 @@ export function probeConfigOf(c: PolicyConfig): ProbeConfig {
   };
 }
 
-export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: string[] } {
-  const allowPrefixes = c.allowlist
+/** PW_ALLOWLIST's entries; a ConfigError naming it for one that is not an address or CIDR. */
+export function allowPrefixesOf(allowlist: string): string[] {
+  const allowPrefixes = allowlist
     .split(',')
     .map((x) => x.trim())
     .filter(Boolean);
@@ -100,9 +101,19 @@ export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: strin
     try {
       parsePrefix(p);
     } catch {
-      throw new ConfigError('PW_ALLOWLIST', c.allowlist, `comma-separated addresses or CIDRs ('${p}' is neither)`);
+      throw new ConfigError('PW_ALLOWLIST', allowlist, `comma-separated addresses or CIDRs ('${p}' is neither)`);
     }
   }
+  return allowPrefixes;
+}
+
+/** F as the detector takes it: on one probe the pairs are its ports, so an F below N counts as N (detector.ts). */
+export function fleetThresholdOf(c: { fleetThreshold: number; portThreshold: number }): number {
+  return c.fleetThreshold === 0 ? 0 : Math.max(c.fleetThreshold, c.portThreshold);
+}
+
+export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: string[] } {
+  const allowPrefixes = allowPrefixesOf(c.allowlist);
   if (c.tcpAddr !== undefined) {
     const e = parseEndpoint(c.tcpAddr);
     if (!e || e.kind !== 'tcp') throw new ConfigError('PW_POLICY_TCP_ADDR', c.tcpAddr, 'host:port');
@@ -113,7 +124,7 @@ export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: strin
   // On one probe the pairs are its ports: an F below N would be a lower
   // per-host threshold in disguise (detector.ts), so it counts as N (the
   // default 10 too, when N is above it).
-  const fleetThreshold = c.fleetThreshold === 0 ? 0 : Math.max(c.fleetThreshold, c.portThreshold);
+  const fleetThreshold = fleetThresholdOf(c);
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
     throw new ConfigError(c.tlsCert ? 'PW_TLS_KEY' : 'PW_TLS_CERT', '', 'both PW_TLS_CERT and PW_TLS_KEY, or neither');
   }
