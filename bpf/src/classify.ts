@@ -102,15 +102,18 @@ export function classifyEthernet(buf: Uint8Array, off: number, end: number, out:
   return classifyIp(buf, at, end, proto, out);
 }
 
+/** classifyIp's EtherType for a packet of either family, told by its version (a raw-IP capture). */
+export const BY_VERSION = -1;
+
 /**
  * The IP packet in buf[off, end) by its EtherType (0x0800, 0x86dd; any
- * other is nonIp; 0 takes the version from the packet: a raw-IP capture).
+ * other is nonIp; BY_VERSION takes the family from the packet's version).
  * Returns out.cls.
  */
 export function classifyIp(buf: Uint8Array, off: number, end: number, ethertype: number, out: Classified): FrameClass {
   out.version = 0;
   out.firstFragment = false;
-  if (ethertype === 0) {
+  if (ethertype === BY_VERSION) {
     if (off >= end) return (out.cls = 'malformed');
     const v = buf[off]! >> 4;
     ethertype = v === 4 ? ETH_P_IP : v === 6 ? ETH_P_IPV6 : -1;

@@ -4,7 +4,7 @@
 // fuzz test holds the program to); what the probes come to from the
 // policy's own parts (@packetwatch/policy/replay: allowlist, source
 // prefixes, detector, budget, TTL), with the policy's settings.
-import { type Classified, FRAME_CLASSES, type FrameClass, classifyEthernet, classifyIp, isProbe, newClassified } from '@packetwatch/bpf/classify';
+import { BY_VERSION, type Classified, FRAME_CLASSES, type FrameClass, classifyEthernet, classifyIp, isProbe, newClassified } from '@packetwatch/bpf/classify';
 import { type ConfigOf, header, loadConfig, row } from '@packetwatch/common';
 import { type ReplayConfig, type ReplayDecision, ReplayRule, replaySettings } from '@packetwatch/policy/replay';
 import { CaptureError, type CaptureInfo, type FrameRef, LINKTYPE, readCapture } from './capture.js';
@@ -23,7 +23,6 @@ export interface ReplaySummary {
   probes: { total: number; allowlisted: number; fromBlocked: number };
 }
 
-const ETH_P_ALL_IP = 0;
 /** A cooked header's packet type for a frame the host sent. */
 const PACKET_OUTGOING = 4;
 
@@ -121,7 +120,7 @@ function classifyFrame(f: FrameRef, out: Classified, bad: (why: string) => void,
       return classifyIp(buf, off + 20, end, (buf[off]! << 8) | buf[off + 1]!, out);
     case LINKTYPE.RAW:
     case LINKTYPE.RAW_12:
-      return classifyIp(buf, off, end, ETH_P_ALL_IP, out);
+      return classifyIp(buf, off, end, BY_VERSION, out);
     case LINKTYPE.IPV4:
       return classifyIp(buf, off, end, 0x0800, out);
     case LINKTYPE.IPV6:
