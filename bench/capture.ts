@@ -2,6 +2,7 @@
 // bench (a large generated capture) and the reader's tests (every format
 // variant and damage). Written from the formats' specifications; the
 // reader under test (services/cli/src/capture.ts) shares nothing with it.
+import { closeSync, openSync, writeSync } from 'node:fs';
 
 export interface CapturedFrame {
   /** Milliseconds since the epoch (whole microseconds, or nanoseconds with `nano`). */
@@ -26,18 +27,55 @@ export function pcapHeader(linkType: number, o: { nano?: boolean; bigEndian?: bo
   return h;
 }
 
+/** A pcap record's 16-byte header at r[at]: the time, the captured and wire lengths (both `length`). */
+function recordHeader(r: Buffer, at: number, tsMs: number, length: number, o: { nano?: boolean; bigEndian?: boolean }): void {
+  const u32 = (v: number, off: number) => (o.bigEndian ? r.writeUInt32BE(v, at + off) : r.writeUInt32LE(v, at + off));
+  const sec = Math.floor(tsMs / 1000);
+  const frac = Math.round((tsMs - sec * 1000) * (o.nano ? 1e6 : 1e3));
+  u32(sec, 0);
+  u32(frac, 4);
+  u32(length, 8);
+  u32(length, 12);
+}
+
 /** One pcap record: its header and the frame. */
 export function pcapRecord(f: CapturedFrame, o: { nano?: boolean; bigEndian?: boolean } = {}): Buffer {
   const r = Buffer.alloc(16 + f.data.length);
-  const u32 = (v: number, at: number) => (o.bigEndian ? r.writeUInt32BE(v, at) : r.writeUInt32LE(v, at));
-  const sec = Math.floor(f.tsMs / 1000);
-  const frac = Math.round((f.tsMs - sec * 1000) * (o.nano ? 1e6 : 1e3));
-  u32(sec, 0);
-  u32(frac, 4);
-  u32(f.data.length, 8);
-  u32(f.data.length, 12);
+  recordHeader(r, 0, f.tsMs, f.data.length, o);
   f.data.copy(r, 16);
   return r;
+}
+
+/** A pcap file (little-endian, microseconds) written a record at a time, through a buffer: for captures of millions of frames. */
+export class PcapWriter {
+  readonly #fd: number;
+  readonly #buf = Buffer.allocUnsafe(1 << 22);
+  #len = 0;
+  frames = 0;
+
+  constructor(path: string, linkType: number) {
+    this.#fd = openSync(path, 'w');
+    writeSync(this.#fd, pcapHeader(linkType));
+  }
+
+  /** Appends frame[0, length) at tsMs. */
+  write(tsMs: number, frame: Buffer, length = frame.length): void {
+    if (this.#len + 16 + length > this.#buf.length) this.#flush();
+    recordHeader(this.#buf, this.#len, tsMs, length, {});
+    frame.copy(this.#buf, this.#len + 16, 0, length);
+    this.#len += 16 + length;
+    this.frames++;
+  }
+
+  close(): void {
+    this.#flush();
+    closeSync(this.#fd);
+  }
+
+  #flush(): void {
+    writeSync(this.#fd, this.#buf, 0, this.#len);
+    this.#len = 0;
+  }
 }
 
 export function pcapFile(linkType: number, frames: readonly CapturedFrame[], o: { nano?: boolean; bigEndian?: boolean } = {}): Buffer {

@@ -95,10 +95,10 @@ class Window {
 
   constructor(private readonly fd: number) {}
 
-  /** Makes buf[at, at + n) valid (at relative to buf); false when the file ends before. */
-  ensure(at: number, n: number): { at: number; ok: boolean } {
-    if (at + n <= this.len) return { at, ok: true };
-    if (this.eof) return { at, ok: false };
+  /** Makes buf[at, at + n) valid (at relative to buf, which may move): returns where it is now, or ~(where it is now) when the file ends before. */
+  ensure(at: number, n: number): number {
+    if (at + n <= this.len) return at;
+    if (this.eof) return ~at;
     // Keep from `at` on; drop what is before it.
     if (at > 0) {
       this.buf.copy(this.buf, 0, at, this.len);
@@ -115,12 +115,22 @@ class Window {
       const got = readSync(this.fd, this.buf, this.len, this.buf.length - this.len, null);
       if (got === 0) {
         this.eof = true;
-        return { at, ok: false };
+        return ~at;
       }
       this.len += got;
     }
-    return { at, ok: true };
+    return at;
   }
+
+  /** Bytes left from `at` (relative to buf). */
+  left(at: number): number {
+    return this.len - at;
+  }
+}
+
+/** A 32-bit unsigned integer at b[at], little- or big-endian. */
+function u32(b: Buffer, at: number, le: boolean): number {
+  return le ? b[at]! + b[at + 1]! * 0x100 + b[at + 2]! * 0x10000 + b[at + 3]! * 0x1000000 : b[at]! * 0x1000000 + b[at + 1]! * 0x10000 + b[at + 2]! * 0x100 + b[at + 3]!;
 }
 
 /**
@@ -139,8 +149,7 @@ export function readCapture(path: string, onFrame: (f: FrameRef) => void): Captu
   try {
     if (fstatSync(fd).isDirectory()) throw new CaptureError(`${path} is a directory`, none);
     const w = new Window(fd);
-    const head = w.ensure(0, 4);
-    if (!head.ok) throw new CaptureError(`${path}: not a capture file (${w.len} bytes: too short for a header)`, none);
+    if (w.ensure(0, 4) < 0) throw new CaptureError(`${path}: not a capture file (${w.len} bytes: too short for a header)`, none);
     const magicLE = w.buf.readUInt32LE(0);
     const magicBE = w.buf.readUInt32BE(0);
     if (magicLE === PCAP_US || magicLE === PCAP_NS || magicBE === PCAP_US || magicBE === PCAP_NS) return readPcap(path, w, onFrame);
@@ -152,37 +161,37 @@ export function readCapture(path: string, onFrame: (f: FrameRef) => void): Captu
 }
 
 function readPcap(path: string, w: Window, onFrame: (f: FrameRef) => void): CaptureInfo {
-  const h = w.ensure(0, 24);
-  if (!h.ok) throw new CaptureError(`${path}: pcap file header cut short (${w.len} of 24 bytes)`, { format: 'pcap', frames: 0, skipped: {}, linkTypes: [] });
+  if (w.ensure(0, 24) < 0) throw new CaptureError(`${path}: pcap file header cut short (${w.len} of 24 bytes)`, { format: 'pcap', frames: 0, skipped: {}, linkTypes: [] });
   const le = w.buf.readUInt32LE(0) === PCAP_US || w.buf.readUInt32LE(0) === PCAP_NS;
-  const nano = (le ? w.buf.readUInt32LE(0) : w.buf.readUInt32BE(0)) === PCAP_NS;
-  const u32 = le ? (b: Buffer, at: number) => b.readUInt32LE(at) : (b: Buffer, at: number) => b.readUInt32BE(at);
+  const nano = u32(w.buf, 0, le) === PCAP_NS;
   // The link type is the low 16 bits; the bits above carry FCS information.
-  const linkType = u32(w.buf, 20) & 0xffff;
+  const linkType = u32(w.buf, 20, le) & 0xffff;
   const fracPerMs = nano ? 1e6 : 1e3;
   const info: CaptureInfo = { format: 'pcap', frames: 0, skipped: {}, linkTypes: [linkType] };
   const frame: FrameRef = { buf: w.buf, off: 0, end: 0, wireLength: 0, linkType, tsMs: 0, direction: 0, iface: 0 };
   let at = 24;
   for (;;) {
-    let r = w.ensure(at, 16);
-    at = r.at;
-    if (!r.ok) {
-      if (w.len - at === 0) return info;
-      throw new CaptureError(`${path}: cut short at byte ${w.base + at}: a record header of ${w.len - at} of 16 bytes (${info.frames} frames read)`, info);
+    let next = w.ensure(at, 16);
+    if (next < 0) {
+      at = ~next;
+      if (w.left(at) === 0) return info;
+      throw new CaptureError(`${path}: cut short at byte ${w.base + at}: a record header of ${w.left(at)} of 16 bytes (${info.frames} frames read)`, info);
     }
+    at = next;
     const buf = w.buf;
-    const sec = u32(buf, at);
-    const frac = u32(buf, at + 4);
-    const incl = u32(buf, at + 8);
-    const orig = u32(buf, at + 12);
+    const sec = u32(buf, at, le);
+    const frac = u32(buf, at + 4, le);
+    const incl = u32(buf, at + 8, le);
+    const orig = u32(buf, at + 12, le);
     if (incl > MAX_RECORD || frac >= fracPerMs * 1000) {
       throw new CaptureError(`${path}: corrupt record at byte ${w.base + at} (captured length ${incl}, fraction ${frac}) after ${info.frames} frames`, info);
     }
-    r = w.ensure(at, 16 + incl);
-    at = r.at;
-    if (!r.ok) {
-      throw new CaptureError(`${path}: cut short at byte ${w.base + at}: a frame of ${incl} bytes with ${w.len - at - 16} in the file (${info.frames} frames read)`, info);
+    next = w.ensure(at, 16 + incl);
+    if (next < 0) {
+      at = ~next;
+      throw new CaptureError(`${path}: cut short at byte ${w.base + at}: a frame of ${incl} bytes with ${w.left(at) - 16} in the file (${info.frames} frames read)`, info);
     }
+    at = next;
     frame.buf = w.buf;
     frame.off = at + 16;
     frame.end = at + 16 + incl;
@@ -210,14 +219,15 @@ function readPcapng(path: string, w: Window, onFrame: (f: FrameRef) => void): Ca
   };
   let at = 0;
   for (;;) {
-    let r = w.ensure(at, 12);
-    at = r.at;
-    if (!r.ok) {
-      if (w.len - at === 0) return info;
-      throw new CaptureError(`${path}: cut short at byte ${w.base + at}: a block header of ${w.len - at} bytes (${info.frames} frames read)`, info);
+    let next = w.ensure(at, 12);
+    if (next < 0) {
+      at = ~next;
+      if (w.left(at) === 0) return info;
+      throw new CaptureError(`${path}: cut short at byte ${w.base + at}: a block header of ${w.left(at)} bytes (${info.frames} frames read)`, info);
     }
+    at = next;
     let buf = w.buf;
-    const type = buf.readUInt32BE(at) === NG_SHB ? NG_SHB : le ? buf.readUInt32LE(at) : buf.readUInt32BE(at);
+    const type = buf.readUInt32BE(at) === NG_SHB ? NG_SHB : u32(buf, at, le);
     if (type === NG_SHB) {
       const bom = buf.readUInt32LE(at + 8);
       if (bom === NG_BOM) le = true;
@@ -226,19 +236,19 @@ function readPcapng(path: string, w: Window, onFrame: (f: FrameRef) => void): Ca
       // A new section: its interfaces are numbered afresh.
       ifaces = [];
     }
-    const total = le ? buf.readUInt32LE(at + 4) : buf.readUInt32BE(at + 4);
+    const total = u32(buf, at + 4, le);
     if (total < 12 || total % 4 !== 0 || total > MAX_RECORD) {
       throw new CaptureError(`${path}: corrupt block at byte ${w.base + at} (type 0x${type.toString(16)}, length ${total}) after ${info.frames} frames`, info);
     }
-    r = w.ensure(at, total);
-    at = r.at;
-    if (!r.ok) {
-      throw new CaptureError(`${path}: cut short at byte ${w.base + at}: a block of ${total} bytes with ${w.len - at} in the file (${info.frames} frames read)`, info);
+    next = w.ensure(at, total);
+    if (next < 0) {
+      at = ~next;
+      throw new CaptureError(`${path}: cut short at byte ${w.base + at}: a block of ${total} bytes with ${w.left(at)} in the file (${info.frames} frames read)`, info);
     }
+    at = next;
     buf = w.buf;
-    const u32 = le ? (o: number) => buf.readUInt32LE(o) : (o: number) => buf.readUInt32BE(o);
     const u16 = le ? (o: number) => buf.readUInt16LE(o) : (o: number) => buf.readUInt16BE(o);
-    if (u32(at + total - 4) !== total) {
+    if (u32(buf, at + total - 4, le) !== total) {
       throw new CaptureError(`${path}: corrupt block at byte ${w.base + at}: its trailing length is not ${total} (${info.frames} frames read)`, info);
     }
     const body = at + 8;
@@ -257,11 +267,11 @@ function readPcapng(path: string, w: Window, onFrame: (f: FrameRef) => void): Ca
       info.linkTypes.push(iface.linkType);
     } else if (type === 6 || type === 2) {
       // Enhanced Packet Block; the obsolete Packet Block has a 16-bit interface and a drop count.
-      const id = type === 6 ? u32(body) : u16(body);
-      const hi = u32(body + 4);
-      const lo = u32(body + 8);
-      const caplen = u32(body + 12);
-      const orig = u32(body + 16);
+      const id = type === 6 ? u32(buf, body, le) : u16(body);
+      const hi = u32(buf, body + 4, le);
+      const lo = u32(buf, body + 8, le);
+      const caplen = u32(buf, body + 12, le);
+      const orig = u32(buf, body + 16, le);
       const data = body + 20;
       const padded = data + ((caplen + 3) & ~3);
       if (padded > bodyEnd) throw new CaptureError(`${path}: corrupt packet block at byte ${w.base + at}: ${caplen} bytes do not fit in it (${info.frames} frames read)`, info);
@@ -272,7 +282,7 @@ function readPcapng(path: string, w: Window, onFrame: (f: FrameRef) => void): Ca
         let flags = 0;
         forOptions(buf, padded, bodyEnd, u16, (code, o, len) => {
           // epb_flags (Enhanced Packet Block) and pack_flags (Packet Block): bits 0-1 the direction.
-          if (code === 2 && len >= 4) flags = u32(o);
+          if (code === 2 && len >= 4) flags = u32(buf, o, le);
         });
         const direction = flags & 3;
         frame.buf = buf;
