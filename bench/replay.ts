@@ -108,7 +108,7 @@ interface Case {
   rate: number;
 }
 
-runBench(NAME, () => {
+function main(): void {
   const m = machine();
   const date = today();
   const dir = mkdtempSync(join(tmpdir(), 'pw-bench-replay-'));
@@ -170,4 +170,6 @@ runBench(NAME, () => {
       ].join('\n'),
     `${count(FRAMES)} frames`,
   );
-});
+}
+
+await runBench('replay', main);
