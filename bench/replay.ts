@@ -13,7 +13,7 @@
 //   evicting from its 1,093,750th on).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TCP_FLAGS, synFrame, tcpFrame } from '@packetwatch/bpf';
 import { PcapWriter } from './capture.js';
@@ -110,6 +110,7 @@ interface Case {
 
 function main(): void {
   const m = machine();
+  const load = loadavg()[0]!;
   const date = today();
   const dir = mkdtempSync(join(tmpdir(), 'pw-bench-replay-'));
   const cases: Case[] = [];
@@ -158,7 +159,7 @@ function main(): void {
         '',
         'How fast `packetwatchctl replay` runs a capture through the rule (bench/replay.ts): the CLI binary as a user runs it, `--json`, node\'s start included, on pcap files of Ethernet frames written by the bench, with the policy\'s defaults but PW_MAX_BLOCKS_PER_MINUTE=0 (each scanner decided on once); the median of three runs.',
         '',
-        ...sectionFacts(NAME, date, m),
+        ...sectionFacts(NAME, date, m, load),
         '',
         '```text',
         text,

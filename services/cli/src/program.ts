@@ -521,7 +521,7 @@ export function buildProgram(io: Io, exec: (action: (ctx: Context) => Promise<nu
   /** Each setting's flag by commander's attribute name. */
   const settingFlags = new Map<string, string>();
   for (const s of Object.values(replaySettings)) {
-    const o = new Option(`--${s.flag} <value>`, `${s.describe} (${s.env}; default ${String(s.default)})`);
+    const o = new Option(`--${s.flag} <value>`, `${s.describe} (${s.env}; default ${s.default === '' ? 'none' : String(s.default)})`);
     settingFlags.set(o.attributeName(), s.flag);
     replayCmd.addOption(o);
   }
