@@ -110,6 +110,8 @@ export interface NgInterface {
   linkType: number;
   /** if_tsresol: 6 (microseconds, the default when absent), 9 (nanoseconds). */
   tsresol?: number;
+  /** if_tsoffset: seconds added to every timestamp of the interface (its frames' times are written less it). */
+  tsoffset?: number;
   name?: string;
 }
 
@@ -128,13 +130,18 @@ export function pcapngSection(interfaces: readonly NgInterface[], frames: readon
     const opts: Buffer[] = [];
     if (i.name) opts.push(option(2, Buffer.from(i.name)));
     if (i.tsresol !== undefined) opts.push(option(9, Buffer.from([i.tsresol])));
+    if (i.tsoffset !== undefined) {
+      const v = Buffer.alloc(8);
+      v.writeBigInt64LE(BigInt(i.tsoffset), 0);
+      opts.push(option(14, v));
+    }
     if (opts.length > 0) opts.push(END_OF_OPTIONS);
     blocks.push(block(1, Buffer.concat([fixed, ...opts])));
   }
   for (const f of frames) {
     const iface = f.iface ?? 0;
     const perMs = 10 ** ((interfaces[iface]?.tsresol ?? 6) - 3);
-    const units = BigInt(Math.round(f.tsMs * perMs));
+    const units = BigInt(Math.round((f.tsMs - (interfaces[iface]?.tsoffset ?? 0) * 1000) * perMs));
     const fixed = Buffer.alloc(20);
     fixed.writeUInt32LE(iface, 0);
     fixed.writeUInt32LE(Number(units >> 32n), 4);

@@ -10,8 +10,8 @@
 // development machine, README "packetwatchctl replay").
 //
 // Formats: pcap (microsecond and nanosecond magic, either byte order) and
-// pcapng (several sections, several interfaces each with its own link type
-// and if_tsresol; Enhanced and obsolete Packet Blocks; a Simple Packet
+// pcapng (several sections, several interfaces each with its own link type,
+// if_tsresol and if_tsoffset; Enhanced and obsolete Packet Blocks; a Simple Packet
 // Block has no time and is counted as unreadable). A file that ends inside
 // a record, or a record whose lengths cannot be, is a CaptureError naming
 // the offset: the frames before it have been handed over.
@@ -207,6 +207,8 @@ interface NgInterface {
   linkType: number;
   /** Timestamp units per millisecond. */
   unitsPerMs: number;
+  /** if_tsoffset, in ms: added to every timestamp. */
+  offsetMs: number;
 }
 
 function readPcapng(path: string, w: Window, onFrame: (f: FrameRef) => void): CaptureInfo {
@@ -255,12 +257,14 @@ function readPcapng(path: string, w: Window, onFrame: (f: FrameRef) => void): Ca
     const bodyEnd = at + total - 4;
     if (type === 1) {
       if (bodyEnd - body < 8) throw new CaptureError(`${path}: corrupt interface block at byte ${w.base + at}`, info);
-      const iface: NgInterface = { linkType: u16(body), unitsPerMs: 1e3 };
+      const iface: NgInterface = { linkType: u16(body), unitsPerMs: 1e3, offsetMs: 0 };
       forOptions(buf, body + 8, bodyEnd, u16, (code, o, len) => {
         if (code === 9 && len >= 1) {
           const v = buf[o]!;
           const unitsPerSecond = v & 0x80 ? 2 ** (v & 0x7f) : 10 ** (v & 0x7f);
           iface.unitsPerMs = unitsPerSecond / 1000;
+        } else if (code === 14 && len >= 8) {
+          iface.offsetMs = Number(le ? buf.readBigInt64LE(o) : buf.readBigInt64BE(o)) * 1000;
         }
       });
       ifaces.push(iface);
@@ -290,7 +294,7 @@ function readPcapng(path: string, w: Window, onFrame: (f: FrameRef) => void): Ca
         frame.end = data + caplen;
         frame.wireLength = orig;
         frame.linkType = iface.linkType;
-        frame.tsMs = (hi * 4294967296 + lo) / iface.unitsPerMs;
+        frame.tsMs = (hi * 4294967296 + lo) / iface.unitsPerMs + iface.offsetMs;
         frame.direction = direction === 1 || direction === 2 ? direction : 0;
         frame.iface = id;
         info.frames++;

@@ -84,10 +84,10 @@ describe('readCapture: pcap', () => {
 });
 
 describe('readCapture: pcapng', () => {
-  it('several interfaces with their own link types and time resolutions; the direction from epb_flags', () => {
+  it('several interfaces with their own link types, time resolutions and offsets; the direction from epb_flags', () => {
     const cooked = sll2(0x0800, 0, syn(7).subarray(14));
     const section = pcapngSection(
-      [{ linkType: LINKTYPE.ETHERNET, name: 'veth0' }, { linkType: LINKTYPE.LINUX_SLL2, tsresol: 9 }],
+      [{ linkType: LINKTYPE.ETHERNET, name: 'veth0' }, { linkType: LINKTYPE.LINUX_SLL2, tsresol: 9, tsoffset: 1_700_000_000 }],
       [
         { tsMs: T0 + 1.5, data: syn(1), iface: 0, flags: 1 },
         { tsMs: T0 + 2.000001, data: cooked, iface: 1 },
