@@ -47,7 +47,7 @@ interface ReplayJson {
     classes: Record<string, number>;
     outbound: number;
     unreadable: Record<string, number>;
-    probes: { total: number; allowlisted: number; fromBlocked: number };
+    probes: { total: number; allowlisted: number; own: number; fromBlocked: number };
   };
 }
 
@@ -152,7 +152,7 @@ describe('replay: a capture of live traffic gives the decisions the live service
     expect(doc.summary.capture).toMatchObject({ format: 'pcap', linkTypes: [linkType] });
     // What the XDP program dropped never reached the tap: each probe in the capture is an event the probe reported.
     expect(doc.summary.classes.syn! + doc.summary.classes.stealth!).toBe(eventsDuring);
-    expect(doc.summary.probes).toEqual({ total: eventsDuring, allowlisted: 0, fromBlocked: 0 });
+    expect(doc.summary.probes).toEqual({ total: eventsDuring, allowlisted: 0, own: 0, fromBlocked: 0 });
     expect(doc.summary.classes.malformed).toBe(0);
     expect(doc.summary.unreadable).toEqual({});
   });

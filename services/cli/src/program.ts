@@ -2,6 +2,7 @@
 // Everything reaches the outside through Io, so that usage errors, argument
 // checks and exit codes are tested without a process or a server.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import {
   AddressError,
   ConfigError,
@@ -398,7 +399,17 @@ async function watchCommand(ctx: Context, opts: { since?: number; source?: strin
   return EXIT.ok;
 }
 
-async function replayCommand(ctx: Context, path: string, flags: ReadonlyMap<string, string>): Promise<number> {
+/** --own-addresses: comma-separated addresses; exit 2 naming one that is not. */
+function ownAddresses(text: string | undefined): string[] {
+  if (text === undefined) return [];
+  const list = text.split(',').map((a) => a.trim()).filter(Boolean);
+  for (const a of list) {
+    if (isIP(a) === 0) throw new CliError(`invalid --own-addresses '${text}': expected comma-separated IPv4 or IPv6 addresses ('${a}' is not one)`, EXIT.usage);
+  }
+  return list;
+}
+
+async function replayCommand(ctx: Context, path: string, flags: ReadonlyMap<string, string>, own: readonly string[]): Promise<number> {
   let config;
   try {
     config = replayConfig(flags, ctx.io.env);
@@ -408,7 +419,7 @@ async function replayCommand(ctx: Context, path: string, flags: ReadonlyMap<stri
   }
   let result;
   try {
-    result = replay(path, config);
+    result = replay(path, config, own);
   } catch (e) {
     // PW_ALLOWLIST is checked as the rule is made.
     if (e instanceof ConfigError) throw new CliError(e.message, EXIT.usage);
@@ -525,11 +536,15 @@ export function buildProgram(io: Io, exec: (action: (ctx: Context) => Promise<nu
     settingFlags.set(o.attributeName(), s.flag);
     replayCmd.addOption(o);
   }
+  replayCmd.option(
+    '--own-addresses <list>',
+    "the capture's host's own addresses, comma-separated: with PW_WHITELIST_SELF their probes are not counted, as a probe's own addresses are not (default none)",
+  );
   replayCmd.action(
     act((ctx, path: string, opts: Record<string, string | undefined>) => {
       const flags = new Map<string, string>();
       for (const [attr, flag] of settingFlags) if (opts[attr] !== undefined) flags.set(flag, opts[attr]);
-      return replayCommand(ctx, path, flags);
+      return replayCommand(ctx, path, flags, ownAddresses(opts.ownAddresses));
     }),
   );
 

@@ -20,7 +20,7 @@ export interface ReplaySummary {
   outbound: number;
   /** Frames whose link-layer header is cut short, or of a link type replay does not read, by reason. */
   unreadable: Record<string, number>;
-  probes: { total: number; allowlisted: number; fromBlocked: number };
+  probes: { total: number; allowlisted: number; own: number; fromBlocked: number };
 }
 
 /** A cooked header's packet type for a frame the host sent. */
@@ -37,8 +37,8 @@ export function replayConfig(flags: ReadonlyMap<string, string>, env: NodeJS.Pro
  * whole (not a capture, cut short, corrupt) gives `error`, with the
  * decisions and counts of the frames before the damage.
  */
-export function replay(path: string, c: ReplayConfig): { decisions: ReplayDecision[]; summary: ReplaySummary; error?: string } {
-  const rule = new ReplayRule(c);
+export function replay(path: string, c: ReplayConfig, ownAddresses: readonly string[] = []): { decisions: ReplayDecision[]; summary: ReplaySummary; error?: string } {
+  const rule = new ReplayRule(c, ownAddresses);
   const classes = Object.fromEntries(FRAME_CLASSES.map((k) => [k, 0])) as Record<FrameClass, number>;
   const unreadable: Record<string, number> = {};
   const cls = newClassified();
@@ -79,7 +79,7 @@ export function replay(path: string, c: ReplayConfig): { decisions: ReplayDecisi
     classes,
     outbound,
     unreadable,
-    probes: { total: rule.counts.probes, allowlisted: rule.counts.allowlisted, fromBlocked: rule.counts.fromBlocked },
+    probes: { total: rule.counts.probes, allowlisted: rule.counts.allowlisted, own: rule.counts.own, fromBlocked: rule.counts.fromBlocked },
   });
   let info: CaptureInfo;
   try {
@@ -162,7 +162,7 @@ export function summaryText(decisions: readonly ReplayDecision[], s: ReplaySumma
     `${s.capture.path}: ${s.capture.format}, link type ${[...new Set(s.capture.linkTypes)].join(', ')}, ${n(s.capture.frames)} frames` +
       (s.capture.firstMs !== null && s.capture.lastMs !== null ? ` over ${((s.capture.lastMs - s.capture.firstMs) / 1000).toFixed(3)}s` : ''),
     `probes ${n(probes)} (SYN ${n(s.classes.syn)}, stealth ${n(s.classes.stealth)}, fragment ${n(s.classes.tinyProbe)}): ` +
-      `${n(s.probes.allowlisted)} allowlisted, ${n(s.probes.fromBlocked)} from blocked sources; ${n(decisions.length)} decisions`,
+      `${n(s.probes.allowlisted)} allowlisted, ${n(s.probes.own)} from own addresses, ${n(s.probes.fromBlocked)} from blocked sources; ${n(decisions.length)} decisions`,
     `dropped by the frame rule: ${n(s.classes.bogus)} bogus sources, ${n(s.classes.longChain)} long chains, ${n(s.classes.tiny + s.classes.tinyProbe)} tiny fragments`,
   ];
   const unreadable = Object.entries(s.unreadable);

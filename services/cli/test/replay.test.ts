@@ -47,7 +47,7 @@ interface Doc {
     classes: Record<string, number>;
     outbound: number;
     unreadable: Record<string, number>;
-    probes: { total: number; allowlisted: number; fromBlocked: number };
+    probes: { total: number; allowlisted: number; own: number; fromBlocked: number };
   };
 }
 
@@ -75,13 +75,13 @@ describe('replay: the rule on the capture', () => {
     expect(doc.decisions).toEqual([
       { source: '192.0.2.9', reason: 'port scan: 3 ports (22, 80, 443) within 0.200s', createdMs: T0 + 200, expires: null, ports: [22, 80, 443], port: 443, capped: false, created: new Date(T0 + 200).toISOString() },
     ]);
-    expect(doc.summary.probes).toEqual({ total: 6, allowlisted: 0, fromBlocked: 0 });
+    expect(doc.summary.probes).toEqual({ total: 6, allowlisted: 0, own: 0, fromBlocked: 0 });
     expect(doc.settings).toMatchObject({ PW_PORTSCAN_PORT_THRESHOLD: 3, PW_PORTSCAN_TIME_THRESHOLD: 60, PW_IPV6_PREFIX: 64, PW_BLOCK_TTL: 0 });
     const text = await cli(['replay', path]);
     expect(text.code).toBe(0);
     expect(text.out).toBe(`${header()}\n${row({ timeMs: T0 + 200, kind: 'blacklist', source: '192.0.2.9', port: 0 })}\n`);
     expect(text.err).toContain('6 frames over 1.200s');
-    expect(text.err).toContain('probes 6 (SYN 6, stealth 0, fragment 0): 0 allowlisted, 0 from blocked sources; 1 decisions');
+    expect(text.err).toContain('probes 6 (SYN 6, stealth 0, fragment 0): 0 allowlisted, 0 from own addresses, 0 from blocked sources; 1 decisions');
   });
 
   it('the window slides on the capture\'s clock: ports 1.5 s apart are a scan within 4 s, not within 2 s (flag or PW_ variable)', async () => {
@@ -98,7 +98,7 @@ describe('replay: the rule on the capture', () => {
       [20, new Date(T0 + 20 + 10 * S).toISOString(), [1, 2, 3]],
       [11 * S + 20, new Date(T0 + 11 * S + 20 + 10 * S).toISOString(), [7, 8, 9]],
     ]);
-    expect(doc.summary.probes).toEqual({ total: 9, allowlisted: 0, fromBlocked: 3 });
+    expect(doc.summary.probes).toEqual({ total: 9, allowlisted: 0, own: 0, fromBlocked: 3 });
     // Permanent (the default): everything after the first decision is the blocked source's.
     expect((await json(file(pcapFile(LINKTYPE.ETHERNET, frames)))).summary.probes.fromBlocked).toBe(6);
   });
@@ -118,6 +118,21 @@ describe('replay: the rule on the capture', () => {
     const doc = await json(path, [], { PW_ALLOWLIST: '192.0.2.0/24, 2001:db8::/32' });
     expect(doc.decisions.map((d) => d.source)).toEqual(['198.51.100.7']);
     expect(doc.summary.probes).toMatchObject({ total: 6, allowlisted: 3 });
+  });
+
+  it('the host\'s own addresses (--own-addresses) with PW_WHITELIST_SELF: counted, never decided on; another address of the prefix is', async () => {
+    const frames = byTime([...scan('2001:db8:1:2::1', [1, 2, 3], T0, 10), ...scan('192.0.2.1', [1, 2, 3], T0, 10), ...scan('192.0.2.2', [1, 2, 3], T0, 10)]);
+    const path = file(pcapFile(LINKTYPE.ETHERNET, frames));
+    const own = ['--own-addresses', '192.0.2.1, 2001:db8:1:2::1'];
+    const doc = await json(path, own);
+    expect(doc.decisions.map((d) => d.source)).toEqual(['192.0.2.2']);
+    expect(doc.summary.probes).toEqual({ total: 9, allowlisted: 0, own: 6, fromBlocked: 0 });
+    expect((await json(path, own, { PW_WHITELIST_SELF: 'False' })).decisions.map((d) => d.source).sort()).toEqual(['192.0.2.1', '192.0.2.2', '2001:db8:1:2::/64']);
+    // One address of a /64 is its own; another of the same /64 scanning is decided on, as the policy decides.
+    const other = file(pcapFile(LINKTYPE.ETHERNET, scan('2001:db8:1:2::2', [1, 2, 3], T0, 10)));
+    expect((await json(other, own)).decisions.map((d) => d.source)).toEqual(['2001:db8:1:2::/64']);
+    const bad = await cli(['replay', '--own-addresses', '192.0.2.1,host.example', path]);
+    expect(bad).toMatchObject({ code: 2, out: '', err: expect.stringMatching(/^packetwatchctl: invalid --own-addresses '192\.0\.2\.1,host\.example': expected comma-separated IPv4 or IPv6 addresses \('host\.example' is not one\)\n/) });
   });
 
   it('IPv6 sources by PW_IPV6_PREFIX, IPv4 by PW_IPV4_PREFIX: addresses rotating within a /64 or a /24 are one source', async () => {

@@ -1,6 +1,6 @@
 // The policy's rule on recorded probes (`packetwatchctl replay`): each probe
 // goes the way processRecords (pipeline.ts) takes an event, through the
-// same parts: the allowlist by address, the decisions by source (the
+// same parts: the allowlist and the host's own addresses by address, the decisions by source (the
 // address's prefix, SourceKeys), the detector, and what a detection becomes
 // (blockrule.ts: reason, budget, TTL). The clock is the probes' own
 // timestamps, never the wall clock: a block expires, and the budget's
@@ -20,6 +20,7 @@ export const replaySettings = {
   ipv6Prefix: policySettings.ipv6Prefix,
   ipv4Prefix: policySettings.ipv4Prefix,
   allowlist: policySettings.allowlist,
+  whitelistSelf: policySettings.whitelistSelf,
   blockTtl: policySettings.blockTtl,
   maxBlocksPerMinute: policySettings.maxBlocksPerMinute,
   cappedBlockTtl: policySettings.cappedBlockTtl,
@@ -49,25 +50,36 @@ export interface ReplayCounts {
   probes: number;
   /** From allowlisted addresses (PW_ALLOWLIST): not counted by the detector. */
   allowlisted: number;
+  /** From the host's own addresses (with PW_WHITELIST_SELF): not counted by the detector. */
+  own: number;
   /** From sources under a decision at their time: the probe would have dropped them. */
   fromBlocked: number;
 }
+
+/** The one probe a capture is the view of. */
+const PROBE = 'replay';
 
 export class ReplayRule {
   readonly keys: SourceKeys;
   readonly detector: Detector;
   readonly decisions: ReplayDecision[] = [];
-  readonly counts: ReplayCounts = { probes: 0, allowlisted: 0, fromBlocked: 0 };
+  readonly counts: ReplayCounts = { probes: 0, allowlisted: 0, own: 0, fromBlocked: 0 };
   readonly #allowlist: Allowlist;
   readonly #budget: BlockBudget;
   readonly #terms: BlockTerms;
   /** Sources under a decision: the time it ends (Infinity: permanent). */
   readonly #blocked = new Map<SourceKey, number>();
 
-  /** Throws ConfigError naming PW_ALLOWLIST for an entry that is not an address or CIDR. */
-  constructor(c: ReplayConfig) {
+  /**
+   * ownAddresses: the host's, as a probe tells the policy its own (with
+   * PW_WHITELIST_SELF, their probes are not counted). Throws ConfigError
+   * naming PW_ALLOWLIST for an entry that is not an address or CIDR, and
+   * AddressError for an own address that is not one.
+   */
+  constructor(c: ReplayConfig, ownAddresses: readonly string[] = []) {
     this.keys = new SourceKeys({ ipv6: c.ipv6Prefix, ipv4: c.ipv4Prefix });
     this.#allowlist = new Allowlist(allowPrefixesOf(c.allowlist), this.keys);
+    if (c.whitelistSelf) this.#allowlist.setOwn(PROBE, ownAddresses);
     this.detector = new Detector({ portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, maxSources: c.maxSources, pairThreshold: fleetThresholdOf(c) });
     this.#budget = new BlockBudget(c.maxBlocksPerMinute);
     this.#terms = { ttlSeconds: c.blockTtl, cappedTtlSeconds: c.cappedBlockTtl };
@@ -85,6 +97,10 @@ export class ReplayRule {
     const key = this.keys.at(buf, at, addr);
     if (this.#allowlist.hasSource(addr, buf, at)) {
       this.counts.allowlisted++;
+      return undefined;
+    }
+    if (this.#allowlist.isOwn(PROBE, key, buf, at)) {
+      this.counts.own++;
       return undefined;
     }
     const until = this.#blocked.get(key);
