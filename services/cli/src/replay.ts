@@ -50,6 +50,9 @@ export function replay(path: string, c: ReplayConfig, ownAddresses: readonly str
   const bad = (why: string) => {
     unreadable[why] = (unreadable[why] ?? 0) + 1;
   };
+  const outgoing = () => {
+    outbound++;
+  };
   const onFrame = (f: FrameRef): void => {
     if (firstMs === null) firstMs = f.tsMs;
     lastMs = f.tsMs;
@@ -57,7 +60,7 @@ export function replay(path: string, c: ReplayConfig, ownAddresses: readonly str
       outbound++;
       return;
     }
-    const k = classifyFrame(f, cls, bad, () => outbound++);
+    const k = classifyFrame(f, cls, bad, outgoing);
     if (k === undefined) return;
     classes[k]++;
     if (!isProbe(k)) return;
