@@ -116,13 +116,9 @@ export function probeConfigOf(c: PolicyConfig): ProbeConfig {
 /** The most PW_BLOCK_TTL_FACTOR may be: beyond, the second offence is already at the ceiling. */
 export const MAX_TTL_FACTOR = 1000;
 
-export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: string[]; ttlFactor: number } {
-  const ttlFactor = Number(c.blockTtlFactor);
-  if (!(ttlFactor >= 1 && ttlFactor <= MAX_TTL_FACTOR)) throw new ConfigError('PW_BLOCK_TTL_FACTOR', c.blockTtlFactor, `a number from 1 (no escalation) to ${MAX_TTL_FACTOR}`);
-  if (c.blockTtlMax !== 0 && c.blockTtl !== 0 && c.blockTtlMax < c.blockTtl) {
-    throw new ConfigError('PW_BLOCK_TTL_MAX', `${c.blockTtlMax}s`, `0 (up to 3650d) or at least PW_BLOCK_TTL (${c.blockTtl}s)`);
-  }
-  const allowPrefixes = c.allowlist
+/** PW_ALLOWLIST's entries; a ConfigError naming it for one that is not an address or CIDR. */
+export function allowPrefixesOf(allowlist: string): string[] {
+  const allowPrefixes = allowlist
     .split(',')
     .map((x) => x.trim())
     .filter(Boolean);
@@ -130,9 +126,24 @@ export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: strin
     try {
       parsePrefix(p);
     } catch {
-      throw new ConfigError('PW_ALLOWLIST', c.allowlist, `comma-separated addresses or CIDRs ('${p}' is neither)`);
+      throw new ConfigError('PW_ALLOWLIST', allowlist, `comma-separated addresses or CIDRs ('${p}' is neither)`);
     }
   }
+  return allowPrefixes;
+}
+
+/** F as the detector takes it: on one probe the pairs are its ports, so an F below N counts as N (detector.ts). */
+export function fleetThresholdOf(c: { fleetThreshold: number; portThreshold: number }): number {
+  return c.fleetThreshold === 0 ? 0 : Math.max(c.fleetThreshold, c.portThreshold);
+}
+
+export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: string[]; ttlFactor: number } {
+  const ttlFactor = Number(c.blockTtlFactor);
+  if (!(ttlFactor >= 1 && ttlFactor <= MAX_TTL_FACTOR)) throw new ConfigError('PW_BLOCK_TTL_FACTOR', c.blockTtlFactor, `a number from 1 (no escalation) to ${MAX_TTL_FACTOR}`);
+  if (c.blockTtlMax !== 0 && c.blockTtl !== 0 && c.blockTtlMax < c.blockTtl) {
+    throw new ConfigError('PW_BLOCK_TTL_MAX', `${c.blockTtlMax}s`, `0 (up to 3650d) or at least PW_BLOCK_TTL (${c.blockTtl}s)`);
+  }
+  const allowPrefixes = allowPrefixesOf(c.allowlist);
   if (c.tcpAddr !== undefined) {
     const e = parseEndpoint(c.tcpAddr);
     if (!e || e.kind !== 'tcp') throw new ConfigError('PW_POLICY_TCP_ADDR', c.tcpAddr, 'host:port');
@@ -143,7 +154,7 @@ export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: strin
   // On one probe the pairs are its ports: an F below N would be a lower
   // per-host threshold in disguise (detector.ts), so it counts as N (the
   // default 10 too, when N is above it).
-  const fleetThreshold = c.fleetThreshold === 0 ? 0 : Math.max(c.fleetThreshold, c.portThreshold);
+  const fleetThreshold = fleetThresholdOf(c);
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
     throw new ConfigError(c.tlsCert ? 'PW_TLS_KEY' : 'PW_TLS_CERT', '', 'both PW_TLS_CERT and PW_TLS_KEY, or neither');
   }

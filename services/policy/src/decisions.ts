@@ -18,6 +18,7 @@ import { GrpcStatus, type Logger, type NamedSource, type Prefix, ServerError, fo
 import { DEFAULT_CAPPED_BLOCK_SECONDS } from '@packetwatch/bpf/records';
 import { BlockReason } from '@packetwatch/proto';
 import type { Allowlist } from './allowlist.js';
+import { BlockBudget, type BlockTerms, cappedTtl, detectorBlock } from './blockrule.js';
 import type { Detection, Detector } from './detector.js';
 import { type Escalation, type Step, nextStep } from './escalation.js';
 import { type Engine, type Evidence, type Rule, detectionProbes } from './evidence.js';
@@ -74,26 +75,6 @@ export interface DecisionsOptions {
 /** What the probe's XDP program did at the SYN that made the detection (the event's scan verdict). */
 export type KernelBlock = 'none' | 'blocked' | 'capped';
 
-/**
- * What a detection is recorded and shown as: the N ports of the per-host
- * rule, or the F pairs of the fleet rule by probe, with the time they span.
- */
-function scanReason(det: Detection, probes: ProbeRegistry): string {
-  const windowS = ((det.lastMs - det.firstMs) / 1000).toFixed(3);
-  if (det.pairs) {
-    const byProbe = new Map<string, number[]>();
-    for (const p of det.pairs) {
-      const id = probes.numbers.idOf(p.probe);
-      const ports = byProbe.get(id);
-      if (ports) ports.push(p.port);
-      else byProbe.set(id, [p.port]);
-    }
-    const list = [...byProbe].map(([id, ports]) => `${id}: ${ports.join(', ')}`).join('; ');
-    return `port scan across the fleet: ${det.pairs.length} (probe, port) pairs on ${byProbe.size} probes within ${windowS}s (${list})`;
-  }
-  return det.ports.length > 1 ? `port scan: ${det.ports.length} ports (${det.ports.join(', ')}) within ${windowS}s` : `port scan: detected in the kernel at port ${det.port}`;
-}
-
 export class Decisions {
   /** Active decisions by canonical address. */
   readonly #active = new Map<string, DecisionRecord>();
@@ -101,8 +82,9 @@ export class Decisions {
   readonly #activeByKey = new Map<SourceKey, DecisionRecord>();
   /** Probes whose kernel holds each address's block, as last seen. */
   readonly #enforcedBy = new Map<string, Set<string>>();
-  /** Times of the detector's blocks in the last minute (for the cap). */
-  #recentBlocks: number[] = [];
+  /** The blocks-per-minute budget, on the wall clock. */
+  readonly #budget: BlockBudget;
+  readonly #terms: BlockTerms;
   /** Reconciles scheduled for probes seen keying sources at other lengths than the policy's, by probe. */
   readonly #rekeying = new WeakMap<ProbeSession, number>();
 
@@ -141,6 +123,8 @@ export class Decisions {
     this.escalation = { baseSeconds: o.detectorTtlSeconds, factor: o.ttlFactor ?? 1, maxSeconds: o.ttlMaxSeconds ?? 0 };
     // The seed's defaults (3 ports within 60 s), for a caller that does not say.
     this.rule = o.rule ?? { portThreshold: 3, windowSeconds: 60, fleetThreshold: 0 };
+    this.#budget = new BlockBudget(this.maxBlocksPerMinute);
+    this.#terms = { ttlSeconds: this.detectorTtlSeconds, cappedTtlSeconds: this.cappedTtlSeconds };
     this.#restore(this.recorder.read((s) => s.active(Date.now())));
   }
 
@@ -320,13 +304,9 @@ export class Decisions {
         'port scanner detected beyond the blocks-per-minute budget: blocked for the short TTL',
       );
     }
-    const d = this.#decide({
-      ip: source,
-      reason: short ? `${scanReason(det, this.probes)}; beyond the blocks-per-minute budget: ${this.#cappedTtl()}s` : scanReason(det, this.probes),
-      origin: 'detector',
-      ttlSeconds: short ? this.#cappedTtl() : step.ttlSeconds,
-      offence: step.offence,
-    });
+    // At full length, the offence's step of PW_BLOCK_TTL (escalation.ts).
+    const terms = short ? this.#terms : { ...this.#terms, ttlSeconds: step.ttlSeconds };
+    const d = this.#decide({ ip: source, ...detectorBlock(det, short, terms, (n) => this.probes.numbers.idOf(n)), origin: 'detector', offence: step.offence });
     // The probe's XDP program blocked it at the crossing SYN itself (for
     // PW_BLOCK_TTL, or the short TTL), or BlockIp leaves now; an escalated
     // block is written again on that probe with its own TTL.
@@ -381,25 +361,14 @@ export class Decisions {
     return active && (!stored || stored.id < active.id) ? active : stored;
   }
 
-  /** A block beyond the budget: the short TTL, or the block TTL when that is shorter still. */
+  /** A block beyond the budget (blockrule.ts). */
   #cappedTtl(): number {
-    return this.detectorTtlSeconds > 0 ? Math.min(this.detectorTtlSeconds, this.cappedTtlSeconds) : this.cappedTtlSeconds;
+    return cappedTtl(this.#terms);
   }
 
-  /**
-   * Whether one more block may be made now at full length (or adopted), and if so counts it. Spoofed
-   * sources are free for an attacker, and so are forged kernel views: without
-   * a cap, a flood of forged scans (or one fake probe's ListBlocks) could make
-   * us block the whole internet, fill the kernel blocklist, and lock out
-   * legitimate peers. Detections and adoptions share the cap.
-   */
+  /** Whether one more block may be made now at full length (or adopted), and if so counts it: detections and adoptions share the budget (blockrule.ts). */
   #takeBlock(): boolean {
-    if (this.maxBlocksPerMinute <= 0) return true;
-    const now = Date.now();
-    this.#recentBlocks = this.#recentBlocks.filter((t) => t > now - 60_000);
-    if (this.#recentBlocks.length >= this.maxBlocksPerMinute) return false;
-    this.#recentBlocks.push(now);
-    return true;
+    return this.#budget.take(Date.now());
   }
 
   /** Ends, without unblocking anywhere, every active decision the allowlist now covers (an entry may postdate it). */
