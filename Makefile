@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # Debian packages the build, the tests and the benchmarks need.
 # prometheus ships promtool, which lints both services' /metrics in the tests.
 DEB_PACKAGES := clang llvm libbpf-dev bpftool linux-libc-dev make g++ python3 \
-                iproute2 nmap hping3 curl libxdp1 util-linux prometheus
+                iproute2 nmap hping3 curl libxdp1 util-linux prometheus tcpdump
 
 MULTIARCH := $(shell uname -m)-linux-gnu
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I bpf -I /usr/include/$(MULTIARCH)
@@ -86,8 +86,8 @@ build: install bpf $(NATIVE) proto ## Build everything: XDP object, libbpf-ts ad
 
 # Settings passed through to the services (sudo make run PW_IFDEV=eth0 ...).
 export PW_IFDEV PW_PORTSCAN_TIME_THRESHOLD PW_PORTSCAN_PORT_THRESHOLD PW_FLEET_PORT_THRESHOLD PW_PROMETHEUS_PORT PW_WHITELIST_SELF \
-       PW_POLICY_PROMETHEUS_PORT PW_BLOCK_TTL PW_ALLOWLIST PW_XDP_MODE PW_DROP_MODE PW_LOG_LEVEL PW_LOG_FORMAT \
-       PW_KERNEL_DETECTION PW_MAX_BLOCKS_PER_MINUTE PW_MAX_TRACKED_SOURCES PW_PORTSCAN_COUNT PW_OPEN_PORTS
+       PW_POLICY_PROMETHEUS_PORT PW_BLOCK_TTL PW_BLOCK_TTL_FACTOR PW_BLOCK_TTL_MAX PW_ALLOWLIST PW_XDP_MODE PW_DROP_MODE PW_LOG_LEVEL PW_LOG_FORMAT \
+       PW_KERNEL_DETECTION PW_MAX_BLOCKS_PER_MINUTE PW_MAX_TRACKED_SOURCES PW_ENFORCE PW_ENFORCE_SHADOW_DECISIONS PW_PORTSCAN_COUNT PW_OPEN_PORTS
 
 .PHONY: run
 run: deps build ## Probe + policy on PW_IFDEV (default lo) in the foreground with the live table (root)
@@ -193,12 +193,16 @@ bench-memory: build ## Policy RSS per tracked source (10^6 IPv4 and IPv6 sources
 bench-scaling: build ## How policy CPU, memory and detections move with N, sources and probes; tables and docs/scaling.svg (root)
 	node --enable-source-maps bench/dist/scaling.js
 
+.PHONY: bench-replay
+bench-replay: build ## packetwatchctl replay's rate in frames/s on generated 5M-frame captures (mixed traffic, all new sources)
+	node --enable-source-maps bench/dist/replay.js
+
 .PHONY: bench-summary
 bench-summary: build ## One table of every bench's figures: bench/results.json and the Summary of BENCHMARKS.md
 	node --enable-source-maps bench/dist/summary.js
 
 .PHONY: bench
-bench: bench-datapath bench-probe bench-pipeline bench-detection bench-leak bench-memory bench-scaling ## Every benchmark, then the summary table (root; a few minutes)
+bench: bench-datapath bench-probe bench-pipeline bench-detection bench-leak bench-memory bench-scaling bench-replay ## Every benchmark, then the summary table (root; a few minutes)
 	node --enable-source-maps bench/dist/summary.js
 
 .PHONY: clean

@@ -13,6 +13,8 @@ const alias = [
   { find: /^@packetwatch\/common\/address$/, replacement: src('./packages/common/src/address.ts') },
   { find: /^@packetwatch\/bpf$/, replacement: src('./bpf/src/index.ts') },
   { find: /^@packetwatch\/bpf\/records$/, replacement: src('./bpf/src/records.ts') },
+  { find: /^@packetwatch\/bpf\/classify$/, replacement: src('./bpf/src/classify.ts') },
+  { find: /^@packetwatch\/policy\/replay$/, replacement: src('./services/policy/src/replay.ts') },
   { find: /^@packetwatch\/proto$/, replacement: src('./proto/src/index.ts') },
 ];
 

@@ -21,6 +21,7 @@ export const BENCHES: readonly (readonly [name: string, section: string])[] = [
   ['leak', 'Ports leaked to a fast scanner'],
   ['memory', 'Memory'],
   ['scaling', 'Scaling'],
+  ['replay', 'Replay'],
 ];
 
 /** One figure of bench/results.json. */

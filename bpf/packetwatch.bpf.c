@@ -96,6 +96,11 @@ const volatile __u32 ipv4_prefix = 32;
  * toward the scan rule only when nothing on the host accepts its port. A
  * constant, so that all mode (0) carries no lookup at all. */
 const volatile __u32 count_closed = 0;
+/* Shadow mode (PW_ENFORCE=False): everything runs, blocks included, but a
+ * block drops nothing; the frame a block would have dropped passes, counted
+ * as would_drop. A constant, so that the enforcing program, where the
+ * verifier prunes the branch, pays nothing for it. */
+const volatile __u32 shadow = 0;
 
 /* Map sizes here are defaults; user space sets them before load. */
 struct {
@@ -301,6 +306,10 @@ struct ipv6_frag_hdr {
 	__be32 identification;
 };
 
+/* Bounds an L4 header's offset in the frame for the verifier: past the
+ * Ethernet header, its VLAN tags, the IP header and the IPv6 chain it walks. */
+#define PW_L4_OFF_MAX 0xfff
+
 union pw_addr_words {
 	struct pw_addr a;
 	__u32 w[4];
@@ -408,6 +417,7 @@ static __always_inline enum parse_result parse_ipv4(struct cursor *cur, struct l
 		return PARSE_MALFORMED;
 
 	l3->ip4 = ip;
+	l3->ip6 = NULL;
 	l3->proto = ip->protocol;
 	l3->version = 4;
 	l3->l4_room = bpf_ntohs(ip->tot_len) - hdrlen;
@@ -421,8 +431,7 @@ static __always_inline enum parse_result parse_ipv4(struct cursor *cur, struct l
 			return PARSE_TINY;
 		return PARSE_FRAGMENT;
 	}
-	if (frag & IPV4_FRAG_MORE)
-		l3->first_frag = 1;
+	l3->first_frag = !!(frag & IPV4_FRAG_MORE);
 	return PARSE_OK;
 }
 
@@ -454,6 +463,8 @@ static __always_inline enum parse_result parse_ipv6(struct cursor *cur, struct l
 	if (bogus_source((const union pw_addr_words *)&ip6->saddr))
 		return PARSE_BOGUS_SOURCE;
 	l3->ip6 = ip6;
+	l3->ip4 = NULL;
+	l3->first_frag = 0;
 	l3->version = 6;
 	l3->l4_room = 0xffff;
 	nexthdr = ip6->nexthdr;
@@ -581,8 +592,8 @@ static __always_inline struct pw_drop_slot *drop_slot(const union pw_addr_words 
 	return bpf_map_lookup_elem(&drop_cache, &idx);
 }
 
-/* l3->saddr from the IP header (IPv4 as ::ffff:a.b.c.d). Made at the one
- * blocklist consultation, so that a frame passed without it (established
+/* l3->saddr from the IP header (IPv4 as ::ffff:a.b.c.d). Made by blocked(),
+ * so that a frame passed without consulting the blocklist (established
  * traffic in syn mode) never copies an address. */
 static __always_inline void l3_source(struct l3_info *l3)
 {
@@ -605,14 +616,18 @@ static __always_inline void l3_source(struct l3_info *l3)
  * itself: an allowlisted address keeps passing inside a blocked prefix. *now is read
  * from the clock at most once per frame (only for a block that expires) and
  * handed back for the event timestamp. */
-static __always_inline int blocked(const struct l3_info *l3, union pw_addr_words *key, struct pw_counters *cnt, __u64 *now)
+static __always_inline int blocked(struct l3_info *l3, union pw_addr_words *key, struct pw_counters *cnt, __u64 *now)
 {
 	const union pw_addr_words *addr = &l3->saddr;
+	__u64 gen;
+	struct pw_drop_slot *slot;
+	struct pw_block *b;
+
+	l3_source(l3);
 	/* Read before the lookups: a list write racing with them moves the
 	 * generation past the one the slot is stamped with below. */
-	__u64 gen = list_generation();
-	struct pw_drop_slot *slot = drop_slot(addr);
-	struct pw_block *b;
+	gen = list_generation();
+	slot = drop_slot(addr);
 
 #ifndef PW_VARIANT_NO_DROP_CACHE
 	if (slot && gen && slot->gen == gen && slot->addr[0] == addr->d[0] && slot->addr[1] == addr->d[1]) {
@@ -1180,6 +1195,20 @@ static __always_inline int port_open(struct xdp_md *ctx, const struct l3_info *l
 	return 1;
 }
 
+/* The verdict on a frame of a blocked source, counted: XDP_DROP; in shadow
+ * mode, as enforcing but for the verdict: no event, no tracking, and the
+ * frame keeps the verdict it has without a block (a tiny first fragment
+ * is dropped whoever sends it). */
+static __always_inline int block_verdict(struct pw_counters *cnt, enum pw_counter dropped, int verdict)
+{
+	if (shadow) {
+		count(cnt, PW_CNT_WOULD_DROP);
+		return verdict;
+	}
+	count(cnt, dropped);
+	return XDP_DROP;
+}
+
 /* Tracks a probe that is not dropped for a block and reports it; the
  * frame's verdict is the caller's. In closed mode a SYN to an open port is
  * reported, marked open, and not tracked. */
@@ -1242,7 +1271,9 @@ int packetwatch(struct xdp_md *ctx)
 	};
 	__u32 zero = 0;
 	struct pw_counters *cnt = bpf_map_lookup_elem(&counters, &zero);
-	struct l3_info l3 = {};
+	/* Each family's parser sets every field but the source, which
+	 * l3_source() makes: nothing to clear per frame. */
+	struct l3_info l3;
 	/* Written by the paths that report a probe, read only by them: not
 	 * cleared per frame. */
 	struct probe_info p;
@@ -1270,6 +1301,10 @@ int packetwatch(struct xdp_md *ctx)
 		res = parse_ipv4(&cur, &l3);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		res = parse_ipv6(&cur, &l3);
+		/* Past the chain, a bounded offset from the frame's start: whatever
+		 * the walk took to get here, the verifier goes on from one state,
+		 * which leaves room in its budget for the SYN's own path below. */
+		cur.pos = (void *)(long)ctx->data + ((cur.pos - (void *)(long)ctx->data) & PW_L4_OFF_MAX);
 	} else {
 		count(cnt, PW_CNT_NON_IP);
 		return XDP_PASS;
@@ -1342,11 +1377,16 @@ int packetwatch(struct xdp_md *ctx)
 	}
 	switch (flags & (PW_TCP_SYN | PW_TCP_FIN | PW_TCP_RST)) {
 	case PW_TCP_SYN:
+		/* The path a flood of a blocked source takes: its own consultation,
+		 * before anything is kept for an event. */
 		count(cnt, PW_CNT_SYN);
+		if (blocked(&l3, &key, cnt, &now))
+			return block_verdict(cnt, PW_CNT_SYN_DROPPED, XDP_PASS);
 		p.kind = PW_PROBE_SYN;
-		dropped = PW_CNT_SYN_DROPPED;
-		probe = 1;
-		break;
+		p.sport = bpf_ntohs(tcp->source);
+		p.dport = bpf_ntohs(tcp->dest);
+		p.flags = flags;
+		goto report;
 	case PW_TCP_RST:
 		/* A bare RST answers something; not a probe, but not a connection either. */
 		break;
@@ -1362,14 +1402,13 @@ int packetwatch(struct xdp_md *ctx)
 	p.flags = flags;
 
 settle:
-	/* The one blocklist consultation: every path with a known source that
-	 * could be dropped for a block comes here. */
-	l3_source(&l3);
-	if (blocked(&l3, &key, cnt, &now)) {
-		count(cnt, dropped);
-		return XDP_DROP;
-	}
-	if (probe)
-		report_probe(ctx, cnt, &l3, &key, &p, vlan_id, now);
+	/* The blocklist consultation of every other path with a known source
+	 * that could be dropped for a block. */
+	if (blocked(&l3, &key, cnt, &now))
+		return block_verdict(cnt, dropped, verdict);
+	if (!probe)
+		return verdict;
+report:
+	report_probe(ctx, cnt, &l3, &key, &p, vlan_id, now);
 	return verdict;
 }

@@ -209,6 +209,7 @@ enum pw_counter {
 	PW_CNT_SCAN_PROMOTED,   /* sources moved from probation to the protected space by a second distinct port */
 	PW_CNT_PROBATION_EVICTED, /* sources forgotten from probation to make room */
 	PW_CNT_PROTECTED_EVICTED, /* sources forgotten from the protected space to make room */
+	PW_CNT_WOULD_DROP,      /* shadow mode: frames of blocked sources passed that enforcing would have dropped (syn, probe, other) */
 	PW_CNT_OPEN_PORT_SYN,   /* closed mode: SYNs to an open port (reported, not counted toward the scan rule) */
 	PW_CNT_MAX,
 };
@@ -232,6 +233,8 @@ struct pw_probe_config {
 	__u64 received_unix_ms; /* when the policy sent it */
 	__u32 ipv6_prefix;      /* IPv6 sources are tracked and blocked by this prefix length (1..128) */
 	__u32 ipv4_prefix;      /* IPv4 sources likewise (1..32) */
+	__u32 shadow;           /* 1: shadow mode (the policy's PW_ENFORCE=False), blocks drop nothing */
+	__u32 _pad;
 };
 
 #endif /* PACKETWATCH_H */

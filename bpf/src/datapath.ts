@@ -297,6 +297,8 @@ export interface DatapathOptions {
   ipv6Prefix?: number;
   /** IPv4 sources likewise (default 32). */
   ipv4Prefix?: number;
+  /** Shadow mode: a block drops nothing; what it would have dropped passes, counted as wouldDrop (default false: enforcing). */
+  shadow?: boolean;
   /** Closed mode (PW_PORTSCAN_COUNT=closed): a SYN counts only when nothing on the host accepts its port (default false: every SYN counts). */
   countClosed?: boolean;
   /** Closed mode: ports declared open (PW_OPEN_PORTS), inclusive ranges [first, last] of 1 to 65535. */
@@ -379,6 +381,7 @@ export class Datapath {
     const spec = ObjectSpec.open(opts.objectPath ?? OBJECT_PATH);
     try {
       spec.setConstant('drop_mode', opts.dropMode ?? DropMode.Syn);
+      spec.setConstant('shadow', opts.shadow === true ? 1 : 0);
       if (opts.blocklistSize !== undefined) spec.setMaxEntries('blocklist', opts.blocklistSize);
       if (opts.allowlistSize !== undefined) spec.setMaxEntries('allowlist', opts.allowlistSize);
       if (opts.ringBufferBytes !== undefined) spec.setMaxEntries('events', opts.ringBufferBytes);

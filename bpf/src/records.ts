@@ -62,9 +62,11 @@ export interface ProbeConfigRecord {
   ipv6Prefix: number;
   /** IPv4 sources likewise. */
   ipv4Prefix: number;
+  /** 1: shadow mode, the program's blocks drop nothing (the policy's PW_ENFORCE=False). */
+  shadow: number;
 }
 
-export const probeConfigCodec: StructCodec<ProbeConfigRecord> = struct<ProbeConfigRecord>(48, {
+export const probeConfigCodec: StructCodec<ProbeConfigRecord> = struct<ProbeConfigRecord>(56, {
   portThreshold: { offset: 0, codec: u32 },
   blocksPerMin: { offset: 4, codec: u32 },
   windowNs: { offset: 8, codec: u64 },
@@ -73,6 +75,7 @@ export const probeConfigCodec: StructCodec<ProbeConfigRecord> = struct<ProbeConf
   receivedUnixMs: { offset: 32, codec: u64 },
   ipv6Prefix: { offset: 40, codec: u32 },
   ipv4Prefix: { offset: 44, codec: u32 },
+  shadow: { offset: 48, codec: u32 },
 });
 
 /** Words of the open-port bitmap (PW_OPEN_PORT_WORDS): one bit for each of 65,536 ports. */
@@ -337,6 +340,7 @@ export const COUNTER_NAMES = [
   'scanPromoted',
   'probationEvicted',
   'protectedEvicted',
+  'wouldDrop',
   'openPortSyn',
 ] as const;
 

@@ -90,11 +90,11 @@ class Harness {
   }
 }
 
-/** A harness per describe, in drop mode `dropMode`, its lists emptied (then `setUp`) before each test. */
-function harnessPerDescribe(dropMode: DropMode, setUp: (h: Harness) => void = () => {}): () => Harness {
+/** A harness per describe, in drop mode `dropMode` (in shadow mode with `shadow`), its lists emptied (then `setUp`) before each test. */
+function harnessPerDescribe(dropMode: DropMode, setUp: (h: Harness) => void = () => {}, shadow = false): () => Harness {
   let h: Harness;
   beforeAll(() => {
-    h = new Harness(Datapath.load({ dropMode }));
+    h = new Harness(Datapath.load({ dropMode, shadow }));
   });
   afterAll(() => h.close());
   beforeEach(() => {
@@ -609,17 +609,33 @@ describe.each([
   });
 });
 
+// Shadow mode (PW_ENFORCE=False) runs the same frames: what a block drops
+// enforcing passes, counted wouldDrop in place of synDropped, probeDropped
+// or otherDropped, still without an event; what is dropped whoever sends
+// it (a tiny first fragment) is dropped all the same.
 describe.each([
-  ['syn', DropMode.Syn],
-  ['drop-all', DropMode.All],
-] as const)('a blocked source once its address is known (%s mode)', (mode, dropMode) => {
-  const harness = harnessPerDescribe(dropMode, (h) => {
-    h.dp.block(ATTACKER);
-    h.dp.block(ATTACKER6);
-  });
+  ['syn', DropMode.Syn, false],
+  ['drop-all', DropMode.All, false],
+  ['syn, shadow', DropMode.Syn, true],
+  ['drop-all, shadow', DropMode.All, true],
+] as const)('a blocked source once its address is known (%s mode)', (_name, dropMode, shadow) => {
+  const mode = dropMode === DropMode.Syn ? 'syn' : 'drop-all';
+  const harness = harnessPerDescribe(
+    dropMode,
+    (h) => {
+      h.dp.block(ATTACKER);
+      h.dp.block(ATTACKER6);
+    },
+    shadow,
+  );
 
   type Want = [verdict: number, counters: Partial<Counters>];
-  const dropped = (c: Partial<Counters>): Want => [XDP_DROP, { frames: 1n, ...c }];
+  /** A frame a block drops: enforcing, dropped with its counter; in shadow mode, passed (unless dropped for what it is) and counted wouldDrop. */
+  const dropped = (c: Partial<Counters>): Want => {
+    const { synDropped, probeDropped, otherDropped, ...rest } = c;
+    if (!shadow || (synDropped ?? probeDropped ?? otherDropped) === undefined) return [XDP_DROP, { frames: 1n, ...c }];
+    return [rest.tinyFragments ? XDP_DROP : XDP_PASS, { frames: 1n, ...rest, wouldDrop: 1n }];
+  };
   const passed = (c: Partial<Counters>): Want => [XDP_PASS, { frames: 1n, ...c }];
   const truncatedV6Chain = synFrame(ATTACKER6, VICTIM6, 1, 22, { ipv6ExtHeaders: [{ type: 60 }, { type: 60 }] }).subarray(0, 14 + 40 + 8 + 4);
   const badOffset = synFrame(ATTACKER, VICTIM, 1, 22);
@@ -667,14 +683,16 @@ describe.each([
       const full = synFrame(src, dst, 40000, 22, { vlans: [5] });
       for (let len = 14; len < full.length; len++) {
         const o = harness().run(full.subarray(0, len));
-        const want = len >= ipEnd ? { verdict: XDP_DROP, counters: { frames: 1n, malformed: 1n, otherDropped: 1n } } : { verdict: XDP_PASS, counters: { frames: 1n, malformed: 1n } };
+        const [verdict, counters] = len >= ipEnd ? dropped({ malformed: 1n, otherDropped: 1n }) : passed({ malformed: 1n });
+        const want = { verdict, counters };
         expect({ src, len, ...o }).toEqual({ src, len, events: [], ...want });
       }
     }
   });
 
-  it('drops any address of its IPv6 /64', () => {
-    expect(harness().run(tcpFrame('2001:db8::1234', VICTIM6, 1, 22, FIN))).toEqual({ verdict: XDP_DROP, events: [], counters: { frames: 1n, stealth: 1n, probeDropped: 1n } });
+  it(`${shadow ? 'would drop' : 'drops'} any address of its IPv6 /64`, () => {
+    const [verdict, counters] = dropped({ stealth: 1n, probeDropped: 1n });
+    expect(harness().run(tcpFrame('2001:db8::1234', VICTIM6, 1, 22, FIN))).toEqual({ verdict, events: [], counters });
   });
 
   it('never drops an allowlisted address for its block: its probes are reported, its fragments pass', () => {
@@ -764,6 +782,21 @@ describe('in-kernel scan detection', () => {
       expect(dp.counters()).toMatchObject({ scanBlocked: 1n, scanCapped: 0n, synDropped: 1n });
       // Other sources are untouched.
       expect(run(dp, r, synFrame('192.0.2.99', VICTIM, 1, 80))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+    });
+  });
+
+  it.each([
+    ['syn', DropMode.Syn],
+    ['drop-all', DropMode.All],
+  ] as const)('in shadow mode (%s), still blocks at the crossing SYN, and then drops nothing: the next SYNs pass, counted wouldDrop, without events', (_mode, dropMode) => {
+    withDatapath({ scanPorts: 3, scanWindowSeconds: 60, dropMode, shadow: true }, (dp, r) => {
+      for (const port of [22, 23]) expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40000, port))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.None] });
+      expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40000, 80))).toEqual({ verdict: XDP_PASS, scans: [ScanVerdict.Blocked] });
+      // The block is written as enforcing writes it: a later PW_ENFORCE=True enforces it without a new detection.
+      expect(dp.blocklist.get(parseAddress(ATTACKER))).toMatchObject({ reason: BlockReason.Portscan, flags: BLOCK_FLAGS.kernelDetected });
+      for (const port of [443, 8080]) expect(run(dp, r, synFrame(ATTACKER, VICTIM, 40000, port))).toEqual({ verdict: XDP_PASS, scans: [] });
+      expect(run(dp, r, tcpFrame(ATTACKER, VICTIM, 40000, 22, ACK))).toEqual({ verdict: XDP_PASS, scans: [] });
+      expect(dp.counters()).toMatchObject({ scanBlocked: 1n, synDropped: 0n, otherDropped: 0n, wouldDrop: dropMode === DropMode.All ? 3n : 2n });
     });
   });
 

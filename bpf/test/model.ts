@@ -1,33 +1,13 @@
-// A reference model of the XDP program's parsing and verdict, written from
-// the rules (issue 15, docs/detection.md "What the XDP program drops"), not
-// from the program's code paths: the fuzz test checks the kernel's answer
-// for every frame against it. It shares no code with what it checks: it
-// masks sources and matches prefixes itself, on plain bytes.
-import { TCP_FLAGS } from '@packetwatch/bpf';
+// A reference model of the XDP program's verdict, written from the rules
+// (issue 15, docs/detection.md "What the XDP program drops"), not from the
+// program's code paths: the fuzz test checks the kernel's answer for every
+// frame against it. Its parsing is bpf/src/classify.ts, the TypeScript
+// implementation of the frame rule (packetwatchctl replay runs it too); the
+// lists part here masks sources and matches prefixes itself, on plain bytes.
+// None of it shares code with the C program it checks.
+import { type FrameClass, classifyEthernet, newClassified } from '@packetwatch/bpf';
 
-export type ModelClass =
-  /** Before the source is known: passes. */
-  | 'malformed'
-  | 'nonIp'
-  /** IPv6 from an IPv4-mapped or IPv4-compatible source: dropped, before anything else. */
-  | 'bogus'
-  /** More than 8 IPv6 extension headers: dropped, whoever sends it. */
-  | 'longChain'
-  /** A TCP fragment with no port to read (cut short, offset 1, an IPv6 first fragment's chain cut short): dropped. */
-  | 'tiny'
-  /** A TCP first fragment without the whole TCP header but with its ports: dropped, a probe. */
-  | 'tinyProbe'
-  /** The source is known, the rest is unparsable (IPv6 chain, TCP header). */
-  | 'bad'
-  /** A non-first fragment. */
-  | 'fragment'
-  | 'nonTcp'
-  /** TCP with ACK set. */
-  | 'established'
-  /** TCP, ACK clear, only RST of SYN/FIN/RST. */
-  | 'rst'
-  | 'syn'
-  | 'stealth';
+export type ModelClass = FrameClass;
 
 export interface ModelResult {
   cls: ModelClass;
@@ -42,99 +22,24 @@ export interface ModelResult {
 }
 
 const V4_MAPPED = Buffer.from('00000000000000000000ffff', 'hex');
-/** IPv6 extension headers the walk steps over (fragment aside). */
-const EXT = new Set([0, 43, 60, 51]);
-const FRAGMENT_HEADER = 44;
-const EXT_MAX = 8;
-const TCP = 6;
+
+/** An address of the frame as 16 bytes (IPv4 as ::ffff:a.b.c.d). */
+function address(f: Buffer, at: number, version: number): Buffer {
+  return version === 4 ? Buffer.concat([V4_MAPPED, f.subarray(at, at + 4)]) : Buffer.from(f.subarray(at, at + 16));
+}
 
 /** What the frame is, by the rules: parsing only, no lists. */
 export function model(f: Buffer): ModelResult {
-  if (f.length < 14) return { cls: 'malformed' };
-  let off = 14;
-  let proto = f.readUInt16BE(12);
-  for (let i = 0; i < 2 && (proto === 0x8100 || proto === 0x88a8); i++) {
-    if (off + 4 > f.length) return { cls: 'malformed' };
-    proto = f.readUInt16BE(off + 2);
-    off += 4;
+  const c = newClassified();
+  const cls = classifyEthernet(f, 0, f.length, c);
+  if (c.version === 0) return { cls };
+  const r: ModelResult = { cls, saddr: address(f, c.src, c.version), daddr: address(f, c.dst, c.version), firstFragment: c.firstFragment };
+  if (cls === 'syn' || cls === 'stealth' || cls === 'rst' || cls === 'established' || cls === 'tinyProbe') {
+    r.sport = c.sport;
+    r.dport = c.dport;
+    r.flags = c.flags;
   }
-  let l4: number;
-  let saddr: Buffer;
-  let daddr: Buffer;
-  let firstFragment = false;
-  /** L4 bytes the IP length fields admit (IPv4 total length; IPv6: the frame decides). */
-  let room = Infinity;
-  if (proto === 0x0800) {
-    if (off + 20 > f.length) return { cls: 'malformed' };
-    const vihl = f[off]!;
-    const hl = (vihl & 0x0f) * 4;
-    const totLen = f.readUInt16BE(off + 2);
-    if (vihl >> 4 !== 4 || hl < 20 || off + hl > f.length || totLen < hl) return { cls: 'malformed' };
-    saddr = Buffer.concat([V4_MAPPED, f.subarray(off + 12, off + 16)]);
-    daddr = Buffer.concat([V4_MAPPED, f.subarray(off + 16, off + 20)]);
-    l4 = f[off + 9]!;
-    const fragField = f.readUInt16BE(off + 6);
-    const fragOffset = fragField & 0x1fff;
-    const known = { saddr, daddr };
-    if (fragOffset === 1 && l4 === TCP) return { cls: 'tiny', ...known };
-    if (fragOffset !== 0) return { cls: 'fragment', ...known };
-    firstFragment = (fragField & 0x2000) !== 0;
-    room = totLen - hl;
-    off += hl;
-  } else if (proto === 0x86dd) {
-    if (off + 40 > f.length) return { cls: 'malformed' };
-    if (f[off]! >> 4 !== 6) return { cls: 'malformed' };
-    saddr = Buffer.from(f.subarray(off + 8, off + 24));
-    daddr = Buffer.from(f.subarray(off + 24, off + 40));
-    const known = { saddr, daddr };
-    const zero64 = saddr.readBigUInt64BE(0) === 0n;
-    const word2 = saddr.readUInt32BE(8);
-    const word3 = saddr.readUInt32BE(12);
-    if (zero64 && (word2 === 0xffff || (word2 === 0 && word3 > 1))) return { cls: 'bogus', ...known };
-    l4 = f[off + 6]!;
-    off += 40;
-    const cut = (): ModelResult => ({ cls: firstFragment ? 'tiny' : 'bad', ...known, firstFragment });
-    let walked = 0;
-    for (;;) {
-      const ext = EXT.has(l4) || l4 === FRAGMENT_HEADER;
-      if (!ext) break;
-      if (walked === EXT_MAX) return { cls: 'longChain', ...known };
-      walked++;
-      if (l4 === FRAGMENT_HEADER) {
-        if (off + 8 > f.length) return cut();
-        const field = f.readUInt16BE(off + 2);
-        l4 = f[off]!;
-        off += 8;
-        if (field & 0xfff8) return { cls: 'fragment', ...known };
-        if (field & 1) firstFragment = true;
-      } else {
-        if (off + 2 > f.length) return cut();
-        const len = l4 === 51 ? (f[off + 1]! + 2) * 4 : (f[off + 1]! + 1) * 8;
-        if (off + len > f.length) return cut();
-        l4 = f[off]!;
-        off += len;
-      }
-    }
-  } else {
-    return { cls: 'nonIp' };
-  }
-  const known = { saddr, daddr, firstFragment };
-  if (l4 !== TCP) return { cls: 'nonTcp', ...known };
-  const have = Math.min(room, f.length - off);
-  if (have < 20) {
-    if (!firstFragment) return { cls: 'bad', ...known };
-    if (have < 4) return { cls: 'tiny', ...known };
-    return { cls: 'tinyProbe', ...known, sport: f.readUInt16BE(off), dport: f.readUInt16BE(off + 2), flags: 0 };
-  }
-  const doff = (f[off + 12]! >> 4) * 4;
-  if (doff < 20 || off + doff > f.length) return { cls: 'bad', ...known };
-  const flags = f[off + 13]!;
-  const ports = { sport: f.readUInt16BE(off), dport: f.readUInt16BE(off + 2), flags };
-  if (flags & TCP_FLAGS.ACK) return { cls: 'established', ...known, ...ports };
-  const which = flags & (TCP_FLAGS.SYN | TCP_FLAGS.FIN | TCP_FLAGS.RST);
-  if (which === TCP_FLAGS.SYN) return { cls: 'syn', ...known, ...ports };
-  if (which === TCP_FLAGS.RST) return { cls: 'rst', ...known, ...ports };
-  return { cls: 'stealth', ...known, ...ports };
+  return r;
 }
 
 /** The lists and settings the program runs with, as plain data. */

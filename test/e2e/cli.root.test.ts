@@ -296,7 +296,7 @@ describe('packetwatchctl against the real services', () => {
       );
       expect(events.every((e) => e.source === attacker)).toBe(true);
       expect(events).toContainEqual(expect.objectContaining({ kind: 'connection', source: attacker, port: 8087, probeId }));
-      expect(Object.keys(events[0]!).sort()).toEqual(['kind', 'message', 'port', 'probeId', 'source', 'time']);
+      expect(Object.keys(events[0]!).sort()).toEqual(['kind', 'message', 'port', 'probeId', 'shadow', 'source', 'time']);
     } finally {
       table.kill('SIGINT');
       lines.kill('SIGINT');
@@ -314,17 +314,18 @@ describe('packetwatchctl against the real services', () => {
     await fastScan();
     await enforcedDecision();
     const out = await ok('blocks');
-    expect(out.split('\n')[0]).toMatch(/^SOURCE +REASON +ORIGIN +CREATED +EXPIRES +ENFORCED BY +DRIFT$/);
+    expect(out.split('\n')[0]).toMatch(/^SOURCE +REASON +ORIGIN +OFFENCE +CREATED +EXPIRES +ENFORCED BY +DRIFT$/);
     const rows = cells(out);
     expect(rows).toHaveLength(1);
-    const [source, reason, origin, created, expires, enforcedBy, drift] = rows[0]!;
-    expect({ source, origin, expires, enforcedBy, drift }).toEqual({ source: attacker, origin: 'detector', expires: 'never', enforcedBy: probeId, drift: undefined });
+    const [source, reason, origin, offence, created, expires, enforcedBy, drift] = rows[0]!;
+    // Each test's scan is a first offence: fresh() unblocked the earlier ones, which forgives them.
+    expect({ source, origin, offence, expires, enforcedBy, drift }).toEqual({ source: attacker, origin: 'detector', offence: '1', expires: 'never', enforcedBy: probeId, drift: undefined });
     expect(reason).toMatch(/^port scan: 3 ports \(8086, 8087, 8088\) within [\d.]+s$/);
     expect(created).toMatch(/^(\d+s ago|just now)$/);
     expect(cells(await ok('list')).map((r) => [r[0], r[2]])).toEqual([[attacker, 'detector']]); // the alias
     const doc = await json<{ blocks: Record<string, unknown>[]; kernel: Record<string, unknown> }>('blocks');
     expect(doc.blocks).toEqual([
-      expect.objectContaining({ ip: attacker, origin: 'detector', active: true, expires: null, ended: null, enforcedBy: [probeId], missingOn: [], inKernel: true, drift: null }),
+      expect.objectContaining({ ip: attacker, origin: 'detector', offence: 1, active: true, expires: null, ended: null, enforcedBy: [probeId], missingOn: [], inKernel: true, drift: null }),
     ]);
     expect(doc.kernel).toEqual({ address: `unix:${svc.probeSocket}`, checked: true, probeId, error: null });
   });
@@ -344,7 +345,7 @@ describe('packetwatchctl against the real services', () => {
     const all = cells(await ok('blocks', '--all'));
     expect(all).toHaveLength(history);
     expect(all.at(-1)![0]).toBe(attacker);
-    expect(all.at(-1)![4]).toMatch(/^ended (\d+s ago|just now)$/);
+    expect(all.at(-1)![5]).toMatch(/^ended (\d+s ago|just now)$/);
     const doc = await json<{ blocks: Record<string, unknown>[] }>('blocks', '--all');
     expect(doc.blocks.at(-1)).toMatchObject({ decisionId: String(decision.id), ip: attacker, active: false, ended: expect.any(String) });
   });
@@ -357,7 +358,7 @@ describe('packetwatchctl against the real services', () => {
     const again = await json<{ alreadyBlocked: boolean; decision: { ip: string } }>('block', attacker);
     expect(again).toMatchObject({ alreadyBlocked: true, decision: { ip: attacker } });
     const [row] = cells(await ok('blocks'));
-    expect(row).toEqual([attacker, 'e2e by hand', 'manual', expect.stringMatching(/^(\d+s ago|just now)$/), 'in 59m', probeId]);
+    expect(row).toEqual([attacker, 'e2e by hand', 'manual', '-', expect.stringMatching(/^(\d+s ago|just now)$/), 'in 59m', probeId]);
   });
 
   it('blocks marks DRIFT when the kernel loses a block behind the policy\'s back, and when it holds one without a decision', async () => {
@@ -368,8 +369,8 @@ describe('packetwatchctl against the real services', () => {
     const out = await ok('blocks');
     const rows = cells(out.split('\n\n')[0]!);
     expect(rows).toEqual([
-      [attacker, 'e2e by hand', 'manual', expect.stringMatching(/ago|just now/), 'in 59m', probeId, 'DRIFT: not in kernel'],
-      [stranger, 'kernel block without a decision (manual)', '-', expect.stringMatching(/ago|just now/), 'never', probeId, 'DRIFT: no decision'],
+      [attacker, 'e2e by hand', 'manual', '-', expect.stringMatching(/ago|just now/), 'in 59m', probeId, 'DRIFT: not in kernel'],
+      [stranger, 'kernel block without a decision (manual)', '-', '-', expect.stringMatching(/ago|just now/), 'never', probeId, 'DRIFT: no decision'],
     ]);
     expect(out.split('\n\n')[1]).toBe(
       `2 rows marked DRIFT: the policy and the kernel of ${probeId} disagree. ` +
@@ -381,7 +382,7 @@ describe('packetwatchctl against the real services', () => {
       [stranger, 'noDecision', true, true],
     ]);
     // --no-drift asks only the policy.
-    expect(cells(await ok('blocks', '--no-drift'))).toEqual([[attacker, 'e2e by hand', 'manual', expect.stringMatching(/ago|just now/), 'in 59m', probeId]]);
+    expect(cells(await ok('blocks', '--no-drift'))).toEqual([[attacker, 'e2e by hand', 'manual', '-', expect.stringMatching(/ago|just now/), 'in 59m', probeId]]);
   });
 
   it('unblock of an address without a decision removes its kernel block; unblock --all ends the rest', async () => {

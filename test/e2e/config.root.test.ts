@@ -30,6 +30,7 @@ const defaultsWith = (ports: number) => ({
   cappedBlockTtl: { seconds: 60n, nanos: 0 },
   ipv6Prefix: 64,
   ipv4Prefix: 32,
+  shadow: false,
   countClosed: false,
   openPorts: [],
 });

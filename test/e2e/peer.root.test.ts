@@ -79,6 +79,7 @@ describe('a hostile Report peer', () => {
       adopted: false,
       kernelScanPorts: 0,
       kernelScanWindow: undefined,
+      shadow: false,
       ...over,
     },
   });

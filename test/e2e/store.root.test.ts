@@ -183,7 +183,7 @@ describe('e2e-store: the decision store fails under a running policy', () => {
     try {
       const path = join(other.stateDir, 'decisions.db');
       const { store } = DecisionStore.open(other.stateDir);
-      store.insert({ id: 1, ip: '192.0.2.1', reason: 'kept', origin: 'manual', createdMs: 1, expiresMs: undefined, endedMs: undefined });
+      store.insert({ id: 1, ip: '192.0.2.1', reason: 'kept', origin: 'manual', createdMs: 1, expiresMs: undefined, endedMs: undefined, shadow: false });
       store.close();
       chownSync(path, 0, 0);
       const before = readFileSync(path);

@@ -17,6 +17,8 @@ export interface TableEvent {
    * OPEN_PORT_MARK for a SYN to a port the host accepts (closed mode).
    */
   message?: string;
+  /** A blacklist event of a shadow decision (PW_ENFORCE=False): the source would have been added, nothing is dropped. */
+  shadow?: boolean;
 }
 
 /** The marker of a SYN to a port the host accepts, in closed mode (PW_PORTSCAN_COUNT=closed): it does not count toward the scan rules. */
@@ -40,8 +42,18 @@ const MESSAGES: Record<TableKind, string> = {
   unblock: 'Removed from blacklist',
 };
 
+/** A shadow decision's row: the seed's words, said of what did not happen. */
+export const SHADOW_BLACKLIST = 'Would have been added to blacklist (shadow mode)';
+
 export function row(e: TableEvent): string {
   const port = e.kind === 'connection' ? String(e.port) : '';
-  const message = e.kind === 'connection' && e.message ? (e.message === OPEN_PORT_MARK ? e.message : `${e.message} probe`) : MESSAGES[e.kind];
+  const message =
+    e.kind === 'connection' && e.message
+      ? e.message === OPEN_PORT_MARK
+        ? e.message
+        : `${e.message} probe`
+      : e.kind === 'blacklist' && e.shadow
+        ? SHADOW_BLACKLIST
+        : MESSAGES[e.kind];
   return `${clock(e.timeMs).padEnd(COLUMNS[0])}${e.source.padEnd(COLUMNS[1] - 1)} ${port.padEnd(COLUMNS[2])}${message}`.trimEnd();
 }

@@ -24,6 +24,10 @@ export interface BlockRow {
   drift: Drift | null;
   /** A change to the decision is held in the policy's memory: its store refused it (enforced all the same). */
   unrecorded: boolean;
+  /** Made in shadow mode (PW_ENFORCE=False): no probe drops anything for it. */
+  shadow: boolean;
+  /** The source's offence count at this block (PW_BLOCK_TTL_FACTOR escalates by it); 0: none (an operator's block, a kernel block without a decision). */
+  offence: number;
 }
 
 /** The probe's kernel view, or why there is none. */
@@ -81,6 +85,8 @@ export function decisionRow(d: Decision, nowMs: number, held: boolean | null = n
     inKernel: held,
     drift: active && held === false ? 'notInKernel' : null,
     unrecorded: d.unrecorded,
+    shadow: d.shadow,
+    offence: d.offence,
   };
 }
 
@@ -111,6 +117,8 @@ export function blockRows(decisions: readonly Decision[], kernel: KernelView, no
         inKernel: true,
         drift: 'noDecision',
         unrecorded: false,
+        shadow: false,
+        offence: 0,
       });
     }
   }
@@ -150,16 +158,25 @@ function enforcedText(r: BlockRow): string {
   return r.missingOn.length > 0 ? `${by} (missing on ${r.missingOn.join(', ')})` : by;
 }
 
-export const BLOCK_HEADERS = ['SOURCE', 'REASON', 'ORIGIN', 'CREATED', 'EXPIRES', 'ENFORCED BY', 'DRIFT'] as const;
+export const BLOCK_HEADERS = ['SOURCE', 'REASON', 'ORIGIN', 'OFFENCE', 'CREATED', 'EXPIRES', 'ENFORCED BY', 'DRIFT'] as const;
 
 /** The table, or a sentence when there is nothing to show; a note under it when rows drift. */
 export function blocksText(rows: readonly BlockRow[], kernel: KernelView, nowMs: number, all: boolean): string {
   if (rows.length === 0) return all ? 'No decisions.' : 'No active decisions.';
   const body = table(
     BLOCK_HEADERS,
-    rows.map((r) => [r.ip, r.reason, r.origin ?? '-', relative(at(r.created), nowMs, '-'), expiresText(r, nowMs), enforcedText(r), driftText(r, kernel)]),
+    rows.map((r) => [
+      r.ip,
+      r.reason,
+      r.origin === null ? '-' : r.shadow ? `${r.origin} (SHADOW)` : r.origin,
+      r.offence > 0 ? String(r.offence) : '-',
+      relative(at(r.created), nowMs, '-'),
+      expiresText(r, nowMs),
+      enforcedText(r),
+      driftText(r, kernel),
+    ]),
   );
-  const notes = [unrecordedNote(rows)];
+  const notes = [shadowNote(rows), unrecordedNote(rows)];
   const drifting = rows.filter((r) => r.drift !== null).length;
   if (drifting > 0 && kernel.checked) {
     notes.push(
@@ -168,6 +185,16 @@ export function blocksText(rows: readonly BlockRow[], kernel: KernelView, nowMs:
     );
   }
   return [body, ...notes.filter((n) => n !== undefined)].join('\n\n');
+}
+
+/** What to say of shadow decisions (marked SHADOW); undefined when there are none. */
+export function shadowNote(rows: readonly BlockRow[]): string | undefined {
+  const n = rows.filter((r) => r.shadow && r.active).length;
+  if (n === 0) return undefined;
+  return (
+    `${plural(n, 'active decision')} marked SHADOW ${n === 1 ? 'was' : 'were'} made in shadow mode (PW_ENFORCE=False): recorded and in the kernel, ` +
+    'but NOT enforced: nothing is dropped for them. A policy restarted with PW_ENFORCE=True makes them blocks, or ends them with PW_ENFORCE_SHADOW_DECISIONS=False.'
+  );
 }
 
 /** What to say when some decisions are enforced but not in the policy's store; undefined when all are. */

@@ -2,8 +2,10 @@
 // Everything reaches the outside through Io, so that usage errors, argument
 // checks and exit codes are tested without a process or a server.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import {
   AddressError,
+  ConfigError,
   type Endpoint,
   PAGE_SIZE,
   type TlsFiles,
@@ -18,6 +20,7 @@ import {
 import type {
   AddAllowResponse,
   BlockResponse,
+  ExplainResponse,
   GetPolicyStatusResponse,
   GetStatusResponse,
   ListAllowResponse,
@@ -30,8 +33,10 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { allowJson, allowText } from './allow.js';
 import { type BlockRow, type KernelView, blockRows, blocksJson, blocksText, decisionRow, expiresText, unrecordedNote } from './blocks.js';
 import { bashCompletion } from './completion.js';
+import { explainJson, explainText } from './explain.js';
 import { plural } from './format.js';
 import { type PolicyConnection, type ProbeConnection, RpcError, connectPolicy, connectProbe, watch } from './rpc.js';
+import { replay, replayConfig, replayJson, replaySettings, replayText, summaryText } from './replay.js';
 import { type Outcome, type ServiceReply, statusJson, statusText } from './status.js';
 import { watchJson, watchRow } from './watch.js';
 
@@ -216,7 +221,11 @@ function prefixArg(text: string): string {
 }
 
 function describeRow(r: BlockRow, nowMs: number, note = ''): string {
-  const by = r.enforcedBy.length > 0 ? `enforced by ${r.enforcedBy.join(', ')}` : 'not enforced by any probe yet';
+  const by = r.shadow
+    ? 'SHADOW: not enforced (the policy runs with PW_ENFORCE=False, nothing is dropped)'
+    : r.enforcedBy.length > 0
+      ? `enforced by ${r.enforcedBy.join(', ')}`
+      : 'not enforced by any probe yet';
   return `${r.ip}${note ? ` (${note})` : ''}: ${r.reason} (${r.origin ?? 'no decision'}), expires ${expiresText(r, nowMs)}, ${by}`;
 }
 
@@ -313,6 +322,16 @@ async function block(ctx: Context, ipText: string, opts: { ttl?: number; reason?
   return EXIT.ok;
 }
 
+async function explain(ctx: Context, sourceText: string): Promise<number> {
+  const source = sourceArg(sourceText);
+  const res = await ctx.policy().unary<ExplainResponse>((c, m, o, cb) => c.explain({ source }, m, o, cb));
+  const now = ctx.io.now();
+  const doc = explainJson(res, now);
+  if (ctx.json) ctx.printJson(doc);
+  else ctx.print(explainText(doc, now));
+  return EXIT.ok;
+}
+
 async function unblock(ctx: Context, ipText: string | undefined, opts: { all?: boolean }): Promise<number> {
   if (opts.all && ipText !== undefined) throw new CliError('give an address or prefix, or --all, not both', EXIT.usage, true);
   if (!opts.all && ipText === undefined) throw new CliError('give the address or prefix to unblock, or --all', EXIT.usage, true);
@@ -396,6 +415,49 @@ async function watchCommand(ctx: Context, opts: { since?: number; source?: strin
   return EXIT.ok;
 }
 
+/** --own-addresses: comma-separated addresses; exit 2 naming one that is not. */
+function ownAddresses(text: string | undefined): string[] {
+  if (text === undefined) return [];
+  const list = text.split(',').map((a) => a.trim()).filter(Boolean);
+  for (const a of list) {
+    if (isIP(a) === 0) throw new CliError(`invalid --own-addresses '${text}': expected comma-separated IPv4 or IPv6 addresses ('${a}' is not one)`, EXIT.usage);
+  }
+  return list;
+}
+
+async function replayCommand(ctx: Context, path: string, flags: ReadonlyMap<string, string>, own: readonly string[]): Promise<number> {
+  let config;
+  try {
+    config = replayConfig(flags, ctx.io.env);
+  } catch (e) {
+    if (e instanceof ConfigError) throw new CliError(e.message, EXIT.usage);
+    throw e;
+  }
+  let result;
+  try {
+    result = replay(path, config, own);
+  } catch (e) {
+    // PW_ALLOWLIST is checked as the rule is made.
+    if (e instanceof ConfigError) throw new CliError(e.message, EXIT.usage);
+    throw e;
+  }
+  const { decisions, summary, error } = result;
+  if (error !== undefined && summary.capture.frames === 0) {
+    if (ctx.json) ctx.printJson(replayJson(decisions, summary, config, error));
+    ctx.warn(error);
+    return EXIT.failed;
+  }
+  if (ctx.json) {
+    ctx.printJson(replayJson(decisions, summary, config, error));
+  } else {
+    ctx.print(replayText(decisions));
+    ctx.io.err(`${summaryText(decisions, summary)}\n`);
+  }
+  if (error === undefined) return EXIT.ok;
+  ctx.warn(`${error}; the decisions above are those of the frames before it`);
+  return EXIT.failed;
+}
+
 /** The command tree. `exec` receives each command's action, so that run() owns errors and exit codes. */
 export function buildProgram(io: Io, exec: (action: (ctx: Context) => Promise<number>, cmd: Command) => Promise<void>): Command {
   const program = new Command(NAME)
@@ -444,6 +506,12 @@ export function buildProgram(io: Io, exec: (action: (ctx: Context) => Promise<nu
     .action(act((ctx, ip: string, opts: { ttl?: number; reason?: string }) => block(ctx, ip, opts)));
 
   program
+    .command('explain')
+    .description('why a source is, is not, or was blocked: the rule, the counted probes, the engine, the TTL and escalation step')
+    .argument('<ip>', 'an address (explains its prefix) or a prefix')
+    .action(act((ctx, ip: string) => explain(ctx, ip)));
+
+  program
     .command('unblock')
     .description('end the decision on a source (or all) and unblock it on every probe')
     .argument('[ip]', 'an address (its prefix is unblocked) or a prefix')
@@ -475,6 +543,32 @@ export function buildProgram(io: Io, exec: (action: (ctx: Context) => Promise<nu
     .option('--since <duration>', 'replay the recent events of this long ago first (30s, 5m)', durationArg('a duration', true))
     .option('--source <ip>', 'only this address or prefix (and the blocks of the prefix an address falls in)')
     .action(act((ctx, opts: { since?: number; source?: string }) => watchCommand(ctx, opts)));
+
+  const replayCmd = program
+    .command('replay')
+    .description(
+      'run a capture through the rule the services run, on its own timestamps, with the policy\'s settings (flags or PW_ variables), ' +
+        'and print the decisions they would have made; a summary of the frames goes to stderr (exit 1 for a capture that cannot be read whole)',
+    )
+    .argument('<capture>', 'a pcap or pcapng file (tcpdump -w): Ethernet, Linux cooked (SLL, SLL2: tcpdump -i any) or raw IP');
+  /** Each setting's flag by commander's attribute name. */
+  const settingFlags = new Map<string, string>();
+  for (const s of Object.values(replaySettings)) {
+    const o = new Option(`--${s.flag} <value>`, `${s.describe} (${s.env}; default ${s.default === '' ? 'none' : String(s.default)})`);
+    settingFlags.set(o.attributeName(), s.flag);
+    replayCmd.addOption(o);
+  }
+  replayCmd.option(
+    '--own-addresses <list>',
+    "the capture's host's own addresses, comma-separated: with PW_WHITELIST_SELF their probes are not counted, as a probe's own addresses are not (default none)",
+  );
+  replayCmd.action(
+    act((ctx, path: string, opts: Record<string, string | undefined>) => {
+      const flags = new Map<string, string>();
+      for (const [attr, flag] of settingFlags) if (opts[attr] !== undefined) flags.set(flag, opts[attr]);
+      return replayCommand(ctx, path, flags, ownAddresses(opts.ownAddresses));
+    }),
+  );
 
   program
     .command('completion')

@@ -51,6 +51,8 @@ export interface PolicyProbeJson {
   eventsLost: number;
   /** How far the probe's clock is behind the policy's (negative: ahead), at its last event batch. */
   clockSkewSeconds: number;
+  /** Its XDP program drops nothing for a block (shadow mode). */
+  shadow: boolean;
 }
 
 export interface PolicyStatusJson {
@@ -82,6 +84,8 @@ export interface PolicyStatusJson {
   storeFailure: string | null;
   /** The prefix lengths sources are tracked, decided and blocked by; null from a policy older than the field. */
   sourcePrefixes: SourcePrefixesJson | null;
+  /** Shadow mode (PW_ENFORCE=False): decisions are made and recorded, no probe drops anything for them. */
+  shadow: boolean;
   /** What counts toward the scan rules (PW_PORTSCAN_COUNT, PW_OPEN_PORTS); null from a policy older than the field. */
   portCount: PortCountJson | null;
   /** Closed mode: SYN events to a port the probe's host accepts, not counted. */
@@ -147,6 +151,10 @@ export interface ProbeStatusJson {
   /** Stealth and fragment probes of blocked sources dropped. */
   probeDropped: number;
   otherDropped: number;
+  /** Its XDP program runs in shadow mode: blocks drop nothing. */
+  shadow: boolean;
+  /** Shadow mode: frames of blocked sources passed that enforcing would have dropped. */
+  wouldDrop: number;
   eventsSent: number;
   eventsLost: number;
   ringbufFull: number;
@@ -176,6 +184,8 @@ export interface ProbeScanJson {
   /** What counts toward the scan rule in the kernel. */
   portCount: PortCountJson | null;
   origin: 'defaults' | 'policy' | 'pinned';
+  /** Shadow mode: the program's blocks drop nothing. */
+  shadow: boolean;
   /** When the policy sent it; null for the defaults. */
   received: string | null;
 }
@@ -200,6 +210,7 @@ function scanJson(s: GetStatusResponse): ProbeScanJson | null {
     sourcePrefixes: prefixesOf(c.ipv6Prefix, c.ipv4Prefix),
     portCount: portCountOf(c),
     origin,
+    shadow: c.shadow,
     received: iso(s.scanConfigReceived),
   };
 }
@@ -242,6 +253,7 @@ function policyJson(r: ServiceReply<GetPolicyStatusResponse>, nowMs: number): Po
     storeWritesHeld: Number(s.storeWritesHeld),
     storeFailure: s.storeFailure || null,
     sourcePrefixes: prefixesOf(s.ipv6Prefix, s.ipv4Prefix),
+    shadow: s.shadow,
     portCount: portCountOf(s.probeConfig),
     eventsOpenPort: Number(s.eventsOpenPort),
     probes: s.probes.map((p) => ({
@@ -256,6 +268,7 @@ function policyJson(r: ServiceReply<GetPolicyStatusResponse>, nowMs: number): Po
       eventsReceived: Number(p.eventsReceived),
       eventsLost: Number(p.eventsLost),
       clockSkewSeconds: seconds(p.clockSkew),
+      shadow: s.shadowProbes.includes(p.probeId),
     })),
   };
 }
@@ -287,6 +300,8 @@ function probeJson(r: ServiceReply<GetStatusResponse>): ProbeStatusJson | Unreac
     synDropped: counters.synDropped ?? 0,
     probeDropped: counters.probeDropped ?? 0,
     otherDropped: counters.otherDropped ?? 0,
+    shadow: s.scanConfig?.shadow ?? false,
+    wouldDrop: counters.wouldDrop ?? 0,
     eventsSent: Number(s.eventsSent),
     eventsLost: Number(s.eventsLost),
     ringbufFull: counters.ringbufFull ?? 0,
@@ -315,6 +330,7 @@ function storeText(p: PolicyStatusJson): string {
 function policyText(p: PolicyStatusJson, nowMs: number): string {
   const rows: KeyValue[] = [
     ['health', p.health],
+    ...(p.shadow ? ([['mode', 'SHADOW MODE (PW_ENFORCE=False): scanners are detected and decided, NOTHING IS DROPPED']] as KeyValue[]) : []),
     ['version', `${p.version}, up ${humanDuration(p.uptimeSeconds)}`],
     ['thresholds', `${plural(p.portThreshold, 'port')} within ${humanDuration(p.windowSeconds)}`],
     ['block ttl', p.blockTtlSeconds > 0 ? humanDuration(p.blockTtlSeconds) : 'permanent'],
@@ -333,7 +349,8 @@ function policyText(p: PolicyStatusJson, nowMs: number): string {
     (x) =>
       `    ${x.probeId}: ${x.interface}, ${x.attachMode} XDP, program ${x.programId}, ` +
       `${count(x.eventsReceived)} events (${count(x.eventsLost)} lost), connected ${relative(x.connected ? new Date(x.connected) : undefined, nowMs, 'at an unknown time')}` +
-      clockText(x.clockSkewSeconds),
+      clockText(x.clockSkewSeconds) +
+      (x.shadow ? ', SHADOW: drops nothing' : ''),
   );
   return [`Policy  ${p.address}`, keyValues(rows), ...probes].join('\n');
 }
@@ -384,6 +401,7 @@ function detectorText(c: Record<string, number>): string {
 function probeText(p: ProbeStatusJson): string {
   const rows: KeyValue[] = [
     ['health', p.health],
+    ...(p.shadow ? ([['mode', `SHADOW MODE (the policy's PW_ENFORCE=False): blocks drop NOTHING; ${count(p.wouldDrop)} frames would have been dropped`]] as KeyValue[]) : []),
     ['version', `${p.version}, up ${humanDuration(p.uptimeSeconds)}`],
     ['probe id', p.probeId],
     ['interface', `${p.interface} (ifindex ${p.ifindex}), ${p.attachMode} XDP, program ${p.programId}${p.adopted ? ' (adopted)' : ''}`],

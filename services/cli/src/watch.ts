@@ -10,6 +10,8 @@ export interface WatchJson {
   port: number;
   probeId: string;
   message: string;
+  /** A blacklist event of a shadow decision: the source would have been added to the blacklist. */
+  shadow: boolean;
 }
 
 export function kindName(k: WatchEventKind): TableKind | 'unspecified' {
@@ -28,12 +30,12 @@ export function kindName(k: WatchEventKind): TableKind | 'unspecified' {
 }
 
 export function watchJson(e: WatchEvent): WatchJson {
-  return { time: e.time ? e.time.toISOString() : null, kind: kindName(e.kind), source: e.source, port: e.port, probeId: e.probeId, message: e.message };
+  return { time: e.time ? e.time.toISOString() : null, kind: kindName(e.kind), source: e.source, port: e.port, probeId: e.probeId, message: e.message, shadow: e.shadow };
 }
 
 /** The table row of an event; undefined for a kind this version does not know. */
 export function watchRow(e: WatchEvent, nowMs: number): string | undefined {
   const kind = kindName(e.kind);
   if (kind === 'unspecified') return undefined;
-  return row({ timeMs: e.time ? e.time.getTime() : nowMs, kind, source: e.source, port: e.port, message: e.message });
+  return row({ timeMs: e.time ? e.time.getTime() : nowMs, kind, source: e.source, port: e.port, message: e.message, shadow: e.shadow });
 }

@@ -18,6 +18,8 @@ function decision(ip: string, o: Partial<Decision> = {}): Decision {
     enforcedBy: ['victim/pwv1'],
     missingOn: [],
     unrecorded: false,
+    shadow: false,
+    offence: 1,
     ...o,
   };
 }
@@ -78,20 +80,20 @@ describe('blocks: drift between the decisions and the kernel', () => {
 });
 
 describe('blocks: the table', () => {
-  it('has SOURCE, REASON, ORIGIN, CREATED, EXPIRES, ENFORCED BY and DRIFT, aligned', () => {
+  it('has SOURCE, REASON, ORIGIN, OFFENCE, CREATED, EXPIRES, ENFORCED BY and DRIFT, aligned', () => {
     const rows = blockRows(
       [
-        decision('10.232.5.2'),
-        decision('2001:db8::7', { id: 2n, reason: 'by hand', origin: DecisionOrigin.DECISION_ORIGIN_MANUAL, created: ago(30), expires: ahead(3600 - 30) }),
+        decision('10.232.5.2', { offence: 3 }),
+        decision('2001:db8::7', { id: 2n, reason: 'by hand', origin: DecisionOrigin.DECISION_ORIGIN_MANUAL, created: ago(30), expires: ahead(3600 - 30), offence: 0 }),
       ],
       kernel([kernelBlock('10.232.5.2')]),
       NOW,
     );
     expect(blocksText(rows, kernel([]), NOW, false)).toBe(
       [
-        'SOURCE       REASON                                               ORIGIN    CREATED  EXPIRES  ENFORCED BY  DRIFT',
-        '10.232.5.2   port scan: 3 ports (8086, 8087, 8088) within 0.012s  detector  2m ago   never    victim/pwv1',
-        '2001:db8::7  by hand                                              manual    30s ago  in 59m   victim/pwv1  DRIFT: not in kernel',
+        'SOURCE       REASON                                               ORIGIN    OFFENCE  CREATED  EXPIRES  ENFORCED BY  DRIFT',
+        '10.232.5.2   port scan: 3 ports (8086, 8087, 8088) within 0.012s  detector  3        2m ago   never    victim/pwv1',
+        '2001:db8::7  by hand                                              manual    -        30s ago  in 59m   victim/pwv1  DRIFT: not in kernel',
         '',
         '1 row marked DRIFT: the policy and the kernel of victim/pwv1 disagree. The policy repairs this on its next reconcile; `packetwatchctl unblock <ip>` removes a kernel block without a decision.',
       ].join('\n'),
@@ -101,7 +103,7 @@ describe('blocks: the table', () => {
   it('shows a kernel block without a decision', () => {
     const view = kernel([kernelBlock('10.0.0.9', { created: ago(7200), expires: ahead(86400 * 2) })]);
     const text = blocksText(blockRows([], view, NOW), view, NOW, false).split('\n');
-    expect(text[1]).toBe('10.0.0.9  kernel block without a decision (port scan)  -       2h ago   in 2d    victim/pwv1  DRIFT: no decision');
+    expect(text[1]).toBe('10.0.0.9  kernel block without a decision (port scan)  -       -        2h ago   in 2d    victim/pwv1  DRIFT: no decision');
   });
 
   it('shows ended and expired decisions with --all, and who is missing a block', () => {
@@ -116,10 +118,10 @@ describe('blocks: the table', () => {
     );
     const lines = blocksText(rows, unchecked, NOW, true).split('\n');
     expect(lines.map((l) => l.replace(/ {2,}/g, ' | '))).toEqual([
-      'SOURCE | REASON | ORIGIN | CREATED | EXPIRES | ENFORCED BY | DRIFT',
-      '10.0.0.2 | port scan: 3 ports (8086, 8087, 8088) within 0.012s | detector | 2m ago | ended 5m ago | -',
-      '10.0.0.3 | port scan: 3 ports (8086, 8087, 8088) within 0.012s | detector | 2m ago | expired 1m ago | -',
-      '10.0.0.4 | port scan: 3 ports (8086, 8087, 8088) within 0.012s | kernel | 2m ago | never | a/eth0 (missing on b/eth0) | ?',
+      'SOURCE | REASON | ORIGIN | OFFENCE | CREATED | EXPIRES | ENFORCED BY | DRIFT',
+      '10.0.0.2 | port scan: 3 ports (8086, 8087, 8088) within 0.012s | detector | 1 | 2m ago | ended 5m ago | -',
+      '10.0.0.3 | port scan: 3 ports (8086, 8087, 8088) within 0.012s | detector | 1 | 2m ago | expired 1m ago | -',
+      '10.0.0.4 | port scan: 3 ports (8086, 8087, 8088) within 0.012s | kernel | 1 | 2m ago | never | a/eth0 (missing on b/eth0) | ?',
     ]);
   });
 
@@ -160,6 +162,8 @@ describe('blocks: JSON', () => {
           inKernel: false,
           drift: 'notInKernel',
           unrecorded: false,
+          shadow: false,
+          offence: 1,
         },
         {
           decisionId: null,
@@ -175,6 +179,8 @@ describe('blocks: JSON', () => {
           inKernel: true,
           drift: 'noDecision',
           unrecorded: false,
+          shadow: false,
+          offence: 0,
         },
       ],
       kernel: { address: 'unix:/run/packetwatch/probe.sock', checked: true, probeId: 'victim/pwv1', error: null },

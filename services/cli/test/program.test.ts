@@ -184,6 +184,8 @@ describe('packetwatchctl: against a fake policy', () => {
     enforcedBy: ['host/lo'],
     missingOn: [],
     unrecorded: false,
+    shadow: false,
+    offence: 0,
   };
   /** A second decision, on the second page of ListDecisions. */
   const second: Decision = { ...decision, id: 9n, ip: '2001:db8::9', reason: 'on page two' };
@@ -237,6 +239,7 @@ describe('packetwatchctl: against a fake policy', () => {
       addAllow: unimplemented,
       removeAllow: (call, cb) => cb(null, { removed: call.request.prefix === '10.0.0.0/8' }),
       listAllow: (_call, cb) => cb(null, { entries: [] }),
+      explain: unimplemented,
     };
     server = new grpc.Server();
     server.addService(PolicyService, impl as unknown as grpc.UntypedServiceImplementation);
@@ -287,6 +290,8 @@ describe('packetwatchctl: against a fake policy', () => {
         inKernel: null,
         drift: null,
         unrecorded: false,
+        shadow: false,
+        offence: 0,
       },
       alreadyBlocked: false,
       requested: '192.0.2.7',
@@ -349,8 +354,8 @@ describe('packetwatchctl: against a fake policy', () => {
     ]);
     const lines = r.out.trimEnd().split('\n');
     expect(lines).toHaveLength(3);
-    expect(lines[1]).toMatch(/^192\.0\.2\.7 +by hand +manual +10s ago +in 59m +host\/lo$/);
-    expect(lines[2]).toMatch(/^2001:db8::9 +on page two +manual +10s ago +in 59m +host\/lo$/);
+    expect(lines[1]).toMatch(/^192\.0\.2\.7 +by hand +manual +- +10s ago +in 59m +host\/lo$/);
+    expect(lines[2]).toMatch(/^2001:db8::9 +on page two +manual +- +10s ago +in 59m +host\/lo$/);
   });
 
   it('blocks --json holds the decisions of every page, in the shape of one', async () => {

@@ -28,6 +28,8 @@ const policyStatus: GetPolicyStatusResponse = {
       clockSkew: { seconds: 0n, nanos: 3_000_000 },
     },
   ],
+  shadow: false,
+  shadowProbes: [],
   trackedSources: 2n,
   activeDecisions: 1n,
   eventsReceived: 1234n,
@@ -42,6 +44,8 @@ const policyStatus: GetPolicyStatusResponse = {
   storeFailure: '',
   ipv6Prefix: 64,
   ipv4Prefix: 32,
+  blockTtlFactor: 1,
+  blockTtlMax: undefined,
   probeConfig: {
     portThreshold: 3,
     window: { seconds: 60n, nanos: 0 },
@@ -50,6 +54,7 @@ const policyStatus: GetPolicyStatusResponse = {
     cappedBlockTtl: { seconds: 60n, nanos: 0 },
     ipv6Prefix: 64,
     ipv4Prefix: 32,
+    shadow: false,
     countClosed: false,
     openPorts: [],
   },
@@ -80,6 +85,7 @@ const counters = {
   scanPromoted: 5n,
   probationEvicted: 3n,
   protectedEvicted: 0n,
+  wouldDrop: 0n,
   openPortSyn: 0n,
 };
 
@@ -113,6 +119,7 @@ const probeStatus: GetStatusResponse = {
     cappedBlockTtl: { seconds: 60n, nanos: 0 },
     ipv6Prefix: 64,
     ipv4Prefix: 32,
+    shadow: false,
     countClosed: false,
     openPorts: [],
   },
@@ -247,6 +254,29 @@ describe('status: text', () => {
     expect(statusJson(policyOk, alone, NOW).probe).toMatchObject({ pinDir: '/sys/fs/bpf/packetwatch/lo', pinsPrivate: true });
   });
 
+  it('says shadow mode loudly, for the policy, each of its probes that runs the shadow program, and the probe itself', () => {
+    const policy = { ...policyOk, status: { ok: true as const, value: { ...policyStatus, shadow: true, shadowProbes: ['host/lo'] } } };
+    const probe = {
+      ...probeOk,
+      status: { ok: true as const, value: { ...probeStatus, scanConfig: { ...probeStatus.scanConfig!, shadow: true }, counters: { ...counters, wouldDrop: 1234n } } },
+    };
+    const lines = statusText(statusJson(policy, probe, NOW), NOW).split('\n');
+    expect(lines.slice(0, 3)).toEqual([
+      'Policy  unix:/run/packetwatch/policy.sock',
+      '  health            SERVING',
+      '  mode              SHADOW MODE (PW_ENFORCE=False): scanners are detected and decided, NOTHING IS DROPPED',
+    ]);
+    expect(lines).toContain('    host/lo: lo, generic XDP, program 42, 1,234 events (0 lost), connected 2m ago, SHADOW: drops nothing');
+    const probeAt = lines.indexOf('Probe   unix:/run/packetwatch/probe.sock');
+    expect(lines.slice(probeAt + 1, probeAt + 3)).toEqual([
+      '  health         SERVING',
+      "  mode           SHADOW MODE (the policy's PW_ENFORCE=False): blocks drop NOTHING; 1,234 frames would have been dropped",
+    ]);
+    const doc = statusJson(policy, probe, NOW);
+    expect(doc.policy).toMatchObject({ shadow: true, probes: [{ probeId: 'host/lo', shadow: true }] });
+    expect(doc.probe).toMatchObject({ shadow: true, wouldDrop: 1234, scan: { shadow: true } });
+  });
+
   it('shows a block TTL and a policy that is not connected', () => {
     const ttl = { ...policyOk, status: { ok: true as const, value: { ...policyStatus, blockTtl: { seconds: 3600n, nanos: 0 }, probes: [] } } };
     const lonely = { ...probeOk, status: { ok: true as const, value: { ...probeStatus, policyConnected: false } } };
@@ -284,6 +314,7 @@ describe('status: JSON', () => {
       storeWritesHeld: 0,
       storeFailure: null,
       sourcePrefixes: { ipv6: 64, ipv4: 32 },
+      shadow: false,
       portCount: { mode: 'all', openPorts: '' },
       eventsOpenPort: 0,
       probes: [
@@ -299,6 +330,7 @@ describe('status: JSON', () => {
           eventsReceived: 1234,
           eventsLost: 0,
           clockSkewSeconds: 0.003,
+          shadow: false,
         },
       ],
     });

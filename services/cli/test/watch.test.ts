@@ -6,7 +6,7 @@ import { watchJson, watchRow } from '../src/watch.js';
 const AT = new Date(2026, 10, 25, 13, 3, 57);
 
 function ev(kind: WatchEventKind, source: string, port = 0, message = ''): WatchEvent {
-  return { time: AT, kind, source, port, probeId: 'host/lo', message };
+  return { time: AT, kind, source, port, probeId: 'host/lo', message, shadow: false };
 }
 
 describe('watch: rows as the policy prints them', () => {
@@ -27,6 +27,10 @@ describe('watch: rows as the policy prints them', () => {
     );
     expect(watchRow(ev(WatchEventKind.WATCH_EVENT_KIND_WHITELIST, '10.0.0.0/8'), 0)).toBe('13:03:57           10.0.0.0/8              Added to whitelist');
     expect(watchRow(ev(WatchEventKind.WATCH_EVENT_KIND_UNBLOCK, '10.232.5.2'), 0)).toBe('13:03:57           10.232.5.2              Removed from blacklist');
+    // A shadow decision's event: the policy's table row, word for word.
+    expect(watchRow({ ...ev(WatchEventKind.WATCH_EVENT_KIND_BLACKLIST, '10.232.5.2'), shadow: true }, 0)).toBe(
+      '13:03:57           10.232.5.2              Would have been added to blacklist (shadow mode)',
+    );
   });
 
   it('skips kinds it does not know', () => {
@@ -38,7 +42,7 @@ describe('watch: rows as the policy prints them', () => {
 describe('watch: JSON lines', () => {
   it('has time, kind, source, port, probeId and message', () => {
     const e = { ...ev(WatchEventKind.WATCH_EVENT_KIND_CONNECTION, '2001:db8::7', 443), time: new Date('2026-11-25T12:03:57.123Z') };
-    expect(watchJson(e)).toEqual({ time: '2026-11-25T12:03:57.123Z', kind: 'connection', source: '2001:db8::7', port: 443, probeId: 'host/lo', message: '' });
+    expect(watchJson(e)).toEqual({ time: '2026-11-25T12:03:57.123Z', kind: 'connection', source: '2001:db8::7', port: 443, probeId: 'host/lo', message: '', shadow: false });
     expect(JSON.stringify(watchJson(e))).not.toContain('\n');
   });
 });

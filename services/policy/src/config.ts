@@ -40,8 +40,29 @@ export const policySettings = {
   ipv6Prefix: s.int('PW_IPV6_PREFIX', 'ipv6-prefix', 64, 'IPv6 sources are tracked and blocked by this prefix length (128: each address alone)', 1, 128),
   ipv4Prefix: s.int('PW_IPV4_PREFIX', 'ipv4-prefix', 32, 'IPv4 sources are tracked and blocked by this prefix length', 1, 32),
   whitelistSelf: s.bool('PW_WHITELIST_SELF', 'whitelist-self', true, "never block a probe's own addresses"),
+  enforce: s.bool(
+    'PW_ENFORCE',
+    'enforce',
+    true,
+    'False: shadow mode, where scanners are detected, decided, recorded and counted as usual but no probe drops anything for a block',
+  ),
+  enforceShadowDecisions: s.bool(
+    'PW_ENFORCE_SHADOW_DECISIONS',
+    'enforce-shadow-decisions',
+    true,
+    'at a start with PW_ENFORCE=True, the active decisions made in shadow mode become blocks (True) or end (False)',
+  ),
   allowlist: s.string('PW_ALLOWLIST', 'allowlist', '', 'addresses or CIDRs never blocked, comma-separated'),
   blockTtl: s.seconds('PW_BLOCK_TTL', 'block-ttl', 0, 'how long a detector block lasts (0 = permanent, like the seed)'),
+  blockTtlFactor: s.string(
+    'PW_BLOCK_TTL_FACTOR',
+    'block-ttl-factor',
+    '1',
+    'a source detected again after its previous block lapsed is blocked for the previous TTL times this, up to PW_BLOCK_TTL_MAX (1 = no escalation)',
+    /^\d+(\.\d+)?$/,
+    'a number of 1 or more (1 = no escalation)',
+  ),
+  blockTtlMax: s.seconds('PW_BLOCK_TTL_MAX', 'block-ttl-max', 0, 'the longest an escalated block lasts (0 = up to 3650d); not below PW_BLOCK_TTL'),
   stateDir: s.string('PW_STATE_DIR', 'state-dir', '/var/lib/packetwatch', 'directory of the decision store', /^\/.+/, 'an absolute path'),
   socket: s.string('PW_POLICY_SOCKET', 'socket', '/run/packetwatch/policy/policy.sock', 'Unix socket of the Policy API for operators', /^\/.+/, 'an absolute path'),
   socketGroup: s.optionalString('PW_SOCKET_GROUP', 'socket-group', "operators' group (socket mode 0660)"),
@@ -100,13 +121,18 @@ export function probeConfigOf(c: PolicyConfig): ProbeConfig {
     cappedBlockTtl: duration(c.cappedBlockTtl),
     ipv6Prefix: c.ipv6Prefix,
     ipv4Prefix: c.ipv4Prefix,
+    shadow: !c.enforce,
     countClosed: c.portscanCount === 'closed',
     openPorts: c.openPorts.map(([first, last]) => ({ first, last })),
   };
 }
 
-export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: string[] } {
-  const allowPrefixes = c.allowlist
+/** The most PW_BLOCK_TTL_FACTOR may be: beyond, the second offence is already at the ceiling. */
+export const MAX_TTL_FACTOR = 1000;
+
+/** PW_ALLOWLIST's entries; a ConfigError naming it for one that is not an address or CIDR. */
+export function allowPrefixesOf(allowlist: string): string[] {
+  const allowPrefixes = allowlist
     .split(',')
     .map((x) => x.trim())
     .filter(Boolean);
@@ -114,9 +140,24 @@ export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: strin
     try {
       parsePrefix(p);
     } catch {
-      throw new ConfigError('PW_ALLOWLIST', c.allowlist, `comma-separated addresses or CIDRs ('${p}' is neither)`);
+      throw new ConfigError('PW_ALLOWLIST', allowlist, `comma-separated addresses or CIDRs ('${p}' is neither)`);
     }
   }
+  return allowPrefixes;
+}
+
+/** F as the detector takes it: on one probe the pairs are its ports, so an F below N counts as N (detector.ts). */
+export function fleetThresholdOf(c: { fleetThreshold: number; portThreshold: number }): number {
+  return c.fleetThreshold === 0 ? 0 : Math.max(c.fleetThreshold, c.portThreshold);
+}
+
+export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: string[]; ttlFactor: number } {
+  const ttlFactor = Number(c.blockTtlFactor);
+  if (!(ttlFactor >= 1 && ttlFactor <= MAX_TTL_FACTOR)) throw new ConfigError('PW_BLOCK_TTL_FACTOR', c.blockTtlFactor, `a number from 1 (no escalation) to ${MAX_TTL_FACTOR}`);
+  if (c.blockTtlMax !== 0 && c.blockTtl !== 0 && c.blockTtlMax < c.blockTtl) {
+    throw new ConfigError('PW_BLOCK_TTL_MAX', `${c.blockTtlMax}s`, `0 (up to 3650d) or at least PW_BLOCK_TTL (${c.blockTtl}s)`);
+  }
+  const allowPrefixes = allowPrefixesOf(c.allowlist);
   if (c.tcpAddr !== undefined) {
     const e = parseEndpoint(c.tcpAddr);
     if (!e || e.kind !== 'tcp') throw new ConfigError('PW_POLICY_TCP_ADDR', c.tcpAddr, 'host:port');
@@ -127,9 +168,9 @@ export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: strin
   // On one probe the pairs are its ports: an F below N would be a lower
   // per-host threshold in disguise (detector.ts), so it counts as N (the
   // default 10 too, when N is above it).
-  const fleetThreshold = c.fleetThreshold === 0 ? 0 : Math.max(c.fleetThreshold, c.portThreshold);
+  const fleetThreshold = fleetThresholdOf(c);
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
     throw new ConfigError(c.tlsCert ? 'PW_TLS_KEY' : 'PW_TLS_CERT', '', 'both PW_TLS_CERT and PW_TLS_KEY, or neither');
   }
-  return { ...c, fleetThreshold, allowPrefixes };
+  return { ...c, fleetThreshold, allowPrefixes, ttlFactor };
 }

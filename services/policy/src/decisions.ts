@@ -18,7 +18,10 @@ import { GrpcStatus, type Logger, type NamedSource, type Prefix, ServerError, fo
 import { DEFAULT_CAPPED_BLOCK_SECONDS } from '@packetwatch/bpf/records';
 import { BlockReason } from '@packetwatch/proto';
 import type { Allowlist } from './allowlist.js';
+import { BlockBudget, type BlockTerms, cappedTtl, detectorBlock } from './blockrule.js';
 import type { Detection, Detector } from './detector.js';
+import { type Escalation, type Step, nextStep } from './escalation.js';
+import { type Engine, type Evidence, type Rule, detectionProbes } from './evidence.js';
 import type { Feed } from './feed.js';
 import type { PolicyMetrics } from './metrics.js';
 import type { ProbeRegistry, ProbeSession } from './probes.js';
@@ -49,30 +52,28 @@ export interface DecisionsOptions {
   maxBlocksPerMinute?: number;
   /** How long a block beyond that budget lasts, in seconds (PW_CAPPED_BLOCK_TTL; default DEFAULT_CAPPED_BLOCK_SECONDS). */
   cappedTtlSeconds?: number;
+  /**
+   * Shadow mode (PW_ENFORCE=False; default false): every decision made is
+   * marked shadow. Decisions are made, recorded and applied (BlockIp) as
+   * ever; the probes, told by the policy's configuration, drop nothing for
+   * them.
+   */
+  shadow?: boolean;
+  /**
+   * Enforcing (shadow false), what becomes at start of the active decisions
+   * an earlier run made in shadow mode: blocks (true, the default) or ended
+   * (false) (PW_ENFORCE_SHADOW_DECISIONS).
+   */
+  enforceShadowDecisions?: boolean;
+  /** PW_BLOCK_TTL_FACTOR and PW_BLOCK_TTL_MAX (escalation.ts); default 1 and none: no escalation. */
+  ttlFactor?: number;
+  ttlMaxSeconds?: number;
+  /** The rule in force, kept with each decision's evidence (evidence.ts). */
+  rule?: Rule;
 }
 
 /** What the probe's XDP program did at the SYN that made the detection (the event's scan verdict). */
 export type KernelBlock = 'none' | 'blocked' | 'capped';
-
-/**
- * What a detection is recorded and shown as: the N ports of the per-host
- * rule, or the F pairs of the fleet rule by probe, with the time they span.
- */
-function scanReason(det: Detection, probes: ProbeRegistry): string {
-  const windowS = ((det.lastMs - det.firstMs) / 1000).toFixed(3);
-  if (det.pairs) {
-    const byProbe = new Map<string, number[]>();
-    for (const p of det.pairs) {
-      const id = probes.numbers.idOf(p.probe);
-      const ports = byProbe.get(id);
-      if (ports) ports.push(p.port);
-      else byProbe.set(id, [p.port]);
-    }
-    const list = [...byProbe].map(([id, ports]) => `${id}: ${ports.join(', ')}`).join('; ');
-    return `port scan across the fleet: ${det.pairs.length} (probe, port) pairs on ${byProbe.size} probes within ${windowS}s (${list})`;
-  }
-  return det.ports.length > 1 ? `port scan: ${det.ports.length} ports (${det.ports.join(', ')}) within ${windowS}s` : `port scan: detected in the kernel at port ${det.port}`;
-}
 
 export class Decisions {
   /** Active decisions by canonical address. */
@@ -81,8 +82,9 @@ export class Decisions {
   readonly #activeByKey = new Map<SourceKey, DecisionRecord>();
   /** Probes whose kernel holds each address's block, as last seen. */
   readonly #enforcedBy = new Map<string, Set<string>>();
-  /** Times of the detector's blocks in the last minute (for the cap). */
-  #recentBlocks: number[] = [];
+  /** The blocks-per-minute budget, on the wall clock. */
+  readonly #budget: BlockBudget;
+  readonly #terms: BlockTerms;
   /** Reconciles scheduled for probes seen keying sources at other lengths than the policy's, by probe. */
   readonly #rekeying = new WeakMap<ProbeSession, number>();
 
@@ -98,6 +100,11 @@ export class Decisions {
   private readonly detectorTtlSeconds: number;
   private readonly maxBlocksPerMinute: number;
   private readonly cappedTtlSeconds: number;
+  /** Shadow mode: see DecisionsOptions.shadow. */
+  readonly shadow: boolean;
+  private readonly enforceShadowDecisions: boolean;
+  readonly escalation: Escalation;
+  readonly rule: Rule;
 
   constructor(o: DecisionsOptions) {
     this.recorder = o.recorder;
@@ -111,6 +118,13 @@ export class Decisions {
     this.detectorTtlSeconds = o.detectorTtlSeconds;
     this.maxBlocksPerMinute = o.maxBlocksPerMinute ?? 0;
     this.cappedTtlSeconds = o.cappedTtlSeconds ?? DEFAULT_CAPPED_BLOCK_SECONDS;
+    this.shadow = o.shadow ?? false;
+    this.enforceShadowDecisions = o.enforceShadowDecisions ?? true;
+    this.escalation = { baseSeconds: o.detectorTtlSeconds, factor: o.ttlFactor ?? 1, maxSeconds: o.ttlMaxSeconds ?? 0 };
+    // The seed's defaults (3 ports within 60 s), for a caller that does not say.
+    this.rule = o.rule ?? { portThreshold: 3, windowSeconds: 60, fleetThreshold: 0 };
+    this.#budget = new BlockBudget(this.maxBlocksPerMinute);
+    this.#terms = { ttlSeconds: this.detectorTtlSeconds, cappedTtlSeconds: this.cappedTtlSeconds };
     this.#restore(this.recorder.read((s) => s.active(Date.now())));
   }
 
@@ -124,8 +138,9 @@ export class Decisions {
    * a shorter prefix cannot be enforced (a probe looks a source up at one
    * length) and ends, logged.
    */
-  #restore(records: DecisionRecord[]): void {
+  #restore(stored: DecisionRecord[]): void {
     const now = Date.now();
+    const records = this.shadow ? stored : this.#leaveShadow(stored, now);
     for (const d of records) {
       let p: Prefix;
       try {
@@ -156,10 +171,43 @@ export class Decisions {
         origin: d.origin,
         ttlSeconds: d.expiresMs === undefined ? 0 : Math.max(1, (d.expiresMs - now) / 1000),
         createdMs: d.createdMs,
+        shadow: d.shadow,
+        offence: d.offence,
       });
       this.recorder.insert(moved);
       this.log.warn({ ip: d.ip, decision: d.id, source: text, now: moved.id }, 'decision carried over to the prefix its source falls in now');
     }
+  }
+
+  /**
+   * A start enforcing: the active decisions an earlier run made in shadow
+   * mode become blocks (PW_ENFORCE_SHADOW_DECISIONS=True: the mark is
+   * cleared, the decision kept as it was) or end, now
+   * (PW_ENFORCE_SHADOW_DECISIONS=False). Their kernel blocks were written
+   * in shadow mode too: a block is enforced as soon as the probe runs the
+   * enforcing program; an ended one is lifted by the probe's reconcile (an
+   * end outranks every kernel block created before it).
+   */
+  #leaveShadow(records: DecisionRecord[], now: number): DecisionRecord[] {
+    const kept: DecisionRecord[] = [];
+    let enforced = 0;
+    let ended = 0;
+    for (const d of records) {
+      if (!d.shadow) {
+        kept.push(d);
+      } else if (this.enforceShadowDecisions) {
+        const block = { ...d, shadow: false };
+        this.recorder.enforce(block);
+        kept.push(block);
+        enforced++;
+      } else {
+        this.recorder.end({ ...d, endedMs: now });
+        ended++;
+      }
+    }
+    if (enforced > 0) this.log.warn({ decisions: enforced }, 'enforcing: the active decisions made in shadow mode are blocks now (PW_ENFORCE_SHADOW_DECISIONS=True)');
+    if (ended > 0) this.log.warn({ decisions: ended }, 'enforcing: the active decisions made in shadow mode ended, not enforced (PW_ENFORCE_SHADOW_DECISIONS=False)');
+    return kept;
   }
 
   /** The source an operator's address or prefix names (namedSource). */
@@ -245,6 +293,8 @@ export class Decisions {
     // them is blocked all the same. A block the kernel made stands as it made
     // it (its own budget, per probe, spoke): the cap never lifts one.
     const withinBudget = this.#takeBlock();
+    // The escalation step: one place for every detector block (kernel, per host, fleet).
+    const step = this.#nextStep(source);
     const short = kernel === 'capped' || (kernel === 'none' && !withinBudget);
     const kernelBlocked = kernel !== 'none';
     if (short) {
@@ -254,18 +304,23 @@ export class Decisions {
         'port scanner detected beyond the blocks-per-minute budget: blocked for the short TTL',
       );
     }
-    const d = this.#decide({
-      ip: source,
-      reason: short ? `${scanReason(det, this.probes)}; beyond the blocks-per-minute budget: ${this.#cappedTtl()}s` : scanReason(det, this.probes),
-      origin: 'detector',
-      ttlSeconds: short ? this.#cappedTtl() : this.detectorTtlSeconds,
-    });
-    // The probe's XDP program blocked it at the crossing SYN itself, or BlockIp leaves now.
+    // At full length, the offence's step of PW_BLOCK_TTL (escalation.ts).
+    const terms = short ? this.#terms : { ...this.#terms, ttlSeconds: step.ttlSeconds };
+    const d = this.#decide({ ip: source, ...detectorBlock(det, short, terms, (n) => this.probes.numbers.idOf(n)), origin: 'detector', offence: step.offence });
+    // The probe's XDP program blocked it at the crossing SYN itself (for
+    // PW_BLOCK_TTL, or the short TTL), or BlockIp leaves now; an escalated
+    // block is written again on that probe with its own TTL.
+    const escalated = kernelBlocked && !short && step.ttlSeconds !== this.detectorTtlSeconds;
     const applied = kernelBlocked ? undefined : this.#apply(d, session);
-    this.recorder.insert(d);
+    const rewritten = escalated ? this.#apply(d, session) : undefined;
+    const engine: Engine = kernelBlocked ? 'kernel' : det.pairs ? 'fleet' : 'policy';
+    this.recorder.insert({
+      ...d,
+      evidence: this.#evidence(engine, short, d, step.offence, detectionProbes(det, this.keys.ofText(source), this.keys, this.feed, this.probes, this.rule)),
+    });
     this.metrics.counts.detections++;
-    this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source, port: 0, probeId: session.id, message: d.reason });
-    this.log.info({ ip: source, probe: session.id, reason: d.reason, decision: d.id }, 'port scanner detected');
+    this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source, port: 0, probeId: session.id, message: d.reason, shadow: d.shadow });
+    this.log.info({ ip: source, probe: session.id, reason: d.reason, decision: d.id, shadow: d.shadow }, d.shadow ? 'port scanner detected (shadow mode: not blocked)' : 'port scanner detected');
     if (!applied) {
       this.#enforced(d.ip, session.id, true);
       this.metrics.detectionToBlock.observe(0);
@@ -275,28 +330,45 @@ export class Decisions {
       this.metrics.detectionToBlock.observe(seconds);
       this.log.info({ ip: source, probe: session.id, detectionToBlockMs: Math.round(seconds * 1e4) / 10 }, 'block in force');
     }
+    if (rewritten) await rewritten;
     await Promise.all(this.probes.all().filter((p) => p !== session).map((p) => this.#apply(d, p)));
   }
 
-  /** A block beyond the budget: the short TTL, or the block TTL when that is shorter still. */
-  #cappedTtl(): number {
-    return this.detectorTtlSeconds > 0 ? Math.min(this.detectorTtlSeconds, this.cappedTtlSeconds) : this.cappedTtlSeconds;
+  /** The step of a new detection of a source, from its latest offence in the store; the first step when the store cannot say. */
+  #nextStep(ip: string): Step {
+    try {
+      return nextStep(this.escalation, this.recorder.read((s) => s.lastOffence(ip)));
+    } catch {
+      return nextStep(this.escalation, undefined);
+    }
   }
 
-  /**
-   * Whether one more block may be made now at full length (or adopted), and if so counts it. Spoofed
-   * sources are free for an attacker, and so are forged kernel views: without
-   * a cap, a flood of forged scans (or one fake probe's ListBlocks) could make
-   * us block the whole internet, fill the kernel blocklist, and lock out
-   * legitimate peers. Detections and adoptions share the cap.
-   */
+  /** A decision's evidence (evidence.ts), with the rule in force. */
+  #evidence(engine: Engine, capped: boolean, d: DecisionRecord, offence: number, probes: Evidence['probes']): Evidence {
+    const ttlSeconds = d.expiresMs === undefined ? 0 : Math.round((d.expiresMs - d.createdMs) / 1000);
+    return { engine, ...this.rule, capped, ttlSeconds, offence, probes };
+  }
+
+  /** The latest offence on a source (explain: the step a next detection gets); none when the store cannot say. */
+  lastOffence(ip: string): DecisionRecord | undefined {
+    return this.recorder.read((s) => s.lastOffence(ip));
+  }
+
+  /** The latest decision on a source, from the store, with its evidence (explain); an active one still held in memory otherwise. */
+  latestOn(ip: string): DecisionRecord | undefined {
+    const stored = this.recorder.read((s) => s.latestOn(ip));
+    const active = this.#active.get(ip);
+    return active && (!stored || stored.id < active.id) ? active : stored;
+  }
+
+  /** A block beyond the budget (blockrule.ts). */
+  #cappedTtl(): number {
+    return cappedTtl(this.#terms);
+  }
+
+  /** Whether one more block may be made now at full length (or adopted), and if so counts it: detections and adoptions share the budget (blockrule.ts). */
   #takeBlock(): boolean {
-    if (this.maxBlocksPerMinute <= 0) return true;
-    const now = Date.now();
-    this.#recentBlocks = this.#recentBlocks.filter((t) => t > now - 60_000);
-    if (this.#recentBlocks.length >= this.maxBlocksPerMinute) return false;
-    this.#recentBlocks.push(now);
-    return true;
+    return this.#budget.take(Date.now());
   }
 
   /** Ends, without unblocking anywhere, every active decision the allowlist now covers (an entry may postdate it). */
@@ -339,9 +411,9 @@ export class Decisions {
     if (existing && isActive(existing, Date.now())) return { decision: existing, alreadyBlocked: true };
     const d = this.#decide({ ip: text, reason: reason || 'blocked by an operator', origin: 'manual', ttlSeconds });
     const applied = Promise.all(this.probes.all().map((p) => this.#apply(d, p)));
-    this.recorder.insert(d);
-    this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source: text, port: 0, probeId: '', message: d.reason });
-    this.log.info({ ip: text, reason: d.reason, ttlSeconds, decision: d.id }, 'blocked by an operator');
+    this.recorder.insert({ ...d, evidence: this.#evidence('operator', false, d, 0, []) });
+    this.feed.publish({ timeMs: Date.now(), kind: 'blacklist', source: text, port: 0, probeId: '', message: d.reason, shadow: d.shadow });
+    this.log.info({ ip: text, reason: d.reason, ttlSeconds, decision: d.id, shadow: d.shadow }, d.shadow ? 'blocked by an operator (shadow mode: not enforced)' : 'blocked by an operator');
     await applied;
     return { decision: d, alreadyBlocked: false };
   }
@@ -449,8 +521,9 @@ export class Decisions {
         origin: 'kernel',
         ttlSeconds,
         createdMs: b.created?.getTime(),
+        offence: this.#nextStep(ip).offence,
       });
-      this.recorder.insert(d);
+      this.recorder.insert({ ...d, evidence: this.#evidence('adopted', false, d, d.offence ?? 0, []) });
       this.metrics.counts.kernelBlocksAdopted++;
       this.log.warn({ ip, probe: session.id, decision: d.id }, 'drift: kernel block without a decision; adopted');
       repairs++;
@@ -487,7 +560,7 @@ export class Decisions {
   }
 
   /** A new decision, active from now; the caller records it once its enforcement has started. */
-  #decide(o: { ip: string; reason: string; origin: Origin; ttlSeconds: number; createdMs?: number | undefined }): DecisionRecord {
+  #decide(o: { ip: string; reason: string; origin: Origin; ttlSeconds: number; createdMs?: number | undefined; shadow?: boolean; offence?: number | undefined }): DecisionRecord {
     const now = Date.now();
     // Whole milliseconds, as the store keeps them: the decision in memory is the one recorded.
     const d: DecisionRecord = {
@@ -498,7 +571,10 @@ export class Decisions {
       createdMs: Math.round(o.createdMs ?? now),
       expiresMs: o.ttlSeconds > 0 ? Math.round(now + o.ttlSeconds * 1000) : undefined,
       endedMs: undefined,
+      shadow: o.shadow ?? this.shadow,
+      ...(o.offence ? { offence: o.offence } : {}),
     };
+    if (d.shadow) this.metrics.counts.shadowDecisions++;
     this.#setActive(d);
     return d;
   }

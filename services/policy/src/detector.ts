@@ -142,6 +142,13 @@ export interface Detection {
   pairs?: Pair[];
 }
 
+/** A source's history as held() reads it. */
+export interface Held {
+  ports: { port: number; ms: number }[];
+  /** The fleet rule's pairs (empty when it is off). */
+  pairs: { probe: number; port: number; ms: number }[];
+}
+
 /** V8 refuses to grow a Map beyond 2^24 entries. */
 const MAX_SOURCES = 1 << 24;
 const FIRST_CHUNK = 4096;
@@ -375,6 +382,35 @@ export class Detector {
     this.pPairs = enlarged(this.pPairs, cap);
     this.pTimes = enlarged(this.pTimes, cap);
     this.pCapacity = cap;
+  }
+
+  /**
+   * What the detector holds for a source now, for explain: its kept ports
+   * (and, with the fleet rule, pairs), each with the time of its latest hit,
+   * oldest first; undefined when it is not tracked or its history has
+   * expired. Reads only: nothing moves, nothing is counted.
+   */
+  held(source: SourceKey): Held | undefined {
+    const slot = this.index.get(source);
+    if (slot === undefined) return undefined;
+    const byTime = (a: { ms: number }, b: { ms: number }) => a.ms - b.ms;
+    if (slot < 0) {
+      const pair = this.pPairs[~slot]!;
+      const ms = this.pTimes[~slot]!;
+      if (this.clock - ms >= this.windowMs) return undefined;
+      return { ports: [{ port: pair & 0xffff, ms }], pairs: this.f > 0 ? [{ probe: Math.floor(pair / PAIR_PROBE), port: pair & 0xffff, ms }] : [] };
+    }
+    if (this.clock - this.last[slot]! >= this.windowMs) return undefined;
+    const ports: Held['ports'] = [];
+    for (let j = slot * this.n; j < slot * this.n + this.counts[slot]!; j++) ports.push({ port: this.ports[j]!, ms: this.times[j]! });
+    const pairs: Held['pairs'] = [];
+    if (this.f > 0) {
+      for (let j = slot * this.f; j < slot * this.f + this.pairCounts[slot]!; j++) {
+        const t = this.pairs[j]!;
+        pairs.push({ probe: Math.floor(t / PAIR_PROBE), port: t & 0xffff, ms: this.pairTimes[j]! });
+      }
+    }
+    return { ports: ports.sort(byTime), pairs: pairs.sort(byTime) };
   }
 
   /** Drops a source's history; true if it was tracked. */

@@ -21,6 +21,8 @@ export interface FeedEvent {
   port: number;
   probeId: string;
   message: string;
+  /** A blacklist event of a shadow decision: the source would have been blocked. */
+  shadow?: boolean;
 }
 
 const ADDR_LEN = 16;
@@ -103,6 +105,23 @@ export class Feed {
     for (let i = 0; i < this.#size; i++) {
       const slot = (first + i) % n;
       if (this.#times[slot]! >= sinceMs) out.push(this.#event(slot));
+    }
+    return out;
+  }
+
+  /**
+   * Recent connections at or after sinceMs whose source address (the 16
+   * bytes at `at` of `addrs`) `match` takes, oldest first; only those are
+   * formatted (the evidence of a decision: evidence.ts).
+   */
+  connections(sinceMs: number, match: (addrs: Uint8Array, at: number) => boolean): FeedEvent[] {
+    const n = this.#capacity;
+    const out: FeedEvent[] = [];
+    const first = (this.#next - this.#size + n) % n;
+    for (let i = 0; i < this.#size; i++) {
+      const slot = (first + i) % n;
+      if (this.#objects[slot] || !(this.#times[slot]! >= sinceMs) || !match(this.#addrs, slot * ADDR_LEN)) continue;
+      out.push(this.#event(slot));
     }
     return out;
   }

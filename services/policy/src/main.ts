@@ -78,14 +78,34 @@ runMain(NAME, async () => {
   const allowlist = new Allowlist(c.allowPrefixes, keys);
   for (const e of store.allowEntries()) allowlist.addOperator(e.prefix, e.addedMs, e.note);
   const probes = new ProbeRegistry();
-  const decisions = new Decisions({ recorder, probes, allowlist, detector, feed, metrics, log, detectorTtlSeconds: c.blockTtl, maxBlocksPerMinute: c.maxBlocksPerMinute, cappedTtlSeconds: c.cappedBlockTtl });
+  const decisions = new Decisions({
+    recorder,
+    probes,
+    allowlist,
+    detector,
+    feed,
+    metrics,
+    log,
+    detectorTtlSeconds: c.blockTtl,
+    maxBlocksPerMinute: c.maxBlocksPerMinute,
+    cappedTtlSeconds: c.cappedBlockTtl,
+    ttlFactor: c.ttlFactor,
+    ttlMaxSeconds: c.blockTtlMax,
+    // The rule kept with each decision's evidence (evidence.ts).
+    rule: { portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, fleetThreshold: c.fleetThreshold },
+    shadow: !c.enforce,
+    enforceShadowDecisions: c.enforceShadowDecisions,
+  });
+  if (!c.enforce) log.warn('SHADOW MODE (PW_ENFORCE=False): scanners are detected, decided and recorded, and no probe drops anything for a block');
   log.info({ decisions: decisions.active().length, stateDir: c.stateDir }, 'decisions restored from the store');
   metrics.sourcePrefixes(keys.lengths);
+  metrics.enforcing(c.enforce);
   metrics.observe({
     trackedSources: () => detector.tracked,
     evictions: () => detector.evictions,
     admission: () => detector,
     activeDecisions: () => decisions.active().length,
+    activeShadowDecisions: () => decisions.active().filter((d) => d.shadow).length,
     probesConnected: () => probes.size,
     storeWritesHeld: () => recorder.state.held,
   });
@@ -108,7 +128,7 @@ runMain(NAME, async () => {
     if (!bannerShown) {
       bannerShown = true;
       process.stdout.write(
-        `${banner({ interface: s.hello.interface, portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, whitelistSelf: c.whitelistSelf })}\n${header()}\n`,
+        `${banner({ interface: s.hello.interface, portThreshold: c.portThreshold, windowSeconds: c.timeThreshold, whitelistSelf: c.whitelistSelf, shadow: !c.enforce })}\n${header()}\n`,
       );
     } else {
       process.stdout.write(`# probe ${s.hello.probeId} joined: logging all incoming connections on ${s.hello.interface}\n`);

@@ -10,6 +10,8 @@ export class PolicyCounts {
   detections = 0;
   driftRepairs = 0;
   blockFailures = 0;
+  /** Decisions made in shadow mode (PW_ENFORCE=False), of every origin: enforced by no probe. */
+  shadowDecisions = 0;
   /** Detections not enforced because of the blocks-per-minute cap. */
   detectionsCapped = 0;
   /** Events not given to the detector: stamped further ahead of the policy's clock than the tolerance. */
@@ -52,6 +54,8 @@ export interface PolicyGauges {
   evictions: () => number;
   admission: () => AdmissionCounts;
   activeDecisions: () => number;
+  /** Of those, the ones made in shadow mode. */
+  activeShadowDecisions: () => number;
   probesConnected: () => number;
   storeWritesHeld: () => number;
 }
@@ -61,6 +65,7 @@ const COUNTERS: [name: string, help: string, key: Exclude<keyof PolicyCounts, 's
   ['packetwatch_policy_events_received_total', 'SYN events received from probes', 'eventsReceived'],
   ['packetwatch_policy_events_lost_total', 'SYN events probes reported they could not deliver', 'eventsLost'],
   ['packetwatch_policy_detections_total', 'Port scanners detected', 'detections'],
+  ['packetwatch_policy_shadow_decisions_total', 'Decisions made in shadow mode (PW_ENFORCE=False), detections, adoptions and operator blocks alike: recorded and sent to the probes, enforced by none', 'shadowDecisions'],
   ['packetwatch_policy_drift_repairs_total', "Differences between decisions and a probe's kernel blocklist repaired", 'driftRepairs'],
   ['packetwatch_policy_block_failures_total', 'BlockIp calls that failed after retries', 'blockFailures'],
   ['packetwatch_policy_events_clock_corrected_total', "SYN events whose times were moved onto the policy's clock: their probe's clock was off by more than the tolerance", 'eventsClockCorrected'],
@@ -120,6 +125,15 @@ export class PolicyMetrics {
     });
   }
 
+  /** Whether the policy enforces (PW_ENFORCE): 0 is shadow mode. */
+  enforcing(yes: boolean): void {
+    new Gauge({
+      name: 'packetwatch_policy_enforcing',
+      help: 'Whether decisions are enforced: 1, or 0 in shadow mode (PW_ENFORCE=False), where probes drop nothing for a block',
+      registers: [this.registry],
+    }).set(yes ? 1 : 0);
+  }
+
   /** The prefix lengths sources are keyed by (PW_IPV6_PREFIX, PW_IPV4_PREFIX): every source counted here is one. */
   sourcePrefixes(lengths: { ipv6: number; ipv4: number }): void {
     const g = new Gauge({
@@ -146,6 +160,7 @@ export class PolicyMetrics {
       });
     gauge('packetwatch_policy_tracked_sources', 'Sources the detector is tracking: addresses, or prefixes under PW_IPV6_PREFIX and PW_IPV4_PREFIX', g.trackedSources);
     gauge('packetwatch_policy_decisions_active', 'Active block decisions (each on one source: an address or a prefix)', g.activeDecisions);
+    gauge('packetwatch_policy_shadow_decisions_active', 'Active decisions made in shadow mode (PW_ENFORCE=False): enforced by no probe', g.activeShadowDecisions);
     gauge('packetwatch_policy_probes_connected', 'Probes with an open Report stream', g.probesConnected);
     gauge('packetwatch_policy_watchers', 'Watch streams open', () => this.watchers);
     gauge('packetwatch_policy_report_streams', 'Report streams open, with or without a hello', () => this.reportStreams);

@@ -37,6 +37,8 @@ export class ProbeSession {
   /** The probe's number for the fleet rule's (probe, port) pairs, given by ProbeRegistry.add(). */
   number = 0;
   ownAddresses: string[];
+  /** Whether its XDP program drops nothing for a block: as its hello said, then as this policy's configuration (sent after the hello) says. */
+  shadow: boolean;
   readonly #client: ProbeClient;
 
   constructor(
@@ -45,6 +47,7 @@ export class ProbeSession {
     private readonly log: Logger,
   ) {
     this.ownAddresses = hello.ownAddresses;
+    this.shadow = hello.shadow;
     const endpoint = parseEndpoint(hello.callbackEndpoint);
     if (!endpoint) throw new Error(`probe ${hello.probeId} announced an invalid callback endpoint '${hello.callbackEndpoint}'`);
     this.#client = new ProbeClient(endpointTarget(endpoint), channelCredentials(endpoint, tls));

@@ -10,13 +10,15 @@ import type { PolicyMetrics } from './metrics.js';
 import { type DecisionRecord, type DecisionStore, errorCode, whatFailed } from './store.js';
 
 /** What the store was asked to do, as the store-errors counter labels it. */
-export const STORE_OPS = ['insert', 'end', 'allow_add', 'allow_remove', 'read'] as const;
+export const STORE_OPS = ['insert', 'end', 'enforce', 'allow_add', 'allow_remove', 'read'] as const;
 export type StoreOp = (typeof STORE_OPS)[number];
 
 type Write =
   | { op: 'insert'; decision: DecisionRecord }
   /** decision.endedMs is set. */
   | { op: 'end'; decision: DecisionRecord }
+  /** A shadow decision made a block. */
+  | { op: 'enforce'; decision: DecisionRecord }
   | { op: 'allow_add'; prefix: string; note: string; addedMs: number }
   | { op: 'allow_remove'; prefix: string };
 
@@ -75,6 +77,11 @@ export class Recorder {
   /** Records the end of a decision (d.endedMs set). */
   end(d: DecisionRecord): void {
     this.#write({ op: 'end', decision: d });
+  }
+
+  /** Records that a shadow decision is a block now. */
+  enforce(d: DecisionRecord): void {
+    this.#write({ op: 'enforce', decision: d });
   }
 
   addAllow(prefix: string, note: string, addedMs: number): void {
@@ -172,6 +179,7 @@ export class Recorder {
       const s = this.store;
       if (w.op === 'insert') s.insert(w.decision);
       else if (w.op === 'end') s.end(w.decision.id, w.decision.endedMs!);
+      else if (w.op === 'enforce') s.enforce(w.decision.id);
       else if (w.op === 'allow_add') s.addAllow(w.prefix, w.note, w.addedMs);
       else s.removeAllow(w.prefix);
       return 'made';

@@ -47,7 +47,9 @@ import {
   WatchEventKind,
   type WatchRequest,
 } from '@packetwatch/proto';
+import type { ExplainRequest, ExplainResponse } from '@packetwatch/proto';
 import { canonicalPrefix, covers } from './allowlist.js';
+import { explain } from './explain.js';
 import type { FeedEvent, FeedKind } from './feed.js';
 import { saturatingAdd } from './metrics.js';
 import { checkBatch, checkHello, checkOwnAddresses, quote } from './peer.js';
@@ -113,6 +115,8 @@ function toDecision(d: DecisionRecord, ctx: PolicyContext): Decision {
     enforcedBy: active ? enforcedBy : [],
     missingOn: active ? ctx.decisions.missingOn(d.ip) : [],
     unrecorded: ctx.recorder.unrecorded(d.id),
+    shadow: d.shadow,
+    offence: d.offence ?? 0,
   };
 }
 
@@ -134,7 +138,7 @@ function decisionCursor(token: string, list: PageList): number {
 }
 
 function toWatchEvent(e: FeedEvent): WatchEvent {
-  return { time: new Date(e.timeMs), kind: KIND[e.kind], source: e.source, port: e.port, probeId: e.probeId, message: e.message };
+  return { time: new Date(e.timeMs), kind: KIND[e.kind], source: e.source, port: e.port, probeId: e.probeId, message: e.message, shadow: e.shadow === true };
 }
 
 function prefixArg(text: string): string {
@@ -328,6 +332,7 @@ function report(ctx: PolicyContext): grpc.handleBidiStreamingCall<ProbeMessage, 
         sendAllowlist(ctx, [s]);
         // The probe's in-kernel detector runs with the policy's settings.
         s.toProbe({ message: { $case: 'config', value: ctx.probeConfig } });
+        s.shadow = ctx.probeConfig.shadow;
         ctx.decisions
           .reconcile(s)
           .then((repairs) => ctx.log.info({ probe: s.id, repairs }, 'reconciled decisions with the kernel blocklist'))
@@ -465,6 +470,7 @@ export const POLICY_ROLES: MethodRoles<PolicyServer> = {
   addAllow: ['operator'],
   removeAllow: ['operator'],
   listAllow: ['operator'],
+  explain: ['operator'],
 };
 
 export function policyService(ctx: PolicyContext): PolicyServer {
@@ -506,9 +512,29 @@ export function policyService(ctx: PolicyContext): PolicyServer {
       storeFailure: ctx.recorder.state.failure ?? '',
       ipv6Prefix: ctx.decisions.keys.lengths.ipv6,
       ipv4Prefix: ctx.decisions.keys.lengths.ipv4,
+      shadow: ctx.decisions.shadow,
+      shadowProbes: ctx.probes
+        .all()
+        .filter((p) => p.shadow)
+        .map((p) => p.id),
+      blockTtlFactor: ctx.decisions.escalation.factor,
+      blockTtlMax: ctx.decisions.escalation.maxSeconds > 0 ? seconds(ctx.decisions.escalation.maxSeconds) : undefined,
       probeConfig: ctx.probeConfig,
       eventsOpenPort: BigInt(ctx.metrics.counts.eventsOpenPort),
     })),
+    explain: unary<ExplainRequest, ExplainResponse>(log, 'Explain', (req) =>
+      explain(
+        {
+          decisions: ctx.decisions,
+          detector: ctx.detector,
+          probes: ctx.probes,
+          maxBlocksPerMinute: ctx.probeConfig.maxBlocksPerMinute,
+          cappedTtlSeconds: Number(ctx.probeConfig.cappedBlockTtl?.seconds ?? 0n) + (ctx.probeConfig.cappedBlockTtl?.nanos ?? 0) / 1e9,
+          toDecision: (d) => toDecision(d, ctx),
+        },
+        req.source,
+      ),
+    ),
     listDecisions: unary<ListDecisionsRequest, ListDecisionsResponse>(log, 'ListDecisions', (req) => {
       const size = pageSize(req.pageSize);
       const list = req.all ? PageList.AllDecisions : PageList.ActiveDecisions;

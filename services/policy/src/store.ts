@@ -9,6 +9,7 @@
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { type Evidence, decodeEvidence, encodeEvidence } from './evidence.js';
 
 export type Origin = 'detector' | 'manual' | 'kernel';
 
@@ -22,6 +23,12 @@ export interface DecisionRecord {
   expiresMs: number | undefined;
   /** undefined while active. */
   endedMs: number | undefined;
+  /** Made in shadow mode (PW_ENFORCE=False): no probe drops anything for it (until a start enforcing makes it a block). */
+  shadow: boolean;
+  /** The source's offence count at this block (escalation.ts); 0 or unset: not an offence (an operator's block). */
+  offence?: number;
+  /** Why (evidence.ts): written with the decision, read back by evidenceOf(); not kept with active decisions in memory. */
+  evidence?: Evidence;
 }
 
 interface Row {
@@ -32,9 +39,12 @@ interface Row {
   created_ms: number;
   expires_ms: number | null;
   ended_ms: number | null;
+  shadow: number;
+  offence: number;
 }
 
-const SCHEMA_VERSION = 1;
+/** 2: the shadow, offence and evidence columns, added to a store of schema 1 at open (its decisions were all made enforcing, none an offence). */
+const SCHEMA_VERSION = 2;
 
 /** The store was written by a newer Packetwatch: refuse it rather than lose its decisions. */
 export class NewerSchemaError extends Error {
@@ -103,6 +113,9 @@ const toRecord = (r: Row): DecisionRecord => ({
   createdMs: r.created_ms,
   expiresMs: r.expires_ms ?? undefined,
   endedMs: r.ended_ms ?? undefined,
+  shadow: r.shadow === 1,
+  // Only an offence is marked: an operator's block reads as before.
+  ...(r.offence > 0 ? { offence: r.offence } : {}),
 });
 
 export function isActive(d: DecisionRecord, nowMs: number): boolean {
@@ -117,8 +130,9 @@ export interface OpenedStore {
 
 export class DecisionStore {
   readonly #db: Database.Database;
-  readonly #insert: Database.Statement<[number, string, string, string, number, number | null, number | null]>;
+  readonly #insert: Database.Statement<[number, string, string, string, number, number | null, number | null, number, number, string | null]>;
   readonly #end: Database.Statement<[number, number]>;
+  readonly #enforce: Database.Statement<[number]>;
   readonly #activeStmt: Database.Statement<[number], Row>;
   readonly #allStmt: Database.Statement<[], Row>;
   readonly #lastEndedStmt: Database.Statement<[string], Row>;
@@ -142,7 +156,10 @@ export class DecisionStore {
         origin TEXT NOT NULL CHECK (origin IN ('detector', 'manual', 'kernel')),
         created_ms INTEGER NOT NULL,
         expires_ms INTEGER,
-        ended_ms INTEGER
+        ended_ms INTEGER,
+        shadow INTEGER NOT NULL DEFAULT 0,
+        offence INTEGER NOT NULL DEFAULT 0,
+        evidence TEXT
       );
       CREATE INDEX IF NOT EXISTS decisions_open ON decisions (ip) WHERE ended_ms IS NULL;
       CREATE INDEX IF NOT EXISTS decisions_ended ON decisions (ip, ended_ms) WHERE ended_ms IS NOT NULL;
@@ -152,14 +169,22 @@ export class DecisionStore {
         added_ms INTEGER NOT NULL
       );
     `);
+    // A store of schema 1: its decisions were all made enforcing; the
+    // escalation's offence count and the evidence (explain) are new.
+    const columns = new Set((db.pragma('table_info(decisions)') as { name: string }[]).map((c) => c.name));
+    if (!columns.has('shadow')) db.exec('ALTER TABLE decisions ADD COLUMN shadow INTEGER NOT NULL DEFAULT 0');
+    if (!columns.has('offence')) db.exec('ALTER TABLE decisions ADD COLUMN offence INTEGER NOT NULL DEFAULT 0');
+    if (!columns.has('evidence')) db.exec('ALTER TABLE decisions ADD COLUMN evidence TEXT');
+    db.exec('CREATE INDEX IF NOT EXISTS decisions_offences ON decisions (ip, id) WHERE offence > 0');
     // A write every open: it also proves the store writable now. SQLite opens
     // a file it may not write (a read-only mount, another owner) read-only
     // without a word; that must stop the start, not fail every decision.
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
-    this.#insert = db.prepare('INSERT INTO decisions (id, ip, reason, origin, created_ms, expires_ms, ended_ms) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    this.#insert = db.prepare('INSERT INTO decisions (id, ip, reason, origin, created_ms, expires_ms, ended_ms, shadow, offence, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
     this.#end = db.prepare('UPDATE decisions SET ended_ms = ? WHERE id = ? AND ended_ms IS NULL');
+    this.#enforce = db.prepare('UPDATE decisions SET shadow = 0 WHERE id = ?');
     this.#activeStmt = db.prepare('SELECT * FROM decisions WHERE ended_ms IS NULL AND (expires_ms IS NULL OR expires_ms > ?) ORDER BY id');
-    this.#allStmt = db.prepare('SELECT * FROM decisions ORDER BY id');
+    this.#allStmt = db.prepare('SELECT id, ip, reason, origin, created_ms, expires_ms, ended_ms, shadow, offence FROM decisions ORDER BY id');
     this.#lastEndedStmt = db.prepare('SELECT * FROM decisions WHERE ip = ? AND ended_ms IS NOT NULL ORDER BY ended_ms DESC LIMIT 1');
   }
 
@@ -208,7 +233,24 @@ export class DecisionStore {
       Math.round(d.createdMs),
       d.expiresMs === undefined ? null : Math.round(d.expiresMs),
       d.endedMs === undefined ? null : Math.round(d.endedMs),
+      d.shadow ? 1 : 0,
+      d.offence ?? 0,
+      d.evidence ? encodeEvidence(d.evidence) : null,
     );
+  }
+
+  /** The latest offence on a source (a decision with an offence count), if the store still holds one (retention prunes them). */
+  lastOffence(ip: string): DecisionRecord | undefined {
+    const row = this.#db.prepare<[string], Row>('SELECT * FROM decisions WHERE ip = ? AND offence > 0 ORDER BY id DESC LIMIT 1').get(ip);
+    return row ? toRecord(row) : undefined;
+  }
+
+  /** The latest decision on a source, with its evidence (explain). */
+  latestOn(ip: string): DecisionRecord | undefined {
+    const row = this.#db.prepare<[string], Row & { evidence: string | null }>('SELECT * FROM decisions WHERE ip = ? ORDER BY id DESC LIMIT 1').get(ip);
+    if (!row) return undefined;
+    const evidence = decodeEvidence(row.evidence);
+    return evidence ? { ...toRecord(row), evidence } : toRecord(row);
   }
 
   /** The highest decision id recorded (0 for none): ids go on from there. */
@@ -225,6 +267,11 @@ export class DecisionStore {
 
   end(id: number, endedMs: number): boolean {
     return this.#end.run(Math.round(endedMs), id).changes === 1;
+  }
+
+  /** A shadow decision becomes a block (a start with PW_ENFORCE=True and PW_ENFORCE_SHADOW_DECISIONS=True). */
+  enforce(id: number): boolean {
+    return this.#enforce.run(id).changes === 1;
   }
 
   active(nowMs: number): DecisionRecord[] {

@@ -34,8 +34,12 @@ describe('policy settings: defaults', () => {
       portThreshold: 3,
       fleetThreshold: 10,
       whitelistSelf: true,
+      enforce: true,
+      enforceShadowDecisions: true,
       allowlist: '',
       blockTtl: 0,
+      blockTtlFactor: '1',
+      blockTtlMax: 0,
       stateDir: '/var/lib/packetwatch',
       socket: '/run/packetwatch/policy/policy.sock',
       socketGroup: undefined,
@@ -387,6 +391,28 @@ describe('probe settings', () => {
   });
 });
 
+describe('shadow mode settings', () => {
+  it('enforces by default, and makes shadow decisions blocks when it enforces again', () => {
+    expect(load()).toMatchObject({ enforce: true, enforceShadowDecisions: true });
+    expect(probeConfigOf(load()).shadow).toBe(false);
+  });
+
+  it('runs in shadow mode with PW_ENFORCE=False, and tells every probe (ProbeConfig.shadow)', () => {
+    const c = load({ PW_ENFORCE: 'False', PW_ENFORCE_SHADOW_DECISIONS: 'false' });
+    expect([c.enforce, c.enforceShadowDecisions]).toEqual([false, false]);
+    expect(probeConfigOf(c).shadow).toBe(true);
+    expect(load({}, ['--enforce=False']).enforce).toBe(false);
+  });
+
+  it.each([
+    ['PW_ENFORCE', 'maybe'],
+    ['PW_ENFORCE', 'shadow'],
+    ['PW_ENFORCE_SHADOW_DECISIONS', '2'],
+  ])('refuses %s=%s, naming it and what it accepts', (name, raw) => {
+    expect(configError(() => load({ [name]: raw })).message).toBe(`invalid ${name}=${JSON.stringify(raw)}: expected True or False (also true/false, 1/0, yes/no)`);
+  });
+});
+
 // Settings that used to pass validation and break things: each has a range,
 // and a value outside it is a ConfigError naming the setting (exit code 2).
 describe('setting ranges', () => {
@@ -469,5 +495,43 @@ describe('TCP needs mutual TLS or the explicit insecure flag', () => {
     expect(policyC({ PW_POLICY_TCP_ADDR: '127.0.0.1:7000', PW_INSECURE_TCP: 'True' }).tcpAddr).toBe('127.0.0.1:7000');
     expect(probeC({ PW_POLICY_ADDR: 'policy.internal:7000', PW_TLS_CA: '/etc/pw/ca.pem' }).policyAddr).toBe('policy.internal:7000');
     expect(probeC({ PW_POLICY_ADDR: 'policy.internal:7000', PW_INSECURE_TCP: 'True' }).policyAddr).toBe('policy.internal:7000');
+  });
+});
+
+describe('escalation settings (PW_BLOCK_TTL_FACTOR, PW_BLOCK_TTL_MAX)', () => {
+  const valid = (env: NodeJS.ProcessEnv) => validate(load(env));
+
+  it('defaults to no escalation and no maximum', () => {
+    const c = valid({});
+    expect([c.ttlFactor, c.blockTtlMax]).toEqual([1, 0]);
+  });
+
+  it('takes a factor of 1 or more, fractional too, and a maximum of PW_BLOCK_TTL or more', () => {
+    const c = valid({ PW_BLOCK_TTL: '1m', PW_BLOCK_TTL_FACTOR: '2.5', PW_BLOCK_TTL_MAX: '1d' });
+    expect([c.blockTtl, c.ttlFactor, c.blockTtlMax]).toEqual([60, 2.5, 86_400]);
+    expect(valid({ PW_BLOCK_TTL: '1m', PW_BLOCK_TTL_MAX: '60' }).blockTtlMax).toBe(60);
+    expect(valid({ PW_BLOCK_TTL_FACTOR: '1000' }).ttlFactor).toBe(1000);
+    // A permanent PW_BLOCK_TTL never escalates: any maximum goes.
+    expect(valid({ PW_BLOCK_TTL: '0', PW_BLOCK_TTL_MAX: '1s' }).blockTtlMax).toBe(1);
+  });
+
+  it.each([
+    [{ PW_BLOCK_TTL_FACTOR: '0.5' }, 'PW_BLOCK_TTL_FACTOR'],
+    [{ PW_BLOCK_TTL_FACTOR: '0' }, 'PW_BLOCK_TTL_FACTOR'],
+    [{ PW_BLOCK_TTL_FACTOR: '-2' }, 'PW_BLOCK_TTL_FACTOR'],
+    [{ PW_BLOCK_TTL_FACTOR: 'two' }, 'PW_BLOCK_TTL_FACTOR'],
+    [{ PW_BLOCK_TTL_FACTOR: '2x' }, 'PW_BLOCK_TTL_FACTOR'],
+    [{ PW_BLOCK_TTL_FACTOR: '1001' }, 'PW_BLOCK_TTL_FACTOR'],
+    [{ PW_BLOCK_TTL_MAX: 'soon' }, 'PW_BLOCK_TTL_MAX'],
+    [{ PW_BLOCK_TTL_MAX: '-1h' }, 'PW_BLOCK_TTL_MAX'],
+    [{ PW_BLOCK_TTL: '2h', PW_BLOCK_TTL_MAX: '1h' }, 'PW_BLOCK_TTL_MAX'],
+  ])('refuses %j, naming %s', (env, name) => {
+    expect(configError(() => valid(env)).setting).toBe(name);
+  });
+
+  it('says what the maximum must be', () => {
+    expect(configError(() => valid({ PW_BLOCK_TTL: '2h', PW_BLOCK_TTL_MAX: '1h' })).message).toBe(
+      'invalid PW_BLOCK_TTL_MAX="3600s": expected 0 (up to 3650d) or at least PW_BLOCK_TTL (7200s)',
+    );
   });
 });

@@ -503,3 +503,29 @@ describe('Detector: validation', () => {
     expect(d.observe(A, 65_535, at(1))).toMatchObject({ ports: [0, 65_535] });
   });
 });
+
+describe('held(): what the detector holds for a source (explain)', () => {
+  it('reads a source in probation, then protected, oldest first, and nothing once detected or expired', () => {
+    const d = detector(3, 60);
+    expect(d.held(A)).toBeUndefined();
+    d.observe(A, 80, at(1));
+    expect(d.held(A)).toEqual({ ports: [{ port: 80, ms: at(1) }], pairs: [] });
+    d.observe(A, 22, at(2));
+    d.observe(A, 80, at(3));
+    expect(d.held(A)).toEqual({ ports: [{ port: 22, ms: at(2) }, { port: 80, ms: at(3) }], pairs: [] });
+    // Reading moves nothing: the third port still detects at once.
+    expect(d.observe(A, 443, at(4))?.ports).toEqual([22, 80, 443]);
+    expect(d.held(A)).toBeUndefined();
+    d.observe(B, 1, at(10));
+    d.observe(C, 1, at(71));
+    expect(d.held(B)).toBeUndefined();
+  });
+
+  it('reads the fleet rule’s pairs with their probes', () => {
+    const d = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 100, pairThreshold: 4 });
+    d.observe(A, 80, at(1), 1);
+    expect(d.held(A)?.pairs).toEqual([{ probe: 1, port: 80, ms: at(1) }]);
+    d.observe(A, 80, at(2), 2);
+    expect(d.held(A)).toEqual({ ports: [{ port: 80, ms: at(2) }], pairs: [{ probe: 1, port: 80, ms: at(1) }, { probe: 2, port: 80, ms: at(2) }] });
+  });
+});

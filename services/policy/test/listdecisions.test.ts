@@ -48,7 +48,7 @@ function service(): { svc: ReturnType<typeof policyService>; close: () => void }
   const feed = new Feed();
   const recorder = new Recorder(store, metrics, log);
   const decisions = new Decisions({ recorder, probes, allowlist, detector, feed, metrics, log, detectorTtlSeconds: 0, maxBlocksPerMinute: 0 });
-  const settings = { tls: undefined, whitelistSelf: true, portThreshold: 3, windowSeconds: 60, blockTtlSeconds: 0, probeConfig: { portThreshold: 3, maxBlocksPerMinute: 0, ipv6Prefix: 64, ipv4Prefix: 32, countClosed: false, openPorts: [] }, started: new Date() };
+  const settings = { tls: undefined, whitelistSelf: true, portThreshold: 3, windowSeconds: 60, blockTtlSeconds: 0, probeConfig: { portThreshold: 3, maxBlocksPerMinute: 0, ipv6Prefix: 64, ipv4Prefix: 32, shadow: false, countClosed: false, openPorts: [] }, started: new Date() };
   const svc = policyService({ detector, decisions, allowlist, probes, feed, metrics, log, recorder, ...settings, onProbe: () => undefined } satisfies PolicyContext);
   return { svc, close: () => recorder.close() };
 }

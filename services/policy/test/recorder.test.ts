@@ -42,7 +42,7 @@ afterEach(() => {
 });
 
 function decision(ip: string, o: Partial<DecisionRecord> = {}): DecisionRecord {
-  return { id: recorder.newId(), ip, reason: `blocked ${ip}`, origin: 'detector', createdMs: T0, expiresMs: undefined, endedMs: undefined, ...o };
+  return { id: recorder.newId(), ip, reason: `blocked ${ip}`, origin: 'detector', createdMs: T0, expiresMs: undefined, endedMs: undefined, shadow: false, ...o };
 }
 
 /** storeErrors with every operation, zeros included. */
@@ -51,7 +51,7 @@ const errorLines = () => lines.filter((l) => l.level === LEVEL.error).map((l) =>
 
 describe('Recorder: a store that takes every write', () => {
   it('records at once, gives ids after the highest recorded, and stays serving', () => {
-    store.insert({ id: 7, ip: '192.0.2.7', reason: 'earlier', origin: 'manual', createdMs: T0, expiresMs: undefined, endedMs: undefined });
+    store.insert({ id: 7, ip: '192.0.2.7', reason: 'earlier', origin: 'manual', createdMs: T0, expiresMs: undefined, endedMs: undefined, shadow: false });
     start();
     const d = decision('192.0.2.1');
     expect(d.id).toBe(8);
@@ -237,7 +237,7 @@ describe('Recorder: an index page damaged while running', () => {
 
 describe('Recorder: metrics', () => {
   it('exports the store errors by operation and the writes held', async () => {
-    metrics.observe({ trackedSources: () => 0, evictions: () => 0, admission: () => ({ admitted: 0, promoted: 0, probationEvictions: 0, protectedEvictions: 0, spaces: { probation: 0, protected: 0 } }), activeDecisions: () => 0, probesConnected: () => 0, storeWritesHeld: () => recorder.state.held });
+    metrics.observe({ trackedSources: () => 0, evictions: () => 0, admission: () => ({ admitted: 0, promoted: 0, probationEvictions: 0, protectedEvictions: 0, spaces: { probation: 0, protected: 0 } }), activeDecisions: () => 0, activeShadowDecisions: () => 0, probesConnected: () => 0, storeWritesHeld: () => recorder.state.held });
     const release = holdWriteLock(dir);
     recorder.insert(decision('192.0.2.1'));
     recorder.end({ ...decision('192.0.2.2'), endedMs: T0 });
@@ -247,6 +247,7 @@ describe('Recorder: metrics', () => {
       'packetwatch_policy_store_writes_dropped_total 0',
       'packetwatch_policy_store_errors_total{op="insert"} 2',
       'packetwatch_policy_store_errors_total{op="end"} 0',
+      'packetwatch_policy_store_errors_total{op="enforce"} 0',
       'packetwatch_policy_store_errors_total{op="allow_add"} 0',
       'packetwatch_policy_store_errors_total{op="allow_remove"} 0',
       'packetwatch_policy_store_errors_total{op="read"} 0',

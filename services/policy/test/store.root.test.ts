@@ -18,7 +18,7 @@ let mnt: string;
 let stateDir: string;
 const open: DecisionStore[] = [];
 
-const decision = (id: number, ip: string): DecisionRecord => ({ id, ip, reason: `blocked ${ip}`, origin: 'detector', createdMs: T0, expiresMs: undefined, endedMs: undefined });
+const decision = (id: number, ip: string): DecisionRecord => ({ id, ip, reason: `blocked ${ip}`, origin: 'detector', createdMs: T0, expiresMs: undefined, endedMs: undefined, shadow: false });
 
 beforeEach(() => {
   mnt = mkdtempSync(join(tmpdir(), 'pw-store-fs-'));

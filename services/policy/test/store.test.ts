@@ -35,7 +35,7 @@ afterEach(() => {
 
 /** A decision as the policy makes it: id given, active. */
 function decision(id: number, ip: string, o: Partial<DecisionRecord> = {}): DecisionRecord {
-  return { id, ip, reason: `reason ${id}`, origin: 'detector', createdMs: T0, expiresMs: undefined, endedMs: undefined, ...o };
+  return { id, ip, reason: `reason ${id}`, origin: 'detector', createdMs: T0, expiresMs: undefined, endedMs: undefined, shadow: false, ...o };
 }
 
 describe('DecisionStore: insert, active, all, end', () => {
@@ -129,6 +129,7 @@ describe('isActive', () => {
     createdMs: T0,
     expiresMs: undefined,
     endedMs: undefined,
+    shadow: false,
   };
 
   it('is true for a permanent decision that has not ended', () => {
@@ -227,7 +228,7 @@ describe('DecisionStore: a store that cannot be read', () => {
     expect(() => DecisionStore.open(dir)).toThrow(
       expect.objectContaining({
         name: 'StoreOpenError',
-        message: `cannot open the decision store ${path}: decision store has schema 99, newer than this policy understands (1); run the newer version or move the file away; nothing was moved or changed`,
+        message: `cannot open the decision store ${path}: decision store has schema 99, newer than this policy understands (2); run the newer version or move the file away; nothing was moved or changed`,
       }),
     );
     // Not moved aside: a newer policy's decisions must not be abandoned by a downgrade.
@@ -339,5 +340,32 @@ describe('DecisionStore: failures at run time', () => {
     release();
     store.insert(d);
     expect(store.all().map((x) => x.id)).toEqual([1, 2]);
+  });
+});
+
+describe('DecisionStore: offences and evidence (schema 2)', () => {
+  it('adds the offence and evidence columns to a store of schema 1, keeping its decisions', () => {
+    const old = new Database(join(dir, 'decisions.db'));
+    old.exec(`CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, ip TEXT NOT NULL, reason TEXT NOT NULL,
+      origin TEXT NOT NULL CHECK (origin IN ('detector', 'manual', 'kernel')), created_ms INTEGER NOT NULL, expires_ms INTEGER, ended_ms INTEGER)`);
+    old.prepare("INSERT INTO decisions VALUES (4, '192.0.2.4', 'old', 'detector', ?, NULL, NULL)").run(T0);
+    old.pragma('user_version = 1');
+    old.close();
+    const { store } = openStore();
+    expect(store.all()).toEqual([decision(4, '192.0.2.4', { reason: 'old' })]);
+    expect(store.lastOffence('192.0.2.4')).toBeUndefined();
+    store.insert(decision(5, '192.0.2.4', { offence: 2, expiresMs: T0 + 1000 }));
+    expect(store.lastOffence('192.0.2.4')).toMatchObject({ id: 5, offence: 2 });
+  });
+
+  it('keeps a decision’s evidence in the store, bounded, and reads it back with the latest decision on a source', () => {
+    const { store } = openStore();
+    const probes = Array.from({ length: 40 }, (_, i) => ({ timeMs: T0 + i, port: i + 1, kind: 'SYN', probeId: 'h/eth0', address: '192.0.2.9', portState: 'unknown' as const }));
+    const evidence = { engine: 'policy' as const, portThreshold: 40, windowSeconds: 60, fleetThreshold: 0, capped: false, ttlSeconds: 0, offence: 1, probes };
+    store.insert(decision(1, '192.0.2.9', { offence: 1, evidence }));
+    const got = store.latestOn('192.0.2.9')!;
+    expect(got.evidence!.probes).toEqual(probes.slice(-32));
+    // Not in the lists (they are what the policy holds in memory).
+    expect(store.all()[0]!.evidence).toBeUndefined();
   });
 });

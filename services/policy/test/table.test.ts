@@ -64,6 +64,12 @@ describe('table: rows in the seed layout', () => {
     expect(row(event('blacklist', '127.0.0.1', 22))).toBe('13:03:57           127.0.0.1               Added to blacklist');
   });
 
+  it('says a shadow decision would have added the source to the blacklist, and nothing else changes', () => {
+    expect(row({ ...event('blacklist', '10.232.9.2'), shadow: true })).toBe('13:03:57           10.232.9.2              Would have been added to blacklist (shadow mode)');
+    expect(row({ ...event('blacklist', '10.232.9.2'), shadow: false })).toBe('13:03:57           10.232.9.2              Added to blacklist');
+    expect(row({ ...event('unblock', '10.232.9.2'), shadow: true })).toBe('13:03:57           10.232.9.2              Removed from blacklist');
+  });
+
   it('zero-pads hours, minutes and seconds of the local time', () => {
     const early = new Date(2026, 0, 2, 4, 5, 6, 999).getTime();
     expect(row(event('connection', '127.0.0.1', 80, early))).toBe('04:05:06           127.0.0.1        80');
@@ -93,6 +99,12 @@ describe('table: the banner', () => {
         'Any source IPs that hit 3 different ports within 60 second(s) will have their future connection attempts dropped!',
         'We will whitelist any incoming connections originating from our own IPs on eth0!',
       ].join('\n'),
+    );
+  });
+
+  it('says shadow mode in the threshold line: would, and nothing is dropped', () => {
+    expect(banner({ ...opts, whitelistSelf: true, shadow: true }).split('\n')[2]).toBe(
+      'Any source IPs that hit 3 different ports within 60 second(s) would have their future connection attempts dropped, but this is SHADOW MODE (PW_ENFORCE=False): nothing is dropped!',
     );
   });
 

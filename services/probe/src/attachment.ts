@@ -33,6 +33,8 @@ export interface KernelScan {
   probationSize: number;
   ipv6Prefix: number;
   ipv4Prefix: number;
+  /** Shadow mode: the program's blocks drop nothing. */
+  shadow: boolean;
   /** Closed mode, and the ports declared open (inclusive ranges). */
   countClosed: boolean;
   openPorts: readonly (readonly [number, number])[];
@@ -109,6 +111,7 @@ function loadDatapath(o: Omit<AttachOptions, 'ifname' | 'pinRoot' | 'mode' | 'lo
     scanProbationSize: o.scan.probationSize,
     ipv6Prefix: o.scan.ipv6Prefix,
     ipv4Prefix: o.scan.ipv4Prefix,
+    shadow: o.scan.shadow,
     countClosed: o.scan.countClosed,
     openPorts: o.scan.openPorts,
   });

@@ -91,12 +91,14 @@ runMain(NAME, async () => {
       probationSize: c.scanProbationSize,
       ipv6Prefix: cfg.ipv6Prefix,
       ipv4Prefix: cfg.ipv4Prefix,
+      shadow: cfg.shadow,
       countClosed: cfg.countClosed,
       openPorts: cfg.openPorts,
     };
   };
   const datapathOptions = { dropMode: c.dropMode, blocklistSize: c.blocklistSize, allowlistSize: c.allowlistSize, ringbufBytes: c.ringbufBytes };
   log.info({ scan: scan.config, from: ConfigOrigin[scan.origin], received: scan.received }, 'scan configuration');
+  if (scan.config.shadow) log.warn("SHADOW MODE (the policy's PW_ENFORCE=False, pinned): the XDP program drops nothing for a block");
   let att: Attachment;
   try {
     att = attach({ ...datapathOptions, ifname: c.ifdev, pinRoot: c.pinRoot, mode: c.xdpMode, scan: kernelScan(scan.config), log });
@@ -147,6 +149,7 @@ runMain(NAME, async () => {
       adopted: att.adopted,
       kernelScanPorts: kernelScanPorts(scan.config, c.kernelDetection),
       kernelScanWindow: { seconds: BigInt(scan.config.windowSeconds), nanos: 0 },
+      shadow: scan.config.shadow,
     }),
     log,
     {
@@ -229,6 +232,7 @@ runMain(NAME, async () => {
       policyConnected: () => reporter.connected,
       blocks: () => blocks.size,
       blockCapacity: blocks.capacity,
+      shadow: () => scan.config.shadow,
     },
     { interface: c.ifdev, mode: att.mode, programId, version: VERSION, pinsPrivate: att.pins === 'private' },
   );
@@ -270,6 +274,7 @@ runMain(NAME, async () => {
           scanPromoted: k.scanPromoted,
           probationEvicted: k.probationEvicted,
           protectedEvicted: k.protectedEvicted,
+          wouldDrop: k.wouldDrop,
           openPortSyn: k.openPortSyn,
         },
         queueDepth: queue.depth,
@@ -331,6 +336,9 @@ runMain(NAME, async () => {
       metrics.programChanged(programId);
       old.close();
       log.info({ scan: next, was: scan.config, programId }, "the policy's scan configuration is in the kernel");
+      if (next.shadow !== scan.config.shadow) {
+        log.warn(next.shadow ? "SHADOW MODE (the policy's PW_ENFORCE=False): the XDP program drops nothing for a block" : 'enforcing: the XDP program drops for blocks again');
+      }
     }
     scan = { config: next, origin: ConfigOrigin.CONFIG_ORIGIN_POLICY, received };
     try {

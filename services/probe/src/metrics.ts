@@ -14,6 +14,8 @@ export interface ProbeMetricsSources {
   policyConnected: () => boolean;
   blocks: () => number;
   blockCapacity: number;
+  /** Whether the XDP program runs in shadow mode (its blocks drop nothing). */
+  shadow: () => boolean;
 }
 
 const KERNEL: [name: string, help: string, counter: keyof Counters][] = [
@@ -37,6 +39,7 @@ const KERNEL: [name: string, help: string, counter: keyof Counters][] = [
   ['packetwatch_probe_scan_promoted_total', "Sources moved from the in-kernel detector's probation to its protected space", 'scanPromoted'],
   ['packetwatch_probe_scan_probation_evicted_total', "Sources forgotten from the in-kernel detector's probation to make room", 'probationEvicted'],
   ['packetwatch_probe_scan_protected_evicted_total', "Sources forgotten from the in-kernel detector's protected space to make room", 'protectedEvicted'],
+  ['packetwatch_probe_would_drop_total', 'Shadow mode: frames of blocked sources passed that enforcing would have dropped', 'wouldDrop'],
   ['packetwatch_probe_open_port_syns_total', 'Closed mode: SYNs to a port the host accepts (a socket, or PW_OPEN_PORTS), not counted toward the scan rule', 'openPortSyn'],
 ];
 
@@ -128,6 +131,14 @@ export class ProbeMetrics implements Scrapeable {
       registers: [r],
       collect() {
         this.set(src.blocks());
+      },
+    });
+    new Gauge({
+      name: 'packetwatch_probe_shadow',
+      help: "1 when the XDP program runs in shadow mode (the policy's PW_ENFORCE=False): blocks drop nothing",
+      registers: [r],
+      collect() {
+        this.set(src.shadow() ? 1 : 0);
       },
     });
     new Gauge({ name: 'packetwatch_probe_blocklist_capacity', help: 'Capacity of the kernel blocklist', registers: [r] }).set(src.blockCapacity);

@@ -21,6 +21,8 @@ export interface ScanConfig {
   ipv6Prefix: number;
   /** IPv4 sources likewise (1 to 32). */
   ipv4Prefix: number;
+  /** Shadow mode (the policy's PW_ENFORCE=False): the program's blocks drop nothing. */
+  shadow: boolean;
   /** Closed mode (PW_PORTSCAN_COUNT=closed): a SYN counts only when nothing on the host accepts its port. */
   countClosed: boolean;
   /** Closed mode: ports declared open (PW_OPEN_PORTS), sorted and merged inclusive ranges. */
@@ -36,6 +38,7 @@ export const DEFAULT_SCAN_CONFIG: Readonly<ScanConfig> = Object.freeze({
   cappedBlockTtlSeconds: DEFAULT_CAPPED_BLOCK_SECONDS,
   ipv6Prefix: 64,
   ipv4Prefix: 32,
+  shadow: false,
   countClosed: false,
   openPorts: [],
 });
@@ -100,6 +103,7 @@ export function checkScanConfig(m: ProbeConfig): Checked {
       cappedBlockTtlSeconds: capped,
       ipv6Prefix: m.ipv6Prefix,
       ipv4Prefix: m.ipv4Prefix,
+      shadow: m.shadow,
       countClosed: m.countClosed === true,
       openPorts: mergePortRanges((m.openPorts ?? []).map((r) => [r.first, r.last])),
     },
@@ -115,6 +119,7 @@ export function sameScanConfig(a: ScanConfig, b: ScanConfig): boolean {
     a.cappedBlockTtlSeconds === b.cappedBlockTtlSeconds &&
     a.ipv6Prefix === b.ipv6Prefix &&
     a.ipv4Prefix === b.ipv4Prefix &&
+    a.shadow === b.shadow &&
     a.countClosed === b.countClosed &&
     formatPortRanges(a.openPorts) === formatPortRanges(b.openPorts)
   );
@@ -141,6 +146,7 @@ export function toRecord(c: ScanConfig, received: Date): ProbeConfigRecord {
     receivedUnixMs: BigInt(received.getTime()),
     ipv6Prefix: c.ipv6Prefix,
     ipv4Prefix: c.ipv4Prefix,
+    shadow: c.shadow ? 1 : 0,
   };
 }
 
@@ -160,6 +166,7 @@ export function fromRecord(r: ProbeConfigRecord, ports?: PortCountRecord): { con
     cappedBlockTtl: durationOfNs(r.cappedBlockNs),
     ipv6Prefix: r.ipv6Prefix,
     ipv4Prefix: r.ipv4Prefix,
+    shadow: r.shadow !== 0,
     countClosed: ports?.closed === 1,
     openPorts: ports ? openPortRanges(ports.open).map(([first, last]) => ({ first, last })) : [],
   });
@@ -175,6 +182,7 @@ export function toProto(c: ScanConfig): ProbeConfig {
     cappedBlockTtl: duration(c.cappedBlockTtlSeconds),
     ipv6Prefix: c.ipv6Prefix,
     ipv4Prefix: c.ipv4Prefix,
+    shadow: c.shadow,
     countClosed: c.countClosed,
     openPorts: c.openPorts.map(([first, last]) => ({ first, last })),
   };

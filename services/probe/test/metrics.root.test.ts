@@ -38,6 +38,7 @@ describe('probe metrics', () => {
         policyConnected: () => false,
         blocks: () => 0,
         blockCapacity: 1,
+        shadow: () => false,
       },
       { interface: 'lo', mode: 'generic', programId: 1, version: 'test', pinsPrivate: false },
     );

@@ -65,6 +65,7 @@ describe('serializeProbeMessage', () => {
           adopted: false,
           kernelScanPorts: 0,
           kernelScanWindow: undefined,
+          shadow: false,
         },
       },
     };

@@ -6,17 +6,17 @@ import { DEFAULT_SCAN_CONFIG, type ScanConfig, checkScanConfig, fromRecord, kern
 const s = (seconds: number, nanos = 0) => ({ seconds: BigInt(seconds), nanos });
 
 /** What a policy with PW_PORTSCAN_PORT_THRESHOLD=5 and the other settings at their defaults sends. */
-const FROM_POLICY: ProbeConfig = { portThreshold: 5, window: s(60), blockTtl: s(0), maxBlocksPerMinute: 120, cappedBlockTtl: s(60), ipv6Prefix: 64, ipv4Prefix: 32, countClosed: false, openPorts: [] };
+const FROM_POLICY: ProbeConfig = { portThreshold: 5, window: s(60), blockTtl: s(0), maxBlocksPerMinute: 120, cappedBlockTtl: s(60), ipv6Prefix: 64, ipv4Prefix: 32, shadow: false, countClosed: false, openPorts: [] };
 
 describe('scan configuration from the policy', () => {
   it('the defaults are the seed: 3 ports in 60 s, permanent blocks, 120 a minute, 60 s beyond', () => {
-    expect(DEFAULT_SCAN_CONFIG).toEqual({ portThreshold: 3, windowSeconds: 60, blockTtlSeconds: 0, maxBlocksPerMinute: 120, cappedBlockTtlSeconds: 60, ipv6Prefix: 64, ipv4Prefix: 32, countClosed: false, openPorts: [] });
+    expect(DEFAULT_SCAN_CONFIG).toEqual({ portThreshold: 3, windowSeconds: 60, blockTtlSeconds: 0, maxBlocksPerMinute: 120, cappedBlockTtlSeconds: 60, ipv6Prefix: 64, ipv4Prefix: 32, shadow: false, countClosed: false, openPorts: [] });
   });
 
   it('accepts a valid configuration as seconds', () => {
     expect(checkScanConfig({ ...FROM_POLICY, blockTtl: s(3600), cappedBlockTtl: s(1, 500_000_000) })).toEqual({
       ok: true,
-      value: { portThreshold: 5, windowSeconds: 60, blockTtlSeconds: 3600, maxBlocksPerMinute: 120, cappedBlockTtlSeconds: 1.5, ipv6Prefix: 64, ipv4Prefix: 32, countClosed: false, openPorts: [] },
+      value: { portThreshold: 5, windowSeconds: 60, blockTtlSeconds: 3600, maxBlocksPerMinute: 120, cappedBlockTtlSeconds: 1.5, ipv6Prefix: 64, ipv4Prefix: 32, shadow: false, countClosed: false, openPorts: [] },
     });
   });
 
@@ -58,16 +58,28 @@ describe('scan configuration from the policy', () => {
     expect(sameScanConfig(a.value, closed.value)).toBe(false);
     expect(sameScanConfig(closed.value, ports.value)).toBe(false);
     expect(sameScanConfig(ports.value, samePorts.value)).toBe(true);
+    // Shadow mode is in the program's constants: a switch loads it again.
+    expect(sameScanConfig(a.value, { ...a.value, shadow: true })).toBe(false);
   });
 
   it('round-trips through the pinned record and the status message', () => {
-    const c: ScanConfig = { portThreshold: 5, windowSeconds: 30, blockTtlSeconds: 600, maxBlocksPerMinute: 7, cappedBlockTtlSeconds: 1.5, ipv6Prefix: 56, ipv4Prefix: 24, countClosed: false, openPorts: [] };
     const received = new Date(1_700_000_000_123);
-    expect(fromRecord(toRecord(c, received))).toEqual({ config: c, received });
-    expect(checkScanConfig(toProto(c))).toEqual({ ok: true, value: c });
+    for (const shadow of [false, true]) {
+      const c: ScanConfig = { portThreshold: 5, windowSeconds: 30, blockTtlSeconds: 600, maxBlocksPerMinute: 7, cappedBlockTtlSeconds: 1.5, ipv6Prefix: 56, ipv4Prefix: 24, shadow, countClosed: false, openPorts: [] };
+      expect(toRecord(c, received).shadow).toBe(shadow ? 1 : 0);
+      expect(fromRecord(toRecord(c, received))).toEqual({ config: c, received });
+      expect(checkScanConfig(toProto(c))).toEqual({ ok: true, value: c });
+    }
     // Closed mode and the ports declared open: pinned in port_count, as Datapath.load writes it.
     const closed: ScanConfig = {
-      ...c,
+      portThreshold: 5,
+      windowSeconds: 30,
+      blockTtlSeconds: 600,
+      maxBlocksPerMinute: 7,
+      cappedBlockTtlSeconds: 1.5,
+      ipv6Prefix: 56,
+      ipv4Prefix: 24,
+      shadow: false,
       countClosed: true,
       openPorts: [
         [8080, 8080],
@@ -82,7 +94,7 @@ describe('scan configuration from the policy', () => {
   });
 
   it('reads an all-zero or tampered pinned record as none', () => {
-    const zero = { portThreshold: 0, blocksPerMin: 0, windowNs: 0n, blockNs: 0n, cappedBlockNs: 0n, receivedUnixMs: 0n, ipv6Prefix: 0, ipv4Prefix: 0 };
+    const zero = { portThreshold: 0, blocksPerMin: 0, windowNs: 0n, blockNs: 0n, cappedBlockNs: 0n, receivedUnixMs: 0n, ipv6Prefix: 0, ipv4Prefix: 0, shadow: 0 };
     expect(fromRecord(zero)).toBeUndefined();
     expect(fromRecord({ ...toRecord(DEFAULT_SCAN_CONFIG, new Date()), windowNs: 0n })).toBeUndefined();
   });
