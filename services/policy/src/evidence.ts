@@ -13,6 +13,8 @@
 // counted probe and its detection, the earlier ones are kept by port (and
 // probe) alone, kind "unknown". Exact kinds for those would cost a byte per
 // kept port in the detector.
+import { PortState as KernelPortState } from '@packetwatch/bpf/records';
+import { OPEN_PORT_MARK } from '@packetwatch/common/table';
 import type { Detection } from './detector.js';
 import type { Feed, FeedEvent } from './feed.js';
 import type { ProbeRegistry } from './probes.js';
@@ -30,11 +32,7 @@ export const EVIDENCE_PROBES = 32;
 /** Which engine decided: the kernel's rule, the policy's per-host rule, its fleet rule, an operator, or a kernel block adopted at reconcile. */
 export type Engine = 'kernel' | 'policy' | 'fleet' | 'operator' | 'adopted';
 
-/**
- * The probed port's state, when known. UNKNOWN until events carry it: the
- * place where a port-state field of the event is to be written (see
- * probeEvidence's `portState`).
- */
+/** The probed port's state, as the kernel's event said (closed mode, PW_PORTSCAN_COUNT=closed); unknown in all mode and for probes that are not SYNs. */
 export type PortState = 'unknown' | 'open' | 'closed';
 
 export interface ProbeEvidence {
@@ -72,14 +70,13 @@ export interface Rule {
 }
 
 /** The kind of a probe as the feed shows it: its label, "SYN" for a SYN. */
-const kindOf = (e: FeedEvent): string => e.message || 'SYN';
+/** An open port's SYN is marked OPEN_PORT_MARK in the feed: still a SYN. */
+const kindOf = (e: FeedEvent): string => (e.message && e.message !== OPEN_PORT_MARK ? e.message : 'SYN');
 
-/**
- * A feed connection as evidence. PORT STATE: the one place to wire it once
- * events carry whether the probed port is open or closed (the feed keeps it
- * per connection beside kind and flags; map it here); 'unknown' until then.
- */
-const probeOf = (e: FeedEvent): ProbeEvidence => ({ timeMs: e.timeMs, port: e.port, kind: kindOf(e), probeId: e.probeId, address: e.source, portState: 'unknown' });
+const portStateOf = (e: FeedEvent): PortState => (e.portState === KernelPortState.Open ? 'open' : e.portState === KernelPortState.Closed ? 'closed' : 'unknown');
+
+/** A feed connection as evidence, with its port's state as the kernel's event said (closed mode; 'unknown' otherwise). */
+const probeOf = (e: FeedEvent): ProbeEvidence => ({ timeMs: e.timeMs, port: e.port, kind: kindOf(e), probeId: e.probeId, address: e.source, portState: portStateOf(e) });
 
 /**
  * The probes of a detection: its ports (or fleet pairs), each matched with
@@ -93,7 +90,8 @@ export function detectionProbes(det: Detection, key: SourceKey, keys: SourceKeys
   const kernelAlone = !det.pairs && det.ports.length === 1 && rule.portThreshold > 1;
   const from = kernelAlone ? det.tsMs - rule.windowSeconds * 1000 : det.firstMs;
   const to = Math.max(det.lastMs, det.tsMs);
-  const seen = feed.connections(from, (addrs, at) => keys.at(addrs, at) === key).filter((e) => e.timeMs <= to);
+  // An open port's SYN (closed mode) counted for neither engine: never evidence.
+  const seen = feed.connections(from, (addrs, at) => keys.at(addrs, at) === key).filter((e) => e.timeMs <= to && e.portState !== KernelPortState.Open);
   if (kernelAlone) {
     // The latest hit of each distinct port, the last N of them.
     const latest = new Map<number, FeedEvent>();

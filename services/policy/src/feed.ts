@@ -7,7 +7,7 @@
 // FeedEvent, with its address formatted, only when someone reads it: a
 // subscriber at once, Watch's `since` later. The rarer events (whitelist,
 // blacklist, unblock) are kept as the objects they are published as.
-import { probeLabel } from '@packetwatch/bpf/records';
+import { PortState, probeLabel } from '@packetwatch/bpf/records';
 import { formatAddress } from '@packetwatch/common';
 import type { TableKind } from '@packetwatch/common';
 
@@ -23,6 +23,8 @@ export interface FeedEvent {
   message: string;
   /** A blacklist event of a shadow decision: the source would have been blocked. */
   shadow?: boolean;
+  /** A connection's PortState when the kernel looked its port up (closed mode); absent otherwise. */
+  portState?: number;
 }
 
 const ADDR_LEN = 16;
@@ -138,7 +140,10 @@ export class Feed {
     if (o) return o;
     const base = slot * ADDR_LEN;
     const source = formatAddress(Buffer.from(this.#addrs.buffer, this.#addrs.byteOffset + base, ADDR_LEN));
-    const message = probeLabel(this.#kinds[slot]!, this.#flags[slot]!, this.#states[slot]!);
-    return { timeMs: this.#times[slot]!, kind: 'connection', source, port: this.#ports[slot]!, probeId: this.#probes[slot] ?? '', message };
+    const portState = this.#states[slot]!;
+    const message = probeLabel(this.#kinds[slot]!, this.#flags[slot]!, portState);
+    const e: FeedEvent = { timeMs: this.#times[slot]!, kind: 'connection', source, port: this.#ports[slot]!, probeId: this.#probes[slot] ?? '', message };
+    if (portState !== PortState.Unknown) e.portState = portState;
+    return e;
   }
 }

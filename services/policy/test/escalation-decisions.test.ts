@@ -74,12 +74,12 @@ afterEach(() => {
 });
 
 /** The source's probes on the feed (as the pipeline publishes them) and the detector's verdict on them. */
-function scan(ports: number[], kinds: { kind: number; flags: number }[] = []) {
+function scan(ports: number[], kinds: { kind: number; flags: number; portState?: number }[] = []) {
   const now = Date.now();
   const addr = Buffer.alloc(16);
   parseAddress(SCANNER).copy(addr);
   const times = ports.map((_, i) => now - (ports.length - 1 - i));
-  ports.forEach((port, i) => feed.publishConnection(times[i]!, addr, 0, port, 'test/veth0', kinds[i]?.kind ?? 0, kinds[i]?.flags ?? 0));
+  ports.forEach((port, i) => feed.publishConnection(times[i]!, addr, 0, port, 'test/veth0', kinds[i]?.kind ?? 0, kinds[i]?.flags ?? 0, kinds[i]?.portState ?? 0));
   return { source: KEY, port: ports[ports.length - 1]!, tsMs: now, ports, firstMs: times[0]!, lastMs: now };
 }
 
@@ -173,6 +173,18 @@ describe('evidence kept with a decision', () => {
     });
     // Not in memory with the active decision.
     expect(d.active()[0]!.evidence).toBeUndefined();
+  });
+
+  it('says the port state the kernel gave each probe in closed mode, and leaves open ports out of a kernel detection', async () => {
+    const d = makeDecisions();
+    // The kernel's detection: the policy saw the crossing probe only; the feed holds an open port's SYN between the closed ones.
+    const det = scan([22, 8086, 80, 443], [{ kind: 0, flags: 0x02, portState: 1 }, { kind: 0, flags: 0x02, portState: 2 }, { kind: 0, flags: 0x02, portState: 1 }, { kind: 1, flags: 0x01 }]);
+    await d.detected({ ...det, ports: [443], firstMs: det.tsMs }, SCANNER, session, 'blocked');
+    expect(store.latestOn(SCANNER)!.evidence!.probes.map((p) => [p.port, p.kind, p.portState])).toEqual([
+      [22, 'SYN', 'closed'],
+      [80, 'SYN', 'closed'],
+      [443, 'FIN', 'unknown'],
+    ]);
   });
 
   it(`keeps the last ${EVIDENCE_PROBES} probes of a longer rule`, async () => {
