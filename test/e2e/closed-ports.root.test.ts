@@ -11,9 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { ConfigOrigin, type WatchEvent, WatchEventKind } from '@packetwatch/proto';
+import { ConfigOrigin, type ExplainResponse, ExplainPortState, type WatchEvent, WatchEventKind } from '@packetwatch/proto';
 import { describe, expect, it } from 'vitest';
 import { waitFor } from './netns.js';
+import { call } from './probe-process.js';
 import { ServiceProcess, listAllBlocks, listAllDecisions, stackPerDescribe } from './services.js';
 
 const POLICY_MAIN = fileURLToPath(new URL('../../services/policy/dist/main.js', import.meta.url));
@@ -138,6 +139,10 @@ describe('PW_PORTSCAN_COUNT=closed: only SYNs to ports nothing accepts count', (
     expect(events - open).toBe(N);
     expect(Number(after.scanBlocked - before.scanBlocked)).toBe(1);
     expect(Number(after.synDropped - before.synDropped)).toBe(Number(after.syn - before.syn) - events);
+    // explain names the three closed ports it was blocked for, each closed as the kernel's event said.
+    const ex = await call<ExplainResponse>((cb) => stack().svc.policyClient.explain({ source: stack().net.attackerAddr }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, cb));
+    expect(ex.blocked).toBe(true);
+    expect(ex.probes.map((p) => [p.kind, p.portState])).toEqual(Array.from({ length: N }, () => ['SYN', ExplainPortState.EXPLAIN_PORT_STATE_CLOSED]));
     // The client's address is the scanner's: it is blocked now, and its connections time out.
     expect((await curl(SERVICES[0]!)).code).toBe(CURL_TIMEOUT_EXIT);
   });
