@@ -927,12 +927,22 @@ function missedText(results: readonly Result[]): string[] {
       COMPARED.map((p) => `${p} ${signed(median(perObject(results, p, BESIDE)) - median(perObject(results, p, PREVIOUS)))} ns`).join(', ') +
       `. Added: every IPv4 packet keeps its total length's room for the TCP header and its first-fragment flag (the ` +
       `tiny-fragment rule), and an ACK passes only after its header is checked against both; a SYN is told from a ` +
-      `stealth probe or a bare RST by FIN and RST as well as SYN and ACK before the one blocklist consultation. Saved: ` +
+      `stealth probe or a bare RST by FIN and RST as well as SYN and ACK. Saved: a SYN consults the blocklist on a path ` +
+      `of its own, before anything is kept for its event (the other probe kinds share one consultation after them; the ` +
+      `IPv6 walk ends at a bounded offset from the frame's start, so that the verifier goes on from one state and the ` +
+      `program stays within its budget at N = 64); the parsers set every field instead of clearing the parsed-header ` +
+      `struct per frame; ` +
       `the addresses are read from the IP header only where they are used (the source at the blocklist consultation, the ` +
       `destination and TTL for the event), so established traffic copies none; the blocklist key (the source masked to ` +
       `its prefix) is made only past the drop cache. A new connection from a source with one port finds it in probation ` +
       `with one lookup (a promoted source leaves a stub there that sends the lookup on to the protected space), and its ` +
       `event carries its kind in the 56 bytes events had (a record is still one 64-byte line of the ring).`,
+    `- Closed mode (PW_PORTSCAN_COUNT=closed, docs/detection.md): a SYN to a port nothing listens on costs ` +
+      `${f(ns('new-connection:closed mode') - ns('new-connection'))} ns more than in all mode (the declared-open bitmap, an ` +
+      `inlined array lookup, then bpf_skc_lookup_tcp missing in the established and listening hashes, and the detector as ` +
+      `ever); a SYN to a listening port ${f(ns('new-connection:closed mode, listener') - ns('new-connection:detector off'))} ns ` +
+      `more than one with the detector off (the lookup's hit and the socket's release stand in for the detector, which does ` +
+      `not run). All mode pays nothing: the mode is a load-time constant, and the verifier drops the lookup.`,
   ];
 }
 

@@ -125,8 +125,8 @@ function thresholdsText(r: RuleJson): string {
   return r.fleetPortThreshold > 0 ? `${host}, or ${r.fleetPortThreshold} (probe, port) pairs across the fleet` : host;
 }
 
-/** "1m, ×2 a repeat offence up to 1h"; "permanent"; "1m, no escalation". */
-function ttlRuleText(r: RuleJson): string {
+/** "1m, ×2 a repeat offence up to 1h"; "permanent"; "1m, no escalation" (explain, status). */
+export function ttlRuleText(r: Pick<RuleJson, 'blockTtlSeconds' | 'blockTtlFactor' | 'blockTtlMaxSeconds'>): string {
   if (r.blockTtlSeconds === 0) return 'permanent';
   if (r.blockTtlFactor === 1) return `${ttlText(r.blockTtlSeconds)}, no escalation`;
   return `${ttlText(r.blockTtlSeconds)}, ×${r.blockTtlFactor} a repeat offence up to ${r.blockTtlMaxSeconds === null ? '3650d' : ttlText(r.blockTtlMaxSeconds)}`;
@@ -138,6 +138,7 @@ export function explainText(doc: ExplainJson, nowMs: number): string {
   const rows: KeyValue[] = [['source', doc.source]];
   const d = doc.decision;
   if (d === null) rows.push(['status', 'not blocked: no decision on this source']);
+  else if (doc.blocked && d.shadow) rows.push(['status', `SHADOW: would be blocked (decision ${d.decisionId}, made in shadow mode: nothing is dropped for it), expires ${expiresText(d, nowMs)}`]);
   else if (doc.blocked) rows.push(['status', `blocked (decision ${d.decisionId}), expires ${expiresText(d, nowMs)}`]);
   else rows.push(['status', `not blocked: decision ${d.decisionId} ${expiresText(d, nowMs)}`]);
   if (doc.rule) {

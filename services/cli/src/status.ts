@@ -2,6 +2,7 @@
 // JSON document (stable camelCase names) and as text for people.
 import { AttachMode, ConfigOrigin, type Duration, type GetPolicyStatusResponse, type GetStatusResponse, type ProbeConfig } from '@packetwatch/proto';
 import { type KeyValue, count, humanDuration, iso, keyValues, plural, relative } from './format.js';
+import { ttlRuleText } from './explain.js';
 
 /** A call that failed: the gRPC status name and what the channel or server said. */
 export interface CallFailure {
@@ -66,6 +67,10 @@ export interface PolicyStatusJson {
   windowSeconds: number;
   /** 0: detector blocks are permanent. */
   blockTtlSeconds: number;
+  /** PW_BLOCK_TTL_FACTOR: a repeat offence's TTL is the previous one times this (1: no escalation). */
+  blockTtlFactor: number;
+  /** PW_BLOCK_TTL_MAX; null: up to 3650 days. */
+  blockTtlMaxSeconds: number | null;
   whitelistSelf: boolean;
   allowlist: string[];
   trackedSources: number;
@@ -239,6 +244,8 @@ function policyJson(r: ServiceReply<GetPolicyStatusResponse>, nowMs: number): Po
     portThreshold: s.portThreshold,
     windowSeconds: seconds(s.window),
     blockTtlSeconds: seconds(s.blockTtl),
+    blockTtlFactor: s.blockTtlFactor,
+    blockTtlMaxSeconds: s.blockTtlMax === undefined ? null : seconds(s.blockTtlMax),
     whitelistSelf: s.whitelistSelf,
     allowlist: s.allowlist,
     trackedSources: Number(s.trackedSources),
@@ -333,7 +340,7 @@ function policyText(p: PolicyStatusJson, nowMs: number): string {
     ...(p.shadow ? ([['mode', 'SHADOW MODE (PW_ENFORCE=False): scanners are detected and decided, NOTHING IS DROPPED']] as KeyValue[]) : []),
     ['version', `${p.version}, up ${humanDuration(p.uptimeSeconds)}`],
     ['thresholds', `${plural(p.portThreshold, 'port')} within ${humanDuration(p.windowSeconds)}`],
-    ['block ttl', p.blockTtlSeconds > 0 ? humanDuration(p.blockTtlSeconds) : 'permanent'],
+    ['block ttl', ttlRuleText({ blockTtlSeconds: p.blockTtlSeconds, blockTtlFactor: p.blockTtlFactor, blockTtlMaxSeconds: p.blockTtlMaxSeconds })],
     ['sources', prefixesText(p.sourcePrefixes)],
     ['counts', portCountText(p.portCount)],
     ['whitelist self', p.whitelistSelf ? 'yes' : 'no'],

@@ -1,23 +1,14 @@
 // The capture reader on files written from the formats' specifications
 // (bench/capture.ts): every variant it reads, and the damage it must
 // report rather than crash on.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { synFrame } from '@packetwatch/bpf';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type CapturedFrame, pcapFile, pcapngSection, sll2 } from '../../../bench/capture.js';
 import { CaptureError, type CaptureInfo, LINKTYPE, readCapture } from '../src/capture.js';
+import { tempFiles } from './tempfiles.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'pw-capture-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-let files = 0;
-function file(bytes: Buffer): string {
-  const p = join(dir, `c${files++}`);
-  writeFileSync(p, bytes);
-  return p;
-}
+const { dir, file } = tempFiles('pw-capture-');
 
 interface Read {
   linkType: number;
@@ -123,9 +114,10 @@ describe('readCapture: damage is an error naming where, after the frames before 
   const recordLen = 16 + syn(1).length;
 
   it('a pcap cut inside its last frame', () => {
-    const { error, frames } = readBroken(file(whole.subarray(0, whole.length - 10)));
+    const cut = file(whole.subarray(0, whole.length - 10));
+    const { error, frames } = readBroken(cut);
     expect(frames).toBe(2);
-    expect(error.message).toBe(`${join(dir, `c${files - 1}`)}: cut short at byte ${24 + 2 * recordLen}: a frame of ${syn(1).length} bytes with ${syn(1).length - 10} in the file (2 frames read)`);
+    expect(error.message).toBe(`${cut}: cut short at byte ${24 + 2 * recordLen}: a frame of ${syn(1).length} bytes with ${syn(1).length - 10} in the file (2 frames read)`);
     expect(error.info.frames).toBe(2);
   });
 

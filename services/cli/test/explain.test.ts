@@ -123,4 +123,10 @@ describe('explain', () => {
       ].join('\n'),
     );
   });
+
+  it('says a shadow decision would block, and that nothing is dropped for it', () => {
+    const text = explainText(explainJson({ ...res, decision: { ...decision, shadow: true } }, NOW), NOW);
+    expect(text.split('\n')[1]).toBe('status        SHADOW: would be blocked (decision 12, made in shadow mode: nothing is dropped for it), expires in 3m');
+    expect(explainJson({ ...res, decision: { ...decision, shadow: true } }, NOW).decision).toMatchObject({ shadow: true });
+  });
 });

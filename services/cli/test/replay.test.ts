@@ -4,25 +4,16 @@
 // window, a block's TTL, the blocks-per-minute budget), the settings and
 // their errors, the link types, and damaged files. The agreement with the
 // live services on real traffic is test/e2e/replay.root.test.ts.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TCP_FLAGS, ipFrame, synFrame, tcpFrame } from '@packetwatch/bpf';
 import { header, row } from '@packetwatch/common';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type CapturedFrame, pcapFile, pcapngSection, sll, sll2 } from '../../../bench/capture.js';
 import { LINKTYPE } from '../src/capture.js';
 import { type Io, run } from '../src/program.js';
+import { tempFiles } from './tempfiles.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'pw-replay-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-let files = 0;
-function file(bytes: Buffer): string {
-  const p = join(dir, `c${files++}`);
-  writeFileSync(p, bytes);
-  return p;
-}
+const { dir, file } = tempFiles('pw-replay-');
 
 interface Result {
   code: number;

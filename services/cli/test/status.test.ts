@@ -6,6 +6,20 @@ const NOW = Date.UTC(2026, 10, 25, 12, 0, 0);
 const POLICY = 'unix:/run/packetwatch/policy.sock';
 const PROBE = 'unix:/run/packetwatch/probe.sock';
 
+/** The policy's scan settings at their defaults, as GetStatus carries them. */
+const SCAN_CONFIG = {
+  portThreshold: 3,
+  window: { seconds: 60n, nanos: 0 },
+  blockTtl: { seconds: 0n, nanos: 0 },
+  maxBlocksPerMinute: 120,
+  cappedBlockTtl: { seconds: 60n, nanos: 0 },
+  ipv6Prefix: 64,
+  ipv4Prefix: 32,
+  shadow: false,
+  countClosed: false,
+  openPorts: [],
+};
+
 const policyStatus: GetPolicyStatusResponse = {
   version: '0.1.0',
   portThreshold: 3,
@@ -46,18 +60,7 @@ const policyStatus: GetPolicyStatusResponse = {
   ipv4Prefix: 32,
   blockTtlFactor: 1,
   blockTtlMax: undefined,
-  probeConfig: {
-    portThreshold: 3,
-    window: { seconds: 60n, nanos: 0 },
-    blockTtl: { seconds: 0n, nanos: 0 },
-    maxBlocksPerMinute: 120,
-    cappedBlockTtl: { seconds: 60n, nanos: 0 },
-    ipv6Prefix: 64,
-    ipv4Prefix: 32,
-    shadow: false,
-    countClosed: false,
-    openPorts: [],
-  },
+  probeConfig: SCAN_CONFIG,
   eventsOpenPort: 0n,
 };
 
@@ -111,18 +114,7 @@ const probeStatus: GetStatusResponse = {
   blockCapacity: 65536,
   started: new Date(NOW - 126_000),
   uptime: { seconds: 126n, nanos: 5 },
-  scanConfig: {
-    portThreshold: 5,
-    window: { seconds: 60n, nanos: 0 },
-    blockTtl: { seconds: 0n, nanos: 0 },
-    maxBlocksPerMinute: 120,
-    cappedBlockTtl: { seconds: 60n, nanos: 0 },
-    ipv6Prefix: 64,
-    ipv4Prefix: 32,
-    shadow: false,
-    countClosed: false,
-    openPorts: [],
-  },
+  scanConfig: { ...SCAN_CONFIG, portThreshold: 5 },
   scanConfigOrigin: ConfigOrigin.CONFIG_ORIGIN_POLICY,
   scanConfigReceived: new Date(NOW - 60_000),
   kernelScanPorts: 5,
@@ -281,9 +273,17 @@ describe('status: text', () => {
     const ttl = { ...policyOk, status: { ok: true as const, value: { ...policyStatus, blockTtl: { seconds: 3600n, nanos: 0 }, probes: [] } } };
     const lonely = { ...probeOk, status: { ok: true as const, value: { ...probeStatus, policyConnected: false } } };
     const text = statusText(statusJson(ttl, lonely, NOW), NOW);
-    expect(text).toContain('  block ttl         1h\n');
+    expect(text).toContain('  block ttl         1h, no escalation\n');
     expect(text).toContain('  probes            0 connected\n');
     expect(text).toContain('  policy         NOT connected (unix:/run/packetwatch/policy.sock)');
+  });
+
+  it('shows the escalation of repeat offences (PW_BLOCK_TTL_FACTOR, PW_BLOCK_TTL_MAX)', () => {
+    const escalating = { ...policyStatus, blockTtl: { seconds: 600n, nanos: 0 }, blockTtlFactor: 3, blockTtlMax: { seconds: 86_400n, nanos: 0 } };
+    const text = statusText(statusJson({ ...policyOk, status: { ok: true as const, value: escalating } }, probeOk, NOW), NOW);
+    expect(text).toContain('  block ttl         10m, ×3 a repeat offence up to 1d\n');
+    const unbounded = statusText(statusJson({ ...policyOk, status: { ok: true as const, value: { ...escalating, blockTtlMax: undefined } } }, probeOk, NOW), NOW);
+    expect(unbounded).toContain('  block ttl         10m, ×3 a repeat offence up to 3650d\n');
   });
 });
 
@@ -300,6 +300,8 @@ describe('status: JSON', () => {
       portThreshold: 3,
       windowSeconds: 60,
       blockTtlSeconds: 0,
+      blockTtlFactor: 1,
+      blockTtlMaxSeconds: null,
       whitelistSelf: true,
       allowlist: ['127.0.0.1/32', '::1/128'],
       trackedSources: 2,
