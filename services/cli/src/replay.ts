@@ -3,10 +3,14 @@
 // @packetwatch/bpf/classify (the XDP program's rule in TypeScript, which the
 // fuzz test holds the program to); what the probes come to from the
 // policy's own parts (@packetwatch/policy/replay: allowlist, source
-// prefixes, detector, budget, TTL), with the policy's settings.
+// prefixes, closed mode's port state, detector, budget, TTL and its
+// escalation), with the policy's settings. In closed mode a file is read
+// twice: first for the ports the host answered (SYN-ACKs), then through the
+// rule.
+import { statSync } from 'node:fs';
 import { BY_VERSION, type Classified, FRAME_CLASSES, type FrameClass, classifyEthernet, classifyIp, isProbe, newClassified } from '@packetwatch/bpf/classify';
-import { type ConfigOf, header, loadConfig, row } from '@packetwatch/common';
-import { type ReplayConfig, type ReplayDecision, ReplayRule, replaySettings } from '@packetwatch/policy/replay';
+import { ConfigError, type ConfigOf, header, loadConfig, row } from '@packetwatch/common';
+import { type ReplayConfig, type ReplayDecision, ReplayPorts, ReplayRule, replaySettings } from '@packetwatch/policy/replay';
 import { CaptureError, type CaptureInfo, type FrameRef, LINKTYPE, readCapture } from './capture.js';
 
 export { replaySettings };
@@ -20,11 +24,51 @@ export interface ReplaySummary {
   outbound: number;
   /** Frames whose link-layer header is cut short, or of a link type replay does not read, by reason. */
   unreadable: Record<string, number>;
-  probes: { total: number; allowlisted: number; own: number; fromBlocked: number };
+  probes: { total: number; allowlisted: number; own: number; fromBlocked: number; openPort: number };
+  /** Closed mode (PW_PORTSCAN_COUNT=closed): the ports the capture shows the host answering with a SYN-ACK, by address; null in all mode. */
+  answered: { address: string; port: number }[] | null;
 }
 
 /** A cooked header's packet type for a frame the host sent. */
 const PACKET_OUTGOING = 4;
+const SYN = 0x02;
+const RST = 0x04;
+const ACK = 0x10;
+
+/** IPv4 addresses as ::ffff:a.b.c.d, the form the rule reads: the 16-byte form of the address at buf[at], in `v4` for IPv4 (at 0). */
+function mapped(cls: Classified, buf: Buffer, at: number, v4: Buffer): [Uint8Array, number] {
+  if (cls.version !== 4) return [buf, at];
+  v4[12] = buf[at]!;
+  v4[13] = buf[at + 1]!;
+  v4[14] = buf[at + 2]!;
+  v4[15] = buf[at + 3]!;
+  return [v4, 0];
+}
+
+const newMapped = () => Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+
+/**
+ * Closed mode's first pass: the (address, port) pairs the capture shows the
+ * host answering a SYN with a SYN-ACK (from the probed address and port),
+ * whichever way the capture marks the frame (the host sends them: they are
+ * outgoing). A damaged file is read up to the damage (the second pass
+ * reports it).
+ */
+function learnAnswered(path: string, ports: ReplayPorts): void {
+  const cls = newClassified();
+  const v4 = newMapped();
+  const ignore = () => undefined;
+  try {
+    readCapture(path, (f) => {
+      const k = classifyFrame(f, cls, ignore, undefined);
+      if (k !== 'established' || (cls.flags & (SYN | ACK | RST)) !== (SYN | ACK)) return;
+      const [buf, at] = mapped(cls, f.buf, cls.src, v4);
+      ports.answer(buf, at, cls.sport);
+    });
+  } catch (e) {
+    if (!(e instanceof CaptureError)) throw e;
+  }
+}
 
 /** The settings from the command's flags (by flag name: 'port-threshold'), the environment, the defaults, as the policy reads them; ConfigError names a bad one. */
 export function replayConfig(flags: ReadonlyMap<string, string>, env: NodeJS.ProcessEnv): ReplayConfig {
@@ -35,15 +79,34 @@ export function replayConfig(flags: ReadonlyMap<string, string>, env: NodeJS.Pro
 /**
  * Runs the capture at `path` through the rule. A file that cannot be read
  * whole (not a capture, cut short, corrupt) gives `error`, with the
- * decisions and counts of the frames before the damage.
+ * decisions and counts of the frames before the damage. Closed mode reads
+ * the file twice: a ConfigError naming PW_PORTSCAN_COUNT for a capture
+ * that is not a regular file (a pipe cannot be read again).
  */
 export function replay(path: string, c: ReplayConfig, ownAddresses: readonly string[] = []): { decisions: ReplayDecision[]; summary: ReplaySummary; error?: string } {
   const rule = new ReplayRule(c, ownAddresses);
+  const ports = new ReplayPorts(c);
+  if (ports.closedMode) {
+    let regular = true;
+    try {
+      regular = statSync(path).isFile();
+    } catch {
+      // Not there: the read below says so.
+    }
+    if (!regular) {
+      throw new ConfigError(
+        'PW_PORTSCAN_COUNT',
+        c.portscanCount,
+        `all for ${path}, which is not a regular file: closed mode reads the capture twice (the ports the host answered, then the rule); write it to a file first (tcpdump -w file)`,
+      );
+    }
+    learnAnswered(path, ports);
+  }
   const classes = Object.fromEntries(FRAME_CLASSES.map((k) => [k, 0])) as Record<FrameClass, number>;
   const unreadable: Record<string, number> = {};
   const cls = newClassified();
-  /** IPv4 sources as ::ffff:a.b.c.d, the form the rule reads. */
-  const v4 = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+  const v4 = newMapped();
+  const v4dst = newMapped();
   let outbound = 0;
   let firstMs: number | null = null;
   let lastMs: number | null = null;
@@ -64,25 +127,21 @@ export function replay(path: string, c: ReplayConfig, ownAddresses: readonly str
     if (k === undefined) return;
     classes[k]++;
     if (!isProbe(k)) return;
-    const { buf } = f;
-    let at = cls.src;
-    let src: Uint8Array = buf;
-    if (cls.version === 4) {
-      v4[12] = buf[at]!;
-      v4[13] = buf[at + 1]!;
-      v4[14] = buf[at + 2]!;
-      v4[15] = buf[at + 3]!;
-      src = v4;
-      at = 0;
+    const [src, at] = mapped(cls, f.buf, cls.src, v4);
+    let portState: number | undefined;
+    if (ports.closedMode) {
+      const [dst, dat] = mapped(cls, f.buf, cls.dst, v4dst);
+      portState = ports.stateOf(k === 'syn', dst, dat, cls.dport);
     }
-    rule.probe(src, at, cls.dport, f.tsMs);
+    rule.probe(src, at, cls.dport, f.tsMs, portState);
   };
   const summary = (info: CaptureInfo): ReplaySummary => ({
     capture: { path, format: info.format, linkTypes: info.linkTypes, frames: info.frames, firstMs, lastMs },
     classes,
     outbound,
     unreadable,
-    probes: { total: rule.counts.probes, allowlisted: rule.counts.allowlisted, own: rule.counts.own, fromBlocked: rule.counts.fromBlocked },
+    probes: { total: rule.counts.probes, allowlisted: rule.counts.allowlisted, own: rule.counts.own, fromBlocked: rule.counts.fromBlocked, openPort: rule.counts.openPort },
+    answered: ports.closedMode ? ports.answered() : null,
   });
   let info: CaptureInfo;
   try {
@@ -95,8 +154,8 @@ export function replay(path: string, c: ReplayConfig, ownAddresses: readonly str
   return { decisions: rule.decisions, summary: summary(info) };
 }
 
-/** The frame's class under its link type; undefined when it was not classified (unreadable, or outgoing). */
-function classifyFrame(f: FrameRef, out: Classified, bad: (why: string) => void, outgoing: () => void): FrameClass | undefined {
+/** The frame's class under its link type; undefined when it was not classified (unreadable, or outgoing where `outgoing` is given: undefined classifies those too). */
+function classifyFrame(f: FrameRef, out: Classified, bad: (why: string) => void, outgoing: (() => void) | undefined): FrameClass | undefined {
   const { buf, off, end } = f;
   switch (f.linkType) {
     case LINKTYPE.ETHERNET:
@@ -106,7 +165,7 @@ function classifyFrame(f: FrameRef, out: Classified, bad: (why: string) => void,
         bad('cooked (SLL) header cut short');
         return undefined;
       }
-      if (((buf[off]! << 8) | buf[off + 1]!) === PACKET_OUTGOING) {
+      if (outgoing && ((buf[off]! << 8) | buf[off + 1]!) === PACKET_OUTGOING) {
         outgoing();
         return undefined;
       }
@@ -116,7 +175,7 @@ function classifyFrame(f: FrameRef, out: Classified, bad: (why: string) => void,
         bad('cooked (SLL2) header cut short');
         return undefined;
       }
-      if (buf[off + 10] === PACKET_OUTGOING) {
+      if (outgoing && buf[off + 10] === PACKET_OUTGOING) {
         outgoing();
         return undefined;
       }
@@ -152,6 +211,7 @@ export function replayJson(decisions: readonly ReplayDecision[], summary: Replay
       ports: d.ports,
       port: d.port,
       capped: d.capped,
+      offence: d.offence,
     })),
     summary,
   };

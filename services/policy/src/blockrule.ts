@@ -4,6 +4,7 @@
 // decisions run it on the wall clock, `packetwatchctl replay` on a
 // capture's own timestamps.
 import type { Detection } from './detector.js';
+import type { Step } from './escalation.js';
 
 /**
  * What a detection is recorded and shown as: the N ports of the per-host
@@ -45,6 +46,16 @@ export function detectorBlock(det: Detection, short: boolean, t: BlockTerms, pro
   if (!short) return { reason, ttlSeconds: t.ttlSeconds };
   const ttl = cappedTtl(t);
   return { reason: `${reason}; beyond the blocks-per-minute budget: ${ttl}s`, ttlSeconds: ttl };
+}
+
+/**
+ * A detector's block at its offence's escalation step (escalation.ts): at
+ * full length the step's TTL; beyond the budget the short TTL, as ever (the
+ * offence counts all the same). The policy's decisions and replay both make
+ * their blocks here.
+ */
+export function offenceBlock(det: Detection, short: boolean, t: BlockTerms, step: Step, probeId: (n: number) => string): { reason: string; ttlSeconds: number } {
+  return detectorBlock(det, short, short ? t : { ...t, ttlSeconds: step.ttlSeconds }, probeId);
 }
 
 /**

@@ -3,6 +3,7 @@
 import { DEFAULT_CAPPED_BLOCK_SECONDS } from '@packetwatch/bpf/records';
 import { ConfigError, LOG_LEVELS, type ConfigOf, parseEndpoint, parsePrefix, settings as s } from '@packetwatch/common';
 import type { Duration, ProbeConfig } from '@packetwatch/proto';
+import type { Escalation } from './escalation.js';
 
 /**
  * The shortest PW_DECISION_RETENTION: pruning keeps an ended decision
@@ -151,12 +152,22 @@ export function fleetThresholdOf(c: { fleetThreshold: number; portThreshold: num
   return c.fleetThreshold === 0 ? 0 : Math.max(c.fleetThreshold, c.portThreshold);
 }
 
-export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: string[]; ttlFactor: number } {
-  const ttlFactor = Number(c.blockTtlFactor);
-  if (!(ttlFactor >= 1 && ttlFactor <= MAX_TTL_FACTOR)) throw new ConfigError('PW_BLOCK_TTL_FACTOR', c.blockTtlFactor, `a number from 1 (no escalation) to ${MAX_TTL_FACTOR}`);
+/**
+ * The escalation of repeat offences (escalation.ts) from PW_BLOCK_TTL,
+ * PW_BLOCK_TTL_FACTOR and PW_BLOCK_TTL_MAX; a ConfigError naming the factor
+ * or the maximum when it cannot be.
+ */
+export function escalationOf(c: { blockTtl: number; blockTtlFactor: string; blockTtlMax: number }): Escalation {
+  const factor = Number(c.blockTtlFactor);
+  if (!(factor >= 1 && factor <= MAX_TTL_FACTOR)) throw new ConfigError('PW_BLOCK_TTL_FACTOR', c.blockTtlFactor, `a number from 1 (no escalation) to ${MAX_TTL_FACTOR}`);
   if (c.blockTtlMax !== 0 && c.blockTtl !== 0 && c.blockTtlMax < c.blockTtl) {
     throw new ConfigError('PW_BLOCK_TTL_MAX', `${c.blockTtlMax}s`, `0 (up to 3650d) or at least PW_BLOCK_TTL (${c.blockTtl}s)`);
   }
+  return { baseSeconds: c.blockTtl, factor, maxSeconds: c.blockTtlMax };
+}
+
+export function validate(c: PolicyConfig): PolicyConfig & { allowPrefixes: string[]; ttlFactor: number } {
+  const ttlFactor = escalationOf(c).factor;
   const allowPrefixes = allowPrefixesOf(c.allowlist);
   if (c.tcpAddr !== undefined) {
     const e = parseEndpoint(c.tcpAddr);

@@ -18,7 +18,7 @@ import { GrpcStatus, type Logger, type NamedSource, type Prefix, ServerError, fo
 import { DEFAULT_CAPPED_BLOCK_SECONDS } from '@packetwatch/bpf/records';
 import { BlockReason } from '@packetwatch/proto';
 import type { Allowlist } from './allowlist.js';
-import { BlockBudget, type BlockTerms, cappedTtl, detectorBlock } from './blockrule.js';
+import { BlockBudget, type BlockTerms, cappedTtl, offenceBlock } from './blockrule.js';
 import type { Detection, Detector } from './detector.js';
 import { type Escalation, type Step, nextStep } from './escalation.js';
 import { type Engine, type Evidence, type Rule, detectionProbes } from './evidence.js';
@@ -305,8 +305,7 @@ export class Decisions {
       );
     }
     // At full length, the offence's step of PW_BLOCK_TTL (escalation.ts).
-    const terms = short ? this.#terms : { ...this.#terms, ttlSeconds: step.ttlSeconds };
-    const d = this.#decide({ ip: source, ...detectorBlock(det, short, terms, (n) => this.probes.numbers.idOf(n)), origin: 'detector', offence: step.offence });
+    const d = this.#decide({ ip: source, ...offenceBlock(det, short, this.#terms, step, (n) => this.probes.numbers.idOf(n)), origin: 'detector', offence: step.offence });
     // The probe's XDP program blocked it at the crossing SYN itself (for
     // PW_BLOCK_TTL, or the short TTL), or BlockIp leaves now; an escalated
     // block is written again on that probe with its own TTL.

@@ -17,6 +17,7 @@ import { PortState as KernelPortState } from '@packetwatch/bpf/records';
 import { OPEN_PORT_MARK } from '@packetwatch/common/table';
 import type { Detection } from './detector.js';
 import type { Feed, FeedEvent } from './feed.js';
+import { countsTowardRules } from './portstate.js';
 import type { ProbeRegistry } from './probes.js';
 import type { SourceKey, SourceKeys } from './sourcekey.js';
 
@@ -91,7 +92,7 @@ export function detectionProbes(det: Detection, key: SourceKey, keys: SourceKeys
   const from = kernelAlone ? det.tsMs - rule.windowSeconds * 1000 : det.firstMs;
   const to = Math.max(det.lastMs, det.tsMs);
   // An open port's SYN (closed mode) counted for neither engine: never evidence.
-  const seen = feed.connections(from, (addrs, at) => keys.at(addrs, at) === key).filter((e) => e.timeMs <= to && e.portState !== KernelPortState.Open);
+  const seen = feed.connections(from, (addrs, at) => keys.at(addrs, at) === key).filter((e) => e.timeMs <= to && countsTowardRules(e.portState ?? KernelPortState.Unknown));
   if (kernelAlone) {
     // The latest hit of each distinct port, the last N of them.
     const latest = new Map<number, FeedEvent>();

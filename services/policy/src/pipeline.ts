@@ -4,7 +4,7 @@
 // own: service.ts adapts a Report stream to them (flow control, scheduling)
 // and tests call them directly. A SYN goes one way: records → detection →
 // decision; nothing here calls back into the adapter.
-import { PortState, SYN_EVENT_OFFSET, SYN_EVENT_SIZE, ScanVerdict } from '@packetwatch/bpf/records';
+import { SYN_EVENT_OFFSET, SYN_EVENT_SIZE, ScanVerdict } from '@packetwatch/bpf/records';
 import type { Logger } from '@packetwatch/common';
 import type { EventBatch } from '@packetwatch/proto';
 import type { Allowlist } from './allowlist.js';
@@ -12,6 +12,7 @@ import type { Decisions, KernelBlock } from './decisions.js';
 import type { Detector } from './detector.js';
 import type { Feed } from './feed.js';
 import { type PolicyMetrics, saturatingAdd } from './metrics.js';
+import { countsTowardRules } from './portstate.js';
 import type { ProbeSession } from './probes.js';
 import { addressAt } from './sourcekey.js';
 
@@ -121,7 +122,7 @@ export function processRecords(ctx: PipelineContext, session: ProbeSession, batc
     const at = off + OFF_SADDR;
     const portState = buf[off + OFF_PORT_STATE]!;
     feed.publishConnection(tsMs, buf, at, port, probeId, buf[off + OFF_KIND], buf[off + OFF_FLAGS], portState);
-    if (portState === PortState.Open) {
+    if (!countsTowardRules(portState)) {
       // Closed mode: the probe's host accepts the port (a socket, or
       // PW_OPEN_PORTS). Neither rule counts it, as the kernel does not
       // (docs/detection.md, "Closed mode"); it is shown, marked.
