@@ -225,9 +225,19 @@ export function summaryText(decisions: readonly ReplayDecision[], s: ReplaySumma
     `${s.capture.path}: ${s.capture.format}, link type ${[...new Set(s.capture.linkTypes)].join(', ')}, ${n(s.capture.frames)} frames` +
       (s.capture.firstMs !== null && s.capture.lastMs !== null ? ` over ${((s.capture.lastMs - s.capture.firstMs) / 1000).toFixed(3)}s` : ''),
     `probes ${n(probes)} (SYN ${n(s.classes.syn)}, stealth ${n(s.classes.stealth)}, fragment ${n(s.classes.tinyProbe)}): ` +
-      `${n(s.probes.allowlisted)} allowlisted, ${n(s.probes.own)} from own addresses, ${n(s.probes.fromBlocked)} from blocked sources; ${n(decisions.length)} decisions`,
+      `${n(s.probes.allowlisted)} allowlisted, ${n(s.probes.own)} from own addresses, ${n(s.probes.fromBlocked)} from blocked sources` +
+      (s.answered ? `, ${n(s.probes.openPort)} SYNs to open ports` : '') +
+      `; ${n(decisions.length)} decisions`,
     `dropped by the frame rule: ${n(s.classes.bogus)} bogus sources, ${n(s.classes.longChain)} long chains, ${n(s.classes.tiny + s.classes.tinyProbe)} tiny fragments`,
   ];
+  if (s.answered) {
+    const shown = s.answered.slice(0, 20).map((a) => (a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`));
+    lines.push(
+      `closed mode: ${n(s.answered.length)} ports answered with a SYN-ACK in the capture` +
+        (shown.length > 0 ? ` (${shown.join(', ')}${s.answered.length > shown.length ? ', ...' : ''})` : '') +
+        '; every other port counts as closed unless PW_OPEN_PORTS declares it',
+    );
+  }
   const unreadable = Object.entries(s.unreadable);
   const unparsed = s.classes.malformed;
   lines.push(

@@ -4,6 +4,7 @@
 // window, a block's TTL, the blocks-per-minute budget), the settings and
 // their errors, the link types, and damaged files. The agreement with the
 // live services on real traffic is test/e2e/replay.root.test.ts.
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { TCP_FLAGS, ipFrame, synFrame, tcpFrame } from '@packetwatch/bpf';
 import { header, row } from '@packetwatch/common';
@@ -32,13 +33,14 @@ async function cli(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<Result>
 interface Doc {
   error: string | null;
   settings: Record<string, unknown>;
-  decisions: { source: string; reason: string; createdMs: number; expires: string | null; ports: number[]; port: number; capped: boolean }[];
+  decisions: { source: string; reason: string; createdMs: number; expires: string | null; ports: number[]; port: number; capped: boolean; offence: number }[];
   summary: {
     capture: { format: string; frames: number; linkTypes: number[] };
     classes: Record<string, number>;
     outbound: number;
     unreadable: Record<string, number>;
-    probes: { total: number; allowlisted: number; own: number; fromBlocked: number };
+    probes: { total: number; allowlisted: number; own: number; fromBlocked: number; openPort: number };
+    answered: { address: string; port: number }[] | null;
   };
 }
 
@@ -64,9 +66,9 @@ describe('replay: the rule on the capture', () => {
     const path = file(pcapFile(LINKTYPE.ETHERNET, [...scan('192.0.2.9', [22, 80, 443], T0, 100), ...scan('192.0.2.10', [80, 80, 443], T0 + S, 100)]));
     const doc = await json(path);
     expect(doc.decisions).toEqual([
-      { source: '192.0.2.9', reason: 'port scan: 3 ports (22, 80, 443) within 0.200s', createdMs: T0 + 200, expires: null, ports: [22, 80, 443], port: 443, capped: false, created: new Date(T0 + 200).toISOString() },
+      { source: '192.0.2.9', reason: 'port scan: 3 ports (22, 80, 443) within 0.200s', createdMs: T0 + 200, expires: null, ports: [22, 80, 443], port: 443, capped: false, offence: 1, created: new Date(T0 + 200).toISOString() },
     ]);
-    expect(doc.summary.probes).toEqual({ total: 6, allowlisted: 0, own: 0, fromBlocked: 0 });
+    expect(doc.summary.probes).toEqual({ total: 6, allowlisted: 0, own: 0, fromBlocked: 0, openPort: 0 });
     expect(doc.settings).toMatchObject({ PW_PORTSCAN_PORT_THRESHOLD: 3, PW_PORTSCAN_TIME_THRESHOLD: 60, PW_IPV6_PREFIX: 64, PW_BLOCK_TTL: 0 });
     const text = await cli(['replay', path]);
     expect(text.code).toBe(0);
@@ -89,7 +91,7 @@ describe('replay: the rule on the capture', () => {
       [20, new Date(T0 + 20 + 10 * S).toISOString(), [1, 2, 3]],
       [11 * S + 20, new Date(T0 + 11 * S + 20 + 10 * S).toISOString(), [7, 8, 9]],
     ]);
-    expect(doc.summary.probes).toEqual({ total: 9, allowlisted: 0, own: 0, fromBlocked: 3 });
+    expect(doc.summary.probes).toEqual({ total: 9, allowlisted: 0, own: 0, fromBlocked: 3, openPort: 0 });
     // Permanent (the default): everything after the first decision is the blocked source's.
     expect((await json(file(pcapFile(LINKTYPE.ETHERNET, frames)))).summary.probes.fromBlocked).toBe(6);
   });
@@ -117,7 +119,7 @@ describe('replay: the rule on the capture', () => {
     const own = ['--own-addresses', '192.0.2.1, 2001:db8:1:2::1'];
     const doc = await json(path, own);
     expect(doc.decisions.map((d) => d.source)).toEqual(['192.0.2.2']);
-    expect(doc.summary.probes).toEqual({ total: 9, allowlisted: 0, own: 6, fromBlocked: 0 });
+    expect(doc.summary.probes).toEqual({ total: 9, allowlisted: 0, own: 6, fromBlocked: 0, openPort: 0 });
     expect((await json(path, own, { PW_WHITELIST_SELF: 'False' })).decisions.map((d) => d.source).sort()).toEqual(['192.0.2.1', '192.0.2.2', '2001:db8:1:2::/64']);
     // One address of a /64 is its own; another of the same /64 scanning is decided on, as the policy decides.
     const other = file(pcapFile(LINKTYPE.ETHERNET, scan('2001:db8:1:2::2', [1, 2, 3], T0, 10)));
@@ -163,6 +165,149 @@ describe('replay: the rule on the capture', () => {
     expect(text.err).toContain('probes 6 (SYN 0, stealth 3, fragment 3)');
     expect(text.err).toContain('dropped by the frame rule: 1 bogus sources, 0 long chains, 4 tiny fragments');
     expect(text.err).toContain('not parsed: 1 malformed before the source; 0 not IP; 0 outgoing (skipped)');
+  });
+});
+
+describe('replay: closed mode (PW_PORTSCAN_COUNT=closed)', () => {
+  const CLOSED = { PW_PORTSCAN_COUNT: 'closed' };
+  /** The host answering src's SYN to port with a SYN-ACK, 1 ms later, from `from` (the probed address by default). */
+  const synAck = (src: string, port: number, tsMs: number, from = VICTIM): CapturedFrame => ({ tsMs: tsMs + 1, data: tcpFrame(from, src, port, 40000, TCP_FLAGS.SYN | TCP_FLAGS.ACK) });
+  /** The host refusing it with a RST (ACK set, as a closed port answers). */
+  const rst = (src: string, port: number, tsMs: number): CapturedFrame => ({ tsMs: tsMs + 1, data: tcpFrame(VICTIM, src, port, 40000, TCP_FLAGS.RST | TCP_FLAGS.ACK) });
+  /** A client using three of the host's services (each answered) and a scanner hitting two of them, then unanswered ports. */
+  const traffic = (): CapturedFrame[] => {
+    const client = scan('192.0.2.20', [22, 80, 443], T0, 100);
+    const scanner = scan('192.0.2.9', [22, 80, 1, 2, 3, 4], T0 + S, 10);
+    return byTime([
+      ...client,
+      ...client.map((f, i) => synAck('192.0.2.20', [22, 80, 443][i]!, f.tsMs)),
+      ...scanner,
+      ...scanner.map((f, i) => ([22, 80].includes([22, 80, 1, 2, 3, 4][i]!) ? synAck('192.0.2.9', [22, 80, 1, 2, 3, 4][i]!, f.tsMs) : rst('192.0.2.9', [22, 80, 1, 2, 3, 4][i]!, f.tsMs))),
+    ]);
+  };
+
+  it('a port the capture shows the host answering with a SYN-ACK is open: a client of three services is not blocked, a scanner is at its Nth unanswered port', async () => {
+    const path = file(pcapFile(LINKTYPE.ETHERNET, traffic()));
+    const doc = await json(path, [], CLOSED);
+    expect(doc.decisions.map((d) => [d.source, d.ports, d.port, d.createdMs - T0])).toEqual([['192.0.2.9', [1, 2, 3], 3, S + 40]]);
+    expect(doc.summary.answered).toEqual([
+      { address: VICTIM, port: 22 },
+      { address: VICTIM, port: 80 },
+      { address: VICTIM, port: 443 },
+    ]);
+    // The client's 3 SYNs and the scanner's 2 to open ports; the scanner's 4th closed port is a blocked source's.
+    expect(doc.summary.probes).toEqual({ total: 9, allowlisted: 0, own: 0, fromBlocked: 1, openPort: 5 });
+    expect(doc.settings).toMatchObject({ PW_PORTSCAN_COUNT: 'closed', PW_OPEN_PORTS: [] });
+    // The same capture in all mode: the client is a scanner too, and the scanner is decided at its 3rd port, open or not.
+    expect((await json(path)).decisions.map((d) => [d.source, d.ports])).toEqual([
+      ['192.0.2.20', [22, 80, 443]],
+      ['192.0.2.9', [22, 80, 1]],
+    ]);
+    // The flag says it as the variable does.
+    expect((await json(path, ['--portscan-count', 'closed'])).decisions.map((d) => d.source)).toEqual(['192.0.2.9']);
+    const text = await cli(['replay', path], CLOSED);
+    expect(text.err).toContain('probes 9 (SYN 9, stealth 0, fragment 0): 0 allowlisted, 0 from own addresses, 1 from blocked sources, 5 SYNs to open ports; 1 decisions');
+    expect(text.err).toContain(`closed mode: 3 ports answered with a SYN-ACK in the capture (${VICTIM}:22, ${VICTIM}:80, ${VICTIM}:443); every other port counts as closed unless PW_OPEN_PORTS declares it`);
+  });
+
+  it('open at the address that answered: a SYN-ACK from another address, or to the host, opens nothing; the host\'s outgoing SYN-ACKs in a cooked capture are read', async () => {
+    const frames = byTime([
+      // 10.0.0.2 answers on 1-3; the probes go to VICTIM.
+      ...[1, 2, 3].map((p, i) => synAck('192.0.2.30', p, T0 + i, '10.0.0.2')),
+      // A server elsewhere answering the host's own connection from port 4.
+      { tsMs: T0 + 5, data: tcpFrame('198.51.100.1', VICTIM, 4, 50000, TCP_FLAGS.SYN | TCP_FLAGS.ACK) },
+      ...scan('192.0.2.9', [1, 2, 3, 4], T0 + S, 10),
+    ]);
+    const doc = await json(file(pcapFile(LINKTYPE.ETHERNET, frames)), [], CLOSED);
+    expect(doc.decisions.map((d) => [d.source, d.ports])).toEqual([['192.0.2.9', [1, 2, 3]]]);
+    // tcpdump -i any: the SYN-ACKs are the host's outgoing frames (skipped as probes, read for the ports answered).
+    const ipOnly = (f: CapturedFrame) => f.data.subarray(14);
+    const cooked = traffic().map((f) => ({ ...f, data: sll2(0x0800, ipOnly(f).readUInt32BE(12) === 0x0a000001 ? 4 : 0, ipOnly(f)) }));
+    const c = await json(file(pcapFile(LINKTYPE.LINUX_SLL2, cooked)), [], CLOSED);
+    expect(c.decisions.map((d) => [d.source, d.ports])).toEqual([['192.0.2.9', [1, 2, 3]]]);
+    // The host's 5 SYN-ACKs and 4 RSTs.
+    expect(c.summary.outbound).toBe(9);
+    expect(c.summary.answered?.map((a) => a.port)).toEqual([22, 80, 443]);
+  });
+
+  it('PW_OPEN_PORTS (or --open-ports): declared ports are open whatever the capture shows; in all mode they change nothing', async () => {
+    const path = file(pcapFile(LINKTYPE.ETHERNET, scan('192.0.2.9', [8080, 30000, 30001, 1, 2, 3], T0, 10)));
+    const declared = await json(path, [], { ...CLOSED, PW_OPEN_PORTS: '8080,30000-32767' });
+    expect(declared.decisions.map((d) => [d.ports, d.port])).toEqual([[[1, 2, 3], 3]]);
+    expect(declared.summary.probes.openPort).toBe(3);
+    expect(declared.settings).toMatchObject({ PW_OPEN_PORTS: [[8080, 8080], [30000, 32767]] });
+    expect((await json(path, ['--open-ports', '8080, 30000-30001'], CLOSED)).decisions.map((d) => d.ports)).toEqual([[1, 2, 3]]);
+    expect((await json(path, [], CLOSED)).decisions.map((d) => d.ports)).toEqual([[8080, 30000, 30001]]);
+    expect((await json(path, [], { PW_OPEN_PORTS: '8080,30000-32767' })).decisions.map((d) => d.ports)).toEqual([[8080, 30000, 30001]]);
+  });
+
+  it('stealth and fragment probes count in closed mode, at answered and declared ports alike', async () => {
+    const frames = byTime([
+      ...[22, 80].map((p) => synAck('192.0.2.20', p, T0)),
+      { tsMs: T0 + 10, data: tcpFrame('192.0.2.9', VICTIM, 40000, 22, TCP_FLAGS.FIN) },
+      { tsMs: T0 + 11, data: tcpFrame('192.0.2.9', VICTIM, 40000, 80, 0) },
+      { tsMs: T0 + 12, data: tcpFrame('192.0.2.9', VICTIM, 40000, 8080, TCP_FLAGS.FIN | TCP_FLAGS.PSH | TCP_FLAGS.URG) },
+      ...[22, 80, 8080].map((port, i) => ({ tsMs: T0 + 20 + i, data: synFrame('192.0.2.10', VICTIM, 40000, port, { moreFragments: true, l4Bytes: 8 }) })),
+    ]);
+    const doc = await json(file(pcapFile(LINKTYPE.ETHERNET, frames)), [], { ...CLOSED, PW_OPEN_PORTS: '8080' });
+    expect(doc.decisions.map((d) => [d.source, d.ports])).toEqual([
+      ['192.0.2.9', [22, 80, 8080]],
+      ['192.0.2.10', [22, 80, 8080]],
+    ]);
+    expect(doc.summary.probes.openPort).toBe(0);
+  });
+
+  it('a pipe: closed mode is refused (exit 2 naming PW_PORTSCAN_COUNT: the capture is read twice)', async () => {
+    const fifo = join(dir, 'pipe');
+    execFileSync('mkfifo', [fifo]);
+    const r = await cli(['replay', fifo], CLOSED);
+    expect(r).toMatchObject({ code: 2, out: '' });
+    expect(r.err).toBe(
+      `packetwatchctl: invalid PW_PORTSCAN_COUNT="closed": expected all for ${fifo}, which is not a regular file: closed mode reads the capture twice (the ports the host answered, then the rule); write it to a file first (tcpdump -w file)\n`,
+    );
+  });
+});
+
+describe('replay: escalating blocks (PW_BLOCK_TTL_FACTOR, PW_BLOCK_TTL_MAX)', () => {
+  it('a source detected again after its block lapsed within the capture gets the next step: 10 s, 20 s, then the maximum 30 s', async () => {
+    const frames = byTime([
+      ...scan('192.0.2.9', [1, 2, 3], T0, 10),
+      // While the first block holds: the blocked source's.
+      ...scan('192.0.2.9', [4, 5, 6], T0 + 5 * S, 10),
+      ...scan('192.0.2.9', [7, 8, 9], T0 + 11 * S, 10),
+      ...scan('192.0.2.9', [10, 11, 12], T0 + 40 * S, 10),
+      // Another source's first offence.
+      ...scan('192.0.2.10', [1, 2, 3], T0 + 41 * S, 10),
+    ]);
+    const path = file(pcapFile(LINKTYPE.ETHERNET, frames));
+    const doc = await json(path, ['--block-ttl', '10s', '--block-ttl-max', '30s'], { PW_BLOCK_TTL_FACTOR: '2' });
+    const at = (ms: number) => new Date(T0 + ms).toISOString();
+    expect(doc.decisions.map((d) => [d.source, d.offence, d.createdMs - T0, d.expires])).toEqual([
+      ['192.0.2.9', 1, 20, at(20 + 10 * S)],
+      ['192.0.2.9', 2, 11 * S + 20, at(11 * S + 20 + 20 * S)],
+      ['192.0.2.9', 3, 40 * S + 20, at(40 * S + 20 + 30 * S)],
+      ['192.0.2.10', 1, 41 * S + 20, at(41 * S + 20 + 10 * S)],
+    ]);
+    expect(doc.summary.probes.fromBlocked).toBe(3);
+    expect(doc.settings).toMatchObject({ PW_BLOCK_TTL: 10, PW_BLOCK_TTL_FACTOR: '2', PW_BLOCK_TTL_MAX: 30 });
+    // Factor 1 (the default): every offence is counted, each for PW_BLOCK_TTL.
+    const flat = await json(path, ['--block-ttl', '10s']);
+    expect(flat.decisions.map((d) => [d.offence, d.expires])).toEqual([
+      [1, at(20 + 10 * S)],
+      [2, at(11 * S + 20 + 10 * S)],
+      [3, at(40 * S + 20 + 10 * S)],
+      [1, at(41 * S + 20 + 10 * S)],
+    ]);
+  });
+
+  it('a block beyond the blocks-per-minute budget lasts the short TTL, and its offence counts', async () => {
+    const frames = byTime([...scan('192.0.2.1', [1, 2, 3], T0, 10), ...scan('192.0.2.9', [1, 2, 3], T0 + S, 10), ...scan('192.0.2.9', [4, 5, 6], T0 + 120 * S, 10)]);
+    const doc = await json(file(pcapFile(LINKTYPE.ETHERNET, frames)), ['--block-ttl', '100s', '--max-blocks-per-minute', '1', '--capped-block-ttl', '5s'], { PW_BLOCK_TTL_FACTOR: '3' });
+    expect(doc.decisions.map((d) => [d.source, d.offence, d.capped, d.expires])).toEqual([
+      ['192.0.2.1', 1, false, new Date(T0 + 20 + 100 * S).toISOString()],
+      ['192.0.2.9', 1, true, new Date(T0 + S + 20 + 5 * S).toISOString()],
+      ['192.0.2.9', 2, false, new Date(T0 + 120 * S + 20 + 300 * S).toISOString()],
+    ]);
   });
 });
 
@@ -219,6 +364,11 @@ describe('replay: errors', () => {
     [[], { PW_BLOCK_TTL: 'forever' }, 'PW_BLOCK_TTL'],
     [[], { PW_IPV6_PREFIX: '129' }, 'PW_IPV6_PREFIX'],
     [[], { PW_ALLOWLIST: '192.0.2.0/24,not-an-address' }, 'PW_ALLOWLIST'],
+    [['--portscan-count', 'open'], {}, 'PW_PORTSCAN_COUNT'],
+    [[], { PW_PORTSCAN_COUNT: 'closed', PW_OPEN_PORTS: '8080,0-10' }, 'PW_OPEN_PORTS'],
+    [['--open-ports', '9000-8000'], {}, 'PW_OPEN_PORTS'],
+    [[], { PW_BLOCK_TTL: '10s', PW_BLOCK_TTL_FACTOR: '0.5' }, 'PW_BLOCK_TTL_FACTOR'],
+    [['--block-ttl', '10s', '--block-ttl-max', '5s'], {}, 'PW_BLOCK_TTL_MAX'],
   ])('%j %j: exit 2 naming %s', async (flags, env, name) => {
     const path = file(pcapFile(LINKTYPE.ETHERNET, scan('192.0.2.9', [1, 2, 3], T0, 10)));
     const r = await cli(['replay', ...flags, path], env);
