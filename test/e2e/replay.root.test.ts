@@ -152,7 +152,7 @@ describe('replay: a capture of live traffic gives the decisions the live service
     expect(doc.summary.capture).toMatchObject({ format: 'pcap', linkTypes: [linkType] });
     // What the XDP program dropped never reached the tap: each probe in the capture is an event the probe reported.
     expect(doc.summary.classes.syn! + doc.summary.classes.stealth!).toBe(eventsDuring);
-    expect(doc.summary.probes).toEqual({ total: eventsDuring, allowlisted: 0, own: 0, fromBlocked: 0 });
+    expect(doc.summary.probes).toEqual({ total: eventsDuring, allowlisted: 0, own: 0, fromBlocked: 0, openPort: 0 });
     expect(doc.summary.classes.malformed).toBe(0);
     expect(doc.summary.unreadable).toEqual({});
   });
@@ -171,5 +171,114 @@ describe('replay: a capture of live traffic gives the decisions the live service
     expect(by128.decisions.map((d) => d.source).sort()).toEqual([sourceOf(net, 0), sourceOf(net, 1)].sort());
     const high = JSON.parse((await ctl(['replay', '--json', '--port-threshold', '41', ethernetFile], SETTINGS)).stdout) as ReplayJson;
     expect(high.decisions).toEqual([]);
+  });
+});
+
+// Closed mode (PW_PORTSCAN_COUNT=closed): the live services count a SYN only
+// when nothing in the victim namespace accepts its port (the XDP program
+// asks the kernel); replay learns the open ports from the capture, where
+// the host answered SYNs with SYN-ACKs, so the capture is of both directions
+// (tcpdump's default). A benign client uses the three services (and a port
+// declared open, which refuses it), an nmap SYN scan covers the services and
+// closed ports: replay in closed mode prints exactly the live decisions; in
+// all mode the client is a scanner too.
+describe('replay in closed mode: the ports the capture shows answered are open, as the kernel found them', () => {
+  const SERVICES = [8086, 8087, 8088];
+  const PUBLISHED = 9000;
+  const CLOSED_SETTINGS = { ...SETTINGS, PW_PORTSCAN_COUNT: 'closed', PW_OPEN_PORTS: String(PUBLISHED) };
+  const clientOf = (pair: NamespacePair) => pair.attackerAddr.replace(/\.2$/, '.20');
+  const scannerOf = (pair: NamespacePair) => pair.attackerAddr.replace(/\.2$/, '.21');
+  const stack = stackPerDescribe({
+    slot: 39,
+    ports: SERVICES,
+    env: { ...CLOSED_SETTINGS, PW_LOG_FORMAT: 'table' },
+    attackerAddresses: (pair) => [clientOf(pair), scannerOf(pair)],
+    timeoutMs: SLOW_MS,
+  });
+  let net: NamespacePair;
+  let svc: Services;
+  const dir = mkdtempSync(join(tmpdir(), 'pw-replay-closed-'));
+  const file = join(dir, 'veth.pcap');
+  /** SYNs the probe reported as to an open port during the traffic. */
+  let openDuring = 0;
+
+  beforeAll(async () => {
+    ({ net, svc } = stack());
+    await waitFor('the probe running closed mode', async () => ((await svc.probeStatus()).scanConfig?.countClosed ? true : undefined), SLOW_MS);
+    const tcpdump = await capture(net, net.victimIf, file);
+    const { events: before, openPortSyn: openBefore } = (await svc.probeStatus()).counters!;
+    // The client: each service twice, and the declared port (nothing listens: refused).
+    const bodies: string[] = [];
+    for (const port of [...SERVICES, ...SERVICES, PUBLISHED]) {
+      const r = await net.inAttacker('curl', ['-s', '--connect-timeout', '10', '--interface', clientOf(net), `http://${net.victimAddr}:${port}/`]);
+      bodies.push(r.code === 0 ? r.stdout : `exit ${r.code}`);
+    }
+    expect(bodies).toEqual([...Array<string>(6).fill('pong'), 'exit 7']);
+    // The scanner: the services and closed ports, in nmap's order.
+    const nmap = ['-n', '-Pn', '-e', net.attackerIf, '-S', scannerOf(net), '--max-retries', '0', '-sS', '-p', `1-40,${SERVICES.join(',')}`, net.victimAddr];
+    expect((await net.inAttacker('taskset', ['-c', CPU, 'nmap', ...nmap], 120_000)).code).toBe(0);
+    await waitFor(
+      'the policy has every event, and its decision',
+      async () => {
+        const [probe, policy] = await Promise.all([svc.probeStatus(), svc.policyStatus()]);
+        if (!(probe.queueDepth === 0 && policy.eventsReceived === probe.eventsSent && probe.counters!.events > before)) return undefined;
+        return (await listAllDecisions(svc.policyClient, true)).length > 0 ? true : undefined;
+      },
+      SLOW_MS,
+    );
+    openDuring = Number((await svc.probeStatus()).counters!.openPortSyn - openBefore);
+    const marker = Buffer.from(`packetwatch replay closed-mode test: end of traffic ${process.pid}`);
+    net.sendFromAttacker([ipFrame({ src: net.attackerAddr, dst: net.victimAddr, udp: { sport: 9, dport: 9, payload: marker } })]);
+    await waitFor('the end of the traffic in the capture', () => (readFileSync(file).includes(marker) ? true : undefined), SLOW_MS);
+    await tcpdump.stop('SIGINT');
+  }, 300_000);
+
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const replayed = (doc: ReplayJson) => doc.decisions.map((d) => ({ source: d.source, ports: [...d.ports].sort((a, b) => a - b) })).sort((a, b) => a.source.localeCompare(b.source));
+  const replayJson = async (env: Record<string, string>) => {
+    const r = await ctl(['replay', '--json', file], env);
+    expect(r).toMatchObject({ code: 0, stderr: '' });
+    return JSON.parse(r.stdout) as ReplayJson & { summary: { answered: { address: string; port: number }[] | null; probes: { openPort: number } } };
+  };
+
+  it('the live services decided on the scanner alone, at closed ports', async () => {
+    const live = await listAllDecisions(svc.policyClient, true);
+    expect(live.map((d) => d.ip)).toEqual([scannerOf(net)]);
+    const ports = /^port scan: 3 ports \(([\d, ]+)\) within /.exec(live[0]!.reason)![1]!.split(', ').map(Number);
+    for (const p of ports) expect(SERVICES).not.toContain(p);
+  });
+
+  it('replay with PW_PORTSCAN_COUNT=closed prints exactly the live decisions, having learned the services from the SYN-ACKs', async () => {
+    const live = (await listAllDecisions(svc.policyClient, true)).map((d) => ({
+      source: d.ip,
+      ports: /^port scan: 3 ports \(([\d, ]+)\) within /.exec(d.reason)![1]!.split(', ').map(Number).sort((a, b) => a - b),
+    }));
+    const doc = await replayJson(CLOSED_SETTINGS);
+    expect(doc.error).toBeNull();
+    expect(replayed(doc)).toEqual(live);
+    expect(doc.summary.answered).toEqual(SERVICES.map((port) => ({ address: net.victimAddr, port })));
+    // The client's 7 SYNs (the services and the declared port) and the scanner's to the services before its block: the probe's open-port SYNs.
+    expect(openDuring).toBeGreaterThanOrEqual(7);
+    expect(doc.summary.probes.openPort).toBe(openDuring);
+    const text = await ctl(['replay', file], CLOSED_SETTINGS);
+    expect(text.stdout).toBe(`${[header(), ...doc.decisions.map((d) => row({ timeMs: d.createdMs, kind: 'blacklist', source: d.source, port: 0 }))].join('\n')}\n`);
+    expect(text.stderr).toContain(`closed mode: 3 ports answered with a SYN-ACK in the capture (${SERVICES.map((p) => `${net.victimAddr}:${p}`).join(', ')})`);
+  });
+
+  it('the setting matters: in all mode replay blocks the benign client at its third service', async () => {
+    const doc = await replayJson(SETTINGS);
+    const client = replayed(doc).find((d) => d.source === clientOf(net));
+    expect(client).toEqual({ source: clientOf(net), ports: SERVICES });
+    expect(doc.summary.answered).toBeNull();
+  });
+
+  it('a capture read from a pipe is refused in closed mode: exit 2 naming PW_PORTSCAN_COUNT', async () => {
+    const r = await run('sh', ['-c', `cat '${file}' | '${process.execPath}' '${CLI}' replay /dev/stdin`], { env: { ...process.env, ...CLOSED_SETTINGS } }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+    );
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^packetwatchctl: invalid PW_PORTSCAN_COUNT="closed": expected all for \/dev\/stdin, which is not a regular file/);
   });
 });
