@@ -554,13 +554,27 @@ export function buildProgram(io: Io, exec: (action: (ctx: Context) => Promise<nu
   /** Each setting's flag by commander's attribute name. */
   const settingFlags = new Map<string, string>();
   for (const s of Object.values(replaySettings)) {
-    const o = new Option(`--${s.flag} <value>`, `${s.describe} (${s.env}; default ${s.default === '' ? 'none' : String(s.default)})`);
+    const o = new Option(`--${s.flag} <value>`, `${s.describe} (${s.env}; default ${String(s.default) === '' ? 'none' : String(s.default)})`);
     settingFlags.set(o.attributeName(), s.flag);
     replayCmd.addOption(o);
   }
   replayCmd.option(
     '--own-addresses <list>',
     "the capture's host's own addresses, comma-separated: with PW_WHITELIST_SELF their probes are not counted, as a probe's own addresses are not (default none)",
+  );
+  replayCmd.addHelpText(
+    'after',
+    [
+      '',
+      'Closed mode (PW_PORTSCAN_COUNT=closed): a capture does not say which sockets',
+      'listened, so a port counts as open where the capture shows the host answering',
+      'a SYN to it with a SYN-ACK (from the probed address), or where PW_OPEN_PORTS',
+      'declares it; a port never answered in the capture counts as closed. Capture',
+      "both directions (tcpdump's default, not -Q in). The file is read twice: a",
+      'pipe is refused (exit 2).',
+      'Escalation (PW_BLOCK_TTL_FACTOR, PW_BLOCK_TTL_MAX): a source detected again',
+      "after its block lapsed within the capture gets its next offence's TTL.",
+    ].join('\n'),
   );
   replayCmd.action(
     act((ctx, path: string, opts: Record<string, string | undefined>) => {
