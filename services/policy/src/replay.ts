@@ -105,7 +105,10 @@ export class ReplayPorts {
    */
   stateOf(syn: boolean, buf: Uint8Array, at: number, port: number): PortState {
     if (!this.closedMode || !syn) return PortState.Unknown;
-    for (const [first, last] of this.declared) if (port >= first && port <= last) return PortState.Open;
+    for (let i = 0; i < this.declared.length; i++) {
+      const r = this.declared[i]!;
+      if (port >= r[0] && port <= r[1]) return PortState.Open;
+    }
     const by = this.#answered.get(port);
     return by?.has(sourceKey(buf, at)) ? PortState.Open : PortState.Closed;
   }
