@@ -157,12 +157,15 @@ export class BpfMap {
    * The entries through BPF_MAP_LOOKUP_BATCH, one chunk (up to `chunk`
    * entries, one syscall) at a time, so that a caller can pause between
    * chunks (a walk of a large map that must not hold up an event loop).
-   * Throws where the map type lacks batch operations.
+   * A hash map hands out a bucket whole: a chunk holds more than `chunk`
+   * entries when one bucket does (the kernel says ENOSPC, and the call is
+   * made again with room for it). Throws where the map type lacks batch
+   * operations.
    */
   *lookupChunks(chunk = BATCH_CHUNK): IterableIterator<[Buffer, Buffer][]> {
     let token: Buffer | null = null;
     for (;;) {
-      const r = call(() => native.mapLookupBatch(this.fd, token, this.keySize, this.valueBufferSize, chunk));
+      const r = this.#lookupBatch(token, chunk);
       const out: [Buffer, Buffer][] = [];
       for (let i = 0; i < r.count; i++) {
         out.push([
@@ -173,6 +176,17 @@ export class BpfMap {
       if (out.length > 0) yield out;
       if (r.done) return;
       token = r.token;
+    }
+  }
+
+  /** One BPF_MAP_LOOKUP_BATCH of up to `count` entries from `token`, with room made for a bucket larger than that. */
+  #lookupBatch(token: Buffer | null, count: number): ReturnType<typeof native.mapLookupBatch> {
+    for (let room = count; ; room *= 2) {
+      try {
+        return call(() => native.mapLookupBatch(this.fd, token, this.keySize, this.valueBufferSize, room));
+      } catch (e) {
+        if (!(e instanceof BpfError && e.code === 'ENOSPC') || room >= this.maxEntries) throw e;
+      }
     }
   }
 
