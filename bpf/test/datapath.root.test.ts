@@ -104,6 +104,18 @@ function harnessPerDescribe(dropMode: DropMode, setUp: (h: Harness) => void = ()
   return () => h;
 }
 
+/** Runs body on a Datapath loaded with opts and its ring buffer reader, both closed afterwards. */
+function withDatapath(opts: Parameters<typeof Datapath.load>[0], body: (dp: Datapath, r: RingBufferReader) => void): void {
+  const dp = Datapath.load(opts);
+  const reader = dp.reader();
+  try {
+    body(dp, reader);
+  } finally {
+    reader.close();
+    dp.close();
+  }
+}
+
 function expectPassNoEvent(o: Outcome, counter: keyof Counters | undefined): void {
   expect(o.verdict).toBe(XDP_PASS);
   expect(o.events).toEqual([]);
@@ -747,16 +759,6 @@ describe('in-kernel scan detection', () => {
     const { retval } = dp.program.testRun({ data: frame });
     return { verdict: retval, scans: [...reader.consume()].map((r) => synEventCodec.read(r, 0).scan) };
   };
-  const withDatapath = (opts: Parameters<typeof Datapath.load>[0], body: (dp: Datapath, r: RingBufferReader) => void) => {
-    const dp = Datapath.load(opts);
-    const reader = dp.reader();
-    try {
-      body(dp, reader);
-    } finally {
-      reader.close();
-      dp.close();
-    }
-  };
 
   it('is off by default: no scan verdicts, no kernel blocks', () => {
     withDatapath({}, (dp, r) => {
@@ -1099,16 +1101,6 @@ describe('closed mode: a SYN counts only when nothing on the host accepts its po
   const events = (dp: Datapath, r: RingBufferReader, frame: Buffer) => {
     const { retval } = dp.program.testRun({ data: frame });
     return { verdict: retval, events: [...r.consume()].map((b) => synEventCodec.read(b, 0)).map((e) => ({ port: e.dport, state: e.portState, scan: e.scan })) };
-  };
-  const withDatapath = (opts: Parameters<typeof Datapath.load>[0], body: (dp: Datapath, r: RingBufferReader) => void) => {
-    const dp = Datapath.load(opts);
-    const reader = dp.reader();
-    try {
-      body(dp, reader);
-    } finally {
-      reader.close();
-      dp.close();
-    }
   };
 
   it('marks a SYN to a listening port open (IPv4 and IPv6, a specific and a wildcard listener) and one to a port without a listener closed, and counts the open ones', async () => {

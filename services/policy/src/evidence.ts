@@ -92,22 +92,39 @@ export function detectionProbes(det: Detection, key: SourceKey, keys: SourceKeys
   const from = kernelAlone ? det.tsMs - rule.windowSeconds * 1000 : det.firstMs;
   const to = Math.max(det.lastMs, det.tsMs);
   // An open port's SYN (closed mode) counted for neither engine: never evidence.
-  const seen = feed.connections(from, (addrs, at) => keys.at(addrs, at) === key).filter((e) => e.timeMs <= to && countsTowardRules(e.portState ?? KernelPortState.Unknown));
+  // Newest first, so that the walk of the feed stops as soon as every
+  // target has its latest hit (a detection is made at its newest probe).
+  function* seen(): Generator<FeedEvent> {
+    for (const e of feed.connections(from, (addrs, at) => keys.at(addrs, at) === key)) {
+      // An open port's SYN (closed mode) counted for neither engine: never evidence.
+      if (e.timeMs <= to && countsTowardRules(e.portState ?? KernelPortState.Unknown)) yield e;
+    }
+  }
   if (kernelAlone) {
     // The latest hit of each distinct port, the last N of them.
     const latest = new Map<number, FeedEvent>();
-    for (const e of seen) {
-      latest.delete(e.port);
-      latest.set(e.port, e);
+    for (const e of seen()) {
+      if (!latest.has(e.port)) latest.set(e.port, e);
+      if (latest.size === rule.portThreshold) break;
     }
-    const out = [...latest.values()].slice(-rule.portThreshold).map(probeOf);
+    const out = [...latest.values()].reverse().map(probeOf);
     return out.length ? bound(out) : [{ timeMs: det.tsMs, port: det.port, kind: 'unknown', probeId: '', address: '', portState: 'unknown' }];
   }
   const targets = det.pairs ? det.pairs.map((p) => ({ port: p.port, probeId: probes.numbers.idOf(p.probe) })) : det.ports.map((port) => ({ port, probeId: undefined as string | undefined }));
+  const hits: (FeedEvent | undefined)[] = targets.map(() => undefined);
+  let missing = targets.length;
+  for (const e of seen()) {
+    targets.forEach((t, i) => {
+      if (hits[i] === undefined && e.port === t.port && (t.probeId === undefined || e.probeId === t.probeId)) {
+        hits[i] = e;
+        missing--;
+      }
+    });
+    if (missing === 0) break;
+  }
   return bound(
-    targets.map((t) => {
-      let hit: FeedEvent | undefined;
-      for (const e of seen) if (e.port === t.port && (t.probeId === undefined || e.probeId === t.probeId)) hit = e;
+    targets.map((t, i) => {
+      const hit = hits[i];
       return hit ? probeOf(hit) : { timeMs: undefined, port: t.port, kind: 'unknown', probeId: t.probeId ?? '', address: '', portState: 'unknown' as const };
     }),
   );

@@ -113,19 +113,17 @@ export class Feed {
 
   /**
    * Recent connections at or after sinceMs whose source address (the 16
-   * bytes at `at` of `addrs`) `match` takes, oldest first; only those are
-   * formatted (the evidence of a decision: evidence.ts).
+   * bytes at `at` of `addrs`) `match` takes, newest first, as the caller
+   * takes them: only those are formatted, and a caller that has what it
+   * needs stops the walk (the evidence of a decision: evidence.ts).
    */
-  connections(sinceMs: number, match: (addrs: Uint8Array, at: number) => boolean): FeedEvent[] {
+  *connections(sinceMs: number, match: (addrs: Uint8Array, at: number) => boolean): Generator<FeedEvent> {
     const n = this.#capacity;
-    const out: FeedEvent[] = [];
-    const first = (this.#next - this.#size + n) % n;
-    for (let i = 0; i < this.#size; i++) {
-      const slot = (first + i) % n;
+    for (let i = 1; i <= this.#size; i++) {
+      const slot = (this.#next - i + n) % n;
       if (this.#objects[slot] || !(this.#times[slot]! >= sinceMs) || !match(this.#addrs, slot * ADDR_LEN)) continue;
-      out.push(this.#event(slot));
+      yield this.#event(slot);
     }
-    return out;
   }
 
   #claim(): number {
