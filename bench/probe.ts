@@ -221,60 +221,6 @@ interface LeanBatch {
   records: Buffer;
 }
 
-type Incoming = { batch: LeanBatch } | { other: ProbeMessage };
-
-function readVarint(b: Buffer, at: number): [value: number, next: number] {
-  let value = 0;
-  let scale = 1;
-  for (let pos = at; pos < b.length && pos < at + 10; pos++) {
-    const byte = b[pos] ?? 0;
-    value += (byte & 0x7f) * scale;
-    scale *= 128;
-    if (byte < 0x80) return [value, pos + 1];
-  }
-  throw new BenchError('malformed varint in a ProbeMessage');
-}
-
-// Field numbers and wire types of packetwatch.v1 ProbeMessage.events and EventBatch.
-const EVENTS_TAG = (2 << 3) | 2;
-const BATCH_FIELD = { count: 1, records: 3, lostEvents: 4, firstSequence: 5 } as const;
-
-/**
- * Reads an event batch without the generated decoder, which copies every
- * batch's records into a fresh buffer: at a million events a second that
- * garbage made the receiver spend a fifth of its time collecting, on a
- * machine whose CPUs it shares with the probe. Anything else (the hello,
- * address updates, or a batch with fields this does not expect) goes to the
- * generated decoder.
- */
-function leanDeserialize(decode: (b: Buffer) => ProbeMessage): (b: Buffer) => Incoming {
-  return (b) => {
-    if (b[0] !== EVENTS_TAG) return { other: decode(b) };
-    const [len, start] = readVarint(b, 1);
-    const end = start + len;
-    const batch: LeanBatch = { count: 0, lost: 0, firstSequence: 0, records: b.subarray(0, 0) };
-    let pos = start;
-    while (pos < end) {
-      const [tag, afterTag] = readVarint(b, pos);
-      const field = tag >>> 3;
-      if ((tag & 7) === 2 && field === BATCH_FIELD.records) {
-        const [n, at] = readVarint(b, afterTag);
-        batch.records = b.subarray(at, at + n);
-        pos = at + n;
-      } else if ((tag & 7) === 0) {
-        const [v, next] = readVarint(b, afterTag);
-        if (field === BATCH_FIELD.count) batch.count = v;
-        else if (field === BATCH_FIELD.lostEvents) batch.lost = v;
-        else if (field === BATCH_FIELD.firstSequence) batch.firstSequence = v;
-        pos = next;
-      } else {
-        return { other: decode(b) };
-      }
-    }
-    return { batch };
-  };
-}
-
 /**
  * The policy end of the Report stream, reduced to counting: per batch it
  * reads count, lost_events and first_sequence and never decodes a record,
@@ -313,16 +259,11 @@ class Receiver {
   async start(): Promise<void> {
     const { grpc, proto } = this.libs;
     const server = new grpc.Server();
-    const generated = proto.PolicyService.report;
-    const service = { report: { ...generated, requestDeserialize: leanDeserialize(generated.requestDeserialize) } };
+    const service = { report: { ...proto.PolicyService.report, requestDeserialize: proto.deserializeProbeMessage } };
     const impl = {
-      report: (call: grpcTypes.ServerDuplexStream<Incoming, PolicyMessage>) => {
-        call.on('data', (msg: Incoming) => {
-          if ('batch' in msg) {
-            this.#onBatch(msg.batch);
-            return;
-          }
-          const m = msg.other.message;
+      report: (call: grpcTypes.ServerDuplexStream<ProbeMessage, PolicyMessage>) => {
+        call.on('data', (msg: ProbeMessage) => {
+          const m = msg.message;
           if (m?.$case === 'events') {
             const v = m.value;
             this.#onBatch({ count: v.count, lost: Number(v.lostEvents), firstSequence: Number(v.firstSequence), records: v.records });

@@ -14,7 +14,7 @@ import {
   usage,
   warnUnknownVariables,
 } from '@packetwatch/common';
-import { PROTO_FILES, PROTO_ROOT, PolicyService } from '@packetwatch/proto';
+import { PROTO_FILES, PROTO_ROOT, PolicyService, deserializeProbeMessage } from '@packetwatch/proto';
 import { Allowlist } from './allowlist.js';
 import { policySettings, probeConfigOf, validate } from './config.js';
 import { Decisions } from './decisions.js';
@@ -27,7 +27,6 @@ import { Retention } from './retention.js';
 import { SourceKeys } from './sourcekey.js';
 import { POLICY_ROLES, policyService } from './service.js';
 import { DecisionStore, StoreOpenError } from './store.js';
-import { deserializeProbeMessage } from './wire.js';
 import { banner, header, row } from './table.js';
 
 const NAME = 'packetwatch-policy';
@@ -146,7 +145,7 @@ runMain(NAME, async () => {
     tcp: tcpEndpoint?.kind === 'tcp' ? { endpoint: tcpEndpoint, tls, insecure: c.insecureTcp } : undefined,
     services: [
       {
-        definition: { ...PolicyService, report: { ...PolicyService.report, requestDeserialize: deserializeProbeMessage(PolicyService.report.requestDeserialize) } },
+        definition: { ...PolicyService, report: { ...PolicyService.report, requestDeserialize: deserializeProbeMessage } },
         implementation: policyService({
           detector,
           decisions,

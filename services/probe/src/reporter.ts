@@ -4,58 +4,11 @@
 // capped exponential backoff.
 import * as grpc from '@grpc/grpc-js';
 import { type Endpoint, type Logger, type TlsFiles, channelCredentials, endpointTarget } from '@packetwatch/common';
-import { EventBatch, type PolicyMessage, PolicyService, type ProbeConfig, type ProbeHello, ProbeMessage } from '@packetwatch/proto';
+import { type PolicyMessage, PolicyService, type ProbeConfig, type ProbeHello, type ProbeMessage, serializeProbeMessage } from '@packetwatch/proto';
 import type { EventQueue } from './queue.js';
 
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 5000;
-
-// Field numbers in packetwatch/v1/policy.proto and common.proto; the test
-// checks the result against the generated decoder.
-const PROBE_MESSAGE_EVENTS = 2;
-const EVENT_BATCH_RECORDS = 3;
-const WIRE_LENGTH_DELIMITED = 2;
-const NO_RECORDS = Buffer.alloc(0);
-
-function varintSize(n: number): number {
-  let size = 1;
-  for (; n >= 0x80; n = Math.floor(n / 0x80)) size++;
-  return size;
-}
-
-function writeVarint(buf: Buffer, pos: number, n: number): number {
-  for (; n >= 0x80; n = Math.floor(n / 0x80)) buf[pos++] = (n % 0x80) | 0x80;
-  buf[pos++] = n;
-  return pos;
-}
-
-/**
- * Encodes a ProbeMessage as the generated encoder does, except that an event
- * batch's records are copied once, into a buffer of the exact size. The
- * generated encoder grows its buffer by doubling, copies the records into it
- * and then copies the whole message twice more (finish, Buffer.from): for
- * every ~57 KB batch that was several large allocations whose garbage
- * collection took much of the probe's CPU at high event rates (make
- * bench-probe). The other fields still go through the generated encoder, so
- * a field added to EventBatch is not dropped here; records are written last,
- * which protobuf parsers accept (fields may come in any order).
- */
-export function serializeProbeMessage(msg: ProbeMessage): Buffer {
-  if (msg.message?.$case !== 'events' || msg.message.value.records.length === 0) return Buffer.from(ProbeMessage.encode(msg).finish());
-  const records = msg.message.value.records;
-  const head = EventBatch.encode({ ...msg.message.value, records: NO_RECORDS }).finish();
-  const batchSize = head.length + 1 + varintSize(records.length) + records.length;
-  const out = Buffer.allocUnsafe(1 + varintSize(batchSize) + batchSize);
-  let pos = 0;
-  out[pos++] = (PROBE_MESSAGE_EVENTS << 3) | WIRE_LENGTH_DELIMITED;
-  pos = writeVarint(out, pos, batchSize);
-  out.set(head, pos);
-  pos += head.length;
-  out[pos++] = (EVENT_BATCH_RECORDS << 3) | WIRE_LENGTH_DELIMITED;
-  pos = writeVarint(out, pos, records.length);
-  records.copy(out, pos);
-  return out;
-}
 
 export interface ReporterStats {
   connected: boolean;

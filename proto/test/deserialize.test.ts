@@ -1,9 +1,8 @@
-import { ProbeMessage } from '@packetwatch/proto';
+import { ProbeMessage, deserializeProbeMessage } from '@packetwatch/proto';
 import { describe, expect, it } from 'vitest';
-import { deserializeProbeMessage } from '../src/wire.js';
 
 const generated = (b: Buffer) => ProbeMessage.decode(b);
-const decode = deserializeProbeMessage(generated);
+const decode = deserializeProbeMessage;
 const encode = (m: ProbeMessage) => Buffer.from(ProbeMessage.encode(m).finish());
 
 const records = Buffer.from(Array.from({ length: 56 * 3 }, (_, i) => i & 0xff));

@@ -1,9 +1,8 @@
 // The Report stream's own serializer must produce messages the generated
 // decoder reads back as they were sent: every field, at every length class
 // of the varints it writes itself.
-import { PolicyService, type ProbeMessage } from '@packetwatch/proto';
+import { PolicyService, type ProbeMessage, serializeProbeMessage } from '@packetwatch/proto';
 import { describe, expect, it } from 'vitest';
-import { serializeProbeMessage } from '../src/reporter.js';
 
 const decode = (b: Buffer) => PolicyService.report.requestDeserialize(b);
 const generated = (m: ProbeMessage) => PolicyService.report.requestSerialize(m);
