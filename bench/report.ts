@@ -99,8 +99,8 @@ export function rateLabel(r: number): string {
 
 /** The Command, Date and Machine lines every BENCHMARKS.md section starts with; load: the 1-minute load average when the bench started, if it reports one. */
 export function sectionFacts(name: string, date: string, m: Machine, load?: number, extra = ''): string[] {
-  const loadText = load === undefined ? '' : `; 1-minute load average ${load.toFixed(2)} when the bench started`;
-  return [`- Command: \`make bench-${name}\` (as root, after \`make build\`)`, `- Date: ${date}`, `- Machine: ${machineText(m)}${loadText}${extra}`];
+  const loadText = load === undefined ? '' : `; load average ${load.toFixed(2)} at the start`;
+  return [`- Command: \`sudo make bench-${name}\` (after \`make build\`)`, `- Date: ${date}`, `- Machine: ${machineText(m)}${loadText}${extra}`];
 }
 
 /** Thousands separators, as the tables and sections print counts. */
@@ -108,30 +108,123 @@ export function count(n: number | bigint): string {
   return n.toLocaleString('en-US');
 }
 
-/** A fixed-width text table: numeric columns right-aligned, the others left-aligned. */
-export function table(header: readonly string[], rows: readonly (readonly string[])[], numeric: readonly boolean[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));
-  const line = (cells: readonly string[]) =>
-    cells
-      .map((c, i) => (numeric[i] ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0)))
-      .join('  ')
-      .trimEnd();
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+/** The longest line BENCHMARKS.md and docs/performance.md hold (lines under 120 characters: one screen's width). */
+export const MAX_LINE = 119;
+
+/** Text in lines of at most `width` characters, broken between words; lines after the first start with `indent`. */
+export function wrapText(text: string, width: number, indent = ''): string[] {
+  const out: string[] = [];
+  let line = '';
+  for (const word of text.trim().split(/\s+/)) {
+    if (line && line.length + 1 + word.length > width - (out.length ? indent.length : 0)) {
+      out.push(line);
+      line = '';
+    }
+    line = line ? `${line} ${word}` : word;
+  }
+  out.push(line);
+  return out.map((l, i) => (i ? indent + l : l));
 }
 
-/** Writes bench/results/<name>.json; returns its path. */
-export function writeResults(name: string, entries: readonly ResultEntry[]): string {
+const longestWord = (s: string) => Math.max(0, ...s.split(/\s+/).map((w) => w.length));
+
+/**
+ * A fixed-width text table: numeric columns right-aligned, the others left-aligned. Wider than maxWidth, it
+ * wraps its headers first, then its text cells (between words), never a numeric cell.
+ */
+export function table(header: readonly string[], rows: readonly (readonly string[])[], numeric: readonly boolean[], maxWidth = MAX_LINE): string {
+  const cells = (i: number) => rows.map((r) => r[i] ?? '');
+  const widths = header.map((h, i) => Math.max(h.length, ...cells(i).map((c) => c.length)));
+  const cellMax = (i: number, f: (c: string) => number) => Math.max(0, ...cells(i).map(f));
+  const len = (c: string) => c.length;
+  // What a column may narrow to, in turn: its header wrapped, its text cells wrapped, then both cut within words.
+  const narrowest = [
+    header.map((h, i) => Math.max(longestWord(h), cellMax(i, len))),
+    header.map((h, i) => Math.max(longestWord(h), cellMax(i, numeric[i] ? len : longestWord))),
+    header.map((_, i) => Math.max(1, cellMax(i, numeric[i] ? len : longestWord))),
+    header.map((_, i) => Math.max(1, numeric[i] ? cellMax(i, len) : 1)),
+  ];
+  for (const least of narrowest) {
+    while (widths.reduce((a, w) => a + w + 2, -2) > maxWidth) {
+      const k = widths.reduce((best, w, i) => (w > (least[i] ?? w) && (best < 0 || w > (widths[best] ?? 0)) ? i : best), -1);
+      if (k < 0) break;
+      widths[k]!--;
+    }
+  }
+  const wrap = (s: string, w: number) => (s.length <= w ? [s] : wrapText(s, w).flatMap((l) => l.match(new RegExp(`.{1,${w}}`, 'g')) ?? ['']));
+  const lines = (row: readonly string[], bottom = false): string[] => {
+    const parts = widths.map((w, i) => wrap(row[i] ?? '', w));
+    const height = Math.max(...parts.map((p) => p.length));
+    const at = (p: string[], j: number) => (bottom ? p[j - height + p.length] : p[j]) ?? '';
+    return Array.from({ length: height }, (_, j) =>
+      parts
+        .map((p, i) => (numeric[i] ? at(p, j).padStart(widths[i]!) : at(p, j).padEnd(widths[i]!)))
+        .join('  ')
+        .trimEnd(),
+    );
+  };
+  return [...lines(header, true), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.flatMap((r) => lines(r))].join('\n');
+}
+
+/** A table as table() printed it, fitted again to MAX_LINE; other text as it was. */
+function fitTable(block: readonly string[]): string[] {
+  const rule = block.findIndex((l) => /^-+( {2}-+)*$/.test(l));
+  if (rule < 0 || block.every((l) => l.length <= MAX_LINE)) return [...block];
+  const spans = [...block[rule]!.matchAll(/-+/g)].map((m) => [m.index, m.index + m[0].length] as const);
+  const split = (l: string) => spans.map(([a, b]) => l.slice(a, b).trim());
+  const body = block.slice(rule + 1);
+  const header = spans.map((_, i) => block.slice(0, rule).map((l) => split(l)[i]).filter(Boolean).join(' '));
+  const numeric = spans.map(([, b]) => body.every((l) => l.slice(0, b).trim() === '' || (l.length >= b && l[b - 1] !== ' ')));
+  return table(header, body.map(split), numeric).split('\n');
+}
+
+/**
+ * Markdown fitted to MAX_LINE: prose lines wrapped between words (a list item's next lines indented under
+ * its text), tables in code blocks fitted by fitTable; headings and single words left as they are.
+ */
+export function fitMarkdown(md: string): string {
+  const out: string[] = [];
+  let block: string[] | null = null;
+  for (const l of md.split('\n')) {
+    if (l.startsWith('```')) {
+      if (block) out.push(...fitTable(block));
+      block = block ? null : [];
+      out.push(l);
+    } else if (block) block.push(l);
+    else if (l.length <= MAX_LINE || l.startsWith('#') || !l.trim().includes(' ')) out.push(l);
+    else {
+      const lead = /^\s*/.exec(l)![0];
+      const indent = ' '.repeat((/^\s*([-*]|\d+\.) /.exec(l)?.[0].length ?? lead.length) - lead.length);
+      out.push(...wrapText(l, MAX_LINE - lead.length, indent).map((x) => lead + x));
+    }
+  }
+  return out.join('\n');
+}
+
+/** Writes bench/results/<name>.json (each entry stamped with the date and machine if it has none); returns its path. */
+export function writeResults(name: string, entries: readonly ResultEntry[], m: Machine = machine()): string {
   const file = join(BENCH_DIR, 'results', `${name}.json`);
   mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, `${JSON.stringify(entries, null, 2)}\n`);
+  const stamped = entries.map((e) => ({ date: today(), machine: machineText(m), ...e }));
+  writeFileSync(file, `${JSON.stringify(stamped, null, 2)}\n`);
   return file;
 }
 
-/** Replaces the section from `heading` to the next `## ` heading, or appends it; other sections are kept as they are. */
+/** The top of a new BENCHMARKS.md, above the Summary. */
+export const BENCHMARKS_INTRO = [
+  '# Benchmarks',
+  '',
+  'How fast Packetwatch is, against the targets it was built to: one screen of headline figures, then a section per',
+  'bench with its method and detail. The summary and every section are rewritten by `make bench`; what was tried to',
+  'get here, and what each change bought, is told in [docs/performance.md](docs/performance.md).',
+].join('\n');
+
+/** Replaces the section from `heading` to the next `## ` heading, or appends it, fitted by fitMarkdown; other sections are kept as they are. */
 export function updateBenchmarks(heading: string, text: string): void {
-  const body = text.endsWith('\n') ? text : `${text}\n`;
+  const fitted = fitMarkdown(text);
+  const body = fitted.endsWith('\n') ? fitted : `${fitted}\n`;
   if (!existsSync(BENCHMARKS_FILE)) {
-    writeFileSync(BENCHMARKS_FILE, `# Benchmarks\n\nEach section is written by the benchmark named in it.\n\n${body}`);
+    writeFileSync(BENCHMARKS_FILE, `${BENCHMARKS_INTRO}\n\n## Summary\n\n_Written by \`make bench-summary\`._\n\n${body}`);
     return;
   }
   const lines = readFileSync(BENCHMARKS_FILE, 'utf8').split('\n');

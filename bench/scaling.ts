@@ -294,18 +294,12 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
   };
 }
 
-/** The figures followed along each axis. */
-const FIGURES: readonly { id: string; label: string; unit: string; value: (p: Point) => number; resolvable?: (p: Point) => boolean }[] = [
-  { id: 'policyCpu', label: 'policy CPU s per M events', unit: 's/M events', value: (p) => p.policyCpuPerMillion },
-  {
-    id: 'bytes',
-    label: 'policy bytes per tracked source',
-    unit: 'bytes',
-    value: (p) => p.bytesPerSource,
-    resolvable: (p) => p.rssAfter - p.rssBefore >= MIN_RSS_DELTA,
-  },
-  { id: 'detections', label: 'detections/s', unit: '/s', value: (p) => p.detectionsPerSecond },
-  { id: 'probeCpu', label: 'probe CPU s per M events (all probes)', unit: 's/M events', value: (p) => p.probeCpuPerMillion },
+/** The figures followed along each axis: label (results, legend), short (table header), unit. */
+const FIGURES: readonly { label: string; short: string; unit: string; value: (p: Point) => number; resolvable?: (p: Point) => boolean }[] = [
+  { label: 'policy CPU s per M events', short: 'policy s/M', unit: 's/M events', value: (p) => p.policyCpuPerMillion },
+  { label: 'policy bytes per tracked source', short: 'bytes/src', unit: 'bytes', value: (p) => p.bytesPerSource, resolvable: (p) => p.rssAfter - p.rssBefore >= MIN_RSS_DELTA },
+  { label: 'detections/s', short: 'det/s', unit: '/s', value: (p) => p.detectionsPerSecond },
+  { label: 'probe CPU s per M events (all probes)', short: 'probe s/M', unit: 's/M events', value: (p) => p.probeCpuPerMillion },
 ];
 
 interface AxisRows {
@@ -319,110 +313,76 @@ function ratios(a: AxisRows, f: (typeof FIGURES)[number]): (number | null)[] {
   return a.points.map((p) => (ref && (f.resolvable?.(p) ?? true) ? f.value(p) / f.value(ref) : null));
 }
 
-function axisValue(a: AxisName, p: Point): number {
-  return a === 'N' ? p.n : a === 'sources' ? p.sources : p.probes;
-}
-
+const axisValue = (a: AxisName, p: Point) => (a === 'N' ? p.n : a === 'sources' ? p.sources : p.probes);
+const AXIS_TITLE: Record<AxisName, string> = { N: 'threshold N (ports)', sources: 'tracked sources', probes: 'probes reporting to one policy' };
 const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+const ratioText = (r: number | null | undefined) => (r === null || r === undefined ? '-' : r.toFixed(2));
 
 function axisTable(a: AxisRows): string {
   const rs = FIGURES.map((f) => ratios(a, f));
-  const header = ['N', 'sources', 'probes', 'tracked', 'evict', 'offered/s', 'lost', 'policy CPU s/M ev', 'x', 'bytes/source', 'x', 'detections/s', 'x', 'blocked', 'probe CPU s/M ev', 'x', 'policy CPU'];
-  return table(
-    header,
-    a.points.map((p, i) => {
-      const r = (k: number) => {
-        const v = rs[k]![i];
-        return v === null || v === undefined ? '-' : v.toFixed(2);
-      };
-      return [
-        String(p.n),
-        count(p.sources),
-        String(p.probes),
-        count(p.tracked),
-        count(p.evictions),
-        count(Math.round(p.offered)),
-        count(p.lost),
-        fmt(p.policyCpuPerMillion),
-        r(0),
-        FIGURES[1]!.resolvable!(p) ? p.bytesPerSource.toFixed(0) : `(${p.bytesPerSource.toFixed(0)})`,
-        r(1),
-        p.detectionsPerSecond.toFixed(1),
-        r(2),
-        `${count(p.blocks)}/${count(p.scans)}`,
-        fmt(p.probeCpuPerMillion),
-        r(3),
-        `${Math.round(p.policyCpu * 100)}%`,
-      ];
-    }),
-    header.map(() => true),
-  );
+  const header = [a.axis, 'offered/s', 'lost', ...FIGURES.flatMap((f) => [f.short, 'x']), 'blocked', 'policy CPU'];
+  const rows = a.points.map((p, i) => [
+    count(axisValue(a.axis, p)),
+    count(Math.round(p.offered)),
+    count(p.lost),
+    ...FIGURES.flatMap((f, k) => [f.resolvable?.(p) === false ? `(${fmt(f.value(p))})` : fmt(f.value(p)), ratioText(rs[k]![i])]),
+    `${count(p.blocks)}/${count(p.scans)}`,
+    `${Math.round(p.policyCpu * 100)}%`,
+  ]);
+  return table(header, rows, header.map(() => true));
 }
 
 /** Each figure at the last point of each axis, as a ratio to the first: the curves in one table. */
 function endsTable(axes: readonly AxisRows[]): string {
-  return table(
-    ['axis', 'from', 'to', ...FIGURES.map((f) => `${f.label} x`)],
-    axes.map((a) => [
-      a.axis,
-      count(axisValue(a.axis, a.points[0]!)),
-      count(axisValue(a.axis, a.points[a.points.length - 1]!)),
-      ...FIGURES.map((f) => {
-        const r = ratios(a, f).at(-1);
-        return r === null || r === undefined ? '-' : r.toFixed(2);
-      }),
-    ]),
-    [false, true, true, ...FIGURES.map(() => true)],
-  );
+  const ends = (a: AxisRows) => [a.points[0]!, a.points[a.points.length - 1]!].map((p) => count(axisValue(a.axis, p)));
+  const rows = axes.map((a) => [a.axis, ...ends(a), ...FIGURES.map((f) => ratioText(ratios(a, f).at(-1)))]);
+  return table(['axis', 'from', 'to', ...FIGURES.map((f) => `${f.short} x`)], rows, [false, true, true, ...FIGURES.map(() => true)]);
 }
 
 function plot(axes: readonly AxisRows[]): string {
   return lineChartsSvg({
-    title: 'Packetwatch policy: each figure as a ratio to the first point of its axis (make bench-scaling)',
+    title: 'Packetwatch policy as load grows: each figure as a multiple of its value at the first point (make bench-scaling)',
+    yLabel: 'multiple of the first point (log scale)',
     panels: axes.map((a) => ({
-      title: a.axis === 'N' ? 'threshold N (ports)' : a.axis === 'sources' ? 'tracked sources' : 'probes (one policy)',
+      title: `Along ${AXIS_TITLE[a.axis]}`,
+      xLabel: `${AXIS_TITLE[a.axis]}, log scale`,
       x: a.points.map((p) => axisValue(a.axis, p)),
-      series: FIGURES.map((f) => ({ label: f.label, y: ratios(a, f) })),
+      series: FIGURES.map((f) => ({ label: `${f.label} (${f.unit})`, y: ratios(a, f) })),
     })),
   });
 }
 
 const METHOD =
-  `Every point is a fresh policy (the unprivileged packetwatch user) with P probes, each attached to the victim end of a network namespace pair of its own and reporting to that policy over its Unix socket, as deployed (bench/services.ts). ` +
-  `Settings: PW_PORTSCAN_PORT_THRESHOLD=N, PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS} (nothing expires during a point), PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} (nothing evicted), PW_MAX_BLOCKS_PER_MINUTE=0, PW_FLEET_PORT_THRESHOLD=0 (the fleet rule off: the points measure the per-host rule as before), logs JSON at info, ` +
-  `PW_KERNEL_DETECTION=False at every point: the probe's in-kernel detector does not take N = 100 (docs/detection.md), so it must be off there, and it is off at N = 3, 10 and 30 too so that the policy's detector does every detection and the points compare like with like. ` +
-  `Base point: N = ${BASE.n}, ${count(BASE.sources)} sources, ${BASE.probes} probe; each axis varies one of them. ` +
-  `Population: one SYN from each of S distinct IPv4 sources (100.64.0.0/10, one port each, fewer than N) through the attached programs (BPF_PROG_TEST_RUN from this process, chunks of 4,096 to each probe in turn, never more than 16,384 ahead of what the policy received); ` +
-  `bytes/source = policy RSS after minus before it, each after a full garbage collection (Node's inspector, opened by SIGUSR1: HeapProfiler.collectGarbage), over S; in parentheses (and no ratio) where RSS grew by less than ${MIN_RSS_DELTA >> 20} MiB, which is within the noise of RSS itself. ` +
-  `Load: for ${LOAD_SECONDS} s, \`bpftool batch file -\` runs each probe's program (bench/harness.ts drive(), all probes at once) at ${count(LOAD_RATE)} SYN/s in total on ${BACKGROUND_SOURCES} sources per probe that hit one port each (never scanners), ` +
-  `while this process starts ${SCAN_RATE} port scans a second through the probes in turn, each N SYNs to ports 1..N from a source never seen before (198.19.0.0/16), so that every scan is one detection and a block on every probe. ` +
-  `policy CPU s/M ev = the policy's CPU seconds (/proc/<pid>/stat) from the start of the load until it has received every event the programs passed, per million events received; probe CPU likewise, summed over the probes; ` +
-  `detections/s = GetStatus detections over the load; blocked = decisions in force afterwards / scans started. x = the figure as a ratio to the first point of its axis. ` +
-  `The load is the same at every point, so the ratios show what N, the table size and the number of probes cost the policy, not a throughput limit (bench-pipeline measures the highest zero-loss rate at the base settings). ` +
-  `The background sources hit one port each, so their events take the detector's repeated-port path, whose cost does not depend on N; the O(N) work of a slot (a scan over up to N kept ports) is in the scanners' SYNs, 20 x N a second. ` +
-  `Populations of 10^5 and 10^6 are fed at the pipeline's pace (the population phase is not part of the CPU figures).`;
+  `Each point is a fresh policy with P probes, each in a network namespace pair of its own and reporting to it, ` +
+  `as deployed (bench/services.ts), with PW_PORTSCAN_PORT_THRESHOLD=N, PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS}, ` +
+  `PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} (nothing expires or is evicted), the fleet rule off and ` +
+  'PW_KERNEL_DETECTION=False (the XDP program does not take N = 100; off at every N, so the policy does every ' +
+  `detection). Base point: N = ${BASE.n}, ${count(BASE.sources)} sources, ${BASE.probes} probe; each axis varies one. ` +
+  'Memory: one SYN from each of S distinct sources through the programs; bytes/src = policy RSS growth, each read ' +
+  `after a full GC, over S (in parentheses, with no ratio, where RSS grew less than ${MIN_RSS_DELTA >> 20} MiB: noise). ` +
+  `Load: ${LOAD_SECONDS} s of ${count(LOAD_RATE)} SYN/s in total from non-scanners (bpftool, all probes at once) plus ` +
+  `${SCAN_RATE} port scans a second from fresh sources, each a detection and a block on every probe. s/M = CPU ` +
+  'seconds (/proc/<pid>/stat) per million events the policy received; det/s from GetStatus; blocked = decisions ' +
+  'after / scans; x = the ratio to the first point of the axis. The load is the same at every point: the ratios show ' +
+  'what N, the table size and the probes cost, not a throughput limit (bench-pipeline measures that).';
 
 function section(m: Machine, date: string, load: number, axes: readonly AxisRows[], seconds: number): string {
   const out = [
     SECTION_HEADING,
     '',
-    'How the policy\'s CPU per event, memory per tracked source and detection work move as the threshold N, the number of tracked sources and the number of probes grow, each as a ratio to the first point of its axis, measured side by side in one run.',
+    "How the policy's CPU per event, memory per tracked source and detections move as the threshold N, the number of " +
+      'tracked sources and the number of probes grow, measured side by side in one run.',
     '',
     ...sectionFacts('scaling', date, m, load, `; the run took ${Math.round(seconds)} s`),
     `- Method: ${METHOD}`,
     '',
-    `![Each figure as a ratio to the first point of its axis](${rel(PLOT_FILE)})`,
+    `![Each figure as a multiple of its value at the first point of its axis](${rel(PLOT_FILE)})`,
     '',
-    'Each figure at the last point of each axis, as a ratio to the first point of that axis (for bytes/source, to the first point whose RSS growth is measurable):',
+    'Each figure at the last point of each axis, as a ratio to the first:',
     '',
-    '```text',
-    endsTable(axes),
-    '```',
-    '',
+    ...['```text', endsTable(axes), '```', ''],
   ];
-  for (const a of axes) {
-    out.push(`### Along ${a.axis === 'N' ? 'N' : a.axis === 'sources' ? 'the number of tracked sources' : 'the number of probes'}`, '', '```text', axisTable(a), '```', '');
-  }
+  for (const a of axes) out.push(`### Along ${AXIS_TITLE[a.axis]}`, '', '```text', axisTable(a), '```', '');
   out.push('_This section and docs/scaling.svg are rewritten by `make bench-scaling`._', '');
   return out.join('\n');
 }
