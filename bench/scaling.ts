@@ -1,18 +1,7 @@
-// `make bench-scaling`: how the policy's cost moves as the threshold N, the
-// number of tracked sources and the number of probes grow.
-//
-// Every point is a fresh policy with P probes, each probe attached in a
-// network namespace pair of its own and reporting to the one policy, as
-// deployed (bench/services.ts). A point has three phases:
-// 1. population: one SYN from each of S distinct sources through the
-//    attached programs (bench/population.ts), the policy's RSS after a full
-//    garbage collection before and after: bytes per tracked source;
-// 2. load: bpftool runs each probe's program at a fixed total rate
-//    (bench/harness.ts drive(), all probes at once) on SYNs of sources that
-//    never scan, while this process runs port scans (fresh sources, N ports
-//    each) at a fixed rate through the probes in turn; the policy's CPU
-//    seconds per million events received, and its detections per second;
-// 3. a plot of every figure as a ratio to the first point of its axis.
+// `make bench-scaling`: how the policy's CPU per event, memory per tracked
+// source and detections move as the threshold N, the number of tracked
+// sources and the number of probes grow (METHOD below says how), as tables
+// in BENCHMARKS.md and a chart, docs/scaling.svg.
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,22 +12,7 @@ import type { Services } from './services.js';
 import type { Stack } from './stack.js';
 import { Cleanup, XDP_PASS, cpuShares, cpuSnapshot, drive, sleep, startStackBench, waitFor } from './harness.js';
 import { RANGES, SourceFrames, collectGarbage, feedPopulation, rssBytes } from './population.js';
-import {
-  BenchError,
-  REPO_ROOT,
-  type Machine,
-  type ResultEntry,
-  SMOKE,
-  count,
-  machineText,
-  publish,
-  rel,
-  round2,
-  runBench,
-  table,
-  today,
-  sectionFacts,
-} from './report.js';
+import { BenchError, REPO_ROOT, type Machine, type ResultEntry, SMOKE, count, machineText, publish, rel, round2, runBench, table, today, sectionFacts } from './report.js';
 import { lineChartsSvg } from './svgchart.js';
 
 const NAME = 'scaling';
@@ -347,7 +321,7 @@ function plot(axes: readonly AxisRows[]): string {
       title: `Along ${AXIS_TITLE[a.axis]}`,
       xLabel: `${AXIS_TITLE[a.axis]}, log scale`,
       x: a.points.map((p) => axisValue(a.axis, p)),
-      series: FIGURES.map((f) => ({ label: `${f.label} (${f.unit})`, y: ratios(a, f) })),
+      series: FIGURES.map((f) => ({ label: f.label, y: ratios(a, f) })),
     })),
   });
 }

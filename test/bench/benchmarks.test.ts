@@ -46,7 +46,7 @@ describe('the committed benchmark documents', () => {
     expect(texts.filter((t) => t === 'multiple of the first point (log scale)')).toHaveLength(3);
     expect(texts).toContain('1x');
     expect(texts).toContain('1M');
-    for (const legend of ['policy CPU s per M events (s/M events)', 'policy bytes per tracked source (bytes)', 'detections/s (/s)']) {
+    for (const legend of ['policy CPU s per M events', 'policy bytes per tracked source', 'detections/s', 'probe CPU s per M events (all probes)']) {
       expect(texts).toContain(legend);
     }
   });
