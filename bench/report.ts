@@ -115,7 +115,8 @@ export const MAX_LINE = 119;
 export function wrapText(text: string, width: number, indent = ''): string[] {
   const out: string[] = [];
   let line = '';
-  for (const word of text.trim().split(/\s+/)) {
+  // A code span or a link is one word: a reader of the plain text sees it whole.
+  for (const word of text.match(/(?:[^\s`[]*(?:`[^`]*`|\[[^\]]*\]\([^)]*\)))+[^\s`[]*|\S+/g) ?? ['']) {
     if (line && line.length + 1 + word.length > width - (out.length ? indent.length : 0)) {
       out.push(line);
       line = '';
