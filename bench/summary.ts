@@ -73,7 +73,8 @@ export function readBench(bench: string, file: string): SummaryEntry[] {
 
 /** Shorter wordings for the summary's narrow columns, in order (a figure's full name stays in results.json). */
 const SHORTER: readonly (readonly [RegExp, string])[] = [
-  [/, same run.*$| \([^)]*\)/g, ''],
+  [/, same run.*$/, ''],
+  [/ \([^)]*\)$/, ''],
   [/^detection to block, /, ''],
   [/^SYNs leaked after the crossing one, /, 'leaked, '],
   [/^policy RSS per tracked source, [\d,]+ sources from (\S+) \S+, N = \d+$/, 'policy bytes/source, $1'],
