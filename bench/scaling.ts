@@ -313,16 +313,29 @@ function endsTable(axes: readonly AxisRows[]): string {
   return table(['axis', 'from', 'to', ...FIGURES.map((f) => `${f.short} x`)], rows, [false, true, true, ...FIGURES.map(() => true)]);
 }
 
+/** The chart: a row of panels per measure, a column per axis; values, not ratios, each with its unit. */
 function plot(axes: readonly AxisRows[]): string {
+  const [cpu, bytes, det, probeCpu] = FIGURES;
+  const measures = [
+    { what: 'CPU', yLabel: 'CPU s per million events', figures: [cpu!, probeCpu!] },
+    { what: 'Memory', yLabel: 'policy RSS, bytes per source', figures: [bytes!] },
+    { what: 'Detections', yLabel: 'detections per second', figures: [det!] },
+  ];
   return lineChartsSvg({
-    title: 'Packetwatch policy as load grows: each figure as a multiple of its value at the first point (make bench-scaling)',
-    yLabel: 'multiple of the first point (log scale)',
-    panels: axes.map((a) => ({
-      title: `Along ${AXIS_TITLE[a.axis]}`,
-      xLabel: `${AXIS_TITLE[a.axis]}, log scale`,
-      x: a.points.map((p) => axisValue(a.axis, p)),
-      series: FIGURES.map((f) => ({ label: f.label, y: ratios(a, f) })),
-    })),
+    title: 'Packetwatch policy as N, the tracked sources and the probes grow (make bench-scaling)',
+    columns: axes.length,
+    panels: measures.flatMap((m) =>
+      axes.map((a) => ({
+        title: `${m.what} along ${AXIS_TITLE[a.axis]}`,
+        xLabel: `${AXIS_TITLE[a.axis]}, log scale`,
+        yLabel: m.yLabel,
+        x: a.points.map((p) => axisValue(a.axis, p)),
+        series: m.figures.map((f) => ({
+          label: f.resolvable ? `${f.label} (no point where RSS grew less than ${MIN_RSS_DELTA >> 20} MiB: noise)` : f.label,
+          y: a.points.map((p) => (f.resolvable?.(p) === false ? null : round2(f.value(p)))),
+        })),
+      })),
+    ),
   });
 }
 
@@ -350,7 +363,7 @@ function section(m: Machine, date: string, load: number, axes: readonly AxisRows
     ...sectionFacts('scaling', date, m, load, `; the run took ${Math.round(seconds)} s`),
     `- Method: ${METHOD}`,
     '',
-    `![Each figure as a multiple of its value at the first point of its axis](${rel(PLOT_FILE)})`,
+    `![CPU per event, memory per source and detections along N, the tracked sources and the probes](${rel(PLOT_FILE)})`,
     '',
     'Each figure at the last point of each axis, as a ratio to the first:',
     '',
