@@ -447,14 +447,8 @@ async function main(): Promise<void> {
     }
   }
   const date = today();
-  console.log('');
-  console.log(`Scaling, ${date}: ${machineText(m)}; load average ${load.toFixed(2)} at the start; ${Math.round(seconds)} s${SMOKE ? ' (smoke run)' : ''}`);
-  for (const a of axes) {
-    console.log('');
-    console.log(axisTable(a));
-  }
-  console.log('');
-  console.log(endsTable(axes));
+  const facts = `${machineText(m)}; load average ${load.toFixed(2)} at the start; ${Math.round(seconds)} s${SMOKE ? ' (smoke run)' : ''}`;
+  console.log([`\nScaling, ${date}: ${facts}`, ...axes.map(axisTable), endsTable(axes)].join('\n\n'));
   const svg = plot(axes);
   publish(
     NAME,
