@@ -27,6 +27,7 @@ export interface ResultEntry {
   name: string;
   value: number;
   unit: string;
+  /** Anything else the bench records; `label`: a short name for the summary's narrow columns (else it shortens name). */
   [detail: string]: string | number | boolean | null;
 }
 

@@ -30,6 +30,8 @@ export interface SummaryEntry {
   target: string | null;
   /** Whether the target was met; null without a target. */
   met: boolean | null;
+  /** The entry's own short name, if it has one. */
+  label: string | null;
   /** When and where the bench ran (report.ts writeResults stamps them). */
   date: string | null;
   machine: string | null;
@@ -65,6 +67,7 @@ export function readBench(bench: string, file: string): SummaryEntry[] {
       ratio,
       target: str(raw.target) ?? (met !== null && comparisonValue !== null ? `${str(raw.comparison) ?? 'target'} ${comparisonValue}` : null),
       met,
+      label: str(raw.label),
       date: str(raw.date),
       machine: str(raw.machine),
     };
@@ -94,7 +97,7 @@ const SHORTER: readonly (readonly [RegExp, string])[] = [
   [/ events\/s zero loss$/, '/s, no loss'],
   [/ns\/packet/, 'ns/pkt'],
 ];
-const shorter = (s: string) => SHORTER.reduce((t, [re, to]) => t.replace(re, to), s).trim();
+const shorter = (s: string): string => SHORTER.reduce((t, [re, to]) => t.replace(re, to), s).trim();
 
 function valueText(e: SummaryEntry): string {
   const digits = Math.abs(e.value) >= 100 ? 0 : Math.abs(e.value) >= 1 ? 2 : 3;
@@ -128,13 +131,13 @@ export function headlines(entries: readonly SummaryEntry[]): (SummaryEntry & { o
 
 /** The headline figures: what the performance goals ask, whether this run met it, and the same-run comparison. */
 export function targetsTable(entries: readonly SummaryEntry[]): string {
-  const rows = headlines(entries).map((e) => [e.bench, shorter(e.name), String(e.of), valueText(e), shorter(e.target ?? ''), e.met ? 'met' : 'MISSED', comparisonText(e)]);
+  const rows = headlines(entries).map((e) => [e.bench, e.label ?? shorter(e.name), String(e.of), valueText(e), shorter(e.target ?? ''), e.met ? 'met' : 'MISSED', comparisonText(e)]);
   return table(['bench', 'figure', 'n', 'value', 'target', 'result', 'same run: ratio to'], rows, [false, false, true, true, false, false, false]);
 }
 
 /** The other figures measured against something in the same run. */
 export function comparisonsTable(entries: readonly SummaryEntry[]): string {
-  const rows = entries.filter((e) => e.target === null && e.ratio !== null).map((e) => [e.bench, shorter(e.name), valueText(e), comparisonText(e)]);
+  const rows = entries.filter((e) => e.target === null && e.ratio !== null).map((e) => [e.bench, e.label ?? shorter(e.name), valueText(e), comparisonText(e)]);
   return table(['bench', 'figure', 'value', 'same run: ratio to'], rows, [false, false, true, false]);
 }
 
