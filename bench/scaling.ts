@@ -59,20 +59,16 @@ interface Point extends Config {
   rssBefore: number;
   rssAfter: number;
   bytesPerSource: number;
-  feedSeconds: number;
   loadSeconds: number;
   offered: number;
-  received: number;
   lost: number;
   policyCpuPerMillion: number;
   probeCpuPerMillion: number;
   policyCpu: number;
-  othersCpu: number;
   scans: number;
   detections: number;
   detectionsPerSecond: number;
   blocks: number;
-  kernelDetection: boolean;
 }
 
 async function loadLibs(): Promise<Libs> {
@@ -202,7 +198,7 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
   await collectGarbage(ns, pid);
   const rssBefore = rssBytes(pid);
   const frames = new SourceFrames(RANGES.v4Low, (src, port) => libs.bpf.synFrame(src, nets[0]!.victimAddr, 40_000, port));
-  const feedSeconds = await feedPopulation(d.programs, { frames, first: 0, count: c.sources, port: (i) => 1 + (i % 1024) }, received);
+  await feedPopulation(d.programs, { frames, first: 0, count: c.sources, port: (i) => 1 + (i % 1024) }, received);
   await collectGarbage(ns, pid);
   const rssAfter = rssBytes(pid);
   const filled = await d.policyStatus();
@@ -251,20 +247,16 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
     rssBefore,
     rssAfter,
     bytesPerSource: (rssAfter - rssBefore) / c.sources,
-    feedSeconds,
     loadSeconds,
     offered: (events(probes1) - events(probes0)) / loadSeconds,
-    received: got,
     lost: lost(probes2) - lost(probes0),
     policyCpuPerMillion: ((shares.policy ?? 0) * wall) / (got / 1e6),
     probeCpuPerMillion: probeCpu / (got / 1e6),
     policyCpu: shares.policy ?? 0,
-    othersCpu: shares.others,
     scans,
     detections,
     detectionsPerSecond: detections / loadSeconds,
     blocks: Number(policy2.activeDecisions - policy0.activeDecisions),
-    kernelDetection: false,
   };
 }
 
