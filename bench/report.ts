@@ -182,7 +182,7 @@ function fitTable(block: readonly string[]): string[] {
 
 /**
  * Markdown fitted to MAX_LINE: prose lines wrapped between words (a list item's next lines indented under
- * its text), tables in code blocks fitted by fitTable; headings and single words left as they are.
+ * its text), tables in code blocks fitted by fitTable; headings, pipe tables and single words left as they are.
  */
 export function fitMarkdown(md: string): string {
   const out: string[] = [];
@@ -193,7 +193,7 @@ export function fitMarkdown(md: string): string {
       block = block ? null : [];
       out.push(l);
     } else if (block) block.push(l);
-    else if (l.length <= MAX_LINE || l.startsWith('#') || !l.trim().includes(' ')) out.push(l);
+    else if (l.length <= MAX_LINE || /^(#|\|)/.test(l) || !l.trim().includes(' ')) out.push(l);
     else {
       const lead = /^\s*/.exec(l)![0];
       const indent = ' '.repeat((/^\s*([-*]|\d+\.) /.exec(l)?.[0].length ?? lead.length) - lead.length);
