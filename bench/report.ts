@@ -1,6 +1,5 @@
-// What every benchmark reports the same way: the machine it ran on, a
-// fixed-width table, bench/results/<name>.json and its own section of
-// BENCHMARKS.md. Kept in one place so that the sections stay comparable.
+// What every benchmark reports the same way: the machine it ran on, fixed-width tables, bench/results/<name>.json
+// and its own section of BENCHMARKS.md, fitted to lines under 120 characters.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -10,6 +9,10 @@ import { fileURLToPath } from 'node:url';
 export const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
 export const REPO_ROOT = dirname(BENCH_DIR);
 export const BENCHMARKS_FILE = join(REPO_ROOT, 'BENCHMARKS.md');
+/** PW_BENCH_SMOKE=1: every bench runs its real code paths at a tiny size and writes nothing (`make test` does this). */
+export const SMOKE = process.env.PW_BENCH_SMOKE === '1';
+/** The longest line BENCHMARKS.md and docs/performance.md hold: one screen's width. */
+export const MAX_LINE = 119;
 
 /** A failure the user can act on: printed as one message, exit code 1, no stack. */
 export class BenchError extends Error {}
@@ -22,12 +25,12 @@ export interface Machine {
   clang: string;
 }
 
-/** One entry of bench/results/<name>.json. */
+/** One entry of bench/results/<name>.json: name, value and unit, and anything else the bench records. */
 export interface ResultEntry {
   name: string;
   value: number;
   unit: string;
-  /** Anything else the bench records; `label`: a short name for the summary's narrow columns (else it shortens name). */
+  /** `label`: a short name for the summary's narrow columns (else it shortens name). */
   [detail: string]: string | number | boolean | null;
 }
 
@@ -44,22 +47,16 @@ export function commandError(what: string, e: unknown, missingHint = 'run make d
 }
 
 export function machine(): Machine {
-  let cpu = os.cpus()[0]?.model ?? 'unknown';
-  try {
-    cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpu;
-  } catch {
-    // not Linux-like /proc: keep what Node reports
-  }
+  const cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
   let clang: string;
   try {
-    clang = execFileSync('clang', ['--version'], { encoding: 'utf8' }).split('\n')[0]?.trim() ?? 'unknown';
+    clang = execFileSync('clang', ['--version'], { encoding: 'utf8' }).split('\n')[0]!.trim();
   } catch (e) {
     throw commandError('clang --version failed', e);
   }
   return { kernel: os.release(), cpu, cpus: os.cpus().length, node: process.version, clang };
 }
 
-/** The "Machine:" line of a BENCHMARKS.md section. */
 export function machineText(m: Machine): string {
   return `Linux ${m.kernel}, ${m.cpu}, ${m.cpus} CPUs; Node ${m.node}; ${m.clang}`;
 }
@@ -77,7 +74,6 @@ export function median(values: readonly number[]): number {
 
 /** Nearest-rank percentile (p in 0-100) of values sorted ascending: always a measured value, never an interpolation. */
 export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return NaN;
   const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
   return sorted[Math.min(rank, sorted.length) - 1] ?? NaN;
 }
@@ -98,22 +94,19 @@ export function rateLabel(r: number): string {
   return r >= 1e6 ? `${round2(r / 1e6)}M` : `${round2(r / 1e3)}k`;
 }
 
-/** The Command, Date and Machine lines every BENCHMARKS.md section starts with; load: the 1-minute load average when the bench started, if it reports one. */
-export function sectionFacts(name: string, date: string, m: Machine, load?: number, extra = ''): string[] {
-  const loadText = load === undefined ? '' : `; load average ${load.toFixed(2)} at the start`;
-  return [`- Command: \`sudo make bench-${name}\` (after \`make build\`)`, `- Date: ${date}`, `- Machine: ${machineText(m)}${loadText}${extra}`];
-}
-
 /** Thousands separators, as the tables and sections print counts. */
 export function count(n: number | bigint): string {
   return n.toLocaleString('en-US');
 }
 
-/** The longest line BENCHMARKS.md and docs/performance.md hold (lines under 120 characters: one screen's width). */
-export const MAX_LINE = 119;
+/** The Command, Date and Machine lines a section starts with; load: the 1-minute load average when the bench started. */
+export function sectionFacts(name: string, date: string, m: Machine, load?: number, extra = ''): string[] {
+  const loadText = load === undefined ? '' : `; load average ${load.toFixed(2)} at the start`;
+  return [`- Command: \`sudo make bench-${name}\` (after \`make build\`)`, `- Date: ${date}`, `- Machine: ${machineText(m)}${loadText}${extra}`];
+}
 
 /** Text in lines of at most `width` characters, broken between words; lines after the first start with `indent`. */
-export function wrapText(text: string, width: number, indent = ''): string[] {
+function wrapText(text: string, width: number, indent = ''): string[] {
   const out: string[] = [];
   let line = '';
   // A code span or a link is one word: a reader of the plain text sees it whole.
@@ -203,61 +196,30 @@ export function fitMarkdown(md: string): string {
   return out.join('\n');
 }
 
-/** Writes bench/results/<name>.json (each entry stamped with the date and machine if it has none); returns its path. */
-export function writeResults(name: string, entries: readonly ResultEntry[], m: Machine = machine()): string {
-  const file = join(BENCH_DIR, 'results', `${name}.json`);
-  mkdirSync(dirname(file), { recursive: true });
-  const stamped = entries.map((e) => ({ date: today(), machine: machineText(m), ...e }));
-  writeFileSync(file, `${JSON.stringify(stamped, null, 2)}\n`);
-  return file;
-}
-
-/** The top of a new BENCHMARKS.md, above the Summary. */
-export const BENCHMARKS_INTRO = [
-  '# Benchmarks',
-  '',
-  'How fast Packetwatch is, against the targets it was built to: one screen of headline figures, then a section per',
-  'bench with its method and detail. The summary and every section are rewritten by `make bench`; what was tried to',
-  'get here, and what each change bought, is told in [docs/performance.md](docs/performance.md).',
-].join('\n');
-
-/** Replaces the section from `heading` to the next `## ` heading, or appends it, fitted by fitMarkdown; other sections are kept as they are. */
+/** Replaces the section from `heading` to the next `## ` heading with `text` fitted by fitMarkdown, or appends it. */
 export function updateBenchmarks(heading: string, text: string): void {
   const fitted = fitMarkdown(text);
   const body = fitted.endsWith('\n') ? fitted : `${fitted}\n`;
-  if (!existsSync(BENCHMARKS_FILE)) {
-    writeFileSync(BENCHMARKS_FILE, `${BENCHMARKS_INTRO}\n\n## Summary\n\n_Written by \`make bench-summary\`._\n\n${body}`);
-    return;
-  }
-  const lines = readFileSync(BENCHMARKS_FILE, 'utf8').split('\n');
+  const doc = existsSync(BENCHMARKS_FILE) ? readFileSync(BENCHMARKS_FILE, 'utf8') : '# Benchmarks\n';
+  const lines = doc.split('\n');
   const start = lines.findIndex((l) => l.trimEnd() === heading);
-  if (start < 0) {
-    const doc = lines.join('\n').trimEnd();
-    writeFileSync(BENCHMARKS_FILE, `${doc}\n\n${body}`);
-    return;
-  }
-  let end = lines.findIndex((l, i) => i > start && l.startsWith('## '));
-  if (end < 0) end = lines.length;
-  const before = lines.slice(0, start).join('\n');
-  const after = lines.slice(end).join('\n');
-  writeFileSync(BENCHMARKS_FILE, `${before}${before ? '\n' : ''}${body}${after ? `\n${after}` : ''}`);
+  const end = lines.findIndex((l, i) => i > start && l.startsWith('## '));
+  const updated = start < 0 ? `${doc.trimEnd()}\n\n${body}` : [...lines.slice(0, start), body, ...(end < 0 ? [] : lines.slice(end))].join('\n');
+  writeFileSync(BENCHMARKS_FILE, updated);
 }
 
-/** PW_BENCH_SMOKE=1: every bench runs its real code paths at a tiny size and writes nothing (`make test` does this). */
-export const SMOKE = process.env.PW_BENCH_SMOKE === '1';
-
-/**
- * A bench's last step: writes bench/results/<name>.json and its section of
- * BENCHMARKS.md, or, in a smoke run, says what ran and writes nothing.
- */
+/** A bench's last step: bench/results/<name>.json and its section of BENCHMARKS.md, or in a smoke run nothing. */
 export function publish(name: string, heading: string, entries: () => readonly ResultEntry[], section: () => string, smokeSize: string): void {
   if (SMOKE) {
     console.log(`smoke run (PW_BENCH_SMOKE=1, ${smokeSize}): nothing written`);
     return;
   }
-  const resultsFile = writeResults(name, entries());
+  const file = join(BENCH_DIR, 'results', `${name}.json`);
+  const stamp = { date: today(), machine: machineText(machine()) };
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(entries().map((e) => ({ ...stamp, ...e })), null, 2)}\n`);
   updateBenchmarks(heading, section());
-  console.log(`wrote ${rel(resultsFile)} and the "${heading.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
+  console.log(`wrote ${rel(file)} and the "${heading.slice(3)}" section of ${rel(BENCHMARKS_FILE)}`);
 }
 
 /** Runs a benchmark's main: a BenchError becomes `bench-<name>: message` on stderr and exit code 1. */

@@ -1,78 +1,35 @@
-// `make bench` ends here: every benchmark's bench/results/<name>.json in one
-// table, the same figures machine-readable in bench/results.json, and the
-// table as the Summary section of BENCHMARKS.md. Each figure keeps the
-// comparison it was measured against in its own run (a ratio), and its
-// target where the performance goals set one.
-//
-// PW_BENCH_SMOKE=1 prints the table and writes nothing.
+// `make bench` ends here: every bench's bench/results/<name>.json as one table, the Summary of BENCHMARKS.md, and
+// the same figures machine-readable in bench/results.json. A figure keeps the comparison it was measured against in
+// its own run (a ratio), and its target where the performance goals set one. PW_BENCH_SMOKE=1 writes nothing.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BENCH_DIR, BenchError, type ResultEntry, SMOKE, rel, round2, runBench, table, updateBenchmarks } from './report.js';
+import { BENCH_DIR, BenchError, SMOKE, rel, round2, runBench, table, updateBenchmarks } from './report.js';
 
-const SECTION_HEADING = '## Summary';
-const OTHER_HEADING = '## Other comparisons';
-export const RESULTS_FILE = join(BENCH_DIR, 'results.json');
-
+const RESULTS_FILE = join(BENCH_DIR, 'results.json');
 /** The benches in the order `make bench` runs them. */
-export const BENCHES = ['datapath', 'probe', 'pipeline', 'detection', 'leak', 'memory', 'scaling', 'replay'] as const;
-
-/** One figure of bench/results.json. */
-export interface SummaryEntry {
-  bench: string;
-  name: string;
-  value: number;
-  unit: string;
-  /** What the figure was compared against in the same run, or null. */
-  comparison: string | null;
-  comparisonValue: number | null;
-  /** value / comparisonValue, or null without a comparison. */
-  ratio: number | null;
-  target: string | null;
-  /** Whether the target was met; null without a target. */
-  met: boolean | null;
-  /** The entry's own short name, if it has one. */
-  label: string | null;
-  /** When and where the bench ran (report.ts writeResults stamps them). */
-  date: string | null;
-  machine: string | null;
-}
+const BENCHES = ['datapath', 'probe', 'pipeline', 'detection', 'leak', 'memory', 'scaling', 'replay'];
 
 const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
-/** Reads one bench's entries; the older spelling `baseline` is taken as `comparison`. */
-export function readBench(bench: string, file: string): SummaryEntry[] {
-  let parsed: unknown;
+/** One bench's figures, as bench/results.json holds them: null where a figure has no comparison, target or label. */
+function readBench(bench: string, file: string) {
+  let entries: Record<string, unknown>[];
   try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'));
+    entries = JSON.parse(readFileSync(file, 'utf8'));
   } catch (e) {
     throw new BenchError(`${rel(file)} is not JSON: ${(e as Error).message}; run make bench-${bench} again`);
   }
-  if (!Array.isArray(parsed)) throw new BenchError(`${rel(file)} holds no list of results; run make bench-${bench} again`);
-  return parsed.map((raw: Partial<ResultEntry> & Record<string, unknown>, i) => {
-    const value = num(raw.value);
-    if (typeof raw.name !== 'string' || value === null || typeof raw.unit !== 'string') {
-      throw new BenchError(`${rel(file)}: entry ${i} lacks a name, a numeric value or a unit`);
-    }
-    const comparisonValue = num(raw.comparisonValue);
-    const ratio = num(raw.ratio) ?? (comparisonValue ? round2(value / comparisonValue) : null);
-    const met = typeof raw.met === 'boolean' ? raw.met : null;
-    return {
-      bench,
-      name: raw.name,
-      value,
-      unit: raw.unit,
-      comparison: str(raw.comparison) ?? str(raw.baseline),
-      comparisonValue,
-      ratio,
-      target: str(raw.target) ?? (met !== null && comparisonValue !== null ? `${str(raw.comparison) ?? 'target'} ${comparisonValue}` : null),
-      met,
-      label: str(raw.label),
-      date: str(raw.date),
-      machine: str(raw.machine),
-    };
+  return entries.map((e) => {
+    const value = Number(e.value);
+    const comparisonValue = num(e.comparisonValue);
+    const ratio = num(e.ratio) ?? (comparisonValue ? round2(value / comparisonValue) : null);
+    const met = typeof e.met === 'boolean' ? e.met : null;
+    const [comparison, target, label, date, machine] = [e.comparison, e.target, e.label, e.date, e.machine].map(str);
+    return { bench, name: String(e.name), value, unit: String(e.unit), comparison, comparisonValue, ratio, target, met, label, date, machine };
   });
 }
+type SummaryEntry = ReturnType<typeof readBench>[number];
 
 /** Shorter wordings for the summary's narrow columns, in order (a figure's full name stays in results.json). */
 const SHORTER: readonly (readonly [RegExp, string])[] = [
@@ -112,36 +69,25 @@ function comparisonText(e: SummaryEntry): string {
 }
 
 /**
- * The headline figures: one row per bench, target and result, the worst of the figures sharing them (the highest
- * ratio where lower is better, "<" targets; else the lowest), with how many share them.
+ * The headline figures: a row per bench, target and result, showing the worst of the figures sharing them (the
+ * highest ratio where lower is better, "<" targets; else the lowest) and how many share them.
  */
-export function headlines(entries: readonly SummaryEntry[]): (SummaryEntry & { of: number })[] {
+function targetsTable(entries: readonly SummaryEntry[]): string {
   const groups = new Map<string, SummaryEntry[]>();
   for (const e of entries.filter((x) => x.target !== null)) {
-    const k = `${e.bench}|${shorter(e.target ?? '')}|${e.met}`;
+    const k = `${e.bench}|${shorter(e.target!)}|${e.met}`;
     groups.set(k, [...(groups.get(k) ?? []), e]);
   }
-  return [...groups.values()].map((g) => {
-    const lower = g[0]!.target!.startsWith('<') || g[0]!.target!.startsWith('p99 <');
+  const rows = [...groups.values()].map((g) => {
+    const lower = /^(p99 )?</.test(g[0]!.target!);
     const score = (e: SummaryEntry) => (lower ? 1 : -1) * (e.ratio ?? e.value);
-    const worst = g.reduce((w, e) => (score(e) > score(w) ? e : w));
-    return { ...worst, of: g.length };
+    const e = g.reduce((w, x) => (score(x) > score(w) ? x : w));
+    return [e.bench, e.label ?? shorter(e.name), String(g.length), valueText(e), shorter(e.target!), e.met ? 'met' : 'MISSED', comparisonText(e)];
   });
-}
-
-/** The headline figures: what the performance goals ask, whether this run met it, and the same-run comparison. */
-export function targetsTable(entries: readonly SummaryEntry[]): string {
-  const rows = headlines(entries).map((e) => [e.bench, e.label ?? shorter(e.name), String(e.of), valueText(e), shorter(e.target ?? ''), e.met ? 'met' : 'MISSED', comparisonText(e)]);
   return table(['bench', 'figure', 'n', 'value', 'target', 'result', 'same run: ratio to'], rows, [false, false, true, true, false, false, false]);
 }
 
-/** The other figures measured against something in the same run. */
-export function comparisonsTable(entries: readonly SummaryEntry[]): string {
-  const rows = entries.filter((e) => e.target === null && e.ratio !== null).map((e) => [e.bench, e.label ?? shorter(e.name), valueText(e), comparisonText(e)]);
-  return table(['bench', 'figure', 'value', 'same run: ratio to'], rows, [false, false, true, false]);
-}
-
-/** "date, machine: benches" for each date and machine the figures come from. */
+/** "- benches: date, machine" for each date and machine the figures come from. */
 function provenance(entries: readonly SummaryEntry[]): string[] {
   const groups = new Map<string, Set<string>>();
   for (const e of entries) {
@@ -152,52 +98,35 @@ function provenance(entries: readonly SummaryEntry[]): string[] {
 }
 
 async function main(): Promise<void> {
-  const entries: SummaryEntry[] = [];
-  const missing: string[] = [];
-  for (const bench of BENCHES) {
-    const file = join(BENCH_DIR, 'results', `${bench}.json`);
-    if (!existsSync(file)) {
-      missing.push(bench);
-      continue;
-    }
-    entries.push(...readBench(bench, file));
-  }
-  if (missing.length > 0 && !SMOKE) {
-    throw new BenchError(`no results yet from ${missing.map((b) => `bench-${b}`).join(', ')}: run make ${missing.map((b) => `bench-${b}`).join(' ')} (or make bench)`);
-  }
+  const files = BENCHES.map((bench) => [bench, join(BENCH_DIR, 'results', `${bench}.json`)] as const);
+  const missing = files.filter(([, file]) => !existsSync(file)).map(([bench]) => `bench-${bench}`);
+  if (missing.length > 0 && !SMOKE) throw new BenchError(`no results yet from ${missing.join(', ')}: run make ${missing.join(' ')} (or make bench)`);
+  const entries = files.filter(([, file]) => existsSync(file)).flatMap(([bench, file]) => readBench(bench, file));
   const targets = targetsTable(entries);
-  const comparisons = comparisonsTable(entries);
   const withTarget = entries.filter((e) => e.met !== null);
-  const missed = withTarget.filter((e) => e.met === false);
-  const verdict = `${withTarget.length - missed.length} of ${withTarget.length} targets met`;
-  console.log(`${targets}\n\n${comparisons}\n\n${verdict}.`);
+  const verdict = `${withTarget.filter((e) => e.met).length} of ${withTarget.length} targets met`;
+  console.log(`${targets}\n\n${verdict}.`);
   if (SMOKE) {
     console.log('smoke run (PW_BENCH_SMOKE=1): nothing written');
     return;
   }
   writeFileSync(RESULTS_FILE, `${JSON.stringify({ command: 'sudo make bench', results: entries }, null, 2)}\n`);
-  updateBenchmarks(
-    SECTION_HEADING,
-    [
-      SECTION_HEADING,
-      '',
-      '- Reproduce: `sudo make bench` (after `make build`): every bench, one after the other, then this summary;',
-      '  one bench alone: `sudo make bench-<bench>`, then `make bench-summary`.',
-      ...provenance(entries),
-      `- Every figure, machine-readable: \`${rel(RESULTS_FILE)}\`; the other same-run comparisons: [below](#other-comparisons).`,
-      '',
-      '```text',
-      targets,
-      '```',
-      '',
-      `${verdict} (n: the figures sharing a row's target and result, the worst shown). "policy alone": the policy's ` +
-        'detector with in-kernel detection off (PW_KERNEL_DETECTION=False, or an N the XDP program does not take; ' +
-        'docs/detection.md): the fallback, not the default. Each section says why a target is missed. A ratio is to ' +
-        'the figure named after it, measured in the same run.',
-      '',
-    ].join('\n'),
-  );
-  updateBenchmarks(OTHER_HEADING, [OTHER_HEADING, '', 'Every other figure measured against another in the same run (ratio = value / that figure).', '', '```text', comparisons, '```', '', '_Written by `make bench-summary`._', ''].join('\n'));
+  const summary = [
+    '## Summary',
+    '',
+    '- Reproduce: `sudo make bench` (after `make build`): every bench, one after the other, then this summary;',
+    '  one bench alone: `sudo make bench-<bench>`, then `make bench-summary`.',
+    ...provenance(entries),
+    `- Every figure, machine-readable: \`${rel(RESULTS_FILE)}\`; the other same-run comparisons are in each bench's section.`,
+    '',
+    ...['```text', targets, '```', ''],
+    `${verdict} (n: the figures sharing a row's target and result, the worst shown). "policy alone": the policy's ` +
+      'detector with in-kernel detection off (PW_KERNEL_DETECTION=False, or an N the XDP program does not take; ' +
+      'docs/detection.md): the fallback, not the default. Each section says why a target is missed. A ratio is to ' +
+      'the figure named after it, measured in the same run.',
+    '',
+  ];
+  updateBenchmarks('## Summary', summary.join('\n'));
   console.log(`wrote ${rel(RESULTS_FILE)} and the summary in BENCHMARKS.md`);
 }
 

@@ -1,15 +1,6 @@
-// A small SVG writer for the benches' line charts: a grid of panels, each with
-// its title, a logarithmic x axis (the benches grow their axes geometrically)
-// and a linear y axis from 0, both titled with their units and ticked; one
-// legend below, a series keeping its colour in every panel. Written here rather
-// than rendered with a charting library: a few panels of a few lines need no
-// layout engine, and the output is plain text that diffs well.
-
-export interface Series {
-  label: string;
-  /** null: no value at that x (the line breaks). */
-  y: readonly (number | null)[];
-}
+// Line charts as SVG: a grid of panels, each titled, with a logarithmic x axis (the benches grow their axes
+// geometrically) and a linear y axis from 0, both titled with their units and ticked; one legend below, a series
+// keeping its colour in every panel. A few panels of a few lines need no charting library, and text diffs well.
 
 export interface Panel {
   title: string;
@@ -17,13 +8,8 @@ export interface Panel {
   xLabel: string;
   yLabel: string;
   x: readonly number[];
-  series: readonly Series[];
-}
-
-export interface Charts {
-  title: string;
-  columns: number;
-  panels: readonly Panel[];
+  /** A line per series: its legend label and a y per x (null: none there, the line breaks). */
+  series: readonly { label: string; y: readonly (number | null)[] }[];
 }
 
 const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#7f7f7f'];
@@ -41,25 +27,26 @@ function yTicks(max: number): number[] {
   return Array.from({ length: Math.max(1, Math.ceil(max / step)) + 1 }, (_, i) => Math.round(i * step * 1e6) / 1e6);
 }
 
-export function lineChartsSvg(c: Charts): string {
-  const labels = [...new Set(c.panels.flatMap((p) => p.series.map((s) => s.label)))];
+export function lineChartsSvg(title: string, columns: number, panels: readonly Panel[]): string {
+  const labels = [...new Set(panels.flatMap((p) => p.series.map((s) => s.label)))];
   const color = (label: string) => COLORS[labels.indexOf(label) % COLORS.length]!;
-  const rows = Math.ceil(c.panels.length / c.columns);
-  const width = c.columns * (M.left + W + M.right) + 20;
-  const height = 40 + rows * (M.top + H + M.bottom) + 24 * labels.length + 10;
+  const bottom = 40 + Math.ceil(panels.length / columns) * (M.top + H + M.bottom);
+  const width = columns * (M.left + W + M.right) + 20;
+  const height = bottom + 24 * labels.length + 10;
   const out = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
-    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${esc(c.title)}</text>`,
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${esc(title)}</text>`,
   ];
-  c.panels.forEach((p, i) => {
-    const x0 = (i % c.columns) * (M.left + W + M.right) + M.left;
-    const y0 = 40 + Math.floor(i / c.columns) * (M.top + H + M.bottom) + M.top;
+  panels.forEach((p, i) => {
+    const x0 = (i % columns) * (M.left + W + M.right) + M.left;
+    const y0 = 40 + Math.floor(i / columns) * (M.top + H + M.bottom) + M.top;
     const lx = p.x.map((v) => Math.log(v));
     const [lo, hi] = [Math.min(...lx), Math.max(...lx)];
-    const xs = (k: number) => x0 + (hi === lo ? W / 2 : (((lx[k] ?? 0) - lo) / (hi - lo)) * W);
-    const ticks = yTicks(Math.max(0, ...p.series.flatMap((s) => s.y.filter((v): v is number => v !== null && Number.isFinite(v)))));
-    const ys = (v: number) => y0 + H - (v / ticks.at(-1)!) * H;
+    const xs = (k: number) => num(x0 + (hi === lo ? W / 2 : ((lx[k]! - lo) / (hi - lo)) * W));
+    const finite = (v: number | null): v is number => v !== null && Number.isFinite(v);
+    const ticks = yTicks(Math.max(0, ...p.series.flatMap((s) => s.y.filter(finite))));
+    const ys = (v: number) => num(y0 + H - (v / ticks.at(-1)!) * H);
     const yMid = num(y0 + H / 2);
     out.push(
       '<g>',
@@ -69,16 +56,16 @@ export function lineChartsSvg(c: Charts): string {
       `<text x="${x0 - 56}" y="${yMid}" text-anchor="middle" transform="rotate(-90 ${x0 - 56} ${yMid})">${esc(p.yLabel)}</text>`,
     );
     for (const t of ticks) {
-      out.push(`<line x1="${x0}" y1="${num(ys(t))}" x2="${x0 + W}" y2="${num(ys(t))}" stroke="${t === 0 ? '#333' : '#e5e5e5'}"/>`);
-      out.push(`<text x="${x0 - 6}" y="${num(ys(t))}" text-anchor="end" dominant-baseline="middle">${short(t)}</text>`);
+      out.push(`<line x1="${x0}" y1="${ys(t)}" x2="${x0 + W}" y2="${ys(t)}" stroke="${t === 0 ? '#333' : '#e5e5e5'}"/>`);
+      out.push(`<text x="${x0 - 6}" y="${ys(t)}" text-anchor="end" dominant-baseline="middle">${short(t)}</text>`);
     }
-    p.x.forEach((v, k) => out.push(`<text x="${num(xs(k))}" y="${y0 + H + 16}" text-anchor="middle">${short(v)}</text>`));
+    p.x.forEach((v, k) => out.push(`<text x="${xs(k)}" y="${y0 + H + 16}" text-anchor="middle">${short(v)}</text>`));
     for (const s of p.series) {
       const runs: string[][] = [[]];
       s.y.forEach((v, k) => {
-        if (v === null || !Number.isFinite(v)) return void runs.push([]);
-        runs.at(-1)!.push(`${num(xs(k))} ${num(ys(v))}`);
-        out.push(`<circle cx="${num(xs(k))}" cy="${num(ys(v))}" r="3" fill="${color(s.label)}"><title>${esc(s.label)}: ${v}</title></circle>`);
+        if (!finite(v)) return void runs.push([]);
+        runs.at(-1)!.push(`${xs(k)} ${ys(v)}`);
+        out.push(`<circle cx="${xs(k)}" cy="${ys(v)}" r="3" fill="${color(s.label)}"><title>${esc(s.label)}: ${v}</title></circle>`);
       });
       const d = runs.filter((r) => r.length > 0).map((r) => `M${r.join(' L')}`).join(' ');
       if (d) out.push(`<path d="${d}" fill="none" stroke="${color(s.label)}" stroke-width="2"/>`);
@@ -86,7 +73,7 @@ export function lineChartsSvg(c: Charts): string {
     out.push('</g>');
   });
   labels.forEach((l, i) => {
-    const y = 40 + rows * (M.top + H + M.bottom) + 24 * i + 8;
+    const y = bottom + 24 * i + 8;
     out.push(`<line x1="${M.left}" y1="${y}" x2="${M.left + 24}" y2="${y}" stroke="${color(l)}" stroke-width="3"/>`);
     out.push(`<text x="${M.left + 30}" y="${y}" dominant-baseline="middle">${esc(l)}</text>`);
   });
