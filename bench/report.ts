@@ -11,26 +11,17 @@ export const REPO_ROOT = dirname(BENCH_DIR);
 export const BENCHMARKS_FILE = join(REPO_ROOT, 'BENCHMARKS.md');
 /** PW_BENCH_SMOKE=1: every bench runs its real code paths at a tiny size and writes nothing (`make test` does this). */
 export const SMOKE = process.env.PW_BENCH_SMOKE === '1';
-/** The longest line BENCHMARKS.md and docs/performance.md hold: one screen's width. */
+/** The longest line of BENCHMARKS.md and docs/performance.md: one screen's width. */
 export const MAX_LINE = 119;
 
 /** A failure the user can act on: printed as one message, exit code 1, no stack. */
 export class BenchError extends Error {}
 
-export interface Machine {
-  kernel: string;
-  cpu: string;
-  cpus: number;
-  node: string;
-  clang: string;
-}
-
-/** One entry of bench/results/<name>.json: name, value and unit, and anything else the bench records. */
+/** One entry of bench/results/<name>.json; `label`: a short name for the summary's narrow columns (else it shortens name). */
 export interface ResultEntry {
   name: string;
   value: number;
   unit: string;
-  /** `label`: a short name for the summary's narrow columns (else it shortens name). */
   [detail: string]: string | number | boolean | null;
 }
 
@@ -46,7 +37,9 @@ export function commandError(what: string, e: unknown, missingHint = 'run make d
   return new BenchError(`${what}:\n${detail}`);
 }
 
-export function machine(): Machine {
+export type Machine = ReturnType<typeof machine>;
+
+export function machine() {
   const cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
   let clang: string;
   try {
@@ -94,7 +87,6 @@ export function rateLabel(r: number): string {
   return r >= 1e6 ? `${round2(r / 1e6)}M` : `${round2(r / 1e3)}k`;
 }
 
-/** Thousands separators, as the tables and sections print counts. */
 export function count(n: number | bigint): string {
   return n.toLocaleString('en-US');
 }

@@ -8,7 +8,7 @@ import type { GetStatusResponse } from '@packetwatch/proto';
 import type { NamespacePair } from './namespaces.js';
 import { Cleanup, XDP_PASS, drive, ownCpu, sleep, startStackBench, waitFor } from './harness.js';
 import { RANGES, SourceFrames, collectGarbage, feedPopulation, rssBytes } from './population.js';
-import { BenchError, REPO_ROOT, type Machine, type ResultEntry, SMOKE, count, machineText, publish, rel, round2, runBench, table, today, sectionFacts } from './report.js';
+import { BenchError, REPO_ROOT, type Machine, type ResultEntry, SMOKE, count, publish, rel, round2, runBench, table, today, sectionFacts } from './report.js';
 import { lineChartsSvg } from './svgchart.js';
 
 const SECTION_HEADING = '## Scaling';
@@ -193,12 +193,6 @@ function axisTable({ axis, points }: Along): string {
   return table(header, rows, header.map(() => true));
 }
 
-/** Each figure at the last point of each axis, as a ratio to the first: the curves in one table. */
-function endsTable(axes: readonly Along[]): string {
-  const rows = axes.map(({ axis, points }) => [axis, count(points[0]![axis]), count(points.at(-1)![axis]), ...FIGURES.map((f) => ratioText(ratios(points, f).at(-1)))]);
-  return table(['axis', 'from', 'to', ...FIGURES.map((f) => `${f.short} x`)], rows, [false, true, true, ...FIGURES.map(() => true)]);
-}
-
 /** The chart: a row of panels per measure, a column per axis; values, not ratios, each with its unit. */
 function plot(axes: readonly Along[]): string {
   const [cpu, bytes, det, probeCpu] = FIGURES as [Figure, Figure, Figure, Figure];
@@ -248,9 +242,6 @@ function section(m: Machine, date: string, load: number, axes: readonly Along[],
     '',
     `![CPU per event, memory per source and detections along N, the tracked sources and the probes](${rel(PLOT_FILE)})`,
     '',
-    'Each figure at the last point of each axis, as a ratio to the first:',
-    '',
-    ...['```text', endsTable(axes), '```', ''],
     ...axes.flatMap((a) => [`### Along ${AXIS_TITLE[a.axis]}`, '', '```text', axisTable(a), '```', '']),
     '_This section and docs/scaling.svg are rewritten by `make bench-scaling`._',
     '',
@@ -307,8 +298,7 @@ async function main(): Promise<void> {
   });
   const seconds = (performance.now() - started) / 1000;
   const date = today();
-  const facts = `${machineText(m)}; load average ${load.toFixed(2)} at the start; ${Math.round(seconds)} s${SMOKE ? ' (smoke run)' : ''}`;
-  console.log([`\nScaling, ${date}: ${facts}`, ...axes.map(axisTable), endsTable(axes)].join('\n\n'));
+  console.log(axes.map(axisTable).join('\n\n'));
   const svg = plot(axes);
   const entries = () => {
     writeFileSync(PLOT_FILE, svg);
