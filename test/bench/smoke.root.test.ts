@@ -55,8 +55,8 @@ describe('benchmarks, smoke size', () => {
     const output = `${r.stdout}\n${r.stderr}`;
     expect(r.error, output).toBeUndefined();
     expect(r.status, output).toBe(0);
-    // Every bench prints at least one table (a header line over a ----- rule).
-    expect(r.stdout).toMatch(/\n-{3,}(  -{3,})+\n/);
+    // Every bench prints at least one table (a header line over a ----- rule; a narrow column may have a shorter rule).
+    expect(r.stdout).toMatch(/\n-{3,}(  -+)+\n/);
     expect(r.stdout).toContain('nothing written');
     expect(written()).toEqual(before);
   }, 180_000);
