@@ -25,9 +25,7 @@ export interface ResultEntry {
   [detail: string]: string | number | boolean | null;
 }
 
-export function rel(path: string): string {
-  return relative(REPO_ROOT, path);
-}
+export const rel = (path: string): string => relative(REPO_ROOT, path);
 
 /** A BenchError for a failed command, with its stderr, or what to install when it is missing. */
 export function commandError(what: string, e: unknown, missingHint = 'run make deps'): BenchError {
@@ -50,13 +48,8 @@ export function machine() {
   return { kernel: os.release(), cpu, cpus: os.cpus().length, node: process.version, clang };
 }
 
-export function machineText(m: Machine): string {
-  return `Linux ${m.kernel}, ${m.cpu}, ${m.cpus} CPUs; Node ${m.node}; ${m.clang}`;
-}
-
-export function today(): string {
-  return new Date().toISOString().slice(0, 10);
-}
+export const machineText = (m: Machine): string => `Linux ${m.kernel}, ${m.cpu}, ${m.cpus} CPUs; Node ${m.node}; ${m.clang}`;
+export const today = (): string => new Date().toISOString().slice(0, 10);
 
 export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -71,9 +64,7 @@ export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(rank, sorted.length) - 1] ?? NaN;
 }
 
-export function round2(x: number): number {
-  return Math.round(x * 100) / 100;
-}
+export const round2 = (x: number): number => Math.round(x * 100) / 100;
 
 /** Two significant digits: rates a reader can repeat (a bisection's midpoint). */
 export function roundRate(x: number): number {
@@ -87,9 +78,8 @@ export function rateLabel(r: number): string {
   return r >= 1e6 ? `${round2(r / 1e6)}M` : `${round2(r / 1e3)}k`;
 }
 
-export function count(n: number | bigint): string {
-  return n.toLocaleString('en-US');
-}
+/** Thousands separators, as the tables and sections print counts. */
+export const count = (n: number | bigint): string => n.toLocaleString('en-US');
 
 /** The Command, Date and Machine lines a section starts with; load: the 1-minute load average when the bench started. */
 export function sectionFacts(name: string, date: string, m: Machine, load?: number, extra = ''): string[] {
