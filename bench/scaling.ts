@@ -1,6 +1,4 @@
-// `make bench-scaling`: how the policy's CPU per event, memory per tracked source and detections move as the
-// threshold N, the number of tracked sources and the number of probes grow (METHOD says how), as tables in
-// BENCHMARKS.md and a chart, docs/scaling.svg.
+// `make bench-scaling`: the Scaling section of BENCHMARKS.md (what it measures: section(); how: METHOD) and docs/scaling.svg.
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -47,6 +45,7 @@ type Libs = Awaited<ReturnType<typeof loadLibs>>;
 
 const events = (statuses: readonly GetStatusResponse[]) => statuses.reduce((n, s) => n + Number(s.counters?.events ?? 0n), 0);
 const lost = (statuses: readonly GetStatusResponse[]) => statuses.reduce((n, s) => n + Number(s.eventsLost), 0);
+const pointText = (c: Config) => `N=${c.N} sources=${c.sources} probes=${c.probes}`;
 
 /** One point: a fresh policy with probe 0 in pair 0 (a Stack) and probes 1.. in pairs 1.., all reporting to it. */
 async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, c: Config, cleanup: Cleanup) {
@@ -135,10 +134,9 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
   await Promise.all(extra.map((s) => s.destroy()));
   await stack.stop();
 
-  const at = `N=${c.N} sources=${c.sources} probes=${c.probes}`;
   const detections = Number(policy2.detections - policy0.detections);
-  if (tracked < c.sources || policy2.evictions > 0) throw new BenchError(`${at}: the policy tracked ${tracked} (evictions ${policy2.evictions})`);
-  if (detections < scans) throw new BenchError(`${at}: ${detections} detections of ${scans} scans`);
+  if (tracked < c.sources || policy2.evictions > 0) throw new BenchError(`${pointText(c)}: the policy tracked ${tracked} (evictions ${policy2.evictions})`);
+  if (detections < scans) throw new BenchError(`${pointText(c)}: ${detections} detections of ${scans} scans`);
   const perMillion = Number(policy2.eventsReceived - policy0.eventsReceived) / 1e6;
   return {
     ...c,
@@ -283,7 +281,7 @@ async function main(): Promise<void> {
     for (const [axis, values] of Object.entries(AXES) as [Axis, number[]][]) {
       const points: Point[] = [];
       for (const c of values.map((v) => ({ ...BASE, [axis]: v }))) {
-        const key = `N=${c.N} sources=${c.sources} probes=${c.probes}`;
+        const key = pointText(c);
         if (!done.has(key)) {
           const t = performance.now();
           const p = await measure(libs, nets, dir, c, cleanup);
