@@ -7,10 +7,10 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
 import type { Program } from 'libbpf-ts';
-import type { NamespacePair } from './namespaces.js';
-import type { Services } from './services.js';
-import type { Stack } from './stack.js';
-import { Cleanup, XDP_PASS, cpuShares, cpuSnapshot, drive, sleep, startStackBench, waitFor } from './harness.js';
+import { Cleanup, type NamespacePair, XDP_PASS, cpuShares, cpuSnapshot, drive, sleep, waitFor } from '@packetwatch/test-support';
+import type { Services } from '@packetwatch/test-support/services';
+import type { Stack } from '@packetwatch/test-support/stack';
+import { startStackBench } from './harness.js';
 import { RANGES, SourceFrames, collectGarbage, feedPopulation, rssBytes } from './population.js';
 import { BenchError, REPO_ROOT, type Machine, type ResultEntry, SMOKE, count, machineText, publish, rel, round2, runBench, table, today, sectionFacts } from './report.js';
 import { lineChartsSvg } from './svgchart.js';
@@ -49,8 +49,8 @@ const SLOT = 210;
 
 interface Libs {
   bpf: typeof import('@packetwatch/bpf');
-  stack: typeof import('./stack.js');
-  services: typeof import('./services.js');
+  stack: typeof import('@packetwatch/test-support/stack');
+  services: typeof import('@packetwatch/test-support/services');
 }
 
 interface Point extends Config {
@@ -73,7 +73,7 @@ interface Point extends Config {
 
 async function loadLibs(): Promise<Libs> {
   try {
-    const [bpf, stack, services] = await Promise.all([import('@packetwatch/bpf'), import('./stack.js'), import('./services.js')]);
+    const [bpf, stack, services] = await Promise.all([import('@packetwatch/bpf'), import('@packetwatch/test-support/stack'), import('@packetwatch/test-support/services')]);
     return { bpf, stack, services };
   } catch (e) {
     throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);

@@ -2,27 +2,10 @@
 // its Probe API answers, and called over its Unix socket.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { type GetStatusResponse, ProbeClient } from '@packetwatch/proto';
-import { call } from '../../bench/services.js';
-import { waitFor } from './netns.js';
-
-export { call };
-
-export const PROBE_MAIN = fileURLToPath(new URL('../../services/probe/dist/main.js', import.meta.url));
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
+import { waitFor } from '@packetwatch/test-support';
+import { PROBE_MAIN, call } from '@packetwatch/test-support/services';
 
 export class ProbeProcess {
   readonly log: string[] = [];
