@@ -4,8 +4,8 @@
 // interleaved, timed by the kernel (BPF_PROG_TEST_RUN). Variant builds of the
 // same source (PW_VARIANT_*) and the program at PREVIOUS_REV run beside it.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { type Server, createServer } from 'node:net';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import {
@@ -30,7 +30,7 @@ import {
   synFrame,
   zeroCounters,
 } from '@packetwatch/bpf';
-import { XDP_PASS } from '@packetwatch/test-support';
+import { Cleanup, XDP_PASS } from '@packetwatch/test-support';
 import { type Collection, ObjectSpec, type Program, RingBufferReader, clock, encode, mountBpffs, u32, u64 } from 'libbpf-ts';
 import { requireBuild, requireRoot } from './harness.js';
 import {
@@ -393,23 +393,16 @@ const PASS_COUNTS = { frames: 1n };
 const NEW_CONNECTION_COUNTS = { frames: 1n, syn: 1n, events: 1n };
 const DROP_COUNTS = { frames: 1n, syn: 1n, synDropped: 1n };
 
+/** A path of a Packetwatch object: the counters an event path moves unless `counts` says otherwise. */
+function on(s: Subject, name: string, frame: string, data: Buffer, verdict: number, eventSource?: string, counts?: Partial<Record<CounterName, bigint>>): Path {
+  return { name, frame, program: s.dp.program, data, verdict, subject: s, eventSource, counts: counts ?? (eventSource ? NEW_CONNECTION_COUNTS : PASS_COUNTS), n: s.n };
+}
+
 /** The detector's paths at the subject's N (an object of its own per N, running these only). */
 function detectorPaths(s: Subject): Path[] {
-  const program = s.dp.program;
-  const suffix = `:N=${s.n}`;
   return [
-    { ...deployedPaths(s).find((p) => p.name === 'new-connection')!, name: `new-connection${suffix}` },
-    {
-      name: `new-connection-full${suffix}`,
-      frame: `SYN, source with N ports kept, the last one searched -> event`,
-      program,
-      data: synFrame(KEPT, VICTIM, 40005, 1000 + s.n - 1),
-      verdict: XDP_PASS,
-      subject: s,
-      eventSource: KEPT,
-      counts: NEW_CONNECTION_COUNTS,
-      n: s.n,
-    },
+    on(s, `new-connection:N=${s.n}`, 'SYN, unblocked source -> event', CLIENT_SYN, XDP_PASS, CLIENT),
+    on(s, `new-connection-full:N=${s.n}`, 'SYN, source with N ports kept, the last one searched -> event', synFrame(KEPT, VICTIM, 40005, 1000 + s.n - 1), XDP_PASS, KEPT),
   ];
 }
 
@@ -429,16 +422,9 @@ function evictionPath(s: Subject): Path {
   }
   s.eventsRead += [...s.reader.consume()].length;
   Object.assign(s.expected, s.dp.counters());
+  const path = on(s, `new-port-full:N=${s.n}`, 'SYN, new port of a source with N ports kept: replaces the oldest -> event', frames[0]!, XDP_PASS, EVICTING);
   return {
-    name: `new-port-full:N=${s.n}`,
-    frame: 'SYN, new port of a source with N ports kept: replaces the oldest -> event',
-    program: s.dp.program,
-    data: frames[0]!,
-    verdict: XDP_PASS,
-    subject: s,
-    eventSource: EVICTING,
-    counts: NEW_CONNECTION_COUNTS,
-    n: s.n,
+    ...path,
     next: () => {
       now += step;
       testClock.set(0, now);
@@ -449,41 +435,13 @@ function evictionPath(s: Subject): Path {
 
 /** The paths of the program as deployed. */
 function deployedPaths(s: Subject): Path[] {
-  const program = s.dp.program;
-  const paths: Path[] = [
-    { name: 'pass', frame: 'ACK, unblocked source', program, data: ACK, verdict: XDP_PASS, subject: s, counts: PASS_COUNTS },
-    {
-      name: 'new-connection',
-      frame: 'SYN, unblocked source -> event',
-      program,
-      data: CLIENT_SYN,
-      verdict: XDP_PASS,
-      subject: s,
-      eventSource: CLIENT,
-      counts: NEW_CONNECTION_COUNTS,
-    },
-    { name: 'drop', frame: 'SYN, blocked source', program, data: SCANNER_SYN, verdict: XDP_DROP, subject: s, counts: DROP_COUNTS },
-    {
-      name: 'drop-expiring',
-      frame: 'SYN, source blocked for 1 h (reads the clock)',
-      program,
-      data: synFrame(EXPIRING, VICTIM, 40004, SSH),
-      verdict: XDP_DROP,
-      subject: s,
-      counts: DROP_COUNTS,
-    },
-    {
-      name: 'allowlisted',
-      frame: 'SYN, blocked + allowlisted -> event',
-      program,
-      data: synFrame(PARTNER, VICTIM, 40003, SSH),
-      verdict: XDP_PASS,
-      subject: s,
-      eventSource: PARTNER,
-      counts: { frames: 1n, syn: 1n, allowlisted: 1n, events: 1n },
-    },
+  return [
+    on(s, 'pass', 'ACK, unblocked source', ACK, XDP_PASS),
+    on(s, 'new-connection', 'SYN, unblocked source -> event', CLIENT_SYN, XDP_PASS, CLIENT),
+    on(s, 'drop', 'SYN, blocked source', SCANNER_SYN, XDP_DROP, undefined, DROP_COUNTS),
+    on(s, 'drop-expiring', 'SYN, source blocked for 1 h (reads the clock)', synFrame(EXPIRING, VICTIM, 40004, SSH), XDP_DROP, undefined, DROP_COUNTS),
+    on(s, 'allowlisted', 'SYN, blocked + allowlisted -> event', synFrame(PARTNER, VICTIM, 40003, SSH), XDP_PASS, PARTNER, { frames: 1n, syn: 1n, allowlisted: 1n, events: 1n }),
   ];
-  return paths.map((p) => ({ ...p, n: s.n }));
 }
 
 /** Variant builds: the same source with one design choice undone or one step left out. */
@@ -497,41 +455,26 @@ interface Variant {
   adjust?: (p: Path) => Path;
 }
 
+const CLOSED = { ...DEPLOYED, countClosed: true };
 const VARIANTS: readonly Variant[] = [
-  {
-    label: 'detector off',
-    defines: [],
-    opts: { ...DEPLOYED, scanPorts: 0 },
-    paths: { 'new-connection': 'new-connection, detector off (PW_KERNEL_DETECTION=false)' },
-  },
+  { label: 'detector off', defines: [], opts: { ...DEPLOYED, scanPorts: 0 }, paths: { 'new-connection': 'new-connection, detector off (PW_KERNEL_DETECTION=false)' } },
   {
     label: 'precise clock',
     defines: ['PW_VARIANT_PRECISE_CLOCK'],
     opts: DEPLOYED,
-    paths: {
-      'new-connection': 'new-connection, before: bpf_ktime_get_boot_ns per SYN',
-      'drop-expiring': 'drop-expiring, before: bpf_ktime_get_boot_ns per hit',
-    },
+    paths: { 'new-connection': 'new-connection, before: bpf_ktime_get_boot_ns per SYN', 'drop-expiring': 'drop-expiring, before: bpf_ktime_get_boot_ns per hit' },
   },
   {
     label: 'no drop cache',
     defines: ['PW_VARIANT_NO_DROP_CACHE'],
     opts: DEPLOYED,
-    paths: {
-      drop: 'drop, before: blocklist hash + allowlist LPM on every hit',
-      'new-connection': 'new-connection without the drop cache (what its miss costs)',
-    },
+    paths: { drop: 'drop, before: blocklist hash + allowlist LPM on every hit', 'new-connection': 'new-connection without the drop cache (what its miss costs)' },
   },
-  {
-    label: 'closed mode',
-    defines: [],
-    opts: { ...DEPLOYED, countClosed: true },
-    paths: { 'new-connection': 'new-connection, closed mode (PW_PORTSCAN_COUNT=closed), no socket: looked up, closed, tracked -> event' },
-  },
+  { label: 'closed mode', defines: [], opts: CLOSED, paths: { 'new-connection': 'new-connection, closed mode (PW_PORTSCAN_COUNT=closed), no socket: looked up, closed, tracked -> event' } },
   {
     label: 'closed mode, listener',
     defines: [],
-    opts: { ...DEPLOYED, countClosed: true },
+    opts: CLOSED,
     paths: { 'new-connection': 'new-connection, closed mode, a listener on the port: looked up, open, not tracked -> event' },
     adjust: (p) => ({ ...p, data: LISTENER_SYN, counts: { frames: 1n, syn: 1n, events: 1n, openPortSyn: 1n } }),
   },
@@ -824,31 +767,30 @@ function entries(results: readonly Result[], tgts: readonly Target[], w: WakeUp,
 async function main(): Promise<void> {
   checkPreconditions();
   const m = machine();
-  const tmp = mkdtempSync(join(os.tmpdir(), 'packetwatch-bench-'));
-  mountBpffs();
-  const pinDir = mkdtempSync('/sys/fs/bpf/packetwatch-bench-');
-  const collections: Collection[] = [];
-  const subjects: Subject[] = [];
-  const readers: RingBufferReader[] = [];
-  const servers: Server[] = [];
-  try {
-    const floor = ObjectSpec.open(compile(FLOOR_SOURCE, join(tmp, 'xdp_pass.bpf.o'))).load();
-    collections.push(floor);
-    const filterDeny = loadXdpFilter(XDP_FILTER_DENYLIST, pinDir, SCANNER);
-    collections.push(filterDeny);
-    const filterAllow = loadXdpFilter(XDP_FILTER_ALLOWLIST, pinDir, SCANNER);
-    collections.push(filterAllow);
-
-    const listener = createServer();
-    servers.push(listener);
-    await new Promise<void>((res, rej) => listener.once('error', (e) => rej(new BenchError(`closed mode's rows listen on ${LISTENER}:${SSH}, which failed (${e.message})`))).listen({ host: LISTENER, port: SSH }, res));
-    const deployed = new Subject('deployed', Datapath.load(DEPLOYED), DEPLOYED_N);
-    subjects.push(deployed);
-    const byN = BY_N.map((n) => {
-      const s = new Subject(`N = ${n}`, Datapath.load({ ...DEPLOYED, scanPorts: n }), n);
+  const cleanup = new Cleanup('datapath');
+  await cleanup.around(async () => {
+    const tmp = cleanup.tempDir();
+    mountBpffs();
+    const pinDir = mkdtempSync('/sys/fs/bpf/packetwatch-bench-');
+    cleanup.add('remove the pins', () => rmSync(pinDir, { recursive: true, force: true }));
+    const keep = <T extends { close(): void }>(what: string, x: T): T => {
+      cleanup.add(`close ${what}`, () => x.close());
+      return x;
+    };
+    const subjects: Subject[] = [];
+    const subject = (label: string, opts: DatapathOptions, n: number): Subject => {
+      const s = keep(label, new Subject(label, Datapath.load(opts), n));
       subjects.push(s);
       return s;
-    });
+    };
+    const floor = keep('the floor', ObjectSpec.open(compile(FLOOR_SOURCE, join(tmp, 'xdp_pass.bpf.o'))).load());
+    const filterDeny = keep(XDP_FILTER_DENYLIST, loadXdpFilter(XDP_FILTER_DENYLIST, pinDir, SCANNER));
+    const filterAllow = keep(XDP_FILTER_ALLOWLIST, loadXdpFilter(XDP_FILTER_ALLOWLIST, pinDir, SCANNER));
+    const listener = keep('the listener', createServer());
+    await new Promise<void>((res, rej) => listener.once('error', (e) => rej(new BenchError(`closed mode's rows listen on ${LISTENER}:${SSH}, which failed (${e.message})`))).listen({ host: LISTENER, port: SSH }, res));
+
+    const deployed = subject('deployed', DEPLOYED, DEPLOYED_N);
+    const byN = BY_N.map((n) => subject(`N = ${n}`, { ...DEPLOYED, scanPorts: n }, n));
     const all: Path[] = [
       { name: FLOOR_PROGRAM, frame: 'ACK (empty program: the floor)', program: floor.program(FLOOR_PROGRAM), data: ACK, verdict: XDP_PASS },
       ...deployedPaths(deployed),
@@ -856,8 +798,7 @@ async function main(): Promise<void> {
     ];
     for (const v of VARIANTS) {
       const objectPath = v.defines.length ? compile(PW_SOURCE, join(tmp, `${v.defines.join('-')}.o`), v.defines) : OBJECT_PATH;
-      const s = new Subject(v.label, Datapath.load({ ...v.opts, objectPath }), v.opts.scanPorts ?? 0);
-      subjects.push(s);
+      const s = subject(v.label, { ...v.opts, objectPath }, v.opts.scanPorts ?? 0);
       for (const p of deployedPaths(s)) {
         const frame = v.paths[p.name];
         if (frame) all.push({ ...(v.adjust ? v.adjust(p) : p), name: `${p.name}:${v.label}`, frame });
@@ -867,18 +808,12 @@ async function main(): Promise<void> {
     const previousObject = compilePrevious(tmp);
     for (let k = 1; k <= OBJECTS_EACH; k++) {
       const previous = loadPrevious(previousObject);
-      collections.push(previous.collection);
-      readers.push(previous.reader);
-      const beside = new Subject(`${BESIDE} #${k}`, Datapath.load(DEPLOYED), DEPLOYED_N);
-      subjects.push(beside);
+      keep(`${PREVIOUS} #${k}`, previous.collection);
+      keep(`${PREVIOUS} #${k}'s reader`, previous.reader);
+      const beside = subject(`${BESIDE} #${k}`, DEPLOYED, DEPLOYED_N);
       all.push(...previousPaths(previous.collection.program(PROGRAM_NAME), previous.reader, beside, k));
     }
-
-    const evictions = BY_N.map((n) => {
-      const s = new Subject(`test clock, N = ${n}`, Datapath.load({ ...DEPLOYED, scanPorts: n, objectPath: TEST_CLOCK_OBJECT_PATH }), n);
-      subjects.push(s);
-      return s;
-    });
+    const evictions = BY_N.map((n) => subject(`test clock, N = ${n}`, { ...DEPLOYED, scanPorts: n, objectPath: TEST_CLOCK_OBJECT_PATH }, n));
     for (const s of subjects) s.prime();
     const evictionPaths = evictions.map(evictionPath);
     const singleFloor: Path = { ...all[0]!, name: `${FLOOR_PROGRAM}, one packet per call` };
@@ -893,9 +828,7 @@ async function main(): Promise<void> {
       // Rotating the order keeps any one program from always following the same neighbour.
       for (let i = 0; i < all.length; i++) {
         const p = all[(round + i) % all.length];
-        // Primed again, untimed: on a loaded machine a round can outlast
-        // the window, and the sources would be measured being admitted again.
-        p?.subject?.prime();
+        p?.subject?.prime(); // untimed: a round can outlast the window
         if (p) samples.get(p)?.push(bench.measure(p));
       }
     }
@@ -924,7 +857,7 @@ async function main(): Promise<void> {
     console.log('');
     for (const t of tgts) console.log(`target: ${targetLine(t)}`);
     for (const line of wakeUpText(wakeUp, results)) console.log(line);
-    console.log(`ring buffer: ${eventsRead.toLocaleString('en-US')} events read, none lost`);
+    console.log(`ring buffer: ${count(eventsRead)} events read, none lost`);
     console.log(`method: ${methodText()}`);
 
     publish(
@@ -932,16 +865,9 @@ async function main(): Promise<void> {
       SECTION_HEADING,
       () => entries(results, tgts, wakeUp, eviction),
       () => section(results, tgts, wakeUp, eviction, m, date, eventsRead),
-      `${PACKETS_PER_MEASUREMENT.toLocaleString('en-US')} packets a measurement, ${ROUNDS} rounds`,
+      `${count(PACKETS_PER_MEASUREMENT)} packets a measurement, ${ROUNDS} rounds`,
     );
-  } finally {
-    for (const s of subjects) s.close();
-    for (const r of readers) r.close();
-    for (const c of collections) c.close();
-    for (const srv of servers) srv.close();
-    rmSync(pinDir, { recursive: true, force: true });
-    rmSync(tmp, { recursive: true, force: true });
-  }
+  });
 }
 
 await runBench('datapath', main);

@@ -10,7 +10,7 @@ import type { BlockEntry } from '@packetwatch/bpf';
 import type { Program, TypedMap } from 'libbpf-ts';
 import { Cleanup, type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
 import type { DetectionMode, Setup, Stack } from '@packetwatch/test-support/stack';
-import { startStackBench } from './harness.js';
+import { loadBuilt, startStackBench } from './harness.js';
 import {
   BenchError,
   type Machine,
@@ -122,12 +122,10 @@ interface Row {
 }
 
 async function loadLibs(): Promise<Libs> {
-  try {
-    const [bpf, libbpf, stack] = await Promise.all([import('@packetwatch/bpf'), import('libbpf-ts'), import('@packetwatch/test-support/stack')]);
-    return { bpf, libbpf, stack };
-  } catch (e) {
-    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
-  }
+  const [bpf, libbpf, stack] = await loadBuilt(() =>
+    Promise.all([import('@packetwatch/bpf'), import('libbpf-ts'), import('@packetwatch/test-support/stack')]),
+  );
+  return { bpf, libbpf, stack };
 }
 
 class Detections {

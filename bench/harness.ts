@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { Cleanup } from '@packetwatch/test-support';
-import { BenchError, type Machine, REPO_ROOT, commandError, machine, rel } from './report.js';
+import { BenchError, type Machine, REPO_ROOT, commandError, machine, rel, roundRate } from './report.js';
 
 /** Fails unless running as root: `why` says what needs it, `command` how to run the bench. */
 export function requireRoot(why: string, command: string): void {
@@ -63,4 +63,44 @@ export function requireCommands(commands: readonly (readonly [string, readonly s
       throw commandError(`${cmd} ${args.join(' ')} failed`, e);
     }
   }
+}
+
+/** The build's modules, imported once requireBuild has named any missing output: a failure to load them says to run make build. */
+export async function loadBuilt<T>(load: () => Promise<T>): Promise<T> {
+  try {
+    return await load();
+  } catch (e) {
+    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
+  }
+}
+
+/** A run at an offered rate: whether it carried it (zero loss, kept up). */
+export interface RateRun {
+  rate: number;
+  offered: number;
+  keptUp: boolean;
+}
+
+/** The run that carried the highest rate, if any. */
+export function bestRun<R extends RateRun>(runs: readonly R[]): R | undefined {
+  return runs.filter((r) => r.keptUp).sort((a, b) => b.offered - a.offered)[0];
+}
+
+/**
+ * Runs each of `rates` in turn (lower ones warm the services up), then up to
+ * `steps` geometric bisections between the highest rate carried and the
+ * lowest above it that was not; returns the runs in order of rate.
+ */
+export async function rateSearch<R extends RateRun>(rates: readonly number[], steps: number, run: (rate: number) => Promise<R>): Promise<R[]> {
+  const runs: R[] = [];
+  for (const rate of rates) runs.push(await run(rate));
+  for (let i = 0; i < steps; i++) {
+    const pass = bestRun(runs);
+    const fail = runs.filter((r) => !r.keptUp && (!pass || r.rate > pass.rate)).sort((a, b) => a.rate - b.rate)[0];
+    if (!pass || !fail) break;
+    const mid = roundRate(Math.sqrt(pass.rate * fail.rate));
+    if (mid <= pass.rate || mid >= fail.rate || runs.some((r) => r.rate === mid)) break;
+    runs.push(await run(mid));
+  }
+  return runs.sort((a, b) => a.rate - b.rate);
 }

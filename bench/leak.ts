@@ -4,13 +4,12 @@
 // deployed (@packetwatch/test-support/stack). The policy's Watch feed gives the
 // SYNs that passed in order, so the crossing one is found among them.
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 // Types only (erased): the modules themselves are imported once the build is checked.
 import type { ClientReadableStream } from '@grpc/grpc-js';
 import type { WatchEvent } from '@packetwatch/proto';
 import { Cleanup, type NamespacePair, sleep, waitFor } from '@packetwatch/test-support';
 import type { DetectionMode, Setup, Stack } from '@packetwatch/test-support/stack';
-import { startStackBench } from './harness.js';
+import { loadBuilt, startStackBench } from './harness.js';
 import {
   BenchError,
   type Machine,
@@ -84,17 +83,15 @@ interface Row {
 }
 
 async function loadLibs(): Promise<Libs> {
-  try {
-    const [grpc, proto, stack, services] = await Promise.all([
+  const [grpc, proto, stack, services] = await loadBuilt(() =>
+    Promise.all([
       import('@grpc/grpc-js'),
       import('@packetwatch/proto'),
       import('@packetwatch/test-support/stack'),
       import('@packetwatch/test-support/services'),
-    ]);
-    return { grpc, proto, stack, services };
-  } catch (e) {
-    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
-  }
+    ]),
+  );
+  return { grpc, proto, stack, services };
 }
 
 /** What nmap reported: explicit port lines and the "Not shown: N <state> tcp ports" summaries. */

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
 import { type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
 import type { Stack } from '@packetwatch/test-support/stack';
-import { startStackBench } from './harness.js';
+import { bestRun, loadBuilt, rateSearch, startStackBench } from './harness.js';
 import {
   BENCH_DIR,
   BenchError,
@@ -19,7 +19,6 @@ import {
   type ResultEntry,
   count,
   rateLabel,
-  roundRate,
   machineText,
   round2,
   runBench,
@@ -280,7 +279,7 @@ function cpuTable(runs: readonly Run[], cpus: number): string {
 }
 
 function best(runs: readonly Run[]): Run | undefined {
-  return runs.filter((r) => r.driver === 'bpftool' && r.keptUp).sort((a, b) => b.offered - a.offered)[0];
+  return bestRun(runs.filter((r) => r.driver === 'bpftool'));
 }
 
 /** bench-probe's highest zero-loss rate to a counting receiver (bench/results/probe.json), if it ran. */
@@ -403,12 +402,8 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
 }
 
 async function loadLibs(): Promise<Libs> {
-  try {
-    const [bpf, stack] = await Promise.all([import('@packetwatch/bpf'), import('@packetwatch/test-support/stack')]);
-    return { bpf, stack };
-  } catch (e) {
-    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
-  }
+  const [bpf, stack] = await loadBuilt(() => Promise.all([import('@packetwatch/bpf'), import('@packetwatch/test-support/stack')]));
+  return { bpf, stack };
 }
 
 function printRun(r: Run): void {
@@ -449,23 +444,11 @@ async function main(): Promise<void> {
     settled = inFlight(await books(stack));
     console.log(`setup: probe + policy up in ${net.victimNs} (program ${programId}); one SYN reached the policy`);
 
-    const out: Run[] = [];
-    const run = async (rate: number) => {
+    const out = await rateSearch(RATES, REFINE_STEPS, async (rate) => {
       const r = await driveRate(stack, programId, frames, rate, onChild);
-      out.push(r);
       printRun(r);
-    };
-    for (const rate of RATES) await run(rate);
-    for (let i = 0; i < REFINE_STEPS; i++) {
-      const a = out.filter((r) => r.driver === 'bpftool');
-      const pass = best(a);
-      const fail = a.filter((r) => !r.keptUp && (!pass || r.rate > pass.rate)).sort((x, y) => x.rate - y.rate)[0];
-      if (!pass || !fail) break;
-      const mid = roundRate(Math.sqrt(pass.rate * fail.rate));
-      if (mid <= pass.rate || mid >= fail.rate || a.some((r) => r.rate === mid)) break;
-      await run(mid);
-    }
-    out.sort((x, y) => x.rate - y.rate);
+      return r;
+    });
     for (const h of SMOKE ? hpingRuns(net).slice(1) : hpingRuns(net)) {
       await sleep(500);
       const r = await floodRun(stack, net, h, onChild);

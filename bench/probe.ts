@@ -7,9 +7,10 @@ import { type ChildProcess, execFileSync } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as grpcTypes from '@grpc/grpc-js';
-import type { GetStatusResponse, PolicyMessage, ProbeClient, ProbeHello, ProbeMessage } from '@packetwatch/proto';
+import type { GetStatusResponse, ProbeClient } from '@packetwatch/proto';
+import type { PolicyStub } from '@packetwatch/test-support/policy-stub';
 import { type CpuShares, type TestNet, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, createTestNet, drive, freePort, runOnce, sleep, waitFor, withinRun } from '@packetwatch/test-support';
-import { startStackBench } from './harness.js';
+import { bestRun, loadBuilt, rateSearch, startStackBench } from './harness.js';
 import {
   BenchError,
   type Machine,
@@ -22,7 +23,6 @@ import {
   publish,
   rateLabel,
   round2,
-  roundRate,
   runBench,
   sectionFacts,
   table,
@@ -61,6 +61,7 @@ interface Libs {
   proto: typeof import('@packetwatch/proto');
   libbpf: typeof import('libbpf-ts');
   services: typeof import('@packetwatch/test-support/services');
+  policyStub: typeof import('@packetwatch/test-support/policy-stub');
 }
 
 interface LatencyRow {
@@ -96,18 +97,17 @@ interface RateResult {
 }
 
 async function loadLibs(): Promise<Libs> {
-  try {
-    const [grpc, bpf, proto, libbpf, services] = await Promise.all([
+  const [grpc, bpf, proto, libbpf, services, policyStub] = await loadBuilt(() =>
+    Promise.all([
       import('@grpc/grpc-js'),
       import('@packetwatch/bpf'),
       import('@packetwatch/proto'),
       import('libbpf-ts'),
       import('@packetwatch/test-support/services'),
-    ]);
-    return { grpc, bpf, proto, libbpf, services };
-  } catch (e) {
-    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
-  }
+      import('@packetwatch/test-support/policy-stub'),
+    ]),
+  );
+  return { grpc, bpf, proto, libbpf, services, policyStub };
 }
 
 interface ReceiverCounts {
@@ -118,79 +118,32 @@ interface ReceiverCounts {
   gaps: number;
 }
 
-/** What the receiver needs of an event batch; records is a view into the message, not a copy. */
-interface LeanBatch {
-  count: number;
-  lost: number;
-  firstSequence: number;
-  records: Buffer;
-}
-
-/**
- * The policy end of the Report stream, reduced to counting: per batch it
- * reads count, lost_events and first_sequence and never decodes a record,
- * so it costs little next to the probe. Records are kept only while
- * `capture` is on, for the setup check.
- */
+/** The policy end of the Report stream, reduced to counting (no record is decoded); records are kept only while `capture` is on. */
 class Receiver {
-  readonly hellos: ProbeHello[] = [];
   readonly captured: Buffer[] = [];
   capture = false;
+  readonly stub: PolicyStub;
   readonly #counts: ReceiverCounts = { events: 0, lost: 0, messages: 0, gaps: 0 };
   #nextSequence: number | undefined;
-  #server: grpcTypes.Server | undefined;
 
-  constructor(
-    readonly socketPath: string,
-    private readonly libs: Libs,
-  ) {}
+  constructor(socketPath: string, libs: Libs) {
+    this.stub = new libs.policyStub.PolicyStub(socketPath, (b) => this.#onBatch(b.count, Number(b.lostEvents), Number(b.firstSequence), b.records), 'bench-probe');
+  }
 
   counts(): ReceiverCounts {
     return { ...this.#counts };
   }
 
-  #onBatch(b: LeanBatch): void {
+  #onBatch(count: number, lost: number, firstSequence: number, records: Uint8Array): void {
     const c = this.#counts;
     c.messages++;
-    c.events += b.count;
-    c.lost += b.lost;
-    if (b.count > 0) {
-      if (this.#nextSequence !== undefined && b.firstSequence > this.#nextSequence) c.gaps += b.firstSequence - this.#nextSequence;
-      this.#nextSequence = b.firstSequence + b.count;
+    c.events += count;
+    c.lost += lost;
+    if (count > 0) {
+      if (this.#nextSequence !== undefined && firstSequence > this.#nextSequence) c.gaps += firstSequence - this.#nextSequence;
+      this.#nextSequence = firstSequence + count;
     }
-    if (this.capture) this.captured.push(Buffer.from(b.records));
-  }
-
-  async start(): Promise<void> {
-    const { grpc, proto } = this.libs;
-    const server = new grpc.Server();
-    const service = { report: { ...proto.PolicyService.report, requestDeserialize: proto.deserializeProbeMessage } };
-    const impl = {
-      report: (call: grpcTypes.ServerDuplexStream<ProbeMessage, PolicyMessage>) => {
-        call.on('data', (msg: ProbeMessage) => {
-          const m = msg.message;
-          if (m?.$case === 'events') {
-            const v = m.value;
-            this.#onBatch({ count: v.count, lost: Number(v.lostEvents), firstSequence: Number(v.firstSequence), records: v.records });
-          } else if (m?.$case === 'hello') {
-            this.hellos.push(m.value);
-            call.write({ message: { $case: 'hello', value: { version: 'bench-probe' } } });
-          }
-        });
-        call.on('end', () => call.end());
-        call.on('error', () => {});
-      },
-    };
-    server.addService(service, impl);
-    await new Promise<void>((resolve, reject) =>
-      server.bindAsync(`unix://${this.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-    );
-    this.#server = server;
-  }
-
-  stop(): void {
-    this.#server?.forceShutdown();
-    this.#server = undefined;
+    if (this.capture) this.captured.push(Buffer.from(records));
   }
 }
 
@@ -336,7 +289,7 @@ async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: TestNet
   const { bpf } = libs;
   const attached = libs.libbpf.xdpQuery(net.hostIf).progId;
   if (attached !== programId) throw new BenchError(`${net.hostIf} runs program ${attached}, the probe reports ${programId}`);
-  const hello = await waitFor('the probe to connect to the receiver', () => receiver.hellos[0], 10_000);
+  const hello = await waitFor('the probe to connect to the receiver', () => receiver.stub.hellos[0], 10_000);
   if (hello.programId !== programId) throw new BenchError(`the probe announced program ${hello.programId}, GetStatus says ${programId}`);
   await waitFor('policyConnected', async () => ((await api.status()).policyConnected ? true : undefined), 10_000);
 
@@ -515,9 +468,7 @@ function cpuTable(results: readonly RateResult[], cpus: number): string {
   );
 }
 
-function best(results: readonly RateResult[]): RateResult | undefined {
-  return results.filter((r) => r.keptUp).sort((a, b) => b.offered - a.offered)[0];
-}
+const best = bestRun<RateResult>;
 
 function verdictText(results: readonly RateResult[]): string {
   const b = best(results);
@@ -682,14 +633,14 @@ async function main(): Promise<void> {
     const socket = join(dir, 'control', 'probe.sock');
     const metricsPort = await freePort();
     const receiver = new Receiver(join(dir, 'policy.sock'), libs);
-    cleanup.add('stop the receiver', () => receiver.stop());
-    await receiver.start();
+    cleanup.add('stop the receiver', () => receiver.stub.stop());
+    await receiver.stub.start();
 
     const env = {
       PW_IFDEV: net.hostIf,
       PW_PROBE_SOCKET: join(dir, 'probe.sock'),
       PW_PROBE_CONTROL_SOCKET: socket,
-      PW_POLICY_ADDR: `unix:${receiver.socketPath}`,
+      PW_POLICY_ADDR: `unix:${receiver.stub.socketPath}`,
       PW_BPF_PIN_DIR: pinRoot,
       // On, as deployed; the bench reads the probe's GC time and event-loop stalls from it.
       PW_PROMETHEUS_PORT: String(metricsPort),
@@ -734,27 +685,16 @@ async function main(): Promise<void> {
     console.log(latencyTable(latency));
     console.log('');
 
-    const rates: RateResult[] = [];
-    const run = async (rate: number) => {
+    const rates = await rateSearch(RATES, REFINE_STEPS, async (rate) => {
       const r = await measureRate(rate, api, probe, receiver, programId, frameFile, metricsPort, onDriver);
-      rates.push(r);
       console.log(
         `${rateLabel(rate).padStart(6)}/s: offered ${count(Math.round(r.offered))}/s, delivered ${count(Math.round(r.delivered))}/s, ` +
           `lag ${r.lagMs.toFixed(0)} ms, lost ${count(r.probeLost)} (ringbufFull ${count(r.ringbufFull)}), ` +
           `probe ${(r.cpu.probe * 100).toFixed(0)}% CPU (${r.cpuPerMillion.toFixed(2)} s/M, GC ${(r.gc * 100).toFixed(0)}%, ` +
           `max stall ${r.maxStallMs.toFixed(0)} ms), idle ${(r.cpu.idle * 100).toFixed(0)}% -> ${resultText(r)}`,
       );
-    };
-    for (const rate of RATES) await run(rate);
-    for (let i = 0; i < REFINE_STEPS; i++) {
-      const pass = best(rates);
-      const fail = rates.filter((r) => !r.keptUp && (!pass || r.rate > pass.rate)).sort((a, b) => a.rate - b.rate)[0];
-      if (!pass || !fail) break;
-      const mid = roundRate(Math.sqrt(pass.rate * fail.rate));
-      if (mid <= pass.rate || mid >= fail.rate || rates.some((r) => r.rate === mid)) break;
-      await run(mid);
-    }
-    rates.sort((a, b) => a.rate - b.rate);
+      return r;
+    });
 
     const date = today();
     console.log('');

@@ -23,10 +23,10 @@ import {
 import { clock, xdpQuery } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestNet, createTestNet, freePort, waitFor, withinRun } from '@packetwatch/test-support';
+import { PolicyStub } from '@packetwatch/test-support/policy-stub';
 import { PROBE_MAIN, call, listAllBlocks } from '@packetwatch/test-support/services';
 import { ProbeProcess, deadline, probeClient } from './probe-process.js';
 import { healthCheck, reflectedServices } from './grpc-tools.js';
-import { PolicyStub } from './policy-stub.js';
 
 const CURL_TIMEOUT_EXIT = 28;
 

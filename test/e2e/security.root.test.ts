@@ -22,8 +22,8 @@ import {
 } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_BPFFS, type TestNet, createTestNet, freePort, waitFor } from '@packetwatch/test-support';
+import { PolicyStub } from '@packetwatch/test-support/policy-stub';
 import { ServiceProcess, call } from '@packetwatch/test-support/services';
-import { PolicyStub } from './policy-stub.js';
 import { callAs } from './grpc-tools.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
