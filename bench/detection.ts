@@ -525,11 +525,7 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], s
 function results(rows: readonly Row[]): ResultEntry[] {
   const out: ResultEntry[] = [];
   for (const r of rows) {
-    for (const [label, p] of [
-      ['p50', 50],
-      ['p99', 99],
-      ['max', 100],
-    ] as const) {
+    for (const [label, p] of [['p50', 50], ['p99', 99], ['max', 100]] as const) {
       const v = percentile(r.sortedMs, p);
       out.push({
         name: `detection to block, ${rowLabel(r)}, ${r.background === 'idle' ? 'idle' : `${LOAD_RATE} SYN/s`} ${label}`,

@@ -84,12 +84,7 @@ interface Row {
 
 async function loadLibs(): Promise<Libs> {
   const [grpc, proto, stack, services] = await loadBuilt(() =>
-    Promise.all([
-      import('@grpc/grpc-js'),
-      import('@packetwatch/proto'),
-      import('@packetwatch/test-support/stack'),
-      import('@packetwatch/test-support/services'),
-    ]),
+    Promise.all([import('@grpc/grpc-js'), import('@packetwatch/proto'), import('@packetwatch/test-support/stack'), import('@packetwatch/test-support/services')]),
   );
   return { grpc, proto, stack, services };
 }
@@ -437,10 +432,7 @@ function results(rows: readonly Row[], baseline: NmapRun): ResultEntry[] {
 }
 
 async function main(): Promise<void> {
-  const { m, load, cleanup } = startStackBench('leak', [
-    ['nmap', ['--version']],
-    ['hping3', ['--version']],
-  ]);
+  const { m, load, cleanup } = startStackBench('leak', [['nmap', ['--version']], ['hping3', ['--version']]]);
   const libs = await loadLibs();
   let baseline: NmapRun | undefined;
   const rows = await cleanup.around(async () => {

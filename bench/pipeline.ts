@@ -193,10 +193,7 @@ interface Hping {
 
 function hpingRuns(net: NamespacePair): Hping[] {
   const common = ['-q', '-S', '--flood', '-p', '8080'];
-  return [
-    { name: 'hping3, one source', args: [...common, net.victimAddr] },
-    { name: 'hping3, random sources', args: [...common, '--rand-source', net.victimAddr] },
-  ];
+  return [{ name: 'hping3, one source', args: [...common, net.victimAddr] }, { name: 'hping3, random sources', args: [...common, '--rand-source', net.victimAddr] }];
 }
 
 /** Driver B: hping3 --flood from the attacker namespace for HPING_SECONDS, stopped with SIGINT. */

@@ -562,11 +562,7 @@ function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): 
   const status = latency[0];
   const out: ResultEntry[] = [];
   for (const row of latency) {
-    for (const [label, p] of [
-      ['p50', 50],
-      ['p99', 99],
-      ['max', 100],
-    ] as const) {
+    for (const [label, p] of [['p50', 50], ['p99', 99], ['max', 100]] as const) {
       out.push({
         name: `${row.name} ${label}`,
         value: round2(percentile(row.sorted, p)),

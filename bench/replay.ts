@@ -106,10 +106,7 @@ function main(): void {
   const dir = mkdtempSync(join(tmpdir(), 'pw-bench-replay-'));
   const cases: Case[] = [];
   try {
-    for (const [name, make, decisions] of [
-      ['mixed', mixed, SCANNERS],
-      ['new sources', newSources, 0],
-    ] as const) {
+    for (const [name, make, decisions] of [['mixed', mixed, SCANNERS], ['new sources', newSources, 0]] as const) {
       const path = join(dir, `${name.replace(' ', '-')}.pcap`);
       const frames = make(path);
       // The mixed capture again in closed mode (two passes over the file; no answers in it, so the same decisions).
