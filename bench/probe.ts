@@ -618,13 +618,7 @@ async function main(): Promise<void> {
   await cleanup.around(async () => {
     const dir = cleanup.tempDir();
     const pinRoot = `/sys/fs/bpf/packetwatch-bench-${process.pid}`;
-    let net: TestNet;
-    try {
-      net = createTestNet(SLOT);
-    } catch (e) {
-      throw commandError('creating the veth pair failed', e);
-    }
-    cleanup.add('remove the veth pair and namespace', () => net.destroy());
+    const net = cleanup.network('the veth pair and its namespace', () => createTestNet(SLOT));
     // The API as the policy calls it: its control socket (BlockIp is the policy's role).
     const socket = join(dir, 'control', 'probe.sock');
     const metricsPort = await freePort();

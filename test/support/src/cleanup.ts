@@ -2,6 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
+import { commandError } from './errors.js';
 
 /** Undo steps, run once in reverse order; synchronous so that they also run from process 'exit'. */
 export class Cleanup {
@@ -12,6 +13,18 @@ export class Cleanup {
 
   add(what: string, step: () => void): void {
     this.#steps.push({ what, step });
+  }
+
+  /** What make() creates (network namespaces, a veth pair), destroyed with the other steps; a failure to create it names `what`. */
+  network<T extends { destroy(): void }>(what: string, make: () => T): T {
+    let net: T;
+    try {
+      net = make();
+    } catch (e) {
+      throw commandError(`creating ${what} failed`, e);
+    }
+    this.add(`remove ${what}`, () => net.destroy());
+    return net;
   }
 
   /** A fresh temporary directory (packetwatch-bench-<name>-*), removed with the other steps. */

@@ -42,14 +42,7 @@ export function setupEnv(s: Setup): Record<string, string> {
 
 /** The victim/attacker namespaces, removed by the cleanup. */
 export function namespaces(slot: number, cleanup: Cleanup): NamespacePair {
-  let net: NamespacePair;
-  try {
-    net = createNamespacePair(slot);
-  } catch (e) {
-    throw commandError('creating the victim and attacker namespaces failed', e);
-  }
-  cleanup.add('remove the namespaces', () => net.destroy());
-  return net;
+  return cleanup.network('the victim and attacker namespaces', () => createNamespacePair(slot));
 }
 
 /**
