@@ -16,6 +16,10 @@ const alias = [
   { find: /^@packetwatch\/bpf\/classify$/, replacement: src('./bpf/src/classify.ts') },
   { find: /^@packetwatch\/policy\/replay$/, replacement: src('./services/policy/src/replay.ts') },
   { find: /^@packetwatch\/proto$/, replacement: src('./proto/src/index.ts') },
+  { find: /^@packetwatch\/test-support$/, replacement: src('./test/support/src/index.ts') },
+  { find: /^@packetwatch\/test-support\/services$/, replacement: src('./test/support/src/services.ts') },
+  { find: /^@packetwatch\/test-support\/policy-stub$/, replacement: src('./test/support/src/policy-stub.ts') },
+  { find: /^@packetwatch\/test-support\/stack$/, replacement: src('./test/support/src/stack.ts') },
 ];
 
 export default defineConfig({

@@ -1,28 +1,16 @@
 // `make bench-detection`: detection-to-block latency, from the kernel time of
-// the SYN that crosses the threshold to the moment the block is in the kernel
-// map, with the probe's in-kernel detector and with the policy alone, at idle
-// and under a background load of SYN events.
-//
-// Probe + policy run as deployed in a victim namespace (bench/stack.ts).
-// Each detection is a source never seen before that sends SYNs to N ports
-// (the in-kernel detector at N = 3, 16 and 64, the policy alone at N = 3:
-// stack.SETUPS). This process runs the attached program on those frames itself
-// (BPF_PROG_TEST_RUN on a descriptor of the program), reading CLOCK_BOOTTIME
-// just before and just after the run of the crossing SYN: the timestamp the
-// program gives that SYN lies in between. The block's created_ns (the same
-// clock, written by the program itself or by the probe's BlockIp as it
-// writes the entry) is read from the pinned blocklist. The background load is
-// bpftool running the program at a paced rate on a SYN from a source that
-// only ever hits one port, as bench-probe drives it.
+// the SYN that crosses the threshold to the block in the kernel map, with the
+// in-kernel detector and with the policy alone, at idle and under a background
+// load of SYN events, probe + policy as deployed (@packetwatch/test-support/stack).
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 // Types only (erased): the modules themselves are imported once the build is checked.
 import type { BlockEntry } from '@packetwatch/bpf';
 import type { Program, TypedMap } from 'libbpf-ts';
-import type { NamespacePair } from './namespaces.js';
-import type { DetectionMode, Setup, Stack } from './stack.js';
-import { Cleanup, type CpuShares, cpuShares, cpuSnapshot, drive, runOnce, sleep, SLICE_MS, waitFor, XDP_PASS, startStackBench } from './harness.js';
+import { Cleanup, type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
+import type { DetectionMode, Setup, Stack } from '@packetwatch/test-support/stack';
+import { loadBuilt, startStackBench } from './harness.js';
 import {
   BenchError,
   type Machine,
@@ -41,16 +29,13 @@ import {
 
 const SECTION_HEADING = '## Detection to block';
 
-
 const DETECTIONS = SMOKE ? 20 : 1000;
 /** Detections before each measurement, off the books: both services' JIT, the store, the channel. */
 const WARMUP = SMOKE ? 5 : 100;
 /** Detections are started on a schedule (open loop), not one after the other's block. */
 const DETECTION_RATE = 100;
 const LOAD_RATE = 500_000;
-// Once the load starts, the policy falls behind for a few seconds before it
-// catches up (its hot path optimized, its heap grown); detections start
-// after that, in the steady state.
+// Detections start once the policy has caught up with the load (the steady state).
 const LOAD_SETTLE_MS = SMOKE ? 500 : 6000;
 /** Longest the load may run (it is stopped once every block is in). */
 const LOAD_MAX_MS = 180_000;
@@ -62,9 +47,7 @@ const TARGET_MS: Record<DetectionMode, Record<Background, number>> = {
   'policy alone': { idle: 2, load: 10 },
 };
 
-// Benchmarking addresses (RFC 2544, 198.18.0.0/15): never a real peer. Each
-// phase of each setup gets its own block of 2,048 sources, and no source is
-// used twice.
+// Benchmarking addresses (RFC 2544): each phase of each setup has a block of 2,048 sources, none used twice.
 const SOURCES_PER_BLOCK = 2048;
 const source = (block: number, i: number) => {
   const a = block * SOURCES_PER_BLOCK + i;
@@ -80,7 +63,7 @@ const SLOT = 240;
 interface Libs {
   bpf: typeof import('@packetwatch/bpf');
   libbpf: typeof import('libbpf-ts');
-  stack: typeof import('./stack.js');
+  stack: typeof import('@packetwatch/test-support/stack');
 }
 type Blocklist = TypedMap<Buffer, BlockEntry>;
 
@@ -139,12 +122,10 @@ interface Row {
 }
 
 async function loadLibs(): Promise<Libs> {
-  try {
-    const [bpf, libbpf, stack] = await Promise.all([import('@packetwatch/bpf'), import('libbpf-ts'), import('./stack.js')]);
-    return { bpf, libbpf, stack };
-  } catch (e) {
-    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
-  }
+  const [bpf, libbpf, stack] = await loadBuilt(() =>
+    Promise.all([import('@packetwatch/bpf'), import('libbpf-ts'), import('@packetwatch/test-support/stack')]),
+  );
+  return { bpf, libbpf, stack };
 }
 
 class Detections {
@@ -266,12 +247,7 @@ function summarize(
   };
 }
 
-/**
- * Whether a block's created_ns falls within the crossing SYN's run. The
- * program stamps times from the coarse clock (CLOCK_BOOTTIME by offset),
- * which trails the precise clock this process reads around the run by up to
- * two ticks (8 ms at HZ=250, 20 ms at HZ=100).
- */
+/** Whether a block's created_ns falls within the crossing SYN's run, allowing the program's coarse clock its lag (two ticks). */
 function duringRun(e: BlockEntry, s: Sample): boolean {
   return e.createdNs >= s.t0 - s.lagNs && e.createdNs <= s.t1;
 }
@@ -287,9 +263,7 @@ function checkMode(mode: DetectionMode, samples: readonly Sample[], entries: rea
     if (mode === 'in-kernel' && (!kernel || !duringRun(e, s))) {
       throw new BenchError(`setup check (in-kernel): the block of ${s.source} was not written by the program during the crossing SYN (flags ${e.flags})`);
     }
-    // The policy's block is stamped with the precise clock at BlockIp, after
-    // the run began; it may beat the read of t1 if this process is preempted
-    // in between, so only the start bounds it. The flag tells the modes apart.
+    // The policy's block is stamped at BlockIp, after the run began (it may beat the read of t1): only the start bounds it.
     if (mode === 'policy alone' && (kernel || e.createdNs < s.t0)) {
       throw new BenchError(`setup check (policy alone): the block of ${s.source} was written by the program (flags ${e.flags}): in-kernel detection is on`);
     }
@@ -496,30 +470,17 @@ function nText(setups: readonly Setup[], mode: DetectionMode): string {
 }
 
 const methodText = (setups: readonly Setup[]) =>
-  `Probe and policy run as deployed (\`make run\`: the probe as root, the policy as the unprivileged packetwatch user, ` +
-  `Unix sockets) in a victim network namespace, XDP on its veth, with N ports within 60 s for both detectors ` +
-  `(PW_PORTSCAN_PORT_THRESHOLD: N = ${nText(setups, 'in-kernel')} with in-kernel detection on, N = ${nText(setups, 'policy alone')} with it off), ` +
-  `PW_MAX_BLOCKS_PER_MINUTE=0, PW_BLOCKLIST_SIZE=262144, logs as JSON at info, no /metrics; in-kernel detection on ` +
-  `(PW_KERNEL_DETECTION=True) or off (False, the policy detects alone); each setup has services of its own, one after ` +
-  `the other. A detection is a source never seen before ` +
-  `(198.18.0.0/15) sending SYNs to N ports; this process runs the attached program on its N frames itself ` +
-  `(BPF_PROG_TEST_RUN on a descriptor of the program, pinned by id with bpftool), ${DETECTION_RATE} detections a second on a ` +
-  `fixed schedule, ${count(WARMUP)} warm-up detections first (they also check the mode: in-kernel blocks carry the ` +
-  `program's flag and a created_ns within the crossing SYN's run, allowing the program's coarse clock its lag of up to two ticks, the policy's do not). ` +
-  `Policy alone: latency = the block's created_ns (CLOCK_BOOTTIME, read from the pinned blocklist, written by the probe's BlockIp ` +
-  `as it writes the entry) minus CLOCK_BOOTTIME read just before the crossing SYN's run; the SYN's own timestamp lies ` +
-  `between the reads before and after that run, so each figure is an upper bound, off by at most the bracket shown. ` +
-  `In-kernel: the program writes the block while it runs on the crossing SYN, so the latency is at most that run's bracket ` +
-  `(CLOCK_BOOTTIME read after the run minus before it), which is the figure shown; the program's own created_ns has tick ` +
-  `resolution (its coarse clock) and only serves the check. "policy log" is the policy's own detectionToBlockMs for the same sources ` +
-  `(kernel time of the SYN to BlockIp's acknowledgement, in-kernel detections logged as 0). A block not in the map ` +
-  `${BLOCK_WAIT_MS / 1000} s after the last detection counts as never blocked (and as infinite). Background load: ` +
-  `\`bpftool batch file -\` runs the program on a SYN from ${BACKGROUND_SOURCE} to one port (never a scanner), one ` +
-  `\`prog run ... repeat N\` every ${SLICE_MS} ms, ${count(LOAD_RATE)} a second; detections start ${LOAD_SETTLE_MS / 1000} s ` +
-  `after it (in its first seconds the policy falls behind, then catches up) and it runs until the last block is in. ` +
-  `The window figures are probe and policy counters from the first detection to the last block; backlog = events the ` +
-  `program passed that the policy had not received, in ms of the load. ` +
-  `Percentiles are nearest-rank.`;
+  `Probe and policy as deployed (\`make run\`) in a victim namespace, N ports within 60 s for both detectors (N = ` +
+  `${nText(setups, 'in-kernel')} with in-kernel detection on, N = ${nText(setups, 'policy alone')} with it off), no block cap, ` +
+  `each setup with services of its own. A detection is a new source (198.18.0.0/15) sending SYNs to N ports: this process runs ` +
+  `the attached program on them (BPF_PROG_TEST_RUN), ${DETECTION_RATE} detections a second on a fixed schedule, after ` +
+  `${count(WARMUP)} warm-up detections that also check the mode (who wrote the block, when). Policy alone: the block's ` +
+  `created_ns (pinned blocklist) minus CLOCK_BOOTTIME read before the crossing SYN's run, an upper bound off by at most the ` +
+  `bracket shown. In-kernel: the block is written during that run, so the figure is the run's bracket. "policy log" is the ` +
+  `policy's own detectionToBlockMs. A block missing ${BLOCK_WAIT_MS / 1000} s after the last detection counts as never ` +
+  `blocked. Load: \`bpftool batch file -\` runs the program on a SYN from ${BACKGROUND_SOURCE} to one port every ` +
+  `${SLICE_MS} ms, ${count(LOAD_RATE)} a second; detections start ${LOAD_SETTLE_MS / 1000} s after it. Backlog = events the ` +
+  `policy had not received, in ms of the load. Percentiles are nearest-rank.`;
 
 function section(m: Machine, date: string, load: number, rows: readonly Row[], setups: readonly Setup[]): string {
   return [
@@ -564,11 +525,7 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], s
 function results(rows: readonly Row[]): ResultEntry[] {
   const out: ResultEntry[] = [];
   for (const r of rows) {
-    for (const [label, p] of [
-      ['p50', 50],
-      ['p99', 99],
-      ['max', 100],
-    ] as const) {
+    for (const [label, p] of [['p50', 50], ['p99', 99], ['max', 100]] as const) {
       const v = percentile(r.sortedMs, p);
       out.push({
         name: `detection to block, ${rowLabel(r)}, ${r.background === 'idle' ? 'idle' : `${LOAD_RATE} SYN/s`} ${label}`,

@@ -1,21 +1,15 @@
-// `make bench-leak`: how many SYNs a fast scanner gets to the victim's stack
-// after the one that makes it a scanner, with the probe's in-kernel detector
-// and with the policy alone.
-//
-// Probe + policy run as deployed in a victim namespace (bench/stack.ts);
-// `nmap -n -Pn -sS -T5` scans 10,000 ports from the attacker namespace over
-// the veth pair, real packets through the XDP program. Every SYN that passes
-// the program is an event: the probe's counters say how many passed, and the
-// policy's Watch feed for the attacker gives them in order, so the crossing
-// SYN (the one that brings the distinct ports to N) is found among them.
+// `make bench-leak`: how many SYNs a fast scanner (nmap -T5 from the attacker
+// namespace) gets to the victim's stack after the one that makes it a scanner,
+// with the in-kernel detector and with the policy alone, probe + policy as
+// deployed (@packetwatch/test-support/stack). The policy's Watch feed gives the
+// SYNs that passed in order, so the crossing one is found among them.
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 // Types only (erased): the modules themselves are imported once the build is checked.
 import type { ClientReadableStream } from '@grpc/grpc-js';
-import type { ListDecisionsResponse, WatchEvent } from '@packetwatch/proto';
-import type { NamespacePair } from './namespaces.js';
-import type { DetectionMode, Setup, Stack } from './stack.js';
-import { Cleanup, sleep, waitFor, startStackBench } from './harness.js';
+import type { WatchEvent } from '@packetwatch/proto';
+import { Cleanup, type NamespacePair, sleep, waitFor } from '@packetwatch/test-support';
+import type { DetectionMode, Setup, Stack } from '@packetwatch/test-support/stack';
+import { loadBuilt, startStackBench } from './harness.js';
 import {
   BenchError,
   type Machine,
@@ -33,13 +27,9 @@ import {
 
 const SECTION_HEADING = '## Ports leaked to a fast scanner';
 
-
 const PORTS = SMOKE ? '1-200' : '1-10000';
 const nmapArgs = (victim: string) => ['-n', '-Pn', '-sS', '-T5', '-p', PORTS, victim];
-// Once blocked, nmap -T5 slows down to a crawl on the ports that no longer
-// answer (it takes the drops for congestion): it would take several minutes
-// for 10,000 ports. Its count is settled long before (nothing passes once the
-// block is in), so a scan still running at the cap is stopped.
+// Once blocked, nmap -T5 crawls (it takes the drops for congestion); its count is settled long before, so it is stopped at the cap.
 const NMAP_CAP_MS = SMOKE ? 5000 : 120_000;
 /** SYNs a scan may get past the crossing one: none with the in-kernel detector (at every N), 5 with the policy alone. */
 const TARGET_LEAKED: Record<DetectionMode, number> = { 'in-kernel': 0, 'policy alone': 5 };
@@ -53,7 +43,8 @@ const SLOT = 241;
 interface Libs {
   grpc: typeof import('@grpc/grpc-js');
   proto: typeof import('@packetwatch/proto');
-  stack: typeof import('./stack.js');
+  stack: typeof import('@packetwatch/test-support/stack');
+  services: typeof import('@packetwatch/test-support/services');
 }
 
 interface NmapPorts {
@@ -92,12 +83,10 @@ interface Row {
 }
 
 async function loadLibs(): Promise<Libs> {
-  try {
-    const [grpc, proto, stack] = await Promise.all([import('@grpc/grpc-js'), import('@packetwatch/proto'), import('./stack.js')]);
-    return { grpc, proto, stack };
-  } catch (e) {
-    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
-  }
+  const [grpc, proto, stack, services] = await loadBuilt(() =>
+    Promise.all([import('@grpc/grpc-js'), import('@packetwatch/proto'), import('@packetwatch/test-support/stack'), import('@packetwatch/test-support/services')]),
+  );
+  return { grpc, proto, stack, services };
 }
 
 /** What nmap reported: explicit port lines and the "Not shown: N <state> tcp ports" summaries. */
@@ -237,11 +226,7 @@ class Run {
   }
 
   async decisions(): Promise<string[]> {
-    const { grpc, stack: st } = this.libs;
-    const res = await st.call<ListDecisionsResponse>((cb) =>
-      this.stack.svc.policyClient.listDecisions({ all: false, pageSize: 0, pageToken: '' }, new grpc.Metadata(), { deadline: Date.now() + 3000 }, cb),
-    );
-    return res.decisions.map((d) => d.ip);
+    return (await this.libs.services.listAllDecisions(this.stack.svc.policyClient, false, 3000)).map((d) => d.ip);
   }
 
   async blocked(): Promise<boolean> {
@@ -366,23 +351,13 @@ function verdictText(rows: readonly Row[]): string {
 }
 
 const methodText = (setups: readonly Setup[]) =>
-  `Probe and policy run as deployed (\`make run\`: the probe as root, the policy as the unprivileged packetwatch user, ` +
-  `Unix sockets) in a victim network namespace, XDP on its end of a veth pair, with N ports within 60 s for both ` +
-  `detectors (PW_PORTSCAN_PORT_THRESHOLD; the setups: ${setups.map((x) => `${x.mode} at N = ${x.n}`).join(', ')}), ` +
-  `PW_MAX_BLOCKS_PER_MINUTE=0, logs as JSON at info; in-kernel detection on (PW_KERNEL_DETECTION=True) or ` +
-  `off (False, the policy detects alone), each setup with namespaces and services of its own. Before the scan, each ` +
-  `detects and blocks ${WARM_SOURCES} other sources (hping3 -a <spoofed source> -S, N SYNs to N ports each), so that the ` +
-  `scan meets warm services, as in a deployment that has been running. From the attacker namespace: ` +
-  `\`nmap ${nmapArgs('<victim>').join(' ')}\` (nothing listens on the victim: a port that answers is closed). ` +
-  `"reached the victim" = SYNs the program let through (its events counter; syn - synDropped agrees below). The policy's ` +
-  `Watch feed for the attacker lists them in order; the crossing SYN is the one that brings the distinct ports to N, and ` +
-  `"leaked after it" = those that passed after it. (The feed skips events while a watcher has many unsent, "feed ` +
-  `skipped" from the policy's log, but never the first ones, where the crossing SYN is.) "nmap s" is the wall time of ` +
-  `the nmap process. Once blocked, nmap -T5 slows to a crawl on the ports that no longer answer (it takes the drops ` +
-  `for congestion), so a scan still running after ${NMAP_CAP_MS / 1000} s is stopped: its count is settled long before, ` +
-  `since nothing passes once the block is in. For the same reason the scans overlap to keep the bench short: each ` +
-  `starts ${STAGGER_AFTER_BLOCK_MS / 1000} s after the one before was blocked, when all that one still sends is ` +
-  `retries the program drops.`;
+  `Probe and policy as deployed (\`make run\`) in a victim namespace, N ports within 60 s for both detectors ` +
+  `(${setups.map((x) => `${x.mode} at N = ${x.n}`).join(', ')}), no block cap, each setup with namespaces and services of its ` +
+  `own, warmed by detecting ${WARM_SOURCES} spoofed sources (hping3) first. From the attacker namespace: ` +
+  `\`nmap ${nmapArgs('<victim>').join(' ')}\` (nothing listens on the victim). "reached the victim" = SYNs the program let ` +
+  `through (its events counter); the crossing SYN is the one of the policy's Watch feed that brings the distinct ports to N, ` +
+  `"leaked after it" those that passed after it. A scan still running after ${NMAP_CAP_MS / 1000} s is stopped; each scan ` +
+  `starts ${STAGGER_AFTER_BLOCK_MS / 1000} s after the one before was blocked.`;
 
 function section(m: Machine, date: string, load: number, rows: readonly Row[], baseline: string, setups: readonly Setup[]): string {
   return [
@@ -457,10 +432,7 @@ function results(rows: readonly Row[], baseline: NmapRun): ResultEntry[] {
 }
 
 async function main(): Promise<void> {
-  const { m, load, cleanup } = startStackBench('leak', [
-    ['nmap', ['--version']],
-    ['hping3', ['--version']],
-  ]);
+  const { m, load, cleanup } = startStackBench('leak', [['nmap', ['--version']], ['hping3', ['--version']]]);
   const libs = await loadLibs();
   let baseline: NmapRun | undefined;
   const rows = await cleanup.around(async () => {

@@ -15,17 +15,8 @@ import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { NamespacePair } from './namespaces.js';
-import {
-  Cleanup,
-  XDP_PASS,
-  cpuShares,
-  cpuSnapshot,
-  drive,
-  startStackBench,
-  runOnce,
-  sleep,
-} from './harness.js';
+import { Cleanup, type NamespacePair, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep } from '@packetwatch/test-support';
+import { startStackBench } from './harness.js';
 import { RANGES, type SourceRange, SourceFrames, collectGarbage, feedPopulation, rssBytes, sourceAddress } from './population.js';
 import {
   BenchError,
@@ -74,7 +65,7 @@ const POLICY_CONFIG_JS = join(REPO_ROOT, 'services/policy/dist/config.js');
 
 interface Libs {
   bpf: typeof import('@packetwatch/bpf');
-  stack: typeof import('./stack.js');
+  stack: typeof import('@packetwatch/test-support/stack');
 }
 
 interface PerSource {
@@ -128,7 +119,7 @@ interface Flood {
 
 async function loadLibs(): Promise<Libs> {
   try {
-    const [bpf, stack] = await Promise.all([import('@packetwatch/bpf'), import('./stack.js')]);
+    const [bpf, stack] = await Promise.all([import('@packetwatch/bpf'), import('@packetwatch/test-support/stack')]);
     return { bpf, stack };
   } catch (e) {
     throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);

@@ -1,33 +1,24 @@
-// `make bench-pipeline`: the whole event pipeline as deployed, with the
-// policy's detector in the loop: SYNs through the attached XDP program, the
-// ring buffer, the probe, the Report stream and the policy (allowlist,
-// decisions, detector, feed), and how many a second it carries for 10 s
-// without losing one.
-//
-// Probe + policy run as `make run` starts them, in a victim namespace
-// (bench/stack.ts), with the in-kernel detector on. Two drivers:
-// A. bpftool runs the attached program (BPF_PROG_TEST_RUN) at a paced rate
-//    on a rotation of frames from many sources to two ports each, so that no
-//    source becomes a scanner (bench/harness.ts drive());
-// B. hping3 --flood from the attacker namespace over the veth pair: real
-//    frames through the driver's XDP hook, as fast as hping3 sends them.
+// `make bench-pipeline`: how many SYN events a second the whole pipeline as
+// deployed (XDP program, ring buffer, probe, Report stream, policy with its
+// detector) carries for 10 s without losing one, probe + policy in a victim
+// namespace (@packetwatch/test-support/stack). Drivers: A. bpftool runs the
+// attached program at a paced rate on frames from many sources to two ports
+// each (no scanner); B. hping3 --flood from the attacker namespace.
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
-import type { NamespacePair } from './namespaces.js';
-import type { Stack } from './stack.js';
-import { SLICE_MS, XDP_PASS, drive, type CpuShares, cpuShares, cpuSnapshot, runOnce, sleep, waitFor, startStackBench } from './harness.js';
+import { type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
+import type { Stack } from '@packetwatch/test-support/stack';
+import { bestRun, loadBuilt, rateSearch, startStackBench } from './harness.js';
 import {
-  BENCHMARKS_FILE,
   BENCH_DIR,
   BenchError,
   type Machine,
   type ResultEntry,
   count,
   rateLabel,
-  roundRate,
   machineText,
   round2,
   runBench,
@@ -63,7 +54,7 @@ const sourceOf = (i: number) => `198.18.${SLOT}.${i + 1}`;
 
 interface Libs {
   bpf: typeof import('@packetwatch/bpf');
-  stack: typeof import('./stack.js');
+  stack: typeof import('@packetwatch/test-support/stack');
 }
 
 /** CPUs used on average (1 = one CPU busy); children: the driver (bpftool, which also pays for the XDP program, or hping3). */
@@ -202,10 +193,7 @@ interface Hping {
 
 function hpingRuns(net: NamespacePair): Hping[] {
   const common = ['-q', '-S', '--flood', '-p', '8080'];
-  return [
-    { name: 'hping3, one source', args: [...common, net.victimAddr] },
-    { name: 'hping3, random sources', args: [...common, '--rand-source', net.victimAddr] },
-  ];
+  return [{ name: 'hping3, one source', args: [...common, net.victimAddr] }, { name: 'hping3, random sources', args: [...common, '--rand-source', net.victimAddr] }];
 }
 
 /** Driver B: hping3 --flood from the attacker namespace for HPING_SECONDS, stopped with SIGINT. */
@@ -288,7 +276,7 @@ function cpuTable(runs: readonly Run[], cpus: number): string {
 }
 
 function best(runs: readonly Run[]): Run | undefined {
-  return runs.filter((r) => r.driver === 'bpftool' && r.keptUp).sort((a, b) => b.offered - a.offered)[0];
+  return bestRun(runs.filter((r) => r.driver === 'bpftool'));
 }
 
 /** bench-probe's highest zero-loss rate to a counting receiver (bench/results/probe.json), if it ran. */
@@ -305,28 +293,17 @@ function probeOnly(): number | undefined {
 }
 
 const METHOD =
-  `Probe and policy run as deployed (\`make run\`: the probe as root, the policy as the unprivileged packetwatch user, ` +
-  `Unix sockets, logs as JSON at info, no live table, no /metrics) in a victim network namespace, the program attached ` +
-  `(native XDP) to the victim's end of a veth pair, in-kernel detection on, N = 3 ports within 60 s. ` +
-  `Driver A (bpftool): \`bpftool batch file -\` runs the attached program (BPF_PROG_TEST_RUN on its id) fed one line ` +
-  `per ${SLICE_MS} ms slice for the events owed so far, each slice split over up to 8 of ${SOURCES * PORTS.length} ` +
-  `74-byte IPv4 SYN frames in rotation: ${SOURCES} sources (198.18.${SLOT}.1-${SOURCES}), each from its own source port ` +
-  `to ports ${PORTS.join(' and ')} of the victim, so that every source is tracked by both detectors and none is ever a ` +
-  `scanner (${PORTS.length} < N ports); the rates ${RATES.map(rateLabel).join(', ')} are tried for ${RUN_SECONDS} s each, ` +
-  `in that order, then up to ${REFINE_STEPS} geometric bisections between the highest passing and the lowest failing rate. ` +
-  `Driver B (hping3): \`hping3 -q -S --flood -p 8080\` from the attacker namespace for ${HPING_SECONDS} s, from its own ` +
-  `address (one source, one port: never a scanner) and with --rand-source (a new spoofed source almost every SYN: ` +
-  `the detector's table fills and turns over). offered/s = SYNs the program counted / run time; delivered/s = events ` +
-  `the policy received (GetStatus eventsReceived) during the run / run time; lag = events the program wrote that the ` +
-  `policy had not received when the driver stopped, in ms of the offered rate. Losses where they are counted: ` +
-  `ringbufFull (kernel), probe lost (its eventsLost, which includes ringbufFull), policy lost (lost_events the probe ` +
-  `reported to it), so they overlap; unaccounted = SYNs the program saw - received - policy lost after draining (up to ` +
-  `${DRAIN_TIMEOUT_MS / 1000} s). Result ok: all 0, every event the program wrote received by the policy, lag <= ` +
-  `${MAX_LAG_MS} ms. CPU is averaged over the run and its drain (100% = one CPU), from /proc/<pid>/stat of the probe, ` +
-  `the policy and the driver (bpftool, which also pays for the XDP program, or hping3, whose sends run the veth and ` +
-  `the program in its context), other processes and idle from /proc/stat; CPU s/M = CPU seconds per million events ` +
-  `the policy received. The target (${TARGET_TEXT}) counts as met when a run offered at least 99% of 1,000,000/s ` +
-  `(the driver offers 99.5-99.9% of its target rate) and was ok.`;
+  `Probe and policy as deployed (\`make run\`, logs as JSON at info, no live table, no /metrics) in a victim namespace, ` +
+  `the program on its veth, in-kernel detection on, N = 3 ports within 60 s. Driver A: \`bpftool batch file -\` runs the ` +
+  `attached program every ${SLICE_MS} ms for the events owed so far over ${SOURCES * PORTS.length} 74-byte IPv4 SYN frames ` +
+  `in rotation (${SOURCES} sources, each to ports ${PORTS.join(' and ')}: never a scanner), at ${RATES.map(rateLabel).join(', ')} ` +
+  `for ${RUN_SECONDS} s each, then up to ${REFINE_STEPS} geometric bisections. Driver B: \`hping3 -q -S --flood -p 8080\` ` +
+  `from the attacker namespace for ${HPING_SECONDS} s, from its own address and with --rand-source. offered/s = SYNs the ` +
+  `program counted / run time; delivered/s = events the policy received / run time; lag = events not yet received when the ` +
+  `driver stopped, in ms of the offered rate; ringbufFull, probe lost and policy lost overlap; unaccounted after draining ` +
+  `(up to ${DRAIN_TIMEOUT_MS / 1000} s). ok: no loss, lag <= ${MAX_LAG_MS} ms. CPU over the run and its drain from /proc ` +
+  `(100% = one CPU); CPU s/M = CPU seconds per million events received. The target (${TARGET_TEXT}) is met by an ok run ` +
+  `offering at least 99% of 1,000,000/s.`;
 
 function verdictText(runs: readonly Run[], reference: number | undefined): string {
   const b = best(runs);
@@ -344,7 +321,7 @@ function verdictText(runs: readonly Run[], reference: number | undefined): strin
   return `${head}${ref}. ${target}`;
 }
 
-function section(m: Machine, load: number, runs: readonly Run[], reference: number | undefined, history: string): string {
+function section(m: Machine, load: number, runs: readonly Run[], reference: number | undefined): string {
   return [
     SECTION_HEADING,
     '',
@@ -367,22 +344,9 @@ function section(m: Machine, load: number, runs: readonly Run[], reference: numb
     '',
     `Result: ${verdictText(runs, reference)}.`,
     '',
-    history,
-    '',
-    '_This section is rewritten by `make bench-pipeline`, except the part "What made the policy faster", kept from the previous text._',
+    '_This section is rewritten by `make bench-pipeline`._',
     '',
   ].join('\n');
-}
-
-/** The hand-written history of the policy's hot path, kept across runs. */
-function keptHistory(): string {
-  const marker = '### What made the policy faster';
-  if (!existsSync(BENCHMARKS_FILE)) return '';
-  const text = readFileSync(BENCHMARKS_FILE, 'utf8');
-  const at = text.indexOf(marker);
-  if (at < 0) return '';
-  const end = text.indexOf('\n_This section is rewritten by `make bench-pipeline`', at);
-  return text.slice(at, end < 0 ? undefined : end).trimEnd();
 }
 
 function results(runs: readonly Run[], reference: number | undefined): ResultEntry[] {
@@ -435,12 +399,8 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
 }
 
 async function loadLibs(): Promise<Libs> {
-  try {
-    const [bpf, stack] = await Promise.all([import('@packetwatch/bpf'), import('./stack.js')]);
-    return { bpf, stack };
-  } catch (e) {
-    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
-  }
+  const [bpf, stack] = await loadBuilt(() => Promise.all([import('@packetwatch/bpf'), import('@packetwatch/test-support/stack')]));
+  return { bpf, stack };
 }
 
 function printRun(r: Run): void {
@@ -481,23 +441,11 @@ async function main(): Promise<void> {
     settled = inFlight(await books(stack));
     console.log(`setup: probe + policy up in ${net.victimNs} (program ${programId}); one SYN reached the policy`);
 
-    const out: Run[] = [];
-    const run = async (rate: number) => {
+    const out = await rateSearch(RATES, REFINE_STEPS, async (rate) => {
       const r = await driveRate(stack, programId, frames, rate, onChild);
-      out.push(r);
       printRun(r);
-    };
-    for (const rate of RATES) await run(rate);
-    for (let i = 0; i < REFINE_STEPS; i++) {
-      const a = out.filter((r) => r.driver === 'bpftool');
-      const pass = best(a);
-      const fail = a.filter((r) => !r.keptUp && (!pass || r.rate > pass.rate)).sort((x, y) => x.rate - y.rate)[0];
-      if (!pass || !fail) break;
-      const mid = roundRate(Math.sqrt(pass.rate * fail.rate));
-      if (mid <= pass.rate || mid >= fail.rate || a.some((r) => r.rate === mid)) break;
-      await run(mid);
-    }
-    out.sort((x, y) => x.rate - y.rate);
+      return r;
+    });
     for (const h of SMOKE ? hpingRuns(net).slice(1) : hpingRuns(net)) {
       await sleep(500);
       const r = await floodRun(stack, net, h, onChild);
@@ -522,7 +470,7 @@ async function main(): Promise<void> {
     if (bad.length > 0) throw new BenchError(`smoke: the bpftool run lost events or none arrived: ${bad.map(resultText).join(', ')}`);
     if (unclosed.length > 0) throw new BenchError(`smoke: ${unclosed.map((r) => r.driver).join(', ')}: no events, or events neither received nor counted lost`);
   }
-  publish(NAME, SECTION_HEADING, () => results(runs, reference), () => section(m, load, runs, reference, keptHistory()), `${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s, ${HPING_SECONDS} s of hping3`);
+  publish(NAME, SECTION_HEADING, () => results(runs, reference), () => section(m, load, runs, reference), `${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s, ${HPING_SECONDS} s of hping3`);
 }
 
 await runBench('pipeline', main);

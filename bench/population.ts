@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { Program } from 'libbpf-ts';
 import { BenchError, commandError } from './report.js';
-import { XDP_PASS, sleep } from './harness.js';
+import { XDP_PASS, sleep } from '@packetwatch/test-support';
 
 const run = promisify(execFile);
 

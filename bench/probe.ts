@@ -1,70 +1,37 @@
-// `make bench-probe`: the probe as deployed, a real process on a veth pair.
-//
-// 1. The Probe API round trip over its Unix socket: BlockIp (a kernel map
-//    write) next to GetStatus (no map write), UnblockIp and a health check
-//    (a handler that does nothing), timed by the client, so the figure is
-//    what a policy service waits for.
-// 2. How many SYN events per second the probe carries from the ring buffer
-//    through its queue and the Report stream to a policy without losing one.
-//    The attached program itself writes the events: bpftool runs it with
-//    BPF_PROG_TEST_RUN at a paced rate, and a receiver in this process only
-//    counts what arrives, so that the probe is the part being measured.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+// `make bench-probe`: the probe as deployed, a real process on a veth pair
+// (createTestNet). 1. The Probe API round trip over its Unix socket, timed by
+// the client. 2. How many SYN events per second the probe carries from the
+// ring buffer through its Report stream, without losing one, to a receiver in
+// this process that only counts; bpftool drives the attached program.
+import { type ChildProcess, execFileSync } from 'node:child_process';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as grpcTypes from '@grpc/grpc-js';
-import type { GetStatusResponse, PolicyMessage, ProbeClient, ProbeHello, ProbeMessage } from '@packetwatch/proto';
+import type { GetStatusResponse, ProbeClient } from '@packetwatch/proto';
+import type { PolicyStub } from '@packetwatch/test-support/policy-stub';
+import { type CpuShares, type TestNet, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, createTestNet, drive, freePort, runOnce, sleep, waitFor, withinRun } from '@packetwatch/test-support';
+import { bestRun, loadBuilt, rateSearch, startStackBench } from './harness.js';
 import {
   BenchError,
-  REPO_ROOT,
   type Machine,
   type ResultEntry,
+  SMOKE,
   commandError,
   count,
-  machine,
   machineText,
   percentile,
-  rel,
-  round2,
-  runBench,
-  table,
-  today,
-  SMOKE,
   publish,
   rateLabel,
-  roundRate,
+  round2,
+  runBench,
   sectionFacts,
+  table,
+  today,
 } from './report.js';
-import { withinRun } from './clock.js';
-import {
-  Cleanup,
-  SLICE_MS,
-  XDP_PASS,
-  drive,
-  freePort,
-  machineCpu,
-  processCpu,
-  requireBuild,
-  requireCommands,
-  requireRoot,
-  runOnce,
-  sleep,
-  waitFor,
-} from './harness.js';
 
 const SECTION_HEADING = '## Probe';
-const PROBE_MAIN = join(REPO_ROOT, 'services/probe/dist/main.js');
-// What `make build` produces and the probe or this bench load; checked before
-// anything is imported so that a missing piece is named rather than crashing an import.
-const BUILD_OUTPUTS: readonly [string, string][] = [
-  [join(REPO_ROOT, 'bpf/build/packetwatch.bpf.o'), 'the XDP object'],
-  [join(REPO_ROOT, 'packages/libbpf-ts/build/Release/bpf_ts.node'), 'the libbpf-ts addon'],
-  [join(REPO_ROOT, 'packages/libbpf-ts/dist/index.js'), 'libbpf-ts'],
-  [join(REPO_ROOT, 'bpf/dist/index.js'), '@packetwatch/bpf'],
-  [join(REPO_ROOT, 'proto/dist/src/index.js'), '@packetwatch/proto'],
-  [PROBE_MAIN, 'the probe'],
-];
+/** createTestNet's 10.231.<slot> range: no clash with bench-pipeline's pair (10.232.<slot>) on the same slot. */
+const SLOT = 236;
 
 // Part 1. Every call is awaited before the next: one caller, no queueing, so
 // the figure is a round trip and not a throughput.
@@ -84,8 +51,6 @@ const REFINE_STEPS = SMOKE ? 0 : 2;
 const MAX_LAG_MS = 100;
 const DRAIN_TIMEOUT_MS = 10_000;
 
-const HOST_ADDR = '10.232.0.1';
-const PEER_ADDR = '10.232.0.2';
 const SPORT = 40_000;
 const DPORT = 8080;
 const SERVING = Buffer.from([0x08, 0x01]);
@@ -95,6 +60,8 @@ interface Libs {
   bpf: typeof import('@packetwatch/bpf');
   proto: typeof import('@packetwatch/proto');
   libbpf: typeof import('libbpf-ts');
+  services: typeof import('@packetwatch/test-support/services');
+  policyStub: typeof import('@packetwatch/test-support/policy-stub');
 }
 
 interface LatencyRow {
@@ -116,8 +83,8 @@ interface RateResult {
   gaps: number;
   unaccounted: number;
   eventsPerMessage: number;
-  /** Average CPUs used over the run and its drain (1 = one CPU busy). */
-  cpu: CpuShares;
+  /** Average CPUs used over the run and its drain (1 = one CPU busy); children: bpftool, which also pays for the XDP program. */
+  cpu: CpuShares<'probe'>;
   /** Probe CPU seconds per million events received. */
   cpuPerMillion: number;
   /** The probe's garbage collection pauses, as a share of one CPU (perf_hooks 'gc' entries, via its metrics). */
@@ -129,80 +96,18 @@ interface RateResult {
   keptUp: boolean;
 }
 
-interface CpuShares {
-  probe: number;
-  /** bpftool, which also pays for the XDP program: test runs execute in its context. */
-  driver: number;
-  /** This process: the receiver, the pacing and the status calls. */
-  bench: number;
-  /** Every other process on the machine, and steal time on a VM. */
-  others: number;
-  idle: number;
-}
-
-function checkPreconditions(): void {
-  requireRoot('attach XDP, create a veth pair and run BPF_PROG_TEST_RUN', 'make bench-probe');
-  requireBuild(BUILD_OUTPUTS);
-  requireCommands([
-    ['bpftool', ['version']],
-    ['ip', ['-V']],
-  ]);
-}
-
 async function loadLibs(): Promise<Libs> {
-  try {
-    const [grpc, bpf, proto, libbpf] = await Promise.all([
+  const [grpc, bpf, proto, libbpf, services, policyStub] = await loadBuilt(() =>
+    Promise.all([
       import('@grpc/grpc-js'),
       import('@packetwatch/bpf'),
       import('@packetwatch/proto'),
       import('libbpf-ts'),
-    ]);
-    return { grpc, bpf, proto, libbpf };
-  } catch (e) {
-    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
-  }
-}
-
-function ip(...args: string[]): void {
-  try {
-    execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  } catch (e) {
-    throw commandError(`ip ${args.join(' ')} failed`, e);
-  }
-}
-
-interface Net {
-  hostIf: string;
-  peerNs: string;
-}
-
-/** A veth pair whose peer end lives in a namespace of its own, as test/e2e/netns.ts builds them. */
-function createNet(cleanup: Cleanup): Net {
-  const tag = String(process.pid % 100_000);
-  const net = { hostIf: `pwbh${tag}`, peerNs: `pw-bench-${tag}` };
-  const peerIf = `pwbp${tag}`;
-  const destroy = () => {
-    for (const args of [
-      ['netns', 'del', net.peerNs],
-      ['link', 'del', net.hostIf],
-    ]) {
-      try {
-        execFileSync('ip', args, { stdio: 'ignore' });
-      } catch {
-        // already gone
-      }
-    }
-  };
-  destroy();
-  cleanup.add('remove the veth pair and namespace', destroy);
-  ip('netns', 'add', net.peerNs);
-  ip('link', 'add', net.hostIf, 'type', 'veth', 'peer', 'name', peerIf);
-  ip('link', 'set', peerIf, 'netns', net.peerNs);
-  ip('addr', 'add', `${HOST_ADDR}/30`, 'dev', net.hostIf);
-  ip('link', 'set', net.hostIf, 'up');
-  ip('-n', net.peerNs, 'addr', 'add', `${PEER_ADDR}/30`, 'dev', peerIf);
-  ip('-n', net.peerNs, 'link', 'set', peerIf, 'up');
-  return net;
+      import('@packetwatch/test-support/services'),
+      import('@packetwatch/test-support/policy-stub'),
+    ]),
+  );
+  return { grpc, bpf, proto, libbpf, services, policyStub };
 }
 
 interface ReceiverCounts {
@@ -213,172 +118,40 @@ interface ReceiverCounts {
   gaps: number;
 }
 
-/** What the receiver needs of an event batch; records is a view into the message, not a copy. */
-interface LeanBatch {
-  count: number;
-  lost: number;
-  firstSequence: number;
-  records: Buffer;
-}
-
-/**
- * The policy end of the Report stream, reduced to counting: per batch it
- * reads count, lost_events and first_sequence and never decodes a record,
- * so it costs little next to the probe. Records are kept only while
- * `capture` is on, for the setup check.
- */
+/** The policy end of the Report stream, reduced to counting (no record is decoded); records are kept only while `capture` is on. */
 class Receiver {
-  readonly hellos: ProbeHello[] = [];
   readonly captured: Buffer[] = [];
   capture = false;
+  readonly stub: PolicyStub;
   readonly #counts: ReceiverCounts = { events: 0, lost: 0, messages: 0, gaps: 0 };
   #nextSequence: number | undefined;
-  #server: grpcTypes.Server | undefined;
 
-  constructor(
-    readonly socketPath: string,
-    private readonly libs: Libs,
-  ) {}
+  constructor(socketPath: string, libs: Libs) {
+    this.stub = new libs.policyStub.PolicyStub(socketPath, (b) => this.#onBatch(b.count, Number(b.lostEvents), Number(b.firstSequence), b.records), 'bench-probe');
+  }
 
   counts(): ReceiverCounts {
     return { ...this.#counts };
   }
 
-  #onBatch(b: LeanBatch): void {
+  #onBatch(count: number, lost: number, firstSequence: number, records: Uint8Array): void {
     const c = this.#counts;
     c.messages++;
-    c.events += b.count;
-    c.lost += b.lost;
-    if (b.count > 0) {
-      if (this.#nextSequence !== undefined && b.firstSequence > this.#nextSequence) c.gaps += b.firstSequence - this.#nextSequence;
-      this.#nextSequence = b.firstSequence + b.count;
+    c.events += count;
+    c.lost += lost;
+    if (count > 0) {
+      if (this.#nextSequence !== undefined && firstSequence > this.#nextSequence) c.gaps += firstSequence - this.#nextSequence;
+      this.#nextSequence = firstSequence + count;
     }
-    if (this.capture) this.captured.push(Buffer.from(b.records));
-  }
-
-  async start(): Promise<void> {
-    const { grpc, proto } = this.libs;
-    const server = new grpc.Server();
-    const service = { report: { ...proto.PolicyService.report, requestDeserialize: proto.deserializeProbeMessage } };
-    const impl = {
-      report: (call: grpcTypes.ServerDuplexStream<ProbeMessage, PolicyMessage>) => {
-        call.on('data', (msg: ProbeMessage) => {
-          const m = msg.message;
-          if (m?.$case === 'events') {
-            const v = m.value;
-            this.#onBatch({ count: v.count, lost: Number(v.lostEvents), firstSequence: Number(v.firstSequence), records: v.records });
-          } else if (m?.$case === 'hello') {
-            this.hellos.push(m.value);
-            call.write({ message: { $case: 'hello', value: { version: 'bench-probe' } } });
-          }
-        });
-        call.on('end', () => call.end());
-        call.on('error', () => {});
-      },
-    };
-    server.addService(service, impl);
-    await new Promise<void>((resolve, reject) =>
-      server.bindAsync(`unix://${this.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-    );
-    this.#server = server;
-  }
-
-  stop(): void {
-    this.#server?.forceShutdown();
-    this.#server = undefined;
+    if (this.capture) this.captured.push(Buffer.from(records));
   }
 }
 
-/** The probe as a process, its output kept (the tail) for the error message should it die. */
-class ProbeProcess {
-  readonly #log: string[] = [];
-  readonly #child: ChildProcess;
-  #exit: string | undefined;
+type Probe = InstanceType<Libs['services']['ServiceProcess']>;
 
-  constructor(env: Record<string, string>) {
-    this.#child = spawn(process.execPath, [PROBE_MAIN], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    for (const s of [this.#child.stdout, this.#child.stderr]) {
-      s?.setEncoding('utf8');
-      s?.on('data', (d: string) => {
-        this.#log.push(...d.split('\n').filter(Boolean));
-        if (this.#log.length > 200) this.#log.splice(0, this.#log.length - 200);
-      });
-    }
-    this.#child.on('exit', (code, signal) => (this.#exit = signal ? `killed by ${signal}` : `exited with code ${code}`));
-  }
-
-  get pid(): number {
-    const pid = this.#child.pid;
-    if (pid === undefined) throw new BenchError(`could not start the probe (${process.execPath} ${rel(PROBE_MAIN)})`);
-    return pid;
-  }
-
-  get running(): boolean {
-    return this.#exit === undefined;
-  }
-
-  /** How it ended and its last log lines, for an error message. */
-  tail(n = 10): string {
-    return `(${this.#exit ?? 'still running'}); its last output:\n${this.#log.slice(-n).join('\n')}`;
-  }
-
-  /** SIGKILL, then waits (synchronously: this also runs from process 'exit') until the kernel has released its descriptors. */
-  killSync(): void {
-    const pid = this.#child.pid;
-    if (pid === undefined || !this.running) return;
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      return;
-    }
-    const pause = new Int32Array(new SharedArrayBuffer(4));
-    for (let i = 0; i < 200; i++) {
-      let state: string | undefined;
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        state = stat[stat.lastIndexOf(')') + 2];
-      } catch {
-        return;
-      }
-      // A zombie has closed its files: the XDP link and maps are released.
-      if (state === 'Z' || state === 'X') return;
-      Atomics.wait(pause, 0, 0, 10);
-    }
-  }
-
-  /** CPU seconds (user + system) the process has used so far. */
-  cpuSeconds(): number {
-    try {
-      return processCpu(String(this.pid)).own;
-    } catch {
-      throw new BenchError(`the probe died ${this.tail()}`);
-    }
-  }
-}
-
-interface CpuSample {
-  at: number;
-  probe: number;
-  bench: number;
-  /** bpftool batches already reaped: the driver of finished runs. */
-  children: number;
-  busy: number;
-  idle: number;
-}
-
-/** Where the machine's CPU time went so far, in CPU seconds. */
-function cpuSample(probe: ProbeProcess): CpuSample {
-  const self = processCpu('self');
-  return { at: performance.now(), probe: probe.cpuSeconds(), bench: self.own, children: self.children, ...machineCpu() };
-}
-
-function cpuShares(a: CpuSample, b: CpuSample): CpuShares {
-  const wall = (b.at - a.at) / 1000;
-  const probe = (b.probe - a.probe) / wall;
-  const driver = (b.children - a.children) / wall;
-  const bench = (b.bench - a.bench) / wall;
-  const busy = (b.busy - a.busy) / wall;
-  return { probe, driver, bench, others: Math.max(0, busy - probe - driver - bench), idle: (b.idle - a.idle) / wall };
+/** How the probe ended and its last output, for an error message. */
+function tail(probe: Probe): string {
+  return `(${probe.exitCode === undefined ? 'still running' : `exited with ${probe.exitCode}`}); its last output:\n${[...probe.stdout, ...probe.stderr].slice(-10).join('\n')}`;
 }
 
 /** The Probe API, promisified, every call with a deadline so that a stuck probe fails the bench instead of hanging it. */
@@ -386,14 +159,14 @@ class Api {
   constructor(
     readonly client: ProbeClient,
     private readonly libs: Libs,
-    private readonly probe: ProbeProcess,
+    private readonly probe: Probe,
   ) {}
 
   #call<T>(fn: (md: grpcTypes.Metadata, opts: Partial<grpcTypes.CallOptions>, cb: (err: grpcTypes.ServiceError | null, res?: T) => void) => void): Promise<T> {
     return new Promise((resolve, reject) =>
       fn(new this.libs.grpc.Metadata(), { deadline: Date.now() + 5000 }, (err, res) => {
         if (!err) resolve(res as T);
-        else if (!this.probe.running) reject(new BenchError(`the probe died ${this.probe.tail()}`));
+        else if (this.probe.exitCode !== undefined) reject(new BenchError(`the probe died ${tail(this.probe)}`));
         else reject(new BenchError(`a Probe API call failed: ${this.libs.grpc.status[err.code]} ${err.details}`));
       }),
     );
@@ -424,16 +197,9 @@ class Api {
     return this.#call((md, o, cb) => this.client.unblockIp({ ip }, md, o, cb));
   }
 
-  /** Blocks in the kernel, counted page after page (ListBlocks is paginated). */
+  /** Blocks in the kernel (every page of ListBlocks). */
   async blockCount(): Promise<number> {
-    let n = 0;
-    let pageToken = '';
-    do {
-      const r = await this.#call<{ blocks: unknown[]; nextPageToken: string }>((md, o, cb) => this.client.listBlocks({ pageSize: 10_000, pageToken }, md, o, cb));
-      n += r.blocks.length;
-      pageToken = r.nextPageToken;
-    } while (pageToken);
-    return n;
+    return (await this.libs.services.listAllBlocks(this.client)).length;
   }
 }
 
@@ -519,11 +285,11 @@ async function measureLatency(api: Api): Promise<LatencyRow[]> {
 }
 
 /** One frame, driven through the attached program, must arrive at the receiver as one event with the frame's fields. */
-async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: Net, programId: number, frameFile: string): Promise<void> {
+async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: TestNet, programId: number, frameFile: string): Promise<void> {
   const { bpf } = libs;
   const attached = libs.libbpf.xdpQuery(net.hostIf).progId;
   if (attached !== programId) throw new BenchError(`${net.hostIf} runs program ${attached}, the probe reports ${programId}`);
-  const hello = await waitFor('the probe to connect to the receiver', () => receiver.hellos[0], 10_000);
+  const hello = await waitFor('the probe to connect to the receiver', () => receiver.stub.hellos[0], 10_000);
   if (hello.programId !== programId) throw new BenchError(`the probe announced program ${hello.programId}, GetStatus says ${programId}`);
   await waitFor('policyConnected', async () => ((await api.status()).policyConnected ? true : undefined), 10_000);
 
@@ -542,8 +308,8 @@ async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: Net, pr
   if (got !== 1 || records.length !== bpf.SYN_EVENT_SIZE) throw new BenchError(`one frame gave ${got} events (${records.length} bytes) at the receiver`);
   const ev = bpf.synEventCodec.read(records, 0);
   const fields: [string, string | number | boolean, string | number | boolean][] = [
-    ['saddr', bpf.formatAddress(ev.saddr), PEER_ADDR],
-    ['daddr', bpf.formatAddress(ev.daddr), HOST_ADDR],
+    ['saddr', bpf.formatAddress(ev.saddr), net.peerAddr],
+    ['daddr', bpf.formatAddress(ev.daddr), net.hostAddr],
     ['sport', ev.sport, SPORT],
     ['dport', ev.dport, DPORT],
     ['ipVersion', ev.ipVersion, 4],
@@ -566,7 +332,7 @@ async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: Net, pr
 async function measureRate(
   rate: number,
   api: Api,
-  probe: ProbeProcess,
+  probe: Probe,
   receiver: Receiver,
   programId: number,
   frameFile: string,
@@ -576,7 +342,7 @@ async function measureRate(
   const before = await api.status();
   const m0 = await scrapeMetrics(metricsPort);
   const r0 = receiver.counts();
-  const cpu0 = cpuSample(probe);
+  const cpu0 = cpuSnapshot({ probe: probe.pid });
   const { issued, seconds } = await drive(programId, frameFile, rate, RUN_SECONDS * 1000, onDriver);
   const rEnd = receiver.counts();
   const drainStart = performance.now();
@@ -586,7 +352,7 @@ async function measureRate(
     await waitFor(
       'the receiver to account for every event',
       () => {
-        if (!probe.running) throw new BenchError(`the probe died during the ${count(rate)}/s run ${probe.tail()}`);
+        if (probe.exitCode !== undefined) throw new BenchError(`the probe died during the ${count(rate)}/s run ${tail(probe)}`);
         const r = receiver.counts();
         return r.events - r0.events + (r.lost - r0.lost) >= issued ? true : undefined;
       },
@@ -594,11 +360,11 @@ async function measureRate(
     );
   } catch (e) {
     // Only a timeout is a result (events unaccounted for); a dead probe is not.
-    if (!(e instanceof BenchError) || !probe.running) throw e;
+    if (!(e instanceof BenchError) || probe.exitCode !== undefined) throw e;
     closed = false;
   }
   const drainMs = performance.now() - drainStart;
-  const cpu1 = cpuSample(probe);
+  const cpu1 = cpuSnapshot({ probe: probe.pid });
   const m1 = await scrapeMetrics(metricsPort);
   const after = await api.status();
   const r1 = receiver.counts();
@@ -632,7 +398,7 @@ async function measureRate(
     unaccounted,
     eventsPerMessage: messages > 0 ? received / messages : 0,
     cpu: cpuShares(cpu0, cpu1),
-    cpuPerMillion: received > 0 ? (cpu1.probe - cpu0.probe) / (received / 1e6) : NaN,
+    cpuPerMillion: received > 0 ? (cpu1.procs.probe - cpu0.procs.probe) / (received / 1e6) : NaN,
     gc: (m1.gcSeconds - m0.gcSeconds) / ((cpu1.at - cpu0.at) / 1000),
     maxStallMs: m1.loopLagMaxSeconds * 1000,
     drainMs,
@@ -692,7 +458,7 @@ function cpuTable(results: readonly RateResult[], cpus: number): string {
       r.cpuPerMillion.toFixed(2),
       pct(r.gc),
       r.maxStallMs.toFixed(0),
-      pct(r.cpu.driver),
+      pct(r.cpu.children),
       pct(r.cpu.bench),
       pct(r.cpu.others),
       `${pct(r.cpu.idle)} of ${cpus * 100}%`,
@@ -702,9 +468,7 @@ function cpuTable(results: readonly RateResult[], cpus: number): string {
   );
 }
 
-function best(results: readonly RateResult[]): RateResult | undefined {
-  return results.filter((r) => r.keptUp).sort((a, b) => b.offered - a.offered)[0];
-}
+const best = bestRun<RateResult>;
 
 function verdictText(results: readonly RateResult[]): string {
   const b = best(results);
@@ -716,33 +480,19 @@ function verdictText(results: readonly RateResult[]): string {
 }
 
 const METHOD_LATENCY =
-  `${count(LATENCY_CALLS)} sequential calls of each kind from one client over the probe's Unix socket ` +
-  `(@grpc/grpc-js, as a policy service calls it), each awaited before the next and timed around the call ` +
-  `(process.hrtime), after ${WARMUP_CALLS} warm-up calls of each. The kinds take turns in rounds of ${LATENCY_ROUND} ` +
-  `(GetStatus, Health/Check, BlockIp, UnblockIp), so load from elsewhere falls on all of them. BlockIp blocks ` +
-  `distinct addresses (198.18.0.0/15, permanent, reason MANUAL) and each round unblocks its own, so GetStatus, ` +
-  `which walks the blocklist to count it, sees none; it is timed again with ${count(LATENCY_CALLS)} blocks in place. ` +
-  `Health/Check (grpc.health.v1, same channel) is a round trip whose handler does nothing. The probe logs each ` +
-  `block and unblock at its default level (info), as deployed. Percentiles are nearest-rank.`;
+  `${count(LATENCY_CALLS)} sequential calls of each kind from one @grpc/grpc-js client over the probe's Unix socket, ` +
+  `each timed around the call after ${WARMUP_CALLS} warm-up calls; the kinds take turns in rounds of ${LATENCY_ROUND}. ` +
+  `BlockIp blocks distinct addresses and each round unblocks its own; GetStatus, which walks the blocklist, is timed ` +
+  `again with ${count(LATENCY_CALLS)} blocks in place. Health/Check is a round trip whose handler does nothing. Percentiles are nearest-rank.`;
 
 const METHOD_RATE =
-  `The probe runs with its defaults (4 MiB ring buffer, 262,144-event queue, batches of at most 1,024 events) ` +
-  `attached to the host end of a veth pair; its Report stream goes to a receiver in the bench process that counts ` +
-  `records, lost_events and sequence gaps without decoding events. The attached program is run by ` +
-  `\`bpftool batch file -\` (BPF_PROG_TEST_RUN on a 74-byte IPv4 SYN), fed one \`prog run ... repeat N\` line every ` +
-  `${SLICE_MS} ms for the events owed so far, for ${RUN_SECONDS} s per rate; a setup check first sends one frame ` +
-  `end to end and checks the event's fields. offered/s = SYNs the program counted / run time; delivered/s = events ` +
-  `received during the run / run time; lag = events not yet received when the driver finished, in ms of the offered rate. ` +
-  `Losses are shown where they are counted: ringbufFull (kernel), probe lost (eventsLost, which includes ringbufFull) ` +
-  `and policy lost (lost_events received: the same events once shipped), so they overlap rather than add up; ` +
-  `unaccounted = offered - received - policy lost after draining. Result ok: all of these 0, no sequence gap, and a ` +
-  `lag <= ${MAX_LAG_MS} ms. CPU is averaged over the run and its drain (100% = one CPU): the probe from ` +
-  `/proc/<pid>/stat, the driver from this process's reaped children (bpftool, which also pays for the XDP program: ` +
-  `test runs execute in its context), the receiver from this process, other processes and idle from /proc/stat. ` +
-  `Probe GC (pause time from its perf_hooks 'gc' entries) and max stall (its longest event-loop delay, ` +
-  `nodejs_eventloop_lag_max_seconds, 10 ms resolution) come from the probe's /metrics, on as deployed. ` +
-  `The rates ${RATES.map(rateLabel).join(', ')} are tried in that order (lower rates warm the probe up), then up to ` +
-  `${REFINE_STEPS} geometric bisections between the highest passing and the lowest failing rate.`;
+  `The probe with its defaults on the host end of a veth pair reports to a receiver in the bench process that counts ` +
+  `records, lost_events and sequence gaps. \`bpftool batch file -\` runs the attached program (BPF_PROG_TEST_RUN on a ` +
+  `74-byte IPv4 SYN) every ${SLICE_MS} ms for the events owed so far, ${RUN_SECONDS} s per rate, after one frame is checked ` +
+  `end to end. lag = events not yet received when the driver finished, in ms of the offered rate; ringbufFull, probe lost ` +
+  `and policy lost overlap; unaccounted = offered - received - policy lost after draining. ok: no loss, no gap, lag <= ` +
+  `${MAX_LAG_MS} ms. CPU over the run and its drain (100% = one CPU) from /proc; GC and max stall from the probe's /metrics. ` +
+  `Rates ${RATES.map(rateLabel).join(', ')} in that order, then up to ${REFINE_STEPS} geometric bisections.`;
 
 function limitText(rates: readonly RateResult[], cpus: number): string {
   const b = best(rates);
@@ -751,7 +501,7 @@ function limitText(rates: readonly RateResult[], cpus: number): string {
   const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
   return (
     `At ${count(Math.round(fail.offered))}/s, the lowest failing rate, the probe used ${pct(fail.cpu.probe)} of a CPU, ` +
-    `the driver ${pct(fail.cpu.driver)}, the receiver ${pct(fail.cpu.bench)}, other processes ${pct(fail.cpu.others)}, ` +
+    `the driver ${pct(fail.cpu.children)}, the receiver ${pct(fail.cpu.bench)}, other processes ${pct(fail.cpu.others)}, ` +
     `and ${pct(fail.cpu.idle)} of ${cpus * 100}% was idle.`
   );
 }
@@ -812,11 +562,7 @@ function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): 
   const status = latency[0];
   const out: ResultEntry[] = [];
   for (const row of latency) {
-    for (const [label, p] of [
-      ['p50', 50],
-      ['p99', 99],
-      ['max', 100],
-    ] as const) {
+    for (const [label, p] of [['p50', 50], ['p99', 99], ['max', 100]] as const) {
       out.push({
         name: `${row.name} ${label}`,
         value: round2(percentile(row.sorted, p)),
@@ -846,7 +592,7 @@ function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): 
       probeCpuSecondsPerMillionEvents: round2(r.cpuPerMillion),
       probeGcCpu: round2(r.gc),
       probeMaxStallMs: round2(r.maxStallMs),
-      driverCpu: round2(r.cpu.driver),
+      driverCpu: round2(r.cpu.children),
       receiverCpu: round2(r.cpu.bench),
       otherCpu: round2(r.cpu.others),
       idleCpu: round2(r.cpu.idle),
@@ -867,43 +613,31 @@ function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): 
 }
 
 async function main(): Promise<void> {
-  checkPreconditions();
-  const m = machine();
-  const load = os.loadavg()[0] ?? 0;
+  const { m, load, cleanup } = startStackBench('probe');
   const libs = await loadLibs();
-
-  const cleanup = new Cleanup('probe');
-  const onExit = () => cleanup.run();
-  // Ctrl-C or a kill must not leave an attached program, pins or a veth behind.
-  const onSignal = (signal: NodeJS.Signals) => {
-    console.error(`bench-probe: ${signal}, cleaning up`);
-    process.exit(signal === 'SIGINT' ? 130 : 143);
-  };
-  process.on('exit', onExit);
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  try {
+  await cleanup.around(async () => {
     const dir = cleanup.tempDir();
     const pinRoot = `/sys/fs/bpf/packetwatch-bench-${process.pid}`;
-    const net = createNet(cleanup);
+    const net = cleanup.network('the veth pair and its namespace', () => createTestNet(SLOT));
     // The API as the policy calls it: its control socket (BlockIp is the policy's role).
     const socket = join(dir, 'control', 'probe.sock');
     const metricsPort = await freePort();
     const receiver = new Receiver(join(dir, 'policy.sock'), libs);
-    cleanup.add('stop the receiver', () => receiver.stop());
-    await receiver.start();
+    cleanup.add('stop the receiver', () => receiver.stub.stop());
+    await receiver.stub.start();
 
     const env = {
       PW_IFDEV: net.hostIf,
       PW_PROBE_SOCKET: join(dir, 'probe.sock'),
       PW_PROBE_CONTROL_SOCKET: socket,
-      PW_POLICY_ADDR: `unix:${receiver.socketPath}`,
+      PW_POLICY_ADDR: `unix:${receiver.stub.socketPath}`,
       PW_BPF_PIN_DIR: pinRoot,
-      // On, as deployed (its default is 9090); the bench reads the probe's GC time and event-loop stalls from it.
+      // On, as deployed; the bench reads the probe's GC time and event-loop stalls from it.
       PW_PROMETHEUS_PORT: String(metricsPort),
       PW_METRICS_HOST: '127.0.0.1',
     };
-    const probe = new ProbeProcess(env);
+    const { ServiceProcess, PROBE_MAIN } = libs.services;
+    const probe = new ServiceProcess([process.execPath, PROBE_MAIN], env);
     cleanup.add('kill the probe, detach, remove the pins', () => {
       probe.killSync();
       try {
@@ -924,7 +658,7 @@ async function main(): Promise<void> {
     const ready = await waitFor(
       `the probe's API on ${socket}`,
       async () => {
-        if (!probe.running) throw new BenchError(`the probe did not start ${probe.tail()}`);
+        if (probe.exitCode !== undefined) throw new BenchError(`the probe did not start ${tail(probe)}`);
         if (!existsSync(socket)) return undefined;
         return api.status().catch(() => undefined);
       },
@@ -932,7 +666,7 @@ async function main(): Promise<void> {
     );
     const programId = ready.programId;
     const frameFile = join(dir, 'syn.bin');
-    writeFileSync(frameFile, libs.bpf.synFrame(PEER_ADDR, HOST_ADDR, SPORT, DPORT));
+    writeFileSync(frameFile, libs.bpf.synFrame(net.peerAddr, net.hostAddr, SPORT, DPORT));
     await checkSetup(libs, api, receiver, net, programId, frameFile);
     console.log(`setup: probe pid ${probe.pid} on ${net.hostIf}, program ${programId}; one SYN went end to end with its fields`);
 
@@ -941,27 +675,16 @@ async function main(): Promise<void> {
     console.log(latencyTable(latency));
     console.log('');
 
-    const rates: RateResult[] = [];
-    const run = async (rate: number) => {
+    const rates = await rateSearch(RATES, REFINE_STEPS, async (rate) => {
       const r = await measureRate(rate, api, probe, receiver, programId, frameFile, metricsPort, onDriver);
-      rates.push(r);
       console.log(
         `${rateLabel(rate).padStart(6)}/s: offered ${count(Math.round(r.offered))}/s, delivered ${count(Math.round(r.delivered))}/s, ` +
           `lag ${r.lagMs.toFixed(0)} ms, lost ${count(r.probeLost)} (ringbufFull ${count(r.ringbufFull)}), ` +
           `probe ${(r.cpu.probe * 100).toFixed(0)}% CPU (${r.cpuPerMillion.toFixed(2)} s/M, GC ${(r.gc * 100).toFixed(0)}%, ` +
           `max stall ${r.maxStallMs.toFixed(0)} ms), idle ${(r.cpu.idle * 100).toFixed(0)}% -> ${resultText(r)}`,
       );
-    };
-    for (const rate of RATES) await run(rate);
-    for (let i = 0; i < REFINE_STEPS; i++) {
-      const pass = best(rates);
-      const fail = rates.filter((r) => !r.keptUp && (!pass || r.rate > pass.rate)).sort((a, b) => a.rate - b.rate)[0];
-      if (!pass || !fail) break;
-      const mid = roundRate(Math.sqrt(pass.rate * fail.rate));
-      if (mid <= pass.rate || mid >= fail.rate || rates.some((r) => r.rate === mid)) break;
-      await run(mid);
-    }
-    rates.sort((a, b) => a.rate - b.rate);
+      return r;
+    });
 
     const date = today();
     console.log('');
@@ -979,12 +702,7 @@ async function main(): Promise<void> {
     // A smoke run checks that the events all arrived, not how fast: under `make test` it shares the CPUs with the suites.
     if (SMOKE && !rates.every((r) => r.zeroLoss)) throw new BenchError(`smoke run: events were lost (${rates.map(resultText).join(', ')})`);
     publish('probe', SECTION_HEADING, () => results(latency, rates), () => section(m, date, load, latency, rates), `${LATENCY_CALLS} calls, ${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s`);
-  } finally {
-    cleanup.run();
-    process.off('exit', onExit);
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
+  });
 }
 
 await runBench('probe', main);

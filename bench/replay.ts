@@ -1,22 +1,13 @@
-// `make bench-replay`: how fast `packetwatchctl replay` runs a capture
-// through the rule, in frames a second, the CLI binary timed as a user runs
-// it (node's start included) on captures written here (bench/capture.ts):
-//
-// - mixed: a busy server's capture over 100 s, of every 100 frames 60 ACK
-//   segments of established connections (50,000 clients), 30 SYNs of
-//   benign clients (500,000 sources, one port each) and 10 SYNs of 5,000
-//   scanners sweeping ports (each detected at its 3rd, its later SYNs those
-//   of a blocked source); a tenth of every population IPv6. The target:
-//   at least 1,000,000 frames a second.
-// - new sources: every frame a SYN from a source never seen before (the
-//   detector's heaviest path: each an admission, probation full and
-//   evicting from its 1,093,750th on).
+// `make bench-replay`: how fast `packetwatchctl replay` runs a capture through
+// the rule, in frames a second, the CLI binary timed as a user runs it (node's
+// start included), on generated captures: mixed traffic (target 1,000,000
+// frames/s) and every frame a SYN from a new source (the detector's heaviest path).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TCP_FLAGS, synFrame, tcpFrame } from '@packetwatch/bpf';
-import { PcapWriter } from './capture.js';
+import { PcapWriter } from '@packetwatch/test-support';
 import { BenchError, REPO_ROOT, type ResultEntry, SMOKE, count, machine, median, publish, round2, runBench, sectionFacts, table, today } from './report.js';
 
 const NAME = 'replay';
@@ -115,15 +106,10 @@ function main(): void {
   const dir = mkdtempSync(join(tmpdir(), 'pw-bench-replay-'));
   const cases: Case[] = [];
   try {
-    for (const [name, make, decisions] of [
-      ['mixed', mixed, SCANNERS],
-      ['new sources', newSources, 0],
-    ] as const) {
+    for (const [name, make, decisions] of [['mixed', mixed, SCANNERS], ['new sources', newSources, 0]] as const) {
       const path = join(dir, `${name.replace(' ', '-')}.pcap`);
       const frames = make(path);
-      // The mixed capture again in closed mode: two passes over the file (the
-      // host's answers first); it holds none, so every port counts as closed
-      // and the decisions are the same.
+      // The mixed capture again in closed mode (two passes over the file; no answers in it, so the same decisions).
       const modes = name === 'mixed' ? [['', {}], [' (closed mode)', { PW_PORTSCAN_COUNT: 'closed' }]] as const : [['', {}]] as const;
       for (const [suffix, settings] of modes) {
         const runs = Array.from({ length: RUNS }, () => replayOnce(path, settings));
@@ -174,7 +160,6 @@ function main(): void {
         `- mixed: ${count(FRAMES)} frames over 100 s, of every 100 frames 60 ACK segments of established connections (50,000 clients), 30 SYNs of benign clients (500,000 sources, one port each) and 10 SYNs of ${count(SCANNERS)} scanners sweeping ports; a tenth of each population IPv6. Target >= ${count(TARGET)} frames/s: ${mixedRate >= TARGET ? 'met' : 'MISSED'}.`,
         '- mixed (closed mode): the same capture with PW_PORTSCAN_COUNT=closed, which reads the file twice (the host\'s SYN-ACKs first, to learn which ports are open; this capture holds none, so every port counts as closed and the decisions are the same).',
         '- new sources: every frame a SYN from a source never seen before, the detector\'s heaviest path (each an admission; probation full and evicting from its 1,093,750th source on).',
-        '- Where the time goes (`node --cpu-prof` of the CLI on these captures, 2026-11-30): the policy\'s detector (`observe`, `admit`: its Map of sources) about 35-45% of the mixed capture and about 80% of the new-sources one; reading the file (the reader and `read`) 15-20%; the frame rule and the allowlist and block checks 10-15%. The rate moves with what else the machine runs: on the same captures with a 1-minute load average near 7 (other builds and tests), 0.93-1.19 M frames/s mixed and 0.54-0.63 M new sources.',
         '',
       ].join('\n'),
     `${count(FRAMES)} frames`,

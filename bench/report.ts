@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { HarnessError, commandError } from '@packetwatch/test-support';
 
 export const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
 export const REPO_ROOT = dirname(BENCH_DIR);
@@ -14,8 +15,8 @@ export const SMOKE = process.env.PW_BENCH_SMOKE === '1';
 /** The longest line of BENCHMARKS.md and docs/performance.md: one screen's width. */
 export const MAX_LINE = 119;
 
-/** A failure the user can act on: printed as one message, exit code 1, no stack. */
-export class BenchError extends Error {}
+/** A failure the user can act on (@packetwatch/test-support's HarnessError): runBench prints it as one message, exit code 1, no stack. */
+export { HarnessError as BenchError, commandError };
 
 /** One entry of bench/results/<name>.json; `label`: a short name for the summary's narrow columns (else it shortens name). */
 export interface ResultEntry {
@@ -26,14 +27,6 @@ export interface ResultEntry {
 }
 
 export const rel = (path: string): string => relative(REPO_ROOT, path);
-
-/** A BenchError for a failed command, with its stderr, or what to install when it is missing. */
-export function commandError(what: string, e: unknown, missingHint = 'run make deps'): BenchError {
-  const err = e as NodeJS.ErrnoException & { stderr?: Buffer | string; path?: string };
-  if (err.code === 'ENOENT') return new BenchError(`${what}: ${err.path ?? 'command'} not found; ${missingHint}`);
-  const detail = err.stderr?.toString().trim() || err.message;
-  return new BenchError(`${what}:\n${detail}`);
-}
 
 export type Machine = ReturnType<typeof machine>;
 
@@ -209,7 +202,7 @@ export async function runBench(name: string, main: () => void | Promise<void>): 
   try {
     await main();
   } catch (e) {
-    if (!(e instanceof BenchError)) throw e;
+    if (!(e instanceof HarnessError)) throw e;
     console.error(`bench-${name}: ${e.message}`);
     process.exitCode = 1;
   }

@@ -3,8 +3,8 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GetStatusResponse } from '@packetwatch/proto';
-import type { NamespacePair } from './namespaces.js';
-import { Cleanup, XDP_PASS, drive, ownCpu, sleep, startStackBench, waitFor } from './harness.js';
+import { Cleanup, type NamespacePair, XDP_PASS, drive, ownCpu, sleep, waitFor } from '@packetwatch/test-support';
+import { loadBuilt, startStackBench } from './harness.js';
 import { RANGES, SourceFrames, collectGarbage, feedPopulation, rssBytes } from './population.js';
 import { BenchError, REPO_ROOT, type Machine, type ResultEntry, SMOKE, count, publish, rel, round2, runBench, table, today, sectionFacts } from './report.js';
 import { lineChartsSvg } from './svgchart.js';
@@ -34,12 +34,10 @@ const MAX_TRACKED = 1 << 21;
 const MIN_RSS_DELTA = 8 << 20;
 
 async function loadLibs() {
-  try {
-    const [bpf, stack, services] = await Promise.all([import('@packetwatch/bpf'), import('./stack.js'), import('./services.js')]);
-    return { bpf, stack, services };
-  } catch (e) {
-    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
-  }
+  const [bpf, stack, services] = await loadBuilt(() =>
+    Promise.all([import('@packetwatch/bpf'), import('@packetwatch/test-support/stack'), import('@packetwatch/test-support/services')]),
+  );
+  return { bpf, stack, services };
 }
 type Libs = Awaited<ReturnType<typeof loadLibs>>;
 

@@ -2,10 +2,7 @@
 // loudly, rather than skip: a green run must mean they ran.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, statfsSync } from 'node:fs';
-import { TEST_BPFFS } from '../bench/namespaces.js';
-
-/** The bpffs for services run under `ip netns exec` (bench/namespaces.ts). */
-export { TEST_BPFFS };
+import { TEST_BPFFS } from '@packetwatch/test-support';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
 

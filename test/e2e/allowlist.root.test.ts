@@ -6,9 +6,9 @@
 import * as grpc from '@grpc/grpc-js';
 import { type AddAllowResponse, type BlockIpResponse, BlockReason, type RemoveAllowResponse } from '@packetwatch/proto';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, waitFor } from './netns.js';
-import { call } from './probe-process.js';
-import { type Services, stackPerDescribe } from './services.js';
+import { type NamespacePair, waitFor } from '@packetwatch/test-support';
+import { type Services, call } from '@packetwatch/test-support/services';
+import { stackPerDescribe } from './services.js';
 
 const PORTS = [8086, 8087, 8088];
 const OPERATOR_NET = '198.51.100.0/24';

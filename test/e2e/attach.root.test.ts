@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { Datapath, type SynEvent, formatAddress, synEventCodec } from '@packetwatch/bpf';
 import { type RingBufferReader, type XdpLink, xdpQuery } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type TestNet, createTestNet, waitFor } from './netns.js';
+import { type TestNet, createTestNet, waitFor } from '@packetwatch/test-support';
 
 const CURL_TIMEOUT_EXIT = 28;
 /** Upper bound for an event to come through, or the kernel to free an object, on a loaded machine: generous on purpose. */

@@ -18,10 +18,9 @@ import {
 import { clock } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { healthCheck, reflectedServices } from './grpc-tools.js';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { type ServiceProcess, Services, call, listAllDecisions, startPongServer } from '@packetwatch/test-support/services';
 import { windowAfter } from './timing.js';
-import { call } from './probe-process.js';
-import { type ServiceProcess, Services, listAllDecisions, startPongServer } from './services.js';
 
 const CURL_TIMEOUT_EXIT = 28;
 const PORTS = [8086, 8087, 8088];

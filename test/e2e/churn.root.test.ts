@@ -11,8 +11,8 @@ import { blockCodec, parseAddress } from '@packetwatch/bpf';
 import type { DatapathCounters } from '@packetwatch/proto';
 import { BpfMap } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { Services, listAllBlocks, listAllDecisions } from './services.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { Services, listAllBlocks, listAllDecisions } from '@packetwatch/test-support/services';
 
 /** T: the scanner's three SYNs span T/2 when the flood runs at RATE. */
 const WINDOW_SECONDS = 8;

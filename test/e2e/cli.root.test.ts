@@ -23,10 +23,9 @@ import {
 } from '@packetwatch/proto';
 import { clock } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { ServiceProcess, Services, call, listAllDecisions, startPongServer } from '@packetwatch/test-support/services';
 import { windowAfter } from './timing.js';
-import { call } from './probe-process.js';
-import { ServiceProcess, Services, listAllDecisions, startPongServer } from './services.js';
 
 const CLI = fileURLToPath(new URL('../../services/cli/dist/main.js', import.meta.url));
 const CURL_TIMEOUT_EXIT = 28;

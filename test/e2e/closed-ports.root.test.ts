@@ -13,9 +13,9 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { ConfigOrigin, type ExplainResponse, ExplainPortState, type WatchEvent, WatchEventKind } from '@packetwatch/proto';
 import { describe, expect, it } from 'vitest';
-import { waitFor } from './netns.js';
-import { call } from './probe-process.js';
-import { ServiceProcess, listAllBlocks, listAllDecisions, stackPerDescribe } from './services.js';
+import { waitFor } from '@packetwatch/test-support';
+import { ServiceProcess, call, listAllBlocks, listAllDecisions } from '@packetwatch/test-support/services';
+import { stackPerDescribe } from './services.js';
 
 const POLICY_MAIN = fileURLToPath(new URL('../../services/policy/dist/main.js', import.meta.url));
 

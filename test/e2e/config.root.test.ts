@@ -7,8 +7,8 @@
 import { execFileSync } from 'node:child_process';
 import { ConfigOrigin, type GetStatusResponse } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { type ServiceProcess, Services, listAllBlocks, listeningPongServer } from './services.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { type ServiceProcess, Services, listAllBlocks, listeningPongServer } from '@packetwatch/test-support/services';
 
 const PORTS = [9201, 9202, 9203, 9204, 9205, 9206];
 /** Bounds a failure's wait on a loaded machine. */

@@ -3,8 +3,8 @@
 // with the setting it most likely misspells, and keeps running; neither
 // complains about its sibling's settings.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, createNamespacePair } from './netns.js';
-import { Services } from './services.js';
+import { type NamespacePair, createNamespacePair } from '@packetwatch/test-support';
+import { Services } from '@packetwatch/test-support/services';
 
 const MISSPELT = { PW_PORTSCAN_TIME_TRESHOLD: '5', PW_BLOK_TTL: '1h' }; // misspelt on purpose
 

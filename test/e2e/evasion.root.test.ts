@@ -20,8 +20,9 @@ import { readFileSync } from 'node:fs';
 import { TCP_FLAGS, ipFrame, synFrame } from '@packetwatch/bpf';
 import { DecisionOrigin, type GetStatusResponse } from '@packetwatch/proto';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, waitFor } from './netns.js';
-import { type Services, listAllBlocks, listAllDecisions, stackPerDescribe } from './services.js';
+import { type NamespacePair, waitFor } from '@packetwatch/test-support';
+import { type Services, listAllBlocks, listAllDecisions } from '@packetwatch/test-support/services';
+import { stackPerDescribe } from './services.js';
 
 /** The victim's one open port. */
 const OPEN_PORT = 8086;

@@ -21,9 +21,9 @@ import { clock } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ExplainJson } from '../../services/cli/src/explain.js';
 import type { BlocksJson } from '../../services/cli/src/blocks.js';
-import { call } from './probe-process.js';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { ServiceProcess, Services, listAllBlocks, listAllDecisions, listeningPongServer, stackPerDescribe } from './services.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { ServiceProcess, Services, call, listAllBlocks, listAllDecisions, listeningPongServer } from '@packetwatch/test-support/services';
+import { stackPerDescribe } from './services.js';
 import { windowAfter } from './timing.js';
 
 const CLI = fileURLToPath(new URL('../../services/cli/dist/main.js', import.meta.url));

@@ -19,9 +19,8 @@ import {
 } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { healthCheck } from './grpc-tools.js';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { call } from './probe-process.js';
-import { type ServiceProcess, Services, listAllBlocks, listAllDecisions, startPongServer } from './services.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { type ServiceProcess, Services, call, listAllBlocks, listAllDecisions, startPongServer } from '@packetwatch/test-support/services';
 
 const CURL_TIMEOUT_EXIT = 28;
 const PORTS = [8086, 8087, 8088];

@@ -8,8 +8,8 @@
 // and the attacker is blocked on every probe. A client that connects to 2
 // ports of one host is left alone.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { type ServiceProcess, Services, listAllDecisions, listeningPongServer } from './services.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { type ServiceProcess, Services, listAllDecisions, listeningPongServer } from '@packetwatch/test-support/services';
 
 const CURL_TIMEOUT_EXIT = 28;
 /** Slots 18-22: one namespace pair per host. */

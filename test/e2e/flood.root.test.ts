@@ -5,9 +5,9 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, waitFor } from './netns.js';
-import { call } from './probe-process.js';
-import { ServiceProcess, type Services, listAllBlocks, listAllDecisions, stackPerDescribe } from './services.js';
+import { type NamespacePair, waitFor } from '@packetwatch/test-support';
+import { ServiceProcess, type Services, call, listAllBlocks, listAllDecisions } from '@packetwatch/test-support/services';
+import { stackPerDescribe } from './services.js';
 
 const PORTS = [8086, 8087, 8088];
 const CURL_TIMEOUT_EXIT = 28;

@@ -14,9 +14,8 @@ import { DEFAULT_CAPPED_BLOCK_SECONDS } from '@packetwatch/bpf/records';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { policySettings } from '../../services/policy/src/config.js';
 import { probeSettings } from '../../services/probe/src/config.js';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { call } from './probe-process.js';
-import { type ServiceProcess, Services, listAllBlocks, listAllDecisions, startPongServer } from './services.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { type ServiceProcess, Services, call, listAllBlocks, listAllDecisions, startPongServer } from '@packetwatch/test-support/services';
 
 const METRICS_PORT = 19092; // inside the victim namespace
 const MAX_BLOCKS_PER_MINUTE = 5;

@@ -13,9 +13,8 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { DecisionOrigin, type UnblockResponse } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { call } from './probe-process.js';
-import { Services, listAllBlocks, listAllDecisions } from './services.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { Services, call, listAllBlocks, listAllDecisions } from '@packetwatch/test-support/services';
 
 const CURL_REFUSED_EXIT = 7;
 const CURL_TIMEOUT_EXIT = 28;

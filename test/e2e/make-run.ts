@@ -13,8 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import type { GetStatusResponse } from '@packetwatch/proto';
-import { waitFor } from './netns.js';
-import { call, deadline, probeClient } from './probe-process.js';
+import { waitFor } from '@packetwatch/test-support';
+import { call } from '@packetwatch/test-support/services';
+import { deadline, probeClient } from './probe-process.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const exec = promisify(execFile);

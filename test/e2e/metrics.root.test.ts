@@ -3,8 +3,8 @@
 // seen traffic, scraped and fed to `promtool check metrics`.
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { Services } from './services.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { Services } from '@packetwatch/test-support/services';
 
 const PORTS = { probe: 19090, policy: 19091 } as const;
 

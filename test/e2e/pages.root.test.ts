@@ -18,9 +18,8 @@ import { type ListBlocksResponse, type ListDecisionsResponse, PolicyService, Pro
 import { BpfMap, clock } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BlockRow, BlocksJson } from '../../services/cli/src/blocks.js';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { call } from './probe-process.js';
-import { ServiceProcess, Services, listAllDecisions } from './services.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { ServiceProcess, Services, call, listAllDecisions } from '@packetwatch/test-support/services';
 
 const CLI = fileURLToPath(new URL('../../services/cli/dist/main.js', import.meta.url));
 const POLICY_MAIN = fileURLToPath(new URL('../../services/policy/dist/main.js', import.meta.url));

@@ -25,10 +25,9 @@ import {
 import { encode } from 'libbpf-ts';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { callAs } from './grpc-tools.js';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { call } from './probe-process.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { Services, call, listAllDecisions } from '@packetwatch/test-support/services';
 import { MAX_REPORT_STREAMS, MAX_WATCHERS } from '../../services/policy/src/service.js';
-import { Services, listAllDecisions } from './services.js';
 
 const METRICS_PORT = 19191; // inside the victim namespace
 const OWN_METRICS_PORT = 19192;

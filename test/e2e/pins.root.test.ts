@@ -15,9 +15,9 @@ import { PolicyClient } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PIN_RECIPE } from '../../services/probe/src/pins.js';
 import { ROOT, type RunEnv, type StartedRun, runDirs, startRun } from './make-run.js';
-import { type NamespacePair, createNamespacePair, waitFor, xdpAttached } from './netns.js';
+import { type NamespacePair, createNamespacePair, waitFor, xdpAttached } from '@packetwatch/test-support';
+import { type ServiceProcess, detachProbe, listAllBlocks, listAllDecisions, listeningPongServer } from '@packetwatch/test-support/services';
 import { probeClient } from './probe-process.js';
-import { type ServiceProcess, detachProbe, listAllBlocks, listAllDecisions, listeningPongServer } from './services.js';
 
 const CLI = join(ROOT, 'services/cli/dist/main.js');
 const CURL_TIMEOUT_EXIT = 28;

@@ -19,9 +19,8 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { type BlockResponse, DecisionOrigin } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { call } from './probe-process.js';
-import { ServiceProcess, Services, listAllBlocks, listAllDecisions } from './services.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { ServiceProcess, Services, call, listAllBlocks, listAllDecisions } from '@packetwatch/test-support/services';
 
 const CLI = fileURLToPath(new URL('../../services/cli/dist/main.js', import.meta.url));
 const CURL_TIMEOUT_EXIT = 28;

@@ -1,73 +1,33 @@
 // The probe as a real process: spawned from its build output, awaited until
 // its Probe API answers, and called over its Unix socket.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { type GetStatusResponse, ProbeClient } from '@packetwatch/proto';
-import { call } from '../../bench/services.js';
-import { waitFor } from './netns.js';
+import { waitFor } from '@packetwatch/test-support';
+import { PROBE_MAIN, ServiceProcess, call } from '@packetwatch/test-support/services';
 
-export { call };
-
-export const PROBE_MAIN = fileURLToPath(new URL('../../services/probe/dist/main.js', import.meta.url));
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-export class ProbeProcess {
-  readonly log: string[] = [];
-  readonly exited: Promise<number | null>;
-  #child: ChildProcess;
-  #running = true;
-
+/** The probe run from its build output in this namespace (as root). */
+export class ProbeProcess extends ServiceProcess {
   constructor(env: Record<string, string>, args: string[] = []) {
-    this.#child = spawn(process.execPath, [PROBE_MAIN, ...args], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    for (const s of [this.#child.stdout!, this.#child.stderr!]) {
-      s.setEncoding('utf8');
-      s.on('data', (d: string) => this.log.push(...d.split('\n').filter(Boolean)));
-    }
-    this.exited = new Promise((resolve) =>
-      this.#child.on('exit', (code) => {
-        this.#running = false;
-        resolve(code);
-      }),
-    );
+    super([process.execPath, PROBE_MAIN, ...args], env);
+  }
+
+  /** Everything it wrote, stdout then stderr. */
+  get log(): string[] {
+    return [...this.stdout, ...this.stderr];
   }
 
   /** True until the process has exited. */
   get running(): boolean {
-    return this.#running;
-  }
-
-  get pid(): number {
-    return this.#child.pid!;
-  }
-
-  kill(signal: NodeJS.Signals): void {
-    this.#child.kill(signal);
+    return this.exitCode === undefined;
   }
 
   /** Resolves once the probe's API answers GetStatus (a stale socket of a killed run does not count). */
   async ready(client: ProbeClient, socket: string, timeoutMs = 15_000): Promise<GetStatusResponse> {
-    let exitCode: number | null | undefined;
-    void this.exited.then((c) => (exitCode = c));
     return waitFor(
       `the probe's API on ${socket}`,
       async () => {
-        if (exitCode !== undefined) throw new Error(`probe exited with ${exitCode}:\n${this.log.join('\n')}`);
+        if (this.exitCode !== undefined) throw new Error(`probe exited with ${this.exitCode}:\n${this.log.join('\n')}`);
         if (!existsSync(socket)) return undefined;
         try {
           return await call<GetStatusResponse>((cb) =>

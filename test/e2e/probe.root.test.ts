@@ -22,12 +22,11 @@ import {
 } from '@packetwatch/proto';
 import { clock, xdpQuery } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { withinRun } from '../../bench/clock.js';
-import { type TestNet, createTestNet, waitFor } from './netns.js';
+import { type TestNet, createTestNet, freePort, waitFor, withinRun } from '@packetwatch/test-support';
+import { PolicyStub } from '@packetwatch/test-support/policy-stub';
+import { PROBE_MAIN, call, listAllBlocks } from '@packetwatch/test-support/services';
+import { ProbeProcess, deadline, probeClient } from './probe-process.js';
 import { healthCheck, reflectedServices } from './grpc-tools.js';
-import { PolicyStub } from './policy-stub.js';
-import { listAllBlocks } from './services.js';
-import { PROBE_MAIN, ProbeProcess, call, deadline, freePort, probeClient } from './probe-process.js';
 
 const CURL_TIMEOUT_EXIT = 28;
 

@@ -23,8 +23,9 @@ import { ipFrame, synFrame } from '@packetwatch/bpf';
 import { header, row } from '@packetwatch/common';
 import { DecisionOrigin } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, waitFor } from './netns.js';
-import { ServiceProcess, type Services, listAllDecisions, stackPerDescribe } from './services.js';
+import { type NamespacePair, waitFor } from '@packetwatch/test-support';
+import { ServiceProcess, type Services, listAllDecisions } from '@packetwatch/test-support/services';
+import { stackPerDescribe } from './services.js';
 
 const CLI = fileURLToPath(new URL('../../services/cli/dist/main.js', import.meta.url));
 const SLOW_MS = 60_000;

@@ -9,10 +9,9 @@ import { existsSync, lstatSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEST_BPFFS } from '../../bench/namespaces.js';
+import { type NamespacePair, TEST_BPFFS, createNamespacePair, xdpAttached } from '@packetwatch/test-support';
+import { detachProbe } from '@packetwatch/test-support/services';
 import { type RunEnv, makeStop as stopRuns, runDirs, runSh as runShIn, startRun as startRunIn } from './make-run.js';
-import { type NamespacePair, createNamespacePair, xdpAttached } from './netns.js';
-import { detachProbe } from './services.js';
 
 const exec = promisify(execFile);
 

@@ -5,8 +5,8 @@
 import { blockCodec } from '@packetwatch/bpf';
 import { BpfMap, encode } from 'libbpf-ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { ServiceProcess, Services } from './services.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { ServiceProcess, Services } from '@packetwatch/test-support/services';
 
 const METRICS_PORT = 19092;
 /** Blocks written into the probe's blocklist: a walk of them takes about half a second (0.5 µs an entry). */

@@ -21,12 +21,10 @@ import {
   type UnblockIpResponse,
 } from '@packetwatch/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEST_BPFFS } from '../privileged-setup.js';
-import { type TestNet, createTestNet, waitFor } from './netns.js';
-import { PolicyStub } from './policy-stub.js';
+import { TEST_BPFFS, type TestNet, createTestNet, freePort, waitFor } from '@packetwatch/test-support';
+import { PolicyStub } from '@packetwatch/test-support/policy-stub';
+import { ServiceProcess, call } from '@packetwatch/test-support/services';
 import { callAs } from './grpc-tools.js';
-import { call, freePort } from './probe-process.js';
-import { ServiceProcess } from './services.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const PROBE_MAIN = join(ROOT, 'services/probe/dist/main.js');

@@ -1,10 +1,9 @@
-// Probe and policy as real processes inside the victim's network namespace,
-// as `make run` starts them (bench/services.ts, shared with the benches).
+// A describe's stack: a namespace pair, a pong server, and probe and policy as
+// real processes inside the victim's namespace, as `make run` starts them
+// (@packetwatch/test-support/services, shared with the benches).
 import { afterAll, beforeAll } from 'vitest';
-import { ServiceProcess, Services, listeningPongServer } from '../../bench/services.js';
-import { type NamespacePair, createNamespacePair } from './netns.js';
-
-export { ServiceProcess, Services, type ServicesOptions, detachProbe, listAllBlocks, listAllDecisions, listeningPongServer, startPongServer } from '../../bench/services.js';
+import { type NamespacePair, createNamespacePair } from '@packetwatch/test-support';
+import { ServiceProcess, Services, listeningPongServer } from '@packetwatch/test-support/services';
 
 /** What stackPerDescribe sets up: the namespace pair, a pong server in the victim, probe and policy. */
 export interface Stack {

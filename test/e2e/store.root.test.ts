@@ -21,9 +21,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DecisionStore } from '../../services/policy/src/store.js';
 import { fillFileSystem } from '../../services/policy/test/store-faults.js';
 import { healthCheck } from './grpc-tools.js';
-import { type NamespacePair, createNamespacePair, waitFor } from './netns.js';
-import { call } from './probe-process.js';
-import { type ServiceProcess, Services, listAllBlocks, listAllDecisions, listeningPongServer } from './services.js';
+import { type NamespacePair, createNamespacePair, waitFor } from '@packetwatch/test-support';
+import { type ServiceProcess, Services, call, listAllBlocks, listAllDecisions, listeningPongServer } from '@packetwatch/test-support/services';
 import { windowAfter } from './timing.js';
 
 const CURL_TIMEOUT_EXIT = 28;

@@ -1,10 +1,10 @@
 // The capture reader on files written from the formats' specifications
-// (bench/capture.ts): every variant it reads, and the damage it must
+// (@packetwatch/test-support capture.ts): every variant it reads, and the damage it must
 // report rather than crash on.
 import { join } from 'node:path';
 import { synFrame } from '@packetwatch/bpf';
 import { describe, expect, it } from 'vitest';
-import { type CapturedFrame, pcapFile, pcapngSection, sll2 } from '../../../bench/capture.js';
+import { type CapturedFrame, pcapFile, pcapngSection, sll2 } from '@packetwatch/test-support';
 import { CaptureError, type CaptureInfo, LINKTYPE, readCapture } from '../src/capture.js';
 import { tempFiles } from './tempfiles.js';
 

@@ -1,5 +1,5 @@
 // `packetwatchctl replay` on captures written from the formats'
-// specifications (bench/capture.ts) with frames built as a sender builds
+// specifications (@packetwatch/test-support capture.ts) with frames built as a sender builds
 // them (@packetwatch/bpf frames): the rule on the capture's own clock (the
 // window, a block's TTL, the blocks-per-minute budget), the settings and
 // their errors, the link types, and damaged files. The agreement with the
@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { TCP_FLAGS, ipFrame, synFrame, tcpFrame } from '@packetwatch/bpf';
 import { header, row } from '@packetwatch/common';
 import { describe, expect, it } from 'vitest';
-import { type CapturedFrame, pcapFile, pcapngSection, sll, sll2 } from '../../../bench/capture.js';
+import { type CapturedFrame, pcapFile, pcapngSection, sll, sll2 } from '@packetwatch/test-support';
 import { LINKTYPE } from '../src/capture.js';
 import { type Io, run } from '../src/program.js';
 import { tempFiles } from './tempfiles.js';

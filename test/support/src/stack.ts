@@ -1,19 +1,17 @@
 // The stack as deployed, for the benches that attack it (bench-detection,
 // bench-leak): probe + policy as real processes in a victim namespace
-// (bench/services.ts), run with the settings of the issue's scenarios, and the
+// (services.ts), run with the settings of the issue's scenarios, and the
 // checks that must pass before anything is measured. Imported dynamically,
-// after harness.requireBuild has named any missing build output.
+// after bench/harness.ts requireBuild has named any missing build output.
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { type BlockEntry, addrCodec, blockCodec } from '@packetwatch/bpf';
 import type { DatapathCounters, GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
 import { BpfMap, Program, type TypedMap, mountBpffs } from 'libbpf-ts';
-import type { Cleanup } from './harness.js';
+import type { Cleanup } from './cleanup.js';
+import { HarnessError, commandError } from './errors.js';
 import { type NamespacePair, TEST_BPFFS, createNamespacePair } from './namespaces.js';
-import { BenchError, commandError } from './report.js';
 import { Services } from './services.js';
-
-export { call } from './services.js';
 
 /** N of both detectors in every scenario of the issue. */
 export const PORT_THRESHOLD = 3;
@@ -44,14 +42,7 @@ export function setupEnv(s: Setup): Record<string, string> {
 
 /** The victim/attacker namespaces, removed by the cleanup. */
 export function namespaces(slot: number, cleanup: Cleanup): NamespacePair {
-  let net: NamespacePair;
-  try {
-    net = createNamespacePair(slot);
-  } catch (e) {
-    throw commandError('creating the victim and attacker namespaces failed', e);
-  }
-  cleanup.add('remove the namespaces', () => net.destroy());
-  return net;
+  return cleanup.network('the victim and attacker namespaces', () => createNamespacePair(slot));
 }
 
 /**
@@ -87,7 +78,7 @@ export class Stack {
   }
 
   static async start(net: NamespacePair, mode: DetectionMode, cleanup: Cleanup, env: Record<string, string> = {}): Promise<Stack> {
-    // Pins made under `ip netns exec` need a bpffs outside /sys (bench/namespaces.ts).
+    // Pins made under `ip netns exec` need a bpffs outside /sys (namespaces.ts).
     try {
       mountBpffs(TEST_BPFFS);
     } catch (e) {
@@ -98,7 +89,7 @@ export class Stack {
     try {
       await s.svc.start();
     } catch (e) {
-      throw new BenchError(`probe + policy did not start (${mode}): ${(e as Error).message}`);
+      throw new HarnessError(`probe + policy did not start (${mode}): ${(e as Error).message}`);
     }
     return s;
   }
@@ -136,7 +127,7 @@ export class Stack {
     try {
       map = BpfMap.openPinned(path);
     } catch (e) {
-      throw new BenchError(`opening the probe's pinned blocklist ${path} failed: ${(e as Error).message}`);
+      throw new HarnessError(`opening the probe's pinned blocklist ${path} failed: ${(e as Error).message}`);
     }
     cleanup.add('close the blocklist', () => map.close());
     return map.typed(addrCodec, blockCodec);
@@ -162,7 +153,7 @@ export class Stack {
       rmSync(pin, { force: true });
     }
     cleanup.add('close the program', () => prog.close());
-    if (prog.info().id !== programId) throw new BenchError(`pinned program ${programId} opened as ${prog.info().id}`);
+    if (prog.info().id !== programId) throw new HarnessError(`pinned program ${programId} opened as ${prog.info().id}`);
     return prog;
   }
 
@@ -193,7 +184,7 @@ export class Stack {
       return await fn();
     } catch (e) {
       const exited = this.running ? '' : ` (probe exit ${String(this.svc.probe?.exitCode)}, policy exit ${String(this.svc.policy?.exitCode)})`;
-      throw new BenchError(`${who} did not answer GetStatus${exited}: ${(e as Error).message}\n${this.tail()}`);
+      throw new HarnessError(`${who} did not answer GetStatus${exited}: ${(e as Error).message}\n${this.tail()}`);
     }
   }
 }

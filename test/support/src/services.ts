@@ -2,12 +2,11 @@
 // as `make run` starts them: the probe as root, the policy as the
 // unprivileged `packetwatch` user with no capabilities. They talk over Unix
 // sockets in a directory only that group can enter; callers use both APIs
-// over the same sockets. Kept here, not under test/, so that the compiled
-// benches can use it; test/e2e/services.ts re-exports it.
+// over the same sockets.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { PAGE_SIZE, allPages, groupId } from '@packetwatch/common';
@@ -21,12 +20,17 @@ import {
   PolicyClient,
   ProbeClient,
 } from '@packetwatch/proto';
-import { TEST_BPFFS, waitFor } from './namespaces.js';
+import { TEST_BPFFS } from './namespaces.js';
+import { waitFor } from './wait.js';
 
-// This module runs from bench/ (the e2e suites, from source) and from bench/dist/ (the benches).
-const HERE = dirname(fileURLToPath(import.meta.url));
-const REPO_ROOT = basename(HERE) === 'dist' ? join(HERE, '..', '..') : join(HERE, '..');
-const PROBE_MAIN = join(REPO_ROOT, 'services/probe/dist/main.js');
+/** The repository: the first directory up from this module (its source, or its build output) that holds services/probe. */
+export const REPO_ROOT = (() => {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'services', 'probe'))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no services/probe above ${fileURLToPath(import.meta.url)}`);
+  }
+})();
+export const PROBE_MAIN = join(REPO_ROOT, 'services/probe/dist/main.js');
 const POLICY_MAIN = join(REPO_ROOT, 'services/policy/dist/main.js');
 const POLICY_USER = 'packetwatch';
 /** The probe's and the policy's group (make deps), without operators. */
@@ -106,6 +110,30 @@ export class ServiceProcess {
 
   kill(signal: NodeJS.Signals): void {
     if (this.exitCode === undefined) this.#child.kill(signal);
+  }
+
+  /** SIGKILL, then waits (synchronously: this also runs from process 'exit') until the kernel has released its descriptors. */
+  killSync(): void {
+    const pid = this.pid;
+    if (pid === undefined || this.exitCode !== undefined) return;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      return;
+    }
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    for (let i = 0; i < 200; i++) {
+      let state: string | undefined;
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        state = stat[stat.lastIndexOf(')') + 2];
+      } catch {
+        return;
+      }
+      // A zombie has closed its files: an XDP link and maps it held are released.
+      if (state === 'Z' || state === 'X') return;
+      Atomics.wait(pause, 0, 0, 10);
+    }
   }
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {

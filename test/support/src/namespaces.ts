@@ -1,7 +1,8 @@
-// Network namespaces for the e2e suites and the benches: a victim and an
-// attacker namespace joined by a veth pair, a host and a peer, nothing else.
-// Traffic only ever flows between the two. Kept here, not under test/, so
-// that the compiled benches can use it; test/e2e/netns.ts re-exports it.
+// Network namespaces for the e2e suites and the benches. A victim and an
+// attacker namespace joined by a veth pair (createNamespacePair), or a veth
+// pair whose host end stays in this namespace, where the XDP program is
+// attached, and whose peer end lives in a namespace of its own
+// (createTestNet). Traffic only ever flows between the two ends.
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 
@@ -16,21 +17,6 @@ export const TEST_BPFFS = '/run/packetwatch-test-bpffs';
 
 function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-/** Polls until check returns a value other than undefined, or fails after timeoutMs. */
-export async function waitFor<T>(
-  what: string,
-  check: () => T | undefined | Promise<T | undefined>,
-  timeoutMs = 5000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 export interface NamespacePair {
@@ -139,6 +125,74 @@ export function createNamespacePair(slot: number): NamespacePair {
     attackerAddr,
     inVictim: (cmd, args, timeoutMs = 30_000) => execIn(victimNs, cmd, args, timeoutMs),
     inAttacker: (cmd, args, timeoutMs = 30_000) => execIn(attackerNs, cmd, args, timeoutMs),
+    destroy,
+  };
+}
+
+/** Whether an XDP program is attached to the interface, as `ip link` shows it inside the namespace. */
+export function xdpAttached(netns: string, ifname: string): boolean {
+  const [link] = JSON.parse(execFileSync('ip', ['-n', netns, '-j', 'link', 'show', 'dev', ifname], { encoding: 'utf8' })) as { xdp?: unknown }[];
+  return link?.xdp !== undefined;
+}
+
+export interface TestNet {
+  /** Interface name of the host end (attach XDP here). */
+  hostIf: string;
+  hostAddr: string;
+  peerNs: string;
+  peerAddr: string;
+  hostAddr6: string;
+  peerAddr6: string;
+  /** Runs a command inside the peer namespace. */
+  inPeer(cmd: string, args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
+  destroy(): void;
+}
+
+/** Creates the pair; `slot` (0-250) keeps the addresses of concurrent suites apart. */
+export function createTestNet(slot: number): TestNet {
+  const tag = `${process.pid % 10000}${slot}`;
+  const hostIf = `pwh${tag}`;
+  const peerIf = `pwp${tag}`;
+  const peerNs = `pw-peer-${tag}`;
+  const hostAddr = `10.231.${slot}.1`;
+  const peerAddr = `10.231.${slot}.2`;
+  const hostAddr6 = `fd00:231:${slot.toString(16)}::1`;
+  const peerAddr6 = `fd00:231:${slot.toString(16)}::2`;
+
+  const destroy = () => {
+    for (const args of [['netns', 'del', peerNs], ['link', 'del', hostIf]]) {
+      try {
+        ip(...args);
+      } catch {
+        // already gone
+      }
+    }
+  };
+  destroy();
+  try {
+    ip('netns', 'add', peerNs);
+    ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', peerIf);
+    ip('link', 'set', peerIf, 'netns', peerNs);
+    ip('addr', 'add', `${hostAddr}/30`, 'dev', hostIf);
+    ip('addr', 'add', `${hostAddr6}/64`, 'dev', hostIf, 'nodad');
+    ip('link', 'set', hostIf, 'up');
+    ip('-n', peerNs, 'addr', 'add', `${peerAddr}/30`, 'dev', peerIf);
+    ip('-n', peerNs, 'addr', 'add', `${peerAddr6}/64`, 'dev', peerIf, 'nodad');
+    ip('-n', peerNs, 'link', 'set', peerIf, 'up');
+    ip('-n', peerNs, 'link', 'set', 'lo', 'up');
+  } catch (e) {
+    destroy();
+    throw e;
+  }
+
+  return {
+    hostIf,
+    hostAddr,
+    peerNs,
+    peerAddr,
+    hostAddr6,
+    peerAddr6,
+    inPeer: (cmd, args, timeoutMs = 20_000) => execIn(peerNs, cmd, args, timeoutMs),
     destroy,
   };
 }
