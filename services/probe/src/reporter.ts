@@ -4,10 +4,14 @@
 // capped exponential backoff.
 import * as grpc from '@grpc/grpc-js';
 import { type Endpoint, type Logger, type TlsFiles, channelCredentials, endpointTarget } from '@packetwatch/common';
-import { type PolicyMessage, PolicyService, type ProbeConfig, type ProbeHello, type ProbeMessage, serializeProbeMessage } from '@packetwatch/proto';
+import { type PolicyMessage, PolicyService, type ProbeConfig, type ProbeHello, type ProbeMessage, reserveEventBatch, serializeProbeMessage } from '@packetwatch/proto';
 import type { EventQueue } from './queue.js';
 
 const BACKOFF_MIN_MS = 100;
+
+/** What the stream carries: a message, or an event batch already encoded (reserveEventBatch). */
+type Outgoing = ProbeMessage | Buffer;
+const serialize = (m: Outgoing): Buffer => (Buffer.isBuffer(m) ? m : serializeProbeMessage(m));
 const BACKOFF_MAX_MS = 5000;
 
 export interface ReporterStats {
@@ -19,7 +23,7 @@ export interface ReporterStats {
 
 export class Reporter {
   readonly #client: grpc.Client;
-  #call: grpc.ClientDuplexStream<ProbeMessage, PolicyMessage> | undefined;
+  #call: grpc.ClientDuplexStream<Outgoing, PolicyMessage> | undefined;
   #connected = false;
   #writable = false;
   #stopped = false;
@@ -44,8 +48,10 @@ export class Reporter {
       onConfig?: (config: ProbeConfig) => void;
     } = {},
   ) {
-    // A plain client, so that Report can use serializeProbeMessage; the
-    // method, the messages and the response decoder are the generated ones.
+    // A plain client, so that Report can send event batches encoded around
+    // the queue's records (reserveEventBatch) and other messages through
+    // serializeProbeMessage; the method, the messages and the response
+    // decoder are the generated ones.
     this.#client = new grpc.Client(endpointTarget(endpoint), channelCredentials(endpoint, tls), {
       'grpc.keepalive_time_ms': 15_000,
       'grpc.keepalive_timeout_ms': 5_000,
@@ -96,7 +102,7 @@ export class Reporter {
   #open(): void {
     if (this.#stopped) return;
     const report = PolicyService.report;
-    const call = this.#client.makeBidiStreamRequest(report.path, serializeProbeMessage, report.responseDeserialize);
+    const call = this.#client.makeBidiStreamRequest(report.path, serialize, report.responseDeserialize);
     this.#call = call;
     this.#writable = true;
     this.#inFlight = 0;
@@ -158,19 +164,16 @@ export class Reporter {
         this.#inFlight--;
         if (this.#inFlight === 0) this.#flush();
       };
-      this.#writable = call.write({
-        message: {
-          $case: 'events',
-          value: {
-            count: batch.count,
-            recordSize: this.queue.recordSize,
-            records: batch.records,
-            lostEvents: BigInt(batch.lost),
-            firstSequence: batch.firstSequence,
-            sentUnixNs: BigInt(Date.now()) * 1_000_000n,
-          },
-        },
-      }, written);
+      // The records go from the queue straight into the message that is
+      // sent: one copy, no intermediate buffer.
+      const recordSize = this.queue.recordSize;
+      const { message, recordsOffset } = reserveEventBatch(
+        { count: batch.count, recordSize, lostEvents: BigInt(batch.lost), firstSequence: batch.firstSequence, sentUnixNs: BigInt(Date.now()) * 1_000_000n },
+        batch.count * recordSize,
+      );
+      let at = recordsOffset;
+      for (const part of batch.parts) at += part.copy(message, at);
+      this.#writable = call.write(message, written);
       this.#eventsSent += batch.count;
       this.#batchesSent++;
     }
