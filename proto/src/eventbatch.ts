@@ -45,9 +45,12 @@ export interface ReservedEventBatch {
  * records at its end, which the caller fills (e.g. straight from its queue):
  * the records are copied once, into the buffer that is sent. The bytes are
  * those serializeProbeMessage makes for the same batch and records; with
- * recordBytes 0 the records field is left out, as proto3 does.
+ * recordBytes 0 the records field is left out, as proto3 does. With `into`
+ * (large enough: eventBatchMessageSize) the message is written at its start
+ * and returned as a view of it, so that a sender can reuse its buffers
+ * instead of allocating one per message.
  */
-export function reserveEventBatch(batch: Omit<EventBatch, 'records'>, recordBytes: number): ReservedEventBatch {
+export function reserveEventBatch(batch: Omit<EventBatch, 'records'>, recordBytes: number, into?: Buffer): ReservedEventBatch {
   if (!Number.isSafeInteger(recordBytes) || recordBytes < 0) throw new RangeError(`recordBytes must be a non-negative integer, got ${recordBytes}`);
   if (recordBytes === 0) {
     const message = Buffer.from(ProbeMessage.encode({ message: { $case: 'events', value: { ...batch, records: NO_RECORDS } } }).finish());
@@ -55,7 +58,9 @@ export function reserveEventBatch(batch: Omit<EventBatch, 'records'>, recordByte
   }
   const head = EventBatch.encode({ ...batch, records: NO_RECORDS }).finish();
   const batchSize = head.length + 1 + varintSize(recordBytes) + recordBytes;
-  const message = Buffer.allocUnsafe(1 + varintSize(batchSize) + batchSize);
+  const size = 1 + varintSize(batchSize) + batchSize;
+  if (into && into.length < size) throw new RangeError(`the message needs ${size} bytes, the buffer has ${into.length}`);
+  const message = into ? into.subarray(0, size) : Buffer.allocUnsafe(size);
   let pos = 0;
   message[pos++] = EVENTS_KEY;
   pos = writeVarint(message, pos, batchSize);
@@ -64,6 +69,15 @@ export function reserveEventBatch(batch: Omit<EventBatch, 'records'>, recordByte
   message[pos++] = RECORDS_KEY;
   pos = writeVarint(message, pos, recordBytes);
   return { message, recordsOffset: pos };
+}
+
+/** The most bytes EventBatch's fields but the records take: two 32-bit varints and three 64-bit ones, each after a one-byte key. */
+const MAX_HEAD = (1 + 5) * 2 + (1 + 10) * 3;
+
+/** The most bytes reserveEventBatch needs for a batch with recordBytes of records, whatever its other fields. */
+export function eventBatchMessageSize(recordBytes: number): number {
+  const batchSize = MAX_HEAD + 1 + varintSize(recordBytes) + recordBytes;
+  return 1 + varintSize(batchSize) + batchSize;
 }
 
 /**

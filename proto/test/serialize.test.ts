@@ -1,7 +1,7 @@
 // The Report stream's own serializer must produce messages the generated
 // decoder reads back as they were sent: every field, at every length class
 // of the varints it writes itself.
-import { PolicyService, type ProbeMessage, reserveEventBatch, serializeProbeMessage } from '@packetwatch/proto';
+import { PolicyService, type ProbeMessage, eventBatchMessageSize, reserveEventBatch, serializeProbeMessage } from '@packetwatch/proto';
 import { describe, expect, it } from 'vitest';
 
 const decode = (b: Buffer) => PolicyService.report.requestDeserialize(b);
@@ -106,5 +106,27 @@ describe('reserveEventBatch', () => {
     const value = { count: 0, recordSize: 56, lostEvents: 0n, firstSequence: 0n, sentUnixNs: 0n };
     expect(() => reserveEventBatch(value, -1)).toThrow(RangeError);
     expect(() => reserveEventBatch(value, 1.5)).toThrow(RangeError);
+  });
+});
+
+describe('reserveEventBatch into a buffer', () => {
+  it('writes the message at the start of the buffer given and returns a view of it', () => {
+    const msg = batch(100, { lostEvents: (1n << 64n) - 1n, firstSequence: (1n << 64n) - 1n, sentUnixNs: (1n << 64n) - 1n });
+    if (msg.message?.$case !== 'events') throw new Error('not an event batch');
+    const { records, ...rest } = msg.message.value;
+    // The largest fields there are: eventBatchMessageSize is enough for them.
+    const into = Buffer.alloc(eventBatchMessageSize(records.length) + 7, 0xaa);
+    const { message, recordsOffset } = reserveEventBatch({ ...rest, count: 0xffff_ffff, recordSize: 0xffff_ffff }, records.length, into);
+    expect(message.buffer).toBe(into.buffer);
+    expect(message.byteOffset).toBe(into.byteOffset);
+    expect(message.length).toBeLessThanOrEqual(eventBatchMessageSize(records.length));
+    records.copy(message, recordsOffset);
+    expect(decode(message).message).toMatchObject({ $case: 'events', value: { count: 0xffff_ffff, recordSize: 0xffff_ffff, lostEvents: (1n << 64n) - 1n } });
+    expect(into[message.length]).toBe(0xaa);
+  });
+
+  it('refuses a buffer too small for the message', () => {
+    const value = { count: 1, recordSize: 56, lostEvents: 0n, firstSequence: 0n, sentUnixNs: 0n };
+    expect(() => reserveEventBatch(value, 56, Buffer.alloc(56))).toThrow(RangeError);
   });
 });
