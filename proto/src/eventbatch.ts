@@ -32,6 +32,54 @@ function writeVarint(buf: Buffer, pos: number, n: number): number {
   return pos;
 }
 
+/** An encoded ProbeMessage whose event batch's records are left for the caller to write. */
+export interface ReservedEventBatch {
+  /** The whole message, ready to send once the records are in place. */
+  message: Buffer;
+  /** message.subarray(recordsOffset) is where the records go (recordBytes of them, to the end). */
+  recordsOffset: number;
+}
+
+/**
+ * Encodes a ProbeMessage carrying `batch` with room for `recordBytes` bytes of
+ * records at its end, which the caller fills (e.g. straight from its queue):
+ * the records are copied once, into the buffer that is sent. The bytes are
+ * those serializeProbeMessage makes for the same batch and records; with
+ * recordBytes 0 the records field is left out, as proto3 does. With `into`
+ * (large enough: eventBatchMessageSize) the message is written at its start
+ * and returned as a view of it, so that a sender can reuse its buffers
+ * instead of allocating one per message.
+ */
+export function reserveEventBatch(batch: Omit<EventBatch, 'records'>, recordBytes: number, into?: Buffer): ReservedEventBatch {
+  if (!Number.isSafeInteger(recordBytes) || recordBytes < 0) throw new RangeError(`recordBytes must be a non-negative integer, got ${recordBytes}`);
+  if (recordBytes === 0) {
+    const message = Buffer.from(ProbeMessage.encode({ message: { $case: 'events', value: { ...batch, records: NO_RECORDS } } }).finish());
+    return { message, recordsOffset: message.length };
+  }
+  const head = EventBatch.encode({ ...batch, records: NO_RECORDS }).finish();
+  const batchSize = head.length + 1 + varintSize(recordBytes) + recordBytes;
+  const size = 1 + varintSize(batchSize) + batchSize;
+  if (into && into.length < size) throw new RangeError(`the message needs ${size} bytes, the buffer has ${into.length}`);
+  const message = into ? into.subarray(0, size) : Buffer.allocUnsafe(size);
+  let pos = 0;
+  message[pos++] = EVENTS_KEY;
+  pos = writeVarint(message, pos, batchSize);
+  message.set(head, pos);
+  pos += head.length;
+  message[pos++] = RECORDS_KEY;
+  pos = writeVarint(message, pos, recordBytes);
+  return { message, recordsOffset: pos };
+}
+
+/** The most bytes EventBatch's fields but the records take: two 32-bit varints and three 64-bit ones, each after a one-byte key. */
+const MAX_HEAD = (1 + 5) * 2 + (1 + 10) * 3;
+
+/** The most bytes reserveEventBatch needs for a batch with recordBytes of records, whatever its other fields. */
+export function eventBatchMessageSize(recordBytes: number): number {
+  const batchSize = MAX_HEAD + 1 + varintSize(recordBytes) + recordBytes;
+  return 1 + varintSize(batchSize) + batchSize;
+}
+
 /**
  * Encodes a ProbeMessage as the generated encoder does, except that an event
  * batch's records are copied once, into a buffer of the exact size. Records
@@ -40,19 +88,10 @@ function writeVarint(buf: Buffer, pos: number, n: number): number {
  */
 export function serializeProbeMessage(msg: ProbeMessage): Buffer {
   if (msg.message?.$case !== 'events' || msg.message.value.records.length === 0) return Buffer.from(ProbeMessage.encode(msg).finish());
-  const records = msg.message.value.records;
-  const head = EventBatch.encode({ ...msg.message.value, records: NO_RECORDS }).finish();
-  const batchSize = head.length + 1 + varintSize(records.length) + records.length;
-  const out = Buffer.allocUnsafe(1 + varintSize(batchSize) + batchSize);
-  let pos = 0;
-  out[pos++] = EVENTS_KEY;
-  pos = writeVarint(out, pos, batchSize);
-  out.set(head, pos);
-  pos += head.length;
-  out[pos++] = RECORDS_KEY;
-  pos = writeVarint(out, pos, records.length);
-  out.set(records, pos);
-  return out;
+  const { records, ...rest } = msg.message.value;
+  const { message, recordsOffset } = reserveEventBatch(rest, records.length);
+  message.set(records, recordsOffset);
+  return message;
 }
 
 function leanBatch(b: Buffer): EventBatch | undefined {

@@ -22,4 +22,4 @@ export const PROTO_ROOT: string = (() => {
 })();
 
 export const PROTO_FILES = ['packetwatch/v1/common.proto', 'packetwatch/v1/probe.proto', 'packetwatch/v1/policy.proto'];
-export { deserializeProbeMessage, serializeProbeMessage } from './eventbatch.js';
+export { type ReservedEventBatch, deserializeProbeMessage, eventBatchMessageSize, reserveEventBatch, serializeProbeMessage } from './eventbatch.js';

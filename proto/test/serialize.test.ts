@@ -1,7 +1,7 @@
 // The Report stream's own serializer must produce messages the generated
 // decoder reads back as they were sent: every field, at every length class
 // of the varints it writes itself.
-import { PolicyService, type ProbeMessage, serializeProbeMessage } from '@packetwatch/proto';
+import { PolicyService, type ProbeMessage, eventBatchMessageSize, reserveEventBatch, serializeProbeMessage } from '@packetwatch/proto';
 import { describe, expect, it } from 'vitest';
 
 const decode = (b: Buffer) => PolicyService.report.requestDeserialize(b);
@@ -75,5 +75,58 @@ describe('serializeProbeMessage', () => {
   it('is as long as the generated message: the same fields, only in another order', () => {
     const msg = batch(1024, { lostEvents: 1n, firstSequence: 2n });
     expect(serializeProbeMessage(msg).length).toBe(generated(msg).length);
+  });
+});
+
+describe('reserveEventBatch', () => {
+  it.each([
+    ['one record', 1],
+    ['the default batch', 1024],
+    ['the largest batch', 65_536],
+  ])('makes the bytes serializeProbeMessage makes once the records are written in: %s', (_, n) => {
+    const msg = batch(n, { lostEvents: 7n, firstSequence: 1n << 40n });
+    if (msg.message?.$case !== 'events') throw new Error('not an event batch');
+    const { records, ...rest } = msg.message.value;
+    const { message, recordsOffset } = reserveEventBatch(rest, records.length);
+    expect(message.length - recordsOffset).toBe(records.length);
+    records.copy(message, recordsOffset);
+    // Compared as bytes (a deep compare of megabytes is slow).
+    expect(message.equals(serializeProbeMessage(msg))).toBe(true);
+    expectSame(decode(message), msg);
+  });
+
+  it('leaves the records out when there are none, as the generated encoder does', () => {
+    const value = { count: 0, recordSize: 56, lostEvents: 3n, firstSequence: 9n, sentUnixNs: 1n };
+    const { message, recordsOffset } = reserveEventBatch(value, 0);
+    expect(recordsOffset).toBe(message.length);
+    expect(message).toEqual(generated({ message: { $case: 'events', value: { ...value, records: Buffer.alloc(0) } } }));
+  });
+
+  it('refuses a negative or fractional size', () => {
+    const value = { count: 0, recordSize: 56, lostEvents: 0n, firstSequence: 0n, sentUnixNs: 0n };
+    expect(() => reserveEventBatch(value, -1)).toThrow(RangeError);
+    expect(() => reserveEventBatch(value, 1.5)).toThrow(RangeError);
+  });
+});
+
+describe('reserveEventBatch into a buffer', () => {
+  it('writes the message at the start of the buffer given and returns a view of it', () => {
+    const msg = batch(100, { lostEvents: (1n << 64n) - 1n, firstSequence: (1n << 64n) - 1n, sentUnixNs: (1n << 64n) - 1n });
+    if (msg.message?.$case !== 'events') throw new Error('not an event batch');
+    const { records, ...rest } = msg.message.value;
+    // The largest fields there are: eventBatchMessageSize is enough for them.
+    const into = Buffer.alloc(eventBatchMessageSize(records.length) + 7, 0xaa);
+    const { message, recordsOffset } = reserveEventBatch({ ...rest, count: 0xffff_ffff, recordSize: 0xffff_ffff }, records.length, into);
+    expect(message.buffer).toBe(into.buffer);
+    expect(message.byteOffset).toBe(into.byteOffset);
+    expect(message.length).toBeLessThanOrEqual(eventBatchMessageSize(records.length));
+    records.copy(message, recordsOffset);
+    expect(decode(message).message).toMatchObject({ $case: 'events', value: { count: 0xffff_ffff, recordSize: 0xffff_ffff, lostEvents: (1n << 64n) - 1n } });
+    expect(into[message.length]).toBe(0xaa);
+  });
+
+  it('refuses a buffer too small for the message', () => {
+    const value = { count: 1, recordSize: 56, lostEvents: 0n, firstSequence: 0n, sentUnixNs: 0n };
+    expect(() => reserveEventBatch(value, 56, Buffer.alloc(56))).toThrow(RangeError);
   });
 });

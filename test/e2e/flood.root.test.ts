@@ -22,7 +22,7 @@ const FLOOD_SYNS = 2n * BigInt(EVENT_QUEUE);
 /**
  * RSS bounds (MiB). What the design bounds is the data held: at most
  * PW_EVENT_QUEUE events in the probe's queue (4 MiB here) and 8 batches of
- * 1024 events pending in the policy. The rest is Node's own, about 100-130
+ * 4096 events pending in the policy. The rest is Node's own, about 100-130
  * MiB after a flood on an idle machine; V8 grows its heap lazily under
  * allocation pressure, more so when collections fall behind on a loaded
  * machine, hence several times that. Speed changes how full the bounded

@@ -4,7 +4,7 @@ export { clock, possibleCpus } from './clock.js';
 export { BpfMap, TypedMap, PerCpuMap, MapType, UpdateFlags, type MapInfo } from './map.js';
 export { Program, type TestRunOptions, type TestRunResult, type ProgramInfo, type AttachXdpOptions } from './program.js';
 export { XdpLink, type LinkInfo } from './link.js';
-export { RingBufferReader, RecordBatch, type RingBufferReaderOptions, type RingBufferStats } from './ringbuf.js';
+export { RingBufferReader, RecordBatch, type RecordSink, type RingBufferReaderOptions, type RingBufferStats } from './ringbuf.js';
 export { ObjectSpec, Collection, type MapSpec, type ProgramSpec, type GlobalSpec, type ConstantValue } from './object.js';
 export { type XdpMode, type XdpAttachment, XDP_FLAGS, xdpQuery, ifindex, ifname } from './xdp.js';
 export { mountBpffs, isBpffs, bpffsMountedIn } from './bpffs.js';

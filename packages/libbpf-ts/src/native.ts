@@ -41,7 +41,8 @@ export interface NativeBpfObject {
   close(): void;
 }
 
-export type NativeBatchCallback = (err: Error | null, buffer: Buffer | null, count: number) => void;
+/** With a sink: (null, null, written, dropped). */
+export type NativeBatchCallback = (err: Error | null, buffer: Buffer | null, count: number, dropped?: number) => void;
 
 export interface NativeRingBuffer {
   /** coalesceMs > 0: after a wake-up that delivered records, drain again that much later while records keep coming. */
@@ -52,6 +53,7 @@ export interface NativeRingBuffer {
   unref(): void;
   stats(): { records: number; batches: number; wrongSize: number };
   close(): void;
+  setSink(buffer: Buffer | null, capacity?: number, cursor?: Uint32Array): void;
 }
 
 export interface NativeMapInfo {

@@ -34,6 +34,27 @@ export class RecordBatch {
   }
 }
 
+/**
+ * Where a reader writes records instead of handing over a Buffer per
+ * wake-up: a circular array of `capacity` records of the reader's fixed size
+ * (record i at byte ((i mod capacity) * recordSize) of `buffer`), which its
+ * owner (a queue) reads from. Before every drain the reader reads `cursor`:
+ * cursor[0] is the slot the next record goes to, cursor[1] how many slots are
+ * free; the owner keeps both current. Records beyond the free slots are
+ * consumed from the ring and counted as dropped, never overwrite a slot.
+ */
+export interface RecordSink {
+  readonly buffer: Buffer;
+  readonly capacity: number;
+  readonly cursor: Uint32Array;
+  /**
+   * Called after each drain by the event loop that found records: `written`
+   * records now fill the slots from cursor[0] on (mod capacity), `dropped`
+   * more did not fit. The owner advances the cursor.
+   */
+  onRecords(written: number, dropped: number): void;
+}
+
 export interface RingBufferReaderOptions {
   /** Size of every record; records of another size are skipped and counted. 0: variable. */
   recordSize?: number;
@@ -49,6 +70,13 @@ export interface RingBufferReaderOptions {
    * wake-ups of this process and of the kernel's ring buffer.
    */
   coalesceMs?: number;
+  /**
+   * Records read by the event loop go into this sink (fixed record size
+   * only), copied once from the ring, with no Buffer per wake-up; onBatch and
+   * next() then see nothing from the event loop. consume() still returns a
+   * RecordBatch.
+   */
+  sink?: RecordSink;
 }
 
 export interface RingBufferStats {
@@ -75,6 +103,14 @@ export class RingBufferReader {
     if (!Number.isInteger(this.coalesceMs) || this.coalesceMs < 0 || this.coalesceMs > 1000) {
       throw new RangeError(`coalesceMs must be an integer in 0..1000, got ${opts.coalesceMs}`);
     }
+    const sink = opts.sink;
+    if (sink) {
+      if (this.recordSize === 0) throw new TypeError('a ring-buffer sink needs a fixed recordSize');
+      if (!Number.isInteger(sink.capacity) || sink.capacity < 1 || sink.capacity > 0xffff_ffff || sink.buffer.length < sink.capacity * this.recordSize) {
+        throw new RangeError(`sink capacity must be an integer from 1 to its buffer's length / ${this.recordSize}, got ${sink.capacity}`);
+      }
+      if (sink.cursor.length < 2) throw new RangeError('sink cursor must have 2 elements');
+    }
     this.#onBatch = opts.onBatch;
     const onError =
       opts.onError ??
@@ -83,7 +119,7 @@ export class RingBufferReader {
       });
     this.#rb = call(
       () =>
-        new native.RingBuffer(map.fd, this.recordSize, (err, buf, count) => {
+        new native.RingBuffer(map.fd, this.recordSize, (err, buf, count, dropped) => {
           if (err) {
             const typed = call(() => {
               throw err;
@@ -92,8 +128,10 @@ export class RingBufferReader {
             return;
           }
           if (buf) this.#deliver(new RecordBatch(buf, count, this.recordSize));
+          else if (sink) sink.onRecords(count, dropped ?? 0);
         }),
     );
+    if (sink) call(() => this.#rb.setSink(sink.buffer, sink.capacity, sink.cursor));
   }
 
   /** Starts watching the ring buffer on the event loop. */

@@ -256,3 +256,80 @@ describe('RingBufferReader', () => {
     expect(() => new RingBufferReader(col.map('hash'))).toThrow(TypeError);
   });
 });
+
+describe('sink', () => {
+  /** A sink of `capacity` 16-byte slots, filled with 0xee, that records each onRecords call. */
+  function sink(capacity: number, tail: number, free: number) {
+    const calls: [number, number][] = [];
+    const s = {
+      buffer: Buffer.alloc(capacity * 16, 0xee),
+      capacity,
+      cursor: Uint32Array.of(tail, free),
+      onRecords: (written: number, dropped: number) => calls.push([written, dropped]),
+    };
+    return { s, calls };
+  }
+  const seqAt = (buf: Buffer, slot: number) => record.read(buf, slot * 16).seq;
+
+  it('writes records into the slots from cursor[0], wrapping around the end, without a batch', async () => {
+    const { s, calls } = sink(4, 3, 4);
+    const batches: RecordBatch[] = [];
+    const r = reader({ recordSize: 16, sink: s, onBatch: (b) => batches.push(b) }).start();
+    const seq = nextSeq();
+    run('xdp_record', packet(64), 3);
+    for (let i = 0; i < 200 && calls.length === 0; i++) await turns(1);
+    expect(calls).toEqual([[3, 0]]);
+    // Slot 3, then slots 0 and 1; slot 2 untouched.
+    expect([seqAt(s.buffer, 3), seqAt(s.buffer, 0), seqAt(s.buffer, 1)]).toEqual([seq, seq + 1, seq + 2]);
+    expect(s.buffer.subarray(32, 48)).toEqual(Buffer.alloc(16, 0xee));
+    expect(record.read(s.buffer, 0)).toEqual({ len: 64, seq: seq + 1, head: packet(8) });
+    expect(batches).toEqual([]);
+    expect(r.stats()).toEqual({ records: 3, batches: 1, wrongSize: 0 });
+  });
+
+  it('consumes records beyond the free slots and counts them as dropped, overwriting nothing', async () => {
+    const { s, calls } = sink(8, 6, 2);
+    const r = reader({ recordSize: 16, sink: s }).start();
+    const seq = nextSeq();
+    run('xdp_record', packet(64), 5);
+    for (let i = 0; i < 200 && calls.length === 0; i++) await turns(1);
+    expect(calls).toEqual([[2, 3]]);
+    expect([seqAt(s.buffer, 6), seqAt(s.buffer, 7)]).toEqual([seq, seq + 1]);
+    expect(s.buffer.subarray(0, 6 * 16)).toEqual(Buffer.alloc(6 * 16, 0xee));
+    // The ring is empty: the dropped records were consumed.
+    expect(r.consume().count).toBe(0);
+  });
+
+  it('reads the cursor afresh at every drain', async () => {
+    const { s, calls } = sink(4, 0, 4);
+    reader({ recordSize: 16, sink: s }).start();
+    const seq = nextSeq();
+    run('xdp_record', packet(64), 1);
+    for (let i = 0; i < 200 && calls.length < 1; i++) await turns(1);
+    s.cursor[0] = 2;
+    s.cursor[1] = 1;
+    run('xdp_record', packet(64), 2);
+    for (let i = 0; i < 200 && calls.length < 2; i++) await turns(1);
+    expect(calls).toEqual([
+      [1, 0],
+      [1, 1],
+    ]);
+    expect([seqAt(s.buffer, 0), seqAt(s.buffer, 2)]).toEqual([seq, seq + 1]);
+  });
+
+  it('leaves consume() returning a copy', () => {
+    const { s, calls } = sink(4, 0, 4);
+    const r = reader({ recordSize: 16, sink: s });
+    run('xdp_record', packet(64), 2);
+    expect(r.consume().count).toBe(2);
+    expect(calls).toEqual([]);
+    expect(s.buffer).toEqual(Buffer.alloc(64, 0xee));
+  });
+
+  it('refuses a sink without a fixed record size, or larger than its buffer', () => {
+    expect(() => new RingBufferReader(col.map('events'), { sink: sink(4, 0, 4).s })).toThrow(TypeError);
+    const { s } = sink(4, 0, 4);
+    expect(() => new RingBufferReader(col.map('events'), { recordSize: 16, sink: { ...s, capacity: 5 } })).toThrow(RangeError);
+    expect(() => new RingBufferReader(col.map('events'), { recordSize: 16, sink: { ...s, cursor: new Uint32Array(1) } })).toThrow(RangeError);
+  });
+});

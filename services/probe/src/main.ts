@@ -128,7 +128,8 @@ runMain(NAME, async () => {
   syncFrom(att.dp, AllowOrigin.OwnAddress, c.whitelistSelf ? watcher.current : []);
   if (c.whitelistSelf) log.info({ addresses: watcher.current }, 'allowlisted own addresses');
 
-  const queue = new EventQueue(c.eventQueue, c.batchEvents, SYN_EVENT_SIZE);
+  // Events are rewritten to wall-clock time in the queue, as they arrive (toWallClock, below).
+  const queue = new EventQueue(c.eventQueue, c.batchEvents, SYN_EVENT_SIZE, (records, count) => toWallClock(records, count));
   const policyEndpoint = parseEndpoint(c.policyAddr)!;
   const tls = { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa, insecure: c.insecureTcp };
   const callback = c.callback ?? `unix:${c.controlSocket}`;
@@ -176,8 +177,9 @@ runMain(NAME, async () => {
   clockTimer.unref();
   const wordsPerRecord = SYN_EVENT_SIZE >>> 2;
   const toWallClock = (buf: Buffer, count: number) => {
-    // A word view is ten times faster than Buffer reads; the batch buffer is
-    // freshly allocated and so aligned, but a view is only taken when it is.
+    // A word view is ten times faster than Buffer reads; the queue's array
+    // is allocated on its own and its records are 64 bytes, so the events
+    // are aligned, but a view is only taken when they are.
     if (LITTLE_ENDIAN && buf.byteOffset % 4 === 0) {
       const words = new Uint32Array(buf.buffer, buf.byteOffset, count * wordsPerRecord);
       for (let i = 0; i < words.length; i += wordsPerRecord) {
@@ -196,11 +198,16 @@ runMain(NAME, async () => {
 
   const readerOf = (dp: Datapath) =>
     dp.reader({
-      onBatch: (batch) => {
-        const buf = batch.buffer;
-        toWallClock(buf, batch.count);
-        queue.push(buf, batch.count);
-        reporter.scheduleFlush();
+      // The reader writes events straight into the queue's array; what does
+      // not fit is counted lost there.
+      sink: {
+        buffer: queue.buffer,
+        capacity: queue.capacity,
+        cursor: queue.cursor,
+        onRecords: (written, dropped) => {
+          queue.onRecords(written, dropped);
+          reporter.scheduleFlush();
+        },
       },
       onError: (err) => log.error({ err: err.message }, 'ring buffer read failed'),
       coalesceMs: c.eventCoalesceMs,

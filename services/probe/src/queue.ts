@@ -1,34 +1,56 @@
 // The bounded queue between the ring buffer and the policy stream. It holds
 // at most `capacity` events; what does not fit is counted as lost and
 // reported with the next batch, never buffered without bound.
+//
+// The events live in one circular array of `capacity` records, allocated
+// once: the ring-buffer reader writes them straight into it (the queue is its
+// RecordSink) and the reporter copies them from it into the outgoing message,
+// so no Buffer is made per wake-up or per event. The array's pages are
+// touched as they are first used: a queue that never fills costs what it
+// held, up to capacity * recordSize bytes.
+import type { RecordSink } from 'libbpf-ts';
 
 export interface OutgoingBatch {
-  records: Buffer;
+  /**
+   * The records, back to back, as one view of the queue's array or two where
+   * they wrap around its end. Views, not copies: they stay valid until events
+   * are added again, so copy them out first (the reader adds events from the
+   * event loop, never while a caller runs).
+   */
+  parts: Buffer[];
   count: number;
   /** Events lost since the previous batch. */
   lost: number;
   firstSequence: bigint;
 }
 
-interface Segment {
-  records: Buffer;
-  count: number;
-  firstSequence: bigint;
-}
+const NO_PARTS: Buffer[] = [];
 
-export class EventQueue {
-  #segments: Segment[] = [];
+export class EventQueue implements RecordSink {
+  readonly buffer: Buffer;
+  /** [slot of the next event, free slots], as the ring-buffer reader reads them. */
+  readonly cursor = new Uint32Array(2);
   #head = 0;
   #depth = 0;
   #nextSequence = 0n;
   #lostSinceTake = 0;
   #lostTotal = 0;
 
+  /**
+   * @param onAdded called with the events just added, as one or two views of
+   *   the array (where they wrap), before they can be taken: the place to
+   *   rewrite them in place
+   */
   constructor(
     readonly capacity: number,
     readonly batchEvents: number,
     readonly recordSize: number,
-  ) {}
+    private readonly onAdded?: (records: Buffer, count: number) => void,
+  ) {
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > 0xffff_ffff) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
+    this.buffer = Buffer.allocUnsafeSlow(capacity * recordSize);
+    this.#sync();
+  }
 
   get depth(): number {
     return this.#depth;
@@ -38,17 +60,33 @@ export class EventQueue {
     return this.#lostTotal;
   }
 
-  /** Adds records (back to back); returns how many were accepted. */
+  /** Adds records (back to back) by copying them in; returns how many were accepted. */
   push(records: Buffer, count: number): number {
-    const room = this.capacity - this.#depth;
-    const accepted = Math.min(room, count);
-    if (accepted < count) this.addLost(count - accepted);
-    if (accepted === 0) return 0;
-    const bytes = accepted === count ? records : records.subarray(0, accepted * this.recordSize);
-    this.#segments.push({ records: bytes, count: accepted, firstSequence: this.#nextSequence });
-    this.#nextSequence += BigInt(accepted);
-    this.#depth += accepted;
+    const accepted = Math.min(this.capacity - this.#depth, count);
+    const tail = this.cursor[0]!;
+    const first = Math.min(accepted, this.capacity - tail);
+    records.copy(this.buffer, tail * this.recordSize, 0, first * this.recordSize);
+    records.copy(this.buffer, 0, first * this.recordSize, accepted * this.recordSize);
+    this.onRecords(accepted, count - accepted);
     return accepted;
+  }
+
+  /**
+   * RecordSink: `written` events were put in the slots from cursor[0] on (the
+   * ring-buffer reader, or push), `dropped` more did not fit and are lost.
+   */
+  onRecords(written: number, dropped: number): void {
+    if (dropped > 0) this.addLost(dropped);
+    if (written === 0) return;
+    if (this.onAdded) {
+      const tail = this.cursor[0]!;
+      const first = Math.min(written, this.capacity - tail);
+      this.onAdded(this.buffer.subarray(tail * this.recordSize, (tail + first) * this.recordSize), first);
+      if (written > first) this.onAdded(this.buffer.subarray(0, (written - first) * this.recordSize), written - first);
+    }
+    this.#depth += written;
+    this.#nextSequence += BigInt(written);
+    this.#sync();
   }
 
   /** Counts events lost before they reached the queue (e.g. a full ring buffer). */
@@ -57,47 +95,28 @@ export class EventQueue {
     this.#lostTotal += n;
   }
 
-  /** Up to batchEvents events as one batch, merging small segments; undefined when empty and nothing was lost. */
+  /** Up to batchEvents events as one batch; undefined when empty and nothing was lost. */
   take(): OutgoingBatch | undefined {
-    if (this.#depth === 0) {
-      if (this.#lostSinceTake === 0) return undefined;
-      const lost = this.#lostSinceTake;
-      this.#lostSinceTake = 0;
-      return { records: Buffer.alloc(0), count: 0, lost, firstSequence: this.#nextSequence };
-    }
-    const parts: Buffer[] = [];
-    let count = 0;
-    let firstSequence: bigint | undefined;
-    while (count < this.batchEvents && this.#head < this.#segments.length) {
-      const seg = this.#segments[this.#head]!;
-      firstSequence ??= seg.firstSequence;
-      const n = Math.min(seg.count, this.batchEvents - count);
-      if (n === seg.count) {
-        parts.push(seg.records);
-        this.#head++;
-      } else {
-        parts.push(seg.records.subarray(0, n * this.recordSize));
-        this.#segments[this.#head] = {
-          records: seg.records.subarray(n * this.recordSize),
-          count: seg.count - n,
-          firstSequence: seg.firstSequence + BigInt(n),
-        };
-      }
-      count += n;
-    }
-    // Compact the consumed prefix now and then rather than shifting per take.
-    if (this.#head > 1024 || this.#head === this.#segments.length) {
-      this.#segments = this.#segments.slice(this.#head);
-      this.#head = 0;
-    }
-    this.#depth -= count;
     const lost = this.#lostSinceTake;
+    if (this.#depth === 0 && lost === 0) return undefined;
     this.#lostSinceTake = 0;
-    return {
-      records: parts.length === 1 ? parts[0]! : Buffer.concat(parts),
-      count,
-      lost,
-      firstSequence: firstSequence ?? this.#nextSequence,
-    };
+    const count = Math.min(this.#depth, this.batchEvents);
+    const firstSequence = this.#nextSequence - BigInt(this.#depth);
+    let parts = NO_PARTS;
+    if (count > 0) {
+      const first = Math.min(count, this.capacity - this.#head);
+      const size = this.recordSize;
+      parts = [this.buffer.subarray(this.#head * size, (this.#head + first) * size)];
+      if (count > first) parts.push(this.buffer.subarray(0, (count - first) * size));
+      this.#head = (this.#head + count) % this.capacity;
+      this.#depth -= count;
+      this.#sync();
+    }
+    return { parts, count, lost, firstSequence };
+  }
+
+  #sync(): void {
+    this.cursor[0] = (this.#head + this.#depth) % this.capacity;
+    this.cursor[1] = this.capacity - this.#depth;
   }
 }

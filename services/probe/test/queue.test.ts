@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { EventQueue } from '../src/queue.js';
+import { EventQueue, type OutgoingBatch } from '../src/queue.js';
 
 const RECORD = 4;
 
@@ -16,6 +16,9 @@ function numbers(b: Buffer): number[] {
   for (let off = 0; off < b.length; off += RECORD) out.push(b.readUInt32LE(off));
   return out;
 }
+
+/** A batch's records as one buffer (they come as one or two views of the queue's array). */
+const bytesOf = (b: OutgoingBatch): Buffer => Buffer.concat(b.parts);
 
 const range = (first: number, count: number) => Array.from({ length: count }, (_, i) => first + i);
 
@@ -38,7 +41,7 @@ describe('EventQueue: capacity', () => {
     expect(q.lostTotal).toBe(3);
 
     const batch = q.take()!;
-    expect(numbers(batch.records)).toEqual([0, 1, 2, 3, 4]);
+    expect(numbers(bytesOf(batch))).toEqual([0, 1, 2, 3, 4]);
     expect(batch.count).toBe(5);
     expect(batch.lost).toBe(3);
     expect(q.depth).toBe(0);
@@ -48,8 +51,8 @@ describe('EventQueue: capacity', () => {
     const q = new EventQueue(3, 100, RECORD);
     expect(q.push(records(10, 5), 5)).toBe(3);
     const batch = q.take()!;
-    expect(numbers(batch.records)).toEqual([10, 11, 12]);
-    expect(batch.records.length).toBe(3 * RECORD);
+    expect(numbers(bytesOf(batch))).toEqual([10, 11, 12]);
+    expect(bytesOf(batch).length).toBe(3 * RECORD);
   });
 
   it('makes room again as events are taken', () => {
@@ -100,7 +103,7 @@ describe('EventQueue: lost events', () => {
     q.addLost(4);
     const batch = q.take()!;
     expect(batch.count).toBe(0);
-    expect(batch.records.length).toBe(0);
+    expect(bytesOf(batch).length).toBe(0);
     expect(batch.lost).toBe(4);
     expect(batch.firstSequence).toBe(2n);
     expect(q.take()).toBeUndefined();
@@ -125,12 +128,12 @@ describe('EventQueue: batches', () => {
 
     const first = q.take()!;
     expect(first.count).toBe(5);
-    expect(numbers(first.records)).toEqual([0, 1, 2, 3, 4]);
+    expect(numbers(bytesOf(first))).toEqual([0, 1, 2, 3, 4]);
     expect(first.firstSequence).toBe(0n);
 
     const second = q.take()!;
     expect(second.count).toBe(1);
-    expect(numbers(second.records)).toEqual([5]);
+    expect(numbers(bytesOf(second))).toEqual([5]);
     expect(second.firstSequence).toBe(5n);
     expect(q.take()).toBeUndefined();
   });
@@ -140,7 +143,7 @@ describe('EventQueue: batches', () => {
     q.push(records(0, 10), 10);
     const batches = [q.take()!, q.take()!, q.take()!];
     expect(batches.map((b) => b.count)).toEqual([4, 4, 2]);
-    expect(batches.map((b) => numbers(b.records))).toEqual([range(0, 4), range(4, 4), range(8, 2)]);
+    expect(batches.map((b) => numbers(bytesOf(b)))).toEqual([range(0, 4), range(4, 4), range(8, 2)]);
     expect(batches.map((b) => b.firstSequence)).toEqual([0n, 4n, 8n]);
     expect(q.take()).toBeUndefined();
     expect(q.depth).toBe(0);
@@ -150,8 +153,8 @@ describe('EventQueue: batches', () => {
     const q = new EventQueue(100, 3, RECORD);
     q.push(records(0, 3), 3);
     q.push(records(3, 3), 3);
-    expect(numbers(q.take()!.records)).toEqual([0, 1, 2]);
-    expect(numbers(q.take()!.records)).toEqual([3, 4, 5]);
+    expect(numbers(bytesOf(q.take()!))).toEqual([0, 1, 2]);
+    expect(numbers(bytesOf(q.take()!))).toEqual([3, 4, 5]);
   });
 
   it('numbers events continuously across pushes, splits and merges', () => {
@@ -166,9 +169,9 @@ describe('EventQueue: batches', () => {
     for (let b = q.take(); b; b = q.take()) {
       expect(b.firstSequence).toBe(expectedSequence);
       expect(b.count).toBeLessThanOrEqual(7);
-      expect(b.records.length).toBe(b.count * RECORD);
-      expect(numbers(b.records)[0]).toBe(Number(b.firstSequence));
-      seen.push(...numbers(b.records));
+      expect(bytesOf(b).length).toBe(b.count * RECORD);
+      expect(numbers(bytesOf(b))[0]).toBe(Number(b.firstSequence));
+      seen.push(...numbers(bytesOf(b)));
       expectedSequence += BigInt(b.count);
     }
     expect(seen).toEqual(range(0, next));
@@ -197,9 +200,68 @@ describe('EventQueue: batches', () => {
     const batches = [q.take()!, q.take()!, q.take()!];
     expect(batches.map((b) => b.count)).toEqual([1000, 1000, 1000]);
     expect(batches.map((b) => b.firstSequence)).toEqual([0n, 1000n, 2000n]);
-    expect(batches.flatMap((b) => numbers(b.records))).toEqual(range(0, 3000));
+    expect(batches.flatMap((b) => numbers(bytesOf(b)))).toEqual(range(0, 3000));
     expect(q.take()).toBeUndefined();
     q.push(records(3000, 2), 2);
     expect(q.take()).toMatchObject({ count: 2, firstSequence: 3000n });
+  });
+});
+
+describe('EventQueue: its array', () => {
+  it('keeps events in one array, wrapping around its end, and hands them out as one view or two', () => {
+    const q = new EventQueue(5, 3, RECORD);
+    q.push(records(0, 4), 4);
+    const first = q.take()!;
+    expect(first.parts).toHaveLength(1);
+    expect(first.parts[0]!.buffer).toBe(q.buffer.buffer);
+    expect(numbers(bytesOf(first))).toEqual([0, 1, 2]);
+    // Slots 4, 0, 1, 2 now: the push wraps.
+    expect(q.push(records(4, 4), 4)).toBe(4);
+    expect(q.depth).toBe(5);
+    const second = q.take()!;
+    expect(second.parts.map((p) => p.length / RECORD)).toEqual([2, 1]);
+    expect(numbers(bytesOf(second))).toEqual([3, 4, 5]);
+    expect(second.firstSequence).toBe(3n);
+    expect(numbers(bytesOf(q.take()!))).toEqual([6, 7]);
+    expect(q.take()).toBeUndefined();
+  });
+
+  it('shows the reader where to write and how much room there is, through the cursor', () => {
+    const q = new EventQueue(4, 3, RECORD);
+    expect([...q.cursor]).toEqual([0, 4]);
+    q.push(records(0, 3), 3);
+    expect([...q.cursor]).toEqual([3, 1]);
+    q.take();
+    expect([...q.cursor]).toEqual([3, 4]);
+    q.push(records(3, 2), 2);
+    expect([...q.cursor]).toEqual([1, 2]);
+  });
+
+  it('takes events a reader wrote at the cursor (onRecords), and counts those it dropped as lost', () => {
+    const q = new EventQueue(4, 10, RECORD);
+    q.push(records(0, 3), 3);
+    q.take();
+    // As the ring-buffer reader does: write from cursor[0] (mod capacity) into at most cursor[1] slots.
+    const [tail, free] = q.cursor;
+    const incoming = records(100, 6);
+    for (let i = 0; i < free!; i++) incoming.copy(q.buffer, ((tail! + i) % q.capacity) * RECORD, i * RECORD, (i + 1) * RECORD);
+    q.onRecords(free!, 6 - free!);
+    const batch = q.take()!;
+    expect(numbers(bytesOf(batch))).toEqual([100, 101, 102, 103]);
+    expect(batch).toMatchObject({ count: 4, lost: 2, firstSequence: 3n });
+  });
+
+  it('shows each added event to onAdded before it can be taken, in place, and sends what it rewrote', () => {
+    const seen: number[][] = [];
+    const q = new EventQueue(4, 10, RECORD, (recs, count) => {
+      seen.push(numbers(recs));
+      expect(recs.length).toBe(count * RECORD);
+      for (let off = 0; off < recs.length; off += RECORD) recs.writeUInt32LE(recs.readUInt32LE(off) + 1000, off);
+    });
+    q.push(records(0, 3), 3);
+    q.take();
+    q.push(records(3, 3), 3);
+    expect(seen).toEqual([[0, 1, 2], [3], [4, 5]]);
+    expect(numbers(bytesOf(q.take()!))).toEqual([1003, 1004, 1005]);
   });
 });

@@ -15,6 +15,7 @@
 #include <linux/if_link.h>
 #include <net/if.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fcntl.h>
 #include <cstdarg>
@@ -722,6 +723,14 @@ Napi::Value PossibleCpus(const Napi::CallbackInfo &info) {
 // record the kernel commits to an empty ring raises a wake-up (an irq_work,
 // several microseconds on a VM), and a reader that keeps up empties the ring
 // every time.
+//
+// Sink (setSink(buffer, capacity, cursor), fixed record size only): records
+// read by the event loop are written straight into a circular array of
+// `capacity` records that JS owns (a queue), from record cursor[0] (mod
+// capacity), at most cursor[1] of them; records beyond that are consumed and
+// counted as dropped. The callback then gets (null, null, written, dropped):
+// no Buffer is made per wake-up and the records are copied once, from the
+// ring to their place in the queue. consume() still returns a copy.
 
 class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
  public:
@@ -735,6 +744,7 @@ class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
                            InstanceMethod("unref", &RingBuffer::Unref_),
                            InstanceMethod("stats", &RingBuffer::Stats),
                            InstanceMethod("close", &RingBuffer::Close),
+                           InstanceMethod("setSink", &RingBuffer::SetSink),
                        });
   }
 
@@ -769,9 +779,36 @@ class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
   uint64_t batches_ = 0;
   uint64_t wrong_size_ = 0;
   Napi::FunctionReference callback_;
+  // The sink (see above): its buffer and cursor stay referenced while set.
+  Napi::ObjectReference sink_buffer_;
+  Napi::ObjectReference sink_cursor_;
+  uint8_t *sink_data_ = nullptr;
+  uint32_t sink_capacity_ = 0;
+  uint32_t *sink_cursor_data_ = nullptr;
+  // Set while the event loop drains into the sink: where this drain writes.
+  bool into_sink_ = false;
+  uint32_t sink_tail_ = 0;
+  uint32_t sink_free_ = 0;
+  uint32_t sink_written_ = 0;
+  uint32_t sink_dropped_ = 0;
 
   static int OnSample(void *ctx, void *data, size_t size) {
     RingBuffer *self = static_cast<RingBuffer *>(ctx);
+    if (self->into_sink_) {
+      if (size != self->record_size_) {
+        self->wrong_size_++;
+        return 0;
+      }
+      if (self->sink_written_ < self->sink_free_) {
+        uint64_t slot = (static_cast<uint64_t>(self->sink_tail_) + self->sink_written_) % self->sink_capacity_;
+        memcpy(self->sink_data_ + slot * self->record_size_, data, size);
+        self->sink_written_++;
+      } else {
+        self->sink_dropped_++;
+      }
+      self->batch_count_++;
+      return 0;
+    }
     if (self->record_size_) {
       if (size != self->record_size_) {
         self->wrong_size_++;
@@ -806,13 +843,26 @@ class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
   int DrainAndDeliver() {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
+    if (sink_data_) {
+      into_sink_ = true;
+      sink_tail_ = sink_cursor_data_[0];
+      sink_free_ = std::min(sink_cursor_data_[1], sink_capacity_);
+      sink_written_ = 0;
+      sink_dropped_ = 0;
+    }
     int n = Drain();
+    into_sink_ = false;
     if (n < 0) {
       Napi::Error e = MakeError(env, "ring_buffer__consume", n);
       callback_.MakeCallback(Value(), {e.Value(), env.Null(), Napi::Number::New(env, 0)});
       return 0;
     }
     if (n == 0) return 0;
+    if (sink_data_) {
+      callback_.MakeCallback(Value(), {env.Null(), env.Null(), Napi::Number::New(env, sink_written_),
+                                       Napi::Number::New(env, sink_dropped_)});
+      return n;
+    }
     Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, batch_.data(), batch_.size());
     callback_.MakeCallback(Value(), {env.Null(), buf, Napi::Number::New(env, n)});
     return n;
@@ -924,6 +974,40 @@ class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
     if (poll_) uv_unref(reinterpret_cast<uv_handle_t *>(poll_));
     if (timer_) uv_unref(reinterpret_cast<uv_handle_t *>(timer_));
     return info.Env().Undefined();
+  }
+
+  // setSink(buffer, capacity, cursor: Uint32Array [tail, free]); setSink(null) goes back to a Buffer per wake-up.
+  Napi::Value SetSink(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!rb_) THROW_ERRNO(env, "ring buffer sink", EBADF, env.Undefined());
+    sink_buffer_.Reset();
+    sink_cursor_.Reset();
+    sink_data_ = nullptr;
+    sink_cursor_data_ = nullptr;
+    sink_capacity_ = 0;
+    if (info.Length() < 1 || info[0].IsNull() || info[0].IsUndefined()) return env.Undefined();
+    if (!record_size_) {
+      Napi::TypeError::New(env, "a sink needs a fixed record size").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (info.Length() < 3 || !info[0].IsBuffer() || !info[1].IsNumber() || !info[2].IsTypedArray() ||
+        info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+      Napi::TypeError::New(env, "setSink(buffer, capacity, cursor: Uint32Array)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Buffer<uint8_t> buf = info[0].As<Napi::Buffer<uint8_t>>();
+    uint32_t capacity = info[1].As<Napi::Number>().Uint32Value();
+    Napi::Uint32Array cursor = info[2].As<Napi::Uint32Array>();
+    if (capacity == 0 || buf.Length() / record_size_ < capacity || cursor.ElementLength() < 2) {
+      Napi::RangeError::New(env, "sink: capacity must be 1.. buffer length / record size, cursor 2 elements").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    sink_buffer_ = Napi::Persistent(buf.As<Napi::Object>());
+    sink_cursor_ = Napi::Persistent(cursor.As<Napi::Object>());
+    sink_data_ = buf.Data();
+    sink_capacity_ = capacity;
+    sink_cursor_data_ = cursor.Data();
+    return env.Undefined();
   }
 
   Napi::Value Stats(const Napi::CallbackInfo &info) {
