@@ -33,15 +33,15 @@ const NAME = 'pipeline';
 const SECTION_HEADING = '## Event pipeline';
 // PW_BENCH_SMOKE=1 (SMOKE): one low rate for 2 s and 1 s of hping3, nothing written.
 
-const RATES = SMOKE ? [100_000] : [250_000, 500_000, 1_000_000, 1_500_000, 2_000_000];
+const RATES = SMOKE ? [100_000] : [500_000, 1_000_000, 1_500_000, 2_000_000, 2_500_000, 3_000_000];
 const RUN_SECONDS = SMOKE ? 2 : 10;
 const REFINE_STEPS = SMOKE ? 0 : 2;
 const HPING_SECONDS = SMOKE ? 1 : 10;
 /** A run keeps up when, at its end, the policy is at most this far behind the driver. */
 const MAX_LAG_MS = 100;
 const DRAIN_TIMEOUT_MS = 15_000;
-const TARGET_RATE = 1_000_000;
-const TARGET_TEXT = '>= 1,000,000 events/s zero loss';
+const TARGET_RATE = 2_000_000;
+const TARGET_TEXT = '>= 2,000,000 events/s zero loss';
 const SLOT = 236;
 
 // Driver A's frames: SOURCES sources (RFC 2544 benchmarking range, never a
