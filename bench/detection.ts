@@ -7,28 +7,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 // Types only (erased): the modules themselves are imported once the build is checked.
 import type { BlockEntry } from '@packetwatch/bpf';
-import type { Program, TypedMap } from 'libbpf-ts';
-import { Cleanup, type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
+import { type Cleanup, type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
 import type { DetectionMode, Setup, Stack } from '@packetwatch/test-support/stack';
-import { loadBuilt, startStackBench } from './harness.js';
-import {
-  BenchError,
-  type Machine,
-  type ResultEntry,
-  count,
-  machineText,
-  percentile,
-  round2,
-  runBench,
-  table,
-  today,
-  SMOKE,
-  publish,
-  sectionFacts,
-} from './report.js';
+import { type Column, type StackLibs, columnTable, loadStack, startStackBench, tableBlocks } from './harness.js';
+import { BenchError, type Machine, type ResultEntry, SMOKE, count, percentile, publish, round2, runBench, sectionFacts, today } from './report.js';
 
 const SECTION_HEADING = '## Detection to block';
-
 const DETECTIONS = SMOKE ? 20 : 1000;
 /** Detections before each measurement, off the books: both services' JIT, the store, the channel. */
 const WARMUP = SMOKE ? 5 : 100;
@@ -41,11 +25,9 @@ const LOAD_SETTLE_MS = SMOKE ? 500 : 6000;
 const LOAD_MAX_MS = 180_000;
 /** After the last detection, how long the blocks of the others may take to appear before they count as missed. */
 const BLOCK_WAIT_MS = 30_000;
+type Background = 'idle' | 'load';
 /** p99 targets in ms: the in-kernel detector's, at every N, and the policy's alone. */
-const TARGET_MS: Record<DetectionMode, Record<Background, number>> = {
-  'in-kernel': { idle: 1, load: 2 },
-  'policy alone': { idle: 2, load: 10 },
-};
+const TARGET_MS: Record<DetectionMode, Record<Background, number>> = { 'in-kernel': { idle: 1, load: 2 }, 'policy alone': { idle: 2, load: 10 } };
 
 // Benchmarking addresses (RFC 2544): each phase of each setup has a block of 2,048 sources, none used twice.
 const SOURCES_PER_BLOCK = 2048;
@@ -53,236 +35,138 @@ const source = (block: number, i: number) => {
   const a = block * SOURCES_PER_BLOCK + i;
   return `198.${18 + (a >> 16)}.${(a >> 8) & 255}.${a & 255}`;
 };
-/** The ports of a scan at N: 8001 up. */
-const scanPorts = (n: number) => Array.from({ length: n }, (_, i) => 8001 + i);
 /** The background load: one source, one port, never a scanner (documentation range, RFC 5737). */
 const BACKGROUND_SOURCE = '192.0.2.10';
 const BACKGROUND_PORT = 8080;
 const SLOT = 240;
 
-interface Libs {
-  bpf: typeof import('@packetwatch/bpf');
-  libbpf: typeof import('libbpf-ts');
-  stack: typeof import('@packetwatch/test-support/stack');
-}
-type Blocklist = TypedMap<Buffer, BlockEntry>;
-
-type Background = 'idle' | 'load';
-
+/** A detection: its source; t0, t1: CLOCK_BOOTTIME just before and after the crossing SYN's run; lagNs: how far the program's coarse clock may trail t0. */
 interface Sample {
   source: string;
   key: Buffer;
-  /** CLOCK_BOOTTIME just before and just after the crossing SYN's run. */
   t0: bigint;
   t1: bigint;
-  /** How far the program's coarse clock may trail t0 (two ticks: clock.coarseLagNs). */
   lagNs: bigint;
 }
 
+/** The load over a window: backlog (events the policy had not yet received, in ms of the load) at its start and end; SYNs offered, events received per second. */
 interface LoadStats {
-  /** Events the policy had not yet received, in ms of the load, at the first detection and after the last block. */
   backlogStartMs: number;
   backlogEndMs: number;
   seconds: number;
-  /** SYNs the program counted per second over the measured window (the load and the detections). */
   offered: number;
-  /** Events the policy received per second over the window. */
   policyReceived: number;
   probeLost: number;
   ringbufFull: number;
 }
 
-/** CPUs used on average over a measured window (1 = one CPU busy); driver: bpftool, which also pays for the XDP program on the load (test runs execute in its context). */
-type Cpu = CpuShares<'probe' | 'policy' | 'driver'>;
-
-function cpuSample(stack: Stack, driverPid: number | undefined) {
-  return cpuSnapshot({ probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid, driver: driverPid });
-}
-
+// A row: sortedMs: created_ns - CLOCK_BOOTTIME before the crossing SYN, ms, ascending (Infinity: never blocked); bracketUs:
+// the width of the clock reads around that SYN's run (each figure's uncertainty); policyLoggedMs: the policy's own
+// detectionToBlockMs; kernelWritten: blocks with the program's flag; inRun: those created during the crossing SYN's run.
 interface Row {
-  mode: DetectionMode;
-  /** N of both detectors. */
-  n: number;
+  setup: Setup;
   background: Background;
   detections: number;
-  /** created_ns - CLOCK_BOOTTIME before the crossing SYN, ms, ascending; Infinity for a block that never came. */
   sortedMs: number[];
   missed: number;
-  /** Width of the clock reads around the crossing SYN's run, µs, ascending: the uncertainty of each figure. */
   bracketUs: number[];
-  /** The policy's own detectionToBlockMs for these sources, ascending. */
   policyLoggedMs: number[];
-  /** Blocks the program wrote itself (flag kernelDetected). */
   kernelWritten: number;
-  /** Blocks whose created_ns falls within the crossing SYN's run. */
   inRun: number;
   target: number;
-  load: LoadStats | undefined;
-  cpu: Cpu;
-}
-
-async function loadLibs(): Promise<Libs> {
-  const [bpf, libbpf, stack] = await loadBuilt(() =>
-    Promise.all([import('@packetwatch/bpf'), import('libbpf-ts'), import('@packetwatch/test-support/stack')]),
-  );
-  return { bpf, libbpf, stack };
-}
-
-class Detections {
-  constructor(
-    private readonly libs: Libs,
-    private readonly stack: Stack,
-    private readonly prog: Program,
-    private readonly blocklist: Blocklist,
-    /** N: each detection is a scan of N ports. */
-    private readonly n: number,
-  ) {}
-
-  /** Runs `count` detections from the sources of `block` on a schedule of DETECTION_RATE a second. */
-  async run(block: number, count: number): Promise<Sample[]> {
-    const { bpf, libbpf } = this.libs;
-    if (count > SOURCES_PER_BLOCK) throw new BenchError(`${count} detections do not fit a block of ${SOURCES_PER_BLOCK} sources`);
-    const victim = this.stack.net.victimAddr;
-    const planned = Array.from({ length: count }, (_, i) => {
-      const src = source(block, i);
-      return { src, key: bpf.parseAddress(src), frames: scanPorts(this.n).map((port) => bpf.synFrame(src, victim, 40_000 + (i % 20_000), port)) };
-    });
-    const samples: Sample[] = [];
-    const start = performance.now();
-    for (const [i, p] of planned.entries()) {
-      const wait = start + (i * 1000) / DETECTION_RATE - performance.now();
-      if (wait > 0) await sleep(wait);
-      const crossing = p.frames.at(-1)!;
-      for (const frame of p.frames.slice(0, -1)) this.#pass(p.src, this.prog.testRun({ data: frame }).retval);
-      if (this.blocklist.get(p.key)) throw new BenchError(`${p.src} was blocked before its ${this.n}th port: the detectors are not at N = ${this.n}`);
-      const t0 = libbpf.clock.boottimeNs();
-      const r = this.prog.testRun({ data: crossing });
-      const t1 = libbpf.clock.boottimeNs();
-      this.#pass(p.src, r.retval);
-      samples.push({ source: p.src, key: p.key, t0, t1, lagNs: libbpf.clock.coarseLagNs() });
-    }
-    return samples;
-  }
-
-  #pass(src: string, verdict: number): void {
-    // The crossing SYN passes too: the source is blocked from the next one on.
-    if (verdict !== XDP_PASS) throw new BenchError(`the program returned ${verdict} for a SYN of ${src}, expected XDP_PASS (${XDP_PASS})`);
-  }
-
-  /** Waits for every sample's block (or BLOCK_WAIT_MS), then reads them: missing ones are undefined. */
-  async blocks(samples: readonly Sample[]): Promise<(BlockEntry | undefined)[]> {
-    const found: (BlockEntry | undefined)[] = samples.map(() => undefined);
-    let pending = samples.map((_, i) => i);
-    const deadline = Date.now() + BLOCK_WAIT_MS;
-    while (pending.length > 0 && Date.now() < deadline) {
-      if (!this.stack.running) throw new BenchError(`a service died while detections were pending:\n${this.stack.tail()}`);
-      pending = pending.filter((i) => {
-        const s = samples[i];
-        const e = s ? this.blocklist.get(s.key) : undefined;
-        if (e) found[i] = e;
-        return !e;
-      });
-      if (pending.length > 0) await sleep(5);
-    }
-    return found;
-  }
-
-  /** The policy's detectionToBlockMs for these sources ("block in force" log lines), once it has logged them all or after 5 s. */
-  async policyLogged(samples: readonly Sample[]): Promise<number[]> {
-    const wanted = new Set(samples.map((s) => s.source));
-    const read = () => {
-      const out: number[] = [];
-      for (const rec of this.stack.policyLog('block in force')) {
-        if (typeof rec.ip === 'string' && wanted.has(rec.ip) && typeof rec.detectionToBlockMs === 'number') out.push(rec.detectionToBlockMs);
-      }
-      return out;
-    };
-    try {
-      await waitFor('the policy to log every block', () => (read().length >= wanted.size ? true : undefined), 5000);
-    } catch {
-      // reported as fewer logged than detections
-    }
-    return read().sort((a, b) => a - b);
-  }
-}
-
-function summarize(
-  { mode, n }: Setup,
-  background: Background,
-  samples: readonly Sample[],
-  entries: readonly (BlockEntry | undefined)[],
-  policyLoggedMs: number[],
-  kernelFlag: number,
-  load: LoadStats | undefined,
-  cpu: Cpu,
-): Row {
-  const ms: number[] = [];
-  let kernelWritten = 0;
-  let inRun = 0;
-  samples.forEach((s, i) => {
-    const e = entries[i];
-    if (!e) {
-      ms.push(Infinity);
-      return;
-    }
-    // An in-kernel block is written during the crossing SYN's own run: its latency is at most that run's bracket.
-    ms.push(Number((mode === 'in-kernel' ? s.t1 : e.createdNs) - s.t0) / 1e6);
-    if (e.flags & kernelFlag) kernelWritten++;
-    if (duringRun(e, s)) inRun++;
-  });
-  return {
-    mode,
-    n,
-    background,
-    detections: samples.length,
-    sortedMs: ms.sort((a, b) => a - b),
-    missed: entries.filter((e) => !e).length,
-    bracketUs: samples.map((s) => Number(s.t1 - s.t0) / 1000).sort((a, b) => a - b),
-    policyLoggedMs,
-    kernelWritten,
-    inRun,
-    target: TARGET_MS[mode][background],
-    load,
-    cpu,
-  };
+  load?: LoadStats;
+  /** CPUs used on average over the window; driver: bpftool, which also pays for the XDP program on the load. */
+  cpu: CpuShares<'probe' | 'policy' | 'driver'>;
 }
 
 /** Whether a block's created_ns falls within the crossing SYN's run, allowing the program's coarse clock its lag (two ticks). */
-function duringRun(e: BlockEntry, s: Sample): boolean {
-  return e.createdNs >= s.t0 - s.lagNs && e.createdNs <= s.t1;
-}
+const duringRun = (e: BlockEntry, s: Sample) => e.createdNs >= s.t0 - s.lagNs && e.createdNs <= s.t1;
 
-/** The warm-up detections double as the check that the mode is what it says. */
-function checkMode(mode: DetectionMode, samples: readonly Sample[], entries: readonly (BlockEntry | undefined)[], kernelFlag: number): void {
-  const missing = entries.filter((e) => !e).length;
-  if (missing > 0) throw new BenchError(`setup check (${mode}): ${missing} of ${samples.length} warm-up detections were never blocked`);
-  samples.forEach((s, i) => {
-    const e = entries[i];
-    if (!e) return;
-    const kernel = (e.flags & kernelFlag) !== 0;
-    if (mode === 'in-kernel' && (!kernel || !duringRun(e, s))) {
-      throw new BenchError(`setup check (in-kernel): the block of ${s.source} was not written by the program during the crossing SYN (flags ${e.flags})`);
-    }
-    // The policy's block is stamped at BlockIp, after the run began (it may beat the read of t1): only the start bounds it.
-    if (mode === 'policy alone' && (kernel || e.createdNs < s.t0)) {
-      throw new BenchError(`setup check (policy alone): the block of ${s.source} was written by the program (flags ${e.flags}): in-kernel detection is on`);
-    }
-  });
-}
-
-async function measureSetup(libs: Libs, net: NamespacePair, setup: Setup, dir: string, cleanup: Cleanup, modeIndex: number): Promise<Row[]> {
-  const { stack: st, bpf } = libs;
-  const { mode } = setup;
+/** One setup's services, its detections (scans of N ports run through the attached program) and their blocks. */
+async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: NamespacePair, setup: Setup, dir: string, cleanup: Cleanup, index: number): Promise<Row[]> {
+  const { mode, n } = setup;
   const label = st.setupText(setup);
   const kernelFlag = bpf.BLOCK_FLAGS.kernelDetected;
   const stack = await st.Stack.start(net, mode, cleanup, st.setupEnv(setup));
   const programId = (await stack.probeStatus()).programId;
   const prog = stack.openProgram(programId, cleanup);
   const blocklist = stack.openBlocklist(cleanup);
-  const d = new Detections(libs, stack, prog, blocklist, setup.n);
+  // Every SYN of a detection passes, the crossing one too: the source is blocked from the next one on.
+  const pass = (src: string, verdict: number) => {
+    if (verdict !== XDP_PASS) throw new BenchError(`the program returned ${verdict} for a SYN of ${src}, expected XDP_PASS (${XDP_PASS})`);
+  };
+
+  /** `total` detections from the sources of block `phase` of this setup, DETECTION_RATE a second. */
+  const detect = async (phase: number, total: number): Promise<Sample[]> => {
+    const samples: Sample[] = [];
+    const start = performance.now();
+    for (let i = 0; i < total; i++) {
+      const src = source(index * 3 + phase, i);
+      const frames = Array.from({ length: n }, (_, k) => bpf.synFrame(src, net.victimAddr, 40_000 + (i % 20_000), 8001 + k));
+      const key = bpf.parseAddress(src);
+      const wait = start + (i * 1000) / DETECTION_RATE - performance.now();
+      if (wait > 0) await sleep(wait);
+      for (const data of frames.slice(0, -1)) pass(src, prog.testRun({ data }).retval);
+      if (blocklist.get(key)) throw new BenchError(`${src} was blocked before its ${n}th port: the detectors are not at N = ${n}`);
+      const t0 = libbpf.clock.boottimeNs();
+      const r = prog.testRun({ data: frames.at(-1)! });
+      const t1 = libbpf.clock.boottimeNs();
+      pass(src, r.retval);
+      samples.push({ source: src, key, t0, t1, lagNs: libbpf.clock.coarseLagNs() });
+    }
+    return samples;
+  };
+
+  /** Each sample's block once all are in or after BLOCK_WAIT_MS: missing ones are undefined. */
+  const blocks = async (samples: readonly Sample[]): Promise<(BlockEntry | undefined)[]> => {
+    const found: (BlockEntry | undefined)[] = samples.map(() => undefined);
+    const deadline = Date.now() + BLOCK_WAIT_MS;
+    while (found.includes(undefined) && Date.now() < deadline) {
+      if (!stack.running) throw new BenchError(`a service died while detections were pending:\n${stack.tail()}`);
+      samples.forEach((s, i) => (found[i] ??= blocklist.get(s.key)));
+      if (found.includes(undefined)) await sleep(5);
+    }
+    return found;
+  };
+
+  /** The policy's detectionToBlockMs for these sources ("block in force" log lines), once it has logged them all or after 5 s. */
+  const policyLogged = async (samples: readonly Sample[]): Promise<number[]> => {
+    const wanted = new Set(samples.map((s) => s.source));
+    const read = () =>
+      stack.policyLog('block in force').flatMap((rec) => (typeof rec.ip === 'string' && wanted.has(rec.ip) && typeof rec.detectionToBlockMs === 'number' ? [rec.detectionToBlockMs] : []));
+    await waitFor('the policy to log every block', () => (read().length >= wanted.size ? true : undefined), 5000).catch(() => undefined); // reported as fewer logged
+    return read().sort((a, b) => a - b);
+  };
+
+  let driver: ChildProcess | undefined;
+  const cpu = () => cpuSnapshot({ probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid, driver: driver?.pid });
+  /** A measured window: DETECTIONS detections, their blocks and where the CPU went meanwhile. */
+  const measure = async (background: Background, phase: number, load?: () => Promise<LoadStats>): Promise<Row> => {
+    const c0 = cpu();
+    const samples = await detect(phase, DETECTIONS);
+    const entries = await blocks(samples);
+    const shares = cpuShares(c0, cpu());
+    const row: Row = {
+      setup,
+      background,
+      detections: samples.length,
+      // An in-kernel block is written during the crossing SYN's own run: its latency is at most that run's bracket.
+      sortedMs: samples.map((s, i) => (entries[i] ? Number((mode === 'in-kernel' ? s.t1 : entries[i].createdNs) - s.t0) / 1e6 : Infinity)).sort((a, b) => a - b),
+      missed: entries.filter((e) => !e).length,
+      bracketUs: samples.map((s) => Number(s.t1 - s.t0) / 1000).sort((a, b) => a - b),
+      kernelWritten: entries.filter((e) => e && e.flags & kernelFlag).length,
+      inRun: entries.filter((e, i) => e && duringRun(e, samples[i]!)).length,
+      target: TARGET_MS[mode][background],
+      load: await load?.(),
+      policyLoggedMs: await policyLogged(samples),
+      cpu: shares,
+    };
+    console.log(`${label}, ${backgroundText(background)}: p50 ${ms(percentile(row.sortedMs, 50))} ms, p99 ${ms(percentile(row.sortedMs, 99))} ms, missed ${row.missed}`);
+    return row;
+  };
 
   // Setup check: the background SYN passes, reaches the policy as one event, and blocks nothing.
-  const frameFile = join(dir, `background-${modeIndex}.bin`);
+  const frameFile = join(dir, `background-${index}.bin`);
   writeFileSync(frameFile, bpf.synFrame(BACKGROUND_SOURCE, net.victimAddr, 40_000, BACKGROUND_PORT));
   const received0 = (await stack.policyStatus()).eventsReceived;
   const verdict = runOnce(programId, frameFile);
@@ -290,199 +174,130 @@ async function measureSetup(libs: Libs, net: NamespacePair, setup: Setup, dir: s
   await waitFor(`the background SYN at the policy (${label})`, async () => ((await stack.policyStatus()).eventsReceived > received0 ? true : undefined), 5000);
   if (blocklist.get(bpf.parseAddress(BACKGROUND_SOURCE))) throw new BenchError(`setup check (${label}): the background source was blocked`);
 
-  const block = (phase: number) => modeIndex * 3 + phase;
-  const warm = await d.run(block(0), WARMUP);
-  checkMode(mode, warm, await d.blocks(warm), kernelFlag);
+  // The warm-up detections double as the check that the mode is what it says.
+  const warm = await detect(0, WARMUP);
+  const warmBlocks = await blocks(warm);
+  const missing = warmBlocks.filter((e) => !e).length;
+  if (missing > 0) throw new BenchError(`setup check (${mode}): ${missing} of ${warm.length} warm-up detections were never blocked`);
+  for (const [i, s] of warm.entries()) {
+    const e = warmBlocks[i]!;
+    const kernel = (e.flags & kernelFlag) !== 0;
+    // The policy's block is stamped at BlockIp, after the run began (it may beat the read of t1): only the start bounds it.
+    const wrong = mode === 'in-kernel' ? !kernel || !duringRun(e, s) : kernel || e.createdNs < s.t0;
+    const what = mode === 'in-kernel' ? 'not written by the program during the crossing SYN' : 'written by the program: in-kernel detection is on';
+    if (wrong) throw new BenchError(`setup check (${mode}): the block of ${s.source} was ${what} (flags ${e.flags})`);
+  }
   console.log(`${label}: probe + policy up (program ${programId}), ${WARMUP} warm-up detections checked`);
+  const idle = await measure('idle', 1);
 
-  const rows: Row[] = [];
-  const detections0 = (await stack.policyStatus()).detections;
-
-  const c0 = cpuSample(stack, undefined);
-  const idle = await d.run(block(1), DETECTIONS);
-  const idleBlocks = await d.blocks(idle);
-  const idleCpu = cpuShares(c0, cpuSample(stack, undefined));
-  rows.push(summarize(setup, 'idle', idle, idleBlocks, await d.policyLogged(idle), kernelFlag, undefined, idleCpu));
-  report(rows.at(-1));
-
-  let driver: ChildProcess | undefined;
   cleanup.add('stop the load', () => driver?.kill('SIGKILL'));
   const stop = new AbortController();
-  let driverError: unknown;
-  const driving = drive(programId, frameFile, LOAD_RATE, LOAD_MAX_MS, (c) => (driver = c), stop.signal).catch((e: unknown) => {
-    driverError = e;
-    return undefined;
-  });
+  const driving = drive(programId, frameFile, LOAD_RATE, LOAD_MAX_MS, (c) => (driver = c), stop.signal).then(
+    () => undefined,
+    (e: unknown) => (e instanceof Error ? e : new BenchError(String(e))),
+  );
   await sleep(LOAD_SETTLE_MS);
-  const backlogStartMs = await backlog(stack);
-  const p1 = await stack.probeStatus();
-  const q1 = await stack.policyStatus();
-  const w1 = performance.now();
-  const c1 = cpuSample(stack, driver?.pid);
-  const loaded = await d.run(block(2), DETECTIONS);
-  const loadedBlocks = await d.blocks(loaded);
-  const loadCpu = cpuShares(c1, cpuSample(stack, driver?.pid));
-  const backlogEndMs = await backlog(stack);
-  const p2 = await stack.probeStatus();
-  const q2 = await stack.policyStatus();
-  const seconds = (performance.now() - w1) / 1000;
-  stop.abort();
-  if (!(await driving)) throw driverError instanceof Error ? driverError : new BenchError(String(driverError));
-  const load: LoadStats = {
-    backlogStartMs,
-    backlogEndMs,
-    seconds,
-    offered: st.counterDelta(p1, p2, 'syn') / seconds,
-    policyReceived: Number(q2.eventsReceived - q1.eventsReceived) / seconds,
-    probeLost: Number(p2.eventsLost - p1.eventsLost),
-    ringbufFull: st.counterDelta(p1, p2, 'ringbufFull'),
+  /** Events the program passed that the policy has not received yet, in ms of the load (the policy read first: it can only overstate). */
+  const backlog = async () => {
+    const received = (await stack.policyStatus()).eventsReceived;
+    return (Number(((await stack.probeStatus()).counters?.events ?? 0n) - received) / LOAD_RATE) * 1000;
   };
-  rows.push(summarize(setup, 'load', loaded, loadedBlocks, await d.policyLogged(loaded), kernelFlag, load, loadCpu));
-  report(rows.at(-1));
+  const backlogStartMs = await backlog();
+  const [p1, q1, w1] = [await stack.probeStatus(), await stack.policyStatus(), performance.now()];
+  const loaded = await measure('load', 2, async () => {
+    const backlogEndMs = await backlog();
+    const [p2, q2, seconds] = [await stack.probeStatus(), await stack.policyStatus(), (performance.now() - w1) / 1000];
+    return {
+      backlogStartMs,
+      backlogEndMs,
+      seconds,
+      offered: st.counterDelta(p1, p2, 'syn') / seconds,
+      policyReceived: Number(q2.eventsReceived - q1.eventsReceived) / seconds,
+      probeLost: Number(p2.eventsLost - p1.eventsLost),
+      ringbufFull: st.counterDelta(p1, p2, 'ringbufFull'),
+    };
+  });
+  stop.abort();
+  const driverError = await driving;
+  if (driverError) throw driverError;
 
-  const q3 = await stack.policyStatus();
-  const counted = Number(q3.detections - detections0);
-  const expected = rows.reduce((n, r) => n + r.detections - r.missed, 0);
-  if (counted < expected) console.log(`${label}: note: the policy counted ${counted} detections, ${expected} blocks were found`);
-  if (q3.blockFailures > 0n) console.log(`${label}: note: the policy counted ${q3.blockFailures} failed BlockIp calls`);
-
-  prog.close();
-  blocklist.map.close();
-  await stack.stop();
-  return rows;
+  const { blockFailures } = await stack.policyStatus();
+  if (blockFailures > 0n) console.log(`${label}: note: the policy counted ${blockFailures} failed BlockIp calls`);
+  await stack.stop(); // the program and the blocklist are closed with the cleanup
+  return [idle, loaded];
 }
 
-/** Events the program passed that the policy has not received yet, in ms of the load. */
-async function backlog(stack: Stack): Promise<number> {
-  // The policy first: the kernel's count read after it can only overstate the backlog.
-  const received = (await stack.policyStatus()).eventsReceived;
-  const events = (await stack.probeStatus()).counters?.events ?? 0n;
-  return (Number(events - received) / LOAD_RATE) * 1000;
-}
+const rowLabel = (r: Row) => `${r.setup.mode}, N = ${r.setup.n}`;
+const backgroundText = (b: Background) => (b === 'idle' ? 'idle' : `${count(LOAD_RATE / 1000)}k SYN/s`);
+const ms = (x: number) => (!Number.isFinite(x) ? 'never' : x < 1 ? x.toFixed(3) : x < 100 ? x.toFixed(2) : x.toFixed(0));
+const met = (r: Row) => r.missed === 0 && percentile(r.sortedMs, 99) <= r.target;
+const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
+const thousands = (x: number) => count(Math.round(x / 1000) * 1000);
+const pLogged = (r: Row, p: number) => (r.policyLoggedMs.length ? ms(percentile(r.policyLoggedMs, p)) : '-');
 
-function rowLabel(r: Row): string {
-  return `${r.mode}, N = ${r.n}`;
-}
+const DETECTION: Column<Row> = ['detection', false, rowLabel];
+const BACKGROUND: Column<Row> = ['background', false, (r) => backgroundText(r.background)];
+const LATENCY: Column<Row>[] = [
+  DETECTION,
+  BACKGROUND,
+  ['detections', true, (r) => count(r.detections)],
+  ['p50 ms', true, (r) => ms(percentile(r.sortedMs, 50))],
+  ['p99 ms', true, (r) => ms(percentile(r.sortedMs, 99))],
+  ['max ms', true, (r) => ms(r.sortedMs.at(-1) ?? NaN)],
+  ['never blocked', true, (r) => count(r.missed)],
+  ['policy log p50 ms', true, (r) => pLogged(r, 50)],
+  ['policy log p99 ms', true, (r) => pLogged(r, 99)],
+  ['target p99', true, (r) => `<= ${r.target} ms`],
+  ['result', false, (r) => (met(r) ? 'met' : 'MISSED')],
+];
+const CHECKS: Column<Row>[] = [
+  DETECTION,
+  BACKGROUND,
+  ['written by the program', true, (r) => count(r.kernelWritten)],
+  ['created during the crossing SYN', true, (r) => count(r.inRun)],
+  ['SYN clock bracket p50 µs', true, (r) => percentile(r.bracketUs, 50).toFixed(1)],
+  ['p99 µs', true, (r) => percentile(r.bracketUs, 99).toFixed(1)],
+  ['max µs', true, (r) => (r.bracketUs.at(-1) ?? NaN).toFixed(1)],
+  ['policy logged', true, (r) => count(r.policyLoggedMs.length)],
+];
+const LOAD: Column<Required<Row>>[] = [
+  DETECTION,
+  ['window s', true, (r) => r.load.seconds.toFixed(1)],
+  ['offered SYN/s', true, (r) => thousands(r.load.offered)],
+  ['policy received/s', true, (r) => thousands(r.load.policyReceived)],
+  ['backlog at start ms', true, (r) => r.load.backlogStartMs.toFixed(0)],
+  ['at end ms', true, (r) => r.load.backlogEndMs.toFixed(0)],
+  ['probe events lost', true, (r) => count(r.load.probeLost)],
+  ['ringbufFull', true, (r) => count(r.load.ringbufFull)],
+];
+const cpuColumns = (cpus: number): Column<Row>[] => [
+  DETECTION,
+  BACKGROUND,
+  ['probe', true, (r) => pct(r.cpu.probe)],
+  ['policy', true, (r) => pct(r.cpu.policy)],
+  ['driver (bpftool + XDP)', true, (r) => (r.background === 'load' ? pct(r.cpu.driver) : '-')],
+  ['detections (this process)', true, (r) => pct(r.cpu.bench)],
+  ['other processes', true, (r) => pct(r.cpu.others)],
+  ['idle', true, (r) => `${pct(r.cpu.idle)} of ${cpus * 100}%`],
+];
 
-function ms(x: number): string {
-  if (!Number.isFinite(x)) return 'never';
-  return x < 1 ? x.toFixed(3) : x < 100 ? x.toFixed(2) : x.toFixed(0);
-}
-
-function met(r: Row): boolean {
-  return r.missed === 0 && percentile(r.sortedMs, 99) <= r.target;
-}
-
-function backgroundText(b: Background): string {
-  return b === 'idle' ? 'idle' : `${count(LOAD_RATE / 1000)}k SYN/s`;
-}
-
-function report(r: Row | undefined): void {
-  if (!r) return;
-  console.log(
-    `${rowLabel(r)}, ${backgroundText(r.background)}: ${count(r.detections)} detections, p50 ${ms(percentile(r.sortedMs, 50))} ms, ` +
-      `p99 ${ms(percentile(r.sortedMs, 99))} ms, max ${ms(r.sortedMs.at(-1) ?? NaN)} ms, missed ${r.missed}` +
-      (r.load
-        ? `; background ${count(Math.round(r.load.offered))} SYN/s offered, policy received ${count(Math.round(r.load.policyReceived))}/s, ` +
-          `backlog ${r.load.backlogStartMs.toFixed(0)} -> ${r.load.backlogEndMs.toFixed(0)} ms, probe lost ${count(r.load.probeLost)}`
-        : ''),
-  );
-}
-
-function latencyTable(rows: readonly Row[]): string {
-  return table(
-    ['detection', 'background', 'detections', 'p50 ms', 'p99 ms', 'max ms', 'never blocked', 'policy log p50 ms', 'policy log p99 ms', 'target p99', 'result'],
-    rows.map((r) => [
-      rowLabel(r),
-      backgroundText(r.background),
-      count(r.detections),
-      ms(percentile(r.sortedMs, 50)),
-      ms(percentile(r.sortedMs, 99)),
-      ms(r.sortedMs.at(-1) ?? NaN),
-      count(r.missed),
-      r.policyLoggedMs.length ? ms(percentile(r.policyLoggedMs, 50)) : '-',
-      r.policyLoggedMs.length ? ms(percentile(r.policyLoggedMs, 99)) : '-',
-      `<= ${r.target} ms`,
-      met(r) ? 'met' : 'MISSED',
-    ]),
-    [false, false, true, true, true, true, true, true, true, true, false],
-  );
-}
-
-function checksTable(rows: readonly Row[]): string {
-  return table(
-    ['detection', 'background', 'written by the program', 'created during the crossing SYN', 'SYN clock bracket p50 µs', 'p99 µs', 'max µs', 'policy logged'],
-    rows.map((r) => [
-      rowLabel(r),
-      backgroundText(r.background),
-      count(r.kernelWritten),
-      count(r.inRun),
-      percentile(r.bracketUs, 50).toFixed(1),
-      percentile(r.bracketUs, 99).toFixed(1),
-      (r.bracketUs.at(-1) ?? NaN).toFixed(1),
-      count(r.policyLoggedMs.length),
-    ]),
-    [false, false, true, true, true, true, true, true],
-  );
-}
-
-function loadTable(rows: readonly Row[]): string {
-  const k = (x: number) => count(Math.round(x / 1000) * 1000);
-  return table(
-    ['detection', 'window s', 'offered SYN/s', 'policy received/s', 'backlog at start ms', 'at end ms', 'probe events lost', 'ringbufFull'],
-    rows
-      .filter((r) => r.load)
-      .map((r) => {
-        const l = r.load as LoadStats;
-        return [rowLabel(r), l.seconds.toFixed(1), k(l.offered), k(l.policyReceived), l.backlogStartMs.toFixed(0), l.backlogEndMs.toFixed(0), count(l.probeLost), count(l.ringbufFull)];
-      }),
-    [false, true, true, true, true, true, true, true],
-  );
-}
-
-function cpuTable(rows: readonly Row[], cpus: number): string {
-  const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
-  return table(
-    ['detection', 'background', 'probe', 'policy', 'driver (bpftool + XDP)', 'detections (this process)', 'other processes', 'idle'],
-    rows.map((r) => [
-      rowLabel(r),
-      backgroundText(r.background),
-      pct(r.cpu.probe),
-      pct(r.cpu.policy),
-      r.background === 'load' ? pct(r.cpu.driver) : '-',
-      pct(r.cpu.bench),
-      pct(r.cpu.others),
-      `${pct(r.cpu.idle)} of ${cpus * 100}%`,
-    ]),
-    [false, false, true, true, true, true, true, true],
-  );
-}
-
-function verdictText(rows: readonly Row[]): string {
-  return rows
-    .map((r) => `${rowLabel(r)} ${r.background === 'idle' ? 'at idle' : 'under load'}: p99 ${ms(percentile(r.sortedMs, 99))} ms vs <= ${r.target} ms, ${met(r) ? 'met' : 'MISSED'}`)
-    .join('; ');
-}
-
-function nText(setups: readonly Setup[], mode: DetectionMode): string {
-  const ns = setups.filter((s) => s.mode === mode).map((s) => s.n);
-  return ns.length > 1 ? `${ns.slice(0, -1).join(', ')} and ${ns.at(-1)}` : String(ns[0]);
-}
-
+const nText = (setups: readonly Setup[], mode: DetectionMode) => setups.flatMap((s) => (s.mode === mode ? [s.n] : [])).join(', ');
 const methodText = (setups: readonly Setup[]) =>
   `Probe and policy as deployed (\`make run\`) in a victim namespace, N ports within 60 s for both detectors (N = ` +
   `${nText(setups, 'in-kernel')} with in-kernel detection on, N = ${nText(setups, 'policy alone')} with it off), no block cap, ` +
   `each setup with services of its own. A detection is a new source (198.18.0.0/15) sending SYNs to N ports: this process runs ` +
   `the attached program on them (BPF_PROG_TEST_RUN), ${DETECTION_RATE} detections a second on a fixed schedule, after ` +
-  `${count(WARMUP)} warm-up detections that also check the mode (who wrote the block, when). Policy alone: the block's ` +
-  `created_ns (pinned blocklist) minus CLOCK_BOOTTIME read before the crossing SYN's run, an upper bound off by at most the ` +
-  `bracket shown. In-kernel: the block is written during that run, so the figure is the run's bracket. "policy log" is the ` +
-  `policy's own detectionToBlockMs. A block missing ${BLOCK_WAIT_MS / 1000} s after the last detection counts as never ` +
-  `blocked. Load: \`bpftool batch file -\` runs the program on a SYN from ${BACKGROUND_SOURCE} to one port every ` +
-  `${SLICE_MS} ms, ${count(LOAD_RATE)} a second; detections start ${LOAD_SETTLE_MS / 1000} s after it. Backlog = events the ` +
-  `policy had not received, in ms of the load. Percentiles are nearest-rank.`;
+  `${count(WARMUP)} warm-up detections that also check the mode. Policy alone: the block's created_ns minus CLOCK_BOOTTIME ` +
+  `read before the crossing SYN's run (an upper bound, off by at most the bracket shown); in-kernel: the run's bracket. ` +
+  `"policy log": the policy's own detectionToBlockMs. Never blocked: no block ${BLOCK_WAIT_MS / 1000} s after the last ` +
+  `detection. Load: \`bpftool batch file -\` runs the program on a SYN from ${BACKGROUND_SOURCE} to one port every ${SLICE_MS} ms, ` +
+  `${count(LOAD_RATE)} a second, from ${LOAD_SETTLE_MS / 1000} s before the detections; backlog: events the policy had not ` +
+  `received, in ms of the load. Percentiles are nearest-rank.`;
 
 function section(m: Machine, date: string, load: number, rows: readonly Row[], setups: readonly Setup[]): string {
+  const { 'in-kernel': kernel, 'policy alone': policy } = TARGET_MS;
+  const verdict = (r: Row) => `p99 ${ms(percentile(r.sortedMs, 99))} ms vs <= ${r.target} ms, ${met(r) ? 'met' : 'MISSED'}`;
+  const verdicts = rows.map((r) => `${rowLabel(r)} ${r.background === 'idle' ? 'at idle' : 'under load'}: ${verdict(r)}`).join('; ');
   return [
     SECTION_HEADING,
     '',
@@ -492,30 +307,14 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], s
     ...sectionFacts('detection', date, m, load),
     `- Method: ${methodText(setups)}`,
     '',
-    '```text',
-    latencyTable(rows),
-    '```',
-    '',
-    'Checks: who wrote the blocks, and how tightly the crossing SYN was timed:',
-    '',
-    '```text',
-    checksTable(rows),
-    '```',
-    '',
-    `Background load (target ${count(LOAD_RATE)} SYN/s) over each measured window:`,
-    '',
-    '```text',
-    loadTable(rows),
-    '```',
-    '',
-    'Where the CPU went over each measured window (100% = one CPU; /proc/<pid>/stat and /proc/stat):',
-    '',
-    '```text',
-    cpuTable(rows, m.cpus),
-    '```',
-    '',
-    `Targets (p99 at idle, under load): in-kernel <= ${TARGET_MS['in-kernel'].idle} ms, <= ${TARGET_MS['in-kernel'].load} ms at every N; ` +
-      `policy alone <= ${TARGET_MS['policy alone'].idle} ms, <= ${TARGET_MS['policy alone'].load} ms. ${verdictText(rows)}.`,
+    ...tableBlocks([
+      ['', columnTable(rows, LATENCY)],
+      ['Checks: who wrote the blocks, and how tightly the crossing SYN was timed:', columnTable(rows, CHECKS)],
+      [`Background load (target ${count(LOAD_RATE)} SYN/s) over each measured window:`, columnTable(rows.filter((r): r is Required<Row> => !!r.load), LOAD)],
+      ['Where the CPU went over each measured window (100% = one CPU; /proc/<pid>/stat and /proc/stat):', columnTable(rows, cpuColumns(m.cpus))],
+    ]),
+    `Targets (p99 at idle, under load): in-kernel <= ${kernel.idle} ms, <= ${kernel.load} ms at every N; ` +
+      `policy alone <= ${policy.idle} ms, <= ${policy.load} ms. ${verdicts}.`,
     '',
     '_This section is rewritten by `make bench-detection`._',
     '',
@@ -523,17 +322,17 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], s
 }
 
 function results(rows: readonly Row[]): ResultEntry[] {
-  const out: ResultEntry[] = [];
-  for (const r of rows) {
-    for (const [label, p] of [['p50', 50], ['p99', 99], ['max', 100]] as const) {
+  return rows.flatMap((r) =>
+    ([['p50', 50], ['p99', 99], ['max', 100]] as const).map(([label, p]): ResultEntry => {
       const v = percentile(r.sortedMs, p);
-      out.push({
+      const p99 = label === 'p99';
+      return {
         name: `detection to block, ${rowLabel(r)}, ${r.background === 'idle' ? 'idle' : `${LOAD_RATE} SYN/s`} ${label}`,
         value: Number.isFinite(v) ? Math.round(v * 1000) / 1000 : -1,
         unit: 'ms',
-        comparison: label === 'p99' ? 'target p99' : null,
-        comparisonValue: label === 'p99' ? r.target : null,
-        target: label === 'p99' ? `p99 <= ${r.target} ms` : null,
+        comparison: p99 ? 'target p99' : null,
+        comparisonValue: p99 ? r.target : null,
+        target: p99 ? `p99 <= ${r.target} ms` : null,
         detections: r.detections,
         neverBlocked: r.missed,
         policyLoggedMs: r.policyLoggedMs.length ? round2(percentile(r.policyLoggedMs, p)) : null,
@@ -547,16 +346,15 @@ function results(rows: readonly Row[]): ResultEntry[] {
         policyCpu: round2(r.cpu.policy),
         otherCpu: round2(r.cpu.others),
         idleCpu: round2(r.cpu.idle),
-        met: label === 'p99' ? met(r) : null,
-      });
-    }
-  }
-  return out;
+        met: p99 ? met(r) : null,
+      };
+    }),
+  );
 }
 
 async function main(): Promise<void> {
   const { m, load, cleanup } = startStackBench('detection');
-  const libs = await loadLibs();
+  const libs = await loadStack();
   const rows = await cleanup.around(async () => {
     const dir = cleanup.tempDir();
     const net = libs.stack.namespaces(SLOT, cleanup);
@@ -566,21 +364,9 @@ async function main(): Promise<void> {
   });
   // In-kernel first, then the policy alone; idle before load within each.
   rows.sort((a, b) => (a.background === b.background ? 0 : a.background === 'idle' ? -1 : 1));
-
-  const date = today();
-  console.log('');
-  console.log(`Detection to block, ${date}: ${machineText(m)}; load average ${load.toFixed(2)} at the start${SMOKE ? ' (smoke run)' : ''}`);
-  console.log('');
-  console.log(latencyTable(rows));
-  console.log('');
-  console.log(checksTable(rows));
-  console.log('');
-  console.log(loadTable(rows));
-  console.log('');
-  console.log(cpuTable(rows, m.cpus));
-  console.log('');
-  console.log(`targets: ${verdictText(rows)}`);
-  publish('detection', SECTION_HEADING, () => results(rows), () => section(m, date, load, rows, libs.stack.SETUPS), `${DETECTIONS} detections a row`);
+  const text = section(m, today(), load, rows, libs.stack.SETUPS);
+  console.log(`\n${text}`);
+  publish('detection', SECTION_HEADING, () => results(rows), () => text, `${DETECTIONS} detections a row`);
 }
 
 await runBench('detection', main);

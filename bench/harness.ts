@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { Cleanup } from '@packetwatch/test-support';
-import { BenchError, type Machine, REPO_ROOT, commandError, machine, rel, roundRate } from './report.js';
+import { BenchError, type Machine, REPO_ROOT, commandError, machine, rel, roundRate, table } from './report.js';
 
 /** Fails unless running as root: `why` says what needs it, `command` how to run the bench. */
 export function requireRoot(why: string, command: string): void {
@@ -74,6 +74,23 @@ export async function loadBuilt<T>(load: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The modules of the benches that attack the stack (bench-detection, bench-leak), imported once startStackBench has checked the build. */
+export async function loadStack() {
+  const [grpc, bpf, libbpf, proto, stack, services] = await loadBuilt(() =>
+    Promise.all([
+      import('@grpc/grpc-js'),
+      import('@packetwatch/bpf'),
+      import('libbpf-ts'),
+      import('@packetwatch/proto'),
+      import('@packetwatch/test-support/stack'),
+      import('@packetwatch/test-support/services'),
+    ]),
+  );
+  return { grpc, bpf, libbpf, proto, stack, services };
+}
+
+export type StackLibs = Awaited<ReturnType<typeof loadStack>>;
+
 /** A run at an offered rate: whether it carried it (zero loss, kept up). */
 export interface RateRun {
   rate: number;
@@ -103,4 +120,21 @@ export async function rateSearch<R extends RateRun>(rates: readonly number[], st
     runs.push(await run(mid));
   }
   return runs.sort((a, b) => a.rate - b.rate);
+}
+
+/** A column of a table of rows R: its header, whether it is numeric (right-aligned), and a row's cell. */
+export type Column<R> = readonly [header: string, numeric: boolean, cell: (r: R) => string];
+
+/** The rows as a table() of the columns. */
+export function columnTable<R>(rows: readonly R[], columns: readonly Column<R>[]): string {
+  return table(
+    columns.map((c) => c[0]),
+    rows.map((r) => columns.map((c) => c[2](r))),
+    columns.map((c) => c[1]),
+  );
+}
+
+/** Tables as a BENCHMARKS.md section shows them: each one's caption line (if any), then the table in a text code block. */
+export function tableBlocks(tables: readonly (readonly [caption: string, table: string])[]): string[] {
+  return tables.flatMap(([caption, text]) => [...(caption ? [caption, ''] : []), '```text', text, '```', '']);
 }
