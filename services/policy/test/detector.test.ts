@@ -433,7 +433,8 @@ describe('Detector: against a brute-force reference', () => {
       expect(latest.size).toBe(n);
       hits.delete(source);
       const kept = [...latest].sort((x, y) => x[1] - y[1] || x[0] - y[0]);
-      return { source, port, tsMs: ts, ports: kept.map((k) => k[0]), firstMs: kept[0]![1], lastMs: ts };
+      // firstMs as the detector keeps the entries' times: floored to its tick, 1 µs at these windows.
+      return { source, port, tsMs: ts, ports: kept.map((k) => k[0]), firstMs: Math.floor(kept[0]![1] * 1000) / 1000, lastMs: ts };
     };
   }
 
