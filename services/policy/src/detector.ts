@@ -661,8 +661,10 @@ export class Detector {
   /**
    * What the detector holds for a source now, for explain: its kept ports
    * (and, with the fleet rule, pairs), each with the time of its latest hit,
-   * oldest first; undefined when it is not tracked or its history has
-   * expired. Reads only: nothing moves, nothing is counted.
+   * oldest first (ports T or more older than its latest hit, which can never
+   * count again, may be gone; see the comment on time); undefined when it is
+   * not tracked or its history has expired. Reads only: nothing moves,
+   * nothing is counted.
    */
   held(source: SourceKey): Held | undefined {
     const slot = this.index.get(source);

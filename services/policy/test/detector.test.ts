@@ -539,6 +539,23 @@ describe('Detector: time in ticks, and a source holds only the ports it has', ()
     expect(d.observe(A, 10, end + 1)).toMatchObject({ ports: [8, 9, 10] });
   });
 
+  it('drops the ports T or more old when its last crosses a multiple of 2^30 µs, keeping the others in order across chunks', () => {
+    const d = detector(64, 10);
+    // The first multiple of 2^30 µs after at(0), in ms.
+    const boundary = (Math.ceil((at(0) * 1000) / 2 ** 30) * 2 ** 30) / 1000;
+    const base = boundary - 9_500;
+    for (let p = 0; p < 20; p++) expect(d.observe(A, p, base + p * 10)).toBeUndefined();
+    for (let p = 0; p < 20; p++) expect(d.observe(A, 100 + p, boundary - 5_000 + p * 10)).toBeUndefined();
+    // Past the boundary: ports 0-19 are over 10 s old and dropped; 100-119 (5 chunks in, 3 chunks of 8) stay.
+    expect(d.observe(A, 200, boundary + 1_000)).toBeUndefined();
+    expect(d.held(A)?.ports.map((h) => h.port)).toEqual([...Array.from({ length: 20 }, (_, k) => 100 + k), 200]);
+    for (let p = 0; p < 42; p++) expect(d.observe(A, 300 + p, boundary + 1_001 + p)).toBeUndefined();
+    expect(d.observe(A, 342, boundary + 1_043)).toMatchObject({
+      ports: [...Array.from({ length: 20 }, (_, k) => 100 + k), 200, ...Array.from({ length: 43 }, (_, k) => 300 + k)],
+      lastMs: boundary + 1_043,
+    });
+  });
+
   it('the fleet rule keeps a source’s pairs apart once a second probe sees it, from its unexpired ports on the first', () => {
     const d = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 100, pairThreshold: 4 });
     d.observe(A, 2, at(0), 1);
