@@ -98,14 +98,16 @@
  * first hit).
  *
  * Layout (the hot path allocates nothing per event, no per-source objects):
- * a Map from source key to slot number (a protected slot s as s, a
- * probation slot p as ~p, a negative number), the probation ring as three
- * arrays (keys, pairs as Uint32Array: the probe's number in the high 16
- * bits, the port in the low 16, and ticks as Float64Array: 12 bytes a slot
- * besides its key), and for the protected space a struct-of-arrays pool of
- * slots: last (Float64Array, the tick of the most recent hit), prev and next
- * (Int32Array, the recency list; next also chains the free slots), the
- * slots' keys (to delete the Map entry on release), and each slot's ports in
+ * a SourceIndex (sourceindex.ts: typed-array hash tables, no Map entry and
+ * no key kept per source) from source key to slot number (a protected slot
+ * s as s, a probation slot p as ~p, a negative number), the probation ring
+ * as three arrays (the handle of its index entry as Int32Array, NONE when
+ * empty, pairs as Uint32Array: the probe's number in the high 16 bits, the
+ * port in the low 16, and times as Float64Array: 16 bytes a slot), and for
+ * the protected space a struct-of-arrays pool of slots: last (Float64Array,
+ * the time of the most recent hit), prev and next (Int32Array, the recency
+ * list; next also chains the free slots), the handle of the slot's index
+ * entry (Int32Array, to remove it on release), and each slot's ports in
  * an EntrySets: a source holds only the entries it has (k distinct ports
  * hold k entries, not N), in chunks of min(N, 8) entries from a shared pool
  * (a port as Uint16, its tick as the low 32 bits of the tick in a
@@ -126,14 +128,16 @@
  * ports in as pairs (all of its unexpired pairs: fewer than N, else it would
  * have been detected). The arrays of each space grow by doubling, from 4096
  * slots (chunks) up to exactly its size, so a large cap costs nothing up
- * front. A protected source costs 29 bytes (36 with the fleet rule on) plus
+ * front. A protected source costs 25 bytes (32 with the fleet rule on) plus
  * its chunks: at N = 3, one chunk of 3 (22 bytes); at N = 16 with 15 ports,
  * two of 8 (104); at N = 64 with 63 ports, eight (416). A probation slot
- * costs 20 bytes (its key's reference included); both spaces add the Map
- * entry and the key the caller made. Only a detection allocates (its
- * result); a promotion writes its one or two entries in place.
+ * costs 16 bytes; a source in either space adds its index entry (11 to 21
+ * bytes for an IPv4 source, 27 to 53 for an IPv6 one, with the tables' room
+ * to grow). Only a detection allocates (its result); a promotion writes its
+ * one or two entries in place.
  */
 
+import { SourceIndex } from './sourceindex.js';
 import type { SourceKey } from './sourcekey.js';
 
 export interface DetectorOptions {
@@ -141,7 +145,7 @@ export interface DetectorOptions {
   portThreshold: number;
   /** T: the window in seconds, > 0 (fractional allowed). */
   windowSeconds: number;
-  /** Hard cap on tracked sources, 2..16,777,216 (V8's limit for a Map), both spaces together. */
+  /** Hard cap on tracked sources, 2..16,777,216, both spaces together. */
   maxSources: number;
   /** Of them, sources in probation (seen on one port): 1..maxSources - 1; default probationSpace(maxSources). */
   probationSources?: number;
@@ -183,7 +187,7 @@ export interface Held {
   pairs: { probe: number; port: number; ms: number }[];
 }
 
-/** V8 refuses to grow a Map beyond 2^24 entries. */
+/** The cap on sources (slot numbers and their complements fit in the index's values; it was V8's limit for a Map). */
 const MAX_SOURCES = 1 << 24;
 const FIRST_CHUNK = 4096;
 const NONE = -1;
@@ -412,8 +416,9 @@ export class Detector {
   private readonly maxProtected: number;
   private readonly maxProbation: number;
 
-  private readonly index = new Map<SourceKey, number>();
-  private readonly keys: (SourceKey | undefined)[] = [];
+  /** Source key to slot (s, or ~p in probation); each slot's handle of its entry there, NONE when free. */
+  private readonly index: SourceIndex;
+  private slotHandle = new Int32Array(0);
   /** The per-host rule's ports, k = N. */
   private readonly hostSets: EntrySets<Uint16Array>;
   /** The fleet rule's pairs, k = F (a source's only once two probes saw it; undefined when the rule is off). */
@@ -441,8 +446,8 @@ export class Detector {
   /** Sources in the protected space. */
   private protectedCount = 0;
 
-  /** Probation: a ring of slots, each a source's one hit (its key, pair, time); undefined key = empty. */
-  private readonly pKeys: (SourceKey | undefined)[] = [];
+  /** Probation: a ring of slots, each a source's one hit (its index handle, pair, time); NONE handle = empty. */
+  private pHandle = new Int32Array(0);
   private pPairs = new Uint32Array(0);
   private pTimes = new Float64Array(0);
   private pCapacity = 0;
@@ -469,6 +474,10 @@ export class Detector {
     }
     this.n = portThreshold;
     this.f = pairThreshold;
+    this.index = new SourceIndex((value, handle) => {
+      if (value >= 0) this.slotHandle[value] = handle;
+      else this.pHandle[~value] = handle;
+    });
     const windowMs = windowSeconds * 1000;
     this.windowMs = windowMs;
     // The tick: a whole number of µs that makes T at most PURGE_TICKS ticks, and a divisor of T where one is near.
@@ -521,12 +530,13 @@ export class Detector {
     const windowMs = this.windowMs;
     const stale = this.clock - tsMs >= windowMs;
     const pair = probe * PAIR_PROBE + port;
-    const slot = this.index.get(source);
-    if (slot === undefined) {
+    const handle = this.index.find(source);
+    if (handle < 0) {
       if (!stale) this.admit(source, pair, tsMs);
       return undefined;
     }
-    if (slot < 0) return this.probationHit(~slot, source, port, pair, tsMs, stale);
+    const slot = this.index.value(handle);
+    if (slot < 0) return this.probationHit(~slot, handle, source, port, pair, tsMs, stale);
     const last = this.last;
     const was = last[slot]!;
     if (this.clock - was >= windowMs) {
@@ -573,7 +583,7 @@ export class Detector {
    * repeated port (or pair) moves the hit's time, a second distinct one
    * promotes it (or detects it, with N = 2).
    */
-  private probationHit(p: number, source: SourceKey, port: number, pair: number, tsMs: number, stale: boolean): Detection | undefined {
+  private probationHit(p: number, handle: number, source: SourceKey, port: number, pair: number, tsMs: number, stale: boolean): Detection | undefined {
     const t0 = this.pTimes[p]!;
     const windowMs = this.windowMs;
     if (this.clock - t0 >= windowMs) {
@@ -593,15 +603,17 @@ export class Detector {
     // so F = 2 if the fleet rule is on) two distinct ports, or pairs, within T are a scan.
     const lastMs = tsMs > t0 ? tsMs : t0;
     const live = lastMs - tsMs < windowMs;
-    this.releaseProbation(p);
-    if (this.n === 2 && live) {
+    // The source leaves probation; its index entry stays, for its slot, unless it is detected.
+    this.pHandle[p] = NONE;
+    if (this.n === 2 && live && (port !== port0 || f === 2)) {
+      this.index.remove(handle);
       // Their times as a protected source's (floored to the tick).
       const ms0 = this.ms(this.tick(t0));
       const ms = this.ms(this.tick(tsMs));
       if (port !== port0) return this.detection(source, port, tsMs, [{ target: port0, ms: ms0 }, { target: port, ms }], lastMs, false);
-      if (f === 2) return this.detection(source, port, tsMs, [{ target: pair0, ms: ms0 }, { target: pair, ms }], lastMs, true);
+      return this.detection(source, port, tsMs, [{ target: pair0, ms: ms0 }, { target: pair, ms }], lastMs, true);
     }
-    const slot = this.allocate(source);
+    const slot = this.allocate(handle);
     const t = this.tick(tsMs);
     const ref = this.tick(lastMs);
     const host = this.hostSets;
@@ -631,30 +643,31 @@ export class Detector {
   private admit(source: SourceKey, pair: number, tsMs: number): void {
     let p = this.pHead;
     if (p === this.pCapacity) this.growProbation();
-    const old = this.pKeys[p];
-    if (old !== undefined) {
-      this.index.delete(old);
+    const old = this.pHandle[p]!;
+    if (old !== NONE) {
+      this.index.remove(old);
       if (this.clock - this.pTimes[p]! >= this.windowMs) this.expiredTotal++;
       else this.probationEvictedTotal++;
     }
-    this.pKeys[p] = source;
     this.pPairs[p] = pair;
     this.pTimes[p] = tsMs;
-    this.index.set(source, ~p);
+    this.pHandle[p] = this.index.add(source, ~p);
     this.admittedTotal++;
     p++;
     this.pHead = p === this.maxProbation ? 0 : p;
   }
 
   private releaseProbation(p: number): void {
-    this.index.delete(this.pKeys[p]!);
-    this.pKeys[p] = undefined;
+    this.index.remove(this.pHandle[p]!);
+    this.pHandle[p] = NONE;
   }
 
   private growProbation(): void {
     const cap = Math.min(this.maxProbation, Math.max(FIRST_CHUNK, this.pCapacity * 2));
     this.pPairs = enlarged(this.pPairs, cap);
     this.pTimes = enlarged(this.pTimes, cap);
+    this.pHandle = enlarged(this.pHandle, cap);
+    this.pHandle.fill(NONE, this.pCapacity);
     this.pCapacity = cap;
   }
 
@@ -667,8 +680,9 @@ export class Detector {
    * nothing is counted.
    */
   held(source: SourceKey): Held | undefined {
-    const slot = this.index.get(source);
-    if (slot === undefined) return undefined;
+    const handle = this.index.find(source);
+    if (handle < 0) return undefined;
+    const slot = this.index.value(handle);
     const byTime = (a: { ms: number }, b: { ms: number }) => a.ms - b.ms;
     if (slot < 0) {
       const pair = this.pPairs[~slot]!;
@@ -696,8 +710,9 @@ export class Detector {
 
   /** Drops a source's history; true if it was tracked. */
   forget(source: SourceKey): boolean {
-    const slot = this.index.get(source);
-    if (slot === undefined) return false;
+    const handle = this.index.find(source);
+    if (handle < 0) return false;
+    const slot = this.index.value(handle);
     if (slot < 0) this.releaseProbation(~slot);
     else this.release(slot);
     return true;
@@ -715,19 +730,19 @@ export class Detector {
       now = nowMs;
     }
     const cutoff = now - this.windowMs;
-    const keys = this.keys;
+    const slotHandle = this.slotHandle;
     const last = this.last;
     let removed = 0;
     for (let s = 0; s < this.used; s++) {
-      if (keys[s] !== undefined && last[s]! <= cutoff) {
+      if (slotHandle[s] !== NONE && last[s]! <= cutoff) {
         this.release(s);
         removed++;
       }
     }
-    const pKeys = this.pKeys;
+    const pHandle = this.pHandle;
     const pTimes = this.pTimes;
     for (let p = 0; p < this.pCapacity; p++) {
-      if (pKeys[p] !== undefined && pTimes[p]! <= cutoff) {
+      if (pHandle[p] !== NONE && pTimes[p]! <= cutoff) {
         this.releaseProbation(p);
         removed++;
       }
@@ -828,8 +843,8 @@ export class Detector {
     return det;
   }
 
-  /** A protected slot for a promoted source, linked (unlinked from nothing) and indexed. */
-  private allocate(source: SourceKey): number {
+  /** A protected slot for a promoted source (its index entry's handle), linked (unlinked from nothing) and indexed. */
+  private allocate(handle: number): number {
     if (this.protectedCount >= this.maxProtected) this.makeRoom();
     let slot = this.freeSlot;
     if (slot !== NONE) {
@@ -840,8 +855,8 @@ export class Detector {
     }
     this.prev[slot] = NONE;
     this.next[slot] = NONE;
-    this.index.set(source, slot);
-    this.keys[slot] = source;
+    this.index.setValue(handle, slot);
+    this.slotHandle[slot] = handle;
     this.protectedCount++;
     return slot;
   }
@@ -860,8 +875,8 @@ export class Detector {
   }
 
   private release(slot: number): void {
-    this.index.delete(this.keys[slot]!);
-    this.keys[slot] = undefined;
+    this.index.remove(this.slotHandle[slot]!);
+    this.slotHandle[slot] = NONE;
     this.hostSets.clear(slot);
     this.pairSets?.clear(slot);
     this.protectedCount--;
@@ -884,6 +899,8 @@ export class Detector {
       this.pairSets.growSlots(cap);
       this.soleProbe = enlarged(this.soleProbe, cap);
     }
+    this.slotHandle = enlarged(this.slotHandle, cap);
+    this.slotHandle.fill(NONE, this.capacity);
     this.last = enlarged(this.last, cap);
     this.prev = enlarged(this.prev, cap);
     this.next = enlarged(this.next, cap);
