@@ -369,7 +369,7 @@ function breakdownTable(rows: readonly PerSource[]): string {
       'population',
       'key',
       'Map entry',
-      'detector (Map, slot arrays, key list)',
+      'detector (index, slot arrays)',
       'of which the fleet rule',
       'F',
       'key + detector',
@@ -465,7 +465,7 @@ const METHOD_SOURCES =
   `The breakdown measures the parts in a separate Node process (--expose-gc, heapUsed + arrayBuffers after full collections) for the same population: ` +
   `the key as the built policy makes it (services/policy/dist/sourcekey.js's sourceKey() where it exists: a number for IPv4, the 16 bytes as a latin1 string for IPv6; else the 16 bytes as a latin1 string), an entry of a Map from such keys to numbers, and services/policy/dist/detector.js's Detector itself at the row's N, fed as the stack is (N - 1 ports a source, in rounds), ` +
   `with the fleet rule at the policy's default F (PW_FLEET_PORT_THRESHOLD, read from services/policy/dist/config.js, raised to N as the policy does; each source on one of 8 probe numbers) ` +
-  `(its Map, slot arrays and key list; the keys not counted again); of which the fleet rule = that detector minus one built without the fleet rule; rest = RSS bytes/source - key - detector.`;
+  `(its index of sources, slot arrays and probation ring; the keys not counted again; the Map entry column is what a Map from such keys would cost, for comparison); of which the fleet rule = that detector minus one built without the fleet rule; rest = RSS bytes/source - key - detector.`;
 
 const METHOD_FLOOD =
   `Probe + policy as deployed, as above, with the default settings (N = 3 in 60 s, in-kernel detection on). ` +
