@@ -1,13 +1,14 @@
 // `make bench-memory`: what the stack's memory does under load.
 //
-// 1. Policy RSS per tracked source: probe + policy as deployed in a victim
-//    namespace (bench/stack.ts); one SYN from each of 1,000,000 distinct
-//    sources runs through the attached program (BPF_PROG_TEST_RUN from this
-//    process), so every event takes the real path: program, ring buffer,
-//    probe, Report stream, the policy's detector. Each source hits one port
-//    (fewer than N = 3) inside a one-hour window, so all stay tracked. The
-//    policy's RSS after a full garbage collection, before and after, over the
-//    number of sources; IPv4 and IPv6 populations, each with a fresh stack.
+// 1. Policy RSS per tracked source, at N = 3, 16 and 64: probe + policy as
+//    deployed in a victim namespace (bench/stack.ts); SYNs from 1,000,000
+//    distinct sources run through the attached program (BPF_PROG_TEST_RUN
+//    from this process), so every event takes the real path: program, ring
+//    buffer, probe, Report stream, the policy's detector. Each source hits
+//    N - 1 distinct ports inside a one-hour window: the most a source holds
+//    without being a scanner, so all stay tracked. The policy's RSS after a
+//    full garbage collection, before and after, over the number of sources;
+//    IPv4 and IPv6 populations, each with a fresh stack.
 // 2. Probe RSS across a 60 s SYN flood: bpftool runs the attached program at
 //    a fixed rate (bench/harness.ts drive()), the probe's and the policy's
 //    RSS sampled every second.
@@ -38,14 +39,17 @@ import {
 const NAME = 'memory';
 const SECTION_HEADING = '## Memory';
 const SOURCES = SMOKE ? 10_000 : 1_000_000;
+/** The per-host thresholds measured: the default, and two larger ones. */
+const PORT_THRESHOLDS = [3, 16, 64] as const;
 /** The population is fed in this many equal parts, RSS measured after each: the slope is the marginal cost. */
 const PARTS = 4;
 /**
- * Above SOURCES so that nothing is evicted: the population hits one port a
- * source, so it is all in probation, 7/8 of the cap (1,050,000 here); 2^20 is
- * the capacity the detector's probation arrays grow to for 10^6 sources.
+ * 2^23, so that nothing is evicted: every source hits N - 1 >= 2 distinct
+ * ports, so it is promoted to the protected space, an eighth of the cap
+ * (2^20 = 1,048,576, above SOURCES). The spaces' arrays grow as they fill, so
+ * the cap itself costs nothing.
  */
-const MAX_TRACKED = 1_200_000;
+const MAX_TRACKED = 8_388_608;
 /** One hour: no source expires while the population is fed and measured. */
 const WINDOW_SECONDS = 3600;
 const TARGET_BYTES = 256;
@@ -57,6 +61,14 @@ const TARGET_FLAT = 10;
 const FLOOD_SOURCES = 64;
 const SLOT = 230;
 const POPULATIONS: readonly SourceRange[] = [RANGES.v4Low, RANGES.v4High, RANGES.v6];
+/**
+ * The populations at each N: all three at N = 3; above it IPv4 below 2^31 and
+ * IPv6 (the IPv4 range above 2^31 differs only in its keys, which N does not
+ * change, and each population at N = 64 is 63,000,000 SYNs, about 10 minutes).
+ */
+const populationsAt = (n: number): readonly SourceRange[] => (n === 3 ? POPULATIONS : [RANGES.v4Low, RANGES.v6]);
+/** Source i's j-th distinct port (j < N - 1 <= 63): 1-1024. */
+const portOf = (i: number, j: number): number => 1 + ((i + j) % 1024);
 const DETECTOR_JS = join(REPO_ROOT, 'services/policy/dist/detector.js');
 /** How the policy keys a source, when it has such a module (else the 16-byte address as a latin1 string). */
 const SOURCE_KEY_JS = join(REPO_ROOT, 'services/policy/dist/sourcekey.js');
@@ -70,6 +82,9 @@ interface Libs {
 
 interface PerSource {
   range: SourceRange;
+  /** N, and the distinct ports each source hit (N - 1). */
+  n: number;
+  ports: number;
   sources: number;
   tracked: number;
   evictions: number;
@@ -147,12 +162,12 @@ function slope(xs: readonly number[], ys: readonly number[]): number {
  * key strings not counted again), each as heapUsed + arrayBuffers after a
  * full collection.
  */
-function breakdown(range: SourceRange, sources: number): Breakdown {
+function breakdown(range: SourceRange, sources: number, n: number): Breakdown {
   const script = `
     const { Detector } = await import(${JSON.stringify(DETECTOR_JS)});
     let keyOf = (buf) => buf.toString('latin1');
     try { const m = await import(${JSON.stringify(SOURCE_KEY_JS)}); keyOf = (buf) => m.sourceKey(buf, 0); } catch {}
-    const [S, fam, base, max, win] = process.argv.slice(1).map(Number);
+    const [S, fam, base, max, win, N] = process.argv.slice(1).map(Number);
     const mem = () => { gc(); gc(); const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers; };
     const addr = Buffer.alloc(16);
     if (fam === 4) { addr[10] = 0xff; addr[11] = 0xff; } else { addr.writeUInt32BE(0x20010db8, 0); }
@@ -166,12 +181,16 @@ function breakdown(range: SourceRange, sources: number): Breakdown {
     map.clear();
     let F = 0;
     try { const m = await import(${JSON.stringify(POLICY_CONFIG_JS)}); F = m.policySettings.fleetThreshold?.default ?? 0; } catch {}
+    // As the policy takes it: 0, or at least N.
+    if (F > 0 && F < N) F = N;
     // Both detectors stay alive to the end: a freed one's array buffers could be released during the other's measurement.
     const filled = (pairThreshold) => {
       const before = mem();
-      const d = new Detector({ portThreshold: 3, windowSeconds: win, maxSources: max, pairThreshold });
+      const d = new Detector({ portThreshold: N, windowSeconds: win, maxSources: max, pairThreshold });
       const t = Date.now();
-      for (let i = 0; i < S; i++) d.observe(keys[i], 1 + (i % 1024), t, i % 8);
+      // As the stack is fed: N - 1 rounds, each a hit of every source on its next port.
+      const portOf = ${portOf.toString()};
+      for (let j = 0; j < N - 1; j++) for (let i = 0; i < S; i++) d.observe(keys[i], portOf(i, j), t + j, i % 8);
       if (d.tracked !== S) throw new Error('detector tracks ' + d.tracked + ' of ' + S);
       return { d, bytes: (mem() - before) / S };
     };
@@ -183,7 +202,7 @@ function breakdown(range: SourceRange, sources: number): Breakdown {
   try {
     const out = execFileSync(
       process.execPath,
-      ['--expose-gc', '--input-type=module', '-e', script, String(sources), String(range.family), String(range.base), String(MAX_TRACKED), String(WINDOW_SECONDS)],
+      ['--expose-gc', '--input-type=module', '-e', script, String(sources), String(range.family), String(range.base), String(MAX_TRACKED), String(WINDOW_SECONDS), String(n)],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 20 },
     );
     return JSON.parse(out) as Breakdown;
@@ -192,13 +211,14 @@ function breakdown(range: SourceRange, sources: number): Breakdown {
   }
 }
 
-const policyEnv = {
+const policyEnv = (n: number) => ({
+  PW_PORTSCAN_PORT_THRESHOLD: String(n),
   PW_PORTSCAN_TIME_THRESHOLD: String(WINDOW_SECONDS),
   PW_MAX_TRACKED_SOURCES: String(MAX_TRACKED),
-};
+});
 
-async function perSource(libs: Libs, net: NamespacePair, range: SourceRange, cleanup: Cleanup): Promise<PerSource> {
-  const stack = await libs.stack.Stack.start(net, 'in-kernel', cleanup, policyEnv);
+async function perSource(libs: Libs, net: NamespacePair, range: SourceRange, n: number, cleanup: Cleanup): Promise<PerSource> {
+  const stack = await libs.stack.Stack.start(net, 'in-kernel', cleanup, policyEnv(n));
   const pid = stack.svc.policy?.pid;
   const programId = (await stack.probeStatus()).programId;
   const prog = stack.openProgram(programId, cleanup);
@@ -213,17 +233,22 @@ async function perSource(libs: Libs, net: NamespacePair, range: SourceRange, cle
   let feedSeconds = 0;
   let rssBeforeGc = 0;
   for (let k = 0; k < PARTS; k++) {
-    feedSeconds += await feedPopulation([prog], { frames, first: k * part, count: part, port: (i) => 1 + (i % 1024) }, received);
+    // The part's sources, each on its next port, N - 1 times.
+    for (let j = 0; j < n - 1; j++) {
+      feedSeconds += await feedPopulation([prog], { frames, first: k * part, count: part, port: (i) => portOf(i, j) }, received);
+    }
     rssBeforeGc = rssBytes(pid);
     await collectGarbage(net.victimNs, pid);
     rss.push(rssBytes(pid));
-    console.log(`  ${range.label}: ${count((k + 1) * part)} sources fed, policy RSS ${(rss[rss.length - 1]! / 2 ** 20).toFixed(1)} MiB after GC`);
+    console.log(`  N = ${n}, ${range.label}: ${count((k + 1) * part)} sources fed ${n - 1} ports each, policy RSS ${(rss[rss.length - 1]! / 2 ** 20).toFixed(1)} MiB after GC`);
   }
   const [policy, probe] = await Promise.all([stack.policyStatus(), stack.probeStatus()]);
   await stack.stop();
   const xs = rss.map((_, k) => k * part);
   return {
     range,
+    n,
+    ports: n - 1,
     sources: SOURCES,
     tracked: Number(policy.trackedSources),
     evictions: Number(policy.evictions),
@@ -234,7 +259,7 @@ async function perSource(libs: Libs, net: NamespacePair, range: SourceRange, cle
     feedSeconds,
     perSource: (rss[rss.length - 1]! - rss[0]!) / SOURCES,
     slope: slope(xs, rss),
-    breakdown: breakdown(range, SOURCES),
+    breakdown: breakdown(range, SOURCES, n),
   };
 }
 
@@ -298,9 +323,11 @@ function perSourceMet(r: PerSource): boolean {
 
 function perSourceTable(rows: readonly PerSource[]): string {
   return table(
-    ['sources', 'tracked', 'evictions', 'lost', 'feed s', 'RSS before MiB', 'RSS after MiB', 'bytes/source', 'slope bytes/source', 'before GC bytes/source', 'target', 'result'],
+    ['N', 'sources', 'ports each', 'tracked', 'evictions', 'lost', 'feed s', 'RSS before MiB', 'RSS after MiB', 'bytes/source', 'slope bytes/source', 'before GC bytes/source', 'target', 'result'],
     rows.map((r) => [
+      String(r.n),
       `${count(r.sources)} ${r.range.label}`,
+      String(r.ports),
       count(r.tracked),
       count(r.evictions),
       count(r.policyLost + r.probeLost),
@@ -313,14 +340,14 @@ function perSourceTable(rows: readonly PerSource[]): string {
       `<= ${TARGET_BYTES}`,
       perSourceMet(r) ? 'met' : 'MISSED',
     ]),
-    [false, true, true, true, true, true, true, true, true, true, false, false],
+    [true, false, true, true, true, true, true, true, true, true, true, true, false, false],
   );
 }
 
 function checkpointTable(rows: readonly PerSource[]): string {
   const part = SOURCES / PARTS;
   return table(
-    ['sources', ...rows.map((r) => `${r.range.label} RSS MiB`)],
+    ['sources', ...rows.map((r) => `N = ${r.n} ${r.range.label} RSS MiB`)],
     rows[0]!.rss.map((_, k) => [count(k * part), ...rows.map((r) => mib(r.rss[k]!))]),
     [true, ...rows.map(() => true)],
   );
@@ -329,11 +356,13 @@ function checkpointTable(rows: readonly PerSource[]): string {
 function breakdownTable(rows: readonly PerSource[]): string {
   return table(
     [
+      'N',
       'population',
       'key',
       'Map entry',
-      'detector (Map, slot arrays, key list)',
-      `of which the fleet rule (F = ${rows[0]?.breakdown.pairThreshold ?? 0})`,
+      'detector (index, slot arrays)',
+      'of which the fleet rule',
+      'F',
       'key + detector',
       'RSS bytes/source',
       'rest (V8 and allocator overhead)',
@@ -341,17 +370,19 @@ function breakdownTable(rows: readonly PerSource[]): string {
     rows.map((r) => {
       const b = r.breakdown;
       return [
+        String(r.n),
         r.range.label,
         b.key.toFixed(0),
         b.map.toFixed(0),
         b.detector.toFixed(0),
         b.fleet.toFixed(0),
+        String(b.pairThreshold),
         (b.key + b.detector).toFixed(0),
         r.perSource.toFixed(0),
         (r.perSource - b.key - b.detector).toFixed(0),
       ];
     }),
-    [false, true, true, true, true, true, true, true],
+    [true, false, true, true, true, true, true, true, true, true],
   );
 }
 
@@ -407,21 +438,25 @@ function floodSummary(f: Flood, cpus: number): string {
 
 const METHOD_SOURCES =
   `Probe + policy run as deployed (\`make run\`: the probe as root, the policy as the unprivileged packetwatch user, Unix sockets) in a victim network namespace, XDP on its veth, ` +
-  `N = 3 (in-kernel detection on, as by default), PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS} so that no source expires during the run, PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} ` +
-  `(7/8 of it, 1,050,000, is probation, where a source seen on one port is: above the population, so nothing is evicted; its arrays double to 2^20 for 10^6 sources). ` +
-  `Feeding: the real path. This process runs the attached program (BPF_PROG_TEST_RUN on a descriptor of it) once on a SYN from each of ${count(SOURCES)} distinct sources, ` +
-  `each to one port (1-1024; fewer than N, so none is a scanner): the events go through the ring buffer, the probe and its Report stream to the policy's detector. ` +
+  `N = PW_PORTSCAN_PORT_THRESHOLD = ${PORT_THRESHOLDS.join(', ')}, a fresh stack for each N and population (in-kernel detection on, as by default; the fleet rule at its default, F = max(10, N)), ` +
+  `PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS} so that no source expires during the run, PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} ` +
+  `(an eighth of it, 1,048,576, is the protected space, where a source seen on two ports or more is: above the population, so nothing is evicted; the spaces' arrays grow as they fill). ` +
+  `Feeding: the real path. This process runs the attached program (BPF_PROG_TEST_RUN on a descriptor of it) on SYNs from ${count(SOURCES)} distinct sources: ` +
+  `each source sends N - 1 SYNs, each to a distinct port (source i's j-th to port 1 + (i + j) mod 1024), the most distinct ports a source holds without being a scanner, ` +
+  `so each is tracked at its largest (${PORT_THRESHOLDS.map((n) => `${n - 1} ports at N = ${n}`).join(', ')}); the population is fed a quarter at a time, each quarter in N - 1 rounds of one SYN a source, ` +
+  `and the events go through the ring buffer, the probe and its Report stream to the policy's detector. ` +
   `It stays at most 16,384 SYNs ahead of what the policy has received (its GetStatus eventsReceived), so nothing is lost. ` +
-  `Populations, each with a fresh stack: ${POPULATIONS.map((r) => r.label).join(', ')} (IPv4 addresses below 2^31 and above it: a key that holds an IPv4 address as a number can cost more above). ` +
+  `Populations: at N = 3 ${POPULATIONS.map((r) => r.label).join(', ')} (IPv4 addresses below 2^31 and above it: a key that holds an IPv4 address as a number can cost more above); ` +
+  `at N = 16 and 64 ${populationsAt(64).map((r) => r.label).join(' and ')} (the IPv4 range above 2^31 differs in its keys only, which N does not change, and a population at N = 64 is 63,000,000 SYNs, about 10 minutes). ` +
   `The frames are one synFrame() each, patched in place (address, port, checksums; checked byte for byte against synFrame()). ` +
   `RSS = VmRSS of /proc/<pid>/status after a full garbage collection: SIGUSR1 opens Node's own inspector in the policy (nothing was added to the product for it) and HeapProfiler.collectGarbage runs twice. ` +
   `It is measured before the first source (2 s after start) and after each quarter of the population; bytes/source = (RSS after all - RSS before) / sources, ` +
   `slope = least-squares bytes per source over the five points (the marginal cost, without one-off growth), before GC = the same difference read just before the last collection (garbage included: what the process holds between collections). ` +
   `GetStatus after the feed gives trackedSources, evictions and events lost. ` +
   `The breakdown measures the parts in a separate Node process (--expose-gc, heapUsed + arrayBuffers after full collections) for the same population: ` +
-  `the key as the built policy makes it (services/policy/dist/sourcekey.js's sourceKey() where it exists: a number for IPv4, the 16 bytes as a latin1 string for IPv6; else the 16 bytes as a latin1 string), an entry of a Map from such keys to numbers, and services/policy/dist/detector.js's Detector itself at N = 3 ` +
-  `with the fleet rule at the policy's default F (PW_FLEET_PORT_THRESHOLD, read from services/policy/dist/config.js; the sources spread over 8 probe numbers) ` +
-  `(its Map, slot arrays and key list; the keys not counted again); of which the fleet rule = that detector minus one built without the fleet rule; rest = RSS bytes/source - key - detector.`;
+  `the key as the built policy makes it (services/policy/dist/sourcekey.js's sourceKey() where it exists: a number for IPv4, the 16 bytes as a latin1 string for IPv6; else the 16 bytes as a latin1 string), an entry of a Map from such keys to numbers, and services/policy/dist/detector.js's Detector itself at the row's N, fed as the stack is (N - 1 ports a source, in rounds), ` +
+  `with the fleet rule at the policy's default F (PW_FLEET_PORT_THRESHOLD, read from services/policy/dist/config.js, raised to N as the policy does; each source on one of 8 probe numbers) ` +
+  `(its index of sources, slot arrays and probation ring; the keys not counted again; the Map entry column is what a Map from such keys would cost, for comparison); of which the fleet rule = that detector minus one built without the fleet rule; rest = RSS bytes/source - key - detector.`;
 
 const METHOD_FLOOD =
   `Probe + policy as deployed, as above, with the default settings (N = 3 in 60 s, in-kernel detection on). ` +
@@ -469,7 +504,7 @@ function section(m: Machine, date: string, load: number, rows: readonly PerSourc
     seriesTable(f),
     '```',
     '',
-    `Targets: policy <= ${TARGET_BYTES} bytes per tracked source: ${rows.map((r) => `${r.range.label} ${r.perSource.toFixed(0)} bytes, ${perSourceMet(r) ? 'met' : 'MISSED'}`).join('; ')}; ` +
+    `Targets: policy <= ${TARGET_BYTES} bytes per tracked source: ${rows.map((r) => `N = ${r.n} ${r.range.label} ${r.perSource.toFixed(0)} bytes, ${perSourceMet(r) ? 'met' : 'MISSED'}`).join('; ')}; ` +
       `probe RSS within ±${TARGET_FLAT}% across the flood: max deviation ${floodStats(f, (s) => s.probe).devPct.toFixed(1)}%, ${floodStats(f, (s) => s.probe).devPct <= TARGET_FLAT ? 'met' : 'MISSED'}.`,
     '',
     '_This section is rewritten by `make bench-memory`._',
@@ -479,7 +514,7 @@ function section(m: Machine, date: string, load: number, rows: readonly PerSourc
 
 function results(rows: readonly PerSource[], f: Flood): ResultEntry[] {
   const out: ResultEntry[] = rows.map((r) => ({
-    name: `policy RSS per tracked source, ${count(r.sources)} sources from ${r.range.label}, N = 3`,
+    name: `policy RSS per tracked source, ${count(r.sources)} sources from ${r.range.label}, N = ${r.n}, ${r.ports} ports each`,
     value: Math.round(r.perSource),
     unit: 'bytes',
     comparison: 'target bytes per source',
@@ -487,6 +522,8 @@ function results(rows: readonly PerSource[], f: Flood): ResultEntry[] {
     ratio: round2(r.perSource / TARGET_BYTES),
     target: `<= ${TARGET_BYTES} bytes`,
     met: perSourceMet(r),
+    portThreshold: r.n,
+    portsPerSource: r.ports,
     sources: r.sources,
     trackedSources: r.tracked,
     evictions: r.evictions,
@@ -543,9 +580,11 @@ async function main(): Promise<void> {
     const dir = cleanup.tempDir();
     const net = libs.stack.namespaces(SLOT, cleanup);
     const rows: PerSource[] = [];
-    for (const range of POPULATIONS) {
-      console.log(`policy RSS per source: ${count(SOURCES)} sources from ${range.label} (${sourceAddress(range, 0)} ...)`);
-      rows.push(await perSource(libs, net, range, cleanup));
+    for (const n of PORT_THRESHOLDS) {
+      for (const range of populationsAt(n)) {
+        console.log(`policy RSS per source at N = ${n}: ${count(SOURCES)} sources from ${range.label} (${sourceAddress(range, 0)} ...), ${n - 1} ports each`);
+        rows.push(await perSource(libs, net, range, n, cleanup));
+      }
     }
     console.log(`probe RSS across a ${FLOOD_SECONDS} s flood at ${count(FLOOD_RATE)} SYN/s`);
     const f = await flood(libs, net, dir, cleanup);

@@ -52,8 +52,8 @@
  *   finds it.) An evicted source loses its history. Nothing here changes a
  *   decision while nothing is evicted: a source in probation holds exactly
  *   the history of one entry it would hold in a slot, and its promotion
- *   builds that history (in a scratch slot) and applies the second hit to it
- *   as to any other; a crossing there (N = 2) is detected straight from
+ *   applies the second hit to that history as to any other (one or two
+ *   entries, written in place); a crossing there (N = 2) is detected straight from
  *   probation, which is not counted as a promotion. A source whose history
  *   expires goes back to probation with its new hit (an admission). The XDP
  *   program runs the same design (bpf/packetwatch.bpf.c, pw_track_scan).
@@ -77,29 +77,67 @@
  * or at least N: on one probe the pairs are the ports, and an F below N
  * would be a lower per-host threshold in disguise.
  *
+ * Time. The clock, each source's most recent hit (`last`) and probation's
+ * hits are kept exact (ms, doubles); the entries of a protected source's
+ * ports (and pairs) in ticks of tickUs microseconds: 1 µs for a window up to
+ * 2^30 µs (17.9 minutes), else the smallest whole number of microseconds
+ * from ceil(T / 2^30 µs) up that divides T (80 µs at the largest
+ * PW_PORTSCAN_TIME_THRESHOLD, 86,400 s; with a T of no whole µs, that
+ * ceiling). A stamp's tick is floor(tsMs * 1000 / tickUs), a monotonic map,
+ * and whether an entry is within T of last is decided on ticks, against
+ * floor(T in ticks): so two stamps less than T apart can count as T apart
+ * only when they are within one tick of T apart (two, for a T of no whole
+ * tick), and stamps T or more apart never count as within T, since
+ * floor(a) - floor(b) >= floor(a - b). Stamps on
+ * whole microseconds (the test clock and the differential test use whole
+ * milliseconds) decide exactly as before; the kernel and the policy already
+ * differ by microseconds at T (docs/detection.md, "Time representation"). A
+ * Detection's lastMs is exact; its firstMs (N = 1 and N = 2 included), and
+ * held()'s times of protected sources, are ticks back in ms (floored to the
+ * tick, so at most one tick early: a window from firstMs still holds the
+ * first hit).
+ *
  * Layout (the hot path allocates nothing per event, no per-source objects):
- * a Map from source key to slot number (a protected slot s as s, a
- * probation slot p as ~p, a negative number), the probation ring as three
- * arrays (keys, pairs as Uint32Array: the probe's number in the high 16
- * bits, the port in the low 16, and times as Float64Array: 12 bytes a slot
- * besides its key), and for the protected space a struct-of-arrays pool of slots:
- * ports (Uint16Array, N per slot), times (Float64Array, N per slot), counts
- * (Uint8Array, 0 = free slot), last (Float64Array, most recent hit), prev and
- * next (Int32Array, the recency list), a free-slot stack and the slots' keys
- * (to delete the Map entry on release). Keys are SourceKeys: an IPv4 source
- * is an int32 (inline in the Map), so its hit allocates nothing. The arrays
- * of each space grow by doubling, from 4096 slots up to exactly its size, so
- * a large cap costs nothing up front.
- * With N = 3 that is 59 bytes per protected slot and 20 per probation slot
- * (its key's reference included), plus the Map entry and the key string the
- * caller made: measured on the heap with IPv4 keys, about 92 and 52 bytes a
- * source. The fleet rule adds, per protected slot, F pairs
- * (Uint32Array: the probe's number in the high 16 bits, the port in the low
- * 16), their times (Float64Array) and a count: 12 F + 1 bytes, 121 with
- * F = 10 (nothing when it is off). Only a detection allocates (its result);
- * a promotion copies the scratch slot into its protected slot in place.
+ * a SourceIndex (sourceindex.ts: typed-array hash tables, no Map entry and
+ * no key kept per source) from source key to slot number (a protected slot
+ * s as s, a probation slot p as ~p, a negative number), the probation ring
+ * as three arrays (the handle of its index entry as Int32Array, NONE when
+ * empty, pairs as Uint32Array: the probe's number in the high 16 bits, the
+ * port in the low 16, and times as Float64Array: 16 bytes a slot), and for
+ * the protected space a struct-of-arrays pool of slots: last (Float64Array,
+ * the time of the most recent hit), prev and next (Int32Array, the recency
+ * list; next also chains the free slots), the handle of the slot's index
+ * entry (Int32Array, to remove it on release), and each slot's ports in
+ * an EntrySets: a source holds only the entries it has (k distinct ports
+ * hold k entries, not N), in chunks of min(N, 8) entries from a shared pool
+ * (a port as Uint16, its tick as the low 32 bits of the tick in a
+ * Uint32Array, a chunk's link to the next as Int32: 52 bytes a chunk of 8),
+ * with a first chunk (Int32) and a count (Uint8) per slot. An entry's tick
+ * is read back as its age, (low 32 bits of the source's last - entry) mod
+ * 2^32, exact while the age is below 2^32 ticks: hits T or more older than
+ * the source's last can never count again (with events in order, a
+ * detection needs its N ports within T of last, which only grows), so they
+ * are ignored, and when last crosses a multiple of 2^30 ticks the entries T
+ * or more old are dropped, which keeps every age below 2^30 + 2T <= 2^32.
+ * The fleet rule's pairs (Uint32: the probe's number in the high 16 bits,
+ * the port in the low 16) take a second EntrySets of chunks of min(F, 8),
+ * but only for a source seen by two probes or more: while all of a source's
+ * hits came from one probe (kept per slot as Uint16), its pairs are its
+ * ports on that probe, and the per-host rule (N <= F) detects it before the
+ * fleet rule could; its first hit from another probe copies its unexpired
+ * ports in as pairs (all of its unexpired pairs: fewer than N, else it would
+ * have been detected). The arrays of each space grow by doubling, from 4096
+ * slots (chunks) up to exactly its size, so a large cap costs nothing up
+ * front. A protected source costs 25 bytes (32 with the fleet rule on) plus
+ * its chunks: at N = 3, one chunk of 3 (22 bytes); at N = 16 with 15 ports,
+ * two of 8 (104); at N = 64 with 63 ports, eight (416). A probation slot
+ * costs 16 bytes; a source in either space adds its index entry (11 to 21
+ * bytes for an IPv4 source, 27 to 53 for an IPv6 one, with the tables' room
+ * to grow). Only a detection allocates (its result); a promotion writes its
+ * one or two entries in place.
  */
 
+import { SourceIndex } from './sourceindex.js';
 import type { SourceKey } from './sourcekey.js';
 
 export interface DetectorOptions {
@@ -107,7 +145,7 @@ export interface DetectorOptions {
   portThreshold: number;
   /** T: the window in seconds, > 0 (fractional allowed). */
   windowSeconds: number;
-  /** Hard cap on tracked sources, 2..16,777,216 (V8's limit for a Map), both spaces together. */
+  /** Hard cap on tracked sources, 2..16,777,216, both spaces together. */
   maxSources: number;
   /** Of them, sources in probation (seen on one port): 1..maxSources - 1; default probationSpace(maxSources). */
   probationSources?: number;
@@ -130,7 +168,7 @@ export interface Detection {
   tsMs: number;
   /** The N ports, by the time of their most recent hit, oldest first. */
   ports: number[];
-  /** The earliest of the N ports' times. */
+  /** The earliest of the N ports' times, floored to the detector's tick (1 µs for T up to 17.9 minutes; the comment on time). */
   firstMs: number;
   /** The latest of the N ports' times; lastMs - firstMs < T. */
   lastMs: number;
@@ -149,12 +187,16 @@ export interface Held {
   pairs: { probe: number; port: number; ms: number }[];
 }
 
-/** V8 refuses to grow a Map beyond 2^24 entries. */
+/** The cap on sources (slot numbers and their complements fit in the index's values; it was V8's limit for a Map). */
 const MAX_SOURCES = 1 << 24;
 const FIRST_CHUNK = 4096;
 const NONE = -1;
 /** A pair is probe * PAIR_PROBE + port: probe numbers and ports are 16 bits each. */
 const PAIR_PROBE = 0x10000;
+/** T is at most this many ticks; last crossing a multiple of it drops the entries T or more old. */
+const PURGE_TICKS = 2 ** 30;
+/** Entries per chunk at most. */
+const CHUNK_ENTRIES = 8;
 
 /** The default share of probation in maxSources: all but an eighth (at least one slot each). */
 export function probationSpace(maxSources: number): number {
@@ -164,32 +206,233 @@ export function probationSpace(maxSources: number): number {
 /** A source's hits, by time then target, for a Detection. */
 type Hit = { target: number; ms: number };
 
+/**
+ * Per protected slot, a set of at most k (target, tick) entries, in chunks of
+ * `chunk` entries from a shared pool, linked from the slot's first chunk.
+ * A tick is kept as its low 32 bits and read back as an age against a
+ * reference tick (the source's last, or the hit's tick when later): see the
+ * detector's comment for why every age is below 2^32.
+ */
+class EntrySets<A extends Uint16Array | Uint32Array> {
+  /** Per chunk: `chunk` targets and ticks (low 32 bits), and the next chunk (NONE: the last; free chunks chain here too). */
+  targets: A;
+  ticks = new Uint32Array(0);
+  link = new Int32Array(0);
+  /** Per slot: its first chunk (NONE: none) and its number of entries. */
+  first = new Int32Array(0);
+  count = new Uint8Array(0);
+  private chunks = 0;
+  private usedChunks = 0;
+  private freeChunk = NONE;
+
+  constructor(
+    readonly k: number,
+    readonly chunk: number,
+    empty: A,
+  ) {
+    this.targets = empty;
+  }
+
+  /** Room for `slots` slots. */
+  growSlots(slots: number): void {
+    const old = this.first.length;
+    this.first = enlarged(this.first, slots);
+    this.first.fill(NONE, old);
+    this.count = enlarged(this.count, slots);
+  }
+
+  private allocChunk(): number {
+    let c = this.freeChunk;
+    if (c !== NONE) {
+      this.freeChunk = this.link[c]!;
+    } else {
+      if (this.usedChunks === this.chunks) {
+        const cap = Math.max(FIRST_CHUNK, this.chunks * 2);
+        this.targets = enlarged(this.targets, cap * this.chunk);
+        this.ticks = enlarged(this.ticks, cap * this.chunk);
+        this.link = enlarged(this.link, cap);
+        this.chunks = cap;
+      }
+      c = this.usedChunks++;
+    }
+    this.link[c] = NONE;
+    return c;
+  }
+
+  /** Frees a slot's chunks. */
+  clear(slot: number): void {
+    let c = this.first[slot]!;
+    while (c !== NONE) {
+      const nx = this.link[c]!;
+      this.link[c] = this.freeChunk;
+      this.freeChunk = c;
+      c = nx;
+    }
+    this.first[slot] = NONE;
+    this.count[slot] = 0;
+  }
+
+  /** Appends an entry (the set holds fewer than k). */
+  append(slot: number, target: number, tick: number): void {
+    const n = this.count[slot]!;
+    const C = this.chunk;
+    let c = this.first[slot]!;
+    if (n === 0) {
+      c = this.allocChunk();
+      this.first[slot] = c;
+    } else {
+      for (let j = C; j <= n - 1; j += C) c = this.link[c]!;
+      if (n % C === 0) {
+        const d = this.allocChunk();
+        this.link[c] = d;
+        c = d;
+      }
+    }
+    const at = c * C + (n % C);
+    this.targets[at] = target;
+    this.ticks[at] = tick >>> 0;
+    this.count[slot] = n + 1;
+  }
+
+  /**
+   * A hit on `target` at tick t (ref - t ticks before ref, the source's most
+   * recent hit with this one). Returns whether the set holds k targets and
+   * took the hit: then the caller checks the window.
+   */
+  record(slot: number, target: number, t: number, ref: number): boolean {
+    const n = this.count[slot]!;
+    const k = this.k;
+    const C = this.chunk;
+    const { targets, ticks, link } = this;
+    const refLow = ref >>> 0;
+    const age = ref - t;
+    let oldest = NONE;
+    let oldestAge = -1;
+    for (let c = this.first[slot]!, j = 0; j < n; c = link[c]!) {
+      const end = Math.min(n - j, C);
+      for (let i = c * C, e = i + end; i < e; i++) {
+        const a = (refLow - ticks[i]!) >>> 0;
+        if (targets[i] === target) {
+          // A repeated target: its time moves to the later hit, it does not count twice.
+          if (age >= a) return false;
+          ticks[i] = t >>> 0;
+          return n === k;
+        }
+        if (a > oldestAge) {
+          oldestAge = a;
+          oldest = i;
+        }
+      }
+      j += end;
+    }
+    if (n < k) {
+      this.append(slot, target, t);
+      return n + 1 === k;
+    }
+    // k kept: the new target replaces the least recent one, unless it is
+    // older than all of them (then it cannot be among the k most recent).
+    if (age > oldestAge) return false;
+    targets[oldest] = target;
+    ticks[oldest] = t >>> 0;
+    return true;
+  }
+
+  /** The age of the set's oldest entry against ref. */
+  maxAge(slot: number, ref: number): number {
+    const n = this.count[slot]!;
+    const C = this.chunk;
+    const refLow = ref >>> 0;
+    let max = 0;
+    for (let c = this.first[slot]!, j = 0; j < n; c = this.link[c]!) {
+      const end = Math.min(n - j, C);
+      for (let i = c * C, e = i + end; i < e; i++) {
+        const a = (refLow - this.ticks[i]!) >>> 0;
+        if (a > max) max = a;
+      }
+      j += end;
+    }
+    return max;
+  }
+
+  /** Drops the entries windowT or more older than ref, keeping the others' order; frees chunks left empty. */
+  dropExpired(slot: number, ref: number, windowT: number): void {
+    const n = this.count[slot]!;
+    const C = this.chunk;
+    const { targets, ticks, link } = this;
+    const refLow = ref >>> 0;
+    let w = 0;
+    let wc = this.first[slot]!;
+    for (let c = wc, j = 0; j < n; c = link[c]!) {
+      const end = Math.min(n - j, C);
+      for (let i = c * C, e = i + end; i < e; i++) {
+        if (((refLow - ticks[i]!) >>> 0) >= windowT) continue;
+        if (w > 0 && w % C === 0) wc = link[wc]!;
+        const at = wc * C + (w % C);
+        targets[at] = targets[i]!;
+        ticks[at] = ticks[i]!;
+        w++;
+      }
+      j += end;
+    }
+    if (w === n) return;
+    if (w === 0) {
+      this.clear(slot);
+      return;
+    }
+    // Free the chunks after the last one written.
+    let rest = link[wc]!;
+    link[wc] = NONE;
+    while (rest !== NONE) {
+      const nx = link[rest]!;
+      link[rest] = this.freeChunk;
+      this.freeChunk = rest;
+      rest = nx;
+    }
+    this.count[slot] = w;
+  }
+
+  /** Calls f(target, age against ref) for each entry. */
+  forEach(slot: number, ref: number, f: (target: number, age: number) => void): void {
+    const n = this.count[slot]!;
+    const C = this.chunk;
+    const refLow = ref >>> 0;
+    for (let c = this.first[slot]!, j = 0; j < n; c = this.link[c]!) {
+      const end = Math.min(n - j, C);
+      for (let i = c * C, e = i + end; i < e; i++) f(this.targets[i]!, (refLow - this.ticks[i]!) >>> 0);
+      j += end;
+    }
+  }
+}
+
 export class Detector {
   private readonly n: number;
   /** F, 0 when the fleet rule is off. */
   private readonly f: number;
   private readonly windowMs: number;
+  /** The tick in µs, and T in ticks. */
+  private readonly tickUs: number;
+  private readonly windowT: number;
   /** The protected space's size, and probation's. */
   private readonly maxProtected: number;
   private readonly maxProbation: number;
 
-  private readonly index = new Map<SourceKey, number>();
-  private readonly keys: (SourceKey | undefined)[] = [];
-  private ports = new Uint16Array(0);
-  private times = new Float64Array(0);
-  private counts = new Uint8Array(0);
-  /** The fleet rule's pairs, their times and counts, F per slot (empty when it is off). */
-  private pairs = new Uint32Array(0);
-  private pairTimes = new Float64Array(0);
-  private pairCounts = new Uint8Array(0);
+  /** Source key to slot (s, or ~p in probation); each slot's handle of its entry there, NONE when free. */
+  private readonly index: SourceIndex;
+  private slotHandle = new Int32Array(0);
+  /** The per-host rule's ports, k = N. */
+  private readonly hostSets: EntrySets<Uint16Array>;
+  /** The fleet rule's pairs, k = F (a source's only once two probes saw it; undefined when the rule is off). */
+  private readonly pairSets: EntrySets<Uint32Array> | undefined;
+  /** The fleet rule: the one probe that saw a source whose pairs are not kept apart. */
+  private soleProbe = new Uint16Array(0);
+  /** The time (ms) of each protected source's most recent hit. */
   private last = new Float64Array(0);
   private prev = new Int32Array(0);
   private next = new Int32Array(0);
-  private free = new Int32Array(0);
   private capacity = 0;
-  /** Slots ever handed out (the high-water mark); free ones are on `free`. */
+  /** Slots ever handed out (the high-water mark); free ones are chained through `next` from freeSlot. */
   private used = 0;
-  private freeTop = 0;
+  private freeSlot = NONE;
   /** The recency list: head is the least recently hit source. */
   private head = NONE;
   private tail = NONE;
@@ -203,21 +446,13 @@ export class Detector {
   /** Sources in the protected space. */
   private protectedCount = 0;
 
-  /** Probation: a ring of slots, each a source's one hit (its key, pair, time); undefined key = empty. */
-  private readonly pKeys: (SourceKey | undefined)[] = [];
+  /** Probation: a ring of slots, each a source's one hit (its index handle, pair, time); NONE handle = empty. */
+  private pHandle = new Int32Array(0);
   private pPairs = new Uint32Array(0);
   private pTimes = new Float64Array(0);
   private pCapacity = 0;
   /** The slot of the next admission. */
   private pHead = 0;
-
-  /** A scratch slot where a promotion's history is put together: pool layout, slot 0. */
-  private readonly sPorts: Uint16Array;
-  private readonly sTimes: Float64Array;
-  private readonly sPairs: Uint32Array;
-  private readonly sPairTimes: Float64Array;
-  private readonly sCounts = new Uint8Array(1);
-  private readonly sPairCounts = new Uint8Array(1);
 
   constructor(opts: DetectorOptions) {
     const { portThreshold, windowSeconds, maxSources, pairThreshold = 0 } = opts;
@@ -239,13 +474,40 @@ export class Detector {
     }
     this.n = portThreshold;
     this.f = pairThreshold;
-    this.windowMs = windowSeconds * 1000;
+    this.index = new SourceIndex((value, handle) => {
+      if (value >= 0) this.slotHandle[value] = handle;
+      else this.pHandle[~value] = handle;
+    });
+    const windowMs = windowSeconds * 1000;
+    this.windowMs = windowMs;
+    // The tick: a whole number of µs that makes T at most PURGE_TICKS ticks, and a divisor of T where one is near.
+    const windowUs = windowMs * 1000;
+    const minTick = Math.max(1, Math.ceil(windowUs / PURGE_TICKS));
+    let tickUs = minTick;
+    if (Number.isInteger(windowUs)) {
+      for (let d = minTick; d < 2 * minTick; d++) {
+        if (windowUs % d === 0) {
+          tickUs = d;
+          break;
+        }
+      }
+    }
+    this.tickUs = tickUs;
+    this.windowT = Math.floor(windowUs / tickUs);
     this.maxProbation = probation;
     this.maxProtected = maxSources - probation;
-    this.sPorts = new Uint16Array(portThreshold);
-    this.sTimes = new Float64Array(portThreshold);
-    this.sPairs = new Uint32Array(pairThreshold);
-    this.sPairTimes = new Float64Array(pairThreshold);
+    this.hostSets = new EntrySets(portThreshold, Math.min(portThreshold, CHUNK_ENTRIES), new Uint16Array(0));
+    this.pairSets = pairThreshold > 0 ? new EntrySets(pairThreshold, Math.min(pairThreshold, CHUNK_ENTRIES), new Uint32Array(0)) : undefined;
+  }
+
+  /** A stamp in ms as a tick. */
+  private tick(ms: number): number {
+    return Math.floor((ms * 1000) / this.tickUs);
+  }
+
+  /** A tick as a stamp in ms (its start). */
+  private ms(tick: number): number {
+    return (tick * this.tickUs) / 1000;
   }
 
   /**
@@ -263,34 +525,57 @@ export class Detector {
     if (tsMs - tsMs !== 0) throw new RangeError(`tsMs must be a finite number, got ${tsMs}`);
     if (tsMs > this.clock) this.clock = tsMs;
     const n = this.n;
-    if (n === 1) return { source, port, tsMs, ports: [port], firstMs: tsMs, lastMs: tsMs };
+    if (n === 1) return { source, port, tsMs, ports: [port], firstMs: this.ms(this.tick(tsMs)), lastMs: tsMs };
 
     const windowMs = this.windowMs;
     const stale = this.clock - tsMs >= windowMs;
     const pair = probe * PAIR_PROBE + port;
-    const f = this.f;
-    const slot = this.index.get(source);
-    if (slot === undefined) {
+    const handle = this.index.find(source);
+    if (handle < 0) {
       if (!stale) this.admit(source, pair, tsMs);
       return undefined;
     }
-    if (slot < 0) return this.probationHit(~slot, source, port, pair, tsMs, stale);
+    const slot = this.index.value(handle);
+    if (slot < 0) return this.probationHit(~slot, handle, source, port, pair, tsMs, stale);
     const last = this.last;
-    if (this.clock - last[slot]! >= windowMs) {
+    const was = last[slot]!;
+    if (this.clock - was >= windowMs) {
       // Idle for T or more: its history is expired, the source starts afresh, in probation.
       this.expiredTotal++;
       this.release(slot);
       if (!stale) this.admit(source, pair, tsMs);
       return undefined;
     }
-
-    const hostFull = this.record(this.ports, this.times, this.counts, n, slot, port, tsMs);
-    const fleetFull = f > 0 && this.record(this.pairs, this.pairTimes, this.pairCounts, f, slot, pair, tsMs);
-    if (tsMs > last[slot]!) this.touch(slot, tsMs);
-    const lastMs = last[slot]!;
-    if (hostFull && this.within(this.times, n, slot, lastMs)) return this.detect(this.ports, this.times, n, slot, source, port, tsMs, false, slot);
-    if (fleetFull && this.within(this.pairTimes, f, slot, lastMs)) return this.detect(this.pairs, this.pairTimes, f, slot, source, port, tsMs, true, slot);
+    // A hit T or more older than the source's last can never count (see the comment on time).
+    if (was - tsMs >= windowMs) return undefined;
+    const t = this.tick(tsMs);
+    const wasT = this.tick(was);
+    const ref = t > wasT ? t : wasT;
+    const windowT = this.windowT;
+    const host = this.hostSets;
+    const fleet = this.pairSets;
+    if (t > wasT && Math.floor(t / PURGE_TICKS) !== Math.floor(wasT / PURGE_TICKS)) {
+      host.dropExpired(slot, t, windowT);
+      if (fleet !== undefined && fleet.count[slot]! > 0) fleet.dropExpired(slot, t, windowT);
+    }
+    // The fleet rule: a second probe's first hit keeps the pairs apart from here on, from the ports (before this hit).
+    if (fleet !== undefined && fleet.count[slot] === 0 && probe !== this.soleProbe[slot]) this.splitPairs(slot, ref);
+    const hostFull = host.record(slot, port, t, ref);
+    const fleetFull = fleet !== undefined && fleet.count[slot]! > 0 && fleet.record(slot, pair, t, ref);
+    if (tsMs > was) this.touch(slot, tsMs);
+    if (hostFull && host.maxAge(slot, ref) < windowT) return this.detect(host, slot, ref, source, port, tsMs, false);
+    if (fleetFull && fleet.maxAge(slot, ref) < windowT) return this.detect(fleet, slot, ref, source, port, tsMs, true);
     return undefined;
+  }
+
+  /** Keeps the pairs of a source seen by one probe so far apart: its unexpired ports on that probe. */
+  private splitPairs(slot: number, ref: number): void {
+    const fleet = this.pairSets!;
+    const probeBase = this.soleProbe[slot]! * PAIR_PROBE;
+    const windowT = this.windowT;
+    this.hostSets.forEach(slot, ref, (port, age) => {
+      if (age < windowT) fleet.append(slot, probeBase + port, ref - age);
+    });
   }
 
   /**
@@ -298,15 +583,15 @@ export class Detector {
    * repeated port (or pair) moves the hit's time, a second distinct one
    * promotes it (or detects it, with N = 2).
    */
-  private probationHit(p: number, source: SourceKey, port: number, pair: number, tsMs: number, stale: boolean): Detection | undefined {
+  private probationHit(p: number, handle: number, source: SourceKey, port: number, pair: number, tsMs: number, stale: boolean): Detection | undefined {
     const t0 = this.pTimes[p]!;
-    if (this.clock - t0 >= this.windowMs) {
+    const windowMs = this.windowMs;
+    if (this.clock - t0 >= windowMs) {
       this.expiredTotal++;
       this.releaseProbation(p);
       if (!stale) this.admit(source, pair, tsMs);
       return undefined;
     }
-    const n = this.n;
     const f = this.f;
     const pair0 = this.pPairs[p]!;
     const port0 = pair0 & 0xffff;
@@ -314,39 +599,40 @@ export class Detector {
       if (tsMs > t0) this.pTimes[p] = tsMs;
       return undefined;
     }
-    // The history of one entry the source stands for, in the scratch slot, and the hit applied to it.
-    const { sPorts, sTimes, sPairs, sPairTimes, sCounts, sPairCounts } = this;
-    sPorts[0] = port0;
-    sTimes[0] = t0;
-    sCounts[0] = 1;
-    if (f > 0) {
-      sPairs[0] = pair0;
-      sPairTimes[0] = t0;
-      sPairCounts[0] = 1;
-    }
-    const hostFull = this.record(sPorts, sTimes, sCounts, n, 0, port, tsMs);
-    const fleetFull = f > 0 && this.record(sPairs, sPairTimes, sPairCounts, f, 0, pair, tsMs);
+    // The history of one entry the source stands for, and the hit applied to it: with N = 2 (and
+    // so F = 2 if the fleet rule is on) two distinct ports, or pairs, within T are a scan.
     const lastMs = tsMs > t0 ? tsMs : t0;
-    this.releaseProbation(p);
-    if (hostFull && this.within(sTimes, n, 0, lastMs)) return this.detect(sPorts, sTimes, n, 0, source, port, tsMs, false, NONE);
-    if (fleetFull && this.within(sPairTimes, f, 0, lastMs)) return this.detect(sPairs, sPairTimes, f, 0, source, port, tsMs, true, NONE);
-    const slot = this.allocate(source);
-    // Copied entry by entry: a subarray() view would be an allocation.
-    const c = sCounts[0]!;
-    const { ports, times } = this;
-    for (let j = 0, at = slot * n; j < c; j++, at++) {
-      ports[at] = sPorts[j]!;
-      times[at] = sTimes[j]!;
+    const live = lastMs - tsMs < windowMs;
+    // The source leaves probation; its index entry stays, for its slot, unless it is detected.
+    this.pHandle[p] = NONE;
+    if (this.n === 2 && live && (port !== port0 || f === 2)) {
+      this.index.remove(handle);
+      // Their times as a protected source's (floored to the tick).
+      const ms0 = this.ms(this.tick(t0));
+      const ms = this.ms(this.tick(tsMs));
+      if (port !== port0) return this.detection(source, port, tsMs, [{ target: port0, ms: ms0 }, { target: port, ms }], lastMs, false);
+      return this.detection(source, port, tsMs, [{ target: pair0, ms: ms0 }, { target: pair, ms }], lastMs, true);
     }
-    this.counts[slot] = c;
-    if (f > 0) {
-      const pc = sPairCounts[0]!;
-      const { pairs, pairTimes } = this;
-      for (let j = 0, at = slot * f; j < pc; j++, at++) {
-        pairs[at] = sPairs[j]!;
-        pairTimes[at] = sPairTimes[j]!;
+    const slot = this.allocate(handle);
+    const t = this.tick(tsMs);
+    const ref = this.tick(lastMs);
+    const host = this.hostSets;
+    // A hit T or more older than the other never counts: it is not kept (t0 is never one: it would have expired).
+    if (port === port0) {
+      host.append(slot, port0, ref);
+    } else {
+      host.append(slot, port0, this.tick(t0));
+      if (live) host.append(slot, port, t);
+    }
+    const fleet = this.pairSets;
+    if (fleet !== undefined) {
+      const probe0 = Math.floor(pair0 / PAIR_PROBE);
+      this.soleProbe[slot] = probe0;
+      if (pair - port !== pair0 - port0) {
+        // Seen by two probes: its pairs are kept apart.
+        fleet.append(slot, pair0, this.tick(t0));
+        if (live) fleet.append(slot, pair, t);
       }
-      this.pairCounts[slot] = pc;
     }
     this.touch(slot, lastMs);
     this.promotedTotal++;
@@ -357,42 +643,46 @@ export class Detector {
   private admit(source: SourceKey, pair: number, tsMs: number): void {
     let p = this.pHead;
     if (p === this.pCapacity) this.growProbation();
-    const old = this.pKeys[p];
-    if (old !== undefined) {
-      this.index.delete(old);
+    const old = this.pHandle[p]!;
+    if (old !== NONE) {
+      this.index.remove(old);
       if (this.clock - this.pTimes[p]! >= this.windowMs) this.expiredTotal++;
       else this.probationEvictedTotal++;
     }
-    this.pKeys[p] = source;
     this.pPairs[p] = pair;
     this.pTimes[p] = tsMs;
-    this.index.set(source, ~p);
+    this.pHandle[p] = this.index.add(source, ~p);
     this.admittedTotal++;
     p++;
     this.pHead = p === this.maxProbation ? 0 : p;
   }
 
   private releaseProbation(p: number): void {
-    this.index.delete(this.pKeys[p]!);
-    this.pKeys[p] = undefined;
+    this.index.remove(this.pHandle[p]!);
+    this.pHandle[p] = NONE;
   }
 
   private growProbation(): void {
     const cap = Math.min(this.maxProbation, Math.max(FIRST_CHUNK, this.pCapacity * 2));
     this.pPairs = enlarged(this.pPairs, cap);
     this.pTimes = enlarged(this.pTimes, cap);
+    this.pHandle = enlarged(this.pHandle, cap);
+    this.pHandle.fill(NONE, this.pCapacity);
     this.pCapacity = cap;
   }
 
   /**
    * What the detector holds for a source now, for explain: its kept ports
    * (and, with the fleet rule, pairs), each with the time of its latest hit,
-   * oldest first; undefined when it is not tracked or its history has
-   * expired. Reads only: nothing moves, nothing is counted.
+   * oldest first (ports T or more older than its latest hit, which can never
+   * count again, may be gone; see the comment on time); undefined when it is
+   * not tracked or its history has expired. Reads only: nothing moves,
+   * nothing is counted.
    */
   held(source: SourceKey): Held | undefined {
-    const slot = this.index.get(source);
-    if (slot === undefined) return undefined;
+    const handle = this.index.find(source);
+    if (handle < 0) return undefined;
+    const slot = this.index.value(handle);
     const byTime = (a: { ms: number }, b: { ms: number }) => a.ms - b.ms;
     if (slot < 0) {
       const pair = this.pPairs[~slot]!;
@@ -400,14 +690,19 @@ export class Detector {
       if (this.clock - ms >= this.windowMs) return undefined;
       return { ports: [{ port: pair & 0xffff, ms }], pairs: this.f > 0 ? [{ probe: Math.floor(pair / PAIR_PROBE), port: pair & 0xffff, ms }] : [] };
     }
-    if (this.clock - this.last[slot]! >= this.windowMs) return undefined;
+    const lastMs = this.last[slot]!;
+    if (this.clock - lastMs >= this.windowMs) return undefined;
+    const ref = this.tick(lastMs);
     const ports: Held['ports'] = [];
-    for (let j = slot * this.n; j < slot * this.n + this.counts[slot]!; j++) ports.push({ port: this.ports[j]!, ms: this.times[j]! });
+    this.hostSets.forEach(slot, ref, (port, age) => ports.push({ port, ms: this.ms(ref - age) }));
     const pairs: Held['pairs'] = [];
-    if (this.f > 0) {
-      for (let j = slot * this.f; j < slot * this.f + this.pairCounts[slot]!; j++) {
-        const t = this.pairs[j]!;
-        pairs.push({ probe: Math.floor(t / PAIR_PROBE), port: t & 0xffff, ms: this.pairTimes[j]! });
+    const fleet = this.pairSets;
+    if (fleet !== undefined) {
+      if (fleet.count[slot] === 0) {
+        const probe = this.soleProbe[slot]!;
+        for (const p of ports) pairs.push({ probe, port: p.port, ms: p.ms });
+      } else {
+        fleet.forEach(slot, ref, (t, age) => pairs.push({ probe: Math.floor(t / PAIR_PROBE), port: t & 0xffff, ms: this.ms(ref - age) }));
       }
     }
     return { ports: ports.sort(byTime), pairs: pairs.sort(byTime) };
@@ -415,8 +710,9 @@ export class Detector {
 
   /** Drops a source's history; true if it was tracked. */
   forget(source: SourceKey): boolean {
-    const slot = this.index.get(source);
-    if (slot === undefined) return false;
+    const handle = this.index.find(source);
+    if (handle < 0) return false;
+    const slot = this.index.value(handle);
     if (slot < 0) this.releaseProbation(~slot);
     else this.release(slot);
     return true;
@@ -434,19 +730,19 @@ export class Detector {
       now = nowMs;
     }
     const cutoff = now - this.windowMs;
-    const counts = this.counts;
+    const slotHandle = this.slotHandle;
     const last = this.last;
     let removed = 0;
     for (let s = 0; s < this.used; s++) {
-      if (counts[s] !== 0 && last[s]! <= cutoff) {
+      if (slotHandle[s] !== NONE && last[s]! <= cutoff) {
         this.release(s);
         removed++;
       }
     }
-    const pKeys = this.pKeys;
+    const pHandle = this.pHandle;
     const pTimes = this.pTimes;
     for (let p = 0; p < this.pCapacity; p++) {
-      if (pKeys[p] !== undefined && pTimes[p]! <= cutoff) {
+      if (pHandle[p] !== NONE && pTimes[p]! <= cutoff) {
         this.releaseProbation(p);
         removed++;
       }
@@ -500,56 +796,6 @@ export class Detector {
     return this.expiredTotal;
   }
 
-  /**
-   * A hit on `target` in one of a slot's two sets (its k most recent distinct
-   * ports, or pairs, with their times). Returns whether the set holds k
-   * targets and took the hit: then the caller checks the window.
-   */
-  private record(targets: Uint16Array | Uint32Array, times: Float64Array, counts: Uint8Array, k: number, slot: number, target: number, tsMs: number): boolean {
-    const base = slot * k;
-    const c = counts[slot]!;
-    let i = 0;
-    while (i < c && targets[base + i] !== target) i++;
-    if (i < c) {
-      // A repeated target: its time moves to the later hit, it does not count twice.
-      if (tsMs <= times[base + i]!) return false;
-      times[base + i] = tsMs;
-      return c === k;
-    }
-    if (c < k) {
-      targets[base + c] = target;
-      times[base + c] = tsMs;
-      counts[slot] = c + 1;
-      return c + 1 === k;
-    }
-    // k kept: the new target replaces the least recent one, unless it is
-    // older than all of them (then it cannot be among the k most recent).
-    let oldest = base;
-    let oldestMs = times[base]!;
-    for (let j = base + 1; j < base + k; j++) {
-      const t = times[j]!;
-      if (t < oldestMs) {
-        oldestMs = t;
-        oldest = j;
-      }
-    }
-    if (tsMs < oldestMs) return false;
-    targets[oldest] = target;
-    times[oldest] = tsMs;
-    return true;
-  }
-
-  /** Whether a full set's k hits are within T of the source's most recent hit (lastMs): a scan. */
-  private within(times: Float64Array, k: number, slot: number, lastMs: number): boolean {
-    const base = slot * k;
-    let minMs = times[base]!;
-    for (let j = base + 1; j < base + k; j++) {
-      const t = times[j]!;
-      if (t < minMs) minMs = t;
-    }
-    return lastMs - minMs < this.windowMs;
-  }
-
   /** Records the source's most recent hit and moves it to the list's tail. */
   private touch(slot: number, tsMs: number): void {
     this.last[slot] = tsMs;
@@ -571,41 +817,46 @@ export class Detector {
 
   /**
    * The detection of the per-host rule's N ports, or (fleet) the fleet rule's
-   * F pairs (k of them, in a slot of targets and times); drops the source's
-   * protected slot `owned` (NONE: it had none).
+   * F pairs (a set's entries, their ages against ref); drops the source's
+   * protected slot.
    */
-  private detect(targets: Uint16Array | Uint32Array, times: Float64Array, k: number, slot: number, source: SourceKey, port: number, tsMs: number, fleet: boolean, owned: number): Detection {
-    const base = slot * k;
+  private detect(set: EntrySets<Uint16Array> | EntrySets<Uint32Array>, slot: number, ref: number, source: SourceKey, port: number, tsMs: number, fleet: boolean): Detection {
     const hits: Hit[] = [];
-    for (let j = base; j < base + k; j++) hits.push({ target: targets[j]!, ms: times[j]! });
+    set.forEach(slot, ref, (target, age) => hits.push({ target, ms: this.ms(ref - age) }));
+    const lastMs = this.last[slot]!;
+    this.release(slot);
+    return this.detection(source, port, tsMs, hits, lastMs, fleet);
+  }
+
+  /** A Detection of hits; lastMs, the latest hit's time, as the source's last (exact, where the hits are floored to the tick). */
+  private detection(source: SourceKey, port: number, tsMs: number, hits: Hit[], lastMs: number, fleet: boolean): Detection {
     hits.sort((a, b) => a.ms - b.ms || a.target - b.target);
-    if (owned !== NONE) this.release(owned);
     const det: Detection = {
       source,
       port,
       tsMs,
       ports: hits.map((h) => h.target & 0xffff),
       firstMs: hits[0]!.ms,
-      lastMs: hits[k - 1]!.ms,
+      lastMs,
     };
     if (fleet) det.pairs = hits.map((h) => ({ probe: Math.floor(h.target / PAIR_PROBE), port: h.target & 0xffff }));
     return det;
   }
 
-  /** A protected slot for a promoted source, linked (unlinked from nothing) and indexed. */
-  private allocate(source: SourceKey): number {
+  /** A protected slot for a promoted source (its index entry's handle), linked (unlinked from nothing) and indexed. */
+  private allocate(handle: number): number {
     if (this.protectedCount >= this.maxProtected) this.makeRoom();
-    let slot: number;
-    if (this.freeTop > 0) {
-      slot = this.free[--this.freeTop]!;
+    let slot = this.freeSlot;
+    if (slot !== NONE) {
+      this.freeSlot = this.next[slot]!;
     } else {
       if (this.used === this.capacity) this.grow();
       slot = this.used++;
     }
     this.prev[slot] = NONE;
     this.next[slot] = NONE;
-    this.index.set(source, slot);
-    this.keys[slot] = source;
+    this.index.setValue(handle, slot);
+    this.slotHandle[slot] = handle;
     this.protectedCount++;
     return slot;
   }
@@ -624,9 +875,10 @@ export class Detector {
   }
 
   private release(slot: number): void {
-    this.index.delete(this.keys[slot]!);
-    this.keys[slot] = undefined;
-    this.counts[slot] = 0;
+    this.index.remove(this.slotHandle[slot]!);
+    this.slotHandle[slot] = NONE;
+    this.hostSets.clear(slot);
+    this.pairSets?.clear(slot);
     this.protectedCount--;
     const prev = this.prev;
     const next = this.next;
@@ -636,27 +888,24 @@ export class Detector {
     else this.head = q;
     if (q !== NONE) prev[q] = p;
     else this.tail = p;
-    this.free[this.freeTop++] = slot;
+    next[slot] = this.freeSlot;
+    this.freeSlot = slot;
   }
 
   private grow(): void {
     const cap = Math.min(this.maxProtected, Math.max(FIRST_CHUNK, this.capacity * 2));
-    const { n, f } = this;
-    this.ports = enlarged(this.ports, cap * n);
-    this.times = enlarged(this.times, cap * n);
-    this.counts = enlarged(this.counts, cap);
-    if (f > 0) {
-      this.pairs = enlarged(this.pairs, cap * f);
-      this.pairTimes = enlarged(this.pairTimes, cap * f);
-      this.pairCounts = enlarged(this.pairCounts, cap);
+    this.hostSets.growSlots(cap);
+    if (this.pairSets !== undefined) {
+      this.pairSets.growSlots(cap);
+      this.soleProbe = enlarged(this.soleProbe, cap);
     }
+    this.slotHandle = enlarged(this.slotHandle, cap);
+    this.slotHandle.fill(NONE, this.capacity);
     this.last = enlarged(this.last, cap);
     this.prev = enlarged(this.prev, cap);
     this.next = enlarged(this.next, cap);
-    this.free = enlarged(this.free, cap);
     this.capacity = cap;
   }
-
 }
 
 /** A typed array of `length` elements of the same kind, starting with a's. */

@@ -433,7 +433,8 @@ describe('Detector: against a brute-force reference', () => {
       expect(latest.size).toBe(n);
       hits.delete(source);
       const kept = [...latest].sort((x, y) => x[1] - y[1] || x[0] - y[0]);
-      return { source, port, tsMs: ts, ports: kept.map((k) => k[0]), firstMs: kept[0]![1], lastMs: ts };
+      // firstMs as the detector keeps the entries' times: floored to its tick, 1 µs at these windows.
+      return { source, port, tsMs: ts, ports: kept.map((k) => k[0]), firstMs: Math.floor(kept[0]![1] * 1000) / 1000, lastMs: ts };
     };
   }
 
@@ -465,6 +466,123 @@ describe('Detector: against a brute-force reference', () => {
     expect(expected.filter((x) => x !== undefined).length).toBeGreaterThan(100);
     expect(got).toEqual(expected);
     expect(gotSwept).toEqual(expected);
+  });
+
+  it.each([
+    [16, 5, 24, 5],
+    [64, 30, 70, 6],
+  ])(
+    'matches the definition over 50 minutes (N = %i, T = %i s, %i ports, seed %i): chained chunks, and entries read back across 2^32 µs',
+    (n, t, ports, seed) => {
+      const random = prng(seed);
+      const sources = [A, B, C];
+      const events: [string, number, number][] = [];
+      let ts = at(0);
+      // A hit every 50 ms on average for 60,000 hits: 3,000 s, past 2^32 µs (4,295 s is not needed:
+      // the entries are read back as ages below 2^32, each against its source's latest hit).
+      for (let i = 0; i < 60_000; i++) {
+        ts += Math.floor(random() * 100);
+        events.push([sources[Math.floor(random() * sources.length)]!, Math.floor(random() * ports), ts]);
+      }
+      const ref = reference(n, t * 1000);
+      const expected = events.map(([s, p, x]) => ref(s, p, x));
+      const d = new Detector({ portThreshold: n, windowSeconds: t, maxSources: 20, probationSources: 10 });
+      expect(expected.filter((x) => x !== undefined).length).toBeGreaterThan(50);
+      expect(events.map(([s, p, x]) => d.observe(s, p, x))).toEqual(expected);
+    },
+  );
+});
+
+describe('Detector: time in ticks, and a source holds only the ports it has', () => {
+  it('decides on microsecond ticks: stamps less than T apart by less than a tick of T count as T apart; a tick less is within T', () => {
+    const d = detector(3, 60);
+    // Exactly, 59,999.9997 ms apart: within T; floored to the µs, 60,000 ms apart: not.
+    expect(feed(d, A, [[1, at(0) + 0.0004], [2, at(30)], [3, at(60) + 0.0001]])).toEqual([undefined, undefined, undefined]);
+    expect(feed(d, B, [[1, at(0) + 0.0004], [2, at(30)], [3, at(60) - 0.0009]])[2]).toEqual({
+      source: B,
+      port: 3,
+      tsMs: at(60) - 0.0009,
+      ports: [1, 2, 3],
+      // firstMs floored to the tick; lastMs exact.
+      firstMs: at(0),
+      lastMs: at(60) - 0.0009,
+    });
+  });
+
+  it('with T = 86,400 s (a tick of 80 µs) ports exactly T apart are not within T, one ms less is', () => {
+    const d = detector(3, 86_400);
+    expect(feed(d, A, [[1, at(0)], [2, at(100)], [3, at(86_400)]])).toEqual([undefined, undefined, undefined]);
+    expect(feed(detector(3, 86_400), B, [[1, at(0)], [2, at(100)], [3, at(86_400) - 1]])[2]).toMatchObject({ ports: [1, 2, 3], firstMs: at(0), lastMs: at(86_400) - 1 });
+  });
+
+  it('a source hitting 40 ports of N = 64 holds those 40 (5 chunks of 8), each at its latest hit; the 64th distinct port detects', () => {
+    const d = detector(64, 60);
+    for (let p = 0; p < 40; p++) d.observe(A, 1000 + p, at(p));
+    d.observe(A, 1000, at(41));
+    const held = d.held(A)!;
+    expect(held.ports).toEqual([...Array.from({ length: 39 }, (_, k) => ({ port: 1001 + k, ms: at(k + 1) })), { port: 1000, ms: at(41) }]);
+    for (let p = 40; p < 63; p++) expect(d.observe(A, 1000 + p, at(42))).toBeUndefined();
+    expect(d.observe(A, 1063, at(43))).toMatchObject({ ports: [...Array.from({ length: 39 }, (_, k) => 1001 + k), 1000, ...Array.from({ length: 23 }, (_, k) => 1040 + k), 1063], firstMs: at(1), lastMs: at(43) });
+    expect(d.tracked).toBe(0);
+  });
+
+  it('a port hit 2^32 µs (71.6 min) ago, its source kept alive all along, does not come back as just hit', () => {
+    // The entries keep the low 32 bits of their tick: without the drop of old entries, port 7's would read as 0 µs old.
+    const d = detector(3, 1);
+    d.observe(A, 7, at(0));
+    const end = at(0) + 2 ** 32 / 1000;
+    let ts = at(0);
+    for (; ts + 500 < end; ts += 500) expect(d.observe(A, 8, ts + 500)).toBeUndefined();
+    expect(d.observe(A, 9, end)).toBeUndefined();
+    expect(d.held(A)?.ports.map((p) => p.port)).toEqual([8, 9]);
+    // Two new ports within T still detect it.
+    expect(d.observe(A, 10, end + 1)).toMatchObject({ ports: [8, 9, 10] });
+  });
+
+  it('drops the ports T or more old when its last crosses a multiple of 2^30 µs, keeping the others in order across chunks', () => {
+    const d = detector(64, 10);
+    // The first multiple of 2^30 µs after at(0), in ms.
+    const boundary = (Math.ceil((at(0) * 1000) / 2 ** 30) * 2 ** 30) / 1000;
+    const base = boundary - 9_500;
+    for (let p = 0; p < 20; p++) expect(d.observe(A, p, base + p * 10)).toBeUndefined();
+    for (let p = 0; p < 20; p++) expect(d.observe(A, 100 + p, boundary - 5_000 + p * 10)).toBeUndefined();
+    // Past the boundary: ports 0-19 are over 10 s old and dropped; 100-119 (5 chunks in, 3 chunks of 8) stay.
+    expect(d.observe(A, 200, boundary + 1_000)).toBeUndefined();
+    expect(d.held(A)?.ports.map((h) => h.port)).toEqual([...Array.from({ length: 20 }, (_, k) => 100 + k), 200]);
+    for (let p = 0; p < 42; p++) expect(d.observe(A, 300 + p, boundary + 1_001 + p)).toBeUndefined();
+    expect(d.observe(A, 342, boundary + 1_043)).toMatchObject({
+      ports: [...Array.from({ length: 20 }, (_, k) => 100 + k), 200, ...Array.from({ length: 43 }, (_, k) => 300 + k)],
+      lastMs: boundary + 1_043,
+    });
+  });
+
+  it('the fleet rule keeps a source’s pairs apart once a second probe sees it, from its unexpired ports on the first', () => {
+    const d = new Detector({ portThreshold: 3, windowSeconds: 60, maxSources: 100, pairThreshold: 4 });
+    d.observe(A, 2, at(0), 1);
+    d.observe(A, 1, at(30), 1);
+    d.observe(A, 1, at(61), 1);
+    // Port 2 expired at 60: probe 1's pairs are port 1 only.
+    expect(d.observe(A, 1, at(62), 2)).toBeUndefined();
+    expect(d.held(A)).toEqual({
+      ports: [{ port: 2, ms: at(0) }, { port: 1, ms: at(62) }],
+      pairs: [{ probe: 1, port: 1, ms: at(61) }, { probe: 2, port: 1, ms: at(62) }],
+    });
+    expect(d.observe(A, 2, at(63), 2)).toBeUndefined();
+    // Two ports, four pairs: the fleet rule.
+    expect(d.observe(A, 2, at(64), 1)).toEqual({
+      source: A,
+      port: 2,
+      tsMs: at(64),
+      ports: [1, 1, 2, 2],
+      firstMs: at(61),
+      lastMs: at(64),
+      pairs: [
+        { probe: 1, port: 1 },
+        { probe: 2, port: 1 },
+        { probe: 2, port: 2 },
+        { probe: 1, port: 2 },
+      ],
+    });
   });
 });
 

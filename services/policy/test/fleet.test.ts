@@ -143,6 +143,7 @@ describe('the fleet rule beside the per-host rule', () => {
     const windowMs = 10_000;
     /** All hits of a source since its last detection; per-host first, then the fleet rule, each on the hits less than T old. */
     const history = new Map<number, { probe: number; port: number; ts: number }[]>();
+    const floorUs = (ms: number) => Math.floor(ms * 1000) / 1000;
     const reference = (source: number, port: number, ts: number, probe: number): Detection | undefined => {
       const list = history.get(source) ?? [];
       list.push({ probe, port, ts });
@@ -156,7 +157,8 @@ describe('the fleet rule beside the per-host rule', () => {
       const ports = latest((h) => h.port);
       if (ports.length >= n) {
         history.delete(source);
-        return { source, port, tsMs: ts, ports: ports.map((p) => p[0]), firstMs: ports[0]![1], lastMs: ts };
+        // firstMs as the detector keeps the entries' times: floored to its tick, 1 µs at this window.
+        return { source, port, tsMs: ts, ports: ports.map((p) => p[0]), firstMs: floorUs(ports[0]![1]), lastMs: ts };
       }
       const pairs = latest((h) => h.probe * 0x10000 + h.port);
       if (pairs.length < f) return undefined;
@@ -166,7 +168,7 @@ describe('the fleet rule beside the per-host rule', () => {
         port,
         tsMs: ts,
         ports: pairs.map((p) => p[0] & 0xffff),
-        firstMs: pairs[0]![1],
+        firstMs: floorUs(pairs[0]![1]),
         lastMs: ts,
         pairs: pairs.map((p) => ({ probe: Math.floor(p[0] / 0x10000), port: p[0] & 0xffff })),
       };
