@@ -1,7 +1,7 @@
 // `make bench-memory`: what the stack's memory does under load.
 //
 // 1. Policy RSS per tracked source, at N = 3, 16 and 64: probe + policy as
-//    deployed in a victim namespace (bench/stack.ts); SYNs from 1,000,000
+//    deployed in a victim namespace (@packetwatch/test-support's stack); SYNs from 1,000,000
 //    distinct sources run through the attached program (BPF_PROG_TEST_RUN
 //    from this process), so every event takes the real path: program, ring
 //    buffer, probe, Report stream, the policy's detector. Each source hits
@@ -10,7 +10,7 @@
 //    full garbage collection, before and after, over the number of sources;
 //    IPv4 and IPv6 populations, each with a fresh stack.
 // 2. Probe RSS across a 60 s SYN flood: bpftool runs the attached program at
-//    a fixed rate (bench/harness.ts drive()), the probe's and the policy's
+//    a fixed rate (@packetwatch/test-support's drive()), the probe's and the policy's
 //    RSS sampled every second.
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
@@ -158,9 +158,9 @@ function slope(xs: readonly number[], ys: readonly number[]): number {
  * What a tracked source costs the detector, part by part, in a Node process
  * of its own with --expose-gc: the key as the policy makes it (its
  * sourceKey(), or the 16-byte address as a latin1 string), a Map entry from key
- * to slot, and the detector itself (its Map, slot arrays and key list, the
- * key strings not counted again), each as heapUsed + arrayBuffers after a
- * full collection.
+ * to slot (what a Map index would cost, for comparison), and the detector
+ * itself (its source index, slot arrays and probation ring), each as heapUsed
+ * + arrayBuffers after a full collection.
  */
 function breakdown(range: SourceRange, sources: number, n: number): Breakdown {
   const script = `
@@ -355,34 +355,20 @@ function checkpointTable(rows: readonly PerSource[]): string {
 
 function breakdownTable(rows: readonly PerSource[]): string {
   return table(
-    [
-      'N',
-      'population',
-      'key',
-      'Map entry',
-      'detector (index, slot arrays)',
-      'of which the fleet rule',
-      'F',
-      'key + detector',
-      'RSS bytes/source',
-      'rest (V8 and allocator overhead)',
-    ],
+    ['N', 'population', 'detector (index, slot arrays)', 'of which the fleet rule', 'F', 'RSS bytes/source', 'rest (V8 and allocator overhead)'],
     rows.map((r) => {
       const b = r.breakdown;
       return [
         String(r.n),
         r.range.label,
-        b.key.toFixed(0),
-        b.map.toFixed(0),
         b.detector.toFixed(0),
         b.fleet.toFixed(0),
         String(b.pairThreshold),
-        (b.key + b.detector).toFixed(0),
         r.perSource.toFixed(0),
-        (r.perSource - b.key - b.detector).toFixed(0),
+        (r.perSource - b.detector).toFixed(0),
       ];
     }),
-    [true, false, true, true, true, true, true, true, true, true],
+    [true, false, true, true, true, true, true],
   );
 }
 
@@ -454,13 +440,13 @@ const METHOD_SOURCES =
   `slope = least-squares bytes per source over the five points (the marginal cost, without one-off growth), before GC = the same difference read just before the last collection (garbage included: what the process holds between collections). ` +
   `GetStatus after the feed gives trackedSources, evictions and events lost. ` +
   `The breakdown measures the parts in a separate Node process (--expose-gc, heapUsed + arrayBuffers after full collections) for the same population: ` +
-  `the key as the built policy makes it (services/policy/dist/sourcekey.js's sourceKey() where it exists: a number for IPv4, the 16 bytes as a latin1 string for IPv6; else the 16 bytes as a latin1 string), an entry of a Map from such keys to numbers, and services/policy/dist/detector.js's Detector itself at the row's N, fed as the stack is (N - 1 ports a source, in rounds), ` +
+  `services/policy/dist/detector.js's Detector at the row's N (its index holds each source's address in typed arrays, so no key is held apart), fed as the stack is (N - 1 ports a source, in rounds), ` +
   `with the fleet rule at the policy's default F (PW_FLEET_PORT_THRESHOLD, read from services/policy/dist/config.js, raised to N as the policy does; each source on one of 8 probe numbers) ` +
-  `(its index of sources, slot arrays and probation ring; the keys not counted again; the Map entry column is what a Map from such keys would cost, for comparison); of which the fleet rule = that detector minus one built without the fleet rule; rest = RSS bytes/source - key - detector.`;
+  `(its index of sources, slot arrays and probation ring); of which the fleet rule = that detector minus one built without the fleet rule; rest = RSS bytes/source - detector.`;
 
 const METHOD_FLOOD =
   `Probe + policy as deployed, as above, with the default settings (N = 3 in 60 s, in-kernel detection on). ` +
-  `\`bpftool batch file -\` runs the attached program at ${count(FLOOD_RATE)} SYN/s for ${FLOOD_SECONDS} s (bench/harness.ts drive(): \`prog run ... repeat n\` lines every 10 ms) ` +
+  `\`bpftool batch file -\` runs the attached program at ${count(FLOOD_RATE)} SYN/s for ${FLOOD_SECONDS} s (@packetwatch/test-support's drive(): \`prog run ... repeat n\` lines every 10 ms) ` +
   `on 74-byte IPv4 SYNs from ${FLOOD_SOURCES} sources (198.18.${SLOT}.1-${FLOOD_SOURCES}), each to port 80 only, so no source becomes a scanner and the flood runs the whole time. ` +
   `VmRSS of probe and policy sampled every second; the flat-memory figures use the samples after the first ${WARMUP_SECONDS} s (warm-up): max dev = the largest |sample - median| / median.`;
 

@@ -214,7 +214,7 @@ function plot(axes: readonly Along[]): string {
 
 const METHOD =
   `Each point is a fresh policy with P probes, each in a network namespace pair of its own and reporting to it, ` +
-  `as deployed (bench/services.ts), with PW_PORTSCAN_PORT_THRESHOLD=N, PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS}, ` +
+  `as deployed (@packetwatch/test-support's Services), with PW_PORTSCAN_PORT_THRESHOLD=N, PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS}, ` +
   `PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} (nothing expires or is evicted), the fleet rule off and ` +
   'PW_KERNEL_DETECTION=False (the XDP program does not take N = 100; off at every N, so the policy does every ' +
   `detection). Base point: N = ${BASE.N}, ${count(BASE.sources)} sources, ${BASE.probes} probe; each axis varies one. ` +
