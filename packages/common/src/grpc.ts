@@ -4,6 +4,7 @@
 import { existsSync, lchownSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
 import { dirname } from 'node:path';
+import type { Http2SecureServer, Http2Server, ServerHttp2Session } from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { type PackageDefinition, loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
@@ -132,6 +133,12 @@ export interface ServerOptions {
   /** .proto files (and include root) served through reflection. */
   reflection: { root: string; files: string[] };
   log: Logger;
+  /**
+   * The HTTP/2 receive window of every connection and stream, in bytes
+   * (default: HTTP/2's 65,535). A peer may send this much before the server
+   * reads it; see receiveWindow().
+   */
+  receiveWindowBytes?: number | undefined;
 }
 
 export interface RunningServer {
@@ -141,8 +148,28 @@ export interface RunningServer {
   close(graceMs?: number): Promise<void>;
 }
 
-async function bind(server: grpc.Server, target: string, creds: grpc.ServerCredentials): Promise<number> {
-  return new Promise((resolve, reject) => server.bindAsync(target, creds, (err, port) => (err ? reject(err) : resolve(port))));
+/**
+ * Raises the HTTP/2 receive window of a bound server's connections and
+ * streams. grpc-js takes no server option for it (only its client has
+ * grpc-node.flow_control_window), so it is set on the HTTP/2 servers it
+ * keeps, as Node's http2 API allows: the SETTINGS every new connection gets,
+ * and the connection's own window. Fails loudly if grpc-js stops keeping
+ * them, rather than silently serving with the small window (the test of
+ * startServer checks what a client is offered).
+ */
+function receiveWindow(server: grpc.Server, bytes: number): void {
+  const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  if (!(servers instanceof Map) || servers.size === 0) throw new Error('receiveWindowBytes: this grpc-js keeps no http2Servers map to set the window on');
+  for (const h2 of servers.keys() as IterableIterator<Http2Server | Http2SecureServer>) {
+    h2.updateSettings({ initialWindowSize: bytes });
+    h2.on('session', (session: ServerHttp2Session) => session.setLocalWindowSize(bytes));
+  }
+}
+
+async function bind(server: grpc.Server, target: string, creds: grpc.ServerCredentials, windowBytes: number | undefined): Promise<number> {
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync(target, creds, (err, port) => (err ? reject(err) : resolve(port))));
+  if (windowBytes !== undefined) receiveWindow(server, windowBytes);
+  return port;
 }
 
 /**
@@ -211,7 +238,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     // never exists, even for an instant, with more access than `mode`.
     const old = process.umask(0o777 & ~mode);
     try {
-      await bind(server, `unix://${path}`, grpc.ServerCredentials.createInsecure());
+      await bind(server, `unix://${path}`, grpc.ServerCredentials.createInsecure(), opts.receiveWindowBytes);
     } finally {
       process.umask(old);
     }
@@ -228,7 +255,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     else if (!mutual) opts.log.warn({ endpoint: endpointTarget(endpoint) }, 'gRPC on TCP with TLS but WITHOUT client certificates: anyone who reaches this port can call it');
     const server = newServer(undefined);
     servers.push(server);
-    const port = await bind(server, endpointTarget(endpoint), serverCredentials(tls));
+    const port = await bind(server, endpointTarget(endpoint), serverCredentials(tls), opts.receiveWindowBytes);
     opts.log.info({ host: endpoint.host, port, tls: Boolean(tls?.cert), mutual: Boolean(tls?.ca) }, 'gRPC listening on TCP');
   }
   setServing(true);

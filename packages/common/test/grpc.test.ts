@@ -1,4 +1,10 @@
-import { type Endpoint, endpointTarget, formatEndpoint, parseEndpoint } from '@packetwatch/common';
+import { mkdtempSync, rmSync } from 'node:fs';
+import http2 from 'node:http2';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Endpoint, createLogger, endpointTarget, formatEndpoint, parseEndpoint, startServer } from '@packetwatch/common';
+import { PROTO_FILES, PROTO_ROOT } from '@packetwatch/proto';
 import { describe, expect, it } from 'vitest';
 
 describe('parseEndpoint: Unix sockets', () => {
@@ -98,4 +104,51 @@ describe('endpointTarget and formatEndpoint', () => {
       expect(parseEndpoint(formatEndpoint(e))).toEqual(e);
     },
   );
+});
+
+describe('startServer: receiveWindowBytes', () => {
+  // What a client is offered, read from a plain HTTP/2 connection to the socket:
+  // the SETTINGS initial window (each stream) and the connection's own window.
+  async function offered(path: string): Promise<{ stream: number; connection: number }> {
+    const session = http2.connect('http://localhost', { createConnection: () => connect(path) });
+    try {
+      const settings = await new Promise<http2.Settings>((resolve) => session.once('remoteSettings', resolve));
+      // The connection's WINDOW_UPDATE follows the SETTINGS; a ping's answer comes after both.
+      await new Promise<void>((resolve, reject) => session.ping((err) => (err ? reject(err) : resolve())));
+      return { stream: settings.initialWindowSize ?? -1, connection: session.state.remoteWindowSize ?? -1 };
+    } finally {
+      session.destroy();
+    }
+  }
+
+  async function serve(receiveWindowBytes: number | undefined): Promise<{ path: string; close: () => Promise<void> }> {
+    const dir = mkdtempSync(join(tmpdir(), 'pw-grpc-window-'));
+    const path = join(dir, 'api.sock');
+    const server = await startServer({
+      sockets: [{ path, mode: 0o600, role: 'operator' }],
+      services: [],
+      reflection: { root: PROTO_ROOT, files: PROTO_FILES },
+      log: createLogger('test', 'silent'),
+      receiveWindowBytes,
+    });
+    return { path, close: () => server.close(100).then(() => rmSync(dir, { recursive: true, force: true })) };
+  }
+
+  it('offers every connection and stream the window asked for', async () => {
+    const s = await serve(8 << 20);
+    try {
+      expect(await offered(s.path)).toEqual({ stream: 8 << 20, connection: 8 << 20 });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("offers HTTP/2's 65,535 bytes when none is asked for", async () => {
+    const s = await serve(undefined);
+    try {
+      expect(await offered(s.path)).toEqual({ stream: 65_535, connection: 65_535 });
+    } finally {
+      await s.close();
+    }
+  });
 });
