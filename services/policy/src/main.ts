@@ -4,6 +4,7 @@
 import type { Server } from 'node:http';
 import {
   ConfigError,
+  REPORT_WINDOW_BYTES,
   VERSION,
   createLogger,
   loadConfig,
@@ -27,18 +28,6 @@ import { Retention } from './retention.js';
 import { SourceKeys } from './sourcekey.js';
 import { POLICY_ROLES, policyService } from './service.js';
 import { DecisionStore, StoreOpenError } from './store.js';
-
-/**
- * The HTTP/2 receive window the policy offers its probes. With HTTP/2's
- * 65,535 bytes a probe's 256 KiB event batch waited for several window
- * updates, each sent only at a turn of the policy's event loop, and the
- * Report stream, not CPU, limited the pipeline: at 2M SYN/s the machine was
- * 61% idle while the probe's queue overflowed (make bench-pipeline:
- * 1.79M/s with zero loss; 2.49M/s with this window). 8 MiB holds about 32
- * full batches in flight; the policy still pauses the stream when its own
- * queue of batches is full, so this bounds what one connection may buffer.
- */
-const REPORT_WINDOW_BYTES = 8 << 20;
 import { banner, header, row } from './table.js';
 
 const NAME = 'packetwatch-policy';

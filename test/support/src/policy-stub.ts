@@ -4,6 +4,7 @@
 // takes each as received (onBatch), its records a view of the message.
 import * as grpc from '@grpc/grpc-js';
 import { type SynEvent, synEventCodec } from '@packetwatch/bpf';
+import { REPORT_WINDOW_BYTES, setReceiveWindow } from '@packetwatch/common';
 import { type EventBatch, type PolicyMessage, PolicyService, type ProbeHello, type ProbeMessage, deserializeProbeMessage } from '@packetwatch/proto';
 
 export interface ReceivedBatch {
@@ -59,6 +60,7 @@ export class PolicyStub {
     await new Promise<void>((resolve, reject) =>
       server.bindAsync(`unix://${this.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
     );
+    setReceiveWindow(server, REPORT_WINDOW_BYTES); // as the policy offers its probes
     this.#server = server;
   }
 
