@@ -128,8 +128,12 @@ runMain(NAME, async () => {
   syncFrom(att.dp, AllowOrigin.OwnAddress, c.whitelistSelf ? watcher.current : []);
   if (c.whitelistSelf) log.info({ addresses: watcher.current }, 'allowlisted own addresses');
 
-  // Events are rewritten to wall-clock time in the queue, as they arrive (toWallClock, below).
-  const queue = new EventQueue(c.eventQueue, c.batchEvents, SYN_EVENT_SIZE, (records, count) => toWallClock(records, count));
+  // Events are rewritten to wall-clock time in the queue as they arrive
+  // (toWallClock, below), and the reporter sends them soon.
+  const queue = new EventQueue(c.eventQueue, c.batchEvents, SYN_EVENT_SIZE, (records, count) => {
+    toWallClock(records, count);
+    reporter.scheduleFlush();
+  });
   const policyEndpoint = parseEndpoint(c.policyAddr)!;
   const tls = { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa, insecure: c.insecureTcp };
   const callback = c.callback ?? `unix:${c.controlSocket}`;
@@ -200,15 +204,7 @@ runMain(NAME, async () => {
     dp.reader({
       // The reader writes events straight into the queue's array; what does
       // not fit is counted lost there.
-      sink: {
-        buffer: queue.buffer,
-        capacity: queue.capacity,
-        cursor: queue.cursor,
-        onRecords: (written, dropped) => {
-          queue.onRecords(written, dropped);
-          reporter.scheduleFlush();
-        },
-      },
+      sink: queue,
       onError: (err) => log.error({ err: err.message }, 'ring buffer read failed'),
       coalesceMs: c.eventCoalesceMs,
     });

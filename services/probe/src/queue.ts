@@ -63,10 +63,8 @@ export class EventQueue implements RecordSink {
   /** Adds records (back to back) by copying them in; returns how many were accepted. */
   push(records: Buffer, count: number): number {
     const accepted = Math.min(this.capacity - this.#depth, count);
-    const tail = this.cursor[0]!;
-    const first = Math.min(accepted, this.capacity - tail);
-    records.copy(this.buffer, tail * this.recordSize, 0, first * this.recordSize);
-    records.copy(this.buffer, 0, first * this.recordSize, accepted * this.recordSize);
+    let from = 0;
+    for (const slots of this.#slots(this.cursor[0]!, accepted)) from += records.copy(slots, 0, from);
     this.onRecords(accepted, count - accepted);
     return accepted;
   }
@@ -78,12 +76,7 @@ export class EventQueue implements RecordSink {
   onRecords(written: number, dropped: number): void {
     if (dropped > 0) this.addLost(dropped);
     if (written === 0) return;
-    if (this.onAdded) {
-      const tail = this.cursor[0]!;
-      const first = Math.min(written, this.capacity - tail);
-      this.onAdded(this.buffer.subarray(tail * this.recordSize, (tail + first) * this.recordSize), first);
-      if (written > first) this.onAdded(this.buffer.subarray(0, (written - first) * this.recordSize), written - first);
-    }
+    if (this.onAdded) for (const slots of this.#slots(this.cursor[0]!, written)) this.onAdded(slots, slots.length / this.recordSize);
     this.#depth += written;
     this.#nextSequence += BigInt(written);
     this.#sync();
@@ -104,15 +97,21 @@ export class EventQueue implements RecordSink {
     const firstSequence = this.#nextSequence - BigInt(this.#depth);
     let parts = NO_PARTS;
     if (count > 0) {
-      const first = Math.min(count, this.capacity - this.#head);
-      const size = this.recordSize;
-      parts = [this.buffer.subarray(this.#head * size, (this.#head + first) * size)];
-      if (count > first) parts.push(this.buffer.subarray(0, (count - first) * size));
+      parts = this.#slots(this.#head, count);
       this.#head = (this.#head + count) % this.capacity;
       this.#depth -= count;
       this.#sync();
     }
     return { parts, count, lost, firstSequence };
+  }
+
+  /** The `count` slots from slot `start` on, as one view of the array or two where they wrap around its end. */
+  #slots(start: number, count: number): Buffer[] {
+    const size = this.recordSize;
+    const first = Math.min(count, this.capacity - start);
+    const views = [this.buffer.subarray(start * size, (start + first) * size)];
+    if (count > first) views.push(this.buffer.subarray(0, (count - first) * size));
+    return views;
   }
 
   #sync(): void {

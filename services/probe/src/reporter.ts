@@ -8,13 +8,13 @@ import { type PolicyMessage, PolicyService, type ProbeConfig, type ProbeHello, t
 import type { EventQueue } from './queue.js';
 
 const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 5000;
 /** Message buffers kept for reuse (each holds a full batch: 256 KiB at the default PW_BATCH_EVENTS). */
 const POOL_MAX = 32;
 
 /** What the stream carries: a message, or an event batch already encoded (reserveEventBatch). */
 type Outgoing = ProbeMessage | Buffer;
 const serialize = (m: Outgoing): Buffer => (Buffer.isBuffer(m) ? m : serializeProbeMessage(m));
-const BACKOFF_MAX_MS = 5000;
 
 export interface ReporterStats {
   connected: boolean;
