@@ -186,6 +186,8 @@ export function updateBenchmarks(heading: string, text: string): void {
 /** A bench's last step: bench/results/<name>.json and its section of BENCHMARKS.md, or in a smoke run nothing. */
 export function publish(name: string, heading: string, entries: () => readonly ResultEntry[], section: () => string, smokeSize: string): void {
   if (SMOKE) {
+    // The figures a full run would write, so that a change to a bench can be checked to still produce each one.
+    for (const e of entries()) console.log(`figure: ${e.name} [${e.unit}]${typeof e.target === 'string' ? ` target ${e.target}` : ''}`);
     console.log(`smoke run (PW_BENCH_SMOKE=1, ${smokeSize}): nothing written`);
     return;
   }
