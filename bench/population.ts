@@ -1,8 +1,6 @@
-// What bench-memory and bench-scaling share: a population of many distinct
-// sources fed through the attached program (one SYN each, BPF_PROG_TEST_RUN
-// from this process, paced by what the policy has received so that nothing
-// is lost), and the resident memory of a service process measured after a
-// full garbage collection.
+// What bench-memory and bench-scaling share: a population of many distinct sources fed through the attached program (one
+// SYN each, BPF_PROG_TEST_RUN from this process, paced by what the policy has received so that nothing is lost), and the
+// resident memory of a service process measured after a full garbage collection.
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
@@ -27,13 +25,9 @@ export function rssBytes(pid: number | undefined): number {
 }
 
 /**
- * A full garbage collection of a Node.js service, without anything in the
- * product for it: SIGUSR1 makes Node open its inspector on 127.0.0.1:9229 in
- * the service's network namespace (Node's own debugging feature), and a
- * short script in that namespace asks it for HeapProfiler.collectGarbage
- * twice (the second pass frees what the first only unlinked). RSS read
- * afterwards is the live memory plus what V8 and the allocator keep mapped,
- * not garbage waiting for the next collection.
+ * A full garbage collection of a Node.js service, with nothing in the product for it: SIGUSR1 opens Node's inspector on
+ * 127.0.0.1:9229 in the service's namespace, and a script there asks it for HeapProfiler.collectGarbage twice (the second
+ * frees what the first only unlinked). RSS read afterwards is live memory plus what V8 and the allocator keep mapped.
  */
 export async function collectGarbage(netns: string, pid: number | undefined): Promise<void> {
   if (pid === undefined) throw new BenchError('no process to collect');
@@ -57,46 +51,21 @@ export async function collectGarbage(netns: string, pid: number | undefined): Pr
     await send('HeapProfiler.collectGarbage');
     ws.close();
   `;
-  try {
-    await run('ip', ['netns', 'exec', netns, process.execPath, '--experimental-websocket', '--no-warnings', '--input-type=module', '-e', script], {
-      timeout: 30_000,
-    });
-  } catch (e) {
+  const args = ['netns', 'exec', netns, process.execPath, '--experimental-websocket', '--no-warnings', '--input-type=module', '-e', script];
+  await run('ip', args, { timeout: 30_000 }).catch((e: unknown) => {
     throw commandError(`a garbage collection of process ${pid} through its inspector failed`, e);
-  }
+  });
   // Pages V8 frees are returned by its background threads: let them finish.
   await sleep(500);
 }
 
-export type Family = 4 | 6;
-
-/** The 16-bit words that change between frames: source address and destination port. */
-interface Layout {
-  srcOff: number;
-  srcLen: number;
-  dportOff: number;
-  ipCsumOff: number | undefined;
-  tcpCsumOff: number;
-}
-
-const LAYOUT: Record<Family, Layout> = {
-  // Ethernet 14 + IPv4 20 + TCP 40 (synFrame: MSS, SACK, timestamps, window scale).
-  4: { srcOff: 26, srcLen: 4, dportOff: 36, ipCsumOff: 24, tcpCsumOff: 50 },
-  // Ethernet 14 + IPv6 40 + TCP 40.
-  6: { srcOff: 22, srcLen: 16, dportOff: 56, ipCsumOff: undefined, tcpCsumOff: 70 },
-};
-
 /**
- * Where a population's sources come from. IPv4: 100.64.0.0/10 (RFC 6598),
- * whose addresses are below 2^31, or 240.0.0.0/4 (reserved), above: a key
- * that holds the address as a number may cost more there. IPv6: 2001:db8::/32
- * (documentation), each source in a /64 of its own (2001:db8:hhhh:llll::1):
- * with PW_IPV6_PREFIX at its default, the addresses of one /64 are one
- * source. None of them is ever sent anywhere: the frames only run through
- * the program in test runs.
+ * Where a population's sources come from. IPv4: 100.64.0.0/10 (RFC 6598), below 2^31, or 240.0.0.0/4 (reserved), above:
+ * a key holding the address as a number may cost more there. IPv6: 2001:db8::/32, each source in a /64 of its own
+ * (2001:db8:hhhh:llll::1; at PW_IPV6_PREFIX's default a /64 is one source). Frames only run through the program in test runs.
  */
 export interface SourceRange {
-  family: Family;
+  family: 4 | 6;
   /** IPv4: the first address as a 32-bit number; IPv6: 0 (i in the 32 bits after 2001:db8::/32). */
   base: number;
   /** How many addresses the range has. */
@@ -120,79 +89,51 @@ export function sourceAddress(range: SourceRange, i: number): string {
   return `2001:db8:${((i >>> 16) & 0xffff).toString(16)}:${(i & 0xffff).toString(16)}::1`;
 }
 
+/** The Internet checksum (RFC 1071) of f[from, to) plus `extra`, its own field at `at` counted as zero. */
+function checksum(f: Buffer, from: number, to: number, at: number, extra = 0): number {
+  let sum = extra - f.readUInt16BE(at);
+  for (let o = from; o < to; o += 2) sum += f.readUInt16BE(o);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
 /**
- * SYN frames from source i of a population to a port, made by patching one
- * frame built with bpf/frames.ts (7.8 µs a frame here, too slow for a million)
- * in place: the address, the port and the checksums, adjusted incrementally
- * (RFC 1624). frame() returns the same buffer each time.
+ * SYN frames from source i of a population to a port, made by patching one frame built with bpf/frames.ts (7.8 µs a frame,
+ * too slow for a million) in place: the address, the port and the checksums. frame() returns the same buffer each time.
  */
 export class SourceFrames {
   readonly #frame: Buffer;
-  readonly #layout: Layout;
-  readonly #tcpBase: number;
-  readonly #ipBase: number;
+  /** Where the TCP header starts: after Ethernet 14 and IPv4 20 or IPv6 40 (the addresses, the pseudo header's, end there). */
+  readonly #tcp: number;
 
   constructor(
     readonly range: SourceRange,
     readonly build: (src: string, dport: number) => Buffer,
   ) {
-    this.#layout = LAYOUT[range.family];
     this.#frame = build(sourceAddress(range, 0), 0);
-    const f = this.#frame;
-    const l = this.#layout;
-    // ~C + sum(~old) for the words that vary: adding the new words gives ~C'.
-    let tcp = ~f.readUInt16BE(l.tcpCsumOff) & 0xffff;
-    let ip = l.ipCsumOff === undefined ? 0 : ~f.readUInt16BE(l.ipCsumOff) & 0xffff;
-    for (let o = l.srcOff; o < l.srcOff + l.srcLen; o += 2) {
-      const w = ~f.readUInt16BE(o) & 0xffff;
-      tcp += w;
-      ip += w;
-    }
-    tcp += ~f.readUInt16BE(l.dportOff) & 0xffff;
-    this.#tcpBase = tcp;
-    this.#ipBase = ip;
+    this.#tcp = range.family === 4 ? 34 : 54;
   }
 
   frame(i: number, dport: number): Buffer {
-    const f = this.#frame;
-    const l = this.#layout;
-    // Population index in the last 32 bits of the IPv4 address (base + i),
-    // in bits 32 to 63 of the IPv6 one (its /64).
-    const lo = this.range.family === 4 ? this.range.base + i : i;
-    const end = l.srcOff + l.srcLen;
-    const at = this.range.family === 4 ? end - 4 : l.srcOff + 4;
-    f.writeUInt32BE(lo >>> 0, at);
-    f.writeUInt16BE(dport, l.dportOff);
-    let tcp = this.#tcpBase + dport + (lo >>> 16) + (lo & 0xffff);
-    let ip = this.#ipBase + (lo >>> 16) + (lo & 0xffff);
-    if (this.range.family === 6) {
-      // The other words of the address stay those of the template (2001:db8:0:0::1).
-      for (let o = l.srcOff; o < end; o += 2) if (o < at || o >= at + 4) tcp += f.readUInt16BE(o);
-    }
-    f.writeUInt16BE(fold(tcp), l.tcpCsumOff);
-    if (l.ipCsumOff !== undefined) f.writeUInt16BE(fold(ip), l.ipCsumOff);
+    const [f, tcp, v4] = [this.#frame, this.#tcp, this.range.family === 4];
+    // Byte 26 either way: the IPv4 source (base + i), or bits 32 to 63 of the IPv6 one (its /64).
+    f.writeUInt32BE((v4 ? this.range.base + i : i) >>> 0, 26);
+    f.writeUInt16BE(dport, tcp + 2);
+    if (v4) f.writeUInt16BE(checksum(f, 14, tcp, 24), 24);
+    // The pseudo header: both addresses (right before the TCP header), protocol 6 and the segment's length.
+    f.writeUInt16BE(checksum(f, tcp - (v4 ? 8 : 32), f.length, tcp + 16, 6 + f.length - tcp), tcp + 16);
     return f;
   }
 
   /** Fails unless frame() makes byte for byte the frame the builder makes, for a few sources and ports. */
   check(): void {
-    for (const [i, port] of [
-      [1, 1],
-      [255, 80],
-      [65_537, 8080],
-      [999_999, 65_535],
-      [(1 << 22) - 1, 443],
-    ] as const) {
-      const want = this.build(sourceAddress(this.range, i), port);
-      const got = this.frame(i, port);
-      if (!got.equals(want)) throw new BenchError(`patched SYN frame for source ${sourceAddress(this.range, i)} port ${port} differs from synFrame()`);
+    const cases = [[1, 1], [255, 80], [65_537, 8080], [999_999, 65_535], [(1 << 22) - 1, 443]] as const;
+    for (const [i, port] of cases) {
+      if (!this.frame(i, port).equals(this.build(sourceAddress(this.range, i), port))) {
+        throw new BenchError(`patched SYN frame for source ${sourceAddress(this.range, i)} port ${port} differs from synFrame()`);
+      }
     }
   }
-}
-
-function fold(sum: number): number {
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
 }
 
 /** Runs at most this many SYNs ahead of what the policy has received: a quarter of the default ring buffer. */
@@ -209,20 +150,15 @@ export interface Population {
 }
 
 /**
- * One SYN from each source of the population, through the programs in turn
- * (a chunk each: one per probe), each run checked for XDP_PASS. Waits
- * whenever more than MAX_AHEAD SYNs have not reached the policy, so that
- * neither the ring buffer nor the probe's queue overflows, and at the end
- * until the policy has received all of them. received() is the policy's
- * eventsReceived; returns the seconds it took.
+ * One SYN from each source of the population, through the programs in turn (a chunk each), each run checked for XDP_PASS.
+ * Waits whenever more than MAX_AHEAD SYNs have not reached the policy (received(): its eventsReceived), so that neither
+ * the ring buffer nor the probe's queue overflows, and at the end until it has them all; returns the seconds it took.
  */
 export async function feedPopulation(programs: readonly Program[], pop: Population, received: () => Promise<number>): Promise<number> {
   if (programs.length === 0) throw new BenchError('no program to feed');
   const start = performance.now();
   const base = await received();
-  let got = 0;
-  let sent = 0;
-  let chunk = 0;
+  let [got, sent, chunk] = [0, 0, 0];
   const end = pop.first + pop.count;
   for (let i = pop.first; i < end; chunk++) {
     while (sent - got > MAX_AHEAD) {
