@@ -10,7 +10,7 @@ import type { BlockEntry } from '@packetwatch/bpf';
 import { type Cleanup, type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
 import type { DetectionMode, Setup, Stack } from '@packetwatch/test-support/stack';
 import { type Column, type StackLibs, columnTable, loadStack, startStackBench, tableBlocks } from './harness.js';
-import { BenchError, type Machine, type ResultEntry, SMOKE, count, percentile, publish, round2, runBench, sectionFacts, today } from './report.js';
+import { BenchError, type Machine, type ResultEntry, SMOKE, count, entry, percentile, publish, round2, runBench, sectionFacts, sectionText, today } from './report.js';
 
 const SECTION_HEADING = '## Detection to block';
 const DETECTIONS = SMOKE ? 20 : 1000;
@@ -298,41 +298,34 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], s
   const { 'in-kernel': kernel, 'policy alone': policy } = TARGET_MS;
   const verdict = (r: Row) => `p99 ${ms(percentile(r.sortedMs, 99))} ms vs <= ${r.target} ms, ${met(r) ? 'met' : 'MISSED'}`;
   const verdicts = rows.map((r) => `${rowLabel(r)} ${r.background === 'idle' ? 'at idle' : 'under load'}: ${verdict(r)}`).join('; ');
-  return [
+  return sectionText(
     SECTION_HEADING,
-    '',
+    'detection',
     'How long a port scanner keeps its access after the SYN that makes it one: from the kernel time of the SYN that ' +
       'crosses the threshold to the block in the kernel map, with the in-kernel detector and with the policy alone.',
-    '',
-    ...sectionFacts('detection', date, m, load),
-    `- Method: ${methodText(setups)}`,
-    '',
-    ...tableBlocks([
-      ['', columnTable(rows, LATENCY)],
-      ['Checks: who wrote the blocks, and how tightly the crossing SYN was timed:', columnTable(rows, CHECKS)],
-      [`Background load (target ${count(LOAD_RATE)} SYN/s) over each measured window:`, columnTable(rows.filter((r): r is Required<Row> => !!r.load), LOAD)],
-      ['Where the CPU went over each measured window (100% = one CPU; /proc/<pid>/stat and /proc/stat):', columnTable(rows, cpuColumns(m.cpus))],
-    ]),
-    `Targets (p99 at idle, under load): in-kernel <= ${kernel.idle} ms, <= ${kernel.load} ms at every N; ` +
-      `policy alone <= ${policy.idle} ms, <= ${policy.load} ms. ${verdicts}.`,
-    '',
-    '_This section is rewritten by `make bench-detection`._',
-    '',
-  ].join('\n');
+    [...sectionFacts('detection', date, m, load), `- Method: ${methodText(setups)}`],
+    [
+      ...tableBlocks([
+        ['', columnTable(rows, LATENCY)],
+        ['Checks: who wrote the blocks, and how tightly the crossing SYN was timed:', columnTable(rows, CHECKS)],
+        [`Background load (target ${count(LOAD_RATE)} SYN/s) over each measured window:`, columnTable(rows.filter((r): r is Required<Row> => !!r.load), LOAD)],
+        ['Where the CPU went over each measured window (100% = one CPU; /proc/<pid>/stat and /proc/stat):', columnTable(rows, cpuColumns(m.cpus))],
+      ]),
+      `Targets (p99 at idle, under load): in-kernel <= ${kernel.idle} ms, <= ${kernel.load} ms at every N; ` +
+        `policy alone <= ${policy.idle} ms, <= ${policy.load} ms. ${verdicts}.`,
+      '',
+    ],
+  );
 }
 
 function results(rows: readonly Row[]): ResultEntry[] {
   return rows.flatMap((r) =>
-    ([['p50', 50], ['p99', 99], ['max', 100]] as const).map(([label, p]): ResultEntry => {
+    ([['p50', 50], ['p99', 99], ['max', 100]] as const).map(([label, p]) => {
       const v = percentile(r.sortedMs, p);
       const p99 = label === 'p99';
-      return {
-        name: `detection to block, ${rowLabel(r)}, ${r.background === 'idle' ? 'idle' : `${LOAD_RATE} SYN/s`} ${label}`,
-        value: Number.isFinite(v) ? Math.round(v * 1000) / 1000 : -1,
-        unit: 'ms',
-        comparison: p99 ? 'target p99' : null,
-        comparisonValue: p99 ? r.target : null,
-        target: p99 ? `p99 <= ${r.target} ms` : null,
+      const name = `detection to block, ${rowLabel(r)}, ${r.background === 'idle' ? 'idle' : `${LOAD_RATE} SYN/s`} ${label}`;
+      const [vs, goal] = p99 ? [['target p99', r.target] as const, [`p99 <= ${r.target} ms`, met(r)] as const] : [null, null];
+      return entry(name, Number.isFinite(v) ? Math.round(v * 1000) / 1000 : -1, 'ms', vs, goal, {
         detections: r.detections,
         neverBlocked: r.missed,
         policyLoggedMs: r.policyLoggedMs.length ? round2(percentile(r.policyLoggedMs, p)) : null,
@@ -342,12 +335,8 @@ function results(rows: readonly Row[]): ResultEntry[] {
         backlogStartMs: r.load ? Math.round(r.load.backlogStartMs) : null,
         policyReceivedPerSecond: r.load ? Math.round(r.load.policyReceived) : null,
         probeEventsLost: r.load ? r.load.probeLost : null,
-        probeCpu: round2(r.cpu.probe),
-        policyCpu: round2(r.cpu.policy),
-        otherCpu: round2(r.cpu.others),
-        idleCpu: round2(r.cpu.idle),
-        met: p99 ? met(r) : null,
-      };
+        ...Object.fromEntries((['probe', 'policy', 'other', 'idle'] as const).map((k) => [`${k}Cpu`, round2(r.cpu[k === 'other' ? 'others' : k])])),
+      });
     }),
   );
 }

@@ -3,13 +3,12 @@
 // with the in-kernel detector and with the policy alone, probe + policy as
 // deployed (@packetwatch/test-support/stack). The policy's Watch feed gives the
 // SYNs that passed in order, so the crossing one is found among them.
-import { spawn } from 'node:child_process';
 // Types only (erased): the modules themselves are imported once the build is checked.
 import type { WatchEvent } from '@packetwatch/proto';
 import { type Cleanup, type NamespacePair, sleep, waitFor } from '@packetwatch/test-support';
 import type { DetectionMode, Setup } from '@packetwatch/test-support/stack';
 import { type Column, type StackLibs, columnTable, loadStack, startStackBench, tableBlocks } from './harness.js';
-import { BenchError, type Machine, type ResultEntry, SMOKE, count, publish, round2, runBench, sectionFacts, today } from './report.js';
+import { BenchError, type Machine, commandError, type ResultEntry, SMOKE, count, entry, publish, round2, runBench, sectionFacts, sectionText, today } from './report.js';
 
 const SECTION_HEADING = '## Ports leaked to a fast scanner';
 const PORTS = SMOKE ? '1-200' : '1-10000';
@@ -68,30 +67,17 @@ function parseNmap(out: string): NmapReport {
   return report;
 }
 
-/** nmapArgs from the attacker namespace against the victim; stopped (SIGTERM) at NMAP_CAP_MS; fails on another exit than 0. */
-async function nmap(net: NamespacePair, cleanup: Cleanup, label: string): Promise<NmapRun> {
-  const child = spawn('ip', ['netns', 'exec', net.attackerNs, 'nmap', ...nmapArgs(net.victimAddr)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  cleanup.add('stop nmap', () => child.kill('SIGKILL'));
-  let [stdout, stderr, stopped] = ['', '', false];
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
+/** nmapArgs from the attacker namespace against the victim; stopped at NMAP_CAP_MS; fails on another exit than 0. */
+async function nmap(net: NamespacePair, label: string): Promise<NmapRun> {
   const start = performance.now();
-  const timer = setTimeout(() => {
-    stopped = true;
-    child.kill('SIGTERM');
-  }, NMAP_CAP_MS);
-  const code = await new Promise<number | null>((resolve) => {
-    child.on('close', resolve);
-    child.on('error', (e) => {
-      stderr += e.message;
-      resolve(null);
-    });
+  const r = await net.inAttacker('nmap', nmapArgs(net.victimAddr), NMAP_CAP_MS).catch((e: Error & { killed?: boolean }) => {
+    if (e.killed) return undefined; // the timeout's SIGTERM
+    throw commandError(`nmap (${label}) did not run`, e);
   });
-  clearTimeout(timer);
   const seconds = (performance.now() - start) / 1000;
-  if (stopped) return { seconds, stopped };
-  if (code !== 0) throw new BenchError(`nmap ${nmapArgs(net.victimAddr).join(' ')} (${label}) exited with ${code}:\n${(stderr || stdout).trim()}`);
-  return { seconds, stopped, report: parseNmap(stdout) };
+  if (!r) return { seconds, stopped: true };
+  if (r.code !== 0) throw new BenchError(`nmap ${nmapArgs(net.victimAddr).join(' ')} (${label}) exited with ${r.code}:\n${(r.stderr || r.stdout).trim()}`);
+  return { seconds, stopped: false, report: parseNmap(r.stdout) };
 }
 
 /** 1-based position of the event at which `n` distinct ports have been seen; 0 if never. */
@@ -132,7 +118,7 @@ async function prepare({ grpc, proto, stack: st, services }: StackLibs, net: Nam
 
   const scan = async (): Promise<Row> => {
     const before = await stack.probeStatus();
-    const run = await nmap(net, cleanup, label);
+    const run = await nmap(net, label);
     const isBlocked = await waitFor(`the policy's decision on ${net.attackerAddr}`, async () => ((await blocked()) ? true : undefined), 10_000).catch(() => false);
     const after = await stack.probeStatus();
     const delta = (name: 'syn' | 'events' | 'synDropped' | 'ringbufFull') => st.counterDelta(before, after, name);
@@ -200,40 +186,32 @@ const methodText = (setups: readonly Setup[]) =>
 function section(m: Machine, date: string, load: number, rows: readonly Row[], baseline: NmapRun, setups: readonly Setup[]): string {
   const took = baseline.stopped ? `was still running after ${baseline.seconds.toFixed(1)} s` : `took ${baseline.seconds.toFixed(1)} s`;
   const verdicts = rows.map((r) => `${rowLabel(r)}: ${count(r.leaked)} leaked vs <= ${target(r)}, ${met(r) ? 'met' : 'MISSED'}`).join('; ');
-  return [
+  const kernelNs = setups.filter((x) => x.mode === 'in-kernel').map((x) => x.n).join(', ');
+  return sectionText(
     SECTION_HEADING,
-    '',
+    'leak',
     'How many SYNs of a fast scanner reach the victim after the one that makes it a scanner, with the in-kernel ' +
-      `detector (at N = ${setups.filter((x) => x.mode === 'in-kernel').map((x) => x.n).join(', ')}) and with the policy alone.`,
-    '',
-    ...sectionFacts('leak', date, m, load),
-    `- Method: ${methodText(setups)}`,
-    '',
-    ...tableBlocks([
-      ['', columnTable(rows, LEAK)],
-      ['Checks: the same count from other counters, the feed, and the decision:', columnTable(rows, CHECKS)],
-    ]),
-    `For comparison, without Packetwatch (no probe, no policy on the victim) the same scan ${took} and nmap saw ${portsText(baseline.report)}.`,
-    '',
-    `Targets (SYNs after the crossing one: none with the in-kernel detector at every N, <= ${TARGET_LEAKED['policy alone']} with the policy alone): ${verdicts}.`,
-    '',
-    '_This section is rewritten by `make bench-leak`._',
-    '',
-  ].join('\n');
+      `detector (at N = ${kernelNs}) and with the policy alone.`,
+    [...sectionFacts('leak', date, m, load), `- Method: ${methodText(setups)}`],
+    [
+      ...tableBlocks([
+        ['', columnTable(rows, LEAK)],
+        ['Checks: the same count from other counters, the feed, and the decision:', columnTable(rows, CHECKS)],
+      ]),
+      `For comparison, without Packetwatch (no probe, no policy on the victim) the same scan ${took} and nmap saw ${portsText(baseline.report)}.`,
+      '',
+      `Targets (SYNs after the crossing one: none with the in-kernel detector at every N, <= ${TARGET_LEAKED['policy alone']} with the policy alone): ${verdicts}.`,
+      '',
+    ],
+  );
 }
 
 function results(rows: readonly Row[], baseline: NmapRun): ResultEntry[] {
-  const duration = (what: string, run: NmapRun) => ({ name: `nmap duration, ${what}`, value: round2(run.seconds), unit: 's' });
+  const duration = (what: string, run: NmapRun, vs: [string, number] | null, details: object) =>
+    entry(`nmap duration, ${what}`, round2(run.seconds), 's', vs, null, { ...details, stopped: run.stopped, ports: PORTS });
   return [
-    ...rows.flatMap((r): ResultEntry[] => [
-      {
-        name: `SYNs leaked after the crossing one, ${rowLabel(r)}`,
-        value: r.leaked,
-        unit: 'SYNs',
-        comparison: 'target',
-        comparisonValue: target(r),
-        target: `<= ${target(r)} SYNs after the crossing one`,
-        met: met(r),
+    ...rows.flatMap((r) => [
+      entry(`SYNs leaked after the crossing one, ${rowLabel(r)}`, r.leaked, 'SYNs', ['target', target(r)], [`<= ${target(r)} SYNs after the crossing one`, met(r)], {
         ports: PORTS,
         synSent: r.syn,
         reachedVictim: r.passed,
@@ -242,18 +220,13 @@ function results(rows: readonly Row[], baseline: NmapRun): ResultEntry[] {
         nmapOpenOrClosed: r.nmap.report ? r.nmap.report.open + r.nmap.report.closed : null,
         nmapFiltered: r.nmap.report?.filtered ?? null,
         blocked: r.blocked,
-      },
-      {
-        ...duration(rowLabel(r), r.nmap),
-        comparison: 'nmap duration without Packetwatch',
-        comparisonValue: round2(baseline.seconds),
+      }),
+      duration(rowLabel(r), r.nmap, ['nmap duration without Packetwatch', baseline.seconds], {
         nmapReportedSeconds: Number.isFinite(r.nmap.report?.seconds) ? r.nmap.report!.seconds : null,
-        stopped: r.nmap.stopped,
         stoppedAtSeconds: r.nmap.stopped ? NMAP_CAP_MS / 1000 : null,
-        ports: PORTS,
-      },
+      }),
     ]),
-    { ...duration('without Packetwatch', baseline), comparison: null, comparisonValue: null, stopped: baseline.stopped, ports: PORTS },
+    duration('without Packetwatch', baseline, null, {}),
   ];
 }
 
@@ -263,7 +236,7 @@ async function main(): Promise<void> {
   const setups = libs.stack.SETUPS;
   const [baseline, rows] = await cleanup.around(async () => {
     // The scan against a victim nothing protects, for comparison.
-    const bare = await nmap(libs.stack.namespaces(SLOT + setups.length, cleanup), cleanup, 'without Packetwatch');
+    const bare = await nmap(libs.stack.namespaces(SLOT + setups.length, cleanup), 'without Packetwatch');
     console.log(`without Packetwatch: nmap took ${bare.seconds.toFixed(1)} s`);
     const runs = [];
     for (const [i, setup] of setups.entries()) runs.push(await prepare(libs, libs.stack.namespaces(SLOT + i, cleanup), setup, cleanup));

@@ -28,6 +28,15 @@ export interface ResultEntry {
 
 export const rel = (path: string): string => relative(REPO_ROOT, path);
 
+/**
+ * An entry: its value against `vs` (what it was compared with and its value, the ratio rounded) and a `goal` (a target and
+ * whether it was met), null where it has none; `details` follow.
+ */
+export function entry(name: string, value: number, unit: string, vs?: readonly [string, number] | null, goal?: readonly [string, boolean] | null, details = {}): ResultEntry {
+  const [comparison, comparisonValue, ratio] = vs ? [vs[0], round2(vs[1]), round2(value / vs[1])] : [null, null, null];
+  return { name, value, unit, comparison, comparisonValue, ratio, target: goal?.[0] ?? null, met: goal?.[1] ?? null, ...details };
+}
+
 export type Machine = ReturnType<typeof machine>;
 
 export function machine() {
@@ -78,6 +87,11 @@ export const count = (n: number | bigint): string => n.toLocaleString('en-US');
 export function sectionFacts(name: string, date: string, m: Machine, load?: number, extra = ''): string[] {
   const loadText = load === undefined ? '' : `; load average ${load.toFixed(2)} at the start`;
   return [`- Command: \`sudo make bench-${name}\` (after \`make build\`)`, `- Date: ${date}`, `- Machine: ${machineText(m)}${loadText}${extra}`];
+}
+
+/** A section of BENCHMARKS.md: its heading, what it measures, its facts (sectionFacts, the method), then its body. */
+export function sectionText(heading: string, name: string, intro: string, facts: readonly string[], body: readonly string[], rewritten = 'This section is'): string {
+  return [heading, '', intro, '', ...facts, '', ...body, `_${rewritten} rewritten by \`make bench-${name}\`._`, ''].join('\n');
 }
 
 /** Text in lines of at most `width` characters, broken between words; lines after the first start with `indent`. */
