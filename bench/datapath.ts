@@ -15,8 +15,8 @@ import { Cleanup, XDP_PASS } from '@packetwatch/test-support';
 import { type Collection, ObjectSpec, type Program, RingBufferReader, clock, encode, mountBpffs, u32, u64 } from 'libbpf-ts';
 import { requireBuild, requireRoot, tableBlocks } from './harness.js';
 import {
-  BENCH_DIR, BenchError, type Machine, REPO_ROOT, type ResultEntry, SMOKE, commandError, count, machine, median, publish, rel, round2, runBench,
-  sectionFacts, table as textTable, today,
+  BENCH_DIR, BenchError, type Machine, REPO_ROOT, type ResultEntry, SMOKE, commandError, count, entry, machine, median, publish, rel, round2, runBench,
+  sectionFacts, sectionText, table as textTable, today,
 } from './report.js';
 
 const SECTION_HEADING = '## Datapath cost';
@@ -205,6 +205,8 @@ type Variant = readonly [label: string, defines: string[], opts: DatapathOptions
 const CLOSED = { ...DEPLOYED, countClosed: true };
 const PRECISE = ['PW_VARIANT_PRECISE_CLOCK'];
 const NO_DROP_CACHE = ['PW_VARIANT_NO_DROP_CACHE'];
+const LISTENING = (p: Path): Path => ({ ...p, data: synFrame(CLIENT, LISTENER, 40001, SSH), counts: { ...EVENT_COUNTS, openPortSyn: 1n } });
+const NO_EVENT = (p: Path): Path => ({ ...p, eventSource: undefined, counts: { frames: 1n, syn: 1n } });
 const VARIANTS: readonly Variant[] = [
   ['detector off', [], { ...DEPLOYED, scanPorts: 0 }, 'new-connection', 'new-connection, detector off (PW_KERNEL_DETECTION=false)'],
   ['precise clock', PRECISE, DEPLOYED, 'new-connection', 'new-connection, before: bpf_ktime_get_boot_ns per SYN'],
@@ -212,22 +214,8 @@ const VARIANTS: readonly Variant[] = [
   ['no drop cache', NO_DROP_CACHE, DEPLOYED, 'new-connection', 'new-connection without the drop cache (what its miss costs)'],
   ['no drop cache', NO_DROP_CACHE, DEPLOYED, 'drop', 'drop, before: blocklist hash + allowlist LPM on every hit'],
   ['closed mode', [], CLOSED, 'new-connection', 'new-connection, closed mode (PW_PORTSCAN_COUNT=closed), no socket: looked up, closed, tracked -> event'],
-  [
-    'closed mode, listener',
-    [],
-    CLOSED,
-    'new-connection',
-    'new-connection, closed mode, a listener on the port: looked up, open, not tracked -> event',
-    (p) => ({ ...p, data: synFrame(CLIENT, LISTENER, 40001, SSH), counts: { ...EVENT_COUNTS, openPortSyn: 1n } }),
-  ],
-  [
-    'no event',
-    ['PW_VARIANT_NO_EVENT'],
-    DEPLOYED,
-    'new-connection',
-    'new-connection without the ring buffer write (what the event costs)',
-    (p) => ({ ...p, eventSource: undefined, counts: { frames: 1n, syn: 1n } }),
-  ],
+  ['closed mode, listener', [], CLOSED, 'new-connection', 'new-connection, closed mode, a listener on the port: looked up, open, not tracked -> event', LISTENING],
+  ['no event', ['PW_VARIANT_NO_EVENT'], DEPLOYED, 'new-connection', 'new-connection without the ring buffer write (what the event costs)', NO_EVENT],
 ];
 
 // Compiled at run time: the floor, the variants and the previous program from the same clang and flags as the object under test.
@@ -486,77 +474,65 @@ function section({ results, tgts, wakeUp, eviction, eventsRead }: Run, m: Machin
     [false, false, ...BY_N.map(() => true), true],
   );
   const wake = wakeUp.syn - wakeUp.floor - (ns('new-connection') - ns(FLOOR_PROGRAM));
-  return [
+  return sectionText(
     SECTION_HEADING,
-    '',
+    'datapath',
     'Cost per packet of each path through the XDP program, next to an empty `return XDP_PASS` ' +
       'program (the floor: what the test-run loop and the XDP hook charge any program) and to xdp-filter ' +
       `(Debian's libxdp1 ${libxdpVersion()}: ${XDP_FILTER_DENYLIST}.o is \`xdp-filter load\`'s default, dropping the ` +
       `sources its map lists; ${XDP_FILTER_ALLOWLIST}.o is its deny policy, where listed sources pass and all others ` +
       'are dropped), all measured in the same run.',
-    '',
-    ...sectionFacts('datapath', date, m),
-    `- Method: BPF_PROG_TEST_RUN on one frame per path, timed by the kernel: ${count(PACKETS_PER_MEASUREMENT)} packets a ` +
-      `measurement in ${PACKETS_PER_MEASUREMENT / PACKETS_PER_CALL} calls of ${count(PACKETS_PER_CALL)}, the ring buffer drained ` +
-      `between calls; ${ROUNDS} rounds interleave every program; the figure is the median round, min-max the spread. The kernel ` +
-      `truncates each call's mean to whole ns. Packetwatch is loaded as the probe deploys it (in-kernel detection, 3 ports in ` +
-      `60 s, permanent blocks); the :N=${BY_N.join(', :N=')} rows are one object per N running those paths only; "before" rows ` +
-      `are PW_VARIANT_* builds of the same source. new-connection-full: the source's history holds N ports, the SYN hits the ` +
-      `last one searched.`,
-    '',
-    ...tableBlocks([
-      ['', main],
-      [
-        `Against the program at ${PREVIOUS_REV}, like for like: ${OBJECTS_EACH} objects of each program running only these ` +
-          'three paths, in the same rounds; each side is the median over its objects.',
-        previous,
-      ],
-      [
-        `The detector by N: the same object at each N. new-port-full runs on the test-clock build (PW_VARIANT_TEST_CLOCK), one ` +
-          `packet per call, the source cycling through 2N ports stamped W / (N - 1) apart, so that every SYN is a new port; ` +
-          `medians of ${count(EVICTION_CALLS)} calls interleaved with the empty program's, whose ${eviction.floor.toFixed(0)} ns ` +
-          `are taken off; the ring is drained every ${count(RING_DRAIN_CALLS)} calls.`,
-        byN,
-      ],
-    ]),
-    `Targets: ${tgts.map(targetLine).join('; ')}.`,
-    '',
-    `Ring buffer: ${count(eventsRead)} events read, none lost (counter ringbufFull stayed 0).`,
-    '',
-    `Reader caught up: ${count(WAKEUP_CALLS)} one-packet calls, interleaved, the ring drained before every SYN, so that ` +
-      `each SYN wakes the reader. Median kernel time of one run: xdp_pass ${wakeUp.floor.toFixed(0)} ns, new-connection ` +
-      `${wakeUp.syn.toFixed(0)} ns; the wake-up costs about ${wake.toFixed(0)} ns a SYN (in the table above, once per call of ${count(PACKETS_PER_CALL)}).`,
-    '',
-    '_This section is rewritten by `make bench-datapath`._',
-    '',
-  ].join('\n');
-}
-
-function nsEntry(name: string, value: number, comparison: string | null, comparisonValue: number | null, more: Partial<ResultEntry> = {}): ResultEntry {
-  const versus = comparisonValue === null ? null : round2(comparisonValue);
-  return { name, value: round2(value), unit: 'ns/packet', comparison, comparisonValue: versus, ratio: comparisonValue === null ? null : round2(value / comparisonValue), target: null, met: null, ...more };
+    [
+      ...sectionFacts('datapath', date, m),
+      `- Method: BPF_PROG_TEST_RUN on one frame per path, timed by the kernel: ${count(PACKETS_PER_MEASUREMENT)} packets a ` +
+        `measurement in ${PACKETS_PER_MEASUREMENT / PACKETS_PER_CALL} calls of ${count(PACKETS_PER_CALL)}, the ring buffer drained ` +
+        `between calls; ${ROUNDS} rounds interleave every program; the figure is the median round, min-max the spread. The kernel ` +
+        `truncates each call's mean to whole ns. Packetwatch is loaded as the probe deploys it (in-kernel detection, 3 ports in ` +
+        `60 s, permanent blocks); the :N=${BY_N.join(', :N=')} rows are one object per N running those paths only; "before" rows ` +
+        `are PW_VARIANT_* builds of the same source. new-connection-full: the source's history holds N ports, the SYN hits the ` +
+        `last one searched.`,
+    ],
+    [
+      ...tableBlocks([
+        ['', main],
+        [
+          `Against the program at ${PREVIOUS_REV}, like for like: ${OBJECTS_EACH} objects of each program running only these ` +
+            'three paths, in the same rounds; each side is the median over its objects.',
+          previous,
+        ],
+        [
+          `The detector by N: the same object at each N. new-port-full runs on the test-clock build (PW_VARIANT_TEST_CLOCK), one ` +
+            `packet per call, the source cycling through 2N ports stamped W / (N - 1) apart, so that every SYN is a new port; ` +
+            `medians of ${count(EVICTION_CALLS)} calls interleaved with the empty program's, whose ${eviction.floor.toFixed(0)} ns ` +
+            `are taken off; the ring is drained every ${count(RING_DRAIN_CALLS)} calls.`,
+          byN,
+        ],
+      ]),
+      `Targets: ${tgts.map(targetLine).join('; ')}.`,
+      '',
+      `Ring buffer: ${count(eventsRead)} events read, none lost (counter ringbufFull stayed 0).`,
+      '',
+      `Reader caught up: ${count(WAKEUP_CALLS)} one-packet calls, interleaved, the ring drained before every SYN, so that ` +
+        `each SYN wakes the reader. Median kernel time of one run: xdp_pass ${wakeUp.floor.toFixed(0)} ns, new-connection ` +
+        `${wakeUp.syn.toFixed(0)} ns; the wake-up costs about ${wake.toFixed(0)} ns a SYN (in the table above, once per call of ${count(PACKETS_PER_CALL)}).`,
+      '',
+    ],
+  );
 }
 
 function entries({ results, tgts, wakeUp, eviction }: Run, evictionPaths: readonly Path[]): ResultEntry[] {
+  const ns = (name: string, value: number, vs: [string, number] | null, t?: Target, details = {}) =>
+    entry(name, round2(value), 'ns/packet', vs, t ? [t.target, t.met] : null, details);
   const floor = medianOf(results, FLOOR_PROGRAM);
-  const perPath = results.map((r) => {
-    const t = tgts.find((x) => x.path === r.path.name && x.comparison === FLOOR_COMPARISON);
-    const isFloor = r.path.name === FLOOR_PROGRAM;
-    return nsEntry(r.path.name, r.median, isFloor ? null : FLOOR_COMPARISON, isFloor ? null : floor, {
-      ratio: isFloor ? null : round2(r.ratio),
-      target: t?.target ?? null,
-      met: t ? t.met : null,
-      frame: r.path.frame,
-      n: r.path.n ?? null,
-    });
+  const perPath = results.map(({ path, median: value }) => {
+    const t = tgts.find((x) => x.path === path.name && x.comparison === FLOOR_COMPARISON);
+    return ns(path.name, value, path.name === FLOOR_PROGRAM ? null : [FLOOR_COMPARISON, floor], t, { frame: path.frame, n: path.n ?? null });
   });
   const onePerCall = evictionPaths.map((p, i) =>
-    nsEntry(`${p.name}, one packet per call`, eviction.byN[i]!, `${FLOOR_PROGRAM}, one packet per call, same run`, eviction.floor, { frame: p.frame, n: p.n ?? null }),
+    ns(`${p.name}, one packet per call`, eviction.byN[i]!, [`${FLOOR_PROGRAM}, one packet per call, same run`, eviction.floor], undefined, { frame: p.frame, n: p.n ?? null }),
   );
-  const versus = tgts
-    .filter((t) => t.comparison !== FLOOR_COMPARISON)
-    .map((t) => nsEntry(t.name, t.value, t.comparison, t.comparisonValue, { ratio: round2(t.ratio), target: t.target, met: t.met }));
-  return [...perPath, ...onePerCall, ...versus, nsEntry('new-connection, reader caught up (wake-up per SYN)', wakeUp.syn, 'xdp_pass, one packet per call, same run', wakeUp.floor)];
+  const versus = tgts.filter((t) => t.comparison !== FLOOR_COMPARISON).map((t) => ns(t.name, t.value, [t.comparison, t.comparisonValue], t));
+  return [...perPath, ...onePerCall, ...versus, ns('new-connection, reader caught up (wake-up per SYN)', wakeUp.syn, ['xdp_pass, one packet per call, same run', wakeUp.floor])];
 }
 
 async function main(): Promise<void> {

@@ -8,7 +8,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TCP_FLAGS, synFrame, tcpFrame } from '@packetwatch/bpf';
 import { PcapWriter } from '@packetwatch/test-support';
-import { BenchError, REPO_ROOT, type ResultEntry, SMOKE, count, machine, median, publish, round2, runBench, sectionFacts, table, today } from './report.js';
+import { BenchError, REPO_ROOT, SMOKE, count, entry, machine, median, publish, round2, runBench, sectionFacts, sectionText, table, today } from './report.js';
 
 const NAME = 'replay';
 const SECTION_HEADING = '## Replay';
@@ -40,45 +40,28 @@ function put(template: Buffer, fam: typeof V4, tag: number, i: number, dport: nu
   return template;
 }
 
+/** A capture of FRAMES frames over SPAN_MS: frame n from make(n); returns how many were written. */
+function capture(path: string, make: (n: number) => Buffer): number {
+  const w = new PcapWriter(path, 1);
+  for (let n = 0; n < FRAMES; n++) w.write(T0 + (n * SPAN_MS) / FRAMES, make(n));
+  w.close();
+  return w.frames;
+}
+
+/** Of every 100 frames: 60 ACKs of clients, 30 SYNs of benign sources (one port each), 10 of scanners sweeping ports. */
 function mixed(path: string): number {
-  const w = new PcapWriter(path, 1);
   const scannerPort = new Uint16Array(SCANNERS);
-  for (let n = 0; n < FRAMES; n++) {
-    const ts = T0 + (n * SPAN_MS) / FRAMES;
-    const slot = n % 100;
-    const i = (n * 2654435761) >>> 0;
-    if (slot < 60) {
-      const c = i % CLIENTS;
-      const fam = c % 10 === 0 ? V6 : V4;
-      w.write(ts, put(fam.ack, fam, 1, c, 443));
-    } else if (slot < 90) {
-      const b = i % BENIGN;
-      const fam = b % 10 === 0 ? V6 : V4;
-      w.write(ts, put(fam.syn, fam, 2, b, b % 2 ? 443 : 80));
-    } else {
-      const s = (n / 100) % SCANNERS | 0;
-      const fam = s % 10 === 0 ? V6 : V4;
-      w.write(ts, put(fam.syn, fam, 3, s, 1 + scannerPort[s]!++));
-    }
-  }
-  w.close();
-  return w.frames;
+  return capture(path, (n) => {
+    const [slot, i, s] = [n % 100, (n * 2654435761) >>> 0, (n / 100) % SCANNERS | 0];
+    const [tag, k, syn, port] = slot < 60 ? [1, i % CLIENTS, false, 443] : slot < 90 ? [2, i % BENIGN, true, i % 2 ? 443 : 80] : [3, s, true, 1 + scannerPort[s]!++];
+    const fam = k % 10 === 0 ? V6 : V4;
+    return put(syn ? fam.syn : fam.ack, fam, tag, k, port);
+  });
 }
 
-function newSources(path: string): number {
-  const w = new PcapWriter(path, 1);
-  for (let n = 0; n < FRAMES; n++) w.write(T0 + (n * SPAN_MS) / FRAMES, put(V4.syn, V4, 20, n, 443));
-  w.close();
-  return w.frames;
-}
+const newSources = (path: string): number => capture(path, (n) => put(V4.syn, V4, 20, n, 443));
 
-interface Run {
-  seconds: number;
-  decisions: number;
-  probes: number;
-}
-
-function replayOnce(path: string, settings: Record<string, string>): Run {
+function replayOnce(path: string, settings: Record<string, string>) {
   const start = process.hrtime.bigint();
   let out: string;
   try {
@@ -91,13 +74,7 @@ function replayOnce(path: string, settings: Record<string, string>): Run {
   return { seconds, decisions: doc.decisions.length, probes: doc.summary.probes.total };
 }
 
-interface Case {
-  name: string;
-  frames: number;
-  bytes: number;
-  runs: Run[];
-  rate: number;
-}
+type Case = { name: string; frames: number; bytes: number; runs: ReturnType<typeof replayOnce>[]; rate: number };
 
 function main(): void {
   const m = machine();
@@ -133,37 +110,32 @@ function main(): void {
   const text = table(['capture', 'frames', 'size', 'probes', 'decisions', 'runs', 'median rate'], rows, [false, true, true, true, true, false, true]);
   console.log(text);
   const mixedRate = cases[0]!.rate;
-  publish(
-    NAME,
-    SECTION_HEADING,
-    () =>
-      cases.map(
-        (c): ResultEntry => ({
-          name: `replay rate, ${c.name} capture (${count(c.frames)} frames)`,
-          value: Math.round(c.rate),
-          unit: 'frames/s',
-          ...(c === cases[0] ? { target: `>= ${count(TARGET)} frames/s`, met: c.rate >= TARGET } : {}),
-        }),
-      ),
-    () =>
+  const results = () =>
+    cases.map((c) => {
+      const goal = c === cases[0] ? ([`>= ${count(TARGET)} frames/s`, c.rate >= TARGET] as const) : null;
+      return entry(`replay rate, ${c.name} capture (${count(c.frames)} frames)`, Math.round(c.rate), 'frames/s', null, goal);
+    });
+  const section = () =>
+    sectionText(
+      SECTION_HEADING,
+      NAME,
+      'How fast `packetwatchctl replay` runs a capture through the rule (bench/replay.ts): the CLI binary as a user runs it, ' +
+        "`--json`, node's start included, on pcap files of Ethernet frames written by the bench, with the policy's defaults " +
+        'but PW_MAX_BLOCKS_PER_MINUTE=0 (each scanner decided on once); the median of three runs.',
+      sectionFacts(NAME, date, m, load),
       [
-        SECTION_HEADING,
+        ...['```text', text, '```', ''],
+        `- mixed: ${count(FRAMES)} frames over 100 s, of every 100 frames 60 ACK segments of established connections (50,000 ` +
+          `clients), 30 SYNs of benign clients (500,000 sources, one port each) and 10 SYNs of ${count(SCANNERS)} scanners ` +
+          `sweeping ports; a tenth of each population IPv6. Target >= ${count(TARGET)} frames/s: ${mixedRate >= TARGET ? 'met' : 'MISSED'}.`,
+        '- mixed (closed mode): the same capture with PW_PORTSCAN_COUNT=closed, which reads the file twice (the host\'s SYN-ACKs ' +
+          'first, to learn which ports are open; this capture holds none, so every port counts as closed and the decisions are the same).',
+        "- new sources: every frame a SYN from a source never seen before, the detector's heaviest path (each an admission; " +
+          'probation full and evicting from its 1,093,750th source on).',
         '',
-        'How fast `packetwatchctl replay` runs a capture through the rule (bench/replay.ts): the CLI binary as a user runs it, `--json`, node\'s start included, on pcap files of Ethernet frames written by the bench, with the policy\'s defaults but PW_MAX_BLOCKS_PER_MINUTE=0 (each scanner decided on once); the median of three runs.',
-        '',
-        ...sectionFacts(NAME, date, m, load),
-        '',
-        '```text',
-        text,
-        '```',
-        '',
-        `- mixed: ${count(FRAMES)} frames over 100 s, of every 100 frames 60 ACK segments of established connections (50,000 clients), 30 SYNs of benign clients (500,000 sources, one port each) and 10 SYNs of ${count(SCANNERS)} scanners sweeping ports; a tenth of each population IPv6. Target >= ${count(TARGET)} frames/s: ${mixedRate >= TARGET ? 'met' : 'MISSED'}.`,
-        '- mixed (closed mode): the same capture with PW_PORTSCAN_COUNT=closed, which reads the file twice (the host\'s SYN-ACKs first, to learn which ports are open; this capture holds none, so every port counts as closed and the decisions are the same).',
-        '- new sources: every frame a SYN from a source never seen before, the detector\'s heaviest path (each an admission; probation full and evicting from its 1,093,750th source on).',
-        '',
-      ].join('\n'),
-    `${count(FRAMES)} frames`,
-  );
+      ],
+    );
+  publish(NAME, SECTION_HEADING, results, section, `${count(FRAMES)} frames`);
 }
 
 await runBench('replay', main);

@@ -4,9 +4,9 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GetStatusResponse } from '@packetwatch/proto';
 import { Cleanup, type NamespacePair, XDP_PASS, drive, ownCpu, sleep, waitFor } from '@packetwatch/test-support';
-import { loadBuilt, startStackBench } from './harness.js';
+import { type StackLibs as Libs, loadStack, startStackBench } from './harness.js';
 import { RANGES, SourceFrames, collectGarbage, feedPopulation, rssBytes } from './population.js';
-import { BenchError, REPO_ROOT, type Machine, type ResultEntry, SMOKE, count, publish, rel, round2, runBench, table, today, sectionFacts } from './report.js';
+import { BenchError, REPO_ROOT, type Machine, type ResultEntry, SMOKE, count, entry, publish, rel, round2, runBench, sectionFacts, sectionText, table, today } from './report.js';
 import { lineChartsSvg } from './svgchart.js';
 
 const SECTION_HEADING = '## Scaling';
@@ -32,14 +32,6 @@ const WINDOW_SECONDS = 3600;
 const MAX_TRACKED = 1 << 21;
 /** Below this RSS growth a population's bytes per source is within the noise of RSS itself (pages, heap steps). */
 const MIN_RSS_DELTA = 8 << 20;
-
-async function loadLibs() {
-  const [bpf, stack, services] = await loadBuilt(() =>
-    Promise.all([import('@packetwatch/bpf'), import('@packetwatch/test-support/stack'), import('@packetwatch/test-support/services')]),
-  );
-  return { bpf, stack, services };
-}
-type Libs = Awaited<ReturnType<typeof loadLibs>>;
 
 const events = (statuses: readonly GetStatusResponse[]) => statuses.reduce((n, s) => n + Number(s.counters?.events ?? 0n), 0);
 const lost = (statuses: readonly GetStatusResponse[]) => statuses.reduce((n, s) => n + Number(s.eventsLost), 0);
@@ -227,21 +219,19 @@ const METHOD =
   'what N, the table size and the probes cost, not a throughput limit (bench-pipeline measures that).';
 
 function section(m: Machine, date: string, load: number, axes: readonly Along[], seconds: number): string {
-  return [
+  return sectionText(
     SECTION_HEADING,
-    '',
+    'scaling',
     "How the policy's CPU per event, memory per tracked source and detections move as the threshold N, the number of " +
       'tracked sources and the number of probes grow, measured side by side in one run.',
-    '',
-    ...sectionFacts('scaling', date, m, load, `; the run took ${Math.round(seconds)} s`),
-    `- Method: ${METHOD}`,
-    '',
-    `![CPU per event, memory per source and detections along N, the tracked sources and the probes](${rel(PLOT_FILE)})`,
-    '',
-    ...axes.flatMap((a) => [`### Along ${AXIS_TITLE[a.axis]}`, '', '```text', axisTable(a), '```', '']),
-    '_This section and docs/scaling.svg are rewritten by `make bench-scaling`._',
-    '',
-  ].join('\n');
+    [...sectionFacts('scaling', date, m, load, `; the run took ${Math.round(seconds)} s`), `- Method: ${METHOD}`],
+    [
+      `![CPU per event, memory per source and detections along N, the tracked sources and the probes](${rel(PLOT_FILE)})`,
+      '',
+      ...axes.flatMap((a) => [`### Along ${AXIS_TITLE[a.axis]}`, '', '```text', axisTable(a), '```', '']),
+    ],
+    'This section and docs/scaling.svg are',
+  );
 }
 
 /** Every point of every axis; an axis's last point names the first as its comparison (the curve's end, in the summary). */
@@ -250,18 +240,10 @@ function results(axes: readonly Along[]): ResultEntry[] {
     FIGURES.flatMap((f) => {
       const rs = ratios(points, f);
       const ref = points.find((p) => !f.noisy?.(p));
-      return points.map((p, i): ResultEntry => {
+      return points.map((p, i) => {
         const end = i === points.length - 1 && ref !== undefined && ref !== p && rs[i] !== null ? ref : undefined;
-        return {
-          name: `${f.label}, ${axis} = ${count(p[axis])} (N = ${p.N}, ${count(p.sources)} sources, ${p.probes} probe${p.probes > 1 ? 's' : ''})`,
-          value: round2(f.value(p)),
-          unit: f.unit,
-          comparison: end ? `${axis} = ${count(end[axis])}, same run` : null,
-          comparisonValue: end ? round2(f.value(end)) : null,
-          ratio: end ? round2(rs[i]!) : null,
-          target: null,
-          met: null,
-        };
+        const name = `${f.label}, ${axis} = ${count(p[axis])} (N = ${p.N}, ${count(p.sources)} sources, ${p.probes} probe${p.probes > 1 ? 's' : ''})`;
+        return entry(name, round2(f.value(p)), f.unit, end ? [`${axis} = ${count(end[axis])}, same run`, f.value(end)] : null);
       });
     }),
   );
@@ -269,7 +251,7 @@ function results(axes: readonly Along[]): ResultEntry[] {
 
 async function main(): Promise<void> {
   const { m, load, cleanup } = startStackBench('scaling');
-  const libs = await loadLibs();
+  const libs = await loadStack();
   const started = performance.now();
   const axes = await cleanup.around(async () => {
     const dir = cleanup.tempDir();
@@ -296,13 +278,14 @@ async function main(): Promise<void> {
   const date = today();
   console.log(axes.map(axisTable).join('\n\n'));
   const svg = plot(axes);
-  const entries = () => {
+  // Written with the section: a smoke run writes neither.
+  const text = () => {
     writeFileSync(PLOT_FILE, svg);
     console.log(`wrote ${rel(PLOT_FILE)}`);
-    return results(axes);
+    return section(m, date, load, axes, seconds);
   };
   const smokeSize = `${Object.entries(AXES).map(([axis, values]) => `${axis} ${values.join(', ')}`).join('; ')}; ${LOAD_SECONDS} s load`;
-  publish('scaling', SECTION_HEADING, entries, () => section(m, date, load, axes, seconds), smokeSize);
+  publish('scaling', SECTION_HEADING, () => results(axes), text, smokeSize);
 }
 
 await runBench('scaling', main);
