@@ -41,24 +41,10 @@ const BACKGROUND_PORT = 8080;
 const SLOT = 240;
 
 /** A detection: its source; t0, t1: CLOCK_BOOTTIME just before and after the crossing SYN's run; lagNs: how far the program's coarse clock may trail t0. */
-interface Sample {
-  source: string;
-  key: Buffer;
-  t0: bigint;
-  t1: bigint;
-  lagNs: bigint;
-}
+type Sample = { source: string; key: Buffer; t0: bigint; t1: bigint; lagNs: bigint };
 
 /** The load over a window: backlog (events the policy had not yet received, in ms of the load) at its start and end; SYNs offered, events received per second. */
-interface LoadStats {
-  backlogStartMs: number;
-  backlogEndMs: number;
-  seconds: number;
-  offered: number;
-  policyReceived: number;
-  probeLost: number;
-  ringbufFull: number;
-}
+type LoadStats = { backlogStartMs: number; backlogEndMs: number; seconds: number; offered: number; policyReceived: number; probeLost: number; ringbufFull: number };
 
 // A row: sortedMs: created_ns - CLOCK_BOOTTIME before the crossing SYN, ms, ascending (Infinity: never blocked); bracketUs:
 // the width of the clock reads around that SYN's run (each figure's uncertainty); policyLoggedMs: the policy's own

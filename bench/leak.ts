@@ -25,19 +25,10 @@ const STAGGER_MAX_MS = 10_000;
 const SLOT = 241;
 
 /** What nmap reported, its own "scanned in" seconds too; open|filtered and closed|filtered count as filtered (no answer that tells). */
-interface NmapReport {
-  open: number;
-  closed: number;
-  filtered: number;
-  seconds: number;
-}
+type NmapReport = { open: number; closed: number; filtered: number; seconds: number };
 
 /** A scan: the wall time of the nmap process; stopped: still scanning at NMAP_CAP_MS, its report lost. */
-interface NmapRun {
-  seconds: number;
-  stopped: boolean;
-  report?: NmapReport;
-}
+type NmapRun = { seconds: number; stopped: boolean; report?: NmapReport };
 
 // A scan's row: passed: SYNs the program let through (events counter), the crossing one included; crossing: its 1-based
 // position among them (0: none); leaked: those after it; watched: connection events of the policy's feed for the attacker.

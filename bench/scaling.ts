@@ -55,11 +55,10 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
     });
     return svc;
   });
-  try {
-    await Promise.all(extra.map((s) => s.startProbe())); // each returns once the policy has the probe's hello
-  } catch (e) {
-    throw new BenchError(`a probe did not start: ${(e as Error).message}`);
-  }
+  // Each returns once the policy has the probe's hello.
+  await Promise.all(extra.map((s) => s.startProbe())).catch((e: Error) => {
+    throw new BenchError(`a probe did not start: ${e.message}`);
+  });
   const probeStatuses = () => Promise.all([stack.probeStatus(), ...extra.map((s) => s.probeStatus())]);
   const programIds = (await probeStatuses()).map((s) => s.programId);
   const programs = programIds.map((id) => stack.openProgram(id, cleanup));
@@ -153,10 +152,7 @@ const FIGURES: readonly Figure[] = [
   { label: 'probe CPU s per M events (all probes)', short: 'probe s/M', unit: 's/M events', value: (p) => p.probeCpuPerMillion },
 ];
 
-interface Along {
-  axis: Axis;
-  points: Point[];
-}
+type Along = { axis: Axis; points: Point[] };
 
 /** A figure's ratio at each point to the axis's first point where it is not noisy. */
 function ratios(points: readonly Point[], f: Figure): (number | null)[] {
