@@ -90,6 +90,8 @@ class Subject {
   readonly reader: RingBufferReader;
   readonly expected = zeroCounters();
   eventsRead = 0;
+  /** Events the calls since the last drain() wrote. */
+  pending = 0;
 
   constructor(readonly label: string, readonly dp: Datapath, readonly n: number) {
     this.reader = dp.reader();
@@ -116,6 +118,14 @@ class Subject {
   settle(): void {
     this.eventsRead += this.reader.consume().count;
     Object.assign(this.expected, this.dp.counters());
+  }
+
+  /** Reads the ring buffer: it must hold the events pending. */
+  drain(): void {
+    const got = this.reader.consume().count;
+    this.eventsRead += got;
+    if (got !== this.pending) throw new BenchError(`${this.label}: ${got} events read, expected ${this.pending}`);
+    this.pending = 0;
   }
 
   /** The counters must equal what was sent: in particular no event lost to a full ring. */
@@ -318,74 +328,61 @@ function testRun(path: Path, packets: number): number {
 }
 
 // Runs the programs and keeps the books: every packet sent to Packetwatch is expected to show up in its counters, and every
-// event in its ring buffer, read back after each call unless `pending` holds them for a later drain.
-class Bench {
-  readonly #pending = new Map<Subject, number>();
+// event in its ring buffer, read back after each call unless `drain` is false (the subject's drain() reads them later).
 
-  /** One kernel loop of `packets` runs of the path; returns the kernel's mean ns per run. */
-  run(path: Path, packets: number, drain = true): number {
-    const durationNs = testRun(path, packets);
-    const events = path.eventSource === undefined ? 0 : packets;
-    const s = path.subject;
-    if (s) for (const c of COUNTER_NAMES) s.expected[c] += (path.counts?.[c] ?? 0n) * BigInt(packets);
-    if (!drain && s) this.#pending.set(s, (this.#pending.get(s) ?? 0) + events);
-    else this.#read(path.name, path.drain?.() ?? s, events);
-    return durationNs;
-  }
+/** One kernel loop of `packets` runs of the path; returns the kernel's mean ns per run. */
+function call(path: Path, packets: number, drain = true): number {
+  const durationNs = testRun(path, packets);
+  const events = path.eventSource === undefined ? 0 : packets;
+  const s = path.subject;
+  if (s) {
+    for (const c of COUNTER_NAMES) s.expected[c] += (path.counts?.[c] ?? 0n) * BigInt(packets);
+    s.pending += events;
+    if (drain) s.drain();
+  } else if ((path.drain?.() ?? events) !== events) throw new BenchError(`${path.name}: the events read are not the ${events} expected`);
+  return durationNs;
+}
 
-  /** Reads the events held back by run(..., false). */
-  drainPending(): void {
-    for (const [s, events] of this.#pending) this.#read(s.label, s, events);
-    this.#pending.clear();
+/** One packet, checked for verdict, event source and counters, so a broken setup cannot print plausible numbers. */
+function verify(path: Path): void {
+  const s = path.subject;
+  if (!s) {
+    path.drain?.();
+    call(path, 1);
+    return;
   }
+  const before = s.dp.counters();
+  testRun(path, 1);
+  const records = [...s.reader.consume()];
+  const source = records[0] ? formatAddress(synEventCodec.read(records[0], 0).saddr) : undefined;
+  if (records.length !== (path.eventSource === undefined ? 0 : 1) || source !== path.eventSource) {
+    throw new BenchError(`${path.name}: expected ${path.eventSource === undefined ? 'no event' : `one event from ${path.eventSource}`}, got ${records.length} (${source ?? 'none'})`);
+  }
+  s.eventsRead += records.length;
+  const after = s.dp.counters();
+  for (const c of COUNTER_NAMES) {
+    const want = path.counts?.[c] ?? 0n;
+    if (after[c] - before[c] !== want) throw new BenchError(`${path.name}: counter ${c} moved by ${after[c] - before[c]}, expected ${want}`);
+    s.expected[c] += want;
+  }
+}
 
-  /** Checks the events read (a count, a Subject's to read, or none: a program without events) against those expected. */
-  #read(what: string, from: number | Subject | undefined, wanted: number): void {
-    const got = from instanceof Subject ? from.reader.consume().count : (from ?? wanted);
-    if (from instanceof Subject) from.eventsRead += got;
-    if (got !== wanted) throw new BenchError(`${what}: ${got} events read, expected ${wanted}`);
-  }
+function measure(path: Path): number {
+  let totalNs = 0;
+  for (let sent = 0; sent < PACKETS_PER_MEASUREMENT; sent += PACKETS_PER_CALL) totalNs += call(path, PACKETS_PER_CALL) * PACKETS_PER_CALL;
+  return totalNs / PACKETS_PER_MEASUREMENT;
+}
 
-  /** One packet, checked for verdict, event source and counters, so a broken setup cannot print plausible numbers. */
-  verify(path: Path): void {
-    const s = path.subject;
-    if (!s) {
-      path.drain?.();
-      this.run(path, 1);
-      return;
-    }
-    const before = s.dp.counters();
-    testRun(path, 1);
-    const records = [...s.reader.consume()];
-    const source = records[0] ? formatAddress(synEventCodec.read(records[0], 0).saddr) : undefined;
-    if (records.length !== (path.eventSource === undefined ? 0 : 1) || source !== path.eventSource) {
-      throw new BenchError(`${path.name}: expected ${path.eventSource === undefined ? 'no event' : `one event from ${path.eventSource}`}, got ${records.length} (${source ?? 'none'})`);
-    }
-    s.eventsRead += records.length;
-    const after = s.dp.counters();
-    for (const c of COUNTER_NAMES) {
-      const want = path.counts?.[c] ?? 0n;
-      if (after[c] - before[c] !== want) throw new BenchError(`${path.name}: counter ${c} moved by ${after[c] - before[c]}, expected ${want}`);
-      s.expected[c] += want;
-    }
+/** Medians of `calls` one-packet calls of each path, interleaved; events read every drainEvery calls, else after each (every SYN wakes the reader). */
+function onePerCall(paths: readonly Path[], calls: number, drainEvery?: number): number[] {
+  const samples = paths.map((): number[] => []);
+  const drainAll = () => new Set(paths.map((p) => p.subject)).forEach((s) => s?.drain());
+  for (let i = 0; i < calls; i++) {
+    paths.forEach((p, j) => samples[j]!.push(call(p, 1, drainEvery === undefined)));
+    if ((i + 1) % (drainEvery ?? 1) === 0) drainAll();
   }
-
-  measure(path: Path): number {
-    let totalNs = 0;
-    for (let sent = 0; sent < PACKETS_PER_MEASUREMENT; sent += PACKETS_PER_CALL) totalNs += this.run(path, PACKETS_PER_CALL) * PACKETS_PER_CALL;
-    return totalNs / PACKETS_PER_MEASUREMENT;
-  }
-
-  /** Medians of `calls` one-packet calls of each path, interleaved; events read every drainEvery calls, else after each (every SYN wakes the reader). */
-  onePerCall(paths: readonly Path[], calls: number, drainEvery?: number): number[] {
-    const samples = paths.map((): number[] => []);
-    for (let i = 0; i < calls; i++) {
-      paths.forEach((p, j) => samples[j]!.push(this.run(p, 1, drainEvery === undefined)));
-      if ((i + 1) % (drainEvery ?? 1) === 0) this.drainPending();
-    }
-    this.drainPending();
-    return samples.map(median);
-  }
+  drainAll();
+  return samples.map(median);
 }
 
 /** A target: `path`'s figure against a comparison, met at a ratio under maxRatio (strict) or up to it. */
@@ -581,23 +578,22 @@ async function main(): Promise<void> {
     for (const s of subjects) s.prime();
     const evictionPaths = evictions.map(evictionPath);
 
-    const bench = new Bench();
-    for (const p of [...all, ...evictionPaths]) bench.verify(p);
+    for (const p of [...all, ...evictionPaths]) verify(p);
     // The first calls after load pay for cold caches and first touches of the ring's pages.
-    for (const p of all) bench.run(p, PACKETS_PER_CALL);
+    for (const p of all) call(p, PACKETS_PER_CALL);
     const samples = all.map((): number[] => []);
     for (let round = 0; round < ROUNDS; round++) {
       // Rotating the order keeps any one program from always following the same neighbour.
       for (let i = 0; i < all.length; i++) {
         const j = (round + i) % all.length;
         all[j]!.subject?.prime(); // untimed: a round can outlast the window
-        samples[j]!.push(bench.measure(all[j]!));
+        samples[j]!.push(measure(all[j]!));
       }
     }
     const synPath = all.find((p) => p.name === 'new-connection')!;
     synPath.subject!.prime();
-    const [wakeFloor, wakeSyn] = bench.onePerCall([floorPath, synPath], WAKEUP_CALLS);
-    const [evictionFloor, ...evicted] = bench.onePerCall([{ ...floorPath, name: `${FLOOR_PROGRAM}, one packet per call` }, ...evictionPaths], EVICTION_CALLS, RING_DRAIN_CALLS);
+    const [wakeFloor, wakeSyn] = onePerCall([floorPath, synPath], WAKEUP_CALLS);
+    const [evictionFloor, ...evicted] = onePerCall([{ ...floorPath, name: `${FLOOR_PROGRAM}, one packet per call` }, ...evictionPaths], EVICTION_CALLS, RING_DRAIN_CALLS);
     for (const s of subjects) s.checkBooks();
 
     const floorMedian = median(samples[0]!);

@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 // Types only (erased): the modules themselves are imported once the build is checked.
 import type { BlockEntry } from '@packetwatch/bpf';
-import { type Cleanup, type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
+import { type Cleanup, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
 import type { DetectionMode, Setup, Stack } from '@packetwatch/test-support/stack';
 import { type Column, type StackLibs, columnTable, loadStack, startStackBench, tableBlocks } from './harness.js';
 import { BenchError, type Machine, type ResultEntry, SMOKE, count, entry, percentile, publish, round2, runBench, sectionFacts, sectionText, today } from './report.js';
@@ -46,30 +46,11 @@ type Sample = { source: string; key: Buffer; t0: bigint; t1: bigint; lagNs: bigi
 /** The load over a window: backlog (events the policy had not yet received, in ms of the load) at its start and end; SYNs offered, events received per second. */
 type LoadStats = { backlogStartMs: number; backlogEndMs: number; seconds: number; offered: number; policyReceived: number; probeLost: number; ringbufFull: number };
 
-// A row: sortedMs: created_ns - CLOCK_BOOTTIME before the crossing SYN, ms, ascending (Infinity: never blocked); bracketUs:
-// the width of the clock reads around that SYN's run (each figure's uncertainty); policyLoggedMs: the policy's own
-// detectionToBlockMs; kernelWritten: blocks with the program's flag; inRun: those created during the crossing SYN's run.
-interface Row {
-  setup: Setup;
-  background: Background;
-  detections: number;
-  sortedMs: number[];
-  missed: number;
-  bracketUs: number[];
-  policyLoggedMs: number[];
-  kernelWritten: number;
-  inRun: number;
-  target: number;
-  load?: LoadStats;
-  /** CPUs used on average over the window; driver: bpftool, which also pays for the XDP program on the load. */
-  cpu: CpuShares<'probe' | 'policy' | 'driver'>;
-}
-
 /** Whether a block's created_ns falls within the crossing SYN's run, allowing the program's coarse clock its lag (two ticks). */
 const duringRun = (e: BlockEntry, s: Sample) => e.createdNs >= s.t0 - s.lagNs && e.createdNs <= s.t1;
 
 /** One setup's services, its detections (scans of N ports run through the attached program) and their blocks. */
-async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: NamespacePair, setup: Setup, dir: string, cleanup: Cleanup, index: number): Promise<Row[]> {
+async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: NamespacePair, setup: Setup, dir: string, cleanup: Cleanup, index: number) {
   const { mode, n } = setup;
   const label = st.setupText(setup);
   const kernelFlag = bpf.BLOCK_FLAGS.kernelDetected;
@@ -127,12 +108,16 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
   let driver: ChildProcess | undefined;
   const cpu = () => cpuSnapshot({ probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid, driver: driver?.pid });
   /** A measured window: DETECTIONS detections, their blocks and where the CPU went meanwhile. */
-  const measure = async (background: Background, phase: number, load?: () => Promise<LoadStats>): Promise<Row> => {
+  const measure = async (background: Background, phase: number, load?: () => Promise<LoadStats>) => {
     const c0 = cpu();
     const samples = await detect(phase, DETECTIONS);
     const entries = await blocks(samples);
     const shares = cpuShares(c0, cpu());
-    const row: Row = {
+    // sortedMs: created_ns - CLOCK_BOOTTIME before the crossing SYN, ms, ascending (Infinity: never blocked); bracketUs: the
+    // width of the clock reads around that SYN's run (each figure's uncertainty); policyLoggedMs: the policy's own
+    // detectionToBlockMs; kernelWritten: blocks with the program's flag; inRun: those created during the crossing SYN's run;
+    // cpu: CPUs used on average over the window (driver: bpftool, which also pays for the XDP program on the load).
+    const row = {
       setup,
       background,
       detections: samples.length,
@@ -213,6 +198,9 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
   return [idle, loaded];
 }
 
+/** A measured window's row. */
+type Row = Awaited<ReturnType<typeof measureSetup>>[number];
+
 const rowLabel = (r: Row) => `${r.setup.mode}, N = ${r.setup.n}`;
 const backgroundText = (b: Background) => (b === 'idle' ? 'idle' : `${count(LOAD_RATE / 1000)}k SYN/s`);
 const ms = (x: number) => (!Number.isFinite(x) ? 'never' : x < 1 ? x.toFixed(3) : x < 100 ? x.toFixed(2) : x.toFixed(0));
@@ -246,7 +234,7 @@ const CHECKS: Column<Row>[] = [
   ['max µs', true, (r) => (r.bracketUs.at(-1) ?? NaN).toFixed(1)],
   ['policy logged', true, (r) => count(r.policyLoggedMs.length)],
 ];
-const LOAD: Column<Required<Row>>[] = [
+const LOAD: Column<Row & { load: LoadStats }>[] = [
   DETECTION,
   ['window s', true, (r) => r.load.seconds.toFixed(1)],
   ['offered SYN/s', true, (r) => thousands(r.load.offered)],
@@ -269,16 +257,15 @@ const cpuColumns = (cpus: number): Column<Row>[] => [
 
 const nText = (setups: readonly Setup[], mode: DetectionMode) => setups.flatMap((s) => (s.mode === mode ? [s.n] : [])).join(', ');
 const methodText = (setups: readonly Setup[]) =>
-  `Probe and policy as deployed (\`make run\`) in a victim namespace, N ports within 60 s for both detectors (N = ` +
-  `${nText(setups, 'in-kernel')} with in-kernel detection on, N = ${nText(setups, 'policy alone')} with it off), no block cap, ` +
-  `each setup with services of its own. A detection is a new source (198.18.0.0/15) sending SYNs to N ports: this process runs ` +
-  `the attached program on them (BPF_PROG_TEST_RUN), ${DETECTION_RATE} detections a second on a fixed schedule, after ` +
-  `${count(WARMUP)} warm-up detections that also check the mode. Policy alone: the block's created_ns minus CLOCK_BOOTTIME ` +
-  `read before the crossing SYN's run (an upper bound, off by at most the bracket shown); in-kernel: the run's bracket. ` +
-  `"policy log": the policy's own detectionToBlockMs. Never blocked: no block ${BLOCK_WAIT_MS / 1000} s after the last ` +
-  `detection. Load: \`bpftool batch file -\` runs the program on a SYN from ${BACKGROUND_SOURCE} to one port every ${SLICE_MS} ms, ` +
-  `${count(LOAD_RATE)} a second, from ${LOAD_SETTLE_MS / 1000} s before the detections; backlog: events the policy had not ` +
-  `received, in ms of the load. Percentiles are nearest-rank.`;
+  `Probe and policy as deployed (\`make run\`) in a victim namespace, N ports within 60 s for both detectors (N = ${nText(setups, 'in-kernel')} ` +
+  `with in-kernel detection on, N = ${nText(setups, 'policy alone')} with it off), no block cap, each setup with services of its own. A ` +
+  'detection is a new source (198.18.0.0/15) sending SYNs to N ports: this process runs the attached program on them (BPF_PROG_TEST_RUN), ' +
+  `${DETECTION_RATE} detections a second on a fixed schedule, after ${count(WARMUP)} warm-up detections that also check the mode. Policy ` +
+  "alone: the block's created_ns minus CLOCK_BOOTTIME read before the crossing SYN's run (an upper bound, off by at most the bracket shown); " +
+  `in-kernel: the run's bracket. "policy log": the policy's own detectionToBlockMs. Never blocked: no block ${BLOCK_WAIT_MS / 1000} s after ` +
+  `the last detection. Load: \`bpftool batch file -\` runs the program on a SYN from ${BACKGROUND_SOURCE} to one port every ${SLICE_MS} ms, ` +
+  `${count(LOAD_RATE)} a second, from ${LOAD_SETTLE_MS / 1000} s before the detections; backlog: events the policy had not received, in ms ` +
+  'of the load. Percentiles are nearest-rank.';
 
 function section(m: Machine, date: string, load: number, rows: readonly Row[], setups: readonly Setup[]): string {
   const { 'in-kernel': kernel, 'policy alone': policy } = TARGET_MS;
@@ -294,7 +281,7 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], s
       ...tableBlocks([
         ['', columnTable(rows, LATENCY)],
         ['Checks: who wrote the blocks, and how tightly the crossing SYN was timed:', columnTable(rows, CHECKS)],
-        [`Background load (target ${count(LOAD_RATE)} SYN/s) over each measured window:`, columnTable(rows.filter((r): r is Required<Row> => !!r.load), LOAD)],
+        [`Background load (target ${count(LOAD_RATE)} SYN/s) over each measured window:`, columnTable(rows.filter((r): r is Row & { load: LoadStats } => !!r.load), LOAD)],
         ['Where the CPU went over each measured window (100% = one CPU; /proc/<pid>/stat and /proc/stat):', columnTable(rows, cpuColumns(m.cpus))],
       ]),
       `Targets (p99 at idle, under load): in-kernel <= ${kernel.idle} ms, <= ${kernel.load} ms at every N; ` +

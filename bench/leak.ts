@@ -30,23 +30,6 @@ type NmapReport = { open: number; closed: number; filtered: number; seconds: num
 /** A scan: the wall time of the nmap process; stopped: still scanning at NMAP_CAP_MS, its report lost. */
 type NmapRun = { seconds: number; stopped: boolean; report?: NmapReport };
 
-// A scan's row: passed: SYNs the program let through (events counter), the crossing one included; crossing: its 1-based
-// position among them (0: none); leaked: those after it; watched: connection events of the policy's feed for the attacker.
-interface Row {
-  setup: Setup;
-  nmap: NmapRun;
-  syn: number;
-  passed: number;
-  passedBySyn: number;
-  dropped: number;
-  ringbufFull: number;
-  crossing: number;
-  leaked: number;
-  watched: number;
-  feedSkipped: number;
-  blocked: boolean;
-}
-
 /** What nmap reported: explicit port lines and the "Not shown: N <state> tcp ports" summaries. */
 function parseNmap(out: string): NmapReport {
   const report: NmapReport = { open: 0, closed: 0, filtered: 0, seconds: Number(/scanned in ([\d.]+) seconds/.exec(out)?.[1] ?? NaN) };
@@ -107,7 +90,7 @@ async function prepare({ grpc, proto, stack: st, services }: StackLibs, net: Nam
     throw new BenchError(`setup check (${label}): ${(await decisions()).length} of ${sources.length} warm-up scanners were blocked`);
   });
 
-  const scan = async (): Promise<Row> => {
+  const scan = async () => {
     const before = await stack.probeStatus();
     const run = await nmap(net, label);
     const isBlocked = await waitFor(`the policy's decision on ${net.attackerAddr}`, async () => ((await blocked()) ? true : undefined), 10_000).catch(() => false);
@@ -120,6 +103,8 @@ async function prepare({ grpc, proto, stack: st, services }: StackLibs, net: Nam
     if (feedError) throw new BenchError(`the policy's Watch feed failed (${label}): ${feedError.message}`);
     const crossing = crossingIndex(ports, n);
     const skipped = stack.policyLog('slow watcher missed feed events').reduce((k, rec) => k + (typeof rec.skipped === 'number' ? rec.skipped : 0), 0);
+    // passed: SYNs the program let through (events counter), the crossing one included; crossing: its 1-based position
+    // among them (0: none); leaked: those after it; watched: connection events of the policy's feed for the attacker.
     return {
       setup,
       nmap: run,
@@ -137,6 +122,9 @@ async function prepare({ grpc, proto, stack: st, services }: StackLibs, net: Nam
   };
   return { stack, blocked, scan };
 }
+
+/** A scan's row. */
+type Row = Awaited<ReturnType<Awaited<ReturnType<typeof prepare>>['scan']>>;
 
 const rowLabel = (r: Row) => `${r.setup.mode}, N = ${r.setup.n}`;
 const target = (r: Row) => TARGET_LEAKED[r.setup.mode];
@@ -166,13 +154,13 @@ const CHECKS: Column<Row>[] = [
 ];
 
 const methodText = (setups: readonly Setup[]) =>
-  `Probe and policy as deployed (\`make run\`) in a victim namespace, N ports within 60 s for both detectors ` +
-  `(${setups.map((x) => `${x.mode} at N = ${x.n}`).join(', ')}), no block cap, each setup with namespaces and services of its ` +
-  `own, warmed by detecting ${WARM_SOURCES} spoofed sources (hping3) first. From the attacker namespace: ` +
-  `\`nmap ${nmapArgs('<victim>').join(' ')}\` (nothing listens on the victim). "reached the victim" = SYNs the program let ` +
-  `through (its events counter); the crossing SYN is the one of the policy's Watch feed that brings the distinct ports to N, ` +
-  `"leaked after it" those that passed after it. A scan still running after ${NMAP_CAP_MS / 1000} s is stopped; each scan ` +
-  `starts ${STAGGER_AFTER_BLOCK_MS / 1000} s after the one before was blocked.`;
+  `Probe and policy as deployed (\`make run\`) in a victim namespace, N ports within 60 s for both detectors (${setups.map(setupLabel).join(', ')}), ` +
+  `no block cap, each setup with namespaces and services of its own, warmed by detecting ${WARM_SOURCES} spoofed sources (hping3) first. ` +
+  `From the attacker namespace: \`nmap ${nmapArgs('<victim>').join(' ')}\` (nothing listens on the victim). "reached the victim" = SYNs the ` +
+  "program let through (its events counter); the crossing SYN is the one of the policy's Watch feed that brings the distinct ports to N, " +
+  `"leaked after it" those that passed after it. A scan still running after ${NMAP_CAP_MS / 1000} s is stopped; each scan starts ` +
+  `${STAGGER_AFTER_BLOCK_MS / 1000} s after the one before was blocked.`;
+const setupLabel = (x: Setup) => `${x.mode} at N = ${x.n}`;
 
 function section(m: Machine, date: string, load: number, rows: readonly Row[], baseline: NmapRun, setups: readonly Setup[]): string {
   const took = baseline.stopped ? `was still running after ${baseline.seconds.toFixed(1)} s` : `took ${baseline.seconds.toFixed(1)} s`;
