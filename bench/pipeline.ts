@@ -11,23 +11,29 @@ import { join } from 'node:path';
 import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
 import { type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
 import type { Stack } from '@packetwatch/test-support/stack';
-import { bestRun, loadBuilt, rateSearch, startStackBench } from './harness.js';
 import {
-  BENCH_DIR,
-  BenchError,
-  type Machine,
-  type ResultEntry,
-  count,
-  rateLabel,
-  machineText,
-  round2,
-  runBench,
-  table,
-  today,
-  sectionFacts,
-  SMOKE,
-  publish,
-} from './report.js';
+  type Column,
+  type FlowRun,
+  type RateReport,
+  MAX_LAG_MS,
+  bestRun,
+  busyText,
+  carriedText,
+  columnTable,
+  cpuTailColumns,
+  drain,
+  flowColumns,
+  flowFields,
+  limitText,
+  loadBuilt,
+  pct,
+  printReport,
+  rateSearch,
+  reportSection,
+  resultText,
+  startStackBench,
+} from './harness.js';
+import { BENCH_DIR, BenchError, type Machine, type ResultEntry, SMOKE, count, publish, rateLabel, round2, runBench } from './report.js';
 
 const NAME = 'pipeline';
 const SECTION_HEADING = '## Event pipeline';
@@ -37,8 +43,6 @@ const RATES = SMOKE ? [100_000] : [500_000, 1_000_000, 1_500_000, 2_000_000, 2_5
 const RUN_SECONDS = SMOKE ? 2 : 10;
 const REFINE_STEPS = SMOKE ? 0 : 2;
 const HPING_SECONDS = SMOKE ? 1 : 10;
-/** A run keeps up when, at its end, the policy is at most this far behind the driver. */
-const MAX_LAG_MS = 100;
 const DRAIN_TIMEOUT_MS = 15_000;
 const TARGET_RATE = 2_000_000;
 const TARGET_TEXT = '>= 2,000,000 events/s zero loss';
@@ -52,11 +56,6 @@ const SOURCES = 64;
 const PORTS = [80, 443];
 const sourceOf = (i: number) => `198.18.${SLOT}.${i + 1}`;
 
-interface Libs {
-  bpf: typeof import('@packetwatch/bpf');
-  stack: typeof import('@packetwatch/test-support/stack');
-}
-
 /** CPUs used on average (1 = one CPU busy); children: the driver (bpftool, which also pays for the XDP program, or hping3). */
 type Shares = CpuShares<'probe' | 'policy'>;
 
@@ -64,29 +63,15 @@ function cpuSample(stack: Stack) {
   return cpuSnapshot({ probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid });
 }
 
-interface Run {
+interface Run extends FlowRun {
   driver: string;
-  /** Target events/s (driver A); NaN for hping3. */
-  rate: number;
   seconds: number;
-  /** SYNs the program counted / run time. */
-  offered: number;
-  /** Events the policy received during the run / run time. */
-  delivered: number;
-  lagMs: number;
   events: number;
   received: number;
-  ringbufFull: number;
-  probeLost: number;
-  policyLost: number;
-  unaccounted: number;
   detections: number;
-  closed: boolean;
   cpu: Shares;
   probeCpuPerM: number;
   policyCpuPerM: number;
-  zeroLoss: boolean;
-  keptUp: boolean;
 }
 
 /** inFlight() once the setup SYN has arrived (the setup's own SYNs, none of them in flight). */
@@ -104,14 +89,14 @@ async function books(stack: Stack): Promise<Books> {
   return { probe, policy };
 }
 
+/** SYNs the program saw minus events the policy received or was told were lost: constant while nothing is in flight. */
+const inFlight = (b: Books) => counter(b.probe, 'syn') - Number(b.policy.eventsReceived + b.policy.eventsLost);
+
 /**
  * Runs `body` (which drives SYNs for a while and returns its wall seconds),
  * then waits until the policy has received or been told it lost every event
  * the program wrote, and closes the books.
  */
-/** SYNs the program saw minus events the policy received or was told were lost: constant while nothing is in flight. */
-const inFlight = (b: Books) => counter(b.probe, 'syn') - Number(b.policy.eventsReceived + b.policy.eventsLost);
-
 async function measure(stack: Stack, driver: string, rate: number, body: () => Promise<number>): Promise<Run> {
   // A run starts once the previous one's events are all accounted for, so that none of them is counted in this one.
   await waitFor('the previous run\'s events to be accounted for', async () => (inFlight(await books(stack)) <= settled ? true : undefined), 60_000);
@@ -121,22 +106,16 @@ async function measure(stack: Stack, driver: string, rate: number, body: () => P
   const bEnd = await books(stack);
   // Every SYN the program saw is either received by the policy or reported to it as lost (ringbufFull included).
   const written = counter(bEnd.probe, 'syn') - counter(b0.probe, 'syn');
-  let closed = true;
-  try {
-    await waitFor(
-      'the policy to account for every event',
-      async () => {
-        if (!stack.running) throw new BenchError(`a service died during the ${driver} run:\n${stack.tail()}`);
-        const p = await stack.policyStatus();
-        const accounted = Number(p.eventsReceived - b0.policy.eventsReceived) + Number(p.eventsLost - b0.policy.eventsLost);
-        return accounted >= written ? true : undefined;
-      },
-      DRAIN_TIMEOUT_MS,
-    );
-  } catch (e) {
-    if (!(e instanceof BenchError) || !stack.running) throw e;
-    closed = false;
-  }
+  const closed = await drain(
+    'the policy to account for every event',
+    async () => {
+      if (!stack.running) throw new BenchError(`a service died during the ${driver} run:\n${stack.tail()}`);
+      const p = await stack.policyStatus();
+      return Number(p.eventsReceived - b0.policy.eventsReceived) + Number(p.eventsLost - b0.policy.eventsLost) >= written;
+    },
+    () => stack.running,
+    DRAIN_TIMEOUT_MS,
+  );
   const c2 = cpuSample(stack);
   const b1 = await books(stack);
   const syn = counter(b1.probe, 'syn') - counter(b0.probe, 'syn');
@@ -228,56 +207,21 @@ async function floodRun(stack: Stack, net: NamespacePair, h: Hping, onChild: (c:
   );
 }
 
-function resultText(r: Run): string {
-  if (r.keptUp) return 'ok';
-  if (!r.closed) return 'LOSS (unaccounted)';
-  return r.zeroLoss ? `LAG > ${MAX_LAG_MS} ms` : 'LOSS';
-}
+const RUN_COLUMNS: Column<Run>[] = [['driver', false, (r) => r.driver], ...flowColumns<Run>(), ['result', false, resultText]];
 
-function runTable(runs: readonly Run[]): string {
-  const k = (x: number) => count(Math.round(x / 1000) * 1000);
-  return table(
-    ['driver', 'target/s', 'offered/s', 'delivered/s', 'lag ms', 'ringbufFull', 'probe lost', 'policy lost', 'unaccounted', 'result'],
-    runs.map((r) => [
-      r.driver,
-      rateLabel(r.rate),
-      k(r.offered),
-      k(r.delivered),
-      r.lagMs.toFixed(0),
-      count(r.ringbufFull),
-      count(r.probeLost),
-      count(r.policyLost),
-      count(r.unaccounted),
-      resultText(r),
-    ]),
-    [false, true, true, true, true, true, true, true, true, false],
-  );
-}
+const cpuColumns = (cpus: number): Column<Run>[] => [
+  ['driver', false, (r) => r.driver],
+  ['target/s', false, (r) => rateLabel(r.rate)],
+  ['probe', true, (r) => pct(r.cpu.probe)],
+  ['probe CPU s/M', true, (r) => r.probeCpuPerM.toFixed(2)],
+  ['policy', true, (r) => pct(r.cpu.policy)],
+  ['policy CPU s/M', true, (r) => r.policyCpuPerM.toFixed(2)],
+  ['driver CPU', true, (r) => pct(r.cpu.children)],
+  ['bench', true, (r) => pct(r.cpu.bench)],
+  ...cpuTailColumns<Run>(cpus),
+];
 
-function cpuTable(runs: readonly Run[], cpus: number): string {
-  const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
-  return table(
-    ['driver', 'target/s', 'probe', 'probe CPU s/M', 'policy', 'policy CPU s/M', 'driver CPU', 'bench', 'other processes', 'idle', 'result'],
-    runs.map((r) => [
-      r.driver,
-      rateLabel(r.rate),
-      pct(r.cpu.probe),
-      r.probeCpuPerM.toFixed(2),
-      pct(r.cpu.policy),
-      r.policyCpuPerM.toFixed(2),
-      pct(r.cpu.children),
-      pct(r.cpu.bench),
-      pct(r.cpu.others),
-      `${pct(r.cpu.idle)} of ${cpus * 100}%`,
-      resultText(r),
-    ]),
-    [false, true, true, true, true, true, true, true, true, true, false],
-  );
-}
-
-function best(runs: readonly Run[]): Run | undefined {
-  return bestRun(runs.filter((r) => r.driver === 'bpftool'));
-}
+const bpftoolRuns = (runs: readonly Run[]) => runs.filter((r) => r.driver === 'bpftool');
 
 /** bench-probe's highest zero-loss rate to a counting receiver (bench/results/probe.json), if it ran. */
 function probeOnly(): number | undefined {
@@ -306,52 +250,42 @@ const METHOD =
   `offering at least 99% of 1,000,000/s.`;
 
 function verdictText(runs: readonly Run[], reference: number | undefined): string {
-  const b = best(runs);
-  const a = runs.filter((r) => r.driver === 'bpftool');
-  const above = b ? a.filter((r) => r.rate > b.rate && !r.keptUp).sort((x, y) => x.rate - y.rate)[0] : undefined;
-  const head = b
-    ? `highest rate carried for ${RUN_SECONDS} s with zero loss, probe + policy: ${count(Math.round(b.offered))} events/s` +
-      (above ? ` (${count(Math.round(above.offered))}/s was not)` : ' (the highest rate tried)')
-    : `no rate was carried for ${RUN_SECONDS} s with zero loss`;
+  const b = bestRun(bpftoolRuns(runs));
   const ref = reference
     ? `; bench-probe's probe -> counting receiver: ${count(reference)} events/s, so the policy in the loop carries ` +
       `${((b ? b.offered : 0) / reference).toFixed(2)}x that`
     : '';
   const target = `target ${TARGET_TEXT}: ${b && b.offered >= TARGET_RATE * 0.99 ? 'met' : 'MISSED'}`;
-  return `${head}${ref}. ${target}`;
+  return `${carriedText(bpftoolRuns(runs), RUN_SECONDS, ', probe + policy')}${ref}. ${target}`;
 }
 
-function section(m: Machine, load: number, runs: readonly Run[], reference: number | undefined): string {
-  return [
-    SECTION_HEADING,
-    '',
-    'The whole event pipeline with the policy in the loop: SYNs through the attached XDP program, the ring buffer, ' +
+function report(m: Machine, load: number, runs: readonly Run[], reference: number | undefined): RateReport {
+  return {
+    name: NAME,
+    heading: SECTION_HEADING,
+    title: 'Event pipeline',
+    intro:
+      'The whole event pipeline with the policy in the loop: SYNs through the attached XDP program, the ring buffer, ' +
       "the probe, the Report stream and the policy's allowlist, decisions and detector, and how many a second it " +
       'carries for 10 s without losing one.',
-    '',
-    ...sectionFacts('pipeline', today(), m, load),
-    `- Method: ${METHOD}`,
-    '',
-    '```text',
-    runTable(runs),
-    '```',
-    '',
-    'Where the CPU went (100% = one CPU):',
-    '',
-    '```text',
-    cpuTable(runs, m.cpus),
-    '```',
-    '',
-    `Result: ${verdictText(runs, reference)}.`,
-    '',
-    '_This section is rewritten by `make bench-pipeline`._',
-    '',
-  ].join('\n');
+    m,
+    load,
+    methods: [`Method: ${METHOD}`],
+    tables: [
+      ['', columnTable(runs, RUN_COLUMNS)],
+      ['Where the CPU went (100% = one CPU):', columnTable(runs, cpuColumns(m.cpus))],
+    ],
+    result: verdictText(runs, reference),
+    notes: [
+      limitText(bpftoolRuns(runs), m.cpus, (r) => [['probe', r.cpu.probe], ['policy', r.cpu.policy]]),
+      busyText(runs, m.cpus),
+    ].filter((t) => t),
+  };
 }
 
 function results(runs: readonly Run[], reference: number | undefined): ResultEntry[] {
   const out: ResultEntry[] = [];
-  const b = best(runs);
+  const b = bestRun(bpftoolRuns(runs));
   const value = b ? Math.round(b.offered) : 0;
   out.push({
     name: 'highest zero-loss event rate, probe + policy (bpftool driver)',
@@ -379,18 +313,9 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
       seconds: round2(r.seconds),
       events: r.events,
       received: r.received,
-      lagMs: round2(r.lagMs),
-      ringbufFull: r.ringbufFull,
-      probeEventsLost: r.probeLost,
-      policyLostEvents: r.policyLost,
-      unaccounted: r.unaccounted,
-      zeroLoss: r.zeroLoss,
-      keptUp: r.keptUp,
+      ...flowFields(r),
       probeCpu: round2(r.cpu.probe),
       policyCpu: round2(r.cpu.policy),
-      driverCpu: round2(r.cpu.children),
-      otherCpu: round2(r.cpu.others),
-      idleCpu: round2(r.cpu.idle),
       probeCpuSecondsPerMillionEvents: round2(r.probeCpuPerM),
       policyCpuSecondsPerMillionEvents: round2(r.policyCpuPerM),
     });
@@ -398,9 +323,8 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
   return out;
 }
 
-async function loadLibs(): Promise<Libs> {
-  const [bpf, stack] = await loadBuilt(() => Promise.all([import('@packetwatch/bpf'), import('@packetwatch/test-support/stack')]));
-  return { bpf, stack };
+async function loadLibs() {
+  return loadBuilt(async () => ({ bpf: await import('@packetwatch/bpf'), stack: await import('@packetwatch/test-support/stack') }));
 }
 
 function printRun(r: Run): void {
@@ -408,8 +332,8 @@ function printRun(r: Run): void {
     `${r.driver.padEnd(22)} ${rateLabel(r.rate).padStart(5)}/s: offered ${count(Math.round(r.offered))}/s, ` +
       `policy got ${count(Math.round(r.delivered))}/s, lag ${r.lagMs.toFixed(0)} ms, ringbufFull ${count(r.ringbufFull)}, ` +
       `probe lost ${count(r.probeLost)}, policy lost ${count(r.policyLost)}, unaccounted ${count(r.unaccounted)}; ` +
-      `CPU probe ${(r.cpu.probe * 100).toFixed(0)}% (${r.probeCpuPerM.toFixed(2)} s/M), policy ${(r.cpu.policy * 100).toFixed(0)}% ` +
-      `(${r.policyCpuPerM.toFixed(2)} s/M), idle ${(r.cpu.idle * 100).toFixed(0)}% -> ${resultText(r)}`,
+      `CPU probe ${pct(r.cpu.probe)} (${r.probeCpuPerM.toFixed(2)} s/M), policy ${pct(r.cpu.policy)} ` +
+      `(${r.policyCpuPerM.toFixed(2)} s/M), idle ${pct(r.cpu.idle)} -> ${resultText(r)}`,
   );
 }
 
@@ -456,21 +380,15 @@ async function main(): Promise<void> {
   });
 
   const reference = probeOnly();
-  console.log('');
-  console.log(`Event pipeline, ${today()}: ${machineText(m)}; load average ${load.toFixed(2)} at the start${SMOKE ? ' (smoke run)' : ''}`);
-  console.log('');
-  console.log(runTable(runs));
-  console.log('');
-  console.log(cpuTable(runs, m.cpus));
-  console.log('');
-  console.log(`result: ${verdictText(runs, reference)}`);
+  const rep = report(m, load, runs, reference);
+  printReport(rep);
   if (SMOKE) {
     const bad = runs.filter((r) => r.driver === 'bpftool' && !r.zeroLoss);
     const unclosed = runs.filter((r) => !r.closed || r.events === 0);
     if (bad.length > 0) throw new BenchError(`smoke: the bpftool run lost events or none arrived: ${bad.map(resultText).join(', ')}`);
     if (unclosed.length > 0) throw new BenchError(`smoke: ${unclosed.map((r) => r.driver).join(', ')}: no events, or events neither received nor counted lost`);
   }
-  publish(NAME, SECTION_HEADING, () => results(runs, reference), () => section(m, load, runs, reference), `${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s, ${HPING_SECONDS} s of hping3`);
+  publish(NAME, SECTION_HEADING, () => results(runs, reference), () => reportSection(rep), `${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s, ${HPING_SECONDS} s of hping3`);
 }
 
 await runBench('pipeline', main);
