@@ -42,16 +42,11 @@ export const STACK_COMMANDS: readonly (readonly [string, readonly string[]])[] =
   ['id', ['-u', 'packetwatch']],
 ];
 
-/** The checks of a bench that runs the real stack: root, the build, STACK_COMMANDS and any other commands it calls. */
-export function requireStack(command: string, others: readonly (readonly [string, readonly string[]])[] = []): void {
-  requireRoot('run probe + policy in network namespaces and BPF_PROG_TEST_RUN', command);
-  requireBuild(STACK_BUILD_OUTPUTS);
-  requireCommands([...others, ...STACK_COMMANDS]);
-}
-
 /** The start of a bench that runs the real stack (`make bench-<name>`): its checks, the machine, the load average now, and its Cleanup. */
 export function startStackBench(name: string, others: readonly (readonly [string, readonly string[]])[] = []): { m: Machine; load: number; cleanup: Cleanup } {
-  requireStack(`make bench-${name}`, others);
+  requireRoot('run probe + policy in network namespaces and BPF_PROG_TEST_RUN', `make bench-${name}`);
+  requireBuild(STACK_BUILD_OUTPUTS);
+  requireCommands([...others, ...STACK_COMMANDS]);
   return { m: machine(), load: os.loadavg()[0] ?? 0, cleanup: new Cleanup(name) };
 }
 

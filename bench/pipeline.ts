@@ -25,7 +25,7 @@ import {
   flowColumns,
   flowFields,
   limitText,
-  loadBuilt,
+  loadStack,
   pct,
   printReport,
   rateSearch,
@@ -323,10 +323,6 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
   return out;
 }
 
-async function loadLibs() {
-  return loadBuilt(async () => ({ bpf: await import('@packetwatch/bpf'), stack: await import('@packetwatch/test-support/stack') }));
-}
-
 function printRun(r: Run): void {
   console.log(
     `${r.driver.padEnd(22)} ${rateLabel(r.rate).padStart(5)}/s: offered ${count(Math.round(r.offered))}/s, ` +
@@ -339,7 +335,7 @@ function printRun(r: Run): void {
 
 async function main(): Promise<void> {
   const { m, load, cleanup } = startStackBench(NAME, [['hping3', ['--version']]]);
-  const libs = await loadLibs();
+  const libs = await loadStack();
   const runs = await cleanup.around(async () => {
     const dir = cleanup.tempDir();
     const net = libs.stack.namespaces(SLOT, cleanup);

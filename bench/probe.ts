@@ -25,6 +25,7 @@ import {
   flowFields,
   limitText,
   loadBuilt,
+  loadStack,
   pct,
   printReport,
   rateSearch,
@@ -82,17 +83,8 @@ interface RateResult extends FlowRun {
 }
 
 async function loadLibs() {
-  const [grpc, bpf, proto, libbpf, services, policyStub] = await loadBuilt(() =>
-    Promise.all([
-      import('@grpc/grpc-js'),
-      import('@packetwatch/bpf'),
-      import('@packetwatch/proto'),
-      import('libbpf-ts'),
-      import('@packetwatch/test-support/services'),
-      import('@packetwatch/test-support/policy-stub'),
-    ]),
-  );
-  return { grpc, bpf, proto, libbpf, services, policyStub };
+  const [libs, policyStub] = await Promise.all([loadStack(), loadBuilt(() => import('@packetwatch/test-support/policy-stub'))]);
+  return { ...libs, policyStub };
 }
 
 interface ReceiverCounts {
