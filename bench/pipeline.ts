@@ -79,15 +79,13 @@ let settled = 0;
 
 const counter = (s: GetStatusResponse, name: 'syn' | 'events' | 'ringbufFull') => Number(s.counters?.[name] ?? 0n);
 
-interface Books {
-  probe: GetStatusResponse;
-  policy: GetPolicyStatusResponse;
-}
-
-async function books(stack: Stack): Promise<Books> {
+/** The probe's and the policy's counters. */
+async function books(stack: Stack): Promise<{ probe: GetStatusResponse; policy: GetPolicyStatusResponse }> {
   const [probe, policy] = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
   return { probe, policy };
 }
+
+type Books = Awaited<ReturnType<typeof books>>;
 
 /** SYNs the program saw minus events the policy received or was told were lost: constant while nothing is in flight. */
 const inFlight = (b: Books) => counter(b.probe, 'syn') - Number(b.policy.eventsReceived + b.policy.eventsLost);
@@ -155,20 +153,13 @@ async function measure(stack: Stack, driver: string, rate: number, body: () => P
 
 /** Driver A at one rate: bpftool over the rotation of frame files. */
 async function driveRate(stack: Stack, programId: number, frames: readonly string[], rate: number, onChild: (c: ChildProcess | undefined) => void): Promise<Run> {
-  const r = await measure(
-    stack,
-    'bpftool',
-    rate,
-    async () => (await drive(programId, frames, rate, RUN_SECONDS * 1000, onChild)).seconds,
-  );
+  const r = await measure(stack, 'bpftool', rate, async () => (await drive(programId, frames, rate, RUN_SECONDS * 1000, onChild)).seconds);
   if (r.detections > 0) throw new BenchError(`driver A made ${r.detections} detections: its sources must never be scanners`);
   return r;
 }
 
-interface Hping {
-  name: string;
-  args: string[];
-}
+/** A hping3 run: its name and arguments. */
+type Hping = { name: string; args: string[] };
 
 function hpingRuns(net: NamespacePair): Hping[] {
   const common = ['-q', '-S', '--flood', '-p', '8080'];
