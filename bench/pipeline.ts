@@ -24,8 +24,10 @@ import {
   drain,
   flowColumns,
   flowFields,
+  flowLine,
   limitText,
   loadStack,
+  moved,
   pct,
   printReport,
   rateSearch,
@@ -77,8 +79,6 @@ interface Run extends FlowRun {
 /** inFlight() once the setup SYN has arrived (the setup's own SYNs, none of them in flight). */
 let settled = 0;
 
-const counter = (s: GetStatusResponse, name: 'syn' | 'events' | 'ringbufFull') => Number(s.counters?.[name] ?? 0n);
-
 /** The probe's and the policy's counters. */
 async function books(stack: Stack): Promise<{ probe: GetStatusResponse; policy: GetPolicyStatusResponse }> {
   const [probe, policy] = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
@@ -88,7 +88,7 @@ async function books(stack: Stack): Promise<{ probe: GetStatusResponse; policy: 
 type Books = Awaited<ReturnType<typeof books>>;
 
 /** SYNs the program saw minus events the policy received or was told were lost: constant while nothing is in flight. */
-const inFlight = (b: Books) => counter(b.probe, 'syn') - Number(b.policy.eventsReceived + b.policy.eventsLost);
+const inFlight = (b: Books) => Number((b.probe.counters?.syn ?? 0n) - b.policy.eventsReceived - b.policy.eventsLost);
 
 /**
  * Runs `body` (which drives SYNs for a while and returns its wall seconds),
@@ -103,7 +103,7 @@ async function measure(stack: Stack, driver: string, rate: number, body: () => P
   const seconds = await body();
   const bEnd = await books(stack);
   // Every SYN the program saw is either received by the policy or reported to it as lost (ringbufFull included).
-  const written = counter(bEnd.probe, 'syn') - counter(b0.probe, 'syn');
+  const written = moved(bEnd.probe, b0.probe, 'syn');
   const closed = await drain(
     'the policy to account for every event',
     async () => {
@@ -116,12 +116,12 @@ async function measure(stack: Stack, driver: string, rate: number, body: () => P
   );
   const c2 = cpuSample(stack);
   const b1 = await books(stack);
-  const syn = counter(b1.probe, 'syn') - counter(b0.probe, 'syn');
-  const events = counter(b1.probe, 'events') - counter(b0.probe, 'events');
+  const syn = moved(b1.probe, b0.probe, 'syn');
+  const events = moved(b1.probe, b0.probe, 'events');
   const received = Number(b1.policy.eventsReceived - b0.policy.eventsReceived);
   const policyLost = Number(b1.policy.eventsLost - b0.policy.eventsLost);
   const probeLost = Number(b1.probe.eventsLost - b0.probe.eventsLost);
-  const ringbufFull = counter(b1.probe, 'ringbufFull') - counter(b0.probe, 'ringbufFull');
+  const ringbufFull = moved(b1.probe, b0.probe, 'ringbufFull');
   const inRun = Number(bEnd.policy.eventsReceived - b0.policy.eventsReceived);
   const offered = syn / seconds;
   const zeroLoss = closed && events > 0 && events === syn && received === events && ringbufFull === 0 && probeLost === 0 && policyLost === 0;
@@ -316,11 +316,8 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
 
 function printRun(r: Run): void {
   console.log(
-    `${r.driver.padEnd(22)} ${rateLabel(r.rate).padStart(5)}/s: offered ${count(Math.round(r.offered))}/s, ` +
-      `policy got ${count(Math.round(r.delivered))}/s, lag ${r.lagMs.toFixed(0)} ms, ringbufFull ${count(r.ringbufFull)}, ` +
-      `probe lost ${count(r.probeLost)}, policy lost ${count(r.policyLost)}, unaccounted ${count(r.unaccounted)}; ` +
-      `CPU probe ${pct(r.cpu.probe)} (${r.probeCpuPerM.toFixed(2)} s/M), policy ${pct(r.cpu.policy)} ` +
-      `(${r.policyCpuPerM.toFixed(2)} s/M), idle ${pct(r.cpu.idle)} -> ${resultText(r)}`,
+    `${r.driver.padEnd(22)} ${rateLabel(r.rate).padStart(5)}/s: ${flowLine(r)}; CPU probe ${pct(r.cpu.probe)} ` +
+      `(${r.probeCpuPerM.toFixed(2)} s/M), policy ${pct(r.cpu.policy)} (${r.policyCpuPerM.toFixed(2)} s/M), idle ${pct(r.cpu.idle)} -> ${resultText(r)}`,
   );
 }
 

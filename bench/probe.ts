@@ -23,9 +23,11 @@ import {
   drain,
   flowColumns,
   flowFields,
+  flowLine,
   limitText,
   loadBuilt,
   loadStack,
+  moved,
   pct,
   printReport,
   rateSearch,
@@ -298,11 +300,9 @@ async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: TestNet
     if (value !== want) throw new BenchError(`test event: ${name} is ${String(value)}, expected ${String(want)}`);
   }
   const after = await api.status();
-  const moved = (f: 'syn' | 'events' | 'ringbufFull') => Number((after.counters?.[f] ?? 0n) - (before.counters?.[f] ?? 0n));
-  if (moved('syn') !== 1 || moved('events') !== 1 || moved('ringbufFull') !== 0 || after.eventsLost !== before.eventsLost) {
-    throw new BenchError(
-      `test event: counters moved syn ${moved('syn')}, events ${moved('events')}, ringbufFull ${moved('ringbufFull')}, eventsLost ${after.eventsLost - before.eventsLost}`,
-    );
+  const [syn, events, full] = (['syn', 'events', 'ringbufFull'] as const).map((f) => moved(after, before, f));
+  if (syn !== 1 || events !== 1 || full !== 0 || after.eventsLost !== before.eventsLost) {
+    throw new BenchError(`test event: counters moved syn ${syn}, events ${events}, ringbufFull ${full}, eventsLost ${after.eventsLost - before.eventsLost}`);
   }
 }
 
@@ -338,14 +338,14 @@ async function measureRate(
   const after = await api.status();
   const r1 = receiver.counts();
 
-  const delta = (f: 'syn' | 'ringbufFull') => Number((after.counters?.[f] ?? 0n) - (before.counters?.[f] ?? 0n));
-  if (delta('syn') !== issued) {
-    throw new BenchError(`the program saw ${count(delta('syn'))} SYNs while the driver issued ${count(issued)}: something else runs it, or runs were lost`);
+  const syn = moved(after, before, 'syn');
+  if (syn !== issued) {
+    throw new BenchError(`the program saw ${count(syn)} SYNs while the driver issued ${count(issued)}: something else runs it, or runs were lost`);
   }
   const received = r1.events - r0.events;
   const policyLost = r1.lost - r0.lost;
   const probeLost = Number(after.eventsLost - before.eventsLost);
-  const ringbufFull = delta('ringbufFull');
+  const ringbufFull = moved(after, before, 'ringbufFull');
   const gaps = r1.gaps - r0.gaps;
   const unaccounted = issued - received - policyLost;
   const offered = issued / seconds;
@@ -554,9 +554,7 @@ async function main(): Promise<void> {
     const rates = await rateSearch(RATES, REFINE_STEPS, async (rate) => {
       const r = await measureRate(rate, api, probe, receiver, programId, frameFile, metricsPort, onDriver);
       console.log(
-        `${rateLabel(rate).padStart(6)}/s: offered ${count(Math.round(r.offered))}/s, delivered ${count(Math.round(r.delivered))}/s, ` +
-          `lag ${r.lagMs.toFixed(0)} ms, lost ${count(r.probeLost)} (ringbufFull ${count(r.ringbufFull)}), ` +
-          `probe ${pct(r.cpu.probe)} CPU (${r.cpuPerMillion.toFixed(2)} s/M, GC ${pct(r.gc)}, ` +
+        `${rateLabel(rate).padStart(6)}/s: ${flowLine(r)}; probe ${pct(r.cpu.probe)} CPU (${r.cpuPerMillion.toFixed(2)} s/M, GC ${pct(r.gc)}, ` +
           `max stall ${r.maxStallMs.toFixed(0)} ms), idle ${pct(r.cpu.idle)} -> ${resultText(r)}`,
       );
       return r;
