@@ -5,7 +5,6 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import type { GetStatusResponse } from '@packetwatch/proto';
 import { Cleanup } from '@packetwatch/test-support';
 import { waitFor } from '@packetwatch/test-support';
 import { BenchError, type Machine, REPO_ROOT, SMOKE, commandError, count, machine, machineText, rateLabel, rel, round2, roundRate, sectionFacts, table, today } from './report.js';
@@ -170,11 +169,6 @@ export function flowFields(r: FlowRun) {
     otherCpu: round2(r.cpu.others),
     idleCpu: round2(r.cpu.idle),
   };
-}
-
-/** How far one of the probe's counters moved between two GetStatus answers. */
-export function moved(after: GetStatusResponse, before: GetStatusResponse, name: 'syn' | 'events' | 'ringbufFull'): number {
-  return Number((after.counters?.[name] ?? 0n) - (before.counters?.[name] ?? 0n));
 }
 
 /** A run's progress line: what it offered, what arrived, what was lost. */

@@ -15,6 +15,7 @@ import {
   type Column,
   type FlowRun,
   type RateReport,
+  type StackLibs,
   MAX_LAG_MS,
   bestRun,
   busyText,
@@ -27,7 +28,6 @@ import {
   flowLine,
   limitText,
   loadStack,
-  moved,
   pct,
   printReport,
   rateSearch,
@@ -76,6 +76,9 @@ interface Run extends FlowRun {
   policyCpuPerM: number;
 }
 
+/** @packetwatch/test-support/stack, once loaded. */
+let st: StackLibs['stack'];
+
 /** inFlight() once the setup SYN has arrived (the setup's own SYNs, none of them in flight). */
 let settled = 0;
 
@@ -103,7 +106,7 @@ async function measure(stack: Stack, driver: string, rate: number, body: () => P
   const seconds = await body();
   const bEnd = await books(stack);
   // Every SYN the program saw is either received by the policy or reported to it as lost (ringbufFull included).
-  const written = moved(bEnd.probe, b0.probe, 'syn');
+  const written = st.counterDelta(b0.probe, bEnd.probe, 'syn');
   const closed = await drain(
     'the policy to account for every event',
     async () => {
@@ -116,12 +119,12 @@ async function measure(stack: Stack, driver: string, rate: number, body: () => P
   );
   const c2 = cpuSample(stack);
   const b1 = await books(stack);
-  const syn = moved(b1.probe, b0.probe, 'syn');
-  const events = moved(b1.probe, b0.probe, 'events');
+  const syn = st.counterDelta(b0.probe, b1.probe, 'syn');
+  const events = st.counterDelta(b0.probe, b1.probe, 'events');
   const received = Number(b1.policy.eventsReceived - b0.policy.eventsReceived);
   const policyLost = Number(b1.policy.eventsLost - b0.policy.eventsLost);
   const probeLost = Number(b1.probe.eventsLost - b0.probe.eventsLost);
-  const ringbufFull = moved(b1.probe, b0.probe, 'ringbufFull');
+  const ringbufFull = st.counterDelta(b0.probe, b1.probe, 'ringbufFull');
   const inRun = Number(bEnd.policy.eventsReceived - b0.policy.eventsReceived);
   const offered = syn / seconds;
   const zeroLoss = closed && events > 0 && events === syn && received === events && ringbufFull === 0 && probeLost === 0 && policyLost === 0;
@@ -324,6 +327,7 @@ function printRun(r: Run): void {
 async function main(): Promise<void> {
   const { m, load, cleanup } = startStackBench(NAME, [['hping3', ['--version']]]);
   const libs = await loadStack();
+  st = libs.stack;
   const runs = await cleanup.around(async () => {
     const dir = cleanup.tempDir();
     const net = libs.stack.namespaces(SLOT, cleanup);

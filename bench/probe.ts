@@ -27,7 +27,6 @@ import {
   limitText,
   loadBuilt,
   loadStack,
-  moved,
   pct,
   printReport,
   rateSearch,
@@ -137,7 +136,7 @@ function tail(probe: Probe): string {
 class Api {
   constructor(
     readonly client: ProbeClient,
-    private readonly libs: Libs,
+    readonly libs: Libs,
     private readonly probe: Probe,
   ) {}
 
@@ -182,14 +181,11 @@ class Api {
   }
 }
 
-interface ProbeMetrics {
-  gcSeconds: number;
-  /** Since the previous scrape: prom-client resets the event-loop histogram when it is collected. */
-  loopLagMaxSeconds: number;
-}
-
-/** The probe's own view of its pauses, from its /metrics (prom-client's default Node.js metrics). */
-async function scrapeMetrics(port: number): Promise<ProbeMetrics> {
+/**
+ * The probe's own view of its pauses, from its /metrics (prom-client's default Node.js metrics). loopLagMaxSeconds
+ * is since the previous scrape: prom-client resets the event-loop histogram when it is collected.
+ */
+async function scrapeMetrics(port: number): Promise<{ gcSeconds: number; loopLagMaxSeconds: number }> {
   let text: string;
   try {
     text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
@@ -217,21 +213,15 @@ async function timeCalls(into: number[], n: number, fn: (i: number) => Promise<u
 
 async function measureLatency(api: Api): Promise<LatencyRow[]> {
   // Both ends' JIT, the socket and the map's first buckets warm up here, off the books.
-  const discard: number[] = [];
-  await timeCalls(discard, WARMUP_CALLS, () => api.health());
-  await timeCalls(discard, WARMUP_CALLS, () => api.status());
-  await timeCalls(discard, WARMUP_CALLS, (i) => api.block(warmupTarget(i)));
-  await timeCalls(discard, WARMUP_CALLS, (i) => api.unblock(warmupTarget(i)));
+  const warmups = [() => api.health(), () => api.status(), (i: number) => api.block(warmupTarget(i)), (i: number) => api.unblock(warmupTarget(i))];
+  for (const call of warmups) await timeCalls([], WARMUP_CALLS, call);
   if ((await api.blockCount()) !== 0) throw new BenchError('blocks were left after the warm-up');
 
   // Rounds of each kind in turn, so that a burst of load from elsewhere lands
   // on every kind rather than on one. Each round unblocks what it blocked:
   // GetStatus counts the blocks (it walks the blocklist), so it is timed on an
   // empty one here and with the blocks in place below.
-  const status: number[] = [];
-  const health: number[] = [];
-  const block: number[] = [];
-  const unblock: number[] = [];
+  const [status, health, block, unblock]: [number[], number[], number[], number[]] = [[], [], [], []];
   let removed = 0;
   for (let first = 0; first < LATENCY_CALLS; first += LATENCY_ROUND) {
     const n = Math.min(LATENCY_ROUND, LATENCY_CALLS - first);
@@ -300,7 +290,7 @@ async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: TestNet
     if (value !== want) throw new BenchError(`test event: ${name} is ${String(value)}, expected ${String(want)}`);
   }
   const after = await api.status();
-  const [syn, events, full] = (['syn', 'events', 'ringbufFull'] as const).map((f) => moved(after, before, f));
+  const [syn, events, full] = (['syn', 'events', 'ringbufFull'] as const).map((f) => libs.stack.counterDelta(before, after, f));
   if (syn !== 1 || events !== 1 || full !== 0 || after.eventsLost !== before.eventsLost) {
     throw new BenchError(`test event: counters moved syn ${syn}, events ${events}, ringbufFull ${full}, eventsLost ${after.eventsLost - before.eventsLost}`);
   }
@@ -338,14 +328,15 @@ async function measureRate(
   const after = await api.status();
   const r1 = receiver.counts();
 
-  const syn = moved(after, before, 'syn');
+  const delta = (f: 'syn' | 'ringbufFull') => api.libs.stack.counterDelta(before, after, f);
+  const syn = delta('syn');
   if (syn !== issued) {
     throw new BenchError(`the program saw ${count(syn)} SYNs while the driver issued ${count(issued)}: something else runs it, or runs were lost`);
   }
   const received = r1.events - r0.events;
   const policyLost = r1.lost - r0.lost;
   const probeLost = Number(after.eventsLost - before.eventsLost);
-  const ringbufFull = moved(after, before, 'ringbufFull');
+  const ringbufFull = delta('ringbufFull');
   const gaps = r1.gaps - r0.gaps;
   const unaccounted = issued - received - policyLost;
   const offered = issued / seconds;
