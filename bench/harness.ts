@@ -7,7 +7,25 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { Cleanup } from '@packetwatch/test-support';
 import { waitFor } from '@packetwatch/test-support';
-import { BenchError, type Machine, REPO_ROOT, SMOKE, commandError, count, machine, machineText, rateLabel, rel, round2, roundRate, sectionFacts, table, today } from './report.js';
+import {
+  BenchError,
+  type Machine,
+  REPO_ROOT,
+  type ResultEntry,
+  SMOKE,
+  commandError,
+  count,
+  machine,
+  machineText,
+  publish,
+  rateLabel,
+  rel,
+  round2,
+  roundRate,
+  sectionFacts,
+  table,
+  today,
+} from './report.js';
 
 /** Fails unless running as root: `why` says what needs it, `command` how to run the bench. */
 export function requireRoot(why: string, command: string): void {
@@ -221,7 +239,7 @@ export function carriedText(runs: readonly FlowRun[], seconds: number, who: stri
 }
 
 /** Where the CPU went at the lowest failing rate (`services`: [name, share] of the services), or '' if none failed. */
-export function limitText<R extends FlowRun>(runs: readonly R[], cpus: number, services: (r: R) => [string, number][]): string {
+function limitText<R extends FlowRun>(runs: readonly R[], cpus: number, services: (r: R) => [string, number][]): string {
   const fail = firstFail(runs);
   if (!fail) return '';
   const used = services(fail).map(([name, share]) => `the ${name} ${pct(share)}`);
@@ -234,7 +252,7 @@ export function limitText<R extends FlowRun>(runs: readonly R[], cpus: number, s
 /** Other processes busier than this (CPUs) during a run make its result a lower bound: the services competed for CPU. */
 const BUSY_OTHERS = 0.5;
 
-export function busyText(runs: readonly FlowRun[], cpus: number): string {
+function busyText(runs: readonly FlowRun[], cpus: number): string {
   const most = Math.max(...runs.map((r) => r.cpu.others));
   if (!(most > BUSY_OTHERS)) return '';
   return (
@@ -244,7 +262,7 @@ export function busyText(runs: readonly FlowRun[], cpus: number): string {
 }
 
 /** What a rate bench reports, printed to the console and as its BENCHMARKS.md section. */
-export interface RateReport {
+export interface RateReport<R extends FlowRun> {
   name: string;
   heading: string;
   title: string;
@@ -254,19 +272,26 @@ export interface RateReport {
   methods: readonly string[];
   tables: readonly (readonly [caption: string, table: string])[];
   result: string;
-  notes: readonly string[];
+  /** For the notes: where the CPU went at the lowest failing target rate (`services`: each service's share), and how busy other processes were. */
+  runs: readonly R[];
+  services: (r: R) => [string, number][];
 }
 
-/** Prints the report's tables, result and notes. */
-export function printReport(r: RateReport): void {
+function notes<R extends FlowRun>(r: RateReport<R>): string[] {
+  const searched = r.runs.filter((x) => !Number.isNaN(x.rate));
+  return [limitText(searched, r.m.cpus, r.services), busyText(r.runs, r.m.cpus)].filter((t) => t);
+}
+
+/** Prints the report's tables, result and notes, then publishes its results entries and its section. */
+export function publishReport<R extends FlowRun>(r: RateReport<R>, entries: () => readonly ResultEntry[], smokeSize: string): void {
   console.log(`\n${r.title}, ${today()}: ${machineText(r.m)}; load average ${r.load.toFixed(2)} at the start${SMOKE ? ' (smoke run)' : ''}\n`);
   for (const [, text] of r.tables) console.log(`${text}\n`);
   console.log(`result: ${r.result}`);
-  for (const note of r.notes) console.log(note);
+  for (const note of notes(r)) console.log(note);
+  publish(r.name, r.heading, entries, () => reportSection(r), smokeSize);
 }
 
-/** The report as its BENCHMARKS.md section. */
-export function reportSection(r: RateReport): string {
+function reportSection<R extends FlowRun>(r: RateReport<R>): string {
   return [
     r.heading,
     '',
@@ -278,7 +303,7 @@ export function reportSection(r: RateReport): string {
     ...tableBlocks(r.tables),
     `Result: ${r.result}.`,
     '',
-    ...r.notes.flatMap((n) => [n, '']),
+    ...notes(r).flatMap((n) => [n, '']),
     `_This section is rewritten by \`make bench-${r.name}\`._`,
     '',
   ].join('\n');

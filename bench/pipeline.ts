@@ -11,31 +11,8 @@ import { join } from 'node:path';
 import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
 import { type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
 import type { Stack } from '@packetwatch/test-support/stack';
-import {
-  type Column,
-  type FlowRun,
-  type RateReport,
-  type StackLibs,
-  MAX_LAG_MS,
-  bestRun,
-  busyText,
-  carriedText,
-  columnTable,
-  cpuTailColumns,
-  drain,
-  flowColumns,
-  flowFields,
-  flowLine,
-  limitText,
-  loadStack,
-  pct,
-  printReport,
-  rateSearch,
-  reportSection,
-  resultText,
-  startStackBench,
-} from './harness.js';
-import { BENCH_DIR, BenchError, type Machine, type ResultEntry, SMOKE, count, publish, rateLabel, round2, runBench } from './report.js';
+import * as harness from './harness.js';
+import { BENCH_DIR, BenchError, type Machine, type ResultEntry, SMOKE, count, rateLabel, round2, runBench } from './report.js';
 
 const NAME = 'pipeline';
 const SECTION_HEADING = '## Event pipeline';
@@ -65,7 +42,7 @@ function cpuSample(stack: Stack) {
   return cpuSnapshot({ probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid });
 }
 
-interface Run extends FlowRun {
+interface Run extends harness.FlowRun {
   driver: string;
   seconds: number;
   events: number;
@@ -77,7 +54,7 @@ interface Run extends FlowRun {
 }
 
 /** @packetwatch/test-support/stack, once loaded. */
-let st: StackLibs['stack'];
+let st: harness.StackLibs['stack'];
 
 /** inFlight() once the setup SYN has arrived (the setup's own SYNs, none of them in flight). */
 let settled = 0;
@@ -107,7 +84,7 @@ async function measure(stack: Stack, driver: string, rate: number, body: () => P
   const bEnd = await books(stack);
   // Every SYN the program saw is either received by the policy or reported to it as lost (ringbufFull included).
   const written = st.counterDelta(b0.probe, bEnd.probe, 'syn');
-  const closed = await drain(
+  const closed = await harness.drain(
     'the policy to account for every event',
     async () => {
       if (!stack.running) throw new BenchError(`a service died during the ${driver} run:\n${stack.tail()}`);
@@ -150,7 +127,7 @@ async function measure(stack: Stack, driver: string, rate: number, body: () => P
     probeCpuPerM: received > 0 ? (cpu.probe * wall) / (received / 1e6) : NaN,
     policyCpuPerM: received > 0 ? (cpu.policy * wall) / (received / 1e6) : NaN,
     zeroLoss,
-    keptUp: zeroLoss && lagMs <= MAX_LAG_MS,
+    keptUp: zeroLoss && lagMs <= harness.MAX_LAG_MS,
   };
 }
 
@@ -201,18 +178,18 @@ async function floodRun(stack: Stack, net: NamespacePair, h: Hping, onChild: (c:
   );
 }
 
-const RUN_COLUMNS: Column<Run>[] = [['driver', false, (r) => r.driver], ...flowColumns<Run>(), ['result', false, resultText]];
+const RUN_COLUMNS: harness.Column<Run>[] = [['driver', false, (r) => r.driver], ...harness.flowColumns<Run>(), ['result', false, harness.resultText]];
 
-const cpuColumns = (cpus: number): Column<Run>[] => [
+const cpuColumns = (cpus: number): harness.Column<Run>[] => [
   ['driver', false, (r) => r.driver],
   ['target/s', false, (r) => rateLabel(r.rate)],
-  ['probe', true, (r) => pct(r.cpu.probe)],
+  ['probe', true, (r) => harness.pct(r.cpu.probe)],
   ['probe CPU s/M', true, (r) => r.probeCpuPerM.toFixed(2)],
-  ['policy', true, (r) => pct(r.cpu.policy)],
+  ['policy', true, (r) => harness.pct(r.cpu.policy)],
   ['policy CPU s/M', true, (r) => r.policyCpuPerM.toFixed(2)],
-  ['driver CPU', true, (r) => pct(r.cpu.children)],
-  ['bench', true, (r) => pct(r.cpu.bench)],
-  ...cpuTailColumns<Run>(cpus),
+  ['driver CPU', true, (r) => harness.pct(r.cpu.children)],
+  ['bench', true, (r) => harness.pct(r.cpu.bench)],
+  ...harness.cpuTailColumns<Run>(cpus),
 ];
 
 const bpftoolRuns = (runs: readonly Run[]) => runs.filter((r) => r.driver === 'bpftool');
@@ -239,21 +216,21 @@ const METHOD =
   `from the attacker namespace for ${HPING_SECONDS} s, from its own address and with --rand-source. offered/s = SYNs the ` +
   `program counted / run time; delivered/s = events the policy received / run time; lag = events not yet received when the ` +
   `driver stopped, in ms of the offered rate; ringbufFull, probe lost and policy lost overlap; unaccounted after draining ` +
-  `(up to ${DRAIN_TIMEOUT_MS / 1000} s). ok: no loss, lag <= ${MAX_LAG_MS} ms. CPU over the run and its drain from /proc ` +
+  `(up to ${DRAIN_TIMEOUT_MS / 1000} s). ok: no loss, lag <= ${harness.MAX_LAG_MS} ms. CPU over the run and its drain from /proc ` +
   `(100% = one CPU); CPU s/M = CPU seconds per million events received. The target (${TARGET_TEXT}) is met by an ok run ` +
   `offering at least 99% of 1,000,000/s.`;
 
 function verdictText(runs: readonly Run[], reference: number | undefined): string {
-  const b = bestRun(bpftoolRuns(runs));
+  const b = harness.bestRun(bpftoolRuns(runs));
   const ref = reference
     ? `; bench-probe's probe -> counting receiver: ${count(reference)} events/s, so the policy in the loop carries ` +
       `${((b ? b.offered : 0) / reference).toFixed(2)}x that`
     : '';
   const target = `target ${TARGET_TEXT}: ${b && b.offered >= TARGET_RATE * 0.99 ? 'met' : 'MISSED'}`;
-  return `${carriedText(bpftoolRuns(runs), RUN_SECONDS, ', probe + policy')}${ref}. ${target}`;
+  return `${harness.carriedText(bpftoolRuns(runs), RUN_SECONDS, ', probe + policy')}${ref}. ${target}`;
 }
 
-function report(m: Machine, load: number, runs: readonly Run[], reference: number | undefined): RateReport {
+function report(m: Machine, load: number, runs: readonly Run[], reference: number | undefined): harness.RateReport<Run> {
   return {
     name: NAME,
     heading: SECTION_HEADING,
@@ -266,20 +243,18 @@ function report(m: Machine, load: number, runs: readonly Run[], reference: numbe
     load,
     methods: [`Method: ${METHOD}`],
     tables: [
-      ['', columnTable(runs, RUN_COLUMNS)],
-      ['Where the CPU went (100% = one CPU):', columnTable(runs, cpuColumns(m.cpus))],
+      ['', harness.columnTable(runs, RUN_COLUMNS)],
+      ['Where the CPU went (100% = one CPU):', harness.columnTable(runs, cpuColumns(m.cpus))],
     ],
     result: verdictText(runs, reference),
-    notes: [
-      limitText(bpftoolRuns(runs), m.cpus, (r) => [['probe', r.cpu.probe], ['policy', r.cpu.policy]]),
-      busyText(runs, m.cpus),
-    ].filter((t) => t),
+    runs,
+    services: (r) => [['probe', r.cpu.probe], ['policy', r.cpu.policy]],
   };
 }
 
 function results(runs: readonly Run[], reference: number | undefined): ResultEntry[] {
   const out: ResultEntry[] = [];
-  const b = bestRun(bpftoolRuns(runs));
+  const b = harness.bestRun(bpftoolRuns(runs));
   const value = b ? Math.round(b.offered) : 0;
   out.push({
     name: 'highest zero-loss event rate, probe + policy (bpftool driver)',
@@ -307,7 +282,7 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
       seconds: round2(r.seconds),
       events: r.events,
       received: r.received,
-      ...flowFields(r),
+      ...harness.flowFields(r),
       probeCpu: round2(r.cpu.probe),
       policyCpu: round2(r.cpu.policy),
       probeCpuSecondsPerMillionEvents: round2(r.probeCpuPerM),
@@ -319,14 +294,15 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
 
 function printRun(r: Run): void {
   console.log(
-    `${r.driver.padEnd(22)} ${rateLabel(r.rate).padStart(5)}/s: ${flowLine(r)}; CPU probe ${pct(r.cpu.probe)} ` +
-      `(${r.probeCpuPerM.toFixed(2)} s/M), policy ${pct(r.cpu.policy)} (${r.policyCpuPerM.toFixed(2)} s/M), idle ${pct(r.cpu.idle)} -> ${resultText(r)}`,
+    `${r.driver.padEnd(22)} ${rateLabel(r.rate).padStart(5)}/s: ${harness.flowLine(r)}; CPU probe ${harness.pct(r.cpu.probe)} ` +
+      `(${r.probeCpuPerM.toFixed(2)} s/M), policy ${harness.pct(r.cpu.policy)} (${r.policyCpuPerM.toFixed(2)} s/M), ` +
+      `idle ${harness.pct(r.cpu.idle)} -> ${harness.resultText(r)}`,
   );
 }
 
 async function main(): Promise<void> {
-  const { m, load, cleanup } = startStackBench(NAME, [['hping3', ['--version']]]);
-  const libs = await loadStack();
+  const { m, load, cleanup } = harness.startStackBench(NAME, [['hping3', ['--version']]]);
+  const libs = await harness.loadStack();
   st = libs.stack;
   const runs = await cleanup.around(async () => {
     const dir = cleanup.tempDir();
@@ -353,7 +329,7 @@ async function main(): Promise<void> {
     settled = inFlight(await books(stack));
     console.log(`setup: probe + policy up in ${net.victimNs} (program ${programId}); one SYN reached the policy`);
 
-    const out = await rateSearch(RATES, REFINE_STEPS, async (rate) => {
+    const out = await harness.rateSearch(RATES, REFINE_STEPS, async (rate) => {
       const r = await driveRate(stack, programId, frames, rate, onChild);
       printRun(r);
       return r;
@@ -368,15 +344,14 @@ async function main(): Promise<void> {
   });
 
   const reference = probeOnly();
-  const rep = report(m, load, runs, reference);
-  printReport(rep);
+  const smokeSize = `${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s, ${HPING_SECONDS} s of hping3`;
+  harness.publishReport(report(m, load, runs, reference), () => results(runs, reference), smokeSize);
   if (SMOKE) {
     const bad = runs.filter((r) => r.driver === 'bpftool' && !r.zeroLoss);
     const unclosed = runs.filter((r) => !r.closed || r.events === 0);
-    if (bad.length > 0) throw new BenchError(`smoke: the bpftool run lost events or none arrived: ${bad.map(resultText).join(', ')}`);
+    if (bad.length > 0) throw new BenchError(`smoke: the bpftool run lost events or none arrived: ${bad.map(harness.resultText).join(', ')}`);
     if (unclosed.length > 0) throw new BenchError(`smoke: ${unclosed.map((r) => r.driver).join(', ')}: no events, or events neither received nor counted lost`);
   }
-  publish(NAME, SECTION_HEADING, () => results(runs, reference), () => reportSection(rep), `${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s, ${HPING_SECONDS} s of hping3`);
 }
 
 await runBench('pipeline', main);

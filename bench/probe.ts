@@ -10,31 +10,8 @@ import type * as grpcTypes from '@grpc/grpc-js';
 import type { GetStatusResponse, ProbeClient } from '@packetwatch/proto';
 import type { PolicyStub } from '@packetwatch/test-support/policy-stub';
 import { type CpuShares, type TestNet, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, createTestNet, drive, freePort, runOnce, sleep, waitFor, withinRun } from '@packetwatch/test-support';
-import {
-  type Column,
-  type FlowRun,
-  type RateReport,
-  MAX_LAG_MS,
-  bestRun,
-  busyText,
-  carriedText,
-  columnTable,
-  cpuTailColumns,
-  drain,
-  flowColumns,
-  flowFields,
-  flowLine,
-  limitText,
-  loadBuilt,
-  loadStack,
-  pct,
-  printReport,
-  rateSearch,
-  reportSection,
-  resultText,
-  startStackBench,
-} from './harness.js';
-import { BenchError, type Machine, type ResultEntry, SMOKE, commandError, count, percentile, publish, rateLabel, round2, runBench, table } from './report.js';
+import * as harness from './harness.js';
+import { BenchError, type Machine, type ResultEntry, SMOKE, commandError, count, percentile, rateLabel, round2, runBench, table } from './report.js';
 
 const SECTION_HEADING = '## Probe';
 /** createTestNet's 10.231.<slot> range: no clash with bench-pipeline's pair (10.232.<slot>) on the same slot. */
@@ -68,7 +45,7 @@ interface LatencyRow {
   sorted: number[];
 }
 
-interface RateResult extends FlowRun {
+interface RateResult extends harness.FlowRun {
   issued: number;
   seconds: number;
   gaps: number;
@@ -84,7 +61,7 @@ interface RateResult extends FlowRun {
 }
 
 async function loadLibs() {
-  const [libs, policyStub] = await Promise.all([loadStack(), loadBuilt(() => import('@packetwatch/test-support/policy-stub'))]);
+  const [libs, policyStub] = await Promise.all([harness.loadStack(), harness.loadBuilt(() => import('@packetwatch/test-support/policy-stub'))]);
   return { ...libs, policyStub };
 }
 
@@ -313,7 +290,7 @@ async function measureRate(
   const { issued, seconds } = await drive(programId, frameFile, rate, RUN_SECONDS * 1000, onDriver);
   const rEnd = receiver.counts();
   // Every event either arrives or is reported lost; wait for the books to close.
-  const closed = await drain(
+  const closed = await harness.drain(
     'the receiver to account for every event',
     () => {
       if (probe.exitCode !== undefined) throw new BenchError(`the probe died during the ${count(rate)}/s run ${tail(probe)}`);
@@ -363,7 +340,7 @@ async function measureRate(
     maxStallMs: m1.loopLagMaxSeconds * 1000,
     closed,
     zeroLoss,
-    keptUp: zeroLoss && lagMs <= MAX_LAG_MS,
+    keptUp: zeroLoss && lagMs <= harness.MAX_LAG_MS,
   };
 }
 
@@ -383,21 +360,21 @@ function latencyTable(rows: readonly LatencyRow[]): string {
   );
 }
 
-const RATE_COLUMNS: Column<RateResult>[] = [
-  ...flowColumns<RateResult>(),
+const RATE_COLUMNS: harness.Column<RateResult>[] = [
+  ...harness.flowColumns<RateResult>(),
   ['events/msg', true, (r) => r.eventsPerMessage.toFixed(0)],
-  ['result', false, resultText],
+  ['result', false, harness.resultText],
 ];
 
-const cpuColumns = (cpus: number): Column<RateResult>[] => [
+const cpuColumns = (cpus: number): harness.Column<RateResult>[] => [
   ['target/s', false, (r) => rateLabel(r.rate)],
-  ['probe', true, (r) => pct(r.cpu.probe)],
+  ['probe', true, (r) => harness.pct(r.cpu.probe)],
   ['probe CPU s/M events', true, (r) => r.cpuPerMillion.toFixed(2)],
-  ['probe GC', true, (r) => pct(r.gc)],
+  ['probe GC', true, (r) => harness.pct(r.gc)],
   ['probe max stall ms', true, (r) => r.maxStallMs.toFixed(0)],
-  ['driver (bpftool + XDP)', true, (r) => pct(r.cpu.children)],
-  ['receiver + pacing', true, (r) => pct(r.cpu.bench)],
-  ...cpuTailColumns<RateResult>(cpus),
+  ['driver (bpftool + XDP)', true, (r) => harness.pct(r.cpu.children)],
+  ['receiver + pacing', true, (r) => harness.pct(r.cpu.bench)],
+  ...harness.cpuTailColumns<RateResult>(cpus),
 ];
 
 const METHOD_LATENCY =
@@ -412,7 +389,7 @@ const METHOD_RATE =
   `74-byte IPv4 SYN) every ${SLICE_MS} ms for the events owed so far, ${RUN_SECONDS} s per rate, after one frame is checked ` +
   `end to end. lag = events not yet received when the driver finished, in ms of the offered rate; ringbufFull, probe lost ` +
   `and policy lost overlap; unaccounted = offered - received - policy lost after draining. ok: no loss, no gap, lag <= ` +
-  `${MAX_LAG_MS} ms. CPU over the run and its drain (100% = one CPU) from /proc; GC and max stall from the probe's /metrics. ` +
+  `${harness.MAX_LAG_MS} ms. CPU over the run and its drain (100% = one CPU) from /proc; GC and max stall from the probe's /metrics. ` +
   `Rates ${RATES.map(rateLabel).join(', ')} in that order, then up to ${REFINE_STEPS} geometric bisections.`;
 
 function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): ResultEntry[] {
@@ -438,7 +415,7 @@ function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): 
       comparison: 'offered',
       comparisonValue: Math.round(r.offered),
       seconds: round2(r.seconds),
-      ...flowFields(r),
+      ...harness.flowFields(r),
       sequenceGaps: r.gaps,
       eventsPerMessage: round2(r.eventsPerMessage),
       probeCpu: round2(r.cpu.probe),
@@ -448,7 +425,7 @@ function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): 
       receiverCpu: round2(r.cpu.bench),
     });
   }
-  const b = bestRun(rates);
+  const b = harness.bestRun(rates);
   out.push({
     name: 'highest zero-loss event rate',
     value: b ? Math.round(b.offered) : 0,
@@ -460,7 +437,7 @@ function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): 
   return out;
 }
 
-function report(m: Machine, load: number, latency: readonly LatencyRow[], rates: readonly RateResult[]): RateReport {
+function report(m: Machine, load: number, latency: readonly LatencyRow[], rates: readonly RateResult[]): harness.RateReport<RateResult> {
   return {
     name: 'probe',
     heading: SECTION_HEADING,
@@ -473,16 +450,17 @@ function report(m: Machine, load: number, latency: readonly LatencyRow[], rates:
     methods: [`Method (API): ${METHOD_LATENCY}`, `Method (events): ${METHOD_RATE}`],
     tables: [
       ['### Probe API round trip', latencyTable(latency)],
-      ['### Event throughput, ring buffer to policy stream', columnTable(rates, RATE_COLUMNS)],
-      ['Where the CPU went (100% = one CPU):', columnTable(rates, cpuColumns(m.cpus))],
+      ['### Event throughput, ring buffer to policy stream', harness.columnTable(rates, RATE_COLUMNS)],
+      ['Where the CPU went (100% = one CPU):', harness.columnTable(rates, cpuColumns(m.cpus))],
     ],
-    result: carriedText(rates, RUN_SECONDS, ''),
-    notes: [limitText(rates, m.cpus, (r) => [['probe', r.cpu.probe]]), busyText(rates, m.cpus)].filter((t) => t),
+    result: harness.carriedText(rates, RUN_SECONDS, ''),
+    runs: rates,
+    services: (r) => [['probe', r.cpu.probe]],
   };
 }
 
 async function main(): Promise<void> {
-  const { m, load, cleanup } = startStackBench('probe');
+  const { m, load, cleanup } = harness.startStackBench('probe');
   const libs = await loadLibs();
   await cleanup.around(async () => {
     const dir = cleanup.tempDir();
@@ -540,22 +518,20 @@ async function main(): Promise<void> {
     console.log(`setup: probe pid ${probe.pid} on ${net.hostIf}, program ${programId}; one SYN went end to end with its fields`);
 
     const latency = await measureLatency(api);
-    console.log(`\n${latencyTable(latency)}\n`);
 
-    const rates = await rateSearch(RATES, REFINE_STEPS, async (rate) => {
+    const rates = await harness.rateSearch(RATES, REFINE_STEPS, async (rate) => {
       const r = await measureRate(rate, api, probe, receiver, programId, frameFile, metricsPort, onDriver);
       console.log(
-        `${rateLabel(rate).padStart(6)}/s: ${flowLine(r)}; probe ${pct(r.cpu.probe)} CPU (${r.cpuPerMillion.toFixed(2)} s/M, GC ${pct(r.gc)}, ` +
-          `max stall ${r.maxStallMs.toFixed(0)} ms), idle ${pct(r.cpu.idle)} -> ${resultText(r)}`,
+        `${rateLabel(rate).padStart(6)}/s: ${harness.flowLine(r)}; probe ${harness.pct(r.cpu.probe)} CPU ` +
+          `(${r.cpuPerMillion.toFixed(2)} s/M, GC ${harness.pct(r.gc)}, max stall ${r.maxStallMs.toFixed(0)} ms), idle ${harness.pct(r.cpu.idle)} -> ${harness.resultText(r)}`,
       );
       return r;
     });
 
-    const rep = report(m, load, latency, rates);
-    printReport({ ...rep, tables: rep.tables.slice(1) });
+    const smokeSize = `${LATENCY_CALLS} calls, ${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s`;
+    harness.publishReport(report(m, load, latency, rates), () => results(latency, rates), smokeSize);
     // A smoke run checks that the events all arrived, not how fast: under `make test` it shares the CPUs with the suites.
-    if (SMOKE && !rates.every((r) => r.zeroLoss)) throw new BenchError(`smoke run: events were lost (${rates.map(resultText).join(', ')})`);
-    publish('probe', SECTION_HEADING, () => results(latency, rates), () => reportSection(rep), `${LATENCY_CALLS} calls, ${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s`);
+    if (SMOKE && !rates.every((r) => r.zeroLoss)) throw new BenchError(`smoke run: events were lost (${rates.map(harness.resultText).join(', ')})`);
   });
 }
 
