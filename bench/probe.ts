@@ -11,7 +11,7 @@ import type { GetStatusResponse, ProbeClient } from '@packetwatch/proto';
 import type { PolicyStub } from '@packetwatch/test-support/policy-stub';
 import { type CpuShares, type TestNet, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, createTestNet, drive, freePort, runOnce, sleep, waitFor, withinRun } from '@packetwatch/test-support';
 import * as harness from './harness.js';
-import { BenchError, type Machine, type ResultEntry, SMOKE, commandError, count, percentile, rateLabel, round2, runBench, table } from './report.js';
+import { BenchError, type Machine, type ResultEntry, SMOKE, commandError, count, percentile, rateLabel, round2, runBench } from './report.js';
 
 const SECTION_HEADING = '## Probe';
 /** createTestNet's 10.231.<slot> range: no clash with bench-pipeline's pair (10.232.<slot>) on the same slot. */
@@ -345,19 +345,15 @@ async function measureRate(
 }
 
 function latencyTable(rows: readonly LatencyRow[]): string {
-  const us = (x: number) => x.toFixed(0);
-  return table(
-    ['call', 'calls', 'p50 µs', 'p99 µs', 'max µs', 'x GetStatus p50'],
-    rows.map((r) => [
-      r.name,
-      count(r.sorted.length),
-      us(percentile(r.sorted, 50)),
-      us(percentile(r.sorted, 99)),
-      us(r.sorted.at(-1) ?? NaN),
-      (percentile(r.sorted, 50) / percentile(rows[0]?.sorted ?? [], 50)).toFixed(2),
-    ]),
-    [false, true, true, true, true, true],
-  );
+  const p50 = (r: LatencyRow) => percentile(r.sorted, 50);
+  return harness.columnTable(rows, [
+    ['call', false, (r) => r.name],
+    ['calls', true, (r) => count(r.sorted.length)],
+    ['p50 µs', true, (r) => p50(r).toFixed(0)],
+    ['p99 µs', true, (r) => percentile(r.sorted, 99).toFixed(0)],
+    ['max µs', true, (r) => (r.sorted.at(-1) ?? NaN).toFixed(0)],
+    ['x GetStatus p50', true, (r) => (p50(r) / (rows[0] ? p50(rows[0]) : NaN)).toFixed(2)],
+  ]);
 }
 
 const RATE_COLUMNS: harness.Column<RateResult>[] = [
