@@ -6,7 +6,26 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { Cleanup } from '@packetwatch/test-support';
-import { BenchError, type Machine, REPO_ROOT, commandError, machine, rel, roundRate, table } from './report.js';
+import { waitFor } from '@packetwatch/test-support';
+import {
+  BenchError,
+  type Machine,
+  REPO_ROOT,
+  type ResultEntry,
+  SMOKE,
+  commandError,
+  count,
+  machine,
+  machineText,
+  publish,
+  rateLabel,
+  rel,
+  round2,
+  roundRate,
+  sectionFacts,
+  table,
+  today,
+} from './report.js';
 
 /** Fails unless running as root: `why` says what needs it, `command` how to run the bench. */
 export function requireRoot(why: string, command: string): void {
@@ -41,16 +60,11 @@ export const STACK_COMMANDS: readonly (readonly [string, readonly string[]])[] =
   ['id', ['-u', 'packetwatch']],
 ];
 
-/** The checks of a bench that runs the real stack: root, the build, STACK_COMMANDS and any other commands it calls. */
-export function requireStack(command: string, others: readonly (readonly [string, readonly string[]])[] = []): void {
-  requireRoot('run probe + policy in network namespaces and BPF_PROG_TEST_RUN', command);
-  requireBuild(STACK_BUILD_OUTPUTS);
-  requireCommands([...others, ...STACK_COMMANDS]);
-}
-
 /** The start of a bench that runs the real stack (`make bench-<name>`): its checks, the machine, the load average now, and its Cleanup. */
 export function startStackBench(name: string, others: readonly (readonly [string, readonly string[]])[] = []): { m: Machine; load: number; cleanup: Cleanup } {
-  requireStack(`make bench-${name}`, others);
+  requireRoot('run probe + policy in network namespaces and BPF_PROG_TEST_RUN', `make bench-${name}`);
+  requireBuild(STACK_BUILD_OUTPUTS);
+  requireCommands([...others, ...STACK_COMMANDS]);
   return { m: machine(), load: os.loadavg()[0] ?? 0, cleanup: new Cleanup(name) };
 }
 
@@ -98,9 +112,32 @@ export interface RateRun {
   keptUp: boolean;
 }
 
+/** A run of bench-probe or bench-pipeline: what it offered, what arrived, what was lost, and where the CPU went. */
+export interface FlowRun extends RateRun {
+  delivered: number;
+  lagMs: number;
+  ringbufFull: number;
+  probeLost: number;
+  policyLost: number;
+  unaccounted: number;
+  /** Whether every event was received or reported lost before the drain timed out. */
+  closed: boolean;
+  zeroLoss: boolean;
+  cpu: { children: number; bench: number; others: number; idle: number };
+}
+
+/** A run keeps up when, at its end, the receiver is at most this far behind the driver. */
+export const MAX_LAG_MS = 100;
+
 /** The run that carried the highest rate, if any. */
 export function bestRun<R extends RateRun>(runs: readonly R[]): R | undefined {
   return runs.filter((r) => r.keptUp).sort((a, b) => b.offered - a.offered)[0];
+}
+
+/** The lowest rate above the best run's that was not carried. */
+function firstFail<R extends RateRun>(runs: readonly R[]): R | undefined {
+  const pass = bestRun(runs);
+  return runs.filter((r) => !r.keptUp && (!pass || r.rate > pass.rate)).sort((a, b) => a.rate - b.rate)[0];
 }
 
 /**
@@ -113,13 +150,163 @@ export async function rateSearch<R extends RateRun>(rates: readonly number[], st
   for (const rate of rates) runs.push(await run(rate));
   for (let i = 0; i < steps; i++) {
     const pass = bestRun(runs);
-    const fail = runs.filter((r) => !r.keptUp && (!pass || r.rate > pass.rate)).sort((a, b) => a.rate - b.rate)[0];
+    const fail = firstFail(runs);
     if (!pass || !fail) break;
     const mid = roundRate(Math.sqrt(pass.rate * fail.rate));
     if (mid <= pass.rate || mid >= fail.rate || runs.some((r) => r.rate === mid)) break;
     runs.push(await run(mid));
   }
   return runs.sort((a, b) => a.rate - b.rate);
+}
+
+/**
+ * Waits for `done` (the books of a run to close) up to `timeoutMs`: false on a
+ * timeout, which is a result (events unaccounted for); a dead service (`alive`) is not.
+ */
+export async function drain(what: string, done: () => boolean | Promise<boolean>, alive: () => boolean, timeoutMs: number): Promise<boolean> {
+  try {
+    await waitFor(what, async () => ((await done()) ? true : undefined), timeoutMs);
+    return true;
+  } catch (e) {
+    if (!(e instanceof BenchError) || !alive()) throw e;
+    return false;
+  }
+}
+
+/** The fields of a run's results entry that both rate benches write. */
+export function flowFields(r: FlowRun) {
+  return {
+    lagMs: round2(r.lagMs),
+    ringbufFull: r.ringbufFull,
+    probeEventsLost: r.probeLost,
+    policyLostEvents: r.policyLost,
+    unaccounted: r.unaccounted,
+    zeroLoss: r.zeroLoss,
+    keptUp: r.keptUp,
+    driverCpu: round2(r.cpu.children),
+    otherCpu: round2(r.cpu.others),
+    idleCpu: round2(r.cpu.idle),
+  };
+}
+
+/** A run's progress line: what it offered, what arrived, what was lost. */
+export function flowLine(r: FlowRun): string {
+  return (
+    `offered ${count(Math.round(r.offered))}/s, delivered ${count(Math.round(r.delivered))}/s, lag ${r.lagMs.toFixed(0)} ms, ` +
+    `ringbufFull ${count(r.ringbufFull)}, probe lost ${count(r.probeLost)}, policy lost ${count(r.policyLost)}, unaccounted ${count(r.unaccounted)}`
+  );
+}
+
+export const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
+const thousands = (x: number) => count(Math.round(x / 1000) * 1000);
+
+export function resultText(r: FlowRun): string {
+  if (r.keptUp) return 'ok';
+  if (!r.closed) return 'LOSS (unaccounted)';
+  return r.zeroLoss ? `LAG > ${MAX_LAG_MS} ms` : 'LOSS';
+}
+
+/** The columns of a rate table: target to unaccounted. */
+export function flowColumns<R extends FlowRun>(): Column<R>[] {
+  return [
+    ['target/s', false, (r) => rateLabel(r.rate)],
+    ['offered/s', true, (r) => thousands(r.offered)],
+    ['delivered/s', true, (r) => thousands(r.delivered)],
+    ['lag ms', true, (r) => r.lagMs.toFixed(0)],
+    ['ringbufFull', true, (r) => count(r.ringbufFull)],
+    ['probe lost', true, (r) => count(r.probeLost)],
+    ['policy lost', true, (r) => count(r.policyLost)],
+    ['unaccounted', true, (r) => count(r.unaccounted)],
+  ];
+}
+
+/** The last columns of a CPU table: other processes, idle and the result. */
+export function cpuTailColumns<R extends FlowRun>(cpus: number): Column<R>[] {
+  return [
+    ['other processes', true, (r) => pct(r.cpu.others)],
+    ['idle', true, (r) => `${pct(r.cpu.idle)} of ${cpus * 100}%`],
+    ['result', false, resultText],
+  ];
+}
+
+/** The verdict of a rate search: the highest rate carried for `seconds` with zero loss (`who`: what carried it), and the next that was not. */
+export function carriedText(runs: readonly FlowRun[], seconds: number, who: string): string {
+  const b = bestRun(runs);
+  if (!b) return `no rate was carried for ${seconds} s with zero loss (lowest tried: ${count(Math.min(...runs.map((r) => r.rate)))}/s)`;
+  const above = firstFail(runs);
+  const bound = above ? `${count(Math.round(above.offered))}/s was not` : 'the highest rate tried';
+  return `highest rate carried for ${seconds} s with zero loss${who}: ${count(Math.round(b.offered))} events/s (${bound})`;
+}
+
+/** Where the CPU went at the lowest failing rate (`services`: [name, share] of the services), or '' if none failed. */
+function limitText<R extends FlowRun>(runs: readonly R[], cpus: number, services: (r: R) => [string, number][]): string {
+  const fail = firstFail(runs);
+  if (!fail) return '';
+  const used = services(fail).map(([name, share]) => `the ${name} ${pct(share)}`);
+  return (
+    `At ${count(Math.round(fail.offered))}/s, the lowest failing rate, ${used.join(', ')}, the driver ${pct(fail.cpu.children)}, ` +
+    `the bench ${pct(fail.cpu.bench)}, other processes ${pct(fail.cpu.others)}, and ${pct(fail.cpu.idle)} of ${cpus * 100}% was idle.`
+  );
+}
+
+/** Other processes busier than this (CPUs) during a run make its result a lower bound: the services competed for CPU. */
+const BUSY_OTHERS = 0.5;
+
+function busyText(runs: readonly FlowRun[], cpus: number): string {
+  const most = Math.max(...runs.map((r) => r.cpu.others));
+  if (!(most > BUSY_OTHERS)) return '';
+  return (
+    `Warning: other processes used up to ${pct(most)} of ${cpus * 100}% CPU during these runs, so the services, their ` +
+    `driver and receiver competed for CPU with them: the rates above are a lower bound. Rerun on a quiet machine.`
+  );
+}
+
+/** What a rate bench reports, printed to the console and as its BENCHMARKS.md section. */
+export interface RateReport<R extends FlowRun> {
+  name: string;
+  heading: string;
+  title: string;
+  intro: string;
+  m: Machine;
+  load: number;
+  methods: readonly string[];
+  tables: readonly (readonly [caption: string, table: string])[];
+  result: string;
+  /** For the notes: where the CPU went at the lowest failing target rate (`services`: each service's share), and how busy other processes were. */
+  runs: readonly R[];
+  services: (r: R) => [string, number][];
+}
+
+function notes<R extends FlowRun>(r: RateReport<R>): string[] {
+  const searched = r.runs.filter((x) => !Number.isNaN(x.rate));
+  return [limitText(searched, r.m.cpus, r.services), busyText(r.runs, r.m.cpus)].filter((t) => t);
+}
+
+/** Prints the report's tables, result and notes, then publishes its results entries and its section. */
+export function publishReport<R extends FlowRun>(r: RateReport<R>, entries: () => readonly ResultEntry[], smokeSize: string): void {
+  console.log(`\n${r.title}, ${today()}: ${machineText(r.m)}; load average ${r.load.toFixed(2)} at the start${SMOKE ? ' (smoke run)' : ''}\n`);
+  for (const [, text] of r.tables) console.log(`${text}\n`);
+  console.log(`result: ${r.result}`);
+  for (const note of notes(r)) console.log(note);
+  publish(r.name, r.heading, entries, () => reportSection(r), smokeSize);
+}
+
+function reportSection<R extends FlowRun>(r: RateReport<R>): string {
+  return [
+    r.heading,
+    '',
+    r.intro,
+    '',
+    ...sectionFacts(r.name, today(), r.m, r.load),
+    ...r.methods.map((m) => `- ${m}`),
+    '',
+    ...tableBlocks(r.tables),
+    `Result: ${r.result}.`,
+    '',
+    ...notes(r).flatMap((n) => [n, '']),
+    `_This section is rewritten by \`make bench-${r.name}\`._`,
+    '',
+  ].join('\n');
 }
 
 /** A column of a table of rows R: its header, whether it is numeric (right-aligned), and a row's cell. */

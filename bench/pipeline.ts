@@ -11,23 +11,8 @@ import { join } from 'node:path';
 import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
 import { type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
 import type { Stack } from '@packetwatch/test-support/stack';
-import { bestRun, loadBuilt, rateSearch, startStackBench } from './harness.js';
-import {
-  BENCH_DIR,
-  BenchError,
-  type Machine,
-  type ResultEntry,
-  count,
-  rateLabel,
-  machineText,
-  round2,
-  runBench,
-  table,
-  today,
-  sectionFacts,
-  SMOKE,
-  publish,
-} from './report.js';
+import * as harness from './harness.js';
+import { BENCH_DIR, BenchError, type Machine, type ResultEntry, SMOKE, count, rateLabel, round2, runBench } from './report.js';
 
 const NAME = 'pipeline';
 const SECTION_HEADING = '## Event pipeline';
@@ -37,8 +22,6 @@ const RATES = SMOKE ? [100_000] : [500_000, 1_000_000, 1_500_000, 2_000_000, 2_5
 const RUN_SECONDS = SMOKE ? 2 : 10;
 const REFINE_STEPS = SMOKE ? 0 : 2;
 const HPING_SECONDS = SMOKE ? 1 : 10;
-/** A run keeps up when, at its end, the policy is at most this far behind the driver. */
-const MAX_LAG_MS = 100;
 const DRAIN_TIMEOUT_MS = 15_000;
 const TARGET_RATE = 2_000_000;
 const TARGET_TEXT = '>= 2,000,000 events/s zero loss';
@@ -52,11 +35,6 @@ const SOURCES = 64;
 const PORTS = [80, 443];
 const sourceOf = (i: number) => `198.18.${SLOT}.${i + 1}`;
 
-interface Libs {
-  bpf: typeof import('@packetwatch/bpf');
-  stack: typeof import('@packetwatch/test-support/stack');
-}
-
 /** CPUs used on average (1 = one CPU busy); children: the driver (bpftool, which also pays for the XDP program, or hping3). */
 type Shares = CpuShares<'probe' | 'policy'>;
 
@@ -64,54 +42,39 @@ function cpuSample(stack: Stack) {
   return cpuSnapshot({ probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid });
 }
 
-interface Run {
+interface Run extends harness.FlowRun {
   driver: string;
-  /** Target events/s (driver A); NaN for hping3. */
-  rate: number;
   seconds: number;
-  /** SYNs the program counted / run time. */
-  offered: number;
-  /** Events the policy received during the run / run time. */
-  delivered: number;
-  lagMs: number;
   events: number;
   received: number;
-  ringbufFull: number;
-  probeLost: number;
-  policyLost: number;
-  unaccounted: number;
   detections: number;
-  closed: boolean;
   cpu: Shares;
   probeCpuPerM: number;
   policyCpuPerM: number;
-  zeroLoss: boolean;
-  keptUp: boolean;
 }
+
+/** @packetwatch/test-support/stack, once loaded. */
+let st: harness.StackLibs['stack'];
 
 /** inFlight() once the setup SYN has arrived (the setup's own SYNs, none of them in flight). */
 let settled = 0;
 
-const counter = (s: GetStatusResponse, name: 'syn' | 'events' | 'ringbufFull') => Number(s.counters?.[name] ?? 0n);
-
-interface Books {
-  probe: GetStatusResponse;
-  policy: GetPolicyStatusResponse;
-}
-
-async function books(stack: Stack): Promise<Books> {
+/** The probe's and the policy's counters. */
+async function books(stack: Stack): Promise<{ probe: GetStatusResponse; policy: GetPolicyStatusResponse }> {
   const [probe, policy] = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
   return { probe, policy };
 }
+
+type Books = Awaited<ReturnType<typeof books>>;
+
+/** SYNs the program saw minus events the policy received or was told were lost: constant while nothing is in flight. */
+const inFlight = (b: Books) => Number((b.probe.counters?.syn ?? 0n) - b.policy.eventsReceived - b.policy.eventsLost);
 
 /**
  * Runs `body` (which drives SYNs for a while and returns its wall seconds),
  * then waits until the policy has received or been told it lost every event
  * the program wrote, and closes the books.
  */
-/** SYNs the program saw minus events the policy received or was told were lost: constant while nothing is in flight. */
-const inFlight = (b: Books) => counter(b.probe, 'syn') - Number(b.policy.eventsReceived + b.policy.eventsLost);
-
 async function measure(stack: Stack, driver: string, rate: number, body: () => Promise<number>): Promise<Run> {
   // A run starts once the previous one's events are all accounted for, so that none of them is counted in this one.
   await waitFor('the previous run\'s events to be accounted for', async () => (inFlight(await books(stack)) <= settled ? true : undefined), 60_000);
@@ -120,31 +83,25 @@ async function measure(stack: Stack, driver: string, rate: number, body: () => P
   const seconds = await body();
   const bEnd = await books(stack);
   // Every SYN the program saw is either received by the policy or reported to it as lost (ringbufFull included).
-  const written = counter(bEnd.probe, 'syn') - counter(b0.probe, 'syn');
-  let closed = true;
-  try {
-    await waitFor(
-      'the policy to account for every event',
-      async () => {
-        if (!stack.running) throw new BenchError(`a service died during the ${driver} run:\n${stack.tail()}`);
-        const p = await stack.policyStatus();
-        const accounted = Number(p.eventsReceived - b0.policy.eventsReceived) + Number(p.eventsLost - b0.policy.eventsLost);
-        return accounted >= written ? true : undefined;
-      },
-      DRAIN_TIMEOUT_MS,
-    );
-  } catch (e) {
-    if (!(e instanceof BenchError) || !stack.running) throw e;
-    closed = false;
-  }
+  const written = st.counterDelta(b0.probe, bEnd.probe, 'syn');
+  const closed = await harness.drain(
+    'the policy to account for every event',
+    async () => {
+      if (!stack.running) throw new BenchError(`a service died during the ${driver} run:\n${stack.tail()}`);
+      const p = await stack.policyStatus();
+      return Number(p.eventsReceived - b0.policy.eventsReceived) + Number(p.eventsLost - b0.policy.eventsLost) >= written;
+    },
+    () => stack.running,
+    DRAIN_TIMEOUT_MS,
+  );
   const c2 = cpuSample(stack);
   const b1 = await books(stack);
-  const syn = counter(b1.probe, 'syn') - counter(b0.probe, 'syn');
-  const events = counter(b1.probe, 'events') - counter(b0.probe, 'events');
+  const syn = st.counterDelta(b0.probe, b1.probe, 'syn');
+  const events = st.counterDelta(b0.probe, b1.probe, 'events');
   const received = Number(b1.policy.eventsReceived - b0.policy.eventsReceived);
   const policyLost = Number(b1.policy.eventsLost - b0.policy.eventsLost);
   const probeLost = Number(b1.probe.eventsLost - b0.probe.eventsLost);
-  const ringbufFull = counter(b1.probe, 'ringbufFull') - counter(b0.probe, 'ringbufFull');
+  const ringbufFull = st.counterDelta(b0.probe, b1.probe, 'ringbufFull');
   const inRun = Number(bEnd.policy.eventsReceived - b0.policy.eventsReceived);
   const offered = syn / seconds;
   const zeroLoss = closed && events > 0 && events === syn && received === events && ringbufFull === 0 && probeLost === 0 && policyLost === 0;
@@ -170,26 +127,19 @@ async function measure(stack: Stack, driver: string, rate: number, body: () => P
     probeCpuPerM: received > 0 ? (cpu.probe * wall) / (received / 1e6) : NaN,
     policyCpuPerM: received > 0 ? (cpu.policy * wall) / (received / 1e6) : NaN,
     zeroLoss,
-    keptUp: zeroLoss && lagMs <= MAX_LAG_MS,
+    keptUp: zeroLoss && lagMs <= harness.MAX_LAG_MS,
   };
 }
 
 /** Driver A at one rate: bpftool over the rotation of frame files. */
 async function driveRate(stack: Stack, programId: number, frames: readonly string[], rate: number, onChild: (c: ChildProcess | undefined) => void): Promise<Run> {
-  const r = await measure(
-    stack,
-    'bpftool',
-    rate,
-    async () => (await drive(programId, frames, rate, RUN_SECONDS * 1000, onChild)).seconds,
-  );
+  const r = await measure(stack, 'bpftool', rate, async () => (await drive(programId, frames, rate, RUN_SECONDS * 1000, onChild)).seconds);
   if (r.detections > 0) throw new BenchError(`driver A made ${r.detections} detections: its sources must never be scanners`);
   return r;
 }
 
-interface Hping {
-  name: string;
-  args: string[];
-}
+/** A hping3 run: its name and arguments. */
+type Hping = { name: string; args: string[] };
 
 function hpingRuns(net: NamespacePair): Hping[] {
   const common = ['-q', '-S', '--flood', '-p', '8080'];
@@ -228,56 +178,21 @@ async function floodRun(stack: Stack, net: NamespacePair, h: Hping, onChild: (c:
   );
 }
 
-function resultText(r: Run): string {
-  if (r.keptUp) return 'ok';
-  if (!r.closed) return 'LOSS (unaccounted)';
-  return r.zeroLoss ? `LAG > ${MAX_LAG_MS} ms` : 'LOSS';
-}
+const RUN_COLUMNS: harness.Column<Run>[] = [['driver', false, (r) => r.driver], ...harness.flowColumns<Run>(), ['result', false, harness.resultText]];
 
-function runTable(runs: readonly Run[]): string {
-  const k = (x: number) => count(Math.round(x / 1000) * 1000);
-  return table(
-    ['driver', 'target/s', 'offered/s', 'delivered/s', 'lag ms', 'ringbufFull', 'probe lost', 'policy lost', 'unaccounted', 'result'],
-    runs.map((r) => [
-      r.driver,
-      rateLabel(r.rate),
-      k(r.offered),
-      k(r.delivered),
-      r.lagMs.toFixed(0),
-      count(r.ringbufFull),
-      count(r.probeLost),
-      count(r.policyLost),
-      count(r.unaccounted),
-      resultText(r),
-    ]),
-    [false, true, true, true, true, true, true, true, true, false],
-  );
-}
+const cpuColumns = (cpus: number): harness.Column<Run>[] => [
+  ['driver', false, (r) => r.driver],
+  ['target/s', false, (r) => rateLabel(r.rate)],
+  ['probe', true, (r) => harness.pct(r.cpu.probe)],
+  ['probe CPU s/M', true, (r) => r.probeCpuPerM.toFixed(2)],
+  ['policy', true, (r) => harness.pct(r.cpu.policy)],
+  ['policy CPU s/M', true, (r) => r.policyCpuPerM.toFixed(2)],
+  ['driver CPU', true, (r) => harness.pct(r.cpu.children)],
+  ['bench', true, (r) => harness.pct(r.cpu.bench)],
+  ...harness.cpuTailColumns<Run>(cpus),
+];
 
-function cpuTable(runs: readonly Run[], cpus: number): string {
-  const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
-  return table(
-    ['driver', 'target/s', 'probe', 'probe CPU s/M', 'policy', 'policy CPU s/M', 'driver CPU', 'bench', 'other processes', 'idle', 'result'],
-    runs.map((r) => [
-      r.driver,
-      rateLabel(r.rate),
-      pct(r.cpu.probe),
-      r.probeCpuPerM.toFixed(2),
-      pct(r.cpu.policy),
-      r.policyCpuPerM.toFixed(2),
-      pct(r.cpu.children),
-      pct(r.cpu.bench),
-      pct(r.cpu.others),
-      `${pct(r.cpu.idle)} of ${cpus * 100}%`,
-      resultText(r),
-    ]),
-    [false, true, true, true, true, true, true, true, true, true, false],
-  );
-}
-
-function best(runs: readonly Run[]): Run | undefined {
-  return bestRun(runs.filter((r) => r.driver === 'bpftool'));
-}
+const bpftoolRuns = (runs: readonly Run[]) => runs.filter((r) => r.driver === 'bpftool');
 
 /** bench-probe's highest zero-loss rate to a counting receiver (bench/results/probe.json), if it ran. */
 function probeOnly(): number | undefined {
@@ -301,57 +216,45 @@ const METHOD =
   `from the attacker namespace for ${HPING_SECONDS} s, from its own address and with --rand-source. offered/s = SYNs the ` +
   `program counted / run time; delivered/s = events the policy received / run time; lag = events not yet received when the ` +
   `driver stopped, in ms of the offered rate; ringbufFull, probe lost and policy lost overlap; unaccounted after draining ` +
-  `(up to ${DRAIN_TIMEOUT_MS / 1000} s). ok: no loss, lag <= ${MAX_LAG_MS} ms. CPU over the run and its drain from /proc ` +
+  `(up to ${DRAIN_TIMEOUT_MS / 1000} s). ok: no loss, lag <= ${harness.MAX_LAG_MS} ms. CPU over the run and its drain from /proc ` +
   `(100% = one CPU); CPU s/M = CPU seconds per million events received. The target (${TARGET_TEXT}) is met by an ok run ` +
   `offering at least 99% of 1,000,000/s.`;
 
 function verdictText(runs: readonly Run[], reference: number | undefined): string {
-  const b = best(runs);
-  const a = runs.filter((r) => r.driver === 'bpftool');
-  const above = b ? a.filter((r) => r.rate > b.rate && !r.keptUp).sort((x, y) => x.rate - y.rate)[0] : undefined;
-  const head = b
-    ? `highest rate carried for ${RUN_SECONDS} s with zero loss, probe + policy: ${count(Math.round(b.offered))} events/s` +
-      (above ? ` (${count(Math.round(above.offered))}/s was not)` : ' (the highest rate tried)')
-    : `no rate was carried for ${RUN_SECONDS} s with zero loss`;
+  const b = harness.bestRun(bpftoolRuns(runs));
   const ref = reference
     ? `; bench-probe's probe -> counting receiver: ${count(reference)} events/s, so the policy in the loop carries ` +
       `${((b ? b.offered : 0) / reference).toFixed(2)}x that`
     : '';
   const target = `target ${TARGET_TEXT}: ${b && b.offered >= TARGET_RATE * 0.99 ? 'met' : 'MISSED'}`;
-  return `${head}${ref}. ${target}`;
+  return `${harness.carriedText(bpftoolRuns(runs), RUN_SECONDS, ', probe + policy')}${ref}. ${target}`;
 }
 
-function section(m: Machine, load: number, runs: readonly Run[], reference: number | undefined): string {
-  return [
-    SECTION_HEADING,
-    '',
-    'The whole event pipeline with the policy in the loop: SYNs through the attached XDP program, the ring buffer, ' +
+function report(m: Machine, load: number, runs: readonly Run[], reference: number | undefined): harness.RateReport<Run> {
+  return {
+    name: NAME,
+    heading: SECTION_HEADING,
+    title: 'Event pipeline',
+    intro:
+      'The whole event pipeline with the policy in the loop: SYNs through the attached XDP program, the ring buffer, ' +
       "the probe, the Report stream and the policy's allowlist, decisions and detector, and how many a second it " +
       'carries for 10 s without losing one.',
-    '',
-    ...sectionFacts('pipeline', today(), m, load),
-    `- Method: ${METHOD}`,
-    '',
-    '```text',
-    runTable(runs),
-    '```',
-    '',
-    'Where the CPU went (100% = one CPU):',
-    '',
-    '```text',
-    cpuTable(runs, m.cpus),
-    '```',
-    '',
-    `Result: ${verdictText(runs, reference)}.`,
-    '',
-    '_This section is rewritten by `make bench-pipeline`._',
-    '',
-  ].join('\n');
+    m,
+    load,
+    methods: [`Method: ${METHOD}`],
+    tables: [
+      ['', harness.columnTable(runs, RUN_COLUMNS)],
+      ['Where the CPU went (100% = one CPU):', harness.columnTable(runs, cpuColumns(m.cpus))],
+    ],
+    result: verdictText(runs, reference),
+    runs,
+    services: (r) => [['probe', r.cpu.probe], ['policy', r.cpu.policy]],
+  };
 }
 
 function results(runs: readonly Run[], reference: number | undefined): ResultEntry[] {
   const out: ResultEntry[] = [];
-  const b = best(runs);
+  const b = harness.bestRun(bpftoolRuns(runs));
   const value = b ? Math.round(b.offered) : 0;
   out.push({
     name: 'highest zero-loss event rate, probe + policy (bpftool driver)',
@@ -379,18 +282,9 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
       seconds: round2(r.seconds),
       events: r.events,
       received: r.received,
-      lagMs: round2(r.lagMs),
-      ringbufFull: r.ringbufFull,
-      probeEventsLost: r.probeLost,
-      policyLostEvents: r.policyLost,
-      unaccounted: r.unaccounted,
-      zeroLoss: r.zeroLoss,
-      keptUp: r.keptUp,
+      ...harness.flowFields(r),
       probeCpu: round2(r.cpu.probe),
       policyCpu: round2(r.cpu.policy),
-      driverCpu: round2(r.cpu.children),
-      otherCpu: round2(r.cpu.others),
-      idleCpu: round2(r.cpu.idle),
       probeCpuSecondsPerMillionEvents: round2(r.probeCpuPerM),
       policyCpuSecondsPerMillionEvents: round2(r.policyCpuPerM),
     });
@@ -398,24 +292,18 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
   return out;
 }
 
-async function loadLibs(): Promise<Libs> {
-  const [bpf, stack] = await loadBuilt(() => Promise.all([import('@packetwatch/bpf'), import('@packetwatch/test-support/stack')]));
-  return { bpf, stack };
-}
-
 function printRun(r: Run): void {
   console.log(
-    `${r.driver.padEnd(22)} ${rateLabel(r.rate).padStart(5)}/s: offered ${count(Math.round(r.offered))}/s, ` +
-      `policy got ${count(Math.round(r.delivered))}/s, lag ${r.lagMs.toFixed(0)} ms, ringbufFull ${count(r.ringbufFull)}, ` +
-      `probe lost ${count(r.probeLost)}, policy lost ${count(r.policyLost)}, unaccounted ${count(r.unaccounted)}; ` +
-      `CPU probe ${(r.cpu.probe * 100).toFixed(0)}% (${r.probeCpuPerM.toFixed(2)} s/M), policy ${(r.cpu.policy * 100).toFixed(0)}% ` +
-      `(${r.policyCpuPerM.toFixed(2)} s/M), idle ${(r.cpu.idle * 100).toFixed(0)}% -> ${resultText(r)}`,
+    `${r.driver.padEnd(22)} ${rateLabel(r.rate).padStart(5)}/s: ${harness.flowLine(r)}; CPU probe ${harness.pct(r.cpu.probe)} ` +
+      `(${r.probeCpuPerM.toFixed(2)} s/M), policy ${harness.pct(r.cpu.policy)} (${r.policyCpuPerM.toFixed(2)} s/M), ` +
+      `idle ${harness.pct(r.cpu.idle)} -> ${harness.resultText(r)}`,
   );
 }
 
 async function main(): Promise<void> {
-  const { m, load, cleanup } = startStackBench(NAME, [['hping3', ['--version']]]);
-  const libs = await loadLibs();
+  const { m, load, cleanup } = harness.startStackBench(NAME, [['hping3', ['--version']]]);
+  const libs = await harness.loadStack();
+  st = libs.stack;
   const runs = await cleanup.around(async () => {
     const dir = cleanup.tempDir();
     const net = libs.stack.namespaces(SLOT, cleanup);
@@ -441,7 +329,7 @@ async function main(): Promise<void> {
     settled = inFlight(await books(stack));
     console.log(`setup: probe + policy up in ${net.victimNs} (program ${programId}); one SYN reached the policy`);
 
-    const out = await rateSearch(RATES, REFINE_STEPS, async (rate) => {
+    const out = await harness.rateSearch(RATES, REFINE_STEPS, async (rate) => {
       const r = await driveRate(stack, programId, frames, rate, onChild);
       printRun(r);
       return r;
@@ -456,21 +344,14 @@ async function main(): Promise<void> {
   });
 
   const reference = probeOnly();
-  console.log('');
-  console.log(`Event pipeline, ${today()}: ${machineText(m)}; load average ${load.toFixed(2)} at the start${SMOKE ? ' (smoke run)' : ''}`);
-  console.log('');
-  console.log(runTable(runs));
-  console.log('');
-  console.log(cpuTable(runs, m.cpus));
-  console.log('');
-  console.log(`result: ${verdictText(runs, reference)}`);
+  const smokeSize = `${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s, ${HPING_SECONDS} s of hping3`;
+  harness.publishReport(report(m, load, runs, reference), () => results(runs, reference), smokeSize);
   if (SMOKE) {
     const bad = runs.filter((r) => r.driver === 'bpftool' && !r.zeroLoss);
     const unclosed = runs.filter((r) => !r.closed || r.events === 0);
-    if (bad.length > 0) throw new BenchError(`smoke: the bpftool run lost events or none arrived: ${bad.map(resultText).join(', ')}`);
+    if (bad.length > 0) throw new BenchError(`smoke: the bpftool run lost events or none arrived: ${bad.map(harness.resultText).join(', ')}`);
     if (unclosed.length > 0) throw new BenchError(`smoke: ${unclosed.map((r) => r.driver).join(', ')}: no events, or events neither received nor counted lost`);
   }
-  publish(NAME, SECTION_HEADING, () => results(runs, reference), () => section(m, load, runs, reference), `${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s, ${HPING_SECONDS} s of hping3`);
 }
 
 await runBench('pipeline', main);

@@ -10,24 +10,8 @@ import type * as grpcTypes from '@grpc/grpc-js';
 import type { GetStatusResponse, ProbeClient } from '@packetwatch/proto';
 import type { PolicyStub } from '@packetwatch/test-support/policy-stub';
 import { type CpuShares, type TestNet, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, createTestNet, drive, freePort, runOnce, sleep, waitFor, withinRun } from '@packetwatch/test-support';
-import { bestRun, loadBuilt, rateSearch, startStackBench } from './harness.js';
-import {
-  BenchError,
-  type Machine,
-  type ResultEntry,
-  SMOKE,
-  commandError,
-  count,
-  machineText,
-  percentile,
-  publish,
-  rateLabel,
-  round2,
-  runBench,
-  sectionFacts,
-  table,
-  today,
-} from './report.js';
+import * as harness from './harness.js';
+import { BenchError, type Machine, type ResultEntry, SMOKE, commandError, count, percentile, rateLabel, round2, runBench } from './report.js';
 
 const SECTION_HEADING = '## Probe';
 /** createTestNet's 10.231.<slot> range: no clash with bench-pipeline's pair (10.232.<slot>) on the same slot. */
@@ -47,22 +31,13 @@ const RATES = SMOKE ? [100_000] : [100_000, 250_000, 500_000, 1_000_000, 2_000_0
 const RUN_SECONDS = SMOKE ? 2 : 10;
 /** Geometric bisections between the highest passing and the lowest failing rate, 10 s each. */
 const REFINE_STEPS = SMOKE ? 0 : 2;
-/** A run keeps up when, at its end, the receiver is at most this far behind the driver. */
-const MAX_LAG_MS = 100;
 const DRAIN_TIMEOUT_MS = 10_000;
 
 const SPORT = 40_000;
 const DPORT = 8080;
 const SERVING = Buffer.from([0x08, 0x01]);
 
-interface Libs {
-  grpc: typeof import('@grpc/grpc-js');
-  bpf: typeof import('@packetwatch/bpf');
-  proto: typeof import('@packetwatch/proto');
-  libbpf: typeof import('libbpf-ts');
-  services: typeof import('@packetwatch/test-support/services');
-  policyStub: typeof import('@packetwatch/test-support/policy-stub');
-}
+type Libs = Awaited<ReturnType<typeof loadLibs>>;
 
 interface LatencyRow {
   name: string;
@@ -70,18 +45,10 @@ interface LatencyRow {
   sorted: number[];
 }
 
-interface RateResult {
-  rate: number;
+interface RateResult extends harness.FlowRun {
   issued: number;
   seconds: number;
-  offered: number;
-  delivered: number;
-  lagMs: number;
-  ringbufFull: number;
-  probeLost: number;
-  receiverLost: number;
   gaps: number;
-  unaccounted: number;
   eventsPerMessage: number;
   /** Average CPUs used over the run and its drain (1 = one CPU busy); children: bpftool, which also pays for the XDP program. */
   cpu: CpuShares<'probe'>;
@@ -91,23 +58,11 @@ interface RateResult {
   gc: number;
   /** Longest event-loop stall of the probe during the run (its nodejs_eventloop_lag_max_seconds). */
   maxStallMs: number;
-  drainMs: number;
-  zeroLoss: boolean;
-  keptUp: boolean;
 }
 
-async function loadLibs(): Promise<Libs> {
-  const [grpc, bpf, proto, libbpf, services, policyStub] = await loadBuilt(() =>
-    Promise.all([
-      import('@grpc/grpc-js'),
-      import('@packetwatch/bpf'),
-      import('@packetwatch/proto'),
-      import('libbpf-ts'),
-      import('@packetwatch/test-support/services'),
-      import('@packetwatch/test-support/policy-stub'),
-    ]),
-  );
-  return { grpc, bpf, proto, libbpf, services, policyStub };
+async function loadLibs() {
+  const [libs, policyStub] = await Promise.all([harness.loadStack(), harness.loadBuilt(() => import('@packetwatch/test-support/policy-stub'))]);
+  return { ...libs, policyStub };
 }
 
 interface ReceiverCounts {
@@ -158,7 +113,7 @@ function tail(probe: Probe): string {
 class Api {
   constructor(
     readonly client: ProbeClient,
-    private readonly libs: Libs,
+    readonly libs: Libs,
     private readonly probe: Probe,
   ) {}
 
@@ -203,14 +158,11 @@ class Api {
   }
 }
 
-interface ProbeMetrics {
-  gcSeconds: number;
-  /** Since the previous scrape: prom-client resets the event-loop histogram when it is collected. */
-  loopLagMaxSeconds: number;
-}
-
-/** The probe's own view of its pauses, from its /metrics (prom-client's default Node.js metrics). */
-async function scrapeMetrics(port: number): Promise<ProbeMetrics> {
+/**
+ * The probe's own view of its pauses, from its /metrics (prom-client's default Node.js metrics). loopLagMaxSeconds
+ * is since the previous scrape: prom-client resets the event-loop histogram when it is collected.
+ */
+async function scrapeMetrics(port: number): Promise<{ gcSeconds: number; loopLagMaxSeconds: number }> {
   let text: string;
   try {
     text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
@@ -238,21 +190,15 @@ async function timeCalls(into: number[], n: number, fn: (i: number) => Promise<u
 
 async function measureLatency(api: Api): Promise<LatencyRow[]> {
   // Both ends' JIT, the socket and the map's first buckets warm up here, off the books.
-  const discard: number[] = [];
-  await timeCalls(discard, WARMUP_CALLS, () => api.health());
-  await timeCalls(discard, WARMUP_CALLS, () => api.status());
-  await timeCalls(discard, WARMUP_CALLS, (i) => api.block(warmupTarget(i)));
-  await timeCalls(discard, WARMUP_CALLS, (i) => api.unblock(warmupTarget(i)));
+  const warmups = [() => api.health(), () => api.status(), (i: number) => api.block(warmupTarget(i)), (i: number) => api.unblock(warmupTarget(i))];
+  for (const call of warmups) await timeCalls([], WARMUP_CALLS, call);
   if ((await api.blockCount()) !== 0) throw new BenchError('blocks were left after the warm-up');
 
   // Rounds of each kind in turn, so that a burst of load from elsewhere lands
   // on every kind rather than on one. Each round unblocks what it blocked:
   // GetStatus counts the blocks (it walks the blocklist), so it is timed on an
   // empty one here and with the blocks in place below.
-  const status: number[] = [];
-  const health: number[] = [];
-  const block: number[] = [];
-  const unblock: number[] = [];
+  const [status, health, block, unblock]: [number[], number[], number[], number[]] = [[], [], [], []];
   let removed = 0;
   for (let first = 0; first < LATENCY_CALLS; first += LATENCY_ROUND) {
     const n = Math.min(LATENCY_ROUND, LATENCY_CALLS - first);
@@ -321,11 +267,9 @@ async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: TestNet
     if (value !== want) throw new BenchError(`test event: ${name} is ${String(value)}, expected ${String(want)}`);
   }
   const after = await api.status();
-  const moved = (f: 'syn' | 'events' | 'ringbufFull') => Number((after.counters?.[f] ?? 0n) - (before.counters?.[f] ?? 0n));
-  if (moved('syn') !== 1 || moved('events') !== 1 || moved('ringbufFull') !== 0 || after.eventsLost !== before.eventsLost) {
-    throw new BenchError(
-      `test event: counters moved syn ${moved('syn')}, events ${moved('events')}, ringbufFull ${moved('ringbufFull')}, eventsLost ${after.eventsLost - before.eventsLost}`,
-    );
+  const [syn, events, full] = (['syn', 'events', 'ringbufFull'] as const).map((f) => libs.stack.counterDelta(before, after, f));
+  if (syn !== 1 || events !== 1 || full !== 0 || after.eventsLost !== before.eventsLost) {
+    throw new BenchError(`test event: counters moved syn ${syn}, events ${events}, ringbufFull ${full}, eventsLost ${after.eventsLost - before.eventsLost}`);
   }
 }
 
@@ -345,44 +289,37 @@ async function measureRate(
   const cpu0 = cpuSnapshot({ probe: probe.pid });
   const { issued, seconds } = await drive(programId, frameFile, rate, RUN_SECONDS * 1000, onDriver);
   const rEnd = receiver.counts();
-  const drainStart = performance.now();
   // Every event either arrives or is reported lost; wait for the books to close.
-  let closed = true;
-  try {
-    await waitFor(
-      'the receiver to account for every event',
-      () => {
-        if (probe.exitCode !== undefined) throw new BenchError(`the probe died during the ${count(rate)}/s run ${tail(probe)}`);
-        const r = receiver.counts();
-        return r.events - r0.events + (r.lost - r0.lost) >= issued ? true : undefined;
-      },
-      DRAIN_TIMEOUT_MS,
-    );
-  } catch (e) {
-    // Only a timeout is a result (events unaccounted for); a dead probe is not.
-    if (!(e instanceof BenchError) || probe.exitCode !== undefined) throw e;
-    closed = false;
-  }
-  const drainMs = performance.now() - drainStart;
+  const closed = await harness.drain(
+    'the receiver to account for every event',
+    () => {
+      if (probe.exitCode !== undefined) throw new BenchError(`the probe died during the ${count(rate)}/s run ${tail(probe)}`);
+      const r = receiver.counts();
+      return r.events - r0.events + (r.lost - r0.lost) >= issued;
+    },
+    () => probe.exitCode === undefined,
+    DRAIN_TIMEOUT_MS,
+  );
   const cpu1 = cpuSnapshot({ probe: probe.pid });
   const m1 = await scrapeMetrics(metricsPort);
   const after = await api.status();
   const r1 = receiver.counts();
 
-  const delta = (f: 'syn' | 'ringbufFull') => Number((after.counters?.[f] ?? 0n) - (before.counters?.[f] ?? 0n));
-  if (delta('syn') !== issued) {
-    throw new BenchError(`the program saw ${count(delta('syn'))} SYNs while the driver issued ${count(issued)}: something else runs it, or runs were lost`);
+  const delta = (f: 'syn' | 'ringbufFull') => api.libs.stack.counterDelta(before, after, f);
+  const syn = delta('syn');
+  if (syn !== issued) {
+    throw new BenchError(`the program saw ${count(syn)} SYNs while the driver issued ${count(issued)}: something else runs it, or runs were lost`);
   }
   const received = r1.events - r0.events;
-  const receiverLost = r1.lost - r0.lost;
+  const policyLost = r1.lost - r0.lost;
   const probeLost = Number(after.eventsLost - before.eventsLost);
   const ringbufFull = delta('ringbufFull');
   const gaps = r1.gaps - r0.gaps;
-  const unaccounted = issued - received - receiverLost;
+  const unaccounted = issued - received - policyLost;
   const offered = issued / seconds;
   const deliveredInRun = rEnd.events - r0.events;
   const lagMs = ((issued - deliveredInRun) / offered) * 1000;
-  const zeroLoss = closed && received === issued && ringbufFull === 0 && probeLost === 0 && receiverLost === 0 && gaps === 0;
+  const zeroLoss = closed && received === issued && ringbufFull === 0 && probeLost === 0 && policyLost === 0 && gaps === 0;
   const messages = r1.messages - r0.messages;
   return {
     rate,
@@ -393,7 +330,7 @@ async function measureRate(
     lagMs,
     ringbufFull,
     probeLost,
-    receiverLost,
+    policyLost,
     gaps,
     unaccounted,
     eventsPerMessage: messages > 0 ? received / messages : 0,
@@ -401,83 +338,40 @@ async function measureRate(
     cpuPerMillion: received > 0 ? (cpu1.procs.probe - cpu0.procs.probe) / (received / 1e6) : NaN,
     gc: (m1.gcSeconds - m0.gcSeconds) / ((cpu1.at - cpu0.at) / 1000),
     maxStallMs: m1.loopLagMaxSeconds * 1000,
-    drainMs,
+    closed,
     zeroLoss,
-    keptUp: zeroLoss && lagMs <= MAX_LAG_MS,
+    keptUp: zeroLoss && lagMs <= harness.MAX_LAG_MS,
   };
 }
 
 function latencyTable(rows: readonly LatencyRow[]): string {
-  const us = (x: number) => x.toFixed(0);
-  return table(
-    ['call', 'calls', 'p50 µs', 'p99 µs', 'max µs', 'x GetStatus p50'],
-    rows.map((r) => [
-      r.name,
-      count(r.sorted.length),
-      us(percentile(r.sorted, 50)),
-      us(percentile(r.sorted, 99)),
-      us(r.sorted.at(-1) ?? NaN),
-      (percentile(r.sorted, 50) / percentile(rows[0]?.sorted ?? [], 50)).toFixed(2),
-    ]),
-    [false, true, true, true, true, true],
-  );
+  const p50 = (r: LatencyRow) => percentile(r.sorted, 50);
+  return harness.columnTable(rows, [
+    ['call', false, (r) => r.name],
+    ['calls', true, (r) => count(r.sorted.length)],
+    ['p50 µs', true, (r) => p50(r).toFixed(0)],
+    ['p99 µs', true, (r) => percentile(r.sorted, 99).toFixed(0)],
+    ['max µs', true, (r) => (r.sorted.at(-1) ?? NaN).toFixed(0)],
+    ['x GetStatus p50', true, (r) => (p50(r) / (rows[0] ? p50(rows[0]) : NaN)).toFixed(2)],
+  ]);
 }
 
-function resultText(r: RateResult): string {
-  if (r.keptUp) return 'ok';
-  return r.zeroLoss ? `LAG > ${MAX_LAG_MS} ms` : 'LOSS';
-}
+const RATE_COLUMNS: harness.Column<RateResult>[] = [
+  ...harness.flowColumns<RateResult>(),
+  ['events/msg', true, (r) => r.eventsPerMessage.toFixed(0)],
+  ['result', false, harness.resultText],
+];
 
-function rateTable(results: readonly RateResult[]): string {
-  const k = (x: number) => count(Math.round(x / 1000) * 1000);
-  return table(
-    ['target/s', 'offered/s', 'delivered/s', 'lag ms', 'ringbufFull', 'probe lost', 'policy lost', 'unaccounted', 'events/msg', 'result'],
-    results.map((r) => [
-      rateLabel(r.rate),
-      k(r.offered),
-      k(r.delivered),
-      r.lagMs.toFixed(0),
-      count(r.ringbufFull),
-      count(r.probeLost),
-      count(r.receiverLost),
-      count(r.unaccounted),
-      r.eventsPerMessage.toFixed(0),
-      resultText(r),
-    ]),
-    [false, true, true, true, true, true, true, true, true, false],
-  );
-}
-
-function cpuTable(results: readonly RateResult[], cpus: number): string {
-  const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
-  return table(
-    ['target/s', 'probe', 'probe CPU s/M events', 'probe GC', 'probe max stall ms', 'driver (bpftool + XDP)', 'receiver + pacing', 'other processes', 'idle', 'result'],
-    results.map((r) => [
-      rateLabel(r.rate),
-      pct(r.cpu.probe),
-      r.cpuPerMillion.toFixed(2),
-      pct(r.gc),
-      r.maxStallMs.toFixed(0),
-      pct(r.cpu.children),
-      pct(r.cpu.bench),
-      pct(r.cpu.others),
-      `${pct(r.cpu.idle)} of ${cpus * 100}%`,
-      resultText(r),
-    ]),
-    [false, true, true, true, true, true, true, true, true, false],
-  );
-}
-
-const best = bestRun<RateResult>;
-
-function verdictText(results: readonly RateResult[]): string {
-  const b = best(results);
-  const top = Math.max(...results.map((r) => r.rate));
-  if (!b) return `no offered rate was carried for ${RUN_SECONDS} s without loss (lowest tried: ${count(Math.min(...results.map((r) => r.rate)))}/s)`;
-  const above = results.filter((r) => r.rate > b.rate && !r.keptUp).sort((x, y) => x.rate - y.rate)[0];
-  const bound = above ? `; ${count(Math.round(above.offered))}/s was not` : b.rate === top ? ' (the highest rate tried)' : '';
-  return `highest rate carried for ${RUN_SECONDS} s with zero loss: ${count(Math.round(b.offered))} events/s${bound}`;
-}
+const cpuColumns = (cpus: number): harness.Column<RateResult>[] => [
+  ['target/s', false, (r) => rateLabel(r.rate)],
+  ['probe', true, (r) => harness.pct(r.cpu.probe)],
+  ['probe CPU s/M events', true, (r) => r.cpuPerMillion.toFixed(2)],
+  ['probe GC', true, (r) => harness.pct(r.gc)],
+  ['probe max stall ms', true, (r) => r.maxStallMs.toFixed(0)],
+  ['driver (bpftool + XDP)', true, (r) => harness.pct(r.cpu.children)],
+  ['receiver + pacing', true, (r) => harness.pct(r.cpu.bench)],
+  ...harness.cpuTailColumns<RateResult>(cpus),
+];
 
 const METHOD_LATENCY =
   `${count(LATENCY_CALLS)} sequential calls of each kind from one @grpc/grpc-js client over the probe's Unix socket, ` +
@@ -491,72 +385,8 @@ const METHOD_RATE =
   `74-byte IPv4 SYN) every ${SLICE_MS} ms for the events owed so far, ${RUN_SECONDS} s per rate, after one frame is checked ` +
   `end to end. lag = events not yet received when the driver finished, in ms of the offered rate; ringbufFull, probe lost ` +
   `and policy lost overlap; unaccounted = offered - received - policy lost after draining. ok: no loss, no gap, lag <= ` +
-  `${MAX_LAG_MS} ms. CPU over the run and its drain (100% = one CPU) from /proc; GC and max stall from the probe's /metrics. ` +
+  `${harness.MAX_LAG_MS} ms. CPU over the run and its drain (100% = one CPU) from /proc; GC and max stall from the probe's /metrics. ` +
   `Rates ${RATES.map(rateLabel).join(', ')} in that order, then up to ${REFINE_STEPS} geometric bisections.`;
-
-function limitText(rates: readonly RateResult[], cpus: number): string {
-  const b = best(rates);
-  const fail = rates.filter((r) => !r.keptUp && (!b || r.rate > b.rate)).sort((x, y) => x.rate - y.rate)[0];
-  if (!fail) return '';
-  const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
-  return (
-    `At ${count(Math.round(fail.offered))}/s, the lowest failing rate, the probe used ${pct(fail.cpu.probe)} of a CPU, ` +
-    `the driver ${pct(fail.cpu.children)}, the receiver ${pct(fail.cpu.bench)}, other processes ${pct(fail.cpu.others)}, ` +
-    `and ${pct(fail.cpu.idle)} of ${cpus * 100}% was idle.`
-  );
-}
-
-/** Other processes busier than this (CPUs) during a run make its result a lower bound: the probe competed for CPU. */
-const BUSY_OTHERS = 0.5;
-
-function busyText(rates: readonly RateResult[], cpus: number): string {
-  const most = Math.max(...rates.map((r) => r.cpu.others));
-  if (!(most > BUSY_OTHERS)) return '';
-  return (
-    `Warning: other processes used up to ${(most * 100).toFixed(0)}% of ${cpus * 100}% CPU during these runs, ` +
-    `so the probe, its driver and receiver competed for CPU with them: the rates above are a lower bound. ` +
-    `Rerun on a quiet machine for the probe's own limit.`
-  );
-}
-
-function section(m: Machine, date: string, load: number, latency: readonly LatencyRow[], rates: readonly RateResult[]): string {
-  const limit = limitText(rates, m.cpus);
-  const busy = busyText(rates, m.cpus);
-  return [
-    SECTION_HEADING,
-    '',
-    'The probe as a process: what one Probe API call costs a caller, and how many SYN events per second it ' +
-      'carries from the ring buffer to a policy stream without losing any.',
-    '',
-    ...sectionFacts('probe', date, m, load),
-    `- Method (API): ${METHOD_LATENCY}`,
-    `- Method (events): ${METHOD_RATE}`,
-    '',
-    '### Probe API round trip',
-    '',
-    '```text',
-    latencyTable(latency),
-    '```',
-    '',
-    '### Event throughput, ring buffer to policy stream',
-    '',
-    '```text',
-    rateTable(rates),
-    '```',
-    '',
-    'Where the CPU went (100% = one CPU):',
-    '',
-    '```text',
-    cpuTable(rates, m.cpus),
-    '```',
-    '',
-    `Result: ${verdictText(rates)}.${limit ? ` ${limit}` : ''}`,
-    '',
-    ...(busy ? [busy, ''] : []),
-    '_This section is rewritten by `make bench-probe`._',
-    '',
-  ].join('\n');
-}
 
 function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): ResultEntry[] {
   const status = latency[0];
@@ -581,26 +411,17 @@ function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): 
       comparison: 'offered',
       comparisonValue: Math.round(r.offered),
       seconds: round2(r.seconds),
-      lagMs: round2(r.lagMs),
-      ringbufFull: r.ringbufFull,
-      probeEventsLost: r.probeLost,
-      policyLostEvents: r.receiverLost,
+      ...harness.flowFields(r),
       sequenceGaps: r.gaps,
-      unaccounted: r.unaccounted,
       eventsPerMessage: round2(r.eventsPerMessage),
       probeCpu: round2(r.cpu.probe),
       probeCpuSecondsPerMillionEvents: round2(r.cpuPerMillion),
       probeGcCpu: round2(r.gc),
       probeMaxStallMs: round2(r.maxStallMs),
-      driverCpu: round2(r.cpu.children),
       receiverCpu: round2(r.cpu.bench),
-      otherCpu: round2(r.cpu.others),
-      idleCpu: round2(r.cpu.idle),
-      zeroLoss: r.zeroLoss,
-      keptUp: r.keptUp,
     });
   }
-  const b = best(rates);
+  const b = harness.bestRun(rates);
   out.push({
     name: 'highest zero-loss event rate',
     value: b ? Math.round(b.offered) : 0,
@@ -612,8 +433,30 @@ function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): 
   return out;
 }
 
+function report(m: Machine, load: number, latency: readonly LatencyRow[], rates: readonly RateResult[]): harness.RateReport<RateResult> {
+  return {
+    name: 'probe',
+    heading: SECTION_HEADING,
+    title: 'Probe',
+    intro:
+      'The probe as a process: what one Probe API call costs a caller, and how many SYN events per second it ' +
+      'carries from the ring buffer to a policy stream without losing any.',
+    m,
+    load,
+    methods: [`Method (API): ${METHOD_LATENCY}`, `Method (events): ${METHOD_RATE}`],
+    tables: [
+      ['### Probe API round trip', latencyTable(latency)],
+      ['### Event throughput, ring buffer to policy stream', harness.columnTable(rates, RATE_COLUMNS)],
+      ['Where the CPU went (100% = one CPU):', harness.columnTable(rates, cpuColumns(m.cpus))],
+    ],
+    result: harness.carriedText(rates, RUN_SECONDS, ''),
+    runs: rates,
+    services: (r) => [['probe', r.cpu.probe]],
+  };
+}
+
 async function main(): Promise<void> {
-  const { m, load, cleanup } = startStackBench('probe');
+  const { m, load, cleanup } = harness.startStackBench('probe');
   const libs = await loadLibs();
   await cleanup.around(async () => {
     const dir = cleanup.tempDir();
@@ -671,37 +514,20 @@ async function main(): Promise<void> {
     console.log(`setup: probe pid ${probe.pid} on ${net.hostIf}, program ${programId}; one SYN went end to end with its fields`);
 
     const latency = await measureLatency(api);
-    console.log('');
-    console.log(latencyTable(latency));
-    console.log('');
 
-    const rates = await rateSearch(RATES, REFINE_STEPS, async (rate) => {
+    const rates = await harness.rateSearch(RATES, REFINE_STEPS, async (rate) => {
       const r = await measureRate(rate, api, probe, receiver, programId, frameFile, metricsPort, onDriver);
       console.log(
-        `${rateLabel(rate).padStart(6)}/s: offered ${count(Math.round(r.offered))}/s, delivered ${count(Math.round(r.delivered))}/s, ` +
-          `lag ${r.lagMs.toFixed(0)} ms, lost ${count(r.probeLost)} (ringbufFull ${count(r.ringbufFull)}), ` +
-          `probe ${(r.cpu.probe * 100).toFixed(0)}% CPU (${r.cpuPerMillion.toFixed(2)} s/M, GC ${(r.gc * 100).toFixed(0)}%, ` +
-          `max stall ${r.maxStallMs.toFixed(0)} ms), idle ${(r.cpu.idle * 100).toFixed(0)}% -> ${resultText(r)}`,
+        `${rateLabel(rate).padStart(6)}/s: ${harness.flowLine(r)}; probe ${harness.pct(r.cpu.probe)} CPU ` +
+          `(${r.cpuPerMillion.toFixed(2)} s/M, GC ${harness.pct(r.gc)}, max stall ${r.maxStallMs.toFixed(0)} ms), idle ${harness.pct(r.cpu.idle)} -> ${harness.resultText(r)}`,
       );
       return r;
     });
 
-    const date = today();
-    console.log('');
-    console.log(`Probe, ${date}: ${machineText(m)}; load average ${load.toFixed(2)} at the start${SMOKE ? ' (smoke run)' : ''}`);
-    console.log('');
-    console.log(rateTable(rates));
-    console.log('');
-    console.log(cpuTable(rates, m.cpus));
-    console.log('');
-    console.log(`result: ${verdictText(rates)}`);
-    const limit = limitText(rates, m.cpus);
-    if (limit) console.log(limit);
-    const busy = busyText(rates, m.cpus);
-    if (busy) console.log(busy);
+    const smokeSize = `${LATENCY_CALLS} calls, ${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s`;
+    harness.publishReport(report(m, load, latency, rates), () => results(latency, rates), smokeSize);
     // A smoke run checks that the events all arrived, not how fast: under `make test` it shares the CPUs with the suites.
-    if (SMOKE && !rates.every((r) => r.zeroLoss)) throw new BenchError(`smoke run: events were lost (${rates.map(resultText).join(', ')})`);
-    publish('probe', SECTION_HEADING, () => results(latency, rates), () => section(m, date, load, latency, rates), `${LATENCY_CALLS} calls, ${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s`);
+    if (SMOKE && !rates.every((r) => r.zeroLoss)) throw new BenchError(`smoke run: events were lost (${rates.map(harness.resultText).join(', ')})`);
   });
 }
 
