@@ -140,8 +140,7 @@ async function perSource(libs: StackLibs, net: NamespacePair, c: Case, cleanup: 
   }
   const [policy, probe] = await Promise.all([stack.policyStatus(), stack.probeStatus()]);
   await stack.stop();
-  const lost = Number(policy.eventsLost) + Number(probe.eventsLost);
-  const [tracked, evictions] = [Number(policy.trackedSources), Number(policy.evictions)];
+  const [tracked, evictions, lost] = [Number(policy.trackedSources), Number(policy.evictions), Number(policy.eventsLost) + Number(probe.eventsLost)];
   const [perSource, fit, heap] = [(rss[PARTS]! - rss[0]!) / SOURCES, slope(rss.map((_, k) => k * part), rss), heapOf(c)];
   return { ...c, tracked, evictions, lost, rss, rssBeforeGc, feedSeconds, perSource, slope: fit, heap };
 }
