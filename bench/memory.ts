@@ -75,15 +75,15 @@ function slope(xs: readonly number[], ys: readonly number[]): number {
  * the stack is (`ports` rounds, each a hit of every source on its next port, source i on probe number i mod 8),
  * each measured as heapUsed + arrayBuffers after full collections.
  */
-async function detectorHeap(port: typeof portOf, dist: string, S: number, family: number, base: number, n: number, ports: number, max: number, win: number) {
-  const { Detector } = await import(`${dist}/detector.js`);
-  const { sourceKey } = await import(`${dist}/sourcekey.js`);
-  const { fleetThresholdOf, policySettings } = await import(`${dist}/config.js`);
+async function detectorHeap(port: typeof portOf, address: typeof sourceAddress, common: string, dist: string, S: number, range: SourceRange, n: number, ports: number, max: number, win: number) {
+  const [{ parseAddress }, { Detector }, { SourceKeys }, { fleetThresholdOf, policySettings }] = await Promise.all(
+    [common, `${dist}/detector.js`, `${dist}/sourcekey.js`, `${dist}/config.js`].map((m) => import(m)),
+  );
   const gc = (globalThis as unknown as { gc: () => void }).gc;
   const mem = () => (gc(), gc(), process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers);
-  // Source i of the range (population.ts): ::ffff:(base + i), or 2001:db8:(i high):(i low)::1.
-  const addr = Buffer.from(family === 4 ? '00000000000000000000ffff00000000' : '20010db8000000000000000000000001', 'hex');
-  const keys = Array.from({ length: S }, (_, i) => (addr.writeUInt32BE((base + i) >>> 0, family === 4 ? 12 : 4), sourceKey(addr, 0)));
+  // Each source keyed as the policy keys it (its default prefix lengths).
+  const sourceKeys = new SourceKeys({ ipv6: policySettings.ipv6Prefix.default, ipv4: policySettings.ipv4Prefix.default });
+  const keys = Array.from({ length: S }, (_, i) => sourceKeys.of(parseAddress(address(range, i))));
   const F: number = fleetThresholdOf({ fleetThreshold: policySettings.fleetThreshold.default, portThreshold: n });
   const filled = (pairThreshold: number) => {
     const before = mem();
@@ -99,8 +99,8 @@ async function detectorHeap(port: typeof portOf, dist: string, S: number, family
 }
 
 function heapOf(c: Case): Heap {
-  const args = [POLICY_DIST, SOURCES, c.range.family, c.range.base, c.n, c.ports, MAX_TRACKED, WINDOW_SECONDS];
-  const script = `await (${detectorHeap.toString()})(${[portOf.toString(), ...args.map((a) => JSON.stringify(a))].join(', ')});`;
+  const args = [import.meta.resolve('@packetwatch/common'), POLICY_DIST, SOURCES, c.range, c.n, c.ports, MAX_TRACKED, WINDOW_SECONDS];
+  const script = `await (${detectorHeap})(${[String(portOf), String(sourceAddress), ...args.map((a) => JSON.stringify(a))].join(', ')});`;
   try {
     const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     return JSON.parse(out) as Heap;
