@@ -2,10 +2,9 @@
 // 1. Policy RSS per tracked source at N = 3, 16 and 64, after a full GC, before and after SYNs from 1,000,000 distinct
 //    sources run through the attached program of probe + policy as deployed (@packetwatch/test-support's stack), so
 //    every event takes the real path; 2 ports a source (the target's), and N - 1 beside it (the worst case, no target).
-// 2. Probe RSS across a 60 s SYN flood: bpftool runs the attached program at a fixed rate
-//    (@packetwatch/test-support's drive()), the probe's and the policy's RSS sampled every second.
-import type { ChildProcess } from 'node:child_process';
-import { execFileSync } from 'node:child_process';
+// 2. Probe RSS across a 60 s SYN flood: bpftool runs the attached program at a fixed rate (@packetwatch/test-support's
+//    drive()), the probe's and the policy's RSS sampled every second.
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Cleanup, type NamespacePair, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep } from '@packetwatch/test-support';
@@ -55,11 +54,13 @@ const WORST_CASE =
 /** Source i's j-th distinct port (j < N - 1 <= 63): 1-1024. */
 const portOf = (i: number, j: number): number => 1 + ((i + j) % 1024);
 const POLICY_DIST = join(REPO_ROOT, 'services/policy/dist');
+const COMMON = import.meta.resolve('@packetwatch/common');
 
 type PerSource = Awaited<ReturnType<typeof perSource>>;
 /** The detector's heap bytes per source (detectorHeap), of which the fleet rule's, and the rule's F. */
 type Heap = { detector: number; fleet: number; pairThreshold: number };
 type Flood = Awaited<ReturnType<typeof flood>>;
+type HeapRun = Case & { common: string; dist: string; sources: number; maxSources: number; windowSeconds: number };
 
 function slope(xs: readonly number[], ys: readonly number[]): number {
   const mean = (v: readonly number[]) => v.reduce((a, b) => a + b, 0) / v.length;
@@ -75,7 +76,8 @@ function slope(xs: readonly number[], ys: readonly number[]): number {
  * the stack is (`ports` rounds, each a hit of every source on its next port, source i on probe number i mod 8),
  * each measured as heapUsed + arrayBuffers after full collections.
  */
-async function detectorHeap(port: typeof portOf, address: typeof sourceAddress, common: string, dist: string, S: number, range: SourceRange, n: number, ports: number, max: number, win: number) {
+async function detectorHeap(port: typeof portOf, address: typeof sourceAddress, run: HeapRun) {
+  const { common, dist, sources: S, range, n, ports } = run;
   const [{ parseAddress }, { Detector }, { SourceKeys }, { fleetThresholdOf, policySettings }] = await Promise.all(
     [common, `${dist}/detector.js`, `${dist}/sourcekey.js`, `${dist}/config.js`].map((m) => import(m)),
   );
@@ -87,22 +89,21 @@ async function detectorHeap(port: typeof portOf, address: typeof sourceAddress, 
   const F: number = fleetThresholdOf({ fleetThreshold: policySettings.fleetThreshold.default, portThreshold: n });
   const filled = (pairThreshold: number) => {
     const before = mem();
-    const d = new Detector({ portThreshold: n, windowSeconds: win, maxSources: max, pairThreshold });
+    const d = new Detector({ portThreshold: n, windowSeconds: run.windowSeconds, maxSources: run.maxSources, pairThreshold });
     const t = Date.now();
     for (let j = 0; j < ports; j++) for (let i = 0; i < S; i++) d.observe(keys[i], port(i, j), t + j, i % 8);
     if (d.tracked !== S) throw new Error(`the detector tracks ${d.tracked} of ${S}`);
     return { d, bytes: (mem() - before) / S };
   };
-  const plain = filled(0);
-  const full = filled(F);
+  const [plain, full] = [filled(0), filled(F)];
   console.log(JSON.stringify({ detector: full.bytes, fleet: full.bytes - plain.bytes, pairThreshold: F }));
 }
 
 function heapOf(c: Case): Heap {
-  const args = [import.meta.resolve('@packetwatch/common'), POLICY_DIST, SOURCES, c.range, c.n, c.ports, MAX_TRACKED, WINDOW_SECONDS];
-  const script = `await (${detectorHeap})(${[String(portOf), String(sourceAddress), ...args.map((a) => JSON.stringify(a))].join(', ')});`;
+  const run: HeapRun = { ...c, common: COMMON, dist: POLICY_DIST, sources: SOURCES, maxSources: MAX_TRACKED, windowSeconds: WINDOW_SECONDS };
+  const script = `await (${detectorHeap})(${portOf}, ${sourceAddress}, ${JSON.stringify(run)});`;
   try {
-    const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8', stdio: 'pipe' });
     return JSON.parse(out) as Heap;
   } catch (e) {
     throw new BenchError(`measuring the detector's heap in a separate process failed: ${(e as Error).message}`);
@@ -126,8 +127,7 @@ async function perSource(libs: StackLibs, net: NamespacePair, c: Case, cleanup: 
   await collectGarbage(net.victimNs, pid);
   const rss = [rssBytes(pid)];
   const part = SOURCES / PARTS;
-  let feedSeconds = 0;
-  let rssBeforeGc = 0;
+  let [feedSeconds, rssBeforeGc] = [0, 0];
   for (let k = 0; k < PARTS; k++) {
     // The part's sources, each on its next port, `ports` times.
     for (let j = 0; j < c.ports; j++) {
