@@ -49,7 +49,7 @@ describe('benchmarks, smoke size', () => {
       cwd: ROOT,
       env: { ...process.env, PW_BENCH_SMOKE: '1' },
       encoding: 'utf8',
-      timeout: 170_000,
+      timeout: 470_000,
       maxBuffer: 64 << 20,
     });
     const output = `${r.stdout}\n${r.stderr}`;
@@ -59,5 +59,5 @@ describe('benchmarks, smoke size', () => {
     expect(r.stdout).toMatch(/\n-{3,}(  -+)+\n/);
     expect(r.stdout).toContain('nothing written');
     expect(written()).toEqual(before);
-  }, 180_000);
+  }, 480_000);
 });
