@@ -5,8 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { Cleanup } from '@packetwatch/test-support';
-import { waitFor } from '@packetwatch/test-support';
+import { Cleanup, waitFor } from '@packetwatch/test-support';
 import {
   BenchError,
   type Machine,
@@ -23,6 +22,7 @@ import {
   round2,
   roundRate,
   sectionFacts,
+  sectionText,
   table,
   today,
 } from './report.js';
@@ -292,21 +292,8 @@ export function publishReport<R extends FlowRun>(r: RateReport<R>, entries: () =
 }
 
 function reportSection<R extends FlowRun>(r: RateReport<R>): string {
-  return [
-    r.heading,
-    '',
-    r.intro,
-    '',
-    ...sectionFacts(r.name, today(), r.m, r.load),
-    ...r.methods.map((m) => `- ${m}`),
-    '',
-    ...tableBlocks(r.tables),
-    `Result: ${r.result}.`,
-    '',
-    ...notes(r).flatMap((n) => [n, '']),
-    `_This section is rewritten by \`make bench-${r.name}\`._`,
-    '',
-  ].join('\n');
+  const facts = [...sectionFacts(r.name, today(), r.m, r.load), ...r.methods.map((m) => `- ${m}`)];
+  return sectionText(r.heading, r.name, r.intro, facts, [...tableBlocks(r.tables), `Result: ${r.result}.`, '', ...notes(r).flatMap((n) => [n, ''])]);
 }
 
 /** A column of a table of rows R: its header, whether it is numeric (right-aligned), and a row's cell. */

@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { Cleanup, type NamespacePair, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep } from '@packetwatch/test-support';
 import { type Column, type StackLibs, columnTable, loadStack, startStackBench, tableBlocks } from './harness.js';
 import { RANGES, type SourceRange, SourceFrames, collectGarbage, feedPopulation, rssBytes, sourceAddress } from './population.js';
-import { BenchError, REPO_ROOT, type Machine, type ResultEntry, SMOKE, count, machineText, median, publish, round2, runBench, today, sectionFacts } from './report.js';
+import {
+  BenchError, REPO_ROOT, type Machine, type ResultEntry, SMOKE, count, entry, machineText, median, publish, round2, runBench, sectionFacts, sectionText, today,
+} from './report.js';
 
 const NAME = 'memory';
 const SECTION_HEADING = '## Memory';
@@ -310,15 +312,8 @@ const tables = (rows: readonly PerSource[], f: Flood, cpus: number): [string, st
 function section(m: Machine, date: string, load: number, rows: readonly PerSource[], f: Flood): string {
   const [perSourceBlocks, floodBlocks] = [tables(rows, f, m.cpus).slice(0, 3), tables(rows, f, m.cpus).slice(3)];
   const probeDev = floodStats(f, 'probe').devPct;
-  return [
-    SECTION_HEADING,
-    '',
-    "How much memory the policy spends per tracked source, and whether the probe's memory stays flat under a SYN flood.",
-    '',
-    ...sectionFacts('memory', date, m, load),
-    `- Method (per source): ${METHOD_SOURCES}`,
-    `- Method (flood): ${METHOD_FLOOD}`,
-    '',
+  const facts = [...sectionFacts('memory', date, m, load), `- Method (per source): ${METHOD_SOURCES}`, `- Method (flood): ${METHOD_FLOOD}`];
+  return sectionText(SECTION_HEADING, NAME, "How much memory the policy spends per tracked source, and whether the probe's memory stays flat under a SYN flood.", facts, [
     '### Policy RSS per tracked source',
     '',
     ...tableBlocks(perSourceBlocks),
@@ -330,49 +325,39 @@ function section(m: Machine, date: string, load: number, rows: readonly PerSourc
       `worst case, no target: ${rows.filter((r) => r.worst).map((r) => `N = ${r.n} ${r.range.label} ${r.perSource.toFixed(0)} bytes`).join('; ')}; ` +
       `probe RSS within ±${TARGET_FLAT}% across the flood: max deviation ${probeDev.toFixed(1)}%, ${probeDev <= TARGET_FLAT ? 'met' : 'MISSED'}.`,
     '',
-    '_This section is rewritten by `make bench-memory`._',
-    '',
-  ].join('\n');
+  ]);
 }
 
-/** A figure's target fields: at most `target` (met when `met`), or none. */
-function targetFields(value: number, target: number | null, unit: string, comparison: string, met = true) {
-  if (target === null) return { comparison: null, comparisonValue: null, ratio: null, target: null, met: null };
-  return { comparison, comparisonValue: target, ratio: round2(value / target), target: `<= ${target} ${unit}`, met: met && value <= target };
-}
+/** At most `target` of `unit`, met when `met`: an entry()'s comparison and goal. */
+const atMost = (target: number, unit: string, comparison: string, met: boolean): [readonly [string, number], readonly [string, boolean]] => [
+  [comparison, target],
+  [`<= ${target} ${unit}`, met],
+];
 
 function results(rows: readonly PerSource[], f: Flood): ResultEntry[] {
   const [p, q] = [floodStats(f, 'probe'), floodStats(f, 'policy')];
   return [
-    ...rows.map((r) => ({
-      name: `${label(r)}, ${count(SOURCES)} sources from ${r.range.label}, N = ${r.n}`,
-      value: Math.round(r.perSource),
-      unit: 'bytes',
-      ...targetFields(r.perSource, r.worst ? null : TARGET_BYTES, 'bytes', 'target bytes per source', perSourceMet(r)),
-      portThreshold: r.n, portsPerSource: r.ports, sources: SOURCES, trackedSources: r.tracked, evictions: r.evictions, eventsLost: r.lost,
-      rssBeforeBytes: r.rss[0]!, rssAfterBytes: r.rss[PARTS]!, slopeBytesPerSource: Math.round(r.slope),
-      beforeGcBytesPerSource: Math.round((r.rssBeforeGc - r.rss[0]!) / SOURCES),
-      detectorBytesPerSource: Math.round(r.heap.detector), fleetRuleBytesPerSource: Math.round(r.heap.fleet),
-    })),
-    {
-      name: `probe RSS max deviation from its median across a ${FLOOD_SECONDS} s flood`,
-      value: round2(p.devPct),
-      unit: '%',
-      ...targetFields(p.devPct, TARGET_FLAT, '%', 'target deviation'),
+    ...rows.map((r) => {
+      const [vs, goal] = r.worst ? [null, null] : atMost(TARGET_BYTES, 'bytes', 'target bytes per source', perSourceMet(r));
+      return entry(`${label(r)}, ${count(SOURCES)} sources from ${r.range.label}, N = ${r.n}`, Math.round(r.perSource), 'bytes', vs, goal, {
+        portThreshold: r.n, portsPerSource: r.ports, sources: SOURCES, trackedSources: r.tracked, evictions: r.evictions, eventsLost: r.lost,
+        rssBeforeBytes: r.rss[0]!, rssAfterBytes: r.rss[PARTS]!, slopeBytesPerSource: Math.round(r.slope),
+        beforeGcBytesPerSource: Math.round((r.rssBeforeGc - r.rss[0]!) / SOURCES),
+        detectorBytesPerSource: Math.round(r.heap.detector), fleetRuleBytesPerSource: Math.round(r.heap.fleet),
+      });
+    }),
+    entry(`probe RSS max deviation from its median across a ${FLOOD_SECONDS} s flood`, round2(p.devPct), '%',
+      ...atMost(TARGET_FLAT, '%', 'target deviation', p.devPct <= TARGET_FLAT), {
       offeredSynPerSecond: Math.round(f.offered),
       probeIdleBytes: f.idle.probe,
       probeFirstAfterWarmupBytes: p.first,
       probeMinBytes: p.min, probeMaxBytes: p.max, probeLastBytes: p.last,
       probeEventsLost: f.probeLost,
-    },
-    {
-      name: `policy RSS max deviation from its median across the same flood`,
-      value: round2(q.devPct),
-      unit: '%',
-      ...targetFields(q.devPct, null, '%', ''),
+    }),
+    entry(`policy RSS max deviation from its median across the same flood`, round2(q.devPct), '%', null, null, {
       policyIdleBytes: f.idle.policy,
       policyMinBytes: q.min, policyMaxBytes: q.max, policyLastBytes: q.last,
-    },
+    }),
   ];
 }
 

@@ -48,8 +48,10 @@ export function runOnce(programId: number, frameFile: string): number {
  * Descriptors: bpftool 7.1's batch mode keeps every data_in file it opens
  * open, one per line: a run of ms milliseconds needs about
  * ms / SLICE_MS * min(files, FRAMES_PER_SLICE) of them (8,000 for 10 s over
- * several files), more than a default soft limit of 1,024, so bpftool runs
- * under prlimit with room for that many (within the hard limit).
+ * several files), more than a default soft limit of 1,024, so bpftool runs under prlimit
+ * with room for that many, up to the hard limit; a run too long for that
+ * (60 s over many files against a hard limit of 20,000) runs fewer files a
+ * slice, still going round all of them.
  */
 export async function drive(
   programId: number,
@@ -59,9 +61,13 @@ export async function drive(
   onChild: (c: ChildProcess | undefined) => void,
   stop?: AbortSignal,
 ): Promise<{ issued: number; seconds: number }> {
-  const perSlice = typeof frames === 'string' ? 1 : Math.min(frames.length, FRAMES_PER_SLICE);
   const hardLimit = Number(/^Max open files\s+\d+\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1] ?? 1024);
-  const nofile = Math.min(hardLimit, Math.ceil((ms / SLICE_MS) * perSlice * 1.5) + 1024);
+  // Lines (open files) the run may take: 1.5 per slice and file, 1,024 spare, within the hard limit.
+  const linesPerFile = Math.ceil(ms / SLICE_MS) * 1.5;
+  const fit = Math.floor((hardLimit - 1024) / linesPerFile);
+  if (fit < 1) throw new HarnessError(`a ${ms / 1000} s bpftool run needs ${Math.ceil(linesPerFile) + 1024} open files, above the hard limit of ${hardLimit}`);
+  const perSlice = typeof frames === 'string' ? 1 : Math.min(frames.length, FRAMES_PER_SLICE, fit);
+  const nofile = Math.ceil(linesPerFile * perSlice) + 1024;
   // prlimit sets the limit (up to the hard one: raising that needs CAP_SYS_RESOURCE) and execs bpftool in place: the child's pid is bpftool's.
   const child = spawn('prlimit', [`--nofile=${nofile}:${nofile}`, 'bpftool', 'batch', 'file', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
   onChild(child);
@@ -110,7 +116,7 @@ export async function drive(
         owed = cap;
       }
       if (owed > 0) {
-        const parts = Math.min(files.length, FRAMES_PER_SLICE, owed);
+        const parts = Math.min(perSlice, owed);
         let text = '';
         for (let p = 0; p < parts; p++) {
           // The first parts take the remainder: the slice runs exactly `owed` events.
