@@ -121,7 +121,7 @@ async function perSource(libs: StackLibs, net: NamespacePair, c: Case, cleanup: 
   const stack = await libs.stack.Stack.start(net, 'in-kernel', cleanup, env);
   const pid = stack.svc.policy?.pid;
   const prog = stack.openProgram((await stack.probeStatus()).programId, cleanup);
-  const frames = new SourceFrames(c.range, (src, port) => libs.bpf.synFrame(src, net.victimAddr, 40_000, port));
+  const frames = new SourceFrames(c.range, (src, port) => libs.bpf.synFrame(src, net.victimAddr, 40_000, port), libs.bpf.checksum);
   frames.check();
   const received = async () => Number((await stack.policyStatus()).eventsReceived);
   // Started, connected, its first sweeps and reconcile done: the state before any source.

@@ -12,7 +12,7 @@ import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/pr
 import { type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
 import type { Stack } from '@packetwatch/test-support/stack';
 import * as harness from './harness.js';
-import { BENCH_DIR, BenchError, type Machine, type ResultEntry, SMOKE, count, rateLabel, round2, runBench } from './report.js';
+import { BENCH_DIR, BenchError, type Machine, type ResultEntry, SMOKE, count, entry, rateLabel, round2, runBench } from './report.js';
 
 const NAME = 'pipeline';
 const SECTION_HEADING = '## Event pipeline';
@@ -256,38 +256,30 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
   const out: ResultEntry[] = [];
   const b = harness.bestRun(bpftoolRuns(runs));
   const value = b ? Math.round(b.offered) : 0;
-  out.push({
-    name: 'highest zero-loss event rate, probe + policy (bpftool driver)',
-    value,
-    unit: 'events/s',
-    comparison: reference ? "bench-probe's highest zero-loss rate, probe -> counting receiver (bench/results/probe.json)" : null,
-    ratio: reference ? round2(value / reference) : null,
-    target: TARGET_TEXT,
-    met: value >= TARGET_RATE * 0.99,
-    comparisonValue: reference ?? null,
-    seconds: RUN_SECONDS,
-    probeCpuSecondsPerMillionEvents: b ? round2(b.probeCpuPerM) : null,
-    policyCpuSecondsPerMillionEvents: b ? round2(b.policyCpuPerM) : null,
-  });
+  const vs = reference ? (["bench-probe's highest zero-loss rate, probe -> counting receiver (bench/results/probe.json)", reference] as const) : null;
+  out.push(
+    entry('highest zero-loss event rate, probe + policy (bpftool driver)', value, 'events/s', vs, [TARGET_TEXT, value >= TARGET_RATE * 0.99], {
+      seconds: RUN_SECONDS,
+      probeCpuSecondsPerMillionEvents: b ? round2(b.probeCpuPerM) : null,
+      policyCpuSecondsPerMillionEvents: b ? round2(b.policyCpuPerM) : null,
+    }),
+  );
   for (const r of runs) {
-    out.push({
-      name: r.driver === 'bpftool' ? `events at ${rateLabel(r.rate)}/s offered (bpftool)` : r.driver,
-      value: Math.round(r.delivered),
-      unit: 'events/s delivered to the policy',
-      comparison: 'offered (SYNs the program counted)',
-      ratio: r.offered > 0 ? round2(r.delivered / r.offered) : null,
-      target: r.driver === 'bpftool' ? null : 'zero loss',
-      met: r.driver === 'bpftool' ? null : r.zeroLoss,
-      offered: Math.round(r.offered),
-      seconds: round2(r.seconds),
-      events: r.events,
-      received: r.received,
-      ...harness.flowFields(r),
-      probeCpu: round2(r.cpu.probe),
-      policyCpu: round2(r.cpu.policy),
-      probeCpuSecondsPerMillionEvents: round2(r.probeCpuPerM),
-      policyCpuSecondsPerMillionEvents: round2(r.policyCpuPerM),
-    });
+    const bpftool = r.driver === 'bpftool';
+    out.push(
+      entry(bpftool ? `events at ${rateLabel(r.rate)}/s offered (bpftool)` : r.driver, Math.round(r.delivered), 'events/s delivered to the policy',
+        ['offered (SYNs the program counted)', r.offered], bpftool ? null : ['zero loss', r.zeroLoss], {
+        offered: Math.round(r.offered),
+        seconds: round2(r.seconds),
+        events: r.events,
+        received: r.received,
+        ...harness.flowFields(r),
+        probeCpu: round2(r.cpu.probe),
+        policyCpu: round2(r.cpu.policy),
+        probeCpuSecondsPerMillionEvents: round2(r.probeCpuPerM),
+        policyCpuSecondsPerMillionEvents: round2(r.policyCpuPerM),
+      }),
+    );
   }
   return out;
 }

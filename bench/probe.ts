@@ -11,7 +11,7 @@ import type { GetStatusResponse, ProbeClient } from '@packetwatch/proto';
 import type { PolicyStub } from '@packetwatch/test-support/policy-stub';
 import { type CpuShares, type TestNet, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, createTestNet, drive, freePort, runOnce, sleep, waitFor, withinRun } from '@packetwatch/test-support';
 import * as harness from './harness.js';
-import { BenchError, type Machine, type ResultEntry, SMOKE, commandError, count, percentile, rateLabel, round2, runBench } from './report.js';
+import { BenchError, type Machine, type ResultEntry, SMOKE, commandError, count, entry, percentile, rateLabel, round2, runBench } from './report.js';
 
 const SECTION_HEADING = '## Probe';
 /** createTestNet's 10.231.<slot> range: no clash with bench-pipeline's pair (10.232.<slot>) on the same slot. */
@@ -393,43 +393,28 @@ function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): 
   const out: ResultEntry[] = [];
   for (const row of latency) {
     for (const [label, p] of [['p50', 50], ['p99', 99], ['max', 100]] as const) {
-      out.push({
-        name: `${row.name} ${label}`,
-        value: round2(percentile(row.sorted, p)),
-        unit: 'us',
-        comparison: status && row !== status ? `${status.name} ${label}` : null,
-        comparisonValue: status && row !== status ? round2(percentile(status.sorted, p)) : null,
-        calls: row.sorted.length,
-      });
+      const vs = status && row !== status ? ([`${status.name} ${label}`, percentile(status.sorted, p)] as const) : null;
+      out.push(entry(`${row.name} ${label}`, round2(percentile(row.sorted, p)), 'us', vs, null, { calls: row.sorted.length }));
     }
   }
   for (const r of rates) {
-    out.push({
-      name: `events at ${rateLabel(r.rate)}/s offered`,
-      value: Math.round(r.delivered),
-      unit: 'events/s delivered',
-      comparison: 'offered',
-      comparisonValue: Math.round(r.offered),
-      seconds: round2(r.seconds),
-      ...harness.flowFields(r),
-      sequenceGaps: r.gaps,
-      eventsPerMessage: round2(r.eventsPerMessage),
-      probeCpu: round2(r.cpu.probe),
-      probeCpuSecondsPerMillionEvents: round2(r.cpuPerMillion),
-      probeGcCpu: round2(r.gc),
-      probeMaxStallMs: round2(r.maxStallMs),
-      receiverCpu: round2(r.cpu.bench),
-    });
+    out.push(
+      entry(`events at ${rateLabel(r.rate)}/s offered`, Math.round(r.delivered), 'events/s delivered', ['offered', Math.round(r.offered)], null, {
+        seconds: round2(r.seconds),
+        ...harness.flowFields(r),
+        sequenceGaps: r.gaps,
+        eventsPerMessage: round2(r.eventsPerMessage),
+        probeCpu: round2(r.cpu.probe),
+        probeCpuSecondsPerMillionEvents: round2(r.cpuPerMillion),
+        probeGcCpu: round2(r.gc),
+        probeMaxStallMs: round2(r.maxStallMs),
+        receiverCpu: round2(r.cpu.bench),
+      }),
+    );
   }
   const b = harness.bestRun(rates);
-  out.push({
-    name: 'highest zero-loss event rate',
-    value: b ? Math.round(b.offered) : 0,
-    unit: 'events/s',
-    comparison: 'highest rate tried',
-    comparisonValue: Math.max(...rates.map((r) => r.rate)),
-    seconds: RUN_SECONDS,
-  });
+  const tried = Math.max(...rates.map((r) => r.rate));
+  out.push(entry('highest zero-loss event rate', b ? Math.round(b.offered) : 0, 'events/s', ['highest rate tried', tried], null, { seconds: RUN_SECONDS }));
   return out;
 }
 

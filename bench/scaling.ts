@@ -69,7 +69,7 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
   await sleep(1000);
   await collectGarbage(nets[0]!.victimNs, pids[0]);
   const rssBefore = rssBytes(pids[0]);
-  const frames = new SourceFrames(RANGES.v4Low, (src, port) => libs.bpf.synFrame(src, nets[0]!.victimAddr, 40_000, port));
+  const frames = new SourceFrames(RANGES.v4Low, (src, port) => libs.bpf.synFrame(src, nets[0]!.victimAddr, 40_000, port), libs.bpf.checksum);
   await feedPopulation(programs, { frames, first: 0, count: c.sources, port: (i) => 1 + (i % 1024) }, received);
   await collectGarbage(nets[0]!.victimNs, pids[0]);
   const rssGrowth = rssBytes(pids[0]) - rssBefore;

@@ -63,7 +63,8 @@ const PROTO = { tcp: 6, udp: 17, icmp: 1, icmpv6: 58 };
 const SRC_MAC = Buffer.from('020000000002', 'hex');
 const DST_MAC = Buffer.from('020000000001', 'hex');
 
-function checksum(...parts: Buffer[]): number {
+/** The Internet checksum (RFC 1071) over the parts, each summed as 16-bit words (an odd last byte padded with zero). */
+export function checksum(...parts: Buffer[]): number {
   let sum = 0;
   for (const b of parts) {
     for (let i = 0; i + 1 < b.length; i += 2) sum += b.readUInt16BE(i);
