@@ -5,7 +5,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { Cleanup, waitFor } from '@packetwatch/test-support';
+import type { GetStatusResponse } from '@packetwatch/proto';
+import { Cleanup, type CpuShares, cpuShares, cpuSnapshot, waitFor } from '@packetwatch/test-support';
 import {
   BenchError,
   type Machine,
@@ -52,90 +53,130 @@ export function requireBuild(outputs: readonly (readonly [string, string])[]): v
   }
 }
 
-/** What the benches that run the real probe and policy call, as [command, arguments that only print a version]. */
-export const STACK_COMMANDS: readonly (readonly [string, readonly string[]])[] = [
-  ['bpftool', ['version']],
-  ['ip', ['-V']],
-  ['setpriv', ['--version']],
-  ['id', ['-u', 'packetwatch']],
-];
-
 /** The start of a bench that runs the real stack (`make bench-<name>`): its checks, the machine, the load average now, and its Cleanup. */
 export function startStackBench(name: string, others: readonly (readonly [string, readonly string[]])[] = []): { m: Machine; load: number; cleanup: Cleanup } {
   requireRoot('run probe + policy in network namespaces and BPF_PROG_TEST_RUN', `make bench-${name}`);
   requireBuild(STACK_BUILD_OUTPUTS);
-  requireCommands([...others, ...STACK_COMMANDS]);
-  return { m: machine(), load: os.loadavg()[0] ?? 0, cleanup: new Cleanup(name) };
-}
-
-/** Fails naming the first command that does not run ([command, arguments that only print a version]). */
-export function requireCommands(commands: readonly (readonly [string, readonly string[]])[]): void {
-  for (const [cmd, args] of commands) {
+  // Each command with arguments that only print a version: the first that does not run is named.
+  for (const [cmd, args] of [...others, ['bpftool', ['version']], ['ip', ['-V']], ['setpriv', ['--version']], ['id', ['-u', 'packetwatch']]] as const) {
     try {
       execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     } catch (e) {
       throw commandError(`${cmd} ${args.join(' ')} failed`, e);
     }
   }
+  return { m: machine(), load: os.loadavg()[0] ?? 0, cleanup: new Cleanup(name) };
 }
 
-/** The build's modules, imported once requireBuild has named any missing output: a failure to load them says to run make build. */
-export async function loadBuilt<T>(load: () => Promise<T>): Promise<T> {
-  try {
-    return await load();
-  } catch (e) {
-    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
-  }
-}
-
-/** The modules of the benches that attack the stack (bench-detection, bench-leak), imported once startStackBench has checked the build. */
+/** The modules of the benches that run the stack, imported once startStackBench has checked the build: a failure to load them says to run make build. */
 export async function loadStack() {
-  const [grpc, bpf, libbpf, proto, stack, services] = await loadBuilt(() =>
-    Promise.all([
+  try {
+    const [grpc, bpf, libbpf, proto, stack, services, policyStub] = await Promise.all([
       import('@grpc/grpc-js'),
       import('@packetwatch/bpf'),
       import('libbpf-ts'),
       import('@packetwatch/proto'),
       import('@packetwatch/test-support/stack'),
       import('@packetwatch/test-support/services'),
-    ]),
-  );
-  return { grpc, bpf, libbpf, proto, stack, services };
+      import('@packetwatch/test-support/policy-stub'),
+    ]);
+    return { grpc, bpf, libbpf, proto, stack, services, policyStub };
+  } catch (e) {
+    throw new BenchError(`loading the build failed (${(e as Error).message}): run make build`);
+  }
 }
 
 export type StackLibs = Awaited<ReturnType<typeof loadStack>>;
 
-/** A run at an offered rate: whether it carried it (zero loss, kept up). */
-export interface RateRun {
-  rate: number;
-  offered: number;
-  keptUp: boolean;
+/** The books of an event flow at one moment, as running totals; a bench may add counters of its own, which a run gets moved. */
+export interface FlowCounts {
+  /** The program's: SYNs it saw, events it wrote to the ring buffer, events it could not (ring buffer full). */
+  syn: number;
+  events: number;
+  ringbufFull: number;
+  /** Events the probe dropped (its GetStatus eventsLost). */
+  probeLost: number;
+  /** The policy end of the Report stream: events received, events it was told were lost, sequence numbers skipped. */
+  received: number;
+  policyLost: number;
+  gaps: number;
 }
 
-/** A run of bench-probe or bench-pipeline: what it offered, what arrived, what was lost, and where the CPU went. */
-export interface FlowRun extends RateRun {
+/** The program's and the probe's side of the books, from the probe's GetStatus. */
+export function probeCounts(s: GetStatusResponse): Pick<FlowCounts, 'syn' | 'events' | 'ringbufFull' | 'probeLost'> {
+  const c = (name: 'syn' | 'events' | 'ringbufFull') => Number(s.counters?.[name] ?? 0n);
+  return { syn: c('syn'), events: c('events'), ringbufFull: c('ringbufFull'), probeLost: Number(s.eventsLost) };
+}
+
+/** A run of bench-probe or bench-pipeline at a target rate: its counts moved, what was offered and arrived, and where the CPU went. */
+export type FlowRun<K extends string, C extends FlowCounts = FlowCounts> = C & {
+  rate: number;
+  seconds: number;
+  offered: number;
   delivered: number;
   lagMs: number;
-  ringbufFull: number;
-  probeLost: number;
-  policyLost: number;
   unaccounted: number;
   /** Whether every event was received or reported lost before the drain timed out. */
   closed: boolean;
   zeroLoss: boolean;
-  cpu: { children: number; bench: number; others: number; idle: number };
-}
+  /** Zero loss, and at its end the receiver at most MAX_LAG_MS behind the driver. */
+  keptUp: boolean;
+  /** Average CPUs used over the run and its drain, `wall` seconds (1 = one CPU busy); children: the driver. */
+  cpu: CpuShares<K>;
+  wall: number;
+  /** CPU seconds of each service per million events received. */
+  perM: Record<K, number>;
+};
+
+type AnyRun = FlowRun<string>;
 
 /** A run keeps up when, at its end, the receiver is at most this far behind the driver. */
 export const MAX_LAG_MS = 100;
 
+/**
+ * Runs `body` (which drives SYNs and returns its wall seconds) between two
+ * readings of the books, the second once every SYN the program saw was
+ * received or reported lost, or after `drainMs` (a result: events
+ * unaccounted for); a service that died (`alive`) is an error.
+ */
+export async function measureFlow<K extends string, C extends FlowCounts>(
+  rate: number, read: () => Promise<C>, pids: Record<K, number | undefined>, alive: () => boolean, drainMs: number, body: () => Promise<number>,
+): Promise<FlowRun<K, C>> {
+  const b0 = await read();
+  const c0 = cpuSnapshot(pids);
+  const seconds = await body();
+  const end = await read();
+  let closed = true;
+  try {
+    await waitFor('every event to be accounted for', async () => {
+      const b = await read();
+      return b.received - b0.received + b.policyLost - b0.policyLost >= end.syn - b0.syn ? true : undefined;
+    }, drainMs);
+  } catch (e) {
+    if (!(e instanceof BenchError) || !alive()) throw e;
+    closed = false;
+  }
+  const c1 = cpuSnapshot(pids);
+  const b1 = await read();
+  const d = Object.fromEntries(Object.entries(b1).map(([k, v]) => [k, v - Number(b0[k as keyof C])])) as unknown as C;
+  const inRun = end.received - b0.received;
+  const offered = d.syn / seconds;
+  const lagMs = offered > 0 ? (Math.max(0, d.events - inRun) / offered) * 1000 : 0;
+  const zeroLoss = closed && d.events > 0 && d.events === d.syn && d.received === d.events && d.ringbufFull + d.probeLost + d.policyLost + d.gaps === 0;
+  const cpu = cpuShares(c0, c1);
+  const wall = (c1.at - c0.at) / 1000;
+  const perM = Object.fromEntries(Object.keys(pids).map((k) => [k, d.received > 0 ? (cpu[k as K] * wall) / (d.received / 1e6) : NaN])) as Record<K, number>;
+  const run = { rate, seconds, offered, delivered: inRun / seconds, lagMs, unaccounted: d.syn - d.received - d.policyLost, closed, zeroLoss, cpu, wall, perM };
+  return { ...d, ...run, keptUp: zeroLoss && lagMs <= MAX_LAG_MS };
+}
+
 /** The run that carried the highest rate, if any. */
-export function bestRun<R extends RateRun>(runs: readonly R[]): R | undefined {
+export function bestRun<R extends AnyRun>(runs: readonly R[]): R | undefined {
   return runs.filter((r) => r.keptUp).sort((a, b) => b.offered - a.offered)[0];
 }
 
 /** The lowest rate above the best run's that was not carried. */
-function firstFail<R extends RateRun>(runs: readonly R[]): R | undefined {
+function firstFail<R extends AnyRun>(runs: readonly R[]): R | undefined {
   const pass = bestRun(runs);
   return runs.filter((r) => !r.keptUp && (!pass || r.rate > pass.rate)).sort((a, b) => a.rate - b.rate)[0];
 }
@@ -145,7 +186,7 @@ function firstFail<R extends RateRun>(runs: readonly R[]): R | undefined {
  * `steps` geometric bisections between the highest rate carried and the
  * lowest above it that was not; returns the runs in order of rate.
  */
-export async function rateSearch<R extends RateRun>(rates: readonly number[], steps: number, run: (rate: number) => Promise<R>): Promise<R[]> {
+export async function rateSearch<R extends AnyRun>(rates: readonly number[], steps: number, run: (rate: number) => Promise<R>): Promise<R[]> {
   const runs: R[] = [];
   for (const rate of rates) runs.push(await run(rate));
   for (let i = 0; i < steps; i++) {
@@ -159,22 +200,8 @@ export async function rateSearch<R extends RateRun>(rates: readonly number[], st
   return runs.sort((a, b) => a.rate - b.rate);
 }
 
-/**
- * Waits for `done` (the books of a run to close) up to `timeoutMs`: false on a
- * timeout, which is a result (events unaccounted for); a dead service (`alive`) is not.
- */
-export async function drain(what: string, done: () => boolean | Promise<boolean>, alive: () => boolean, timeoutMs: number): Promise<boolean> {
-  try {
-    await waitFor(what, async () => ((await done()) ? true : undefined), timeoutMs);
-    return true;
-  } catch (e) {
-    if (!(e instanceof BenchError) || !alive()) throw e;
-    return false;
-  }
-}
-
 /** The fields of a run's results entry that both rate benches write. */
-export function flowFields(r: FlowRun) {
+export function flowFields(r: AnyRun) {
   return {
     lagMs: round2(r.lagMs),
     ringbufFull: r.ringbufFull,
@@ -189,25 +216,27 @@ export function flowFields(r: FlowRun) {
   };
 }
 
-/** A run's progress line: what it offered, what arrived, what was lost. */
-export function flowLine(r: FlowRun): string {
-  return (
-    `offered ${count(Math.round(r.offered))}/s, delivered ${count(Math.round(r.delivered))}/s, lag ${r.lagMs.toFixed(0)} ms, ` +
-    `ringbufFull ${count(r.ringbufFull)}, probe lost ${count(r.probeLost)}, policy lost ${count(r.policyLost)}, unaccounted ${count(r.unaccounted)}`
+/** Prints a run's progress line (`label`: its rate): what it offered, what arrived, what was lost, and each service's CPU. */
+export function printRun(label: string, r: AnyRun, extra = ''): void {
+  const services = Object.keys(r.perM).map((k) => `${k} ${pct(r.cpu[k] ?? NaN)} (${(r.perM[k] ?? NaN).toFixed(2)} s/M)`);
+  console.log(
+    `${label}/s: offered ${count(Math.round(r.offered))}/s, delivered ${count(Math.round(r.delivered))}/s, lag ${r.lagMs.toFixed(0)} ms, ` +
+      `ringbufFull ${count(r.ringbufFull)}, probe lost ${count(r.probeLost)}, policy lost ${count(r.policyLost)}, unaccounted ${count(r.unaccounted)}; ` +
+      `CPU ${services.join(', ')}${extra}, idle ${pct(r.cpu.idle)} -> ${resultText(r)}`,
   );
 }
 
 export const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
 const thousands = (x: number) => count(Math.round(x / 1000) * 1000);
 
-export function resultText(r: FlowRun): string {
+export function resultText(r: AnyRun): string {
   if (r.keptUp) return 'ok';
   if (!r.closed) return 'LOSS (unaccounted)';
   return r.zeroLoss ? `LAG > ${MAX_LAG_MS} ms` : 'LOSS';
 }
 
 /** The columns of a rate table: target to unaccounted. */
-export function flowColumns<R extends FlowRun>(): Column<R>[] {
+export function flowColumns<R extends AnyRun>(): Column<R>[] {
   return [
     ['target/s', false, (r) => rateLabel(r.rate)],
     ['offered/s', true, (r) => thousands(r.offered)],
@@ -221,7 +250,7 @@ export function flowColumns<R extends FlowRun>(): Column<R>[] {
 }
 
 /** The last columns of a CPU table: other processes, idle and the result. */
-export function cpuTailColumns<R extends FlowRun>(cpus: number): Column<R>[] {
+export function cpuTailColumns<R extends AnyRun>(cpus: number): Column<R>[] {
   return [
     ['other processes', true, (r) => pct(r.cpu.others)],
     ['idle', true, (r) => `${pct(r.cpu.idle)} of ${cpus * 100}%`],
@@ -230,7 +259,7 @@ export function cpuTailColumns<R extends FlowRun>(cpus: number): Column<R>[] {
 }
 
 /** The verdict of a rate search: the highest rate carried for `seconds` with zero loss (`who`: what carried it), and the next that was not. */
-export function carriedText(runs: readonly FlowRun[], seconds: number, who: string): string {
+export function carriedText(runs: readonly AnyRun[], seconds: number, who: string): string {
   const b = bestRun(runs);
   if (!b) return `no rate was carried for ${seconds} s with zero loss (lowest tried: ${count(Math.min(...runs.map((r) => r.rate)))}/s)`;
   const above = firstFail(runs);
@@ -238,11 +267,11 @@ export function carriedText(runs: readonly FlowRun[], seconds: number, who: stri
   return `highest rate carried for ${seconds} s with zero loss${who}: ${count(Math.round(b.offered))} events/s (${bound})`;
 }
 
-/** Where the CPU went at the lowest failing rate (`services`: [name, share] of the services), or '' if none failed. */
-function limitText<R extends FlowRun>(runs: readonly R[], cpus: number, services: (r: R) => [string, number][]): string {
+/** Where the CPU went at the lowest failing rate, or '' if none failed. */
+function limitText(runs: readonly AnyRun[], cpus: number): string {
   const fail = firstFail(runs);
   if (!fail) return '';
-  const used = services(fail).map(([name, share]) => `the ${name} ${pct(share)}`);
+  const used = Object.keys(fail.perM).map((name) => `the ${name} ${pct(fail.cpu[name] ?? NaN)}`);
   return (
     `At ${count(Math.round(fail.offered))}/s, the lowest failing rate, ${used.join(', ')}, the driver ${pct(fail.cpu.children)}, ` +
     `the bench ${pct(fail.cpu.bench)}, other processes ${pct(fail.cpu.others)}, and ${pct(fail.cpu.idle)} of ${cpus * 100}% was idle.`
@@ -252,7 +281,7 @@ function limitText<R extends FlowRun>(runs: readonly R[], cpus: number, services
 /** Other processes busier than this (CPUs) during a run make its result a lower bound: the services competed for CPU. */
 const BUSY_OTHERS = 0.5;
 
-function busyText(runs: readonly FlowRun[], cpus: number): string {
+function busyText(runs: readonly AnyRun[], cpus: number): string {
   const most = Math.max(...runs.map((r) => r.cpu.others));
   if (!(most > BUSY_OTHERS)) return '';
   return (
@@ -262,36 +291,34 @@ function busyText(runs: readonly FlowRun[], cpus: number): string {
 }
 
 /** What a rate bench reports, printed to the console and as its BENCHMARKS.md section. */
-export interface RateReport<R extends FlowRun> {
+export interface RateReport<R extends AnyRun> {
   name: string;
   heading: string;
-  title: string;
   intro: string;
   m: Machine;
   load: number;
   methods: readonly string[];
   tables: readonly (readonly [caption: string, table: string])[];
   result: string;
-  /** For the notes: where the CPU went at the lowest failing target rate (`services`: each service's share), and how busy other processes were. */
+  /** For the notes: where the CPU went at the lowest failing target rate, and how busy other processes were. */
   runs: readonly R[];
-  services: (r: R) => [string, number][];
 }
 
-function notes<R extends FlowRun>(r: RateReport<R>): string[] {
+function notes<R extends AnyRun>(r: RateReport<R>): string[] {
   const searched = r.runs.filter((x) => !Number.isNaN(x.rate));
-  return [limitText(searched, r.m.cpus, r.services), busyText(r.runs, r.m.cpus)].filter((t) => t);
+  return [limitText(searched, r.m.cpus), busyText(r.runs, r.m.cpus)].filter((t) => t);
 }
 
 /** Prints the report's tables, result and notes, then publishes its results entries and its section. */
-export function publishReport<R extends FlowRun>(r: RateReport<R>, entries: () => readonly ResultEntry[], smokeSize: string): void {
-  console.log(`\n${r.title}, ${today()}: ${machineText(r.m)}; load average ${r.load.toFixed(2)} at the start${SMOKE ? ' (smoke run)' : ''}\n`);
+export function publishReport<R extends AnyRun>(r: RateReport<R>, entries: () => readonly ResultEntry[], smokeSize: string): void {
+  console.log(`\n${r.heading.slice(3)}, ${today()}: ${machineText(r.m)}; load average ${r.load.toFixed(2)} at the start${SMOKE ? ' (smoke run)' : ''}\n`);
   for (const [, text] of r.tables) console.log(`${text}\n`);
   console.log(`result: ${r.result}`);
   for (const note of notes(r)) console.log(note);
   publish(r.name, r.heading, entries, () => reportSection(r), smokeSize);
 }
 
-function reportSection<R extends FlowRun>(r: RateReport<R>): string {
+function reportSection<R extends AnyRun>(r: RateReport<R>): string {
   const facts = [...sectionFacts(r.name, today(), r.m, r.load), ...r.methods.map((m) => `- ${m}`)];
   return sectionText(r.heading, r.name, r.intro, facts, [...tableBlocks(r.tables), `Result: ${r.result}.`, '', ...notes(r).flatMap((n) => [n, ''])]);
 }

@@ -35,147 +35,42 @@ const SOURCES = 64;
 const PORTS = [80, 443];
 const sourceOf = (i: number) => `198.18.${SLOT}.${i + 1}`;
 
-/** CPUs used on average (1 = one CPU busy); children: the driver (bpftool, which also pays for the XDP program, or hping3). */
-type Shares = CpuShares<'probe' | 'policy'>;
+/** Driver A's or B's run: children in its CPU shares is the driver (bpftool, which also pays for the XDP program, or hping3). */
+type Run = harness.FlowRun<'probe' | 'policy', Counts> & { driver: string };
+type Counts = harness.FlowCounts & { detections: number };
 
-function cpuSample(stack: Stack) {
-  return cpuSnapshot({ probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid });
+/** The books from the probe's and the policy's GetStatus. */
+async function counts(stack: Stack): Promise<Counts> {
+  const [probe, policy] = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
+  return { ...harness.probeCounts(probe), received: Number(policy.eventsReceived), policyLost: Number(policy.eventsLost), gaps: 0, detections: Number(policy.detections) };
 }
 
-interface Run extends harness.FlowRun {
-  driver: string;
-  seconds: number;
-  events: number;
-  received: number;
-  detections: number;
-  cpu: Shares;
-  probeCpuPerM: number;
-  policyCpuPerM: number;
-}
-
-/** @packetwatch/test-support/stack, once loaded. */
-let st: harness.StackLibs['stack'];
+/** SYNs the program saw minus events the policy received or was told were lost: constant while nothing is in flight. */
+const inFlight = (c: Counts) => c.syn - c.received - c.policyLost;
 
 /** inFlight() once the setup SYN has arrived (the setup's own SYNs, none of them in flight). */
 let settled = 0;
 
-/** The probe's and the policy's counters. */
-async function books(stack: Stack): Promise<{ probe: GetStatusResponse; policy: GetPolicyStatusResponse }> {
-  const [probe, policy] = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
-  return { probe, policy };
-}
-
-type Books = Awaited<ReturnType<typeof books>>;
-
-/** SYNs the program saw minus events the policy received or was told were lost: constant while nothing is in flight. */
-const inFlight = (b: Books) => Number((b.probe.counters?.syn ?? 0n) - b.policy.eventsReceived - b.policy.eventsLost);
-
-/**
- * Runs `body` (which drives SYNs for a while and returns its wall seconds),
- * then waits until the policy has received or been told it lost every event
- * the program wrote, and closes the books.
- */
+/** A run of `driver`: `body` drives SYNs for a while and returns its wall seconds. */
 async function measure(stack: Stack, driver: string, rate: number, body: () => Promise<number>): Promise<Run> {
   // A run starts once the previous one's events are all accounted for, so that none of them is counted in this one.
-  await waitFor('the previous run\'s events to be accounted for', async () => (inFlight(await books(stack)) <= settled ? true : undefined), 60_000);
-  const b0 = await books(stack);
-  const c0 = cpuSample(stack);
-  const seconds = await body();
-  const bEnd = await books(stack);
-  // Every SYN the program saw is either received by the policy or reported to it as lost (ringbufFull included).
-  const written = st.counterDelta(b0.probe, bEnd.probe, 'syn');
-  const closed = await harness.drain(
-    'the policy to account for every event',
-    async () => {
-      if (!stack.running) throw new BenchError(`a service died during the ${driver} run:\n${stack.tail()}`);
-      const p = await stack.policyStatus();
-      return Number(p.eventsReceived - b0.policy.eventsReceived) + Number(p.eventsLost - b0.policy.eventsLost) >= written;
-    },
-    () => stack.running,
-    DRAIN_TIMEOUT_MS,
-  );
-  const c2 = cpuSample(stack);
-  const b1 = await books(stack);
-  const syn = st.counterDelta(b0.probe, b1.probe, 'syn');
-  const events = st.counterDelta(b0.probe, b1.probe, 'events');
-  const received = Number(b1.policy.eventsReceived - b0.policy.eventsReceived);
-  const policyLost = Number(b1.policy.eventsLost - b0.policy.eventsLost);
-  const probeLost = Number(b1.probe.eventsLost - b0.probe.eventsLost);
-  const ringbufFull = st.counterDelta(b0.probe, b1.probe, 'ringbufFull');
-  const inRun = Number(bEnd.policy.eventsReceived - b0.policy.eventsReceived);
-  const offered = syn / seconds;
-  const zeroLoss = closed && events > 0 && events === syn && received === events && ringbufFull === 0 && probeLost === 0 && policyLost === 0;
-  const lagMs = offered > 0 ? (Math.max(0, events - inRun) / offered) * 1000 : 0;
-  const cpu = cpuShares(c0, c2);
-  const wall = (c2.at - c0.at) / 1000;
-  return {
-    driver,
-    rate,
-    seconds,
-    offered,
-    delivered: inRun / seconds,
-    lagMs,
-    events,
-    received,
-    ringbufFull,
-    probeLost,
-    policyLost,
-    unaccounted: syn - received - policyLost,
-    detections: Number(b1.policy.detections - b0.policy.detections),
-    closed,
-    cpu,
-    probeCpuPerM: received > 0 ? (cpu.probe * wall) / (received / 1e6) : NaN,
-    policyCpuPerM: received > 0 ? (cpu.policy * wall) / (received / 1e6) : NaN,
-    zeroLoss,
-    keptUp: zeroLoss && lagMs <= harness.MAX_LAG_MS,
-  };
+  await waitFor('the previous run\'s events to be accounted for', async () => (inFlight(await counts(stack)) <= settled ? true : undefined), 60_000);
+  const pids = { probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid };
+  return { driver, ...(await harness.measureFlow(rate, () => counts(stack), pids, () => stack.running, DRAIN_TIMEOUT_MS, body)) };
 }
 
-/** Driver A at one rate: bpftool over the rotation of frame files. */
-async function driveRate(stack: Stack, programId: number, frames: readonly string[], rate: number, onChild: (c: ChildProcess | undefined) => void): Promise<Run> {
-  const r = await measure(stack, 'bpftool', rate, async () => (await drive(programId, frames, rate, RUN_SECONDS * 1000, onChild)).seconds);
-  if (r.detections > 0) throw new BenchError(`driver A made ${r.detections} detections: its sources must never be scanners`);
-  return r;
-}
+/** Driver B's runs: their names and hping3's arguments besides the common ones. */
+const HPING: [string, string[]][] = [['hping3, one source', []], ['hping3, random sources', ['--rand-source']]];
 
-/** A hping3 run: its name and arguments. */
-type Hping = { name: string; args: string[] };
-
-function hpingRuns(net: NamespacePair): Hping[] {
-  const common = ['-q', '-S', '--flood', '-p', '8080'];
-  return [{ name: 'hping3, one source', args: [...common, net.victimAddr] }, { name: 'hping3, random sources', args: [...common, '--rand-source', net.victimAddr] }];
-}
-
-/** Driver B: hping3 --flood from the attacker namespace for HPING_SECONDS, stopped with SIGINT. */
-async function floodRun(stack: Stack, net: NamespacePair, h: Hping, onChild: (c: ChildProcess | undefined) => void): Promise<Run> {
-  return measure(
-    stack,
-    h.name,
-    NaN,
-    async () => {
-      const start = performance.now();
-      const child = spawn('ip', ['netns', 'exec', net.attackerNs, 'hping3', ...h.args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      onChild(child);
-      let out = '';
-      child.stdout.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)));
-      child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)));
-      const exited = new Promise<number | null>((resolve) => {
-        child.on('close', (code) => resolve(code));
-        child.on('error', (e) => {
-          out += e.message;
-          resolve(-1);
-        });
-      });
-      await sleep(HPING_SECONDS * 1000);
-      const seconds = (performance.now() - start) / 1000;
-      child.kill('SIGINT');
-      const code = await exited;
-      onChild(undefined);
-      // hping3 exits 0 (or 1 when no reply came back) after SIGINT; anything else is a failure.
-      if (code !== 0 && code !== 1) throw new BenchError(`hping3 ${h.args.join(' ')} exited with ${code}:\n${out.trim()}`);
-      return seconds;
-    },
-  );
+/** Driver B: hping3 --flood from the attacker namespace for HPING_SECONDS, stopped with SIGINT (then it exits 0, or 1 when no reply came). */
+async function floodRun(stack: Stack, net: NamespacePair, name: string, args: string[]): Promise<Run> {
+  return measure(stack, name, NaN, async () => {
+    const start = performance.now();
+    const argv = ['--preserve-status', '-s', 'INT', String(HPING_SECONDS), 'hping3', '-q', '-S', '--flood', '-p', '8080', ...args, net.victimAddr];
+    const r = await net.inAttacker('timeout', argv, HPING_SECONDS * 1000 + 10_000);
+    if (r.code !== 0 && r.code !== 1) throw new BenchError(`timeout ${argv.join(' ')} exited with ${r.code}:\n${(r.stdout + r.stderr).trim()}`);
+    return (performance.now() - start) / 1000;
+  });
 }
 
 const RUN_COLUMNS: harness.Column<Run>[] = [['driver', false, (r) => r.driver], ...harness.flowColumns<Run>(), ['result', false, harness.resultText]];
@@ -184,9 +79,9 @@ const cpuColumns = (cpus: number): harness.Column<Run>[] => [
   ['driver', false, (r) => r.driver],
   ['target/s', false, (r) => rateLabel(r.rate)],
   ['probe', true, (r) => harness.pct(r.cpu.probe)],
-  ['probe CPU s/M', true, (r) => r.probeCpuPerM.toFixed(2)],
+  ['probe CPU s/M', true, (r) => r.perM.probe.toFixed(2)],
   ['policy', true, (r) => harness.pct(r.cpu.policy)],
-  ['policy CPU s/M', true, (r) => r.policyCpuPerM.toFixed(2)],
+  ['policy CPU s/M', true, (r) => r.perM.policy.toFixed(2)],
   ['driver CPU', true, (r) => harness.pct(r.cpu.children)],
   ['bench', true, (r) => harness.pct(r.cpu.bench)],
   ...harness.cpuTailColumns<Run>(cpus),
@@ -196,12 +91,9 @@ const bpftoolRuns = (runs: readonly Run[]) => runs.filter((r) => r.driver === 'b
 
 /** bench-probe's highest zero-loss rate to a counting receiver (bench/results/probe.json), if it ran. */
 function probeOnly(): number | undefined {
-  const file = join(BENCH_DIR, 'results', 'probe.json');
-  if (!existsSync(file)) return undefined;
   try {
-    const entries = JSON.parse(readFileSync(file, 'utf8')) as ResultEntry[];
-    const e = entries.find((x) => x.name === 'highest zero-loss event rate');
-    return typeof e?.value === 'number' && e.value > 0 ? e.value : undefined;
+    const entries = JSON.parse(readFileSync(join(BENCH_DIR, 'results', 'probe.json'), 'utf8')) as ResultEntry[];
+    return entries.find((x) => x.name === 'highest zero-loss event rate')?.value || undefined;
   } catch {
     return undefined;
   }
@@ -234,7 +126,6 @@ function report(m: Machine, load: number, runs: readonly Run[], reference: numbe
   return {
     name: NAME,
     heading: SECTION_HEADING,
-    title: 'Event pipeline',
     intro:
       'The whole event pipeline with the policy in the loop: SYNs through the attached XDP program, the ring buffer, ' +
       "the probe, the Report stream and the policy's allowlist, decisions and detector, and how many a second it " +
@@ -248,7 +139,6 @@ function report(m: Machine, load: number, runs: readonly Run[], reference: numbe
     ],
     result: verdictText(runs, reference),
     runs,
-    services: (r) => [['probe', r.cpu.probe], ['policy', r.cpu.policy]],
   };
 }
 
@@ -260,8 +150,8 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
   out.push(
     entry('highest zero-loss event rate, probe + policy (bpftool driver)', value, 'events/s', vs, [TARGET_TEXT, value >= TARGET_RATE * 0.99], {
       seconds: RUN_SECONDS,
-      probeCpuSecondsPerMillionEvents: b ? round2(b.probeCpuPerM) : null,
-      policyCpuSecondsPerMillionEvents: b ? round2(b.policyCpuPerM) : null,
+      probeCpuSecondsPerMillionEvents: b ? round2(b.perM.probe) : null,
+      policyCpuSecondsPerMillionEvents: b ? round2(b.perM.policy) : null,
     }),
   );
   for (const r of runs) {
@@ -276,26 +166,19 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
         ...harness.flowFields(r),
         probeCpu: round2(r.cpu.probe),
         policyCpu: round2(r.cpu.policy),
-        probeCpuSecondsPerMillionEvents: round2(r.probeCpuPerM),
-        policyCpuSecondsPerMillionEvents: round2(r.policyCpuPerM),
+        probeCpuSecondsPerMillionEvents: round2(r.perM.probe),
+        policyCpuSecondsPerMillionEvents: round2(r.perM.policy),
       }),
     );
   }
   return out;
 }
 
-function printRun(r: Run): void {
-  console.log(
-    `${r.driver.padEnd(22)} ${rateLabel(r.rate).padStart(5)}/s: ${harness.flowLine(r)}; CPU probe ${harness.pct(r.cpu.probe)} ` +
-      `(${r.probeCpuPerM.toFixed(2)} s/M), policy ${harness.pct(r.cpu.policy)} (${r.policyCpuPerM.toFixed(2)} s/M), ` +
-      `idle ${harness.pct(r.cpu.idle)} -> ${harness.resultText(r)}`,
-  );
-}
+const print = (r: Run) => harness.printRun(`${r.driver.padEnd(22)} ${rateLabel(r.rate).padStart(5)}`, r);
 
 async function main(): Promise<void> {
   const { m, load, cleanup } = harness.startStackBench(NAME, [['hping3', ['--version']]]);
   const libs = await harness.loadStack();
-  st = libs.stack;
   const runs = await cleanup.around(async () => {
     const dir = cleanup.tempDir();
     const net = libs.stack.namespaces(SLOT, cleanup);
@@ -303,7 +186,6 @@ async function main(): Promise<void> {
     const programId = (await stack.probeStatus()).programId;
     let driver: ChildProcess | undefined;
     cleanup.add('stop the driver', () => driver?.kill('SIGKILL'));
-    const onChild = (c: ChildProcess | undefined) => (driver = c);
 
     const frames: string[] = [];
     for (let s = 0; s < SOURCES; s++) {
@@ -314,23 +196,25 @@ async function main(): Promise<void> {
       }
     }
     // Setup check: one frame passes and reaches the policy as one event.
-    const b0 = await books(stack);
+    const c0 = await counts(stack);
     const verdict = runOnce(programId, frames[0]!);
     if (verdict !== XDP_PASS) throw new BenchError(`setup check: the program returned ${verdict} for a SYN, expected XDP_PASS`);
-    await waitFor('the setup SYN at the policy', async () => ((await stack.policyStatus()).eventsReceived > b0.policy.eventsReceived ? true : undefined), 5000);
-    settled = inFlight(await books(stack));
+    await waitFor('the setup SYN at the policy', async () => ((await counts(stack)).received > c0.received ? true : undefined), 5000);
+    settled = inFlight(await counts(stack));
     console.log(`setup: probe + policy up in ${net.victimNs} (program ${programId}); one SYN reached the policy`);
 
     const out = await harness.rateSearch(RATES, REFINE_STEPS, async (rate) => {
-      const r = await driveRate(stack, programId, frames, rate, onChild);
-      printRun(r);
+      // Driver A: bpftool over the rotation of frame files.
+      const r = await measure(stack, 'bpftool', rate, async () => (await drive(programId, frames, rate, RUN_SECONDS * 1000, (c) => (driver = c))).seconds);
+      if (r.detections > 0) throw new BenchError(`driver A made ${r.detections} detections: its sources must never be scanners`);
+      print(r);
       return r;
     });
-    for (const h of SMOKE ? hpingRuns(net).slice(1) : hpingRuns(net)) {
+    for (const [name, args] of SMOKE ? HPING.slice(1) : HPING) {
       await sleep(500);
-      const r = await floodRun(stack, net, h, onChild);
+      const r = await floodRun(stack, net, name, args);
       out.push(r);
-      printRun(r);
+      print(r);
     }
     return out;
   });

@@ -1,21 +1,24 @@
-// `make bench-probe`: the probe as deployed, a real process on a veth pair
-// (createTestNet). 1. The Probe API round trip over its Unix socket, timed by
-// the client. 2. How many SYN events per second the probe carries from the
-// ring buffer through its Report stream, without losing one, to a receiver in
-// this process that only counts; bpftool drives the attached program.
-import { type ChildProcess, execFileSync } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+// `make bench-probe`: the probe as deployed, a real process in a victim
+// namespace (@packetwatch/test-support/services). 1. The Probe API round trip
+// over its Unix socket, timed by the client. 2. How many SYN events per second
+// the probe carries from the ring buffer through its Report stream, without
+// losing one, to a receiver in this process that only counts; bpftool drives
+// the attached program.
+import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as grpcTypes from '@grpc/grpc-js';
-import type { GetStatusResponse, ProbeClient } from '@packetwatch/proto';
+import type { EventBatch, GetStatusResponse, ProbeClient } from '@packetwatch/proto';
 import type { PolicyStub } from '@packetwatch/test-support/policy-stub';
-import { type CpuShares, type TestNet, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, createTestNet, drive, freePort, runOnce, sleep, waitFor, withinRun } from '@packetwatch/test-support';
+import { type NamespacePair, SLICE_MS, TEST_BPFFS, XDP_PASS, drive, runOnce, sleep, waitFor, withinRun } from '@packetwatch/test-support';
+import type { ServiceProcess } from '@packetwatch/test-support/services';
 import * as harness from './harness.js';
-import { BenchError, type Machine, type ResultEntry, SMOKE, commandError, count, entry, percentile, rateLabel, round2, runBench } from './report.js';
+import { BenchError, type Machine, type ResultEntry, SMOKE, count, entry, percentile, rateLabel, round2, runBench } from './report.js';
 
 const SECTION_HEADING = '## Probe';
-/** createTestNet's 10.231.<slot> range: no clash with bench-pipeline's pair (10.232.<slot>) on the same slot. */
 const SLOT = 236;
+/** The probe's /metrics, on the victim namespace's loopback. */
+const METRICS_PORT = 9090;
 
 // Part 1. Every call is awaited before the next: one caller, no queueing, so
 // the figure is a round trip and not a throughput.
@@ -37,7 +40,7 @@ const SPORT = 40_000;
 const DPORT = 8080;
 const SERVING = Buffer.from([0x08, 0x01]);
 
-type Libs = Awaited<ReturnType<typeof loadLibs>>;
+type Libs = harness.StackLibs;
 
 interface LatencyRow {
   name: string;
@@ -45,67 +48,45 @@ interface LatencyRow {
   sorted: number[];
 }
 
-interface RateResult extends harness.FlowRun {
-  issued: number;
-  seconds: number;
-  gaps: number;
+/** The books, with the Report stream's messages. */
+type Counts = harness.FlowCounts & { messages: number };
+
+type RateResult = harness.FlowRun<'probe', Counts> & {
   eventsPerMessage: number;
-  /** Average CPUs used over the run and its drain (1 = one CPU busy); children: bpftool, which also pays for the XDP program. */
-  cpu: CpuShares<'probe'>;
-  /** Probe CPU seconds per million events received. */
-  cpuPerMillion: number;
   /** The probe's garbage collection pauses, as a share of one CPU (perf_hooks 'gc' entries, via its metrics). */
   gc: number;
   /** Longest event-loop stall of the probe during the run (its nodejs_eventloop_lag_max_seconds). */
   maxStallMs: number;
-}
-
-async function loadLibs() {
-  const [libs, policyStub] = await Promise.all([harness.loadStack(), harness.loadBuilt(() => import('@packetwatch/test-support/policy-stub'))]);
-  return { ...libs, policyStub };
-}
-
-interface ReceiverCounts {
-  events: number;
-  lost: number;
-  messages: number;
-  /** Sequence numbers skipped: events the probe queued that never arrived. */
-  gaps: number;
-}
+};
 
 /** The policy end of the Report stream, reduced to counting (no record is decoded); records are kept only while `capture` is on. */
 class Receiver {
   readonly captured: Buffer[] = [];
   capture = false;
   readonly stub: PolicyStub;
-  readonly #counts: ReceiverCounts = { events: 0, lost: 0, messages: 0, gaps: 0 };
+  /** Running totals; gaps: sequence numbers skipped, events the probe queued that never arrived. */
+  readonly counts = { received: 0, policyLost: 0, messages: 0, gaps: 0 };
   #nextSequence: number | undefined;
 
   constructor(socketPath: string, libs: Libs) {
-    this.stub = new libs.policyStub.PolicyStub(socketPath, (b) => this.#onBatch(b.count, Number(b.lostEvents), Number(b.firstSequence), b.records), 'bench-probe');
+    this.stub = new libs.policyStub.PolicyStub(socketPath, (b) => this.#onBatch(b), 'bench-probe');
   }
 
-  counts(): ReceiverCounts {
-    return { ...this.#counts };
-  }
-
-  #onBatch(count: number, lost: number, firstSequence: number, records: Uint8Array): void {
-    const c = this.#counts;
+  #onBatch(b: EventBatch): void {
+    const [c, first] = [this.counts, Number(b.firstSequence)];
     c.messages++;
-    c.events += count;
-    c.lost += lost;
-    if (count > 0) {
-      if (this.#nextSequence !== undefined && firstSequence > this.#nextSequence) c.gaps += firstSequence - this.#nextSequence;
-      this.#nextSequence = firstSequence + count;
+    c.received += b.count;
+    c.policyLost += Number(b.lostEvents);
+    if (b.count > 0) {
+      if (this.#nextSequence !== undefined && first > this.#nextSequence) c.gaps += first - this.#nextSequence;
+      this.#nextSequence = first + b.count;
     }
-    if (this.capture) this.captured.push(Buffer.from(records));
+    if (this.capture) this.captured.push(Buffer.from(b.records));
   }
 }
 
-type Probe = InstanceType<Libs['services']['ServiceProcess']>;
-
 /** How the probe ended and its last output, for an error message. */
-function tail(probe: Probe): string {
+function tail(probe: ServiceProcess): string {
   return `(${probe.exitCode === undefined ? 'still running' : `exited with ${probe.exitCode}`}); its last output:\n${[...probe.stdout, ...probe.stderr].slice(-10).join('\n')}`;
 }
 
@@ -114,7 +95,7 @@ class Api {
   constructor(
     readonly client: ProbeClient,
     readonly libs: Libs,
-    private readonly probe: Probe,
+    readonly probe: ServiceProcess,
   ) {}
 
   #call<T>(fn: (md: grpcTypes.Metadata, opts: Partial<grpcTypes.CallOptions>, cb: (err: grpcTypes.ServiceError | null, res?: T) => void) => void): Promise<T> {
@@ -156,22 +137,24 @@ class Api {
   async blockCount(): Promise<number> {
     return (await this.libs.services.listAllBlocks(this.client)).length;
   }
+
+  /** The books now: the probe's counters and the receiver's. */
+  async counts(receiver: Receiver): Promise<Counts> {
+    return { ...harness.probeCounts(await this.status()), ...receiver.counts };
+  }
 }
 
 /**
  * The probe's own view of its pauses, from its /metrics (prom-client's default Node.js metrics). loopLagMaxSeconds
  * is since the previous scrape: prom-client resets the event-loop histogram when it is collected.
  */
-async function scrapeMetrics(port: number): Promise<{ gcSeconds: number; loopLagMaxSeconds: number }> {
-  let text: string;
-  try {
-    text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
-  } catch (e) {
-    throw new BenchError(`the probe's /metrics on port ${port} did not answer: ${(e as Error).message}`);
-  }
+async function scrapeMetrics(net: NamespacePair): Promise<{ gcSeconds: number; loopLagMaxSeconds: number }> {
+  const url = `http://127.0.0.1:${METRICS_PORT}/metrics`;
+  const res = await net.inVictim('curl', ['-sSf', '--max-time', '5', url]);
+  if (res.code !== 0) throw new BenchError(`the probe's ${url} did not answer: ${res.stderr.trim()}`);
   let gcSeconds = 0;
   let loopLagMaxSeconds = NaN;
-  for (const line of text.split('\n')) {
+  for (const line of res.stdout.split('\n')) {
     const [name, value] = line.split(' ');
     if (name?.startsWith('nodejs_gc_duration_seconds_sum')) gcSeconds += Number(value);
     else if (name === 'nodejs_eventloop_lag_max_seconds') loopLagMaxSeconds = Number(value);
@@ -189,159 +172,93 @@ async function timeCalls(into: number[], n: number, fn: (i: number) => Promise<u
 }
 
 async function measureLatency(api: Api): Promise<LatencyRow[]> {
+  // GetStatus first: the ratio column and the comparison in probe.json are against it.
+  let removed = 0;
+  const kinds = (target: (i: number) => string): [string, (i: number) => Promise<unknown>][] => [
+    ['GetStatus (no blocks)', () => api.status()],
+    ['Health/Check (empty round trip)', () => api.health()],
+    ['BlockIp (distinct addresses)', (i) => api.block(target(i))],
+    ['UnblockIp', async (i) => (removed += Number((await api.unblock(target(i))).removed))],
+  ];
   // Both ends' JIT, the socket and the map's first buckets warm up here, off the books.
-  const warmups = [() => api.health(), () => api.status(), (i: number) => api.block(warmupTarget(i)), (i: number) => api.unblock(warmupTarget(i))];
-  for (const call of warmups) await timeCalls([], WARMUP_CALLS, call);
+  for (const [, call] of kinds(warmupTarget)) await timeCalls([], WARMUP_CALLS, call);
   if ((await api.blockCount()) !== 0) throw new BenchError('blocks were left after the warm-up');
 
   // Rounds of each kind in turn, so that a burst of load from elsewhere lands
   // on every kind rather than on one. Each round unblocks what it blocked:
   // GetStatus counts the blocks (it walks the blocklist), so it is timed on an
   // empty one here and with the blocks in place below.
-  const [status, health, block, unblock]: [number[], number[], number[], number[]] = [[], [], [], []];
-  let removed = 0;
+  removed = 0;
+  const rows = kinds(blockTarget).map(([name]): LatencyRow => ({ name, sorted: [] }));
   for (let first = 0; first < LATENCY_CALLS; first += LATENCY_ROUND) {
-    const n = Math.min(LATENCY_ROUND, LATENCY_CALLS - first);
-    await timeCalls(status, n, () => api.status());
-    await timeCalls(health, n, () => api.health());
-    await timeCalls(block, n, (i) => api.block(blockTarget(first + i)));
-    await timeCalls(unblock, n, async (i) => {
-      if ((await api.unblock(blockTarget(first + i))).removed) removed++;
-    });
+    const round = kinds((i) => blockTarget(first + i));
+    for (const [k, row] of rows.entries()) await timeCalls(row.sorted, Math.min(LATENCY_ROUND, LATENCY_CALLS - first), round[k]![1]);
   }
   if (removed !== LATENCY_CALLS) throw new BenchError(`UnblockIp removed ${removed} of ${LATENCY_CALLS} blocks`);
 
   for (let i = 0; i < LATENCY_CALLS; i++) await api.block(blockTarget(i));
   const held = await api.blockCount();
   if (held !== LATENCY_CALLS) throw new BenchError(`ListBlocks shows ${held} blocks after ${LATENCY_CALLS} BlockIp calls`);
-  const statusFull: number[] = [];
-  await timeCalls(statusFull, LATENCY_CALLS, () => api.status());
+  rows.push({ name: `GetStatus (${count(LATENCY_CALLS)} blocks)`, sorted: [] });
+  await timeCalls(rows[4]!.sorted, LATENCY_CALLS, () => api.status());
   for (let i = 0; i < LATENCY_CALLS; i++) await api.unblock(blockTarget(i));
   if ((await api.blockCount()) !== 0) throw new BenchError('blocks were left after the latency measurement');
-
-  const sorted = (xs: number[]) => xs.sort((x, y) => x - y);
-  // GetStatus first: the ratio column and the comparison in probe.json are against it.
-  return [
-    { name: 'GetStatus (no blocks)', sorted: sorted(status) },
-    { name: 'Health/Check (empty round trip)', sorted: sorted(health) },
-    { name: 'BlockIp (distinct addresses)', sorted: sorted(block) },
-    { name: 'UnblockIp', sorted: sorted(unblock) },
-    { name: `GetStatus (${count(LATENCY_CALLS)} blocks)`, sorted: sorted(statusFull) },
-  ];
+  for (const r of rows) r.sorted.sort((x, y) => x - y);
+  return rows;
 }
 
 /** One frame, driven through the attached program, must arrive at the receiver as one event with the frame's fields. */
-async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: TestNet, programId: number, frameFile: string): Promise<void> {
+async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: NamespacePair, programId: number, frameFile: string): Promise<void> {
   const { bpf } = libs;
-  const attached = libs.libbpf.xdpQuery(net.hostIf).progId;
-  if (attached !== programId) throw new BenchError(`${net.hostIf} runs program ${attached}, the probe reports ${programId}`);
   const hello = await waitFor('the probe to connect to the receiver', () => receiver.stub.hellos[0], 10_000);
   if (hello.programId !== programId) throw new BenchError(`the probe announced program ${hello.programId}, GetStatus says ${programId}`);
   await waitFor('policyConnected', async () => ((await api.status()).policyConnected ? true : undefined), 10_000);
 
-  const before = await api.status();
-  const recv = receiver.counts();
+  const before = await api.counts(receiver);
   receiver.capture = true;
   const t0 = libs.libbpf.clock.realtimeNs();
   const verdict = runOnce(programId, frameFile);
   const t1 = libs.libbpf.clock.realtimeNs();
   if (verdict !== XDP_PASS) throw new BenchError(`the program returned ${verdict} for the SYN frame, expected XDP_PASS (${XDP_PASS})`);
-  await waitFor('the test event at the receiver', () => (receiver.counts().events > recv.events ? true : undefined), 5000);
+  await waitFor('the test event at the receiver', () => (receiver.counts.received > before.received ? true : undefined), 5000);
   await sleep(200); // a second, unexpected event would arrive by now
   receiver.capture = false;
   const records = Buffer.concat(receiver.captured.splice(0));
-  const got = receiver.counts().events - recv.events;
+  const after = await api.counts(receiver);
+  const got = after.received - before.received;
   if (got !== 1 || records.length !== bpf.SYN_EVENT_SIZE) throw new BenchError(`one frame gave ${got} events (${records.length} bytes) at the receiver`);
   const ev = bpf.synEventCodec.read(records, 0);
   const fields: [string, string | number | boolean, string | number | boolean][] = [
-    ['saddr', bpf.formatAddress(ev.saddr), net.peerAddr],
-    ['daddr', bpf.formatAddress(ev.daddr), net.hostAddr],
+    ['saddr', bpf.formatAddress(ev.saddr), net.attackerAddr],
+    ['daddr', bpf.formatAddress(ev.daddr), net.victimAddr],
     ['sport', ev.sport, SPORT],
     ['dport', ev.dport, DPORT],
     ['ipVersion', ev.ipVersion, 4],
     ['tcpFlags', ev.tcpFlags, bpf.TCP_FLAGS.SYN],
     // Wall-clock ns (the probe converts the kernel's coarse boot-time clock).
     ['tsNs within the run', withinRun(ev.tsNs, t0, t1, libs.libbpf.clock.coarseLagNs()), true],
+    // The program's counters moved by this one SYN.
+    ...(['syn', 'events', 'ringbufFull', 'probeLost'] as const).map((f): [string, number, number] => [f, after[f] - before[f], f === 'syn' || f === 'events' ? 1 : 0]),
   ];
   for (const [name, value, want] of fields) {
     if (value !== want) throw new BenchError(`test event: ${name} is ${String(value)}, expected ${String(want)}`);
   }
-  const after = await api.status();
-  const [syn, events, full] = (['syn', 'events', 'ringbufFull'] as const).map((f) => libs.stack.counterDelta(before, after, f));
-  if (syn !== 1 || events !== 1 || full !== 0 || after.eventsLost !== before.eventsLost) {
-    throw new BenchError(`test event: counters moved syn ${syn}, events ${events}, ringbufFull ${full}, eventsLost ${after.eventsLost - before.eventsLost}`);
-  }
 }
 
-async function measureRate(
-  rate: number,
-  api: Api,
-  probe: Probe,
-  receiver: Receiver,
-  programId: number,
-  frameFile: string,
-  metricsPort: number,
-  onDriver: (c: ChildProcess | undefined) => void,
-): Promise<RateResult> {
-  const before = await api.status();
-  const m0 = await scrapeMetrics(metricsPort);
-  const r0 = receiver.counts();
-  const cpu0 = cpuSnapshot({ probe: probe.pid });
-  const { issued, seconds } = await drive(programId, frameFile, rate, RUN_SECONDS * 1000, onDriver);
-  const rEnd = receiver.counts();
-  // Every event either arrives or is reported lost; wait for the books to close.
-  const closed = await harness.drain(
-    'the receiver to account for every event',
-    () => {
-      if (probe.exitCode !== undefined) throw new BenchError(`the probe died during the ${count(rate)}/s run ${tail(probe)}`);
-      const r = receiver.counts();
-      return r.events - r0.events + (r.lost - r0.lost) >= issued;
-    },
-    () => probe.exitCode === undefined,
-    DRAIN_TIMEOUT_MS,
-  );
-  const cpu1 = cpuSnapshot({ probe: probe.pid });
-  const m1 = await scrapeMetrics(metricsPort);
-  const after = await api.status();
-  const r1 = receiver.counts();
-
-  const delta = (f: 'syn' | 'ringbufFull') => api.libs.stack.counterDelta(before, after, f);
-  const syn = delta('syn');
-  if (syn !== issued) {
-    throw new BenchError(`the program saw ${count(syn)} SYNs while the driver issued ${count(issued)}: something else runs it, or runs were lost`);
+async function measureRate(rate: number, api: Api, receiver: Receiver, programId: number, frameFile: string, net: NamespacePair, onDriver: (c?: ChildProcess) => void): Promise<RateResult> {
+  const m0 = await scrapeMetrics(net);
+  let issued = 0;
+  const r = await harness.measureFlow(rate, () => api.counts(receiver), { probe: api.probe.pid }, () => api.probe.exitCode === undefined, DRAIN_TIMEOUT_MS, async () => {
+    const d = await drive(programId, frameFile, rate, RUN_SECONDS * 1000, onDriver);
+    issued = d.issued;
+    return d.seconds;
+  });
+  const m1 = await scrapeMetrics(net);
+  if (r.syn !== issued) {
+    throw new BenchError(`the program saw ${count(r.syn)} SYNs while the driver issued ${count(issued)}: something else runs it, or runs were lost`);
   }
-  const received = r1.events - r0.events;
-  const policyLost = r1.lost - r0.lost;
-  const probeLost = Number(after.eventsLost - before.eventsLost);
-  const ringbufFull = delta('ringbufFull');
-  const gaps = r1.gaps - r0.gaps;
-  const unaccounted = issued - received - policyLost;
-  const offered = issued / seconds;
-  const deliveredInRun = rEnd.events - r0.events;
-  const lagMs = ((issued - deliveredInRun) / offered) * 1000;
-  const zeroLoss = closed && received === issued && ringbufFull === 0 && probeLost === 0 && policyLost === 0 && gaps === 0;
-  const messages = r1.messages - r0.messages;
-  return {
-    rate,
-    issued,
-    seconds,
-    offered,
-    delivered: deliveredInRun / seconds,
-    lagMs,
-    ringbufFull,
-    probeLost,
-    policyLost,
-    gaps,
-    unaccounted,
-    eventsPerMessage: messages > 0 ? received / messages : 0,
-    cpu: cpuShares(cpu0, cpu1),
-    cpuPerMillion: received > 0 ? (cpu1.procs.probe - cpu0.procs.probe) / (received / 1e6) : NaN,
-    gc: (m1.gcSeconds - m0.gcSeconds) / ((cpu1.at - cpu0.at) / 1000),
-    maxStallMs: m1.loopLagMaxSeconds * 1000,
-    closed,
-    zeroLoss,
-    keptUp: zeroLoss && lagMs <= harness.MAX_LAG_MS,
-  };
+  const eventsPerMessage = r.messages > 0 ? r.received / r.messages : 0;
+  return { ...r, eventsPerMessage, gc: (m1.gcSeconds - m0.gcSeconds) / r.wall, maxStallMs: m1.loopLagMaxSeconds * 1000 };
 }
 
 function latencyTable(rows: readonly LatencyRow[]): string {
@@ -365,7 +282,7 @@ const RATE_COLUMNS: harness.Column<RateResult>[] = [
 const cpuColumns = (cpus: number): harness.Column<RateResult>[] => [
   ['target/s', false, (r) => rateLabel(r.rate)],
   ['probe', true, (r) => harness.pct(r.cpu.probe)],
-  ['probe CPU s/M events', true, (r) => r.cpuPerMillion.toFixed(2)],
+  ['probe CPU s/M events', true, (r) => r.perM.probe.toFixed(2)],
   ['probe GC', true, (r) => harness.pct(r.gc)],
   ['probe max stall ms', true, (r) => r.maxStallMs.toFixed(0)],
   ['driver (bpftool + XDP)', true, (r) => harness.pct(r.cpu.children)],
@@ -380,7 +297,7 @@ const METHOD_LATENCY =
   `again with ${count(LATENCY_CALLS)} blocks in place. Health/Check is a round trip whose handler does nothing. Percentiles are nearest-rank.`;
 
 const METHOD_RATE =
-  `The probe with its defaults on the host end of a veth pair reports to a receiver in the bench process that counts ` +
+  `The probe with its defaults in a victim namespace, the program on its veth, reports to a receiver in the bench process that counts ` +
   `records, lost_events and sequence gaps. \`bpftool batch file -\` runs the attached program (BPF_PROG_TEST_RUN on a ` +
   `74-byte IPv4 SYN) every ${SLICE_MS} ms for the events owed so far, ${RUN_SECONDS} s per rate, after one frame is checked ` +
   `end to end. lag = events not yet received when the driver finished, in ms of the offered rate; ringbufFull, probe lost ` +
@@ -405,7 +322,7 @@ function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): 
         sequenceGaps: r.gaps,
         eventsPerMessage: round2(r.eventsPerMessage),
         probeCpu: round2(r.cpu.probe),
-        probeCpuSecondsPerMillionEvents: round2(r.cpuPerMillion),
+        probeCpuSecondsPerMillionEvents: round2(r.perM.probe),
         probeGcCpu: round2(r.gc),
         probeMaxStallMs: round2(r.maxStallMs),
         receiverCpu: round2(r.cpu.bench),
@@ -422,7 +339,6 @@ function report(m: Machine, load: number, latency: readonly LatencyRow[], rates:
   return {
     name: 'probe',
     heading: SECTION_HEADING,
-    title: 'Probe',
     intro:
       'The probe as a process: what one Probe API call costs a caller, and how many SYN events per second it ' +
       'carries from the ring buffer to a policy stream without losing any.',
@@ -436,76 +352,37 @@ function report(m: Machine, load: number, latency: readonly LatencyRow[], rates:
     ],
     result: harness.carriedText(rates, RUN_SECONDS, ''),
     runs: rates,
-    services: (r) => [['probe', r.cpu.probe]],
   };
 }
 
 async function main(): Promise<void> {
   const { m, load, cleanup } = harness.startStackBench('probe');
-  const libs = await loadLibs();
+  const libs = await harness.loadStack();
   await cleanup.around(async () => {
-    const dir = cleanup.tempDir();
-    const pinRoot = `/sys/fs/bpf/packetwatch-bench-${process.pid}`;
-    const net = cleanup.network('the veth pair and its namespace', () => createTestNet(SLOT));
-    // The API as the policy calls it: its control socket (BlockIp is the policy's role).
-    const socket = join(dir, 'control', 'probe.sock');
-    const metricsPort = await freePort();
-    const receiver = new Receiver(join(dir, 'policy.sock'), libs);
+    const net = libs.stack.namespaces(SLOT, cleanup);
+    libs.libbpf.mountBpffs(TEST_BPFFS); // for the pins of a service under `ip netns exec`
+    // Its /metrics on, as deployed: the bench reads the probe's GC time and event-loop stalls from it.
+    const env = { PW_LOG_LEVEL: 'info', PW_PROMETHEUS_PORT: String(METRICS_PORT), PW_METRICS_HOST: '127.0.0.1' };
+    const svc = new libs.services.Services({ netns: net.victimNs, ifdev: net.victimIf, env });
+    cleanup.add('kill the probe, detach, remove the pins', () => svc.destroySync());
+    const receiver = new Receiver(svc.reportSocket, libs);
     cleanup.add('stop the receiver', () => receiver.stub.stop());
     await receiver.stub.start();
-
-    const env = {
-      PW_IFDEV: net.hostIf,
-      PW_PROBE_SOCKET: join(dir, 'probe.sock'),
-      PW_PROBE_CONTROL_SOCKET: socket,
-      PW_POLICY_ADDR: `unix:${receiver.stub.socketPath}`,
-      PW_BPF_PIN_DIR: pinRoot,
-      // On, as deployed; the bench reads the probe's GC time and event-loop stalls from it.
-      PW_PROMETHEUS_PORT: String(metricsPort),
-      PW_METRICS_HOST: '127.0.0.1',
-    };
-    const { ServiceProcess, PROBE_MAIN } = libs.services;
-    const probe = new ServiceProcess([process.execPath, PROBE_MAIN], env);
-    cleanup.add('kill the probe, detach, remove the pins', () => {
-      probe.killSync();
-      try {
-        execFileSync(process.execPath, [PROBE_MAIN, 'detach'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-      } catch (e) {
-        throw commandError('probe detach', e);
-      } finally {
-        rmSync(pinRoot, { recursive: true, force: true });
-      }
-    });
-    const client = new libs.proto.ProbeClient(`unix://${socket}`, libs.grpc.credentials.createInsecure());
-    cleanup.add('close the client', () => client.close());
+    const { programId } = await svc.startProbe();
     let driver: ChildProcess | undefined;
     cleanup.add('stop the driver', () => driver?.kill('SIGKILL'));
-    const onDriver = (c: ChildProcess | undefined) => (driver = c);
-
-    const api = new Api(client, libs, probe);
-    const ready = await waitFor(
-      `the probe's API on ${socket}`,
-      async () => {
-        if (probe.exitCode !== undefined) throw new BenchError(`the probe did not start ${tail(probe)}`);
-        if (!existsSync(socket)) return undefined;
-        return api.status().catch(() => undefined);
-      },
-      15_000,
-    );
-    const programId = ready.programId;
-    const frameFile = join(dir, 'syn.bin');
-    writeFileSync(frameFile, libs.bpf.synFrame(net.peerAddr, net.hostAddr, SPORT, DPORT));
+    // The API as the policy calls it: its control socket (BlockIp is the policy's role).
+    const api = new Api(svc.controlClient, libs, svc.probe!);
+    const frameFile = join(cleanup.tempDir(), 'syn.bin');
+    writeFileSync(frameFile, libs.bpf.synFrame(net.attackerAddr, net.victimAddr, SPORT, DPORT));
     await checkSetup(libs, api, receiver, net, programId, frameFile);
-    console.log(`setup: probe pid ${probe.pid} on ${net.hostIf}, program ${programId}; one SYN went end to end with its fields`);
+    console.log(`setup: probe pid ${api.probe.pid} in ${net.victimNs}, program ${programId}; one SYN went end to end with its fields`);
 
     const latency = await measureLatency(api);
 
     const rates = await harness.rateSearch(RATES, REFINE_STEPS, async (rate) => {
-      const r = await measureRate(rate, api, probe, receiver, programId, frameFile, metricsPort, onDriver);
-      console.log(
-        `${rateLabel(rate).padStart(6)}/s: ${harness.flowLine(r)}; probe ${harness.pct(r.cpu.probe)} CPU ` +
-          `(${r.cpuPerMillion.toFixed(2)} s/M, GC ${harness.pct(r.gc)}, max stall ${r.maxStallMs.toFixed(0)} ms), idle ${harness.pct(r.cpu.idle)} -> ${harness.resultText(r)}`,
-      );
+      const r = await measureRate(rate, api, receiver, programId, frameFile, net, (c) => (driver = c));
+      harness.printRun(rateLabel(rate).padStart(6), r, `, GC ${harness.pct(r.gc)}, max stall ${r.maxStallMs.toFixed(0)} ms`);
       return r;
     });
 
