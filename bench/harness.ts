@@ -1,6 +1,8 @@
 // What a bench that runs the real thing checks before it starts: root, the
-// build outputs and the commands it calls. What it uses while it runs (waits,
-// cleanup, CPU accounting, the bpftool driver) is @packetwatch/test-support.
+// build outputs and the commands it calls; and the rate benches' (bench-probe,
+// bench-pipeline) measurement, search and report. What the benches use while
+// they run (waits, cleanup, CPU accounting, the bpftool driver, the services)
+// is @packetwatch/test-support.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
@@ -8,24 +10,8 @@ import { join } from 'node:path';
 import type { GetStatusResponse } from '@packetwatch/proto';
 import { Cleanup, type CpuShares, cpuShares, cpuSnapshot, waitFor } from '@packetwatch/test-support';
 import {
-  BenchError,
-  type Machine,
-  REPO_ROOT,
-  type ResultEntry,
-  SMOKE,
-  commandError,
-  count,
-  machine,
-  machineText,
-  publish,
-  rateLabel,
-  rel,
-  round2,
-  roundRate,
-  sectionFacts,
-  sectionText,
-  table,
-  today,
+  BenchError, type Machine, REPO_ROOT, type ResultEntry, SMOKE, commandError, count, machine, machineText, publish, rateLabel, rel, round2, roundRate,
+  sectionFacts, sectionText, table, today,
 } from './report.js';
 
 /** Fails unless running as root: `why` says what needs it, `command` how to run the bench. */
@@ -58,7 +44,8 @@ export function startStackBench(name: string, others: readonly (readonly [string
   requireRoot('run probe + policy in network namespaces and BPF_PROG_TEST_RUN', `make bench-${name}`);
   requireBuild(STACK_BUILD_OUTPUTS);
   // Each command with arguments that only print a version: the first that does not run is named.
-  for (const [cmd, args] of [...others, ['bpftool', ['version']], ['ip', ['-V']], ['setpriv', ['--version']], ['id', ['-u', 'packetwatch']]] as const) {
+  const commands = [...others, ['bpftool', ['version']], ['ip', ['-V']], ['setpriv', ['--version']], ['id', ['-u', 'packetwatch']]] as const;
+  for (const [cmd, args] of commands) {
     try {
       execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     } catch (e) {
@@ -68,7 +55,7 @@ export function startStackBench(name: string, others: readonly (readonly [string
   return { m: machine(), load: os.loadavg()[0] ?? 0, cleanup: new Cleanup(name) };
 }
 
-/** The modules of the benches that run the stack, imported once startStackBench has checked the build: a failure to load them says to run make build. */
+/** The modules of the benches that run the stack, imported once startStackBench has checked the build (a failure says to run make build). */
 export async function loadStack() {
   try {
     const [grpc, bpf, libbpf, proto, stack, services, policyStub] = await Promise.all([
@@ -162,12 +149,15 @@ export async function measureFlow<K extends string, C extends FlowCounts>(
   const inRun = end.received - b0.received;
   const offered = d.syn / seconds;
   const lagMs = offered > 0 ? (Math.max(0, d.events - inRun) / offered) * 1000 : 0;
-  const zeroLoss = closed && d.events > 0 && d.events === d.syn && d.received === d.events && d.ringbufFull + d.probeLost + d.policyLost + d.gaps === 0;
+  const lost = d.ringbufFull + d.probeLost + d.policyLost + d.gaps;
+  const zeroLoss = closed && d.events > 0 && d.events === d.syn && d.received === d.events && lost === 0;
   const cpu = cpuShares(c0, c1);
   const wall = (c1.at - c0.at) / 1000;
-  const perM = Object.fromEntries(Object.keys(pids).map((k) => [k, d.received > 0 ? (cpu[k as K] * wall) / (d.received / 1e6) : NaN])) as Record<K, number>;
-  const run = { rate, seconds, offered, delivered: inRun / seconds, lagMs, unaccounted: d.syn - d.received - d.policyLost, closed, zeroLoss, cpu, wall, perM };
-  return { ...d, ...run, keptUp: zeroLoss && lagMs <= MAX_LAG_MS };
+  const millions = d.received > 0 ? d.received / 1e6 : NaN;
+  const perM = Object.fromEntries(Object.keys(pids).map((k) => [k, (cpu[k as K] * wall) / millions])) as Record<K, number>;
+  const unaccounted = d.syn - d.received - d.policyLost;
+  const keptUp = zeroLoss && lagMs <= MAX_LAG_MS;
+  return { ...d, rate, seconds, offered, delivered: inRun / seconds, lagMs, unaccounted, closed, zeroLoss, keptUp, cpu, wall, perM };
 }
 
 /** The run that carried the highest rate, if any. */
@@ -221,8 +211,8 @@ export function printRun(label: string, r: AnyRun, extra = ''): void {
   const services = Object.keys(r.perM).map((k) => `${k} ${pct(r.cpu[k] ?? NaN)} (${(r.perM[k] ?? NaN).toFixed(2)} s/M)`);
   console.log(
     `${label}/s: offered ${count(Math.round(r.offered))}/s, delivered ${count(Math.round(r.delivered))}/s, lag ${r.lagMs.toFixed(0)} ms, ` +
-      `ringbufFull ${count(r.ringbufFull)}, probe lost ${count(r.probeLost)}, policy lost ${count(r.policyLost)}, unaccounted ${count(r.unaccounted)}; ` +
-      `CPU ${services.join(', ')}${extra}, idle ${pct(r.cpu.idle)} -> ${resultText(r)}`,
+      `ringbufFull ${count(r.ringbufFull)}, probe lost ${count(r.probeLost)}, policy lost ${count(r.policyLost)}, ` +
+      `unaccounted ${count(r.unaccounted)}; CPU ${services.join(', ')}${extra}, idle ${pct(r.cpu.idle)} -> ${resultText(r)}`,
   );
 }
 
@@ -235,8 +225,8 @@ export function resultText(r: AnyRun): string {
   return r.zeroLoss ? `LAG > ${MAX_LAG_MS} ms` : 'LOSS';
 }
 
-/** The columns of a rate table: target to unaccounted. */
-export function flowColumns<R extends AnyRun>(): Column<R>[] {
+/** The columns of a rate table: target to unaccounted, the bench's `extra`, and the result. */
+export function flowColumns<R extends AnyRun>(extra: readonly Column<R>[] = []): Column<R>[] {
   return [
     ['target/s', false, (r) => rateLabel(r.rate)],
     ['offered/s', true, (r) => thousands(r.offered)],
@@ -246,14 +236,7 @@ export function flowColumns<R extends AnyRun>(): Column<R>[] {
     ['probe lost', true, (r) => count(r.probeLost)],
     ['policy lost', true, (r) => count(r.policyLost)],
     ['unaccounted', true, (r) => count(r.unaccounted)],
-  ];
-}
-
-/** The last columns of a CPU table: other processes, idle and the result. */
-export function cpuTailColumns<R extends AnyRun>(cpus: number): Column<R>[] {
-  return [
-    ['other processes', true, (r) => pct(r.cpu.others)],
-    ['idle', true, (r) => `${pct(r.cpu.idle)} of ${cpus * 100}%`],
+    ...extra,
     ['result', false, resultText],
   ];
 }
@@ -267,29 +250,6 @@ export function carriedText(runs: readonly AnyRun[], seconds: number, who: strin
   return `highest rate carried for ${seconds} s with zero loss${who}: ${count(Math.round(b.offered))} events/s (${bound})`;
 }
 
-/** Where the CPU went at the lowest failing rate, or '' if none failed. */
-function limitText(runs: readonly AnyRun[], cpus: number): string {
-  const fail = firstFail(runs);
-  if (!fail) return '';
-  const used = Object.keys(fail.perM).map((name) => `the ${name} ${pct(fail.cpu[name] ?? NaN)}`);
-  return (
-    `At ${count(Math.round(fail.offered))}/s, the lowest failing rate, ${used.join(', ')}, the driver ${pct(fail.cpu.children)}, ` +
-    `the bench ${pct(fail.cpu.bench)}, other processes ${pct(fail.cpu.others)}, and ${pct(fail.cpu.idle)} of ${cpus * 100}% was idle.`
-  );
-}
-
-/** Other processes busier than this (CPUs) during a run make its result a lower bound: the services competed for CPU. */
-const BUSY_OTHERS = 0.5;
-
-function busyText(runs: readonly AnyRun[], cpus: number): string {
-  const most = Math.max(...runs.map((r) => r.cpu.others));
-  if (!(most > BUSY_OTHERS)) return '';
-  return (
-    `Warning: other processes used up to ${pct(most)} of ${cpus * 100}% CPU during these runs, so the services, their ` +
-    `driver and receiver competed for CPU with them: the rates above are a lower bound. Rerun on a quiet machine.`
-  );
-}
-
 /** What a rate bench reports, printed to the console and as its BENCHMARKS.md section. */
 export interface RateReport<R extends AnyRun> {
   name: string;
@@ -298,29 +258,60 @@ export interface RateReport<R extends AnyRun> {
   m: Machine;
   load: number;
   methods: readonly string[];
+  /** Its tables, [caption, table], before the CPU table: `cpu` (the first columns), then other processes, idle and the result. */
   tables: readonly (readonly [caption: string, table: string])[];
+  cpu: readonly Column<R>[];
   result: string;
-  /** For the notes: where the CPU went at the lowest failing target rate, and how busy other processes were. */
+  /** Its runs, for the CPU table and the notes. */
   runs: readonly R[];
 }
 
+/** Other processes busier than this (CPUs) during a run make its result a lower bound: the services competed for CPU. */
+const BUSY_OTHERS = 0.5;
+
+/** The notes under the result: where the CPU went at the lowest failing target rate, and a warning if other processes were busy. */
 function notes<R extends AnyRun>(r: RateReport<R>): string[] {
-  const searched = r.runs.filter((x) => !Number.isNaN(x.rate));
-  return [limitText(searched, r.m.cpus), busyText(r.runs, r.m.cpus)].filter((t) => t);
+  const out: string[] = [];
+  const fail = firstFail(r.runs.filter((x) => !Number.isNaN(x.rate)));
+  if (fail) {
+    const used = Object.keys(fail.perM).map((name) => `the ${name} ${pct(fail.cpu[name] ?? NaN)}`);
+    out.push(
+      `At ${count(Math.round(fail.offered))}/s, the lowest failing rate, ${used.join(', ')}, the driver ${pct(fail.cpu.children)}, ` +
+        `the bench ${pct(fail.cpu.bench)}, other processes ${pct(fail.cpu.others)}, and ${pct(fail.cpu.idle)} of ${r.m.cpus * 100}% was idle.`,
+    );
+  }
+  const most = Math.max(...r.runs.map((x) => x.cpu.others));
+  if (most > BUSY_OTHERS) {
+    out.push(
+      `Warning: other processes used up to ${pct(most)} of ${r.m.cpus * 100}% CPU during these runs, so the services, their ` +
+        `driver and receiver competed for CPU with them: the rates above are a lower bound. Rerun on a quiet machine.`,
+    );
+  }
+  return out;
 }
 
 /** Prints the report's tables, result and notes, then publishes its results entries and its section. */
 export function publishReport<R extends AnyRun>(r: RateReport<R>, entries: () => readonly ResultEntry[], smokeSize: string): void {
   console.log(`\n${r.heading.slice(3)}, ${today()}: ${machineText(r.m)}; load average ${r.load.toFixed(2)} at the start${SMOKE ? ' (smoke run)' : ''}\n`);
-  for (const [, text] of r.tables) console.log(`${text}\n`);
+  for (const [, text] of tables(r)) console.log(`${text}\n`);
   console.log(`result: ${r.result}`);
   for (const note of notes(r)) console.log(note);
   publish(r.name, r.heading, entries, () => reportSection(r), smokeSize);
 }
 
+function tables<R extends AnyRun>(r: RateReport<R>): (readonly [string, string])[] {
+  const cpu: Column<R>[] = [
+    ...r.cpu,
+    ['other processes', true, (x) => pct(x.cpu.others)],
+    ['idle', true, (x) => `${pct(x.cpu.idle)} of ${r.m.cpus * 100}%`],
+    ['result', false, resultText],
+  ];
+  return [...r.tables, ['Where the CPU went (100% = one CPU):', columnTable(r.runs, cpu)]];
+}
+
 function reportSection<R extends AnyRun>(r: RateReport<R>): string {
   const facts = [...sectionFacts(r.name, today(), r.m, r.load), ...r.methods.map((m) => `- ${m}`)];
-  return sectionText(r.heading, r.name, r.intro, facts, [...tableBlocks(r.tables), `Result: ${r.result}.`, '', ...notes(r).flatMap((n) => [n, ''])]);
+  return sectionText(r.heading, r.name, r.intro, facts, [...tableBlocks(tables(r)), `Result: ${r.result}.`, '', ...notes(r).flatMap((n) => [n, ''])]);
 }
 
 /** A column of a table of rows R: its header, whether it is numeric (right-aligned), and a row's cell. */

@@ -5,11 +5,9 @@
 // attached program at a paced rate on frames from many sources to two ports
 // each (no scanner); B. hping3 --flood from the attacker namespace.
 import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { GetPolicyStatusResponse, GetStatusResponse } from '@packetwatch/proto';
-import { type CpuShares, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
+import { type NamespacePair, SLICE_MS, XDP_PASS, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
 import type { Stack } from '@packetwatch/test-support/stack';
 import * as harness from './harness.js';
 import { BENCH_DIR, BenchError, type Machine, type ResultEntry, SMOKE, count, entry, rateLabel, round2, runBench } from './report.js';
@@ -28,7 +26,7 @@ const TARGET_TEXT = '>= 2,000,000 events/s zero loss';
 const SLOT = 236;
 
 // Driver A's frames: SOURCES sources (RFC 2544 benchmarking range, never a
-// real peer), each to the same PORTS_PER_SOURCE ports from its own source
+// real peer), each to the same PORTS from its own source
 // port. Fewer ports than the threshold N = 3: no source is ever a scanner,
 // so every SYN travels the whole path to the detector and none is dropped.
 const SOURCES = 64;
@@ -42,7 +40,8 @@ type Counts = harness.FlowCounts & { detections: number };
 /** The books from the probe's and the policy's GetStatus. */
 async function counts(stack: Stack): Promise<Counts> {
   const [probe, policy] = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
-  return { ...harness.probeCounts(probe), received: Number(policy.eventsReceived), policyLost: Number(policy.eventsLost), gaps: 0, detections: Number(policy.detections) };
+  const [received, policyLost, detections] = [policy.eventsReceived, policy.eventsLost, policy.detections].map(Number) as [number, number, number];
+  return { ...harness.probeCounts(probe), received, policyLost, gaps: 0, detections };
 }
 
 /** SYNs the program saw minus events the policy received or was told were lost: constant while nothing is in flight. */
@@ -51,12 +50,14 @@ const inFlight = (c: Counts) => c.syn - c.received - c.policyLost;
 /** inFlight() once the setup SYN has arrived (the setup's own SYNs, none of them in flight). */
 let settled = 0;
 
-/** A run of `driver`: `body` drives SYNs for a while and returns its wall seconds. */
+/** A run of `driver`, printed: `body` drives SYNs for a while and returns its wall seconds. */
 async function measure(stack: Stack, driver: string, rate: number, body: () => Promise<number>): Promise<Run> {
   // A run starts once the previous one's events are all accounted for, so that none of them is counted in this one.
   await waitFor('the previous run\'s events to be accounted for', async () => (inFlight(await counts(stack)) <= settled ? true : undefined), 60_000);
   const pids = { probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid };
-  return { driver, ...(await harness.measureFlow(rate, () => counts(stack), pids, () => stack.running, DRAIN_TIMEOUT_MS, body)) };
+  const r = { driver, ...(await harness.measureFlow(rate, () => counts(stack), pids, () => stack.running, DRAIN_TIMEOUT_MS, body)) };
+  harness.printRun(`${driver.padEnd(22)} ${rateLabel(rate).padStart(5)}`, r);
+  return r;
 }
 
 /** Driver B's runs: their names and hping3's arguments besides the common ones. */
@@ -73,9 +74,7 @@ async function floodRun(stack: Stack, net: NamespacePair, name: string, args: st
   });
 }
 
-const RUN_COLUMNS: harness.Column<Run>[] = [['driver', false, (r) => r.driver], ...harness.flowColumns<Run>(), ['result', false, harness.resultText]];
-
-const cpuColumns = (cpus: number): harness.Column<Run>[] => [
+const CPU_COLUMNS: harness.Column<Run>[] = [
   ['driver', false, (r) => r.driver],
   ['target/s', false, (r) => rateLabel(r.rate)],
   ['probe', true, (r) => harness.pct(r.cpu.probe)],
@@ -84,7 +83,6 @@ const cpuColumns = (cpus: number): harness.Column<Run>[] => [
   ['policy CPU s/M', true, (r) => r.perM.policy.toFixed(2)],
   ['driver CPU', true, (r) => harness.pct(r.cpu.children)],
   ['bench', true, (r) => harness.pct(r.cpu.bench)],
-  ...harness.cpuTailColumns<Run>(cpus),
 ];
 
 const bpftoolRuns = (runs: readonly Run[]) => runs.filter((r) => r.driver === 'bpftool');
@@ -122,26 +120,6 @@ function verdictText(runs: readonly Run[], reference: number | undefined): strin
   return `${harness.carriedText(bpftoolRuns(runs), RUN_SECONDS, ', probe + policy')}${ref}. ${target}`;
 }
 
-function report(m: Machine, load: number, runs: readonly Run[], reference: number | undefined): harness.RateReport<Run> {
-  return {
-    name: NAME,
-    heading: SECTION_HEADING,
-    intro:
-      'The whole event pipeline with the policy in the loop: SYNs through the attached XDP program, the ring buffer, ' +
-      "the probe, the Report stream and the policy's allowlist, decisions and detector, and how many a second it " +
-      'carries for 10 s without losing one.',
-    m,
-    load,
-    methods: [`Method: ${METHOD}`],
-    tables: [
-      ['', harness.columnTable(runs, RUN_COLUMNS)],
-      ['Where the CPU went (100% = one CPU):', harness.columnTable(runs, cpuColumns(m.cpus))],
-    ],
-    result: verdictText(runs, reference),
-    runs,
-  };
-}
-
 function results(runs: readonly Run[], reference: number | undefined): ResultEntry[] {
   const out: ResultEntry[] = [];
   const b = harness.bestRun(bpftoolRuns(runs));
@@ -174,8 +152,6 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
   return out;
 }
 
-const print = (r: Run) => harness.printRun(`${r.driver.padEnd(22)} ${rateLabel(r.rate).padStart(5)}`, r);
-
 async function main(): Promise<void> {
   const { m, load, cleanup } = harness.startStackBench(NAME, [['hping3', ['--version']]]);
   const libs = await harness.loadStack();
@@ -187,14 +163,13 @@ async function main(): Promise<void> {
     let driver: ChildProcess | undefined;
     cleanup.add('stop the driver', () => driver?.kill('SIGKILL'));
 
-    const frames: string[] = [];
-    for (let s = 0; s < SOURCES; s++) {
-      for (const port of PORTS) {
+    const frames = Array.from({ length: SOURCES }, (_, s) => s).flatMap((s) =>
+      PORTS.map((port) => {
         const file = join(dir, `syn-${s}-${port}.bin`);
         writeFileSync(file, libs.bpf.synFrame(sourceOf(s), net.victimAddr, 40_000 + s, port));
-        frames.push(file);
-      }
-    }
+        return file;
+      }),
+    );
     // Setup check: one frame passes and reaches the policy as one event.
     const c0 = await counts(stack);
     const verdict = runOnce(programId, frames[0]!);
@@ -205,29 +180,39 @@ async function main(): Promise<void> {
 
     const out = await harness.rateSearch(RATES, REFINE_STEPS, async (rate) => {
       // Driver A: bpftool over the rotation of frame files.
-      const r = await measure(stack, 'bpftool', rate, async () => (await drive(programId, frames, rate, RUN_SECONDS * 1000, (c) => (driver = c))).seconds);
+      const run = async () => (await drive(programId, frames, rate, RUN_SECONDS * 1000, (c) => (driver = c))).seconds;
+      const r = await measure(stack, 'bpftool', rate, run);
       if (r.detections > 0) throw new BenchError(`driver A made ${r.detections} detections: its sources must never be scanners`);
-      print(r);
       return r;
     });
     for (const [name, args] of SMOKE ? HPING.slice(1) : HPING) {
       await sleep(500);
-      const r = await floodRun(stack, net, name, args);
-      out.push(r);
-      print(r);
+      out.push(await floodRun(stack, net, name, args));
     }
     return out;
   });
 
   const reference = probeOnly();
   const smokeSize = `${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s, ${HPING_SECONDS} s of hping3`;
-  harness.publishReport(report(m, load, runs, reference), () => results(runs, reference), smokeSize);
-  if (SMOKE) {
-    const bad = runs.filter((r) => r.driver === 'bpftool' && !r.zeroLoss);
-    const unclosed = runs.filter((r) => !r.closed || r.events === 0);
-    if (bad.length > 0) throw new BenchError(`smoke: the bpftool run lost events or none arrived: ${bad.map(harness.resultText).join(', ')}`);
-    if (unclosed.length > 0) throw new BenchError(`smoke: ${unclosed.map((r) => r.driver).join(', ')}: no events, or events neither received nor counted lost`);
-  }
+  const report: harness.RateReport<Run> = {
+    name: NAME,
+    heading: SECTION_HEADING,
+    intro:
+      'The whole event pipeline with the policy in the loop: SYNs through the attached XDP program, the ring buffer, ' +
+      "the probe, the Report stream and the policy's allowlist, decisions and detector, and how many a second it " +
+      'carries for 10 s without losing one.',
+    m,
+    load,
+    methods: [`Method: ${METHOD}`],
+    tables: [['', harness.columnTable(runs, [['driver', false, (r) => r.driver], ...harness.flowColumns<Run>()])]],
+    cpu: CPU_COLUMNS,
+    result: verdictText(runs, reference),
+    runs,
+  };
+  harness.publishReport(report, () => results(runs, reference), smokeSize);
+  // A smoke run checks that the bpftool run lost nothing and that every run's events all arrived or were counted lost.
+  const bad = runs.filter((r) => (r.driver === 'bpftool' && !r.zeroLoss) || !r.closed || r.events === 0);
+  if (SMOKE && bad.length > 0) throw new BenchError(`smoke: ${bad.map((r) => `${r.driver}: ${harness.resultText(r)}, ${r.events} events`).join('; ')}`);
 }
 
 await runBench('pipeline', main);

@@ -42,11 +42,8 @@ const SERVING = Buffer.from([0x08, 0x01]);
 
 type Libs = harness.StackLibs;
 
-interface LatencyRow {
-  name: string;
-  /** Microseconds, ascending. */
-  sorted: number[];
-}
+/** A kind of call and its round trips in microseconds, ascending. */
+type LatencyRow = { name: string; sorted: number[] };
 
 /** The books, with the Report stream's messages. */
 type Counts = harness.FlowCounts & { messages: number };
@@ -59,10 +56,9 @@ type RateResult = harness.FlowRun<'probe', Counts> & {
   maxStallMs: number;
 };
 
-/** The policy end of the Report stream, reduced to counting (no record is decoded); records are kept only while `capture` is on. */
+/** The policy end of the Report stream, reduced to counting (no record is decoded, the last batch's are kept). */
 class Receiver {
-  readonly captured: Buffer[] = [];
-  capture = false;
+  last: Uint8Array = new Uint8Array();
   readonly stub: PolicyStub;
   /** Running totals; gaps: sequence numbers skipped, events the probe queued that never arrived. */
   readonly counts = { received: 0, policyLost: 0, messages: 0, gaps: 0 };
@@ -80,14 +76,9 @@ class Receiver {
     if (b.count > 0) {
       if (this.#nextSequence !== undefined && first > this.#nextSequence) c.gaps += first - this.#nextSequence;
       this.#nextSequence = first + b.count;
+      this.last = b.records;
     }
-    if (this.capture) this.captured.push(Buffer.from(b.records));
   }
-}
-
-/** How the probe ended and its last output, for an error message. */
-function tail(probe: ServiceProcess): string {
-  return `(${probe.exitCode === undefined ? 'still running' : `exited with ${probe.exitCode}`}); its last output:\n${[...probe.stdout, ...probe.stderr].slice(-10).join('\n')}`;
 }
 
 /** The Probe API, promisified, every call with a deadline so that a stuck probe fails the bench instead of hanging it. */
@@ -101,9 +92,10 @@ class Api {
   #call<T>(fn: (md: grpcTypes.Metadata, opts: Partial<grpcTypes.CallOptions>, cb: (err: grpcTypes.ServiceError | null, res?: T) => void) => void): Promise<T> {
     return new Promise((resolve, reject) =>
       fn(new this.libs.grpc.Metadata(), { deadline: Date.now() + 5000 }, (err, res) => {
+        const { exitCode, stdout, stderr } = this.probe;
         if (!err) resolve(res as T);
-        else if (this.probe.exitCode !== undefined) reject(new BenchError(`the probe died ${tail(this.probe)}`));
-        else reject(new BenchError(`a Probe API call failed: ${this.libs.grpc.status[err.code]} ${err.details}`));
+        else if (exitCode === undefined) reject(new BenchError(`a Probe API call failed: ${this.libs.grpc.status[err.code]} ${err.details}`));
+        else reject(new BenchError(`the probe died (exit ${exitCode}); its last output:\n${[...stdout, ...stderr].slice(-10).join('\n')}`));
       }),
     );
   }
@@ -152,14 +144,9 @@ async function scrapeMetrics(net: NamespacePair): Promise<{ gcSeconds: number; l
   const url = `http://127.0.0.1:${METRICS_PORT}/metrics`;
   const res = await net.inVictim('curl', ['-sSf', '--max-time', '5', url]);
   if (res.code !== 0) throw new BenchError(`the probe's ${url} did not answer: ${res.stderr.trim()}`);
-  let gcSeconds = 0;
-  let loopLagMaxSeconds = NaN;
-  for (const line of res.stdout.split('\n')) {
-    const [name, value] = line.split(' ');
-    if (name?.startsWith('nodejs_gc_duration_seconds_sum')) gcSeconds += Number(value);
-    else if (name === 'nodejs_eventloop_lag_max_seconds') loopLagMaxSeconds = Number(value);
-  }
-  return { gcSeconds, loopLagMaxSeconds };
+  // The GC histogram has a sum per kind of collection ({kind="minor"} ...): they add up.
+  const gcSeconds = [...res.stdout.matchAll(/^nodejs_gc_duration_seconds_sum\S* (\S+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+  return { gcSeconds, loopLagMaxSeconds: Number(/^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(res.stdout)?.[1] ?? NaN) };
 }
 
 /** Client-side round trip of each call, in µs, appended to `into`. */
@@ -215,15 +202,13 @@ async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: Namespa
   await waitFor('policyConnected', async () => ((await api.status()).policyConnected ? true : undefined), 10_000);
 
   const before = await api.counts(receiver);
-  receiver.capture = true;
   const t0 = libs.libbpf.clock.realtimeNs();
   const verdict = runOnce(programId, frameFile);
   const t1 = libs.libbpf.clock.realtimeNs();
   if (verdict !== XDP_PASS) throw new BenchError(`the program returned ${verdict} for the SYN frame, expected XDP_PASS (${XDP_PASS})`);
   await waitFor('the test event at the receiver', () => (receiver.counts.received > before.received ? true : undefined), 5000);
   await sleep(200); // a second, unexpected event would arrive by now
-  receiver.capture = false;
-  const records = Buffer.concat(receiver.captured.splice(0));
+  const records = Buffer.from(receiver.last);
   const after = await api.counts(receiver);
   const got = after.received - before.received;
   if (got !== 1 || records.length !== bpf.SYN_EVENT_SIZE) throw new BenchError(`one frame gave ${got} events (${records.length} bytes) at the receiver`);
@@ -238,17 +223,20 @@ async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: Namespa
     // Wall-clock ns (the probe converts the kernel's coarse boot-time clock).
     ['tsNs within the run', withinRun(ev.tsNs, t0, t1, libs.libbpf.clock.coarseLagNs()), true],
     // The program's counters moved by this one SYN.
-    ...(['syn', 'events', 'ringbufFull', 'probeLost'] as const).map((f): [string, number, number] => [f, after[f] - before[f], f === 'syn' || f === 'events' ? 1 : 0]),
+    ...(['syn', 'events', 'ringbufFull', 'probeLost'] as const).map((f, i): [string, number, number] => [f, after[f] - before[f], i < 2 ? 1 : 0]),
   ];
   for (const [name, value, want] of fields) {
     if (value !== want) throw new BenchError(`test event: ${name} is ${String(value)}, expected ${String(want)}`);
   }
 }
 
-async function measureRate(rate: number, api: Api, receiver: Receiver, programId: number, frameFile: string, net: NamespacePair, onDriver: (c?: ChildProcess) => void): Promise<RateResult> {
+async function measureRate(
+  rate: number, api: Api, receiver: Receiver, programId: number, frameFile: string, net: NamespacePair, onDriver: (c?: ChildProcess) => void,
+): Promise<RateResult> {
   const m0 = await scrapeMetrics(net);
   let issued = 0;
-  const r = await harness.measureFlow(rate, () => api.counts(receiver), { probe: api.probe.pid }, () => api.probe.exitCode === undefined, DRAIN_TIMEOUT_MS, async () => {
+  const alive = () => api.probe.exitCode === undefined;
+  const r = await harness.measureFlow(rate, () => api.counts(receiver), { probe: api.probe.pid }, alive, DRAIN_TIMEOUT_MS, async () => {
     const d = await drive(programId, frameFile, rate, RUN_SECONDS * 1000, onDriver);
     issued = d.issued;
     return d.seconds;
@@ -273,13 +261,9 @@ function latencyTable(rows: readonly LatencyRow[]): string {
   ]);
 }
 
-const RATE_COLUMNS: harness.Column<RateResult>[] = [
-  ...harness.flowColumns<RateResult>(),
-  ['events/msg', true, (r) => r.eventsPerMessage.toFixed(0)],
-  ['result', false, harness.resultText],
-];
+const RATE_COLUMNS: harness.Column<RateResult>[] = [['events/msg', true, (r) => r.eventsPerMessage.toFixed(0)]];
 
-const cpuColumns = (cpus: number): harness.Column<RateResult>[] => [
+const CPU_COLUMNS: harness.Column<RateResult>[] = [
   ['target/s', false, (r) => rateLabel(r.rate)],
   ['probe', true, (r) => harness.pct(r.cpu.probe)],
   ['probe CPU s/M events', true, (r) => r.perM.probe.toFixed(2)],
@@ -287,7 +271,6 @@ const cpuColumns = (cpus: number): harness.Column<RateResult>[] => [
   ['probe max stall ms', true, (r) => r.maxStallMs.toFixed(0)],
   ['driver (bpftool + XDP)', true, (r) => harness.pct(r.cpu.children)],
   ['receiver + pacing', true, (r) => harness.pct(r.cpu.bench)],
-  ...harness.cpuTailColumns<RateResult>(cpus),
 ];
 
 const METHOD_LATENCY =
@@ -297,8 +280,8 @@ const METHOD_LATENCY =
   `again with ${count(LATENCY_CALLS)} blocks in place. Health/Check is a round trip whose handler does nothing. Percentiles are nearest-rank.`;
 
 const METHOD_RATE =
-  `The probe with its defaults in a victim namespace, the program on its veth, reports to a receiver in the bench process that counts ` +
-  `records, lost_events and sequence gaps. \`bpftool batch file -\` runs the attached program (BPF_PROG_TEST_RUN on a ` +
+  `The probe with its defaults in a victim namespace, the program on its veth, reports to a receiver in the bench ` +
+  `process that counts records, lost_events and sequence gaps. \`bpftool batch file -\` runs the attached program (BPF_PROG_TEST_RUN on a ` +
   `74-byte IPv4 SYN) every ${SLICE_MS} ms for the events owed so far, ${RUN_SECONDS} s per rate, after one frame is checked ` +
   `end to end. lag = events not yet received when the driver finished, in ms of the offered rate; ringbufFull, probe lost ` +
   `and policy lost overlap; unaccounted = offered - received - policy lost after draining. ok: no loss, no gap, lag <= ` +
@@ -347,9 +330,9 @@ function report(m: Machine, load: number, latency: readonly LatencyRow[], rates:
     methods: [`Method (API): ${METHOD_LATENCY}`, `Method (events): ${METHOD_RATE}`],
     tables: [
       ['### Probe API round trip', latencyTable(latency)],
-      ['### Event throughput, ring buffer to policy stream', harness.columnTable(rates, RATE_COLUMNS)],
-      ['Where the CPU went (100% = one CPU):', harness.columnTable(rates, cpuColumns(m.cpus))],
+      ['### Event throughput, ring buffer to policy stream', harness.columnTable(rates, harness.flowColumns(RATE_COLUMNS))],
     ],
+    cpu: CPU_COLUMNS,
     result: harness.carriedText(rates, RUN_SECONDS, ''),
     runs: rates,
   };
