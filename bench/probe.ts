@@ -186,8 +186,9 @@ async function measureLatency(api: Api): Promise<LatencyRow[]> {
   for (let i = 0; i < LATENCY_CALLS; i++) await api.block(blockTarget(i));
   const held = await api.blockCount();
   if (held !== LATENCY_CALLS) throw new BenchError(`ListBlocks shows ${held} blocks after ${LATENCY_CALLS} BlockIp calls`);
-  rows.push({ name: `GetStatus (${count(LATENCY_CALLS)} blocks)`, sorted: [] });
-  await timeCalls(rows[4]!.sorted, LATENCY_CALLS, () => api.status());
+  const full: LatencyRow = { name: `GetStatus (${count(LATENCY_CALLS)} blocks)`, sorted: [] };
+  rows.push(full);
+  await timeCalls(full.sorted, LATENCY_CALLS, () => api.status());
   for (let i = 0; i < LATENCY_CALLS; i++) await api.unblock(blockTarget(i));
   if ((await api.blockCount()) !== 0) throw new BenchError('blocks were left after the latency measurement');
   for (const r of rows) r.sorted.sort((x, y) => x - y);
@@ -230,6 +231,7 @@ async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: Namespa
   }
 }
 
+/** A run at `rate`, printed. */
 async function measureRate(
   rate: number, api: Api, receiver: Receiver, programId: number, frameFile: string, net: NamespacePair, onDriver: (c?: ChildProcess) => void,
 ): Promise<RateResult> {
@@ -246,7 +248,9 @@ async function measureRate(
     throw new BenchError(`the program saw ${count(r.syn)} SYNs while the driver issued ${count(issued)}: something else runs it, or runs were lost`);
   }
   const eventsPerMessage = r.messages > 0 ? r.received / r.messages : 0;
-  return { ...r, eventsPerMessage, gc: (m1.gcSeconds - m0.gcSeconds) / r.wall, maxStallMs: m1.loopLagMaxSeconds * 1000 };
+  const run = { ...r, eventsPerMessage, gc: (m1.gcSeconds - m0.gcSeconds) / r.wall, maxStallMs: m1.loopLagMaxSeconds * 1000 };
+  harness.printRun(rateLabel(rate).padStart(6), run, `, GC ${harness.pct(run.gc)}, max stall ${run.maxStallMs.toFixed(0)} ms`);
+  return run;
 }
 
 function latencyTable(rows: readonly LatencyRow[]): string {
@@ -363,11 +367,7 @@ async function main(): Promise<void> {
 
     const latency = await measureLatency(api);
 
-    const rates = await harness.rateSearch(RATES, REFINE_STEPS, async (rate) => {
-      const r = await measureRate(rate, api, receiver, programId, frameFile, net, (c) => (driver = c));
-      harness.printRun(rateLabel(rate).padStart(6), r, `, GC ${harness.pct(r.gc)}, max stall ${r.maxStallMs.toFixed(0)} ms`);
-      return r;
-    });
+    const rates = await harness.rateSearch(RATES, REFINE_STEPS, (rate) => measureRate(rate, api, receiver, programId, frameFile, net, (c) => (driver = c)));
 
     const smokeSize = `${LATENCY_CALLS} calls, ${RUN_SECONDS} s at ${rateLabel(RATES[0]!)}/s`;
     harness.publishReport(report(m, load, latency, rates), () => results(latency, rates), smokeSize);
