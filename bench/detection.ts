@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { BlockEntry } from '@packetwatch/bpf';
 import { type Cleanup, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
 import type { DetectionMode, Setup, Stack } from '@packetwatch/test-support/stack';
-import { type Column, type StackLibs, columnTable, loadStack, startStackBench, tableBlocks } from './harness.js';
+import { type Column, type StackLibs, columnTable, loadStack, pct, startStackBench, tableBlocks } from './harness.js';
 import { BenchError, type Machine, type ResultEntry, SMOKE, count, entry, percentile, publish, round2, runBench, sectionFacts, sectionText, today } from './report.js';
 
 const SECTION_HEADING = '## Detection to block';
@@ -59,8 +59,9 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
   const prog = stack.openProgram(programId, cleanup);
   const blocklist = stack.openBlocklist(cleanup);
   // Every SYN of a detection passes, the crossing one too: the source is blocked from the next one on.
-  const pass = (src: string, verdict: number) => {
-    if (verdict !== XDP_PASS) throw new BenchError(`the program returned ${verdict} for a SYN of ${src}, expected XDP_PASS (${XDP_PASS})`);
+  const pass = (src: string, data: Buffer) => {
+    const { retval } = prog.testRun({ data });
+    if (retval !== XDP_PASS) throw new BenchError(`the program returned ${retval} for a SYN of ${src}, expected XDP_PASS (${XDP_PASS})`);
   };
 
   /** `total` detections from the sources of block `phase` of this setup, DETECTION_RATE a second. */
@@ -73,13 +74,11 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
       const key = bpf.parseAddress(src);
       const wait = start + (i * 1000) / DETECTION_RATE - performance.now();
       if (wait > 0) await sleep(wait);
-      for (const data of frames.slice(0, -1)) pass(src, prog.testRun({ data }).retval);
+      for (const data of frames.slice(0, -1)) pass(src, data);
       if (blocklist.get(key)) throw new BenchError(`${src} was blocked before its ${n}th port: the detectors are not at N = ${n}`);
       const t0 = libbpf.clock.boottimeNs();
-      const r = prog.testRun({ data: frames.at(-1)! });
-      const t1 = libbpf.clock.boottimeNs();
-      pass(src, r.retval);
-      samples.push({ source: src, key, t0, t1, lagNs: libbpf.clock.coarseLagNs() });
+      pass(src, frames.at(-1)!);
+      samples.push({ source: src, key, t0, t1: libbpf.clock.boottimeNs(), lagNs: libbpf.clock.coarseLagNs() });
     }
     return samples;
   };
@@ -119,6 +118,7 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
     // cpu: CPUs used on average over the window (driver: bpftool, which also pays for the XDP program on the load).
     const row = {
       setup,
+      label,
       background,
       detections: samples.length,
       // An in-kernel block is written during the crossing SYN's own run: its latency is at most that run's bracket.
@@ -148,49 +148,44 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
   // The warm-up detections double as the check that the mode is what it says.
   const warm = await detect(0, WARMUP);
   const warmBlocks = await blocks(warm);
-  const missing = warmBlocks.filter((e) => !e).length;
-  if (missing > 0) throw new BenchError(`setup check (${mode}): ${missing} of ${warm.length} warm-up detections were never blocked`);
   for (const [i, s] of warm.entries()) {
-    const e = warmBlocks[i]!;
-    const kernel = (e.flags & kernelFlag) !== 0;
+    const e = warmBlocks[i];
     // The policy's block is stamped at BlockIp, after the run began (it may beat the read of t1): only the start bounds it.
-    const wrong = mode === 'in-kernel' ? !kernel || !duringRun(e, s) : kernel || e.createdNs < s.t0;
-    const what = mode === 'in-kernel' ? 'not written by the program during the crossing SYN' : 'written by the program: in-kernel detection is on';
-    if (wrong) throw new BenchError(`setup check (${mode}): the block of ${s.source} was ${what} (flags ${e.flags})`);
+    const right = e && (mode === 'in-kernel' ? e.flags & kernelFlag && duringRun(e, s) : !(e.flags & kernelFlag) && e.createdNs >= s.t0);
+    const what = mode === 'in-kernel' ? 'written by the program during the crossing SYN' : 'written by the policy (in-kernel detection is off)';
+    if (!right) throw new BenchError(`setup check (${mode}): the block of warm-up source ${s.source} was ${e ? `not ${what} (flags ${e.flags})` : 'never made'}`);
   }
   console.log(`${label}: probe + policy up (program ${programId}), ${WARMUP} warm-up detections checked`);
   const idle = await measure('idle', 1);
 
   cleanup.add('stop the load', () => driver?.kill('SIGKILL'));
   const stop = new AbortController();
-  const driving = drive(programId, frameFile, LOAD_RATE, LOAD_MAX_MS, (c) => (driver = c), stop.signal).then(
-    () => undefined,
-    (e: unknown) => (e instanceof Error ? e : new BenchError(String(e))),
-  );
+  const driving = drive(programId, frameFile, LOAD_RATE, LOAD_MAX_MS, (c) => (driver = c), stop.signal);
+  driving.catch(() => {}); // awaited once the load is stopped
   await sleep(LOAD_SETTLE_MS);
-  /** Events the program passed that the policy has not received yet, in ms of the load (the policy read first: it can only overstate). */
-  const backlog = async () => {
-    const received = (await stack.policyStatus()).eventsReceived;
-    return (Number(((await stack.probeStatus()).counters?.events ?? 0n) - received) / LOAD_RATE) * 1000;
+  // Both services' status; backlogMs: events the program passed that the policy has not received yet, in ms of the load
+  // (the policy read first: it can only overstate).
+  const statuses = async () => {
+    const q = await stack.policyStatus();
+    const p = await stack.probeStatus();
+    return { p, q, at: performance.now(), backlogMs: (Number((p.counters?.events ?? 0n) - q.eventsReceived) / LOAD_RATE) * 1000 };
   };
-  const backlogStartMs = await backlog();
-  const [p1, q1, w1] = [await stack.probeStatus(), await stack.policyStatus(), performance.now()];
+  const s1 = await statuses();
   const loaded = await measure('load', 2, async () => {
-    const backlogEndMs = await backlog();
-    const [p2, q2, seconds] = [await stack.probeStatus(), await stack.policyStatus(), (performance.now() - w1) / 1000];
+    const s2 = await statuses();
+    const seconds = (s2.at - s1.at) / 1000;
     return {
-      backlogStartMs,
-      backlogEndMs,
+      backlogStartMs: s1.backlogMs,
+      backlogEndMs: s2.backlogMs,
       seconds,
-      offered: st.counterDelta(p1, p2, 'syn') / seconds,
-      policyReceived: Number(q2.eventsReceived - q1.eventsReceived) / seconds,
-      probeLost: Number(p2.eventsLost - p1.eventsLost),
-      ringbufFull: st.counterDelta(p1, p2, 'ringbufFull'),
+      offered: st.counterDelta(s1.p, s2.p, 'syn') / seconds,
+      policyReceived: Number(s2.q.eventsReceived - s1.q.eventsReceived) / seconds,
+      probeLost: Number(s2.p.eventsLost - s1.p.eventsLost),
+      ringbufFull: st.counterDelta(s1.p, s2.p, 'ringbufFull'),
     };
   });
   stop.abort();
-  const driverError = await driving;
-  if (driverError) throw driverError;
+  await driving;
 
   const { blockFailures } = await stack.policyStatus();
   if (blockFailures > 0n) console.log(`${label}: note: the policy counted ${blockFailures} failed BlockIp calls`);
@@ -201,15 +196,13 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
 /** A measured window's row. */
 type Row = Awaited<ReturnType<typeof measureSetup>>[number];
 
-const rowLabel = (r: Row) => `${r.setup.mode}, N = ${r.setup.n}`;
 const backgroundText = (b: Background) => (b === 'idle' ? 'idle' : `${count(LOAD_RATE / 1000)}k SYN/s`);
 const ms = (x: number) => (!Number.isFinite(x) ? 'never' : x < 1 ? x.toFixed(3) : x < 100 ? x.toFixed(2) : x.toFixed(0));
 const met = (r: Row) => r.missed === 0 && percentile(r.sortedMs, 99) <= r.target;
-const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
 const thousands = (x: number) => count(Math.round(x / 1000) * 1000);
 const pLogged = (r: Row, p: number) => (r.policyLoggedMs.length ? ms(percentile(r.policyLoggedMs, p)) : '-');
 
-const DETECTION: Column<Row> = ['detection', false, rowLabel];
+const DETECTION: Column<Row> = ['detection', false, (r) => r.label];
 const BACKGROUND: Column<Row> = ['background', false, (r) => backgroundText(r.background)];
 const LATENCY: Column<Row>[] = [
   DETECTION,
@@ -270,7 +263,7 @@ const methodText = (setups: readonly Setup[]) =>
 function section(m: Machine, date: string, load: number, rows: readonly Row[], setups: readonly Setup[]): string {
   const { 'in-kernel': kernel, 'policy alone': policy } = TARGET_MS;
   const verdict = (r: Row) => `p99 ${ms(percentile(r.sortedMs, 99))} ms vs <= ${r.target} ms, ${met(r) ? 'met' : 'MISSED'}`;
-  const verdicts = rows.map((r) => `${rowLabel(r)} ${r.background === 'idle' ? 'at idle' : 'under load'}: ${verdict(r)}`).join('; ');
+  const verdicts = rows.map((r) => `${r.label} ${r.background === 'idle' ? 'at idle' : 'under load'}: ${verdict(r)}`).join('; ');
   return sectionText(
     SECTION_HEADING,
     'detection',
@@ -296,7 +289,7 @@ function results(rows: readonly Row[]): ResultEntry[] {
     ([['p50', 50], ['p99', 99], ['max', 100]] as const).map(([label, p]) => {
       const v = percentile(r.sortedMs, p);
       const p99 = label === 'p99';
-      const name = `detection to block, ${rowLabel(r)}, ${r.background === 'idle' ? 'idle' : `${LOAD_RATE} SYN/s`} ${label}`;
+      const name = `detection to block, ${r.label}, ${r.background === 'idle' ? 'idle' : `${LOAD_RATE} SYN/s`} ${label}`;
       const [vs, goal] = p99 ? [['target p99', r.target] as const, [`p99 <= ${r.target} ms`, met(r)] as const] : [null, null];
       return entry(name, Number.isFinite(v) ? Math.round(v * 1000) / 1000 : -1, 'ms', vs, goal, {
         detections: r.detections,
