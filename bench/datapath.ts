@@ -120,21 +120,21 @@ class Subject {
     Object.assign(this.expected, this.dp.counters());
   }
 
-  /** Reads the ring buffer: it must hold the events pending. */
-  drain(): void {
-    const got = this.reader.consume().count;
-    this.eventsRead += got;
-    if (got !== this.pending) throw new BenchError(`${this.label}: ${got} events read, expected ${this.pending}`);
+  /** Reads the ring buffer: it must hold the events pending, the first one (fixed-size records, at offset 0) from `source`. */
+  drain(source?: string): void {
+    const { buffer, count } = this.reader.consume();
+    this.eventsRead += count;
+    const from = count ? formatAddress(synEventCodec.read(buffer, 0).saddr) : source;
+    if (count !== this.pending || from !== source) throw new BenchError(`${this.label}: ${count} events from ${from}, expected ${this.pending} from ${source}`);
     this.pending = 0;
   }
 
   /** The counters must equal what was sent: in particular no event lost to a full ring. */
   checkBooks(): void {
     const actual = this.dp.counters();
-    for (const c of COUNTER_NAMES.filter((name) => actual[name] !== this.expected[name])) {
-      const why = c === 'ringbufFull' ? ' (the ring buffer filled up: the event paths were measured on the ring-full branch)' : '';
-      throw new BenchError(`${this.label}: counter ${c} is ${actual[c]}, expected ${this.expected[c]}${why}`);
-    }
+    const c = COUNTER_NAMES.find((name) => actual[name] !== this.expected[name]);
+    const why = c === 'ringbufFull' ? ' (the ring buffer filled up: the event paths were measured on the ring-full branch)' : '';
+    if (c) throw new BenchError(`${this.label}: counter ${c} is ${actual[c]}, expected ${this.expected[c]}${why}`);
   }
 
   close(): void {
@@ -161,8 +161,8 @@ interface Path {
   drain?: () => number;
 }
 
-/** A path's measurements: the rounds', their median and its ratio to the floor's. */
-type Result = { path: Path; samples: number[]; median: number; ratio: number };
+/** A path's measurements: the rounds' and their median. */
+type Result = { path: Path; samples: number[]; median: number };
 
 /** Closes x with the bench's other cleanup steps; returns it. */
 type Keep = <T extends { close(): void }>(what: string, x: T) => T;
@@ -299,10 +299,11 @@ function perObject(results: readonly Result[], path: string, side: string): numb
   return Array.from({ length: OBJECTS_EACH }, (_, k) => results.find((r) => r.path.name === `${path}:${side}#${k + 1}`)?.median ?? NaN);
 }
 
-// Runs the programs and keeps the books: every packet sent to Packetwatch is expected to show up in its counters, and every
-// event in its ring buffer, read back after each call unless `drain` is false (the subject's drain() reads them later).
+// Runs the programs and keeps the books, so that a broken setup cannot print plausible numbers: every call must give the
+// path's verdict, every packet sent to Packetwatch show up in its counters, and every event in its ring buffer, from the
+// path's source, read back after each call unless `drain` is false (the subject's drain() reads them later).
 
-/** One kernel loop of `packets` runs of the path, failing on another verdict than the path's; returns the kernel's mean ns per run. */
+/** One kernel loop of `packets` runs of the path; returns the kernel's mean ns per run. */
 function call(path: Path, packets: number, drain = true): number {
   const { retval, durationNs } = path.program.testRun({ data: path.next?.() ?? path.data, repeat: packets });
   if (retval !== path.verdict) throw new BenchError(`${path.name}: the program said ${verdictName(retval)}, expected ${verdictName(path.verdict)}`);
@@ -311,22 +312,9 @@ function call(path: Path, packets: number, drain = true): number {
   if (s) {
     for (const c of COUNTER_NAMES) s.expected[c] += (path.counts?.[c] ?? 0n) * BigInt(packets);
     s.pending += events;
-    if (drain) s.drain();
+    if (drain) s.drain(path.eventSource);
   } else if ((path.drain?.() ?? events) !== events) throw new BenchError(`${path.name}: the events read are not the ${events} expected`);
   return durationNs;
-}
-
-/** One packet, checked for verdict, event source and counters, so a broken setup cannot print plausible numbers. */
-function verify(path: Path): void {
-  path.drain?.();
-  call(path, 1, false);
-  const s = path.subject;
-  if (!s) return;
-  const sources = [...s.reader.consume()].map((r) => formatAddress(synEventCodec.read(r, 0).saddr));
-  if (sources.join() !== (path.eventSource ?? '')) throw new BenchError(`${path.name}: expected events from [${path.eventSource ?? ''}], got [${sources.join(', ')}]`);
-  s.eventsRead += sources.length;
-  s.pending = 0;
-  s.checkBooks();
 }
 
 function measure(path: Path): number {
@@ -338,7 +326,7 @@ function measure(path: Path): number {
 /** Medians of `calls` one-packet calls of each path, interleaved; events read every drainEvery calls, else after each (every SYN wakes the reader). */
 function onePerCall(paths: readonly Path[], calls: number, drainEvery?: number): number[] {
   const samples = paths.map((): number[] => []);
-  const drainAll = () => new Set(paths.map((p) => p.subject)).forEach((s) => s?.drain());
+  const drainAll = () => paths.forEach((p) => p.subject?.drain(p.eventSource));
   for (let i = 0; i < calls; i++) {
     paths.forEach((p, j) => samples[j]!.push(call(p, 1, drainEvery === undefined)));
     if ((i + 1) % (drainEvery ?? 1) === 0) drainAll();
@@ -402,7 +390,7 @@ function section({ results, tgts, wakeUp, eviction, eventsRead }: Run, m: Machin
       .filter((r) => !r.path.name.includes('#'))
       .map((r) => {
         const spread = `${Math.min(...r.samples).toFixed(1)}-${Math.max(...r.samples).toFixed(1)}`;
-        return [r.path.name, nText(r.path), r.path.frame, verdictName(r.path.verdict), r.median.toFixed(1), spread, r.ratio.toFixed(1)];
+        return [r.path.name, nText(r.path), r.path.frame, verdictName(r.path.verdict), r.median.toFixed(1), spread, (r.median / ns(FLOOR_PROGRAM)).toFixed(1)];
       }),
     [false, true, false, false, true, true, true],
   );
@@ -537,9 +525,9 @@ async function main(): Promise<void> {
     for (const s of subjects) s.prime();
     const evictionPaths = evictions.map(evictionPath);
 
-    for (const p of [...all, ...evictionPaths]) verify(p);
-    // The first calls after load pay for cold caches and first touches of the ring's pages.
+    // The first calls after load pay for cold caches and first touches of the ring's pages; their books are checked at once.
     for (const p of all) call(p, PACKETS_PER_CALL);
+    for (const s of subjects) s.checkBooks();
     const samples = all.map((): number[] => []);
     for (let round = 0; round < ROUNDS; round++) {
       // Rotating the order keeps any one program from always following the same neighbour.
@@ -555,8 +543,7 @@ async function main(): Promise<void> {
     const [evictionFloor, ...evicted] = onePerCall([{ ...floorPath, name: `${FLOOR_PROGRAM}, one packet per call` }, ...evictionPaths], EVICTION_CALLS, RING_DRAIN_CALLS);
     for (const s of subjects) s.checkBooks();
 
-    const floorMedian = median(samples[0]!);
-    const results = all.map((path, i): Result => ({ path, samples: samples[i]!, median: median(samples[i]!), ratio: median(samples[i]!) / floorMedian }));
+    const results = all.map((path, i): Result => ({ path, samples: samples[i]!, median: median(samples[i]!) }));
     const eviction = { floor: evictionFloor!, byN: evicted };
     const run: Run = { results, tgts: targets(results, eviction), wakeUp: { floor: wakeFloor!, syn: wakeSyn! }, eviction, eventsRead: subjects.reduce((n, s) => n + s.eventsRead, 0) };
     const text = section(run, m, today());

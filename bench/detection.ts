@@ -43,9 +43,6 @@ const SLOT = 240;
 /** A detection: its source; t0, t1: CLOCK_BOOTTIME just before and after the crossing SYN's run; lagNs: how far the program's coarse clock may trail t0. */
 type Sample = { source: string; key: Buffer; t0: bigint; t1: bigint; lagNs: bigint };
 
-/** The load over a window: backlog (events the policy had not yet received, in ms of the load) at its start and end; SYNs offered, events received per second. */
-type LoadStats = { backlogStartMs: number; backlogEndMs: number; seconds: number; offered: number; policyReceived: number; probeLost: number; ringbufFull: number };
-
 /** Whether a block's created_ns falls within the crossing SYN's run, allowing the program's coarse clock its lag (two ticks). */
 const duringRun = (e: BlockEntry, s: Sample) => e.createdNs >= s.t0 - s.lagNs && e.createdNs <= s.t1;
 
@@ -104,10 +101,32 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
     return read().sort((a, b) => a - b);
   };
 
+  // Both services' status; backlogMs: events the program passed that the policy has not received yet, in ms of the load
+  // (the policy read first: it can only overstate).
+  const statuses = async () => {
+    const q = await stack.policyStatus();
+    const p = await stack.probeStatus();
+    return { p, q, at: performance.now(), backlogMs: (Number((p.counters?.events ?? 0n) - q.eventsReceived) / LOAD_RATE) * 1000 };
+  };
+  type Statuses = Awaited<ReturnType<typeof statuses>>;
+  /** The load over a window: its backlog at the start and the end; SYNs offered and events received per second. */
+  const loadStats = (s1: Statuses, s2: Statuses) => {
+    const seconds = (s2.at - s1.at) / 1000;
+    return {
+      backlogStartMs: s1.backlogMs,
+      backlogEndMs: s2.backlogMs,
+      seconds,
+      offered: st.counterDelta(s1.p, s2.p, 'syn') / seconds,
+      policyReceived: Number(s2.q.eventsReceived - s1.q.eventsReceived) / seconds,
+      probeLost: Number(s2.p.eventsLost - s1.p.eventsLost),
+      ringbufFull: st.counterDelta(s1.p, s2.p, 'ringbufFull'),
+    };
+  };
+
   let driver: ChildProcess | undefined;
   const cpu = () => cpuSnapshot({ probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid, driver: driver?.pid });
   /** A measured window: DETECTIONS detections, their blocks and where the CPU went meanwhile. */
-  const measure = async (background: Background, phase: number, load?: () => Promise<LoadStats>) => {
+  const measure = async (background: Background, phase: number, loadStart?: Statuses) => {
     const c0 = cpu();
     const samples = await detect(phase, DETECTIONS);
     const entries = await blocks(samples);
@@ -128,7 +147,7 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
       kernelWritten: entries.filter((e) => e && e.flags & kernelFlag).length,
       inRun: entries.filter((e, i) => e && duringRun(e, samples[i]!)).length,
       target: TARGET_MS[mode][background],
-      load: await load?.(),
+      load: loadStart && loadStats(loadStart, await statuses()),
       policyLoggedMs: await policyLogged(samples),
       cpu: shares,
     };
@@ -163,27 +182,7 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
   const driving = drive(programId, frameFile, LOAD_RATE, LOAD_MAX_MS, (c) => (driver = c), stop.signal);
   driving.catch(() => {}); // awaited once the load is stopped
   await sleep(LOAD_SETTLE_MS);
-  // Both services' status; backlogMs: events the program passed that the policy has not received yet, in ms of the load
-  // (the policy read first: it can only overstate).
-  const statuses = async () => {
-    const q = await stack.policyStatus();
-    const p = await stack.probeStatus();
-    return { p, q, at: performance.now(), backlogMs: (Number((p.counters?.events ?? 0n) - q.eventsReceived) / LOAD_RATE) * 1000 };
-  };
-  const s1 = await statuses();
-  const loaded = await measure('load', 2, async () => {
-    const s2 = await statuses();
-    const seconds = (s2.at - s1.at) / 1000;
-    return {
-      backlogStartMs: s1.backlogMs,
-      backlogEndMs: s2.backlogMs,
-      seconds,
-      offered: st.counterDelta(s1.p, s2.p, 'syn') / seconds,
-      policyReceived: Number(s2.q.eventsReceived - s1.q.eventsReceived) / seconds,
-      probeLost: Number(s2.p.eventsLost - s1.p.eventsLost),
-      ringbufFull: st.counterDelta(s1.p, s2.p, 'ringbufFull'),
-    };
-  });
+  const loaded = await measure('load', 2, await statuses());
   stop.abort();
   await driving;
 
@@ -193,14 +192,16 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
   return [idle, loaded];
 }
 
-/** A measured window's row. */
+/** A measured window's row; LoadRow: one under the load. */
 type Row = Awaited<ReturnType<typeof measureSetup>>[number];
+type LoadRow = Row & { load: NonNullable<Row['load']> };
 
 const backgroundText = (b: Background) => (b === 'idle' ? 'idle' : `${count(LOAD_RATE / 1000)}k SYN/s`);
 const ms = (x: number) => (!Number.isFinite(x) ? 'never' : x < 1 ? x.toFixed(3) : x < 100 ? x.toFixed(2) : x.toFixed(0));
 const met = (r: Row) => r.missed === 0 && percentile(r.sortedMs, 99) <= r.target;
 const thousands = (x: number) => count(Math.round(x / 1000) * 1000);
-const pLogged = (r: Row, p: number) => (r.policyLoggedMs.length ? ms(percentile(r.policyLoggedMs, p)) : '-');
+/** The percentiles the tables and the results give ('max' is the 100th, nearest-rank). */
+const PERCENTILES = [['p50', 50], ['p99', 99], ['max', 100]] as const;
 
 const DETECTION: Column<Row> = ['detection', false, (r) => r.label];
 const BACKGROUND: Column<Row> = ['background', false, (r) => backgroundText(r.background)];
@@ -208,12 +209,9 @@ const LATENCY: Column<Row>[] = [
   DETECTION,
   BACKGROUND,
   ['detections', true, (r) => count(r.detections)],
-  ['p50 ms', true, (r) => ms(percentile(r.sortedMs, 50))],
-  ['p99 ms', true, (r) => ms(percentile(r.sortedMs, 99))],
-  ['max ms', true, (r) => ms(r.sortedMs.at(-1) ?? NaN)],
+  ...PERCENTILES.map(([h, p]): Column<Row> => [`${h} ms`, true, (r) => ms(percentile(r.sortedMs, p))]),
   ['never blocked', true, (r) => count(r.missed)],
-  ['policy log p50 ms', true, (r) => pLogged(r, 50)],
-  ['policy log p99 ms', true, (r) => pLogged(r, 99)],
+  ...PERCENTILES.slice(0, 2).map(([h, p]): Column<Row> => [`policy log ${h} ms`, true, (r) => (r.policyLoggedMs.length ? ms(percentile(r.policyLoggedMs, p)) : '-')]),
   ['target p99', true, (r) => `<= ${r.target} ms`],
   ['result', false, (r) => (met(r) ? 'met' : 'MISSED')],
 ];
@@ -222,12 +220,10 @@ const CHECKS: Column<Row>[] = [
   BACKGROUND,
   ['written by the program', true, (r) => count(r.kernelWritten)],
   ['created during the crossing SYN', true, (r) => count(r.inRun)],
-  ['SYN clock bracket p50 µs', true, (r) => percentile(r.bracketUs, 50).toFixed(1)],
-  ['p99 µs', true, (r) => percentile(r.bracketUs, 99).toFixed(1)],
-  ['max µs', true, (r) => (r.bracketUs.at(-1) ?? NaN).toFixed(1)],
+  ...PERCENTILES.map(([h, p], i): Column<Row> => [`${i ? '' : 'SYN clock bracket '}${h} µs`, true, (r) => percentile(r.bracketUs, p).toFixed(1)]),
   ['policy logged', true, (r) => count(r.policyLoggedMs.length)],
 ];
-const LOAD: Column<Row & { load: LoadStats }>[] = [
+const LOAD: Column<LoadRow>[] = [
   DETECTION,
   ['window s', true, (r) => r.load.seconds.toFixed(1)],
   ['offered SYN/s', true, (r) => thousands(r.load.offered)],
@@ -274,7 +270,7 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], s
       ...tableBlocks([
         ['', columnTable(rows, LATENCY)],
         ['Checks: who wrote the blocks, and how tightly the crossing SYN was timed:', columnTable(rows, CHECKS)],
-        [`Background load (target ${count(LOAD_RATE)} SYN/s) over each measured window:`, columnTable(rows.filter((r): r is Row & { load: LoadStats } => !!r.load), LOAD)],
+        [`Background load (target ${count(LOAD_RATE)} SYN/s) over each measured window:`, columnTable(rows.filter((r): r is LoadRow => !!r.load), LOAD)],
         ['Where the CPU went over each measured window (100% = one CPU; /proc/<pid>/stat and /proc/stat):', columnTable(rows, cpuColumns(m.cpus))],
       ]),
       `Targets (p99 at idle, under load): in-kernel <= ${kernel.idle} ms, <= ${kernel.load} ms at every N; ` +
@@ -286,7 +282,7 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], s
 
 function results(rows: readonly Row[]): ResultEntry[] {
   return rows.flatMap((r) =>
-    ([['p50', 50], ['p99', 99], ['max', 100]] as const).map(([label, p]) => {
+    PERCENTILES.map(([label, p]) => {
       const v = percentile(r.sortedMs, p);
       const p99 = label === 'p99';
       const name = `detection to block, ${r.label}, ${r.background === 'idle' ? 'idle' : `${LOAD_RATE} SYN/s`} ${label}`;

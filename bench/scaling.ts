@@ -86,11 +86,10 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
   const drivers: (ChildProcess | undefined)[] = [];
   cleanup.add('stop the drivers', () => drivers.forEach((d) => d?.kill('SIGKILL')));
   const scan = async (until: number): Promise<number> => {
-    let j = 0;
-    for (const start = performance.now(); performance.now() < until; j++) {
+    for (let j = 0, start = performance.now(); ; j++) {
       const wait = start + (j * 1000) / SCAN_RATE - performance.now();
       if (wait > 0) await sleep(wait);
-      if (performance.now() >= until) break;
+      if (performance.now() >= until) return j;
       const p = j % programs.length;
       const src = `198.19.${(j >> 8) & 255}.${j & 255}`; // 198.19.0.0/16 (RFC 2544), fresh at every point
       for (let port = 1; port <= c.N; port++) {
@@ -98,7 +97,6 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
         if (r.retval !== XDP_PASS) throw new BenchError(`the program returned ${r.retval} for SYN ${port} of scanner ${src}, expected XDP_PASS`);
       }
     }
-    return j;
   };
   const [probes0, policy0] = await Promise.all([probeStatuses(), stack.policyStatus()]);
   const cpu0 = pids.map(ownCpu);
