@@ -3,7 +3,7 @@
 // variant builds of the same source (PW_VARIANT_*) and the program at PREVIOUS_REV run beside it.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -143,10 +143,9 @@ class Subject {
   }
 }
 
-// A path: its name in the table and in datapath.json, what the row says, the program and frame it runs, the verdict it
-// must give; a Packetwatch object's: the object, its N, the source its event names (none: no event), how one packet moves
-// each counter. next: the frame of the next call, for paths whose state each packet moves on; drain: empties the ring
-// buffer of a program without a Subject that writes events, returning the records read.
+// A path: its name in the table and in datapath.json, what the row says, the program and frame it runs, the verdict it must give;
+// a Packetwatch object's: the object, its N, the source its event names (none: no event), how one packet moves each counter.
+// next: the frame of the next call, for paths whose state each packet moves on; drain: reads the events of another program.
 interface Path {
   name: string;
   frame: string;
@@ -213,16 +212,14 @@ function evictionPath(s: Subject): Path {
 // [its label, PW_VARIANT_* defines, options, the deployed path, what the row says, what the build's path does differently].
 type Variant = readonly [label: string, defines: string[], opts: DatapathOptions, path: string, frame: string, adjust?: (p: Path) => Path];
 const CLOSED = { ...DEPLOYED, countClosed: true };
-const PRECISE = ['PW_VARIANT_PRECISE_CLOCK'];
-const NO_DROP_CACHE = ['PW_VARIANT_NO_DROP_CACHE'];
 const LISTENING = (p: Path): Path => ({ ...p, data: synFrame(CLIENT, LISTENER, 40001, SSH), counts: { ...EVENT_COUNTS, openPortSyn: 1n } });
 const NO_EVENT = (p: Path): Path => ({ ...p, eventSource: undefined, counts: { frames: 1n, syn: 1n } });
 const VARIANTS: readonly Variant[] = [
   ['detector off', [], { ...DEPLOYED, scanPorts: 0 }, 'new-connection', 'new-connection, detector off (PW_KERNEL_DETECTION=false)'],
-  ['precise clock', PRECISE, DEPLOYED, 'new-connection', 'new-connection, before: bpf_ktime_get_boot_ns per SYN'],
-  ['precise clock', PRECISE, DEPLOYED, 'drop-expiring', 'drop-expiring, before: bpf_ktime_get_boot_ns per hit'],
-  ['no drop cache', NO_DROP_CACHE, DEPLOYED, 'new-connection', 'new-connection without the drop cache (what its miss costs)'],
-  ['no drop cache', NO_DROP_CACHE, DEPLOYED, 'drop', 'drop, before: blocklist hash + allowlist LPM on every hit'],
+  ['precise clock', ['PW_VARIANT_PRECISE_CLOCK'], DEPLOYED, 'new-connection', 'new-connection, before: bpf_ktime_get_boot_ns per SYN'],
+  ['precise clock', ['PW_VARIANT_PRECISE_CLOCK'], DEPLOYED, 'drop-expiring', 'drop-expiring, before: bpf_ktime_get_boot_ns per hit'],
+  ['no drop cache', ['PW_VARIANT_NO_DROP_CACHE'], DEPLOYED, 'new-connection', 'new-connection without the drop cache (what its miss costs)'],
+  ['no drop cache', ['PW_VARIANT_NO_DROP_CACHE'], DEPLOYED, 'drop', 'drop, before: blocklist hash + allowlist LPM on every hit'],
   ['closed mode', [], CLOSED, 'new-connection', 'new-connection, closed mode (PW_PORTSCAN_COUNT=closed), no socket: looked up, closed, tracked -> event'],
   ['closed mode, listener', [], CLOSED, 'new-connection', 'new-connection, closed mode, a listener on the port: looked up, open, not tracked -> event', LISTENING],
   ['no event', ['PW_VARIANT_NO_EVENT'], DEPLOYED, 'new-connection', 'new-connection without the ring buffer write (what the event costs)', NO_EVENT],
@@ -254,18 +251,15 @@ function xdpFilterPaths(name: string, pinDir: string, keep: Keep, paths: [string
   return paths.map(([path, frame, data, verdict]) => ({ name: `${name}:${path}`, frame, program: col.program(name), data, verdict }));
 }
 
-/** The program at PREVIOUS_REV from git (a clone with its history is needed). */
+/** The program at PREVIOUS_REV from git (a clone with its history is needed), its sources unpacked in tmp/bpf. */
 function compilePrevious(tmp: string): string {
-  const dir = join(tmp, PREVIOUS);
-  mkdirSync(dir);
-  for (const file of ['packetwatch.bpf.c', 'packetwatch.h']) {
-    try {
-      writeFileSync(join(dir, file), execFileSync('git', ['-C', REPO_ROOT, 'show', `${PREVIOUS_REV}:bpf/${file}`]));
-    } catch (e) {
-      throw commandError(`reading bpf/${file} at ${PREVIOUS_REV} from git failed (a clone with its history is needed)`, e);
-    }
+  try {
+    const sources = execFileSync('git', ['-C', REPO_ROOT, 'archive', PREVIOUS_REV, 'bpf/packetwatch.bpf.c', 'bpf/packetwatch.h']);
+    execFileSync('tar', ['-x', '-C', tmp], { input: sources, stdio: ['pipe', 'ignore', 'pipe'] });
+  } catch (e) {
+    throw commandError(`reading bpf/ at ${PREVIOUS_REV} from git failed (a clone with its history is needed)`, e);
   }
-  return compile(join(dir, 'packetwatch.bpf.c'), join(dir, 'packetwatch.bpf.o'), [], dir);
+  return compile(join(tmp, 'bpf', 'packetwatch.bpf.c'), join(tmp, 'bpf', 'packetwatch.bpf.o'), [], join(tmp, 'bpf'));
 }
 
 // Object k of the comparison: the compared paths on the previous program, loaded as the probe loaded it then (its 56-byte
@@ -341,20 +335,17 @@ function target(name: string, path: string, value: number, comparison: string, c
   return { name, path, value, comparison, comparisonValue, ratio, target, met: strict ? ratio < maxRatio : ratio <= maxRatio };
 }
 type Target = ReturnType<typeof target>;
-
-/** The new-port-full row: one packet per call, at each N of BY_N, and the empty program's one-packet call. */
+/** The new-port-full row: one packet per call at each N of BY_N, and the empty program's one-packet call. */
 type Eviction = { floor: number; byN: number[] };
-
 function targets(results: readonly Result[], eviction: Eviction): Target[] {
   const ns = (name: string) => medianOf(results, name);
   const floor = ns(FLOOR_PROGRAM);
   const xdpFilter = (name: string, what: string, listed: string) =>
     target(`drop vs xdp-filter${what}`, 'drop', ns('drop'), `xdp-filter ${name}.o drop (${listed} source), same run`, ns(`${name}:drop`), '< xdp-filter drop', 1, true);
   const [n0, n] = [BY_N[0]!, MAX_N];
-  const byN = (path: string) =>
-    target(`${path} at N = ${n} vs N = ${n0}`, `${path}:N=${n}`, ns(`${path}:N=${n}`), `${path} at N = ${n0}, same run`, ns(`${path}:N=${n0}`), `<= 1.5x N = ${n0}`, 1.5);
+  const byN = (path: string, at = (k: number) => ns(`${path}:N=${k}`), what = '', vs = `${path} at N = ${n0}, same run`) =>
+    target(`${path} at N = ${n} vs N = ${n0}${what}`, `${path}:N=${n}`, at(n), vs, at(n0), `<= 1.5x N = ${n0}`, 1.5);
   const evicted = (k: number) => (eviction.byN[BY_N.indexOf(k)] ?? NaN) - eviction.floor;
-  const onePerCall = `new-port-full at N = ${n0}, one packet per call less the floor, same run`;
   return [
     ...COMPARED.map((path) => {
       const comparison = `${path} of the program at ${PREVIOUS_REV}, same run, median over ${OBJECTS_EACH} objects of each`;
@@ -367,15 +358,12 @@ function targets(results: readonly Result[], eviction: Eviction): Target[] {
     target('new-connection vs floor', 'new-connection', ns('new-connection'), FLOOR_COMPARISON, floor, '<= 3x floor', 3),
     byN('new-connection'),
     byN('new-connection-full'),
-    target(`new-port-full at N = ${n} vs N = ${n0} (one packet per call, less the floor)`, `new-port-full:N=${n}`, evicted(n), onePerCall, evicted(n0), `<= 1.5x N = ${n0}`, 1.5),
+    byN('new-port-full', evicted, ' (one packet per call, less the floor)', `new-port-full at N = ${n0}, one packet per call less the floor, same run`),
   ];
 }
 
 const nText = (p: Path): string => (p.n === undefined ? '-' : p.n === 0 ? 'off' : String(p.n));
-
-function targetLine(t: Target): string {
-  return `${t.path} ${t.target.replace('xdp-filter drop', `${t.comparison.split(' ')[1]} drop`)}: ${t.met ? 'met' : 'MISSED'} (${t.ratio.toFixed(2)}x)`;
-}
+const targetLine = (t: Target) => `${t.path} ${t.target.replace('xdp-filter drop', `${t.comparison.split(' ')[1]} drop`)}: ${t.met ? 'met' : 'MISSED'} (${t.ratio.toFixed(2)}x)`;
 
 const libxdpVersion = () => spawnSync('dpkg-query', ['-W', '-f=${Version}', 'libxdp1'], { encoding: 'utf8' }).stdout?.trim() || '(version unknown)';
 
@@ -398,8 +386,8 @@ function section({ results, tgts, wakeUp, eviction, eventsRead }: Run, m: Machin
     ['path', `${PREVIOUS_REV} ns (per object)`, 'now ns (per object)', `${PREVIOUS_REV} median`, 'now median', 'ratio'],
     COMPARED.map((p) => {
       const [before, now] = [perObject(results, p, PREVIOUS), perObject(results, p, BESIDE)];
-      const perObjectText = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(' ');
-      return [p, perObjectText(before), perObjectText(now), median(before).toFixed(1), median(now).toFixed(1), `${(median(now) / median(before)).toFixed(2)}x`];
+      const [b, n] = [median(before), median(now)];
+      return [p, ...[before, now].map((xs) => xs.map((x) => x.toFixed(1)).join(' ')), b.toFixed(1), n.toFixed(1), `${(n / b).toFixed(2)}x`];
     }),
     [false, false, false, true, true, true],
   );
@@ -418,20 +406,18 @@ function section({ results, tgts, wakeUp, eviction, eventsRead }: Run, m: Machin
   return sectionText(
     SECTION_HEADING,
     'datapath',
-    'Cost per packet of each path through the XDP program, next to an empty `return XDP_PASS` ' +
-      'program (the floor: what the test-run loop and the XDP hook charge any program) and to xdp-filter ' +
-      `(Debian's libxdp1 ${libxdpVersion()}: ${XDP_FILTER_DENYLIST}.o is \`xdp-filter load\`'s default, dropping the ` +
-      `sources its map lists; ${XDP_FILTER_ALLOWLIST}.o is its deny policy, where listed sources pass and all others ` +
-      'are dropped), all measured in the same run.',
+    'Cost per packet of each path through the XDP program, next to an empty `return XDP_PASS` program (the floor: what the ' +
+      `test-run loop and the XDP hook charge any program) and to xdp-filter (Debian's libxdp1 ${libxdpVersion()}: ${XDP_FILTER_DENYLIST}.o ` +
+      `is \`xdp-filter load\`'s default, dropping the sources its map lists; ${XDP_FILTER_ALLOWLIST}.o is its deny policy, where ` +
+      'listed sources pass and all others are dropped), all measured in the same run.',
     [
       ...sectionFacts('datapath', date, m),
-      `- Method: BPF_PROG_TEST_RUN on one frame per path, timed by the kernel: ${count(PACKETS_PER_MEASUREMENT)} packets a ` +
-        `measurement in ${PACKETS_PER_MEASUREMENT / PACKETS_PER_CALL} calls of ${count(PACKETS_PER_CALL)}, the ring buffer drained ` +
-        `between calls; ${ROUNDS} rounds interleave every program; the figure is the median round, min-max the spread. The kernel ` +
-        `truncates each call's mean to whole ns. Packetwatch is loaded as the probe deploys it (in-kernel detection, 3 ports in ` +
-        `60 s, permanent blocks); the :N=${BY_N.join(', :N=')} rows are one object per N running those paths only; "before" rows ` +
-        `are PW_VARIANT_* builds of the same source. new-connection-full: the source's history holds N ports, the SYN hits the ` +
-        `last one searched.`,
+      `- Method: BPF_PROG_TEST_RUN on one frame per path, timed by the kernel: ${count(PACKETS_PER_MEASUREMENT)} packets a measurement in ` +
+        `${PACKETS_PER_MEASUREMENT / PACKETS_PER_CALL} calls of ${count(PACKETS_PER_CALL)}, the ring buffer drained between calls; ${ROUNDS} ` +
+        "rounds interleave every program; the figure is the median round, min-max the spread. The kernel truncates each call's mean to " +
+        'whole ns. Packetwatch is loaded as the probe deploys it (in-kernel detection, 3 ports in 60 s, permanent blocks); the ' +
+        `:N=${BY_N.join(', :N=')} rows are one object per N running those paths only; "before" rows are PW_VARIANT_* builds of the same ` +
+        "source. new-connection-full: the source's history holds N ports, the SYN hits the last one searched.",
     ],
     [
       ...tableBlocks([
@@ -442,10 +428,10 @@ function section({ results, tgts, wakeUp, eviction, eventsRead }: Run, m: Machin
           previous,
         ],
         [
-          `The detector by N: the same object at each N. new-port-full runs on the test-clock build (PW_VARIANT_TEST_CLOCK), one ` +
-            `packet per call, the source cycling through 2N ports stamped W / (N - 1) apart, so that every SYN is a new port; ` +
-            `medians of ${count(EVICTION_CALLS)} calls interleaved with the empty program's, whose ${eviction.floor.toFixed(0)} ns ` +
-            `are taken off; the ring is drained every ${count(RING_DRAIN_CALLS)} calls.`,
+          'The detector by N: the same object at each N. new-port-full runs on the test-clock build (PW_VARIANT_TEST_CLOCK), one packet per ' +
+            'call, the source cycling through 2N ports stamped W / (N - 1) apart, so that every SYN is a new port; medians of ' +
+            `${count(EVICTION_CALLS)} calls interleaved with the empty program's, whose ${floor} ns are taken off; the ring is drained ` +
+            `every ${count(RING_DRAIN_CALLS)} calls.`,
           byN,
         ],
       ]),

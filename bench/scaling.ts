@@ -47,13 +47,11 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
     PW_MAX_TRACKED_SOURCES: String(MAX_TRACKED),
   };
   const stack = await libs.stack.Stack.start(nets[0]!, 'policy alone', cleanup, env);
+  const probeEnv = { ...env, PW_LOG_FORMAT: 'json', PW_LOG_LEVEL: 'info' };
+  const extra = nets.slice(1, c.probes).map((net) => new libs.services.Services({ netns: net.victimNs, ifdev: net.victimIf, env: probeEnv, reportTo: stack.svc }));
   let stopped = false;
-  const extra = nets.slice(1, c.probes).map((net) => {
-    const svc = new libs.services.Services({ netns: net.victimNs, ifdev: net.victimIf, env: { ...env, PW_LOG_FORMAT: 'json', PW_LOG_LEVEL: 'info' }, reportTo: stack.svc });
-    cleanup.add(`stop the probe on ${net.victimIf}`, () => {
-      if (!stopped) svc.destroySync();
-    });
-    return svc;
+  cleanup.add('stop the other probes', () => {
+    if (!stopped) for (const svc of extra) svc.destroySync();
   });
   // Each returns once the policy has the probe's hello.
   await Promise.all(extra.map((s) => s.startProbe())).catch((e: Error) => {
