@@ -125,7 +125,8 @@ class Subject {
     const { buffer, count } = this.reader.consume();
     this.eventsRead += count;
     const from = count ? formatAddress(synEventCodec.read(buffer, 0).saddr) : source;
-    if (count !== this.pending || from !== source) throw new BenchError(`${this.label}: ${count} events from ${from}, expected ${this.pending} from ${source}`);
+    const got = `${count} events from ${from}`;
+    if (count !== this.pending || from !== source) throw new BenchError(`${this.label}: ${got}, expected ${this.pending} from ${source}`);
     this.pending = 0;
   }
 
@@ -236,11 +237,8 @@ function compile(source: string, out: string, defines: readonly string[] = [], i
   return out;
 }
 
-/**
- * The paths [name, frame, data, verdict] of xdp-filter's object `name` with SCANNER in filter_ipv4 as a source (a per-CPU u64 of
- * match flags, 1: source); its maps pinned apart from a real xdp-filter's.
- */
-function xdpFilterPaths(name: string, pinDir: string, keep: Keep, paths: [string, string, Buffer, number][]): Path[] {
+/** xdp-filter's object with SCANNER in filter_ipv4 as a source (a per-CPU u64 of match flags, 1: source); its maps pinned apart from a real xdp-filter's. */
+function loadXdpFilter(name: string, pinDir: string, keep: Keep): Program {
   const spec = ObjectSpec.open(join(XDP_FILTER_DIR, `${name}.o`));
   for (const m of ['filter_ipv4', 'filter_ipv6', 'xdp_stats_map']) spec.pinMap(m, join(pinDir, `${name}-${m}`));
   const col = keep(name, spec.load());
@@ -248,7 +246,16 @@ function xdpFilterPaths(name: string, pinDir: string, keep: Keep, paths: [string
   const perCpu = Buffer.alloc(map.valueBufferSize);
   for (let off = 0; off < perCpu.length; off += 8) perCpu.writeBigUInt64LE(1n, off);
   map.update(parseAddress(SCANNER).subarray(12), perCpu); // IPv4-mapped: the last 4 bytes, network order
-  return paths.map(([path, frame, data, verdict]) => ({ name: `${name}:${path}`, frame, program: col.program(name), data, verdict }));
+  return col.program(name);
+}
+
+function xdpFilterPaths(deny: Program, allow: Program): Path[] {
+  return [
+    { name: `${XDP_FILTER_DENYLIST}:pass`, frame: 'ACK, unlisted source', program: deny, data: ACK, verdict: XDP_PASS },
+    { name: `${XDP_FILTER_DENYLIST}:drop`, frame: 'SYN, listed source (deny list)', program: deny, data: SCANNER_SYN, verdict: XDP_DROP },
+    { name: `${XDP_FILTER_ALLOWLIST}:pass`, frame: 'SYN, listed source (allow list)', program: allow, data: SCANNER_SYN, verdict: XDP_PASS },
+    { name: `${XDP_FILTER_ALLOWLIST}:drop`, frame: 'SYN, unlisted source', program: allow, data: CLIENT_SYN, verdict: XDP_DROP },
+  ];
 }
 
 /** The program at PREVIOUS_REV from git (a clone with its history is needed), its sources unpacked in tmp/bpf. */
@@ -266,7 +273,8 @@ function compilePrevious(tmp: string): string {
 // records only counted: its codecs are not today's), and on an object of the deployed one running these only (like for like).
 function previousPaths(object: string, k: number, keep: Keep, beside: () => Subject): Path[] {
   const spec = ObjectSpec.open(object).setConstant('scan_ports', DEPLOYED_N).setConstant('scan_window_ns', WINDOW_NS);
-  const collection = keep(`${PREVIOUS} #${k}`, spec.setValueSize('scanners', scanStateSize(DEPLOYED_N)).setMaxEntries('events', RING_BUFFER_BYTES).load());
+  spec.setValueSize('scanners', scanStateSize(DEPLOYED_N)).setMaxEntries('events', RING_BUFFER_BYTES);
+  const collection = keep(`${PREVIOUS} #${k}`, spec.load());
   const now = clock.boottimeNs();
   collection.map('blocklist').update(parseAddress(SCANNER), encode(blockCodec, { expiresNs: 0n, createdNs: now, reason: BlockReason.Manual, flags: 0 }));
   collection.map('list_gen').typed(u32, u64).set(0, now);
@@ -346,6 +354,7 @@ function targets(results: readonly Result[], eviction: Eviction): Target[] {
   const byN = (path: string, at = (k: number) => ns(`${path}:N=${k}`), what = '', vs = `${path} at N = ${n0}, same run`) =>
     target(`${path} at N = ${n} vs N = ${n0}${what}`, `${path}:N=${n}`, at(n), vs, at(n0), `<= 1.5x N = ${n0}`, 1.5);
   const evicted = (k: number) => (eviction.byN[BY_N.indexOf(k)] ?? NaN) - eviction.floor;
+  const onePerCall = `new-port-full at N = ${n0}, one packet per call less the floor, same run`;
   return [
     ...COMPARED.map((path) => {
       const comparison = `${path} of the program at ${PREVIOUS_REV}, same run, median over ${OBJECTS_EACH} objects of each`;
@@ -358,12 +367,13 @@ function targets(results: readonly Result[], eviction: Eviction): Target[] {
     target('new-connection vs floor', 'new-connection', ns('new-connection'), FLOOR_COMPARISON, floor, '<= 3x floor', 3),
     byN('new-connection'),
     byN('new-connection-full'),
-    byN('new-port-full', evicted, ' (one packet per call, less the floor)', `new-port-full at N = ${n0}, one packet per call less the floor, same run`),
+    byN('new-port-full', evicted, ' (one packet per call, less the floor)', onePerCall),
   ];
 }
 
 const nText = (p: Path): string => (p.n === undefined ? '-' : p.n === 0 ? 'off' : String(p.n));
-const targetLine = (t: Target) => `${t.path} ${t.target.replace('xdp-filter drop', `${t.comparison.split(' ')[1]} drop`)}: ${t.met ? 'met' : 'MISSED'} (${t.ratio.toFixed(2)}x)`;
+const targetLine = (t: Target) =>
+  `${t.path} ${t.target.replace('xdp-filter drop', `${t.comparison.split(' ')[1]} drop`)}: ${t.met ? 'met' : 'MISSED'} (${t.ratio.toFixed(2)}x)`;
 
 const libxdpVersion = () => spawnSync('dpkg-query', ['-W', '-f=${Version}', 'libxdp1'], { encoding: 'utf8' }).stdout?.trim() || '(version unknown)';
 
@@ -377,8 +387,8 @@ function section({ results, tgts, wakeUp, eviction, eventsRead }: Run, m: Machin
     results
       .filter((r) => !r.path.name.includes('#'))
       .map((r) => {
-        const spread = `${Math.min(...r.samples).toFixed(1)}-${Math.max(...r.samples).toFixed(1)}`;
-        return [r.path.name, nText(r.path), r.path.frame, verdictName(r.path.verdict), r.median.toFixed(1), spread, (r.median / ns(FLOOR_PROGRAM)).toFixed(1)];
+        const [spread, ratio] = [`${Math.min(...r.samples).toFixed(1)}-${Math.max(...r.samples).toFixed(1)}`, r.median / ns(FLOOR_PROGRAM)];
+        return [r.path.name, nText(r.path), r.path.frame, verdictName(r.path.verdict), r.median.toFixed(1), spread, ratio.toFixed(1)];
       }),
     [false, true, false, false, true, true, true],
   );
@@ -478,16 +488,13 @@ async function main(): Promise<void> {
       return x;
     };
     const subjects: Subject[] = [];
-    const subject = (label: string, opts: DatapathOptions, n = opts.scanPorts ?? 0): Subject => {
-      const s = keep(label, new Subject(label, Datapath.load(opts), n));
+    const subject = (label: string, opts: DatapathOptions): Subject => {
+      const s = keep(label, new Subject(label, Datapath.load(opts), opts.scanPorts ?? 0));
       subjects.push(s);
       return s;
     };
     const floor = keep('the floor', ObjectSpec.open(compile(join(BENCH_DIR, 'fixtures', 'xdp_pass.bpf.c'), join(tmp, 'xdp_pass.bpf.o'))).load());
-    const xdpFilter = [
-      ...xdpFilterPaths(XDP_FILTER_DENYLIST, pinDir, keep, [['pass', 'ACK, unlisted source', ACK, XDP_PASS], ['drop', 'SYN, listed source (deny list)', SCANNER_SYN, XDP_DROP]]),
-      ...xdpFilterPaths(XDP_FILTER_ALLOWLIST, pinDir, keep, [['pass', 'SYN, listed source (allow list)', SCANNER_SYN, XDP_PASS], ['drop', 'SYN, unlisted source', CLIENT_SYN, XDP_DROP]]),
-    ];
+    const xdpFilter = xdpFilterPaths(loadXdpFilter(XDP_FILTER_DENYLIST, pinDir, keep), loadXdpFilter(XDP_FILTER_ALLOWLIST, pinDir, keep));
     const listener = keep('the listener', createServer().listen({ host: LISTENER, port: SSH }));
     await once(listener, 'listening').catch((e: Error) => {
       throw new BenchError(`closed mode's rows listen on ${LISTENER}:${SSH}, which failed (${e.message})`);

@@ -48,7 +48,9 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
   };
   const stack = await libs.stack.Stack.start(nets[0]!, 'policy alone', cleanup, env);
   const probeEnv = { ...env, PW_LOG_FORMAT: 'json', PW_LOG_LEVEL: 'info' };
-  const extra = nets.slice(1, c.probes).map((net) => new libs.services.Services({ netns: net.victimNs, ifdev: net.victimIf, env: probeEnv, reportTo: stack.svc }));
+  const extra = nets
+    .slice(1, c.probes)
+    .map((net) => new libs.services.Services({ netns: net.victimNs, ifdev: net.victimIf, env: probeEnv, reportTo: stack.svc }));
   let stopped = false;
   cleanup.add('stop the other probes', () => {
     if (!stopped) for (const svc of extra) svc.destroySync();
