@@ -1,9 +1,9 @@
 // `make bench-datapath`: what each path through the Packetwatch XDP program costs per packet, next to an empty XDP program
 // (the floor) and to xdp-filter (Debian's libxdp1), interleaved in one process, timed by the kernel (BPF_PROG_TEST_RUN);
 // variant builds of the same source (PW_VARIANT_*) and the program at PREVIOUS_REV run beside it.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +12,7 @@ import {
   TEST_CLOCK_OBJECT_PATH, blockCodec, encodeScanHistory, formatAddress, ipFrame, parseAddress, scanStateSize, synEventCodec, synFrame, zeroCounters,
 } from '@packetwatch/bpf';
 import { Cleanup, XDP_PASS } from '@packetwatch/test-support';
-import { type Collection, ObjectSpec, type Program, RingBufferReader, clock, encode, mountBpffs, u32, u64 } from 'libbpf-ts';
+import { ObjectSpec, type Program, RingBufferReader, clock, encode, mountBpffs, u32, u64 } from 'libbpf-ts';
 import { requireBuild, requireRoot, tableBlocks } from './harness.js';
 import {
   BENCH_DIR, BenchError, type Machine, REPO_ROOT, type ResultEntry, SMOKE, commandError, count, entry, machine, median, publish, rel, round2, runBench,
@@ -120,21 +120,22 @@ class Subject {
     Object.assign(this.expected, this.dp.counters());
   }
 
-  /** Reads the ring buffer: it must hold the events pending. */
-  drain(): void {
-    const got = this.reader.consume().count;
-    this.eventsRead += got;
-    if (got !== this.pending) throw new BenchError(`${this.label}: ${got} events read, expected ${this.pending}`);
+  /** Reads the ring buffer: it must hold the events pending, the first one (fixed-size records, at offset 0) from `source`. */
+  drain(source?: string): void {
+    const { buffer, count } = this.reader.consume();
+    this.eventsRead += count;
+    const from = count ? formatAddress(synEventCodec.read(buffer, 0).saddr) : source;
+    const got = `${count} events from ${from}`;
+    if (count !== this.pending || from !== source) throw new BenchError(`${this.label}: ${got}, expected ${this.pending} from ${source}`);
     this.pending = 0;
   }
 
   /** The counters must equal what was sent: in particular no event lost to a full ring. */
   checkBooks(): void {
     const actual = this.dp.counters();
-    for (const c of COUNTER_NAMES.filter((name) => actual[name] !== this.expected[name])) {
-      const why = c === 'ringbufFull' ? ' (the ring buffer filled up: the event paths were measured on the ring-full branch)' : '';
-      throw new BenchError(`${this.label}: counter ${c} is ${actual[c]}, expected ${this.expected[c]}${why}`);
-    }
+    const c = COUNTER_NAMES.find((name) => actual[name] !== this.expected[name]);
+    const why = c === 'ringbufFull' ? ' (the ring buffer filled up: the event paths were measured on the ring-full branch)' : '';
+    if (c) throw new BenchError(`${this.label}: counter ${c} is ${actual[c]}, expected ${this.expected[c]}${why}`);
   }
 
   close(): void {
@@ -143,10 +144,9 @@ class Subject {
   }
 }
 
-// A path: its name in the table and in datapath.json, what the row says, the program and frame it runs, the verdict it
-// must give; a Packetwatch object's: the object, its N, the source its event names (none: no event), how one packet moves
-// each counter. next: the frame of the next call, for paths whose state each packet moves on; drain: empties the ring
-// buffer of a program without a Subject that writes events, returning the records read.
+// A path: its name in the table and in datapath.json, what the row says, the program and frame it runs, the verdict it must give;
+// a Packetwatch object's: the object, its N, the source its event names (none: no event), how one packet moves each counter.
+// next: the frame of the next call, for paths whose state each packet moves on; drain: reads the events of another program.
 interface Path {
   name: string;
   frame: string;
@@ -161,8 +161,8 @@ interface Path {
   drain?: () => number;
 }
 
-/** A path's measurements: the rounds', their median and its ratio to the floor's. */
-type Result = { path: Path; samples: number[]; median: number; ratio: number };
+/** A path's measurements: the rounds' and their median. */
+type Result = { path: Path; samples: number[]; median: number };
 
 /** Closes x with the bench's other cleanup steps; returns it. */
 type Keep = <T extends { close(): void }>(what: string, x: T) => T;
@@ -213,16 +213,14 @@ function evictionPath(s: Subject): Path {
 // [its label, PW_VARIANT_* defines, options, the deployed path, what the row says, what the build's path does differently].
 type Variant = readonly [label: string, defines: string[], opts: DatapathOptions, path: string, frame: string, adjust?: (p: Path) => Path];
 const CLOSED = { ...DEPLOYED, countClosed: true };
-const PRECISE = ['PW_VARIANT_PRECISE_CLOCK'];
-const NO_DROP_CACHE = ['PW_VARIANT_NO_DROP_CACHE'];
 const LISTENING = (p: Path): Path => ({ ...p, data: synFrame(CLIENT, LISTENER, 40001, SSH), counts: { ...EVENT_COUNTS, openPortSyn: 1n } });
 const NO_EVENT = (p: Path): Path => ({ ...p, eventSource: undefined, counts: { frames: 1n, syn: 1n } });
 const VARIANTS: readonly Variant[] = [
   ['detector off', [], { ...DEPLOYED, scanPorts: 0 }, 'new-connection', 'new-connection, detector off (PW_KERNEL_DETECTION=false)'],
-  ['precise clock', PRECISE, DEPLOYED, 'new-connection', 'new-connection, before: bpf_ktime_get_boot_ns per SYN'],
-  ['precise clock', PRECISE, DEPLOYED, 'drop-expiring', 'drop-expiring, before: bpf_ktime_get_boot_ns per hit'],
-  ['no drop cache', NO_DROP_CACHE, DEPLOYED, 'new-connection', 'new-connection without the drop cache (what its miss costs)'],
-  ['no drop cache', NO_DROP_CACHE, DEPLOYED, 'drop', 'drop, before: blocklist hash + allowlist LPM on every hit'],
+  ['precise clock', ['PW_VARIANT_PRECISE_CLOCK'], DEPLOYED, 'new-connection', 'new-connection, before: bpf_ktime_get_boot_ns per SYN'],
+  ['precise clock', ['PW_VARIANT_PRECISE_CLOCK'], DEPLOYED, 'drop-expiring', 'drop-expiring, before: bpf_ktime_get_boot_ns per hit'],
+  ['no drop cache', ['PW_VARIANT_NO_DROP_CACHE'], DEPLOYED, 'new-connection', 'new-connection without the drop cache (what its miss costs)'],
+  ['no drop cache', ['PW_VARIANT_NO_DROP_CACHE'], DEPLOYED, 'drop', 'drop, before: blocklist hash + allowlist LPM on every hit'],
   ['closed mode', [], CLOSED, 'new-connection', 'new-connection, closed mode (PW_PORTSCAN_COUNT=closed), no socket: looked up, closed, tracked -> event'],
   ['closed mode, listener', [], CLOSED, 'new-connection', 'new-connection, closed mode, a listener on the port: looked up, open, not tracked -> event', LISTENING],
   ['no event', ['PW_VARIANT_NO_EVENT'], DEPLOYED, 'new-connection', 'new-connection without the ring buffer write (what the event costs)', NO_EVENT],
@@ -239,22 +237,11 @@ function compile(source: string, out: string, defines: readonly string[] = [], i
   return out;
 }
 
-/** A loaded object, its load undone by the spec's close if it fails. */
-function load(spec: ObjectSpec, setUp: (spec: ObjectSpec) => void): Collection {
-  try {
-    setUp(spec);
-    return spec.load();
-  } catch (e) {
-    spec.close();
-    throw e;
-  }
-}
-
 /** xdp-filter's object with SCANNER in filter_ipv4 as a source (a per-CPU u64 of match flags, 1: source); its maps pinned apart from a real xdp-filter's. */
 function loadXdpFilter(name: string, pinDir: string, keep: Keep): Program {
-  const col = keep(name, load(ObjectSpec.open(join(XDP_FILTER_DIR, `${name}.o`)), (spec) => {
-    for (const m of ['filter_ipv4', 'filter_ipv6', 'xdp_stats_map']) spec.pinMap(m, join(pinDir, `${name}-${m}`));
-  }));
+  const spec = ObjectSpec.open(join(XDP_FILTER_DIR, `${name}.o`));
+  for (const m of ['filter_ipv4', 'filter_ipv6', 'xdp_stats_map']) spec.pinMap(m, join(pinDir, `${name}-${m}`));
+  const col = keep(name, spec.load());
   const map = col.map('filter_ipv4');
   const perCpu = Buffer.alloc(map.valueBufferSize);
   for (let off = 0; off < perCpu.length; off += 8) perCpu.writeBigUInt64LE(1n, off);
@@ -271,29 +258,23 @@ function xdpFilterPaths(deny: Program, allow: Program): Path[] {
   ];
 }
 
-/** The program at PREVIOUS_REV from git (a clone with its history is needed). */
+/** The program at PREVIOUS_REV from git (a clone with its history is needed), its sources unpacked in tmp/bpf. */
 function compilePrevious(tmp: string): string {
-  const dir = join(tmp, PREVIOUS);
-  mkdirSync(dir);
-  for (const file of ['packetwatch.bpf.c', 'packetwatch.h']) {
-    try {
-      writeFileSync(join(dir, file), execFileSync('git', ['-C', REPO_ROOT, 'show', `${PREVIOUS_REV}:bpf/${file}`]));
-    } catch (e) {
-      throw commandError(`reading bpf/${file} at ${PREVIOUS_REV} from git failed (a clone with its history is needed)`, e);
-    }
+  try {
+    const sources = execFileSync('git', ['-C', REPO_ROOT, 'archive', PREVIOUS_REV, 'bpf/packetwatch.bpf.c', 'bpf/packetwatch.h']);
+    execFileSync('tar', ['-x', '-C', tmp], { input: sources, stdio: ['pipe', 'ignore', 'pipe'] });
+  } catch (e) {
+    throw commandError(`reading bpf/ at ${PREVIOUS_REV} from git failed (a clone with its history is needed)`, e);
   }
-  return compile(join(dir, 'packetwatch.bpf.c'), join(dir, 'packetwatch.bpf.o'), [], dir);
+  return compile(join(tmp, 'bpf', 'packetwatch.bpf.c'), join(tmp, 'bpf', 'packetwatch.bpf.o'), [], join(tmp, 'bpf'));
 }
 
 // Object k of the comparison: the compared paths on the previous program, loaded as the probe loaded it then (its 56-byte
 // records only counted: its codecs are not today's), and on an object of the deployed one running these only (like for like).
 function previousPaths(object: string, k: number, keep: Keep, beside: () => Subject): Path[] {
-  const collection = keep(`${PREVIOUS} #${k}`, load(ObjectSpec.open(object), (spec) => {
-    spec.setConstant('scan_ports', DEPLOYED_N);
-    spec.setConstant('scan_window_ns', WINDOW_NS);
-    spec.setValueSize('scanners', scanStateSize(DEPLOYED_N));
-    spec.setMaxEntries('events', RING_BUFFER_BYTES);
-  }));
+  const spec = ObjectSpec.open(object).setConstant('scan_ports', DEPLOYED_N).setConstant('scan_window_ns', WINDOW_NS);
+  spec.setValueSize('scanners', scanStateSize(DEPLOYED_N)).setMaxEntries('events', RING_BUFFER_BYTES);
+  const collection = keep(`${PREVIOUS} #${k}`, spec.load());
   const now = clock.boottimeNs();
   collection.map('blocklist').update(parseAddress(SCANNER), encode(blockCodec, { expiresNs: 0n, createdNs: now, reason: BlockReason.Manual, flags: 0 }));
   collection.map('list_gen').typed(u32, u64).set(0, now);
@@ -320,51 +301,22 @@ function perObject(results: readonly Result[], path: string, side: string): numb
   return Array.from({ length: OBJECTS_EACH }, (_, k) => results.find((r) => r.path.name === `${path}:${side}#${k + 1}`)?.median ?? NaN);
 }
 
-/** Runs one call of `packets` runs of the path; fails on another verdict than the path's. */
-function testRun(path: Path, packets: number): number {
-  const { retval, durationNs } = path.program.testRun({ data: path.next?.() ?? path.data, repeat: packets });
-  if (retval !== path.verdict) throw new BenchError(`${path.name}: the program said ${verdictName(retval)}, expected ${verdictName(path.verdict)}`);
-  return durationNs;
-}
-
-// Runs the programs and keeps the books: every packet sent to Packetwatch is expected to show up in its counters, and every
-// event in its ring buffer, read back after each call unless `drain` is false (the subject's drain() reads them later).
+// Runs the programs and keeps the books, so that a broken setup cannot print plausible numbers: every call must give the
+// path's verdict, every packet sent to Packetwatch show up in its counters, and every event in its ring buffer, from the
+// path's source, read back after each call unless `drain` is false (the subject's drain() reads them later).
 
 /** One kernel loop of `packets` runs of the path; returns the kernel's mean ns per run. */
 function call(path: Path, packets: number, drain = true): number {
-  const durationNs = testRun(path, packets);
+  const { retval, durationNs } = path.program.testRun({ data: path.next?.() ?? path.data, repeat: packets });
+  if (retval !== path.verdict) throw new BenchError(`${path.name}: the program said ${verdictName(retval)}, expected ${verdictName(path.verdict)}`);
   const events = path.eventSource === undefined ? 0 : packets;
   const s = path.subject;
   if (s) {
     for (const c of COUNTER_NAMES) s.expected[c] += (path.counts?.[c] ?? 0n) * BigInt(packets);
     s.pending += events;
-    if (drain) s.drain();
+    if (drain) s.drain(path.eventSource);
   } else if ((path.drain?.() ?? events) !== events) throw new BenchError(`${path.name}: the events read are not the ${events} expected`);
   return durationNs;
-}
-
-/** One packet, checked for verdict, event source and counters, so a broken setup cannot print plausible numbers. */
-function verify(path: Path): void {
-  const s = path.subject;
-  if (!s) {
-    path.drain?.();
-    call(path, 1);
-    return;
-  }
-  const before = s.dp.counters();
-  testRun(path, 1);
-  const records = [...s.reader.consume()];
-  const source = records[0] ? formatAddress(synEventCodec.read(records[0], 0).saddr) : undefined;
-  if (records.length !== (path.eventSource === undefined ? 0 : 1) || source !== path.eventSource) {
-    throw new BenchError(`${path.name}: expected ${path.eventSource === undefined ? 'no event' : `one event from ${path.eventSource}`}, got ${records.length} (${source ?? 'none'})`);
-  }
-  s.eventsRead += records.length;
-  const after = s.dp.counters();
-  for (const c of COUNTER_NAMES) {
-    const want = path.counts?.[c] ?? 0n;
-    if (after[c] - before[c] !== want) throw new BenchError(`${path.name}: counter ${c} moved by ${after[c] - before[c]}, expected ${want}`);
-    s.expected[c] += want;
-  }
 }
 
 function measure(path: Path): number {
@@ -376,7 +328,7 @@ function measure(path: Path): number {
 /** Medians of `calls` one-packet calls of each path, interleaved; events read every drainEvery calls, else after each (every SYN wakes the reader). */
 function onePerCall(paths: readonly Path[], calls: number, drainEvery?: number): number[] {
   const samples = paths.map((): number[] => []);
-  const drainAll = () => new Set(paths.map((p) => p.subject)).forEach((s) => s?.drain());
+  const drainAll = () => paths.forEach((p) => p.subject?.drain(p.eventSource));
   for (let i = 0; i < calls; i++) {
     paths.forEach((p, j) => samples[j]!.push(call(p, 1, drainEvery === undefined)));
     if ((i + 1) % (drainEvery ?? 1) === 0) drainAll();
@@ -391,18 +343,16 @@ function target(name: string, path: string, value: number, comparison: string, c
   return { name, path, value, comparison, comparisonValue, ratio, target, met: strict ? ratio < maxRatio : ratio <= maxRatio };
 }
 type Target = ReturnType<typeof target>;
-
-/** The new-port-full row: one packet per call, at each N of BY_N, and the empty program's one-packet call. */
+/** The new-port-full row: one packet per call at each N of BY_N, and the empty program's one-packet call. */
 type Eviction = { floor: number; byN: number[] };
-
 function targets(results: readonly Result[], eviction: Eviction): Target[] {
   const ns = (name: string) => medianOf(results, name);
   const floor = ns(FLOOR_PROGRAM);
   const xdpFilter = (name: string, what: string, listed: string) =>
     target(`drop vs xdp-filter${what}`, 'drop', ns('drop'), `xdp-filter ${name}.o drop (${listed} source), same run`, ns(`${name}:drop`), '< xdp-filter drop', 1, true);
   const [n0, n] = [BY_N[0]!, MAX_N];
-  const byN = (path: string) =>
-    target(`${path} at N = ${n} vs N = ${n0}`, `${path}:N=${n}`, ns(`${path}:N=${n}`), `${path} at N = ${n0}, same run`, ns(`${path}:N=${n0}`), `<= 1.5x N = ${n0}`, 1.5);
+  const byN = (path: string, at = (k: number) => ns(`${path}:N=${k}`), what = '', vs = `${path} at N = ${n0}, same run`) =>
+    target(`${path} at N = ${n} vs N = ${n0}${what}`, `${path}:N=${n}`, at(n), vs, at(n0), `<= 1.5x N = ${n0}`, 1.5);
   const evicted = (k: number) => (eviction.byN[BY_N.indexOf(k)] ?? NaN) - eviction.floor;
   const onePerCall = `new-port-full at N = ${n0}, one packet per call less the floor, same run`;
   return [
@@ -417,23 +367,15 @@ function targets(results: readonly Result[], eviction: Eviction): Target[] {
     target('new-connection vs floor', 'new-connection', ns('new-connection'), FLOOR_COMPARISON, floor, '<= 3x floor', 3),
     byN('new-connection'),
     byN('new-connection-full'),
-    target(`new-port-full at N = ${n} vs N = ${n0} (one packet per call, less the floor)`, `new-port-full:N=${n}`, evicted(n), onePerCall, evicted(n0), `<= 1.5x N = ${n0}`, 1.5),
+    byN('new-port-full', evicted, ' (one packet per call, less the floor)', onePerCall),
   ];
 }
 
 const nText = (p: Path): string => (p.n === undefined ? '-' : p.n === 0 ? 'off' : String(p.n));
+const targetLine = (t: Target) =>
+  `${t.path} ${t.target.replace('xdp-filter drop', `${t.comparison.split(' ')[1]} drop`)}: ${t.met ? 'met' : 'MISSED'} (${t.ratio.toFixed(2)}x)`;
 
-function targetLine(t: Target): string {
-  return `${t.path} ${t.target.replace('xdp-filter drop', `${t.comparison.split(' ')[1]} drop`)}: ${t.met ? 'met' : 'MISSED'} (${t.ratio.toFixed(2)}x)`;
-}
-
-function libxdpVersion(): string {
-  try {
-    return execFileSync('dpkg-query', ['-W', '-f=${Version}', 'libxdp1'], { encoding: 'utf8' }).trim();
-  } catch {
-    return '(version unknown)';
-  }
-}
+const libxdpVersion = () => spawnSync('dpkg-query', ['-W', '-f=${Version}', 'libxdp1'], { encoding: 'utf8' }).stdout?.trim() || '(version unknown)';
 
 /** What a run measured; wakeUp: the floor's and new-connection's one-packet calls with the ring drained before each SYN. */
 type Run = { results: Result[]; tgts: Target[]; wakeUp: { floor: number; syn: number }; eviction: Eviction; eventsRead: number };
@@ -445,8 +387,8 @@ function section({ results, tgts, wakeUp, eviction, eventsRead }: Run, m: Machin
     results
       .filter((r) => !r.path.name.includes('#'))
       .map((r) => {
-        const spread = `${Math.min(...r.samples).toFixed(1)}-${Math.max(...r.samples).toFixed(1)}`;
-        return [r.path.name, nText(r.path), r.path.frame, verdictName(r.path.verdict), r.median.toFixed(1), spread, r.ratio.toFixed(1)];
+        const [spread, ratio] = [`${Math.min(...r.samples).toFixed(1)}-${Math.max(...r.samples).toFixed(1)}`, r.median / ns(FLOOR_PROGRAM)];
+        return [r.path.name, nText(r.path), r.path.frame, verdictName(r.path.verdict), r.median.toFixed(1), spread, ratio.toFixed(1)];
       }),
     [false, true, false, false, true, true, true],
   );
@@ -454,8 +396,8 @@ function section({ results, tgts, wakeUp, eviction, eventsRead }: Run, m: Machin
     ['path', `${PREVIOUS_REV} ns (per object)`, 'now ns (per object)', `${PREVIOUS_REV} median`, 'now median', 'ratio'],
     COMPARED.map((p) => {
       const [before, now] = [perObject(results, p, PREVIOUS), perObject(results, p, BESIDE)];
-      const perObjectText = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(' ');
-      return [p, perObjectText(before), perObjectText(now), median(before).toFixed(1), median(now).toFixed(1), `${(median(now) / median(before)).toFixed(2)}x`];
+      const [b, n] = [median(before), median(now)];
+      return [p, ...[before, now].map((xs) => xs.map((x) => x.toFixed(1)).join(' ')), b.toFixed(1), n.toFixed(1), `${(n / b).toFixed(2)}x`];
     }),
     [false, false, false, true, true, true],
   );
@@ -474,20 +416,18 @@ function section({ results, tgts, wakeUp, eviction, eventsRead }: Run, m: Machin
   return sectionText(
     SECTION_HEADING,
     'datapath',
-    'Cost per packet of each path through the XDP program, next to an empty `return XDP_PASS` ' +
-      'program (the floor: what the test-run loop and the XDP hook charge any program) and to xdp-filter ' +
-      `(Debian's libxdp1 ${libxdpVersion()}: ${XDP_FILTER_DENYLIST}.o is \`xdp-filter load\`'s default, dropping the ` +
-      `sources its map lists; ${XDP_FILTER_ALLOWLIST}.o is its deny policy, where listed sources pass and all others ` +
-      'are dropped), all measured in the same run.',
+    'Cost per packet of each path through the XDP program, next to an empty `return XDP_PASS` program (the floor: what the ' +
+      `test-run loop and the XDP hook charge any program) and to xdp-filter (Debian's libxdp1 ${libxdpVersion()}: ${XDP_FILTER_DENYLIST}.o ` +
+      `is \`xdp-filter load\`'s default, dropping the sources its map lists; ${XDP_FILTER_ALLOWLIST}.o is its deny policy, where ` +
+      'listed sources pass and all others are dropped), all measured in the same run.',
     [
       ...sectionFacts('datapath', date, m),
-      `- Method: BPF_PROG_TEST_RUN on one frame per path, timed by the kernel: ${count(PACKETS_PER_MEASUREMENT)} packets a ` +
-        `measurement in ${PACKETS_PER_MEASUREMENT / PACKETS_PER_CALL} calls of ${count(PACKETS_PER_CALL)}, the ring buffer drained ` +
-        `between calls; ${ROUNDS} rounds interleave every program; the figure is the median round, min-max the spread. The kernel ` +
-        `truncates each call's mean to whole ns. Packetwatch is loaded as the probe deploys it (in-kernel detection, 3 ports in ` +
-        `60 s, permanent blocks); the :N=${BY_N.join(', :N=')} rows are one object per N running those paths only; "before" rows ` +
-        `are PW_VARIANT_* builds of the same source. new-connection-full: the source's history holds N ports, the SYN hits the ` +
-        `last one searched.`,
+      `- Method: BPF_PROG_TEST_RUN on one frame per path, timed by the kernel: ${count(PACKETS_PER_MEASUREMENT)} packets a measurement in ` +
+        `${PACKETS_PER_MEASUREMENT / PACKETS_PER_CALL} calls of ${count(PACKETS_PER_CALL)}, the ring buffer drained between calls; ${ROUNDS} ` +
+        "rounds interleave every program; the figure is the median round, min-max the spread. The kernel truncates each call's mean to " +
+        'whole ns. Packetwatch is loaded as the probe deploys it (in-kernel detection, 3 ports in 60 s, permanent blocks); the ' +
+        `:N=${BY_N.join(', :N=')} rows are one object per N running those paths only; "before" rows are PW_VARIANT_* builds of the same ` +
+        "source. new-connection-full: the source's history holds N ports, the SYN hits the last one searched.",
     ],
     [
       ...tableBlocks([
@@ -498,10 +438,10 @@ function section({ results, tgts, wakeUp, eviction, eventsRead }: Run, m: Machin
           previous,
         ],
         [
-          `The detector by N: the same object at each N. new-port-full runs on the test-clock build (PW_VARIANT_TEST_CLOCK), one ` +
-            `packet per call, the source cycling through 2N ports stamped W / (N - 1) apart, so that every SYN is a new port; ` +
-            `medians of ${count(EVICTION_CALLS)} calls interleaved with the empty program's, whose ${eviction.floor.toFixed(0)} ns ` +
-            `are taken off; the ring is drained every ${count(RING_DRAIN_CALLS)} calls.`,
+          'The detector by N: the same object at each N. new-port-full runs on the test-clock build (PW_VARIANT_TEST_CLOCK), one packet per ' +
+            'call, the source cycling through 2N ports stamped W / (N - 1) apart, so that every SYN is a new port; medians of ' +
+            `${count(EVICTION_CALLS)} calls interleaved with the empty program's, whose ${floor} ns are taken off; the ring is drained ` +
+            `every ${count(RING_DRAIN_CALLS)} calls.`,
           byN,
         ],
       ]),
@@ -548,8 +488,8 @@ async function main(): Promise<void> {
       return x;
     };
     const subjects: Subject[] = [];
-    const subject = (label: string, opts: DatapathOptions, n = opts.scanPorts ?? 0): Subject => {
-      const s = keep(label, new Subject(label, Datapath.load(opts), n));
+    const subject = (label: string, opts: DatapathOptions): Subject => {
+      const s = keep(label, new Subject(label, Datapath.load(opts), opts.scanPorts ?? 0));
       subjects.push(s);
       return s;
     };
@@ -578,9 +518,9 @@ async function main(): Promise<void> {
     for (const s of subjects) s.prime();
     const evictionPaths = evictions.map(evictionPath);
 
-    for (const p of [...all, ...evictionPaths]) verify(p);
-    // The first calls after load pay for cold caches and first touches of the ring's pages.
+    // The first calls after load pay for cold caches and first touches of the ring's pages; their books are checked at once.
     for (const p of all) call(p, PACKETS_PER_CALL);
+    for (const s of subjects) s.checkBooks();
     const samples = all.map((): number[] => []);
     for (let round = 0; round < ROUNDS; round++) {
       // Rotating the order keeps any one program from always following the same neighbour.
@@ -596,8 +536,7 @@ async function main(): Promise<void> {
     const [evictionFloor, ...evicted] = onePerCall([{ ...floorPath, name: `${FLOOR_PROGRAM}, one packet per call` }, ...evictionPaths], EVICTION_CALLS, RING_DRAIN_CALLS);
     for (const s of subjects) s.checkBooks();
 
-    const floorMedian = median(samples[0]!);
-    const results = all.map((path, i): Result => ({ path, samples: samples[i]!, median: median(samples[i]!), ratio: median(samples[i]!) / floorMedian }));
+    const results = all.map((path, i): Result => ({ path, samples: samples[i]!, median: median(samples[i]!) }));
     const eviction = { floor: evictionFloor!, byN: evicted };
     const run: Run = { results, tgts: targets(results, eviction), wakeUp: { floor: wakeFloor!, syn: wakeSyn! }, eviction, eventsRead: subjects.reduce((n, s) => n + s.eventsRead, 0) };
     const text = section(run, m, today());

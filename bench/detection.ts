@@ -1,15 +1,15 @@
-// `make bench-detection`: detection-to-block latency, from the kernel time of
-// the SYN that crosses the threshold to the block in the kernel map, with the
-// in-kernel detector and with the policy alone, at idle and under a background
-// load of SYN events, probe + policy as deployed (@packetwatch/test-support/stack).
+// `make bench-detection`: detection-to-block latency, from the kernel time of the SYN that crosses the threshold to the
+// block in the kernel map, with the in-kernel detector and with the policy alone, at idle and under a background load of
+// SYN events, probe + policy as deployed (@packetwatch/test-support/stack).
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 // Types only (erased): the modules themselves are imported once the build is checked.
 import type { BlockEntry } from '@packetwatch/bpf';
-import { type Cleanup, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
+import { type Cleanup, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, sleep, waitFor } from '@packetwatch/test-support';
 import type { DetectionMode, Setup, Stack } from '@packetwatch/test-support/stack';
-import { type Column, type StackLibs, columnTable, loadStack, startStackBench, tableBlocks } from './harness.js';
+import { type Column, type StackLibs, columnTable, loadStack, pct, startStackBench, tableBlocks } from './harness.js';
+import { sourceAddress } from './population.js';
 import { BenchError, type Machine, type ResultEntry, SMOKE, count, entry, percentile, publish, round2, runBench, sectionFacts, sectionText, today } from './report.js';
 
 const SECTION_HEADING = '## Detection to block';
@@ -30,11 +30,8 @@ type Background = 'idle' | 'load';
 const TARGET_MS: Record<DetectionMode, Record<Background, number>> = { 'in-kernel': { idle: 1, load: 2 }, 'policy alone': { idle: 2, load: 10 } };
 
 // Benchmarking addresses (RFC 2544): each phase of each setup has a block of 2,048 sources, none used twice.
-const SOURCES_PER_BLOCK = 2048;
-const source = (block: number, i: number) => {
-  const a = block * SOURCES_PER_BLOCK + i;
-  return `198.${18 + (a >> 16)}.${(a >> 8) & 255}.${a & 255}`;
-};
+const SOURCES = { family: 4, base: 0xc6120000, size: 1 << 17, label: 'IPv4 198.18.0.0/15' } as const;
+const source = (block: number, i: number) => sourceAddress(SOURCES, block * 2048 + i);
 /** The background load: one source, one port, never a scanner (documentation range, RFC 5737). */
 const BACKGROUND_SOURCE = '192.0.2.10';
 const BACKGROUND_PORT = 8080;
@@ -42,9 +39,6 @@ const SLOT = 240;
 
 /** A detection: its source; t0, t1: CLOCK_BOOTTIME just before and after the crossing SYN's run; lagNs: how far the program's coarse clock may trail t0. */
 type Sample = { source: string; key: Buffer; t0: bigint; t1: bigint; lagNs: bigint };
-
-/** The load over a window: backlog (events the policy had not yet received, in ms of the load) at its start and end; SYNs offered, events received per second. */
-type LoadStats = { backlogStartMs: number; backlogEndMs: number; seconds: number; offered: number; policyReceived: number; probeLost: number; ringbufFull: number };
 
 /** Whether a block's created_ns falls within the crossing SYN's run, allowing the program's coarse clock its lag (two ticks). */
 const duringRun = (e: BlockEntry, s: Sample) => e.createdNs >= s.t0 - s.lagNs && e.createdNs <= s.t1;
@@ -59,8 +53,9 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
   const prog = stack.openProgram(programId, cleanup);
   const blocklist = stack.openBlocklist(cleanup);
   // Every SYN of a detection passes, the crossing one too: the source is blocked from the next one on.
-  const pass = (src: string, verdict: number) => {
-    if (verdict !== XDP_PASS) throw new BenchError(`the program returned ${verdict} for a SYN of ${src}, expected XDP_PASS (${XDP_PASS})`);
+  const pass = (src: string, data: Buffer) => {
+    const { retval } = prog.testRun({ data });
+    if (retval !== XDP_PASS) throw new BenchError(`the program returned ${retval} for a SYN of ${src}, expected XDP_PASS (${XDP_PASS})`);
   };
 
   /** `total` detections from the sources of block `phase` of this setup, DETECTION_RATE a second. */
@@ -73,13 +68,11 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
       const key = bpf.parseAddress(src);
       const wait = start + (i * 1000) / DETECTION_RATE - performance.now();
       if (wait > 0) await sleep(wait);
-      for (const data of frames.slice(0, -1)) pass(src, prog.testRun({ data }).retval);
+      for (const data of frames.slice(0, -1)) pass(src, data);
       if (blocklist.get(key)) throw new BenchError(`${src} was blocked before its ${n}th port: the detectors are not at N = ${n}`);
       const t0 = libbpf.clock.boottimeNs();
-      const r = prog.testRun({ data: frames.at(-1)! });
-      const t1 = libbpf.clock.boottimeNs();
-      pass(src, r.retval);
-      samples.push({ source: src, key, t0, t1, lagNs: libbpf.clock.coarseLagNs() });
+      pass(src, frames.at(-1)!);
+      samples.push({ source: src, key, t0, t1: libbpf.clock.boottimeNs(), lagNs: libbpf.clock.coarseLagNs() });
     }
     return samples;
   };
@@ -105,10 +98,32 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
     return read().sort((a, b) => a - b);
   };
 
+  // Both services' status; backlogMs: events the program passed that the policy has not received yet, in ms of the load
+  // (the policy read first: it can only overstate).
+  const statuses = async () => {
+    const q = await stack.policyStatus();
+    const p = await stack.probeStatus();
+    return { p, q, at: performance.now(), backlogMs: (Number((p.counters?.events ?? 0n) - q.eventsReceived) / LOAD_RATE) * 1000 };
+  };
+  type Statuses = Awaited<ReturnType<typeof statuses>>;
+  /** The load over a window: its backlog at the start and the end; SYNs offered and events received per second. */
+  const loadStats = (s1: Statuses, s2: Statuses) => {
+    const seconds = (s2.at - s1.at) / 1000;
+    return {
+      backlogStartMs: s1.backlogMs,
+      backlogEndMs: s2.backlogMs,
+      seconds,
+      offered: st.counterDelta(s1.p, s2.p, 'syn') / seconds,
+      policyReceived: Number(s2.q.eventsReceived - s1.q.eventsReceived) / seconds,
+      probeLost: Number(s2.p.eventsLost - s1.p.eventsLost),
+      ringbufFull: st.counterDelta(s1.p, s2.p, 'ringbufFull'),
+    };
+  };
+
   let driver: ChildProcess | undefined;
   const cpu = () => cpuSnapshot({ probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid, driver: driver?.pid });
   /** A measured window: DETECTIONS detections, their blocks and where the CPU went meanwhile. */
-  const measure = async (background: Background, phase: number, load?: () => Promise<LoadStats>) => {
+  const measure = async (background: Background, phase: number, loadStart?: Statuses) => {
     const c0 = cpu();
     const samples = await detect(phase, DETECTIONS);
     const entries = await blocks(samples);
@@ -119,6 +134,7 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
     // cpu: CPUs used on average over the window (driver: bpftool, which also pays for the XDP program on the load).
     const row = {
       setup,
+      label,
       background,
       detections: samples.length,
       // An in-kernel block is written during the crossing SYN's own run: its latency is at most that run's bracket.
@@ -128,7 +144,7 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
       kernelWritten: entries.filter((e) => e && e.flags & kernelFlag).length,
       inRun: entries.filter((e, i) => e && duringRun(e, samples[i]!)).length,
       target: TARGET_MS[mode][background],
-      load: await load?.(),
+      load: loadStart && loadStats(loadStart, await statuses()),
       policyLoggedMs: await policyLogged(samples),
       cpu: shares,
     };
@@ -136,61 +152,30 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
     return row;
   };
 
-  // Setup check: the background SYN passes, reaches the policy as one event, and blocks nothing.
-  const frameFile = join(dir, `background-${index}.bin`);
-  writeFileSync(frameFile, bpf.synFrame(BACKGROUND_SOURCE, net.victimAddr, 40_000, BACKGROUND_PORT));
-  const received0 = (await stack.policyStatus()).eventsReceived;
-  const verdict = runOnce(programId, frameFile);
-  if (verdict !== XDP_PASS) throw new BenchError(`setup check (${label}): the background SYN got verdict ${verdict}, expected XDP_PASS`);
-  await waitFor(`the background SYN at the policy (${label})`, async () => ((await stack.policyStatus()).eventsReceived > received0 ? true : undefined), 5000);
-  if (blocklist.get(bpf.parseAddress(BACKGROUND_SOURCE))) throw new BenchError(`setup check (${label}): the background source was blocked`);
-
   // The warm-up detections double as the check that the mode is what it says.
   const warm = await detect(0, WARMUP);
   const warmBlocks = await blocks(warm);
-  const missing = warmBlocks.filter((e) => !e).length;
-  if (missing > 0) throw new BenchError(`setup check (${mode}): ${missing} of ${warm.length} warm-up detections were never blocked`);
   for (const [i, s] of warm.entries()) {
-    const e = warmBlocks[i]!;
-    const kernel = (e.flags & kernelFlag) !== 0;
+    const e = warmBlocks[i];
     // The policy's block is stamped at BlockIp, after the run began (it may beat the read of t1): only the start bounds it.
-    const wrong = mode === 'in-kernel' ? !kernel || !duringRun(e, s) : kernel || e.createdNs < s.t0;
-    const what = mode === 'in-kernel' ? 'not written by the program during the crossing SYN' : 'written by the program: in-kernel detection is on';
-    if (wrong) throw new BenchError(`setup check (${mode}): the block of ${s.source} was ${what} (flags ${e.flags})`);
+    const right = e && (mode === 'in-kernel' ? e.flags & kernelFlag && duringRun(e, s) : !(e.flags & kernelFlag) && e.createdNs >= s.t0);
+    const what = mode === 'in-kernel' ? 'written by the program during the crossing SYN' : 'written by the policy (in-kernel detection is off)';
+    if (!right) throw new BenchError(`setup check (${mode}): the block of ${s.source} was ${e ? `not ${what} (flags ${e.flags})` : 'never made'}`);
   }
   console.log(`${label}: probe + policy up (program ${programId}), ${WARMUP} warm-up detections checked`);
   const idle = await measure('idle', 1);
 
+  // The background SYN must pass (drive() fails on any other verdict: a blocked source's would be a drop).
+  const frameFile = join(dir, `background-${index}.bin`);
+  writeFileSync(frameFile, bpf.synFrame(BACKGROUND_SOURCE, net.victimAddr, 40_000, BACKGROUND_PORT));
   cleanup.add('stop the load', () => driver?.kill('SIGKILL'));
   const stop = new AbortController();
-  const driving = drive(programId, frameFile, LOAD_RATE, LOAD_MAX_MS, (c) => (driver = c), stop.signal).then(
-    () => undefined,
-    (e: unknown) => (e instanceof Error ? e : new BenchError(String(e))),
-  );
+  const driving = drive(programId, frameFile, LOAD_RATE, LOAD_MAX_MS, (c) => (driver = c), stop.signal);
+  driving.catch(() => {}); // awaited once the load is stopped
   await sleep(LOAD_SETTLE_MS);
-  /** Events the program passed that the policy has not received yet, in ms of the load (the policy read first: it can only overstate). */
-  const backlog = async () => {
-    const received = (await stack.policyStatus()).eventsReceived;
-    return (Number(((await stack.probeStatus()).counters?.events ?? 0n) - received) / LOAD_RATE) * 1000;
-  };
-  const backlogStartMs = await backlog();
-  const [p1, q1, w1] = [await stack.probeStatus(), await stack.policyStatus(), performance.now()];
-  const loaded = await measure('load', 2, async () => {
-    const backlogEndMs = await backlog();
-    const [p2, q2, seconds] = [await stack.probeStatus(), await stack.policyStatus(), (performance.now() - w1) / 1000];
-    return {
-      backlogStartMs,
-      backlogEndMs,
-      seconds,
-      offered: st.counterDelta(p1, p2, 'syn') / seconds,
-      policyReceived: Number(q2.eventsReceived - q1.eventsReceived) / seconds,
-      probeLost: Number(p2.eventsLost - p1.eventsLost),
-      ringbufFull: st.counterDelta(p1, p2, 'ringbufFull'),
-    };
-  });
+  const loaded = await measure('load', 2, await statuses());
   stop.abort();
-  const driverError = await driving;
-  if (driverError) throw driverError;
+  await driving;
 
   const { blockFailures } = await stack.policyStatus();
   if (blockFailures > 0n) console.log(`${label}: note: the policy counted ${blockFailures} failed BlockIp calls`);
@@ -198,26 +183,25 @@ async function measureSetup({ bpf, libbpf, stack: st }: StackLibs, net: Namespac
   return [idle, loaded];
 }
 
-/** A measured window's row. */
+/** A measured window's row; LoadRow: one under the load. */
 type Row = Awaited<ReturnType<typeof measureSetup>>[number];
+type LoadRow = Row & { load: NonNullable<Row['load']> };
 
-const rowLabel = (r: Row) => `${r.setup.mode}, N = ${r.setup.n}`;
 const backgroundText = (b: Background) => (b === 'idle' ? 'idle' : `${count(LOAD_RATE / 1000)}k SYN/s`);
 const ms = (x: number) => (!Number.isFinite(x) ? 'never' : x < 1 ? x.toFixed(3) : x < 100 ? x.toFixed(2) : x.toFixed(0));
 const met = (r: Row) => r.missed === 0 && percentile(r.sortedMs, 99) <= r.target;
-const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
 const thousands = (x: number) => count(Math.round(x / 1000) * 1000);
 const pLogged = (r: Row, p: number) => (r.policyLoggedMs.length ? ms(percentile(r.policyLoggedMs, p)) : '-');
+/** The percentiles the tables and the results give ('max' is the 100th, nearest-rank). */
+const PERCENTILES = [['p50', 50], ['p99', 99], ['max', 100]] as const;
 
-const DETECTION: Column<Row> = ['detection', false, rowLabel];
+const DETECTION: Column<Row> = ['detection', false, (r) => r.label];
 const BACKGROUND: Column<Row> = ['background', false, (r) => backgroundText(r.background)];
 const LATENCY: Column<Row>[] = [
   DETECTION,
   BACKGROUND,
   ['detections', true, (r) => count(r.detections)],
-  ['p50 ms', true, (r) => ms(percentile(r.sortedMs, 50))],
-  ['p99 ms', true, (r) => ms(percentile(r.sortedMs, 99))],
-  ['max ms', true, (r) => ms(r.sortedMs.at(-1) ?? NaN)],
+  ...PERCENTILES.map(([h, p]): Column<Row> => [`${h} ms`, true, (r) => ms(percentile(r.sortedMs, p))]),
   ['never blocked', true, (r) => count(r.missed)],
   ['policy log p50 ms', true, (r) => pLogged(r, 50)],
   ['policy log p99 ms', true, (r) => pLogged(r, 99)],
@@ -229,12 +213,10 @@ const CHECKS: Column<Row>[] = [
   BACKGROUND,
   ['written by the program', true, (r) => count(r.kernelWritten)],
   ['created during the crossing SYN', true, (r) => count(r.inRun)],
-  ['SYN clock bracket p50 µs', true, (r) => percentile(r.bracketUs, 50).toFixed(1)],
-  ['p99 µs', true, (r) => percentile(r.bracketUs, 99).toFixed(1)],
-  ['max µs', true, (r) => (r.bracketUs.at(-1) ?? NaN).toFixed(1)],
+  ...PERCENTILES.map(([h, p], i): Column<Row> => [`${i ? '' : 'SYN clock bracket '}${h} µs`, true, (r) => percentile(r.bracketUs, p).toFixed(1)]),
   ['policy logged', true, (r) => count(r.policyLoggedMs.length)],
 ];
-const LOAD: Column<Row & { load: LoadStats }>[] = [
+const LOAD: Column<LoadRow>[] = [
   DETECTION,
   ['window s', true, (r) => r.load.seconds.toFixed(1)],
   ['offered SYN/s', true, (r) => thousands(r.load.offered)],
@@ -270,7 +252,7 @@ const methodText = (setups: readonly Setup[]) =>
 function section(m: Machine, date: string, load: number, rows: readonly Row[], setups: readonly Setup[]): string {
   const { 'in-kernel': kernel, 'policy alone': policy } = TARGET_MS;
   const verdict = (r: Row) => `p99 ${ms(percentile(r.sortedMs, 99))} ms vs <= ${r.target} ms, ${met(r) ? 'met' : 'MISSED'}`;
-  const verdicts = rows.map((r) => `${rowLabel(r)} ${r.background === 'idle' ? 'at idle' : 'under load'}: ${verdict(r)}`).join('; ');
+  const verdicts = rows.map((r) => `${r.label} ${r.background === 'idle' ? 'at idle' : 'under load'}: ${verdict(r)}`).join('; ');
   return sectionText(
     SECTION_HEADING,
     'detection',
@@ -281,7 +263,7 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], s
       ...tableBlocks([
         ['', columnTable(rows, LATENCY)],
         ['Checks: who wrote the blocks, and how tightly the crossing SYN was timed:', columnTable(rows, CHECKS)],
-        [`Background load (target ${count(LOAD_RATE)} SYN/s) over each measured window:`, columnTable(rows.filter((r): r is Row & { load: LoadStats } => !!r.load), LOAD)],
+        [`Background load (target ${count(LOAD_RATE)} SYN/s) over each measured window:`, columnTable(rows.filter((r): r is LoadRow => !!r.load), LOAD)],
         ['Where the CPU went over each measured window (100% = one CPU; /proc/<pid>/stat and /proc/stat):', columnTable(rows, cpuColumns(m.cpus))],
       ]),
       `Targets (p99 at idle, under load): in-kernel <= ${kernel.idle} ms, <= ${kernel.load} ms at every N; ` +
@@ -293,10 +275,10 @@ function section(m: Machine, date: string, load: number, rows: readonly Row[], s
 
 function results(rows: readonly Row[]): ResultEntry[] {
   return rows.flatMap((r) =>
-    ([['p50', 50], ['p99', 99], ['max', 100]] as const).map(([label, p]) => {
+    PERCENTILES.map(([label, p]) => {
       const v = percentile(r.sortedMs, p);
       const p99 = label === 'p99';
-      const name = `detection to block, ${rowLabel(r)}, ${r.background === 'idle' ? 'idle' : `${LOAD_RATE} SYN/s`} ${label}`;
+      const name = `detection to block, ${r.label}, ${r.background === 'idle' ? 'idle' : `${LOAD_RATE} SYN/s`} ${label}`;
       const [vs, goal] = p99 ? [['target p99', r.target] as const, [`p99 <= ${r.target} ms`, met(r)] as const] : [null, null];
       return entry(name, Number.isFinite(v) ? Math.round(v * 1000) / 1000 : -1, 'ms', vs, goal, {
         detections: r.detections,

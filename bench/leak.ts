@@ -1,8 +1,6 @@
-// `make bench-leak`: how many SYNs a fast scanner (nmap -T5 from the attacker
-// namespace) gets to the victim's stack after the one that makes it a scanner,
-// with the in-kernel detector and with the policy alone, probe + policy as
-// deployed (@packetwatch/test-support/stack). The policy's Watch feed gives the
-// SYNs that passed in order, so the crossing one is found among them.
+// `make bench-leak`: how many SYNs a fast scanner (nmap -T5 from the attacker namespace) gets to the victim's stack after
+// the one that makes it a scanner, with the in-kernel detector and with the policy alone, probe + policy as deployed
+// (@packetwatch/test-support/stack). The policy's Watch feed gives the SYNs that passed in order: the crossing one is among them.
 // Types only (erased): the modules themselves are imported once the build is checked.
 import type { WatchEvent } from '@packetwatch/proto';
 import { type Cleanup, type NamespacePair, sleep, waitFor } from '@packetwatch/test-support';
@@ -30,14 +28,12 @@ type NmapReport = { open: number; closed: number; filtered: number; seconds: num
 /** A scan: the wall time of the nmap process; stopped: still scanning at NMAP_CAP_MS, its report lost. */
 type NmapRun = { seconds: number; stopped: boolean; report?: NmapReport };
 
-/** What nmap reported: explicit port lines and the "Not shown: N <state> tcp ports" summaries. */
+/** What nmap reported: explicit port lines and the "Not shown: N <state> tcp ports" summaries (also after "All N scanned ports"). */
 function parseNmap(out: string): NmapReport {
   const report: NmapReport = { open: 0, closed: 0, filtered: 0, seconds: Number(/scanned in ([\d.]+) seconds/.exec(out)?.[1] ?? NaN) };
   const add = (state = '', n = 1) => (report[state === 'open' || state === 'closed' ? state : 'filtered'] += n);
   for (const m of out.matchAll(/^\d+\/tcp\s+(\S+)/gm)) add(m[1]);
-  for (const line of out.split('\n').filter((l) => /^(Not shown|All \d+ scanned ports)/.test(l.trim()))) {
-    for (const m of line.matchAll(/(\d+) (\S+) tcp ports/g)) add(m[2], Number(m[1]));
-  }
+  for (const m of out.matchAll(/(\d+) (\S+) tcp ports/g)) add(m[2], Number(m[1]));
   return report;
 }
 
@@ -107,10 +103,10 @@ async function prepare({ grpc, proto, stack: st, services }: StackLibs, net: Nam
     // among them (0: none); leaked: those after it; watched: connection events of the policy's feed for the attacker.
     return {
       setup,
+      label,
       nmap: run,
       syn: delta('syn'),
       passed: delta('events'),
-      passedBySyn: delta('syn') - delta('synDropped'),
       dropped: delta('synDropped'),
       ringbufFull: delta('ringbufFull'),
       crossing,
@@ -126,13 +122,12 @@ async function prepare({ grpc, proto, stack: st, services }: StackLibs, net: Nam
 /** A scan's row. */
 type Row = Awaited<ReturnType<Awaited<ReturnType<typeof prepare>>['scan']>>;
 
-const rowLabel = (r: Row) => `${r.setup.mode}, N = ${r.setup.n}`;
 const target = (r: Row) => TARGET_LEAKED[r.setup.mode];
 const met = (r: Row) => r.blocked && r.crossing > 0 && r.leaked <= target(r);
 const portsText = (p: NmapReport | undefined) => (p ? `${count(p.open)} open, ${count(p.closed)} closed, ${count(p.filtered)} filtered` : 'no report (stopped)');
 
 const LEAK: Column<Row>[] = [
-  ['detection', false, rowLabel],
+  ['detection', false, (r) => r.label],
   ['nmap s', true, (r) => (r.nmap.stopped ? `> ${(NMAP_CAP_MS / 1000).toFixed(0)} (stopped)` : r.nmap.seconds.toFixed(1))],
   ['SYNs sent', true, (r) => count(r.syn)],
   ['reached the victim', true, (r) => count(r.passed)],
@@ -143,9 +138,9 @@ const LEAK: Column<Row>[] = [
   ['result', false, (r) => (met(r) ? 'met' : 'MISSED')],
 ];
 const CHECKS: Column<Row>[] = [
-  ['detection', false, rowLabel],
+  ['detection', false, (r) => r.label],
   ['events (passed)', true, (r) => count(r.passed)],
-  ['syn - synDropped', true, (r) => count(r.passedBySyn)],
+  ['syn - synDropped', true, (r) => count(r.syn - r.dropped)],
   ['feed events', true, (r) => count(r.watched)],
   ['feed skipped', true, (r) => count(r.feedSkipped)],
   ['ringbufFull', true, (r) => count(r.ringbufFull)],
@@ -164,7 +159,7 @@ const setupLabel = (x: Setup) => `${x.mode} at N = ${x.n}`;
 
 function section(m: Machine, date: string, load: number, rows: readonly Row[], baseline: NmapRun, setups: readonly Setup[]): string {
   const took = baseline.stopped ? `was still running after ${baseline.seconds.toFixed(1)} s` : `took ${baseline.seconds.toFixed(1)} s`;
-  const verdicts = rows.map((r) => `${rowLabel(r)}: ${count(r.leaked)} leaked vs <= ${target(r)}, ${met(r) ? 'met' : 'MISSED'}`).join('; ');
+  const verdicts = rows.map((r) => `${r.label}: ${count(r.leaked)} leaked vs <= ${target(r)}, ${met(r) ? 'met' : 'MISSED'}`).join('; ');
   const kernelNs = setups.filter((x) => x.mode === 'in-kernel').map((x) => x.n).join(', ');
   return sectionText(
     SECTION_HEADING,
@@ -190,7 +185,7 @@ function results(rows: readonly Row[], baseline: NmapRun): ResultEntry[] {
     entry(`nmap duration, ${what}`, round2(run.seconds), 's', vs, null, { ...details, stopped: run.stopped, ports: PORTS });
   return [
     ...rows.flatMap((r) => [
-      entry(`SYNs leaked after the crossing one, ${rowLabel(r)}`, r.leaked, 'SYNs', ['target', target(r)], [`<= ${target(r)} SYNs after the crossing one`, met(r)], {
+      entry(`SYNs leaked after the crossing one, ${r.label}`, r.leaked, 'SYNs', ['target', target(r)], [`<= ${target(r)} SYNs after the crossing one`, met(r)], {
         ports: PORTS,
         synSent: r.syn,
         reachedVictim: r.passed,
@@ -200,7 +195,7 @@ function results(rows: readonly Row[], baseline: NmapRun): ResultEntry[] {
         nmapFiltered: r.nmap.report?.filtered ?? null,
         blocked: r.blocked,
       }),
-      duration(rowLabel(r), r.nmap, ['nmap duration without Packetwatch', baseline.seconds], {
+      duration(r.label, r.nmap, ['nmap duration without Packetwatch', baseline.seconds], {
         nmapReportedSeconds: Number.isFinite(r.nmap.report?.seconds) ? r.nmap.report!.seconds : null,
         stoppedAtSeconds: r.nmap.stopped ? NMAP_CAP_MS / 1000 : null,
       }),
@@ -230,9 +225,8 @@ async function main(): Promise<void> {
       while (Date.now() < blockedBy && !(await run.blocked())) await sleep(50);
       await sleep(STAGGER_AFTER_BLOCK_MS);
     }
-    const out: Row[] = [];
-    for (const scan of scans) out.push(await scan);
-    for (const run of runs) await run.stack.stop();
+    const out = await Promise.all(scans);
+    await Promise.all(runs.map((run) => run.stack.stop()));
     return [bare, out] as const;
   });
   const text = section(m, today(), load, rows, baseline, setups);

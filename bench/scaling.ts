@@ -47,13 +47,13 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
     PW_MAX_TRACKED_SOURCES: String(MAX_TRACKED),
   };
   const stack = await libs.stack.Stack.start(nets[0]!, 'policy alone', cleanup, env);
+  const probeEnv = { ...env, PW_LOG_FORMAT: 'json', PW_LOG_LEVEL: 'info' };
+  const extra = nets
+    .slice(1, c.probes)
+    .map((net) => new libs.services.Services({ netns: net.victimNs, ifdev: net.victimIf, env: probeEnv, reportTo: stack.svc }));
   let stopped = false;
-  const extra = nets.slice(1, c.probes).map((net) => {
-    const svc = new libs.services.Services({ netns: net.victimNs, ifdev: net.victimIf, env: { ...env, PW_LOG_FORMAT: 'json', PW_LOG_LEVEL: 'info' }, reportTo: stack.svc });
-    cleanup.add(`stop the probe on ${net.victimIf}`, () => {
-      if (!stopped) svc.destroySync();
-    });
-    return svc;
+  cleanup.add('stop the other probes', () => {
+    if (!stopped) for (const svc of extra) svc.destroySync();
   });
   // Each returns once the policy has the probe's hello.
   await Promise.all(extra.map((s) => s.startProbe())).catch((e: Error) => {
@@ -86,11 +86,10 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
   const drivers: (ChildProcess | undefined)[] = [];
   cleanup.add('stop the drivers', () => drivers.forEach((d) => d?.kill('SIGKILL')));
   const scan = async (until: number): Promise<number> => {
-    let j = 0;
-    for (const start = performance.now(); performance.now() < until; j++) {
+    for (let j = 0, start = performance.now(); ; j++) {
       const wait = start + (j * 1000) / SCAN_RATE - performance.now();
       if (wait > 0) await sleep(wait);
-      if (performance.now() >= until) break;
+      if (performance.now() >= until) return j;
       const p = j % programs.length;
       const src = `198.19.${(j >> 8) & 255}.${j & 255}`; // 198.19.0.0/16 (RFC 2544), fresh at every point
       for (let port = 1; port <= c.N; port++) {
@@ -98,7 +97,6 @@ async function measure(libs: Libs, nets: readonly NamespacePair[], dir: string, 
         if (r.retval !== XDP_PASS) throw new BenchError(`the program returned ${r.retval} for SYN ${port} of scanner ${src}, expected XDP_PASS`);
       }
     }
-    return j;
   };
   const [probes0, policy0] = await Promise.all([probeStatuses(), stack.policyStatus()]);
   const cpu0 = pids.map(ownCpu);
