@@ -9,6 +9,7 @@ import { BenchError, commandError } from './report.js';
 import { XDP_PASS, sleep } from '@packetwatch/test-support';
 
 const run = promisify(execFile);
+const CDP = import.meta.resolve('chrome-remote-interface');
 
 /** Resident set size of a process in bytes (VmRSS of /proc/<pid>/status). */
 export function rssBytes(pid: number | undefined): number {
@@ -26,37 +27,25 @@ export function rssBytes(pid: number | undefined): number {
 
 /**
  * A full garbage collection of a Node.js service, with nothing in the product for it: SIGUSR1 opens Node's inspector on
- * 127.0.0.1:9229 in the service's namespace, and a script there asks it for HeapProfiler.collectGarbage twice (the second
- * frees what the first only unlinked). RSS read afterwards is live memory plus what V8 and the allocator keep mapped.
+ * 127.0.0.1:9229 in the service's namespace, and a script there (chrome-remote-interface) asks it for
+ * HeapProfiler.collectGarbage twice (the second frees what the first only unlinked); returns the RSS read afterwards:
+ * live memory plus what V8 and the allocator keep mapped.
  */
-export async function collectGarbage(netns: string, pid: number | undefined): Promise<void> {
+export async function collectGarbage(netns: string, pid: number | undefined): Promise<number> {
   if (pid === undefined) throw new BenchError('no process to collect');
   process.kill(pid, 'SIGUSR1');
-  const script = `
+  const script = `import CDP from ${JSON.stringify(CDP)};
     const deadline = Date.now() + 10000;
-    let targets;
-    while (!targets) {
-      try { targets = await (await fetch('http://127.0.0.1:9229/json/list')).json(); }
-      catch (e) { if (Date.now() > deadline) throw e; await new Promise((r) => setTimeout(r, 50)); }
-    }
-    const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
-    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error('inspector refused the connection')); });
-    let id = 0;
-    const send = (method) => new Promise((resolve, reject) => {
-      const my = ++id;
-      ws.onmessage = (m) => { const r = JSON.parse(String(m.data)); if (r.id !== my) return; r.error ? reject(new Error(r.error.message)) : resolve(r.result); };
-      ws.send(JSON.stringify({ id: my, method }));
-    });
-    await send('HeapProfiler.collectGarbage');
-    await send('HeapProfiler.collectGarbage');
-    ws.close();
-  `;
-  const args = ['netns', 'exec', netns, process.execPath, '--experimental-websocket', '--no-warnings', '--input-type=module', '-e', script];
-  await run('ip', args, { timeout: 30_000 }).catch((e: unknown) => {
+    let c;
+    while (!(c = await CDP().catch((e) => { if (Date.now() > deadline) throw e; return new Promise((r) => setTimeout(r, 50)); })));
+    for (let i = 0; i < 2; i++) await c.HeapProfiler.collectGarbage();
+    await c.close();`;
+  await run('ip', ['netns', 'exec', netns, process.execPath, '--input-type=module', '-e', script], { timeout: 30_000 }).catch((e: unknown) => {
     throw commandError(`a garbage collection of process ${pid} through its inspector failed`, e);
   });
   // Pages V8 frees are returned by its background threads: let them finish.
   await sleep(500);
+  return rssBytes(pid);
 }
 
 /**
@@ -66,7 +55,7 @@ export async function collectGarbage(netns: string, pid: number | undefined): Pr
  */
 export interface SourceRange {
   family: 4 | 6;
-  /** IPv4: the first address as a 32-bit number; IPv6: 0 (i in the 32 bits after 2001:db8::/32). */
+  /** The first address as a 32-bit number: IPv4's, or IPv6's 32 bits after 2001:db8::/32. */
   base: number;
   /** How many addresses the range has. */
   size: number;
@@ -82,15 +71,12 @@ export const RANGES = {
 /** Source i of a range. */
 export function sourceAddress(range: SourceRange, i: number): string {
   if (i >= range.size) throw new RangeError(`population index ${i} beyond ${range.label}`);
-  if (range.family === 4) {
-    const a = range.base + i;
-    return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
-  }
-  return `2001:db8:${((i >>> 16) & 0xffff).toString(16)}:${(i & 0xffff).toString(16)}::1`;
+  const a = (range.base + i) >>> 0;
+  return range.family === 4 ? `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}` : `2001:db8:${(a >>> 16).toString(16)}:${(a & 0xffff).toString(16)}::1`;
 }
 
 /**
- * SYN frames from source i of a population to a port, made by patching one frame built with bpf/frames.ts (7.8 µs a frame,
+ * TCP frames (SYNs, or ACKs) from source i of a population to a port, made by patching one frame built with bpf/frames.ts (7.8 µs a frame,
  * too slow for a million) in place: the address, the port and the checksums. frame() returns the same buffer each time.
  */
 export class SourceFrames {
@@ -100,7 +86,7 @@ export class SourceFrames {
   readonly #pseudoTail: Buffer;
 
   /**
-   * build: the frame from a source to a port (bpf/frames.ts's synFrame); checksum: its RFC 1071 checksum. Both come from
+   * build: the frame from a source to a port (bpf/frames.ts's synFrame or tcpFrame); checksum: its RFC 1071 checksum. Both come from
    * the built @packetwatch/bpf the bench loaded.
    */
   constructor(
@@ -117,7 +103,7 @@ export class SourceFrames {
   frame(i: number, dport: number): Buffer {
     const [f, tcp, v4] = [this.#frame, this.#tcp, this.range.family === 4];
     // Byte 26 either way: the IPv4 source (base + i), or bits 32 to 63 of the IPv6 one (its /64).
-    f.writeUInt32BE((v4 ? this.range.base + i : i) >>> 0, 26);
+    f.writeUInt32BE((this.range.base + i) >>> 0, 26);
     f.writeUInt16BE(dport, tcp + 2);
     if (v4) {
       f.writeUInt16BE(0, 24);

@@ -6,8 +6,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TCP_FLAGS, synFrame, tcpFrame } from '@packetwatch/bpf';
+import { TCP_FLAGS, checksum, synFrame, tcpFrame } from '@packetwatch/bpf';
 import { PcapWriter } from '@packetwatch/test-support';
+import { RANGES, type SourceRange, SourceFrames } from './population.js';
 import { BenchError, REPO_ROOT, SMOKE, count, entry, machine, median, publish, round2, runBench, sectionFacts, sectionText, table, today } from './report.js';
 
 const NAME = 'replay';
@@ -24,21 +25,14 @@ const SCANNERS = SMOKE ? 500 : 5_000;
 /** The policy's defaults, but for the budget: without it every block is permanent and each scanner is decided on once (capped blocks of 60 s would let a scanner sweeping for 100 s be decided on again). */
 const SETTINGS = { PW_MAX_BLOCKS_PER_MINUTE: '0' };
 
-/** Frame templates whose source address, ports and flags are patched per frame. */
-const V4 = { syn: synFrame('10.0.0.1', '192.0.2.1', 40000, 443), ack: tcpFrame('10.0.0.1', '192.0.2.1', 40000, 443, TCP_FLAGS.ACK), src: 14 + 12, ports: 14 + 20 };
-const V6 = { syn: synFrame('2001:db8::1', '2001:db8:ffff::1', 40000, 443), ack: tcpFrame('2001:db8::1', '2001:db8:ffff::1', 40000, 443, TCP_FLAGS.ACK), src: 14 + 8, ports: 14 + 40 };
-
-/** Source i (below 2^24) of a population (its tag keeps populations apart), IPv4 or IPv6. */
-function put(template: Buffer, fam: typeof V4, tag: number, i: number, dport: number): Buffer {
-  if (fam === V4) template.writeUInt32BE(((10 + tag) << 24) | i, fam.src);
-  else {
-    // A /64 each: IPv6 sources are keyed by their /64 (PW_IPV6_PREFIX).
-    template.writeUInt32BE(0x20010db8, fam.src);
-    template.writeUInt32BE(((tag << 24) | i) >>> 0, fam.src + 4);
-  }
-  template.writeUInt16BE(dport, fam.ports + 2);
-  return template;
-}
+/** IPv4 10.0.0.0/8 and up, source i of population `tag` at ((10 + tag) << 24) + i; IPv6 a /64 each (keyed by PW_IPV6_PREFIX). */
+const V4: SourceRange = { family: 4, base: 10 << 24, size: 2 ** 30, label: 'IPv4 from 10.0.0.0' };
+/** SYN or ACK frames (patched in place) from a range to the host, from port 40000. */
+const frames = (range: SourceRange, dst: string) => ({
+  syn: new SourceFrames(range, (src, port) => synFrame(src, dst, 40000, port), checksum),
+  ack: new SourceFrames(range, (src, port) => tcpFrame(src, dst, 40000, port, TCP_FLAGS.ACK), checksum),
+});
+const [FAM4, FAM6] = [frames(V4, '192.0.2.1'), frames(RANGES.v6, '2001:db8:ffff::1')];
 
 /** A capture of FRAMES frames over SPAN_MS: frame n from make(n); returns how many were written. */
 function capture(path: string, make: (n: number) => Buffer): number {
@@ -54,12 +48,12 @@ function mixed(path: string): number {
   return capture(path, (n) => {
     const [slot, i, s] = [n % 100, (n * 2654435761) >>> 0, (n / 100) % SCANNERS | 0];
     const [tag, k, syn, port] = slot < 60 ? [1, i % CLIENTS, false, 443] : slot < 90 ? [2, i % BENIGN, true, i % 2 ? 443 : 80] : [3, s, true, 1 + scannerPort[s]!++];
-    const fam = k % 10 === 0 ? V6 : V4;
-    return put(syn ? fam.syn : fam.ack, fam, tag, k, port);
+    const fam = k % 10 === 0 ? FAM6 : FAM4;
+    return (syn ? fam.syn : fam.ack).frame((tag << 24) | k, port);
   });
 }
 
-const newSources = (path: string): number => capture(path, (n) => put(V4.syn, V4, 20, n, 443));
+const newSources = (path: string): number => capture(path, (n) => FAM4.syn.frame((20 << 24) | n, 443));
 
 function replayOnce(path: string, settings: Record<string, string>) {
   const start = process.hrtime.bigint();

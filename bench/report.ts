@@ -122,15 +122,10 @@ export function table(header: readonly string[], rows: readonly (readonly string
   const cellMax = (i: number, f: (c: string) => number) => Math.max(0, ...cells(i).map(f));
   const len = (c: string) => c.length;
   // What a column may narrow to, in turn: its header wrapped, its text cells wrapped, then both cut within words.
-  const narrowest = [
-    header.map((h, i) => Math.max(longestWord(h), cellMax(i, len))),
-    header.map((h, i) => Math.max(longestWord(h), cellMax(i, numeric[i] ? len : longestWord))),
-    header.map((_, i) => Math.max(1, cellMax(i, numeric[i] ? len : longestWord))),
-    header.map((_, i) => Math.max(1, numeric[i] ? cellMax(i, len) : 1)),
-  ];
-  for (const least of narrowest) {
+  for (let stage = 0; stage < 4; stage++) {
+    const least = header.map((h, i) => Math.max(stage < 2 ? longestWord(h) : 1, numeric[i] || !stage ? cellMax(i, len) : stage < 3 ? cellMax(i, longestWord) : 1));
     while (widths.reduce((a, w) => a + w + 2, -2) > maxWidth) {
-      const k = widths.reduce((best, w, i) => (w > (least[i] ?? w) && (best < 0 || w > (widths[best] ?? 0)) ? i : best), -1);
+      const k = widths.reduce((best, w, i) => (w > least[i]! && (best < 0 || w > widths[best]!) ? i : best), -1);
       if (k < 0) break;
       widths[k]!--;
     }

@@ -3,33 +3,27 @@
 // its own run (a ratio), and its target where the performance goals set one. PW_BENCH_SMOKE=1 writes nothing.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BENCH_DIR, BenchError, SMOKE, rel, round2, runBench, table, updateBenchmarks } from './report.js';
+import { BENCH_DIR, BenchError, type ResultEntry, SMOKE, rel, round2, runBench, table, updateBenchmarks } from './report.js';
 
 const RESULTS_FILE = join(BENCH_DIR, 'results.json');
 /** The benches in the order `make bench` runs them. */
 const BENCHES = ['datapath', 'probe', 'pipeline', 'detection', 'leak', 'memory', 'scaling', 'replay'];
 
-const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
-const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+/** What bench/results.json keeps of an entry() (null where a figure has none), in its order. */
+const FIELDS = ['name', 'value', 'unit', 'comparison', 'comparisonValue', 'ratio', 'target', 'met', 'label', 'date', 'machine'] as const;
+type SummaryEntry = { bench: string; name: string; value: number; unit: string; ratio: number | null; met: boolean | null } & Record<
+  'comparison' | 'target' | 'label' | 'date' | 'machine', string | null>;
 
-/** One bench's figures, as bench/results.json holds them: null where a figure has no comparison, target or label. */
-function readBench(bench: string, file: string) {
-  let entries: Record<string, unknown>[];
+/** One bench's figures, as bench/results.json holds them. */
+function readBench(bench: string, file: string): SummaryEntry[] {
+  let entries: ResultEntry[];
   try {
     entries = JSON.parse(readFileSync(file, 'utf8'));
   } catch (e) {
     throw new BenchError(`${rel(file)} is not JSON: ${(e as Error).message}; run make bench-${bench} again`);
   }
-  return entries.map((e) => {
-    const value = Number(e.value);
-    const comparisonValue = num(e.comparisonValue);
-    const ratio = num(e.ratio) ?? (comparisonValue ? round2(value / comparisonValue) : null);
-    const met = typeof e.met === 'boolean' ? e.met : null;
-    const [comparison, target, label, date, machine] = [e.comparison, e.target, e.label, e.date, e.machine].map(str);
-    return { bench, name: String(e.name), value, unit: String(e.unit), comparison, comparisonValue, ratio, target, met, label, date, machine };
-  });
+  return entries.map((e) => ({ bench, ...Object.fromEntries(FIELDS.map((k) => [k, e[k] ?? null])) }) as SummaryEntry);
 }
-type SummaryEntry = ReturnType<typeof readBench>[number];
 
 /** Shorter wordings for the summary's narrow columns, in order (a figure's full name stays in results.json). */
 const SHORTER: readonly (readonly [RegExp, string])[] = [
