@@ -6,22 +6,20 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { Program } from 'libbpf-ts';
 import { BenchError, commandError } from './report.js';
-import { XDP_PASS, sleep } from '@packetwatch/test-support';
+import { XDP_PASS, sleep, waitFor } from '@packetwatch/test-support';
 
 const run = promisify(execFile);
 const CDP = import.meta.resolve('chrome-remote-interface');
 
 /** Resident set size of a process in bytes (VmRSS of /proc/<pid>/status). */
 export function rssBytes(pid: number | undefined): number {
-  if (pid === undefined) throw new BenchError('no process to measure');
-  let status: string;
+  let kb: string | undefined;
   try {
-    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    kb = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
   } catch {
-    throw new BenchError(`process ${pid} is gone`);
+    // No such process: kb stays undefined.
   }
-  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
-  if (kb === undefined) throw new BenchError(`no VmRSS in /proc/${pid}/status`);
+  if (pid === undefined || kb === undefined) throw new BenchError(`no VmRSS for process ${pid ?? '(none)'}: is it gone?`);
   return Number(kb) * 1024;
 }
 
@@ -37,7 +35,7 @@ export async function collectGarbage(netns: string, pid: number | undefined): Pr
   const script = `import CDP from ${JSON.stringify(CDP)};
     const deadline = Date.now() + 10000;
     let c;
-    while (!(c = await CDP().catch((e) => { if (Date.now() > deadline) throw e; return new Promise((r) => setTimeout(r, 50)); })));
+    while (!(c = await CDP({ port: 9229 }).catch((e) => { if (Date.now() > deadline) throw e; return new Promise((r) => setTimeout(r, 50)); })));
     for (let i = 0; i < 2; i++) await c.HeapProfiler.collectGarbage();
     await c.close();`;
   await run('ip', ['netns', 'exec', netns, process.execPath, '--input-type=module', '-e', script], { timeout: 30_000 }).catch((e: unknown) => {
@@ -130,21 +128,17 @@ export class SourceFrames {
 const MAX_AHEAD = 16_384;
 const CHUNK = 4096;
 
-export interface Population {
-  frames: SourceFrames;
-  /** First population index and how many sources. */
-  first: number;
-  count: number;
-  /** Destination port of source i's one SYN. */
-  port: (i: number) => number;
-}
-
 /**
- * One SYN from each source of the population, through the programs in turn (a chunk each), each run checked for XDP_PASS.
+ * One SYN from each source of the population (`count` from index `first`, source i's to port(i)), through the programs in
+ * turn (a chunk each), each run checked for XDP_PASS.
  * Waits whenever more than MAX_AHEAD SYNs have not reached the policy (received(): its eventsReceived), so that neither
  * the ring buffer nor the probe's queue overflows, and at the end until it has them all; returns the seconds it took.
  */
-export async function feedPopulation(programs: readonly Program[], pop: Population, received: () => Promise<number>): Promise<number> {
+export async function feedPopulation(
+  programs: readonly Program[],
+  pop: { frames: SourceFrames; first: number; count: number; port: (i: number) => number },
+  received: () => Promise<number>,
+): Promise<number> {
   if (programs.length === 0) throw new BenchError('no program to feed');
   const start = performance.now();
   const base = await received();
@@ -164,11 +158,6 @@ export async function feedPopulation(programs: readonly Program[], pop: Populati
     }
     got = (await received()) - base;
   }
-  const deadline = Date.now() + 30_000;
-  while (got < pop.count) {
-    if (Date.now() > deadline) throw new BenchError(`the policy received ${got} of ${pop.count} SYN events within 30 s of the last`);
-    await sleep(5);
-    got = (await received()) - base;
-  }
+  await waitFor(`the policy to receive all ${pop.count} SYN events fed`, async () => ((await received()) - base >= pop.count ? true : undefined), 30_000);
   return (performance.now() - start) / 1000;
 }

@@ -50,6 +50,10 @@ const SHORTER: readonly (readonly [RegExp, string])[] = [
 ];
 const shorter = (s: string): string => SHORTER.reduce((t, [re, to]) => t.replace(re, to), s).trim();
 
+/** The entries by key, in the order each key first appears. */
+const groupBy = (entries: readonly SummaryEntry[], key: (e: SummaryEntry) => string) =>
+  entries.reduce((m, e) => m.set(key(e), [...(m.get(key(e)) ?? []), e]), new Map<string, SummaryEntry[]>());
+
 function valueText(e: SummaryEntry): string {
   const digits = Math.abs(e.value) >= 100 ? 0 : Math.abs(e.value) >= 1 ? 2 : 3;
   const v = e.value >= 1e6 ? `${round2(e.value / 1e6)}M` : e.value.toLocaleString('en-US', { maximumFractionDigits: digits });
@@ -67,11 +71,7 @@ function comparisonText(e: SummaryEntry): string {
  * highest ratio where lower is better, "<" targets; else the lowest) and how many share them.
  */
 function targetsTable(entries: readonly SummaryEntry[]): string {
-  const groups = new Map<string, SummaryEntry[]>();
-  for (const e of entries.filter((x) => x.target !== null)) {
-    const k = `${e.bench}|${shorter(e.target!)}|${e.met}`;
-    groups.set(k, [...(groups.get(k) ?? []), e]);
-  }
+  const groups = groupBy(entries.filter((x) => x.target !== null), (e) => `${e.bench}|${shorter(e.target!)}|${e.met}`);
   const rows = [...groups.values()].map((g) => {
     const lower = /^(p99 )?</.test(g[0]!.target!);
     const score = (e: SummaryEntry) => (lower ? 1 : -1) * (e.ratio ?? e.value);
@@ -83,12 +83,8 @@ function targetsTable(entries: readonly SummaryEntry[]): string {
 
 /** "- benches: date, machine" for each date and machine the figures come from. */
 function provenance(entries: readonly SummaryEntry[]): string[] {
-  const groups = new Map<string, Set<string>>();
-  for (const e of entries) {
-    const k = `${e.date ?? 'date not recorded'}, ${e.machine ?? 'machine not recorded'}`;
-    groups.set(k, (groups.get(k) ?? new Set()).add(e.bench));
-  }
-  return [...groups].map(([k, benches]) => `- ${[...benches].join(', ')}: ${k}`);
+  const groups = groupBy(entries, (e) => `${e.date ?? 'date not recorded'}, ${e.machine ?? 'machine not recorded'}`);
+  return [...groups].map(([k, g]) => `- ${[...new Set(g.map((e) => e.bench))].join(', ')}: ${k}`);
 }
 
 async function main(): Promise<void> {
