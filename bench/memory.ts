@@ -53,6 +53,7 @@ const POLICY_DIST = join(REPO_ROOT, 'services/policy/dist');
 
 type PerSource = Awaited<ReturnType<typeof perSource>>;
 type Flood = Awaited<ReturnType<typeof flood>>;
+type FloodStats = ReturnType<typeof floodStats>;
 
 function slope(xs: readonly number[], ys: readonly number[]): number {
   const mean = (v: readonly number[]) => v.reduce((a, b) => a + b, 0) / v.length;
@@ -205,19 +206,17 @@ function floodStats(f: Flood, who: 'probe' | 'policy') {
   if (after.length === 0) throw new BenchError('no RSS sample after the warm-up');
   const med = median(after);
   const dev = Math.max(...after.map((v) => Math.abs(v - med))) / med;
-  return { first: after[0]!, min: Math.min(...after), max: Math.max(...after), last: after[after.length - 1]!, median: med, devPct: dev * 100 };
+  return { who, idle: f.idle[who], first: after[0]!, min: Math.min(...after), max: Math.max(...after), last: after.at(-1)!, median: med, devPct: dev * 100 };
 }
 
 function floodTable(f: Flood): string {
-  const rows = (['probe', 'policy'] as const).map((who) => ({ who, idle: f.idle[who], st: floodStats(f, who) }));
-  type Row = (typeof rows)[number];
-  return columnTable(rows, [
+  return columnTable((['probe', 'policy'] as const).map((who) => floodStats(f, who)), [
     ['process', false, (r) => r.who],
     ['idle MiB', true, (r) => mib(r.idle)],
-    ...(['first', 'min', 'max', 'last', 'median'] as const).map((k): Column<Row> => [`${k === 'first' ? `first after ${WARMUP_SECONDS} s` : k} MiB`, true, (r) => mib(r.st[k])]),
-    ['max dev from median %', true, (r) => r.st.devPct.toFixed(1)],
+    ...(['first', 'min', 'max', 'last', 'median'] as const).map((k): Column<FloodStats> => [`${k === 'first' ? `first after ${WARMUP_SECONDS} s` : k} MiB`, true, (r) => mib(r[k])]),
+    ['max dev from median %', true, (r) => r.devPct.toFixed(1)],
     ['target', false, (r) => (r.who === 'probe' ? `<= ${TARGET_FLAT}%` : '-')],
-    ['result', false, (r) => (r.who === 'policy' ? '-' : r.st.devPct <= TARGET_FLAT ? 'met' : 'MISSED')],
+    ['result', false, (r) => (r.who === 'policy' ? '-' : r.devPct <= TARGET_FLAT ? 'met' : 'MISSED')],
   ]);
 }
 

@@ -50,15 +50,9 @@ export async function collectGarbage(netns: string, pid: number | undefined): Pr
  * Where a population's sources come from. IPv4: 100.64.0.0/10 (RFC 6598), below 2^31, or 240.0.0.0/4 (reserved), above:
  * a key holding the address as a number may cost more there. IPv6: 2001:db8::/32, each source in a /64 of its own
  * (2001:db8:hhhh:llll::1; at PW_IPV6_PREFIX's default a /64 is one source). Frames only run through the program in test runs.
+ * base: the first address as a 32-bit number, IPv4's or IPv6's 32 bits after 2001:db8::/32; size: how many addresses.
  */
-export interface SourceRange {
-  family: 4 | 6;
-  /** The first address as a 32-bit number: IPv4's, or IPv6's 32 bits after 2001:db8::/32. */
-  base: number;
-  /** How many addresses the range has. */
-  size: number;
-  label: string;
-}
+export type SourceRange = { family: 4 | 6; base: number; size: number; label: string };
 
 export const RANGES = {
   v4Low: { family: 4, base: 0x64400000, size: 1 << 22, label: 'IPv4 100.64.0.0/10' },
