@@ -1,7 +1,5 @@
-// `make bench-replay`: how fast `packetwatchctl replay` runs a capture through
-// the rule, in frames a second, the CLI binary timed as a user runs it (node's
-// start included), on generated captures: mixed traffic (target 1,000,000
-// frames/s) and every frame a SYN from a new source (the detector's heaviest path).
+// `make bench-replay`: how fast `packetwatchctl replay` runs a capture through the rule, in frames a second, the CLI
+// binary timed as a user runs it (node's start included), on the captures of CASES.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -10,7 +8,7 @@ import { TCP_FLAGS, checksum, synFrame, tcpFrame } from '@packetwatch/bpf';
 import { PcapWriter } from '@packetwatch/test-support';
 import { columnTable } from './harness.js';
 import { RANGES, type SourceRange, SourceFrames } from './population.js';
-import { BenchError, REPO_ROOT, SMOKE, count, entry, machine, median, publish, round2, runBench, sectionFacts, sectionText, today } from './report.js';
+import { BenchError, REPO_ROOT, commandError, SMOKE, count, entry, machine, median, publish, round2, runBench, sectionFacts, sectionText, today } from './report.js';
 
 const NAME = 'replay';
 const SECTION_HEADING = '## Replay';
@@ -73,7 +71,7 @@ function replayOnce(path: string, settings: Record<string, string>) {
   try {
     out = execFileSync(process.execPath, [CLI, 'replay', '--json', path], { encoding: 'utf8', maxBuffer: 1 << 30, env: { ...process.env, ...SETTINGS, ...settings } });
   } catch (e) {
-    throw new BenchError(`packetwatchctl replay ${path} failed: ${(e as { stderr?: string }).stderr ?? (e as Error).message}`);
+    throw commandError(`packetwatchctl replay ${path} failed`, e);
   }
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   const doc = JSON.parse(out) as { decisions: unknown[]; summary: { probes: { total: number } } };
