@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Cleanup, type NamespacePair, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep } from '@packetwatch/test-support';
-import { type Column, type StackLibs, columnTable, loadStack, startStackBench, tableBlocks } from './harness.js';
+import { type Column, type StackLibs, columnTable, loadStack, pct, startStackBench, tableBlocks } from './harness.js';
 import { RANGES, type SourceRange, SourceFrames, collectGarbage, feedPopulation, rssBytes, sourceAddress } from './population.js';
 import {
   BenchError, REPO_ROOT, type Machine, type ResultEntry, SMOKE, count, entry, machineText, median, publish, round2, runBench, sectionFacts, sectionText, today,
@@ -208,35 +208,31 @@ function floodStats(f: Flood, who: 'probe' | 'policy') {
   return { who, idle: f.idle[who], first: after[0]!, min: Math.min(...after), max: Math.max(...after), last: after.at(-1)!, median: med, devPct: dev * 100 };
 }
 
-function floodTable(f: Flood): string {
-  return columnTable((['probe', 'policy'] as const).map((who) => floodStats(f, who)), [
+const floodTable = (f: Flood): string =>
+  columnTable((['probe', 'policy'] as const).map((who) => floodStats(f, who)), [
     ['process', false, (r) => r.who],
     ['idle MiB', true, (r) => mib(r.idle)],
-    ...(['first', 'min', 'max', 'last', 'median'] as const).map((k): Column<FloodStats> => [`${k === 'first' ? `first after ${WARMUP_SECONDS} s` : k} MiB`, true, (r) => mib(r[k])]),
+    ...(['first', 'min', 'max', 'last', 'median'] as const).map((k): Column<FloodStats> => [
+      `${k === 'first' ? `first after ${WARMUP_SECONDS} s` : k} MiB`, true, (r) => mib(r[k]),
+    ]),
     ['max dev from median %', true, (r) => r.devPct.toFixed(1)],
     ['target', false, (r) => (r.who === 'probe' ? `<= ${TARGET_FLAT}%` : '-')],
     ['result', false, (r) => (r.who === 'policy' ? '-' : r.devPct <= TARGET_FLAT ? 'met' : 'MISSED')],
   ]);
-}
 
-function seriesTable(f: Flood): string {
-  return columnTable(f.samples.filter((s) => s.second % (SMOKE ? 1 : 5) === 0 || s.second === 1), [
+const seriesTable = (f: Flood): string =>
+  columnTable(f.samples.filter((s) => s.second % (SMOKE ? 1 : 5) === 0 || s.second === 1), [
     ['second', true, (s) => String(s.second)],
     ['probe RSS MiB', true, (s) => mib(s.probe)],
     ['policy RSS MiB', true, (s) => mib(s.policy)],
     ['probe events', true, (s) => count(s.events)],
     ['probe lost', true, (s) => count(s.lost)],
   ]);
-}
 
-function floodSummary(f: Flood, cpus: number): string {
-  const pct = (x: number) => `${Math.round(x * 100)}%`;
-  return (
-    `Flood: ${count(Math.round(f.offered))} SYN/s offered for ${FLOOD_SECONDS} s (target ${count(FLOOD_RATE)}/s), ${count(f.received)} events received by the policy, ` +
-    `${count(f.probeLost)} lost by the probe (ringbufFull ${count(f.ringbufFull)}). CPU over the flood (100% = one CPU): probe ${pct(f.cpu.probe)}, policy ${pct(f.cpu.policy)}, ` +
-    `bpftool ${pct(f.cpu.children)}, other processes ${pct(f.cpu.others)}, idle ${pct(f.cpu.idle)} of ${cpus * 100}%.`
-  );
-}
+const floodSummary = (f: Flood, cpus: number): string =>
+  `Flood: ${count(Math.round(f.offered))} SYN/s offered for ${FLOOD_SECONDS} s (target ${count(FLOOD_RATE)}/s), ${count(f.received)} events received by the policy, ` +
+  `${count(f.probeLost)} lost by the probe (ringbufFull ${count(f.ringbufFull)}). CPU over the flood (100% = one CPU): probe ${pct(f.cpu.probe)}, policy ${pct(f.cpu.policy)}, ` +
+  `bpftool ${pct(f.cpu.children)}, other processes ${pct(f.cpu.others)}, idle ${pct(f.cpu.idle)} of ${cpus * 100}%.`;
 
 const casesText = (worst: boolean) => CASES.filter((c) => c.worst === worst).map((c) => `N = ${c.n} ${c.range.label}`).join(', ');
 

@@ -33,27 +33,20 @@ const frames = (range: SourceRange, dst: string) => ({
 });
 const [FAM4, FAM6] = [frames(V4, '192.0.2.1'), frames(RANGES.v6, '2001:db8:ffff::1')];
 
-/** A capture of FRAMES frames over SPAN_MS: frame n from make(n). */
-function capture(path: string, make: (n: number) => Buffer): void {
-  const w = new PcapWriter(path, 1);
-  for (let n = 0; n < FRAMES; n++) w.write(T0 + (n * SPAN_MS) / FRAMES, make(n));
-  w.close();
-}
-
-/** The mixed capture (CASES says what it holds): source k of population `tag`, a tenth of each IPv6. */
-function mixed(path: string): void {
+/** The mixed capture's frame n (CASES says what it holds): source k of population `tag`, a tenth of each IPv6. */
+function mixed(): (n: number) => Buffer {
   const scannerPort = new Uint16Array(SCANNERS);
-  capture(path, (n) => {
+  return (n) => {
     const [slot, i, s] = [n % 100, (n * 2654435761) >>> 0, (n / 100) % SCANNERS | 0];
     const [tag, k, syn, port] = slot < 60 ? [1, i % CLIENTS, false, 443] : slot < 90 ? [2, i % BENIGN, true, i % 2 ? 443 : 80] : [3, s, true, 1 + scannerPort[s]!++];
     const fam = k % 10 === 0 ? FAM6 : FAM4;
     return (syn ? fam.syn : fam.ack).frame((tag << 24) | k, port);
-  });
+  };
 }
 
-const newSources = (path: string): void => capture(path, (n) => FAM4.syn.frame((20 << 24) | n, 443));
+const newSources = () => (n: number) => FAM4.syn.frame((20 << 24) | n, 443);
 
-/** The captures: name, how the file is made, the decisions expected (each scanner once), settings beside SETTINGS, what it is. */
+/** The captures: name, its frames (n => frame n), the decisions expected (each scanner once), settings beside SETTINGS, what it is. */
 const CASES = [
   ['mixed', mixed, SCANNERS, {}, `${count(FRAMES)} frames over 100 s, of every 100 frames 60 ACK segments of established connections (50,000 ` +
     `clients), 30 SYNs of benign clients (500,000 sources, one port each) and 10 SYNs of ${count(SCANNERS)} scanners sweeping ports; a tenth ` +
@@ -84,8 +77,11 @@ function main(): void {
   let cases;
   try {
     cases = CASES.map(([name, make, decisions, settings]) => {
-      const path = join(dir, 'capture.pcap');
-      make(path);
+      // FRAMES frames over SPAN_MS.
+      const [path, frame] = [join(dir, 'capture.pcap'), make()];
+      const w = new PcapWriter(path, 1);
+      for (let n = 0; n < FRAMES; n++) w.write(T0 + (n * SPAN_MS) / FRAMES, frame(n));
+      w.close();
       const runs = Array.from({ length: RUNS }, () => replayOnce(path, settings));
       for (const r of runs) if (r.decisions !== decisions) throw new BenchError(`${name}: ${r.decisions} decisions, expected ${decisions} (one a scanner)`);
       return { name, bytes: statSync(path).size, runs, rate: FRAMES / median(runs.map((r) => r.seconds)) };
