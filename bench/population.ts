@@ -1,6 +1,6 @@
 // What bench-memory and bench-scaling share: a population of many distinct sources fed through the attached program (one
 // SYN each, BPF_PROG_TEST_RUN from this process, paced by what the policy has received so that nothing is lost), and the
-// resident memory of a service process measured after a full garbage collection.
+// resident memory of a service process measured after a full garbage collection; bench-replay writes its frames too.
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
@@ -34,8 +34,8 @@ export async function collectGarbage(netns: string, pid: number | undefined): Pr
   process.kill(pid, 'SIGUSR1');
   const script = `import CDP from ${JSON.stringify(CDP)};
     const deadline = Date.now() + 10000;
-    let c;
-    while (!(c = await CDP({ port: 9229 }).catch((e) => { if (Date.now() > deadline) throw e; return new Promise((r) => setTimeout(r, 50)); })));
+    const connect = () => CDP({ port: 9229 }).catch((e) => { if (Date.now() > deadline) throw e; return new Promise((r) => setTimeout(r, 50)).then(connect); });
+    const c = await connect();
     for (let i = 0; i < 2; i++) await c.HeapProfiler.collectGarbage();
     await c.close();`;
   await run('ip', ['netns', 'exec', netns, process.execPath, '--input-type=module', '-e', script], { timeout: 30_000 }).catch((e: unknown) => {
@@ -68,8 +68,8 @@ export function sourceAddress(range: SourceRange, i: number): string {
 }
 
 /**
- * TCP frames (SYNs, or ACKs) from source i of a population to a port, made by patching one frame built with bpf/frames.ts (7.8 µs a frame,
- * too slow for a million) in place: the address, the port and the checksums. frame() returns the same buffer each time.
+ * TCP frames (SYNs, or ACKs) from source i of a population to a port, made by patching one frame built with bpf/frames.ts
+ * (7.8 µs a frame, too slow for a million) in place: the address, the port and the checksums; the same buffer each time.
  */
 export class SourceFrames {
   readonly #frame: Buffer;
