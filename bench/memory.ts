@@ -156,8 +156,8 @@ async function flood(libs: StackLibs, net: NamespacePair, dir: string, cleanup: 
   await sleep(2000);
   const after = await status();
   await stack.stop();
-  const grew = (k: 'syn' | 'ringbufFull') => Number((after[0].counters?.[k] ?? 0n) - (before[0].counters?.[k] ?? 0n));
   const [received, probeLost] = [Number(after[1].eventsReceived - before[1].eventsReceived), Number(after[0].eventsLost - before[0].eventsLost)];
+  const grew = (k: 'syn' | 'ringbufFull') => libs.stack.counterDelta(before[0], after[0], k);
   return { idle, samples, cpu, offered: grew('syn') / seconds, received, probeLost, ringbufFull: grew('ringbufFull') };
 }
 

@@ -2,15 +2,8 @@
 // geometrically) and a linear y axis from 0, both titled with their units and ticked; one legend below, a series
 // keeping its colour in every panel. A few panels of a few lines need no charting library, and text diffs well.
 
-export interface Panel {
-  title: string;
-  /** The axes' titles, with their units. */
-  xLabel: string;
-  yLabel: string;
-  x: readonly number[];
-  /** A line per series: its legend label and a y per x (null: none there, the line breaks). */
-  series: readonly { label: string; y: readonly (number | null)[] }[];
-}
+/** A panel: its title, its axes' titles (with their units), and a line per series: its legend label and a y per x (null: none there, the line breaks). */
+export type Panel = { title: string; xLabel: string; yLabel: string; x: readonly number[]; series: readonly { label: string; y: readonly (number | null)[] }[] };
 
 const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#7f7f7f'];
 /** A panel's plot area, and its margins (the axes' ticks and titles). */
