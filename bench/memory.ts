@@ -1,14 +1,12 @@
-// `make bench-memory`: what the stack's memory does under load.
-// 1. Policy RSS per tracked source at N = 3, 16 and 64, after a full GC, before and after SYNs from 1,000,000 distinct
-//    sources run through the attached program of probe + policy as deployed (@packetwatch/test-support's stack), so
-//    every event takes the real path; 2 ports a source (the target's), and N - 1 beside it (the worst case, no target).
-// 2. Probe RSS across a 60 s SYN flood: bpftool runs the attached program at a fixed rate (@packetwatch/test-support's
-//    drive()), the probe's and the policy's RSS sampled every second.
-import { type ChildProcess, execFileSync } from 'node:child_process';
+// `make bench-memory`: the policy's RSS per tracked source (SYNs from 1,000,000 sources through the attached program of
+// probe + policy as deployed, so every event takes the real path), and the probe's and policy's RSS across a SYN flood.
+import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { Cleanup, type NamespacePair, XDP_PASS, cpuShares, cpuSnapshot, drive, runOnce, sleep } from '@packetwatch/test-support';
-import { type Column, type StackLibs, columnTable, loadStack, startStackBench, tableBlocks } from './harness.js';
+import { type Column, type StackLibs, columnTable, loadStack, pct, startStackBench, tableBlocks } from './harness.js';
 import { RANGES, type SourceRange, SourceFrames, collectGarbage, feedPopulation, rssBytes, sourceAddress } from './population.js';
 import {
   BenchError, REPO_ROOT, type Machine, type ResultEntry, SMOKE, count, entry, machineText, median, publish, round2, runBench, sectionFacts, sectionText, today,
@@ -33,17 +31,13 @@ const TARGET_FLAT = 10;
 /** The flood: this many sources (RFC 2544 range), one port each, so none is ever a scanner. */
 const FLOOD_SOURCES = 64;
 const SLOT = 230;
-const ALL_RANGES: readonly SourceRange[] = [RANGES.v4Low, RANGES.v4High, RANGES.v6];
 
 /** A population: N, the distinct ports each source hits, its addresses; worst: N - 1 ports (no target). */
 type Case = { n: number; ports: number; range: SourceRange; worst: boolean };
 
-/**
- * The target's populations, 2 ports a source, all three ranges at each N (2,000,000 SYNs, about 20 s, each); the worst
- * case, N - 1 ports, at N = 16 and 64 from IPv4 below 2^31 and at 64 from IPv6 (63,000,000 SYNs, about 10 minutes).
- */
+/** The target's, 2 ports a source, all ranges at each N (about 20 s each); the worst case at 16 and 64 (64: about 10 minutes). */
 const CASES: readonly Case[] = [
-  ...PORT_THRESHOLDS.flatMap((n) => ALL_RANGES.map((range) => ({ n, ports: 2, range, worst: false }))),
+  ...PORT_THRESHOLDS.flatMap((n) => Object.values(RANGES).map((range) => ({ n, ports: 2, range, worst: false }))),
   ...([[16, RANGES.v4Low], [64, RANGES.v4Low], [64, RANGES.v6]] as const).map(([n, range]) => ({ n, ports: n - 1, range, worst: true })),
 ];
 
@@ -56,13 +50,10 @@ const WORST_CASE =
 /** Source i's j-th distinct port (j < N - 1 <= 63): 1-1024. */
 const portOf = (i: number, j: number): number => 1 + ((i + j) % 1024);
 const POLICY_DIST = join(REPO_ROOT, 'services/policy/dist');
-const COMMON = import.meta.resolve('@packetwatch/common');
 
 type PerSource = Awaited<ReturnType<typeof perSource>>;
-/** The detector's heap bytes per source (detectorHeap), of which the fleet rule's, and the rule's F. */
-type Heap = { detector: number; fleet: number; pairThreshold: number };
 type Flood = Awaited<ReturnType<typeof flood>>;
-type HeapRun = Case & { common: string; dist: string; sources: number; maxSources: number; windowSeconds: number };
+type FloodStats = ReturnType<typeof floodStats>;
 
 function slope(xs: readonly number[], ys: readonly number[]): number {
   const mean = (v: readonly number[]) => v.reduce((a, b) => a + b, 0) / v.length;
@@ -72,44 +63,33 @@ function slope(xs: readonly number[], ys: readonly number[]): number {
 }
 
 /**
- * The detector's heap bytes per source for a case, run (as its source text) in a Node process of its own with
- * --expose-gc: services/policy's Detector at N with the fleet rule at the policy's default F (and one without it,
- * both alive to the end: a freed one's array buffers could be released during the other's measurement), fed as
- * the stack is (`ports` rounds, each a hit of every source on its next port, source i on probe number i mod 8),
- * each measured as heapUsed + arrayBuffers after full collections.
+ * The detector's heap bytes per source for a case, of which the fleet rule's, and the rule's F: heapUsed + arrayBuffers
+ * after full collections (V8's gc exposed at run time) in this process, of services/policy's Detector at N with the fleet
+ * rule at the policy's default F and of one without it (both alive to the end: a freed one's array buffers could be
+ * released during the other's measurement), fed as the stack is (`ports` rounds, each a hit of every source on its next
+ * port, source i on probe i mod 8).
  */
-async function detectorHeap(port: typeof portOf, address: typeof sourceAddress, run: HeapRun) {
-  const { common, dist, sources: S, range, n, ports } = run;
+async function detectorHeap({ range, n, ports }: Case) {
   const [{ parseAddress }, { Detector }, { SourceKeys }, { fleetThresholdOf, policySettings }] = await Promise.all(
-    [common, `${dist}/detector.js`, `${dist}/sourcekey.js`, `${dist}/config.js`].map((m) => import(m)),
+    [import.meta.resolve('@packetwatch/common'), ...['detector', 'sourcekey', 'config'].map((m) => join(POLICY_DIST, `${m}.js`))].map((m) => import(m)),
   );
-  const gc = (globalThis as unknown as { gc: () => void }).gc;
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
   const mem = () => (gc(), gc(), process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers);
   // Each source keyed as the policy keys it (its default prefix lengths).
   const sourceKeys = new SourceKeys({ ipv6: policySettings.ipv6Prefix.default, ipv4: policySettings.ipv4Prefix.default });
-  const keys = Array.from({ length: S }, (_, i) => sourceKeys.of(parseAddress(address(range, i))));
+  const keys = Array.from({ length: SOURCES }, (_, i) => sourceKeys.of(parseAddress(sourceAddress(range, i))));
   const F: number = fleetThresholdOf({ fleetThreshold: policySettings.fleetThreshold.default, portThreshold: n });
   const filled = (pairThreshold: number) => {
     const before = mem();
-    const d = new Detector({ portThreshold: n, windowSeconds: run.windowSeconds, maxSources: run.maxSources, pairThreshold });
+    const d = new Detector({ portThreshold: n, windowSeconds: WINDOW_SECONDS, maxSources: MAX_TRACKED, pairThreshold });
     const t = Date.now();
-    for (let j = 0; j < ports; j++) for (let i = 0; i < S; i++) d.observe(keys[i], port(i, j), t + j, i % 8);
-    if (d.tracked !== S) throw new Error(`the detector tracks ${d.tracked} of ${S}`);
-    return { d, bytes: (mem() - before) / S };
+    for (let j = 0; j < ports; j++) for (let i = 0; i < SOURCES; i++) d.observe(keys[i], portOf(i, j), t + j, i % 8);
+    if (d.tracked !== SOURCES) throw new BenchError(`the detector tracks ${d.tracked} of ${SOURCES}`);
+    return { d, bytes: (mem() - before) / SOURCES };
   };
   const [plain, full] = [filled(0), filled(F)];
-  console.log(JSON.stringify({ detector: full.bytes, fleet: full.bytes - plain.bytes, pairThreshold: F }));
-}
-
-function heapOf(c: Case): Heap {
-  const run: HeapRun = { ...c, common: COMMON, dist: POLICY_DIST, sources: SOURCES, maxSources: MAX_TRACKED, windowSeconds: WINDOW_SECONDS };
-  const script = `await (${detectorHeap})(${portOf}, ${sourceAddress}, ${JSON.stringify(run)});`;
-  try {
-    const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8', stdio: 'pipe' });
-    return JSON.parse(out) as Heap;
-  } catch (e) {
-    throw new BenchError(`measuring the detector's heap in a separate process failed: ${(e as Error).message}`);
-  }
+  return { detector: full.bytes, fleet: full.bytes - plain.bytes, pairThreshold: F };
 }
 
 /**
@@ -122,12 +102,10 @@ async function perSource(libs: StackLibs, net: NamespacePair, c: Case, cleanup: 
   const pid = stack.svc.policy?.pid;
   const prog = stack.openProgram((await stack.probeStatus()).programId, cleanup);
   const frames = new SourceFrames(c.range, (src, port) => libs.bpf.synFrame(src, net.victimAddr, 40_000, port), libs.bpf.checksum);
-  frames.check();
   const received = async () => Number((await stack.policyStatus()).eventsReceived);
   // Started, connected, its first sweeps and reconcile done: the state before any source.
   await sleep(2000);
-  await collectGarbage(net.victimNs, pid);
-  const rss = [rssBytes(pid)];
+  const rss = [await collectGarbage(net.victimNs, pid)];
   const part = SOURCES / PARTS;
   let [feedSeconds, rssBeforeGc] = [0, 0];
   for (let k = 0; k < PARTS; k++) {
@@ -136,59 +114,51 @@ async function perSource(libs: StackLibs, net: NamespacePair, c: Case, cleanup: 
       feedSeconds += await feedPopulation([prog], { frames, first: k * part, count: part, port: (i) => portOf(i, j) }, received);
     }
     rssBeforeGc = rssBytes(pid);
-    await collectGarbage(net.victimNs, pid);
-    rss.push(rssBytes(pid));
+    rss.push(await collectGarbage(net.victimNs, pid));
     console.log(`  N = ${c.n}, ${c.range.label}: ${count((k + 1) * part)} sources fed ${c.ports} ports each, policy RSS ${mib(rss[k + 1]!)} MiB after GC`);
   }
   const [policy, probe] = await Promise.all([stack.policyStatus(), stack.probeStatus()]);
   await stack.stop();
   const [tracked, evictions, lost] = [Number(policy.trackedSources), Number(policy.evictions), Number(policy.eventsLost) + Number(probe.eventsLost)];
-  const [perSource, fit, heap] = [(rss[PARTS]! - rss[0]!) / SOURCES, slope(rss.map((_, k) => k * part), rss), heapOf(c)];
+  const [perSource, fit, heap] = [(rss[PARTS]! - rss[0]!) / SOURCES, slope(rss.map((_, k) => k * part), rss), await detectorHeap(c)];
   return { ...c, tracked, evictions, lost, rss, rssBeforeGc, feedSeconds, perSource, slope: fit, heap };
 }
 
 async function flood(libs: StackLibs, net: NamespacePair, dir: string, cleanup: Cleanup) {
   const stack = await libs.stack.Stack.start(net, 'in-kernel', cleanup);
   const pids = { probe: stack.svc.probe?.pid, policy: stack.svc.policy?.pid };
+  const rss = () => ({ probe: rssBytes(pids.probe), policy: rssBytes(pids.policy) });
+  const status = () => Promise.all([stack.probeStatus(), stack.policyStatus()]);
   const programId = (await stack.probeStatus()).programId;
   const files = Array.from({ length: FLOOD_SOURCES }, (_, s) => join(dir, `flood-${s}.bin`));
   files.forEach((file, s) => writeFileSync(file, libs.bpf.synFrame(`198.18.${SLOT}.${s + 1}`, net.victimAddr, 40_000 + s, 80)));
   const verdict = runOnce(programId, files[0]!);
   if (verdict !== XDP_PASS) throw new BenchError(`setup check: the program returned ${verdict} for a flood SYN, expected XDP_PASS`);
   await sleep(1000);
-  const idle = { probe: rssBytes(pids.probe), policy: rssBytes(pids.policy) };
+  const idle = rss();
   let driver: ChildProcess | undefined;
   cleanup.add('stop the flood', () => driver?.kill('SIGKILL'));
-  const before = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
-  const cpu0 = cpuSnapshot(pids);
+  const [before, cpu0] = [await status(), cpuSnapshot(pids)];
   let done = false;
   const driving = drive(programId, files, FLOOD_RATE, FLOOD_SECONDS * 1000, (c) => (driver = c)).finally(() => (done = true));
   const samples: { second: number; probe: number; policy: number; events: number; lost: number }[] = [];
   const start = performance.now();
   for (let s = 1; !done; s++) {
-    const wait = start + s * 1000 - performance.now();
-    if (wait > 0) await sleep(wait);
+    await sleep(Math.max(0, start + s * 1000 - performance.now()));
     if (done) break;
     if (!stack.running) throw new BenchError(`a service died during the flood:\n${stack.tail()}`);
     const st = await stack.probeStatus();
-    samples.push({ second: s, probe: rssBytes(pids.probe), policy: rssBytes(pids.policy), events: Number(st.counters?.events ?? 0n), lost: Number(st.eventsLost) });
+    samples.push({ second: s, ...rss(), events: Number(st.counters?.events ?? 0n), lost: Number(st.eventsLost) });
   }
   const { seconds } = await driving;
-  const cpu1 = cpuSnapshot(pids);
+  const cpu = cpuShares(cpu0, cpuSnapshot(pids));
   // Let the policy catch up before its count is read.
   await sleep(2000);
-  const after = await Promise.all([stack.probeStatus(), stack.policyStatus()]);
+  const after = await status();
   await stack.stop();
-  const c = (s: (typeof before)[0], k: 'syn' | 'ringbufFull') => Number(s.counters?.[k] ?? 0n);
-  return {
-    idle,
-    samples,
-    cpu: cpuShares(cpu0, cpu1),
-    offered: (c(after[0], 'syn') - c(before[0], 'syn')) / seconds,
-    received: Number(after[1].eventsReceived - before[1].eventsReceived),
-    probeLost: Number(after[0].eventsLost - before[0].eventsLost),
-    ringbufFull: c(after[0], 'ringbufFull') - c(before[0], 'ringbufFull'),
-  };
+  const [received, probeLost] = [Number(after[1].eventsReceived - before[1].eventsReceived), Number(after[0].eventsLost - before[0].eventsLost)];
+  const grew = (k: 'syn' | 'ringbufFull') => libs.stack.counterDelta(before[0], after[0], k);
+  return { idle, samples, cpu, offered: grew('syn') / seconds, received, probeLost, ringbufFull: grew('ringbufFull') };
 }
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
@@ -235,70 +205,64 @@ function floodStats(f: Flood, who: 'probe' | 'policy') {
   if (after.length === 0) throw new BenchError('no RSS sample after the warm-up');
   const med = median(after);
   const dev = Math.max(...after.map((v) => Math.abs(v - med))) / med;
-  return { first: after[0]!, min: Math.min(...after), max: Math.max(...after), last: after[after.length - 1]!, median: med, devPct: dev * 100 };
+  return { who, idle: f.idle[who], first: after[0]!, min: Math.min(...after), max: Math.max(...after), last: after.at(-1)!, median: med, devPct: dev * 100 };
 }
 
-function floodTable(f: Flood): string {
-  const rows = (['probe', 'policy'] as const).map((who) => ({ who, idle: f.idle[who], st: floodStats(f, who) }));
-  type Row = (typeof rows)[number];
-  return columnTable(rows, [
+const floodTable = (f: Flood): string =>
+  columnTable((['probe', 'policy'] as const).map((who) => floodStats(f, who)), [
     ['process', false, (r) => r.who],
     ['idle MiB', true, (r) => mib(r.idle)],
-    ...(['first', 'min', 'max', 'last', 'median'] as const).map((k): Column<Row> => [`${k === 'first' ? `first after ${WARMUP_SECONDS} s` : k} MiB`, true, (r) => mib(r.st[k])]),
-    ['max dev from median %', true, (r) => r.st.devPct.toFixed(1)],
+    ...(['first', 'min', 'max', 'last', 'median'] as const).map((k): Column<FloodStats> => [
+      `${k === 'first' ? `first after ${WARMUP_SECONDS} s` : k} MiB`, true, (r) => mib(r[k]),
+    ]),
+    ['max dev from median %', true, (r) => r.devPct.toFixed(1)],
     ['target', false, (r) => (r.who === 'probe' ? `<= ${TARGET_FLAT}%` : '-')],
-    ['result', false, (r) => (r.who === 'policy' ? '-' : r.st.devPct <= TARGET_FLAT ? 'met' : 'MISSED')],
+    ['result', false, (r) => (r.who === 'policy' ? '-' : r.devPct <= TARGET_FLAT ? 'met' : 'MISSED')],
   ]);
-}
 
-function seriesTable(f: Flood): string {
-  return columnTable(f.samples.filter((s) => s.second % (SMOKE ? 1 : 5) === 0 || s.second === 1), [
+const seriesTable = (f: Flood): string =>
+  columnTable(f.samples.filter((s) => s.second % (SMOKE ? 1 : 5) === 0 || s.second === 1), [
     ['second', true, (s) => String(s.second)],
     ['probe RSS MiB', true, (s) => mib(s.probe)],
     ['policy RSS MiB', true, (s) => mib(s.policy)],
     ['probe events', true, (s) => count(s.events)],
     ['probe lost', true, (s) => count(s.lost)],
   ]);
-}
 
-function floodSummary(f: Flood, cpus: number): string {
-  const pct = (x: number) => `${Math.round(x * 100)}%`;
-  return (
-    `Flood: ${count(Math.round(f.offered))} SYN/s offered for ${FLOOD_SECONDS} s (target ${count(FLOOD_RATE)}/s), ${count(f.received)} events received by the policy, ` +
-    `${count(f.probeLost)} lost by the probe (ringbufFull ${count(f.ringbufFull)}). CPU over the flood (100% = one CPU): probe ${pct(f.cpu.probe)}, policy ${pct(f.cpu.policy)}, ` +
-    `bpftool ${pct(f.cpu.children)}, other processes ${pct(f.cpu.others)}, idle ${pct(f.cpu.idle)} of ${cpus * 100}%.`
-  );
-}
+const floodSummary = (f: Flood, cpus: number): string =>
+  `Flood: ${count(Math.round(f.offered))} SYN/s offered for ${FLOOD_SECONDS} s (target ${count(FLOOD_RATE)}/s), ${count(f.received)} events received by the policy, ` +
+  `${count(f.probeLost)} lost by the probe (ringbufFull ${count(f.ringbufFull)}). CPU over the flood (100% = one CPU): probe ${pct(f.cpu.probe)}, policy ${pct(f.cpu.policy)}, ` +
+  `bpftool ${pct(f.cpu.children)}, other processes ${pct(f.cpu.others)}, idle ${pct(f.cpu.idle)} of ${cpus * 100}%.`;
 
 const casesText = (worst: boolean) => CASES.filter((c) => c.worst === worst).map((c) => `N = ${c.n} ${c.range.label}`).join(', ');
 
 const METHOD_SOURCES =
-  `Probe + policy as deployed (\`make run\`: the probe as root, the policy as the unprivileged packetwatch user, Unix sockets) in a victim ` +
-  `network namespace, XDP on its veth, a fresh stack for each population: N = PW_PORTSCAN_PORT_THRESHOLD = ${PORT_THRESHOLDS.join(', ')} ` +
-  `(in-kernel detection on, the fleet rule at its default F = max(10, N)), PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS} so that no source expires, ` +
+  `Probe + policy as deployed (\`make run\`: the probe as root, the policy as the unprivileged packetwatch user, Unix sockets) in a victim network ` +
+  `namespace, XDP on its veth, a fresh stack per population: N = PW_PORTSCAN_PORT_THRESHOLD = ${PORT_THRESHOLDS.join(', ')} (in-kernel detection on, ` +
+  `the fleet rule at its default F = max(10, N)), PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS} (no source expires), ` +
   `PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} (its protected eighth, 1,048,576, holds every source seen on two ports or more: nothing is evicted; ` +
-  `the spaces' arrays grow as they fill). Feeding, the real path: this process runs the attached program (BPF_PROG_TEST_RUN) on SYNs from ` +
-  `${count(SOURCES)} distinct sources, one SYN to each of a source's distinct ports (source i's j-th to port 1 + (i + j) mod 1024), a quarter of ` +
-  `the population at a time in rounds of one SYN a source, at most 16,384 SYNs ahead of the policy's GetStatus eventsReceived, so nothing is lost; ` +
-  `the events go through the ring buffer, the probe and its Report stream to the policy's detector. The frames are one synFrame() each, patched ` +
-  `in place (address, port, checksums; checked byte for byte against synFrame()). Populations: the target's (policy RSS per tracked source), each ` +
-  `source a client of two services, 2 distinct ports, so that it is promoted to the protected space and holds a history there: ${casesText(false)} ` +
-  `(IPv4 below 2^31 and above it: a key that holds an IPv4 address as a number can cost more above); the worst case (policy RSS per source holding ` +
-  `N - 1 ports), each source holding N - 1 distinct ports, the most without being a scanner: ${casesText(true)}. ${WORST_CASE} ` +
-  `RSS = VmRSS of /proc/<pid>/status after a full garbage collection (SIGUSR1 opens Node's own inspector in the policy, nothing added to the product ` +
-  `for it, and HeapProfiler.collectGarbage runs twice), before the first source (2 s after start) and after each quarter; bytes/source = (RSS after ` +
-  `all - RSS before) / sources, slope = least-squares bytes per source over the five points (the marginal cost, without one-off growth), before GC = ` +
-  `the same difference read just before the last collection (garbage included). GetStatus after the feed gives trackedSources, evictions and events ` +
-  `lost. The breakdown: the detector's heap in a separate Node process (--expose-gc, heapUsed + arrayBuffers after full collections), fed the same ` +
-  `way: services/policy/dist/detector.js's Detector at the row's N (its index of sources, which holds each address in typed arrays, its slot arrays, ` +
-  `chunks of ports and probation ring) with the fleet rule at the policy's default F (raised to N as the policy does; each source on one of 8 probe ` +
-  `numbers); of which the fleet rule = that detector minus one built without it; rest = RSS bytes/source - detector.`;
+  `the spaces' arrays grow as they fill). Feeding, the real path: this process runs the attached program (BPF_PROG_TEST_RUN) on one SYN to each ` +
+  `distinct port of ${count(SOURCES)} sources (source i's j-th: port 1 + (i + j) mod 1024), a quarter of them at a time in rounds of one SYN a ` +
+  `source, at most 16,384 SYNs ahead of the policy's GetStatus eventsReceived (nothing is lost), through the ring buffer, the probe and its Report ` +
+  `stream to the policy's detector; each frame one synFrame() patched in place (address, port, checksums; checked byte for byte against synFrame()). ` +
+  `Populations: the target's (policy RSS per tracked source), each source a client of two services, on 2 distinct ports, so that it is promoted to ` +
+  `the protected space and holds a history there: ${casesText(false)} (IPv4 below 2^31 and above: a key holding an IPv4 address as a number can cost ` +
+  `more above); the worst case (policy RSS per source holding N - 1 ports, the most without being a scanner): ${casesText(true)}. ${WORST_CASE} RSS = ` +
+  `VmRSS of /proc/<pid>/status after a full garbage collection (SIGUSR1 opens Node's own inspector in the policy, nothing added to the product, and ` +
+  `HeapProfiler.collectGarbage runs twice), before the first source (2 s after start) and after each quarter; bytes/source = (RSS after all - RSS ` +
+  `before) / sources; slope = least-squares bytes per source over the five points (the marginal cost, without one-off growth); before GC = the same ` +
+  `difference just before the last collection (garbage included). trackedSources, evictions and events lost: GetStatus after the feed. The breakdown: ` +
+  `the detector's heap in the bench's process (heapUsed + arrayBuffers after full collections), fed the same way: services/policy's Detector at the ` +
+  `row's N (its index of sources, holding each address in typed arrays, its slot arrays, chunks of ports and probation ring) with the fleet rule at ` +
+  `the policy's default F (raised to N as the policy does; each source on one of 8 probe numbers); of which the fleet rule = that detector minus one ` +
+  `without it; rest = RSS bytes/source - detector.`;
 
 const METHOD_FLOOD =
-  `Probe + policy as deployed, as above, with the default settings (N = 3 in 60 s, in-kernel detection on). ` +
-  `\`bpftool batch file -\` runs the attached program at ${count(FLOOD_RATE)} SYN/s for ${FLOOD_SECONDS} s (@packetwatch/test-support's drive(): \`prog run ... repeat n\` lines every 10 ms) ` +
-  `on 74-byte IPv4 SYNs from ${FLOOD_SOURCES} sources (198.18.${SLOT}.1-${FLOOD_SOURCES}), each to port 80 only, so no source becomes a scanner and the flood runs the whole time. ` +
-  `VmRSS of probe and policy sampled every second; the flat-memory figures use the samples after the first ${WARMUP_SECONDS} s (warm-up): max dev = the largest |sample - median| / median.`;
+  `Probe + policy as deployed, as above, with the default settings (N = 3 in 60 s, in-kernel detection on). \`bpftool batch file -\` runs the ` +
+  `attached program at ${count(FLOOD_RATE)} SYN/s for ${FLOOD_SECONDS} s (@packetwatch/test-support's drive(): \`prog run ... repeat n\` lines every ` +
+  `10 ms) on 74-byte IPv4 SYNs from ${FLOOD_SOURCES} sources (198.18.${SLOT}.1-${FLOOD_SOURCES}), each to port 80 only, so no source becomes a ` +
+  `scanner and the flood runs the whole time. VmRSS of probe and policy sampled every second; the flat-memory figures use the samples after the first ` +
+  `${WARMUP_SECONDS} s (warm-up): max dev = the largest |sample - median| / median.`;
 
 /** The section's tables in order, each with its caption (the flood's summary is the series table's). */
 const tables = (rows: readonly PerSource[], f: Flood, cpus: number): [string, string][] => [
@@ -310,54 +274,38 @@ const tables = (rows: readonly PerSource[], f: Flood, cpus: number): [string, st
 ];
 
 function section(m: Machine, date: string, load: number, rows: readonly PerSource[], f: Flood): string {
-  const [perSourceBlocks, floodBlocks] = [tables(rows, f, m.cpus).slice(0, 3), tables(rows, f, m.cpus).slice(3)];
-  const probeDev = floodStats(f, 'probe').devPct;
+  const [t, probeDev] = [tables(rows, f, m.cpus), floodStats(f, 'probe').devPct];
+  const bytes = (r: PerSource) => `N = ${r.n} ${r.range.label} ${r.perSource.toFixed(0)} bytes`;
   const facts = [...sectionFacts('memory', date, m, load), `- Method (per source): ${METHOD_SOURCES}`, `- Method (flood): ${METHOD_FLOOD}`];
   return sectionText(SECTION_HEADING, NAME, "How much memory the policy spends per tracked source, and whether the probe's memory stays flat under a SYN flood.", facts, [
-    '### Policy RSS per tracked source',
-    '',
-    ...tableBlocks(perSourceBlocks),
-    '### Probe RSS across a SYN flood',
-    '',
-    ...tableBlocks(floodBlocks),
+    ...['### Policy RSS per tracked source', '', ...tableBlocks(t.slice(0, 3)), '### Probe RSS across a SYN flood', '', ...tableBlocks(t.slice(3))],
     `Targets: policy <= ${TARGET_BYTES} bytes per tracked source (a client of two services): ` +
-      `${rows.filter((r) => !r.worst).map((r) => `N = ${r.n} ${r.range.label} ${r.perSource.toFixed(0)} bytes, ${perSourceMet(r) ? 'met' : 'MISSED'}`).join('; ')}; ` +
-      `worst case, no target: ${rows.filter((r) => r.worst).map((r) => `N = ${r.n} ${r.range.label} ${r.perSource.toFixed(0)} bytes`).join('; ')}; ` +
+      `${rows.filter((r) => !r.worst).map((r) => `${bytes(r)}, ${perSourceMet(r) ? 'met' : 'MISSED'}`).join('; ')}; ` +
+      `worst case, no target: ${rows.filter((r) => r.worst).map(bytes).join('; ')}; ` +
       `probe RSS within ±${TARGET_FLAT}% across the flood: max deviation ${probeDev.toFixed(1)}%, ${probeDev <= TARGET_FLAT ? 'met' : 'MISSED'}.`,
     '',
   ]);
 }
 
-/** At most `target` of `unit`, met when `met`: an entry()'s comparison and goal. */
-const atMost = (target: number, unit: string, comparison: string, met: boolean): [readonly [string, number], readonly [string, boolean]] => [
-  [comparison, target],
-  [`<= ${target} ${unit}`, met],
-];
-
 function results(rows: readonly PerSource[], f: Flood): ResultEntry[] {
   const [p, q] = [floodStats(f, 'probe'), floodStats(f, 'policy')];
   return [
-    ...rows.map((r) => {
-      const [vs, goal] = r.worst ? [null, null] : atMost(TARGET_BYTES, 'bytes', 'target bytes per source', perSourceMet(r));
-      return entry(`${label(r)}, ${count(SOURCES)} sources from ${r.range.label}, N = ${r.n}`, Math.round(r.perSource), 'bytes', vs, goal, {
-        portThreshold: r.n, portsPerSource: r.ports, sources: SOURCES, trackedSources: r.tracked, evictions: r.evictions, eventsLost: r.lost,
-        rssBeforeBytes: r.rss[0]!, rssAfterBytes: r.rss[PARTS]!, slopeBytesPerSource: Math.round(r.slope),
-        beforeGcBytesPerSource: Math.round((r.rssBeforeGc - r.rss[0]!) / SOURCES),
-        detectorBytesPerSource: Math.round(r.heap.detector), fleetRuleBytesPerSource: Math.round(r.heap.fleet),
-      });
-    }),
+    ...rows.map((r) =>
+      entry(`${label(r)}, ${count(SOURCES)} sources from ${r.range.label}, N = ${r.n}`, Math.round(r.perSource), 'bytes',
+        r.worst ? null : ['target bytes per source', TARGET_BYTES], r.worst ? null : [`<= ${TARGET_BYTES} bytes`, perSourceMet(r)], {
+          portThreshold: r.n, portsPerSource: r.ports, sources: SOURCES, trackedSources: r.tracked, evictions: r.evictions, eventsLost: r.lost,
+          rssBeforeBytes: r.rss[0]!, rssAfterBytes: r.rss[PARTS]!, slopeBytesPerSource: Math.round(r.slope),
+          beforeGcBytesPerSource: Math.round((r.rssBeforeGc - r.rss[0]!) / SOURCES),
+          detectorBytesPerSource: Math.round(r.heap.detector), fleetRuleBytesPerSource: Math.round(r.heap.fleet),
+        }),
+    ),
     entry(`probe RSS max deviation from its median across a ${FLOOD_SECONDS} s flood`, round2(p.devPct), '%',
-      ...atMost(TARGET_FLAT, '%', 'target deviation', p.devPct <= TARGET_FLAT), {
-      offeredSynPerSecond: Math.round(f.offered),
-      probeIdleBytes: f.idle.probe,
-      probeFirstAfterWarmupBytes: p.first,
-      probeMinBytes: p.min, probeMaxBytes: p.max, probeLastBytes: p.last,
-      probeEventsLost: f.probeLost,
-    }),
-    entry(`policy RSS max deviation from its median across the same flood`, round2(q.devPct), '%', null, null, {
-      policyIdleBytes: f.idle.policy,
-      policyMinBytes: q.min, policyMaxBytes: q.max, policyLastBytes: q.last,
-    }),
+      ['target deviation', TARGET_FLAT], [`<= ${TARGET_FLAT} %`, p.devPct <= TARGET_FLAT], {
+        offeredSynPerSecond: Math.round(f.offered), probeIdleBytes: f.idle.probe, probeFirstAfterWarmupBytes: p.first,
+        probeMinBytes: p.min, probeMaxBytes: p.max, probeLastBytes: p.last, probeEventsLost: f.probeLost,
+      }),
+    entry(`policy RSS max deviation from its median across the same flood`, round2(q.devPct), '%', null, null,
+      { policyIdleBytes: f.idle.policy, policyMinBytes: q.min, policyMaxBytes: q.max, policyLastBytes: q.last }),
   ];
 }
 

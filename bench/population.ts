@@ -1,77 +1,58 @@
 // What bench-memory and bench-scaling share: a population of many distinct sources fed through the attached program (one
 // SYN each, BPF_PROG_TEST_RUN from this process, paced by what the policy has received so that nothing is lost), and the
-// resident memory of a service process measured after a full garbage collection.
+// resident memory of a service process measured after a full garbage collection; bench-replay writes its frames too.
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { Program } from 'libbpf-ts';
 import { BenchError, commandError } from './report.js';
-import { XDP_PASS, sleep } from '@packetwatch/test-support';
+import { XDP_PASS, sleep, waitFor } from '@packetwatch/test-support';
 
 const run = promisify(execFile);
+const CDP = import.meta.resolve('chrome-remote-interface');
 
 /** Resident set size of a process in bytes (VmRSS of /proc/<pid>/status). */
 export function rssBytes(pid: number | undefined): number {
-  if (pid === undefined) throw new BenchError('no process to measure');
-  let status: string;
+  let kb: string | undefined;
   try {
-    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    kb = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
   } catch {
-    throw new BenchError(`process ${pid} is gone`);
+    // No such process: kb stays undefined.
   }
-  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
-  if (kb === undefined) throw new BenchError(`no VmRSS in /proc/${pid}/status`);
+  if (pid === undefined || kb === undefined) throw new BenchError(`no VmRSS for process ${pid ?? '(none)'}: is it gone?`);
   return Number(kb) * 1024;
 }
 
 /**
  * A full garbage collection of a Node.js service, with nothing in the product for it: SIGUSR1 opens Node's inspector on
- * 127.0.0.1:9229 in the service's namespace, and a script there asks it for HeapProfiler.collectGarbage twice (the second
- * frees what the first only unlinked). RSS read afterwards is live memory plus what V8 and the allocator keep mapped.
+ * 127.0.0.1:9229 in the service's namespace, and a script there (chrome-remote-interface) asks it for
+ * HeapProfiler.collectGarbage twice (the second frees what the first only unlinked); returns the RSS read afterwards:
+ * live memory plus what V8 and the allocator keep mapped.
  */
-export async function collectGarbage(netns: string, pid: number | undefined): Promise<void> {
+export async function collectGarbage(netns: string, pid: number | undefined): Promise<number> {
   if (pid === undefined) throw new BenchError('no process to collect');
   process.kill(pid, 'SIGUSR1');
-  const script = `
+  const script = `import CDP from ${JSON.stringify(CDP)};
     const deadline = Date.now() + 10000;
-    let targets;
-    while (!targets) {
-      try { targets = await (await fetch('http://127.0.0.1:9229/json/list')).json(); }
-      catch (e) { if (Date.now() > deadline) throw e; await new Promise((r) => setTimeout(r, 50)); }
-    }
-    const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
-    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error('inspector refused the connection')); });
-    let id = 0;
-    const send = (method) => new Promise((resolve, reject) => {
-      const my = ++id;
-      ws.onmessage = (m) => { const r = JSON.parse(String(m.data)); if (r.id !== my) return; r.error ? reject(new Error(r.error.message)) : resolve(r.result); };
-      ws.send(JSON.stringify({ id: my, method }));
-    });
-    await send('HeapProfiler.collectGarbage');
-    await send('HeapProfiler.collectGarbage');
-    ws.close();
-  `;
-  const args = ['netns', 'exec', netns, process.execPath, '--experimental-websocket', '--no-warnings', '--input-type=module', '-e', script];
-  await run('ip', args, { timeout: 30_000 }).catch((e: unknown) => {
+    const connect = () => CDP({ port: 9229 }).catch((e) => { if (Date.now() > deadline) throw e; return new Promise((r) => setTimeout(r, 50)).then(connect); });
+    const c = await connect();
+    for (let i = 0; i < 2; i++) await c.HeapProfiler.collectGarbage();
+    await c.close();`;
+  await run('ip', ['netns', 'exec', netns, process.execPath, '--input-type=module', '-e', script], { timeout: 30_000 }).catch((e: unknown) => {
     throw commandError(`a garbage collection of process ${pid} through its inspector failed`, e);
   });
   // Pages V8 frees are returned by its background threads: let them finish.
   await sleep(500);
+  return rssBytes(pid);
 }
 
 /**
  * Where a population's sources come from. IPv4: 100.64.0.0/10 (RFC 6598), below 2^31, or 240.0.0.0/4 (reserved), above:
  * a key holding the address as a number may cost more there. IPv6: 2001:db8::/32, each source in a /64 of its own
  * (2001:db8:hhhh:llll::1; at PW_IPV6_PREFIX's default a /64 is one source). Frames only run through the program in test runs.
+ * base: the first address as a 32-bit number, IPv4's or IPv6's 32 bits after 2001:db8::/32; size: how many addresses.
  */
-export interface SourceRange {
-  family: 4 | 6;
-  /** IPv4: the first address as a 32-bit number; IPv6: 0 (i in the 32 bits after 2001:db8::/32). */
-  base: number;
-  /** How many addresses the range has. */
-  size: number;
-  label: string;
-}
+export type SourceRange = { family: 4 | 6; base: number; size: number; label: string };
 
 export const RANGES = {
   v4Low: { family: 4, base: 0x64400000, size: 1 << 22, label: 'IPv4 100.64.0.0/10' },
@@ -82,16 +63,13 @@ export const RANGES = {
 /** Source i of a range. */
 export function sourceAddress(range: SourceRange, i: number): string {
   if (i >= range.size) throw new RangeError(`population index ${i} beyond ${range.label}`);
-  if (range.family === 4) {
-    const a = range.base + i;
-    return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
-  }
-  return `2001:db8:${((i >>> 16) & 0xffff).toString(16)}:${(i & 0xffff).toString(16)}::1`;
+  const a = (range.base + i) >>> 0;
+  return range.family === 4 ? `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}` : `2001:db8:${(a >>> 16).toString(16)}:${(a & 0xffff).toString(16)}::1`;
 }
 
 /**
- * SYN frames from source i of a population to a port, made by patching one frame built with bpf/frames.ts (7.8 µs a frame,
- * too slow for a million) in place: the address, the port and the checksums. frame() returns the same buffer each time.
+ * TCP frames (SYNs, or ACKs) from source i of a population to a port, made by patching one frame built with bpf/frames.ts
+ * (7.8 µs a frame, too slow for a million) in place: the address, the port and the checksums; the same buffer each time.
  */
 export class SourceFrames {
   readonly #frame: Buffer;
@@ -100,7 +78,7 @@ export class SourceFrames {
   readonly #pseudoTail: Buffer;
 
   /**
-   * build: the frame from a source to a port (bpf/frames.ts's synFrame); checksum: its RFC 1071 checksum. Both come from
+   * build: the frame from a source to a port (bpf/frames.ts's synFrame or tcpFrame); checksum: its RFC 1071 checksum. Both come from
    * the built @packetwatch/bpf the bench loaded.
    */
   constructor(
@@ -112,12 +90,18 @@ export class SourceFrames {
     this.#tcp = range.family === 4 ? 34 : 54;
     // Summed as words, zero and protocol 6, then the segment's length: what either family's pseudo header adds to its addresses.
     this.#pseudoTail = Buffer.from([0, 6, (this.#frame.length - this.#tcp) >> 8, (this.#frame.length - this.#tcp) & 0xff]);
+    // Fails unless frame() makes byte for byte the frame the builder makes, for a few sources and ports.
+    for (const [i, port] of [[1, 1], [255, 80], [65_537, 8080], [999_999, 65_535], [(1 << 22) - 1, 443]] as const) {
+      if (!this.frame(i, port).equals(build(sourceAddress(range, i), port))) {
+        throw new BenchError(`patched frame for source ${sourceAddress(range, i)} port ${port} differs from the one its builder makes`);
+      }
+    }
   }
 
   frame(i: number, dport: number): Buffer {
     const [f, tcp, v4] = [this.#frame, this.#tcp, this.range.family === 4];
     // Byte 26 either way: the IPv4 source (base + i), or bits 32 to 63 of the IPv6 one (its /64).
-    f.writeUInt32BE((v4 ? this.range.base + i : i) >>> 0, 26);
+    f.writeUInt32BE((this.range.base + i) >>> 0, 26);
     f.writeUInt16BE(dport, tcp + 2);
     if (v4) {
       f.writeUInt16BE(0, 24);
@@ -128,37 +112,23 @@ export class SourceFrames {
     f.writeUInt16BE(this.checksum(f.subarray(tcp - (v4 ? 8 : 32), tcp), this.#pseudoTail, f.subarray(tcp)), tcp + 16);
     return f;
   }
-
-  /** Fails unless frame() makes byte for byte the frame the builder makes, for a few sources and ports. */
-  check(): void {
-    const cases = [[1, 1], [255, 80], [65_537, 8080], [999_999, 65_535], [(1 << 22) - 1, 443]] as const;
-    for (const [i, port] of cases) {
-      if (!this.frame(i, port).equals(this.build(sourceAddress(this.range, i), port))) {
-        throw new BenchError(`patched SYN frame for source ${sourceAddress(this.range, i)} port ${port} differs from synFrame()`);
-      }
-    }
-  }
 }
 
 /** Runs at most this many SYNs ahead of what the policy has received: a quarter of the default ring buffer. */
 const MAX_AHEAD = 16_384;
 const CHUNK = 4096;
 
-export interface Population {
-  frames: SourceFrames;
-  /** First population index and how many sources. */
-  first: number;
-  count: number;
-  /** Destination port of source i's one SYN. */
-  port: (i: number) => number;
-}
-
 /**
- * One SYN from each source of the population, through the programs in turn (a chunk each), each run checked for XDP_PASS.
+ * One SYN from each source of the population (`count` from index `first`, source i's to port(i)), through the programs in
+ * turn (a chunk each), each run checked for XDP_PASS.
  * Waits whenever more than MAX_AHEAD SYNs have not reached the policy (received(): its eventsReceived), so that neither
  * the ring buffer nor the probe's queue overflows, and at the end until it has them all; returns the seconds it took.
  */
-export async function feedPopulation(programs: readonly Program[], pop: Population, received: () => Promise<number>): Promise<number> {
+export async function feedPopulation(
+  programs: readonly Program[],
+  pop: { frames: SourceFrames; first: number; count: number; port: (i: number) => number },
+  received: () => Promise<number>,
+): Promise<number> {
   if (programs.length === 0) throw new BenchError('no program to feed');
   const start = performance.now();
   const base = await received();
@@ -178,11 +148,6 @@ export async function feedPopulation(programs: readonly Program[], pop: Populati
     }
     got = (await received()) - base;
   }
-  const deadline = Date.now() + 30_000;
-  while (got < pop.count) {
-    if (Date.now() > deadline) throw new BenchError(`the policy received ${got} of ${pop.count} SYN events within 30 s of the last`);
-    await sleep(5);
-    got = (await received()) - base;
-  }
+  await waitFor(`the policy to receive all ${pop.count} SYN events fed`, async () => ((await received()) - base >= pop.count ? true : undefined), 30_000);
   return (performance.now() - start) / 1000;
 }

@@ -19,12 +19,7 @@ export const MAX_LINE = 119;
 export { HarnessError as BenchError, commandError };
 
 /** One entry of bench/results/<name>.json; `label`: a short name for the summary's narrow columns (else it shortens name). */
-export interface ResultEntry {
-  name: string;
-  value: number;
-  unit: string;
-  [detail: string]: string | number | boolean | null;
-}
+export type ResultEntry = { name: string; value: number; unit: string; [detail: string]: string | number | boolean | null };
 
 export const rel = (path: string): string => relative(REPO_ROOT, path);
 
@@ -54,10 +49,8 @@ export const machineText = (m: Machine): string => `Linux ${m.kernel}, ${m.cpu},
 export const today = (): string => new Date().toISOString().slice(0, 10);
 
 export function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  const hi = sorted[mid] ?? NaN;
-  return sorted.length % 2 ? hi : ((sorted[mid - 1] ?? NaN) + hi) / 2;
+  const [sorted, mid] = [[...values].sort((a, b) => a - b), values.length >> 1];
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 /** Nearest-rank percentile (p in 0-100) of values sorted ascending: always a measured value, never an interpolation. */
@@ -75,10 +68,7 @@ export function roundRate(x: number): number {
 }
 
 /** A rate as 250k or 1.5M; '-' for NaN (no target rate). */
-export function rateLabel(r: number): string {
-  if (Number.isNaN(r)) return '-';
-  return r >= 1e6 ? `${round2(r / 1e6)}M` : `${round2(r / 1e3)}k`;
-}
+export const rateLabel = (r: number): string => (Number.isNaN(r) ? '-' : r >= 1e6 ? `${round2(r / 1e6)}M` : `${round2(r / 1e3)}k`);
 
 /** Thousands separators, as the tables and sections print counts. */
 export const count = (n: number | bigint): string => n.toLocaleString('en-US');
@@ -122,15 +112,10 @@ export function table(header: readonly string[], rows: readonly (readonly string
   const cellMax = (i: number, f: (c: string) => number) => Math.max(0, ...cells(i).map(f));
   const len = (c: string) => c.length;
   // What a column may narrow to, in turn: its header wrapped, its text cells wrapped, then both cut within words.
-  const narrowest = [
-    header.map((h, i) => Math.max(longestWord(h), cellMax(i, len))),
-    header.map((h, i) => Math.max(longestWord(h), cellMax(i, numeric[i] ? len : longestWord))),
-    header.map((_, i) => Math.max(1, cellMax(i, numeric[i] ? len : longestWord))),
-    header.map((_, i) => Math.max(1, numeric[i] ? cellMax(i, len) : 1)),
-  ];
-  for (const least of narrowest) {
+  for (let stage = 0; stage < 4; stage++) {
+    const least = header.map((h, i) => Math.max(stage < 2 ? longestWord(h) : 1, numeric[i] || !stage ? cellMax(i, len) : stage < 3 ? cellMax(i, longestWord) : 1));
     while (widths.reduce((a, w) => a + w + 2, -2) > maxWidth) {
-      const k = widths.reduce((best, w, i) => (w > (least[i] ?? w) && (best < 0 || w > (widths[best] ?? 0)) ? i : best), -1);
+      const k = widths.reduce((best, w, i) => (w > least[i]! && (best < 0 || w > widths[best]!) ? i : best), -1);
       if (k < 0) break;
       widths[k]!--;
     }

@@ -3,33 +3,27 @@
 // its own run (a ratio), and its target where the performance goals set one. PW_BENCH_SMOKE=1 writes nothing.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BENCH_DIR, BenchError, SMOKE, rel, round2, runBench, table, updateBenchmarks } from './report.js';
+import { BENCH_DIR, BenchError, type ResultEntry, SMOKE, rel, round2, runBench, table, updateBenchmarks } from './report.js';
 
 const RESULTS_FILE = join(BENCH_DIR, 'results.json');
 /** The benches in the order `make bench` runs them. */
 const BENCHES = ['datapath', 'probe', 'pipeline', 'detection', 'leak', 'memory', 'scaling', 'replay'];
 
-const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
-const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+/** What bench/results.json keeps of an entry() (null where a figure has none), in its order. */
+const FIELDS = ['name', 'value', 'unit', 'comparison', 'comparisonValue', 'ratio', 'target', 'met', 'label', 'date', 'machine'] as const;
+type SummaryEntry = { bench: string; name: string; value: number; unit: string; ratio: number | null; met: boolean | null } & Record<
+  'comparison' | 'target' | 'label' | 'date' | 'machine', string | null>;
 
-/** One bench's figures, as bench/results.json holds them: null where a figure has no comparison, target or label. */
-function readBench(bench: string, file: string) {
-  let entries: Record<string, unknown>[];
+/** One bench's figures, as bench/results.json holds them. */
+function readBench(bench: string, file: string): SummaryEntry[] {
+  let entries: ResultEntry[];
   try {
     entries = JSON.parse(readFileSync(file, 'utf8'));
   } catch (e) {
     throw new BenchError(`${rel(file)} is not JSON: ${(e as Error).message}; run make bench-${bench} again`);
   }
-  return entries.map((e) => {
-    const value = Number(e.value);
-    const comparisonValue = num(e.comparisonValue);
-    const ratio = num(e.ratio) ?? (comparisonValue ? round2(value / comparisonValue) : null);
-    const met = typeof e.met === 'boolean' ? e.met : null;
-    const [comparison, target, label, date, machine] = [e.comparison, e.target, e.label, e.date, e.machine].map(str);
-    return { bench, name: String(e.name), value, unit: String(e.unit), comparison, comparisonValue, ratio, target, met, label, date, machine };
-  });
+  return entries.map((e) => ({ bench, ...Object.fromEntries(FIELDS.map((k) => [k, e[k] ?? null])) }) as SummaryEntry);
 }
-type SummaryEntry = ReturnType<typeof readBench>[number];
 
 /** Shorter wordings for the summary's narrow columns, in order (a figure's full name stays in results.json). */
 const SHORTER: readonly (readonly [RegExp, string])[] = [
@@ -56,6 +50,10 @@ const SHORTER: readonly (readonly [RegExp, string])[] = [
 ];
 const shorter = (s: string): string => SHORTER.reduce((t, [re, to]) => t.replace(re, to), s).trim();
 
+/** The entries by key, in the order each key first appears. */
+const groupBy = (entries: readonly SummaryEntry[], key: (e: SummaryEntry) => string) =>
+  entries.reduce((m, e) => m.set(key(e), [...(m.get(key(e)) ?? []), e]), new Map<string, SummaryEntry[]>());
+
 function valueText(e: SummaryEntry): string {
   const digits = Math.abs(e.value) >= 100 ? 0 : Math.abs(e.value) >= 1 ? 2 : 3;
   const v = e.value >= 1e6 ? `${round2(e.value / 1e6)}M` : e.value.toLocaleString('en-US', { maximumFractionDigits: digits });
@@ -73,11 +71,7 @@ function comparisonText(e: SummaryEntry): string {
  * highest ratio where lower is better, "<" targets; else the lowest) and how many share them.
  */
 function targetsTable(entries: readonly SummaryEntry[]): string {
-  const groups = new Map<string, SummaryEntry[]>();
-  for (const e of entries.filter((x) => x.target !== null)) {
-    const k = `${e.bench}|${shorter(e.target!)}|${e.met}`;
-    groups.set(k, [...(groups.get(k) ?? []), e]);
-  }
+  const groups = groupBy(entries.filter((x) => x.target !== null), (e) => `${e.bench}|${shorter(e.target!)}|${e.met}`);
   const rows = [...groups.values()].map((g) => {
     const lower = /^(p99 )?</.test(g[0]!.target!);
     const score = (e: SummaryEntry) => (lower ? 1 : -1) * (e.ratio ?? e.value);
@@ -89,12 +83,8 @@ function targetsTable(entries: readonly SummaryEntry[]): string {
 
 /** "- benches: date, machine" for each date and machine the figures come from. */
 function provenance(entries: readonly SummaryEntry[]): string[] {
-  const groups = new Map<string, Set<string>>();
-  for (const e of entries) {
-    const k = `${e.date ?? 'date not recorded'}, ${e.machine ?? 'machine not recorded'}`;
-    groups.set(k, (groups.get(k) ?? new Set()).add(e.bench));
-  }
-  return [...groups].map(([k, benches]) => `- ${[...benches].join(', ')}: ${k}`);
+  const groups = groupBy(entries, (e) => `${e.date ?? 'date not recorded'}, ${e.machine ?? 'machine not recorded'}`);
+  return [...groups].map(([k, g]) => `- ${[...new Set(g.map((e) => e.bench))].join(', ')}: ${k}`);
 }
 
 async function main(): Promise<void> {

@@ -2,22 +2,15 @@
 // geometrically) and a linear y axis from 0, both titled with their units and ticked; one legend below, a series
 // keeping its colour in every panel. A few panels of a few lines need no charting library, and text diffs well.
 
-export interface Panel {
-  title: string;
-  /** The axes' titles, with their units. */
-  xLabel: string;
-  yLabel: string;
-  x: readonly number[];
-  /** A line per series: its legend label and a y per x (null: none there, the line breaks). */
-  series: readonly { label: string; y: readonly (number | null)[] }[];
-}
+/** A panel: its title, its axes' titles (with their units), and a line per series: its legend label and a y per x (null: none there, the line breaks). */
+export type Panel = { title: string; xLabel: string; yLabel: string; x: readonly number[]; series: readonly { label: string; y: readonly (number | null)[] }[] };
 
 const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#7f7f7f'];
-const W = 300;
-const H = 170;
-const M = { left: 80, right: 30, top: 36, bottom: 54 };
+/** A panel's plot area, and its margins (the axes' ticks and titles). */
+const [W, H, M] = [300, 170, { left: 80, right: 30, top: 36, bottom: 54 }];
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const num = (x: number) => (Math.round(x * 10) / 10).toString();
+const finite = (v: number | null): v is number => v !== null && Number.isFinite(v);
 const short = (v: number) => (v >= 1e6 ? `${v / 1e6}M` : v >= 1e3 ? `${v / 1e3}k` : String(v));
 
 /** 0 to a round maximum at or above max, in 4 or 5 steps of 1, 2 or 5 times a power of ten. */
@@ -44,12 +37,10 @@ export function lineChartsSvg(title: string, columns: number, panels: readonly P
     const lx = p.x.map((v) => Math.log(v));
     const [lo, hi] = [Math.min(...lx), Math.max(...lx)];
     const xs = (k: number) => num(x0 + (hi === lo ? W / 2 : ((lx[k]! - lo) / (hi - lo)) * W));
-    const finite = (v: number | null): v is number => v !== null && Number.isFinite(v);
     const ticks = yTicks(Math.max(0, ...p.series.flatMap((s) => s.y.filter(finite))));
     const ys = (v: number) => num(y0 + H - (v / ticks.at(-1)!) * H);
     const yMid = num(y0 + H / 2);
     out.push(
-      '<g>',
       `<text x="${x0 + W / 2}" y="${y0 - 10}" text-anchor="middle" font-weight="bold">${esc(p.title)}</text>`,
       `<rect x="${x0}" y="${y0}" width="${W}" height="${H}" fill="none" stroke="#999"/>`,
       `<text x="${x0 + W / 2}" y="${y0 + H + 38}" text-anchor="middle">${esc(p.xLabel)}</text>`,
@@ -70,7 +61,6 @@ export function lineChartsSvg(title: string, columns: number, panels: readonly P
       const d = runs.filter((r) => r.length > 0).map((r) => `M${r.join(' L')}`).join(' ');
       if (d) out.push(`<path d="${d}" fill="none" stroke="${color(s.label)}" stroke-width="2"/>`);
     }
-    out.push('</g>');
   });
   labels.forEach((l, i) => {
     const y = bottom + 24 * i + 8;
