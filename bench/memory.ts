@@ -62,6 +62,10 @@ function slope(xs: readonly number[], ys: readonly number[]): number {
   return num / xs.reduce((a, x) => a + (x - mx) ** 2, 0);
 }
 
+// V8's gc, exposed once at run time for detectorHeap's measurements.
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
 /**
  * The detector's heap bytes per source for a case, of which the fleet rule's, and the rule's F: heapUsed + arrayBuffers
  * after full collections (V8's gc exposed at run time) in this process, of services/policy's Detector at N with the fleet
@@ -73,8 +77,6 @@ async function detectorHeap({ range, n, ports }: Case) {
   const [{ parseAddress }, { Detector }, { SourceKeys }, { fleetThresholdOf, policySettings }] = await Promise.all(
     [import.meta.resolve('@packetwatch/common'), ...['detector', 'sourcekey', 'config'].map((m) => join(POLICY_DIST, `${m}.js`))].map((m) => import(m)),
   );
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
   const mem = () => (gc(), gc(), process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers);
   // Each source keyed as the policy keys it (its default prefix lengths).
   const sourceKeys = new SourceKeys({ ipv6: policySettings.ipv6Prefix.default, ipv4: policySettings.ipv4Prefix.default });

@@ -13,13 +13,14 @@ const CDP = import.meta.resolve('chrome-remote-interface');
 
 /** Resident set size of a process in bytes (VmRSS of /proc/<pid>/status). */
 export function rssBytes(pid: number | undefined): number {
+  if (pid === undefined) throw new BenchError('no process to measure');
   let kb: string | undefined;
   try {
     kb = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
   } catch {
     // No such process: kb stays undefined.
   }
-  if (pid === undefined || kb === undefined) throw new BenchError(`no VmRSS for process ${pid ?? '(none)'}: is it gone?`);
+  if (kb === undefined) throw new BenchError(`no VmRSS for process ${pid}: is it gone?`);
   return Number(kb) * 1024;
 }
 
