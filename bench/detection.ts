@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { BlockEntry } from '@packetwatch/bpf';
 import { type Cleanup, type NamespacePair, SLICE_MS, XDP_PASS, cpuShares, cpuSnapshot, drive, sleep, waitFor } from '@packetwatch/test-support';
 import type { DetectionMode, Setup, Stack } from '@packetwatch/test-support/stack';
-import { type Column, type StackLibs, columnTable, loadStack, pct, startStackBench, tableBlocks } from './harness.js';
+import { type Column, type StackLibs, columnTable, loadStack, pct, startStackBench, tableBlocks, thousands } from './harness.js';
 import { sourceAddress } from './population.js';
 import { BenchError, type Machine, type ResultEntry, SMOKE, count, entry, percentile, publish, round2, runBench, sectionFacts, sectionText, today } from './report.js';
 
@@ -190,7 +190,6 @@ type LoadRow = Row & { load: NonNullable<Row['load']> };
 const backgroundText = (b: Background) => (b === 'idle' ? 'idle' : `${count(LOAD_RATE / 1000)}k SYN/s`);
 const ms = (x: number) => (!Number.isFinite(x) ? 'never' : x < 1 ? x.toFixed(3) : x < 100 ? x.toFixed(2) : x.toFixed(0));
 const met = (r: Row) => r.missed === 0 && percentile(r.sortedMs, 99) <= r.target;
-const thousands = (x: number) => count(Math.round(x / 1000) * 1000);
 const pLogged = (r: Row, p: number) => (r.policyLoggedMs.length ? ms(percentile(r.policyLoggedMs, p)) : '-');
 /** The percentiles the tables and the results give ('max' is the 100th, nearest-rank). */
 const PERCENTILES = [['p50', 50], ['p99', 99], ['max', 100]] as const;

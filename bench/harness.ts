@@ -190,9 +190,11 @@ export async function rateSearch<R extends AnyRun>(rates: readonly number[], ste
   return runs.sort((a, b) => a.rate - b.rate);
 }
 
-/** The fields of a run's results entry that both rate benches write. */
+/** The fields of a run's results entry that both rate benches write; each service's CPU and CPU seconds per million events by its name. */
 export function flowFields(r: AnyRun) {
+  const services = Object.keys(r.perM).flatMap((k) => [[`${k}Cpu`, round2(r.cpu[k] ?? NaN)], [`${k}CpuSecondsPerMillionEvents`, round2(r.perM[k] ?? NaN)]]);
   return {
+    seconds: round2(r.seconds),
     lagMs: round2(r.lagMs),
     ringbufFull: r.ringbufFull,
     probeEventsLost: r.probeLost,
@@ -203,6 +205,7 @@ export function flowFields(r: AnyRun) {
     driverCpu: round2(r.cpu.children),
     otherCpu: round2(r.cpu.others),
     idleCpu: round2(r.cpu.idle),
+    ...Object.fromEntries(services),
   };
 }
 
@@ -217,7 +220,8 @@ export function printRun(label: string, r: AnyRun, extra = ''): void {
 }
 
 export const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
-const thousands = (x: number) => count(Math.round(x / 1000) * 1000);
+/** A rate to the nearest thousand, as the tables print it. */
+export const thousands = (x: number) => count(Math.round(x / 1000) * 1000);
 
 export function resultText(r: AnyRun): string {
   if (r.keptUp) return 'ok';

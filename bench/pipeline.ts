@@ -138,14 +138,9 @@ function results(runs: readonly Run[], reference: number | undefined): ResultEnt
       entry(bpftool ? `events at ${rateLabel(r.rate)}/s offered (bpftool)` : r.driver, Math.round(r.delivered), 'events/s delivered to the policy',
         ['offered (SYNs the program counted)', r.offered], bpftool ? null : ['zero loss', r.zeroLoss], {
         offered: Math.round(r.offered),
-        seconds: round2(r.seconds),
         events: r.events,
         received: r.received,
         ...harness.flowFields(r),
-        probeCpu: round2(r.cpu.probe),
-        policyCpu: round2(r.cpu.policy),
-        probeCpuSecondsPerMillionEvents: round2(r.perM.probe),
-        policyCpuSecondsPerMillionEvents: round2(r.perM.policy),
       }),
     );
   }

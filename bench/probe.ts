@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type * as grpcTypes from '@grpc/grpc-js';
 import type { EventBatch, GetStatusResponse, ProbeClient } from '@packetwatch/proto';
 import type { PolicyStub } from '@packetwatch/test-support/policy-stub';
-import { type NamespacePair, SLICE_MS, TEST_BPFFS, XDP_PASS, drive, runOnce, sleep, waitFor, withinRun } from '@packetwatch/test-support';
+import { type NamespacePair, SLICE_MS, TEST_BPFFS, XDP_PASS, drive, runOnce, sleep, waitFor } from '@packetwatch/test-support';
 import type { ServiceProcess } from '@packetwatch/test-support/services';
 import * as harness from './harness.js';
 import { BenchError, type Machine, type ResultEntry, SMOKE, count, entry, percentile, rateLabel, round2, runBench } from './report.js';
@@ -90,14 +90,11 @@ class Api {
   ) {}
 
   #call<T>(fn: (md: grpcTypes.Metadata, opts: Partial<grpcTypes.CallOptions>, cb: (err: grpcTypes.ServiceError | null, res?: T) => void) => void): Promise<T> {
-    return new Promise((resolve, reject) =>
-      fn(new this.libs.grpc.Metadata(), { deadline: Date.now() + 5000 }, (err, res) => {
-        const { exitCode, stdout, stderr } = this.probe;
-        if (!err) resolve(res as T);
-        else if (exitCode === undefined) reject(new BenchError(`a Probe API call failed: ${this.libs.grpc.status[err.code]} ${err.details}`));
-        else reject(new BenchError(`the probe died (exit ${exitCode}); its last output:\n${[...stdout, ...stderr].slice(-10).join('\n')}`));
-      }),
-    );
+    return this.libs.services.call<T>((cb) => fn(new this.libs.grpc.Metadata(), { deadline: Date.now() + 5000 }, cb)).catch((err: grpcTypes.ServiceError) => {
+      const { exitCode, stdout, stderr } = this.probe;
+      if (exitCode === undefined) throw new BenchError(`a Probe API call failed: ${this.libs.grpc.status[err.code]} ${err.details}`);
+      throw new BenchError(`the probe died (exit ${exitCode}); its last output:\n${[...stdout, ...stderr].slice(-10).join('\n')}`);
+    });
   }
 
   /**
@@ -195,39 +192,26 @@ async function measureLatency(api: Api): Promise<LatencyRow[]> {
   return rows;
 }
 
-/** One frame, driven through the attached program, must arrive at the receiver as one event with the frame's fields. */
+/**
+ * One frame, driven through the attached program, must arrive at the receiver as one event from the frame's source,
+ * moving the program's syn and events counters by one and no loss counter (the event's fields are the probe suites' to check).
+ */
 async function checkSetup(libs: Libs, api: Api, receiver: Receiver, net: NamespacePair, programId: number, frameFile: string): Promise<void> {
-  const { bpf } = libs;
   const hello = await waitFor('the probe to connect to the receiver', () => receiver.stub.hellos[0], 10_000);
   if (hello.programId !== programId) throw new BenchError(`the probe announced program ${hello.programId}, GetStatus says ${programId}`);
   await waitFor('policyConnected', async () => ((await api.status()).policyConnected ? true : undefined), 10_000);
 
   const before = await api.counts(receiver);
-  const t0 = libs.libbpf.clock.realtimeNs();
   const verdict = runOnce(programId, frameFile);
-  const t1 = libs.libbpf.clock.realtimeNs();
   if (verdict !== XDP_PASS) throw new BenchError(`the program returned ${verdict} for the SYN frame, expected XDP_PASS (${XDP_PASS})`);
   await waitFor('the test event at the receiver', () => (receiver.counts.received > before.received ? true : undefined), 5000);
   await sleep(200); // a second, unexpected event would arrive by now
-  const records = Buffer.from(receiver.last);
   const after = await api.counts(receiver);
-  const got = after.received - before.received;
-  if (got !== 1 || records.length !== bpf.SYN_EVENT_SIZE) throw new BenchError(`one frame gave ${got} events (${records.length} bytes) at the receiver`);
-  const ev = bpf.synEventCodec.read(records, 0);
-  const fields: [string, string | number | boolean, string | number | boolean][] = [
-    ['saddr', bpf.formatAddress(ev.saddr), net.attackerAddr],
-    ['daddr', bpf.formatAddress(ev.daddr), net.victimAddr],
-    ['sport', ev.sport, SPORT],
-    ['dport', ev.dport, DPORT],
-    ['ipVersion', ev.ipVersion, 4],
-    ['tcpFlags', ev.tcpFlags, bpf.TCP_FLAGS.SYN],
-    // Wall-clock ns (the probe converts the kernel's coarse boot-time clock).
-    ['tsNs within the run', withinRun(ev.tsNs, t0, t1, libs.libbpf.clock.coarseLagNs()), true],
-    // The program's counters moved by this one SYN.
-    ...(['syn', 'events', 'ringbufFull', 'probeLost'] as const).map((f, i): [string, number, number] => [f, after[f] - before[f], i < 2 ? 1 : 0]),
-  ];
-  for (const [name, value, want] of fields) {
-    if (value !== want) throw new BenchError(`test event: ${name} is ${String(value)}, expected ${String(want)}`);
+  const records = Buffer.from(receiver.last);
+  const from = records.length === libs.bpf.SYN_EVENT_SIZE ? libs.bpf.formatAddress(libs.bpf.synEventCodec.read(records, 0).saddr) : 'none';
+  const moved = (['received', 'syn', 'events', 'ringbufFull', 'probeLost'] as const).map((k) => `${k} ${after[k] - before[k]}`).join(', ');
+  if (from !== net.attackerAddr || moved !== 'received 1, syn 1, events 1, ringbufFull 0, probeLost 0') {
+    throw new BenchError(`one SYN from ${net.attackerAddr} gave: an event from ${from}; ${moved}`);
   }
 }
 
@@ -304,12 +288,9 @@ function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): 
   for (const r of rates) {
     out.push(
       entry(`events at ${rateLabel(r.rate)}/s offered`, Math.round(r.delivered), 'events/s delivered', ['offered', Math.round(r.offered)], null, {
-        seconds: round2(r.seconds),
         ...harness.flowFields(r),
         sequenceGaps: r.gaps,
         eventsPerMessage: round2(r.eventsPerMessage),
-        probeCpu: round2(r.cpu.probe),
-        probeCpuSecondsPerMillionEvents: round2(r.perM.probe),
         probeGcCpu: round2(r.gc),
         probeMaxStallMs: round2(r.maxStallMs),
         receiverCpu: round2(r.cpu.bench),
@@ -363,7 +344,7 @@ async function main(): Promise<void> {
     const frameFile = join(cleanup.tempDir(), 'syn.bin');
     writeFileSync(frameFile, libs.bpf.synFrame(net.attackerAddr, net.victimAddr, SPORT, DPORT));
     await checkSetup(libs, api, receiver, net, programId, frameFile);
-    console.log(`setup: probe pid ${api.probe.pid} in ${net.victimNs}, program ${programId}; one SYN went end to end with its fields`);
+    console.log(`setup: probe pid ${api.probe.pid} in ${net.victimNs}, program ${programId}; one SYN went end to end as one event`);
 
     const latency = await measureLatency(api);
 

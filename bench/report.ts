@@ -135,32 +135,16 @@ export function table(header: readonly string[], rows: readonly (readonly string
   return [...lines(header, true), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.flatMap((r) => lines(r))].join('\n');
 }
 
-/** A table as table() printed it, fitted again to MAX_LINE; other text as it was. */
-function fitTable(block: readonly string[]): string[] {
-  const rule = block.findIndex((l) => /^-+( {2}-+)*$/.test(l));
-  if (rule < 0 || block.every((l) => l.length <= MAX_LINE)) return [...block];
-  const spans = [...block[rule]!.matchAll(/-+/g)].map((m) => [m.index, m.index + m[0].length] as const);
-  const split = (l: string) => spans.map(([a, b]) => l.slice(a, b).trim());
-  const body = block.slice(rule + 1);
-  const header = spans.map((_, i) => block.slice(0, rule).map((l) => split(l)[i]).filter(Boolean).join(' '));
-  const numeric = spans.map(([, b]) => body.every((l) => l.slice(0, b).trim() === '' || (l.length >= b && l[b - 1] !== ' ')));
-  return table(header, body.map(split), numeric).split('\n');
-}
-
 /**
- * Markdown fitted to MAX_LINE: prose lines wrapped between words (a list item's next lines indented under
- * its text), tables in code blocks fitted by fitTable; headings, pipe tables and single words left as they are.
+ * Markdown fitted to MAX_LINE: prose lines wrapped between words (a list item's next lines indented under its text);
+ * code blocks (the tables, which table() fits as it makes them), headings, pipe tables and single words left as they are.
  */
 export function fitMarkdown(md: string): string {
   const out: string[] = [];
-  let block: string[] | null = null;
+  let code = false;
   for (const l of md.split('\n')) {
-    if (l.startsWith('```')) {
-      if (block) out.push(...fitTable(block));
-      block = block ? null : [];
-      out.push(l);
-    } else if (block) block.push(l);
-    else if (l.length <= MAX_LINE || /^(#|\|)/.test(l) || !l.trim().includes(' ')) out.push(l);
+    if (l.startsWith('```')) code = !code;
+    if (code || l.length <= MAX_LINE || /^(#|\||```)/.test(l) || !l.trim().includes(' ')) out.push(l);
     else {
       const lead = /^\s*/.exec(l)![0];
       const indent = ' '.repeat((/^\s*([-*]|\d+\.) /.exec(l)?.[0].length ?? lead.length) - lead.length);

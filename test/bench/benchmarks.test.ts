@@ -82,16 +82,18 @@ describe('report.ts fits what the benches write', () => {
     expect(lines.find((l) => l.startsWith('new-connection'))).toMatch(/ 64\.4 +10\.7$/);
   });
 
-  test('fitMarkdown wraps prose and list items, fits tables, and leaves headings and short lines alone', () => {
+  test('fitMarkdown wraps prose and list items, and leaves headings, code blocks and short lines alone', () => {
     const prose = `The detector ${'keeps every port it saw within the window '.repeat(5)}and no more.`;
-    const md = ['## A heading that stays', '', prose, '', `- Method: ${prose}`, '', '```text', table(header, rows, [false, false, true, true], 400), '```', 'short'].join('\n');
+    const code = ['```text', `${'x'.repeat(MAX_LINE)} ${'y'.repeat(10)}`, '```'];
+    const md = ['## A heading that stays', '', prose, '', `- Method: ${prose}`, '', ...code, 'short'].join('\n');
     const fitted = fitMarkdown(md);
     expect(longLines(md)).not.toEqual([]);
-    expect(longLines(fitted)).toEqual([]);
+    expect(longLines(fitted)).toEqual([code[1]]);
     expect(words(fitted).sort()).toEqual(words(md).sort());
     const lines = fitted.split('\n');
     expect(lines[0]).toBe('## A heading that stays');
     expect(lines.at(-1)).toBe('short');
+    expect(lines.slice(-4, -1)).toEqual(code);
     const item = lines.findIndex((l) => l.startsWith('- Method: '));
     expect(lines[item + 1]).toMatch(/^ {2}\S/);
     expect(fitMarkdown(fitted)).toBe(fitted);
