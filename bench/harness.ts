@@ -229,6 +229,13 @@ export function resultText(r: AnyRun): string {
   return r.zeroLoss ? `LAG > ${MAX_LAG_MS} ms` : 'LOSS';
 }
 
+/** What a rate table's columns and result mean, for a rate bench's method; drainMs: how long its runs drain. */
+export const flowTerms = (drainMs: number): string =>
+  'offered/s = SYNs the program counted / run time; delivered/s = events received / run time; lag = events not yet received when ' +
+  'the driver stopped, in ms of the offered rate; ringbufFull, probe lost and policy lost overlap; unaccounted = offered - received - ' +
+  `reported lost, after draining up to ${drainMs / 1000} s. ok: no loss, lag <= ${MAX_LAG_MS} ms. CPU over the run and its drain from /proc ` +
+  '(100% = one CPU); CPU s/M = CPU seconds per million events received.';
+
 /** The columns of a rate table: target to unaccounted, the bench's `extra`, and the result. */
 export function flowColumns<R extends AnyRun>(extra: readonly Column<R>[] = []): Column<R>[] {
   return [

@@ -239,32 +239,20 @@ const floodSummary = (f: Flood, cpus: number): string =>
 const casesText = (worst: boolean) => CASES.filter((c) => c.worst === worst).map((c) => `N = ${c.n} ${c.range.label}`).join(', ');
 
 const METHOD_SOURCES =
-  `Probe + policy as deployed (\`make run\`: the probe as root, the policy as the unprivileged packetwatch user, Unix sockets) in a victim network ` +
-  `namespace, XDP on its veth, a fresh stack per population: N = PW_PORTSCAN_PORT_THRESHOLD = ${PORT_THRESHOLDS.join(', ')} (in-kernel detection on, ` +
-  `the fleet rule at its default F = max(10, N)), PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS} (no source expires), ` +
-  `PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} (its protected eighth, 1,048,576, holds every source seen on two ports or more: nothing is evicted; ` +
-  `the spaces' arrays grow as they fill). Feeding, the real path: this process runs the attached program (BPF_PROG_TEST_RUN) on one SYN to each ` +
-  `distinct port of ${count(SOURCES)} sources (source i's j-th: port 1 + (i + j) mod 1024), a quarter of them at a time in rounds of one SYN a ` +
-  `source, at most 16,384 SYNs ahead of the policy's GetStatus eventsReceived (nothing is lost), through the ring buffer, the probe and its Report ` +
-  `stream to the policy's detector; each frame one synFrame() patched in place (address, port, checksums; checked byte for byte against synFrame()). ` +
-  `Populations: the target's (policy RSS per tracked source), each source a client of two services, on 2 distinct ports, so that it is promoted to ` +
-  `the protected space and holds a history there: ${casesText(false)} (IPv4 below 2^31 and above: a key holding an IPv4 address as a number can cost ` +
-  `more above); the worst case (policy RSS per source holding N - 1 ports, the most without being a scanner): ${casesText(true)}. ${WORST_CASE} RSS = ` +
-  `VmRSS of /proc/<pid>/status after a full garbage collection (SIGUSR1 opens Node's own inspector in the policy, nothing added to the product, and ` +
-  `HeapProfiler.collectGarbage runs twice), before the first source (2 s after start) and after each quarter; bytes/source = (RSS after all - RSS ` +
-  `before) / sources; slope = least-squares bytes per source over the five points (the marginal cost, without one-off growth); before GC = the same ` +
-  `difference just before the last collection (garbage included). trackedSources, evictions and events lost: GetStatus after the feed. The breakdown: ` +
-  `the detector's heap in the bench's process (heapUsed + arrayBuffers after full collections), fed the same way: services/policy's Detector at the ` +
-  `row's N (its index of sources, holding each address in typed arrays, its slot arrays, chunks of ports and probation ring) with the fleet rule at ` +
-  `the policy's default F (raised to N as the policy does; each source on one of 8 probe numbers); of which the fleet rule = that detector minus one ` +
-  `without it; rest = RSS bytes/source - detector.`;
+  `Probe + policy as deployed (\`make run\`) in a victim namespace, a fresh stack per population: N = ${PORT_THRESHOLDS.join(', ')} (in-kernel ` +
+  `detection on, the fleet rule at its default), a window of ${count(WINDOW_SECONDS)} s and PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)}, so ` +
+  `nothing expires or is evicted. This process runs the attached program (BPF_PROG_TEST_RUN) on one SYN to each distinct port of ` +
+  `${count(SOURCES)} sources, a quarter of them at a time and never more than 16,384 SYNs ahead of the policy, so every event takes the real ` +
+  `path and none is lost. Target populations, each source on 2 ports (a client of two services): ${casesText(false)}; the worst case, N - 1 ` +
+  `ports a source: ${casesText(true)}. ${WORST_CASE} RSS is the policy's VmRSS after a full garbage collection (through its inspector), before ` +
+  `the first source and after each quarter: bytes/source = growth / sources; slope = least squares over the five points; before GC = the ` +
+  `growth just before the last collection. The breakdown: services/policy's Detector fed the same way in this process (heapUsed + ` +
+  `arrayBuffers after full collections), with the fleet rule and without it.`;
 
 const METHOD_FLOOD =
-  `Probe + policy as deployed, as above, with the default settings (N = 3 in 60 s, in-kernel detection on). \`bpftool batch file -\` runs the ` +
-  `attached program at ${count(FLOOD_RATE)} SYN/s for ${FLOOD_SECONDS} s (@packetwatch/test-support's drive(): \`prog run ... repeat n\` lines every ` +
-  `10 ms) on 74-byte IPv4 SYNs from ${FLOOD_SOURCES} sources (198.18.${SLOT}.1-${FLOOD_SOURCES}), each to port 80 only, so no source becomes a ` +
-  `scanner and the flood runs the whole time. VmRSS of probe and policy sampled every second; the flat-memory figures use the samples after the first ` +
-  `${WARMUP_SECONDS} s (warm-up): max dev = the largest |sample - median| / median.`;
+  `The default settings. \`bpftool batch file -\` runs the attached program at ${count(FLOOD_RATE)} SYN/s for ${FLOOD_SECONDS} s on SYNs from ` +
+  `${FLOOD_SOURCES} sources, each to port 80 only (never a scanner). VmRSS of probe and policy every second; max dev = the largest ` +
+  `|sample - median| / median over the samples after the first ${WARMUP_SECONDS} s.`;
 
 /** The section's tables in order, each with its caption (the flood's summary is the series table's). */
 const tables = (rows: readonly PerSource[], f: Flood, cpus: number): [string, string][] => [

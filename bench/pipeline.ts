@@ -98,17 +98,12 @@ function probeOnly(): number | undefined {
 }
 
 const METHOD =
-  `Probe and policy as deployed (\`make run\`, logs as JSON at info, no live table, no /metrics) in a victim namespace, ` +
-  `the program on its veth, in-kernel detection on, N = 3 ports within 60 s. Driver A: \`bpftool batch file -\` runs the ` +
-  `attached program every ${SLICE_MS} ms for the events owed so far over ${SOURCES * PORTS.length} 74-byte IPv4 SYN frames ` +
-  `in rotation (${SOURCES} sources, each to ports ${PORTS.join(' and ')}: never a scanner), at ${RATES.map(rateLabel).join(', ')} ` +
-  `for ${RUN_SECONDS} s each, then up to ${REFINE_STEPS} geometric bisections. Driver B: \`hping3 -q -S --flood -p 8080\` ` +
-  `from the attacker namespace for ${HPING_SECONDS} s, from its own address and with --rand-source. offered/s = SYNs the ` +
-  `program counted / run time; delivered/s = events the policy received / run time; lag = events not yet received when the ` +
-  `driver stopped, in ms of the offered rate; ringbufFull, probe lost and policy lost overlap; unaccounted after draining ` +
-  `(up to ${DRAIN_TIMEOUT_MS / 1000} s). ok: no loss, lag <= ${harness.MAX_LAG_MS} ms. CPU over the run and its drain from /proc ` +
-  `(100% = one CPU); CPU s/M = CPU seconds per million events received. The target (${TARGET_TEXT}) is met by an ok run ` +
-  `offering at least 99% of 1,000,000/s.`;
+  `Probe and policy as deployed (\`make run\`) in a victim namespace, in-kernel detection on, N = 3 ports within 60 s. Driver A: ` +
+  `\`bpftool batch file -\` runs the attached program every ${SLICE_MS} ms for the events owed so far, on 74-byte IPv4 SYNs from ${SOURCES} ` +
+  `sources, each to ports ${PORTS.join(' and ')} (never a scanner), at ${RATES.map(rateLabel).join(', ')} for ${RUN_SECONDS} s each, then up ` +
+  `to ${REFINE_STEPS} geometric bisections. Driver B: \`hping3 -q -S --flood -p 8080\` from the attacker namespace for ${HPING_SECONDS} s, ` +
+  `from its own address and with --rand-source. ${harness.flowTerms(DRAIN_TIMEOUT_MS)} The target is met by an ok run offering at least ` +
+  `99% of ${count(TARGET_RATE)}/s.`;
 
 function verdictText(runs: readonly Run[], reference: number | undefined): string {
   const b = harness.bestRun(bpftoolRuns(runs));

@@ -268,13 +268,10 @@ const METHOD_LATENCY =
   `again with ${count(LATENCY_CALLS)} blocks in place. Health/Check is a round trip whose handler does nothing. Percentiles are nearest-rank.`;
 
 const METHOD_RATE =
-  `The probe with its defaults in a victim namespace, the program on its veth, reports to a receiver in the bench ` +
-  `process that counts records, lost_events and sequence gaps. \`bpftool batch file -\` runs the attached program (BPF_PROG_TEST_RUN on a ` +
-  `74-byte IPv4 SYN) every ${SLICE_MS} ms for the events owed so far, ${RUN_SECONDS} s per rate, after one frame is checked ` +
-  `end to end. lag = events not yet received when the driver finished, in ms of the offered rate; ringbufFull, probe lost ` +
-  `and policy lost overlap; unaccounted = offered - received - policy lost after draining. ok: no loss, no gap, lag <= ` +
-  `${harness.MAX_LAG_MS} ms. CPU over the run and its drain (100% = one CPU) from /proc; GC and max stall from the probe's /metrics. ` +
-  `Rates ${RATES.map(rateLabel).join(', ')} in that order, then up to ${REFINE_STEPS} geometric bisections.`;
+  `The probe with its defaults in a victim namespace reports to a receiver in this process that counts records, lost_events and ` +
+  `sequence gaps (a gap is a loss). \`bpftool batch file -\` runs the attached program on a 74-byte IPv4 SYN every ${SLICE_MS} ms for ` +
+  `the events owed so far, at ${RATES.map(rateLabel).join(', ')} for ${RUN_SECONDS} s each, then up to ${REFINE_STEPS} geometric ` +
+  `bisections, after one SYN is checked end to end. ${harness.flowTerms(DRAIN_TIMEOUT_MS)} GC and max stall from the probe's /metrics.`;
 
 function results(latency: readonly LatencyRow[], rates: readonly RateResult[]): ResultEntry[] {
   const status = latency[0];

@@ -223,16 +223,15 @@ async function plot(axes: readonly Along[]): Promise<string> {
 }
 
 const METHOD =
-  `Each point is a fresh policy with P probes, each in a namespace pair of its own and reporting to it, as deployed (@packetwatch/test-support's ` +
-  `Services), with PW_PORTSCAN_PORT_THRESHOLD=N, PW_PORTSCAN_TIME_THRESHOLD=${WINDOW_SECONDS}, PW_MAX_TRACKED_SOURCES=${count(MAX_TRACKED)} ` +
-  '(nothing expires or is evicted), the fleet rule off and PW_KERNEL_DETECTION=False (the XDP program does not take N = 100; off at every N, ' +
-  `so the policy does every detection). Base point: N = ${BASE.N}, ${count(BASE.sources)} sources, ${BASE.probes} probe; each axis varies one. ` +
-  'Memory: one SYN from each of S distinct sources through the programs; bytes/src = policy RSS growth, each read after a full GC, over S ' +
-  `(in parentheses, with no ratio, where RSS grew less than ${MIN_RSS_DELTA >> 20} MiB: noise). Load: ${LOAD_SECONDS} s of ` +
-  `${count(LOAD_RATE)} SYN/s in total from non-scanners (bpftool, all probes at once) plus ${SCAN_RATE} port scans a second from fresh ` +
-  'sources, each a detection and a block on every probe. s/M = CPU seconds (/proc/<pid>/stat) per million events the policy received; det/s ' +
-  'from GetStatus; blocked = decisions after / scans; x = the ratio to the first point of the axis. The load is the same at every point: the ' +
-  'ratios show what N, the table size and the probes cost, not a throughput limit (bench-pipeline measures that).';
+  `Each point is a fresh policy with P probes, each in a namespace pair of its own, as deployed, with N = PW_PORTSCAN_PORT_THRESHOLD, a ` +
+  `window of ${count(WINDOW_SECONDS)} s and room for ${count(MAX_TRACKED)} sources (nothing expires or is evicted), the fleet rule and ` +
+  'in-kernel detection off (the policy does every detection; the XDP program does not take N = 100). Base point: ' +
+  `N = ${BASE.N}, ${count(BASE.sources)} sources, ${BASE.probes} probe; each axis varies one. Memory: one SYN from each of S sources; ` +
+  `bytes/src = the policy's RSS growth over S, read after full GCs (in parentheses, with no ratio, where it grew less than ` +
+  `${MIN_RSS_DELTA >> 20} MiB: noise). Load: ${LOAD_SECONDS} s of ${count(LOAD_RATE)} SYN/s from non-scanners over all probes plus ` +
+  `${SCAN_RATE} port scans a second, each a detection and a block. s/M = CPU seconds per million events the policy received; blocked = ` +
+  'decisions / scans; x = the ratio to the first point of the axis. The load is the same at every point: the ratios show what N, the ' +
+  'table size and the probes cost, not a throughput limit (bench-pipeline measures that).';
 
 function section(m: Machine, date: string, load: number, axes: readonly Along[], seconds: number): string {
   return sectionText(
