@@ -81,10 +81,13 @@ function targetsTable(entries: readonly SummaryEntry[]): string {
   return table(['bench', 'figure', 'n', 'value', 'target', 'result', 'same run: ratio to'], rows, [false, false, true, true, false, false, false]);
 }
 
-/** "- benches: date, machine" for each date and machine the figures come from. */
+/** "- benches: date, machine" for each date and machine the figures come from ("every bench" when one run made them all). */
 function provenance(entries: readonly SummaryEntry[]): string[] {
   const groups = groupBy(entries, (e) => `${e.date ?? 'date not recorded'}, ${e.machine ?? 'machine not recorded'}`);
-  return [...groups].map(([k, g]) => `- ${[...new Set(g.map((e) => e.bench))].join(', ')}: ${k}`);
+  return [...groups].map(([k, g]) => {
+    const benches = [...new Set(g.map((e) => e.bench))];
+    return `- ${benches.length === BENCHES.length ? 'every bench' : benches.join(', ')}: ${k}`;
+  });
 }
 
 async function main(): Promise<void> {
