@@ -81,12 +81,14 @@ function targetsTable(entries: readonly SummaryEntry[]): string {
   return table(['bench', 'figure', 'n', 'value', 'target', 'result', 'same run: ratio to'], rows, [false, false, true, true, false, false, false]);
 }
 
-/** "- benches: date, machine" for each date and machine the figures come from ("every bench" when one run made them all). */
+/** Each date and machine the figures come from, with the benches that ran there ("every bench" when one run made them all). */
 function provenance(entries: readonly SummaryEntry[]): string[] {
   const groups = groupBy(entries, (e) => `${e.date ?? 'date not recorded'}, ${e.machine ?? 'machine not recorded'}`);
-  return [...groups].map(([k, g]) => {
+  return [...groups.values()].map((g) => {
     const benches = [...new Set(g.map((e) => e.bench))];
-    return `- ${benches.length === BENCHES.length ? 'every bench' : benches.join(', ')}: ${k}`;
+    const [date, machine] = [g[0]!.date ?? 'date not recorded', g[0]!.machine ?? 'machine not recorded'];
+    // Several runs: each machine on a line of its own, so that fitting the line to the screen never splits it.
+    return benches.length === BENCHES.length ? `- every bench: ${date}, ${machine}` : `- ${benches.join(', ')}, ${date}:\n  ${machine}`;
   });
 }
 
