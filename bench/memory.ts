@@ -66,6 +66,9 @@ function slope(xs: readonly number[], ys: readonly number[]): number {
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
+/** detectorHeap's source keys by range (a million each, as the policy makes them), built for the first case of a range. */
+const keysByRange = new Map<SourceRange, unknown[]>();
+
 /**
  * The detector's heap bytes per source for a case, of which the fleet rule's, and the rule's F: heapUsed + arrayBuffers
  * after full collections (V8's gc exposed at run time) in this process, of services/policy's Detector at N with the fleet
@@ -77,10 +80,16 @@ async function detectorHeap({ range, n, ports }: Case) {
   const [{ parseAddress }, { Detector }, { SourceKeys }, { fleetThresholdOf, policySettings }] = await Promise.all(
     [import.meta.resolve('@packetwatch/common'), ...['detector', 'sourcekey', 'config'].map((m) => join(POLICY_DIST, `${m}.js`))].map((m) => import(m)),
   );
-  const mem = () => (gc(), gc(), process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers);
-  // Each source keyed as the policy keys it (its default prefix lengths).
+  const mem = () => {
+    gc();
+    gc();
+    const { heapUsed, arrayBuffers } = process.memoryUsage();
+    return heapUsed + arrayBuffers;
+  };
+  // Each source keyed as the policy keys it (its default prefix lengths), once per range for every N.
   const sourceKeys = new SourceKeys({ ipv6: policySettings.ipv6Prefix.default, ipv4: policySettings.ipv4Prefix.default });
-  const keys = Array.from({ length: SOURCES }, (_, i) => sourceKeys.of(parseAddress(sourceAddress(range, i))));
+  const keys = keysByRange.get(range) ?? Array.from({ length: SOURCES }, (_, i) => sourceKeys.of(parseAddress(sourceAddress(range, i))));
+  keysByRange.set(range, keys);
   const F: number = fleetThresholdOf({ fleetThreshold: policySettings.fleetThreshold.default, portThreshold: n });
   const filled = (pairThreshold: number) => {
     const before = mem();

@@ -188,6 +188,7 @@ async function plot(axes: readonly Along[]): Promise<string> {
     { what: 'Detections', yLabel: 'detections per second', figures: [det] },
   ];
   const legend = (f: Figure) => (f.noisy ? `${f.label} (no point where RSS grew less than ${MIN_RSS_DELTA >> 20} MiB: noise)` : f.label);
+  const series = measures.flatMap((m) => m.figures.map(legend));
   const spec: TopLevelSpec = {
     title: { text: 'Packetwatch policy as N, the tracked sources and the probes grow (make bench-scaling)', fontSize: 15, offset: 12 },
     background: 'white',
@@ -207,7 +208,7 @@ async function plot(axes: readonly Along[]): Promise<string> {
             axis: { values: points.map((p) => p[axis]), format: '~s' },
           },
           y: { field: 'y', type: 'quantitative', title: yLabel, scale: { zero: true } },
-          color: { field: 'series', type: 'nominal', title: null, scale: { domain: measures.flatMap((m) => m.figures.map(legend)) } },
+          color: { field: 'series', type: 'nominal', title: null, scale: { domain: series } },
         },
       })),
     ),
