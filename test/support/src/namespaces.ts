@@ -19,6 +19,33 @@ function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
+/**
+ * Deletes a namespace, first killing whatever still runs in it: a scan, a
+ * flood or a service that a failed test or an interrupted bench left behind
+ * would otherwise go on (its namespace, veth and all, alive as long as it
+ * runs) after the name is gone.
+ */
+function deleteNamespace(ns: string): void {
+  let pids: string;
+  try {
+    pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    return; // no such namespace
+  }
+  for (const pid of pids.split(/\s+/).filter(Boolean)) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // exited meanwhile
+    }
+  }
+  try {
+    ip('netns', 'del', ns);
+  } catch {
+    // already gone
+  }
+}
+
 export interface NamespacePair {
   victimNs: string;
   attackerNs: string;
@@ -47,6 +74,7 @@ export interface NamespacePair {
    * so that they arrive on the victim's end as they are.
    */
   sendFromAttacker(frames: readonly Buffer[]): void;
+  /** Deletes both namespaces (the veth pair with them), killing what still runs in them. */
   destroy(): void;
 }
 
@@ -73,15 +101,7 @@ export function createNamespacePair(slot: number): NamespacePair {
   const attackerIf = `pwa${tag}`;
   const victimAddr = `10.232.${slot}.1`;
   const attackerAddr = `10.232.${slot}.2`;
-  const destroy = () => {
-    for (const ns of [victimNs, attackerNs]) {
-      try {
-        ip('netns', 'del', ns);
-      } catch {
-        // already gone
-      }
-    }
-  };
+  const destroy = () => [victimNs, attackerNs].forEach(deleteNamespace);
   const plug = () => {
     ip('link', 'add', victimIf, 'netns', victimNs, 'type', 'veth', 'peer', 'name', attackerIf, 'netns', attackerNs);
     ip('-n', victimNs, 'addr', 'add', `${victimAddr}/24`, 'dev', victimIf);
@@ -145,6 +165,7 @@ export interface TestNet {
   peerAddr6: string;
   /** Runs a command inside the peer namespace. */
   inPeer(cmd: string, args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** Deletes the peer namespace, killing what still runs in it, and the veth pair. */
   destroy(): void;
 }
 
@@ -160,12 +181,11 @@ export function createTestNet(slot: number): TestNet {
   const peerAddr6 = `fd00:231:${slot.toString(16)}::2`;
 
   const destroy = () => {
-    for (const args of [['netns', 'del', peerNs], ['link', 'del', hostIf]]) {
-      try {
-        ip(...args);
-      } catch {
-        // already gone
-      }
+    deleteNamespace(peerNs);
+    try {
+      ip('link', 'del', hostIf);
+    } catch {
+      // already gone
     }
   };
   destroy();
