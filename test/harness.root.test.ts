@@ -3,14 +3,13 @@
 // bench started in a namespace is killed with it, not left sending for the
 // rest of its timeout in a namespace whose name is gone.
 import { execFileSync } from 'node:child_process';
-import { createNamespacePair, createTestNet, sleep, waitFor } from '@packetwatch/test-support';
+import { createNamespacePair, createTestNet, namespacePids, sleep, waitFor } from '@packetwatch/test-support';
 import { describe, expect, test } from 'vitest';
 
 const SLOT = 90;
 /** Longer than the test: only destroy() can end these. */
 const LEFT_RUNNING_S = 600;
 
-const pidsIn = (ns: string) => execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split(/\s+/).filter(Boolean);
 const namespaces = () => execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
 
 /** Bounds the wait for a command's end, so that a survivor fails the test by name rather than by its timeout. */
@@ -38,11 +37,12 @@ describe('network namespaces of the harness', () => {
     const net = createNamespacePair(SLOT);
     try {
       const left = [leave(net.inAttacker), leave(net.inVictim)];
-      await waitFor('the commands to start', () => (pidsIn(net.attackerNs).length && pidsIn(net.victimNs).length ? true : undefined));
+      await waitFor('the commands to start', () => (namespacePids(net.attackerNs).length && namespacePids(net.victimNs).length ? true : undefined));
       net.destroy();
       expect(await Promise.all(left.map(ending))).toEqual(['SIGKILL', 'SIGKILL']);
-      expect(namespaces()).not.toContain(net.attackerNs);
-      expect(namespaces()).not.toContain(net.victimNs);
+      const listed = namespaces();
+      expect(listed).not.toContain(net.attackerNs);
+      expect(listed).not.toContain(net.victimNs);
     } finally {
       net.destroy();
     }
@@ -52,7 +52,7 @@ describe('network namespaces of the harness', () => {
     const net = createTestNet(SLOT);
     try {
       const left = leave(net.inPeer);
-      await waitFor('the command to start', () => (pidsIn(net.peerNs).length ? true : undefined));
+      await waitFor('the command to start', () => (namespacePids(net.peerNs).length ? true : undefined));
       net.destroy();
       expect(await ending(left)).toBe('SIGKILL');
       expect(namespaces()).not.toContain(net.peerNs);

@@ -7,6 +7,6 @@ export { type CapturedFrame, type NgInterface, PcapWriter, pcapFile, pcapHeader,
 export { type CpuShares, type CpuSnapshot, cpuShares, cpuSnapshot, machineCpu, ownCpu, processCpu } from './cpu.js';
 export { FRAMES_PER_SLICE, MAX_SLICES_OWED, SLICE_MS, XDP_PASS, drive, runOnce } from './drive.js';
 export { HarnessError, commandError } from './errors.js';
-export { type NamespacePair, TEST_BPFFS, type TestNet, createNamespacePair, createTestNet, xdpAttached } from './namespaces.js';
+export { type NamespacePair, TEST_BPFFS, type TestNet, createNamespacePair, createTestNet, namespacePids, xdpAttached } from './namespaces.js';
 export { freePort } from './ports.js';
 export { sleep, waitFor } from './wait.js';

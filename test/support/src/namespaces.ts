@@ -26,23 +26,31 @@ function ip(...args: string[]): void {
  * runs) after the name is gone.
  */
 function deleteNamespace(ns: string): void {
-  let pids: string;
-  try {
-    pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-  } catch {
-    return; // no such namespace
-  }
-  for (const pid of pids.split(/\s+/).filter(Boolean)) {
+  for (const pid of namespacePids(ns)) {
     try {
-      process.kill(Number(pid), 'SIGKILL');
+      process.kill(pid, 'SIGKILL');
     } catch {
       // exited meanwhile
     }
   }
+  ipIfPresent('netns', 'del', ns);
+}
+
+/** ip(...args) on something that may be gone already: a failure is ignored. */
+function ipIfPresent(...args: string[]): void {
   try {
-    ip('netns', 'del', ns);
+    ip(...args);
   } catch {
     // already gone
+  }
+}
+
+/** The processes running in a namespace (`ip netns pids`); none when there is no such namespace. */
+export function namespacePids(ns: string): number[] {
+  try {
+    return execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
   }
 }
 
@@ -182,11 +190,7 @@ export function createTestNet(slot: number): TestNet {
 
   const destroy = () => {
     deleteNamespace(peerNs);
-    try {
-      ip('link', 'del', hostIf);
-    } catch {
-      // already gone
-    }
+    ipIfPresent('link', 'del', hostIf);
   };
   destroy();
   try {
